@@ -1,0 +1,489 @@
+//! cgroup v1: one directory `<mount>/isol/<id>` per controller hierarchy isol uses (memory,
+//! cpu, cpuacct, pids, and freezer to stop processes while they are killed). Co-mounted
+//! controllers (`cpu,cpuacct`) share one directory.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Instant;
+
+use nix::errno::Errno;
+
+use super::{
+    CPU_PERIOD_US, CgroupError, CgroupManager, ISOL_DIR, KILL_TIMEOUT, POLL, Stats, V1_CONTROLLERS,
+    V1Hierarchy, cpu_quota_us, kill_all, kill_until_empty, mkdir_cgroup, procs_recursive,
+    read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent, rmdir_tree, validate_id,
+    validate_limits, write_file,
+};
+use crate::config::Limits;
+
+/// The cgroup of one hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ControllerDir {
+    /// The controllers isol uses that this hierarchy serves.
+    controllers: Vec<&'static str>,
+    /// `<mount>/isol`, shared by all runs.
+    parent: PathBuf,
+    /// `<mount>/isol/<id>`.
+    dir: PathBuf,
+}
+
+/// A run's cgroup on a v1 (legacy or hybrid) host.
+#[derive(Debug)]
+pub struct V1Manager {
+    root: PathBuf,
+    dirs: Vec<ControllerDir>,
+}
+
+/// For each controller isol uses, the first hierarchy that has it: `(controller, mount point)`.
+fn used_controllers(hierarchies: &[V1Hierarchy]) -> Vec<(&'static str, &Path)> {
+    V1_CONTROLLERS
+        .iter()
+        .filter_map(|&c| {
+            hierarchies
+                .iter()
+                .find(|h| h.controllers.iter().any(|x| x == c))
+                .map(|h| (c, h.mount_point.as_path()))
+        })
+        .collect()
+}
+
+/// The mount points of the hierarchies isol uses, each once.
+pub(crate) fn used_mounts(hierarchies: &[V1Hierarchy]) -> Vec<PathBuf> {
+    let mut mounts: Vec<PathBuf> = Vec::new();
+    for (_, mount) in used_controllers(hierarchies) {
+        if !mounts.iter().any(|m| m == mount) {
+            mounts.push(mount.to_owned());
+        }
+    }
+    mounts
+}
+
+impl V1Manager {
+    /// The manager of `isol/<id>` in `hierarchies` (found below `root`); creates nothing.
+    pub fn new(root: &Path, hierarchies: &[V1Hierarchy], id: &str) -> Result<Self, CgroupError> {
+        validate_id(id)?;
+        let mut dirs: Vec<ControllerDir> = Vec::new();
+        for (controller, mount) in used_controllers(hierarchies) {
+            let parent = mount.join(ISOL_DIR);
+            match dirs.iter_mut().find(|d| d.parent == parent) {
+                Some(d) => d.controllers.push(controller),
+                None => dirs.push(ControllerDir {
+                    controllers: vec![controller],
+                    dir: parent.join(id),
+                    parent,
+                }),
+            }
+        }
+        if dirs.is_empty() {
+            return Err(CgroupError::NoHierarchy {
+                path: root.to_owned(),
+                detail: "none of the memory, cpu, cpuacct, pids or freezer controllers is mounted"
+                    .into(),
+            });
+        }
+        Ok(V1Manager {
+            root: root.to_owned(),
+            dirs,
+        })
+    }
+
+    /// This run's directory in the hierarchy of `controller`, if the host mounts it.
+    pub fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.controllers.contains(&controller))
+            .map(|d| d.dir.as_path())
+    }
+
+    /// This run's directories, one per hierarchy.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|d| d.dir.as_path())
+    }
+
+    /// Fails when a limit that is set needs a controller the host does not mount.
+    pub(crate) fn check_controllers(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let needs = [
+            (limits.memory.is_some(), "memory", "memory"),
+            (limits.cpus.is_some(), "cpu", "cpu"),
+            (limits.pids.is_some(), "pids", "pids"),
+        ];
+        for (set, controller, limit) in needs {
+            if set && self.dir(controller).is_none() {
+                return Err(CgroupError::ControllerMissing {
+                    controller,
+                    limit,
+                    root: self.root.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the directories; on failure removes those already made.
+    pub(crate) fn create(&self) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            if let Err(e) = mkdir_cgroup(&d.parent, &d.dir) {
+                let _ = self.remove();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Freezes the cgroup so nothing can fork while it is being killed. False when there is no
+    /// freezer hierarchy (or the cgroup is gone).
+    fn freeze(&self) -> bool {
+        let Some(dir) = self.dir("freezer") else {
+            return false;
+        };
+        let state = dir.join("freezer.state");
+        if write_file(&state, "FROZEN").is_err() {
+            return false;
+        }
+        // FREEZING until every task is stopped; a task stuck in the kernel may keep it there,
+        // in which case the kill loop below still gets it.
+        let deadline = Instant::now() + KILL_TIMEOUT / 3;
+        while Instant::now() < deadline {
+            match read_opt_string(&state) {
+                Ok(Some(s)) if s.trim() == "FROZEN" => break,
+                Ok(Some(_)) => thread::sleep(POLL),
+                _ => break,
+            }
+        }
+        true
+    }
+
+    fn thaw(&self) {
+        if let Some(dir) = self.dir("freezer") {
+            let _ = write_file(&dir.join("freezer.state"), "THAWED");
+        }
+    }
+}
+
+impl CgroupManager for V1Manager {
+    fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
+        validate_limits(limits)?;
+        self.check_controllers(limits)?;
+        if let (Some(memory), Some(dir)) = (limits.memory, self.dir("memory")) {
+            let value = memory.to_string();
+            let limit = dir.join("memory.limit_in_bytes");
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                // memory+swap gets the same limit, so swapping does not dodge it. The kernel
+                // wants memsw >= limit at all times: raising the limit above the current memsw
+                // fails with EINVAL, so then memsw goes first.
+                match write_file(&limit, &value) {
+                    Ok(()) => write_file(&memsw, &value)?,
+                    Err(CgroupError::Write { error, .. })
+                        if error.raw_os_error() == Some(Errno::EINVAL as i32) =>
+                    {
+                        write_file(&memsw, &value)?;
+                        write_file(&limit, &value)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                write_file(&limit, &value)?;
+            }
+        }
+        if let (Some(cpus), Some(dir)) = (limits.cpus, self.dir("cpu")) {
+            let quota = cpu_quota_us(cpus)?;
+            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {
+            write_file(&dir.join("pids.max"), &pids.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
+        if pid <= 0 {
+            return Err(CgroupError::InvalidPid { pid });
+        }
+        // Every hierarchy, limited or not, so that stats and remove() see the process.
+        for d in &self.dirs {
+            write_file(&d.dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Stats, CgroupError> {
+        let mut stats = Stats::default();
+        if let Some(dir) = self.dir("memory") {
+            stats.memory_peak = read_opt_u64(&dir.join("memory.max_usage_in_bytes"))?;
+            stats.memory_current = read_opt_u64(&dir.join("memory.usage_in_bytes"))?;
+            stats.oom_kills = read_opt_keyed(&dir.join("memory.oom_control"), "oom_kill")?;
+        }
+        if let Some(dir) = self.dir("cpuacct") {
+            stats.cpu_usage_usec = read_opt_u64(&dir.join("cpuacct.usage"))?.map(|ns| ns / 1000);
+        }
+        if let Some(dir) = self.dir("cpu") {
+            let stat = dir.join("cpu.stat");
+            stats.cpu_nr_periods = read_opt_keyed(&stat, "nr_periods")?;
+            stats.cpu_nr_throttled = read_opt_keyed(&stat, "nr_throttled")?;
+            stats.cpu_throttled_usec = read_opt_keyed(&stat, "throttled_time")?.map(|ns| ns / 1000);
+        }
+        if let Some(dir) = self.dir("pids") {
+            stats.pids_current = read_opt_u64(&dir.join("pids.current"))?;
+        }
+        Ok(stats)
+    }
+
+    fn remove(&self) -> Result<(), CgroupError> {
+        let dirs: Vec<PathBuf> = self.dirs().map(Path::to_owned).collect();
+        if dirs.iter().any(|d| d.exists()) {
+            let frozen = self.freeze();
+            let mut pids = Vec::new();
+            for dir in &dirs {
+                pids.extend(procs_recursive(dir).unwrap_or_default());
+            }
+            kill_all(&pids);
+            if frozen {
+                // Frozen tasks die of the SIGKILL once thawed.
+                self.thaw();
+            }
+            kill_until_empty(&dirs)?;
+        }
+        let mut result = Ok(());
+        for dir in &dirs {
+            if let Err(e) = rmdir_tree(dir) {
+                result = result.and(Err(e));
+            }
+        }
+        for d in &self.dirs {
+            if let Err(e) = rmdir_parent(&d.parent) {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    fn path(&self) -> &Path {
+        self.dir("memory").unwrap_or(&self.dirs[0].dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::super::test_support::{ROOT, Run, real_host, unique_id};
+    use super::super::{AnyCgroupManager, Layout, create};
+    use super::*;
+
+    fn hierarchy(mount: &Path, controllers: &[&str]) -> V1Hierarchy {
+        V1Hierarchy {
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            mount_point: mount.to_owned(),
+        }
+    }
+
+    /// A fake v1 tree with separate memory/cpu/cpuacct/pids hierarchies and a co-mounted
+    /// `net_cls,net_prio` one isol ignores.
+    fn fake_tree(root: &Path) -> Vec<V1Hierarchy> {
+        ["memory", "cpu", "cpuacct", "pids", "net_cls,net_prio"]
+            .iter()
+            .map(|name| {
+                let mount = root.join(name);
+                fs::create_dir(&mount).unwrap();
+                hierarchy(&mount, &name.split(',').collect::<Vec<_>>())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cgroups_v1_paths_separate_and_comounted() {
+        let root = Path::new("/sys/fs/cgroup");
+        let separate = [
+            hierarchy(&root.join("cpu"), &["cpu"]),
+            hierarchy(&root.join("cpuacct"), &["cpuacct"]),
+            hierarchy(&root.join("memory"), &["memory"]),
+            hierarchy(&root.join("pids"), &["pids"]),
+            hierarchy(&root.join("freezer"), &["freezer"]),
+            hierarchy(&root.join("cpuset"), &["cpuset"]),
+        ];
+        let m = V1Manager::new(root, &separate, "abc").unwrap();
+        assert_eq!(m.path(), Path::new("/sys/fs/cgroup/memory/isol/abc"));
+        assert_eq!(m.dir("cpu"), Some(Path::new("/sys/fs/cgroup/cpu/isol/abc")));
+        assert_eq!(
+            m.dir("cpuacct"),
+            Some(Path::new("/sys/fs/cgroup/cpuacct/isol/abc"))
+        );
+        assert_eq!(m.dir("cpuset"), None, "cpuset is not used");
+        assert_eq!(m.dirs().count(), 5);
+
+        let comounted = [
+            hierarchy(&root.join("cpu,cpuacct"), &["cpu", "cpuacct"]),
+            hierarchy(&root.join("memory"), &["memory"]),
+        ];
+        let m = V1Manager::new(root, &comounted, "abc").unwrap();
+        assert_eq!(m.dir("cpu"), m.dir("cpuacct"));
+        assert_eq!(
+            m.dir("cpu"),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/isol/abc"))
+        );
+        assert_eq!(m.dirs().count(), 2);
+        assert_eq!(
+            used_mounts(&comounted),
+            [root.join("memory"), root.join("cpu,cpuacct")]
+        );
+        assert!(V1Manager::new(root, &comounted, "../x").is_err());
+        assert!(
+            V1Manager::new(root, &[hierarchy(&root.join("cpuset"), &["cpuset"])], "a").is_err()
+        );
+    }
+
+    #[test]
+    fn cgroups_v1_missing_controller_is_an_error() {
+        let root = Path::new("/sys/fs/cgroup");
+        let m = V1Manager::new(root, &[hierarchy(&root.join("cpu"), &["cpu"])], "x").unwrap();
+        let err = m
+            .apply(&Limits {
+                memory: Some(64 << 20),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CgroupError::ControllerMissing {
+                    controller: "memory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("memory controller"), "{err}");
+        m.apply(&Limits {
+            cpus: None,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn cgroups_v1_fake_apply_and_stats() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hierarchies = fake_tree(tmp.path());
+        let m = V1Manager::new(tmp.path(), &hierarchies, "run1").unwrap();
+        m.create().unwrap();
+        let files = [
+            ("memory", "memory.limit_in_bytes", "9223372036854771712\n"),
+            (
+                "memory",
+                "memory.memsw.limit_in_bytes",
+                "9223372036854771712\n",
+            ),
+            ("memory", "memory.max_usage_in_bytes", "5242880\n"),
+            ("memory", "memory.usage_in_bytes", "4096\n"),
+            (
+                "memory",
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            ),
+            ("cpu", "cpu.cfs_period_us", "100000\n"),
+            ("cpu", "cpu.cfs_quota_us", "-1\n"),
+            (
+                "cpu",
+                "cpu.stat",
+                "nr_periods 10\nnr_throttled 4\nthrottled_time 3000000\n",
+            ),
+            ("cpuacct", "cpuacct.usage", "123456789\n"),
+            ("pids", "pids.max", "max\n"),
+            ("pids", "pids.current", "3\n"),
+        ];
+        for (controller, file, content) in files {
+            fs::write(m.dir(controller).unwrap().join(file), content).unwrap();
+        }
+        m.apply(&Limits {
+            memory: Some(64 << 20),
+            cpus: Some(0.25),
+            pids: Some(10),
+        })
+        .unwrap();
+        let read = |c: &str, f: &str| fs::read_to_string(m.dir(c).unwrap().join(f)).unwrap();
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "25000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("pids", "pids.max"), "10");
+        let stats = m.stats().unwrap();
+        assert_eq!(
+            stats,
+            Stats {
+                memory_peak: Some(5_242_880),
+                memory_current: Some(4096),
+                oom_kills: Some(2),
+                cpu_usage_usec: Some(123_456),
+                cpu_nr_periods: Some(10),
+                cpu_nr_throttled: Some(4),
+                cpu_throttled_usec: Some(3000),
+                pids_current: Some(3),
+            }
+        );
+        // The fake directories hold regular files, so rmdir cannot work there: check that the
+        // error names the directory.
+        let err = m.remove().unwrap_err();
+        assert!(matches!(err, CgroupError::Remove { .. }), "{err}");
+        assert!(!tmp.path().join("net_cls,net_prio/isol").exists());
+    }
+
+    #[test]
+    fn cgroups_v1_real_limit_files() {
+        let Some((_guard, layout)) = real_host() else {
+            return;
+        };
+        if !matches!(layout, Layout::V1 { .. }) {
+            println!("skipped: host has no cgroup v1 controllers");
+            return;
+        }
+        let id = unique_id("v1files");
+        let limits = Limits {
+            memory: Some(64 << 20),
+            cpus: Some(1.5),
+            pids: Some(100),
+        };
+        let run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
+        let AnyCgroupManager::V1(m) = &run.cgroup else {
+            panic!("v1 layout gave {:?}", run.cgroup);
+        };
+        let read = |c: &str, f: &str| {
+            fs::read_to_string(m.dir(c).unwrap().join(f))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+        if m.dir("memory")
+            .unwrap()
+            .join("memory.memsw.limit_in_bytes")
+            .exists()
+        {
+            assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "67108864");
+        }
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "150000");
+        assert_eq!(read("pids", "pids.max"), "100");
+        for dir in m.dirs() {
+            assert!(dir.is_dir(), "{dir:?}");
+            assert!(dir.starts_with(ROOT) && dir.ends_with(format!("isol/{id}")));
+        }
+        // Raising the memory limit above the current memsw limit needs memsw first.
+        m.apply(&Limits {
+            memory: Some(128 << 20),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "134217728");
+        m.apply(&Limits {
+            memory: Some(16 << 20),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "16777216");
+        let dirs: Vec<PathBuf> = m.dirs().map(Path::to_owned).collect();
+        run.cgroup.remove().unwrap();
+        assert!(dirs.iter().all(|d| !d.exists()), "{dirs:?}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The child side of a run, between clone and exec: wait for the parent's go, then hostname,
+//! cgroup namespace, loopback, rootfs, terminal, working directory, user, privileges, and finally
+//! exec of the container's init from a sealed copy of isol (see `security::exe`).
+//!
+//! Everything the child needs is computed by the parent before the clone ([`ChildSpec`]), so the
+//! child only performs system calls.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::stat::{Mode, umask};
+use seccompiler::BpfProgram;
+
+use crate::config::{ContainerConfig, NetworkMode, Volume};
+use crate::error::ContainerError;
+use crate::process::{cstring, cstrings, monotonic_ns};
+use crate::pty::Pty;
+use crate::rootfs::{self, RootfsSpec};
+use crate::state::RunDir;
+use crate::{network, security, user};
+
+/// argv[0] of the container's init, and the marker that selects init mode in isol's `main`.
+pub const INIT_ARGV0: &str = "isol-init";
+pub const INIT_MARKER: &str = "--isol-container-init";
+
+/// What the child needs, prepared by the parent.
+pub(crate) struct ChildSpec<'a> {
+    hostname: CString,
+    layers: Vec<PathBuf>,
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+    volumes: Vec<Volume>,
+    rootless: bool,
+    network: NetworkMode,
+    cgroup2: bool,
+    interactive: bool,
+    workdir: PathBuf,
+    user: Option<String>,
+    init_exe: BorrowedFd<'a>,
+    filter: &'a BpfProgram,
+    pty: Option<&'a Pty>,
+    /// argv of the init: INIT_ARGV0, INIT_MARKER, report fd, tty flag, then the workload's argv.
+    init_argv_tail: Vec<CString>,
+    env: Vec<CString>,
+}
+
+impl std::fmt::Debug for ChildSpec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("hostname", &self.hostname)
+            .field("merged", &self.merged)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> ChildSpec<'a> {
+    pub(crate) fn new(
+        cfg: &ContainerConfig,
+        run: &RunDir,
+        init_exe: BorrowedFd<'a>,
+        filter: &'a BpfProgram,
+        pty: Option<&'a Pty>,
+        cgroup2: bool,
+    ) -> Result<Self, ContainerError> {
+        if cfg.args.is_empty() {
+            return Err(ContainerError::Unsupported(
+                "No command to run: give one after the image name".into(),
+            ));
+        }
+        Ok(ChildSpec {
+            hostname: cstring(cfg.hostname.as_ref(), "hostname")?,
+            layers: cfg.layers.clone(),
+            upper: run.upper.clone(),
+            work: run.work.clone(),
+            merged: run.merged.clone(),
+            volumes: cfg.volumes.clone(),
+            rootless: cfg.rootless,
+            network: cfg.network,
+            cgroup2,
+            interactive: cfg.interactive,
+            workdir: cfg.workdir.clone(),
+            user: cfg.user.clone(),
+            init_exe,
+            filter,
+            pty,
+            init_argv_tail: cstrings(&cfg.args, "argument")?,
+            env: cstrings(&cfg.env, "environment variable")?,
+        })
+    }
+}
+
+/// The child's entry point after clone. Never returns: it execs the init or exits 125 after
+/// reporting why it could not.
+pub(crate) fn main(spec: &ChildSpec<'_>, go: OwnedFd, report: OwnedFd) -> ! {
+    let mut report = File::from(report);
+    match setup(spec, go, &report) {
+        Ok(never) => match never {},
+        Err(msg) => {
+            let line = msg.replace('\n', " ");
+            let _ = writeln!(report, "E {line}");
+            // SAFETY: _exit ends this process without running the parent's atexit handlers or
+            // destructors, which belong to the parent's copy of the state.
+            unsafe { libc::_exit(125) }
+        }
+    }
+}
+
+fn mark(report: &File, name: &str) {
+    let _ = writeln!(&*report, "T {name} {}", monotonic_ns());
+}
+
+fn setup(
+    spec: &ChildSpec<'_>,
+    go: OwnedFd,
+    report: &File,
+) -> Result<std::convert::Infallible, String> {
+    // If isol dies, so does the container (and with it its PID namespace).
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut go = File::from(go);
+    let mut b = [0u8; 1];
+    if !matches!(go.read(&mut b), Ok(1)) {
+        // The parent died or gave up before letting us go.
+        // SAFETY: see `main`.
+        unsafe { libc::_exit(125) }
+    }
+    drop(go);
+
+    // The cgroup namespace is created after the parent moved us into our cgroup, so that the
+    // container sees that cgroup as its root.
+    unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("Cannot create the cgroup namespace: {e}"))?;
+    nix::unistd::sethostname(spec.hostname.to_str().unwrap_or("isol"))
+        .map_err(|e| format!("Cannot set the hostname: {e}"))?;
+    if spec.network != NetworkMode::Host {
+        network::loopback_up().map_err(|e| e.to_string())?;
+    }
+    mark(report, "namespaces-setup");
+
+    umask(Mode::empty());
+    let console = spec.pty.map(|p| p.slave_path());
+    rootfs::prepare(&RootfsSpec {
+        layers: &spec.layers,
+        upper: &spec.upper,
+        work: &spec.work,
+        merged: &spec.merged,
+        volumes: &spec.volumes,
+        rootless: spec.rootless,
+        host_network: spec.network == NetworkMode::Host,
+        cgroup2: spec.cgroup2,
+        console: console.as_deref(),
+    })?;
+    umask(Mode::from_bits_truncate(0o022));
+    mark(report, "rootfs");
+
+    // A new session: signals typed at isol's terminal reach isol, which forwards them, and not
+    // the container directly. With -t the pty becomes the controlling terminal.
+    nix::unistd::setsid().map_err(|e| format!("setsid failed: {e}"))?;
+    match spec.pty {
+        Some(p) => p.make_controlling_and_stdio()?,
+        None if !spec.interactive => redirect_stdin_to_null()?,
+        None => {}
+    }
+
+    enter_workdir(&spec.workdir)?;
+    let ids = match &spec.user {
+        Some(u) => Some(user::resolve(u)?),
+        None => None,
+    };
+    security::capabilities::drop_to_default().map_err(|e| e.to_string())?;
+    if let Some(ids) = &ids {
+        ids.apply()?;
+    }
+    security::set_no_new_privs().map_err(|e| e.to_string())?;
+    mark(report, "security");
+
+    let mut argv = Vec::with_capacity(spec.init_argv_tail.len() + 4);
+    argv.push(CString::new(INIT_ARGV0).expect("no NUL"));
+    argv.push(CString::new(INIT_MARKER).expect("no NUL"));
+    argv.push(CString::new(report.as_raw_fd().to_string()).expect("no NUL"));
+    argv.push(CString::new(if spec.pty.is_some() { "1" } else { "0" }).expect("no NUL"));
+    argv.extend(spec.init_argv_tail.iter().cloned());
+    clear_cloexec(report.as_raw_fd())?;
+    // The filter goes on last: from here on only what the workload may do is allowed.
+    security::seccomp::install(spec.filter).map_err(|e| e.to_string())?;
+    security::exe::exec_self_as_init(spec.init_exe, &argv, &spec.env).map_err(|e| e.to_string())
+}
+
+fn redirect_stdin_to_null() -> Result<(), String> {
+    let null = File::open("/dev/null").map_err(|e| format!("Cannot open /dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| format!("Cannot redirect stdin: {e}"))
+}
+
+/// Enters the working directory, creating it as docker does when the image lacks it.
+fn enter_workdir(dir: &Path) -> Result<(), String> {
+    if let Err(e) = nix::unistd::chdir(dir) {
+        if e != nix::errno::Errno::ENOENT {
+            return Err(format!(
+                "Cannot enter the working directory {}: {e}",
+                dir.display()
+            ));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("Cannot create the working directory {}: {e}", dir.display()))?;
+        nix::unistd::chdir(dir)
+            .map_err(|e| format!("Cannot enter the working directory {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn clear_cloexec(fd: i32) -> Result<(), String> {
+    // SAFETY: fcntl(F_SETFD) on an fd this process owns; it changes only its close-on-exec flag.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    if r < 0 {
+        return Err(format!(
+            "fcntl(F_SETFD) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The validated configuration of one container run. The CLI turns its flags into this type;
+//! everything here has already been checked, so the runtime only acts on it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Resource limits, applied through the cgroup manager.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory limit in bytes (`-m/--memory`).
+    pub memory: Option<u64>,
+    /// CPU quota in CPUs, e.g. 0.5 for half a CPU (`--cpus`).
+    pub cpus: Option<f64>,
+    /// Maximum number of tasks (`--pids-limit`).
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.cpus.is_none() && self.pids.is_none()
+    }
+}
+
+/// How the container is networked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A new network namespace with only loopback, brought up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// A new network namespace with a veth pair on the `isol0` bridge, NATed to the outside.
+    Bridge,
+}
+
+/// A bind mount from the host into the container (`-v HOST:CTR[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Absolute host path; it exists (checked by the CLI).
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything one container run needs.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// Short unique id of this run (hex), used for cgroup, veth and state names.
+    pub id: String,
+    /// Unpacked image layers, lowest first; they become overlayfs lower dirs and are never written.
+    pub layers: Vec<PathBuf>,
+    /// Directory under which this run keeps its state (writable upper, work dir, pid file).
+    pub state_root: PathBuf,
+    /// The command and its arguments; `args[0]` is resolved through `PATH` inside the rootfs.
+    pub args: Vec<OsString>,
+    /// `KEY=VALUE` pairs, complete (image env merged with `-e`).
+    pub env: Vec<OsString>,
+    /// Working directory inside the container (absolute).
+    pub workdir: PathBuf,
+    pub hostname: String,
+    /// `uid[:gid]` or `name[:group]`, resolved against the container's /etc/passwd and
+    /// /etc/group; `None` runs as root (uid 0 inside the container).
+    pub user: Option<String>,
+    pub limits: Limits,
+    pub network: NetworkMode,
+    pub volumes: Vec<Volume>,
+    /// Keep stdin open and connected (`-i`).
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal (`-t`).
+    pub tty: bool,
+    /// Run without root on the host: a user namespace maps the caller to root inside.
+    pub rootless: bool,
+}

@@ -1,0 +1,176 @@
+//! The container's init: PID 1 of every container, as `docker run --init` (tini) does.
+//!
+//! It starts the workload as its only child, tells the parent whether the exec worked, forwards
+//! the signals it receives to the workload, reaps every zombie (orphans are re-parented to PID 1),
+//! and exits with the workload's status — its exit code, or 128+N when signal N killed it. When
+//! it exits, the kernel kills whatever is left in the PID namespace.
+//!
+//! It runs from a sealed in-memory copy of isol (`security::exe`), never from the host's binary.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::process::monotonic_ns;
+
+/// Entry point of init mode. `args` are the process arguments after the init marker:
+/// report fd, tty flag ("1"/"0"), then the workload's argv.
+pub fn main(args: Vec<OsString>) -> ! {
+    let code = match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "isol-init: {e}");
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run(args: Vec<OsString>) -> Result<i32, String> {
+    // Exec'd from a memfd, the process would be named after it; `ps` should say what it is.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from the pointer.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"isol-init".as_ptr()) };
+    let mut it = args.into_iter();
+    let fd: i32 = it
+        .next()
+        .and_then(|s| s.to_str()?.parse().ok())
+        .ok_or("missing report fd")?;
+    let tty = it.next().is_some_and(|s| s == "1");
+    let argv: Vec<OsString> = it.collect();
+    let Some((prog, rest)) = argv.split_first() else {
+        return Err("missing command".into());
+    };
+    // SAFETY: the parent passed this fd number to us; nothing else in this process owns it.
+    let mut report = unsafe { File::from_raw_fd(fd) };
+    set_cloexec(fd);
+
+    // Every signal that can be caught is taken through a signalfd and forwarded.
+    let mut mask = SigSet::all();
+    for s in [
+        Signal::SIGKILL,
+        Signal::SIGSTOP,
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+        Signal::SIGTRAP,
+        Signal::SIGSYS,
+    ] {
+        mask.remove(s);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let sfd = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
+
+    let mut cmd = Command::new(prog);
+    cmd.args(rest).arg0(prog);
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // calls (sigprocmask, setpgid, tcsetpgrp) on its own process.
+    unsafe { cmd.pre_exec(move || prepare_workload(tty)) };
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let (code, msg) = exec_failure(prog, &e);
+            let _ = writeln!(report, "X {code} {msg}");
+            return Ok(code);
+        }
+    };
+    let _ = writeln!(report, "R {}", monotonic_ns());
+    drop(report);
+
+    let workload = Pid::from_raw(child.id() as i32);
+    loop {
+        let Ok(Some(info)) = sfd.read_signal() else {
+            continue;
+        };
+        let signo = info.ssi_signo as i32;
+        if signo != libc::SIGCHLD {
+            if let Ok(sig) = Signal::try_from(signo) {
+                let _ = kill(workload, sig);
+            }
+            continue;
+        }
+        // Reap everything that has exited; the workload's status ends the container.
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == workload => return Ok(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
+                    return Ok(128 + sig as i32);
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// The exit code and message for a workload that could not be executed, as docker reports it:
+/// 127 when it does not exist, 126 when it exists but cannot be executed.
+pub fn exec_failure(prog: &OsString, e: &io::Error) -> (i32, String) {
+    let name = prog.to_string_lossy();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) if !name.contains('/') => (
+            127,
+            format!("exec: {name:?}: executable file not found in $PATH"),
+        ),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
+            (127, format!("exec: {name:?}: no such file or directory"))
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            (126, format!("exec: {name:?}: permission denied"))
+        }
+        Some(libc::ENOEXEC) => (126, format!("exec: {name:?}: exec format error")),
+        _ => (126, format!("exec: {name:?}: {e}")),
+    }
+}
+
+/// In the workload's process, before exec: the signal mask init uses is not the workload's, and
+/// with a terminal the workload becomes its foreground job, so ^C reaches it.
+fn prepare_workload(tty: bool) -> io::Result<()> {
+    let empty = SigSet::empty();
+    empty.thread_set_mask().map_err(io::Error::from)?;
+    if tty {
+        // SAFETY: setpgid(0, 0) acts on this process only.
+        if unsafe { libc::setpgid(0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let me = std::process::id() as libc::pid_t;
+        // SAFETY: tcsetpgrp on our stdin, the pty slave, naming our own new process group.
+        if unsafe { libc::tcsetpgrp(0, me) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn set_cloexec(fd: i32) {
+    // SAFETY: fcntl(F_SETFD) only changes the close-on-exec flag of an fd this process owns.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_failures_map_to_docker_codes() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(exec_failure(&"nope".into(), &e(libc::ENOENT)).0, 127);
+        assert_eq!(exec_failure(&"/bin/nope".into(), &e(libc::ENOENT)).0, 127);
+        assert_eq!(exec_failure(&"/etc/passwd".into(), &e(libc::EACCES)).0, 126);
+        assert_eq!(exec_failure(&"/x".into(), &e(libc::ENOEXEC)).0, 126);
+        assert!(
+            exec_failure(&"nope".into(), &e(libc::ENOENT))
+                .1
+                .contains("not found in $PATH")
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! isol's container runtime.
+//!
+//! A run is: the parent ([`process::run`]) clones a child into new namespaces, places it in a
+//! cgroup, wires its network, and lets it go; the child (`child`) assembles the rootfs
+//! (`rootfs`), drops privileges (`security`) and executes the container's init ([`init`]) from a
+//! sealed copy of isol, which starts the workload. `state` makes sure nothing a run created
+//! survives it, even when isol itself was killed.
+
+pub mod cgroups;
+mod child;
+pub mod config;
+pub mod error;
+pub mod init;
+pub mod network;
+pub mod process;
+mod pty;
+mod rootfs;
+pub mod security;
+pub mod state;
+mod user;
+
+pub use child::{INIT_ARGV0, INIT_MARKER};
+pub use config::{ContainerConfig, Limits, NetworkMode, Volume};
+pub use error::ContainerError;
+pub use process::{RunResult, run};

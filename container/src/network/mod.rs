@@ -1,0 +1,448 @@
+//! Container networking: none (loopback only), host, and bridge (veth on `isol0`, NAT).
+//!
+//! * **none**: the child has a new network namespace and calls [`loopback_up`] in it.
+//! * **host**: nothing; the child stays in the host's namespace.
+//! * **bridge**: the parent calls [`attach`] with the child's pid. The first bridged container
+//!   creates the bridge `isol0` holding the gateway (first usable) address of the subnet
+//!   (`ISOL_BRIDGE_SUBNET`, default `10.88.0.0/24`), installs the nftables table `ip isol`
+//!   (masquerade for traffic leaving the subnet other than through the bridge, forward accepts
+//!   for the bridge) and turns net.ipv4.ip_forward on, remembering its old value. Each container
+//!   gets a veth pair: `isolv<first 8 chars of id>` on the bridge, `eth0` in the container with
+//!   the lowest free address and a default route via the gateway. [`Attachment::release`] (or its
+//!   `Drop`) removes the veth and, for the last container, the bridge, the table, and restores
+//!   ip_forward. [`sweep`] does the same for allocations whose isol was killed.
+//!
+//! Allocation state lives in `<state_root>/net/` (see `state.rs`), always under an flock, so
+//! concurrent isol processes never hand out the same address or tear the bridge down under each
+//! other. One host should use one `state_root`: the bridge and the nft table are host-wide.
+//!
+//! ## What the runtime must do, in order
+//!
+//! 1. At isol start: [`sweep`]`(state_root)`.
+//! 2. Clone the child with CLONE_NEWNET (unless the mode is host); the child blocks on its sync pipe.
+//! 3. Parent: [`attach`]`(mode, id, child_pid, state_root)` while the child is blocked and
+//!    unreaped; on error kill and reap the child. Keep the returned [`Attachment`] alive.
+//! 4. Parent: release the child. Child (modes none and bridge): [`loopback_up`] before dropping
+//!    capabilities and installing seccomp, then exec.
+//! 5. Parent, after reaping the child: [`Attachment::release`] (errors are worth reporting; on
+//!    every other exit path the `Drop` does the same, best effort).
+
+mod bridge;
+mod cmd;
+mod loopback;
+mod nat;
+mod state;
+mod subnet;
+mod veth;
+
+use std::collections::HashSet;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::config::NetworkMode;
+
+pub use bridge::BRIDGE;
+pub use loopback::loopback_up;
+pub use nat::TABLE as NFT_TABLE;
+pub use subnet::{DEFAULT_SUBNET, SUBNET_ENV};
+pub use veth::VETH_PREFIX;
+
+use state::{Allocation, Locked};
+use subnet::Subnet;
+
+/// What can go wrong while wiring a container's network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(
+        "ISOL_BRIDGE_SUBNET={value} is not usable: {reason}; set it to a private IPv4 network such as 10.88.0.0/24, or unset it"
+    )]
+    InvalidSubnet { value: String, reason: String },
+    #[error(
+        "Bridge subnet {subnet} overlaps {address} on host interface {interface}; choose another subnet with ISOL_BRIDGE_SUBNET"
+    )]
+    SubnetOverlap {
+        subnet: String,
+        interface: String,
+        address: String,
+    },
+    #[error(
+        "Bridge {BRIDGE} is serving {active} for running containers, so {requested} cannot be used now; set ISOL_BRIDGE_SUBNET={active} or wait until they exit"
+    )]
+    SubnetInUse { requested: String, active: String },
+    #[error(
+        "No free address left in {subnet}; stop some bridged containers or set ISOL_BRIDGE_SUBNET to a larger network"
+    )]
+    Exhausted { subnet: String },
+    #[error(
+        "Container id {id:?} cannot name a network interface; use a non-empty id of ASCII letters and digits"
+    )]
+    InvalidId { id: String },
+    #[error(
+        "Veth {veth} is already used by running container {owner}; give containers ids that differ in their first 8 characters"
+    )]
+    VethInUse { veth: String, owner: String },
+    #[error(
+        "Host link {name} already exists but no running isol owns it; if it is stale, delete it with `ip link delete {name}`"
+    )]
+    StrayLink { name: String },
+    #[error("Bridge networking needs root on the host; run isol as root or use --network none")]
+    NotRoot,
+    #[error(
+        "Process {pid} has no network namespace to attach to (it has exited); call attach after clone and before reaping the child"
+    )]
+    NoNetns { pid: i32 },
+    #[error(
+        "Process {pid} shares isol's network namespace; clone the container with CLONE_NEWNET before attaching bridge networking"
+    )]
+    SharedNetns { pid: i32 },
+    #[error(
+        "Cannot use network state at {path}: {error}; check that the state directory is on a writable local filesystem"
+    )]
+    State { path: PathBuf, error: io::Error },
+    #[error(
+        "Cannot read or write {path}: {error}; bridge networking needs root and a writable /proc/sys"
+    )]
+    Sysctl {
+        path: &'static str,
+        error: io::Error,
+    },
+    #[error("Cannot run {program}: {error}; install it (Debian package {package})")]
+    Spawn {
+        program: String,
+        package: &'static str,
+        error: io::Error,
+    },
+    #[error(
+        "`{command}` failed: {detail}; check the host's network configuration and that isol runs as root"
+    )]
+    Command { command: String, detail: String },
+    #[error(
+        "Cannot bring up loopback in the container's network namespace: {error}; loopback_up must run before capabilities are dropped"
+    )]
+    Loopback { error: io::Error },
+}
+
+/// A container's place on the bridge. Released explicitly with [`Attachment::release`], or
+/// best-effort on drop.
+#[derive(Debug)]
+pub struct Attachment {
+    id: String,
+    address: Ipv4Addr,
+    gateway: Ipv4Addr,
+    host_veth: String,
+    state_root: PathBuf,
+    released: bool,
+}
+
+impl Attachment {
+    /// The container's address on the bridge.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// The bridge's address: the container's default gateway, and how it reaches the host.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    /// The name of the host side of the container's veth pair.
+    pub fn host_veth(&self) -> &str {
+        &self.host_veth
+    }
+
+    /// The container id this attachment belongs to.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Deletes the host veth and frees the address; the last container also takes down the
+    /// bridge and the nft table and restores ip_forward. Call it after the child was reaped.
+    pub fn release(mut self) -> Result<(), NetworkError> {
+        self.release_once()
+    }
+
+    fn release_once(&mut self) -> Result<(), NetworkError> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let state = Locked::acquire(&self.state_root)?;
+        release_locked(&state, self.address, &self.host_veth)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let Err(error) = self.release_once() {
+            eprintln!(
+                "isol: warning: releasing the network of {}: {error}",
+                self.id
+            );
+        }
+    }
+}
+
+/// Parent side, after clone and before letting the child run: for [`NetworkMode::Bridge`] sets
+/// everything up for the network namespace of `child_pid`; for none and host returns `Ok(None)`.
+///
+/// `child_pid` must be an unreaped child in its own network namespace; `state_root` is the
+/// runtime's state directory (e.g. `/var/lib/isol/run`), the same for every isol on the host.
+pub fn attach(
+    mode: NetworkMode,
+    id: &str,
+    child_pid: i32,
+    state_root: &Path,
+) -> Result<Option<Attachment>, NetworkError> {
+    match mode {
+        NetworkMode::None | NetworkMode::Host => Ok(None),
+        NetworkMode::Bridge => {
+            attach_bridge(&Subnet::from_env()?, id, child_pid, state_root).map(Some)
+        }
+    }
+}
+
+/// At isol start: frees the allocations of isol processes that died without releasing them
+/// (their host veths are deleted), and takes the bridge down if no live container uses it.
+/// Best effort: problems are printed as warnings; the next attach or sweep retries.
+pub fn sweep(state_root: &Path) {
+    if let Err(error) = try_sweep(state_root) {
+        eprintln!("isol: warning: cleaning up stale container networks: {error}");
+    }
+}
+
+fn try_sweep(state_root: &Path) -> Result<(), NetworkError> {
+    // Fast path for hosts that never used bridge networking: no lock, no commands.
+    if !Locked::dir_of(state_root).exists() {
+        return Ok(());
+    }
+    let state = Locked::acquire(state_root)?;
+    let (occupied, prune_error) = prune(&state)?;
+    if occupied.is_empty() && (state.active_subnet()?.is_some() || state.saved_forward()?.is_some())
+    {
+        teardown_shared(&state)?;
+    }
+    prune_error.map_or(Ok(()), Err)
+}
+
+fn attach_bridge(
+    subnet: &Subnet,
+    id: &str,
+    child_pid: i32,
+    state_root: &Path,
+) -> Result<Attachment, NetworkError> {
+    // Everything that can be checked without touching the host comes first.
+    let host_veth = veth::host_name(id)?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(NetworkError::NotRoot);
+    }
+    let netns = veth::netns_of(child_pid)?;
+
+    let state = Locked::acquire(state_root)?;
+    // A dead owner's record must not block the start of a live container; sweep reports it.
+    let (occupied, _) = prune(&state)?;
+    let active = state.active_subnet()?;
+    if !occupied.is_empty() {
+        if let Some(active) = active.as_deref().filter(|a| *a != subnet.to_string()) {
+            return Err(NetworkError::SubnetInUse {
+                requested: subnet.to_string(),
+                active: active.to_owned(),
+            });
+        }
+        if let Some((_, owner)) = occupied.iter().find(|(_, a)| a.veth == host_veth) {
+            return Err(NetworkError::VethInUse {
+                veth: host_veth,
+                owner: owner.id.clone(),
+            });
+        }
+    }
+    if bridge::link_exists(&host_veth) {
+        return Err(NetworkError::StrayLink { name: host_veth });
+    }
+    let taken: HashSet<Ipv4Addr> = occupied.iter().map(|(address, _)| *address).collect();
+    let address = subnet
+        .container_addresses()
+        .find(|address| !taken.contains(address))
+        .ok_or_else(|| NetworkError::Exhausted {
+            subnet: subnet.to_string(),
+        })?;
+    // Recorded before anything is created, so a crash from here on leaves a trace for sweep.
+    state.insert(address, &Allocation::owned_by_me(id, &host_veth))?;
+
+    let set_up = || -> Result<(), NetworkError> {
+        if occupied.is_empty() || active.is_none() || !bridge::link_exists(BRIDGE) {
+            setup_shared(&state, subnet)?;
+            // Reattach live containers if the bridge had vanished under them.
+            for (_, allocation) in &occupied {
+                if bridge::link_exists(&allocation.veth) {
+                    let _ = cmd::run(
+                        "ip",
+                        &["link", "set", "dev", &allocation.veth, "master", BRIDGE],
+                        None,
+                    );
+                }
+            }
+        }
+        veth::create(&host_veth, child_pid)?;
+        veth::configure_peer(&netns, address, subnet)
+    };
+    if let Err(error) = set_up() {
+        // Undo this attachment (and the shared setup if nobody else uses it); report the cause.
+        let _ = release_locked(&state, address, &host_veth);
+        return Err(error);
+    }
+    Ok(Attachment {
+        id: id.to_owned(),
+        address,
+        gateway: subnet.gateway(),
+        host_veth,
+        state_root: state_root.to_owned(),
+        released: false,
+    })
+}
+
+/// Allocations that hold an address: `(address, owner)`.
+type Occupied = Vec<(Ipv4Addr, Allocation)>;
+
+/// Drops the records of dead owners after deleting their host veths. Returns the allocations
+/// that still occupy an address (live owners, and dead ones whose veth could not be deleted),
+/// plus the first cleanup error.
+fn prune(state: &Locked) -> Result<(Occupied, Option<NetworkError>), NetworkError> {
+    let mut occupied = Vec::new();
+    let mut first_error = None;
+    for entry in state.entries()? {
+        match entry.allocation {
+            Some(allocation) if allocation.owner_alive() => {
+                occupied.push((entry.address, allocation));
+            }
+            Some(allocation) => {
+                match bridge::delete_link(&allocation.veth)
+                    .and_then(|()| state.remove(entry.address))
+                {
+                    Ok(()) => {}
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        occupied.push((entry.address, allocation));
+                    }
+                }
+            }
+            // Unreadable: written by an isol that died mid-write (the write is atomic, so this
+            // takes a broken filesystem); nothing was created for it yet.
+            None => {
+                if let Err(error) = state.remove(entry.address) {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+    }
+    Ok((occupied, first_error))
+}
+
+/// Frees one allocation; tears the shared setup down when nothing occupies the bridge anymore.
+fn release_locked(state: &Locked, address: Ipv4Addr, host_veth: &str) -> Result<(), NetworkError> {
+    // Keep the record if the veth cannot be deleted, so that a later sweep retries.
+    bridge::delete_link(host_veth)?;
+    state.remove(address)?;
+    let (occupied, prune_error) = prune(state)?;
+    if occupied.is_empty() {
+        teardown_shared(state)?;
+    }
+    prune_error.map_or(Ok(()), Err)
+}
+
+/// Creates the bridge, the nft table and turns forwarding on, replacing any leftovers.
+fn setup_shared(state: &Locked, subnet: &Subnet) -> Result<(), NetworkError> {
+    // A bridge left behind (crashed teardown, or another subnet) is rebuilt from scratch.
+    bridge::delete_link(BRIDGE)?;
+    bridge::check_no_overlap(subnet)?;
+    // The markers go first: whatever fails after this point, teardown/sweep know what to undo.
+    state.set_active_subnet(&subnet.to_string())?;
+    if state.saved_forward()?.is_none() {
+        state.save_forward(&bridge::forwarding()?)?;
+    }
+    bridge::create(subnet)?;
+    nat::install(subnet, BRIDGE)?;
+    // Forwarding last, once the NAT rules are in place.
+    bridge::set_forwarding("1")
+}
+
+/// Undoes `setup_shared`. Every step is attempted; the markers are removed only when all
+/// succeeded, so a failed teardown is retried by the next release or sweep.
+fn teardown_shared(state: &Locked) -> Result<(), NetworkError> {
+    let mut first_error: Option<NetworkError> = None;
+    let mut keep = |result: Result<(), NetworkError>| {
+        if let Err(error) = result {
+            first_error.get_or_insert(error);
+        }
+    };
+    match state.saved_forward() {
+        Ok(Some(value)) => {
+            keep(bridge::set_forwarding(&value).and_then(|()| state.clear_saved_forward()))
+        }
+        Ok(None) => {}
+        Err(error) => keep(Err(error)),
+    }
+    keep(nat::remove());
+    keep(bridge::delete_link(BRIDGE));
+    match first_error {
+        None => state.clear_active_subnet(),
+        Some(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn none_and_host_need_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        for mode in [NetworkMode::None, NetworkMode::Host] {
+            assert!(attach(mode, "abc", 1, root.path()).unwrap().is_none());
+        }
+        assert!(!root.path().join("net").exists());
+    }
+
+    #[test]
+    fn sweep_without_state_does_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        sweep(root.path());
+        assert!(!root.path().join("net").exists());
+    }
+
+    #[test]
+    fn bad_arguments_fail_before_touching_the_host() {
+        let root = tempfile::tempdir().unwrap();
+        let subnet = Subnet::parse("10.88.0.0/24").unwrap();
+        let error = attach_bridge(&subnet, "", 1, root.path()).unwrap_err();
+        assert!(matches!(error, NetworkError::InvalidId { .. }), "{error}");
+        let me = std::process::id() as i32;
+        let error = attach_bridge(&subnet, "abc", me, root.path()).unwrap_err();
+        assert!(matches!(error, NetworkError::SharedNetns { .. }), "{error}");
+        let error = attach_bridge(&subnet, "abc", i32::MAX, root.path()).unwrap_err();
+        assert!(matches!(error, NetworkError::NoNetns { .. }), "{error}");
+        assert!(!root.path().join("net").exists());
+    }
+
+    #[test]
+    fn messages_are_one_capitalised_line() {
+        let errors = [
+            NetworkError::NotRoot,
+            NetworkError::Exhausted {
+                subnet: "10.88.0.0/30".into(),
+            },
+            NetworkError::SubnetInUse {
+                requested: "10.89.0.0/24".into(),
+                active: "10.88.0.0/24".into(),
+            },
+            NetworkError::Loopback {
+                error: io::Error::from_raw_os_error(libc::EPERM),
+            },
+        ];
+        for error in errors {
+            let text = error.to_string();
+            assert!(text.starts_with(|c: char| c.is_ascii_uppercase()), "{text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! The parent side of a run: prepare what must exist before the clone, clone the child into its
+//! namespaces, finish what can only be done from outside (uid maps, cgroup, network), let the
+//! child go, wait for the workload, and tear everything down.
+//!
+//! The child reports to the parent over a pipe, one line per message:
+//! `T name ns` (a phase finished at CLOCK_MONOTONIC `ns`), `E message` (setup failed),
+//! `X code message` (the workload could not be executed; code is 126 or 127),
+//! `R ns` (the workload is running). EOF after `R` is normal.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2};
+
+use crate::cgroups::{self, AnyCgroupManager, CgroupManager, Stats};
+use crate::child::{self, ChildSpec};
+use crate::config::{ContainerConfig, NetworkMode};
+use crate::error::ContainerError;
+use crate::network;
+use crate::pty::Pty;
+use crate::security;
+use crate::state::{self, RunDir};
+
+/// Where cgroupfs is mounted on the host.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Signals the parent forwards to the container's init.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// How the workload ended, and what the run cost.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub id: String,
+    /// The exit code isol should exit with: the workload's status, 128+N when killed by signal
+    /// N, 126/127 when it could not be executed.
+    pub exit_code: i32,
+    /// Set when the workload was killed by a signal.
+    pub signal: Option<i32>,
+    /// Why the workload could not be executed, when it could not.
+    pub exec_error: Option<String>,
+    /// Start phases in order, in milliseconds each.
+    pub phases: Vec<(String, f64)>,
+    /// Wall time from isol's start of the run to the workload's exit, in milliseconds.
+    pub total_ms: f64,
+    pub stats: Stats,
+    pub address: Option<String>,
+}
+
+/// Monotonic clock in nanoseconds, comparable between the parent and the child.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec into the valid, exclusively borrowed struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs one container to completion.
+pub fn run(cfg: &ContainerConfig) -> Result<RunResult, ContainerError> {
+    let t_start = monotonic_ns();
+    let mut phases = Phases::new(t_start);
+    let cgroup_root = Path::new(CGROUP_ROOT);
+    state::sweep(&cfg.state_root, cgroup_root);
+
+    let run_dir = RunDir::create(&cfg.state_root, &cfg.id)?;
+    let mut guard = Teardown {
+        run_dir: Some(run_dir),
+        cgroup: None,
+        net: None,
+        child: None,
+    };
+    let res = run_in(cfg, &mut guard, &mut phases, cgroup_root);
+    let td = monotonic_ns();
+    let teardown = guard.finish();
+    match res {
+        Ok(mut r) => {
+            teardown?;
+            phases.push_at("teardown", monotonic_ns());
+            let _ = td;
+            r.phases = phases.into_ms();
+            Ok(r)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn run_in(
+    cfg: &ContainerConfig,
+    guard: &mut Teardown,
+    phases: &mut Phases,
+    cgroup_root: &Path,
+) -> Result<RunResult, ContainerError> {
+    let run_dir = guard
+        .run_dir
+        .as_ref()
+        .expect("run dir exists until teardown");
+
+    // Everything that costs time and needs no child is done before the clone.
+    let cgroup = if cfg.rootless {
+        if !cfg.limits.is_empty() {
+            return Err(ContainerError::Unsupported(
+                "Resource limits (--memory, --cpus, --pids-limit) need root; run isol as root or drop them".into(),
+            ));
+        }
+        None
+    } else {
+        Some(cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?)
+    };
+    let cgroup2 = matches!(cgroup, Some(AnyCgroupManager::V2(_)));
+    guard.cgroup = cgroup;
+    phases.push("cgroup");
+
+    let filter = security::seccomp::default_filter()?;
+    let init_exe = security::exe::sealed_self_copy()?;
+    let pty = if cfg.tty { Some(Pty::open()?) } else { None };
+    let spec = ChildSpec::new(
+        cfg,
+        run_dir,
+        init_exe.as_fd(),
+        &filter,
+        pty.as_ref(),
+        cgroup2,
+    )?;
+    phases.push("prepare");
+
+    let (go_r, go_w) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("pipe2", e))?;
+    let (rep_r, rep_w) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("pipe2", e))?;
+
+    // Signals are taken synchronously through a signalfd; the child inherits the blocked mask,
+    // which the container's init keeps and the workload resets.
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGWINCH);
+    mask.thread_block()
+        .map_err(|e| ContainerError::sys("sigprocmask", e))?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| ContainerError::sys("signalfd", e))?;
+
+    let mut flags =
+        libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    if cfg.network != NetworkMode::Host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if cfg.rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of this
+    // single-threaded process and continues from here; it only runs `child::main`, which never
+    // returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        let e = Errno::last();
+        let _ = mask.thread_unblock();
+        let hint = if e == Errno::EPERM || e == Errno::ENOSPC || e == Errno::EUSERS {
+            if cfg.rootless {
+                "; this host forbids unprivileged user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone): run isol as root"
+            } else {
+                "; the host refuses new namespaces: check user.max_*_namespaces sysctls"
+            }
+        } else {
+            ""
+        };
+        return Err(ContainerError::Setup(format!(
+            "Cannot create the container's namespaces (clone): {e}{hint}"
+        )));
+    }
+    if pid == 0 {
+        drop(go_w);
+        drop(rep_r);
+        child::main(&spec, go_r, rep_w);
+    }
+    let child = Pid::from_raw(pid as i32);
+    guard.child = Some(child);
+    drop(go_r);
+    drop(rep_w);
+    phases.push("namespaces");
+
+    if cfg.rootless {
+        write_id_maps(child)?;
+    }
+    if let Some(cg) = &guard.cgroup {
+        cg.add_task(child.as_raw())?;
+    }
+    guard.net = network::attach(cfg.network, &cfg.id, child.as_raw(), &cfg.state_root)?;
+    let address = guard.net.as_ref().map(|a| a.address().to_string());
+    phases.push("network");
+
+    // Let the child go.
+    File::from(go_w)
+        .write_all(b"g")
+        .map_err(|e| ContainerError::Setup(format!("Cannot start the container: {e}")))?;
+
+    let (exec_error, exit_from_report) = read_reports(rep_r, phases)?;
+    if let Some(p) = &pty {
+        p.close_slave();
+    }
+
+    let status = match &pty {
+        Some(p) => p.relay(child, &sfd)?,
+        None => wait_forwarding(child, &sfd)?,
+    };
+    guard.child = None;
+    let _ = mask.thread_unblock();
+    let t_exit = monotonic_ns();
+    phases.push_at("run", t_exit);
+
+    let (mut exit_code, signal) = match status {
+        WaitStatus::Exited(_, c) => (c, None),
+        WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
+        _ => (125, None),
+    };
+    if let Some(code) = exit_from_report {
+        exit_code = code;
+    }
+    let stats = match &guard.cgroup {
+        Some(cg) => cg.stats().unwrap_or_default(),
+        None => Stats::default(),
+    };
+    Ok(RunResult {
+        id: cfg.id.clone(),
+        exit_code,
+        signal,
+        exec_error,
+        phases: Vec::new(),
+        total_ms: (t_exit - phases.start) as f64 / 1e6,
+        stats,
+        address,
+    })
+}
+
+/// Reads the child's reports until EOF. Returns the exec error (with its exit code) if any.
+fn read_reports(
+    rep_r: OwnedFd,
+    phases: &mut Phases,
+) -> Result<(Option<String>, Option<i32>), ContainerError> {
+    let reader = BufReader::new(File::from(rep_r));
+    let mut running = false;
+    for line in reader.split(b'\n') {
+        let Ok(line) = line else { break };
+        let line = String::from_utf8_lossy(&line);
+        let (tag, rest) = line.split_once(' ').unwrap_or((&line, ""));
+        match tag {
+            "T" => {
+                if let Some((name, ns)) = rest.split_once(' ')
+                    && let Ok(ns) = ns.parse()
+                {
+                    phases.push_at(name, ns);
+                }
+            }
+            "R" => {
+                if let Ok(ns) = rest.parse() {
+                    phases.push_at("exec", ns);
+                }
+                running = true;
+            }
+            "E" => return Err(ContainerError::Setup(rest.to_string())),
+            "X" => {
+                let (code, msg) = rest.split_once(' ').unwrap_or(("127", rest));
+                return Ok((Some(msg.to_string()), Some(code.parse().unwrap_or(127))));
+            }
+            _ => {}
+        }
+    }
+    if !running {
+        return Err(ContainerError::Setup(
+            "The container's init died before starting the workload; run with --json for details or check the kernel log".into(),
+        ));
+    }
+    Ok((None, None))
+}
+
+/// Waits for the child, forwarding the signals isol receives to the container's init.
+fn wait_forwarding(child: Pid, sfd: &SignalFd) -> Result<WaitStatus, ContainerError> {
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            sfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(ContainerError::sys("poll", e)),
+        }
+        if let Some(st) = drain_signals(child, sfd)? {
+            return Ok(st);
+        }
+    }
+}
+
+/// Handles pending signals: forwards what must be forwarded, and returns the child's status once
+/// it has exited.
+pub(crate) fn drain_signals(
+    child: Pid,
+    sfd: &SignalFd,
+) -> Result<Option<WaitStatus>, ContainerError> {
+    while let Ok(Some(info)) = sfd.read_signal() {
+        let signo = info.ssi_signo as i32;
+        if signo != libc::SIGCHLD
+            && signo != libc::SIGWINCH
+            && let Ok(sig) = Signal::try_from(signo)
+        {
+            let _ = kill(child, sig);
+        }
+    }
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => Ok(None),
+        Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Ok(Some(st)),
+        Ok(_) => Ok(None),
+        Err(Errno::EINTR) => Ok(None),
+        Err(e) => Err(ContainerError::sys("waitpid", e)),
+    }
+}
+
+/// Maps the caller's uid and gid to root inside the child's user namespace (rootless mode).
+fn write_id_maps(child: Pid) -> Result<(), ContainerError> {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let base = PathBuf::from(format!("/proc/{child}"));
+    let write = |file: &str, data: String| {
+        std::fs::write(base.join(file), data).map_err(|e| {
+            ContainerError::Setup(format!("Cannot write the user namespace's {file}: {e}"))
+        })
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("0 {uid} 1\n"))?;
+    write("gid_map", format!("0 {gid} 1\n"))
+}
+
+/// Phase timestamps of one run.
+#[derive(Debug)]
+pub(crate) struct Phases {
+    start: u64,
+    marks: Vec<(String, u64)>,
+}
+
+impl Phases {
+    fn new(start: u64) -> Self {
+        Phases {
+            start,
+            marks: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, name: &str) {
+        self.push_at(name, monotonic_ns());
+    }
+
+    fn push_at(&mut self, name: &str, ns: u64) {
+        self.marks.push((name.to_string(), ns));
+    }
+
+    /// Durations of each phase, from the end of the one before.
+    fn into_ms(mut self) -> Vec<(String, f64)> {
+        // The child's marks arrive after the parent's later ones; order by time.
+        self.marks.sort_by_key(|(_, t)| *t);
+        let mut prev = self.start;
+        let mut out = Vec::with_capacity(self.marks.len());
+        for (name, t) in self.marks {
+            out.push((name, t.saturating_sub(prev) as f64 / 1e6));
+            prev = prev.max(t);
+        }
+        out
+    }
+}
+
+/// Everything a run created on the host, released in reverse order whatever happened.
+struct Teardown {
+    run_dir: Option<RunDir>,
+    cgroup: Option<AnyCgroupManager>,
+    net: Option<network::Attachment>,
+    child: Option<Pid>,
+}
+
+impl Teardown {
+    fn finish(&mut self) -> Result<(), ContainerError> {
+        let mut first_err = None;
+        if let Some(child) = self.child.take() {
+            // Killing the init of a PID namespace kills everything in it.
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        }
+        if let Some(net) = self.net.take()
+            && let Err(e) = net.release()
+        {
+            first_err.get_or_insert(ContainerError::from(e));
+        }
+        if let Some(cg) = self.cgroup.take()
+            && let Err(e) = cg.remove()
+        {
+            first_err.get_or_insert(ContainerError::from(e));
+        }
+        if let Some(dir) = self.run_dir.take()
+            && let Err(e) = dir.remove()
+        {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// NUL-terminated copies of OS strings for execve; a NUL inside one is an error.
+pub(crate) fn cstrings<'a>(
+    items: impl IntoIterator<Item = &'a OsString>,
+    what: &str,
+) -> Result<Vec<CString>, ContainerError> {
+    items.into_iter().map(|s| cstring(s, what)).collect()
+}
+
+pub(crate) fn cstring(s: &OsStr, what: &str) -> Result<CString, ContainerError> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        ContainerError::Unsupported(format!(
+            "The {what} {:?} contains a NUL byte, which cannot be passed to a program",
+            s
+        ))
+    })
+}

@@ -1,0 +1,126 @@
+//! A minimal /dev: a fresh tmpfs with only the devices a workload needs (null, zero, full,
+//! random, urandom, tty), a private devpts instance, /dev/shm, /dev/mqueue and the usual
+//! symlinks — never the host's /dev.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+
+/// (name, major, minor), each created with mode 0666.
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+const SYMLINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("core", "/proc/kcore"),
+    ("ptmx", "pts/ptmx"),
+];
+
+pub(super) fn populate_dev(
+    root: &Path,
+    rootless: bool,
+    console: Option<&Path>,
+) -> Result<(), String> {
+    let dev = root.join("dev");
+    let _ = fs::create_dir(&dev);
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(|e| format!("Cannot mount /dev in the container: {e}"))?;
+
+    for &(name, major, minor) in DEVICES {
+        let path = dev.join(name);
+        if rootless {
+            // A user namespace may not create device nodes; bind the host's instead.
+            fs::File::create(&path).map_err(|e| format!("Cannot create /dev/{name}: {e}"))?;
+            mount(
+                Some(&Path::new("/dev").join(name)),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("Cannot bind /dev/{name} into the container: {e}"))?;
+        } else {
+            mknod(
+                &path,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            )
+            .map_err(|e| format!("Cannot create /dev/{name}: {e}"))?;
+        }
+    }
+    for &(name, target) in SYMLINKS {
+        symlink(target, dev.join(name)).map_err(|e| format!("Cannot create /dev/{name}: {e}"))?;
+    }
+
+    let pts = dev.join("pts");
+    fs::create_dir(&pts).map_err(|e| format!("Cannot create /dev/pts: {e}"))?;
+    // gid 5 is the conventional tty group; in a user namespace it may not be mapped.
+    let pts_opts = if rootless {
+        "newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(pts_opts),
+    )
+    .map_err(|e| format!("Cannot mount /dev/pts in the container: {e}"))?;
+
+    let shm = dev.join("shm");
+    fs::create_dir(&shm).map_err(|e| format!("Cannot create /dev/shm: {e}"))?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| format!("Cannot mount /dev/shm in the container: {e}"))?;
+
+    let mqueue = dev.join("mqueue");
+    fs::create_dir(&mqueue).map_err(|e| format!("Cannot create /dev/mqueue: {e}"))?;
+    // mqueue belongs to the IPC namespace; it is optional (the kernel may lack POSIX mqueues).
+    let _ = mount(
+        Some("mqueue"),
+        &mqueue,
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    );
+
+    if let Some(slave) = console {
+        let path = dev.join("console");
+        fs::File::create(&path).map_err(|e| format!("Cannot create /dev/console: {e}"))?;
+        mount(
+            Some(slave),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("Cannot bind the terminal to /dev/console: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Assembling the container's root filesystem, inside the child's new mount namespace:
+//! overlay of the image layers → /proc, /sys, /dev → volumes → pivot_root → masked and read-only
+//! paths. This module only orchestrates; each step lives in its own file.
+
+mod devices;
+mod mounts;
+mod overlay;
+mod pivot;
+
+use std::path::Path;
+
+use crate::config::Volume;
+
+/// What the rootfs assembly needs to know.
+#[derive(Debug)]
+pub struct RootfsSpec<'a> {
+    pub layers: &'a [std::path::PathBuf],
+    pub upper: &'a Path,
+    pub work: &'a Path,
+    pub merged: &'a Path,
+    pub volumes: &'a [Volume],
+    /// In a user namespace: device nodes are bind-mounted and overlay uses `userxattr`.
+    pub rootless: bool,
+    /// The container shares the host's network namespace, so sysfs cannot be mounted anew.
+    pub host_network: bool,
+    /// Mount the cgroup2 hierarchy read-only at /sys/fs/cgroup.
+    pub cgroup2: bool,
+    /// The pty slave to bind at /dev/console, when the run has a terminal.
+    pub console: Option<&'a Path>,
+}
+
+/// Builds the rootfs and makes it `/`. Runs in the child, in its own mount namespace.
+pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), String> {
+    mounts::make_mounts_private()?;
+    overlay::mount(spec)?;
+    mounts::mount_proc(spec.merged)?;
+    mounts::mount_sys(
+        spec.merged,
+        spec.rootless || spec.host_network,
+        spec.cgroup2,
+    )?;
+    devices::populate_dev(spec.merged, spec.rootless, spec.console)?;
+    for v in spec.volumes {
+        mounts::bind_volume(spec.merged, v)?;
+    }
+    pivot::pivot_root(spec.merged)?;
+    mounts::mask_paths()?;
+    Ok(())
+}

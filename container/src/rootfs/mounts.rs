@@ -1,0 +1,283 @@
+//! The kernel filesystems every container gets (/proc, /sys), volumes, and the paths of /proc and
+//! /sys that are masked or made read-only, as runc does by default.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MsFlags, mount};
+
+use crate::config::Volume;
+
+/// Paths hidden from the container: they leak host information or allow host-wide actions.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Paths the container may read but never write.
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// Stops mount events from propagating back to the host (or to the host from here).
+pub(super) fn make_mounts_private() -> Result<(), String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("Cannot make the container's mounts private: {e}"))
+}
+
+pub(super) fn mount_proc(root: &Path) -> Result<(), String> {
+    let target = root.join("proc");
+    ensure_dir(&target)?;
+    mount(
+        Some("proc"),
+        &target,
+        Some("proc"),
+        NOSUID_NODEV_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("Cannot mount /proc in the container: {e}"))
+}
+
+/// A fresh read-only sysfs, or, where sysfs cannot be mounted anew (a user namespace, or the
+/// host's network namespace), a read-only recursive bind of the host's /sys.
+pub(super) fn mount_sys(root: &Path, bind_host: bool, cgroup2: bool) -> Result<(), String> {
+    let target = root.join("sys");
+    ensure_dir(&target)?;
+    if bind_host {
+        mount(
+            Some("/sys"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("Cannot bind /sys into the container: {e}"))?;
+        remount_readonly(&target)?;
+        return Ok(());
+    }
+    mount(
+        Some("sysfs"),
+        &target,
+        Some("sysfs"),
+        NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("Cannot mount /sys in the container: {e}"))?;
+    if cgroup2 {
+        // With a cgroup namespace, the container sees its own cgroup as the root.
+        mount(
+            Some("cgroup2"),
+            &target.join("fs/cgroup"),
+            Some("cgroup2"),
+            NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("Cannot mount the cgroup2 hierarchy in the container: {e}"))?;
+    }
+    Ok(())
+}
+
+fn remount_readonly(target: &Path) -> Result<(), String> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("Cannot make {} read-only: {e}", target.display()))
+}
+
+/// Binds a host path into the container (`-v HOST:CTR[:ro]`).
+pub(super) fn bind_volume(root: &Path, v: &Volume) -> Result<(), String> {
+    let target = resolve_in_root(root, &v.target)
+        .map_err(|e| format!("Volume target {}: {e}", v.target.display()))?;
+    let is_dir = v.source.is_dir();
+    if is_dir {
+        fs::create_dir_all(&target)
+    } else {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("Cannot create volume target {}: {e}", v.target.display()))?;
+        }
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&target)
+            .map(|_| ())
+    }
+    .map_err(|e| format!("Cannot create volume target {}: {e}", v.target.display()))?;
+    mount(
+        Some(&v.source),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        format!(
+            "Cannot bind volume {} to {}: {e}",
+            v.source.display(),
+            v.target.display()
+        )
+    })?;
+    if v.read_only {
+        remount_readonly(&target)?;
+    }
+    Ok(())
+}
+
+/// Resolves `path` (absolute, as seen inside the container) to a host path below `root`,
+/// following symlinks as the container would see them, so that a symlink in the image can never
+/// point a mount outside the rootfs.
+pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    let mut resolved = PathBuf::new(); // relative to root
+    let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
+    let mut links = 0;
+    while let Some(p) = pending.pop() {
+        let mut comps: Vec<Component> = p.components().collect();
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            match c {
+                Component::RootDir | Component::Prefix(_) => resolved.clear(),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => {
+                    let candidate = resolved.join(name);
+                    let host = root.join(&candidate);
+                    match fs::symlink_metadata(&host) {
+                        Ok(m) if m.file_type().is_symlink() => {
+                            links += 1;
+                            if links > 40 {
+                                return Err(io::Error::other("too many levels of symbolic links"));
+                            }
+                            let target = fs::read_link(&host)?;
+                            // Resolve the link, then the rest of this path, in that order.
+                            let rest: PathBuf = comps.iter().rev().collect();
+                            comps.clear();
+                            pending.push(rest);
+                            pending.push(target);
+                        }
+                        _ => resolved = candidate,
+                    }
+                }
+            }
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// Masks and write-protects the sensitive paths of /proc and /sys. Runs after pivot_root.
+pub(super) fn mask_paths() -> Result<(), String> {
+    for p in MASKED_PATHS {
+        let path = Path::new(p);
+        let Ok(meta) = fs::metadata(path) else {
+            continue;
+        };
+        let res = if meta.is_dir() {
+            mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        // sysfs may refuse mounts on some of its entries; those are then only readable.
+        if let Err(e) = res
+            && !p.starts_with("/sys")
+        {
+            return Err(format!("Cannot mask {p}: {e}"));
+        }
+    }
+    for p in READONLY_PATHS {
+        let path = Path::new(p);
+        if !path.exists() {
+            continue;
+        }
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("Cannot bind {p} read-only: {e}"))?;
+        remount_readonly(path)?;
+    }
+    Ok(())
+}
+
+fn ensure_dir(path: &Path) -> Result<(), String> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("Cannot create {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    #[test]
+    fn symlinks_in_the_image_cannot_escape_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        symlink("/etc", root.join("abs")).unwrap();
+        symlink("../../../../../../etc", root.join("rel")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        assert_eq!(
+            resolve_in_root(root, Path::new("/abs/x")).unwrap(),
+            root.join("etc/x")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/rel/y")).unwrap(),
+            root.join("etc/y")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/../../z")).unwrap(),
+            root.join("z")
+        );
+        assert!(resolve_in_root(root, Path::new("/loop1/a")).is_err());
+    }
+}

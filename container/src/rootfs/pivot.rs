@@ -1,0 +1,18 @@
+//! Making the assembled rootfs the container's `/` with pivot_root(2) — not chroot, which a
+//! process with CAP_SYS_CHROOT can escape.
+
+use std::path::Path;
+
+use nix::mount::{MntFlags, umount2};
+use nix::unistd::{chdir, pivot_root as sys_pivot_root};
+
+/// `pivot_root(new_root, new_root)` stacks the old root on top of the new one; detaching it then
+/// leaves only the new root, with no directory for the old one needed inside the image (runc's
+/// approach).
+pub(super) fn pivot_root(new_root: &Path) -> Result<(), String> {
+    chdir(new_root).map_err(|e| format!("Cannot enter the rootfs {}: {e}", new_root.display()))?;
+    sys_pivot_root(".", ".").map_err(|e| format!("pivot_root into the rootfs failed: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| format!("Cannot detach the host's root after pivot_root: {e}"))?;
+    chdir("/").map_err(|e| format!("chdir / after pivot_root failed: {e}"))
+}

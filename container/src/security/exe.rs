@@ -1,0 +1,232 @@
+//! Protection of the isol binary from the container (CVE-2019-5736).
+//!
+//! The attack: a process in the container opens `/proc/<pid>/exe` of a runtime process that
+//! entered the container (directly, or `O_PATH` and then `/proc/self/fd/N` once the runtime has
+//! exec'd) and writes through it, replacing the runtime binary on the host.
+//!
+//! The defence: before clone, the parent copies its own binary into a memfd and seals it
+//! ([`sealed_self_copy`]): no write, shrink or grow is possible through any descriptor, and the
+//! seals cannot be removed. The child's last step is [`exec_self_as_init`], an `execveat` of that
+//! memfd, so from then on `/proc/<pid>/exe` of every process in the container is the sealed memfd
+//! (`/memfd:isol (deleted)`), never the host file. The re-exec'd isol, in its container-init mode,
+//! then execs the workload.
+//!
+//! The memfd is created with `MFD_CLOEXEC`: `execveat(fd, "", AT_EMPTY_PATH)` of a close-on-exec
+//! descriptor works for ELF binaries because the kernel opens the file before closing the
+//! descriptors (only scripts fail, with `ENOENT`, since their interpreter would need
+//! `/dev/fd/N`). The integration tests check it.
+//!
+//! Cost: one copy of the binary per call into shared memory, charged to the parent's cgroup, not
+//! the container's. [`shared_sealed_self`] makes one copy per isol process and hands out the same
+//! descriptor to every container it starts; that is as safe as a copy per container, because the
+//! memfd is immutable once sealed.
+
+use std::convert::Infallible;
+use std::ffi::{CStr, CString, c_char};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use nix::errno::Errno;
+
+use super::SecurityError;
+
+/// Seals every sealed copy gets: no writes, no size change, no further seals.
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// Makes a sealed, close-on-exec memfd copy of the running binary (`/proc/self/exe`). Call it in
+/// the parent before clone; the child inherits the descriptor.
+pub fn sealed_self_copy() -> Result<OwnedFd, SecurityError> {
+    copy_and_seal(Path::new("/proc/self/exe"), c"isol")
+}
+
+/// Makes a sealed, close-on-exec memfd copy of the file at `path`.
+pub fn sealed_copy(path: &Path) -> Result<OwnedFd, SecurityError> {
+    copy_and_seal(path, c"isol-sealed")
+}
+
+/// One sealed copy of the running binary for the whole isol process, made on first use: the
+/// cheap choice when a process starts more than one container.
+pub fn shared_sealed_self() -> Result<BorrowedFd<'static>, SecurityError> {
+    static SHARED: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = SHARED.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd = sealed_self_copy()?;
+    // When two threads race, the loser's copy is dropped here.
+    Ok(SHARED.get_or_init(|| fd).as_fd())
+}
+
+fn copy_and_seal(path: &Path, name: &CStr) -> Result<OwnedFd, SecurityError> {
+    let io_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let mut source = File::open(path).map_err(|e| SecurityError::ExeOpen {
+        path: path.to_owned(),
+        errno: io_errno(e),
+    })?;
+    let mut memfd = File::from(create_memfd(name)?);
+    // std's copy uses copy_file_range, then sendfile, then read/write, whichever the kernel
+    // supports between these two files; it copies up to end of file.
+    std::io::copy(&mut source, &mut memfd).map_err(|e| SecurityError::ExeCopy {
+        path: path.to_owned(),
+        errno: io_errno(e),
+    })?;
+    let memfd = OwnedFd::from(memfd);
+    seal(memfd.as_fd())?;
+    Ok(memfd)
+}
+
+/// An executable memfd with sealing allowed.
+fn create_memfd(name: &CStr) -> Result<OwnedFd, SecurityError> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // MFD_EXEC (Linux 6.3) asks for an executable memfd explicitly: with vm.memfd_noexec=1 a
+    // memfd created without it cannot be executed. Older kernels reject the flag with EINVAL.
+    match memfd_create(name, flags | libc::MFD_EXEC) {
+        Err(SecurityError::MemfdCreate(Errno::EINVAL)) => memfd_create(name, flags),
+        result => result,
+    }
+}
+
+fn memfd_create(name: &CStr, flags: libc::c_uint) -> Result<OwnedFd, SecurityError> {
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    let fd = Errno::result(fd).map_err(SecurityError::MemfdCreate)?;
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn seal(fd: BorrowedFd<'_>) -> Result<(), SecurityError> {
+    // F_SEAL_EXEC (Linux 6.3) also freezes the mode bits; older kernels reject it with EINVAL.
+    match add_seals(fd, SEALS | libc::F_SEAL_EXEC) {
+        Err(Errno::EINVAL) => add_seals(fd, SEALS),
+        result => result,
+    }
+    .map_err(SecurityError::Seal)
+}
+
+fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: F_ADD_SEALS takes an integer argument and touches no memory of ours.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    Errno::result(ret).map(drop)
+}
+
+/// The seals on `fd` (`F_GET_SEALS`), e.g. to check a copy in `isol doctor` or tests.
+pub fn seals(fd: BorrowedFd<'_>) -> Result<libc::c_int, Errno> {
+    // SAFETY: F_GET_SEALS takes no argument and touches no memory of ours.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    Errno::result(ret)
+}
+
+/// Replaces the calling process with the program in `memfd` (normally the sealed copy of isol,
+/// started in its container-init mode by `init_args`), with `execveat(memfd, "", argv, envp,
+/// AT_EMPTY_PATH)`. `init_args[0]` is the program name the new process sees; `env` holds
+/// `KEY=VALUE` strings. Returns only on failure.
+///
+/// It allocates the two pointer arrays execveat needs (no string copies), so the parent must be
+/// single-threaded at clone time, as for any allocation in the child.
+pub fn exec_self_as_init(
+    memfd: BorrowedFd<'_>,
+    init_args: &[CString],
+    env: &[CString],
+) -> Result<Infallible, SecurityError> {
+    if init_args.is_empty() {
+        return Err(SecurityError::EmptyArgv);
+    }
+    let argv = null_terminated(init_args);
+    let envp = null_terminated(env);
+    // SAFETY: the path is an empty NUL-terminated string; `argv` and `envp` are NULL-terminated
+    // arrays of pointers to NUL-terminated strings that outlive the call. On success the call
+    // does not return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            memfd.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Err(SecurityError::Exec(Errno::last()))
+}
+
+/// The `char *const[]` form of `strings`, borrowing them.
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    let mut pointers = Vec::with_capacity(strings.len() + 1);
+    pointers.extend(strings.iter().map(|s| s.as_ptr()));
+    pointers.push(std::ptr::null());
+    pointers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn self_copy_is_sealed_and_complete() {
+        let start = Instant::now();
+        let fd = sealed_self_copy().unwrap();
+        let elapsed = start.elapsed();
+        let size = std::fs::metadata("/proc/self/exe").unwrap().len();
+        println!(
+            "exe: sealed_self_copy() of {:.1} MiB took {elapsed:?}",
+            size as f64 / (1 << 20) as f64
+        );
+
+        let got = seals(fd.as_fd()).unwrap();
+        assert_eq!(got & SEALS, SEALS, "seals {got:#x}");
+        let file = File::from(fd);
+        assert_eq!(file.metadata().unwrap().len(), size);
+        let mut head = [0u8; 4];
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(&head, b"\x7fELF");
+    }
+
+    #[test]
+    fn sealed_copy_refuses_changes() {
+        let file = File::from(sealed_self_copy().unwrap());
+        let err = file.write_at(b"x", 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        let err = file.set_len(1).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        // Seals cannot be removed, nor added to.
+        assert_eq!(
+            add_seals(file.as_fd(), libc::F_SEAL_FUTURE_WRITE),
+            Err(Errno::EPERM)
+        );
+    }
+
+    #[test]
+    fn shared_copy_is_made_once() {
+        let first = shared_sealed_self().unwrap().as_raw_fd();
+        let start = Instant::now();
+        let second = shared_sealed_self().unwrap().as_raw_fd();
+        println!(
+            "exe: shared_sealed_self() after the first call took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn exec_needs_argv0() {
+        let fd = sealed_copy(Path::new("/bin/true")).unwrap();
+        let err = exec_self_as_init(fd.as_fd(), &[], &[]).unwrap_err();
+        assert!(matches!(err, SecurityError::EmptyArgv));
+    }
+
+    #[test]
+    fn pointer_arrays_are_null_terminated() {
+        let strings = [c"isol".to_owned(), c"init".to_owned()];
+        let pointers = null_terminated(&strings);
+        assert_eq!(pointers.len(), 3);
+        assert!(pointers[2].is_null());
+        // SAFETY: pointers[1] points to the NUL-terminated string owned by `strings`.
+        assert_eq!(unsafe { CStr::from_ptr(pointers[1]) }, c"init");
+        assert!(null_terminated(&[])[0].is_null());
+    }
+}

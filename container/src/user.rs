@@ -1,0 +1,135 @@
+//! The identity the workload runs as (`--user`, or the image's `User`): `uid[:gid]` or
+//! `name[:group]`, names resolved in the container's own /etc/passwd and /etc/group.
+
+use std::fs;
+
+use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+
+/// Resolved ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Ids {
+    /// Switches to these ids. Groups first: once the uid is not root, they cannot change.
+    pub fn apply(&self) -> Result<(), String> {
+        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        // A user namespace with setgroups denied cannot change supplementary groups.
+        if let Err(e) = setgroups(&groups)
+            && e != nix::errno::Errno::EPERM
+        {
+            return Err(format!("Cannot set supplementary groups: {e}"));
+        }
+        let gid = Gid::from_raw(self.gid);
+        setresgid(gid, gid, gid).map_err(|e| format!("Cannot switch to gid {}: {e}", self.gid))?;
+        let uid = Uid::from_raw(self.uid);
+        setresuid(uid, uid, uid).map_err(|e| format!("Cannot switch to uid {}: {e}", self.uid))
+    }
+}
+
+/// Resolves a user spec against /etc/passwd and /etc/group of the current root.
+pub fn resolve(spec: &str) -> Result<Ids, String> {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    resolve_in(spec, &passwd, &group)
+}
+
+fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() {
+        return Err(format!(
+            "Invalid user {spec:?}: use uid[:gid] or name[:group]"
+        ));
+    }
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || f[2] == user));
+    let (uid, name, primary_gid) = match (user.parse::<u32>(), &entry) {
+        (Ok(uid), Some(f)) => (uid, Some(f[0]), f[3].parse::<u32>().ok()),
+        (Ok(uid), None) => (uid, None, None),
+        (Err(_), Some(f)) => (
+            f[2].parse::<u32>()
+                .map_err(|_| format!("Bad uid for user {user} in the image's /etc/passwd"))?,
+            Some(f[0]),
+            f[3].parse::<u32>().ok(),
+        ),
+        (Err(_), None) => {
+            return Err(format!(
+                "User {user:?} not found in the image's /etc/passwd; use a numeric uid"
+            ));
+        }
+    };
+    let gid = match grp {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    format!("Group {g:?} not found in the image's /etc/group; use a numeric gid")
+                })?,
+        },
+        None => primary_gid.unwrap_or(0),
+    };
+    // Supplementary groups: every group listing the user by name.
+    let mut groups = vec![gid];
+    if let Some(name) = name {
+        for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+            if f.len() >= 4
+                && f[3].split(',').any(|m| m == name)
+                && let Ok(g) = f[2].parse::<u32>()
+                && !groups.contains(&g)
+            {
+                groups.push(g);
+            }
+        }
+    }
+    Ok(Ids { uid, gid, groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\n";
+
+    #[test]
+    fn names_and_numbers_resolve() {
+        let a = resolve_in("alice", PASSWD, GROUP).unwrap();
+        assert_eq!(
+            (a.uid, a.gid, a.groups.clone()),
+            (1000, 1000, vec![1000, 10])
+        );
+        let n = resolve_in("1234:5", PASSWD, GROUP).unwrap();
+        assert_eq!((n.uid, n.gid), (1234, 5));
+        let g = resolve_in("alice:wheel", PASSWD, GROUP).unwrap();
+        assert_eq!(g.gid, 10);
+        let r = resolve_in("0", PASSWD, GROUP).unwrap();
+        assert_eq!((r.uid, r.gid), (0, 0));
+    }
+
+    #[test]
+    fn unknown_names_are_clear_errors() {
+        assert!(
+            resolve_in("bob", PASSWD, GROUP)
+                .unwrap_err()
+                .contains("not found")
+        );
+        assert!(
+            resolve_in("alice:staff", PASSWD, GROUP)
+                .unwrap_err()
+                .contains("Group")
+        );
+        assert!(resolve_in(":1", PASSWD, GROUP).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! isol's device models.
+//!
+//! * [`bus`]: the port-I/O and MMIO buses the vCPU threads dispatch exits on.
+//! * [`legacy`]: the PC devices a Linux guest expects on an x86 microVM (8250 serial,
+//!   i8042 reset line, CMOS/RTC, POST port, PIC/PIT holes) and isol's own exit port.
+//!
+//! This crate never depends on the VMM: devices see only offsets into their range and
+//! talk back through [`vmm_sys_util::eventfd::EventFd`]s and shared state.
+
+pub mod bus;
+pub mod legacy;
+
+pub use bus::{Bus, BusDevice, BusError};

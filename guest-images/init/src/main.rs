@@ -1,0 +1,454 @@
+//! PID 1 of isol's microVM guests.
+//!
+//! 1. Reports "init started" on the exit port, mounts `/proc`, `/sys`, `/dev`
+//!    (devtmpfs), `/dev/pts`, `/dev/shm`. The exit port is reached with `ioperm`; on a
+//!    kernel without `CONFIG_X86_IOPL_IOPERM` the same protocol goes as byte pairs over
+//!    `/dev/ttyS1` (then "init started" is reported once `/dev` is mounted).
+//! 2. Reads the run spec from `/isol/spec` (see [`isol_guest_init::spec`]) and sets the
+//!    hostname.
+//! 3. Forks the workload: new session, `/dev/ttyS0` (raw, so output is byte-exact) as
+//!    its controlling terminal and stdin/stdout/stderr, the spec's environment and
+//!    working directory, `execve` with a `PATH` search. 127 if the command is not found,
+//!    126 if it cannot be executed, 125 if the setup itself failed.
+//! 4. Reaps every child (it is PID 1: orphans are re-parented to it). When the workload
+//!    exits it kills what is left, drains the console, writes the exit status (or
+//!    128 + signal) to the exit port, syncs and reboots; the kernel (`reboot=k`)
+//!    resets through the i8042 and the VMM ends the VM.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+
+use isol_guest_init::port::{
+    EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, EXIT_STATUS_PORT, PHASE_INIT_START,
+    PHASE_PORT, PHASE_SPEC_LOADED, PHASE_WORKLOAD_EXEC, PHASE_WORKLOAD_EXIT, PORT_COUNT,
+};
+use isol_guest_init::spec::{SPEC_PATH, Spec};
+
+const CONSOLE: &str = "/dev/ttyS0";
+/// The UART that carries the exit-port protocol when port I/O is not available.
+const EXIT_UART: &str = "/dev/ttyS1";
+const DEFAULT_PATH: &[u8] = b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The channel to isol's exit port: direct port I/O when `ioperm` works, else the
+/// same `(offset, value)` pairs as a byte stream on ttyS1 (kernels built without
+/// `CONFIG_X86_IOPL_IOPERM`), else nothing.
+enum Port {
+    Direct,
+    Uart(fs::File),
+    None,
+}
+
+impl Port {
+    /// Direct port access, if the kernel allows it (usable before /dev exists).
+    fn direct() -> Self {
+        // SAFETY: ioperm only changes this process's I/O permission bitmap; arguments
+        // are plain integers.
+        let rc = unsafe {
+            libc::ioperm(
+                libc::c_ulong::from(EXIT_STATUS_PORT),
+                libc::c_ulong::from(PORT_COUNT),
+                1,
+            )
+        };
+        if rc == 0 { Port::Direct } else { Port::None }
+    }
+
+    /// Falls back to the ttyS1 stream (needs /dev mounted).
+    fn or_uart(self) -> Self {
+        match self {
+            Port::None => match open_raw_tty(EXIT_UART) {
+                Ok(f) => Port::Uart(f),
+                Err(e) => {
+                    log(&format!(
+                        "no exit port (no ioperm, {e}); the VMM will not see the exit status"
+                    ));
+                    Port::None
+                }
+            },
+            p => p,
+        }
+    }
+
+    fn is_direct(&self) -> bool {
+        matches!(self, Port::Direct)
+    }
+
+    fn out(&self, port: u16, value: u8) {
+        match self {
+            Port::Direct => {
+                // SAFETY: ioperm granted access to exactly these ports; `out` to them
+                // traps to the VMM and touches no memory.
+                unsafe {
+                    std::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags));
+                }
+            }
+            Port::Uart(f) => {
+                let pair = [(port - EXIT_STATUS_PORT) as u8, value];
+                let mut w: &fs::File = f;
+                let _ = w.write_all(&pair);
+                // The report must be on the wire before we go on (and before reboot).
+                // SAFETY: valid tty fd.
+                unsafe { libc::tcdrain(f.as_raw_fd()) };
+            }
+            Port::None => {}
+        }
+    }
+
+    fn phase(&self, phase: u8) {
+        self.out(PHASE_PORT, phase);
+    }
+}
+
+fn log(msg: &str) {
+    // Init's stderr is /dev/console when the initramfs has it; if not, nothing to do.
+    let _ = writeln!(io::stderr(), "isol-init: {msg}");
+}
+
+fn cstr(b: &[u8]) -> Result<CString, String> {
+    CString::new(b).map_err(|_| format!("{:?} contains a NUL byte", String::from_utf8_lossy(b)))
+}
+
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), String> {
+    if let Err(e) = fs::create_dir_all(target) {
+        return Err(format!("cannot create {target}: {e}"));
+    }
+    let (s, t, f, d) = (
+        cstr(source.as_bytes())?,
+        cstr(target.as_bytes())?,
+        cstr(fstype.as_bytes())?,
+        cstr(data.as_bytes())?,
+    );
+    // SAFETY: all pointers are to live NUL-terminated strings.
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        // Already mounted (e.g. the kernel's devtmpfs.mount=1) is fine.
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(format!("cannot mount {fstype} on {target}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+fn mount_all() -> Result<(), String> {
+    let nodev = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount("proc", "/proc", "proc", nodev, "")?;
+    mount("sysfs", "/sys", "sysfs", nodev, "")?;
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "gid=5,mode=0620,ptmxmode=0666",
+    )?;
+    mount(
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=1777",
+    )?;
+    Ok(())
+}
+
+fn set_hostname(name: &[u8]) -> Result<(), String> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: the pointer/length pair describes `name`.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+        return Err(format!(
+            "cannot set hostname: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a serial tty in raw mode so bytes pass unchanged.
+fn open_raw_tty(path: &str) -> Result<fs::File, String> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot open {path}: {e}"))?;
+    // SAFETY: termios is plain data; zeroed is a valid initial value for tcgetattr.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer to a termios.
+    if unsafe { libc::tcgetattr(f.as_raw_fd(), &mut t) } == 0 {
+        // SAFETY: `t` was filled by tcgetattr.
+        unsafe { libc::cfmakeraw(&mut t) };
+        // SAFETY: valid fd and termios.
+        unsafe { libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t) };
+    }
+    Ok(f)
+}
+
+fn exec_status(errno: i32) -> u8 {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR => EXIT_NOT_FOUND,
+        _ => EXIT_NOT_EXECUTABLE,
+    }
+}
+
+/// Runs in the forked child; never returns.
+fn child(spec: &Spec, console: RawFd, port: &Port) -> ! {
+    let code = match child_setup_and_exec(spec, console, port) {
+        Ok(never) => match never {},
+        Err((code, msg)) => {
+            let _ = writeln!(io::stderr(), "isol-init: {msg}");
+            code
+        }
+    };
+    // SAFETY: _exit is always safe; skips atexit handlers that belong to the parent.
+    unsafe { libc::_exit(i32::from(code)) }
+}
+
+enum Never {}
+
+fn child_setup_and_exec(spec: &Spec, console: RawFd, port: &Port) -> Result<Never, (u8, String)> {
+    let setup = |m: String| (EXIT_SETUP_FAILED, m);
+    // SAFETY: setsid has no memory effects; fails only if already a group leader.
+    unsafe { libc::setsid() };
+    // SAFETY: plain ioctl on a valid tty fd; makes it our controlling terminal.
+    unsafe { libc::ioctl(console, libc::TIOCSCTTY, 0) };
+    for fd in 0..3 {
+        // SAFETY: dup2 on valid fds.
+        if unsafe { libc::dup2(console, fd) } < 0 {
+            return Err(setup(format!(
+                "cannot attach the console: {}",
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    if console > 2 {
+        // SAFETY: closing our own copy of the console fd.
+        unsafe { libc::close(console) };
+    }
+
+    let workdir: &[u8] = if spec.workdir.is_empty() {
+        b"/"
+    } else {
+        &spec.workdir
+    };
+    std::env::set_current_dir(OsStr::from_bytes(workdir)).map_err(|e| {
+        setup(format!(
+            "cannot change to working directory {}: {e}",
+            String::from_utf8_lossy(workdir)
+        ))
+    })?;
+
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with(b"PATH=")) {
+        env.push(DEFAULT_PATH.to_vec());
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(b"PATH="))
+        .unwrap_or(&DEFAULT_PATH[5..])
+        .to_vec();
+    let argv = spec
+        .args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(setup)?;
+    let envp = env
+        .iter()
+        .map(|e| cstr(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(setup)?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+
+    let prog = &spec.args[0];
+    let name = String::from_utf8_lossy(prog).into_owned();
+    let candidates: Vec<Vec<u8>> = if prog.contains(&b'/') {
+        vec![prog.clone()]
+    } else if prog.is_empty() {
+        Vec::new()
+    } else {
+        path.split(|&b| b == b':')
+            .map(|d| {
+                let d: &[u8] = if d.is_empty() { b"." } else { d };
+                let mut p = d.to_vec();
+                p.push(b'/');
+                p.extend_from_slice(prog);
+                p
+            })
+            .collect()
+    };
+
+    port.phase(PHASE_WORKLOAD_EXEC);
+    // The first candidate that exists but cannot run decides the error (126);
+    // otherwise nothing was found (127).
+    let mut cannot_run: Option<io::Error> = None;
+    for c in candidates {
+        let Ok(c) = CString::new(c) else { continue };
+        // SAFETY: argv/envp are NULL-terminated arrays of pointers into live CStrings.
+        unsafe { libc::execve(c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+        let e = io::Error::last_os_error();
+        if cannot_run.is_none() && exec_status(e.raw_os_error().unwrap_or(0)) == EXIT_NOT_EXECUTABLE
+        {
+            cannot_run = Some(e);
+        }
+    }
+    let status = if cannot_run.is_some() {
+        EXIT_NOT_EXECUTABLE
+    } else {
+        EXIT_NOT_FOUND
+    };
+    let msg = if status == EXIT_NOT_FOUND {
+        format!("{name}: command not found")
+    } else {
+        format!(
+            "{name}: cannot execute: {}",
+            cannot_run.map(|e| e.to_string()).unwrap_or_default()
+        )
+    };
+    Err((status, msg))
+}
+
+/// Waits for `main_pid`, reaping every other child on the way; returns its status.
+fn wait_workload(main_pid: libc::pid_t) -> u8 {
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid writes to `st` only.
+        let pid = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if pid < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // ECHILD: the workload is gone without us seeing it; cannot happen for PID 1.
+            return EXIT_SETUP_FAILED;
+        }
+        if pid == main_pid {
+            if libc::WIFEXITED(st) {
+                return libc::WEXITSTATUS(st) as u8;
+            }
+            if libc::WIFSIGNALED(st) {
+                return (128 + libc::WTERMSIG(st)).min(255) as u8;
+            }
+        }
+    }
+}
+
+/// Kills whatever the workload left behind and reaps it.
+fn kill_and_reap_all() {
+    // SAFETY: kill(-1) signals every process but init itself.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid writes to `st` only.
+        let pid = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if pid < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+}
+
+fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
+    mount_all()?;
+    if !port.is_direct() {
+        *port = std::mem::replace(port, Port::None).or_uart();
+        port.phase(PHASE_INIT_START);
+    }
+    let raw = fs::read(SPEC_PATH).map_err(|e| format!("cannot read {SPEC_PATH}: {e}"))?;
+    let spec = Spec::decode(&raw).map_err(|e| e.to_string())?;
+    set_hostname(&spec.hostname)?;
+    let console = open_raw_tty(CONSOLE)?;
+    port.phase(PHASE_SPEC_LOADED);
+
+    // SAFETY: single-threaded process; the child only calls async-signal-safe functions
+    // and exec (allocation in the child is fine: no other thread can hold the lock).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("cannot fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        child(&spec, console.as_raw_fd(), port);
+    }
+    let status = wait_workload(pid);
+    port.phase(PHASE_WORKLOAD_EXIT);
+    kill_and_reap_all();
+    Ok((status, Some(console)))
+}
+
+fn power_off() -> ! {
+    // SAFETY: sync has no arguments.
+    unsafe { libc::sync() };
+    // SAFETY: reboot with a valid command; PID 1 has CAP_SYS_BOOT.
+    unsafe { libc::reboot(libc::RB_AUTOBOOT) };
+    log(&format!("reboot failed: {}", io::Error::last_os_error()));
+    loop {
+        // SAFETY: pause just sleeps until a signal.
+        unsafe { libc::pause() };
+    }
+}
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!(
+            "isol-guest-init is PID 1 inside an isol microVM; it is not meant to be run directly"
+        );
+        std::process::exit(2);
+    }
+    let mut port = Port::direct();
+    port.phase(PHASE_INIT_START);
+    let status = match run(&mut port) {
+        Ok((status, console)) => {
+            if let Some(c) = console {
+                // Let the UART finish sending the workload's last bytes before reset.
+                // SAFETY: valid tty fd.
+                unsafe { libc::tcdrain(c.as_raw_fd()) };
+            }
+            status
+        }
+        Err(msg) => {
+            log(&msg);
+            EXIT_SETUP_FAILED
+        }
+    };
+    port.out(EXIT_STATUS_PORT, status);
+    power_off();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_errors_map_to_shell_statuses() {
+        assert_eq!(exec_status(libc::ENOENT), 127);
+        assert_eq!(exec_status(libc::ENOTDIR), 127);
+        assert_eq!(exec_status(libc::EACCES), 126);
+        assert_eq!(exec_status(libc::ENOEXEC), 126);
+    }
+
+    #[test]
+    fn cstr_rejects_nul() {
+        assert!(cstr(b"a\0b").is_err());
+        assert_eq!(cstr(b"a b").unwrap().as_bytes(), b"a b");
+    }
+
+    #[test]
+    fn exit_port_constants_match_the_vmm_side() {
+        assert_eq!(u64::from(EXIT_STATUS_PORT), 0x4f0);
+        assert_eq!(PHASE_PORT, EXIT_STATUS_PORT + 1);
+    }
+}

@@ -1,0 +1,205 @@
+//! The error type of the image store.
+//!
+//! Every message is one line, starts with a capital letter and says both what
+//! is wrong and what to do about it, so the CLI can print it as is.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the image store.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The reference names no image in the store.
+    #[error(
+        "Image '{reference}' not found in {root}; list images with `isol image ls` or import one with `isol image import FILE`"
+    )]
+    NotFound {
+        /// The reference as given.
+        reference: String,
+        /// The store root.
+        root: PathBuf,
+    },
+    /// A digest prefix matches more than one image.
+    #[error(
+        "Image reference '{reference}' is ambiguous, it matches {candidates}; give more digest characters or the full name:tag"
+    )]
+    Ambiguous {
+        /// The reference as given.
+        reference: String,
+        /// The matching digests, comma separated.
+        candidates: String,
+    },
+    /// The reference is not well formed.
+    #[error(
+        "Invalid image reference '{reference}': {reason}; use NAME, NAME:TAG, sha256:<hex> or a digest prefix of at least 4 hex characters"
+    )]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The import input is neither a docker-save tarball nor an OCI layout.
+    #[error(
+        "'{path}' is not a docker-save tarball or an OCI image layout: {reason}; pass a file written by `docker save -o FILE IMAGE` or an OCI layout (directory or tar)"
+    )]
+    NotAnImage {
+        /// The input path.
+        path: PathBuf,
+        /// Why it was not recognised.
+        reason: String,
+    },
+    /// A tar archive (the input or a layer) is malformed or truncated.
+    #[error(
+        "The tar archive {what} is malformed or truncated ({reason}); re-create it, e.g. with `docker save -o FILE IMAGE`"
+    )]
+    MalformedTar {
+        /// The archive ("'x.tar'" or "layer sha256:…").
+        what: String,
+        /// What the tar reader reported.
+        reason: String,
+    },
+    /// Content does not hash to the digest that names it.
+    #[error(
+        "Digest mismatch for {what}: expected {expected}, got {actual}; the image is corrupt or was modified, export it again"
+    )]
+    DigestMismatch {
+        /// What was checked.
+        what: String,
+        /// The digest the metadata promised.
+        expected: String,
+        /// The digest of the actual content.
+        actual: String,
+    },
+    /// A file referenced by the image metadata is absent.
+    #[error("Missing {what} in {source_path}; the export is incomplete, export the image again")]
+    MissingBlob {
+        /// What is missing (a path or digest).
+        what: String,
+        /// Where it was looked for.
+        source_path: PathBuf,
+    },
+    /// A JSON document of an image is malformed.
+    #[error("Malformed {what}: {reason}; export the image again with a current docker or OCI tool")]
+    Malformed {
+        /// The document.
+        what: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The image uses a feature this store does not support.
+    #[error("Unsupported {what}; {hint}")]
+    Unsupported {
+        /// The feature.
+        what: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// `tag` was given but the input holds several images.
+    #[error("Cannot apply tag '{tag}': the input holds {count} images; import it without a tag")]
+    TagNeedsOneImage {
+        /// The requested tag.
+        tag: String,
+        /// How many images the input holds.
+        count: usize,
+    },
+    /// A layer entry would be written outside its layer directory.
+    #[error(
+        "Layer {layer} has an unsafe entry '{entry}' that would escape the layer directory; refusing this image, use a trusted image instead"
+    )]
+    UnsafePath {
+        /// The layer digest.
+        layer: String,
+        /// The entry name.
+        entry: String,
+    },
+    /// The host's busybox cannot seed the built-in default image.
+    #[error(
+        "{path} cannot be used for the built-in busybox image ({reason}); install Debian's busybox-static (`apt-get install busybox-static`)"
+    )]
+    Busybox {
+        /// The busybox path.
+        path: PathBuf,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// The store's own files are damaged.
+    #[error(
+        "The image store at {root} is damaged ({reason}); remove the affected image with `isol image rm` or delete the store and import again"
+    )]
+    CorruptStore {
+        /// The store root.
+        root: PathBuf,
+        /// What is damaged.
+        reason: String,
+    },
+    /// A filesystem operation failed.
+    #[error(
+        "Cannot {action} {path}: {source}; check permissions and free space, or point ISOL_HOME at a writable directory"
+    )]
+    Io {
+        /// What was being done ("create", "read", …).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ImageError {
+    /// Wraps an I/O error with the action and path it happened on.
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> ImageError {
+        let path = path.into();
+        move |source| ImageError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_capitalised_line() {
+        let errs = [
+            ImageError::NotFound {
+                reference: "foo".into(),
+                root: "/var/lib/isol".into(),
+            },
+            ImageError::Io {
+                action: "read",
+                path: "/x".into(),
+                source: io::Error::other("boom"),
+            },
+            ImageError::TagNeedsOneImage {
+                tag: "a:b".into(),
+                count: 2,
+            },
+        ];
+        for e in errs {
+            let m = e.to_string();
+            assert!(!m.contains('\n'), "{m}");
+            assert!(
+                m.chars().next().unwrap().is_uppercase() || m.starts_with('\''),
+                "{m}"
+            );
+        }
+        let m = ImageError::NotFound {
+            reference: "foo".into(),
+            root: "/var/lib/isol".into(),
+        }
+        .to_string();
+        assert_eq!(
+            m,
+            "Image 'foo' not found in /var/lib/isol; list images with `isol image ls` or import one with `isol image import FILE`"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Sets isol up on a fresh Debian 12 (bookworm) x86_64 machine and runs the main job:
+# the built-in busybox image in a container (and, once the KVM backend lands, in a microVM).
+#
+#   sudo ./setup.sh            install packages, build isol, build the guest kernel, run busybox
+#   sudo ./setup.sh --no-run   everything but the final run (what CI uses)
+#
+# Slow artifacts (the guest kernel, the lab kernel) are cached under /var/cache/isol, keyed by
+# their inputs, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+run_demo=1
+for a in "$@"; do
+    case "$a" in
+        --no-run) run_demo=0 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "setup.sh: unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: installs packages and builds kernels: run it as root (sudo ./setup.sh)" >&2
+    exit 1
+fi
+
+# Debian packages: what isol uses at run time, what builds the guest kernel and the lab, and
+# the peers the benchmarks compare against.
+packages=(
+    busybox-static            # the built-in default image
+    iproute2 nftables iptables iputils-ping procps util-linux   # container networking, tests
+    e2fsprogs cpio xz-utils kmod   # images for the VM, the lab's initramfs
+    qemu-system-x86           # the lab (TCG) and the QEMU microvm peer
+    linux-source-6.1 bc flex bison libelf-dev libssl-dev build-essential   # guest kernel
+    crun runc hyperfine       # benchmark peers
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "setup: building isol" >&2
+cargo build --release --locked -p isol
+install -m 0755 target/release/isol /usr/local/bin/isol
+
+if [ -x guest-images/build-kernel.sh ]; then
+    echo "setup: guest kernel (cached after the first build, ~4 minutes on 2 cores)" >&2
+    guest-images/build-kernel.sh >/dev/null
+fi
+
+if [ "$run_demo" = 1 ]; then
+    echo "setup: running the built-in busybox image in a container:" >&2
+    isol run --hostname demo busybox -- sh -c 'echo "hello from $(hostname), pid $$, kernel $(uname -r)"; ps'
+fi

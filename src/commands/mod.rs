@@ -1,0 +1,24 @@
+//! One module per `isol` subcommand.
+
+pub mod doctor;
+pub mod image;
+pub mod lab;
+pub mod run;
+
+use crate::cli::{Cli, Command};
+
+/// Runs a parsed command line; returns isol's exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Image(cmd) => image::run(cmd),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Lab(args) => lab::run(&args),
+    }
+}
+
+/// The image store isol uses: `$ISOL_HOME`, else /var/lib/isol (root) or ~/.local/share/isol.
+pub fn open_store() -> anyhow::Result<isol_image::Store> {
+    let root = isol_image::Store::default_root();
+    Ok(isol_image::Store::open(&root)?)
+}

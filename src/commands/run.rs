@@ -1,0 +1,359 @@
+//! `isol run`: flags → a validated, backend-neutral run description → the chosen backend.
+//!
+//! Every flag means the same on both backends, or is rejected with a clear error where a backend
+//! cannot honour it; the image's defaults (command, env, workdir, user) are merged here once, so
+//! both backends receive the same argv and environment.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::cli::{Backend, Network, RunArgs};
+use crate::size::parse_size;
+
+/// Default PATH when the image sets none (docker's).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A run, backend-neutral, validated.
+#[derive(Debug)]
+pub struct RunSpec {
+    pub image: isol_image::Image,
+    pub args: Vec<OsString>,
+    pub env: Vec<OsString>,
+    pub workdir: PathBuf,
+    pub hostname: String,
+    pub user: Option<String>,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u64>,
+    pub volumes: Vec<isol_container::Volume>,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let rootless = !nix::unistd::geteuid().is_root();
+    if rootless {
+        check_user_namespaces()?;
+    }
+    let id = isol_container::state::new_run_id();
+    let store = super::open_store()?;
+    let spec = build_spec(&args, &store, &id)?;
+    match args.backend {
+        Backend::Container => run_container(&args, spec, &store, id, rootless),
+        Backend::Kvm => {
+            bail!("The kvm backend is not available in this build yet; use --backend container")
+        }
+    }
+}
+
+fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Result<RunSpec> {
+    // Validate the flags before touching the image, so bad input fails fast.
+    let memory = args
+        .memory
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(m) = memory
+        && m < 6 << 20
+    {
+        bail!(
+            "Memory limit {} is too small: the minimum is 6m",
+            args.memory.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(c) = args.cpus {
+        let host = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        if !(c.is_finite() && c >= 0.01 && c <= host) {
+            bail!(
+                "Invalid --cpus {c}: the range is 0.01 to {host:.2}, as this host has {host} CPUs"
+            );
+        }
+    }
+    let pids = match args.pids_limit {
+        None => None,
+        Some(n) if n > 0 => Some(n as u64),
+        Some(n) => bail!("Invalid --pids-limit {n}: it must be a positive number of processes"),
+    };
+    let volumes = args
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut env_flags = Vec::new();
+    for e in &args.env {
+        env_flags.push(parse_env(e)?);
+    }
+    if let Some(w) = &args.workdir
+        && !w.is_absolute()
+    {
+        bail!(
+            "Working directory {} is not absolute; use a path starting with /",
+            w.display()
+        );
+    }
+    if let Some(h) = &args.hostname {
+        validate_hostname(h)?;
+    }
+
+    let image = store.resolve(&args.image)?;
+    let cfg = &image.config;
+
+    let mut argv: Vec<OsString> = cfg.entrypoint.iter().map(OsString::from).collect();
+    if args.command.is_empty() {
+        argv.extend(cfg.cmd.iter().map(OsString::from));
+    } else {
+        argv.extend(args.command.iter().cloned());
+    }
+    if argv.is_empty() {
+        bail!(
+            "No command given and image '{}' has no default command; give one after the image name",
+            args.image
+        );
+    }
+
+    let hostname = args.hostname.clone().unwrap_or_else(|| id.to_string());
+    let mut env: Vec<OsString> = Vec::new();
+    let set = |env: &mut Vec<OsString>, kv: OsString| {
+        let key = kv_key(&kv).to_vec();
+        env.retain(|e| kv_key(e) != key.as_slice());
+        env.push(kv);
+    };
+    for e in &cfg.env {
+        set(&mut env, e.into());
+    }
+    if !env.iter().any(|e| kv_key(e) == b"PATH") {
+        env.insert(0, DEFAULT_PATH.into());
+    }
+    set(&mut env, format!("HOSTNAME={hostname}").into());
+    for e in env_flags {
+        set(&mut env, e);
+    }
+    if !env.iter().any(|e| kv_key(e) == b"HOME") {
+        env.push("HOME=/root".into());
+    }
+
+    let workdir = args
+        .workdir
+        .clone()
+        .or_else(|| {
+            cfg.workdir
+                .as_ref()
+                .filter(|w| !w.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let user = args
+        .user
+        .clone()
+        .or_else(|| cfg.user.clone().filter(|u| !u.is_empty()));
+
+    Ok(RunSpec {
+        image,
+        args: argv,
+        env,
+        workdir,
+        hostname,
+        user,
+        memory,
+        cpus: args.cpus,
+        pids,
+        volumes,
+    })
+}
+
+fn kv_key(kv: &OsString) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    let b = kv.as_bytes();
+    b.split(|c| *c == b'=').next().unwrap_or(b)
+}
+
+/// `-e KEY=VALUE` sets; `-e KEY` passes the host's value (skipped when unset, as docker does).
+fn parse_env(e: &str) -> anyhow::Result<OsString> {
+    let (key, value) = match e.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (e, None),
+    };
+    if key.is_empty() || key.contains('\0') {
+        bail!("Invalid environment variable {e:?}: use KEY=VALUE");
+    }
+    Ok(match value {
+        Some(_) => e.into(),
+        None => match std::env::var_os(key) {
+            Some(v) => {
+                let mut s = OsString::from(format!("{key}="));
+                s.push(v);
+                s
+            }
+            None => bail!("Environment variable {key} is not set on the host; use {key}=VALUE"),
+        },
+    })
+}
+
+fn validate_hostname(h: &str) -> anyhow::Result<()> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !ok {
+        bail!("Invalid hostname {h:?}: use letters, digits, '-' and '.', at most 64 characters");
+    }
+    Ok(())
+}
+
+/// `HOST:CTR[:ro|rw]`; the host path must exist, the container path must be absolute.
+fn parse_volume(v: &str) -> anyhow::Result<isol_container::Volume> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, "rw"),
+        [s, d, m] => (*s, *d, *m),
+        _ => bail!("Invalid volume {v:?}: use HOST:CONTAINER[:ro]"),
+    };
+    let read_only = match mode {
+        "ro" => true,
+        "rw" => false,
+        m => bail!("Invalid volume mode {m:?} in {v:?}: use ro or rw"),
+    };
+    let target = PathBuf::from(dst);
+    if !target.is_absolute() {
+        bail!("Volume target {dst:?} is not absolute; use a path starting with /");
+    }
+    let source = Path::new(src);
+    let source = source.canonicalize().map_err(|e| {
+        anyhow::anyhow!("Volume source {src} does not exist ({e}); create it or fix the path")
+    })?;
+    Ok(isol_container::Volume {
+        source,
+        target,
+        read_only,
+    })
+}
+
+/// Running as non-root needs unprivileged user namespaces.
+fn check_user_namespaces() -> anyhow::Result<()> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        bail!(
+            "isol is not root and this host allows no user namespaces (user.max_user_namespaces=0); run isol as root or raise that sysctl"
+        );
+    }
+    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        bail!(
+            "isol is not root and this host forbids unprivileged user namespaces (kernel.unprivileged_userns_clone=0); run isol as root or set that sysctl to 1"
+        );
+    }
+    Ok(())
+}
+
+fn run_container(
+    args: &RunArgs,
+    spec: RunSpec,
+    store: &isol_image::Store,
+    id: String,
+    rootless: bool,
+) -> anyhow::Result<i32> {
+    let network = match args.network {
+        Network::None => isol_container::NetworkMode::None,
+        Network::Host => isol_container::NetworkMode::Host,
+        Network::Bridge => {
+            if rootless {
+                bail!("--network bridge needs root; run isol as root or use --network none|host");
+            }
+            isol_container::NetworkMode::Bridge
+        }
+    };
+    let layers = store
+        .unpack(&spec.image)
+        .context("Cannot unpack the image's layers")?;
+    let cfg = isol_container::ContainerConfig {
+        id,
+        layers,
+        state_root: store.root().join("containers"),
+        args: spec.args,
+        env: spec.env,
+        workdir: spec.workdir,
+        hostname: spec.hostname,
+        user: spec.user,
+        limits: isol_container::Limits {
+            memory: spec.memory,
+            cpus: spec.cpus,
+            pids: spec.pids,
+        },
+        network,
+        volumes: spec.volumes,
+        interactive: args.interactive,
+        tty: args.tty,
+        rootless,
+    };
+    let result = isol_container::run(&cfg)?;
+    if let Some(msg) = &result.exec_error {
+        eprintln!("isol: {msg}");
+    }
+    if args.json {
+        let phases: serde_json::Map<String, serde_json::Value> = result
+            .phases
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(round3(*v))))
+            .collect();
+        let report = json!({
+            "backend": "container",
+            "id": result.id,
+            "image": spec.image.summary.name,
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "exec_error": result.exec_error,
+            "phases_ms": phases,
+            "total_ms": round3(result.total_ms),
+            "peak_memory_bytes": result.stats.memory_peak,
+            "oom_kills": result.stats.oom_kills,
+            "cpu_usage_usec": result.stats.cpu_usage_usec,
+            "cpu_nr_throttled": result.stats.cpu_nr_throttled,
+            "cpu_throttled_usec": result.stats.cpu_throttled_usec,
+            "address": result.address,
+        });
+        eprintln!("{report}");
+    }
+    Ok(result.exit_code)
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_parse_and_validate() {
+        let v = parse_volume("/tmp:/data:ro").unwrap();
+        assert!(v.read_only);
+        assert_eq!(v.target, PathBuf::from("/data"));
+        assert!(parse_volume("/tmp:data").is_err());
+        assert!(
+            parse_volume("/does/not/exist:/x")
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+        assert!(parse_volume("/tmp:/x:rx").is_err());
+        assert!(parse_volume("/tmp").is_err());
+    }
+
+    #[test]
+    fn env_and_hostnames_validate() {
+        assert_eq!(parse_env("A=b c").unwrap(), OsString::from("A=b c"));
+        assert!(parse_env("=x").is_err());
+        assert!(validate_hostname("web-1.local").is_ok());
+        assert!(validate_hostname("bad host").is_err());
+        assert!(validate_hostname("-x").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! Shared helpers of isol's integration tests: run the real `isol` binary against a test image
+//! store, and check that nothing a run created is left on the host.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// Container tests change host-wide state (cgroups, links, mounts) and check that nothing is left
+/// behind, so they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn isol_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_isol")
+}
+
+/// The image store the tests share (the busybox image is built into it on first use).
+pub fn test_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("isol-home")
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the integration tests create namespaces, mounts and cgroups: run them as root (./test.sh)"
+    );
+}
+
+/// `isol ARGS…` with the test store.
+pub fn isol(args: &[&str]) -> Command {
+    let mut c = Command::new(isol_bin());
+    c.args(args)
+        .env("ISOL_HOME", test_home())
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `isol ARGS…` to completion.
+pub fn run(args: &[&str]) -> Output {
+    isol(args).output().expect("isol runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Asserts that a run succeeded and returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert_eq!(code(&o), 0, "isol {args:?} failed: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// What a run may leave behind on the host, named so a failure says what leaked.
+pub fn leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for l in mounts.lines() {
+        if l.contains(test_home().to_str().unwrap()) || l.contains("isol") {
+            found.push(format!("mount: {l}"));
+        }
+    }
+    for root in cgroup_dirs() {
+        found.push(format!("cgroup: {}", root.display()));
+    }
+    let links = Command::new("ip").args(["-o", "link"]).output();
+    if let Ok(l) = links {
+        for line in String::from_utf8_lossy(&l.stdout).lines() {
+            if line.contains("isol") {
+                found.push(format!("link: {line}"));
+            }
+        }
+    }
+    let nft = Command::new("nft").args(["list", "tables"]).output();
+    if let Ok(n) = nft {
+        for line in String::from_utf8_lossy(&n.stdout).lines() {
+            if line.contains("isol") {
+                found.push(format!("nft: {line}"));
+            }
+        }
+    }
+    let containers = test_home().join("containers");
+    if let Ok(entries) = std::fs::read_dir(&containers) {
+        for e in entries.flatten() {
+            if e.file_name() != "net" {
+                found.push(format!("run dir: {}", e.path().display()));
+            }
+        }
+    }
+    found
+}
+
+fn cgroup_dirs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let root = Path::new("/sys/fs/cgroup");
+    let mut stack = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let p = e.path();
+            if e.file_name().to_string_lossy().contains("isol") {
+                out.push(p.clone());
+            }
+            if depth < 2 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that the host holds nothing of isol's.
+pub fn assert_no_leftovers(context: &str) {
+    // Teardown of a killed PID namespace is asynchronous in the kernel; give it a moment.
+    for _ in 0..50 {
+        if leftovers().is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{context}: left behind on the host: {:#?}", leftovers());
+}

@@ -1,0 +1,608 @@
+//! The container backend, for real: namespaces, overlay rootfs, cgroup limits, exit codes,
+//! stdio, and no leftovers — each test runs the `isol` binary as root and checks the host after.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The container's view of each namespace must differ from the host's.
+#[test]
+fn every_namespace_is_new() {
+    require_root();
+    let _g = serial();
+    let kinds = ["uts", "ipc", "pid", "net", "mnt", "cgroup"];
+    let script = kinds
+        .iter()
+        .map(|k| format!("readlink /proc/self/ns/{k}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let out = ok(&["run", "busybox", "--", "sh", "-c", &script]);
+    let inside: Vec<&str> = out.lines().collect();
+    assert_eq!(inside.len(), kinds.len(), "{out}");
+    for (k, line) in kinds.iter().zip(inside) {
+        let host = std::fs::read_link(format!("/proc/self/ns/{k}")).unwrap();
+        assert_ne!(line, host.to_str().unwrap(), "{k} namespace is the host's");
+        assert!(line.starts_with(&format!("{k}:[")), "{line}");
+    }
+    assert_no_leftovers("namespaces");
+}
+
+#[test]
+fn hostname_is_the_containers_own() {
+    require_root();
+    let _g = serial();
+    let host_before = nix::unistd::gethostname().unwrap();
+    let out = ok(&["run", "--hostname", "box-1", "busybox", "--", "hostname"]);
+    assert_eq!(out, "box-1\n");
+    assert_eq!(nix::unistd::gethostname().unwrap(), host_before);
+    // Without --hostname it is the run's id: 12 hex digits.
+    let out = ok(&["run", "busybox", "--", "hostname"]);
+    let h = out.trim();
+    assert_eq!(h.len(), 12, "{h}");
+    assert!(h.bytes().all(|b| b.is_ascii_hexdigit()), "{h}");
+    assert_no_leftovers("hostname");
+}
+
+#[test]
+fn ps_sees_only_the_container() {
+    require_root();
+    let _g = serial();
+    let out = ok(&["run", "busybox", "--", "ps", "-o", "pid,comm"]);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    // PID 1 is isol's init; the workload (ps) is its child.
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].trim().starts_with("1 "), "{out}");
+    assert!(rows[0].contains("isol-init"), "{out}");
+    assert!(rows[1].contains("ps"), "{out}");
+    assert_no_leftovers("ps");
+}
+
+#[test]
+fn network_none_has_only_loopback_and_it_is_up() {
+    require_root();
+    let _g = serial();
+    let out = ok(&[
+        "run",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "ls /sys/class/net; ping -c1 -W1 127.0.0.1 >/dev/null && echo lo-ok",
+    ]);
+    assert_eq!(out, "lo\nlo-ok\n");
+    assert_no_leftovers("network none");
+}
+
+#[test]
+fn mounts_are_the_containers_own_and_never_reach_the_host() {
+    require_root();
+    let _g = serial();
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let out = ok(&["run", "busybox", "--", "cat", "/proc/self/mountinfo"]);
+    // The rootfs is an overlay; none of the host's own mount points is visible.
+    let root = out
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap();
+    assert!(root.contains(" - overlay "), "{root}");
+    let points: Vec<&str> = out.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    assert!(
+        !points
+            .iter()
+            .any(|p| p.starts_with("/work") || p.starts_with("/var") || p.starts_with("/boot")),
+        "host mounts visible:\n{out}"
+    );
+    for required in ["/proc ", "/sys ", "/dev ", "/dev/pts ", "/dev/shm "] {
+        assert!(out.contains(required), "missing {required}:\n{out}");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        host_mounts
+    );
+    assert_no_leftovers("mounts");
+}
+
+#[test]
+fn proc_and_sys_are_protected() {
+    require_root();
+    let _g = serial();
+    let out = ok(&[
+        "run",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "wc -c < /proc/timer_list; echo x > /proc/sys/kernel/hostname 2>/dev/null || echo sys-ro; \
+         touch /sys/x 2>/dev/null || echo sysfs-ro; ls /dev | tr '\\n' ' '",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].trim(),
+        "0",
+        "/proc/timer_list is not masked: {out}"
+    );
+    assert_eq!(lines[1], "sys-ro");
+    assert_eq!(lines[2], "sysfs-ro");
+    for dev in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx",
+    ] {
+        assert!(
+            lines[3].split(' ').any(|d| d == dev),
+            "/dev lacks {dev}: {}",
+            lines[3]
+        );
+    }
+    assert_no_leftovers("proc/sys");
+}
+
+#[test]
+fn writes_never_reach_the_image_layers() {
+    require_root();
+    let _g = serial();
+    ok(&[
+        "run",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo changed > /etc/passwd && rm /bin/ls && echo new > /new-file && cat /etc/passwd",
+    ]);
+    // A second run sees the image as it was: the first run's upper layer is gone.
+    let out = ok(&[
+        "run",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "head -c 5 /etc/passwd; ls /bin/ls; ls /new-file 2>&1 || true",
+    ]);
+    assert!(out.starts_with("root:"), "{out}");
+    assert!(out.contains("/bin/ls"), "{out}");
+    assert!(out.contains("No such file"), "{out}");
+    // And the unpacked layers on disk are untouched.
+    let layers = test_home().join("layers");
+    let mut found_passwd = false;
+    for e in walk(&layers) {
+        if e.ends_with("etc/passwd") {
+            found_passwd = true;
+            assert!(std::fs::read_to_string(&e).unwrap().starts_with("root:"));
+        }
+        assert!(
+            !e.ends_with("new-file"),
+            "a run wrote into a layer: {}",
+            e.display()
+        );
+    }
+    assert!(
+        found_passwd,
+        "no unpacked layer holds etc/passwd under {}",
+        layers.display()
+    );
+    assert_no_leftovers("copy-up");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    require_root();
+    let _g = serial();
+    let cases: &[(&[&str], i32)] = &[
+        (&["run", "busybox", "true"], 0),
+        (&["run", "busybox", "--", "sh", "-c", "exit 7"], 7),
+        (&["run", "busybox", "--", "/etc/passwd"], 126),
+        (&["run", "busybox", "--", "no-such-command"], 127),
+        (&["run", "busybox", "--", "/no/such/path"], 127),
+        (&["run", "busybox", "--", "sh", "-c", "kill -9 $$"], 137),
+        (&["run", "busybox", "--", "sh", "-c", "kill -TERM $$"], 143),
+        (&["run", "no-such-image", "true"], 125),
+    ];
+    for (args, want) in cases {
+        let o = run(args);
+        assert_eq!(code(&o), *want, "isol {args:?}: stderr {}", stderr(&o));
+    }
+    let o = run(&["run", "busybox", "--", "no-such-command"]);
+    assert_eq!(
+        stderr(&o).trim(),
+        "isol: exec: \"no-such-command\": executable file not found in $PATH"
+    );
+    assert_no_leftovers("exit codes");
+}
+
+#[test]
+fn stdout_and_stderr_stay_separate() {
+    require_root();
+    let _g = serial();
+    let o = run(&[
+        "run",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo out1; echo err1 >&2; echo out2",
+    ]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(stdout(&o), "out1\nout2\n");
+    assert_eq!(stderr(&o), "err1\n");
+}
+
+#[test]
+fn args_and_env_arrive_byte_exact() {
+    require_root();
+    let _g = serial();
+    let tricky = [
+        "two words",
+        "it's",
+        "say \"hi\"",
+        "back\\slash",
+        "$HOME `x` $(y)",
+        "ünïcödé ☃ 日本",
+        "tab\there",
+        "new\nline",
+        "",
+        "-n",
+    ];
+    let mut args = vec!["run", "busybox", "--", "printf", "[%s]\\n"];
+    args.extend(tricky.iter());
+    let out = ok(&args);
+    let want: String = tricky.iter().map(|t| format!("[{t}]\n")).collect();
+    assert_eq!(out, want);
+
+    let value = "a b 'c' \"d\" ü ☃ $X\nline2";
+    let kv = format!("TRICKY={value}");
+    let out = ok(&[
+        "run",
+        "-e",
+        &kv,
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "printf '%s\\n' \"$TRICKY\"",
+    ]);
+    assert_eq!(out, format!("{value}\n"));
+}
+
+#[test]
+fn workdir_env_and_user_apply() {
+    require_root();
+    let _g = serial();
+    let out = ok(&[
+        "run",
+        "-w",
+        "/tmp/made",
+        "-e",
+        "A=1",
+        "-u",
+        "nobody",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "pwd; echo $A; id -u; id -g",
+    ]);
+    assert_eq!(out, "/tmp/made\n1\n65534\n65534\n");
+    let out = ok(&[
+        "run",
+        "-u",
+        "1234:5678",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g",
+    ]);
+    assert_eq!(out, "1234\n5678\n");
+}
+
+#[test]
+fn stdin_is_passed_with_i_and_closed_without() {
+    require_root();
+    let _g = serial();
+    let mut child = isol(&["run", "-i", "busybox", "--", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "HELLO\n");
+    let mut child = isol(&["run", "busybox", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Without -i, the workload reads /dev/null, not our pipe: it ends without our EOF.
+    let _keep = child.stdin.take();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn memory_limit_kills_a_hog_with_137_and_the_host_is_fine() {
+    require_root();
+    let _g = serial();
+    let o = run(&[
+        "run",
+        "--memory",
+        "32m",
+        "--json",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "tail /dev/zero",
+    ]);
+    assert_eq!(code(&o), 137, "stderr: {}", stderr(&o));
+    let report = json_report(&o);
+    assert!(report["oom_kills"].as_u64().unwrap_or(0) >= 1, "{report}");
+    assert!(
+        report["peak_memory_bytes"].as_u64().unwrap() <= 33 << 20,
+        "{report}"
+    );
+    // The host still runs containers.
+    assert_eq!(ok(&["run", "busybox", "--", "echo", "fine"]), "fine\n");
+    assert_no_leftovers("memory");
+}
+
+#[test]
+fn pids_limit_contains_a_fork_bomb() {
+    require_root();
+    let _g = serial();
+    let start = Instant::now();
+    let o = run(&[
+        "run",
+        "--pids-limit",
+        "64",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "bomb() { bomb | bomb & }; bomb; sleep 2; n=$(ls -d /proc/[0-9]* | wc -l); echo procs=$n",
+    ]);
+    // isol returned, and the container never held more than the limit.
+    let out = stdout(&o);
+    let n: u32 = out
+        .trim()
+        .strip_prefix("procs=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {out:?}, stderr {}", stderr(&o)));
+    assert!(n <= 64, "{n} processes under a limit of 64");
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert_no_leftovers("fork bomb");
+}
+
+#[test]
+fn cpus_half_throttles_by_cgroup_stats() {
+    require_root();
+    let _g = serial();
+    let o = run(&[
+        "run",
+        "--cpus",
+        "0.5",
+        "--json",
+        "busybox",
+        "--",
+        "timeout",
+        "1",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    let report = json_report(&o);
+    let throttled = report["cpu_nr_throttled"].as_u64().unwrap();
+    assert!(throttled > 0, "no throttling under --cpus 0.5: {report}");
+    // Usage over the run's wall time stays near the quota (generous bound: accounting is coarse).
+    let usage_ms = report["cpu_usage_usec"].as_u64().unwrap() as f64 / 1000.0;
+    let total_ms = report["total_ms"].as_f64().unwrap();
+    assert!(
+        usage_ms / total_ms < 0.7,
+        "usage {usage_ms} ms in {total_ms} ms: {report}"
+    );
+    assert_no_leftovers("cpus");
+}
+
+fn json_report(o: &std::process::Output) -> serde_json::Value {
+    let err = stderr(o);
+    let last = err
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no JSON report on stderr"));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON report {last:?}: {e}"))
+}
+
+#[test]
+fn json_report_has_phases_and_memory() {
+    require_root();
+    let _g = serial();
+    let o = run(&["run", "--json", "busybox", "true"]);
+    assert_eq!(code(&o), 0);
+    let r = json_report(&o);
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["backend"], "container");
+    for phase in ["cgroup", "namespaces", "rootfs", "exec", "run", "teardown"] {
+        assert!(
+            r["phases_ms"][phase].as_f64().is_some(),
+            "no phase {phase}: {r}"
+        );
+    }
+    assert!(r["peak_memory_bytes"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[test]
+fn volumes_bind_read_write_and_read_only() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), "from host").unwrap();
+    let rw = format!("{}:/data", dir.path().display());
+    let out = ok(&[
+        "run",
+        "-v",
+        &rw,
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /data/in.txt; echo back > /data/out.txt",
+    ]);
+    assert_eq!(out, "from host");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+        "back\n"
+    );
+    let ro = format!("{}:/data:ro", dir.path().display());
+    let o = run(&[
+        "run",
+        "-v",
+        &ro,
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /data/x",
+    ]);
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("Read-only"), "{}", stderr(&o));
+    assert!(!dir.path().join("x").exists());
+    assert_no_leftovers("volumes");
+}
+
+#[test]
+fn runtime_binary_is_not_reachable_from_the_container() {
+    require_root();
+    let _g = serial();
+    // CVE-2019-5736: every /proc/*/exe in the container must be a sealed copy, never the host's
+    // isol binary, and opening it for writing must fail.
+    let out = ok(&[
+        "run",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "readlink /proc/1/exe; (echo x >> /proc/1/exe) 2>/dev/null && echo WROTE || echo refused",
+    ]);
+    let mut lines = out.lines();
+    let exe = lines.next().unwrap();
+    assert!(exe.starts_with("/memfd:"), "init runs from {exe}");
+    assert_eq!(lines.next(), Some("refused"));
+}
+
+#[test]
+fn killing_isol_leaves_nothing_behind() {
+    require_root();
+    let _g = serial();
+    let mut child = isol(&[
+        "run",
+        "--memory",
+        "64m",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 7391",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut buf = [0u8; 8];
+    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"started\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    // The container died with isol (its `sleep` does not survive)...
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 7391"])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "the workload outlived isol: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    // ...and the next isol start sweeps its cgroup and run dir.
+    ok(&["run", "busybox", "true"]);
+    assert_no_leftovers("after SIGKILL of isol");
+}
+
+#[test]
+fn bridge_containers_reach_each_other_and_the_host() {
+    require_root();
+    let _g = serial();
+    // Container A reports its address and waits; B pings A and the bridge's gateway.
+    let mut a = isol(&[
+        "run",
+        "--network",
+        "bridge",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0 | awk '{print $4}'; sleep 30",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let out = a.stdout.as_mut().unwrap();
+    while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let cidr = String::from_utf8(line).unwrap();
+    let addr_a = cidr.split('/').next().unwrap().to_string();
+    assert!(
+        addr_a.parse::<std::net::Ipv4Addr>().is_ok(),
+        "A's address: {cidr:?}"
+    );
+    let script = format!(
+        "ping -c1 -W2 {addr_a} >/dev/null && echo peer-ok; gw=$(ip route | awk '/default/ {{print $3}}'); ping -c1 -W2 $gw >/dev/null && echo gw-ok"
+    );
+    let o = run(&[
+        "run",
+        "--network",
+        "bridge",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = a.wait().unwrap();
+    assert_eq!(stdout(&o), "peer-ok\ngw-ok\n", "stderr: {}", stderr(&o));
+    // SIGTERM reached the workload through isol and the container's init.
+    assert_eq!(st.code(), Some(143));
+    assert_no_leftovers("bridge");
+}

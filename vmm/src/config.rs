@@ -1,0 +1,373 @@
+//! What a VM is made of, and the checks done before anything touches /dev/kvm.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::arch::x86_64::mptable;
+
+/// Smallest guest: the kernel at 16 MiB plus room for the initramfs and the kernel.
+pub const MIN_MEMORY_MIB: u32 = 32;
+
+/// Errors in a [`VmConfig`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Zero vCPUs.
+    #[error("A VM needs at least one vCPU; pass --cpus 1 or more")]
+    NoVcpus,
+    /// More vCPUs than the MP table describes.
+    #[error("Asked for {0} vCPUs, more than the {max} this VMM supports; pass fewer", max = mptable::MAX_CPUS)]
+    TooManyVcpus(u8),
+    /// Memory below the minimum.
+    #[error("Guest memory of {0} MiB is too small; give the VM at least {MIN_MEMORY_MIB} MiB")]
+    MemoryTooSmall(u32),
+    /// Memory above host RAM.
+    #[error(
+        "Guest memory of {asked} MiB is more than the host's {host} MiB; give the VM less memory"
+    )]
+    MemoryTooLarge {
+        /// Requested.
+        asked: u32,
+        /// Host total.
+        host: u64,
+    },
+    /// The kernel is missing or unreadable.
+    #[error(
+        "Kernel {path} cannot be read: {source}; build it with guest-images/build-kernel.sh or pass --kernel"
+    )]
+    Kernel {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The guest init binary is missing.
+    #[error(
+        "Guest init {path} cannot be read: {source}; build it with `cargo build -p isol-guest-init --release --target x86_64-unknown-linux-gnu` (static)"
+    )]
+    Init {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A root filesystem is given but no init to run in it.
+    #[error("A root filesystem was given without a guest init binary; set the init path")]
+    NoInit,
+    /// A rootfs layer is not a directory.
+    #[error(
+        "Root filesystem layer {path} is not a readable directory: {source}; check the unpacked image"
+    )]
+    Layer {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// An empty command.
+    #[error("No command to run in the VM; give a command after --")]
+    NoCommand,
+    /// A zero timeout.
+    #[error("A timeout of zero would stop the VM before it starts; give a positive timeout")]
+    ZeroTimeout,
+}
+
+/// Which boot protocol to use for an ELF vmlinux (a bzImage always uses the 64-bit
+/// protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootProtocol {
+    /// PVH when the ELF has the PVH note, else the 64-bit Linux boot protocol.
+    #[default]
+    Auto,
+    /// Always the 64-bit Linux boot protocol.
+    Linux64,
+    /// Always PVH (error if the kernel lacks the note).
+    Pvh,
+}
+
+/// Where the guest's root filesystem comes from. isol always adds `/init` (the guest
+/// init), `/isol/spec` and `/dev/console` on top.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Rootfs {
+    /// Unpacked image layers, lowest first, merged with overlayfs whiteout rules.
+    Layers(Vec<PathBuf>),
+    /// A ready-made newc cpio archive (uncompressed or compressed by a method the guest
+    /// kernel supports); isol's own archive is appended to it.
+    Cpio(PathBuf),
+    /// Only isol's own files: init and the spec (the workload must be in neither, so
+    /// this is for kernels/tests that need no workload).
+    #[default]
+    Empty,
+    /// No initramfs at all (bare test kernels).
+    None,
+}
+
+/// What to run inside the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunSpec {
+    /// argv; looked up in the `PATH` from `env` when `args[0]` has no `/`.
+    pub args: Vec<OsString>,
+    /// Environment, each `KEY=VALUE`.
+    pub env: Vec<OsString>,
+    /// Working directory (empty = `/`).
+    pub workdir: OsString,
+    /// Hostname (empty = the kernel's default).
+    pub hostname: OsString,
+}
+
+/// A buffer the serial console can write into (for tests and for callers that want the
+/// guest output themselves).
+#[derive(Clone, Default)]
+pub struct SharedBuffer(pub Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    /// Everything written so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl fmt::Debug for SharedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedBuffer({} bytes)", self.contents().len())
+    }
+}
+
+impl io::Write for SharedBuffer {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, Default)]
+pub enum SerialOutput {
+    /// The VMM's stdout.
+    #[default]
+    Stdout,
+    /// A shared in-memory buffer.
+    Buffer(SharedBuffer),
+    /// Discarded.
+    Sink,
+}
+
+/// Everything needed to run one microVM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Kernel: ELF vmlinux (64-bit or PVH entry) or bzImage.
+    pub kernel: PathBuf,
+    /// Boot protocol for an ELF kernel.
+    pub boot_protocol: BootProtocol,
+    /// Root filesystem.
+    pub rootfs: Rootfs,
+    /// The static guest init binary, put at `/init`. Required unless `rootfs` is
+    /// [`Rootfs::None`].
+    pub init: Option<PathBuf>,
+    /// vCPU count.
+    pub vcpus: u8,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// The workload.
+    pub spec: RunSpec,
+    /// Show the kernel log on the console (otherwise `quiet loglevel=0`).
+    pub console: bool,
+    /// Print exit counts and the boot timeline to stderr at the end.
+    pub trace_exits: bool,
+    /// Give up on a guest that has not powered off after this long.
+    pub timeout: Option<Duration>,
+    /// Extra kernel command-line parameters, appended.
+    pub extra_cmdline: Vec<String>,
+    /// Where the serial console goes.
+    pub serial_output: SerialOutput,
+    /// Forward the VMM's stdin to the guest's serial port.
+    pub forward_stdin: bool,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            kernel: PathBuf::new(),
+            boot_protocol: BootProtocol::Auto,
+            rootfs: Rootfs::Empty,
+            init: None,
+            vcpus: 1,
+            memory_mib: 256,
+            spec: RunSpec::default(),
+            console: false,
+            trace_exits: false,
+            timeout: None,
+            extra_cmdline: Vec::new(),
+            serial_output: SerialOutput::Stdout,
+            forward_stdin: true,
+        }
+    }
+}
+
+/// Where the static guest init is, by convention: `$ISOL_GUEST_INIT`, else
+/// `isol-guest-init` next to the running executable (how a release ships them), else
+/// `None` (the caller must say).
+pub fn default_guest_init() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ISOL_GUEST_INIT") {
+        return Some(p.into());
+    }
+    let beside = std::env::current_exe().ok()?.parent()?.join("isol-guest-init");
+    beside.exists().then_some(beside)
+}
+
+/// Host RAM in MiB from /proc/meminfo, if readable.
+pub fn host_memory_mib() -> Option<u64> {
+    let s = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+impl VmConfig {
+    /// Guest RAM in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mib) << 20
+    }
+
+    /// Checks everything that can be checked without KVM.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vcpus == 0 {
+            return Err(ConfigError::NoVcpus);
+        }
+        if self.vcpus > mptable::MAX_CPUS {
+            return Err(ConfigError::TooManyVcpus(self.vcpus));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(ConfigError::MemoryTooSmall(self.memory_mib));
+        }
+        if let Some(host) = host_memory_mib()
+            && u64::from(self.memory_mib) > host
+        {
+            return Err(ConfigError::MemoryTooLarge {
+                asked: self.memory_mib,
+                host,
+            });
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::ZeroTimeout);
+        }
+        fs::File::open(&self.kernel).map_err(|source| ConfigError::Kernel {
+            path: self.kernel.clone(),
+            source,
+        })?;
+        if self.rootfs != Rootfs::None {
+            let init = self.init.as_ref().ok_or(ConfigError::NoInit)?;
+            fs::File::open(init).map_err(|source| ConfigError::Init {
+                path: init.clone(),
+                source,
+            })?;
+            if self.spec.args.is_empty() {
+                return Err(ConfigError::NoCommand);
+            }
+        }
+        if let Rootfs::Layers(layers) = &self.rootfs {
+            for l in layers {
+                fs::read_dir(l).map_err(|source| ConfigError::Layer {
+                    path: l.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn valid() -> (VmConfig, tempfile::NamedTempFile) {
+        let mut k = tempfile::NamedTempFile::new().unwrap();
+        k.write_all(b"\x7fELF").unwrap();
+        let cfg = VmConfig {
+            kernel: k.path().to_owned(),
+            init: Some(k.path().to_owned()),
+            spec: RunSpec {
+                args: vec!["true".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        (cfg, k)
+    }
+
+    #[test]
+    fn valid_config_passes() {
+        let (c, _k) = valid();
+        c.validate().unwrap();
+        assert_eq!(c.memory_bytes(), 256 << 20);
+    }
+
+    #[test]
+    fn rejects_bad_cpu_and_memory() {
+        let (mut c, _k) = valid();
+        c.vcpus = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::NoVcpus)));
+        c.vcpus = 200;
+        assert!(matches!(c.validate(), Err(ConfigError::TooManyVcpus(200))));
+        c.vcpus = 2;
+        c.memory_mib = 16;
+        assert!(matches!(c.validate(), Err(ConfigError::MemoryTooSmall(16))));
+        c.memory_mib = u32::MAX;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::MemoryTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_missing_files_and_command() {
+        let (mut c, _k) = valid();
+        c.kernel = "/nonexistent/vmlinux".into();
+        let e = c.validate().unwrap_err();
+        assert!(matches!(e, ConfigError::Kernel { .. }));
+        assert!(e.to_string().contains("build-kernel.sh"));
+        let (mut c, _k) = valid();
+        c.init = None;
+        assert!(matches!(c.validate(), Err(ConfigError::NoInit)));
+        let (mut c, _k) = valid();
+        c.spec.args.clear();
+        assert!(matches!(c.validate(), Err(ConfigError::NoCommand)));
+        c.rootfs = Rootfs::None;
+        c.validate().unwrap();
+        let (mut c, _k) = valid();
+        c.rootfs = Rootfs::Layers(vec!["/nonexistent-layer".into()]);
+        assert!(matches!(c.validate(), Err(ConfigError::Layer { .. })));
+        let (mut c, _k) = valid();
+        c.timeout = Some(Duration::ZERO);
+        assert!(matches!(c.validate(), Err(ConfigError::ZeroTimeout)));
+    }
+
+    #[test]
+    fn messages_are_one_capitalized_line() {
+        let msgs = [
+            ConfigError::NoVcpus.to_string(),
+            ConfigError::TooManyVcpus(99).to_string(),
+            ConfigError::MemoryTooSmall(1).to_string(),
+            ConfigError::NoInit.to_string(),
+        ];
+        for m in msgs {
+            assert!(
+                m.starts_with(char::is_uppercase) && !m.contains('\n'),
+                "{m}"
+            );
+        }
+    }
+}

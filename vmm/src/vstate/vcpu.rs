@@ -1,0 +1,507 @@
+//! vCPUs: configuration before the first entry, and the per-vCPU thread with its
+//! Running / Paused / Exiting state machine.
+//!
+//! Every exit is handled in userspace, completely, before the next `KVM_RUN`: port I/O
+//! and MMIO are dispatched on the buses (unmapped reads return all-ones, unmapped writes
+//! are dropped, both counted); `hlt`, triple fault (`Shutdown`), system events, entry
+//! failures and internal errors stop the vCPU and are reported to the event loop.
+//!
+//! The event loop talks to a vCPU with [`VcpuCommand`]s. A vCPU blocked in `KVM_RUN` is
+//! kicked with a real-time signal whose handler sets `kvm_run.immediate_exit`, so a kick
+//! that lands just before `KVM_RUN` is not lost: the next `KVM_RUN` returns `EINTR` at
+//! once and the thread looks at its commands.
+
+use std::cell::Cell;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Once};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use kvm_bindings::{CpuId, Msrs, kvm_cpuid_entry2, kvm_run};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
+
+use crate::arch::x86_64::{cpuid, msr, regs};
+use crate::trace::{ExitCounts, ExitKind, Timeline};
+use isol_devices::Bus;
+
+/// Errors configuring or starting a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// KVM_CREATE_VCPU failed.
+    #[error("KVM cannot create vCPU {index}: {source}; use fewer vCPUs")]
+    Create {
+        /// vCPU index.
+        index: u8,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// A setup ioctl failed.
+    #[error(
+        "Cannot set up vCPU {index}: {what} failed: {source}; the host's KVM may not support this guest setup"
+    )]
+    Setup {
+        /// vCPU index.
+        index: u8,
+        /// Which step.
+        what: &'static str,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// KVM took fewer MSRs than given.
+    #[error(
+        "KVM accepted only {set} of {total} boot MSRs on vCPU {index} (first refused: {first:#x}); the host's KVM may be too old"
+    )]
+    Msrs {
+        /// vCPU index.
+        index: u8,
+        /// How many were set.
+        set: usize,
+        /// How many were given.
+        total: usize,
+        /// First MSR not set.
+        first: u32,
+    },
+    /// The kick signal handler could not be installed.
+    #[error("Cannot install the vCPU kick signal handler: {0}; another library may own SIGRTMIN")]
+    Signal(vmm_sys_util::errno::Error),
+    /// The thread could not be spawned.
+    #[error("Cannot start the thread of vCPU {index}: {source}; raise the process/thread limits")]
+    Spawn {
+        /// vCPU index.
+        index: u8,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why a vCPU stopped running guest code on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuStop {
+    /// A `hlt` reached userspace (only without an in-kernel LAPIC, i.e. never in a
+    /// fully built VM; kept for bare tests).
+    Halted,
+    /// KVM_EXIT_SHUTDOWN: triple fault, or a reset KVM turned into shutdown.
+    Shutdown,
+    /// KVM_EXIT_SYSTEM_EVENT with its type (KVM_SYSTEM_EVENT_*).
+    SystemEvent(u32),
+    /// VM entry failed with this hardware reason.
+    FailEntry(u64),
+    /// KVM_EXIT_INTERNAL_ERROR with this suberror (1 = emulation failure).
+    InternalError(u32),
+    /// An exit this VMM does not handle (raw KVM exit reason, or u32::MAX if unknown).
+    Unexpected(u32),
+    /// KVM_RUN itself failed with this errno.
+    RunFailed(i32),
+}
+
+/// Sent to the event loop when a vCPU stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcpuEvent {
+    /// vCPU index.
+    pub index: u8,
+    /// Why.
+    pub stop: VcpuStop,
+}
+
+/// Commands from the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuCommand {
+    /// Stop entering the guest until `Resume`.
+    Pause,
+    /// Enter the guest again.
+    Resume,
+    /// Leave the thread.
+    Exit,
+}
+
+/// States of the vCPU thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuState {
+    /// Entering the guest in a loop.
+    Running,
+    /// Waiting for a command.
+    Paused,
+    /// About to leave the thread.
+    Exiting,
+}
+
+impl VcpuState {
+    /// The state after `cmd`.
+    pub fn next(self, cmd: VcpuCommand) -> VcpuState {
+        match (self, cmd) {
+            (VcpuState::Exiting, _) | (_, VcpuCommand::Exit) => VcpuState::Exiting,
+            (_, VcpuCommand::Pause) => VcpuState::Paused,
+            (_, VcpuCommand::Resume) => VcpuState::Running,
+        }
+    }
+}
+
+/// What to do after one exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Continue,
+    Stop(VcpuStop),
+}
+
+/// Bytes returned for reads nobody answers (a floating bus).
+const UNMAPPED_READ: u8 = 0xff;
+
+thread_local! {
+    /// This thread's `kvm_run`, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    KVM_RUN.with(|p| {
+        let run = p.get();
+        if !run.is_null() {
+            // SAFETY: `run` is this thread's mmap'd kvm_run, set by the vCPU thread for the
+            // lifetime of its loop and cleared before the VcpuFd is dropped, so the field
+            // address is valid.
+            let field = unsafe { std::ptr::addr_of_mut!((*run).immediate_exit) };
+            // SAFETY: `field` points into the live kvm_run; a volatile byte store is
+            // async-signal-safe.
+            unsafe { field.write_volatile(1) };
+        }
+    });
+}
+
+/// The signal used to kick vCPUs out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+static KICK_HANDLER: Once = Once::new();
+
+fn install_kick_handler() -> Result<(), VcpuError> {
+    let mut result = Ok(());
+    KICK_HANDLER.call_once(|| {
+        result = register_signal_handler(kick_signal(), kick_handler).map_err(VcpuError::Signal);
+    });
+    result
+}
+
+/// A vCPU before its thread starts.
+#[derive(Debug)]
+pub struct Vcpu {
+    index: u8,
+    fd: VcpuFd,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    timeline: Arc<Timeline>,
+    serial_ports: std::ops::Range<u64>,
+    counts: ExitCounts,
+    stop_flag: Arc<AtomicBool>,
+}
+
+impl Vcpu {
+    /// Creates vCPU `index` (its APIC id too). Once `stop_flag` is raised (the guest
+    /// reset), the vCPU stops entering the guest and waits for `Exit`.
+    pub fn new(
+        vm: &VmFd,
+        index: u8,
+        pio: Arc<Bus>,
+        mmio: Arc<Bus>,
+        timeline: Arc<Timeline>,
+        stop_flag: Arc<AtomicBool>,
+    ) -> Result<Self, VcpuError> {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VcpuError::Create { index, source })?;
+        Ok(Self {
+            index,
+            fd,
+            pio,
+            mmio,
+            timeline,
+            serial_ports: isol_devices::legacy::SERIAL_PORT_BASE
+                ..isol_devices::legacy::SERIAL_PORT_BASE + isol_devices::legacy::SERIAL_PORT_LEN,
+            counts: ExitCounts::default(),
+            stop_flag,
+        })
+    }
+
+    fn setup<T>(
+        &self,
+        what: &'static str,
+        r: Result<T, kvm_ioctls::Error>,
+    ) -> Result<T, VcpuError> {
+        r.map_err(|source| VcpuError::Setup {
+            index: self.index,
+            what,
+            source,
+        })
+    }
+
+    /// CPUID, MSRs, FPU and LAPIC for every vCPU; registers for the boot vCPU (`entry`
+    /// is `Some` only for vCPU 0; the others wait for INIT/SIPI in the in-kernel LAPIC).
+    pub fn configure(
+        &self,
+        supported_cpuid: &CpuId,
+        vcpu_count: u8,
+        entry: Option<regs::EntryMode>,
+    ) -> Result<(), VcpuError> {
+        let mut entries: Vec<kvm_cpuid_entry2> = supported_cpuid.as_slice().to_vec();
+        cpuid::filter_cpuid(&mut entries, self.index, vcpu_count);
+        let cpuid = self.setup(
+            "building CPUID",
+            CpuId::from_entries(&entries).map_err(|_| vmm_sys_util::errno::Error::new(libc::E2BIG)),
+        )?;
+        self.setup("KVM_SET_CPUID2", self.fd.set_cpuid2(&cpuid))?;
+
+        let msr_entries = msr::boot_msr_entries();
+        let msrs = self.setup(
+            "building MSRs",
+            Msrs::from_entries(&msr_entries)
+                .map_err(|_| vmm_sys_util::errno::Error::new(libc::E2BIG)),
+        )?;
+        let set = self.setup("KVM_SET_MSRS", self.fd.set_msrs(&msrs))?;
+        if set != msr_entries.len() {
+            return Err(VcpuError::Msrs {
+                index: self.index,
+                set,
+                total: msr_entries.len(),
+                first: msr_entries[set].index,
+            });
+        }
+
+        self.setup("KVM_SET_FPU", self.fd.set_fpu(&regs::boot_fpu()))?;
+
+        let mut lapic = self.setup("KVM_GET_LAPIC", self.fd.get_lapic())?;
+        regs::set_lint(&mut lapic);
+        self.setup("KVM_SET_LAPIC", self.fd.set_lapic(&lapic))?;
+
+        if let Some(mode) = entry {
+            self.setup("KVM_SET_REGS", self.fd.set_regs(&regs::boot_regs(mode)))?;
+            let mut sregs = self.setup("KVM_GET_SREGS", self.fd.get_sregs())?;
+            regs::set_boot_sregs(&mut sregs, mode);
+            self.setup("KVM_SET_SREGS", self.fd.set_sregs(&sregs))?;
+        }
+        Ok(())
+    }
+
+    /// Raw access for bare tests that set registers themselves.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    fn note_serial(&self, port: u64) {
+        if self.serial_ports.contains(&port) {
+            self.timeline.first_serial_access.get_or_init(Instant::now);
+        }
+    }
+
+    /// Runs the guest until one exit and handles it.
+    fn run_once(&mut self) -> Action {
+        let exit = self.fd.run();
+        let (kind, addr, action) = match exit {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                let port = u64::from(port);
+                if self.pio.read(port, data).is_none() {
+                    data.fill(UNMAPPED_READ);
+                }
+                (ExitKind::IoIn, port, Action::Continue)
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let port = u64::from(port);
+                self.pio.write(port, data);
+                (ExitKind::IoOut, port, Action::Continue)
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if self.mmio.read(addr, data).is_none() {
+                    data.fill(UNMAPPED_READ);
+                }
+                (ExitKind::MmioRead, addr, Action::Continue)
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                self.mmio.write(addr, data);
+                (ExitKind::MmioWrite, addr, Action::Continue)
+            }
+            Ok(VcpuExit::Hlt) => (ExitKind::Hlt, 0, Action::Stop(VcpuStop::Halted)),
+            Ok(VcpuExit::Shutdown) => (ExitKind::Shutdown, 0, Action::Stop(VcpuStop::Shutdown)),
+            Ok(VcpuExit::SystemEvent(kind, _)) => (
+                ExitKind::SystemEvent,
+                u64::from(kind),
+                Action::Stop(VcpuStop::SystemEvent(kind)),
+            ),
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => (
+                ExitKind::FailEntry,
+                0,
+                Action::Stop(VcpuStop::FailEntry(reason)),
+            ),
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
+                // active member of the union.
+                let sub = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                (
+                    ExitKind::InternalError,
+                    0,
+                    Action::Stop(VcpuStop::InternalError(sub)),
+                )
+            }
+            Ok(VcpuExit::Unsupported(reason)) => (
+                ExitKind::Other,
+                u64::from(reason),
+                Action::Stop(VcpuStop::Unexpected(reason)),
+            ),
+            Ok(_) => {
+                let reason = self.fd.get_kvm_run().exit_reason;
+                (
+                    ExitKind::Other,
+                    u64::from(reason),
+                    Action::Stop(VcpuStop::Unexpected(reason)),
+                )
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // A kick (immediate_exit) or a stray signal. Re-arm and look at commands.
+                self.fd.set_kvm_immediate_exit(0);
+                (ExitKind::Interrupted, 0, Action::Continue)
+            }
+            Err(e) => (
+                ExitKind::Other,
+                0,
+                Action::Stop(VcpuStop::RunFailed(e.errno())),
+            ),
+        };
+        if matches!(kind, ExitKind::IoIn | ExitKind::IoOut) {
+            self.note_serial(addr);
+        }
+        self.counts.record(kind, addr);
+        action
+    }
+
+    /// The thread body: the state machine. Returns the exit counts.
+    fn run_loop(
+        mut self,
+        commands: Receiver<VcpuCommand>,
+        events: Sender<VcpuEvent>,
+        wake: EventFd,
+    ) -> ExitCounts {
+        let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
+        KVM_RUN.with(|p| p.set(run_ptr));
+        if self.index == 0 {
+            self.timeline.first_vcpu_entry.get_or_init(Instant::now);
+        }
+        let mut state = VcpuState::Running;
+        while state != VcpuState::Exiting {
+            match state {
+                VcpuState::Running => {
+                    match commands.try_recv() {
+                        Ok(cmd) => {
+                            state = state.next(cmd);
+                            continue;
+                        }
+                        Err(TryRecvError::Disconnected) => {
+                            state = VcpuState::Exiting;
+                            continue;
+                        }
+                        Err(TryRecvError::Empty) => {}
+                    }
+                    if self.stop_flag.load(Ordering::SeqCst) {
+                        // The guest reset the machine: run nothing more of it.
+                        state = VcpuState::Paused;
+                        continue;
+                    }
+                    if let Action::Stop(stop) = self.run_once() {
+                        // The receiver only goes away when the VMM is tearing down.
+                        let _ = events.send(VcpuEvent {
+                            index: self.index,
+                            stop,
+                        });
+                        let _ = wake.write(1);
+                        state = VcpuState::Exiting;
+                    }
+                }
+                VcpuState::Paused => {
+                    state = match commands.recv() {
+                        Ok(cmd) => state.next(cmd),
+                        Err(_) => VcpuState::Exiting,
+                    };
+                }
+                VcpuState::Exiting => {}
+            }
+        }
+        KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+        std::mem::take(&mut self.counts)
+    }
+
+    /// Starts the vCPU thread. Stops are sent on `events` with a write to `wake`.
+    pub fn start(self, events: Sender<VcpuEvent>, wake: EventFd) -> Result<VcpuHandle, VcpuError> {
+        install_kick_handler()?;
+        let index = self.index;
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name(format!("isol-vcpu{index}"))
+            .spawn(move || self.run_loop(rx, events, wake))
+            .map_err(|source| VcpuError::Spawn { index, source })?;
+        Ok(VcpuHandle {
+            index,
+            commands: tx,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The event loop's handle on a running vCPU thread.
+#[derive(Debug)]
+pub struct VcpuHandle {
+    index: u8,
+    commands: Sender<VcpuCommand>,
+    thread: Option<JoinHandle<ExitCounts>>,
+}
+
+impl VcpuHandle {
+    /// vCPU index.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// Sends `cmd` and kicks the thread out of KVM_RUN so it sees it.
+    pub fn send(&self, cmd: VcpuCommand) {
+        // A closed channel means the thread already left; nothing to tell it.
+        let _ = self.commands.send(cmd);
+        self.kick();
+    }
+
+    fn kick(&self) {
+        if let Some(t) = &self.thread
+            && !t.is_finished()
+        {
+            // SAFETY: the pthread_t belongs to a thread we spawned and have not joined
+            // (we hold its JoinHandle), so it is valid; the signal's handler only
+            // stores a byte.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
+        }
+    }
+
+    /// Tells the thread to exit and waits for it; returns its exit counts.
+    pub fn stop_and_join(mut self) -> ExitCounts {
+        self.send(VcpuCommand::Exit);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(c)) => c,
+            _ => ExitCounts::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_machine_transitions() {
+        use VcpuCommand::*;
+        use VcpuState::*;
+        assert_eq!(Running.next(Pause), Paused);
+        assert_eq!(Paused.next(Resume), Running);
+        assert_eq!(Paused.next(Pause), Paused);
+        assert_eq!(Running.next(Resume), Running);
+        assert_eq!(Running.next(Exit), Exiting);
+        assert_eq!(Paused.next(Exit), Exiting);
+        assert_eq!(Exiting.next(Resume), Exiting);
+    }
+}

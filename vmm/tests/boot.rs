@@ -1,0 +1,310 @@
+//! Real Linux boots of the guest kernel with the guest init and a busybox rootfs.
+//!
+//! These need hardware-speed KVM: run them in the lab,
+//!
+//! ```text
+//! cargo test -p isol-vmm --test boot --no-run        # on the host
+//! isol lab -- target/x86_64-unknown-linux-gnu/debug/deps/boot-<hash> --test-threads=2
+//! ```
+//!
+//! Each test skips (passing, with the reason on stderr) when /dev/kvm is missing or
+//! only emulates (a fixed loop is timed first), when no guest kernel is built
+//! (`guest-images/build-kernel.sh`, or `ISOL_KERNEL_DIR`), when the static guest init
+//! is not built (`ISOL_GUEST_INIT`), or without /bin/busybox (`ISOL_BUSYBOX`).
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use isol_vmm::{BootProtocol, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig, VmmError};
+
+struct Env {
+    kernel_dir: PathBuf,
+    init: PathBuf,
+    rootfs: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn find_kernel_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("ISOL_KERNEL_DIR") {
+        return Some(d.into());
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir("/var/cache/isol/kernel")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("vmlinux").exists() && p.join("bzImage").exists())
+        .collect();
+    dirs.sort_by_key(|p| {
+        std::fs::metadata(p.join("vmlinux"))
+            .and_then(|m| m.modified())
+            .ok()
+    });
+    dirs.pop()
+}
+
+fn find_init() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ISOL_GUEST_INIT") {
+        return Some(p.into());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .join("target");
+    [
+        "x86_64-unknown-linux-gnu/release",
+        "x86_64-unknown-linux-gnu/debug",
+        "release",
+        "debug",
+    ]
+    .iter()
+    .map(|d| root.join(d).join("isol-guest-init"))
+    .find(|p| p.exists())
+}
+
+fn make_rootfs(dir: &Path, busybox: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for a in [
+        "sh", "echo", "cat", "grep", "printf", "hostname", "sleep", "true", "false", "pwd", "env",
+        "ls", "wc", "sync",
+    ] {
+        symlink("busybox", bin.join(a)).unwrap();
+    }
+    std::fs::write(bin.join("not-executable"), b"#!/bin/sh\necho no\n").unwrap();
+    std::fs::set_permissions(
+        bin.join("not-executable"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+}
+
+/// The environment, or the reason to skip.
+fn env() -> Result<&'static Env, String> {
+    static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let speed = isol_vmm::measure_guest_speed().map_err(|e| format!("no usable /dev/kvm: {e}"))?;
+        if speed > isol_vmm::EMULATED_THRESHOLD {
+            return Err(format!(
+                "/dev/kvm emulates guests ({speed:?} for a 100k loop); run these in the lab: isol lab -- <test binary>"
+            ));
+        }
+        let kernel_dir = find_kernel_dir().ok_or("no guest kernel; run guest-images/build-kernel.sh")?;
+        let init = find_init().ok_or("no guest init; cargo build -p isol-guest-init --release")?;
+        let busybox: PathBuf = std::env::var_os("ISOL_BUSYBOX").map_or("/bin/busybox".into(), Into::into);
+        if !busybox.exists() {
+            return Err(format!("no busybox at {}", busybox.display()));
+        }
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let rootfs = tmp.path().join("rootfs");
+        make_rootfs(&rootfs, &busybox);
+        Ok(Env { kernel_dir, init, rootfs, _tmp: tmp })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+macro_rules! env_or_skip {
+    () => {
+        match env() {
+            Ok(e) => e,
+            Err(why) => {
+                eprintln!("skipped: {why}");
+                return;
+            }
+        }
+    };
+}
+
+fn config(e: &Env, args: &[&str]) -> (VmConfig, SharedBuffer) {
+    let out = SharedBuffer::default();
+    let cfg = VmConfig {
+        kernel: e.kernel_dir.join("vmlinux"),
+        rootfs: Rootfs::Layers(vec![e.rootfs.clone()]),
+        init: Some(e.init.clone()),
+        vcpus: 1,
+        memory_mib: 256,
+        spec: RunSpec {
+            args: args.iter().map(Into::into).collect(),
+            env: vec!["PATH=/bin".into()],
+            workdir: "/".into(),
+            hostname: "isol-test".into(),
+        },
+        serial_output: SerialOutput::Buffer(out.clone()),
+        forward_stdin: false,
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    (cfg, out)
+}
+
+fn text(b: &SharedBuffer) -> String {
+    String::from_utf8_lossy(&b.contents()).into_owned()
+}
+
+fn run_ok(cfg: &VmConfig, out: &SharedBuffer) -> i32 {
+    match isol_vmm::run(cfg) {
+        Ok(o) => o.exit_code,
+        Err(e) => panic!("{e}\n--- console ---\n{}", text(out)),
+    }
+}
+
+#[test]
+fn workload_output_and_exit_code_come_back() {
+    let e = env_or_skip!();
+    let (cfg, out) = config(e, &["sh", "-c", "echo hello from $(hostname); exit 3"]);
+    assert_eq!(run_ok(&cfg, &out), 3);
+    assert_eq!(
+        text(&out),
+        "hello from isol-test\n",
+        "quiet console: only the workload"
+    );
+}
+
+#[test]
+fn exit_zero() {
+    let e = env_or_skip!();
+    let (cfg, out) = config(e, &["true"]);
+    assert_eq!(run_ok(&cfg, &out), 0);
+}
+
+#[test]
+fn command_not_found_is_127_and_not_executable_is_126() {
+    let e = env_or_skip!();
+    let (cfg, out) = config(e, &["no-such-command"]);
+    assert_eq!(run_ok(&cfg, &out), 127);
+    assert!(
+        text(&out).contains("no-such-command: command not found"),
+        "{}",
+        text(&out)
+    );
+    let (cfg, out) = config(e, &["/bin/not-executable"]);
+    assert_eq!(run_ok(&cfg, &out), 126);
+}
+
+#[test]
+fn killed_by_signal_is_128_plus_signal() {
+    let e = env_or_skip!();
+    let (cfg, out) = config(e, &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(run_ok(&cfg, &out), 128 + 15);
+}
+
+#[test]
+fn arguments_are_byte_exact() {
+    let e = env_or_skip!();
+    let args = [
+        "printf",
+        "[%s]",
+        "a b",
+        "it's \"q\"",
+        "new\nline",
+        "ünï ✓",
+        "",
+    ];
+    let (cfg, out) = config(e, &args);
+    assert_eq!(run_ok(&cfg, &out), 0);
+    assert_eq!(text(&out), "[a b][it's \"q\"][new\nline][ünï ✓][]");
+}
+
+#[test]
+fn env_and_workdir() {
+    let e = env_or_skip!();
+    let (mut cfg, out) = config(e, &["sh", "-c", "echo $FOO; pwd"]);
+    cfg.spec.env.push("FOO=bar baz".into());
+    cfg.spec.workdir = "/tmp".into();
+    assert_eq!(run_ok(&cfg, &out), 0);
+    assert_eq!(text(&out), "bar baz\n/tmp\n");
+}
+
+#[test]
+fn two_vcpus_show_in_cpuinfo() {
+    let e = env_or_skip!();
+    let (mut cfg, out) = config(e, &["sh", "-c", "grep -c ^processor /proc/cpuinfo"]);
+    cfg.vcpus = 2;
+    assert_eq!(run_ok(&cfg, &out), 0);
+    assert_eq!(text(&out).trim(), "2");
+}
+
+#[test]
+fn memory_shows_in_meminfo() {
+    let e = env_or_skip!();
+    let (cfg, out) = config(e, &["grep", "MemTotal", "/proc/meminfo"]);
+    assert_eq!(run_ok(&cfg, &out), 0);
+    let kib: u64 = text(&out)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The kernel keeps its own image and reserved areas out of MemTotal.
+    assert!(
+        (200 * 1024..=256 * 1024).contains(&kib),
+        "MemTotal {kib} kB"
+    );
+}
+
+#[test]
+fn console_shows_the_kernel_log_when_asked() {
+    let e = env_or_skip!();
+    let (mut cfg, out) = config(e, &["true"]);
+    cfg.console = true;
+    assert_eq!(run_ok(&cfg, &out), 0);
+    assert!(text(&out).contains("Linux version"), "{}", text(&out));
+}
+
+#[test]
+fn all_three_kernel_formats_boot() {
+    let e = env_or_skip!();
+    for (kernel, protocol) in [
+        ("vmlinux", BootProtocol::Linux64),
+        ("vmlinux", BootProtocol::Pvh),
+        ("bzImage", BootProtocol::Auto),
+    ] {
+        let (mut cfg, out) = config(e, &["echo", "ok"]);
+        cfg.kernel = e.kernel_dir.join(kernel);
+        cfg.boot_protocol = protocol;
+        assert_eq!(run_ok(&cfg, &out), 0, "{kernel} {protocol:?}");
+        assert_eq!(text(&out), "ok\n", "{kernel} {protocol:?}");
+    }
+}
+
+#[test]
+fn kernel_panic_is_an_error() {
+    let e = env_or_skip!();
+    let (mut cfg, _out) = config(e, &["true"]);
+    // No init to run → the kernel panics → panic=-1 reboots at once.
+    cfg.extra_cmdline = vec!["rdinit=/no-such-init".into()];
+    let err = isol_vmm::run(&cfg).unwrap_err();
+    assert!(matches!(err, VmmError::GuestRebooted), "{err}");
+}
+
+#[test]
+fn timeout_ends_a_guest_that_never_powers_off() {
+    let e = env_or_skip!();
+    let (mut cfg, _out) = config(e, &["sleep", "1000"]);
+    cfg.vcpus = 2;
+    cfg.timeout = Some(Duration::from_secs(5));
+    let err = isol_vmm::run(&cfg).unwrap_err();
+    assert!(matches!(err, VmmError::Timeout(_)), "{err}");
+}
+
+#[test]
+fn boot_timeline_is_reported() {
+    let e = env_or_skip!();
+    let (mut cfg, out) = config(e, &["true"]);
+    cfg.trace_exits = true;
+    let o = isol_vmm::run(&cfg).unwrap_or_else(|err| panic!("{err}\n{}", text(&out)));
+    let t = o.timings;
+    let order = [
+        t.first_vcpu_entry,
+        t.init_start,
+        t.spec_loaded,
+        t.workload_start,
+        t.workload_exit,
+    ];
+    assert!(order.iter().all(Option::is_some), "{t:?}");
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
+    assert!(o.exit_counts.total() > 0);
+    eprintln!("{t}");
+}
