@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Runs isol's whole test suite: unit tests, and integration tests that really clone namespaces,
-# mount, set cgroup limits and wire networks (they need root).
+# Runs isol's whole test suite:
+#  1. on this host: unit tests, and integration tests that really clone namespaces, mount, set
+#     cgroup limits and wire networks (they need root);
+#  2. in the lab (a QEMU VM with a real /dev/kvm and a pure cgroup v2 host, see docs/lab.md):
+#     the KVM backend's boot tests, the kvm CLI tests, and the container tests again on cgroup v2.
 #
-#   sudo ./test.sh [extra cargo test args]
+#   sudo ./test.sh            everything
+#   sudo ./test.sh --host     only the host part
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+
+host_only=0
+[ "${1:-}" = "--host" ] && host_only=1
 
 if [ "$(id -u)" != 0 ]; then
     echo "test.sh: the integration tests create namespaces, mounts and cgroups: run as root (sudo ./test.sh)" >&2
@@ -12,4 +19,37 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v busybox >/dev/null || { echo "test.sh: run ./setup.sh first (busybox-static is missing)" >&2; exit 1; }
 
-cargo test --workspace --locked "$@"
+# The guest init and isol itself must exist as binaries for the kvm tests.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
+
+[ "$host_only" = 1 ] && exit 0
+
+# The lab part. The guest kernel is cached by its inputs; building it the first time takes minutes.
+kernel_dir=$(guest-images/build-kernel.sh --quiet)
+export ISOL_KERNEL_DIR="$kernel_dir" ISOL_KERNEL="$kernel_dir/vmlinux" ISOL_REQUIRE_KVM=1
+bin=target/x86_64-unknown-linux-gnu/debug
+export ISOL_GUEST_INIT="$PWD/$bin/isol-guest-init"
+
+# Test executables, by cargo's own account of what it built.
+test_exe() {  # package, test target kind:name
+    cargo test --locked -p "$1" --no-run --message-format=json 2>/dev/null |
+        python3 -c '
+import json, sys
+want_kind, want_name = sys.argv[1].split(":")
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
+       and m["target"]["name"] == want_name and want_kind in m["target"]["kind"]:
+        print(m["executable"])
+' "$2"
+}
+
+lab() { "$bin/isol" lab -- "$@"; }
+echo "== lab: VMM boot tests" >&2
+lab "$(test_exe isol-vmm test:boot)" --test-threads=1
+echo "== lab: kvm backend through the CLI" >&2
+lab "$(test_exe isol test:kvm)" --test-threads=1
+echo "== lab: cgroup v2, for real" >&2
+lab "$(test_exe isol-container lib:isol_container)" --test-threads=1 cgroups
+lab "$(test_exe isol test:container)" --test-threads=1

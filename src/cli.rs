@@ -89,6 +89,19 @@ pub struct RunArgs {
     /// Print one JSON object to stderr at the end: exit code, start phases, peak memory.
     #[arg(long)]
     pub json: bool,
+    /// kvm: the guest kernel (ELF vmlinux or bzImage; default: $ISOL_KERNEL, else the one
+    /// guest-images/build-kernel.sh built).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// kvm: show the guest kernel's log on the serial console.
+    #[arg(long)]
+    pub console: bool,
+    /// kvm: print every VM exit by kind and port/address, and the boot timeline, at the end.
+    #[arg(long)]
+    pub trace_exits: bool,
+    /// Stop the workload after this many seconds (exit 124).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
     /// The image (name[:tag], digest or digest prefix).
     pub image: String,
     /// The command and its arguments (default: the image's).

@@ -145,6 +145,8 @@ fn run_lab(args: &LabArgs, qemu: &Path) -> anyhow::Result<i32> {
 
     // 3. Host ends of the VM's character devices.
     let stop = Arc::new(AtomicBool::new(false));
+    // However we leave (errors included), the pump threads end.
+    let _stop_pumps = StopOnDrop(Arc::clone(&stop));
     let console_tail = Arc::new(Mutex::new(Tail::new(64 * 1024)));
     let (events_tx, events) = mpsc::channel::<Event>();
     let mut pumps = Vec::new();
@@ -161,11 +163,11 @@ fn run_lab(args: &LabArgs, qemu: &Path) -> anyhow::Result<i32> {
         },
     )?);
     let broken_pipe = Arc::new(AtomicBool::new(false));
-    let mut out = StreamSink::new(io::stdout(), &broken_pipe);
+    let mut out = StreamSink::new(io::stdout(), &broken_pipe, &progress);
     pumps.push(Pump::start(&job.path.join("stdout"), &stop, move |data| {
         out.write(data)
     })?);
-    let mut err = StreamSink::new(io::stderr(), &broken_pipe);
+    let mut err = StreamSink::new(io::stderr(), &broken_pipe, &progress);
     pumps.push(Pump::start(&job.path.join("stderr"), &stop, move |data| {
         err.write(data)
     })?);
@@ -457,6 +459,16 @@ fn qemu_command(
     Ok(cmd)
 }
 
+/// Sets the flag when dropped.
+#[derive(Debug)]
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 fn kill_and_wait(child: &mut Child) -> io::Result<ExitStatus> {
     // Nothing in the lab is worth a graceful shutdown: its disk is a tmpfs.
     let _ = child.kill();
@@ -545,20 +557,26 @@ struct StreamSink<W: Write> {
     out: W,
     broken: bool,
     broken_pipe: Arc<AtomicBool>,
+    /// Cleared before the first byte goes out.
+    progress: Option<Progress>,
 }
 
 impl<W: Write> StreamSink<W> {
-    fn new(out: W, broken_pipe: &Arc<AtomicBool>) -> Self {
+    fn new(out: W, broken_pipe: &Arc<AtomicBool>, progress: &Progress) -> Self {
         StreamSink {
             out,
             broken: false,
             broken_pipe: Arc::clone(broken_pipe),
+            progress: Some(progress.clone()),
         }
     }
 
     fn write(&mut self, data: &[u8]) {
         if self.broken {
             return;
+        }
+        if let Some(progress) = self.progress.take() {
+            progress.clear();
         }
         if let Err(e) = self.out.write_all(data).and_then(|()| self.out.flush()) {
             self.broken = true;

@@ -41,9 +41,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let spec = build_spec(&args, &store, &id)?;
     match args.backend {
         Backend::Container => run_container(&args, spec, &store, id, rootless),
-        Backend::Kvm => {
-            bail!("The kvm backend is not available in this build yet; use --backend container")
-        }
+        Backend::Kvm => run_kvm(&args, spec, &store),
     }
 }
 
@@ -322,6 +320,144 @@ fn run_container(
         eprintln!("{report}");
     }
     Ok(result.exit_code)
+}
+
+/// Flags the kvm backend cannot honour yet are refused, never silently ignored.
+fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
+    let refuse = |flag: &str, why: &str| -> anyhow::Result<()> {
+        bail!(
+            "{flag} is not supported with --backend kvm ({why}); drop it or use --backend container"
+        )
+    };
+    if args.network != Network::None {
+        refuse("--network host|bridge", "the microVM has no network device")?;
+    }
+    if !spec.volumes.is_empty() {
+        refuse("-v/--volume", "the microVM has no shared filesystem")?;
+    }
+    if spec.pids.is_some() {
+        refuse("--pids-limit", "the guest kernel runs only the workload")?;
+    }
+    if args.user.is_some() {
+        refuse("-u/--user", "the guest init runs the workload as root")?;
+    }
+    if args.tty {
+        refuse("-t", "the serial console is not a terminal yet")?;
+    }
+    Ok(())
+}
+
+/// The guest kernel: --kernel, $ISOL_KERNEL, or the newest one build-kernel.sh cached.
+fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
+    if let Some(k) = &args.kernel {
+        return Ok(k.clone());
+    }
+    if let Some(k) = std::env::var_os("ISOL_KERNEL") {
+        return Ok(k.into());
+    }
+    let cache = std::env::var_os("ISOL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/isol"));
+    let newest = std::fs::read_dir(cache.join("kernel"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("vmlinux"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    newest.ok_or_else(|| {
+        anyhow::anyhow!(
+            "No guest kernel found in {}: build it with guest-images/build-kernel.sh or pass --kernel PATH",
+            cache.join("kernel").display()
+        )
+    })
+}
+
+fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::Result<i32> {
+    check_kvm_flags(args, &spec)?;
+    let vcpus = match spec.cpus {
+        None => 1,
+        Some(c) if c.fract() == 0.0 && c >= 1.0 && c <= 255.0 => c as u8,
+        Some(c) => {
+            bail!("--cpus {c} is not a whole number of vCPUs; the kvm backend needs 1, 2, …")
+        }
+    };
+    let memory_mib = match spec.memory {
+        None => 256,
+        Some(m) => u32::try_from(m >> 20).unwrap_or(u32::MAX),
+    };
+    let min = isol_vmm::config::MIN_MEMORY_MIB;
+    if memory_mib < min {
+        bail!("Memory {memory_mib} MiB is too small for a microVM: give --memory {min}m or more");
+    }
+    if let Some(host) = isol_vmm::config::host_memory_mib()
+        && u64::from(memory_mib) > host
+    {
+        bail!(
+            "Memory {memory_mib} MiB is more than this host has ({host} MiB): give a smaller --memory"
+        );
+    }
+    let kernel = guest_kernel(args)?;
+    let init = isol_vmm::config::default_guest_init().ok_or_else(|| {
+        anyhow::anyhow!("The guest init isol-guest-init was not found beside isol; build it (cargo build -p isol-guest-init) or set ISOL_GUEST_INIT")
+    })?;
+    let layers = store
+        .unpack(&spec.image)
+        .context("Cannot unpack the image's layers")?;
+    let cfg = isol_vmm::VmConfig {
+        kernel,
+        boot_protocol: isol_vmm::BootProtocol::Auto,
+        rootfs: isol_vmm::Rootfs::Layers(layers),
+        init: Some(init),
+        vcpus,
+        memory_mib,
+        spec: isol_vmm::RunSpec {
+            args: spec.args,
+            env: spec.env,
+            workdir: spec.workdir.into_os_string(),
+            hostname: spec.hostname.into(),
+        },
+        console: args.console,
+        trace_exits: args.trace_exits,
+        timeout: args.timeout.map(std::time::Duration::from_secs_f64),
+        extra_cmdline: Vec::new(),
+        serial_output: isol_vmm::SerialOutput::Stdout,
+        forward_stdin: args.interactive,
+    };
+    let (exit_code, outcome) = match isol_vmm::run(&cfg) {
+        Ok(o) => (o.exit_code, Some(o)),
+        Err(e) => {
+            let code = e.exit_code();
+            if code == 125 {
+                return Err(e.into());
+            }
+            eprintln!("isol: {e}");
+            (code, None)
+        }
+    };
+    if args.json {
+        let ms = |d: Option<std::time::Duration>| d.map(|d| round3(d.as_secs_f64() * 1e3));
+        let t = outcome.as_ref().map(|o| o.timings);
+        let report = json!({
+            "backend": "kvm",
+            "image": spec.image.summary.name,
+            "exit_code": exit_code,
+            "vcpus": vcpus,
+            "memory_mib": memory_mib,
+            // Offsets from VMM start, in milliseconds.
+            "timeline_ms": t.map(|t| json!({
+                "first_vcpu_entry": ms(t.first_vcpu_entry),
+                "first_console_output": ms(t.first_console_output),
+                "init_start": ms(t.init_start),
+                "workload_start": ms(t.workload_start),
+                "workload_exit": ms(t.workload_exit),
+                "vm_exit": ms(Some(t.vm_exit)),
+            })),
+            "total_ms": t.map(|t| round3(t.vm_exit.as_secs_f64() * 1e3)),
+        });
+        eprintln!("{report}");
+    }
+    Ok(exit_code)
 }
 
 fn round3(v: f64) -> f64 {

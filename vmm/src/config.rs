@@ -222,7 +222,10 @@ pub fn default_guest_init() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ISOL_GUEST_INIT") {
         return Some(p.into());
     }
-    let beside = std::env::current_exe().ok()?.parent()?.join("isol-guest-init");
+    let beside = std::env::current_exe()
+        .ok()?
+        .parent()?
+        .join("isol-guest-init");
     beside.exists().then_some(beside)
 }
 

@@ -590,7 +590,13 @@ pub(crate) mod tests {
         let d = CString::new(l2.join("d").as_os_str().as_bytes()).unwrap();
         // SAFETY: valid path, name and value buffers.
         let rc = unsafe {
-            libc::lsetxattr(d.as_ptr(), c"trusted.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0)
+            libc::lsetxattr(
+                d.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
         };
         let opaque_supported = rc == 0;
         let map = merge_layers(&[l1, l2]).unwrap();

@@ -110,6 +110,10 @@ macro_rules! env_or_skip {
         match env() {
             Ok(e) => e,
             Err(why) => {
+                // In the lab (and so in CI) a skip would hide a broken setup.
+                if std::env::var_os("ISOL_REQUIRE_KVM").is_some() {
+                    panic!("ISOL_REQUIRE_KVM is set but: {why}");
+                }
                 eprintln!("skipped: {why}");
                 return;
             }

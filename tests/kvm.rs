@@ -1,0 +1,174 @@
+//! The kvm backend through the CLI: `isol run --backend kvm` boots our guest kernel for real.
+//!
+//! The boot tests need a /dev/kvm that runs guests in hardware: they run inside the lab
+//! (`./test.sh` does `isol lab -- <this test binary>`), and skip elsewhere — unless
+//! `ISOL_REQUIRE_KVM` is set, as in the lab, where a skip would hide a broken setup.
+//! The bad-input tests need no KVM and run everywhere.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+/// Why the boot tests cannot run here, if they cannot.
+fn boot_env() -> Result<(), String> {
+    let speed = isol_vmm::measure_guest_speed().map_err(|e| format!("no usable /dev/kvm: {e}"))?;
+    if speed > isol_vmm::EMULATED_THRESHOLD {
+        return Err(format!(
+            "/dev/kvm emulates guests ({speed:?} for the probe loop); run in the lab"
+        ));
+    }
+    if std::env::var_os("ISOL_KERNEL").is_none() {
+        return Err("ISOL_KERNEL is not set (./test.sh sets it to the built guest kernel)".into());
+    }
+    Ok(())
+}
+
+macro_rules! boot_or_skip {
+    () => {
+        if let Err(why) = boot_env() {
+            if std::env::var_os("ISOL_REQUIRE_KVM").is_some() {
+                panic!("ISOL_REQUIRE_KVM is set but: {why}");
+            }
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+fn kvm(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["run", "--backend", "kvm"];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn kernel_release() -> String {
+    let kernel = PathBuf::from(std::env::var_os("ISOL_KERNEL").unwrap());
+    std::fs::read_to_string(kernel.with_file_name("release"))
+        .expect("the kernel's release file beside it")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn uname_shows_the_guest_kernel_and_the_exit_code_comes_back() {
+    boot_or_skip!();
+    let o = kvm(&["busybox", "--", "sh", "-c", "uname -r; exit 3"]);
+    assert_eq!(code(&o), 3, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), kernel_release());
+    let host = nix::sys::utsname::uname().unwrap();
+    assert_ne!(stdout(&o).trim(), host.release().to_str().unwrap());
+}
+
+#[test]
+fn exit_codes_0_and_127() {
+    boot_or_skip!();
+    assert_eq!(code(&kvm(&["busybox", "true"])), 0);
+    let o = kvm(&["busybox", "--", "no-such-command"]);
+    assert_eq!(code(&o), 127, "stderr: {}", stderr(&o));
+}
+
+#[test]
+fn cpus_and_memory_reach_the_guest() {
+    boot_or_skip!();
+    let o = kvm(&[
+        "--cpus",
+        "2",
+        "--memory",
+        "256m",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo",
+    ]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("2"), "{out}");
+    let kib: u64 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {out}"));
+    // The kernel keeps some for itself; what is left is most of 256 MiB and not more.
+    assert!(
+        (200 * 1024..=256 * 1024).contains(&kib),
+        "MemTotal {kib} kB"
+    );
+}
+
+#[test]
+fn console_is_quiet_unless_asked() {
+    boot_or_skip!();
+    let quiet = kvm(&["busybox", "--", "echo", "only this"]);
+    assert_eq!(stdout(&quiet), "only this\n");
+    let loud = kvm(&["--console", "busybox", "--", "echo", "only this"]);
+    assert!(stdout(&loud).contains("Linux version"), "{}", stdout(&loud));
+    assert!(stdout(&loud).contains("only this"));
+}
+
+#[test]
+fn a_guest_that_never_ends_is_stopped_by_the_timeout() {
+    boot_or_skip!();
+    let o = kvm(&["--timeout", "3", "busybox", "--", "sleep", "1000"]);
+    assert_eq!(code(&o), 124, "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("timeout") || stderr(&o).contains("timed out"),
+        "{}",
+        stderr(&o)
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", "sleep 1000"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty());
+}
+
+#[test]
+fn trace_exits_prints_counts_and_the_timeline() {
+    boot_or_skip!();
+    let o = kvm(&["--trace-exits", "busybox", "true"]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let err = stderr(&o);
+    for want in ["init start", "workload"] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+}
+
+// Bad input: a clear one-line error and 125, before any guest runs. These need no KVM.
+
+fn assert_bad(args: &[&str], needle: &str) {
+    let o = kvm(args);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "isol {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+}
+
+#[test]
+fn bad_kernels_and_sizes_are_refused() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"this is not a kernel").unwrap();
+    let junk = junk.to_str().unwrap();
+    assert_bad(
+        &["--kernel", "/no/such/vmlinux", "busybox", "true"],
+        "/no/such/vmlinux",
+    );
+    assert_bad(
+        &["--kernel", junk, "busybox", "true"],
+        "neither an ELF vmlinux nor a bzImage",
+    );
+    assert_bad(&["--memory", "8m", "busybox", "true"], "emory");
+    assert_bad(&["--memory", "100t", "busybox", "true"], "emory");
+    assert_bad(&["--cpus", "0", "busybox", "true"], "cpus");
+    assert_bad(&["--cpus", "1.5", "busybox", "true"], "vCPUs");
+    assert_bad(
+        &["--network", "bridge", "busybox", "true"],
+        "not supported with --backend kvm",
+    );
+}
