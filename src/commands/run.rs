@@ -377,7 +377,7 @@ fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::
     check_kvm_flags(args, &spec)?;
     let vcpus = match spec.cpus {
         None => 1,
-        Some(c) if c.fract() == 0.0 && c >= 1.0 && c <= 255.0 => c as u8,
+        Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => c as u8,
         Some(c) => {
             bail!("--cpus {c} is not a whole number of vCPUs; the kvm backend needs 1, 2, …")
         }
