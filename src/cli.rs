@@ -28,6 +28,8 @@ pub enum Command {
     /// Run a command inside the lab: a QEMU VM with a real /dev/kvm, for hosts without
     /// hardware virtualization.
     Lab(crate::commands::lab::LabArgs),
+    /// Measure isol's start-up against crun and runc on this machine, and write a report.
+    Bench(crate::commands::bench::BenchArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,12 +67,17 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
+            // clap's first paragraph, e.g. "the following required arguments were not
+            // provided: <IMAGE>", on one line.
             let rendered = e.render().to_string();
             let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
+                .split("\n\n")
+                .next()
                 .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = first.trim_start_matches("error: ");
             eprintln!("isol: {first}; see `isol --help`");
             ExitCode::from(EXIT_ISOL)
         }

@@ -230,6 +230,30 @@ fn exit_codes_follow_docker() {
 }
 
 #[test]
+fn timeout_kills_the_container_with_124() {
+    require_root();
+    let _g = serial();
+    let o = run(&[
+        "run",
+        "--timeout",
+        "1",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo begun; sleep 5391",
+    ]);
+    assert_eq!(code(&o), 124, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "begun\n");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 5391"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty());
+    assert_no_leftovers("timeout");
+}
+
+#[test]
 fn stdout_and_stderr_stay_separate() {
     require_root();
     let _g = serial();
@@ -398,6 +422,7 @@ fn pids_limit_contains_a_fork_bomb() {
 fn cpus_half_throttles_by_cgroup_stats() {
     require_root();
     let _g = serial();
+    // Three busy loops want 3 CPUs, whatever else the host runs, against a quota of half of one.
     let o = run(&[
         "run",
         "--cpus",
@@ -406,10 +431,10 @@ fn cpus_half_throttles_by_cgroup_stats() {
         "busybox",
         "--",
         "timeout",
-        "1",
+        "2",
         "sh",
         "-c",
-        "while :; do :; done",
+        "spin() { while :; do :; done; }; spin & spin & spin",
     ]);
     let report = json_report(&o);
     let throttled = report["cpu_nr_throttled"].as_u64().unwrap();
@@ -508,6 +533,25 @@ fn runtime_binary_is_not_reachable_from_the_container() {
     let exe = lines.next().unwrap();
     assert!(exe.starts_with("/memfd:"), "init runs from {exe}");
     assert_eq!(lines.next(), Some("refused"));
+}
+
+#[test]
+fn no_descriptor_of_isol_reaches_the_workload() {
+    require_root();
+    let _g = serial();
+    // ls opens the directory itself as fd 3; anything more was inherited.
+    for extra in [&[][..], &["-i", "-t"][..]] {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", "--", "ls", "/proc/self/fd"]);
+        let out = ok(&args);
+        let fds: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(
+            fds,
+            ["0", "1", "2", "3"],
+            "isol {args:?} leaked descriptors"
+        );
+    }
 }
 
 #[test]

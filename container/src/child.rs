@@ -185,6 +185,10 @@ fn setup(
     argv.push(CString::new(report.as_raw_fd().to_string()).expect("no NUL"));
     argv.push(CString::new(if spec.pty.is_some() { "1" } else { "0" }).expect("no NUL"));
     argv.extend(spec.init_argv_tail.iter().cloned());
+    // Nothing of isol's (the host terminal, pipes, the signalfd, a pty master) may reach the
+    // container: every descriptor but stdio closes at exec, except the report pipe, which the
+    // init closes itself. The sealed memfd is exec'd by descriptor, so it may close too.
+    cloexec_from(3)?;
     clear_cloexec(report.as_raw_fd())?;
     // The filter goes on last: from here on only what the workload may do is allowed.
     security::seccomp::install(spec.filter).map_err(|e| e.to_string())?;
@@ -209,6 +213,34 @@ fn enter_workdir(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("Cannot create the working directory {}: {e}", dir.display()))?;
         nix::unistd::chdir(dir)
             .map_err(|e| format!("Cannot enter the working directory {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec.
+fn cloexec_from(first: u32) -> Result<(), String> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: walk /proc/self/fd.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("Cannot list open descriptors: {e}"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first as i32)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; a stale one (the dir fd) just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     Ok(())
 }

@@ -72,4 +72,6 @@ pub struct ContainerConfig {
     pub tty: bool,
     /// Run without root on the host: a user namespace maps the caller to root inside.
     pub rootless: bool,
+    /// Kill the container after this long; the run then ends with exit code 124.
+    pub timeout: Option<std::time::Duration>,
 }

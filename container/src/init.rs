@@ -68,7 +68,8 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     }
     mask.thread_block()
         .map_err(|e| format!("sigprocmask: {e}"))?;
-    let sfd = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
+    let sfd = SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
 
     let mut cmd = Command::new(prog);
     cmd.args(rest).arg0(prog);
@@ -135,20 +136,20 @@ pub fn exec_failure(prog: &OsString, e: &io::Error) -> (i32, String) {
 /// In the workload's process, before exec: the signal mask init uses is not the workload's, and
 /// with a terminal the workload becomes its foreground job, so ^C reaches it.
 fn prepare_workload(tty: bool) -> io::Result<()> {
-    let empty = SigSet::empty();
-    empty.thread_set_mask().map_err(io::Error::from)?;
     if tty {
         // SAFETY: setpgid(0, 0) acts on this process only.
         if unsafe { libc::setpgid(0, 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        // Still with every signal blocked: a background group calling tcsetpgrp would otherwise
+        // be stopped by SIGTTOU.
         let me = std::process::id() as libc::pid_t;
         // SAFETY: tcsetpgrp on our stdin, the pty slave, naming our own new process group.
         if unsafe { libc::tcsetpgrp(0, me) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(())
+    SigSet::empty().thread_set_mask().map_err(io::Error::from)
 }
 
 fn set_cloexec(fd: i32) {

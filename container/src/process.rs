@@ -32,6 +32,9 @@ use crate::state::{self, RunDir};
 /// Where cgroupfs is mounted on the host.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// Exit code of a run stopped by its timeout, as timeout(1).
+pub const TIMEOUT_EXIT: i32 = 124;
+
 /// Signals the parent forwards to the container's init.
 const FORWARDED: &[Signal] = &[
     Signal::SIGINT,
@@ -226,10 +229,13 @@ fn run_in(
         p.close_slave();
     }
 
+    let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
     let status = match &pty {
-        Some(p) => p.relay(child, &sfd)?,
-        None => wait_forwarding(child, &sfd)?,
+        Some(p) => p.relay(child, &sfd, deadline)?,
+        None => wait_forwarding(child, &sfd, deadline)?,
     };
+    let timed_out = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _))
+        && deadline.is_some_and(|d| std::time::Instant::now() >= d);
     guard.child = None;
     let _ = mask.thread_unblock();
     let t_exit = monotonic_ns();
@@ -242,6 +248,9 @@ fn run_in(
     };
     if let Some(code) = exit_from_report {
         exit_code = code;
+    }
+    if timed_out {
+        exit_code = TIMEOUT_EXIT;
     }
     let stats = match &guard.cgroup {
         Some(cg) => cg.stats().unwrap_or_default(),
@@ -300,45 +309,68 @@ fn read_reports(
     Ok((None, None))
 }
 
+/// How long poll may sleep before the deadline; kills the container once it has passed.
+pub(crate) fn poll_timeout(
+    child: Pid,
+    deadline: Option<std::time::Instant>,
+) -> nix::poll::PollTimeout {
+    let Some(d) = deadline else {
+        return nix::poll::PollTimeout::NONE;
+    };
+    let left = d.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        // Killing the PID namespace's init ends the whole container.
+        let _ = kill(child, Signal::SIGKILL);
+        return nix::poll::PollTimeout::from(100u16);
+    }
+    nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as u32 + 1)
+        .unwrap_or(nix::poll::PollTimeout::MAX)
+}
+
 /// Waits for the child, forwarding the signals isol receives to the container's init.
-fn wait_forwarding(child: Pid, sfd: &SignalFd) -> Result<WaitStatus, ContainerError> {
+fn wait_forwarding(
+    child: Pid,
+    sfd: &SignalFd,
+    deadline: Option<std::time::Instant>,
+) -> Result<WaitStatus, ContainerError> {
     loop {
         let mut fds = [nix::poll::PollFd::new(
             sfd.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+        match nix::poll::poll(&mut fds, poll_timeout(child, deadline)) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(ContainerError::sys("poll", e)),
         }
-        if let Some(st) = drain_signals(child, sfd)? {
+        if let (Some(st), _) = drain_signals(child, sfd)? {
             return Ok(st);
         }
     }
 }
 
-/// Handles pending signals: forwards what must be forwarded, and returns the child's status once
-/// it has exited.
+/// Handles pending signals: forwards what must be forwarded. Returns the child's status once it
+/// has exited, and whether isol's terminal changed size (SIGWINCH).
 pub(crate) fn drain_signals(
     child: Pid,
     sfd: &SignalFd,
-) -> Result<Option<WaitStatus>, ContainerError> {
+) -> Result<(Option<WaitStatus>, bool), ContainerError> {
+    let mut winch = false;
     while let Ok(Some(info)) = sfd.read_signal() {
         let signo = info.ssi_signo as i32;
-        if signo != libc::SIGCHLD
-            && signo != libc::SIGWINCH
+        if signo == libc::SIGWINCH {
+            winch = true;
+        } else if signo != libc::SIGCHLD
             && let Ok(sig) = Signal::try_from(signo)
         {
             let _ = kill(child, sig);
         }
     }
-    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::StillAlive) => Ok(None),
-        Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Ok(Some(st)),
-        Ok(_) => Ok(None),
-        Err(Errno::EINTR) => Ok(None),
-        Err(e) => Err(ContainerError::sys("waitpid", e)),
-    }
+    let status = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Some(st),
+        Ok(_) | Err(Errno::EINTR) => None,
+        Err(e) => return Err(ContainerError::sys("waitpid", e)),
+    };
+    Ok((status, winch))
 }
 
 /// Maps the caller's uid and gid to root inside the child's user namespace (rootless mode).

@@ -35,6 +35,10 @@ impl Pty {
         let size = host_winsize();
         let p = openpty(size.as_ref(), None::<&Termios>)
             .map_err(|e| ContainerError::sys("openpty", e))?;
+        for fd in [p.master.as_raw_fd(), p.slave.as_raw_fd()] {
+            // SAFETY: F_SETFD only sets the close-on-exec flag of a descriptor we own.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
         let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", p.slave.as_raw_fd()))
             .map_err(|e| ContainerError::Setup(format!("Cannot name the pty: {e}")))?;
         Ok(Pty {
@@ -79,7 +83,12 @@ impl Pty {
 
     /// Relays between isol's stdin/stdout and the master until the child exits and the master has
     /// been drained. Restores the host terminal's mode however it ends.
-    pub(crate) fn relay(&self, child: Pid, sfd: &SignalFd) -> Result<WaitStatus, ContainerError> {
+    pub(crate) fn relay(
+        &self,
+        child: Pid,
+        sfd: &SignalFd,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<WaitStatus, ContainerError> {
         let _raw = RawMode::enter();
         let stdin = io::stdin();
         let mut stdin_open = true;
@@ -96,10 +105,11 @@ impl Pty {
             let timeout = if status.is_some() {
                 PollTimeout::from(100u16)
             } else {
-                PollTimeout::NONE
+                crate::process::poll_timeout(child, deadline)
             };
             match poll(&mut fds, timeout) {
-                Ok(0) => break, // exited and drained
+                Ok(0) if status.is_some() => break, // exited and drained
+                Ok(0) => {}
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(ContainerError::sys("poll", e)),
             }
@@ -137,16 +147,14 @@ impl Pty {
                     }
                 }
             }
-            if sig_ev.contains(PollFlags::POLLIN) {
-                self.sync_winsize();
-                if let Some(st) = drain_signals(child, sfd)? {
-                    status = Some(st);
+            if sig_ev.contains(PollFlags::POLLIN) || status.is_none() {
+                let (st, winch) = drain_signals(child, sfd)?;
+                if winch {
+                    self.sync_winsize();
                 }
-            }
-            if status.is_none()
-                && let Some(st) = drain_signals(child, sfd)?
-            {
-                status = Some(st);
+                if st.is_some() {
+                    status = st;
+                }
             }
         }
         Ok(status.expect("loop ends only after the child exited"))

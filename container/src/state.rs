@@ -47,13 +47,44 @@ impl RunDir {
 
     /// Removes the run's directory (the upper layer with everything the run wrote).
     pub fn remove(&self) -> Result<(), ContainerError> {
-        match fs::remove_dir_all(&self.dir) {
+        match remove_tree(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(ContainerError::State {
                 what: format!("remove {}", self.dir.display()),
                 source: e,
             }),
+        }
+    }
+}
+
+/// `rm -rf`, also for trees an unprivileged owner cannot list: overlayfs leaves its work dir
+/// with mode 000, and a rootless workload may have made directories unreadable.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_owner_accessible(dir);
+            fs::remove_dir_all(dir)
+        }
+        other => other,
+    }
+}
+
+fn make_owner_accessible(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            make_owner_accessible(&e.path());
         }
     }
 }
@@ -152,7 +183,7 @@ pub fn sweep(state_root: &Path, cgroup_root: &Path) {
     crate::cgroups::sweep(cgroup_root, &|id: &str| !dead.iter().any(|(d, _)| d == id));
     crate::network::sweep(state_root);
     for (_, path) in dead {
-        let _ = fs::remove_dir_all(path);
+        let _ = remove_tree(&path);
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per `isol` subcommand.
 
+pub mod bench;
 pub mod doctor;
 pub mod image;
 pub mod lab;
@@ -11,6 +12,7 @@ use crate::cli::{Cli, Command};
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Doctor(args) => doctor::run(args),
         Command::Lab(args) => lab::run(&args),

@@ -94,6 +94,11 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
     if let Some(h) = &args.hostname {
         validate_hostname(h)?;
     }
+    if let Some(t) = args.timeout
+        && !(t.is_finite() && t > 0.0 && t < 1e9)
+    {
+        bail!("Invalid --timeout {t}: give a positive number of seconds");
+    }
 
     let image = store.resolve(&args.image)?;
     let cfg = &image.config;
@@ -290,6 +295,7 @@ fn run_container(
         interactive: args.interactive,
         tty: args.tty,
         rootless,
+        timeout: args.timeout.map(std::time::Duration::from_secs_f64),
     };
     let result = isol_container::run(&cfg)?;
     if let Some(msg) = &result.exec_error {
@@ -407,7 +413,15 @@ fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::
     let cfg = isol_vmm::VmConfig {
         kernel,
         boot_protocol: isol_vmm::BootProtocol::Auto,
-        rootfs: isol_vmm::Rootfs::Layers(layers),
+        // virtio work: the layers as a cached read-only ext4 root disk.
+        rootfs: isol_vmm::Rootfs::Disk(
+            isol_vmm::rootfs_image::ensure_disk(
+                &store.root().join("vm-disks"),
+                &spec.image.summary.digest,
+                &layers,
+            )
+            .context("Cannot build the VM's root disk")?,
+        ),
         init: Some(init),
         vcpus,
         memory_mib,
@@ -423,6 +437,7 @@ fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::
         extra_cmdline: Vec::new(),
         serial_output: isol_vmm::SerialOutput::Stdout,
         forward_stdin: args.interactive,
+        stdio: isol_vmm::GuestStdio::VirtioConsole, // virtio work
     };
     let (exit_code, outcome) = match isol_vmm::run(&cfg) {
         Ok(o) => (o.exit_code, Some(o)),

@@ -13,16 +13,20 @@
 //! 10. Start the vCPU threads and run the event loop until the VM ends; stop and join
 //!     every thread; turn the ending into an exit code or an error.
 
+use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
 use crate::arch::x86_64::{boot_params, mptable};
-use crate::config::{SerialOutput, VmConfig};
+use crate::config::{Rootfs, SerialOutput, VmConfig};
 use crate::event_loop::{self, VmEnd};
-use crate::trace::{self, BootTimings, ExitCounts, Timeline, TimestampingWriter};
+use crate::trace::{self, BootTimings, ExitCounts, SetupStep, Timeline, TimestampingWriter};
 use crate::vstate::kvm::{self as kvm_state, KvmError};
 use crate::vstate::memory;
 use crate::vstate::vcpu::{Vcpu, VcpuStop};
@@ -62,6 +66,63 @@ fn describe_stop(stop: VcpuStop) -> String {
     }
 }
 
+/// Bump when the archive `initramfs::layers_cpio` writes changes.
+const ROOTFS_CACHE_FORMAT: u32 = 1;
+
+/// Where merged-layer archives are cached: `$ISOL_CACHE/initramfs`, else
+/// `/var/cache/isol/initramfs` (the kernel build uses the same root).
+fn rootfs_cache_dir() -> PathBuf {
+    std::env::var_os("ISOL_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/isol"), PathBuf::from)
+        .join("initramfs")
+}
+
+/// The cache file for `layers`, named by a hash of each layer directory's path and
+/// identity (device, inode, ctime). Unpacked layers are content-addressed by diff_id
+/// and never modified once complete, so that identity stands for their content; a
+/// re-unpacked layer gets a new inode/ctime and therefore a new archive.
+fn rootfs_cache_path(dir: &Path, layers: &[PathBuf]) -> std::io::Result<PathBuf> {
+    let mut h = std::hash::DefaultHasher::new();
+    ROOTFS_CACHE_FORMAT.hash(&mut h);
+    for l in layers {
+        let m = std::fs::metadata(l)?;
+        (l, m.dev(), m.ino(), m.ctime(), m.ctime_nsec()).hash(&mut h);
+    }
+    Ok(dir.join(format!("{:016x}.cpio", h.finish())))
+}
+
+/// Merging the image layers into a cpio costs a directory walk and a read of every
+/// file, each run (~1 s in the lab for busybox); the result only depends on the
+/// layers, so it is written once per image and reused as a [`Rootfs::Cpio`], with
+/// isol's entries (init, spec) appended per run. Any failure to use the cache falls
+/// back to building from the layers, which reports the real error if there is one.
+fn cached_rootfs(rootfs: &Rootfs) -> Cow<'_, Rootfs> {
+    let Rootfs::Layers(layers) = rootfs else {
+        return Cow::Borrowed(rootfs);
+    };
+    let dir = rootfs_cache_dir();
+    let Ok(path) = rootfs_cache_path(&dir, layers) else {
+        return Cow::Borrowed(rootfs);
+    };
+    if path.is_file() {
+        return Cow::Owned(Rootfs::Cpio(path));
+    }
+    let Ok(archive) = initramfs::layers_cpio(layers) else {
+        return Cow::Borrowed(rootfs);
+    };
+    // Written under a unique name, then renamed: concurrent runs never see a partial
+    // archive, and the last rename wins with identical content.
+    let tmp = dir.join(format!(".{}.{}", std::process::id(), ROOTFS_CACHE_FORMAT));
+    let stored = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, &archive))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if stored.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return Cow::Borrowed(rootfs);
+    }
+    Cow::Owned(Rootfs::Cpio(path))
+}
+
 /// Builds the VM described by `cfg`, runs it to the end and reports how it ended.
 pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
     let timeline = Timeline::start();
@@ -74,26 +135,34 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
 
     // 2. VM with in-kernel irqchip and PIT.
     let vm = Vm::new(&kvm)?;
+    timeline.mark(SetupStep::Vm);
 
     // 3. Guest memory.
     let mem = memory::create_guest_memory(mem_size)?;
     memory::register_memory(vm.fd(), &mem)?;
+    timeline.mark(SetupStep::Memory);
 
     // 4. Devices.
     let out = TimestampingWriter::new(serial_writer(&cfg.serial_output), timeline.clone());
-    let devices = device_manager::create_devices(Some(&vm), Box::new(out))?;
+    let mut devices = device_manager::create_devices(Some(&vm), Box::new(out))?;
+    // virtio (docs/devices.md): root disk and stdio console on the MMIO bus.
+    let mut virtio = device_manager::attach_virtio_devices(&mut devices, Some(&vm), &mem, cfg)?;
+    timeline.mark(SetupStep::Devices);
 
     // 5. Kernel.
     let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.boot_protocol)?;
+    timeline.mark(SetupStep::Kernel);
 
     // 6. Initramfs.
-    let initrd = match initramfs::build_initramfs(&cfg.rootfs, cfg.init.as_deref(), &cfg.spec)? {
+    let rootfs = cached_rootfs(&cfg.rootfs);
+    let initrd = match initramfs::build_initramfs(&rootfs, cfg.init.as_deref(), &cfg.spec)? {
         Some(image) => Some(loader::load_initrd(&mem, &image, &kernel, mem_size)?),
         None => None,
     };
+    timeline.mark(SetupStep::Initramfs);
 
     // 7. Command line.
-    let cmdline = loader::build_cmdline(cfg.console, &cfg.extra_cmdline)?;
+    let cmdline = loader::build_cmdline(cfg.console, &[virtio.cmdline(), &cfg.extra_cmdline].concat())?;
     let cmdline_len = loader::load_cmdline(&mem, &cmdline)?;
 
     // 8. Boot structures.
@@ -128,15 +197,18 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
         v.configure(&supported, cfg.vcpus, (index == 0).then_some(kernel.entry))?;
         vcpus.push(v);
     }
+    timeline.mark(SetupStep::Vcpus);
 
     // 10. Run.
+    virtio.start()?; // virtio: device thread
     let result = event_loop::run_vm(
         vcpus,
         &devices.reset_evt,
         devices.serial.clone(),
-        cfg.forward_stdin,
+        cfg.forward_stdin && cfg.stdio == crate::config::GuestStdio::Serial, // virtio: console owns stdin
         cfg.timeout,
     )?;
+    virtio.shutdown(); // virtio: drain console output, join the device threads
     let end_time = Instant::now();
 
     let (exit_status, timings) = {

@@ -104,6 +104,23 @@ pub enum Rootfs {
     Empty,
     /// No initramfs at all (bare test kernels).
     None,
+    // -- virtio work (devices.md): root disk --
+    /// An ext4 image of the root filesystem (see `rootfs_image`), attached read-only
+    /// as virtio-blk; the initramfs holds only init and the spec, and init mounts the
+    /// disk as the lower layer of an overlay with a tmpfs upper.
+    Disk(PathBuf),
+}
+
+// -- virtio work (devices.md): workload stdio --
+/// How the workload's stdin/stdout/stderr reach the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestStdio {
+    /// All three on the serial console (ttyS0), mixed with kernel messages.
+    #[default]
+    Serial,
+    /// Three virtio-console ports: the VMM's stdin, stdout and stderr, kept separate;
+    /// stdin EOF reaches the guest. The serial console carries only kernel logs.
+    VirtioConsole,
 }
 
 /// What to run inside the guest.
@@ -193,6 +210,8 @@ pub struct VmConfig {
     pub serial_output: SerialOutput,
     /// Forward the VMM's stdin to the guest's serial port.
     pub forward_stdin: bool,
+    /// Where the workload's stdio goes (virtio work).
+    pub stdio: GuestStdio,
 }
 
 impl Default for VmConfig {
@@ -211,6 +230,7 @@ impl Default for VmConfig {
             extra_cmdline: Vec::new(),
             serial_output: SerialOutput::Stdout,
             forward_stdin: true,
+            stdio: GuestStdio::Serial,
         }
     }
 }

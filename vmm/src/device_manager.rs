@@ -15,6 +15,20 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::vstate::vm::{Vm, VmError};
 
+// virtio.
+use std::sync::atomic::Ordering;
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use isol_devices::virtio::block::Block;
+use isol_devices::virtio::console::{Console, PortConfig, PortIo};
+use isol_devices::virtio::mmio::{MMIO_WINDOW, reg as mmio_reg};
+use isol_devices::virtio::subscriber::VirtioSubscriber;
+use isol_devices::virtio::{MmioTransport, VirtioDevice};
+use kvm_ioctls::IoEventAddress;
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::{GuestStdio, Rootfs, VmConfig};
+
 /// Errors building the devices.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -32,6 +46,30 @@ pub enum DeviceError {
     /// The UART's irqfd could not be registered.
     #[error("Cannot wire the serial interrupt: {0}")]
     Irq(#[from] VmError),
+    /// A virtio device could not be created.
+    #[error("Cannot create the virtio {what}: {msg}")]
+    Virtio {
+        /// Which device.
+        what: &'static str,
+        /// Why (already says what to do).
+        msg: String,
+    },
+    /// A queue-notify ioeventfd could not be registered.
+    #[error(
+        "KVM cannot route queue notifications at {addr:#x} to an eventfd: {source}; the host's KVM lacks ioeventfd support"
+    )]
+    Ioeventfd {
+        /// Notify register address.
+        addr: u64,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// Too many virtio devices for the IOAPIC's pins.
+    #[error("Too many virtio devices ({0}); at most {MAX_VIRTIO_DEVICES} fit")]
+    TooManyVirtio(usize),
+    /// The device thread could not be started.
+    #[error("Cannot start the virtio device thread: {0}; raise the thread limit")]
+    Thread(std::io::Error),
 }
 
 /// The buses plus handles on the devices the event loop talks to.
@@ -130,6 +168,221 @@ pub fn create_devices(
         reset_evt,
         stop_flag,
     })
+}
+
+// ---- virtio devices (docs/devices.md) ----------------------------------------------
+
+/// First virtio-mmio window: the bottom of the 32-bit MMIO gap; one 4 KiB window each.
+pub const VIRTIO_MMIO_BASE: u64 = crate::arch::x86_64::layout::MMIO_START;
+/// GSI of the first virtio device; the next ones follow (IOAPIC pins 5..23).
+pub const VIRTIO_FIRST_GSI: u32 = 5;
+/// IOAPIC pins left for virtio devices.
+pub const MAX_VIRTIO_DEVICES: usize = 24 - VIRTIO_FIRST_GSI as usize;
+/// Names of the console ports carrying the workload's stdio, in port order.
+pub const STDIO_PORTS: [&str; 3] = ["isol.stdin", "isol.stdout", "isol.stderr"];
+
+/// The virtio devices of a VM and the thread that serves them.
+pub struct VirtioDevices {
+    transports: Vec<(&'static str, Arc<Mutex<MmioTransport>>)>,
+    cmdline: Vec<String>,
+    stop: Option<(EventFd, std::thread::JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for VirtioDevices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.transports.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("VirtioDevices")
+            .field("devices", &names)
+            .field("cmdline", &self.cmdline)
+            .finish()
+    }
+}
+
+fn dup_stdio(fd: i32) -> std::io::Result<std::fs::File> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on one of our standard fds; the new fd is owned
+    // by the returned File.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh fd nobody else owns.
+    Ok(unsafe { <std::fs::File as std::os::unix::io::FromRawFd>::from_raw_fd(new) })
+}
+
+/// Creates the virtio devices `cfg` asks for — the root disk ([`Rootfs::Disk`], read
+/// only) and the stdio console ([`GuestStdio::VirtioConsole`]) — each on its MMIO
+/// window with an irqfd and one ioeventfd per queue, and puts them on the MMIO bus.
+/// `vm` is `None` in tests (no KVM wiring).
+pub fn attach_virtio_devices(
+    devices: &mut Devices,
+    vm: Option<&Vm>,
+    mem: &GuestMemoryMmap,
+    cfg: &VmConfig,
+) -> Result<VirtioDevices, DeviceError> {
+    let mut list: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
+    let mut cmdline = Vec::new();
+    if let Rootfs::Disk(path) = &cfg.rootfs {
+        let b = Block::open(path, true, "isol-root").map_err(|e| DeviceError::Virtio {
+            what: "root disk",
+            msg: e.to_string(),
+        })?;
+        list.push(("virtio-blk", Box::new(b)));
+        cmdline.push("isol.root=/dev/vda".to_string());
+    }
+    if cfg.stdio == GuestStdio::VirtioConsole {
+        let err = |e: std::io::Error| DeviceError::Virtio {
+            what: "console",
+            msg: format!("{e}; check the VMM's standard streams"),
+        };
+        let stdin = if cfg.forward_stdin {
+            Some(dup_stdio(libc::STDIN_FILENO).map_err(err)?)
+        } else {
+            None
+        };
+        let ports = vec![
+            PortConfig {
+                name: STDIO_PORTS[0].into(),
+                io: PortIo::Input(stdin),
+            },
+            PortConfig {
+                name: STDIO_PORTS[1].into(),
+                io: PortIo::Output(Box::new(dup_stdio(libc::STDOUT_FILENO).map_err(err)?)),
+            },
+            PortConfig {
+                name: STDIO_PORTS[2].into(),
+                io: PortIo::Output(Box::new(dup_stdio(libc::STDERR_FILENO).map_err(err)?)),
+            },
+        ];
+        let c = Console::new(ports).map_err(|e| DeviceError::Virtio {
+            what: "console",
+            msg: e.to_string(),
+        })?;
+        list.push(("virtio-console", Box::new(c)));
+        cmdline.push("isol.stdio=virtio".to_string());
+    }
+    if list.len() > MAX_VIRTIO_DEVICES {
+        return Err(DeviceError::TooManyVirtio(list.len()));
+    }
+
+    let mut transports = Vec::new();
+    let mut new_bus = (*devices.mmio).clone();
+    for (i, (name, dev)) in list.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW;
+        let gsi = VIRTIO_FIRST_GSI + i as u32;
+        let t = MmioTransport::new(dev, mem.clone(), evt("a virtio interrupt")?).map_err(|e| {
+            DeviceError::Virtio {
+                what: name,
+                msg: e.to_string(),
+            }
+        })?;
+        if let Some(vm) = vm {
+            vm.register_irqfd(t.irq().eventfd(), gsi)?;
+            let addr = base + mmio_reg::QUEUE_NOTIFY;
+            for (q, e) in t.queue_evts().iter().enumerate() {
+                vm.fd()
+                    .register_ioevent(e, &IoEventAddress::Mmio(addr), q as u32)
+                    .map_err(|source| DeviceError::Ioeventfd { addr, source })?;
+            }
+        }
+        let t = Arc::new(Mutex::new(t));
+        new_bus.insert(t.clone(), base, MMIO_WINDOW, name)?;
+        cmdline.push(format!("virtio_mmio.device=4K@{base:#x}:{gsi}"));
+        transports.push((name, t));
+    }
+    devices.mmio = Arc::new(new_bus);
+    Ok(VirtioDevices {
+        transports,
+        cmdline,
+        stop: None,
+    })
+}
+
+struct Stopper {
+    evt: EventFd,
+    stopped: Arc<AtomicBool>,
+}
+
+impl MutEventSubscriber for Stopper {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.evt.read();
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new(&self.evt, EventSet::IN));
+    }
+}
+
+impl VirtioDevices {
+    /// Kernel command-line parameters announcing the devices (and telling init about
+    /// the root disk and the stdio ports).
+    pub fn cmdline(&self) -> &[String] {
+        &self.cmdline
+    }
+
+    /// The transports, by name (for tests and tracing).
+    pub fn transports(&self) -> impl Iterator<Item = (&'static str, &Arc<Mutex<MmioTransport>>)> {
+        self.transports.iter().map(|(n, t)| (*n, t))
+    }
+
+    /// Starts the device thread: an event-manager loop serving every device's queue
+    /// ioeventfds and host fds, off the vCPU threads.
+    pub fn start(&mut self) -> Result<(), DeviceError> {
+        if self.transports.is_empty() || self.stop.is_some() {
+            return Ok(());
+        }
+        let stop_evt = evt("the virtio device thread")?;
+        let stopper = Stopper {
+            evt: dup(&stop_evt, "the virtio device thread")?,
+            stopped: Arc::new(AtomicBool::new(false)),
+        };
+        let stopped = stopper.stopped.clone();
+        let subs: Vec<_> = self
+            .transports
+            .iter()
+            .map(|(_, t)| VirtioSubscriber::new(t.clone()))
+            .collect();
+        let thread = std::thread::Builder::new()
+            .name("isol-virtio".into())
+            .spawn(move || {
+                let Ok(mut em) = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
+                else {
+                    return;
+                };
+                em.add_subscriber(Arc::new(Mutex::new(stopper)));
+                for s in subs {
+                    em.add_subscriber(Arc::new(Mutex::new(s)));
+                }
+                while !stopped.load(Ordering::SeqCst) {
+                    if em.run().is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(DeviceError::Thread)?;
+        self.stop = Some((stop_evt, thread));
+        Ok(())
+    }
+
+    /// Stops the device thread, then lets each device finish what the guest already
+    /// handed over (console output still in the queues) and joins the writer threads.
+    /// Call after every vCPU has stopped.
+    pub fn shutdown(&mut self) {
+        if let Some((evt, thread)) = self.stop.take() {
+            let _ = evt.write(1);
+            let _ = thread.join();
+        }
+        for (_, t) in &self.transports {
+            t.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+        }
+        self.transports.clear();
+    }
+}
+
+impl Drop for VirtioDevices {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 #[cfg(test)]

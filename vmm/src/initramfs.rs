@@ -276,6 +276,15 @@ fn merge_layers(layers: &[PathBuf]) -> Result<BTreeMap<PathBuf, Source>, Initram
     Ok(map)
 }
 
+/// The merged tree of `layers` as `(path relative to the root, file in a layer)`,
+/// parents before children (used by [`crate::rootfs_image`] to stage a disk image).
+pub(crate) fn merged_tree(layers: &[PathBuf]) -> Result<Vec<(PathBuf, PathBuf)>, InitramfsError> {
+    Ok(merge_layers(layers)?
+        .into_iter()
+        .map(|(rel, Source::Layer(abs))| (rel, abs))
+        .collect())
+}
+
 fn major(rdev: u64) -> u32 {
     (((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)) as u32
 }
@@ -379,6 +388,14 @@ pub fn write_isol_entries<W: Write>(
         },
         init,
     )
+}
+
+/// The merged `layers` alone as a complete newc archive, for callers that cache it per
+/// image and pass it back as [`Rootfs::Cpio`] (isol's entries are appended after it).
+pub fn layers_cpio(layers: &[PathBuf]) -> Result<Vec<u8>, InitramfsError> {
+    let mut w = CpioWriter::new(Vec::new());
+    write_tree(&mut w, &merge_layers(layers)?)?;
+    w.finish().map_err(InitramfsError::Write)
 }
 
 /// Builds the whole initramfs, or `None` for [`Rootfs::None`].

@@ -12,6 +12,7 @@ pub mod device_manager;
 pub mod event_loop;
 pub mod initramfs;
 pub mod loader;
+pub mod rootfs_image;
 pub mod test_images;
 pub mod trace;
 pub mod vstate;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 pub use builder::VmOutcome;
 pub use config::{
-    BootProtocol, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig, default_guest_init,
+    BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig, default_guest_init,
 };
 pub use trace::{BootTimings, ExitCounts, ExitKind};
 pub use vstate::kvm::{EMULATED_THRESHOLD, kvm_available, measure_guest_speed};

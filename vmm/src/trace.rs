@@ -165,11 +165,32 @@ impl ExitCounts {
     }
 }
 
+/// The builder's setup steps, in order; each is stamped when it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupStep {
+    /// /dev/kvm opened, VM, irqchip and PIT created.
+    Vm = 0,
+    /// Guest memory mapped and registered.
+    Memory,
+    /// Devices on the buses.
+    Devices,
+    /// Kernel loaded into guest memory.
+    Kernel,
+    /// Initramfs built and loaded.
+    Initramfs,
+    /// Command line, boot structures, vCPUs configured.
+    Vcpus,
+}
+
+const SETUP_STEPS: usize = 6;
+
 /// Instants shared between the threads while the VM runs.
 #[derive(Debug)]
 pub struct Timeline {
     /// When `run` started.
     pub vmm_start: Instant,
+    /// When each setup step was done (set by the builder thread).
+    pub setup: [OnceLock<Instant>; SETUP_STEPS],
     /// vCPU 0's first KVM_RUN.
     pub first_vcpu_entry: OnceLock<Instant>,
     /// The guest's first access to the UART (the kernel's 8250 probe).
@@ -183,10 +204,16 @@ impl Timeline {
     pub fn start() -> Arc<Self> {
         Arc::new(Self {
             vmm_start: Instant::now(),
+            setup: Default::default(),
             first_vcpu_entry: OnceLock::new(),
             first_serial_access: OnceLock::new(),
             first_console_output: OnceLock::new(),
         })
+    }
+
+    /// Stamps the end of a setup step (the first stamp wins).
+    pub fn mark(&self, step: SetupStep) {
+        self.setup[step as usize].get_or_init(Instant::now);
     }
 
     fn since(&self, t: Option<&Instant>) -> Option<Duration> {
@@ -197,6 +224,7 @@ impl Timeline {
     pub fn finish(&self, phases: &[(Phase, Instant)], end: Instant) -> BootTimings {
         let phase = |p: Phase| self.since(phases.iter().find(|(q, _)| *q == p).map(|(_, t)| t));
         BootTimings {
+            setup: std::array::from_fn(|i| self.since(self.setup[i].get())),
             first_vcpu_entry: self.since(self.first_vcpu_entry.get()),
             first_serial_access: self.since(self.first_serial_access.get()),
             first_console_output: self.since(self.first_console_output.get()),
@@ -212,6 +240,8 @@ impl Timeline {
 /// Boot phases as offsets from VMM start (`None`: not reached or not reported).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BootTimings {
+    /// End of each [`SetupStep`], indexed by `step as usize`.
+    pub setup: [Option<Duration>; SETUP_STEPS],
     /// vCPU 0 entered the guest.
     pub first_vcpu_entry: Option<Duration>,
     /// The guest first touched the UART.
@@ -230,9 +260,22 @@ pub struct BootTimings {
     pub vm_exit: Duration,
 }
 
+impl BootTimings {
+    /// When `step` was done.
+    pub fn setup_step(&self, step: SetupStep) -> Option<Duration> {
+        self.setup[step as usize]
+    }
+}
+
 impl fmt::Display for BootTimings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rows = [
+            ("  kvm + vm created", self.setup_step(SetupStep::Vm)),
+            ("  guest memory", self.setup_step(SetupStep::Memory)),
+            ("  devices", self.setup_step(SetupStep::Devices)),
+            ("  kernel loaded", self.setup_step(SetupStep::Kernel)),
+            ("  initramfs loaded", self.setup_step(SetupStep::Initramfs)),
+            ("  vcpus configured", self.setup_step(SetupStep::Vcpus)),
             ("first vCPU entry", self.first_vcpu_entry),
             ("first serial access", self.first_serial_access),
             ("first console output", self.first_console_output),

@@ -29,6 +29,9 @@ use isol_guest_init::port::{
 use isol_guest_init::spec::{SPEC_PATH, Spec};
 
 const CONSOLE: &str = "/dev/ttyS0";
+/// Names of the virtio-console ports for the workload's stdin, stdout, stderr (the
+/// VMM's `device_manager::STDIO_PORTS`).
+const STDIO_PORTS: [&str; 3] = ["isol.stdin", "isol.stdout", "isol.stderr"];
 /// The UART that carries the exit-port protocol when port I/O is not available.
 const EXIT_UART: &str = "/dev/ttyS1";
 const DEFAULT_PATH: &[u8] = b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -203,9 +206,17 @@ fn exec_status(errno: i32) -> u8 {
     }
 }
 
+/// The workload's standard streams.
+enum Stdio {
+    /// One tty for all three, made the controlling terminal.
+    Tty(fs::File),
+    /// virtio-console ports: stdin, stdout, stderr.
+    Ports([fs::File; 3]),
+}
+
 /// Runs in the forked child; never returns.
-fn child(spec: &Spec, console: RawFd, port: &Port) -> ! {
-    let code = match child_setup_and_exec(spec, console, port) {
+fn child(spec: &Spec, stdio: &Stdio, port: &Port) -> ! {
+    let code = match child_setup_and_exec(spec, stdio, port) {
         Ok(never) => match never {},
         Err((code, msg)) => {
             let _ = writeln!(io::stderr(), "isol-init: {msg}");
@@ -218,24 +229,28 @@ fn child(spec: &Spec, console: RawFd, port: &Port) -> ! {
 
 enum Never {}
 
-fn child_setup_and_exec(spec: &Spec, console: RawFd, port: &Port) -> Result<Never, (u8, String)> {
+fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never, (u8, String)> {
     let setup = |m: String| (EXIT_SETUP_FAILED, m);
     // SAFETY: setsid has no memory effects; fails only if already a group leader.
     unsafe { libc::setsid() };
-    // SAFETY: plain ioctl on a valid tty fd; makes it our controlling terminal.
-    unsafe { libc::ioctl(console, libc::TIOCSCTTY, 0) };
-    for fd in 0..3 {
-        // SAFETY: dup2 on valid fds.
-        if unsafe { libc::dup2(console, fd) } < 0 {
+    let fds: [RawFd; 3] = match stdio {
+        Stdio::Tty(console) => {
+            // SAFETY: plain ioctl on a valid tty fd; makes it our controlling terminal.
+            unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSCTTY, 0) };
+            [console.as_raw_fd(); 3]
+        }
+        Stdio::Ports(p) => [p[0].as_raw_fd(), p[1].as_raw_fd(), p[2].as_raw_fd()],
+    };
+    // The sources are all > 2 (opened after 0-2 were taken by /dev/console or left
+    // empty, see `reserve_low_fds`), so no dup2 below clobbers a later source.
+    for (fd, src) in fds.iter().enumerate() {
+        // SAFETY: dup2 on valid fds; dup2 clears FD_CLOEXEC on the copy.
+        if unsafe { libc::dup2(*src, fd as RawFd) } < 0 {
             return Err(setup(format!(
-                "cannot attach the console: {}",
+                "cannot attach the workload's stdio: {}",
                 io::Error::last_os_error()
             )));
         }
-    }
-    if console > 2 {
-        // SAFETY: closing our own copy of the console fd.
-        unsafe { libc::close(console) };
     }
 
     let workdir: &[u8] = if spec.workdir.is_empty() {
@@ -362,16 +377,143 @@ fn kill_and_reap_all() {
     }
 }
 
+/// What the VMM told init on the kernel command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct BootArgs {
+    /// `isol.root=DEV`: the root disk (ext4, read-only).
+    root: Option<String>,
+    /// `isol.stdio=virtio`: stdio on virtio-console ports.
+    virtio_stdio: bool,
+}
+
+fn parse_cmdline(cmdline: &str) -> BootArgs {
+    let mut a = BootArgs::default();
+    for w in cmdline.split_ascii_whitespace() {
+        if let Some(dev) = w.strip_prefix("isol.root=") {
+            a.root = Some(dev.to_owned());
+        } else if w == "isol.stdio=virtio" {
+            a.virtio_stdio = true;
+        }
+    }
+    a
+}
+
+fn mkdir(p: &str) -> Result<(), String> {
+    fs::create_dir_all(p).map_err(|e| format!("cannot create {p}: {e}"))
+}
+
+/// Mounts the root disk read-only as the lower layer of an overlay whose upper layer
+/// is a tmpfs, moves /dev, /proc and /sys into it and makes it the root (the
+/// initramfs is rootfs, which cannot be pivoted away: move-mount + chroot, as
+/// switch_root does).
+fn switch_to_disk(dev: &str) -> Result<(), String> {
+    mount(dev, "/isol/lower", "ext4", libc::MS_RDONLY, "")?;
+    mount("tmpfs", "/isol/rw", "tmpfs", 0, "mode=0755")?;
+    mkdir("/isol/rw/upper")?;
+    mkdir("/isol/rw/work")?;
+    mount(
+        "overlay",
+        "/isol/root",
+        "overlay",
+        0,
+        "lowerdir=/isol/lower,upperdir=/isol/rw/upper,workdir=/isol/rw/work",
+    )?;
+    for m in ["/dev", "/proc", "/sys"] {
+        let to = format!("/isol/root{m}");
+        mkdir(&to)?;
+        let (s, t) = (cstr(m.as_bytes())?, cstr(to.as_bytes())?);
+        // SAFETY: valid NUL-terminated paths; MS_MOVE ignores type and data.
+        let rc = unsafe {
+            libc::mount(s.as_ptr(), t.as_ptr(), std::ptr::null(), libc::MS_MOVE, std::ptr::null())
+        };
+        if rc != 0 {
+            return Err(format!("cannot move {m}: {}", io::Error::last_os_error()));
+        }
+    }
+    std::env::set_current_dir("/isol/root").map_err(|e| format!("cannot enter the root: {e}"))?;
+    // SAFETY: valid NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(c".".as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_MOVE, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(format!("cannot move the root: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
+        return Err(format!("cannot chroot: {}", io::Error::last_os_error()));
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("cannot enter the root: {e}"))
+}
+
+/// Finds the virtio-console ports named `names` (the VMM names them; they appear
+/// asynchronously after the driver probes) and opens them: the first for reading,
+/// the others for writing.
+fn open_stdio_ports(names: [&str; 3]) -> Result<[fs::File; 3], String> {
+    let mut found: [Option<String>; 3] = [None, None, None];
+    // The ports are announced by control messages handled in a kernel workqueue; they
+    // are normally there long before init runs. Give up after ~10 s.
+    for _ in 0..1000 {
+        if let Ok(dir) = fs::read_dir("/sys/class/virtio-ports") {
+            for e in dir.flatten() {
+                let Ok(name) = fs::read_to_string(e.path().join("name")) else {
+                    continue;
+                };
+                if let Some(i) = names.iter().position(|n| *n == name.trim_end()) {
+                    found[i] = Some(format!("/dev/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        if found.iter().all(|f| f.as_ref().is_some_and(|p| fs::metadata(p).is_ok())) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let open = |i: usize| -> Result<fs::File, String> {
+        let p = found[i]
+            .as_ref()
+            .ok_or_else(|| format!("no virtio-console port named {}", names[i]))?;
+        fs::OpenOptions::new()
+            .read(i == 0)
+            .write(i != 0)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(p)
+            .map_err(|e| format!("cannot open {p}: {e}"))
+    };
+    Ok([open(0)?, open(1)?, open(2)?])
+}
+
+/// Makes sure fds 0-2 are taken (by /dev/null when the kernel gave init no console),
+/// so files opened later never land on them.
+fn reserve_low_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries the fd.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            // SAFETY: valid path; the new fd is the lowest free one, i.e. `fd`.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
 fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     mount_all()?;
+    reserve_low_fds();
     if !port.is_direct() {
         *port = std::mem::replace(port, Port::None).or_uart();
         port.phase(PHASE_INIT_START);
     }
     let raw = fs::read(SPEC_PATH).map_err(|e| format!("cannot read {SPEC_PATH}: {e}"))?;
     let spec = Spec::decode(&raw).map_err(|e| e.to_string())?;
+    let boot = parse_cmdline(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    if let Some(dev) = &boot.root {
+        switch_to_disk(dev)?;
+    }
     set_hostname(&spec.hostname)?;
-    let console = open_raw_tty(CONSOLE)?;
+    let (stdio, console) = if boot.virtio_stdio {
+        (Stdio::Ports(open_stdio_ports(STDIO_PORTS)?), None)
+    } else {
+        let c = open_raw_tty(CONSOLE)?;
+        (Stdio::Tty(c.try_clone().map_err(|e| e.to_string())?), Some(c))
+    };
     port.phase(PHASE_SPEC_LOADED);
 
     // SAFETY: single-threaded process; the child only calls async-signal-safe functions
@@ -381,12 +523,14 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         return Err(format!("cannot fork: {}", io::Error::last_os_error()));
     }
     if pid == 0 {
-        child(&spec, console.as_raw_fd(), port);
+        child(&spec, &stdio, port);
     }
+    // Our copies of the ports must not keep them open (a port allows one opener).
+    drop(stdio);
     let status = wait_workload(pid);
     port.phase(PHASE_WORKLOAD_EXIT);
     kill_and_reap_all();
-    Ok((status, Some(console)))
+    Ok((status, console))
 }
 
 fn power_off() -> ! {
@@ -438,6 +582,14 @@ mod tests {
         assert_eq!(exec_status(libc::ENOTDIR), 127);
         assert_eq!(exec_status(libc::EACCES), 126);
         assert_eq!(exec_status(libc::ENOEXEC), 126);
+    }
+
+    #[test]
+    fn boot_args_come_from_the_cmdline() {
+        let a = parse_cmdline("console=ttyS0 isol.root=/dev/vda quiet isol.stdio=virtio\n");
+        assert_eq!(a.root.as_deref(), Some("/dev/vda"));
+        assert!(a.virtio_stdio);
+        assert_eq!(parse_cmdline("console=ttyS0"), BootArgs::default());
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub struct Machine {
     pub isol_commit: Option<String>,
     /// `name → first line of --version` of every peer found.
     pub runtimes: BTreeMap<String, String>,
+    /// 1, 5 and 15-minute load averages when the bench started and ended: other work on the
+    /// machine inflates every subject's times.
+    pub loadavg_start: Option<[f64; 3]>,
+    pub loadavg_end: Option<[f64; 3]>,
 }
 
 impl Machine {
@@ -145,8 +149,27 @@ impl Machine {
             isol_version: env!("CARGO_PKG_VERSION"),
             isol_commit: git_commit(),
             runtimes: BTreeMap::new(),
+            loadavg_start: loadavg(),
+            loadavg_end: None,
         }
     }
+
+    /// True when other work kept the CPUs busy during the bench (1-minute load above half the
+    /// CPUs at its start or end).
+    pub fn busy(&self) -> bool {
+        let limit = self.nproc as f64 / 2.0;
+        [self.loadavg_start, self.loadavg_end]
+            .iter()
+            .flatten()
+            .any(|l| l[0] > limit)
+    }
+}
+
+/// The 1, 5 and 15-minute load averages.
+pub fn loadavg() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
 }
 
 /// The commit of the source tree isol was built from, if it is still a git checkout here
@@ -167,7 +190,8 @@ fn git_commit() -> Option<String> {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     Some(if dirty {
         format!("{commit}-dirty")
     } else {

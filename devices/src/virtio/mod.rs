@@ -1,0 +1,190 @@
+//! virtio 1.x devices on the virtio-mmio transport (version 2, "modern" layout).
+//!
+//! * [`mmio`]: the register file a guest driver talks to ([`MmioTransport`]), the status
+//!   handshake, feature negotiation and queue setup.
+//! * [`queue`]: popping descriptor chains from a virtio-queue [`Queue`] with every
+//!   address, length and link checked before a device touches guest memory.
+//! * [`block`]: virtio-blk over a raw host file.
+//! * [`console`]: virtio-console with `VIRTIO_CONSOLE_F_MULTIPORT`, one named port per
+//!   workload stdio stream.
+//! * [`subscriber`]: the event-manager glue: queue ioeventfds and host fds to the device.
+//!
+//! The transport and its device sit behind one mutex: the vCPU threads take it for
+//! register accesses (rare after boot), the device thread takes it to serve a queue.
+//! Queue notifications reach the device thread through KVM ioeventfds and interrupts
+//! leave it through KVM irqfds, so the data path never goes through a vCPU thread.
+
+pub mod block;
+pub mod console;
+pub mod mmio;
+pub mod queue;
+pub mod subscriber;
+
+use std::os::unix::io::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use event_manager::{EventOps, Events};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use mmio::MmioTransport;
+pub use queue::{ChainError, Desc, ValidChain};
+pub use virtio_queue::Queue;
+
+/// `VIRTIO_F_VERSION_1`: the device and driver speak virtio 1.x (mandatory here).
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+
+/// Device status bits (virtio 1.x, 2.1).
+pub mod status {
+    /// The guest noticed the device.
+    pub const ACKNOWLEDGE: u32 = 1;
+    /// The guest knows how to drive it.
+    pub const DRIVER: u32 = 2;
+    /// The driver is ready: queues are live.
+    pub const DRIVER_OK: u32 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u32 = 8;
+    /// The device hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u32 = 0x80;
+}
+
+/// Interrupt status bit: a used ring was updated.
+pub const INT_VRING: u32 = 1;
+/// Interrupt status bit: the configuration (or the device status) changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// Device type ids (virtio 1.x, 5).
+pub mod device_type {
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Console.
+    pub const CONSOLE: u32 = 3;
+}
+
+/// The interrupt line of one device: an interrupt-status word the transport exposes
+/// and an eventfd registered as a KVM irqfd.
+#[derive(Debug)]
+pub struct IrqTrigger {
+    status: Arc<AtomicU32>,
+    evt: EventFd,
+}
+
+impl IrqTrigger {
+    /// A trigger that signals `evt`.
+    pub fn new(evt: EventFd) -> Self {
+        Self {
+            status: Arc::new(AtomicU32::new(0)),
+            evt,
+        }
+    }
+
+    /// Sets `bits` in the interrupt status and raises the line.
+    pub fn trigger(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        // Fails only when the counter would overflow, i.e. the guest has not taken the
+        // (edge) interrupt 2^64 times: the line is raised anyway.
+        let _ = self.evt.write(1);
+    }
+
+    /// The current interrupt status.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// Clears the bits the driver acknowledged.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The eventfd (for irqfd registration).
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// Why a device stopped serving its queues. The transport answers with
+/// `DEVICE_NEEDS_RESET` and a configuration interrupt; the device stays idle until the
+/// driver resets it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceFault {
+    /// The guest put a malformed descriptor chain or ring index in a queue.
+    #[error("malformed queue {queue}: {error}")]
+    Chain {
+        /// Queue index.
+        queue: usize,
+        /// What was wrong.
+        error: ChainError,
+    },
+    /// The driver set DRIVER_OK with a queue the device needs left unusable.
+    #[error("queue {0} is not set up")]
+    QueueNotReady(usize),
+}
+
+/// What a device may touch while it serves a queue or a host event.
+#[derive(Debug)]
+pub struct QueueCtx<'a> {
+    /// Guest memory.
+    pub mem: &'a GuestMemoryMmap,
+    /// The device's queues, in transport order.
+    pub queues: &'a mut [Queue],
+    /// The device's interrupt.
+    pub irq: &'a IrqTrigger,
+}
+
+impl QueueCtx<'_> {
+    /// Raises a used-ring interrupt for `queue` unless the driver suppressed it.
+    pub fn notify(&mut self, queue: usize) {
+        use virtio_queue::QueueT;
+        let q = &mut self.queues[queue];
+        // On error (a used ring outside memory) interrupt anyway: the guest gets to see
+        // its own mess.
+        if q.needs_notification(self.mem).unwrap_or(true) {
+            self.irq.trigger(INT_VRING);
+        }
+    }
+}
+
+/// A virtio device model behind an [`MmioTransport`].
+pub trait VirtioDevice: Send {
+    /// The virtio device type id.
+    fn device_type(&self) -> u32;
+    /// Features the device offers (VERSION_1 is added by the transport).
+    fn features(&self) -> u64;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> Vec<u16>;
+    /// Reads the device-specific configuration space at `offset`.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// The driver wrote the configuration space (ignored by default).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// DRIVER_OK: the queues are live.
+    fn activate(&mut self, ctx: &mut QueueCtx<'_>, acked_features: u64) -> Result<(), DeviceFault>;
+    /// The driver notified queue `index`.
+    fn process_queue(
+        &mut self,
+        index: usize,
+        ctx: &mut QueueCtx<'_>,
+        ops: Option<&mut EventOps>,
+    ) -> Result<(), DeviceFault>;
+    /// Registers the device's own host fds (called once, on the device thread).
+    fn init_host_events(&mut self, _ops: &mut EventOps) {}
+    /// One of the device's host fds is ready.
+    fn process_host_event(
+        &mut self,
+        _events: Events,
+        _ctx: Option<&mut QueueCtx<'_>>,
+        _ops: &mut EventOps,
+    ) -> Result<(), DeviceFault> {
+        Ok(())
+    }
+    /// Whether `fd` is one of the device's host fds.
+    fn owns_fd(&self, _fd: RawFd) -> bool {
+        false
+    }
+    /// The driver reset the device: forget everything queue-related.
+    fn reset(&mut self);
+    /// The VM is over: finish pending work (e.g. flush output the guest already queued).
+    fn shutdown(&mut self, _ctx: Option<&mut QueueCtx<'_>>) {}
+}

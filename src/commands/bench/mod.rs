@@ -1,0 +1,657 @@
+//! `isol bench`: measure isol against other runtimes, on this machine, and write a report.
+//!
+//! A benchmark is a named workload run on several subjects (isol's backends, peer runtimes).
+//! Each subject first passes a pre-flight check (the workload must really run in it), then all
+//! subjects run in turn — A B C A B C — for a few warm-up rounds that are discarded and `--runs`
+//! timed rounds; every sample is kept in `report.json`.
+//!
+//! Everything runs inside one private mount namespace (see [`host::enter_private_mounts`]), so
+//! every subject sees the same mounts and the roots the bench mounts vanish with it. Peers keep
+//! their state under a temporary directory that the bench removes, with every container still
+//! in it, whatever happens (Ctrl-C included: see [`cancel`]).
+
+mod cancel;
+mod host;
+mod oci;
+mod report;
+mod stats;
+mod subjects;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use host::{CgroupLayout, Machine};
+use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, Status, SubjectReport};
+use stats::{Summary, round3};
+use subjects::{IsolSubject, OciPeer, Outcome, Subject, SubjectInfo, Workload};
+
+/// Rounds run before the timed ones and discarded.
+const WARMUP_ROUNDS: u32 = 3;
+/// Timed runs per subject by default, and with `--quick`.
+const DEFAULT_RUNS: u32 = 30;
+const QUICK_RUNS: u32 = 10;
+/// The image every benchmark runs (built in on first use).
+const IMAGE: &str = "busybox";
+/// Exit code after Ctrl-C.
+const EXIT_CANCELLED: i32 = 130;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// isol backends to measure, comma-separated (this build: container).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "container", value_parser = parse_backend)]
+    pub backends: Vec<BenchBackend>,
+    /// Runtimes to compare with, comma-separated: crun, runc.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "crun,runc", value_parser = parse_peer)]
+    pub peers: Vec<Peer>,
+    /// Timed runs per subject [default: 30, or 10 with --quick].
+    #[arg(long, value_name = "N", value_parser = parse_runs)]
+    pub runs: Option<u32>,
+    /// A quick look: 10 timed runs per subject unless --runs says otherwise.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for report.json and report.md [default: ./isol-bench-<UTC date-time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Benchmarks to run, comma-separated: start (start → exit of /bin/true in busybox).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start", value_parser = parse_benchmark)]
+    pub benchmarks: Vec<Benchmark>,
+}
+
+/// An isol backend a bench can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchBackend {
+    Container,
+    Kvm,
+}
+
+/// A runtime isol is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Crun,
+    Runc,
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Crun => "crun",
+            Peer::Runc => "runc",
+        }
+    }
+}
+
+/// A named workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Benchmark {
+    /// Start → exit of `/bin/true`.
+    Start,
+}
+
+impl Benchmark {
+    fn name(self) -> &'static str {
+        match self {
+            Benchmark::Start => "start",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Benchmark::Start => "start → exit of `/bin/true` in the busybox image",
+        }
+    }
+
+    fn workload(self) -> Workload {
+        match self {
+            Benchmark::Start => Workload {
+                args: vec!["/bin/true".into()],
+                expect: 0,
+            },
+        }
+    }
+}
+
+fn parse_backend(s: &str) -> Result<BenchBackend, String> {
+    match s.trim() {
+        "container" => Ok(BenchBackend::Container),
+        "kvm" => Ok(BenchBackend::Kvm),
+        other => Err(format!("unknown backend {other:?}: use container or kvm")),
+    }
+}
+
+fn parse_peer(s: &str) -> Result<Peer, String> {
+    match s.trim() {
+        "crun" => Ok(Peer::Crun),
+        "runc" => Ok(Peer::Runc),
+        other => Err(format!("unknown peer {other:?}: use crun, runc or both")),
+    }
+}
+
+fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
+    match s.trim() {
+        "start" => Ok(Benchmark::Start),
+        other => Err(format!("unknown benchmark {other:?}: use start")),
+    }
+}
+
+fn parse_runs(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("a benchmark needs at least 1 timed run".into()),
+        Ok(n) if n <= 100_000 => Ok(n),
+        _ => Err("use a whole number of runs from 1 to 100000".into()),
+    }
+}
+
+/// Order-preserving de-duplication.
+fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    for i in items {
+        if !out.contains(i) {
+            out.push(*i);
+        }
+    }
+    out
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    if args.backends.contains(&BenchBackend::Kvm) {
+        bail!("The kvm backend cannot be benchmarked in this build yet; use --backends container");
+    }
+    let runs = args
+        .runs
+        .unwrap_or(if args.quick { QUICK_RUNS } else { DEFAULT_RUNS });
+    let started = host::now_unix();
+    host::require_root()?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("isol-bench-{}", host::stamp(started))));
+    let created_out = prepare_out(&out)?;
+
+    let res = bench(&args, runs, started);
+    let report = match res {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            if created_out {
+                let _ = fs::remove_dir(&out);
+            }
+            eprintln!(
+                "isol: benchmark cancelled; its containers, mounts and bundles are removed and no report was written"
+            );
+            return Ok(EXIT_CANCELLED);
+        }
+        Err(e) => {
+            if created_out {
+                let _ = fs::remove_dir(&out);
+            }
+            return Err(e);
+        }
+    };
+
+    let json = serde_json::to_string_pretty(&report).context("Cannot serialize the report")?;
+    let json_path = out.join("report.json");
+    fs::write(&json_path, json + "\n").with_context(|| {
+        format!(
+            "Cannot write {}; choose a writable directory with --out",
+            json_path.display()
+        )
+    })?;
+    let md_path = out.join("report.md");
+    fs::write(&md_path, report.markdown()).with_context(|| {
+        format!(
+            "Cannot write {}; choose a writable directory with --out",
+            md_path.display()
+        )
+    })?;
+    for b in &report.benchmarks {
+        println!("## {}: {}\n", b.name, b.description);
+        print!("{}", b.table_markdown());
+    }
+    eprintln!(
+        "isol bench: wrote {} and {}",
+        json_path.display(),
+        md_path.display()
+    );
+    // The report is written either way; isol failing its own benchmark is isol failing.
+    if let Some(s) = report
+        .benchmarks
+        .iter()
+        .flat_map(|b| &b.subjects)
+        .find(|s| s.info.kind == "isol" && s.status != Status::Ok)
+    {
+        bail!(
+            "isol itself failed during the benchmark: {}; see {}",
+            s.error.as_deref().unwrap_or("no reason recorded"),
+            md_path.display()
+        );
+    }
+    Ok(0)
+}
+
+/// Creates the report directory and checks that it is writable; returns whether it was created.
+fn prepare_out(dir: &Path) -> anyhow::Result<bool> {
+    let existed = dir.is_dir();
+    let fail = |e: std::io::Error| {
+        anyhow!(
+            "Cannot write the report to {}: {e}; choose a writable directory with --out",
+            dir.display()
+        )
+    };
+    fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".isol-bench-write-test");
+    if let Err(e) = fs::write(&probe, b"") {
+        if !existed {
+            let _ = fs::remove_dir(dir);
+        }
+        return Err(fail(e));
+    }
+    let _ = fs::remove_file(&probe);
+    Ok(!existed)
+}
+
+/// The bench's scratch directory; removed with everything in it when dropped.
+#[derive(Debug)]
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> anyhow::Result<WorkDir> {
+        let dir = std::env::temp_dir().join(format!("isol-bench.{}", std::process::id()));
+        // A directory of this name was left by a killed bench that had this pid.
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "Cannot create the benchmark's scratch directory {}; set TMPDIR to a writable one",
+                dir.display()
+            )
+        })?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A subject and what happened to it in one benchmark.
+struct Slot {
+    info: SubjectInfo,
+    /// `None` when it could not be set up (then `error` says why).
+    subject: Option<Box<dyn Subject>>,
+    status: Status,
+    error: Option<String>,
+    warmup: Vec<(u32, Outcome)>,
+    samples: Vec<(u32, Outcome)>,
+}
+
+impl Slot {
+    fn ready(subject: Box<dyn Subject>) -> Slot {
+        Slot {
+            info: subject.info().clone(),
+            subject: Some(subject),
+            status: Status::Ok,
+            error: None,
+            warmup: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    fn skipped(name: &str, version: String, error: String) -> Slot {
+        Slot {
+            info: SubjectInfo {
+                name: name.into(),
+                label: name.into(),
+                kind: "peer",
+                backend: None,
+                version,
+                command: String::new(),
+                rootfs: String::new(),
+            },
+            subject: None,
+            status: Status::Skipped,
+            error: Some(error),
+            warmup: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.subject.is_some() && self.status == Status::Ok
+    }
+}
+
+/// Sets up the environment and subjects, runs every benchmark; `None` when cancelled.
+fn bench(args: &BenchArgs, runs: u32, started: u64) -> anyhow::Result<Option<Report>> {
+    let layout = CgroupLayout::detect();
+    // First, while this process has one thread: the namespace is per thread.
+    let environment = host::enter_private_mounts(layout)?;
+    cancel::install()?;
+
+    let store = super::open_store()?;
+    let image = store
+        .resolve(IMAGE)
+        .context("Cannot get the busybox image the benchmark runs")?;
+    let layers = store
+        .unpack(&image)
+        .context("Cannot unpack the busybox image's layers")?;
+    let peer_env = container_env(&image.config.env);
+    let mut machine = Machine::probe(layout, environment);
+
+    // Declared before the subjects, so dropped after them: peers unmount and delete first.
+    let work = WorkDir::create()?;
+    let exe = std::env::current_exe().context("Cannot find the isol binary to benchmark")?;
+    let bar = progress_bar();
+
+    let mut benchmarks = Vec::new();
+    for bm in dedup(&args.benchmarks) {
+        let mut slots = vec![Slot::ready(Box::new(IsolSubject::new(
+            exe.clone(),
+            store.root().to_path_buf(),
+            IMAGE,
+        )))];
+        for peer in dedup(&args.peers) {
+            let slot = peer_slot(peer, &work.0, &layers, &peer_env, &mut machine);
+            if let Some(e) = &slot.error {
+                note(&bar, format!("isol bench: skipping {}: {e}", peer.name()));
+            }
+            slots.push(slot);
+        }
+        match run_benchmark(bm, &mut slots, runs, &bar)? {
+            Some(b) => benchmarks.push(b),
+            None => return Ok(None),
+        }
+    }
+    bar.finish_and_clear();
+    machine.loadavg_end = host::loadavg();
+
+    Ok(Some(Report {
+        schema: report::SCHEMA,
+        started_at: host::rfc3339(started),
+        finished_at: host::rfc3339(host::now_unix()),
+        argv: std::env::args().collect(),
+        machine,
+        settings: Settings {
+            runs,
+            warmup_rounds: WARMUP_ROUNDS,
+            order: "interleaved (one run of each subject per round, same order every round)",
+            timing: "wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe",
+            run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
+        },
+        benchmarks,
+    }))
+}
+
+/// The environment `isol run` gives a busybox container (see commands/run.rs), for the peers.
+fn container_env(image_env: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = image_env.to_vec();
+    let has = |env: &[String], key: &str| env.iter().any(|e| e.split('=').next() == Some(key));
+    if !has(&env, "PATH") {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    env.retain(|e| e.split('=').next() != Some("HOSTNAME"));
+    env.push(format!("HOSTNAME={}", oci::HOSTNAME));
+    if !has(&env, "HOME") {
+        env.push("HOME=/root".into());
+    }
+    env
+}
+
+/// A peer ready to run, or skipped with the reason.
+fn peer_slot(
+    peer: Peer,
+    work: &Path,
+    layers: &[PathBuf],
+    env: &[String],
+    machine: &mut Machine,
+) -> Slot {
+    let name = peer.name();
+    let Some(binary) = subjects::find_in_path(name) else {
+        return Slot::skipped(
+            name,
+            String::new(),
+            format!("not installed: no `{name}` in PATH; install it (apt-get install {name})"),
+        );
+    };
+    let version = match subjects::version_of(&binary) {
+        Ok(v) => v,
+        Err(e) => return Slot::skipped(name, String::new(), e),
+    };
+    machine.runtimes.insert(name.into(), version.clone());
+    match OciPeer::new(
+        name,
+        binary,
+        version.clone(),
+        work,
+        layers.to_vec(),
+        env.to_vec(),
+    ) {
+        Ok(p) => Slot::ready(Box::new(p)),
+        Err(e) => Slot::skipped(name, version, e),
+    }
+}
+
+/// A line on stderr above the progress bar (or plain, when the bar is hidden).
+fn note(bar: &ProgressBar, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        note(bar, msg);
+    }
+}
+
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Pre-flight, warm-up and timed rounds of one benchmark; `None` when cancelled.
+fn run_benchmark(
+    bm: Benchmark,
+    slots: &mut [Slot],
+    runs: u32,
+    bar: &ProgressBar,
+) -> anyhow::Result<Option<BenchmarkReport>> {
+    let workload = bm.workload();
+    // Exit status 42 can only come from the shell in the container: proof that the runtime
+    // really ran the workload, and not just returned 0.
+    let proof = Workload {
+        args: vec!["/bin/sh".into(), "-c".into(), "exit 42".into()],
+        expect: 42,
+    };
+    let active = slots.iter().filter(|s| s.active()).count() as u64;
+    bar.set_prefix(bm.name());
+    bar.set_length(active * (2 + u64::from(WARMUP_ROUNDS + runs)));
+    bar.set_position(0);
+
+    bar.set_message("pre-flight");
+    for slot in slots.iter_mut().filter(|s| s.active()) {
+        let subject = slot.subject.as_mut().expect("active slots have a subject");
+        for w in [&proof, &workload] {
+            let res = subject.run(w);
+            if cancel::cancelled() {
+                return Ok(None);
+            }
+            bar.inc(1);
+            if let Err(e) = res {
+                if slot.info.kind == "isol" {
+                    bail!(
+                        "isol cannot run the benchmark's workload (`isol run {IMAGE} {}`): {e}",
+                        w.args.join(" ")
+                    );
+                }
+                note(
+                    bar,
+                    format!(
+                        "isol bench: skipping {}: pre-flight failed: {e}",
+                        slot.info.name
+                    ),
+                );
+                slot.status = Status::Skipped;
+                slot.error = Some(format!("pre-flight failed: {e}"));
+                break;
+            }
+        }
+    }
+
+    for round in 0..WARMUP_ROUNDS + runs {
+        bar.set_message(if round < WARMUP_ROUNDS {
+            format!("warm-up {}/{WARMUP_ROUNDS}", round + 1)
+        } else {
+            format!("round {}/{runs}", round - WARMUP_ROUNDS + 1)
+        });
+        for slot in slots.iter_mut().filter(|s| s.active()) {
+            let subject = slot.subject.as_mut().expect("active slots have a subject");
+            let res = subject.run(&workload);
+            if cancel::cancelled() {
+                return Ok(None);
+            }
+            bar.inc(1);
+            match res {
+                Ok(o) if round < WARMUP_ROUNDS => slot.warmup.push((round, o)),
+                Ok(o) => slot.samples.push((round, o)),
+                Err(e) => {
+                    note(
+                        bar,
+                        format!(
+                            "isol bench: {} failed in round {round}: {e}",
+                            slot.info.name
+                        ),
+                    );
+                    slot.status = Status::Failed;
+                    slot.error = Some(format!("round {round} failed: {e}"));
+                }
+            }
+        }
+    }
+
+    let mut report = BenchmarkReport {
+        name: bm.name(),
+        description: bm.description(),
+        image: IMAGE.into(),
+        workload: workload.args.clone(),
+        preflight: vec![proof.args.join(" "), workload.args.join(" ")],
+        subjects: slots.iter().map(subject_report).collect(),
+        ratios: BTreeMap::new(),
+    };
+    report.compute_ratios();
+    Ok(Some(report))
+}
+
+fn record(round: u32, o: &Outcome) -> SampleRecord {
+    SampleRecord {
+        round,
+        wall_ms: round3(o.wall_ms),
+        phases_ms: o.phases.as_ref().map(|p| {
+            p.iter()
+                .map(|(name, ms)| (name.clone(), round3(*ms)))
+                .collect()
+        }),
+        prep_ms: o.prep_ms.map(round3),
+    }
+}
+
+fn subject_report(slot: &Slot) -> SubjectReport {
+    let walls: Vec<f64> = slot.samples.iter().map(|(_, o)| o.wall_ms).collect();
+    let summary = Summary::of(&walls).map(rounded);
+    let preps: Vec<f64> = slot.samples.iter().filter_map(|(_, o)| o.prep_ms).collect();
+    SubjectReport {
+        info: slot.info.clone(),
+        status: slot.status,
+        error: slot.error.clone(),
+        summary,
+        samples: slot.samples.iter().map(|(r, o)| record(*r, o)).collect(),
+        warmup_samples: slot.warmup.iter().map(|(r, o)| record(*r, o)).collect(),
+        phases: phase_rows(&slot.samples, summary.map(|s| s.median)),
+        prep_ms: Summary::of(&preps).map(rounded),
+    }
+}
+
+fn rounded(s: Summary) -> Summary {
+    Summary {
+        median: round3(s.median),
+        p25: round3(s.p25),
+        p75: round3(s.p75),
+        min: round3(s.min),
+        max: round3(s.max),
+        mean: round3(s.mean),
+        ..s
+    }
+}
+
+/// isol's phases over its samples, plus the time outside them; `None` for peers.
+fn phase_rows(samples: &[(u32, Outcome)], median_wall: Option<f64>) -> Option<Vec<PhaseRow>> {
+    let median_wall = median_wall?;
+    let mut order: Vec<String> = vec![report::OUTSIDE.into()];
+    let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (_, o) in samples {
+        let phases = o.phases.as_ref()?;
+        let inside: f64 = phases.iter().map(|(_, ms)| ms).sum();
+        values
+            .entry(report::OUTSIDE.into())
+            .or_default()
+            .push((o.wall_ms - inside).max(0.0));
+        for (name, ms) in phases {
+            if !order.contains(name) {
+                order.push(name.clone());
+            }
+            values.entry(name.clone()).or_default().push(*ms);
+        }
+    }
+    let rows = order
+        .into_iter()
+        .filter_map(|name| {
+            let s = Summary::of(values.get(&name)?)?;
+            Some(PhaseRow {
+                what: report::phase_meaning(&name),
+                median_ms: round3(s.median),
+                p25_ms: round3(s.p25),
+                p75_ms: round3(s.p75),
+                share: round3(s.median / median_wall),
+                name,
+            })
+        })
+        .collect();
+    Some(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_names_are_validated() {
+        assert!(parse_runs("0").unwrap_err().contains("at least 1"));
+        assert_eq!(parse_runs("30"), Ok(30));
+        assert!(parse_runs("x").is_err());
+        assert!(parse_peer("docker").unwrap_err().contains("crun, runc"));
+        assert_eq!(parse_peer("runc"), Ok(Peer::Runc));
+        assert_eq!(
+            dedup(&[Peer::Crun, Peer::Crun, Peer::Runc]),
+            [Peer::Crun, Peer::Runc]
+        );
+    }
+
+    #[test]
+    fn peers_get_isols_environment() {
+        let env = container_env(&["PATH=/bin".into(), "HOSTNAME=x".into()]);
+        assert_eq!(env, ["PATH=/bin", "HOSTNAME=isol-bench0", "HOME=/root"]);
+        assert!(container_env(&[])[0].starts_with("PATH=/usr/local/sbin"));
+    }
+}

@@ -1,0 +1,448 @@
+//! What a bench writes: `report.json` (every sample, the machine, the settings) and `report.md`
+//! (the tables people read). `report.html` will render the same [`Report`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::host::Machine;
+use super::stats::{Summary, round3};
+use super::subjects::SubjectInfo;
+
+/// Version of the `report.json` layout.
+pub const SCHEMA: &str = "isol-bench/1";
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub started_at: String,
+    pub finished_at: String,
+    /// The command line of the bench.
+    pub argv: Vec<String>,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub benchmarks: Vec<BenchmarkReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Timed runs per subject.
+    pub runs: u32,
+    /// Rounds run first and discarded (kept in `warmup_samples`).
+    pub warmup_rounds: u32,
+    /// How subjects alternate: one run of each, in turn, per round.
+    pub order: &'static str,
+    /// What is timed.
+    pub timing: &'static str,
+    pub run_timeout_s: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchmarkReport {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub image: String,
+    /// The workload's argv inside the container.
+    pub workload: Vec<String>,
+    /// Run once per subject before timing, to prove the workload really runs in it.
+    pub preflight: Vec<String>,
+    pub subjects: Vec<SubjectReport>,
+    /// `ratios[subject][peer]`: the subject's median over the peer's median.
+    pub ratios: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every run succeeded.
+    Ok,
+    /// Not run: not installed, or it failed the pre-flight check (see `error`).
+    Skipped,
+    /// Failed during the timed runs (see `error`); the samples before the failure are kept.
+    Failed,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubjectReport {
+    #[serde(flatten)]
+    pub info: SubjectInfo,
+    pub status: Status,
+    pub error: Option<String>,
+    /// Of `samples`; absent when there are none.
+    pub summary: Option<Summary>,
+    pub samples: Vec<SampleRecord>,
+    pub warmup_samples: Vec<SampleRecord>,
+    /// isol only: where its time goes.
+    pub phases: Option<Vec<PhaseRow>>,
+    /// Peers only: the untimed overlay mount before each run.
+    pub prep_ms: Option<Summary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleRecord {
+    /// 0-based round; warm-up rounds come first.
+    pub round: u32,
+    pub wall_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases_ms: Option<BTreeMap<String, f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prep_ms: Option<f64>,
+}
+
+/// One phase of isol's start, over the timed samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseRow {
+    pub name: String,
+    pub what: &'static str,
+    pub median_ms: f64,
+    pub p25_ms: f64,
+    pub p75_ms: f64,
+    /// `median_ms` over the median wall time (medians do not add up exactly).
+    pub share: f64,
+}
+
+/// The pseudo-phase for what isol's runtime does not time itself.
+pub const OUTSIDE: &str = "outside-runtime";
+
+/// What each of isol's phases covers (container/src/process.rs).
+pub fn phase_meaning(name: &str) -> &'static str {
+    match name {
+        OUTSIDE => {
+            "exec of the isol binary, CLI parsing, store open, image resolve, layer check, JSON output, exit"
+        }
+        "cgroup" => "sweep of stale runs, run dir creation, cgroup creation",
+        "prepare" => "seccomp filter compile, sealed memfd copy of the isol binary, child spec",
+        "namespaces" => "clone into new pid/ipc/uts/mount/net namespaces",
+        "network" => "cgroup attach of the child, network setup (none: nothing)",
+        "namespaces-setup" => "child: wait for go, cgroup namespace, hostname, loopback up",
+        "rootfs" => "child: overlay mount, /proc, /sys, /dev, pivot_root, masked paths",
+        "security" => "child: setsid, stdin, workdir, capabilities, no_new_privs",
+        "exec" => "child: seccomp, execveat of the sealed isol init, init execs the workload",
+        "run" => "the workload runs and exits; isol reaps it",
+        "teardown" => "cgroup removal, run dir removal",
+        _ => "",
+    }
+}
+
+impl BenchmarkReport {
+    /// Median of an ok (or failed, with samples) subject by name.
+    fn median(&self, name: &str) -> Option<f64> {
+        self.subjects
+            .iter()
+            .find(|s| s.info.name == name && s.status == Status::Ok)
+            .and_then(|s| s.summary)
+            .map(|s| s.median)
+    }
+
+    /// Fills `ratios` from the subjects' medians.
+    pub fn compute_ratios(&mut self) {
+        let peers: Vec<String> = self
+            .subjects
+            .iter()
+            .filter(|s| s.info.kind == "peer")
+            .map(|s| s.info.name.clone())
+            .collect();
+        let mut ratios = BTreeMap::new();
+        for s in &self.subjects {
+            let Some(m) = self.median(&s.info.name) else {
+                continue;
+            };
+            let row: BTreeMap<String, f64> = peers
+                .iter()
+                .filter_map(|p| Some((p.clone(), round3(m / self.median(p)?))))
+                .collect();
+            if !row.is_empty() {
+                ratios.insert(s.info.name.clone(), row);
+            }
+        }
+        self.ratios = ratios;
+    }
+
+    fn peer_names(&self) -> Vec<&str> {
+        self.subjects
+            .iter()
+            .filter(|s| s.info.kind == "peer")
+            .map(|s| s.info.name.as_str())
+            .collect()
+    }
+
+    /// The comparison table, the one-line reading, and why subjects are missing.
+    pub fn table_markdown(&self) -> String {
+        let peers = self.peer_names();
+        let mut md = String::new();
+        md.push_str("| subject | median ms | p25–p75 ms | min ms | max ms | n |");
+        for p in &peers {
+            let _ = write!(md, " vs {p} |");
+        }
+        md.push_str("\n|---|--:|--:|--:|--:|--:|");
+        for _ in &peers {
+            md.push_str("--:|");
+        }
+        md.push('\n');
+        for s in &self.subjects {
+            let _ = write!(md, "| {} |", s.info.label);
+            match (s.status, s.summary) {
+                (Status::Skipped, _) | (_, None) => {
+                    let word = if s.status == Status::Failed {
+                        "failed"
+                    } else {
+                        "skipped"
+                    };
+                    let _ = write!(md, " {word} | — | — | — | 0 |");
+                }
+                (status, Some(sum)) => {
+                    let mark = if status == Status::Failed {
+                        " (failed)"
+                    } else {
+                        ""
+                    };
+                    let _ = write!(
+                        md,
+                        " {:.2}{mark} | {:.2}–{:.2} | {:.2} | {:.2} | {} |",
+                        sum.median, sum.p25, sum.p75, sum.min, sum.max, sum.n
+                    );
+                }
+            }
+            for p in &peers {
+                match self.ratios.get(&s.info.name).and_then(|r| r.get(*p)) {
+                    Some(r) => {
+                        let _ = write!(md, " {r:.2}× |");
+                    }
+                    None => md.push_str(" — |"),
+                }
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+        md.push_str(&self.reading());
+        md.push('\n');
+        let missing: Vec<&SubjectReport> = self
+            .subjects
+            .iter()
+            .filter(|s| s.status != Status::Ok)
+            .collect();
+        if !missing.is_empty() {
+            md.push('\n');
+            for s in missing {
+                let word = match s.status {
+                    Status::Failed => "failed",
+                    _ => "skipped",
+                };
+                let _ = writeln!(
+                    md,
+                    "- **{}: {word}** — {}",
+                    s.info.name,
+                    s.error.as_deref().unwrap_or("no reason recorded")
+                );
+            }
+        }
+        md
+    }
+
+    /// One line saying what the numbers mean.
+    pub fn reading(&self) -> String {
+        let Some(isol) = self.median("isol") else {
+            return "isol has no result in this benchmark, so there is nothing to compare.".into();
+        };
+        let Some(r) = self.ratios.get("isol").filter(|r| !r.is_empty()) else {
+            return format!(
+                "isol starts and ends a container in {isol:.2} ms (median); no peer ran to compare with."
+            );
+        };
+        let parts: Vec<String> = r.iter().map(|(p, v)| format!("{v:.2}× {p}'s")).collect();
+        let mut line = format!(
+            "isol starts and ends a container in {} time",
+            join_and(&parts)
+        );
+        if let Some(c) = r.get("crun") {
+            let verdict = if *c <= 0.8 { "met" } else { "not met" };
+            let _ = write!(line, " (goal ≤ 0.8× crun: {verdict})");
+        }
+        line.push('.');
+        line
+    }
+}
+
+fn join_and(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl Report {
+    /// `report.md`.
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut md = String::from("# isol bench\n\n");
+        let _ = writeln!(md, "- Date: {} (to {})", self.started_at, self.finished_at);
+        let _ = writeln!(
+            md,
+            "- Machine: {}, {} CPUs, {}, Linux {}, {}",
+            m.cpu_model,
+            m.nproc,
+            gib(m.memory_bytes),
+            m.kernel,
+            m.cgroup_layout_description
+        );
+        let _ = writeln!(md, "- Environment: {}", m.environment);
+        let load = |l: Option<[f64; 3]>| {
+            l.map_or("?".into(), |l| {
+                format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+            })
+        };
+        let _ = writeln!(
+            md,
+            "- Load average at start / end: {} / {}{}",
+            load(m.loadavg_start),
+            load(m.loadavg_end),
+            if m.busy() {
+                " — **the machine was busy with other work: absolute times are inflated, ratios less so (subjects are interleaved)**"
+            } else {
+                ""
+            }
+        );
+        let mut versions = vec![format!(
+            "isol {}{}",
+            m.isol_version,
+            m.isol_commit
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        )];
+        versions.extend(m.runtimes.values().cloned());
+        let _ = writeln!(md, "- Versions: {}", versions.join("; "));
+        let s = &self.settings;
+        let _ = writeln!(
+            md,
+            "- Method: {} timed runs per subject after {} warm-up rounds, {}; {}",
+            s.runs, s.warmup_rounds, s.order, s.timing
+        );
+        let _ = writeln!(md, "- Command: `{}`", self.argv.join(" "));
+        for b in &self.benchmarks {
+            let _ = writeln!(md, "\n## {}: {}\n", b.name, b.description);
+            md.push_str(&b.table_markdown());
+            if let Some(phases) = b
+                .subjects
+                .iter()
+                .find(|s| s.info.name == "isol")
+                .and_then(|s| s.phases.as_ref())
+            {
+                md.push_str("\n### Where isol's time goes\n\n");
+                md.push_str(
+                    "Medians over the timed runs, from `isol run --json`; `outside-runtime` is the wall time minus the runtime's phases.\n\n",
+                );
+                md.push_str(
+                    "| phase | median ms | p25–p75 ms | ≈ share | what |\n|---|--:|--:|--:|---|\n",
+                );
+                for p in phases {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {:.2} | {:.2}–{:.2} | {:.0}% | {} |",
+                        p.name,
+                        p.median_ms,
+                        p.p25_ms,
+                        p.p75_ms,
+                        p.share * 100.0,
+                        p.what
+                    );
+                }
+            }
+            let preps: Vec<String> = b
+                .subjects
+                .iter()
+                .filter_map(|s| Some(format!("{} {:.2} ms", s.info.name, s.prep_ms?.median)))
+                .collect();
+            if !preps.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "\nUntimed, for reference: the peers' overlay root mount before each run took (median) {}.",
+                    preps.join(", ")
+                );
+            }
+            md.push_str("\n### Subjects\n\n");
+            for s in &b.subjects {
+                let _ = writeln!(
+                    md,
+                    "- {}: `{}`; root: {}",
+                    s.info.label,
+                    if s.info.command.is_empty() {
+                        "—"
+                    } else {
+                        &s.info.command
+                    },
+                    if s.info.rootfs.is_empty() {
+                        "—"
+                    } else {
+                        &s.info.rootfs
+                    }
+                );
+            }
+        }
+        md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject(name: &str, kind: &'static str, samples: &[f64]) -> SubjectReport {
+        SubjectReport {
+            info: SubjectInfo {
+                name: name.into(),
+                label: name.into(),
+                kind,
+                backend: None,
+                version: String::new(),
+                command: String::new(),
+                rootfs: String::new(),
+            },
+            status: if samples.is_empty() {
+                Status::Skipped
+            } else {
+                Status::Ok
+            },
+            error: samples.is_empty().then(|| "not installed".into()),
+            summary: Summary::of(samples),
+            samples: Vec::new(),
+            warmup_samples: Vec::new(),
+            phases: None,
+            prep_ms: None,
+        }
+    }
+
+    #[test]
+    fn ratios_and_reading() {
+        let mut b = BenchmarkReport {
+            name: "start",
+            description: "",
+            image: "busybox".into(),
+            workload: vec!["/bin/true".into()],
+            preflight: Vec::new(),
+            subjects: vec![
+                subject("isol", "isol", &[10.0, 11.0, 12.0]),
+                subject("crun", "peer", &[20.0, 22.0, 24.0]),
+                subject("runc", "peer", &[]),
+            ],
+            ratios: BTreeMap::new(),
+        };
+        b.compute_ratios();
+        assert_eq!(b.ratios["isol"]["crun"], 0.5);
+        assert!(!b.ratios["isol"].contains_key("runc"));
+        assert_eq!(
+            b.reading(),
+            "isol starts and ends a container in 0.50× crun's time (goal ≤ 0.8× crun: met)."
+        );
+        let t = b.table_markdown();
+        assert!(t.contains("| isol | 11.00 | 10.50–11.50 | 10.00 | 12.00 | 3 | 0.50× | — |"));
+        assert!(t.contains("| runc | skipped |"));
+        assert!(t.contains("- **runc: skipped** — not installed"));
+    }
+}

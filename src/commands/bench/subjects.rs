@@ -1,0 +1,478 @@
+//! The things a benchmark times: isol itself, run as a user would, and peer runtimes (crun,
+//! runc) given the same image as an OCI bundle.
+//!
+//! Every run of every subject goes through [`timed`]: the wall time from just before the spawn
+//! to just after `wait` returns, stdin and stdout on /dev/null, stderr on a pipe read to the end
+//! (isol's `--json` line, or the runtime's error), the process in its own process group.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use serde::Serialize;
+
+use super::cancel;
+use super::oci;
+
+/// What to run in the container, and the exit code that proves it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub args: Vec<String>,
+    pub expect: i32,
+}
+
+/// One run of one subject.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Spawn → exit, in milliseconds.
+    pub wall_ms: f64,
+    /// isol's own start phases (from `--json`), in its order.
+    pub phases: Option<Vec<(String, f64)>>,
+    /// Untimed preparation before the run (a peer's overlay mount), in milliseconds.
+    pub prep_ms: Option<f64>,
+}
+
+/// What a subject is, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectInfo {
+    /// Short name: `isol`, `crun`, `runc`.
+    pub name: String,
+    /// Name and version, for tables: `crun 1.8.1`.
+    pub label: String,
+    /// `isol` or `peer`.
+    pub kind: &'static str,
+    /// The isol backend measured (`container`), for isol subjects.
+    pub backend: Option<&'static str>,
+    /// `--version` of the program, first line.
+    pub version: String,
+    /// The command that is timed, with placeholders for per-run values.
+    pub command: String,
+    /// How the subject gets its root filesystem.
+    pub rootfs: String,
+}
+
+/// A subject of a benchmark.
+pub trait Subject {
+    fn info(&self) -> &SubjectInfo;
+    /// Runs `w` once and checks its exit code.
+    fn run(&mut self, w: &Workload) -> Result<Outcome, String>;
+}
+
+/// Runs `cmd` to completion, timed: see the module documentation.
+fn timed(cmd: &mut Command) -> Result<(f64, ExitStatus, String), String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let t0 = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    cancel::arm(child.id());
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_end(&mut stderr);
+    }
+    let status = child.wait();
+    let wall = t0.elapsed();
+    let killed = cancel::disarm();
+    let status = status.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
+    if killed {
+        return Err(format!(
+            "the run did not finish within {} s and was killed",
+            cancel::RUN_TIMEOUT.as_secs()
+        ));
+    }
+    Ok((
+        wall.as_secs_f64() * 1e3,
+        status,
+        String::from_utf8_lossy(&stderr).into_owned(),
+    ))
+}
+
+/// The last non-empty line of a program's stderr, for error messages.
+fn last_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('{'))
+        .unwrap_or("no error output")
+}
+
+fn check_exit(what: &str, status: ExitStatus, w: &Workload, stderr: &str) -> Result<(), String> {
+    if status.code() == Some(w.expect) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{what} {}` ended with {status} instead of exit status {}: {}",
+        w.args.join(" "),
+        w.expect,
+        last_line(stderr)
+    ))
+}
+
+/// The order in which isol's container runtime reports its phases (see container/process.rs).
+const PHASE_ORDER: &[&str] = &[
+    "cgroup",
+    "prepare",
+    "namespaces",
+    "network",
+    "namespaces-setup",
+    "rootfs",
+    "security",
+    "exec",
+    "run",
+    "teardown",
+];
+
+/// isol's phases from its `--json` stderr line, in the runtime's order (unknown ones last).
+fn parse_phases(stderr: &str) -> Option<Vec<(String, f64)>> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let map = v.get("phases_ms")?.as_object()?;
+    let mut phases: Vec<(String, f64)> = map
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+        .collect();
+    let rank = |name: &str| {
+        PHASE_ORDER
+            .iter()
+            .position(|p| *p == name)
+            .unwrap_or(PHASE_ORDER.len())
+    };
+    phases.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then(a.0.cmp(&b.0)));
+    Some(phases)
+}
+
+/// isol, spawned as a user runs it: `isol run --json IMAGE CMD…` with the bench's store.
+#[derive(Debug)]
+pub struct IsolSubject {
+    info: SubjectInfo,
+    exe: PathBuf,
+    store_root: PathBuf,
+    image: String,
+}
+
+impl IsolSubject {
+    pub fn new(exe: PathBuf, store_root: PathBuf, image: &str) -> IsolSubject {
+        IsolSubject {
+            info: SubjectInfo {
+                name: "isol".into(),
+                label: format!("isol {} (container)", env!("CARGO_PKG_VERSION")),
+                kind: "isol",
+                backend: Some("container"),
+                version: format!("isol {}", env!("CARGO_PKG_VERSION")),
+                command: format!(
+                    "ISOL_HOME={} {} run --json {image} CMD",
+                    store_root.display(),
+                    exe.display()
+                ),
+                rootfs: "its own: overlayfs of the image layer with a fresh upper dir, mounted by isol inside the timed run".into(),
+            },
+            exe,
+            store_root,
+            image: image.into(),
+        }
+    }
+}
+
+impl Subject for IsolSubject {
+    fn info(&self) -> &SubjectInfo {
+        &self.info
+    }
+
+    fn run(&mut self, w: &Workload) -> Result<Outcome, String> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.env("ISOL_HOME", &self.store_root)
+            .args(["run", "--json", &self.image])
+            .args(&w.args);
+        let (wall_ms, status, stderr) = timed(&mut cmd)?;
+        check_exit("isol run", status, w, &stderr)?;
+        let phases = parse_phases(&stderr).ok_or_else(|| {
+            format!(
+                "`isol run --json` printed no phases on stderr: {}",
+                last_line(&stderr)
+            )
+        })?;
+        Ok(Outcome {
+            wall_ms,
+            phases: Some(phases),
+            prep_ms: None,
+        })
+    }
+}
+
+/// An OCI runtime (crun, runc) run as `RUNTIME --root STATE run --bundle BUNDLE ID`, with a
+/// fresh overlay root per run mounted by the bench before the timed run, like a container
+/// engine's snapshotter does.
+#[derive(Debug)]
+pub struct OciPeer {
+    info: SubjectInfo,
+    binary: PathBuf,
+    dir: PathBuf,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    state: PathBuf,
+    layers: Vec<PathBuf>,
+    env: Vec<String>,
+    config_for: Option<Vec<String>>,
+    mounted: bool,
+    seq: u64,
+}
+
+impl OciPeer {
+    /// Sets up `<work>/<name>/{bundle/rootfs,state}` for `binary`.
+    pub fn new(
+        name: &str,
+        binary: PathBuf,
+        version: String,
+        work: &Path,
+        layers: Vec<PathBuf>,
+        env: Vec<String>,
+    ) -> Result<OciPeer, String> {
+        let dir = work.join(name);
+        let bundle = dir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        let state = dir.join("state");
+        for d in [&rootfs, &state] {
+            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        let short = version
+            .split_whitespace()
+            .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+            .unwrap_or("?");
+        Ok(OciPeer {
+            info: SubjectInfo {
+                name: name.into(),
+                label: format!("{name} {short}"),
+                kind: "peer",
+                backend: None,
+                version,
+                command: format!(
+                    "{} --root {} run --bundle {} ID",
+                    binary.display(),
+                    state.display(),
+                    bundle.display()
+                ),
+                rootfs: "overlayfs of the same image layer with a fresh upper dir, mounted by the bench before the timed run and unmounted after it".into(),
+            },
+            binary,
+            dir,
+            bundle,
+            rootfs,
+            state,
+            layers,
+            env,
+            config_for: None,
+            mounted: false,
+            seq: 0,
+        })
+    }
+
+    fn write_config(&mut self, w: &Workload) -> Result<(), String> {
+        if self.config_for.as_ref() == Some(&w.args) {
+            return Ok(());
+        }
+        let path = self.bundle.join("config.json");
+        let text = serde_json::to_string_pretty(&oci::config(&w.args, &self.env))
+            .map_err(|e| e.to_string())?;
+        fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        self.config_for = Some(w.args.clone());
+        Ok(())
+    }
+
+    /// Mounts a fresh overlay on the bundle's rootfs, with its upper and work dirs in `run_dir`.
+    fn mount_root(&mut self, run_dir: &Path) -> Result<(), String> {
+        let (upper, work) = (run_dir.join("upper"), run_dir.join("work"));
+        for d in [&upper, &work] {
+            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        let lower: Vec<String> = self
+            .layers
+            .iter()
+            .rev()
+            .map(|l| l.display().to_string())
+            .collect();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            upper.display(),
+            work.display()
+        );
+        mount(
+            Some("overlay"),
+            &self.rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| format!("cannot mount the overlay root for {}: {e}", self.info.name))?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    /// Deletes container `id` if the runtime kept it, unmounts the root, removes `run_dir`.
+    fn after_run(&mut self, id: &str, run_dir: &Path) -> Result<(), String> {
+        let mut first_err = None;
+        if self.state.join(id).exists()
+            && let Err(e) = self.delete(id)
+        {
+            first_err.get_or_insert(e);
+        }
+        if self.mounted {
+            match umount2(&self.rootfs, MntFlags::MNT_DETACH) {
+                Ok(()) => self.mounted = false,
+                Err(e) => {
+                    first_err
+                        .get_or_insert(format!("cannot unmount {}: {e}", self.rootfs.display()));
+                }
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(run_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            first_err.get_or_insert(format!("cannot remove {}: {e}", run_dir.display()));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), String> {
+        let out = Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state)
+            .args(["delete", "-f", id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {} delete: {e}", self.info.name))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`{} delete -f {id}` failed: {}",
+                self.info.name,
+                last_line(&String::from_utf8_lossy(&out.stderr))
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes every container still in the state dir, the root mount and the subject's dir.
+    fn close(&mut self) {
+        if let Ok(entries) = fs::read_dir(&self.state) {
+            for e in entries.flatten() {
+                if e.path().is_dir()
+                    && let Some(id) = e.file_name().to_str()
+                {
+                    let _ = self.delete(id);
+                }
+            }
+        }
+        if self.mounted && umount2(&self.rootfs, MntFlags::MNT_DETACH).is_ok() {
+            self.mounted = false;
+        }
+        if !self.mounted {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Subject for OciPeer {
+    fn info(&self) -> &SubjectInfo {
+        &self.info
+    }
+
+    fn run(&mut self, w: &Workload) -> Result<Outcome, String> {
+        self.write_config(w)?;
+        self.seq += 1;
+        let id = format!(
+            "isol-bench-{}-{}-{}",
+            std::process::id(),
+            self.info.name,
+            self.seq
+        );
+        let run_dir = self.dir.join(format!("run-{}", self.seq));
+        let t_prep = Instant::now();
+        if let Err(e) = self.mount_root(&run_dir) {
+            let _ = self.after_run(&id, &run_dir);
+            return Err(e);
+        }
+        let prep_ms = t_prep.elapsed().as_secs_f64() * 1e3;
+
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.state)
+            .args(["run", "--bundle"])
+            .arg(&self.bundle)
+            .arg(&id);
+        let res = timed(&mut cmd);
+
+        let cleaned = self.after_run(&id, &run_dir);
+        let (wall_ms, status, stderr) = res?;
+        check_exit(&self.info.name, status, w, &stderr)?;
+        cleaned?;
+        Ok(Outcome {
+            wall_ms,
+            phases: None,
+            prep_ms: Some(prep_ms),
+        })
+    }
+}
+
+impl Drop for OciPeer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The first line of `binary --version`.
+pub fn version_of(binary: &Path) -> Result<String, String> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", binary.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{} --version` failed: {}",
+            binary.display(),
+            last_line(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+/// `name` looked up in `PATH`, as a shell would.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_come_in_the_runtime_order() {
+        let stderr = "warning\n{\"phases_ms\":{\"teardown\":2.0,\"cgroup\":1.0,\"exec\":3.0,\"zzz\":0.5,\"prepare\":1.5}}\n";
+        let p = parse_phases(stderr).unwrap();
+        let names: Vec<&str> = p.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cgroup", "prepare", "exec", "teardown", "zzz"]);
+        assert!(parse_phases("no json").is_none());
+        assert_eq!(last_line("a\nboom\n{\"x\":1}\n"), "boom");
+    }
+}

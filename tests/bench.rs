@@ -1,0 +1,191 @@
+//! `isol bench`, for real (as root): a short benchmark writes a complete report and leaves
+//! nothing behind; bad input fails at once with one line and exit code 125. Nothing here looks
+//! at the timings themselves: speed is for the benchmark to measure, not for tests to assert.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// What a bench may leave behind: mounts, cgroups and scratch dirs named after it.
+fn bench_leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    found.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains("isol-bench"))
+            .map(|l| format!("mount: {l}")),
+    );
+    let mut stack = vec![(Path::new("/sys/fs/cgroup").to_path_buf(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with("isol-bench-") {
+                found.push(format!("cgroup: {}", e.path().display()));
+            }
+            if depth < 4 {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    found
+}
+
+fn scratch_dirs() -> Vec<String> {
+    fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("isol-bench."))
+        .collect()
+}
+
+#[test]
+fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
+    require_root();
+    let _g = serial();
+    let scratch_before = scratch_dirs();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("report");
+    let o = run(&["bench", "--runs", "2", "--out", dir.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "isol bench failed: {}", stderr(&o));
+
+    let report: Value =
+        serde_json::from_slice(&fs::read(dir.join("report.json")).expect("report.json")).unwrap();
+    assert_eq!(report["schema"], "isol-bench/1");
+    let machine = &report["machine"];
+    for key in [
+        "kernel",
+        "cpu_model",
+        "cgroup_layout",
+        "isol_version",
+        "environment",
+    ] {
+        assert!(machine[key].is_string(), "machine.{key} missing: {machine}");
+    }
+    assert!(machine["nproc"].as_u64().unwrap() >= 1);
+    assert!(machine["memory_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(report["settings"]["runs"], 2);
+    let warmup = report["settings"]["warmup_rounds"].as_u64().unwrap() as usize;
+
+    let benchmarks = report["benchmarks"].as_array().unwrap();
+    assert_eq!(benchmarks.len(), 1);
+    let b = &benchmarks[0];
+    assert_eq!(b["name"], "start");
+    assert_eq!(b["workload"], serde_json::json!(["/bin/true"]));
+    let subjects = b["subjects"].as_array().unwrap();
+    let names: Vec<&str> = subjects
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["isol", "crun", "runc"]);
+
+    for s in subjects {
+        let name = s["name"].as_str().unwrap();
+        match s["status"].as_str().unwrap() {
+            "ok" => {
+                let samples = s["samples"].as_array().unwrap();
+                assert_eq!(samples.len(), 2, "{name}: {s}");
+                assert_eq!(s["warmup_samples"].as_array().unwrap().len(), warmup);
+                for x in samples {
+                    assert!(x["wall_ms"].as_f64().unwrap() > 0.0, "{name}: {x}");
+                }
+                let sum = &s["summary"];
+                assert_eq!(sum["n"], 2, "{name}: {sum}");
+                for key in ["median", "p25", "p75", "min", "max"] {
+                    assert!(sum[key].as_f64().unwrap() > 0.0, "{name}.{key}: {sum}");
+                }
+                assert!(s["error"].is_null());
+            }
+            "skipped" => {
+                // Never a silent gap: a skipped peer says why.
+                assert!(!s["error"].as_str().unwrap().is_empty(), "{s}");
+                assert!(s["samples"].as_array().unwrap().is_empty());
+                assert!(
+                    stdout(&o).contains(&format!("**{name}: skipped**")),
+                    "{}",
+                    stdout(&o)
+                );
+            }
+            other => panic!("{name}: unexpected status {other}: {s}"),
+        }
+    }
+
+    // isol is never skipped, and its runs carry their phase breakdown.
+    let isol = &subjects[0];
+    assert_eq!(isol["status"], "ok", "{isol}");
+    assert_eq!(isol["backend"], "container");
+    for x in isol["samples"].as_array().unwrap() {
+        assert!(x["phases_ms"]["rootfs"].as_f64().is_some(), "{x}");
+    }
+    let phases = isol["phases"].as_array().unwrap();
+    assert!(phases.iter().any(|p| p["name"] == "outside-runtime"));
+    for s in subjects
+        .iter()
+        .filter(|s| s["status"] == "ok" && s["kind"] == "peer")
+    {
+        let peer = s["name"].as_str().unwrap();
+        assert!(b["ratios"]["isol"][peer].as_f64().unwrap() > 0.0, "{b}");
+    }
+
+    let md = fs::read_to_string(dir.join("report.md")).expect("report.md");
+    assert!(md.contains("| subject | median ms |"), "{md}");
+    assert!(md.contains("| isol "), "{md}");
+    assert!(
+        stdout(&o).contains("| subject | median ms |"),
+        "{}",
+        stdout(&o)
+    );
+
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+    assert_eq!(
+        scratch_dirs(),
+        scratch_before,
+        "scratch directory left in /tmp"
+    );
+}
+
+#[test]
+fn bad_input_fails_with_one_line_and_125() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    let under_file = file.join("report");
+    let cases: [(&[&str], &str); 4] = [
+        (&["bench", "--peers", "crun,docker"], "docker"),
+        (&["bench", "--runs", "0"], "--runs"),
+        (&["bench", "--runs", "many"], "--runs"),
+        (
+            &[
+                "bench",
+                "--runs",
+                "2",
+                "--out",
+                under_file.to_str().unwrap(),
+            ],
+            "--out",
+        ),
+    ];
+    for (args, mentions) in cases {
+        let o = run(args);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 125, "isol {args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "isol {args:?}: {err}");
+        assert!(err.starts_with("isol: "), "{err}");
+        assert!(err.contains(mentions), "isol {args:?}: {err}");
+        assert!(
+            stdout(&o).is_empty(),
+            "isol {args:?} printed: {}",
+            stdout(&o)
+        );
+    }
+    assert!(!under_file.exists());
+}

@@ -1,0 +1,346 @@
+//! Parity: the same workloads on both backends, compared byte for byte (stdout, stderr,
+//! exit code) — and what must differ between a container and a microVM does.
+//!
+//! Each test runs the container side and the kvm side in the same process, so it needs
+//! a /dev/kvm that runs guests in hardware: run this binary in the lab
+//! (`isol lab -- target/…/deps/parity-<hash> --test-threads=1`). Elsewhere the tests
+//! skip with the reason, unless `ISOL_REQUIRE_KVM` is set (then they fail).
+//! `ISOL_KERNEL` defaults to the newest `/var/cache/isol/kernel/*/vmlinux`; the guest
+//! init is `isol-guest-init` beside the isol binary (`cargo build -p isol-guest-init`)
+//! unless `ISOL_GUEST_INIT` says otherwise.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+
+use common::*;
+
+/// The newest cached guest kernel.
+fn newest_kernel() -> Option<PathBuf> {
+    std::fs::read_dir("/var/cache/isol/kernel")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("vmlinux"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+}
+
+/// Why the kvm half cannot run here, if it cannot; the kernel to use if it can.
+fn kvm_env() -> &'static Result<PathBuf, String> {
+    static ENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let speed =
+            isol_vmm::measure_guest_speed().map_err(|e| format!("no usable /dev/kvm: {e}"))?;
+        if speed > isol_vmm::EMULATED_THRESHOLD {
+            return Err(format!(
+                "/dev/kvm emulates guests ({speed:?} for the probe loop); run in the lab"
+            ));
+        }
+        let kernel = std::env::var_os("ISOL_KERNEL")
+            .map(PathBuf::from)
+            .or_else(newest_kernel)
+            .ok_or("no guest kernel: build it with guest-images/build-kernel.sh")?;
+        if std::env::var_os("ISOL_GUEST_INIT").is_none() {
+            let beside = PathBuf::from(isol_bin()).with_file_name("isol-guest-init");
+            if !beside.is_file() {
+                return Err(format!(
+                    "{} is missing: cargo build -p isol-guest-init",
+                    beside.display()
+                ));
+            }
+        }
+        Ok(kernel)
+    })
+}
+
+macro_rules! kernel_or_skip {
+    () => {
+        match kvm_env() {
+            Ok(k) => k.clone(),
+            Err(why) => {
+                if std::env::var_os("ISOL_REQUIRE_KVM").is_some() {
+                    panic!("ISOL_REQUIRE_KVM is set but: {why}");
+                }
+                eprintln!("skipped: {why}");
+                return;
+            }
+        }
+    };
+}
+
+/// `isol run --backend BACKEND ARGS…` with `input` on stdin (none: /dev/null).
+fn on(backend: &str, kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> Output {
+    let mut all = vec!["run", "--backend", backend];
+    all.extend_from_slice(args);
+    let mut c = isol(&all);
+    c.env("ISOL_KERNEL", kernel)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if input.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    let mut child = c.spawn().expect("isol starts");
+    if let Some(data) = input {
+        let mut w = child.stdin.take().unwrap();
+        let data = data.to_vec();
+        // Written from a thread: the workload's output may fill the pipe before it
+        // has read all of its input.
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    child.wait_with_output().expect("isol finishes")
+}
+
+/// Both backends; asserts identical stdout, stderr and exit code; returns one output.
+fn same(kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> Output {
+    let c = on("container", kernel, args, input);
+    let k = on("kvm", kernel, args, input);
+    assert_eq!(
+        code(&c),
+        code(&k),
+        "exit codes differ for {args:?}; container stderr: {}; kvm stderr: {}",
+        stderr(&c),
+        stderr(&k)
+    );
+    assert!(
+        c.stdout == k.stdout,
+        "stdout differs for {args:?} ({} vs {} bytes): container {:?} / kvm {:?}",
+        c.stdout.len(),
+        k.stdout.len(),
+        String::from_utf8_lossy(&c.stdout[..c.stdout.len().min(300)]),
+        String::from_utf8_lossy(&k.stdout[..k.stdout.len().min(300)])
+    );
+    assert_eq!(stderr(&c), stderr(&k), "stderr differs for {args:?}");
+    k
+}
+
+#[test]
+fn tricky_arguments_are_byte_exact() {
+    let k = kernel_or_skip!();
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "printf",
+            "[%s]\\n",
+            "a b",
+            "it's \"quoted\"",
+            "line1\nline2",
+            "ünïcødé ✓ 日本",
+            "",
+            "$HOME `x` \\",
+        ],
+        None,
+    );
+    assert_eq!(
+        stdout(&o),
+        "[a b]\n[it's \"quoted\"]\n[line1\nline2]\n[ünïcødé ✓ 日本]\n[]\n[$HOME `x` \\]\n"
+    );
+}
+
+#[test]
+fn env_workdir_and_hostname() {
+    let k = kernel_or_skip!();
+    let o = same(
+        &k,
+        &[
+            "-e",
+            "GREETING=hello  world",
+            "-e",
+            "EMPTY=",
+            "-w",
+            "/tmp",
+            "--hostname",
+            "parity-host",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[$GREETING][$EMPTY]\"; pwd; hostname",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "[hello  world][]\n/tmp\nparity-host\n");
+}
+
+#[test]
+fn stdout_and_stderr_stay_separate() {
+    let k = kernel_or_skip!();
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo out1; echo err1 >&2; printf 'no newline'; printf 'e2' >&2",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "out1\nno newline");
+    assert_eq!(stderr(&o), "err1\ne2");
+}
+
+#[test]
+fn root_listing() {
+    let k = kernel_or_skip!();
+    same(&k, &["busybox", "--", "ls", "/"], None);
+}
+
+#[test]
+fn write_64_mib_and_hash_it() {
+    let k = kernel_or_skip!();
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "yes abc | head -c 67108864 > /f && sha256sum /f && wc -c < /f",
+        ],
+        None,
+    );
+    assert!(stdout(&o).ends_with("  /f\n67108864\n"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_100_mib_stdout_stream_arrives_whole() {
+    let k = kernel_or_skip!();
+    const N: usize = 104_857_600;
+    let o = same(
+        &k,
+        &["busybox", "--", "sh", "-c", "yes abc | head -c 104857600"],
+        None,
+    );
+    assert_eq!(o.stdout.len(), N);
+    assert!(
+        o.stdout.chunks(4).all(|c| c == &b"abc\n"[..c.len()]),
+        "the stream is not `abc\\n` repeated"
+    );
+}
+
+#[test]
+fn exit_codes() {
+    let k = kernel_or_skip!();
+    for (script, want) in [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 7", 7),
+        ("/etc", 126),
+        ("no-such-command-anywhere", 127),
+        ("kill -9 $$", 137),
+    ] {
+        let o = same(&k, &["busybox", "--", "sh", "-c", script], None);
+        assert_eq!(code(&o), want, "{script}");
+    }
+    // Exec failures of the command itself: same status (the messages come from isol
+    // on one side and the guest init on the other).
+    for (cmd, want) in [("/no/such/binary", 127), ("/etc", 126)] {
+        let c = on("container", &k, &["busybox", "--", cmd], None);
+        let v = on("kvm", &k, &["busybox", "--", cmd], None);
+        assert_eq!((code(&c), code(&v)), (want, want), "{cmd}");
+    }
+}
+
+#[test]
+fn stdin_is_forwarded_with_eof() {
+    let k = kernel_or_skip!();
+    let mut input = b"hello\nworld\n".to_vec();
+    input.extend((0..=255u8).cycle().take(200_000));
+    let o = same(
+        &k,
+        &["-i", "busybox", "--", "sh", "-c", "cat; echo EOF-seen"],
+        Some(&input),
+    );
+    let mut want = input.clone();
+    want.extend_from_slice(b"EOF-seen\n");
+    assert!(o.stdout == want, "stdin did not come back intact");
+    // Without -i the workload's stdin is empty on both sides.
+    let o = same(
+        &k,
+        &["busybox", "--", "sh", "-c", "wc -c"],
+        Some(b"ignored"),
+    );
+    assert_eq!(stdout(&o).trim(), "0");
+}
+
+#[test]
+fn what_must_differ_does() {
+    let k = kernel_or_skip!();
+    // Kernel: the host's in the container, the guest's in the VM.
+    let args = ["busybox", "--", "uname", "-r"];
+    let c = on("container", &k, &args, None);
+    let v = on("kvm", &k, &args, None);
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let guest = std::fs::read_to_string(k.with_file_name("release"))
+        .expect("the kernel's release file beside it");
+    assert_eq!(stdout(&c).trim(), host.trim());
+    assert_eq!(stdout(&v).trim(), guest.trim());
+    assert_ne!(stdout(&c), stdout(&v));
+
+    // CPUs under --cpus 2: a CPU quota in the container (it still sees every host CPU),
+    // two vCPUs in the VM.
+    let args = [
+        "--cpus",
+        "2",
+        "busybox",
+        "--",
+        "grep",
+        "-c",
+        "^processor",
+        "/proc/cpuinfo",
+    ];
+    let c = on("container", &k, &args, None);
+    let v = on("kvm", &k, &args, None);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let host_cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    assert_eq!(stdout(&c).trim(), host_cpus.to_string(), "{}", stderr(&c));
+    assert_eq!(stdout(&v).trim(), "2", "{}", stderr(&v));
+
+    // PID 1: isol's container init vs the guest's init.
+    let args = ["busybox", "--", "cat", "/proc/1/comm"];
+    let c = on("container", &k, &args, None);
+    let v = on("kvm", &k, &args, None);
+    assert_eq!(code(&c), 0);
+    assert_eq!(code(&v), 0);
+    assert_ne!(stdout(&c), stdout(&v));
+    assert_eq!(stdout(&v).trim(), "init");
+}
+
+#[test]
+fn a_run_never_changes_the_image() {
+    let k = kernel_or_skip!();
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "rm -rf /bin/ls /etc; echo gone > /marker",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 0);
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "ls /bin/ls /etc >/dev/null && ! test -e /marker && echo intact",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "intact\n");
+}

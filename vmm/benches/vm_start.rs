@@ -1,0 +1,371 @@
+//! Start-up benchmark: isol's VMM (`isol run --backend kvm IMAGE true`) against QEMU
+//! `-M microvm` booting the same kernel with the same initramfs content.
+//!
+//! Run it where /dev/kvm is real, i.e. in the lab (`guest-images/bench/vm-start.sh`
+//! builds it and runs it there). Both subjects get the same guest kernel (vmlinux,
+//! PVH entry), 1 vCPU, the same guest RAM, the same command line (except `reboot=k` vs
+//! `reboot=t`: QEMU microvm has no i8042) and the same initramfs: the merged image
+//! layers, isol's guest init and a run spec for `true`. Each stops when the guest
+//! resets. Runs are interleaved A B A B after a warm-up.
+//!
+//! Measured per run: wall time from spawn to reap (the VMM process's whole life), and
+//! in separate runs (polling would perturb the timing) the peak RSS (`ru_maxrss` from
+//! `wait4`) and the RSS of the guest RAM mapping (the largest anonymous mapping of at
+//! least the guest size in `/proc/PID/smaps`, last value seen while polling every
+//! 2 ms). VMM overhead = peak RSS − guest RAM resident.
+//!
+//! Options: `--runs N` (default 15), `--warmup N` (2), `--rss-runs N` (5),
+//! `--memory MIB` (128), `--image NAME` (busybox), `--kernel FILE` (default
+//! `$ISOL_KERNEL`, else guest-images/build-kernel.sh's vmlinux), `--qemu PATH`
+//! (qemu-system-x86_64), `--isol PATH` (the release build of isol).
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use isol_vmm::{Rootfs, RunSpec};
+
+type Res<T> = Result<T, String>;
+
+struct Opts {
+    runs: usize,
+    warmup: usize,
+    rss_runs: usize,
+    memory_mib: u64,
+    image: String,
+    kernel: Option<PathBuf>,
+    qemu: String,
+    isol: PathBuf,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("vmm/ has a parent")
+        .to_path_buf()
+}
+
+fn parse_opts() -> Res<Opts> {
+    let root = repo_root();
+    let mut o = Opts {
+        runs: 15,
+        warmup: 2,
+        rss_runs: 5,
+        memory_mib: 128,
+        image: "busybox".into(),
+        kernel: std::env::var_os("ISOL_KERNEL").map(PathBuf::from),
+        qemu: "qemu-system-x86_64".into(),
+        isol: root.join("target/x86_64-unknown-linux-gnu/release/isol"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        // `cargo bench` passes --bench; ignore it.
+        if a == "--bench" {
+            continue;
+        }
+        let mut val = || args.next().ok_or(format!("{a} needs a value"));
+        let num = |v: String| v.parse().map_err(|_| format!("{a}: {v} is not a number"));
+        match a.as_str() {
+            "--runs" => o.runs = num(val()?)?,
+            "--warmup" => o.warmup = num(val()?)?,
+            "--rss-runs" => o.rss_runs = num(val()?)?,
+            "--memory" => o.memory_mib = num(val()?)? as u64,
+            "--image" => o.image = val()?,
+            "--kernel" => o.kernel = Some(val()?.into()),
+            "--qemu" => o.qemu = val()?,
+            "--isol" => o.isol = val()?.into(),
+            _ => return Err(format!("unknown argument {a}; see the top of vmm/benches/vm_start.rs")),
+        }
+    }
+    Ok(o)
+}
+
+/// One finished run.
+struct Sample {
+    wall: Duration,
+    maxrss_kib: u64,
+    guest_kib: Option<u64>,
+}
+
+/// RSS (KiB) of the largest anonymous mapping of at least `min_kib`, from smaps.
+fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut best: Option<(u64, u64)> = None; // (size, rss)
+    let (mut anon, mut size) = (false, 0u64);
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // Mapping header: addr perms offset dev inode [path]; anonymous = no path.
+            anon = f.nth(4).is_none();
+            size = 0;
+        } else if first == "Size:" {
+            size = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if first == "Rss:" && anon && size >= min_kib {
+            let rss = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if best.is_none_or(|(s, _)| size > s) {
+                best = Some((size, rss));
+            }
+        }
+    }
+    best.map(|(_, rss)| rss)
+}
+
+/// Runs `cmd` to the end; with `poll_kib`, samples the guest mapping's RSS meanwhile.
+fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
+    let start = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let pid = child.id();
+    let mut guest = None;
+    let (status, ru) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid out-parameter.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let flags = if poll_kib.is_some() { libc::WNOHANG } else { 0 };
+        // SAFETY: `pid` is our child; `status` and `ru` are valid for writes.
+        let r = unsafe { libc::wait4(pid as i32, &mut status, flags, &mut ru) };
+        if r == pid as i32 {
+            break (status, ru);
+        }
+        if r < 0 {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+        if let Some(min) = poll_kib {
+            guest = guest_rss_kib(pid, min).or(guest);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let wall = start.elapsed();
+    let status = std::process::ExitStatus::from_raw(status);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    if !status.success() {
+        return Err(format!(
+            "{:?} failed ({status}): {}",
+            cmd.get_program(),
+            err.trim()
+        ));
+    }
+    Ok(Sample {
+        wall,
+        maxrss_kib: ru.ru_maxrss as u64,
+        guest_kib: guest,
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = p * (sorted.len() - 1) as f64;
+    let (lo, hi) = (idx.floor() as usize, idx.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (idx - lo as f64)
+}
+
+fn sorted(v: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("vm_start: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Res<()> {
+    let o = parse_opts()?;
+    if fs::metadata("/dev/kvm").is_err() {
+        return Err("no /dev/kvm here; run it in the lab: isol lab -- guest-images/bench/vm-start.sh".into());
+    }
+    if !isol_vmm::kvm_available() {
+        return Err("/dev/kvm is not usable here; run it in the lab: isol lab -- guest-images/bench/vm-start.sh".into());
+    }
+    let root = repo_root();
+    let kernel = match &o.kernel {
+        Some(k) => k.clone(),
+        None => {
+            let out = Command::new(root.join("guest-images/build-kernel.sh"))
+                .arg("--quiet")
+                .output()
+                .map_err(|e| format!("cannot run build-kernel.sh: {e}"))?;
+            if !out.status.success() {
+                return Err("guest-images/build-kernel.sh failed; run it on the host first".into());
+            }
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("vmlinux")
+        }
+    };
+    let init = o.isol.with_file_name("isol-guest-init");
+    for p in [&o.isol, &init, &kernel] {
+        if !p.is_file() {
+            return Err(format!(
+                "{} not found; build first: cargo build --release -p isol -p isol-guest-init",
+                p.display()
+            ));
+        }
+    }
+
+    // A private cache, so the merged-layer archive is the one of this image.
+    let tmp = std::env::temp_dir().join(format!("isol-vm-start-{}", std::process::id()));
+    let cache = tmp.join("cache");
+    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let mem = o.memory_mib.to_string();
+    let isol_cmd = || {
+        let mut c = Command::new(&o.isol);
+        c.env("ISOL_CACHE", &cache)
+            .args(["run", "--backend", "kvm", "-m"])
+            .arg(format!("{mem}m"))
+            .arg("--kernel")
+            .arg(&kernel)
+            .args([o.image.as_str(), "true"]);
+        c
+    };
+    // First run fills the cache (and checks that the VM works).
+    run_once(&mut isol_cmd(), None)?;
+    let rootfs_cpio = fs::read_dir(cache.join("initramfs"))
+        .map_err(|e| format!("isol left no cached initramfs: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "cpio"))
+        .ok_or("isol left no cached initramfs")?;
+    let spec = RunSpec {
+        args: vec!["true".into()],
+        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        workdir: "/".into(),
+        hostname: "bench".into(),
+    };
+    let image = isol_vmm::initramfs::build_initramfs(&Rootfs::Cpio(rootfs_cpio), Some(&init), &spec)
+        .map_err(|e| e.to_string())?
+        .ok_or("no initramfs")?;
+    let initrd = tmp.join("initramfs.cpio");
+    fs::write(&initrd, &image).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
+    let cmdline = isol_vmm::loader::build_cmdline(false, &[])
+        .map_err(|e| e.to_string())?
+        .as_cstring()
+        .map_err(|e| e.to_string())?
+        .to_string_lossy()
+        .replace("reboot=k", "reboot=t");
+    let qemu_cmd = || {
+        let mut c = Command::new(&o.qemu);
+        c.args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=off,acpi=off,pic=off,pit=off,isa-serial=on",
+            "-enable-kvm",
+            "-cpu",
+            "host",
+            "-m",
+            &mem,
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .arg("-append")
+        .arg(&cmdline);
+        c
+    };
+
+    println!(
+        "vm_start: kernel {}, initramfs {} KiB, {} MiB, 1 vCPU, {} runs each (+{} warm-up), interleaved",
+        kernel.display(),
+        image.len() / 1024,
+        o.memory_mib,
+        o.runs,
+        o.warmup
+    );
+    let subjects: [(&str, &dyn Fn() -> Command); 2] =
+        [("isol", &isol_cmd), ("qemu-microvm", &qemu_cmd)];
+    for _ in 0..o.warmup {
+        for (_, c) in &subjects {
+            run_once(&mut c(), None)?;
+        }
+    }
+    let mut walls: [Vec<f64>; 2] = Default::default();
+    for i in 0..o.runs {
+        for (k, (name, c)) in subjects.iter().enumerate() {
+            let s = run_once(&mut c(), None)?;
+            walls[k].push(s.wall.as_secs_f64() * 1e3);
+            eprintln!("  run {i:>2} {name:<13} {:>9.1} ms", s.wall.as_secs_f64() * 1e3);
+        }
+    }
+    let min_kib = o.memory_mib * 1024;
+    let mut rss: [Vec<Sample>; 2] = Default::default();
+    for _ in 0..o.rss_runs {
+        for (k, (_, c)) in subjects.iter().enumerate() {
+            rss[k].push(run_once(&mut c(), Some(min_kib))?);
+        }
+    }
+    let _ = fs::remove_dir_all(&tmp);
+
+    struct Row {
+        p25: f64,
+        med: f64,
+        p75: f64,
+        maxrss: f64,
+        guest: f64,
+        overhead: f64,
+    }
+    let rows: Vec<Row> = (0..2)
+        .map(|k| {
+            let w = sorted(walls[k].iter().copied());
+            let maxrss = sorted(rss[k].iter().map(|s| s.maxrss_kib as f64 / 1024.0));
+            let guest = sorted(rss[k].iter().map(|s| s.guest_kib.unwrap_or(0) as f64 / 1024.0));
+            let over = sorted(
+                rss[k]
+                    .iter()
+                    .map(|s| (s.maxrss_kib.saturating_sub(s.guest_kib.unwrap_or(0))) as f64 / 1024.0),
+            );
+            Row {
+                p25: percentile(&w, 0.25),
+                med: percentile(&w, 0.5),
+                p75: percentile(&w, 0.75),
+                maxrss: percentile(&maxrss, 0.5),
+                guest: percentile(&guest, 0.5),
+                overhead: percentile(&over, 0.5),
+            }
+        })
+        .collect();
+    println!();
+    println!(
+        "| subject | start→exit median | p25 | p75 | peak RSS | guest RAM resident | VMM overhead |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (k, (name, _)) in subjects.iter().enumerate() {
+        let r = &rows[k];
+        println!(
+            "| {name} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            r.med, r.p25, r.p75, r.maxrss, r.guest, r.overhead
+        );
+    }
+    let (a, b) = (&rows[0], &rows[1]);
+    println!(
+        "| ratio isol / qemu | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        a.med / b.med,
+        a.p25 / b.p25,
+        a.p75 / b.p75,
+        a.maxrss / b.maxrss,
+        a.guest / b.guest,
+        a.overhead / b.overhead
+    );
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! The guest's root disk: an ext4 image of an OCI image's merged layers.
+//!
+//! The layers are merged with the same overlayfs rules as the container backend and
+//! the initramfs (a 0:0 character device or `.wh.NAME` deletes NAME below, an opaque
+//! directory hides what is below it) into a staging tree of hard links (copies when a
+//! link is not possible), which `mkfs.ext4 -d` turns into an image without root and
+//! without a loop device. No journal: the disk is only ever attached read-only.
+//!
+//! Images are cached as `<cache>/v1-<digest hex>.ext4` (isol uses
+//! `<ISOL_HOME>/vm-disks/`), built under an exclusive `flock` on `<cache>/lock`, into
+//! a temporary name renamed into place, so concurrent runs build an image once and
+//! never see a partial one.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::initramfs;
+
+/// Bumped whenever the image layout changes, so old cached images are not reused.
+const FORMAT: &str = "v1";
+
+/// Errors building a root disk.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsImageError {
+    /// The digest is not `sha256:<64 hex>`.
+    #[error("Image digest {0:?} is not sha256:<hex>; re-import the image")]
+    Digest(String),
+    /// The layers could not be merged.
+    #[error(transparent)]
+    Merge(#[from] initramfs::InitramfsError),
+    /// A filesystem operation failed.
+    #[error("Cannot build the root disk at {path}: {source}; check free space and permissions")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// mkfs.ext4 is missing.
+    #[error("mkfs.ext4 was not found; install e2fsprogs (apt-get install e2fsprogs)")]
+    NoMkfs,
+    /// mkfs.ext4 failed.
+    #[error("mkfs.ext4 failed building {path}: {msg}; check free space in the disk cache")]
+    Mkfs {
+        /// Image being built.
+        path: PathBuf,
+        /// Its last error line.
+        msg: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsImageError + '_ {
+    move |source| RootfsImageError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The cached image path for `digest`.
+pub fn disk_path(cache_dir: &Path, digest: &str) -> Result<PathBuf, RootfsImageError> {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RootfsImageError::Digest(digest.into()));
+    }
+    Ok(cache_dir.join(format!("{FORMAT}-{hex}.ext4")))
+}
+
+/// Held for its lock; dropping it closes the file and releases the lock.
+struct Flock {
+    _file: fs::File,
+}
+
+impl Flock {
+    fn acquire(path: &Path) -> Result<Self, RootfsImageError> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        use std::os::unix::io::AsRawFd;
+        loop {
+            // SAFETY: flock on an fd we own; no memory is involved.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Self { _file: f });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(io_err(path)(e));
+            }
+        }
+    }
+}
+
+/// The root disk for the image `digest` made of `layers` (lowest first): from the
+/// cache, or built now.
+pub fn ensure_disk(
+    cache_dir: &Path,
+    digest: &str,
+    layers: &[PathBuf],
+) -> Result<PathBuf, RootfsImageError> {
+    let path = disk_path(cache_dir, digest)?;
+    if path.is_file() {
+        return Ok(path);
+    }
+    fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
+    let _lock = Flock::acquire(&cache_dir.join("lock"))?;
+    if path.is_file() {
+        return Ok(path);
+    }
+    let tmp_base = cache_dir.join(format!(".tmp-{}", std::process::id()));
+    let staging = tmp_base.with_extension("d");
+    let tmp_img = tmp_base.with_extension("ext4");
+    let _ = fs::remove_dir_all(&staging);
+    let result = stage(layers, &staging).and_then(|stats| {
+        build_image(&staging, &tmp_img, stats)?;
+        fs::rename(&tmp_img, &path).map_err(io_err(&path))
+    });
+    let _ = fs::remove_dir_all(&staging);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_img);
+    }
+    result.map(|()| path)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    bytes: u64,
+    entries: u64,
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn lchown(p: &Path, uid: u32, gid: u32) {
+    if let Ok(c) = cstr(p) {
+        // SAFETY: valid NUL-terminated path. Failure (not root) keeps our ownership.
+        unsafe { libc::lchown(c.as_ptr(), uid, gid) };
+    }
+}
+
+/// Builds the merged tree under `dst`.
+fn stage(layers: &[PathBuf], dst: &Path) -> Result<Stats, RootfsImageError> {
+    let tree = initramfs::merged_tree(layers)?;
+    fs::create_dir_all(dst).map_err(io_err(dst))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(0o755)).map_err(io_err(dst))?;
+    lchown(dst, 0, 0);
+    let mut st = Stats::default();
+    for (rel, src) in tree {
+        let to = dst.join(&rel);
+        let meta = fs::symlink_metadata(&src).map_err(io_err(&src))?;
+        let ft = meta.file_type();
+        st.entries += 1;
+        if ft.is_dir() {
+            fs::create_dir(&to).map_err(io_err(&to))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(io_err(&to))?;
+        } else if ft.is_file() {
+            st.bytes += meta.len().next_multiple_of(4096);
+            if fs::hard_link(&src, &to).is_err() {
+                fs::copy(&src, &to).map_err(io_err(&to))?;
+                fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                    .map_err(io_err(&to))?;
+            } else {
+                // Linked: same inode, metadata already right.
+                continue;
+            }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&src).map_err(io_err(&src))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(io_err(&to))?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            let c = cstr(&to).map_err(io_err(&to))?;
+            // SAFETY: valid path; mode and dev come from an existing node.
+            let rc = unsafe { libc::mknod(c.as_ptr(), meta.mode(), meta.rdev() as libc::dev_t) };
+            if rc != 0 {
+                // Device nodes need root; the guest has devtmpfs anyway.
+                continue;
+            }
+        } else {
+            // Sockets: skipped, as in the initramfs.
+            continue;
+        }
+        lchown(&to, meta.uid(), meta.gid());
+    }
+    Ok(st)
+}
+
+fn find_mkfs() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join("mkfs.ext4"))
+        .find(|p| p.is_file())
+}
+
+/// mke2fs always creates `/lost+found`; the image's root must list exactly what the
+/// layers have (the container's `ls /` does not show it), and fsck never runs on a
+/// read-only disk. debugfs comes with mkfs.ext4; without it the directory stays.
+fn remove_lost_found(mkfs: &Path, img: &Path) {
+    let debugfs = mkfs.with_file_name("debugfs");
+    let _ = Command::new(debugfs)
+        .args(["-w", "-R", "rmdir /lost+found"])
+        .arg(img)
+        .output();
+}
+
+fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), RootfsImageError> {
+    let mkfs = find_mkfs().ok_or(RootfsImageError::NoMkfs)?;
+    let inodes = st.entries + 1024;
+    // Data, one 4 KiB block per entry for directories and symlinks, inode tables
+    // (256 B each), plus slack for ext4's own metadata.
+    let mut size = (st.bytes + st.entries * 4096 + inodes * 256) * 5 / 4 + (16 << 20);
+    let mut last = String::new();
+    for _ in 0..4 {
+        let _ = fs::remove_file(img);
+        let f = fs::File::create(img).map_err(io_err(img))?;
+        f.set_len(size.next_multiple_of(4096)).map_err(io_err(img))?;
+        drop(f);
+        let out = Command::new(&mkfs)
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-O", "^has_journal"])
+            .args(["-N", &inodes.to_string(), "-L", "isol-root", "-d"])
+            .arg(staging)
+            .arg(img)
+            .output()
+            .map_err(io_err(&mkfs))?;
+        if out.status.success() {
+            remove_lost_found(&mkfs, img);
+            return Ok(());
+        }
+        last = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("unknown error")
+            .trim()
+            .to_owned();
+        // Most likely too small: try again, bigger.
+        size *= 2;
+    }
+    Err(RootfsImageError::Mkfs {
+        path: img.to_owned(),
+        msg: last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_names_the_image() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let p = disk_path(Path::new("/c"), &d).unwrap();
+        assert_eq!(p, Path::new("/c").join(format!("v1-{}.ext4", "ab".repeat(32))));
+        assert!(disk_path(Path::new("/c"), "sha256:../../etc").is_err());
+    }
+
+    #[test]
+    fn layers_become_one_ext4_image_with_whiteouts_applied() {
+        if find_mkfs().is_none() {
+            eprintln!("skipped: mkfs.ext4 not installed");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (l1, l2) = (t.path().join("l1"), t.path().join("l2"));
+        fs::create_dir_all(l1.join("etc")).unwrap();
+        fs::create_dir_all(l2.join("etc")).unwrap();
+        fs::write(l1.join("etc/keep"), b"keep").unwrap();
+        fs::write(l1.join("etc/gone"), b"gone").unwrap();
+        fs::write(l2.join("etc/.wh.gone"), b"").unwrap();
+        fs::write(l2.join("new"), b"new").unwrap();
+        std::os::unix::fs::symlink("new", l2.join("link")).unwrap();
+        let cache = t.path().join("cache");
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let img = ensure_disk(&cache, &digest, &[l1.clone(), l2.clone()]).unwrap();
+        assert!(img.is_file());
+        // Cached: the same path, not rebuilt.
+        let mtime = fs::metadata(&img).unwrap().modified().unwrap();
+        assert_eq!(ensure_disk(&cache, &digest, &[l1, l2]).unwrap(), img);
+        assert_eq!(fs::metadata(&img).unwrap().modified().unwrap(), mtime);
+        // No staging left behind.
+        let left: Vec<_> = fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // The content, read back with debugfs when available.
+        let Ok(out) = Command::new("debugfs")
+            .args(["-R", "ls -l /etc"])
+            .arg(&img)
+            .output()
+        else {
+            return;
+        };
+        let ls = String::from_utf8_lossy(&out.stdout);
+        assert!(ls.contains("keep"), "{ls}");
+        assert!(!ls.contains("gone"), "{ls}");
+        let out = Command::new("debugfs").args(["-R", "ls /"]).arg(&img).output().unwrap();
+        let root = String::from_utf8_lossy(&out.stdout);
+        assert!(!root.contains("lost+found"), "{root}");
+    }
+}
