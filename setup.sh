@@ -33,6 +33,7 @@ packages=(
     qemu-system-x86           # the lab (TCG) and the QEMU microvm peer
     linux-source-6.1 bc flex bison libelf-dev libssl-dev build-essential   # guest kernel
     crun runc hyperfine       # benchmark peers
+    chromium                  # renders the benchmark report in its test
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -133,6 +133,12 @@ fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
     {
         let peer = s["name"].as_str().unwrap();
         assert!(b["ratios"]["isol"][peer].as_f64().unwrap() > 0.0, "{b}");
+        assert!(
+            b["ratios_with_root"]["isol"][peer].as_f64().unwrap() > 0.0,
+            "{b}"
+        );
+        assert!(s["with_root_ms"]["median"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["samples"][0]["prep_ms"].as_f64().is_some(), "{s}");
     }
 
     let md = fs::read_to_string(dir.join("report.md")).expect("report.md");

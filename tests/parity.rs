@@ -71,12 +71,32 @@ macro_rules! kernel_or_skip {
     };
 }
 
+/// The store for both backends: the shared test store, except where its filesystem is
+/// an overlay (the lab's root): the container's own overlay cannot stack on that, so
+/// there it goes on a tmpfs (/run).
+fn parity_home() -> PathBuf {
+    let home = test_home();
+    let _ = std::fs::create_dir_all(&home);
+    let c = std::ffi::CString::new(home.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statfs is plain data; zeroed is a valid initial value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and pointer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    if rc == 0 && st.f_type as i64 == OVERLAYFS_SUPER_MAGIC {
+        PathBuf::from("/run/isol-parity-home")
+    } else {
+        home
+    }
+}
+
 /// `isol run --backend BACKEND ARGS…` with `input` on stdin (none: /dev/null).
 fn on(backend: &str, kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> Output {
     let mut all = vec!["run", "--backend", backend];
     all.extend_from_slice(args);
     let mut c = isol(&all);
     c.env("ISOL_KERNEL", kernel)
+        .env("ISOL_HOME", parity_home())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if input.is_some() {

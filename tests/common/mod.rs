@@ -12,7 +12,21 @@ use std::sync::{Mutex, MutexGuard};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn serial() -> MutexGuard<'static, ()> {
+    baseline_mounts();
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The mounts that existed before any test ran: those are the host's, not leaks (the lab, for
+/// one, mounts its module tree from /var/cache/isol).
+fn baseline_mounts() -> &'static Vec<String> {
+    static BASELINE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    BASELINE.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    })
 }
 
 pub fn isol_bin() -> &'static str {
@@ -25,6 +39,7 @@ pub fn test_home() -> PathBuf {
 }
 
 pub fn require_root() {
+    baseline_mounts();
     assert!(
         nix::unistd::geteuid().is_root(),
         "the integration tests create namespaces, mounts and cgroups: run them as root (./test.sh)"
@@ -68,7 +83,11 @@ pub fn ok(args: &[&str]) -> String {
 pub fn leftovers() -> Vec<String> {
     let mut found = Vec::new();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let baseline = baseline_mounts();
     for l in mounts.lines() {
+        if baseline.iter().any(|b| b == l) {
+            continue;
+        }
         if l.contains(test_home().to_str().unwrap()) || l.contains("isol") {
             found.push(format!("mount: {l}"));
         }

@@ -3,10 +3,12 @@
 //!
 //! Run it where /dev/kvm is real, i.e. in the lab (`guest-images/bench/vm-start.sh`
 //! builds it and runs it there). Both subjects get the same guest kernel (vmlinux,
-//! PVH entry), 1 vCPU, the same guest RAM, the same command line (except `reboot=k` vs
-//! `reboot=t`: QEMU microvm has no i8042) and the same initramfs: the merged image
-//! layers, isol's guest init and a run spec for `true`. Each stops when the guest
-//! resets. Runs are interleaved A B A B after a warm-up.
+//! PVH entry), 1 vCPU, the same guest RAM, the same devices (the image's read-only ext4
+//! root disk on virtio-blk, a 3-port virtio console, a UART), the same command line
+//! (except `reboot=k` vs `reboot=t`: QEMU microvm has no i8042, and each VMM's own
+//! virtio-mmio windows) and the same initramfs content (isol's guest init and a run
+//! spec for `true`). Each stops when the guest resets. Runs are interleaved A B A B
+//! after a warm-up, with every file either VMM reads at start-up in RAM.
 //!
 //! Measured per run: wall time from spawn to reap (the VMM process's whole life), and
 //! in separate runs (polling would perturb the timing) the peak RSS (`ru_maxrss` from
@@ -17,8 +19,10 @@
 //! Options: `--runs N` (default 15), `--warmup N` (2), `--rss-runs N` (5),
 //! `--memory MIB` (128), `--image NAME` (busybox), `--kernel FILE` (default
 //! `$ISOL_KERNEL`, else guest-images/build-kernel.sh's vmlinux), `--qemu PATH`
-//! (qemu-system-x86_64), `--isol PATH` (the release build of isol).
+//! (qemu-system-x86_64), `--isol PATH` (the release build of isol), `--disks DIR`
+//! (where isol caches root disks: /var/lib/isol/vm-disks).
 
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -38,6 +42,7 @@ struct Opts {
     kernel: Option<PathBuf>,
     qemu: String,
     isol: PathBuf,
+    disks: PathBuf,
 }
 
 fn repo_root() -> PathBuf {
@@ -58,6 +63,7 @@ fn parse_opts() -> Res<Opts> {
         kernel: std::env::var_os("ISOL_KERNEL").map(PathBuf::from),
         qemu: "qemu-system-x86_64".into(),
         isol: root.join("target/x86_64-unknown-linux-gnu/release/isol"),
+        disks: "/var/lib/isol/vm-disks".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -76,7 +82,12 @@ fn parse_opts() -> Res<Opts> {
             "--kernel" => o.kernel = Some(val()?.into()),
             "--qemu" => o.qemu = val()?,
             "--isol" => o.isol = val()?.into(),
-            _ => return Err(format!("unknown argument {a}; see the top of vmm/benches/vm_start.rs")),
+            "--disks" => o.disks = val()?.into(),
+            _ => {
+                return Err(format!(
+                    "unknown argument {a}; see the top of vmm/benches/vm_start.rs"
+                ));
+            }
         }
     }
     Ok(o)
@@ -163,6 +174,45 @@ fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
     })
 }
 
+/// `name` on `$PATH` (or as given if it has a `/`).
+fn which(name: &str) -> Res<PathBuf> {
+    if name.contains('/') {
+        return Ok(name.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("{name} not found; apt-get install qemu-system-x86"))
+}
+
+/// The shared libraries `exe` loads, dynamic loader included (from `ldd`).
+fn shared_libs(exe: &Path) -> Res<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(exe)
+        .output()
+        .map_err(|e| format!("cannot run ldd: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// The most recently modified `*.EXT` file in `dir`.
+fn newest_file(dir: &Path, ext: &str) -> Res<PathBuf> {
+    fs::read_dir(dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .max_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .ok_or_else(|| {
+            format!(
+                "no .{ext} file in {}; did isol build the root disk?",
+                dir.display()
+            )
+        })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -188,7 +238,10 @@ fn main() {
 fn real_main() -> Res<()> {
     let o = parse_opts()?;
     if fs::metadata("/dev/kvm").is_err() {
-        return Err("no /dev/kvm here; run it in the lab: isol lab -- guest-images/bench/vm-start.sh".into());
+        return Err(
+            "no /dev/kvm here; run it in the lab: isol lab -- guest-images/bench/vm-start.sh"
+                .into(),
+        );
     }
     if !isol_vmm::kvm_available() {
         return Err("/dev/kvm is not usable here; run it in the lab: isol lab -- guest-images/bench/vm-start.sh".into());
@@ -217,71 +270,127 @@ fn real_main() -> Res<()> {
         }
     }
 
-    // A private cache, so the merged-layer archive is the one of this image.
+    // Everything both VMMs read at start-up goes to a RAM-backed directory first (in the
+    // lab the host's files come over 9p at ~20 MB/s, which would measure 9p, not the
+    // VMMs): the kernel, isol and its guest init, QEMU with its shared libraries and its
+    // firmware. The root disk is the one isol built in the image store (the lab's tmpfs).
     let tmp = std::env::temp_dir().join(format!("isol-vm-start-{}", std::process::id()));
-    let cache = tmp.join("cache");
-    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let bin = tmp.join("bin");
+    let qdir = tmp.join("qemu");
+    fs::create_dir_all(&bin).map_err(|e| format!("cannot create {}: {e}", bin.display()))?;
+    fs::create_dir_all(&qdir).map_err(|e| format!("cannot create {}: {e}", qdir.display()))?;
+    let copy = |from: &Path, dir: &Path| -> Res<PathBuf> {
+        let to = dir.join(from.file_name().ok_or("no file name")?);
+        fs::copy(from, &to).map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+        Ok(to)
+    };
+    let kernel = copy(&kernel, &tmp)?;
+    let isol = copy(&o.isol, &bin)?;
+    copy(&init, &bin)?;
+    let qemu_path = which(&o.qemu)?;
+    let qemu_bin = copy(&qemu_path, &qdir)?;
+    let mut loader = None;
+    for lib in shared_libs(&qemu_path)? {
+        let to = copy(&lib, &qdir)?;
+        if lib
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+        {
+            loader = Some(to);
+        }
+    }
+    let loader = loader.ok_or("cannot find QEMU's dynamic loader in ldd's output")?;
+    // microvm's firmware (qboot; `bios-microvm.bin` in newer QEMUs).
+    for fw in ["qboot.rom", "bios-microvm.bin"] {
+        let _ = copy(&Path::new("/usr/share/qemu").join(fw), &qdir);
+    }
+
     let mem = o.memory_mib.to_string();
     let isol_cmd = || {
-        let mut c = Command::new(&o.isol);
-        c.env("ISOL_CACHE", &cache)
-            .args(["run", "--backend", "kvm", "-m"])
+        let mut c = Command::new(&isol);
+        c.args(["run", "--backend", "kvm", "-m"])
             .arg(format!("{mem}m"))
             .arg("--kernel")
             .arg(&kernel)
             .args([o.image.as_str(), "true"]);
         c
     };
-    // First run fills the cache (and checks that the VM works).
+    // The first run builds the image's root disk (and checks that the VM works).
     run_once(&mut isol_cmd(), None)?;
-    let rootfs_cpio = fs::read_dir(cache.join("initramfs"))
-        .map_err(|e| format!("isol left no cached initramfs: {e}"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "cpio"))
-        .ok_or("isol left no cached initramfs")?;
+    let disk = newest_file(&o.disks, "ext4")?;
     let spec = RunSpec {
         args: vec!["true".into()],
         env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
         workdir: "/".into(),
         hostname: "bench".into(),
     };
-    let image = isol_vmm::initramfs::build_initramfs(&Rootfs::Cpio(rootfs_cpio), Some(&init), &spec)
-        .map_err(|e| e.to_string())?
-        .ok_or("no initramfs")?;
+    // What isol puts in the initramfs with a root disk: init and the spec only.
+    let image =
+        isol_vmm::initramfs::build_initramfs(&Rootfs::Disk(disk.clone()), Some(&init), &spec)
+            .map_err(|e| e.to_string())?
+            .ok_or("no initramfs")?;
     let initrd = tmp.join("initramfs.cpio");
     fs::write(&initrd, &image).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
-    let cmdline = isol_vmm::loader::build_cmdline(false, &[])
-        .map_err(|e| e.to_string())?
-        .as_cstring()
-        .map_err(|e| e.to_string())?
-        .to_string_lossy()
-        .replace("reboot=k", "reboot=t");
+    // isol's command line, with QEMU's own virtio-mmio windows (microvm appends them)
+    // instead of isol's, and the triple fault instead of the i8042 reset.
+    let cmdline = isol_vmm::loader::build_cmdline(
+        false,
+        &["isol.root=/dev/vda".into(), "isol.stdio=virtio".into()],
+    )
+    .map_err(|e| e.to_string())?
+    .as_cstring()
+    .map_err(|e| e.to_string())?
+    .to_string_lossy()
+    .replace("reboot=k", "reboot=t");
+    let mut drive = OsString::from("file=");
+    drive.push(&disk);
+    drive.push(",if=none,id=root,format=raw,readonly=on");
     let qemu_cmd = || {
-        let mut c = Command::new(&o.qemu);
-        c.args([
-            "-M",
-            "microvm,x-option-roms=off,rtc=off,acpi=off,pic=off,pit=off,isa-serial=on",
-            "-enable-kvm",
-            "-cpu",
-            "host",
-            "-m",
-            &mem,
-            "-smp",
-            "1",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-kernel",
-        ])
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .arg("-append")
-        .arg(&cmdline);
+        let mut c = Command::new(&loader);
+        c.arg("--library-path")
+            .arg(&qdir)
+            .arg(&qemu_bin)
+            .arg("-L")
+            .arg(&qdir)
+            .args([
+                "-M",
+                "microvm,x-option-roms=off,rtc=off,acpi=off,pic=off,pit=off,isa-serial=on",
+                "-enable-kvm",
+                "-cpu",
+                "host",
+                "-m",
+                &mem,
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+                // The same devices as isol: the root disk and a 3-port console.
+                "-drive",
+            ])
+            .arg(&drive)
+            .args([
+                "-device",
+                "virtio-blk-device,drive=root",
+                "-device",
+                "virtio-serial-device,max_ports=4",
+            ]);
+        for (i, name) in isol_vmm::device_manager::STDIO_PORTS.iter().enumerate() {
+            c.args(["-chardev", &format!("null,id=p{i}")]).args([
+                "-device",
+                &format!("virtserialport,chardev=p{i},name={name}"),
+            ]);
+        }
+        c.arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            .arg(&cmdline);
         c
     };
 
@@ -305,7 +414,10 @@ fn real_main() -> Res<()> {
         for (k, (name, c)) in subjects.iter().enumerate() {
             let s = run_once(&mut c(), None)?;
             walls[k].push(s.wall.as_secs_f64() * 1e3);
-            eprintln!("  run {i:>2} {name:<13} {:>9.1} ms", s.wall.as_secs_f64() * 1e3);
+            eprintln!(
+                "  run {i:>2} {name:<13} {:>9.1} ms",
+                s.wall.as_secs_f64() * 1e3
+            );
         }
     }
     let min_kib = o.memory_mib * 1024;
@@ -329,12 +441,15 @@ fn real_main() -> Res<()> {
         .map(|k| {
             let w = sorted(walls[k].iter().copied());
             let maxrss = sorted(rss[k].iter().map(|s| s.maxrss_kib as f64 / 1024.0));
-            let guest = sorted(rss[k].iter().map(|s| s.guest_kib.unwrap_or(0) as f64 / 1024.0));
-            let over = sorted(
+            let guest = sorted(
                 rss[k]
                     .iter()
-                    .map(|s| (s.maxrss_kib.saturating_sub(s.guest_kib.unwrap_or(0))) as f64 / 1024.0),
+                    .map(|s| s.guest_kib.unwrap_or(0) as f64 / 1024.0),
             );
+            let over =
+                sorted(rss[k].iter().map(|s| {
+                    (s.maxrss_kib.saturating_sub(s.guest_kib.unwrap_or(0))) as f64 / 1024.0
+                }));
             Row {
                 p25: percentile(&w, 0.25),
                 med: percentile(&w, 0.5),

@@ -162,7 +162,10 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
     timeline.mark(SetupStep::Initramfs);
 
     // 7. Command line.
-    let cmdline = loader::build_cmdline(cfg.console, &[virtio.cmdline(), &cfg.extra_cmdline].concat())?;
+    let cmdline = loader::build_cmdline(
+        cfg.console,
+        &[virtio.cmdline(), &cfg.extra_cmdline].concat(),
+    )?;
     let cmdline_len = loader::load_cmdline(&mem, &cmdline)?;
 
     // 8. Boot structures.

@@ -221,10 +221,22 @@ fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), RootfsImageE
     for _ in 0..4 {
         let _ = fs::remove_file(img);
         let f = fs::File::create(img).map_err(io_err(img))?;
-        f.set_len(size.next_multiple_of(4096)).map_err(io_err(img))?;
+        f.set_len(size.next_multiple_of(4096))
+            .map_err(io_err(img))?;
         drop(f);
         let out = Command::new(&mkfs)
-            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-O", "^has_journal"])
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-b",
+                "4096",
+                "-m",
+                "0",
+                "-O",
+                "^has_journal",
+            ])
             .args(["-N", &inodes.to_string(), "-L", "isol-root", "-d"])
             .arg(staging)
             .arg(img)
@@ -258,7 +270,10 @@ mod tests {
     fn digest_names_the_image() {
         let d = format!("sha256:{}", "ab".repeat(32));
         let p = disk_path(Path::new("/c"), &d).unwrap();
-        assert_eq!(p, Path::new("/c").join(format!("v1-{}.ext4", "ab".repeat(32))));
+        assert_eq!(
+            p,
+            Path::new("/c").join(format!("v1-{}.ext4", "ab".repeat(32)))
+        );
         assert!(disk_path(Path::new("/c"), "sha256:../../etc").is_err());
     }
 
@@ -303,7 +318,11 @@ mod tests {
         let ls = String::from_utf8_lossy(&out.stdout);
         assert!(ls.contains("keep"), "{ls}");
         assert!(!ls.contains("gone"), "{ls}");
-        let out = Command::new("debugfs").args(["-R", "ls /"]).arg(&img).output().unwrap();
+        let out = Command::new("debugfs")
+            .args(["-R", "ls /"])
+            .arg(&img)
+            .output()
+            .unwrap();
         let root = String::from_utf8_lossy(&out.stdout);
         assert!(!root.contains("lost+found"), "{root}");
     }

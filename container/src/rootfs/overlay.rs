@@ -37,9 +37,15 @@ fn escape(path: &str) -> String {
     out
 }
 
+/// overlayfs's statfs magic: an overlay cannot use another overlay as its upper layer.
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
 pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), String> {
     if spec.layers.is_empty() {
         return Err("The image has no layers; re-import it".into());
+    }
+    if upper_needs_tmpfs(spec.upper) {
+        writable_layer_on_tmpfs(spec)?;
     }
     let opts = overlay_options(spec.layers, spec.upper, spec.work, spec.rootless);
     if opts.len() >= 4096 {
@@ -61,6 +67,34 @@ pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), String> {
             spec.merged.display()
         )
     })
+}
+
+fn upper_needs_tmpfs(upper: &Path) -> bool {
+    nix::sys::statfs::statfs(upper)
+        .map(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// When the state dir is itself on overlayfs (isol inside a container, or in the lab), the
+/// writable layer lives on a tmpfs mounted over the run dir — in the container's own mount
+/// namespace, so it vanishes with the container. The paths stay the same.
+fn writable_layer_on_tmpfs(spec: &RootfsSpec<'_>) -> Result<(), String> {
+    let run_dir = spec
+        .upper
+        .parent()
+        .ok_or("the run's upper dir has no parent")?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        run_dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .map_err(|e| format!("Cannot mount a tmpfs for the writable layer at {}: {e}", run_dir.display()))?;
+    for d in [spec.upper, spec.work, spec.merged] {
+        std::fs::create_dir(d).map_err(|e| format!("Cannot create {}: {e}", d.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

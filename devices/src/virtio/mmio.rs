@@ -337,17 +337,17 @@ impl MmioTransport {
         match offset {
             reg::DEVICE_FEATURES_SEL => self.device_features_sel = v,
             reg::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
-            reg::DRIVER_FEATURES => {
-                // Only while negotiating.
-                if self.status & status::DRIVER != 0 && self.status & status::FEATURES_OK == 0 {
-                    let shift = match self.driver_features_sel {
-                        0 => 0,
-                        1 => 32,
-                        _ => return,
-                    };
-                    self.acked_features &= !(0xffff_ffffu64 << shift);
-                    self.acked_features |= u64::from(v) << shift;
-                }
+            // Only while negotiating.
+            reg::DRIVER_FEATURES
+                if self.status & status::DRIVER != 0 && self.status & status::FEATURES_OK == 0 =>
+            {
+                let shift = match self.driver_features_sel {
+                    0 => 0,
+                    1 => 32,
+                    _ => return,
+                };
+                self.acked_features &= !(0xffff_ffffu64 << shift);
+                self.acked_features |= u64::from(v) << shift;
             }
             reg::QUEUE_SEL => self.queue_sel = v,
             reg::QUEUE_NUM => {
@@ -397,7 +397,7 @@ impl BusDevice for MmioTransport {
             self.device.read_config(offset - reg::CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0);
             return;
         }
@@ -411,7 +411,7 @@ impl BusDevice for MmioTransport {
             }
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             return;
         }
         let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
@@ -498,7 +498,11 @@ mod tests {
         w(t, reg::DRIVER_FEATURES, 1 << 3);
         w(t, reg::DRIVER_FEATURES_SEL, 1);
         w(t, reg::DRIVER_FEATURES, 1);
-        w(t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+        w(
+            t,
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
     }
 
     fn setup_queue(t: &mut MmioTransport, i: u32, base: u32) {
@@ -549,7 +553,11 @@ mod tests {
         w(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
         w(&mut t, reg::DRIVER_FEATURES, 1 << 3);
         w(&mut t, reg::STATUS, 0b1011);
-        assert_eq!(r(&mut t, reg::STATUS) & status::FEATURES_OK, 0, "no VERSION_1");
+        assert_eq!(
+            r(&mut t, reg::STATUS) & status::FEATURES_OK,
+            0,
+            "no VERSION_1"
+        );
         w(&mut t, reg::DRIVER_FEATURES_SEL, 1);
         w(&mut t, reg::DRIVER_FEATURES, 1 | 2); // VERSION_1 and an unoffered bit 33
         w(&mut t, reg::STATUS, 0b1011);
@@ -624,7 +632,10 @@ mod tests {
         assert_ne!(r(&mut t, reg::INTERRUPT_STATUS) & INT_CONFIG, 0);
         assert_eq!(log.lock().unwrap().activated, 0);
         t.process_queue(0, None);
-        assert!(log.lock().unwrap().notified.is_empty(), "broken devices stay idle");
+        assert!(
+            log.lock().unwrap().notified.is_empty(),
+            "broken devices stay idle"
+        );
     }
 
     #[test]

@@ -236,9 +236,9 @@ fn _assert_guest_memory<M: GuestMemory>(_: &M) {}
 pub(crate) mod tests {
     use super::*;
     use virtio_queue::desc::RawDescriptor;
-    use vm_memory::Bytes;
     use virtio_queue::desc::split::Descriptor as SplitDescriptor;
     use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::Bytes;
 
     pub(crate) const F_NEXT: u16 = 1;
     pub(crate) const F_WRITE: u16 = 2;
@@ -321,18 +321,19 @@ pub(crate) mod tests {
     fn overlong_chain_is_rejected() {
         let m = mem();
         // 16 descriptors linked 0→1→…→15→16: `next` past the table.
-        let descs: Vec<_> = (0..16)
-            .map(|i| raw(0x10_0000, 8, F_NEXT, i + 1))
-            .collect();
+        let descs: Vec<_> = (0..16).map(|i| raw(0x10_0000, 8, F_NEXT, i + 1)).collect();
         let mut q = queue_with(&m, &descs);
         assert_eq!(pop_chain(&mut q, &m), Err(ChainError::Unterminated(0)));
         // Too many bytes.
         let mut q = queue_with(
             &m,
-            &[raw(0x10_0000, 0x80_0000, F_NEXT, 1), raw(0x10_0000, 0x80_0000, F_NEXT, 2)]
-                .into_iter()
-                .chain((2..16).map(|i| raw(0x10_0000, 0x80_0000, F_NEXT, i + 1)))
-                .collect::<Vec<_>>(),
+            &[
+                raw(0x10_0000, 0x80_0000, F_NEXT, 1),
+                raw(0x10_0000, 0x80_0000, F_NEXT, 2),
+            ]
+            .into_iter()
+            .chain((2..16).map(|i| raw(0x10_0000, 0x80_0000, F_NEXT, i + 1)))
+            .collect::<Vec<_>>(),
         );
         assert_eq!(pop_chain(&mut q, &m), Err(ChainError::TooLong));
     }
@@ -342,7 +343,10 @@ pub(crate) mod tests {
         let m = mem();
         let mut q = queue_with(
             &m,
-            &[raw(0x10_0000, 16, F_NEXT | F_WRITE, 1), raw(0x10_1000, 16, 0, 0)],
+            &[
+                raw(0x10_0000, 16, F_NEXT | F_WRITE, 1),
+                raw(0x10_1000, 16, 0, 0),
+            ],
         );
         assert_eq!(pop_chain(&mut q, &m), Err(ChainError::Order));
     }

@@ -229,8 +229,27 @@ fn child(spec: &Spec, stdio: &Stdio, port: &Port) -> ! {
 
 enum Never {}
 
+/// Gives the workload default signal dispositions and an empty mask, as a shell
+/// would: the Rust runtime ignores SIGPIPE in init, and ignored signals survive
+/// `execve` (a workload writing to a closed pipe must die of SIGPIPE, not see EPIPE).
+fn reset_signals() {
+    for sig in 1..libc::SIGRTMIN() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: restoring the default disposition has no memory effects.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: valid pointer; unblocks everything.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+}
+
 fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never, (u8, String)> {
     let setup = |m: String| (EXIT_SETUP_FAILED, m);
+    reset_signals();
     // SAFETY: setsid has no memory effects; fails only if already a group leader.
     unsafe { libc::setsid() };
     let fds: [RawFd; 3] = match stdio {
@@ -424,7 +443,13 @@ fn switch_to_disk(dev: &str) -> Result<(), String> {
         let (s, t) = (cstr(m.as_bytes())?, cstr(to.as_bytes())?);
         // SAFETY: valid NUL-terminated paths; MS_MOVE ignores type and data.
         let rc = unsafe {
-            libc::mount(s.as_ptr(), t.as_ptr(), std::ptr::null(), libc::MS_MOVE, std::ptr::null())
+            libc::mount(
+                s.as_ptr(),
+                t.as_ptr(),
+                std::ptr::null(),
+                libc::MS_MOVE,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
             return Err(format!("cannot move {m}: {}", io::Error::last_os_error()));
@@ -433,10 +458,19 @@ fn switch_to_disk(dev: &str) -> Result<(), String> {
     std::env::set_current_dir("/isol/root").map_err(|e| format!("cannot enter the root: {e}"))?;
     // SAFETY: valid NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(c".".as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_MOVE, std::ptr::null())
+        libc::mount(
+            c".".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_MOVE,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        return Err(format!("cannot move the root: {}", io::Error::last_os_error()));
+        return Err(format!(
+            "cannot move the root: {}",
+            io::Error::last_os_error()
+        ));
     }
     // SAFETY: valid NUL-terminated path.
     if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
@@ -463,7 +497,10 @@ fn open_stdio_ports(names: [&str; 3]) -> Result<[fs::File; 3], String> {
                 }
             }
         }
-        if found.iter().all(|f| f.as_ref().is_some_and(|p| fs::metadata(p).is_ok())) {
+        if found
+            .iter()
+            .all(|f| f.as_ref().is_some_and(|p| fs::metadata(p).is_ok()))
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -512,7 +549,10 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         (Stdio::Ports(open_stdio_ports(STDIO_PORTS)?), None)
     } else {
         let c = open_raw_tty(CONSOLE)?;
-        (Stdio::Tty(c.try_clone().map_err(|e| e.to_string())?), Some(c))
+        (
+            Stdio::Tty(c.try_clone().map_err(|e| e.to_string())?),
+            Some(c),
+        )
     };
     port.phase(PHASE_SPEC_LOADED);
 

@@ -549,6 +549,7 @@ fn run_benchmark(
         preflight: vec![proof.args.join(" "), workload.args.join(" ")],
         subjects: slots.iter().map(subject_report).collect(),
         ratios: BTreeMap::new(),
+        ratios_with_root: BTreeMap::new(),
     };
     report.compute_ratios();
     Ok(Some(report))
@@ -564,6 +565,7 @@ fn record(round: u32, o: &Outcome) -> SampleRecord {
                 .collect()
         }),
         prep_ms: o.prep_ms.map(round3),
+        cleanup_ms: o.cleanup_ms.map(round3),
     }
 }
 
@@ -571,6 +573,16 @@ fn subject_report(slot: &Slot) -> SubjectReport {
     let walls: Vec<f64> = slot.samples.iter().map(|(_, o)| o.wall_ms).collect();
     let summary = Summary::of(&walls).map(rounded);
     let preps: Vec<f64> = slot.samples.iter().filter_map(|(_, o)| o.prep_ms).collect();
+    let cleanups: Vec<f64> = slot
+        .samples
+        .iter()
+        .filter_map(|(_, o)| o.cleanup_ms)
+        .collect();
+    let with_root: Vec<f64> = slot
+        .samples
+        .iter()
+        .filter_map(|(_, o)| Some(o.prep_ms? + o.wall_ms + o.cleanup_ms?))
+        .collect();
     SubjectReport {
         info: slot.info.clone(),
         status: slot.status,
@@ -580,6 +592,8 @@ fn subject_report(slot: &Slot) -> SubjectReport {
         warmup_samples: slot.warmup.iter().map(|(r, o)| record(*r, o)).collect(),
         phases: phase_rows(&slot.samples, summary.map(|s| s.median)),
         prep_ms: Summary::of(&preps).map(rounded),
+        cleanup_ms: Summary::of(&cleanups).map(rounded),
+        with_root_ms: Summary::of(&with_root).map(rounded),
     }
 }
 

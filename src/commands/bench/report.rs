@@ -50,6 +50,10 @@ pub struct BenchmarkReport {
     pub subjects: Vec<SubjectReport>,
     /// `ratios[subject][peer]`: the subject's median over the peer's median.
     pub ratios: BTreeMap<String, BTreeMap<String, f64>>,
+    /// `ratios_with_root[subject][peer]`: the subject's median over the median of the peer's
+    /// run plus the untimed root preparation and cleanup the bench does for it (the work isol
+    /// does inside its own run).
+    pub ratios_with_root: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,8 +79,12 @@ pub struct SubjectReport {
     pub warmup_samples: Vec<SampleRecord>,
     /// isol only: where its time goes.
     pub phases: Option<Vec<PhaseRow>>,
-    /// Peers only: the untimed overlay mount before each run.
+    /// Peers only: the untimed overlay root preparation (mkdir, mount) before each run.
     pub prep_ms: Option<Summary>,
+    /// Peers only: the untimed overlay root cleanup (unmount, removal) after each run.
+    pub cleanup_ms: Option<Summary>,
+    /// Peers only: per run, prep + run + cleanup: the same work `isol run` does in its time.
+    pub with_root_ms: Option<Summary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +96,8 @@ pub struct SampleRecord {
     pub phases_ms: Option<BTreeMap<String, f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prep_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_ms: Option<f64>,
 }
 
 /// One phase of isol's start, over the timed samples.
@@ -157,6 +167,27 @@ impl BenchmarkReport {
             }
         }
         self.ratios = ratios;
+        let with_root = |name: &str| {
+            self.subjects
+                .iter()
+                .find(|s| s.info.name == name && s.status == Status::Ok)
+                .and_then(|s| s.with_root_ms)
+                .map(|s| s.median)
+        };
+        let mut ratios = BTreeMap::new();
+        for s in self.subjects.iter().filter(|s| s.info.kind == "isol") {
+            let Some(m) = self.median(&s.info.name) else {
+                continue;
+            };
+            let row: BTreeMap<String, f64> = peers
+                .iter()
+                .filter_map(|p| Some((p.clone(), round3(m / with_root(p)?))))
+                .collect();
+            if !row.is_empty() {
+                ratios.insert(s.info.name.clone(), row);
+            }
+        }
+        self.ratios_with_root = ratios;
     }
 
     fn peer_names(&self) -> Vec<&str> {
@@ -354,17 +385,28 @@ impl Report {
                     );
                 }
             }
-            let preps: Vec<String> = b
+            let roots: Vec<String> = b
                 .subjects
                 .iter()
-                .filter_map(|s| Some(format!("{} {:.2} ms", s.info.name, s.prep_ms?.median)))
+                .filter_map(|s| {
+                    let (w, p, c) = (s.with_root_ms?, s.prep_ms?, s.cleanup_ms?);
+                    Some(format!(
+                        "{} {:.2} ms (root prep {:.2} + cleanup {:.2})",
+                        s.info.name, w.median, p.median, c.median
+                    ))
+                })
                 .collect();
-            if !preps.is_empty() {
+            if !roots.is_empty() {
                 let _ = writeln!(
                     md,
-                    "\nUntimed, for reference: the peers' overlay root mount before each run took (median) {}.",
-                    preps.join(", ")
+                    "\nCounting the overlay root the bench prepares and removes for each peer run, untimed above (isol does that work inside its own time), the peers' medians are: {}.",
+                    roots.join(", ")
                 );
+                if let Some(r) = b.ratios_with_root.get("isol").filter(|r| !r.is_empty()) {
+                    let parts: Vec<String> =
+                        r.iter().map(|(p, v)| format!("{v:.2}× {p}'s")).collect();
+                    let _ = writeln!(md, "On that basis isol takes {}.", join_and(&parts));
+                }
             }
             md.push_str("\n### Subjects\n\n");
             for s in &b.subjects {
@@ -415,6 +457,8 @@ mod tests {
             warmup_samples: Vec::new(),
             phases: None,
             prep_ms: None,
+            cleanup_ms: None,
+            with_root_ms: None,
         }
     }
 
@@ -432,6 +476,7 @@ mod tests {
                 subject("runc", "peer", &[]),
             ],
             ratios: BTreeMap::new(),
+            ratios_with_root: BTreeMap::new(),
         };
         b.compute_ratios();
         assert_eq!(b.ratios["isol"]["crun"], 0.5);

@@ -32,8 +32,10 @@ pub struct Outcome {
     pub wall_ms: f64,
     /// isol's own start phases (from `--json`), in its order.
     pub phases: Option<Vec<(String, f64)>>,
-    /// Untimed preparation before the run (a peer's overlay mount), in milliseconds.
+    /// Untimed preparation before the run (a peer's overlay root: mkdir, mount), in ms.
     pub prep_ms: Option<f64>,
+    /// Untimed cleanup after the run (a peer's overlay root: unmount, removal), in ms.
+    pub cleanup_ms: Option<f64>,
 }
 
 /// What a subject is, for the report.
@@ -206,6 +208,7 @@ impl Subject for IsolSubject {
             wall_ms,
             phases: Some(phases),
             prep_ms: None,
+            cleanup_ms: None,
         })
     }
 }
@@ -412,7 +415,9 @@ impl Subject for OciPeer {
             .arg(&id);
         let res = timed(&mut cmd);
 
+        let t_cleanup = std::time::Instant::now();
         let cleaned = self.after_run(&id, &run_dir);
+        let cleanup_ms = t_cleanup.elapsed().as_secs_f64() * 1e3;
         let (wall_ms, status, stderr) = res?;
         check_exit(&self.info.name, status, w, &stderr)?;
         cleaned?;
@@ -420,6 +425,7 @@ impl Subject for OciPeer {
             wall_ms,
             phases: None,
             prep_ms: Some(prep_ms),
+            cleanup_ms: Some(cleanup_ms),
         })
     }
 }

@@ -53,6 +53,7 @@ pub const REQUIRED_CAPS: &[Cap] = &[
     Cap::ExtCpuid,
     Cap::ImmediateExit,
     Cap::AdjustClock,
+    Cap::TscDeadlineTimer,
 ];
 
 /// Opens /dev/kvm, mapping the common failures to errors that say what to do.

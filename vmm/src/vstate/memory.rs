@@ -1,9 +1,19 @@
 //! Guest RAM: anonymous mappings laid out by [`crate::arch::x86_64::layout`], handed to
 //! KVM as one memory slot per region.
+//!
+//! Each region is mapped `MAP_NORESERVE` (nothing is touched or reserved up front) at a
+//! host address aligned to 2 MiB, like the guest-physical start of every region, so a
+//! transparent huge page on the host can back a 2 MiB guest page and KVM can map it
+//! with one nested page-table entry. A plain `mmap` is only 4 KiB-aligned (Linux < 6.7),
+//! and then every 4 KiB the guest touches costs a nested page fault; QEMU aligns its RAM
+//! the same way.
+
+use std::ops::Deref;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::mmap::{MmapRegionBuilder, NewBitmap};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
 
 use crate::arch::x86_64::layout;
 
@@ -16,7 +26,7 @@ pub enum MemoryError {
         /// Size asked for.
         mib: u64,
         /// Why.
-        source: vm_memory::mmap::FromRangesError,
+        source: std::io::Error,
     },
     /// KVM_SET_USER_MEMORY_REGION failed.
     #[error("KVM refused guest memory slot {slot} at {addr:#x}: {source}; give the VM less memory")]
@@ -30,14 +40,121 @@ pub enum MemoryError {
     },
 }
 
-/// Allocates `mem_size` bytes of guest RAM around the MMIO gap.
-pub fn create_guest_memory(mem_size: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    GuestMemoryMmap::from_ranges(&layout::arch_memory_regions(mem_size)).map_err(|source| {
-        MemoryError::Allocate {
-            mib: mem_size >> 20,
-            source,
+/// Host alignment of each region (the x86 large-page size).
+pub const HOST_ALIGN: usize = 2 << 20;
+
+/// One anonymous mapping of `len` bytes at a [`HOST_ALIGN`]ed address, unmapped on drop.
+#[derive(Debug)]
+struct AlignedMapping {
+    addr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; the pointer is only used to unmap it.
+unsafe impl Send for AlignedMapping {}
+// SAFETY: as above; `&AlignedMapping` gives no access to the memory.
+unsafe impl Sync for AlignedMapping {}
+
+impl AlignedMapping {
+    fn new(len: usize) -> std::io::Result<Self> {
+        let reserve = len
+            .checked_add(HOST_ALIGN)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+        // SAFETY: a fresh anonymous private mapping at an address the kernel picks;
+        // it aliases nothing.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
         }
-    })
+        let start = base as usize;
+        let aligned = start.next_multiple_of(HOST_ALIGN);
+        let head = aligned - start;
+        let tail = reserve - head - len;
+        // SAFETY: [start, aligned) and [aligned + len, start + reserve) are the unused
+        // ends of the mapping made just above; nothing refers to them.
+        unsafe {
+            if head > 0 {
+                libc::munmap(base, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+        }
+        let addr = aligned as *mut u8;
+        // Huge pages where the host allows them (THP `madvise` mode); a hint only, so
+        // its failure (THP off, old kernel) changes nothing.
+        // SAFETY: advice on our own mapping; does not change its contents.
+        unsafe { libc::madvise(addr.cast(), len, libc::MADV_HUGEPAGE) };
+        Ok(Self { addr, len })
+    }
+}
+
+impl Drop for AlignedMapping {
+    fn drop(&mut self) {
+        // SAFETY: we own [addr, addr + len); `GuestRam` drops its `GuestMemoryMmap`
+        // (the only view of it) before the mappings.
+        unsafe { libc::munmap(self.addr.cast(), self.len) };
+    }
+}
+
+/// Guest RAM: vm-memory's view of it, and the mappings behind it.
+///
+/// Dereferences to the [`GuestMemoryMmap`] every loader and device uses. Its regions do
+/// not own their mappings (vm-memory cannot map at an aligned address); `GuestRam` does,
+/// and unmaps them when dropped, so clones of the `GuestMemoryMmap` (devices) must not
+/// outlive it: the builder drops devices and vCPUs first.
+#[derive(Debug)]
+pub struct GuestRam {
+    // Field order is drop order: the view goes before the mappings.
+    mem: GuestMemoryMmap,
+    _maps: Vec<AlignedMapping>,
+}
+
+impl Deref for GuestRam {
+    type Target = GuestMemoryMmap;
+
+    fn deref(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+}
+
+/// Allocates `mem_size` bytes of guest RAM around the MMIO gap.
+pub fn create_guest_memory(mem_size: u64) -> Result<GuestRam, MemoryError> {
+    let alloc_err = |source| MemoryError::Allocate {
+        mib: mem_size >> 20,
+        source,
+    };
+    let mut maps = Vec::new();
+    let mut regions = Vec::new();
+    for (gpa, len) in layout::arch_memory_regions(mem_size) {
+        let map = AlignedMapping::new(len).map_err(alloc_err)?;
+        // SAFETY: [map.addr, map.addr + len) is a live read/write mapping owned by
+        // `maps`, which outlives the region (see `GuestRam`).
+        let region = unsafe {
+            MmapRegionBuilder::new_with_bitmap(len, NewBitmap::with_len(len))
+                .with_raw_mmap_pointer(map.addr)
+        }
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
+        .build()
+        .map_err(|e| alloc_err(std::io::Error::other(e.to_string())))?;
+        maps.push(map);
+        let region = GuestRegionMmap::new(region, gpa)
+            .ok_or_else(|| alloc_err(std::io::Error::other("region wraps around")))?;
+        regions.push(region);
+    }
+    let mem = GuestMemoryMmap::from_regions(regions)
+        .map_err(|e| alloc_err(std::io::Error::other(e.to_string())))?;
+    Ok(GuestRam { mem, _maps: maps })
 }
 
 /// Registers every region of `mem` with the VM.
@@ -68,11 +185,37 @@ pub fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::GuestAddress;
+
+    #[test]
+    fn memory_above_4g_is_a_second_aligned_region() {
+        // 4 GiB of address space, nothing touched (MAP_NORESERVE).
+        let m = create_guest_memory(4 << 30).unwrap();
+        assert_eq!(m.num_regions(), 2);
+        for r in m.iter() {
+            assert_eq!(r.as_ptr() as usize % HOST_ALIGN, 0);
+        }
+    }
 
     #[test]
     fn memory_follows_the_layout() {
         let m = create_guest_memory(64 << 20).unwrap();
         assert_eq!(m.num_regions(), 1);
         assert_eq!(m.last_addr().raw_value(), (64 << 20) - 1);
+        for r in m.iter() {
+            assert_eq!(
+                r.as_ptr() as usize % HOST_ALIGN,
+                0,
+                "host address 2 MiB-aligned"
+            );
+        }
+        // Usable at both ends.
+        use vm_memory::Bytes;
+        m.write_obj(0xabu8, GuestAddress(0)).unwrap();
+        m.write_obj(0xcdu8, GuestAddress((64 << 20) - 1)).unwrap();
+        assert_eq!(
+            m.read_obj::<u8>(GuestAddress((64 << 20) - 1)).unwrap(),
+            0xcd
+        );
     }
 }

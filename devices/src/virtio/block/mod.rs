@@ -127,7 +127,7 @@ impl Block {
         let sector = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or([0; 8]));
         match kind {
             T_IN => {
-                if data_len % SECTOR != 0 || !self.in_range(sector, data_len) {
+                if !data_len.is_multiple_of(SECTOR) || !self.in_range(sector, data_len) {
                     return (S_IOERR, 0);
                 }
                 match self.transfer(mem, c, sector * SECTOR, data_len, true) {
@@ -137,7 +137,10 @@ impl Block {
             }
             T_OUT => {
                 let out_len = c.readable_len() - 16;
-                if self.read_only || out_len % SECTOR != 0 || !self.in_range(sector, out_len) {
+                if self.read_only
+                    || !out_len.is_multiple_of(SECTOR)
+                    || !self.in_range(sector, out_len)
+                {
                     return (S_IOERR, 0);
                 }
                 match self.transfer(mem, c, sector * SECTOR, out_len, false) {
@@ -201,11 +204,11 @@ impl Block {
                 let mut done = 0usize;
                 let guard = slice.ptr_guard_mut();
                 while done < n as usize {
-                    // SAFETY: `guard` points at `n` bytes of guest memory that the
+                    // SAFETY: `done < n`, so the offset stays inside the slice.
+                    let start = unsafe { guard.as_ptr().add(done) };
+                    // SAFETY: `start` points at `n - done` bytes of guest memory that the
                     // chain check proved mapped; the slice keeps the mapping alive.
-                    let buf = unsafe {
-                        std::slice::from_raw_parts_mut(guard.as_ptr().add(done), n as usize - done)
-                    };
+                    let buf = unsafe { std::slice::from_raw_parts_mut(start, n as usize - done) };
                     let r = self.file.read_at(buf, pos + done as u64)?;
                     if r == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -320,9 +323,9 @@ mod tests {
     use super::*;
     use crate::virtio::IrqTrigger;
     use crate::virtio::queue::tests::{F_NEXT, F_WRITE, mem, queue_with, raw};
-    use vm_memory::Bytes;
     use std::io::Write;
     use virtio_queue::{Queue, QueueT};
+    use vm_memory::Bytes;
     use vm_memory::GuestAddress;
     use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -464,7 +467,10 @@ mod tests {
         let (r, _, st) = run(&mut b, &m, q);
         assert!(matches!(r, Err(DeviceFault::Chain { queue: 0, .. })));
         assert_eq!(st, 0xff, "status untouched");
-        let q = queue_with(&m, &[raw(HDR, 16, F_NEXT, 1), raw(STATUS, 1, F_NEXT | F_WRITE, 0)]);
+        let q = queue_with(
+            &m,
+            &[raw(HDR, 16, F_NEXT, 1), raw(STATUS, 1, F_NEXT | F_WRITE, 0)],
+        );
         let (r, _, _) = run(&mut b, &m, q);
         assert!(matches!(r, Err(DeviceFault::Chain { .. })));
         let _ = QueueT::size(&queue_with(&m, &[]));

@@ -14,8 +14,10 @@
 //! the writer thread's progress (an eventfd) resumes it. Nothing is buffered without
 //! bound and the event loop itself never blocks on the host.
 //!
-//! Input (host → guest): the host fd is read only when the guest has receive buffers
-//! posted (the fd is watched only then), at most one read per readiness event; a
+//! Input (host → guest): nothing is sent before the guest has opened the port (Linux
+//! drops data that reaches a closed generic port); then the host fd is read only when
+//! the guest has receive buffers posted (the fd is watched only then), at most one
+//! read per readiness event; a
 //! non-pollable input (a regular file, `/dev/null`) is read when buffers arrive. At EOF
 //! the remaining bytes are delivered first, then the port is closed.
 
@@ -128,6 +130,9 @@ struct Port {
     input: Option<Input>,
     output: Option<Output>,
     ready: bool,
+    /// The guest has the port open. Linux drops data that arrives on a closed
+    /// generic port, so input waits for this.
+    guest_open: bool,
     open_sent: bool,
     close_sent: bool,
 }
@@ -224,6 +229,7 @@ impl Console {
                 input,
                 output,
                 ready: false,
+                guest_open: false,
                 open_sent: false,
                 close_sent: false,
             });
@@ -305,23 +311,29 @@ impl Console {
                     return;
                 }
                 port.ready = true;
-                let mut name = control(id, event::PORT_NAME, 0);
-                name.extend_from_slice(port.name.as_bytes());
-                self.ctrl_out.push_back(name);
-                // An input already at EOF with nothing left stays closed: the guest's
-                // reads return EOF at once.
-                let drained = port
+                // Open before naming: the guest finds its ports by name, and a read on
+                // a port the host has not opened returns EOF. An input already at EOF
+                // with nothing left stays closed: the guest's reads return EOF at once.
+                let live = port
                     .input
                     .as_ref()
                     .is_none_or(|i| !(i.eof && i.off >= i.pending.len()));
-                if drained {
+                if live {
                     self.ctrl_out.push_back(control(id, event::PORT_OPEN, 1));
                     port.open_sent = true;
                 } else {
                     port.close_sent = true;
                 }
+                let mut name = control(id, event::PORT_NAME, 0);
+                name.extend_from_slice(port.name.as_bytes());
+                self.ctrl_out.push_back(name);
             }
-            // The guest opened/closed its end, or something we do not act on.
+            event::PORT_OPEN => {
+                if let Some(port) = self.ports.get_mut(id as usize) {
+                    port.guest_open = value == 1;
+                }
+            }
+            // Something we do not act on.
             _ => {}
         }
     }
@@ -376,10 +388,14 @@ impl Console {
     fn deliver_input(&mut self, port: usize, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
         let q = rx_queue(port);
         let mut any = false;
+        let open = self.ports[port].guest_open;
         loop {
             let Some(inp) = self.ports[port].input.as_mut() else {
                 return Ok(());
             };
+            if !open {
+                break;
+            }
             if inp.off >= inp.pending.len() {
                 inp.pending.clear();
                 inp.off = 0;
@@ -453,12 +469,14 @@ impl Console {
     fn update_input_watch(&mut self, ops: Option<&mut EventOps>) {
         let Some(ops) = ops else { return };
         for p in &mut self.ports {
-            let Some(inp) = p.input.as_mut() else { continue };
+            let Some(inp) = p.input.as_mut() else {
+                continue;
+            };
             let Some(f) = inp.file.as_ref() else { continue };
             if !inp.pollable {
                 continue;
             }
-            let want = !inp.eof && inp.off >= inp.pending.len() && p.ready;
+            let want = !inp.eof && inp.off >= inp.pending.len() && p.guest_open;
             let ev = Events::new_raw(f.as_raw_fd(), EventSet::IN);
             if want && !inp.watched {
                 inp.watched = ops.add(ev).is_ok();
@@ -503,7 +521,15 @@ impl VirtioDevice for Console {
         ops: Option<&mut EventOps>,
     ) -> Result<(), DeviceFault> {
         match index {
-            CTRL_TX => self.serve_ctrl_tx(ctx)?,
+            CTRL_TX => {
+                self.serve_ctrl_tx(ctx)?;
+                // The guest may just have opened an input port.
+                for p in 0..self.ports.len() {
+                    if self.ports[p].input.is_some() {
+                        self.deliver_input(p, ctx)?;
+                    }
+                }
+            }
             CTRL_RX => self.flush_ctrl(ctx)?,
             q => match port_of(q) {
                 Some((p, true)) if p < self.ports.len() => self.serve_tx(p, ctx, false)?,
@@ -576,7 +602,7 @@ impl VirtioDevice for Console {
                 && inp.watched
             {
                 let done = inp.eof || inp.off < inp.pending.len();
-                if done || !p.ready {
+                if done || !p.guest_open {
                     let _ = ops.remove(events);
                     inp.watched = false;
                 }
@@ -590,6 +616,7 @@ impl VirtioDevice for Console {
         self.ctrl_out.clear();
         for p in &mut self.ports {
             p.ready = false;
+            p.guest_open = false;
             p.open_sent = false;
             p.close_sent = false;
         }
@@ -669,8 +696,14 @@ mod tests {
         fn post(&self, q: usize, addr: u64, len: u32, flags: u16) {
             let vq = &self.vqs[q];
             let idx = u16::from_le(vq.avail().idx().load());
-            vq.desc_table().store(idx, raw(addr, len, flags, 0)).unwrap();
-            vq.avail().ring().ref_at(idx as usize).unwrap().store(idx.to_le());
+            vq.desc_table()
+                .store(idx, raw(addr, len, flags, 0))
+                .unwrap();
+            vq.avail()
+                .ring()
+                .ref_at(idx as usize)
+                .unwrap()
+                .store(idx.to_le());
             vq.avail().idx().store((idx + 1).to_le());
         }
 
@@ -721,17 +754,17 @@ mod tests {
         c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
         assert_eq!(ctrl(&m, 0x80_0000), (0, event::DEVICE_ADD, 0));
         assert_eq!(ctrl(&m, 0x80_0100), (1, event::DEVICE_ADD, 0));
-        // PORT_READY for the output port → name + open.
+        // PORT_READY for the output port → open, then the name.
         m.write_slice(&control(1, event::PORT_READY, 1), GuestAddress(0x90_0100))
             .unwrap();
         rig.post(CTRL_TX, 0x90_0100, 8, 0);
         c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
-        assert_eq!(ctrl(&m, 0x80_0200), (1, event::PORT_NAME, 0));
-        assert_eq!(rig.used_len(CTRL_RX, 2), 8 + 11);
+        assert_eq!(ctrl(&m, 0x80_0200), (1, event::PORT_OPEN, 1));
+        assert_eq!(ctrl(&m, 0x80_0300), (1, event::PORT_NAME, 0));
+        assert_eq!(rig.used_len(CTRL_RX, 3), 8 + 11);
         let mut name = [0u8; 11];
-        m.read_slice(&mut name, GuestAddress(0x80_0208)).unwrap();
+        m.read_slice(&mut name, GuestAddress(0x80_0308)).unwrap();
         assert_eq!(&name, b"isol.stdout");
-        assert_eq!(ctrl(&m, 0x80_0300), (1, event::PORT_OPEN, 1));
         // PORT_READY for the input port at EOF: named, never opened (reads see EOF).
         m.write_slice(&control(0, event::PORT_READY, 1), GuestAddress(0x90_0200))
             .unwrap();
@@ -769,12 +802,19 @@ mod tests {
             .unwrap();
         rig.post(CTRL_TX, 0x90_0000, 8, 0);
         c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
-        assert_eq!(ctrl(&m, 0x80_0100), (0, event::PORT_OPEN, 1));
+        assert_eq!(ctrl(&m, 0x80_0000), (0, event::PORT_OPEN, 1));
         // Regular file: not pollable, read when buffers come. 4-byte buffers.
         for i in 0..3 {
             rig.post(0, 0xa0_0000 + 0x100 * i, 4, F_WRITE);
         }
         c.process_queue(0, &mut rig.ctx(), None).unwrap();
+        // Nothing flows until the guest opens the port (Linux drops data on a closed
+        // port).
+        assert_eq!(u16::from_le(rig.vqs[0].used().idx().load()), 0);
+        m.write_slice(&control(0, event::PORT_OPEN, 1), GuestAddress(0x90_0100))
+            .unwrap();
+        rig.post(CTRL_TX, 0x90_0100, 8, 0);
+        c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
         assert_eq!(
             (rig.used_len(0, 0), rig.used_len(0, 1), rig.used_len(0, 2)),
             (4, 4, 2)
@@ -786,7 +826,11 @@ mod tests {
         rig.post(0, 0xa0_0300, 4, F_WRITE);
         c.process_queue(0, &mut rig.ctx(), None).unwrap();
         assert_eq!(ctrl(&m, 0x80_0200), (0, event::PORT_OPEN, 0));
-        assert_eq!(u16::from_le(rig.vqs[0].used().idx().load()), 3, "no empty buffer");
+        assert_eq!(
+            u16::from_le(rig.vqs[0].used().idx().load()),
+            3,
+            "no empty buffer"
+        );
     }
 
     #[test]
@@ -825,7 +869,13 @@ mod tests {
         assert_eq!(u16::from_le(rig.vqs[tx_queue(1)].used().idx().load()), 2);
         // The host makes progress: the resume eventfd fires and the rest is taken.
         open.send(()).unwrap();
-        while c.ports[1].output.as_ref().unwrap().in_flight.load(Ordering::SeqCst) >= OUTPUT_BUDGET
+        while c.ports[1]
+            .output
+            .as_ref()
+            .unwrap()
+            .in_flight
+            .load(Ordering::SeqCst)
+            >= OUTPUT_BUDGET
         {
             std::thread::yield_now();
         }

@@ -20,6 +20,11 @@ pub enum Vendor {
 
 /// Leaf 1 ECX: running on a hypervisor.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX: TSC-deadline mode of the LAPIC timer. KVM emulates it with the in-kernel
+/// LAPIC (`KVM_CAP_TSC_DEADLINE_TIMER`, checked at open) but leaves it out of the
+/// supported CPUID; without it Linux calibrates the LAPIC timer against the tick for
+/// 100 ms on every boot (`calibrate_APIC_clock`).
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 EDX: HTT, "more than one logical processor per package" is meaningful.
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 /// Leaf 0xb/0x1f level types.
@@ -65,7 +70,7 @@ pub fn filter_cpuid(entries: &mut [kvm_cpuid_entry2], index: u8, count: u8) {
                 // EBX[31:24] initial APIC id, [23:16] logical processors per package;
                 // keep the CLFLUSH line size and brand index in [15:0].
                 e.ebx = (apic_id << 24) | ((count & 0xff) << 16) | (e.ebx & 0xffff);
-                e.ecx |= LEAF1_ECX_HYPERVISOR;
+                e.ecx |= LEAF1_ECX_HYPERVISOR | LEAF1_ECX_TSC_DEADLINE;
                 if count > 1 {
                     e.edx |= LEAF1_EDX_HTT;
                 } else {
@@ -190,6 +195,7 @@ mod tests {
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
         assert_eq!(l1.ebx & 0xffff, 0x0800, "CLFLUSH size kept");
         assert_ne!(l1.ecx & LEAF1_ECX_HYPERVISOR, 0);
+        assert_ne!(l1.ecx & LEAF1_ECX_TSC_DEADLINE, 0);
         assert_ne!(l1.edx & LEAF1_EDX_HTT, 0);
 
         let mut e = sample(b"GenuineIntel");
