@@ -141,7 +141,13 @@ fn trace_exits_prints_counts_and_the_timeline() {
 // Bad input: a clear one-line error and 125, before any guest runs. These need no KVM.
 
 fn assert_bad(args: &[&str], needle: &str) {
-    let o = kvm(args);
+    let mut all = vec!["run", "--backend", "kvm"];
+    all.extend_from_slice(args);
+    // Any existing file passes for the init: these errors come before it is used.
+    let o = isol(&all)
+        .env("ISOL_GUEST_INIT", "/bin/busybox")
+        .output()
+        .unwrap();
     let err = stderr(&o);
     assert_eq!(code(&o), 125, "isol {args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "not one line: {err}");
@@ -171,4 +177,29 @@ fn bad_kernels_and_sizes_are_refused() {
         &["--network", "bridge", "busybox", "true"],
         "not supported with --backend kvm",
     );
+}
+
+#[test]
+fn no_permission_on_dev_kvm_points_at_the_lab() {
+    require_root();
+    // As an unprivileged user /dev/kvm (0600 root, or 0660 kvm) cannot be opened.
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let kernel = home.path().join("vmlinux");
+    // Any readable file will do as kernel and init: /dev/kvm is opened before either is loaded.
+    std::fs::write(&kernel, b"\x7fELF").unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(isol_bin())
+        .args(["run", "--backend", "kvm", "busybox", "true"])
+        .env("ISOL_HOME", home.path())
+        .env("ISOL_KERNEL", &kernel)
+        .env("ISOL_GUEST_INIT", &kernel)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/dev/kvm") && err.contains("isol lab"), "{err}");
 }

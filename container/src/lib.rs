@@ -23,3 +23,5 @@ pub use child::{INIT_ARGV0, INIT_MARKER};
 pub use config::{ContainerConfig, Limits, NetworkMode, Volume};
 pub use error::ContainerError;
 pub use process::{RunResult, run};
+/// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
+pub use rootfs::{MASKED_PATHS, READONLY_PATHS};

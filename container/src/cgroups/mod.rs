@@ -217,6 +217,8 @@ pub struct Stats {
     pub cpu_throttled_usec: Option<u64>,
     /// Number of tasks (threads, including zombies not yet reaped) in the cgroup.
     pub pids_current: Option<u64>,
+    /// Forks refused because the pids limit was reached (`pids.events` "max").
+    pub pids_limit_hits: Option<u64>,
 }
 
 /// One mounted cgroup v1 hierarchy.

@@ -226,6 +226,7 @@ impl CgroupManager for V1Manager {
         }
         if let Some(dir) = self.dir("pids") {
             stats.pids_current = read_opt_u64(&dir.join("pids.current"))?;
+            stats.pids_limit_hits = read_opt_keyed(&dir.join("pids.events"), "max")?;
         }
         Ok(stats)
     }
@@ -392,6 +393,7 @@ mod tests {
             ("cpuacct", "cpuacct.usage", "123456789\n"),
             ("pids", "pids.max", "max\n"),
             ("pids", "pids.current", "3\n"),
+            ("pids", "pids.events", "max 7\n"),
         ];
         for (controller, file, content) in files {
             fs::write(m.dir(controller).unwrap().join(file), content).unwrap();
@@ -420,6 +422,7 @@ mod tests {
                 cpu_nr_throttled: Some(4),
                 cpu_throttled_usec: Some(3000),
                 pids_current: Some(3),
+                pids_limit_hits: Some(7),
             }
         );
         // The fake directories hold regular files, so rmdir cannot work there: check that the

@@ -184,6 +184,7 @@ impl CgroupManager for V2Manager {
             cpu_nr_throttled: read_opt_keyed(&cpu_stat, "nr_throttled")?,
             cpu_throttled_usec: read_opt_keyed(&cpu_stat, "throttled_usec")?,
             pids_current: read_opt_u64(&dir.join("pids.current"))?,
+            pids_limit_hits: read_opt_keyed(&dir.join("pids.events"), "max")?,
         })
     }
 
@@ -365,6 +366,7 @@ mod tests {
         )
         .unwrap();
         fs::write(dir.join("pids.current"), "2\n").unwrap();
+        fs::write(dir.join("pids.events"), "max 7\n").unwrap();
         assert_eq!(
             m.stats().unwrap(),
             Stats {
@@ -376,6 +378,7 @@ mod tests {
                 cpu_nr_throttled: Some(5),
                 cpu_throttled_usec: Some(2500),
                 pids_current: Some(2),
+                pids_limit_hits: Some(7),
             }
         );
         // Without memory.peak (kernel < 5.19) the highest usage seen so far stands in.

@@ -9,6 +9,8 @@ mod pivot;
 
 use std::path::Path;
 
+pub use mounts::{MASKED_PATHS, READONLY_PATHS};
+
 use crate::config::Volume;
 
 /// What the rootfs assembly needs to know.

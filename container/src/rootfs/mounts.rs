@@ -10,7 +10,7 @@ use nix::mount::{MsFlags, mount};
 use crate::config::Volume;
 
 /// Paths hidden from the container: they leak host information or allow host-wide actions.
-const MASKED_PATHS: &[&str] = &[
+pub const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
@@ -26,7 +26,7 @@ const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths the container may read but never write.
-const READONLY_PATHS: &[&str] = &[
+pub const READONLY_PATHS: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
