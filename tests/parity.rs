@@ -364,3 +364,69 @@ fn a_run_never_changes_the_image() {
     );
     assert_eq!(stdout(&o), "intact\n");
 }
+
+#[test]
+fn an_image_file_volume_reads_and_writes_the_same() {
+    let k = kernel_or_skip!();
+    // A 1 MiB image whose 4 KiB block n holds byte n; under /run in the lab (tmpfs), so
+    // the container can bind it whatever the test store's filesystem is.
+    let dir = parity_home().join("volumes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let content: Vec<u8> = (0..256u32)
+        .flat_map(|n| std::iter::repeat_n(n as u8, 4096))
+        .collect();
+    let mut results = Vec::new();
+    for backend in ["container", "kvm"] {
+        let img = dir.join(format!("{backend}.img"));
+        std::fs::write(&img, &content).unwrap();
+        let vol = format!("{}:/data/disk.img", img.display());
+        let script = "dd if=/data/disk.img bs=4096 skip=3 count=2 2>/dev/null | md5sum; \
+            printf 'written by the workload' | dd of=/data/disk.img bs=4096 seek=9 conv=notrunc,fsync 2>/dev/null; \
+            echo rc=$?";
+        let o = on(
+            backend,
+            &k,
+            &["-v", &vol, "busybox", "--", "sh", "-c", script],
+            None,
+        );
+        assert_eq!(code(&o), 0, "{backend}: {}", stderr(&o));
+        let mut want = content.clone();
+        want[9 * 4096..9 * 4096 + 23].copy_from_slice(b"written by the workload");
+        assert!(
+            std::fs::read(&img).unwrap() == want,
+            "{backend}: the image does not hold the workload's write"
+        );
+        results.push(stdout(&o));
+        // Read-only: the write fails, the image is unchanged.
+        let o = on(
+            backend,
+            &k,
+            &[
+                "-v",
+                &format!("{vol}:ro"),
+                "busybox",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            None,
+        );
+        assert!(stdout(&o).contains("rc=1"), "{backend}: {}", stdout(&o));
+        assert!(
+            std::fs::read(&img).unwrap() == want,
+            "{backend}: ro image changed"
+        );
+        let _ = std::fs::remove_file(&img);
+    }
+    assert_eq!(results[0], results[1]);
+    assert!(results[0].ends_with("rc=0\n"), "{}", results[0]);
+    // A directory cannot be shared with the microVM.
+    let o = on("kvm", &k, &["-v", "/tmp:/data", "busybox", "true"], None);
+    assert_eq!(code(&o), 125);
+    assert!(
+        stderr(&o).contains("virtio") || stderr(&o).contains("directory"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -240,7 +240,26 @@ impl Store {
             .collect();
         self.write_index(&refs)?;
         self.gc(&refs)?;
+        if !refs.iter().any(|r| r.digest == digest) {
+            self.remove_vm_disks(&digest);
+        }
         Ok(summary)
+    }
+
+    /// Deletes the kvm backend's cached root disks of image `digest`
+    /// (`<root>/vm-disks/<format>-<hex>.ext4`, any format version). Best effort: a
+    /// disk that cannot be removed is only a cache entry, rebuilt or ignored later.
+    fn remove_vm_disks(&self, digest: &str) {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let suffix = format!("-{hex}.ext4");
+        let Ok(dir) = fs::read_dir(self.root().join("vm-disks")) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().ends_with(&suffix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Imports a `docker save` tarball (old `<id>/layer.tar` form or the newer
@@ -784,6 +803,27 @@ mod tests {
         // Reopening keeps everything.
         Store::open(s.root()).unwrap();
         assert!(s.root().join("blobs/sha256").is_dir());
+    }
+
+    #[test]
+    fn remove_deletes_the_cached_vm_disk() {
+        let (_d, s) = store();
+        let img = s.resolve("busybox").unwrap();
+        let hex = img
+            .summary
+            .digest
+            .strip_prefix("sha256:")
+            .unwrap()
+            .to_owned();
+        let disks = s.root().join("vm-disks");
+        fs::create_dir_all(&disks).unwrap();
+        let mine = disks.join(format!("v1-{hex}.ext4"));
+        let other = disks.join(format!("v1-{}.ext4", "0".repeat(64)));
+        fs::write(&mine, b"disk").unwrap();
+        fs::write(&other, b"disk").unwrap();
+        s.remove("busybox").unwrap();
+        assert!(!mine.exists(), "the image's VM disk is left behind");
+        assert!(other.exists(), "another image's VM disk was removed");
     }
 
     #[test]

@@ -321,6 +321,7 @@ fn run_container(
             "cpu_usage_usec": result.stats.cpu_usage_usec,
             "cpu_nr_throttled": result.stats.cpu_nr_throttled,
             "cpu_throttled_usec": result.stats.cpu_throttled_usec,
+            "pids_limit_hits": result.stats.pids_limit_hits,
             "address": result.address,
         });
         eprintln!("{report}");
@@ -338,8 +339,19 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     if args.network != Network::None {
         refuse("--network host|bridge", "the microVM has no network device")?;
     }
-    if !spec.volumes.is_empty() {
-        refuse("-v/--volume", "the microVM has no shared filesystem")?;
+    for v in &spec.volumes {
+        // A block device or an image file becomes a virtio disk, seen at the target as
+        // a block device; a directory would need a shared filesystem (virtio-fs).
+        use std::os::unix::fs::FileTypeExt;
+        let t = std::fs::metadata(&v.source)
+            .with_context(|| format!("Cannot read volume source {}", v.source.display()))?
+            .file_type();
+        if !(t.is_block_device() || t.is_file()) {
+            refuse(
+                "-v/--volume with a directory",
+                "the microVM has no shared filesystem; a block device or an image file is attached as a disk",
+            )?;
+        }
     }
     if spec.pids.is_some() {
         refuse("--pids-limit", "the guest kernel runs only the workload")?;
@@ -347,10 +359,107 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     if args.user.is_some() {
         refuse("-u/--user", "the guest init runs the workload as root")?;
     }
-    if args.tty {
-        refuse("-t", "the serial console is not a terminal yet")?;
-    }
     Ok(())
+}
+
+/// `-t` on kvm: while it lives, isol's terminal is in raw mode (with `-i`, so ^C travels
+/// to the guest's pty as a byte) and SIGWINCH is blocked in every thread started after
+/// it, so only the resize thread sees it.
+struct KvmTty {
+    saved: Option<libc::termios>,
+    old_mask: libc::sigset_t,
+}
+
+impl Drop for KvmTty {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            // SAFETY: restores the attributes tcgetattr returned, on our stdin.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
+        }
+        // SAFETY: restores this thread's mask saved in `kvm_tty`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+}
+
+/// The window size of isol's terminal as the line the guest init expects ("0 0" when
+/// stdin is not a terminal: the guest keeps its default).
+fn winsize_line() -> String {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it from our stdin when it is a tty.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer to a live winsize.
+    if unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } != 0 {
+        ws.ws_row = 0;
+        ws.ws_col = 0;
+    }
+    format!("{} {}\n", ws.ws_row, ws.ws_col)
+}
+
+/// Sets up `-t` for the kvm backend: a pipe carrying window sizes to the guest (the
+/// initial size first, then one line per SIGWINCH), and raw mode with `-i`.
+fn kvm_tty(interactive: bool) -> anyhow::Result<(isol_vmm::config::GuestTty, KvmTty)> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!(
+            "Cannot create a pipe for the terminal: {}; raise the open-file limit",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: a fresh fd, owned by this File from now on.
+    let r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let mut w = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+    w.write_all(winsize_line().as_bytes())?;
+
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a live sigset.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: as above.
+    unsafe { libc::sigaddset(&mut set, libc::SIGWINCH) };
+    // SAFETY: valid pointers to live sigsets; changes only this thread's mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
+    std::thread::Builder::new()
+        .name("isol-winsize".into())
+        .spawn(move || {
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` holds SIGWINCH, blocked in this thread (inherited).
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    return;
+                }
+                // The VM is gone when the pipe's reader is: stop then.
+                if w.write_all(winsize_line().as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("Cannot start the terminal resize thread")?;
+
+    let mut saved = None;
+    // SAFETY: isatty only queries the fd.
+    if interactive && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+        // SAFETY: termios is plain data filled by tcgetattr.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and pointer.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } == 0 {
+            saved = Some(t);
+            // SAFETY: `t` came from tcgetattr; cfmakeraw edits it in place.
+            unsafe { libc::cfmakeraw(&mut t) };
+            // SAFETY: valid fd and termios.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) };
+        }
+    }
+    Ok((
+        isol_vmm::config::GuestTty {
+            control: Some(std::sync::Arc::new(r)),
+        },
+        KvmTty { saved, old_mask },
+    ))
 }
 
 /// The guest kernel: --kernel, $ISOL_KERNEL, or the newest one build-kernel.sh cached.
@@ -410,6 +519,12 @@ fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::
     let layers = store
         .unpack(&spec.image)
         .context("Cannot unpack the image's layers")?;
+    let (tty, _tty_guard) = if args.tty {
+        let (t, g) = kvm_tty(args.interactive)?;
+        (Some(t), Some(g))
+    } else {
+        (None, None)
+    };
     let cfg = isol_vmm::VmConfig {
         kernel,
         boot_protocol: isol_vmm::BootProtocol::Auto,
@@ -438,6 +553,17 @@ fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::
         serial_output: isol_vmm::SerialOutput::Stdout,
         forward_stdin: args.interactive,
         stdio: isol_vmm::GuestStdio::VirtioConsole, // virtio work
+        disks: spec
+            .volumes
+            .iter()
+            .map(|v| isol_vmm::config::DiskSpec {
+                path: v.source.clone(),
+                read_only: v.read_only,
+                guest_path: Some(v.target.clone().into_os_string()),
+                ..Default::default()
+            })
+            .collect(),
+        tty,
     };
     let (exit_code, outcome) = match isol_vmm::run(&cfg) {
         Ok(o) => (o.exit_code, Some(o)),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::arch::x86_64::mptable;
+pub use crate::device_manager::{DiskSpec, GuestTty};
 
 /// Smallest guest: the kernel at 16 MiB plus room for the initramfs and the kernel.
 pub const MIN_MEMORY_MIB: u32 = 32;
@@ -212,6 +213,10 @@ pub struct VmConfig {
     pub forward_stdin: bool,
     /// Where the workload's stdio goes (virtio work).
     pub stdio: GuestStdio,
+    /// Extra virtio-blk disks, after the root disk (`/dev/vdb`…, or `/dev/vda`… without one).
+    pub disks: Vec<DiskSpec>,
+    /// A pseudo-terminal for the workload (needs [`GuestStdio::VirtioConsole`]).
+    pub tty: Option<GuestTty>,
 }
 
 impl Default for VmConfig {
@@ -231,6 +236,8 @@ impl Default for VmConfig {
             serial_output: SerialOutput::Stdout,
             forward_stdin: true,
             stdio: GuestStdio::Serial,
+            disks: Vec::new(),
+            tty: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::vstate::vm::{Vm, VmError};
 use std::sync::atomic::Ordering;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
-use isol_devices::virtio::block::Block;
+use isol_devices::virtio::block::{Block, BlockStats};
 use isol_devices::virtio::console::{Console, PortConfig, PortIo};
 use isol_devices::virtio::mmio::{MMIO_WINDOW, reg as mmio_reg};
 use isol_devices::virtio::subscriber::VirtioSubscriber;
@@ -180,6 +180,46 @@ pub const VIRTIO_FIRST_GSI: u32 = 5;
 pub const MAX_VIRTIO_DEVICES: usize = 24 - VIRTIO_FIRST_GSI as usize;
 /// Names of the console ports carrying the workload's stdio, in port order.
 pub const STDIO_PORTS: [&str; 3] = ["isol.stdin", "isol.stdout", "isol.stderr"];
+/// Name of the console port carrying terminal control messages (window size) with a tty.
+pub const TTY_PORT: &str = "isol.tty";
+
+/// An extra disk for the guest: a raw image file or a block device, attached as
+/// virtio-blk after the root disk.
+#[derive(Debug, Clone, Default)]
+pub struct DiskSpec {
+    /// The host file or block device.
+    pub path: std::path::PathBuf,
+    /// Offer it read-only (`VIRTIO_BLK_F_RO`, opened `O_RDONLY`).
+    pub read_only: bool,
+    /// Request counters, shared with the caller.
+    pub stats: Arc<BlockStats>,
+    /// Where the guest init creates a block device node for the disk (`-v` on kvm);
+    /// `None`: only `/dev/vdX`.
+    pub guest_path: Option<std::ffi::OsString>,
+}
+
+/// `isol.disk=INDEX:HEXPATH`: tells init to create a node for extra disk INDEX (whose
+/// GET_ID serial is `isol-diskINDEX`) at the hex-encoded path (any bytes survive the
+/// command line).
+fn disk_node_arg(index: usize, path: &std::ffi::OsStr) -> String {
+    use std::fmt::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let mut s = format!("isol.disk={index}:");
+    for b in path.as_bytes() {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A pseudo-terminal for the workload: the guest init allocates a pty, makes it the
+/// workload's controlling terminal and relays it to the stdin/stdout ports.
+#[derive(Debug, Clone, Default)]
+pub struct GuestTty {
+    /// Window sizes, as lines `"ROWS COLS\n"`, read by the VMM and passed to the guest
+    /// on the `isol.tty` port (the first one is the initial size). `None`: the guest's
+    /// default size, never changed.
+    pub control: Option<Arc<std::fs::File>>,
+}
 
 /// The virtio devices of a VM and the thread that serves them.
 pub struct VirtioDevices {
@@ -229,6 +269,18 @@ pub fn attach_virtio_devices(
         list.push(("virtio-blk", Box::new(b)));
         cmdline.push("isol.root=/dev/vda".to_string());
     }
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let b = Block::open(&d.path, d.read_only, &format!("isol-disk{i}")).map_err(|e| {
+            DeviceError::Virtio {
+                what: "disk",
+                msg: e.to_string(),
+            }
+        })?;
+        list.push(("virtio-blk-extra", Box::new(b.with_stats(d.stats.clone()))));
+        if let Some(p) = &d.guest_path {
+            cmdline.push(disk_node_arg(i, p));
+        }
+    }
     if cfg.stdio == GuestStdio::VirtioConsole {
         let err = |e: std::io::Error| DeviceError::Virtio {
             what: "console",
@@ -239,7 +291,7 @@ pub fn attach_virtio_devices(
         } else {
             None
         };
-        let ports = vec![
+        let mut ports = vec![
             PortConfig {
                 name: STDIO_PORTS[0].into(),
                 io: PortIo::Input(stdin),
@@ -253,6 +305,17 @@ pub fn attach_virtio_devices(
                 io: PortIo::Output(Box::new(dup_stdio(libc::STDERR_FILENO).map_err(err)?)),
             },
         ];
+        if let Some(tty) = &cfg.tty {
+            let control = match &tty.control {
+                Some(f) => Some(f.try_clone().map_err(err)?),
+                None => None,
+            };
+            ports.push(PortConfig {
+                name: TTY_PORT.into(),
+                io: PortIo::Input(control),
+            });
+            cmdline.push("isol.tty=1".to_string());
+        }
         let c = Console::new(ports).map_err(|e| DeviceError::Virtio {
             what: "console",
             msg: e.to_string(),
@@ -388,6 +451,14 @@ impl Drop for VirtioDevices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_node_paths_are_hex_encoded() {
+        assert_eq!(
+            disk_node_arg(2, std::ffi::OsStr::new("/a b")),
+            "isol.disk=2:2f612062"
+        );
+    }
 
     #[test]
     fn port_map() {

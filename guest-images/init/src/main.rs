@@ -4,8 +4,12 @@
 //!    (devtmpfs), `/dev/pts`, `/dev/shm`. The exit port is reached with `ioperm`; on a
 //!    kernel without `CONFIG_X86_IOPL_IOPERM` the same protocol goes as byte pairs over
 //!    `/dev/ttyS1` (then "init started" is reported once `/dev` is mounted).
-//! 2. Reads the run spec from `/isol/spec` (see [`isol_guest_init::spec`]) and sets the
-//!    hostname.
+//! 2. Reads the run spec from `/isol/spec` (see [`isol_guest_init::spec`]). With
+//!    `isol.root=DEV` on the kernel command line, mounts DEV (ext4, read-only) as the
+//!    lower layer of an overlay with a tmpfs upper and switches root into it
+//!    (docs/devices.md). Sets the hostname. With `isol.stdio=virtio`, the workload's
+//!    stdio are the virtio-console ports named `isol.stdin/stdout/stderr` instead of
+//!    ttyS0.
 //! 3. Forks the workload: new session, `/dev/ttyS0` (raw, so output is byte-exact) as
 //!    its controlling terminal and stdin/stdout/stderr, the spec's environment and
 //!    working directory, `execve` with a `PATH` search. 127 if the command is not found,
@@ -32,6 +36,8 @@ const CONSOLE: &str = "/dev/ttyS0";
 /// Names of the virtio-console ports for the workload's stdin, stdout, stderr (the
 /// VMM's `device_manager::STDIO_PORTS`).
 const STDIO_PORTS: [&str; 3] = ["isol.stdin", "isol.stdout", "isol.stderr"];
+/// The port carrying window sizes with a tty (the VMM's `device_manager::TTY_PORT`).
+const TTY_PORT: &str = "isol.tty";
 /// The UART that carries the exit-port protocol when port I/O is not available.
 const EXIT_UART: &str = "/dev/ttyS1";
 const DEFAULT_PATH: &[u8] = b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -212,6 +218,8 @@ enum Stdio {
     Tty(fs::File),
     /// virtio-console ports: stdin, stdout, stderr.
     Ports([fs::File; 3]),
+    /// The slave of a pty whose master init relays to the ports (`isol.tty=1`).
+    Pty(fs::File),
 }
 
 /// Runs in the forked child; never returns.
@@ -253,7 +261,7 @@ fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never
     // SAFETY: setsid has no memory effects; fails only if already a group leader.
     unsafe { libc::setsid() };
     let fds: [RawFd; 3] = match stdio {
-        Stdio::Tty(console) => {
+        Stdio::Tty(console) | Stdio::Pty(console) => {
             // SAFETY: plain ioctl on a valid tty fd; makes it our controlling terminal.
             unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSCTTY, 0) };
             [console.as_raw_fd(); 3]
@@ -403,6 +411,21 @@ struct BootArgs {
     root: Option<String>,
     /// `isol.stdio=virtio`: stdio on virtio-console ports.
     virtio_stdio: bool,
+    /// `isol.tty=1`: the workload gets a pseudo-terminal relayed to the ports, and
+    /// window sizes arrive on the `isol.tty` port.
+    tty: bool,
+    /// `isol.disk=INDEX:HEXPATH`: a block device node for extra disk INDEX at PATH.
+    disk_nodes: Vec<(usize, Vec<u8>)>,
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn parse_cmdline(cmdline: &str) -> BootArgs {
@@ -412,6 +435,13 @@ fn parse_cmdline(cmdline: &str) -> BootArgs {
             a.root = Some(dev.to_owned());
         } else if w == "isol.stdio=virtio" {
             a.virtio_stdio = true;
+        } else if w == "isol.tty=1" {
+            a.tty = true;
+        } else if let Some(d) = w.strip_prefix("isol.disk=")
+            && let Some((i, hex)) = d.split_once(':')
+            && let (Ok(i), Some(path)) = (i.parse(), unhex(hex))
+        {
+            a.disk_nodes.push((i, path));
         }
     }
     a
@@ -479,11 +509,55 @@ fn switch_to_disk(dev: &str) -> Result<(), String> {
     std::env::set_current_dir("/").map_err(|e| format!("cannot enter the root: {e}"))
 }
 
+/// Creates a block device node at each requested path for the extra disk whose
+/// serial (`/sys/block/vdX/serial`, the VMM's GET_ID) is `isol-diskINDEX` (`-v` on kvm).
+fn make_disk_nodes(nodes: &[(usize, Vec<u8>)]) -> Result<(), String> {
+    for (index, path) in nodes {
+        let want = format!("isol-disk{index}");
+        let dev = fs::read_dir("/sys/block")
+            .map_err(|e| format!("cannot list /sys/block: {e}"))?
+            .flatten()
+            .find(|e| {
+                fs::read_to_string(e.path().join("serial")).is_ok_and(|s| s.trim_end() == want)
+            })
+            .and_then(|e| fs::read_to_string(e.path().join("dev")).ok())
+            .ok_or_else(|| format!("no virtio disk with serial {want}"))?;
+        let (major, minor) = dev
+            .trim()
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or_else(|| format!("bad device number {dev:?} for {want}"))?;
+        let p = std::path::Path::new(OsStr::from_bytes(path));
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let _ = fs::remove_file(p);
+        let c = cstr(path)?;
+        // SAFETY: valid NUL-terminated path; mknod creates a device node only.
+        let rc = unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFBLK | 0o660,
+                libc::makedev(major, minor),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "cannot create {}: {}",
+                p.display(),
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Finds the virtio-console ports named `names` (the VMM names them; they appear
 /// asynchronously after the driver probes) and opens them: the first for reading,
 /// the others for writing.
-fn open_stdio_ports(names: [&str; 3]) -> Result<[fs::File; 3], String> {
-    let mut found: [Option<String>; 3] = [None, None, None];
+fn open_stdio_ports<const N: usize>(names: [&str; N]) -> Result<[fs::File; N], String> {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     // The ports are announced by control messages handled in a kernel workqueue; they
     // are normally there long before init runs. Give up after ~10 s.
     for _ in 0..1000 {
@@ -509,14 +583,130 @@ fn open_stdio_ports(names: [&str; 3]) -> Result<[fs::File; 3], String> {
         let p = found[i]
             .as_ref()
             .ok_or_else(|| format!("no virtio-console port named {}", names[i]))?;
+        // isol.stdin and isol.tty are read, the others written.
+        let input = i == 0 || i == 3;
         fs::OpenOptions::new()
-            .read(i == 0)
-            .write(i != 0)
+            .read(input)
+            .write(!input)
             .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(p)
             .map_err(|e| format!("cannot open {p}: {e}"))
     };
-    Ok([open(0)?, open(1)?, open(2)?])
+    let mut out = Vec::with_capacity(N);
+    for i in 0..N {
+        out.push(open(i)?);
+    }
+    out.try_into()
+        .map_err(|_| "internal error: port count".to_string())
+}
+
+/// The master of a new pseudo-terminal and the path of its slave.
+fn open_pty() -> Result<(fs::File, String), String> {
+    let master = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/pts/ptmx")
+        .map_err(|e| format!("cannot open /dev/pts/ptmx (kernel without UNIX98_PTYS?): {e}"))?;
+    let unlock: libc::c_int = 0;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCSPTLCK reads an int from a live local; the fd is a pty master.
+    let unlocked = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } == 0;
+    // SAFETY: TIOCGPTN writes an unsigned int into a live local.
+    let ok = unlocked && unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } == 0;
+    if !ok {
+        return Err(format!(
+            "cannot unlock the pty: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok((master, format!("/dev/pts/{n}")))
+}
+
+/// Applies a window size line `"ROWS COLS"` to the pty; the kernel sends SIGWINCH to
+/// the foreground process group when it changes.
+fn set_winsize(master: &fs::File, line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    let mut it = text.split_ascii_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(rows)), Some(Ok(cols))) = (it.next(), it.next()) else {
+        return;
+    };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a live local; the fd is a pty master.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+/// Reads one `\n`-terminated line (without it); `None` at EOF or error.
+fn read_line(f: &mut fs::File) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match f.read(&mut b) {
+            Ok(0) => return (!line.is_empty()).then_some(line),
+            Ok(_) if b[0] == b'\n' => return Some(line),
+            Ok(_) if line.len() < 64 => line.push(b[0]),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Copies `from` to `to` until EOF or an error on either side.
+fn pump(mut from: fs::File, mut to: fs::File) {
+    use std::io::Read;
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // EIO on a pty master: every slave fd is closed.
+            Err(_) => return,
+        }
+    }
+}
+
+/// With a tty: the relay threads between the pty master and the ports, started after
+/// the fork. The output relay is returned, to be joined once the workload's processes
+/// are gone (the master then reads EIO), so everything they wrote is sent.
+struct Relay {
+    master: fs::File,
+    ports: [fs::File; 4],
+}
+
+impl Relay {
+    fn start(self) -> Result<std::thread::JoinHandle<()>, String> {
+        let err = |e: io::Error| format!("cannot start the tty relay: {e}");
+        let Relay { master, ports } = self;
+        let [stdin, stdout, stderr, mut control] = ports;
+        drop(stderr);
+        let m_in = master.try_clone().map_err(err)?;
+        let m_size = master.try_clone().map_err(err)?;
+        std::thread::Builder::new()
+            .spawn(move || pump(stdin, m_in))
+            .map_err(err)?;
+        std::thread::Builder::new()
+            .spawn(move || {
+                while let Some(line) = read_line(&mut control) {
+                    set_winsize(&m_size, &line);
+                }
+            })
+            .map_err(err)?;
+        std::thread::Builder::new()
+            .spawn(move || pump(master, stdout))
+            .map_err(err)
+    }
 }
 
 /// Makes sure fds 0-2 are taken (by /dev/null when the kernel gave init no console),
@@ -544,8 +734,26 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     if let Some(dev) = &boot.root {
         switch_to_disk(dev)?;
     }
+    make_disk_nodes(&boot.disk_nodes)?;
     set_hostname(&spec.hostname)?;
-    let (stdio, console) = if boot.virtio_stdio {
+    let mut relay = None;
+    let (stdio, console) = if boot.virtio_stdio && boot.tty {
+        let mut ports =
+            open_stdio_ports([STDIO_PORTS[0], STDIO_PORTS[1], STDIO_PORTS[2], TTY_PORT])?;
+        let (master, slave) = open_pty()?;
+        // The initial size comes first on the control port, before the workload runs.
+        if let Some(line) = read_line(&mut ports[3]) {
+            set_winsize(&master, &line);
+        }
+        let slave = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&slave)
+            .map_err(|e| format!("cannot open {slave}: {e}"))?;
+        relay = Some(Relay { master, ports });
+        (Stdio::Pty(slave), None)
+    } else if boot.virtio_stdio {
         (Stdio::Ports(open_stdio_ports(STDIO_PORTS)?), None)
     } else {
         let c = open_raw_tty(CONSOLE)?;
@@ -565,11 +773,19 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     if pid == 0 {
         child(&spec, &stdio, port);
     }
-    // Our copies of the ports must not keep them open (a port allows one opener).
+    // Our copies of the ports must not keep them open (a port allows one opener), nor
+    // ours of the pty slave (the master would never see the workload hang up).
     drop(stdio);
+    let output = match relay {
+        Some(r) => Some(r.start()?),
+        None => None,
+    };
     let status = wait_workload(pid);
     port.phase(PHASE_WORKLOAD_EXIT);
     kill_and_reap_all();
+    if let Some(t) = output {
+        let _ = t.join();
+    }
     Ok((status, console))
 }
 
@@ -628,7 +844,13 @@ mod tests {
     fn boot_args_come_from_the_cmdline() {
         let a = parse_cmdline("console=ttyS0 isol.root=/dev/vda quiet isol.stdio=virtio\n");
         assert_eq!(a.root.as_deref(), Some("/dev/vda"));
-        assert!(a.virtio_stdio);
+        assert!(a.virtio_stdio && !a.tty);
+        assert!(parse_cmdline("isol.stdio=virtio isol.tty=1").tty);
+        let a = parse_cmdline("isol.disk=0:2f612062 isol.disk=1:zz isol.disk=2:2f78");
+        assert_eq!(
+            a.disk_nodes,
+            vec![(0, b"/a b".to_vec()), (2, b"/x".to_vec())]
+        );
         assert_eq!(parse_cmdline("console=ttyS0"), BootArgs::default());
     }
 

@@ -19,6 +19,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
@@ -70,6 +72,36 @@ pub enum BlockError {
     },
 }
 
+/// Requests a disk has completed, by kind (shared with whoever attached the disk, for
+/// tests and tracing). Counted when the request completes, whatever its status.
+#[derive(Debug, Default)]
+pub struct BlockStats {
+    /// IN requests.
+    pub reads: AtomicU64,
+    /// OUT requests.
+    pub writes: AtomicU64,
+    /// FLUSH requests.
+    pub flushes: AtomicU64,
+    /// Requests that completed with IOERR or UNSUPP.
+    pub errors: AtomicU64,
+    /// Bytes read into the guest.
+    pub bytes_read: AtomicU64,
+    /// Bytes written from the guest.
+    pub bytes_written: AtomicU64,
+}
+
+impl BlockStats {
+    /// A snapshot: (reads, writes, flushes, errors).
+    pub fn counts(&self) -> (u64, u64, u64, u64) {
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+            self.flushes.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// A virtio block device.
 #[derive(Debug)]
 pub struct Block {
@@ -77,6 +109,7 @@ pub struct Block {
     read_only: bool,
     sectors: u64,
     id: [u8; ID_LEN],
+    stats: Arc<BlockStats>,
 }
 
 fn be_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlockError + '_ {
@@ -108,7 +141,19 @@ impl Block {
             read_only,
             sectors: len / SECTOR,
             id: idb,
+            stats: Arc::default(),
         })
+    }
+
+    /// Counts requests into `stats` instead of a private counter.
+    pub fn with_stats(mut self, stats: Arc<BlockStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The request counters.
+    pub fn stats(&self) -> &Arc<BlockStats> {
+        &self.stats
     }
 
     /// Capacity in 512-byte sectors.
@@ -124,6 +169,42 @@ impl Block {
             return (S_IOERR, 0);
         }
         let kind = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let (status, written) = self.execute_kind(mem, c, data_len, kind, &hdr);
+        let s = &self.stats;
+        let bump = |c: &AtomicU64, by: u64| {
+            c.fetch_add(by, Ordering::Relaxed);
+        };
+        let ok = status == S_OK;
+        match kind {
+            T_IN => {
+                bump(&s.reads, 1);
+                if ok {
+                    bump(&s.bytes_read, written);
+                }
+            }
+            T_OUT => {
+                bump(&s.writes, 1);
+                if ok {
+                    bump(&s.bytes_written, c.readable_len() - 16);
+                }
+            }
+            T_FLUSH => bump(&s.flushes, 1),
+            _ => {}
+        }
+        if !ok {
+            bump(&s.errors, 1);
+        }
+        (status, written)
+    }
+
+    fn execute_kind(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        c: &ValidChain,
+        data_len: u64,
+        kind: u32,
+        hdr: &[u8; 16],
+    ) -> (u8, u64) {
         let sector = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or([0; 8]));
         match kind {
             T_IN => {

@@ -241,10 +241,14 @@ impl Console {
         })
     }
 
-    fn input_fd(&self) -> Option<RawFd> {
-        self.ports
-            .iter()
-            .find_map(|p| p.input.as_ref()?.file.as_ref().map(|f| f.as_raw_fd()))
+    /// The input port reading from host fd `fd`.
+    fn input_port(&self, fd: RawFd) -> Option<usize> {
+        self.ports.iter().position(|p| {
+            p.input
+                .as_ref()
+                .and_then(|i| i.file.as_ref())
+                .is_some_and(|f| f.as_raw_fd() == fd)
+        })
     }
 
     fn fault(q: usize) -> impl Fn(ChainError) -> DeviceFault {
@@ -559,7 +563,7 @@ impl VirtioDevice for Console {
     }
 
     fn owns_fd(&self, fd: RawFd) -> bool {
-        fd == self.resume_evt.as_raw_fd() || Some(fd) == self.input_fd()
+        fd == self.resume_evt.as_raw_fd() || self.input_port(fd).is_some()
     }
 
     fn process_host_event(
@@ -579,33 +583,35 @@ impl VirtioDevice for Console {
             }
             return Ok(());
         }
-        // The input fd.
+        // An input fd: only that port's (the others' fds may not be ready, and they
+        // are blocking).
+        let Some(p) = self.input_port(events.fd()) else {
+            let _ = ops.remove(events);
+            return Ok(());
+        };
         if let Some(ctx) = ctx {
-            for p in 0..self.ports.len() {
-                let Some(inp) = self.ports[p].input.as_mut() else {
-                    continue;
-                };
-                if inp.off >= inp.pending.len() && !inp.eof {
-                    if events.event_set().contains(EventSet::IN) {
-                        Self::read_input(inp);
-                    } else {
-                        // HUP/ERR without data: the writer is gone.
-                        inp.eof = true;
-                    }
+            if let Some(inp) = self.ports[p].input.as_mut()
+                && inp.off >= inp.pending.len()
+                && !inp.eof
+            {
+                if events.event_set().contains(EventSet::IN) {
+                    Self::read_input(inp);
+                } else {
+                    // HUP/ERR without data: the writer is gone.
+                    inp.eof = true;
                 }
-                self.deliver_input(p, ctx)?;
             }
+            self.deliver_input(p, ctx)?;
         }
         // Unwatch while no buffers / not active; rewatched on the next receive notify.
-        for p in &mut self.ports {
-            if let Some(inp) = p.input.as_mut()
-                && inp.watched
-            {
-                let done = inp.eof || inp.off < inp.pending.len();
-                if done || !p.guest_open {
-                    let _ = ops.remove(events);
-                    inp.watched = false;
-                }
+        let port = &mut self.ports[p];
+        if let Some(inp) = port.input.as_mut()
+            && inp.watched
+        {
+            let done = inp.eof || inp.off < inp.pending.len();
+            if done || !port.guest_open {
+                let _ = ops.remove(events);
+                inp.watched = false;
             }
         }
         let _ = &mut ops;
