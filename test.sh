@@ -48,8 +48,11 @@ for line in sys.stdin:
 lab() { "$bin/isol" lab -- "$@"; }
 echo "== lab: VMM boot tests" >&2
 lab "$(test_exe isol-vmm test:boot)" --test-threads=1
+echo "== lab: virtio devices, guest against host file" >&2
+lab "$(test_exe isol-vmm test:virtio)" --test-threads=1
 echo "== lab: kvm backend through the CLI" >&2
 lab "$(test_exe isol test:kvm)" --test-threads=1
+lab "$(test_exe isol test:kvm_tty)" --test-threads=1
 echo "== lab: the same workloads on both backends, byte for byte" >&2
 lab "$(test_exe isol test:parity)" --test-threads=1
 echo "== lab: cgroup v2, for real" >&2

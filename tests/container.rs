@@ -452,8 +452,13 @@ fn json_report(o: &std::process::Output) -> serde_json::Value {
     // The report is the last thing on stderr; a workload may have left its own last line there
     // unterminated, so the object can start mid-line.
     let err = stderr(o);
-    let last = err.lines().last().unwrap_or_else(|| panic!("no JSON report on stderr"));
-    let start = last.find("{\"").unwrap_or_else(|| panic!("no JSON report in {last:?}"));
+    let last = err
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no JSON report on stderr"));
+    let start = last
+        .find("{\"")
+        .unwrap_or_else(|| panic!("no JSON report in {last:?}"));
     serde_json::from_str(&last[start..]).unwrap_or_else(|e| panic!("bad JSON report {last:?}: {e}"))
 }
 

@@ -15,7 +15,17 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
             .unwrap_or_else(|| panic!("no {a} line in {out}"))
             .clone()
     };
-    for area in ["privileges", "user namespaces", "overlayfs", "cgroups", "kvm", "qemu", "nftables", "iproute2", "default image"] {
+    for area in [
+        "privileges",
+        "user namespaces",
+        "overlayfs",
+        "cgroups",
+        "kvm",
+        "qemu",
+        "nftables",
+        "iproute2",
+        "default image",
+    ] {
         let c = by_area(area);
         let level = c["level"].as_str().unwrap();
         assert!(["ok", "warn", "missing"].contains(&level), "{c}");
@@ -30,7 +40,10 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
         Ok(t) if t < isol_vmm::EMULATED_THRESHOLD => assert_eq!(kvm["level"], "ok", "{kvm}"),
         Ok(_) => {
             assert_eq!(kvm["level"], "warn", "{kvm}");
-            assert!(kvm["action"].as_str().unwrap().contains("isol lab"), "{kvm}");
+            assert!(
+                kvm["action"].as_str().unwrap().contains("isol lab"),
+                "{kvm}"
+            );
         }
         Err(_) => assert_eq!(kvm["level"], "missing", "{kvm}"),
     }
@@ -43,5 +56,8 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
     assert!(found.starts_with(if is_v2 { "v2" } else { "v1" }), "{cg}");
     // Privileges: as the test runs.
     let root = nix::unistd::geteuid().is_root();
-    assert_eq!(by_area("privileges")["level"], if root { "ok" } else { "warn" });
+    assert_eq!(
+        by_area("privileges")["level"],
+        if root { "ok" } else { "warn" }
+    );
 }

@@ -201,5 +201,8 @@ fn no_permission_on_dev_kvm_points_at_the_lab() {
     let err = stderr(&o);
     assert_eq!(code(&o), 125, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("/dev/kvm") && err.contains("isol lab"), "{err}");
+    assert!(
+        err.contains("/dev/kvm") && err.contains("isol lab"),
+        "{err}"
+    );
 }

@@ -43,6 +43,20 @@ fn winsize(rows: u16, cols: u16) -> Winsize {
     }
 }
 
+/// setsid and TIOCSCTTY on stdin: the pty becomes isol's controlling terminal, as a terminal
+/// emulator does for a shell.
+fn become_terminal_session() -> std::io::Result<()> {
+    // SAFETY: setsid takes no arguments and acts on this process only.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: TIOCSCTTY on our stdin (a terminal) with an int argument.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[test]
 fn interactive_shell_gets_size_ctrl_c_and_exit_code() {
     require_root();
@@ -53,16 +67,9 @@ fn interactive_shell_gets_size_ctrl_c_and_exit_code() {
     cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave.try_clone().unwrap()));
-    // SAFETY: runs in the forked child before exec: setsid and TIOCSCTTY on its own stdin make
-    // the pty isol's controlling terminal, as a terminal emulator does for a shell.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // SAFETY: the closure runs in the forked child before exec and only makes the two
+    // async-signal-safe calls below.
+    unsafe { cmd.pre_exec(become_terminal_session) };
     let mut child = cmd.spawn().unwrap();
     let mut master = std::fs::File::from(pty.master);
     let mut seen = String::new();

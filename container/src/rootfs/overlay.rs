@@ -90,7 +90,12 @@ fn writable_layer_on_tmpfs(spec: &RootfsSpec<'_>) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0700"),
     )
-    .map_err(|e| format!("Cannot mount a tmpfs for the writable layer at {}: {e}", run_dir.display()))?;
+    .map_err(|e| {
+        format!(
+            "Cannot mount a tmpfs for the writable layer at {}: {e}",
+            run_dir.display()
+        )
+    })?;
     for d in [spec.upper, spec.work, spec.merged] {
         std::fs::create_dir(d).map_err(|e| format!("Cannot create {}: {e}", d.display()))?;
     }
