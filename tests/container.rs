@@ -559,6 +559,39 @@ fn no_descriptor_of_isol_reaches_the_workload() {
 }
 
 #[test]
+fn concurrent_runs_do_not_disturb_each_other() {
+    require_root();
+    let _g = serial();
+    // Each run sweeps leftovers at its start; none may take another's fresh state for a dead
+    // run's (a regression: five at once used to fail).
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            isol(&[
+                "run",
+                "--memory",
+                "64m",
+                "--pids-limit",
+                "32",
+                "--hostname",
+                &format!("c{i}"),
+                "busybox",
+                "hostname",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(code(&o), 0, "run {i}: {}", stderr(&o));
+        assert_eq!(stdout(&o), format!("c{i}\n"));
+    }
+    assert_no_leftovers("concurrent runs");
+}
+
+#[test]
 fn killing_isol_leaves_nothing_behind() {
     require_root();
     let _g = serial();

@@ -5,7 +5,7 @@
 //! with their cgroups and network allocations.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::ContainerError;
@@ -20,38 +20,58 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `<state_root>/<id>/{upper,work,merged}` and the owner file.
+    /// Creates `<state_root>/<id>/{upper,work,merged}` and the owner file. The directory is
+    /// built under a temporary name and renamed into place, so that no other isol's sweep can
+    /// ever see a run dir without its owner and take it for a dead run's.
     pub fn create(state_root: &Path, id: &str) -> Result<RunDir, ContainerError> {
-        let dir = state_root.join(id);
         let io_err = |what: &str, path: &Path, e: io::Error| ContainerError::State {
             what: format!("{what} {}", path.display()),
             source: e,
         };
         fs::create_dir_all(state_root).map_err(|e| io_err("create", state_root, e))?;
-        fs::create_dir(&dir).map_err(|e| io_err("create", &dir, e))?;
-        let run = RunDir {
+        let tmp = state_root.join(format!("{NEW_PREFIX}{id}"));
+        fs::create_dir(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        let owner = tmp.join("owner");
+        let token = owner_token(std::process::id()).unwrap_or_default();
+        fs::write(&owner, format!("{token}\n")).map_err(|e| io_err("write", &owner, e))?;
+        for d in ["upper", "work", "merged"] {
+            let p = tmp.join(d);
+            fs::create_dir(&p).map_err(|e| io_err("create", &p, e))?;
+        }
+        let dir = state_root.join(id);
+        fs::rename(&tmp, &dir).map_err(|e| io_err("create", &dir, e))?;
+        Ok(RunDir {
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
             dir,
-        };
-        for d in [&run.upper, &run.work, &run.merged] {
-            fs::create_dir(d).map_err(|e| io_err("create", d, e))?;
-        }
-        let owner = run.dir.join("owner");
-        let mut f = fs::File::create(&owner).map_err(|e| io_err("write", &owner, e))?;
-        writeln!(f, "{}", owner_token(std::process::id()).unwrap_or_default())
-            .map_err(|e| io_err("write", &owner, e))?;
-        Ok(run)
+        })
     }
 
-    /// Removes the run's directory (the upper layer with everything the run wrote).
+    /// Removes the run's directory (the upper layer with everything the run wrote). It is first
+    /// renamed out of the way, so no sweep ever sees a run dir whose owner file is half deleted.
     pub fn remove(&self) -> Result<(), ContainerError> {
-        match remove_tree(&self.dir) {
+        let Some(name) = self.dir.file_name() else {
+            return Ok(());
+        };
+        let mut old_name = std::ffi::OsString::from(OLD_PREFIX);
+        old_name.push(name);
+        let old = self.dir.with_file_name(old_name);
+        match fs::rename(&self.dir, &old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ContainerError::State {
+                    what: format!("remove {}", self.dir.display()),
+                    source: e,
+                });
+            }
+        }
+        match remove_tree(&old) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(ContainerError::State {
-                what: format!("remove {}", self.dir.display()),
+                what: format!("remove {}", old.display()),
                 source: e,
             }),
         }
@@ -89,6 +109,11 @@ fn make_owner_accessible(dir: &Path) {
     }
 }
 
+/// Prefix of a run dir still being created.
+const NEW_PREFIX: &str = ".new-";
+/// Prefix of a run dir being removed.
+const OLD_PREFIX: &str = ".old-";
+
 /// `pid:starttime` of a process: the pair survives pid reuse, the pid alone does not.
 fn owner_token(pid: u32) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -110,6 +135,15 @@ fn owner_alive(dir: &Path) -> bool {
         return false;
     };
     owner_token(pid).as_deref() == Some(token)
+}
+
+/// Whether `path` was last modified more than `secs` seconds ago.
+fn older_than(path: &Path, secs: u64) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > secs)
 }
 
 /// Ids of runs under `state_root` whose isol process is still alive.
@@ -167,9 +201,24 @@ pub fn sweep(state_root: &Path, cgroup_root: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if is_run_id(name) && e.path().is_dir() && !owner_alive(&e.path()) {
-            dead.push((name.to_owned(), e.path()));
+        // A run dir whose removal a killed isol left unfinished: finish it.
+        if name.starts_with(OLD_PREFIX) {
+            let _ = remove_tree(&e.path());
+            continue;
         }
+        // A run dir, or one whose creation a killed isol left unfinished — but a dir being
+        // created has no owner file for a moment: only an old one without owner is stale.
+        let (id, creating) = match name.strip_prefix(NEW_PREFIX) {
+            Some(id) => (id, true),
+            None => (name, false),
+        };
+        if !is_run_id(id) || !e.path().is_dir() || owner_alive(&e.path()) {
+            continue;
+        }
+        if creating && !e.path().join("owner").exists() && !older_than(&e.path(), 60) {
+            continue;
+        }
+        dead.push((id.to_owned(), e.path()));
     }
     let net_root = state_root.join("net");
     if dead.is_empty() {
@@ -199,6 +248,42 @@ mod tests {
         assert_ne!(a, b);
         assert!(!is_run_id("net"));
         assert!(!is_run_id("0123456789AB"));
+    }
+
+    #[test]
+    fn a_run_dir_never_exists_without_its_owner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        // One thread creates and removes run dirs as fast as it can; another sweeps and must
+        // never find one it takes for dead.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let creator = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("{:012x}", n);
+                    let run = RunDir::create(&root, &id).unwrap();
+                    assert!(run.merged.is_dir(), "{id} was swept while alive");
+                    run.remove().unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        for _ in 0..2000 {
+            for e in fs::read_dir(&root).unwrap().flatten() {
+                let name = e.file_name().into_string().unwrap();
+                let id = name.strip_prefix(NEW_PREFIX).unwrap_or(&name).to_string();
+                if is_run_id(&id) && !name.starts_with('.') {
+                    // A run dir, while it has its name, always has its owner.
+                    let has_owner = e.path().join("owner").exists() || !e.path().exists();
+                    assert!(has_owner, "{name} has no owner");
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(creator.join().unwrap() > 0);
     }
 
     #[test]

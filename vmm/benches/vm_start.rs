@@ -306,15 +306,17 @@ fn real_main() -> Res<()> {
     }
 
     let mem = o.memory_mib.to_string();
-    let isol_cmd = || {
+    let isol_cmd_with = |extra: &[&str]| {
         let mut c = Command::new(&isol);
         c.args(["run", "--backend", "kvm", "-m"])
             .arg(format!("{mem}m"))
             .arg("--kernel")
             .arg(&kernel)
+            .args(extra)
             .args([o.image.as_str(), "true"]);
         c
     };
+    let isol_cmd = || isol_cmd_with(&[]);
     // The first run builds the image's root disk (and checks that the VM works).
     run_once(&mut isol_cmd(), None)?;
     let disk = newest_file(&o.disks, "ext4")?;
@@ -394,6 +396,25 @@ fn real_main() -> Res<()> {
         c
     };
 
+    // QEMU cannot report the workload's status, so check once that its guest really
+    // does the same work: the kernel log on, and isa-debug-exit on isol's exit-status
+    // port (QEMU then exits with 2 × status + 1 when init reports).
+    let check = qemu_cmd()
+        .args(["-device", "isa-debug-exit,iobase=0x4f0,iosize=1", "-append"])
+        .arg(cmdline.replace("quiet loglevel=0", "loglevel=7"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run QEMU: {e}"))?;
+    let console = String::from_utf8_lossy(&check.stdout);
+    if check.status.code() != Some(1) || !console.contains("EXT4-fs (vda): mounted") {
+        let tail: Vec<&str> = console.lines().rev().take(15).collect();
+        return Err(format!(
+            "the QEMU guest did not run `true` from the root disk ({}); console tail:\n{}\n{}",
+            check.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            String::from_utf8_lossy(&check.stderr).trim()
+        ));
+    }
     println!(
         "vm_start: kernel {}, initramfs {} KiB, {} MiB, 1 vCPU, {} runs each (+{} warm-up), interleaved",
         kernel.display(),
@@ -426,6 +447,16 @@ fn real_main() -> Res<()> {
         for (k, (_, c)) in subjects.iter().enumerate() {
             rss[k].push(run_once(&mut c(), Some(min_kib))?);
         }
+    }
+    // One more isol run for its own view: setup steps, boot timeline, exit counts.
+    let trace = isol_cmd_with(&["--trace-exits"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run isol: {e}"))?;
+    println!("isol --trace-exits (one run):");
+    for l in String::from_utf8_lossy(&trace.stderr).lines() {
+        println!("    {l}");
     }
     let _ = fs::remove_dir_all(&tmp);
 

@@ -310,5 +310,32 @@ fn boot_timeline_is_reported() {
     assert!(order.iter().all(Option::is_some), "{t:?}");
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "{t:?}");
     assert!(o.exit_counts.total() > 0);
+    let setup = isol_vmm::trace::SetupStep::Vcpus;
+    assert!(
+        t.setup_step(setup)
+            .is_some_and(|s| Some(s) <= t.first_vcpu_entry),
+        "setup steps are stamped before the first entry: {t:?}"
+    );
     eprintln!("{t}");
+}
+
+/// Exit counts, not time: a `true` boot with isol's guest kernel has no exit storms.
+#[test]
+fn a_boot_has_no_exit_storms() {
+    use isol_vmm::ExitKind::{IoIn, IoOut};
+    let e = env_or_skip!();
+    let (cfg, out) = config(e, &["true"]);
+    let o = isol_vmm::run(&cfg).unwrap_or_else(|err| panic!("{err}\n{}", text(&out)));
+    let c = &o.exit_counts;
+    // No i8042 driver probing the status port (10 000 polls with VT/INPUT/SERIO on);
+    // `reboot=k`'s kb_wait reads it once or twice.
+    assert!(c.get(IoIn, 0x64) <= 4, "{c:?}");
+    // The exit status went through ioperm'd port 0x4f0, not byte pairs on ttyS1.
+    assert_eq!(c.get(IoOut, 0x4f0), 1, "{c:?}");
+    assert_eq!(
+        c.get(IoOut, 0x2f8),
+        0,
+        "no data bytes on the exit UART: {c:?}"
+    );
+    assert!(c.total() < 200, "{} exits: {c:?}", c.total());
 }

@@ -120,6 +120,10 @@ pub struct Machine {
     /// machine inflates every subject's times.
     pub loadavg_start: Option<[f64; 3]>,
     pub loadavg_end: Option<[f64; 3]>,
+    /// `hardware`, `emulated`, `absent`, or `lab (…)`.
+    pub kvm: String,
+    /// When this bench ran in the lab: the machine the lab ran on.
+    pub outer_host: Option<String>,
 }
 
 impl Machine {
@@ -151,11 +155,29 @@ impl Machine {
             runtimes: BTreeMap::new(),
             loadavg_start: loadavg(),
             loadavg_end: None,
+            kvm: String::new(),
+            outer_host: std::env::var("ISOL_BENCH_OUTER_HOST").ok(),
         }
     }
 
     /// True when other work kept the CPUs busy during the bench (1-minute load above half the
     /// CPUs at its start or end).
+    /// One line describing this machine, for a report made elsewhere (the lab's host).
+    pub fn one_line(&self) -> String {
+        format!(
+            "{}, {} CPUs, {:.1} GiB, Linux {}, {}, load {}",
+            self.cpu_model,
+            self.nproc,
+            self.memory_bytes as f64 / (1u64 << 30) as f64,
+            self.kernel,
+            self.cgroup_layout_description,
+            self.loadavg_start.map_or("?".into(), |l| format!(
+                "{:.2} {:.2} {:.2}",
+                l[0], l[1], l[2]
+            ))
+        )
+    }
+
     pub fn busy(&self) -> bool {
         let limit = self.nproc as f64 / 2.0;
         [self.loadavg_start, self.loadavg_end]
@@ -206,40 +228,16 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `secs` as (year, month, day, hour, minute, second) in UTC.
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-    )
-}
-
 /// RFC 3339, UTC: `2026-11-22T18:05:00Z`.
 pub fn rfc3339(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Compact UTC stamp for directory names: `20261122-180500`.
 pub fn stamp(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+    let digits: String = rfc3339(secs).chars().filter(char::is_ascii_digit).collect();
+    format!("{}-{}", &digits[..8], &digits[8..14])
 }
 
 #[cfg(test)]

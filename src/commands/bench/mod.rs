@@ -12,10 +12,14 @@
 
 mod cancel;
 mod host;
+pub mod html;
+mod lab;
+mod metrics;
 mod oci;
 mod report;
 mod stats;
 mod subjects;
+mod workloads;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,9 +31,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use host::{CgroupLayout, Machine};
+use lab::KvmEnv;
 use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, Status, SubjectReport};
 use stats::{Summary, round3};
 use subjects::{IsolSubject, OciPeer, Outcome, Subject, SubjectInfo, Workload};
+use workloads::{MemoryPlan, Runner, Sizes};
 
 /// Rounds run before the timed ones and discarded.
 const WARMUP_ROUNDS: u32 = 3;
@@ -43,11 +49,13 @@ const EXIT_CANCELLED: i32 = 130;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// isol backends to measure, comma-separated (this build: container).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "container", value_parser = parse_backend)]
-    pub backends: Vec<BenchBackend>,
-    /// Runtimes to compare with, comma-separated: crun, runc.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "crun,runc", value_parser = parse_peer)]
+    /// isol backends to measure, comma-separated: container, kvm [default: container, plus kvm
+    /// where /dev/kvm is hardware]. On a host whose /dev/kvm is emulated, kvm runs the whole
+    /// bench in the lab (`isol lab`).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_backend)]
+    pub backends: Option<Vec<BenchBackend>>,
+    /// Runtimes to compare with, comma-separated: crun, runc (container side), qemu (VM side).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "crun,runc,qemu", value_parser = parse_peer)]
     pub peers: Vec<Peer>,
     /// Timed runs per subject [default: 30, or 10 with --quick].
     #[arg(long, value_name = "N", value_parser = parse_runs)]
@@ -55,12 +63,16 @@ pub struct BenchArgs {
     /// A quick look: 10 timed runs per subject unless --runs says otherwise.
     #[arg(long)]
     pub quick: bool,
-    /// Directory for report.json and report.md [default: ./isol-bench-<UTC date-time>].
+    /// Directory for report.json, report.md and report.html [default: ./isol-bench-<UTC date-time>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Benchmarks to run, comma-separated: start (start → exit of /bin/true in busybox).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start", value_parser = parse_benchmark)]
+    /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net", value_parser = parse_benchmark)]
     pub benchmarks: Vec<Benchmark>,
+    /// Internal: this bench runs inside the lab for an outer `isol bench`, and prints its
+    /// reports on stdout.
+    #[arg(long, hide = true)]
+    pub lab_inner: bool,
 }
 
 /// An isol backend a bench can measure.
@@ -75,6 +87,7 @@ pub enum BenchBackend {
 pub enum Peer {
     Crun,
     Runc,
+    Qemu,
 }
 
 impl Peer {
@@ -82,6 +95,7 @@ impl Peer {
         match self {
             Peer::Crun => "crun",
             Peer::Runc => "runc",
+            Peer::Qemu => "qemu",
         }
     }
 }
@@ -91,27 +105,38 @@ impl Peer {
 pub enum Benchmark {
     /// Start → exit of `/bin/true`.
     Start,
+    Memory,
+    Density,
+    Cpu,
+    Syscall,
+    Io,
+    Net,
 }
 
 impl Benchmark {
     fn name(self) -> &'static str {
         match self {
             Benchmark::Start => "start",
+            Benchmark::Memory => "memory",
+            Benchmark::Density => "density",
+            Benchmark::Cpu => "cpu",
+            Benchmark::Syscall => "syscall",
+            Benchmark::Io => "io",
+            Benchmark::Net => "net",
         }
     }
 
     fn description(self) -> &'static str {
         match self {
             Benchmark::Start => "start → exit of `/bin/true` in the busybox image",
+            _ => "",
         }
     }
 
     fn workload(self) -> Workload {
-        match self {
-            Benchmark::Start => Workload {
-                args: vec!["/bin/true".into()],
-                expect: 0,
-            },
+        Workload {
+            args: vec!["/bin/true".into()],
+            expect: 0,
         }
     }
 }
@@ -128,14 +153,23 @@ fn parse_peer(s: &str) -> Result<Peer, String> {
     match s.trim() {
         "crun" => Ok(Peer::Crun),
         "runc" => Ok(Peer::Runc),
-        other => Err(format!("unknown peer {other:?}: use crun, runc or both")),
+        "qemu" => Ok(Peer::Qemu),
+        other => Err(format!("unknown peer {other:?}: use crun, runc, qemu")),
     }
 }
 
 fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     match s.trim() {
         "start" => Ok(Benchmark::Start),
-        other => Err(format!("unknown benchmark {other:?}: use start")),
+        "memory" => Ok(Benchmark::Memory),
+        "density" => Ok(Benchmark::Density),
+        "cpu" => Ok(Benchmark::Cpu),
+        "syscall" => Ok(Benchmark::Syscall),
+        "io" => Ok(Benchmark::Io),
+        "net" => Ok(Benchmark::Net),
+        other => Err(format!(
+            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net"
+        )),
     }
 }
 
@@ -159,78 +193,130 @@ fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
-    if args.backends.contains(&BenchBackend::Kvm) {
-        bail!("The kvm backend cannot be benchmarked in this build yet; use --backends container");
-    }
     let runs = args
         .runs
         .unwrap_or(if args.quick { QUICK_RUNS } else { DEFAULT_RUNS });
     let started = host::now_unix();
     host::require_root()?;
+    let kvm_env = KvmEnv::detect();
+    let requested_kvm = args
+        .backends
+        .as_ref()
+        .is_some_and(|b| b.contains(&BenchBackend::Kvm));
+    if args.lab_inner {
+        return run_inner(&args, runs, started, kvm_env);
+    }
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("isol-bench-{}", host::stamp(started))));
     let created_out = prepare_out(&out)?;
-
-    let res = bench(&args, runs, started);
-    let report = match res {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            if created_out {
-                let _ = fs::remove_dir(&out);
-            }
-            eprintln!(
-                "isol: benchmark cancelled; its containers, mounts and bundles are removed and no report was written"
-            );
-            return Ok(EXIT_CANCELLED);
-        }
-        Err(e) => {
-            if created_out {
-                let _ = fs::remove_dir(&out);
-            }
-            return Err(e);
+    let remove_out = || {
+        if created_out {
+            let _ = fs::remove_dir(&out);
         }
     };
 
-    let json = serde_json::to_string_pretty(&report).context("Cannot serialize the report")?;
-    let json_path = out.join("report.json");
-    fs::write(&json_path, json + "\n").with_context(|| {
-        format!(
-            "Cannot write {}; choose a writable directory with --out",
-            json_path.display()
-        )
-    })?;
-    let md_path = out.join("report.md");
-    fs::write(&md_path, report.markdown()).with_context(|| {
-        format!(
-            "Cannot write {}; choose a writable directory with --out",
-            md_path.display()
-        )
-    })?;
-    for b in &report.benchmarks {
-        println!("## {}: {}\n", b.name, b.description);
-        print!("{}", b.table_markdown());
-    }
+    let files = if requested_kvm && matches!(kvm_env, KvmEnv::Unusable(_)) {
+        let exe = isol_exe()?;
+        let here = Machine::probe(CgroupLayout::detect(), String::new()).one_line();
+        match lab::run_in_lab(&exe, &here) {
+            Ok(e) => e,
+            Err(e) => {
+                remove_out();
+                return Err(e);
+            }
+        }
+    } else {
+        let report = match bench(&args, runs, started, &kvm_env) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                remove_out();
+                eprintln!(
+                    "isol: benchmark cancelled; its containers, mounts and bundles are removed and no report was written"
+                );
+                return Ok(EXIT_CANCELLED);
+            }
+            Err(e) => {
+                remove_out();
+                return Err(e);
+            }
+        };
+        envelope(&report)?
+    };
+
+    let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
+        let path = out.join(name);
+        fs::write(&path, text).with_context(|| {
+            format!(
+                "Cannot write {}; choose a writable directory with --out",
+                path.display()
+            )
+        })?;
+        Ok(path)
+    };
+    let json_path = write("report.json", &(files.json.clone() + "\n"))?;
+    let md_path = write("report.md", &files.md)?;
+    let html_path = write("report.html", &files.html)?;
+    print!("{}", files.tables);
     eprintln!(
-        "isol bench: wrote {} and {}",
+        "isol bench: wrote {}, {} and {}",
         json_path.display(),
-        md_path.display()
+        md_path.display(),
+        html_path.display()
     );
     // The report is written either way; isol failing its own benchmark is isol failing.
-    if let Some(s) = report
-        .benchmarks
-        .iter()
-        .flat_map(|b| &b.subjects)
-        .find(|s| s.info.kind == "isol" && s.status != Status::Ok)
+    let v: serde_json::Value = serde_json::from_str(&files.json).unwrap_or_default();
+    if let Some(s) = v["benchmarks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["subjects"].as_array().into_iter().flatten())
+        .find(|s| s["kind"] == "isol" && s["status"] == "failed")
     {
         bail!(
             "isol itself failed during the benchmark: {}; see {}",
-            s.error.as_deref().unwrap_or("no reason recorded"),
+            s["error"].as_str().unwrap_or("no reason recorded"),
             md_path.display()
         );
     }
     Ok(0)
+}
+
+/// The bench inside the lab: runs, then prints the reports on stdout in one line.
+fn run_inner(args: &BenchArgs, runs: u32, started: u64, kvm_env: KvmEnv) -> anyhow::Result<i32> {
+    match bench(args, runs, started, &kvm_env)? {
+        Some(report) => {
+            let e = envelope(&report)?;
+            println!(
+                "{}{}",
+                lab::ENVELOPE_MARK,
+                serde_json::to_string(&e).context("Cannot serialize the report")?
+            );
+            Ok(0)
+        }
+        None => Ok(EXIT_CANCELLED),
+    }
+}
+
+/// The three reports and the stdout tables.
+fn envelope(report: &Report) -> anyhow::Result<lab::Envelope> {
+    let json = serde_json::to_string_pretty(report).context("Cannot serialize the report")?;
+    let mut tables = String::new();
+    for b in &report.benchmarks {
+        tables.push_str(&format!("## {}: {}\n\n", b.name, b.description));
+        tables.push_str(&b.table_markdown());
+        tables.push('\n');
+    }
+    for m in &report.metrics {
+        tables.push_str(&m.markdown());
+    }
+    Ok(lab::Envelope {
+        md: report.markdown(),
+        html: html::render(report),
+        json,
+        tables,
+    })
 }
 
 /// Creates the report directory and checks that it is writable; returns whether it was created.
@@ -327,7 +413,27 @@ impl Slot {
 }
 
 /// Sets up the environment and subjects, runs every benchmark; `None` when cancelled.
-fn bench(args: &BenchArgs, runs: u32, started: u64) -> anyhow::Result<Option<Report>> {
+fn bench(
+    args: &BenchArgs,
+    runs: u32,
+    started: u64,
+    kvm_env: &KvmEnv,
+) -> anyhow::Result<Option<Report>> {
+    let backends = match &args.backends {
+        Some(b) => dedup(b),
+        None if matches!(kvm_env, KvmEnv::Hardware | KvmEnv::Lab) => {
+            vec![BenchBackend::Container, BenchBackend::Kvm]
+        }
+        None => vec![BenchBackend::Container],
+    };
+    let with_container = backends.contains(&BenchBackend::Container);
+    let with_kvm = backends.contains(&BenchBackend::Kvm);
+    let kvm_skip = format!(
+        "kvm backend not measured: /dev/kvm here is {}; `isol bench --backends container,kvm` runs the whole bench in the lab",
+        kvm_env.describe()
+    );
+    let container_skip = "container backend not measured: not in --backends".to_string();
+
     let layout = CgroupLayout::detect();
     // First, while this process has one thread: the namespace is per thread.
     let environment = host::enter_private_mounts(layout)?;
@@ -342,49 +448,259 @@ fn bench(args: &BenchArgs, runs: u32, started: u64) -> anyhow::Result<Option<Rep
         .context("Cannot unpack the busybox image's layers")?;
     let peer_env = container_env(&image.config.env);
     let mut machine = Machine::probe(layout, environment);
+    machine.kvm = kvm_env.describe();
 
     // Declared before the subjects, so dropped after them: peers unmount and delete first.
     let work = WorkDir::create()?;
-    let exe = std::env::current_exe().context("Cannot find the isol binary to benchmark")?;
+    let exe = isol_exe()?;
     let bar = progress_bar();
+    let inner = args.lab_inner;
 
+    // The guest kernel, copied next to the work (in the lab: to RAM, not 9p, for both VMMs).
+    let kernel = if with_kvm {
+        let k = guest_kernel()?;
+        let copy = work.0.join("vmlinux");
+        fs::copy(&k, &copy)
+            .with_context(|| format!("Cannot copy the guest kernel {}", k.display()))?;
+        Some(copy)
+    } else {
+        None
+    };
+
+    let selected = dedup(&args.benchmarks);
     let mut benchmarks = Vec::new();
-    for bm in dedup(&args.benchmarks) {
-        let mut slots = vec![Slot::ready(Box::new(IsolSubject::new(
-            exe.clone(),
-            store.root().to_path_buf(),
-            IMAGE,
-        )))];
+    if selected.contains(&Benchmark::Start) {
+        let bm = Benchmark::Start;
+        let mut slots = Vec::new();
+        if with_container {
+            slots.push(Slot::ready(Box::new(IsolSubject::new(
+                exe.clone(),
+                store.root().to_path_buf(),
+                IMAGE,
+            ))));
+        } else {
+            slots.push(Slot::skipped("isol", String::new(), container_skip.clone()));
+        }
+        if let Some(k) = &kernel {
+            slots.push(Slot::ready(Box::new(IsolSubject::kvm(
+                exe.clone(),
+                store.root().to_path_buf(),
+                IMAGE,
+                k.clone(),
+            ))));
+        } else {
+            let mut s = Slot::skipped("isol-kvm", String::new(), kvm_skip.clone());
+            s.info.kind = "isol";
+            slots.push(s);
+        }
         for peer in dedup(&args.peers) {
-            let slot = peer_slot(peer, &work.0, &layers, &peer_env, &mut machine);
+            let slot = match peer {
+                Peer::Qemu if !with_kvm => Slot::skipped(
+                    "qemu",
+                    String::new(),
+                    "QEMU -M microvm is the kvm backend's peer, and the kvm backend was not measured".into(),
+                ),
+                Peer::Qemu => match subjects::find_in_path("qemu-system-x86_64") {
+                    None => Slot::skipped(
+                        "qemu",
+                        String::new(),
+                        "not installed: no `qemu-system-x86_64` in PATH; apt-get install qemu-system-x86".into(),
+                    ),
+                    Some(q) => Slot::skipped(
+                        "qemu",
+                        subjects::version_of(&q).unwrap_or_default(),
+                        "not measured by isol bench yet: guest-images/bench/vm-start.sh compares isol's VMM with QEMU -M microvm (same kernel, disk and initramfs); see docs/benchmarks-vm.md".into(),
+                    ),
+                },
+                _ if !with_container => Slot::skipped(
+                    peer.name(),
+                    String::new(),
+                    format!("{} is a container runtime, and the container backend was not measured", peer.name()),
+                ),
+                _ => peer_slot(peer, &work.0, &layers, &peer_env, &mut machine),
+            };
             if let Some(e) = &slot.error {
                 note(&bar, format!("isol bench: skipping {}: {e}", peer.name()));
             }
             slots.push(slot);
         }
-        match run_benchmark(bm, &mut slots, runs, &bar)? {
+        match run_benchmark(bm, &mut slots, runs, &bar, inner)? {
             Some(b) => benchmarks.push(b),
             None => return Ok(None),
+        }
+    }
+
+    // The other benchmarks: isol's backends and the host.
+    let mut runners = Vec::new();
+    if with_container {
+        runners.push(Runner::Isol {
+            exe: exe.clone(),
+            store_root: store.root().to_path_buf(),
+            kvm: false,
+            kernel: None,
+        });
+    }
+    if let Some(k) = &kernel {
+        runners.push(Runner::Isol {
+            exe: exe.clone(),
+            store_root: store.root().to_path_buf(),
+            kvm: true,
+            kernel: Some(k.clone()),
+        });
+    }
+    let io_dir = work.0.join("host-io");
+    fs::create_dir_all(&io_dir).with_context(|| format!("Cannot create {}", io_dir.display()))?;
+    runners.push(Runner::Host {
+        bin_dir: workloads::host_bin_dir(&work.0.join("host-bin")).map_err(|e| anyhow!(e))?,
+        io_dir,
+    });
+    let work_runs = runs.min(if args.quick { 3 } else { 10 });
+    let sizes = Sizes::new(args.quick);
+    let progress = |msg: String| {
+        if inner || bar.is_hidden() {
+            eprintln!("isol bench: {msg}");
+        } else {
+            bar.set_prefix("");
+            bar.set_message(msg);
+            bar.tick();
+        }
+    };
+    if !bar.is_hidden() {
+        bar.set_length(0);
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+    }
+    let mut metrics = Vec::new();
+    let want = |b: Benchmark| selected.contains(&b);
+    if want(Benchmark::Memory) || want(Benchmark::Density) {
+        let plan = MemoryPlan {
+            growth: vec![1, 5, 10],
+            density: if args.quick || inner {
+                vec![10, 50]
+            } else {
+                vec![10, 50, 100]
+            },
+            runs: work_runs,
+            density_runs: runs.min(if args.quick { 1 } else { 3 }),
+            want_memory: true,
+            want_density: want(Benchmark::Density),
+            kvm_density_max: (args.quick && matches!(kvm_env, KvmEnv::Lab)).then_some((
+                10,
+                "not with --quick in the lab: dozens of VMs booting on the lab's emulated CPU take minutes",
+            )),
+        };
+        match workloads::memory_metrics(&runners, &plan, &work.0, &progress) {
+            Some(ms) => metrics.extend(ms.into_iter().filter(|m| {
+                (m.benchmark == "memory" && want(Benchmark::Memory)) || m.benchmark == "density"
+            })),
+            None => return Ok(None),
+        }
+    }
+    let timed: Vec<&str> = [Benchmark::Cpu, Benchmark::Syscall, Benchmark::Io]
+        .into_iter()
+        .filter(|b| want(*b))
+        .map(Benchmark::name)
+        .collect();
+    if !timed.is_empty() {
+        match workloads::timed_metrics(&runners, sizes, &timed, work_runs, &progress) {
+            Some(ms) => metrics.extend(ms),
+            None => return Ok(None),
+        }
+    }
+    if want(Benchmark::Net) {
+        match workloads::net_metric(&runners, sizes, work_runs, &progress) {
+            Some(m) => metrics.push(m),
+            None => return Ok(None),
+        }
+    }
+    // Never a silent gap: a backend not measured is a marked skip in every metric.
+    for m in &mut metrics {
+        let has = |m: &metrics::Metric, p: &str| m.series.iter().any(|s| s.subject.starts_with(p));
+        if !with_kvm && !has(m, "isol-kvm") {
+            m.series.push(metrics::Series::skipped(
+                "isol-kvm",
+                "isol (kvm)",
+                kvm_skip.clone(),
+            ));
+        }
+        if !with_container && !has(m, "isol-container") {
+            m.series.push(metrics::Series::skipped(
+                "isol-container",
+                "isol (container)",
+                container_skip.clone(),
+            ));
         }
     }
     bar.finish_and_clear();
     machine.loadavg_end = host::loadavg();
 
+    let measured_in = match kvm_env {
+        KvmEnv::Lab => format!(
+            "Measured inside the lab (a QEMU-TCG VM with nested KVM{}): every subject, the kvm and the container side alike, ran there, so they compare with each other but not with numbers measured directly on a host.",
+            machine
+                .outer_host
+                .as_deref()
+                .map(|h| format!(", on {h}"))
+                .unwrap_or_default()
+        ),
+        _ if with_kvm => "Measured on this host, kvm backend on hardware /dev/kvm.".into(),
+        _ => format!(
+            "Measured on this host; {}",
+            if with_container {
+                kvm_skip.as_str()
+            } else {
+                ""
+            }
+        ),
+    };
     Ok(Some(Report {
         schema: report::SCHEMA,
+        measured_in,
         started_at: host::rfc3339(started),
         finished_at: host::rfc3339(host::now_unix()),
-        argv: std::env::args().collect(),
+        argv: std::env::args().filter(|a| a != "--lab-inner").collect(),
         machine,
         settings: Settings {
             runs,
             warmup_rounds: WARMUP_ROUNDS,
             order: "interleaved (one run of each subject per round, same order every round)",
-            timing: "wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe",
+            timing: "start: wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe; cpu/syscall/io/net: inside the workload, between markers",
             run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
         },
         benchmarks,
+        metrics,
     }))
+}
+
+/// The isol binary to run: in the lab, the path the outer bench gave (the lab's
+/// /proc/self/exe shows the host root's mount point, not a path that exists there).
+fn isol_exe() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(lab::EXE_ENV) {
+        return Ok(p.into());
+    }
+    std::env::current_exe().context("Cannot find the isol binary to benchmark")
+}
+
+/// The guest kernel `isol run --backend kvm` would boot: $ISOL_KERNEL, or the newest cached.
+fn guest_kernel() -> anyhow::Result<PathBuf> {
+    if let Some(k) = std::env::var_os("ISOL_KERNEL") {
+        return Ok(k.into());
+    }
+    let cache = std::env::var_os("ISOL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/isol"));
+    fs::read_dir(cache.join("kernel"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("vmlinux"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "No guest kernel in {} for the kvm backend: build it with guest-images/build-kernel.sh or set ISOL_KERNEL",
+                cache.join("kernel").display()
+            )
+        })
 }
 
 /// The environment `isol run` gives a busybox container (see commands/run.rs), for the peers.
@@ -444,7 +760,7 @@ fn note(bar: &ProgressBar, msg: String) {
     if bar.is_hidden() {
         eprintln!("{msg}");
     } else {
-        note(bar, msg);
+        bar.println(msg);
     }
 }
 
@@ -467,6 +783,7 @@ fn run_benchmark(
     slots: &mut [Slot],
     runs: u32,
     bar: &ProgressBar,
+    inner: bool,
 ) -> anyhow::Result<Option<BenchmarkReport>> {
     let workload = bm.workload();
     // Exit status 42 can only come from the shell in the container: proof that the runtime
@@ -511,6 +828,14 @@ fn run_benchmark(
     }
 
     for round in 0..WARMUP_ROUNDS + runs {
+        if inner {
+            eprintln!(
+                "isol bench: {}: round {}/{}",
+                bm.name(),
+                round + 1,
+                WARMUP_ROUNDS + runs
+            );
+        }
         bar.set_message(if round < WARMUP_ROUNDS {
             format!("warm-up {}/{WARMUP_ROUNDS}", round + 1)
         } else {
@@ -655,6 +980,8 @@ mod tests {
         assert_eq!(parse_runs("30"), Ok(30));
         assert!(parse_runs("x").is_err());
         assert!(parse_peer("docker").unwrap_err().contains("crun, runc"));
+        assert_eq!(parse_peer("qemu"), Ok(Peer::Qemu));
+        assert!(parse_benchmark("disk").is_err());
         assert_eq!(parse_peer("runc"), Ok(Peer::Runc));
         assert_eq!(
             dedup(&[Peer::Crun, Peer::Crun, Peer::Runc]),

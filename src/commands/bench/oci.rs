@@ -21,31 +21,6 @@ use serde_json::{Value, json};
 
 use isol_container::security::seccomp;
 
-/// isol's masked paths (container `rootfs::mounts::MASKED_PATHS`).
-const MASKED_PATHS: [&str; 12] = [
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/sys/devices/virtual/powercap",
-    "/sys/firmware",
-];
-
-/// isol's read-only paths (container `rootfs::mounts::READONLY_PATHS`).
-const READONLY_PATHS: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// The hostname of every peer container (isol uses the run id, of the same length).
 pub const HOSTNAME: &str = "isol-bench0";
 
@@ -122,8 +97,9 @@ pub fn config(args: &[String], env: &[String]) -> Value {
                 { "type": "network" },
                 { "type": "cgroup" },
             ],
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            // The same paths isol masks and protects.
+            "maskedPaths": isol_container::MASKED_PATHS,
+            "readonlyPaths": isol_container::READONLY_PATHS,
             "seccomp": seccomp_profile(),
         },
     })

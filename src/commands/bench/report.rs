@@ -11,11 +11,13 @@ use super::stats::{Summary, round3};
 use super::subjects::SubjectInfo;
 
 /// Version of the `report.json` layout.
-pub const SCHEMA: &str = "isol-bench/1";
+pub const SCHEMA: &str = "isol-bench/2";
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub schema: &'static str,
+    /// Where everything was measured; the first line of report.md.
+    pub measured_in: String,
     pub started_at: String,
     pub finished_at: String,
     /// The command line of the bench.
@@ -23,6 +25,8 @@ pub struct Report {
     pub machine: Machine,
     pub settings: Settings,
     pub benchmarks: Vec<BenchmarkReport>,
+    /// memory, density, cpu, syscall, io, net.
+    pub metrics: Vec<super::metrics::Metric>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +135,13 @@ pub fn phase_meaning(name: &str) -> &'static str {
         "exec" => "child: seccomp, execveat of the sealed isol init, init execs the workload",
         "run" => "the workload runs and exits; isol reaps it",
         "teardown" => "cgroup removal, run dir removal",
+        "vmm-setup" => {
+            "kvm: VMM start → first vCPU entry (VM, memory, kernel and initramfs load, devices)"
+        }
+        "kernel-boot" => "kvm: first vCPU entry → guest init starts",
+        "init" => "kvm: guest init mounts the root and starts the workload",
+        "workload" => "kvm: the workload runs and exits",
+        "vm-exit" => "kvm: workload exit → the VM is gone",
         _ => "",
     }
 }
@@ -311,17 +322,21 @@ impl Report {
     /// `report.md`.
     pub fn markdown(&self) -> String {
         let m = &self.machine;
-        let mut md = String::from("# isol bench\n\n");
+        let mut md = format!("**{}**\n\n# isol bench\n\n", self.measured_in);
         let _ = writeln!(md, "- Date: {} (to {})", self.started_at, self.finished_at);
         let _ = writeln!(
             md,
-            "- Machine: {}, {} CPUs, {}, Linux {}, {}",
+            "- Machine: {}, {} CPUs, {}, Linux {}, {}; /dev/kvm: {}",
             m.cpu_model,
             m.nproc,
             gib(m.memory_bytes),
             m.kernel,
-            m.cgroup_layout_description
+            m.cgroup_layout_description,
+            m.kvm
         );
+        if let Some(h) = &m.outer_host {
+            let _ = writeln!(md, "- Lab host: {h}");
+        }
         let _ = writeln!(md, "- Environment: {}", m.environment);
         let load = |l: Option<[f64; 3]>| {
             l.map_or("?".into(), |l| {
@@ -426,6 +441,14 @@ impl Report {
                     }
                 );
             }
+        }
+        let mut last = "";
+        for m in &self.metrics {
+            if m.benchmark != last {
+                let _ = writeln!(md, "\n## {}\n", m.benchmark);
+                last = m.benchmark;
+            }
+            md.push_str(&m.markdown());
         }
         md
     }

@@ -132,6 +132,30 @@ const PHASE_ORDER: &[&str] = &[
     "teardown",
 ];
 
+/// The kvm backend's start phases from its `--json` `timeline_ms` (offsets from VMM start):
+/// VMM setup, kernel boot, init, workload, exit.
+fn parse_timeline(stderr: &str) -> Option<Vec<(String, f64)>> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let t = v.get("timeline_ms")?;
+    let at = |k: &str| t.get(k).and_then(serde_json::Value::as_f64);
+    let marks = [
+        ("vmm-setup", Some(0.0), at("first_vcpu_entry")),
+        ("kernel-boot", at("first_vcpu_entry"), at("init_start")),
+        ("init", at("init_start"), at("workload_start")),
+        ("workload", at("workload_start"), at("workload_exit")),
+        ("vm-exit", at("workload_exit"), at("vm_exit")),
+    ];
+    let phases: Vec<(String, f64)> = marks
+        .iter()
+        .filter_map(|(name, a, b)| Some((name.to_string(), (b.as_ref()? - a.as_ref()?).max(0.0))))
+        .collect();
+    (!phases.is_empty()).then_some(phases)
+}
+
 /// isol's phases from its `--json` stderr line, in the runtime's order (unknown ones last).
 fn parse_phases(stderr: &str) -> Option<Vec<(String, f64)>> {
     let line = stderr
@@ -139,6 +163,9 @@ fn parse_phases(stderr: &str) -> Option<Vec<(String, f64)>> {
         .rev()
         .find(|l| l.trim_start().starts_with('{'))?;
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("timeline_ms").is_some() {
+        return parse_timeline(stderr);
+    }
     let map = v.get("phases_ms")?.as_object()?;
     let mut phases: Vec<(String, f64)> = map
         .iter()
@@ -161,6 +188,8 @@ pub struct IsolSubject {
     exe: PathBuf,
     store_root: PathBuf,
     image: String,
+    /// `Some(kernel)` for the kvm backend.
+    kvm_kernel: Option<PathBuf>,
 }
 
 impl IsolSubject {
@@ -182,6 +211,31 @@ impl IsolSubject {
             exe,
             store_root,
             image: image.into(),
+            kvm_kernel: None,
+        }
+    }
+
+    /// isol's kvm backend, booting `kernel`.
+    pub fn kvm(exe: PathBuf, store_root: PathBuf, image: &str, kernel: PathBuf) -> IsolSubject {
+        IsolSubject {
+            info: SubjectInfo {
+                name: "isol-kvm".into(),
+                label: format!("isol {} (kvm)", env!("CARGO_PKG_VERSION")),
+                kind: "isol",
+                backend: Some("kvm"),
+                version: format!("isol {}", env!("CARGO_PKG_VERSION")),
+                command: format!(
+                    "ISOL_HOME={} {} run --backend kvm --kernel {} --json {image} CMD",
+                    store_root.display(),
+                    exe.display(),
+                    kernel.display()
+                ),
+                rootfs: "the image's layers as a cached read-only ext4 virtio-blk disk, with a tmpfs upper layer in guest RAM".into(),
+            },
+            exe,
+            store_root,
+            image: image.into(),
+            kvm_kernel: Some(kernel),
         }
     }
 }
@@ -193,9 +247,11 @@ impl Subject for IsolSubject {
 
     fn run(&mut self, w: &Workload) -> Result<Outcome, String> {
         let mut cmd = Command::new(&self.exe);
-        cmd.env("ISOL_HOME", &self.store_root)
-            .args(["run", "--json", &self.image])
-            .args(&w.args);
+        cmd.env("ISOL_HOME", &self.store_root).arg("run");
+        if let Some(k) = &self.kvm_kernel {
+            cmd.args(["--backend", "kvm", "--kernel"]).arg(k);
+        }
+        cmd.args(["--json", &self.image]).args(&w.args);
         let (wall_ms, status, stderr) = timed(&mut cmd)?;
         check_exit("isol run", status, w, &stderr)?;
         let phases = parse_phases(&stderr).ok_or_else(|| {
@@ -479,6 +535,11 @@ mod tests {
         let names: Vec<&str> = p.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["cgroup", "prepare", "exec", "teardown", "zzz"]);
         assert!(parse_phases("no json").is_none());
+        let kvm = "{\"timeline_ms\":{\"first_vcpu_entry\":2.0,\"init_start\":10.0,\"workload_start\":11.0,\"workload_exit\":12.5,\"vm_exit\":13.0,\"first_console_output\":null}}";
+        let p = parse_phases(kvm).unwrap();
+        assert_eq!(p[0], ("vmm-setup".to_string(), 2.0));
+        assert_eq!(p[1], ("kernel-boot".to_string(), 8.0));
+        assert_eq!(p.len(), 5);
         assert_eq!(last_line("a\nboom\n{\"x\":1}\n"), "boom");
     }
 }

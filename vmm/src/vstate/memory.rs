@@ -12,7 +12,7 @@ use std::ops::Deref;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::mmap::{MmapRegionBuilder, NewBitmap};
+use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
 
 use crate::arch::x86_64::layout;
@@ -79,21 +79,19 @@ impl AlignedMapping {
         let aligned = start.next_multiple_of(HOST_ALIGN);
         let head = aligned - start;
         let tail = reserve - head - len;
-        // SAFETY: [start, aligned) and [aligned + len, start + reserve) are the unused
-        // ends of the mapping made just above; nothing refers to them.
-        unsafe {
-            if head > 0 {
-                libc::munmap(base, head);
-            }
-            if tail > 0 {
-                libc::munmap((aligned + len) as *mut libc::c_void, tail);
-            }
+        if head > 0 {
+            // SAFETY: [start, aligned) is the unused head of the mapping made just
+            // above; nothing refers to it.
+            unsafe { libc::munmap(base, head) };
+        }
+        if tail > 0 {
+            // SAFETY: [aligned + len, start + reserve) is its unused tail, likewise.
+            unsafe { libc::munmap((aligned + len) as *mut libc::c_void, tail) };
         }
         let addr = aligned as *mut u8;
-        // Huge pages where the host allows them (THP `madvise` mode); a hint only, so
-        // its failure (THP off, old kernel) changes nothing.
-        // SAFETY: advice on our own mapping; does not change its contents.
-        unsafe { libc::madvise(addr.cast(), len, libc::MADV_HUGEPAGE) };
+        // No MADV_HUGEPAGE: with the common `defrag=madvise` policy it makes faults
+        // compact memory synchronously (multi-second stalls seen in the lab). Where THP
+        // is `always`, the alignment is enough.
         Ok(Self { addr, len })
     }
 }
@@ -139,14 +137,11 @@ pub fn create_guest_memory(mem_size: u64) -> Result<GuestRam, MemoryError> {
         let map = AlignedMapping::new(len).map_err(alloc_err)?;
         // SAFETY: [map.addr, map.addr + len) is a live read/write mapping owned by
         // `maps`, which outlives the region (see `GuestRam`).
-        let region = unsafe {
-            MmapRegionBuilder::new_with_bitmap(len, NewBitmap::with_len(len))
-                .with_raw_mmap_pointer(map.addr)
-        }
-        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
-        .build()
-        .map_err(|e| alloc_err(std::io::Error::other(e.to_string())))?;
+        let region = unsafe { MmapRegionBuilder::new(len).with_raw_mmap_pointer(map.addr) }
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| alloc_err(std::io::Error::other(e.to_string())))?;
         maps.push(map);
         let region = GuestRegionMmap::new(region, gpa)
             .ok_or_else(|| alloc_err(std::io::Error::other("region wraps around")))?;

@@ -1,0 +1,1059 @@
+//! The benchmarks beyond `start`: memory, density, cpu, syscall, io, net. Each one runs a
+//! busybox workload in every isol backend measured and, as the reference, on the host (the
+//! same busybox applets, through a directory of applet links), interleaved round by round
+//! after one discarded warm-up round.
+//!
+//! Work is timed **inside** the workload: the script prints a start and an end marker
+//! through busybox `ts %.s` (gettimeofday, microseconds), so start-up and teardown of the
+//! runtime are not part of these numbers.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::cancel;
+use super::metrics::{Metric, Series};
+use super::report::Status;
+
+/// Where and how a workload runs.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// `isol run [--backend kvm] busybox …`.
+    Isol {
+        exe: PathBuf,
+        store_root: PathBuf,
+        kvm: bool,
+        kernel: Option<PathBuf>,
+    },
+    /// `busybox sh -c …` on the host, with busybox's applets first in PATH.
+    Host { bin_dir: PathBuf, io_dir: PathBuf },
+}
+
+impl Runner {
+    pub fn subject(&self) -> &'static str {
+        match self {
+            Runner::Isol { kvm: true, .. } => "isol-kvm",
+            Runner::Isol { .. } => "isol-container",
+            Runner::Host { .. } => "host",
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Runner::Isol { kvm: true, .. } => "isol (kvm)",
+            Runner::Isol { .. } => "isol (container)",
+            Runner::Host { .. } => "host",
+        }
+    }
+
+    fn is_kvm(&self) -> bool {
+        matches!(self, Runner::Isol { kvm: true, .. })
+    }
+
+    /// The command running `sh -c script`; `stdin` asks for a piped stdin (`-i`).
+    fn command(&self, script: &str, stdin: bool, bridge: bool) -> Command {
+        match self {
+            Runner::Isol {
+                exe,
+                store_root,
+                kvm,
+                kernel,
+            } => {
+                let mut c = Command::new(exe);
+                c.env("ISOL_HOME", store_root).arg("run");
+                if *kvm {
+                    c.args(["--backend", "kvm"]);
+                    if let Some(k) = kernel {
+                        c.arg("--kernel").arg(k);
+                    }
+                }
+                if stdin {
+                    c.arg("-i");
+                }
+                if bridge {
+                    c.args(["--network", "bridge"]);
+                }
+                c.args(["busybox", "--", "sh", "-c", script]);
+                c
+            }
+            Runner::Host { bin_dir, io_dir } => {
+                let mut c = Command::new(bin_dir.join("sh"));
+                c.env("PATH", bin_dir)
+                    .current_dir(io_dir)
+                    .args(["-c", script]);
+                c
+            }
+        }
+    }
+
+    /// The directory the IO workloads write in.
+    fn io_dir(&self) -> String {
+        match self {
+            Runner::Host { io_dir, .. } => io_dir.display().to_string(),
+            Runner::Isol { .. } => String::new(),
+        }
+    }
+}
+
+/// Makes `dir` hold a link to /bin/busybox for each applet the workloads use.
+pub fn host_bin_dir(dir: &Path) -> Result<PathBuf, String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        return Err("/bin/busybox not found; apt-get install busybox-static".into());
+    }
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for applet in [
+        "sh",
+        "head",
+        "sha256sum",
+        "dd",
+        "ts",
+        "nc",
+        "ip",
+        "sleep",
+        "cat",
+        "tr",
+        "unshare",
+    ] {
+        let link = dir.join(applet);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(busybox, &link)
+            .map_err(|e| format!("cannot link {}: {e}", link.display()))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Sizes of the work, smaller with `--quick`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub cpu_mib: u64,
+    pub syscall_bytes: u64,
+    pub seq_mib: u64,
+    pub rand_ops: u64,
+    pub fsync_ops: u64,
+    pub net_mib: u64,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                cpu_mib: 64,
+                syscall_bytes: 50_000,
+                seq_mib: 16,
+                rand_ops: 50,
+                fsync_ops: 20,
+                net_mib: 16,
+            }
+        } else {
+            Sizes {
+                cpu_mib: 64,
+                syscall_bytes: 200_000,
+                seq_mib: 64,
+                rand_ops: 200,
+                fsync_ops: 100,
+                net_mib: 64,
+            }
+        }
+    }
+}
+
+/// A workload timed between its markers.
+struct Timed {
+    id: &'static str,
+    title: String,
+    method: String,
+    /// Untimed preparation (shell, may use `$D` and `run`).
+    prep: String,
+    /// The timed part.
+    body: String,
+    /// Samples are the time divided by this (ms per operation when > 1).
+    per: f64,
+    unit: &'static str,
+    /// Not run on kvm: why.
+    kvm_skip: Option<String>,
+    kvm_note: Option<String>,
+}
+
+/// `run CMD…`: runs CMD, and on failure prints `FAIL …` and stops the workload.
+const PRELUDE: &str =
+    r#"run() { out=$("$@" 2>&1) || { echo "FAIL $*: $(echo "$out" | tr '\n' ' ')"; exit 1; }; }; "#;
+
+fn timed_script(dir: &str, prep: &str, body: &str) -> String {
+    let d = if dir.is_empty() { "" } else { dir };
+    format!("D={d}; {PRELUDE}{{ {prep} echo S; {body} echo E; }} 2>&1 | ts %.s")
+}
+
+/// Runs a marked workload once; returns the ms between the markers and NOTE lines.
+fn run_timed(
+    r: &Runner,
+    prep: &str,
+    body: &str,
+    bridge: bool,
+) -> Result<(f64, Vec<String>), String> {
+    let script = timed_script(&r.io_dir(), prep, body);
+    let mut cmd = r.command(&script, false, bridge);
+    let out = output_with_timeout(&mut cmd)?;
+    parse_marks(&out.0).map_err(|e| {
+        if out.1.trim().is_empty() {
+            e
+        } else {
+            format!("{e}; stderr: {}", last_line(&out.1))
+        }
+    })
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('{'))
+        .unwrap_or("")
+}
+
+/// `(ms between "S" and "E", NOTE lines)` from `ts %.s` output.
+pub fn parse_marks(out: &str) -> Result<(f64, Vec<String>), String> {
+    let mut start = None;
+    let mut end = None;
+    let mut notes = Vec::new();
+    let mut other = Vec::new();
+    for line in out.lines() {
+        let Some((t, text)) = line.split_once(' ') else {
+            continue;
+        };
+        let t: Option<f64> = t.parse().ok();
+        match (t, text.trim()) {
+            (Some(t), "S") => start = Some(t),
+            (Some(t), "E") => end = Some(t),
+            (_, x) if x.starts_with("NOTE ") => notes.push(x[5..].to_string()),
+            (_, x) => other.push(x.to_string()),
+        }
+    }
+    match (start, end) {
+        (Some(s), Some(e)) if e >= s => Ok(((e - s) * 1e3, notes)),
+        _ => Err(format!(
+            "the workload did not finish: {}",
+            other
+                .iter()
+                .find(|l| l.starts_with("FAIL"))
+                .or(other.last())
+                .map_or("no output", |s| s.as_str())
+        )),
+    }
+}
+
+/// Runs `cmd` to its end (stdout and stderr captured), killing it after the run timeout.
+fn output_with_timeout(cmd: &mut Command) -> Result<(String, String), String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    cancel::arm(child.id());
+    let out = child.wait_with_output();
+    let killed = cancel::disarm();
+    let out = out.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
+    if killed {
+        return Err(format!(
+            "the run did not finish within {} s and was killed",
+            cancel::RUN_TIMEOUT.as_secs()
+        ));
+    }
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
+    let tmpfs_note = "on kvm the root is an overlay of the read-only virtio-blk image disk with a tmpfs upper layer in guest RAM: new files never reach a disk, so this compares guest page cache/tmpfs with the container's overlay on the host's disk".to_string();
+    let direct = "O_DIRECT is asked for (dd iflag/oflag=direct) and the fallback to buffered IO is noted when the filesystem refuses it (tmpfs does)";
+    let mut v = Vec::new();
+    if which.contains(&"cpu") {
+        v.push(Timed {
+            id: "cpu",
+            title: format!("CPU-bound: sha256 of {} MiB", s.cpu_mib),
+            method: format!(
+                "busybox `head -c {} /dev/zero | sha256sum` inside the workload, timed between markers printed through busybox `ts` (gettimeofday); the same applets run on the host as the reference",
+                s.cpu_mib << 20
+            ),
+            prep: String::new(),
+            body: format!("head -c {} /dev/zero | sha256sum >/dev/null;", s.cpu_mib << 20),
+            per: 1.0,
+            unit: "ms",
+            kvm_skip: None,
+            kvm_note: None,
+        });
+    }
+    if which.contains(&"syscall") {
+        v.push(Timed {
+            id: "syscall",
+            title: format!("Syscall-heavy: dd bs=1 count={}", s.syscall_bytes),
+            method: format!(
+                "busybox `dd if=/dev/zero of=/dev/null bs=1 count={}`: one read and one write system call per byte ({} syscalls), timed inside the workload; samples are µs per byte (2 syscalls)",
+                s.syscall_bytes,
+                2 * s.syscall_bytes
+            ),
+            prep: String::new(),
+            body: format!(
+                "run dd if=/dev/zero of=/dev/null bs=1 count={};",
+                s.syscall_bytes
+            ),
+            per: s.syscall_bytes as f64 / 1000.0,
+            unit: "µs/byte",
+            kvm_skip: None,
+            kvm_note: None,
+        });
+    }
+    if which.contains(&"io") {
+        let mib = s.seq_mib;
+        v.push(Timed {
+            id: "io-seq-write",
+            title: format!("IO: sequential write of {mib} MiB + fsync"),
+            method: format!(
+                "busybox `dd if=/dev/zero of=ROOT/bench.dat bs=1M count={mib} conv=fsync` on the root filesystem (container: its overlay's upper dir on the host's disk; host: a directory on the same filesystem as the image store)"
+            ),
+            prep: String::new(),
+            body: format!("run dd if=/dev/zero of=$D/bench.dat bs=1M count={mib} conv=fsync;"),
+            per: 1.0,
+            unit: "ms",
+            kvm_skip: None,
+            kvm_note: Some(tmpfs_note.clone()),
+        });
+        let write_file =
+            |m: u64| format!("run dd if=/dev/zero of=$D/bench.dat bs=1M count={m} conv=fsync; ");
+        let probe = |flag: &str, var: &str| {
+            format!(
+                "if dd if=$D/bench.dat of=/dev/null bs=4k count=1 {flag}=direct 2>/dev/null; then {var}={flag}=direct; else {var}=; echo NOTE {flag}=direct refused, buffered IO used; fi; "
+            )
+        };
+        v.push(Timed {
+            id: "io-seq-read",
+            title: format!("IO: sequential read of {mib} MiB"),
+            method: format!(
+                "the file is written and fsynced untimed, then `dd if=ROOT/bench.dat of=/dev/null bs=1M iflag=direct` is timed; {direct}"
+            ),
+            prep: write_file(mib) + &probe("iflag", "F"),
+            body: "run dd if=$D/bench.dat of=/dev/null bs=1M $F;".into(),
+            per: 1.0,
+            unit: "ms",
+            kvm_skip: None,
+            kvm_note: Some(tmpfs_note.clone()),
+        });
+        let n = s.rand_ops;
+        let lp = |cmd: &str| {
+            format!(
+                "i=0; while [ $i -lt {n} ]; do b=$(( (i * 2654435761) % 4096 )); {cmd} || exit 1; i=$((i+1)); done;"
+            )
+        };
+        v.push(Timed {
+            id: "io-rand-read",
+            title: "IO: random 4 KiB reads".into(),
+            method: format!(
+                "{n} `dd bs=4k count=1 skip=R iflag=direct` at pseudo-random offsets of a 16 MiB file written untimed; samples are ms per read and **include one fork+exec of busybox dd per read** (busybox has no single-process random IO tool); {direct}"
+            ),
+            prep: write_file(16) + &probe("iflag", "F"),
+            body: lp("dd if=$D/bench.dat of=/dev/null bs=4k count=1 skip=$b $F 2>/dev/null"),
+            per: n as f64,
+            unit: "ms/op",
+            kvm_skip: None,
+            kvm_note: Some(tmpfs_note.clone()),
+        });
+        v.push(Timed {
+            id: "io-rand-write",
+            title: "IO: random 4 KiB writes".into(),
+            method: format!(
+                "{n} `dd bs=4k count=1 seek=R conv=notrunc oflag=direct` at pseudo-random offsets of a 16 MiB file; ms per write, including one fork+exec per write; {direct}"
+            ),
+            prep: write_file(16)
+                + "if dd if=/dev/zero of=$D/bench.dat bs=4k count=1 conv=notrunc oflag=direct 2>/dev/null; then F=oflag=direct; else F=; echo NOTE oflag=direct refused, buffered IO used; fi; ",
+            body: lp(
+                "dd if=/dev/zero of=$D/bench.dat bs=4k count=1 seek=$b conv=notrunc $F 2>/dev/null",
+            ),
+            per: n as f64,
+            unit: "ms/op",
+            kvm_skip: None,
+            kvm_note: Some(tmpfs_note.clone()),
+        });
+        let f = s.fsync_ops;
+        v.push(Timed {
+            id: "io-fsync",
+            title: "IO: 4 KiB write + fsync latency".into(),
+            method: format!(
+                "{f} `dd bs=4k count=1 seek=i conv=notrunc,fsync` to a 16 MiB file; ms per write+fsync, including one fork+exec each"
+            ),
+            prep: write_file(16),
+            body: format!(
+                "i=0; while [ $i -lt {f} ]; do dd if=/dev/zero of=$D/bench.dat bs=4k count=1 seek=$i conv=notrunc,fsync 2>/dev/null || exit 1; i=$((i+1)); done;"
+            ),
+            per: f as f64,
+            unit: "ms/op",
+            kvm_skip: None,
+            kvm_note: Some(tmpfs_note),
+        });
+    }
+    v
+}
+
+/// Progress callback: a message per step.
+pub type Progress<'a> = &'a dyn Fn(String);
+
+/// The marker-timed benchmarks (cpu, syscall, io) over `runners`; `None` when cancelled.
+pub fn timed_metrics(
+    runners: &[Runner],
+    sizes: Sizes,
+    which: &[&str],
+    runs: u32,
+    progress: Progress,
+) -> Option<Vec<Metric>> {
+    let mut metrics = Vec::new();
+    for w in timed_workloads(sizes, which) {
+        let mut series: Vec<Series> = runners
+            .iter()
+            .map(|r| match (&w.kvm_skip, r.is_kvm()) {
+                (Some(why), true) => Series::skipped(r.subject(), r.label(), why.clone()),
+                _ => Series::new(r.subject(), r.label()),
+            })
+            .collect();
+        let mut notes: Vec<String> = Vec::new();
+        for round in 0..=runs {
+            progress(format!("{}: round {round}/{runs}", w.id));
+            for (r, s) in runners.iter().zip(series.iter_mut()) {
+                if s.status != Status::Ok {
+                    continue;
+                }
+                let res = run_timed(r, &w.prep, &w.body, false);
+                if cancel::cancelled() {
+                    return None;
+                }
+                match res {
+                    Ok((ms, ns)) => {
+                        for n in ns {
+                            let n = format!("{}: {n}", r.label());
+                            if !notes.contains(&n) {
+                                notes.push(n);
+                            }
+                        }
+                        if round > 0 {
+                            s.push(ms / w.per);
+                        }
+                    }
+                    Err(e) => s.fail(format!("round {round}: {e}")),
+                }
+            }
+        }
+        if let Some(n) = &w.kvm_note
+            && runners.iter().any(Runner::is_kvm)
+        {
+            notes.push(n.clone());
+        }
+        let mut m = Metric {
+            id: w.id.into(),
+            benchmark: if w.id.starts_with("io") { "io" } else { w.id },
+            title: w.title,
+            method: format!(
+                "{}. One warm-up round discarded, then {runs} rounds, subjects interleaved.",
+                w.method
+            ),
+            unit: w.unit,
+            lower_is_better: true,
+            series,
+            ratios: Vec::new(),
+            notes,
+        };
+        m.finish(&[
+            ("isol-container", "host"),
+            ("isol-kvm", "host"),
+            ("isol-kvm", "isol-container"),
+        ]);
+        metrics.push(m);
+    }
+    Some(metrics)
+}
+
+/// Network throughput: two containers on isol's bridge vs two processes over loopback in a
+/// fresh network namespace on the host. The kvm backend has no network device: skipped.
+pub fn net_metric(
+    runners: &[Runner],
+    sizes: Sizes,
+    runs: u32,
+    progress: Progress,
+) -> Option<Metric> {
+    let bytes = sizes.net_mib << 20;
+    let mut series = Vec::new();
+    for r in runners {
+        let mut s = Series::new(r.subject(), r.label());
+        if r.is_kvm() {
+            s = Series::skipped(
+                r.subject(),
+                r.label(),
+                "the microVM has no network device yet".into(),
+            );
+        }
+        series.push(s);
+    }
+    for round in 0..=runs {
+        progress(format!("net: round {round}/{runs}"));
+        for (r, s) in runners.iter().zip(series.iter_mut()) {
+            if s.status != Status::Ok {
+                continue;
+            }
+            let res = match r {
+                Runner::Host { .. } => net_host(r, bytes),
+                Runner::Isol { .. } => net_bridge(r, bytes),
+            };
+            if cancel::cancelled() {
+                return None;
+            }
+            match res {
+                Ok(ms) if round > 0 => s.push(bytes as f64 / (1 << 20) as f64 / (ms / 1e3)),
+                Ok(_) => {}
+                Err(e) => s.fail(format!("round {round}: {e}")),
+            }
+        }
+    }
+    let mut m = Metric {
+        id: "net".into(),
+        benchmark: "net",
+        title: format!("Network: {} MiB over TCP", sizes.net_mib),
+        method: format!(
+            "busybox `head -c {bytes} /dev/zero | nc ADDR 5001` to a busybox `nc -l -p 5001 >/dev/null`, timed inside the sender from before the first byte to nc's exit (the last socket buffer may still be in flight); container: server and client in two isol containers on isol's bridge (`--network bridge`, the server's own bridge address); host: both processes on loopback in a fresh network namespace (`unshare -n`, 127.0.0.1). Nothing else is contacted. Samples are MiB/s (higher is better). One warm-up round, then {runs} rounds."
+        ),
+        unit: "MiB/s",
+        lower_is_better: false,
+        series,
+        ratios: Vec::new(),
+        notes: Vec::new(),
+    };
+    m.finish(&[("isol-container", "host")]);
+    Some(m)
+}
+
+fn net_host(r: &Runner, bytes: u64) -> Result<f64, String> {
+    // The listener keeps the script's stdin (a pipe that stays open while it receives: busybox
+    // nc quits at EOF on its stdin); the bench closes it once the sender is done.
+    let script = format!(
+        "exec 3<&0; ip link set lo up; nc -l -p 5001 >/dev/null <&3 & sleep 0.3; {{ echo S; head -c {bytes} /dev/zero | nc 127.0.0.1 5001; echo E; }} | ts %.s"
+    );
+    let Runner::Host { bin_dir, io_dir } = r else {
+        unreachable!()
+    };
+    let mut cmd = Command::new(bin_dir.join("unshare"));
+    cmd.env("PATH", bin_dir)
+        .current_dir(io_dir)
+        .args(["-n", "sh", "-c", &script]);
+    let mut inst = Instance::spawn(&mut cmd)?;
+    let out = inst.read_until("E", Duration::from_secs(120))?;
+    inst.close(Duration::from_secs(30));
+    parse_marks(&out).map(|x| x.0)
+}
+
+fn net_bridge(r: &Runner, bytes: u64) -> Result<f64, String> {
+    let mut server = Instance::spawn(&mut r.command(
+        "ip -4 -o addr show eth0; echo ready; nc -l -p 5001 >/dev/null",
+        true,
+        true,
+    ))?;
+    let out = server.read_until("ready", Duration::from_secs(60));
+    let res = out.and_then(|out| {
+        let addr = out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .ok_or_else(|| format!("the server container printed no address: {out}"))?
+            .to_string();
+        // The listener needs a moment after printing "ready".
+        let client = format!(
+            "sleep 0.2; {{ echo S; head -c {bytes} /dev/zero | nc {addr} 5001 || echo FAIL nc; echo E; }} | ts %.s"
+        );
+        let (o, e) = output_with_timeout(&mut r.command(&client, false, true))?;
+        parse_marks(&o)
+            .map(|x| x.0)
+            .map_err(|m| format!("{m} {}", last_line(&e)))
+    });
+    server.close(Duration::from_secs(30));
+    res
+}
+
+/// A running instance with piped stdin/stdout, stderr to a file.
+struct Instance {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr_path: Option<PathBuf>,
+}
+
+impl Instance {
+    fn spawn(cmd: &mut Command) -> Result<Instance, String> {
+        Instance::spawn_with(cmd, None)
+    }
+
+    fn spawn_with(cmd: &mut Command, stderr_path: Option<PathBuf>) -> Result<Instance, String> {
+        let stderr = match &stderr_path {
+            Some(p) => Stdio::from(
+                File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?,
+            ),
+            None => Stdio::null(),
+        };
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Instance {
+            child,
+            lines: rx,
+            stderr_path,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads lines until one ends with `word`; returns everything read.
+    fn read_until(&mut self, word: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut all = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    all.push_str(&l);
+                    all.push('\n');
+                    if l.trim_end().ends_with(word) {
+                        return Ok(all);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!("no `{word}` within {} s", timeout.as_secs()));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let err = self
+                        .stderr_path
+                        .as_ref()
+                        .and_then(|p| fs::read_to_string(p).ok())
+                        .map(|e| last_line(&e).to_string())
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "it ended before printing `{word}`: {} {err}",
+                        last_line(&all)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Closes stdin (the workload's `read` ends, the listener stops) and waits; kills the
+    /// process group if it is still there after `grace`.
+    fn close(mut self, grace: Duration) -> bool {
+        if let Some(mut i) = self.child.stdin.take() {
+            let _ = i.write_all(b"\n");
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return st.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(self.child.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let _ = self.child.wait();
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// `VmRSS`/`VmHWM` of `pid` in MiB.
+fn proc_mem(pid: u32) -> Option<(f64, f64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Memory charged to the cgroup of `pid`'s first child (the container's init), in MiB.
+fn child_cgroup_mem(pid: u32) -> Option<f64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let child = tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .next()?;
+    let cg = fs::read_to_string(format!("/proc/{child}/cgroup")).ok()?;
+    let bytes = |p: String| {
+        fs::read_to_string(p)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    for line in cg.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+        if ctrl.split(',').any(|c| c == "memory") {
+            return bytes(format!("/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"))
+                .map(|b| b / 1048576.0);
+        }
+    }
+    let path = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
+    bytes(format!("/sys/fs/cgroup{path}/memory.current")).map(|b| b / 1048576.0)
+}
+
+fn mem_available_mib() -> Option<f64> {
+    fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+}
+
+const IDLE: &str = "echo ready; read x; exit 0";
+
+/// One idle instance's memory, in MiB: (runtime RSS, runtime HWM, cgroup memory).
+struct Idle {
+    rss: f64,
+    hwm: f64,
+    cgroup: f64,
+}
+
+/// Starts `n` idle instances at once; returns the time until all printed `ready`, their
+/// memory (measured after a short settle), and the drop in MemAvailable.
+fn start_idle(
+    r: &Runner,
+    n: u32,
+    work: &Path,
+    measure: bool,
+) -> Result<(f64, Vec<Idle>, f64), String> {
+    let before = mem_available_mib().unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut insts = Vec::new();
+    let mut res = Ok(());
+    for i in 0..n {
+        let errf = work.join(format!("idle-{}-{i}.err", r.subject()));
+        match Instance::spawn_with(&mut r.command(IDLE, true, false), Some(errf)) {
+            Ok(x) => insts.push(x),
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        }
+    }
+    let timeout = Duration::from_secs(120 + 6 * u64::from(n));
+    for inst in insts.iter_mut() {
+        if res.is_err() {
+            break;
+        }
+        if let Err(e) = inst.read_until("ready", timeout) {
+            res = Err(e);
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64() * 1e3;
+    let mut mems = Vec::new();
+    let mut drop_mib = 0.0;
+    if res.is_ok() && measure {
+        std::thread::sleep(Duration::from_millis(300));
+        drop_mib = (before - mem_available_mib().unwrap_or(before)).max(0.0);
+        for inst in &insts {
+            let (rss, hwm) = proc_mem(inst.pid()).unwrap_or((0.0, 0.0));
+            let cgroup = match r {
+                Runner::Isol { kvm: false, .. } => child_cgroup_mem(inst.pid()).unwrap_or(0.0),
+                _ => 0.0,
+            };
+            mems.push(Idle { rss, hwm, cgroup });
+        }
+    }
+    for inst in insts {
+        inst.close(Duration::from_secs(60));
+    }
+    res.map(|()| (elapsed, mems, drop_mib))
+}
+
+/// Memory overhead of one idle instance, its growth with N, and start-up density.
+pub struct MemoryPlan {
+    pub growth: Vec<u32>,
+    pub density: Vec<u32>,
+    pub runs: u32,
+    pub density_runs: u32,
+    pub want_memory: bool,
+    pub want_density: bool,
+    /// Largest N of kvm instances started at once, and why not more.
+    pub kvm_density_max: Option<(u32, &'static str)>,
+}
+
+pub fn memory_metrics(
+    runners: &[Runner],
+    plan: &MemoryPlan,
+    work: &Path,
+    progress: Progress,
+) -> Option<Vec<Metric>> {
+    let mut out = Vec::new();
+    // The workload's own footprint, on the host: what an instance costs beyond it.
+    let mut host_rss = Vec::new();
+    let mut idle: Vec<Series> = runners
+        .iter()
+        .map(|r| Series::new(r.subject(), r.label()))
+        .collect();
+    if plan.want_memory {
+        for round in 0..plan.runs {
+            progress(format!("memory: round {}/{}", round + 1, plan.runs));
+            for (r, s) in runners.iter().zip(idle.iter_mut()) {
+                if s.status != Status::Ok {
+                    continue;
+                }
+                let res = start_idle(r, 1, work, true);
+                if cancel::cancelled() {
+                    return None;
+                }
+                match res {
+                    Ok((_, m, _)) if !m.is_empty() => {
+                        let m = &m[0];
+                        if matches!(r, Runner::Host { .. }) {
+                            host_rss.push(m.rss);
+                        }
+                        s.part("runtime_rss_mib", m.rss);
+                        s.part("runtime_hwm_mib", m.hwm);
+                        s.part("cgroup_mib", m.cgroup);
+                        s.push(m.rss + m.cgroup);
+                    }
+                    Ok(_) => s.fail("no memory reading".into()),
+                    Err(e) => s.fail(format!("round {round}: {e}")),
+                }
+            }
+        }
+        let base = super::stats::Summary::of(&host_rss).map_or(0.0, |s| s.median);
+        // Overhead = instance total minus what the workload needs on the host.
+        for s in idle.iter_mut().filter(|s| s.subject != "host") {
+            s.samples = s.samples.iter().map(|v| (v - base).max(0.0)).collect();
+        }
+        let mut m = Metric {
+            id: "memory".into(),
+            benchmark: "memory",
+            title: "Memory overhead of one idle instance".into(),
+            method: format!(
+                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads VmRSS of the runtime process (`isol run`; for kvm that process is the VMM and its RSS includes the guest RAM the guest touched) from /proc/PID/status and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its VmRSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`).",
+                1, plan.runs
+            ),
+            unit: "MiB",
+            lower_is_better: true,
+            series: idle,
+            ratios: Vec::new(),
+            notes: vec![format!(
+                "the host workload itself (busybox sh) has a median VmRSS of {base:.2} MiB, subtracted from the isol rows"
+            )],
+        };
+        m.finish(&[("isol-kvm", "isol-container")]);
+        out.push(m);
+
+        // Growth with N instances.
+        let mut series = Vec::new();
+        for r in runners.iter().filter(|r| !matches!(r, Runner::Host { .. })) {
+            for &n in &plan.growth {
+                progress(format!("memory growth: {} ×{n}", r.label()));
+                let mut s = Series::new(
+                    &format!("{}×{n}", r.subject()),
+                    &format!("{} ×{n}", r.label()),
+                );
+                let res = start_idle(r, n, work, true);
+                if cancel::cancelled() {
+                    return None;
+                }
+                match res {
+                    Ok((_, m, drop_mib)) => {
+                        let total: f64 = m.iter().map(|x| x.rss + x.cgroup - base).sum();
+                        s.push(total);
+                        s.part("per_instance_mib", total / f64::from(n));
+                        s.part("mem_available_drop_mib", drop_mib);
+                    }
+                    Err(e) => s.fail(e),
+                }
+                series.push(s);
+            }
+        }
+        let mut m = Metric {
+            id: "memory-growth".into(),
+            benchmark: "memory",
+            title: "Memory of N idle instances".into(),
+            method: format!(
+                "N instances of the idle workload started at once (N = {}); the sum over them of the overhead measured as above, once per N. `per_instance_mib` and the drop of the host's MemAvailable (noisy on a busy machine) are in report.json.",
+                plan.growth
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            unit: "MiB",
+            lower_is_better: true,
+            series,
+            ratios: Vec::new(),
+            notes: Vec::new(),
+        };
+        m.finish(&[]);
+        for s in &m.series {
+            if let (Some(p), Some(d)) = (
+                s.parts.get("per_instance_mib").and_then(|v| v.first()),
+                s.parts
+                    .get("mem_available_drop_mib")
+                    .and_then(|v| v.first()),
+            ) {
+                m.notes.push(format!(
+                    "{}: {p:.2} MiB per instance; MemAvailable dropped by {d:.1} MiB",
+                    s.label
+                ));
+            }
+        }
+        out.push(m);
+    }
+
+    if plan.want_density {
+        let avail = mem_available_mib().unwrap_or(0.0);
+        let mut series = Vec::new();
+        let mut notes = Vec::new();
+        for r in runners.iter().filter(|r| !matches!(r, Runner::Host { .. })) {
+            let per = out
+                .iter()
+                .find(|m| m.id == "memory")
+                .and_then(|m| m.series.iter().find(|s| s.subject == r.subject()))
+                .and_then(|s| s.summary)
+                .map(|s| s.median + base_of(&out));
+            for &n in &plan.density {
+                let mut s = Series::new(
+                    &format!("{}×{n}", r.subject()),
+                    &format!("{} ×{n}", r.label()),
+                );
+                if let (true, Some((max, why))) = (r.is_kvm(), plan.kvm_density_max)
+                    && n > max
+                {
+                    series.push(Series::skipped(&s.subject, &s.label, why.to_string()));
+                    continue;
+                }
+                if let Some(p) = per
+                    && p * f64::from(n) > avail * 0.5
+                {
+                    series.push(Series::skipped(
+                        &s.subject,
+                        &s.label,
+                        format!(
+                            "{n} × {p:.1} MiB would exceed half of the {avail:.0} MiB available"
+                        ),
+                    ));
+                    continue;
+                }
+                for round in 0..plan.density_runs {
+                    progress(format!(
+                        "density: {} ×{n}, {}/{}",
+                        r.label(),
+                        round + 1,
+                        plan.density_runs
+                    ));
+                    let res = start_idle(r, n, work, false);
+                    if cancel::cancelled() {
+                        return None;
+                    }
+                    match res {
+                        Ok((ms, _, _)) => s.push(ms),
+                        Err(e) => {
+                            s.fail(e);
+                            break;
+                        }
+                    }
+                }
+                series.push(s);
+            }
+            if let Some(p) = per.filter(|p| *p > 0.0) {
+                notes.push(format!(
+                    "{}: a memory budget of {avail:.0} MiB (MemAvailable when density started) fits about {} idle instances at {p:.2} MiB each — computed from the measured per-instance memory (runtime RSS + cgroup), not measured",
+                    r.label(),
+                    (avail / p).floor()
+                ));
+            }
+        }
+        let mut m = Metric {
+            id: "density".into(),
+            benchmark: "density",
+            title: "Density: N instances started at once until all run".into(),
+            method: format!(
+                "N idle instances (`sh -c '{IDLE}'`) spawned back to back; the time from the first spawn until every one printed `ready` (all are running), for N = {}; {} round(s) each. N is skipped when N × the per-instance memory would exceed half of MemAvailable.",
+                plan.density
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                plan.density_runs
+            ),
+            unit: "ms",
+            lower_is_better: true,
+            series,
+            ratios: Vec::new(),
+            notes,
+        };
+        let pairs: Vec<(String, String)> = plan
+            .density
+            .iter()
+            .map(|n| (format!("isol-kvm×{n}"), format!("isol-container×{n}")))
+            .collect();
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        m.finish(&refs);
+        out.push(m);
+    }
+    Some(out)
+}
+
+fn base_of(out: &[Metric]) -> f64 {
+    out.iter()
+        .find(|m| m.id == "memory")
+        .and_then(|m| m.series.iter().find(|s| s.subject == "host"))
+        .and_then(|s| s.summary)
+        .map_or(0.0, |s| s.median)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_give_the_time_between_them() {
+        let out = "1000.000100 S\n1000.250100 E\n";
+        let (ms, notes) = parse_marks(out).unwrap();
+        assert!((ms - 250.0).abs() < 1e-6);
+        assert!(notes.is_empty());
+        let out = "1.0 NOTE iflag=direct refused\n1.0 S\n2.0 E\n";
+        assert_eq!(parse_marks(out).unwrap().1, ["iflag=direct refused"]);
+        let err = parse_marks("1.0 S\n1.1 FAIL dd: boom\n").unwrap_err();
+        assert!(err.contains("FAIL dd: boom"), "{err}");
+    }
+}
