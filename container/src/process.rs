@@ -252,10 +252,15 @@ fn run_in(
     if timed_out {
         exit_code = TIMEOUT_EXIT;
     }
-    let stats = match &guard.cgroup {
+    let mut stats = match &guard.cgroup {
         Some(cg) => cg.stats().unwrap_or_default(),
         None => Stats::default(),
     };
+    if stats.cpu_usage_usec.is_none() {
+        // Without a cpu hierarchy (no --cpus on cgroup v1): the CPU time of the container's init
+        // and every descendant it reaped, as the kernel accounts it to its waited-for children.
+        stats.cpu_usage_usec = children_cpu_usec();
+    }
     Ok(RunResult {
         id: cfg.id.clone(),
         exit_code,
@@ -266,6 +271,14 @@ fn run_in(
         stats,
         address,
     })
+}
+
+/// User + system CPU time of this process's waited-for children, in microseconds.
+fn children_cpu_usec() -> Option<u64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
+    let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+    Some(us(u.user_time()) + us(u.system_time()))
 }
 
 /// Reads the child's reports until EOF. Returns the exec error (with its exit code) if any.

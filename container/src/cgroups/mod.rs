@@ -309,8 +309,9 @@ pub fn create(
         Layout::V1 {
             root, hierarchies, ..
         } => {
-            let manager = V1Manager::new(&root, &hierarchies, id)?;
+            let mut manager = V1Manager::new(&root, &hierarchies, id)?;
             manager.check_controllers(limits)?;
+            manager.retain_for(limits);
             manager.create()?;
             AnyCgroupManager::V1(manager)
         }
@@ -1099,12 +1100,34 @@ mod tests {
     }
 
     #[test]
+    fn cgroups_real_v1_joins_only_what_the_limits_need() {
+        let Some((_guard, layout)) = real_host() else {
+            return;
+        };
+        if !matches!(layout, Layout::V1 { .. }) {
+            return;
+        }
+        let id = unique_id("few");
+        let mut run = Run::new(create(Path::new(ROOT), &id, &Limits::default()).unwrap());
+        let pid = run.spawn("exec sleep 30");
+        let controllers = in_cgroup(pid, &id);
+        assert_eq!(controllers, ["memory"], "{controllers:?}");
+        run.cgroup.remove().unwrap();
+        run.wait();
+    }
+
+    #[test]
     fn cgroups_real_add_task_and_remove() {
         let Some((_guard, layout)) = real_host() else {
             return;
         };
         let id = unique_id("task");
-        let mut run = Run::new(create(Path::new(ROOT), &id, &Limits::default()).unwrap());
+        let limits = Limits {
+            memory: None,
+            cpus: Some(1.0),
+            pids: Some(1000),
+        };
+        let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let dir = run.cgroup.path().to_owned();
         assert!(dir.ends_with(format!("{ISOL_DIR}/{id}")), "{dir:?}");
         let pid = run.spawn("exec sleep 30");

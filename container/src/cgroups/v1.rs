@@ -87,6 +87,30 @@ impl V1Manager {
         })
     }
 
+    /// Keeps only the hierarchies a run with `limits` needs: memory always (peak memory and
+    /// OOM evidence), cpu/cpuacct for a CPU quota, pids for a pids limit. Every hierarchy joined
+    /// costs the run a task migration, which on v1 waits for an RCU grace period, and a
+    /// directory to create and remove.
+    pub fn retain_for(&mut self, limits: &Limits) {
+        let wanted = |c: &str| {
+            c == "memory"
+                || (limits.cpus.is_some() && (c == "cpu" || c == "cpuacct"))
+                || (limits.pids.is_some() && c == "pids")
+        };
+        let kept: Vec<ControllerDir> = self
+            .dirs
+            .iter()
+            .filter(|d| d.controllers.iter().any(|c| wanted(c)))
+            .cloned()
+            .collect();
+        // A host without any of those still gets one hierarchy, so the run is tracked.
+        if !kept.is_empty() {
+            self.dirs = kept;
+        } else {
+            self.dirs.truncate(1);
+        }
+    }
+
     /// This run's directory in the hierarchy of `controller`, if the host mounts it.
     pub fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs
