@@ -12,32 +12,6 @@ use std::process::Command;
 
 use common::*;
 
-/// Why the boot tests cannot run here, if they cannot.
-fn boot_env() -> Result<(), String> {
-    let speed = isol_vmm::measure_guest_speed().map_err(|e| format!("no usable /dev/kvm: {e}"))?;
-    if speed > isol_vmm::EMULATED_THRESHOLD {
-        return Err(format!(
-            "/dev/kvm emulates guests ({speed:?} for the probe loop); run in the lab"
-        ));
-    }
-    if std::env::var_os("ISOL_KERNEL").is_none() {
-        return Err("ISOL_KERNEL is not set (./test.sh sets it to the built guest kernel)".into());
-    }
-    Ok(())
-}
-
-macro_rules! boot_or_skip {
-    () => {
-        if let Err(why) = boot_env() {
-            if std::env::var_os("ISOL_REQUIRE_KVM").is_some() {
-                panic!("ISOL_REQUIRE_KVM is set but: {why}");
-            }
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
-}
-
 fn kvm(args: &[&str]) -> std::process::Output {
     let mut all = vec!["run", "--backend", "kvm"];
     all.extend_from_slice(args);
@@ -54,7 +28,9 @@ fn kernel_release() -> String {
 
 #[test]
 fn uname_shows_the_guest_kernel_and_the_exit_code_comes_back() {
-    boot_or_skip!();
+    if !kvm_ready() {
+        return;
+    }
     let o = kvm(&["busybox", "--", "sh", "-c", "uname -r; exit 3"]);
     assert_eq!(code(&o), 3, "stderr: {}", stderr(&o));
     assert_eq!(stdout(&o).trim(), kernel_release());
@@ -64,7 +40,9 @@ fn uname_shows_the_guest_kernel_and_the_exit_code_comes_back() {
 
 #[test]
 fn exit_codes_0_and_127() {
-    boot_or_skip!();
+    if !kvm_ready() {
+        return;
+    }
     assert_eq!(code(&kvm(&["busybox", "true"])), 0);
     let o = kvm(&["busybox", "--", "no-such-command"]);
     assert_eq!(code(&o), 127, "stderr: {}", stderr(&o));
@@ -72,7 +50,9 @@ fn exit_codes_0_and_127() {
 
 #[test]
 fn cpus_and_memory_reach_the_guest() {
-    boot_or_skip!();
+    if !kvm_ready() {
+        return;
+    }
     let o = kvm(&[
         "--cpus",
         "2",
@@ -102,7 +82,9 @@ fn cpus_and_memory_reach_the_guest() {
 
 #[test]
 fn console_is_quiet_unless_asked() {
-    boot_or_skip!();
+    if !kvm_ready() {
+        return;
+    }
     let quiet = kvm(&["busybox", "--", "echo", "only this"]);
     assert_eq!(stdout(&quiet), "only this\n");
     let loud = kvm(&["--console", "busybox", "--", "echo", "only this"]);
@@ -112,7 +94,9 @@ fn console_is_quiet_unless_asked() {
 
 #[test]
 fn a_guest_that_never_ends_is_stopped_by_the_timeout() {
-    boot_or_skip!();
+    if !kvm_ready() {
+        return;
+    }
     let o = kvm(&["--timeout", "3", "busybox", "--", "sleep", "1000"]);
     assert_eq!(code(&o), 124, "stderr: {}", stderr(&o));
     assert!(
@@ -129,7 +113,9 @@ fn a_guest_that_never_ends_is_stopped_by_the_timeout() {
 
 #[test]
 fn trace_exits_prints_counts_and_the_timeline() {
-    boot_or_skip!();
+    if !kvm_ready() {
+        return;
+    }
     let o = kvm(&["--trace-exits", "busybox", "true"]);
     assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
     let err = stderr(&o);

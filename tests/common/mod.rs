@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -156,4 +158,25 @@ pub fn assert_no_leftovers(context: &str) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("{context}: left behind on the host: {:#?}", leftovers());
+}
+
+/// Whether this host runs guests in hardware and the guest kernel is given, so the kvm boot
+/// tests can run (in the lab). Otherwise they skip with the reason — unless `ISOL_REQUIRE_KVM`
+/// is set, as in the lab, where a skip would hide a broken setup.
+pub fn kvm_ready() -> bool {
+    let why = match isol_vmm::measure_guest_speed() {
+        Err(e) => format!("no usable /dev/kvm: {e}"),
+        Ok(speed) if speed > isol_vmm::EMULATED_THRESHOLD => {
+            format!("/dev/kvm emulates guests ({speed:?} for the probe loop); run in the lab")
+        }
+        Ok(_) if std::env::var_os("ISOL_KERNEL").is_none() => {
+            "ISOL_KERNEL is not set (./test.sh sets it to the built guest kernel)".into()
+        }
+        Ok(_) => return true,
+    };
+    if std::env::var_os("ISOL_REQUIRE_KVM").is_some() {
+        panic!("ISOL_REQUIRE_KVM is set but: {why}");
+    }
+    eprintln!("skipped: {why}");
+    false
 }
