@@ -57,6 +57,14 @@ if [ -x guest-images/build-kernel.sh ]; then
 fi
 
 if [ "$run_demo" = 1 ]; then
-    echo "setup: running the built-in busybox image in a container:" >&2
-    isol run --hostname demo busybox -- sh -c 'echo "hello from $(hostname), pid $$, kernel $(uname -r)"; ps'
+    demo='echo "hello from $(hostname), pid $$, kernel $(uname -r)"; ps'
+    echo "setup: the built-in busybox image in a container:" >&2
+    isol run --hostname demo busybox -- sh -c "$demo"
+    echo "setup: the same in a microVM:" >&2
+    if isol doctor --json | grep -A1 '"area": "kvm"' | grep -q '"level": "ok"'; then
+        isol run --backend kvm --hostname demo busybox -- sh -c "$demo"
+    else
+        echo "setup: (this host's /dev/kvm cannot run guests in hardware: booting the lab first)" >&2
+        isol lab -- isol run --backend kvm --hostname demo busybox -- sh -c "$demo"
+    fi
 fi

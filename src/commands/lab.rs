@@ -41,6 +41,9 @@ const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 /// Exit code for "the lab itself failed" (as `docker run` / `podman run`).
 pub const LAB_FAILURE: i32 = 125;
 
+/// isol's store inside the lab when the caller sets no `ISOL_HOME` (on the lab's tmpfs /run).
+pub const LAB_ISOL_HOME: &str = "/run/isol";
+
 /// Run a command inside the lab VM (a QEMU VM with a real /dev/kvm).
 #[derive(clap::Args, Debug)]
 pub struct LabArgs {
@@ -131,7 +134,7 @@ fn run_lab(args: &LabArgs, qemu: &Path) -> anyhow::Result<i32> {
 
     // 2. The job: what to run, where, with which environment.
     write_nul_list(&job.path.join("argv"), args.command.iter().map(OsStr::new))?;
-    let env: Vec<OsString> = std::env::vars_os()
+    let mut env: Vec<OsString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k;
             kv.push("=");
@@ -139,6 +142,12 @@ fn run_lab(args: &LabArgs, qemu: &Path) -> anyhow::Result<i32> {
             kv
         })
         .collect();
+    // isol's store must be writable and lockable: the host's, seen through the lab's read-only
+    // 9p root under an overlay, is neither reliably. Unless the caller chose one, isol inside the
+    // lab keeps its store on the lab's tmpfs.
+    if std::env::var_os("ISOL_HOME").is_none() {
+        env.push(OsString::from(format!("ISOL_HOME={LAB_ISOL_HOME}")));
+    }
     write_nul_list(&job.path.join("env"), env.iter().map(OsString::as_os_str))?;
     let cwd = std::env::current_dir().context("current directory")?;
     write_nul_list(&job.path.join("cwd"), [cwd.as_os_str()])?;
