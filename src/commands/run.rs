@@ -462,7 +462,7 @@ fn kvm_tty(interactive: bool) -> anyhow::Result<(isol_vmm::config::GuestTty, Kvm
     ))
 }
 
-/// The guest kernel: --kernel, $ISOL_KERNEL, or the newest one build-kernel.sh cached.
+/// The guest kernel: --kernel, $ISOL_KERNEL, or the one build-kernel.sh cached.
 fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(k) = &args.kernel {
         return Ok(k.clone());
@@ -470,22 +470,13 @@ fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(k) = std::env::var_os("ISOL_KERNEL") {
         return Ok(k.into());
     }
-    let cache = std::env::var_os("ISOL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/isol"));
-    let newest = std::fs::read_dir(cache.join("kernel"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("vmlinux"))
-        .filter(|p| p.is_file())
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
-    newest.ok_or_else(|| {
-        anyhow::anyhow!(
-            "No guest kernel found in {}: build it with guest-images/build-kernel.sh or pass --kernel PATH",
-            cache.join("kernel").display()
-        )
-    })
+    isol_vmm::config::cached_kernel_dir()
+        .map(|d| d.join("vmlinux"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "No guest kernel found in the cache ($ISOL_CACHE, default /var/cache/isol): build it with guest-images/build-kernel.sh or pass --kernel PATH"
+            )
+        })
 }
 
 fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::Result<i32> {

@@ -242,6 +242,27 @@ impl Default for VmConfig {
     }
 }
 
+/// The guest kernel that `guest-images/build-kernel.sh` built: `$ISOL_KERNEL_DIR`, else the
+/// newest `<cache>/kernel/<key>/` holding a `vmlinux` (cache: `$ISOL_CACHE`, default
+/// `/var/cache/isol`). The directory also holds `bzImage`, `config` and `release`.
+pub fn cached_kernel_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("ISOL_KERNEL_DIR") {
+        return Some(d.into());
+    }
+    let cache = std::env::var_os("ISOL_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/isol"), PathBuf::from);
+    fs::read_dir(cache.join("kernel"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|d| d.join("vmlinux").is_file())
+        .max_by_key(|d| {
+            fs::metadata(d.join("vmlinux"))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+}
+
 /// Where the static guest init is, by convention: `$ISOL_GUEST_INIT`, else
 /// `isol-guest-init` next to the running executable (how a release ships them), else
 /// `None` (the caller must say).

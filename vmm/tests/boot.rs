@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+mod common;
+
+use common::find_init;
 use isol_vmm::{BootProtocol, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig, VmmError};
 
 struct Env {
@@ -24,41 +27,6 @@ struct Env {
     init: PathBuf,
     rootfs: PathBuf,
     _tmp: tempfile::TempDir,
-}
-
-fn find_kernel_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("ISOL_KERNEL_DIR") {
-        return Some(d.into());
-    }
-    let mut dirs: Vec<_> = std::fs::read_dir("/var/cache/isol/kernel")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("vmlinux").exists() && p.join("bzImage").exists())
-        .collect();
-    dirs.sort_by_key(|p| {
-        std::fs::metadata(p.join("vmlinux"))
-            .and_then(|m| m.modified())
-            .ok()
-    });
-    dirs.pop()
-}
-
-fn find_init() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ISOL_GUEST_INIT") {
-        return Some(p.into());
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()?
-        .join("target");
-    [
-        "x86_64-unknown-linux-gnu/release",
-        "x86_64-unknown-linux-gnu/debug",
-        "release",
-        "debug",
-    ]
-    .iter()
-    .map(|d| root.join(d).join("isol-guest-init"))
-    .find(|p| p.exists())
 }
 
 fn make_rootfs(dir: &Path, busybox: &Path) {
@@ -90,7 +58,7 @@ fn env() -> Result<&'static Env, String> {
                 "/dev/kvm emulates guests ({speed:?} for a 100k loop); run these in the lab: isol lab -- <test binary>"
             ));
         }
-        let kernel_dir = find_kernel_dir().ok_or("no guest kernel; run guest-images/build-kernel.sh")?;
+        let kernel_dir = isol_vmm::config::cached_kernel_dir().ok_or("no guest kernel; run guest-images/build-kernel.sh")?;
         let init = find_init().ok_or("no guest init; cargo build -p isol-guest-init --release")?;
         let busybox: PathBuf = std::env::var_os("ISOL_BUSYBOX").map_or("/bin/busybox".into(), Into::into);
         if !busybox.exists() {

@@ -17,11 +17,14 @@
 
 use std::io::Write;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+mod common;
+
+use common::find_init;
 use isol_vmm::config::DiskSpec;
 use isol_vmm::test_images::tiny_elf;
 use isol_vmm::{Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig};
@@ -334,32 +337,7 @@ fn find_kernel() -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("ISOL_KERNEL") {
         return Some(k.into());
     }
-    if let Some(d) = std::env::var_os("ISOL_KERNEL_DIR") {
-        return Some(PathBuf::from(d).join("vmlinux"));
-    }
-    std::fs::read_dir("/var/cache/isol/kernel")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("vmlinux")))
-        .filter(|p| p.exists())
-        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-}
-
-fn find_init() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ISOL_GUEST_INIT") {
-        return Some(p.into());
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()?
-        .join("target");
-    [
-        "x86_64-unknown-linux-gnu/release",
-        "x86_64-unknown-linux-gnu/debug",
-        "release",
-        "debug",
-    ]
-    .iter()
-    .map(|d| root.join(d).join("isol-guest-init"))
-    .find(|p| p.exists())
+    isol_vmm::config::cached_kernel_dir().map(|d| d.join("vmlinux"))
 }
 
 fn env() -> Result<&'static Env, String> {

@@ -127,6 +127,18 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// "isol VERSION (COMMIT)" and each peer runtime's version, for the reports.
+    pub fn versions(&self) -> Vec<String> {
+        let commit = self
+            .isol_commit
+            .as_deref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        let mut v = vec![format!("isol {}{commit}", self.isol_version)];
+        v.extend(self.runtimes.values().cloned());
+        v
+    }
+
     pub fn probe(layout: CgroupLayout, environment: String) -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let cpuinfo = read("/proc/cpuinfo");

@@ -497,15 +497,7 @@ ul{font-size:13px}.ratios{font-size:14px}dt{font-weight:bold;float:left;width:15
             format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
         })
     };
-    let mut versions = vec![format!(
-        "isol {}{}",
-        m.isol_version,
-        m.isol_commit
-            .as_deref()
-            .map(|c| format!(" ({c})"))
-            .unwrap_or_default()
-    )];
-    versions.extend(m.runtimes.values().cloned());
+    let versions = m.versions();
     let _ = write!(
         html,
         "<dl><dt>Date</dt><dd>{} → {}</dd><dt>Machine</dt><dd>{}, {} CPUs, {:.1} GiB, Linux {}, {}</dd><dt>/dev/kvm</dt><dd>{}</dd>{}<dt>Environment</dt><dd>{}</dd><dt>Load</dt><dd>{} → {}</dd><dt>Versions</dt><dd>{}</dd><dt>Command</dt><dd><code>{}</code></dd><dt>Runs</dt><dd>start: {} timed runs per subject after {} warm-up rounds, {}</dd></dl>",

@@ -354,16 +354,7 @@ impl Report {
                 ""
             }
         );
-        let mut versions = vec![format!(
-            "isol {}{}",
-            m.isol_version,
-            m.isol_commit
-                .as_deref()
-                .map(|c| format!(" ({c})"))
-                .unwrap_or_default()
-        )];
-        versions.extend(m.runtimes.values().cloned());
-        let _ = writeln!(md, "- Versions: {}", versions.join("; "));
+        let _ = writeln!(md, "- Versions: {}", m.versions().join("; "));
         let s = &self.settings;
         let _ = writeln!(
             md,
