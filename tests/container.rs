@@ -107,6 +107,54 @@ fn mounts_are_the_containers_own_and_never_reach_the_host() {
 }
 
 #[test]
+fn mounts_show_the_containers_cgroup_as_its_root() {
+    require_root();
+    let _g = serial();
+    // The cgroup namespace is made after the child was moved into its cgroup (while the rootfs
+    // is built before that): every hierarchy must show the container's cgroup as "/".
+    let out = ok(&[
+        "run",
+        "--pids-limit",
+        "50",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; echo ---; grep ' /sys/fs/cgroup' /proc/self/mounts; true",
+    ]);
+    let (cgroups, mounts) = out.split_once("---\n").unwrap();
+    assert!(!cgroups.trim().is_empty());
+    for line in cgroups.lines() {
+        assert!(
+            line.ends_with(":/"),
+            "not the namespace root: {line}\n{out}"
+        );
+    }
+    let v2_host = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some("/sys/fs/cgroup") && l.contains(" cgroup2 "));
+    if v2_host {
+        // A read-only cgroup2 whose root is the container's cgroup: its limits are visible.
+        assert!(mounts.contains(" cgroup2 ro,"), "{out}");
+        let max = ok(&[
+            "run",
+            "--pids-limit",
+            "50",
+            "busybox",
+            "--",
+            "cat",
+            "/sys/fs/cgroup/pids.max",
+        ]);
+        assert_eq!(max.trim(), "50");
+    } else {
+        // cgroup v1: no cgroup hierarchy is mounted in the container, sysfs only.
+        assert!(mounts.trim().is_empty(), "{out}");
+    }
+    assert_no_leftovers("cgroup namespace");
+}
+
+#[test]
 fn proc_and_sys_are_protected() {
     require_root();
     let _g = serial();

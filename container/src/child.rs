@@ -1,14 +1,21 @@
-//! The child side of a run, between clone and exec: wait for the parent's go, then hostname,
-//! cgroup namespace, loopback, rootfs, terminal, working directory, user, privileges, and finally
-//! exec of the container's init from a sealed copy of isol (see `security::exe`).
+//! The child side of a run, between clone and exec: hostname, loopback, rootfs; then, once the
+//! parent's go says the child is in its cgroup and its network is wired, the cgroup namespace,
+//! terminal, working directory, user, privileges, and finally exec of the container's init from
+//! the sealed copy of isol that came with the go (see `security::exe`).
+//!
+//! The child does all it can before the go, while the parent moves it into its cgroup (on
+//! cgroup v1 that migration waits for an RCU grace period: milliseconds) and copies isol.
+//! Nothing of the container runs before the go: the init is exec'd (and forks the workload) only
+//! after it, inside the cgroup. In rootless mode the child first waits for the go, which also
+//! means its uid/gid maps are written, as everything else needs them.
 //!
 //! Everything the child needs is computed by the parent before the clone ([`ChildSpec`]), so the
-//! child only performs system calls.
+//! child mostly performs system calls.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, unshare};
@@ -41,7 +48,6 @@ pub(crate) struct ChildSpec<'a> {
     interactive: bool,
     workdir: PathBuf,
     user: Option<String>,
-    init_exe: BorrowedFd<'a>,
     filter: &'a BpfProgram,
     pty: Option<&'a Pty>,
     /// argv of the init: INIT_ARGV0, INIT_MARKER, report fd, tty flag, then the workload's argv.
@@ -62,7 +68,6 @@ impl<'a> ChildSpec<'a> {
     pub(crate) fn new(
         cfg: &ContainerConfig,
         run: &RunDir,
-        init_exe: BorrowedFd<'a>,
         filter: &'a BpfProgram,
         pty: Option<&'a Pty>,
         cgroup2: bool,
@@ -85,7 +90,6 @@ impl<'a> ChildSpec<'a> {
             interactive: cfg.interactive,
             workdir: cfg.workdir.clone(),
             user: cfg.user.clone(),
-            init_exe,
             filter,
             pty,
             init_argv_tail: cstrings(&cfg.args, "argument")?,
@@ -110,8 +114,10 @@ pub(crate) fn main(spec: &ChildSpec<'_>, go: OwnedFd, report: OwnedFd) -> ! {
     }
 }
 
+/// Reports a finished phase, in one write so that the parent wakes once.
 fn mark(report: &File, name: &str) {
-    let _ = writeln!(&*report, "T {name} {}", monotonic_ns());
+    let line = format!("T {name} {}\n", monotonic_ns());
+    let _ = (&*report).write_all(line.as_bytes());
 }
 
 fn setup(
@@ -122,29 +128,20 @@ fn setup(
     // If isol dies, so does the container (and with it its PID namespace).
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    let mut go = File::from(go);
-    let mut b = [0u8; 1];
-    if !matches!(go.read(&mut b), Ok(1)) {
-        // The parent died or gave up before letting us go.
-        // SAFETY: see `main`.
-        unsafe { libc::_exit(125) }
+    let mut go = Go::Waiting(go);
+    if spec.rootless {
+        go.wait();
     }
-    drop(go);
-
-    // The cgroup namespace is created after the parent moved us into our cgroup, so that the
-    // container sees that cgroup as its root.
-    unshare(CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| format!("Cannot create the cgroup namespace: {e}"))?;
     nix::unistd::sethostname(spec.hostname.to_str().unwrap_or("isol"))
         .map_err(|e| format!("Cannot set the hostname: {e}"))?;
     if spec.network != NetworkMode::Host {
         network::loopback_up().map_err(|e| e.to_string())?;
     }
-    mark(report, "namespaces-setup");
+    mark(report, "child-prepare");
 
     umask(Mode::empty());
     let console = spec.pty.map(|p| p.slave_path());
-    rootfs::prepare(&RootfsSpec {
+    let rootfs_spec = RootfsSpec {
         layers: &spec.layers,
         upper: &spec.upper,
         work: &spec.work,
@@ -152,11 +149,18 @@ fn setup(
         volumes: &spec.volumes,
         rootless: spec.rootless,
         host_network: spec.network == NetworkMode::Host,
-        cgroup2: spec.cgroup2,
         console: console.as_deref(),
-    })?;
+    };
+    rootfs::prepare(&rootfs_spec)?;
     umask(Mode::from_bits_truncate(0o022));
     mark(report, "rootfs");
+
+    let init_exe = go.wait();
+    // The cgroup namespace is created after the parent moved us into our cgroup, so that the
+    // container sees that cgroup as its root.
+    unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("Cannot create the cgroup namespace: {e}"))?;
+    rootfs::mount_cgroup(&rootfs_spec, spec.cgroup2)?;
 
     // A new session: signals typed at isol's terminal reach isol, which forwards them, and not
     // the container directly. With -t the pty becomes the controlling terminal.
@@ -192,7 +196,31 @@ fn setup(
     clear_cloexec(report.as_raw_fd())?;
     // The filter goes on last: from here on only what the workload may do is allowed.
     security::seccomp::install(spec.filter).map_err(|e| e.to_string())?;
-    security::exe::exec_self_as_init(spec.init_exe, &argv, &spec.env).map_err(|e| e.to_string())
+    security::exe::exec_self_as_init(init_exe, &argv, &spec.env).map_err(|e| e.to_string())
+}
+
+/// The parent's go, which brings the sealed copy of isol to exec as the init.
+enum Go {
+    Waiting(OwnedFd),
+    Received(OwnedFd),
+}
+
+impl Go {
+    /// Blocks until the go has come (only the first call waits) and returns the sealed copy.
+    /// When the parent died or gave up instead, exits quietly: the parent reports the error.
+    fn wait(&mut self) -> BorrowedFd<'_> {
+        if let Go::Waiting(sock) = self {
+            match security::exe::receive_fd(sock.as_fd()) {
+                Ok(fd) => *self = Go::Received(fd),
+                // SAFETY: see `main`.
+                Err(_) => unsafe { libc::_exit(125) },
+            }
+        }
+        match &*self {
+            Go::Received(fd) => fd.as_fd(),
+            Go::Waiting(_) => unreachable!("set above"),
+        }
+    }
 }
 
 fn redirect_stdin_to_null() -> Result<(), String> {

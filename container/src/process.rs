@@ -9,7 +9,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -131,20 +131,21 @@ fn run_in(
     phases.push("cgroup");
 
     let filter = security::seccomp::default_filter()?;
-    let init_exe = security::exe::sealed_self_copy()?;
     let pty = if cfg.tty { Some(Pty::open()?) } else { None };
-    let spec = ChildSpec::new(
-        cfg,
-        run_dir,
-        init_exe.as_fd(),
-        &filter,
-        pty.as_ref(),
-        cgroup2,
-    )?;
+    let spec = ChildSpec::new(cfg, run_dir, &filter, pty.as_ref(), cgroup2)?;
     phases.push("prepare");
 
-    let (go_r, go_w) =
-        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("pipe2", e))?;
+    // The go travels over a socket, with the sealed copy of isol the child execs as init.
+    let (go_w, go_r) = {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| ContainerError::sys("socketpair", e))?
+    };
     let (rep_r, rep_w) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("pipe2", e))?;
 
@@ -209,20 +210,35 @@ fn run_in(
     drop(rep_w);
     phases.push("namespaces");
 
-    if cfg.rootless {
-        write_id_maps(child)?;
+    // Meanwhile the child builds its rootfs, and a thread of ours copies isol into a sealed memfd
+    // (CVE-2019-5736, see `security::exe`): made here, its pages are charged to isol's cgroup,
+    // never to the container's limit. The child waits for the go before anything of the
+    // container runs.
+    let outside = std::thread::scope(|s| {
+        let copier = s.spawn(security::exe::sealed_self_copy);
+        if cfg.rootless {
+            write_id_maps(child)?;
+        }
+        if let Some(cg) = &guard.cgroup {
+            cg.add_task(child.as_raw())?;
+        }
+        phases.push("cgroup-attach");
+        guard.net = network::attach(cfg.network, &cfg.id, child.as_raw(), &cfg.state_root)?;
+        phases.push("network");
+        let init_exe = copier
+            .join()
+            .map_err(|_| ContainerError::Setup("The thread copying isol panicked".into()))??;
+        phases.push("sealed-copy");
+        security::exe::send_fd(go_w.as_fd(), init_exe.as_fd())
+            .map_err(|e| ContainerError::Setup(format!("Cannot start the container: {e}")))
+    });
+    drop(go_w);
+    if let Err(e) = outside {
+        // When the child failed first, its error is the one that explains the failure.
+        let _ = kill(child, Signal::SIGKILL);
+        return Err(child_failure(rep_r).map_or(e, ContainerError::Setup));
     }
-    if let Some(cg) = &guard.cgroup {
-        cg.add_task(child.as_raw())?;
-    }
-    guard.net = network::attach(cfg.network, &cfg.id, child.as_raw(), &cfg.state_root)?;
     let address = guard.net.as_ref().map(|a| a.address().to_string());
-    phases.push("network");
-
-    // Let the child go.
-    File::from(go_w)
-        .write_all(b"g")
-        .map_err(|e| ContainerError::Setup(format!("Cannot start the container: {e}")))?;
 
     let (exec_error, exit_from_report) = read_reports(rep_r, phases)?;
     if let Some(p) = &pty {
@@ -320,6 +336,18 @@ fn read_reports(
         ));
     }
     Ok((None, None))
+}
+
+/// The child's own error (`E` report), if it reported one before it died. Call it only once the
+/// child is dead or dying, since it reads to end of file.
+fn child_failure(rep_r: OwnedFd) -> Option<String> {
+    BufReader::new(File::from(rep_r))
+        .split(b'\n')
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix(b"E ")
+                .map(|msg| String::from_utf8_lossy(msg).into_owned())
+        })
 }
 
 /// How long poll may sleep before the deadline; kills the container once it has passed.

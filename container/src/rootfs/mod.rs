@@ -25,8 +25,6 @@ pub struct RootfsSpec<'a> {
     pub rootless: bool,
     /// The container shares the host's network namespace, so sysfs cannot be mounted anew.
     pub host_network: bool,
-    /// Mount the cgroup2 hierarchy read-only at /sys/fs/cgroup.
-    pub cgroup2: bool,
     /// The pty slave to bind at /dev/console, when the run has a terminal.
     pub console: Option<&'a Path>,
 }
@@ -36,16 +34,28 @@ pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), String> {
     mounts::make_mounts_private()?;
     overlay::mount(spec)?;
     mounts::mount_proc(spec.merged)?;
-    mounts::mount_sys(
-        spec.merged,
-        spec.rootless || spec.host_network,
-        spec.cgroup2,
-    )?;
+    mounts::mount_sys(spec.merged, sysfs_is_host_bind(spec))?;
     devices::populate_dev(spec.merged, spec.rootless, spec.console)?;
     for v in spec.volumes {
         mounts::bind_volume(spec.merged, v)?;
     }
     pivot::pivot_root(spec.merged)?;
     mounts::mask_paths()?;
+    Ok(())
+}
+
+/// Where sysfs cannot be mounted anew (a user namespace, or the host's network namespace), the
+/// container gets a read-only bind of the host's /sys instead.
+fn sysfs_is_host_bind(spec: &RootfsSpec<'_>) -> bool {
+    spec.rootless || spec.host_network
+}
+
+/// The last mount, made after [`prepare`] once the container's cgroup namespace exists: the
+/// cgroup2 hierarchy, read-only, at /sys/fs/cgroup, where the container gets a sysfs of its own
+/// (with a bind of the host's /sys, the host's cgroup mounts come with it).
+pub fn mount_cgroup(spec: &RootfsSpec<'_>, cgroup2: bool) -> Result<(), String> {
+    if cgroup2 && !sysfs_is_host_bind(spec) {
+        mounts::mount_cgroup2()?;
+    }
     Ok(())
 }

@@ -65,7 +65,7 @@ pub(super) fn mount_proc(root: &Path) -> Result<(), String> {
 
 /// A fresh read-only sysfs, or, where sysfs cannot be mounted anew (a user namespace, or the
 /// host's network namespace), a read-only recursive bind of the host's /sys.
-pub(super) fn mount_sys(root: &Path, bind_host: bool, cgroup2: bool) -> Result<(), String> {
+pub(super) fn mount_sys(root: &Path, bind_host: bool) -> Result<(), String> {
     let target = root.join("sys");
     ensure_dir(&target)?;
     if bind_host {
@@ -87,19 +87,20 @@ pub(super) fn mount_sys(root: &Path, bind_host: bool, cgroup2: bool) -> Result<(
         NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(|e| format!("Cannot mount /sys in the container: {e}"))?;
-    if cgroup2 {
-        // With a cgroup namespace, the container sees its own cgroup as the root.
-        mount(
-            Some("cgroup2"),
-            &target.join("fs/cgroup"),
-            Some("cgroup2"),
-            NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(|e| format!("Cannot mount the cgroup2 hierarchy in the container: {e}"))?;
-    }
-    Ok(())
+    .map_err(|e| format!("Cannot mount /sys in the container: {e}"))
+}
+
+/// Mounts the cgroup2 hierarchy read-only at /sys/fs/cgroup of the (pivoted) root. Call it in
+/// the container's cgroup namespace: the container then sees its own cgroup as the root.
+pub(super) fn mount_cgroup2() -> Result<(), String> {
+    mount(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("Cannot mount the cgroup2 hierarchy in the container: {e}"))
 }
 
 fn remount_readonly(target: &Path) -> Result<(), String> {

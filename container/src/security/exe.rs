@@ -4,8 +4,9 @@
 //! entered the container (directly, or `O_PATH` and then `/proc/self/fd/N` once the runtime has
 //! exec'd) and writes through it, replacing the runtime binary on the host.
 //!
-//! The defence: before clone, the parent copies its own binary into a memfd and seals it
-//! ([`sealed_self_copy`]): no write, shrink or grow is possible through any descriptor, and the
+//! The defence: before anything of the container runs, the runtime copies its own binary into a
+//! memfd and seals it ([`sealed_self_copy`]; isol does it in the cloned child, overlapping the
+//! parent's cgroup work): no write, shrink or grow is possible through any descriptor, and the
 //! seals cannot be removed. The child's last step is [`exec_self_as_init`], an `execveat` of that
 //! memfd, so from then on `/proc/<pid>/exe` of every process in the container is the sealed memfd
 //! (`/memfd:isol (deleted)`), never the host file. The re-exec'd isol, in its container-init mode,
@@ -36,8 +37,9 @@ use super::SecurityError;
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
-/// Makes a sealed, close-on-exec memfd copy of the running binary (`/proc/self/exe`). Call it in
-/// the parent before clone; the child inherits the descriptor.
+/// Makes a sealed, close-on-exec memfd copy of the running binary (`/proc/self/exe`), e.g. in
+/// the cloned child before it enters the container's root (or in a parent before clone: the
+/// child inherits the descriptor).
 pub fn sealed_self_copy() -> Result<OwnedFd, SecurityError> {
     copy_and_seal(Path::new("/proc/self/exe"), c"isol")
 }
@@ -151,6 +153,45 @@ pub fn exec_self_as_init(
     Err(SecurityError::Exec(Errno::last()))
 }
 
+/// Sends `fd` with a one-byte message over the unix socket `sock` (`SCM_RIGHTS`): how the parent
+/// hands the sealed copy to a child cloned before the copy existed.
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"g")];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(drop)
+}
+
+/// Receives the descriptor [`send_fd`] sent, close-on-exec. Fails with `EPIPE` when the other end
+/// closed without sending one.
+pub fn receive_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            result => break result?,
+        }
+    };
+    for cmsg in msg.cmsgs().map_err(|_| Errno::EBADMSG)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor in our table for us alone.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err(Errno::EPIPE)
+}
+
 /// The `char *const[]` form of `strings`, borrowing them.
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
     let mut pointers = Vec::with_capacity(strings.len() + 1);
@@ -217,6 +258,29 @@ mod tests {
         let fd = sealed_copy(Path::new("/bin/true")).unwrap();
         let err = exec_self_as_init(fd.as_fd(), &[], &[]).unwrap_err();
         assert!(matches!(err, SecurityError::EmptyArgv));
+    }
+
+    #[test]
+    fn a_sealed_copy_passes_over_a_socket() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let copy = sealed_copy(Path::new("/bin/true")).unwrap();
+        send_fd(a.as_fd(), copy.as_fd()).unwrap();
+        let got = receive_fd(b.as_fd()).unwrap();
+        assert_ne!(got.as_raw_fd(), copy.as_raw_fd());
+        assert_eq!(seals(got.as_fd()).unwrap() & SEALS, SEALS);
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(got.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        // The other end closed without a descriptor: the child must not wait forever.
+        drop(a);
+        assert_eq!(receive_fd(b.as_fd()).unwrap_err(), Errno::EPIPE);
     }
 
     #[test]
