@@ -49,7 +49,7 @@ echo "setup: building isol" >&2
 cargo build --release --locked -p isol -p isol-guest-init
 # isol finds the guest init beside itself.
 release=target/x86_64-unknown-linux-gnu/release
-install -m 0755 "$release/isol" "$release/isol-guest-init" /usr/local/bin/
+install -m 0755 "$release/isol" "$release/isol-init" "$release/isol-guest-init" /usr/local/bin/
 
 if [ -x guest-images/build-kernel.sh ]; then
     echo "setup: guest kernel (cached after the first build, ~4 minutes on 2 cores)" >&2

@@ -22,6 +22,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
+use crate::cgroups::Entry;
 use crate::config::{ContainerConfig, NetworkMode, Volume};
 use crate::error::ContainerError;
 use crate::process::{cstring, cstrings, monotonic_ns};
@@ -100,9 +101,14 @@ impl<'a> ChildSpec<'a> {
 
 /// The child's entry point after clone. Never returns: it execs the init or exits 125 after
 /// reporting why it could not.
-pub(crate) fn main(spec: &ChildSpec<'_>, go: OwnedFd, report: OwnedFd) -> ! {
+pub(crate) fn main(
+    spec: &ChildSpec<'_>,
+    cgroup: Option<&Entry>,
+    go: OwnedFd,
+    report: OwnedFd,
+) -> ! {
     let mut report = File::from(report);
-    match setup(spec, go, &report) {
+    match setup(spec, cgroup, go, &report) {
         Ok(never) => match never {},
         Err(msg) => {
             let line = msg.replace('\n', " ");
@@ -122,12 +128,20 @@ fn mark(report: &File, name: &str) {
 
 fn setup(
     spec: &ChildSpec<'_>,
+    cgroup: Option<&Entry>,
     go: OwnedFd,
     report: &File,
 ) -> Result<std::convert::Infallible, String> {
     // If isol dies, so does the container (and with it its PID namespace).
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // First into the container's cgroup (cgroup v1; on v2 clone3 did it), so that whatever the
+    // child does from here is accounted and limited there.
+    if let Some(entry) = cgroup {
+        entry
+            .join_self()
+            .map_err(|e| format!("Cannot enter the container's cgroup: {e}"))?;
+    }
     let mut go = Go::Waiting(go);
     if spec.rootless {
         go.wait();
@@ -196,6 +210,7 @@ fn setup(
     clear_cloexec(report.as_raw_fd())?;
     // The filter goes on last: from here on only what the workload may do is allowed.
     security::seccomp::install(spec.filter).map_err(|e| e.to_string())?;
+    mark(report, "seccomp");
     security::exe::exec_self_as_init(init_exe, &argv, &spec.env).map_err(|e| e.to_string())
 }
 

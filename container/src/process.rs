@@ -10,7 +10,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
-use crate::cgroups::{self, AnyCgroupManager, CgroupManager, Stats};
+use crate::cgroups::{self, AnyCgroupManager, CgroupManager, Entry, Stats};
 use crate::child::{self, ChildSpec};
 use crate::config::{ContainerConfig, NetworkMode};
 use crate::error::ContainerError;
@@ -82,7 +82,9 @@ pub fn run(cfg: &ContainerConfig) -> Result<RunResult, ContainerError> {
     let cgroup_root = Path::new(CGROUP_ROOT);
     state::sweep(&cfg.state_root, cgroup_root);
 
-    let run_dir = RunDir::create(&cfg.state_root, &cfg.id)?;
+    // The writable layer is a tmpfs of the container's (see rootfs::overlay); rootless runs keep
+    // it on the host's disk.
+    let run_dir = RunDir::create(&cfg.state_root, &cfg.id, cfg.rootless)?;
     let mut guard = Teardown {
         run_dir: Some(run_dir),
         cgroup: None,
@@ -170,21 +172,17 @@ fn run_in(
     if cfg.rootless {
         flags |= libc::CLONE_NEWUSER;
     }
-    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy of this
-    // single-threaded process and continues from here; it only runs `child::main`, which never
-    // returns.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+    let entry = match &guard.cgroup {
+        Some(cg) => Some(cg.entry()?),
+        None => None,
     };
+    let into = match &entry {
+        Some(Entry::CloneInto(dir)) => Some(dir.as_fd()),
+        _ => None,
+    };
+    let (pid, born_in_cgroup) = clone_child(flags as u64, into);
     if pid < 0 {
-        let e = Errno::last();
+        let e = Errno::from_raw(-pid as i32);
         let _ = mask.thread_unblock();
         let hint = if e == Errno::EPERM || e == Errno::ENOSPC || e == Errno::EUSERS {
             if cfg.rootless {
@@ -202,7 +200,8 @@ fn run_in(
     if pid == 0 {
         drop(go_w);
         drop(rep_r);
-        child::main(&spec, go_r, rep_w);
+        let join = entry.as_ref().filter(|_| !born_in_cgroup);
+        child::main(&spec, join, go_r, rep_w);
     }
     let child = Pid::from_raw(pid as i32);
     guard.child = Some(child);
@@ -210,16 +209,21 @@ fn run_in(
     drop(rep_w);
     phases.push("namespaces");
 
-    // Meanwhile the child builds its rootfs, and a thread of ours copies isol into a sealed memfd
+    // Meanwhile the child builds its rootfs, and a thread of ours copies isol's init binary (or,
+    // without one, isol itself) into a sealed memfd
     // (CVE-2019-5736, see `security::exe`): made here, its pages are charged to isol's cgroup,
     // never to the container's limit. The child waits for the go before anything of the
     // container runs.
     let outside = std::thread::scope(|s| {
-        let copier = s.spawn(security::exe::sealed_self_copy);
+        let copier = s.spawn(security::exe::sealed_init_copy);
         if cfg.rootless {
             write_id_maps(child)?;
         }
-        if let Some(cg) = &guard.cgroup {
+        // Only where neither clone3 nor the child's own move could be used.
+        if let Some(cg) = &guard.cgroup
+            && !born_in_cgroup
+            && !matches!(entry, Some(Entry::SelfJoin(_)))
+        {
             cg.add_task(child.as_raw())?;
         }
         phases.push("cgroup-attach");
@@ -287,6 +291,73 @@ fn run_in(
         stats,
         address,
     })
+}
+
+/// `clone3`'s argument (linux/sched.h, `CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A fork-like clone into new namespaces. With `cgroup` (a cgroup v2 directory), the child is
+/// born in that cgroup (`clone3` with `CLONE_INTO_CGROUP`, Linux ≥ 5.7); where `clone3` is not
+/// available (an older kernel, or a seccomp filter around isol that answers ENOSYS), a plain
+/// `clone` and the caller moves the child. Returns the child's pid (0 in the child, `-errno` on
+/// failure) and whether it was born in the cgroup.
+fn clone_child(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> (i64, bool) {
+    if let Some(dir) = cgroup {
+        let args = CloneArgs {
+            flags: flags | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: a fork-like clone3 (no CLONE_VM, no stack): the child gets a copy of this
+        // single-threaded process and continues from here; the caller's child branch only runs
+        // `child::main`, which never returns. `args` is a valid clone_args of the size given.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid >= 0 {
+            return (pid, true);
+        }
+        let e = Errno::last();
+        if !matches!(e, Errno::ENOSYS | Errno::E2BIG | Errno::EPERM) {
+            return (-(e as i64), false);
+        }
+    }
+    // SAFETY: as above, with clone: no CLONE_VM, no new stack.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return (-(Errno::last() as i64), false);
+    }
+    (pid, false)
 }
 
 /// User + system CPU time of this process's waited-for children, in microseconds.

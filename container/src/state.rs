@@ -1,5 +1,8 @@
-//! Per-run state on the host: `<state_root>/<id>/` holds the overlay's writable upper and work
-//! dirs, the mount point of the merged rootfs, and an `owner` file naming the isol process that
+//! Per-run state on the host: `<state_root>/<id>/` holds an `owner` file naming the isol process
+//! that owns the run, and the place of the overlay's writable upper and work dirs and of the
+//! merged rootfs' mount point: in a tmpfs the container mounts over the run dir in its own mount
+//! namespace (so on the host the run dir holds only `owner`), or, in rootless mode, as real
+//! directories on the host's disk. The file naming the isol process that
 //! owns the run. A run removes its directory when it ends; a run whose isol was SIGKILLed leaves
 //! it behind, and [`sweep`] (called at the start of every run) removes such leftovers together
 //! with their cgroups and network allocations.
@@ -20,10 +23,12 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `<state_root>/<id>/{upper,work,merged}` and the owner file. The directory is
+    /// Creates `<state_root>/<id>/` with the owner file, and `{upper,work,merged}` in it when
+    /// `layer_dirs` (the writable layer on the host's disk; otherwise the container makes them
+    /// in its tmpfs). The directory is
     /// built under a temporary name and renamed into place, so that no other isol's sweep can
     /// ever see a run dir without its owner and take it for a dead run's.
-    pub fn create(state_root: &Path, id: &str) -> Result<RunDir, ContainerError> {
+    pub fn create(state_root: &Path, id: &str, layer_dirs: bool) -> Result<RunDir, ContainerError> {
         let io_err = |what: &str, path: &Path, e: io::Error| ContainerError::State {
             what: format!("{what} {}", path.display()),
             source: e,
@@ -34,7 +39,10 @@ impl RunDir {
         let owner = tmp.join("owner");
         let token = owner_token(std::process::id()).unwrap_or_default();
         fs::write(&owner, format!("{token}\n")).map_err(|e| io_err("write", &owner, e))?;
-        for d in ["upper", "work", "merged"] {
+        for d in ["upper", "work", "merged"]
+            .into_iter()
+            .filter(|_| layer_dirs)
+        {
             let p = tmp.join(d);
             fs::create_dir(&p).map_err(|e| io_err("create", &p, e))?;
         }
@@ -263,7 +271,7 @@ mod tests {
                 let mut n = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let id = format!("{:012x}", n);
-                    let run = RunDir::create(&root, &id).unwrap();
+                    let run = RunDir::create(&root, &id, true).unwrap();
                     assert!(run.merged.is_dir(), "{id} was swept while alive");
                     run.remove().unwrap();
                     n += 1;
@@ -289,7 +297,7 @@ mod tests {
     #[test]
     fn own_process_is_alive_and_a_dead_owner_is_not() {
         let tmp = tempfile::tempdir().unwrap();
-        let run = RunDir::create(tmp.path(), "0123456789ab").unwrap();
+        let run = RunDir::create(tmp.path(), "0123456789ab", true).unwrap();
         assert!(owner_alive(&run.dir));
         assert_eq!(live_ids(tmp.path()), vec!["0123456789ab".to_string()]);
         // A token for our pid with a wrong start time is a recycled pid: dead.

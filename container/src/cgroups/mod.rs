@@ -11,9 +11,10 @@
 //!   hierarchies that exist, found from `/proc/self/mountinfo` (co-mounted hierarchies such as
 //!   `cpu,cpuacct` get one directory).
 //!
-//! The runtime's order of calls is: [`create`] (mkdir + limits) and [`CgroupManager::add_task`]
-//! from the parent before the child runs the workload; [`CgroupManager::stats`] after the child
-//! exited; [`CgroupManager::remove`] last. [`sweep`] at start-up removes the cgroups of runs whose
+//! The runtime's order of calls is: [`create`] (mkdir + limits) and [`CgroupManager::entry`]
+//! before the clone, so that the child is born in its cgroup (v2) or moves itself there first
+//! thing (v1), see [`Entry`] ([`CgroupManager::add_task`] from the parent where neither works);
+//! [`CgroupManager::stats`] after the child exited; [`CgroupManager::remove`] last. [`sweep`] at start-up removes the cgroups of runs whose
 //! isol process was SIGKILLed.
 
 pub mod v1;
@@ -143,6 +144,8 @@ pub trait CgroupManager {
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError>;
     /// Moves process `pid` (all its threads) into the cgroup.
     fn add_task(&self, pid: i32) -> Result<(), CgroupError>;
+    /// Opens what a new process needs to enter the cgroup without a migration by pid.
+    fn entry(&self) -> Result<Entry, CgroupError>;
     /// Reads the accounting counters; a counter this host does not provide is `None`.
     fn stats(&self) -> Result<Stats, CgroupError>;
     /// Kills whatever still runs in the cgroup, waits until it is empty and removes it, then
@@ -152,6 +155,52 @@ pub trait CgroupManager {
     /// The cgroup directory (v2), or the memory controller's one (v1; another controller's if
     /// memory is not mounted).
     fn path(&self) -> &Path;
+}
+
+/// How a new process enters its cgroup cheaply.
+///
+/// Moving a process by pid (`cgroup.procs`) takes the kernel's global threadgroup lock for
+/// writing, and taking it waits for an RCU grace period unless another writer took it very
+/// recently: 0.1 ms or 5–10 ms, at random, per container start. Two ways avoid it:
+/// * cgroup v2: `clone3(CLONE_INTO_CGROUP)` with the cgroup's directory: the child is born there
+///   (the fork path takes that lock only for reading);
+/// * cgroup v1: the new process writes `0` (itself) to each hierarchy's `tasks` file while it has
+///   a single thread: migrating the caller's own thread needs no threadgroup lock (Linux ≥ 5.19
+///   skips it; older kernels take it as for any write).
+#[derive(Debug)]
+pub enum Entry {
+    /// cgroup v2: the cgroup directory, open, for `clone3`'s `cgroup` field.
+    CloneInto(std::os::fd::OwnedFd),
+    /// cgroup v1: every hierarchy's `tasks` file, open for writing.
+    SelfJoin(Vec<std::os::fd::OwnedFd>),
+}
+
+impl Entry {
+    /// Moves the calling thread (the child, single-threaded) into the cgroup by writing `0` to
+    /// each `tasks` file (only system calls: safe between clone and exec). Does nothing for
+    /// [`Entry::CloneInto`].
+    pub fn join_self(&self) -> Result<(), Errno> {
+        if let Entry::SelfJoin(files) = self {
+            for f in files {
+                nix::unistd::write(f, b"0")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` with `flags` (plus close-on-exec) for [`Entry`].
+fn open_entry(path: &Path, flags: nix::fcntl::OFlag) -> Result<std::os::fd::OwnedFd, CgroupError> {
+    nix::fcntl::open(
+        path,
+        flags | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| CgroupError::Write {
+        path: path.to_owned(),
+        value: String::new(),
+        error: io::Error::from(e),
+    })
 }
 
 /// The manager for the cgroup version the host uses.
@@ -173,6 +222,13 @@ impl CgroupManager for AnyCgroupManager {
         match self {
             Self::V1(m) => m.add_task(pid),
             Self::V2(m) => m.add_task(pid),
+        }
+    }
+
+    fn entry(&self) -> Result<Entry, CgroupError> {
+        match self {
+            Self::V1(m) => m.entry(),
+            Self::V2(m) => m.entry(),
         }
     }
 

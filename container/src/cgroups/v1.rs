@@ -9,10 +9,10 @@ use std::time::Instant;
 use nix::errno::Errno;
 
 use super::{
-    CPU_PERIOD_US, CgroupError, CgroupManager, ISOL_DIR, KILL_TIMEOUT, POLL, Stats, V1_CONTROLLERS,
-    V1Hierarchy, cpu_quota_us, kill_all, kill_until_empty, mkdir_cgroup, procs_recursive,
-    read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent, rmdir_tree, validate_id,
-    validate_limits, write_file,
+    CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, KILL_TIMEOUT, POLL, Stats,
+    V1_CONTROLLERS, V1Hierarchy, cpu_quota_us, kill_all, kill_until_empty, mkdir_cgroup,
+    procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent, rmdir_tree,
+    validate_id, validate_limits, write_file,
 };
 use crate::config::Limits;
 
@@ -230,6 +230,15 @@ impl CgroupManager for V1Manager {
             write_file(&d.dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    fn entry(&self) -> Result<Entry, CgroupError> {
+        // Every hierarchy, as add_task.
+        self.dirs
+            .iter()
+            .map(|d| super::open_entry(&d.dir.join("tasks"), nix::fcntl::OFlag::O_WRONLY))
+            .collect::<Result<_, _>>()
+            .map(Entry::SelfJoin)
     }
 
     fn stats(&self) -> Result<Stats, CgroupError> {

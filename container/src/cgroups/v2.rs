@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
-    CPU_PERIOD_US, CgroupError, CgroupManager, ISOL_DIR, Stats, cpu_quota_us, kill_all,
+    CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, Stats, cpu_quota_us, kill_all,
     kill_until_empty, procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent,
     rmdir_tree, validate_id, validate_limits, write_file,
 };
@@ -165,6 +165,11 @@ impl CgroupManager for V2Manager {
             return Err(CgroupError::InvalidPid { pid });
         }
         write_file(&self.dir.join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn entry(&self) -> Result<Entry, CgroupError> {
+        let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
+        super::open_entry(&self.dir, flags).map(Entry::CloneInto)
     }
 
     fn stats(&self) -> Result<Stats, CgroupError> {
