@@ -594,3 +594,55 @@ pub(crate) fn cstring(s: &OsStr, what: &str) -> Result<CString, ContainerError> 
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::test_support::{ROOT, Run, real_host, unique_id};
+    use crate::config::Limits;
+
+    /// The child is in its cgroup before it does anything, without a migration by pid: born
+    /// there (`clone3`, cgroup v2) or moved by itself (cgroup v1). Runs for real on this host's
+    /// cgroups (v1 here, v2 in the lab).
+    #[test]
+    fn cgroups_entry_puts_the_child_in_its_cgroup() {
+        let Some((_guard, _layout)) = real_host() else {
+            return;
+        };
+        let id = unique_id("entry");
+        let limits = Limits {
+            memory: Some(64 << 20),
+            ..Limits::default()
+        };
+        let run = Run::new(cgroups::create(Path::new(ROOT), &id, &limits).unwrap());
+        let entry = run.cgroup.entry().unwrap();
+        let into = match &entry {
+            Entry::CloneInto(dir) => Some(dir.as_fd()),
+            Entry::SelfJoin(_) => None,
+        };
+        // The child of a multi-threaded test process must not allocate: all prepared here.
+        let want = format!("/isol/{id}\n");
+        let (pid, born) = clone_child(0, into);
+        assert!(pid >= 0, "clone: {}", Errno::from_raw(-pid as i32));
+        if pid == 0 {
+            // The child: enter (v1), then look for its cgroup in /proc/self/cgroup.
+            let mut buf = [0u8; 4096];
+            let code = match entry.join_self() {
+                Err(_) => 2,
+                Ok(()) => match std::fs::File::open("/proc/self/cgroup")
+                    .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+                {
+                    Ok(n) if buf[..n].windows(want.len()).any(|w| w == want.as_bytes()) => 0,
+                    _ => 3,
+                },
+            };
+            // SAFETY: ends the forked child without running the test harness's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        let status = waitpid(Pid::from_raw(pid as i32), None).unwrap();
+        assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid as i32), 0));
+        // On cgroup v2 the child must have been born in the cgroup, not moved.
+        assert_eq!(born, matches!(entry, Entry::CloneInto(_)));
+        println!("entry: {entry:?}, born in the cgroup: {born}");
+    }
+}
