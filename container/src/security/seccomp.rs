@@ -23,10 +23,12 @@
 //! and containerd), the 32-bit ABIs are refused, and `ENOSYS` for unknown syscalls is part of
 //! the filter instead of a runc patch.
 //!
-//! [`default_filter`] compiles the profile with seccompiler in the parent (tens of microseconds;
-//! see the `build_time` test); [`install`] loads it in the child with one `seccomp(2)` call. The
-//! program uses only the syscall number and architecture for every unconditionally allowed
-//! syscall, so Linux ≥ 5.11 caches those as "always allow" and never runs the filter for them.
+//! [`default_filter`] compiles the profile in the parent (tens of microseconds; see the
+//! `build_time` test): a binary search on the syscall number, with seccompiler compiling the
+//! argument checks; [`install`] loads it in the child with one `seccomp(2)` call. The program uses
+//! only the syscall number and architecture for every unconditionally allowed syscall, so
+//! Linux ≥ 5.11 caches those as "always allow" and never runs the filter for them, and the short
+//! search keeps that cache cheap to build at install time.
 
 use std::collections::BTreeMap;
 
@@ -602,41 +604,137 @@ const BPF_JEQ_K: u16 = 0x15;
 const BPF_JGT_K: u16 = 0x25;
 const BPF_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
+const BPF_JA: u16 = 0x05;
 /// The kernel's limit on the length of one filter (`BPF_MAXINSNS`).
 const MAX_INSTRUCTIONS: usize = 4096;
 
 /// Compiles the container profile (see the module documentation) into a BPF program for
 /// [`install`]. Meant for the parent, before clone: it allocates and costs tens of microseconds.
+///
+/// The program is a binary search on the syscall number ([`dispatch`]), not the linear chain of
+/// compares seccompiler emits for a whole profile: when the filter is installed, Linux ≥ 5.11
+/// runs it once for every syscall number to find those it always allows (the action cache), and
+/// over a ~1500-instruction chain that took ~1 ms on the critical path of every container start.
+/// seccompiler still compiles the argument checks ([`arg_checks`]), which the search jumps to.
 pub fn default_filter() -> Result<BpfProgram, SecurityError> {
-    let filter = SeccompFilter::new(
-        rules()?,
+    let checks = BpfProgram::try_from(SeccompFilter::new(
+        arg_checks()?,
         SeccompAction::Errno(libc::EPERM as u32),
         SeccompAction::Allow,
         TargetArch::x86_64,
-    )?;
-    let body = BpfProgram::try_from(filter)?;
-    let prologue = prologue();
-    let len = prologue.len() + body.len();
-    if len > MAX_INSTRUCTIONS {
-        return Err(seccompiler::BackendError::FilterTooLarge(len).into());
+    )?)?;
+    let mut program = prologue().to_vec();
+    program.extend(dispatch(checks.len()));
+    program.extend(checks);
+    if program.len() > MAX_INSTRUCTIONS {
+        return Err(seccompiler::BackendError::FilterTooLarge(program.len()).into());
     }
-    let mut program = Vec::with_capacity(len);
-    program.extend_from_slice(&prologue);
-    program.extend(body);
     Ok(program)
 }
 
-/// The per-syscall rules seccompiler compiles: every [`ALLOWED`] syscall with no condition, and
-/// the [`ARG_CHECKED`] ones with theirs. A syscall matches when any of its rules matches (or it
-/// has none); a rule matches when all its conditions do.
-fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
+/// What the filter does with one syscall number in `0..=HIGHEST_KNOWN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Return this action (`SECCOMP_RET_*`).
+    Return(u32),
+    /// Jump to the argument checks (seccompiler's program after the search).
+    CheckArgs,
+}
+
+/// The verdict for every syscall number up to [`HIGHEST_KNOWN`], as runs of equal verdicts:
+/// `(first number, verdict)`, ascending; a run lasts until the next one starts.
+fn verdict_runs() -> Vec<(u32, Verdict)> {
+    let allowed: std::collections::HashSet<i64> = ALLOWED.iter().map(|s| s.nr).collect();
+    let checked: std::collections::HashSet<i64> = ARG_CHECKED.iter().map(|s| s.nr).collect();
+    let mut runs: Vec<(u32, Verdict)> = Vec::new();
+    for nr in 0..=HIGHEST_KNOWN {
+        let verdict = if allowed.contains(&nr) {
+            Verdict::Return(libc::SECCOMP_RET_ALLOW)
+        } else if checked.contains(&nr) {
+            Verdict::CheckArgs
+        } else if nr == CLONE3.nr {
+            Verdict::Return(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)
+        } else {
+            Verdict::Return(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)
+        };
+        if runs.last().is_none_or(|(_, v)| *v != verdict) {
+            runs.push((nr as u32, verdict));
+        }
+    }
+    runs
+}
+
+/// The binary search over [`verdict_runs`], with the syscall number in the accumulator; it
+/// ends in a `return` or in a jump to the `checks_len` instructions that follow it. Every path
+/// is about log2(runs) ≈ 7 compares, and reads nothing but the number, so every syscall it
+/// allows without condition stays in the kernel's action cache.
+fn dispatch(checks_len: usize) -> Vec<sock_filter> {
+    let mut code = Vec::new();
+    let mut to_checks = Vec::new();
+    emit_search(&verdict_runs(), &mut code, &mut to_checks);
+    // Patch the jumps to the argument checks, which start right after the search.
+    let end = code.len();
+    for at in to_checks {
+        code[at].k = (end - at - 1) as u32;
+    }
+    debug_assert!(checks_len > 0);
+    code
+}
+
+/// Emits the search over `runs` (non-empty): `if nr >= first of the upper half` → upper half,
+/// else the lower half, down to one run, which is its verdict.
+fn emit_search(runs: &[(u32, Verdict)], code: &mut Vec<sock_filter>, to_checks: &mut Vec<usize>) {
+    if let [(_, verdict)] = runs {
+        match verdict {
+            Verdict::Return(action) => code.push(stmt(BPF_RET_K, *action)),
+            Verdict::CheckArgs => {
+                to_checks.push(code.len());
+                code.push(stmt(BPF_JA, 0));
+            }
+        }
+        return;
+    }
+    let (lower, upper) = runs.split_at(runs.len() / 2);
+    let mut lower_code = Vec::new();
+    let mut lower_checks = Vec::new();
+    emit_search(lower, &mut lower_code, &mut lower_checks);
+    // A conditional jump reaches at most 255 instructions ahead; beyond, it goes through a JA.
+    let far = lower_code.len() > usize::from(u8::MAX);
+    if far {
+        code.push(jump(BPF_JGE_K, upper[0].0, 0, 1));
+        code.push(stmt(BPF_JA, lower_code.len() as u32));
+    } else {
+        code.push(jump(BPF_JGE_K, upper[0].0, lower_code.len() as u8, 0));
+    }
+    let base = code.len();
+    code.extend(lower_code);
+    to_checks.extend(lower_checks.into_iter().map(|at| base + at));
+    emit_search(upper, code, to_checks);
+}
+
+fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
+/// The argument rules of the [`ARG_CHECKED`] syscalls, for seccompiler. A syscall matches (is
+/// allowed) when any of its rules matches; a rule matches when all its conditions do; any other
+/// syscall gets `EPERM` (the search sends only these three here).
+fn arg_checks() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
     use SeccompCmpArgLen::{Dword, Qword};
 
     let first_arg = |len, op, value| -> Result<SeccompRule, seccompiler::BackendError> {
         SeccompRule::new(vec![SeccompCondition::new(0, len, op, value)?])
     };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().map(|s| (s.nr, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     // clone(flags, ...): `flags & CLONE_NAMESPACE_FLAGS == 0`. `unsigned long`, all 64 bits.
     rules.insert(
         libc::SYS_clone,
@@ -662,36 +760,31 @@ fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError>
     Ok(rules)
 }
 
-/// Runs before seccompiler's program, which starts over with its own architecture check:
+/// Runs before the search:
 ///
 /// ```text
 /// 0: A = arch
-/// 1: if A != AUDIT_ARCH_X86_64 goto 7      (seccompiler kills the process)
-/// 2: A = nr
-/// 3: if A == clone3 goto 6
-/// 4: if A >= X32_SYSCALL_BIT goto 7        (x32: seccompiler returns EPERM)
-/// 5: if A > HIGHEST_KNOWN goto 6 else goto 7
-/// 6: return ERRNO(ENOSYS)
-/// 7: seccompiler's program
+/// 1: if A == AUDIT_ARCH_X86_64 goto 3
+/// 2: return KILL_PROCESS                  (another ABI: i386 int 0x80)
+/// 3: A = nr
+/// 4: if A >= X32_SYSCALL_BIT goto 6        (x32, and -1)
+/// 5: if A > HIGHEST_KNOWN goto 7 else goto 8
+/// 6: return ERRNO(EPERM)
+/// 7: return ERRNO(ENOSYS)
+/// 8: the search ([`dispatch`])
 /// ```
 ///
 /// It reads only the architecture and syscall number, so the kernel's per-syscall action cache
-/// still applies to the whole filter.
-fn prologue() -> [sock_filter; 7] {
-    let stmt = |code, k| sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump = |code, k, jt, jf| sock_filter { code, jt, jf, k };
+/// applies.
+fn prologue() -> [sock_filter; 8] {
     [
         stmt(BPF_LD_W_ABS, DATA_ARCH),
-        jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 0, 5),
+        jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
         stmt(BPF_LD_W_ABS, DATA_NR),
-        jump(BPF_JEQ_K, CLONE3.nr as u32, 2, 0),
-        jump(BPF_JGE_K, X32_SYSCALL_BIT, 2, 0),
-        jump(BPF_JGT_K, HIGHEST_KNOWN as u32, 0, 1),
+        jump(BPF_JGE_K, X32_SYSCALL_BIT, 1, 0),
+        jump(BPF_JGT_K, HIGHEST_KNOWN as u32, 1, 2),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
         stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
     ]
 }
@@ -734,6 +827,12 @@ mod tests {
     /// What the kernel would return for one syscall: a small classic-BPF interpreter for the
     /// instructions the filter uses.
     fn evaluate(program: &[sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+        run(program, arch, nr, args).0
+    }
+
+    /// The action, and how many instructions ran to reach it.
+    fn run(program: &[sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> (u32, usize) {
+        let mut steps = 0;
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as u32).to_ne_bytes());
         data[4..8].copy_from_slice(&arch.to_ne_bytes());
@@ -744,6 +843,7 @@ mod tests {
         let mut pc = 0usize;
         loop {
             let ins = &program[pc];
+            steps += 1;
             let k = ins.k;
             let branch = |cond: bool| usize::from(if cond { ins.jt } else { ins.jf });
             pc += 1;
@@ -758,7 +858,7 @@ mod tests {
                 0x25 => pc += branch(acc > k),
                 0x35 => pc += branch(acc >= k),
                 0x45 => pc += branch(acc & k != 0),
-                0x06 => return k,
+                0x06 => return (k, steps),
                 code => panic!("unexpected BPF opcode {code:#x}"),
             }
         }
@@ -783,6 +883,67 @@ mod tests {
             ARG_CHECKED.len(),
             program.len()
         );
+    }
+
+    /// Every number gets the profile's verdict, and in a few steps: the kernel runs the filter for
+    /// every number when it is installed (its action cache), so the path length is its cost.
+    #[test]
+    fn every_syscall_number_is_decided_by_a_short_search() {
+        let program = default_filter().unwrap();
+        let allowed: HashSet<i64> = ALLOWED.iter().map(|s| s.nr).collect();
+        let checked: HashSet<i64> = ARG_CHECKED.iter().map(|s| s.nr).collect();
+        let mut longest = 0;
+        for nr in 0..=HIGHEST_KNOWN + 64 {
+            let (action, steps) = run(&program, AUDIT_ARCH_X86_64, nr, [0; 6]);
+            let want = if allowed.contains(&nr) {
+                ALLOW
+            } else if nr == CLONE3.nr || nr > HIGHEST_KNOWN {
+                ENOSYS
+            } else if checked.contains(&nr) {
+                action // the argument checks have tests of their own
+            } else {
+                EPERM
+            };
+            assert_eq!(action, want, "syscall {nr}");
+            if !checked.contains(&nr) {
+                longest = longest.max(steps);
+            }
+        }
+        println!("seccomp: at most {longest} instructions per syscall number");
+        // 8 of prologue, then about log2(runs of equal verdicts) compares.
+        assert!(longest <= 20, "{longest} instructions on the longest path");
+    }
+
+    /// A search too big for 8-bit conditional jumps (which the profile does not need today)
+    /// still finds every run: its far branches go through `JA`.
+    #[test]
+    fn long_searches_jump_far() {
+        let runs: Vec<(u32, Verdict)> = (0..1200)
+            .map(|i| {
+                (
+                    i * 2,
+                    Verdict::Return(if i % 2 == 0 { ALLOW } else { EPERM }),
+                )
+            })
+            .chain([(2400, Verdict::CheckArgs)])
+            .collect();
+        let mut code = vec![stmt(BPF_LD_W_ABS, DATA_NR)];
+        let mut to_checks = Vec::new();
+        emit_search(&runs, &mut code, &mut to_checks);
+        let end = code.len();
+        for at in to_checks {
+            code[at].k = (end - at - 1) as u32;
+        }
+        code.push(stmt(BPF_RET_K, KILL));
+        assert!(code.iter().any(|i| i.code == BPF_JA && i.k > 255));
+        for nr in 0..2500 {
+            let want = match nr {
+                2400.. => KILL,
+                _ if (nr / 2) % 2 == 0 => ALLOW,
+                _ => EPERM,
+            };
+            assert_eq!(evaluate(&code, 0, nr, [0; 6]), want, "{nr}");
+        }
     }
 
     #[test]
