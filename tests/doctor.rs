@@ -25,6 +25,7 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
         "nftables",
         "iproute2",
         "default image",
+        "container init",
     ] {
         let c = by_area(area);
         let level = c["level"].as_str().unwrap();
@@ -34,6 +35,8 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
             assert!(!c["action"].as_str().unwrap().is_empty(), "{c}");
         }
     }
+    // The test binaries run beside the isol-init cargo built.
+    assert_eq!(by_area("container init")["level"], "ok");
     // /dev/kvm: hardware or emulation, as the VMM's own probe finds.
     let kvm = by_area("kvm");
     match isol_vmm::measure_guest_speed() {
