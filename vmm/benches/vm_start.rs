@@ -12,8 +12,8 @@
 //!
 //! Measured per run: wall time from spawn to reap (the VMM process's whole life), and
 //! in separate runs (polling would perturb the timing) the peak RSS (`ru_maxrss` from
-//! `wait4`) and the RSS of guest RAM (the guest-sized address range in `/proc/PID/smaps`,
-//! see `guest_rss_kib`, last value seen while polling every
+//! `wait4`) and the RSS of the guest RAM mapping (the largest anonymous mapping of at
+//! least the guest size in `/proc/PID/smaps`, last value seen while polling every
 //! 2 ms). VMM overhead = peak RSS − guest RAM resident.
 //!
 //! Options: `--runs N` (default 15), `--warmup N` (2), `--rss-runs N` (5),
@@ -100,64 +100,32 @@ struct Sample {
     guest_kib: Option<u64>,
 }
 
-/// RSS (KiB) of the guest RAM mapping, from smaps: `min_kib` of address space that is
-/// either one anonymous mapping (the largest; QEMU, which copies the kernel into guest
-/// RAM), or, for isol, which maps the vmlinux segments' pages from `kernel` over its guest
-/// RAM, the `min_kib` starting at the anonymous mapping right below the first mapping of
-/// `kernel` (the guest RAM below the kernel's load address), counting every mapping in it:
-/// anonymous RAM, kernel pages still shared with the file, pages the guest wrote to.
-fn guest_rss_kib(pid: u32, min_kib: u64, kernel: &Path) -> Option<u64> {
-    struct Map {
-        start: u64,
-        end: u64,
-        path: Option<String>,
-        rss: u64,
-    }
+/// RSS (KiB) of the largest anonymous mapping of at least `min_kib`, from smaps.
+fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
-    let mut maps: Vec<Map> = Vec::new();
+    let mut best: Option<(u64, u64)> = None; // (size, rss)
+    let (mut anon, mut size) = (false, 0u64);
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         let first = f.next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
-        {
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             // Mapping header: addr perms offset dev inode [path]; anonymous = no path.
-            let path = f.nth(4).map(String::from);
-            maps.push(Map {
-                start,
-                end,
-                path,
-                rss: 0,
-            });
-        } else if first == "Rss:"
-            && let Some(m) = maps.last_mut()
-        {
-            m.rss = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            anon = f.nth(4).is_none();
+            size = 0;
+        } else if first == "Size:" {
+            size = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if first == "Rss:" && anon && size >= min_kib {
+            let rss = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if best.is_none_or(|(s, _)| size > s) {
+                best = Some((size, rss));
+            }
         }
     }
-    let kernel = kernel.to_str()?;
-    let first_kernel = maps.iter().position(|m| m.path.as_deref() == Some(kernel));
-    if let Some(i) = first_kernel {
-        let below = maps.get(i.checked_sub(1)?)?;
-        if below.path.is_some() || below.end != maps[i].start {
-            return None;
-        }
-        let (lo, hi) = (below.start, below.start + min_kib * 1024);
-        return Some(
-            maps.iter()
-                .filter(|m| m.start >= lo && m.end <= hi)
-                .map(|m| m.rss)
-                .sum(),
-        );
-    }
-    maps.iter()
-        .filter(|m| m.path.is_none() && (m.end - m.start) / 1024 >= min_kib)
-        .max_by_key(|m| m.end - m.start)
-        .map(|m| m.rss)
+    best.map(|(_, rss)| rss)
 }
 
 /// Runs `cmd` to the end; with `poll_kib`, samples the guest mapping's RSS meanwhile.
-fn run_once(cmd: &mut Command, poll_kib: Option<(u64, &Path)>) -> Res<Sample> {
+fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
     let start = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -180,8 +148,8 @@ fn run_once(cmd: &mut Command, poll_kib: Option<(u64, &Path)>) -> Res<Sample> {
         if r < 0 {
             return Err(format!("wait4: {}", std::io::Error::last_os_error()));
         }
-        if let Some((min, kernel)) = poll_kib {
-            guest = guest_rss_kib(pid, min, kernel).or(guest);
+        if let Some(min) = poll_kib {
+            guest = guest_rss_kib(pid, min).or(guest);
             std::thread::sleep(Duration::from_millis(2));
         }
     };
@@ -477,7 +445,7 @@ fn real_main() -> Res<()> {
     let mut rss: [Vec<Sample>; 2] = Default::default();
     for _ in 0..o.rss_runs {
         for (k, (_, c)) in subjects.iter().enumerate() {
-            rss[k].push(run_once(&mut c(), Some((min_kib, &kernel)))?);
+            rss[k].push(run_once(&mut c(), Some(min_kib))?);
         }
     }
     // One more isol run for its own view: setup steps, boot timeline, exit counts.

@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use linux_loader::bootparam::setup_header;
@@ -20,10 +19,7 @@ use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
-use vm_memory::bitmap::BitmapSlice;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile, VolatileMemoryError, VolatileSlice,
-};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::boot_params::InitrdPlacement;
 use crate::arch::x86_64::layout::{
@@ -166,116 +162,6 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-const PAGE: usize = 4096;
-
-/// The kernel file as linux-loader reads it, except that the bulk of each ELF segment is
-/// not copied: every whole page of it is mapped from the file, `MAP_PRIVATE | MAP_FIXED`,
-/// over the guest RAM it would have been copied into (only the partial pages at either end
-/// are read). Headers and notes are read normally.
-///
-/// Copying a vmlinux (~12 MiB of segments) costs a read of the file plus the first touch
-/// of that much fresh guest RAM, which the host zeroes first (in 2 MiB huge pages where
-/// THP is `always`): 0.2–1.9 s per boot in the lab. Mapped, it costs a few `mmap`s; the
-/// guest reads the page cache directly, and a page it writes to (data, not text) becomes
-/// a private copy at that moment. The file itself is never written. The catch: a page the
-/// guest has not written yet shows the file's current content, so a kernel file modified
-/// *in place* while a VM runs can change under that VM (replacing it by rename, as
-/// `build-kernel.sh` does, cannot). Where `mmap` fails (a file system without it) the
-/// page range is read instead.
-struct MappingReader {
-    file: File,
-    len: u64,
-}
-
-impl MappingReader {
-    fn new(file: File) -> std::io::Result<Self> {
-        let len = file.metadata()?.len();
-        Ok(Self { file, len })
-    }
-
-    /// Maps `len` bytes of the file at the current position over `[host, host + len)`
-    /// and moves past them; `false` (nothing changed) if that is not possible.
-    fn map_pages(&mut self, host: usize, len: usize) -> std::io::Result<bool> {
-        let pos = self.file.stream_position()?;
-        if len == 0 || pos.saturating_add(len as u64) > self.len || pos % PAGE as u64 != 0 {
-            return Ok(false);
-        }
-        // SAFETY: [host, host + len) lies inside guest RAM (it is part of the slice
-        // vm-memory handed us for this segment), which is a private mapping the VMM owns
-        // for the VM's whole life and nothing else accesses during kernel loading (no
-        // vCPU runs yet). MAP_FIXED replaces those pages with a private, copy-on-write
-        // view of the file of the same size and protection, so every pointer into guest
-        // RAM stays valid; the pages lie within the file (checked above), so no access
-        // can fault past its end unless the file is truncated later.
-        let r = unsafe {
-            libc::mmap(
-                host as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_FIXED,
-                self.file.as_raw_fd(),
-                pos as libc::off_t,
-            )
-        };
-        if r == libc::MAP_FAILED {
-            return Ok(false);
-        }
-        self.file.seek(SeekFrom::Current(len as i64))?;
-        Ok(true)
-    }
-}
-
-impl Read for MappingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.file.read(buf)
-    }
-}
-
-impl Seek for MappingReader {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.file.seek(pos)
-    }
-}
-
-impl ReadVolatile for MappingReader {
-    fn read_volatile<B: BitmapSlice>(
-        &mut self,
-        buf: &mut VolatileSlice<B>,
-    ) -> Result<usize, VolatileMemoryError> {
-        let host = buf.ptr_guard_mut().as_ptr() as usize;
-        let pos = self
-            .file
-            .stream_position()
-            .map_err(VolatileMemoryError::IOError)?;
-        let len = buf.len();
-        // Mappable only if file offset and host address agree within a page.
-        if host % PAGE != (pos % PAGE as u64) as usize {
-            return self.file.read_volatile(buf);
-        }
-        let head = ((PAGE - host % PAGE) % PAGE).min(len);
-        let pages = (len - head) / PAGE * PAGE;
-        if pages == 0 {
-            return self.file.read_volatile(buf);
-        }
-        if head > 0 {
-            self.file.read_exact_volatile(&mut buf.subslice(0, head)?)?;
-        }
-        if !self
-            .map_pages(host + head, pages)
-            .map_err(VolatileMemoryError::IOError)?
-        {
-            // Not mappable: read it (read_exact_volatile_from calls again for the rest).
-            return Ok(head + self.file.read_volatile(&mut buf.subslice(head, pages)?)?);
-        }
-        let tail = len - head - pages;
-        if tail > 0 {
-            self.file
-                .read_exact_volatile(&mut buf.subslice(head + pages, tail)?)?;
-        }
-        Ok(len)
-    }
-}
-
 /// XLF_KERNEL_64: the kernel has the legacy 64-bit entry point at +0x200.
 const XLF_KERNEL_64: u16 = 1;
 /// Where a relocatable kernel decompresses to by default (CONFIG_PHYSICAL_START).
@@ -294,20 +180,11 @@ pub fn load_kernel(
     let format = detect_format(&mut file, path)?;
     match format {
         KernelFormat::Elf => {
-            let mut reader = MappingReader::new(file).map_err(|source| LoaderError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-            let r = Elf::load(
-                mem,
-                None,
-                &mut reader,
-                Some(GuestAddress(HIGH_MEMORY_START)),
-            )
-            .map_err(|source| LoaderError::Elf {
-                path: path.to_owned(),
-                source,
-            })?;
+            let r = Elf::load(mem, None, &mut file, Some(GuestAddress(HIGH_MEMORY_START)))
+                .map_err(|source| LoaderError::Elf {
+                    path: path.to_owned(),
+                    source,
+                })?;
             let pvh = match r.pvh_boot_cap {
                 PvhBootCapability::PvhEntryPresent(a) => Some(a.raw_value()),
                 _ => None,
@@ -414,9 +291,12 @@ pub fn load_initrd(
 
 /// Parameters every isol guest gets: serial console on ttyS0, reboot through the i8042
 /// (which the VMM turns into "VM exited"), reboot at once on panic, no PCI or modules,
-/// two UARTs (ttyS0 console, ttyS1 the exit-port stream), an i8042 driver that does not probe for a mouse or a multiplexer.
+/// two UARTs (ttyS0 console, ttyS1 the exit-port stream), an i8042 driver that does not probe for a mouse or a multiplexer,
+/// and no IO-APIC timer check (`no_timer_check`: the check waits for PIT ticks through the
+/// IO-APIC, 40–140 ms of every boot in the lab, to catch broken chipset routing; KVM's
+/// in-kernel PIT and IO-APIC route it correctly).
 pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off nomodule \
-8250.nr_uarts=2 i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp";
+8250.nr_uarts=2 i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp no_timer_check";
 /// Added unless the console was asked for.
 pub const QUIET_CMDLINE: &str = "quiet loglevel=0";
 /// Added when the console was asked for: early boot messages too.
@@ -486,48 +366,6 @@ pub(crate) mod tests {
             load_kernel(&m, k.path(), BootProtocol::Pvh),
             Err(LoaderError::NoPvhEntry(_))
         ));
-    }
-
-    #[test]
-    fn elf_segment_pages_are_mapped_from_the_file_privately() {
-        // A segment whose file offset and load address agree within a page (as in every
-        // vmlinux): a partial head page, 3 whole pages, a partial tail page.
-        let code: Vec<u8> = (0..4 * PAGE + 100)
-            .map(|i| (i * 7 + i / 4096) as u8)
-            .collect();
-        let probe = tiny_elf(&code, 0x100_0000, false);
-        let code_off = probe.len() - code.len();
-        let paddr = 0x100_0000 + code_off as u64;
-        let image = tiny_elf(&code, paddr, false);
-        let k = write_temp(&image);
-        let m = mem();
-        let l = load_kernel(&m, k.path(), BootProtocol::Auto).unwrap();
-        assert_eq!(l.kernel_end, paddr + code.len() as u64);
-        let mut back = vec![0u8; code.len()];
-        m.read_slice(&mut back, GuestAddress(paddr)).unwrap();
-        assert!(back == code, "segment content differs");
-        // The whole pages are a mapping of the kernel file, inside guest RAM.
-        use vm_memory::GuestMemoryBackend;
-        let host = m.get_host_address(GuestAddress(0x100_1000)).unwrap() as usize;
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let name = k.path().to_str().unwrap();
-        let mapped = maps.lines().any(|l| {
-            let (range, _) = l.split_once(' ').unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            let (a, b) = (
-                usize::from_str_radix(a, 16).unwrap(),
-                usize::from_str_radix(b, 16).unwrap(),
-            );
-            l.ends_with(name) && a == host && b - a == 3 * PAGE
-        });
-        assert!(mapped, "no 3-page mapping of {name} at {host:#x}:\n{maps}");
-        // Guest writes stay private: the file keeps its bytes.
-        m.write_slice(&[0xff; 64], GuestAddress(0x100_1000))
-            .unwrap();
-        assert_eq!(std::fs::read(k.path()).unwrap(), image);
-        let mut b = [0u8; 64];
-        m.read_slice(&mut b, GuestAddress(0x100_1000)).unwrap();
-        assert_eq!(b, [0xff; 64]);
     }
 
     #[test]
