@@ -291,12 +291,9 @@ pub fn load_initrd(
 
 /// Parameters every isol guest gets: serial console on ttyS0, reboot through the i8042
 /// (which the VMM turns into "VM exited"), reboot at once on panic, no PCI or modules,
-/// two UARTs (ttyS0 console, ttyS1 the exit-port stream), an i8042 driver that does not probe for a mouse or a multiplexer,
-/// and no IO-APIC timer check (`no_timer_check`: the check waits for PIT ticks through the
-/// IO-APIC, 40–140 ms of every boot in the lab, to catch broken chipset routing; KVM's
-/// in-kernel PIT and IO-APIC route it correctly).
+/// two UARTs (ttyS0 console, ttyS1 the exit-port stream), an i8042 driver that does not probe for a mouse or a multiplexer.
 pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off nomodule \
-8250.nr_uarts=2 i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp no_timer_check";
+8250.nr_uarts=2 i8042.noaux i8042.nomux i8042.dumbkbd i8042.nopnp";
 /// Added unless the console was asked for.
 pub const QUIET_CMDLINE: &str = "quiet loglevel=0";
 /// Added when the console was asked for: early boot messages too.
