@@ -20,7 +20,8 @@
 //! `--memory MIB` (128), `--image NAME` (busybox), `--kernel FILE` (default
 //! `$ISOL_KERNEL`, else guest-images/build-kernel.sh's vmlinux), `--qemu PATH`
 //! (qemu-system-x86_64), `--isol PATH` (the release build of isol), `--disks DIR`
-//! (where isol caches root disks: /var/lib/isol/vm-disks).
+//! (where isol caches root disks: `$ISOL_HOME/vm-disks`, which `isol lab` sets to its tmpfs
+//! store, else root's store /var/lib/isol/vm-disks).
 
 use std::ffi::OsString;
 use std::fs;
@@ -63,7 +64,10 @@ fn parse_opts() -> Res<Opts> {
         kernel: std::env::var_os("ISOL_KERNEL").map(PathBuf::from),
         qemu: "qemu-system-x86_64".into(),
         isol: root.join("target/x86_64-unknown-linux-gnu/release/isol"),
-        disks: "/var/lib/isol/vm-disks".into(),
+        disks: std::env::var_os("ISOL_HOME")
+            .filter(|h| !h.is_empty())
+            .map_or_else(|| PathBuf::from("/var/lib/isol"), PathBuf::from)
+            .join("vm-disks"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

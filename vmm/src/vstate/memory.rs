@@ -43,7 +43,17 @@ pub enum MemoryError {
 /// Host alignment of each region (the x86 large-page size).
 pub const HOST_ALIGN: usize = 2 << 20;
 
+/// The inaccessible page kept right below each region (see [`AlignedMapping`]).
+const GUARD: usize = 4096;
+
 /// One anonymous mapping of `len` bytes at a [`HOST_ALIGN`]ed address, unmapped on drop.
+///
+/// One `PROT_NONE` page is kept right below it. Without it, the next anonymous mapping
+/// the kernel places (top-down, right below the region) ends on a 2 MiB boundary; a
+/// thread stack (glibc: 2 MiB + a guard page at the bottom, Rust's default size) then
+/// gets exactly one 2 MiB-aligned range and, under the THP policy `always`, is backed by
+/// a transparent huge page at its first touch: 2 MiB resident for a stack that uses
+/// a few KiB (seen as 2 MiB of VMM overhead in the lab's start-up benchmark).
 #[derive(Debug)]
 struct AlignedMapping {
     addr: *mut u8,
@@ -58,7 +68,7 @@ unsafe impl Sync for AlignedMapping {}
 impl AlignedMapping {
     fn new(len: usize) -> std::io::Result<Self> {
         let reserve = len
-            .checked_add(HOST_ALIGN)
+            .checked_add(HOST_ALIGN + GUARD)
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
         // SAFETY: a fresh anonymous private mapping at an address the kernel picks;
         // it aliases nothing.
@@ -76,17 +86,25 @@ impl AlignedMapping {
             return Err(std::io::Error::last_os_error());
         }
         let start = base as usize;
-        let aligned = start.next_multiple_of(HOST_ALIGN);
-        let head = aligned - start;
-        let tail = reserve - head - len;
+        let aligned = (start + GUARD).next_multiple_of(HOST_ALIGN);
+        let head = aligned - GUARD - start;
+        let tail = reserve - head - GUARD - len;
         if head > 0 {
-            // SAFETY: [start, aligned) is the unused head of the mapping made just
-            // above; nothing refers to it.
+            // SAFETY: [start, aligned - GUARD) is the unused head of the mapping made
+            // just above; nothing refers to it.
             unsafe { libc::munmap(base, head) };
         }
         if tail > 0 {
             // SAFETY: [aligned + len, start + reserve) is its unused tail, likewise.
             unsafe { libc::munmap((aligned + len) as *mut libc::c_void, tail) };
+        }
+        // SAFETY: [aligned - GUARD, aligned) is part of the mapping made above and not
+        // handed out to anyone.
+        if unsafe { libc::mprotect((aligned - GUARD) as *mut libc::c_void, GUARD, 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: the whole remaining mapping is ours and unused.
+            unsafe { libc::munmap((aligned - GUARD) as *mut libc::c_void, GUARD + len) };
+            return Err(e);
         }
         let addr = aligned as *mut u8;
         // No MADV_HUGEPAGE: with the common `defrag=madvise` policy it makes faults
@@ -98,9 +116,10 @@ impl AlignedMapping {
 
 impl Drop for AlignedMapping {
     fn drop(&mut self) {
-        // SAFETY: we own [addr, addr + len); `GuestRam` drops its `GuestMemoryMmap`
-        // (the only view of it) before the mappings.
-        unsafe { libc::munmap(self.addr.cast(), self.len) };
+        let guard = (self.addr as usize - GUARD) as *mut libc::c_void;
+        // SAFETY: we own [addr - GUARD, addr + len); `GuestRam` drops its
+        // `GuestMemoryMmap` (the only view of it) before the mappings.
+        unsafe { libc::munmap(guard, GUARD + self.len) };
     }
 }
 
@@ -207,6 +226,22 @@ mod tests {
         // Usable at both ends.
         use vm_memory::Bytes;
         m.write_obj(0xabu8, GuestAddress(0)).unwrap();
+        // Right below: the inaccessible guard page, so no other mapping ends on the
+        // region's 2 MiB boundary.
+        let below = m.iter().next().unwrap().as_ptr() as usize;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let guard = maps
+            .lines()
+            .find(|l| {
+                l.split_once('-')
+                    .and_then(|(_, rest)| rest.split_once(' '))
+                    .is_some_and(|(end, _)| usize::from_str_radix(end, 16) == Ok(below))
+            })
+            .expect("a mapping ends where guest RAM starts");
+        let (range, rest) = guard.split_once(' ').unwrap();
+        assert!(rest.starts_with("---p"), "{guard}");
+        let start = usize::from_str_radix(range.split_once('-').unwrap().0, 16).unwrap();
+        assert_eq!(below - start, GUARD, "{guard}");
         m.write_obj(0xcdu8, GuestAddress((64 << 20) - 1)).unwrap();
         assert_eq!(
             m.read_obj::<u8>(GuestAddress((64 << 20) - 1)).unwrap(),
