@@ -332,7 +332,7 @@ const V9FS_MAGIC: i64 = 0x0102_1997;
 fn needs_tmpfs_upper(dir: &Path) -> bool {
     statfs(dir).is_ok_and(|s| {
         let t = s.filesystem_type();
-        t == OVERLAYFS_SUPER_MAGIC || i64::from(t.0) == V9FS_MAGIC
+        t == OVERLAYFS_SUPER_MAGIC || t.0 == V9FS_MAGIC
     })
 }
 
