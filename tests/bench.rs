@@ -47,28 +47,60 @@ fn scratch_dirs() -> Vec<String> {
         .collect()
 }
 
+/// A finished `isol bench ARGS… --out DIR`: its output and the report it wrote.
+struct Bench {
+    /// Holds the report dir.
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    out: std::process::Output,
+}
+
+impl Bench {
+    /// Runs `isol bench ARGS…` (with `env` set) into a fresh report dir; it must succeed.
+    fn run(args: &[&str], env: &[(&str, &Path)]) -> Bench {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("report");
+        let mut cmd = isol(&["bench"]);
+        cmd.args(args).arg("--out").arg(&dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(code(&out), 0, "isol bench failed: {}", stderr(&out));
+        Bench {
+            _tmp: tmp,
+            dir,
+            out,
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.dir.join("report.json")).expect("report.json"))
+            .unwrap()
+    }
+
+    fn md(&self) -> String {
+        fs::read_to_string(self.dir.join("report.md")).expect("report.md")
+    }
+}
+
 #[test]
 fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
     require_root();
     let _g = serial();
     let scratch_before = scratch_dirs();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("report");
-    let o = run(&[
-        "bench",
-        "--runs",
-        "2",
-        "--benchmarks",
-        "start",
-        "--backends",
-        "container",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 0, "isol bench failed: {}", stderr(&o));
-
-    let report: Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).expect("report.json")).unwrap();
+    let bench = Bench::run(
+        &[
+            "--runs",
+            "2",
+            "--benchmarks",
+            "start",
+            "--backends",
+            "container",
+        ],
+        &[],
+    );
+    let (o, dir, report) = (&bench.out, &bench.dir, bench.json());
     assert_eq!(report["schema"], "isol-bench/2");
     assert!(
         report["measured_in"]
@@ -126,9 +158,9 @@ fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
                 assert!(!s["error"].as_str().unwrap().is_empty(), "{s}");
                 assert!(s["samples"].as_array().unwrap().is_empty());
                 assert!(
-                    stdout(&o).contains(&format!("**{name}: skipped**")),
+                    stdout(o).contains(&format!("**{name}: skipped**")),
                     "{}",
-                    stdout(&o)
+                    stdout(o)
                 );
             }
             other => panic!("{name}: unexpected status {other}: {s}"),
@@ -181,14 +213,14 @@ fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
         .collect();
     assert_eq!(vm_subjects, ["isol-kvm", "qemu"]);
 
-    let md = fs::read_to_string(dir.join("report.md")).expect("report.md");
+    let md = bench.md();
     assert!(md.contains("| subject | median ms |"), "{md}");
     assert!(md.contains("### VMM memory overhead"), "{md}");
     assert!(md.contains("| isol "), "{md}");
     assert!(
-        stdout(&o).contains("| subject | median ms |"),
+        stdout(o).contains("| subject | median ms |"),
         "{}",
-        stdout(&o)
+        stdout(o)
     );
 
     assert_eq!(bench_leftovers(), Vec::<String>::new());
@@ -243,32 +275,22 @@ fn bad_input_fails_with_one_line_and_125() {
 fn a_peer_that_is_not_installed_is_a_marked_skip() {
     require_root();
     let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("report");
     // No crun or runc in this PATH.
-    let empty = tmp.path().join("empty-path");
-    fs::create_dir(&empty).unwrap();
-    let o = isol(&[
-        "bench",
+    let empty = tempfile::tempdir().unwrap();
+    let args = [
         "--runs",
         "1",
         "--benchmarks",
         "start",
         "--backends",
         "container",
-        "--peers",
-        "crun,runc",
-        "--out",
-        dir.to_str().unwrap(),
-    ])
-    .env("PATH", &empty)
-    .output()
-    .unwrap();
-    assert_eq!(code(&o), 0, "isol bench failed: {}", stderr(&o));
-    let report: Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
+    ];
+    let bench = Bench::run(
+        &[&args[..], &["--peers", "crun,runc"]].concat(),
+        &[("PATH", empty.path())],
+    );
+    let (o, report, md) = (&bench.out, bench.json(), bench.md());
     let subjects = report["benchmarks"][0]["subjects"].as_array().unwrap();
-    let md = fs::read_to_string(dir.join("report.md")).unwrap();
     for peer in ["crun", "runc"] {
         let s = subjects
             .iter()
@@ -285,9 +307,9 @@ fn a_peer_that_is_not_installed_is_a_marked_skip() {
             "{md}"
         );
         assert!(
-            stderr(&o).contains(&format!("skipping {peer}: not installed")),
+            stderr(o).contains(&format!("skipping {peer}: not installed")),
             "{}",
-            stderr(&o)
+            stderr(o)
         );
     }
     // Not asked for: no qemu row.
@@ -310,22 +332,18 @@ fn in_the_lab_every_start_subject_runs_and_both_vmms_memory_is_measured() {
     }
     require_root();
     let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("report");
-    let o = run(&[
-        "bench",
-        "--runs",
-        "1",
-        "--benchmarks",
-        "start",
-        "--backends",
-        "container,kvm",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 0, "isol bench failed: {}", stderr(&o));
-    let report: Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let bench = Bench::run(
+        &[
+            "--runs",
+            "1",
+            "--benchmarks",
+            "start",
+            "--backends",
+            "container,kvm",
+        ],
+        &[],
+    );
+    let report = bench.json();
     let b = &report["benchmarks"][0];
     for s in b["subjects"].as_array().unwrap() {
         assert_eq!(s["status"], "ok", "{s}");
@@ -396,23 +414,19 @@ fn check_metric(m: &Value) {
 fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
     require_root();
     let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("report");
-    let o = run(&[
-        "bench",
-        "--runs",
-        "1",
-        "--quick",
-        "--backends",
-        "container",
-        "--benchmarks",
-        "memory,cpu,syscall,io,net",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 0, "isol bench failed: {}", stderr(&o));
-    let report: Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let bench = Bench::run(
+        &[
+            "--runs",
+            "1",
+            "--quick",
+            "--backends",
+            "container",
+            "--benchmarks",
+            "memory,cpu,syscall,io,net",
+        ],
+        &[],
+    );
+    let report = bench.json();
     assert!(report["benchmarks"].as_array().unwrap().is_empty());
     let metrics = report["metrics"].as_array().unwrap();
     let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
@@ -463,7 +477,7 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
             );
         }
     }
-    let md = fs::read_to_string(dir.join("report.md")).unwrap();
+    let md = bench.md();
     assert!(md.contains("isol-container / host = "), "{md}");
     assert!(md.contains("**isol (kvm): skipped**"), "{md}");
     assert_eq!(bench_leftovers(), Vec::<String>::new());

@@ -37,7 +37,7 @@ use stats::{Summary, round3};
 use subjects::{Guest, IsolSubject, OciPeer, Outcome, QemuPeer, Subject, SubjectInfo, Workload};
 use workloads::{MemoryPlan, Runner, Sizes};
 
-/// Rounds run before the timed ones and discarded.
+/// Rounds of the start benchmark run before the timed ones and discarded (1 with `--quick`).
 const WARMUP_ROUNDS: u32 = 3;
 /// Timed runs per subject by default, and with `--quick`.
 const DEFAULT_RUNS: u32 = 30;
@@ -471,6 +471,7 @@ fn bench(
     };
 
     let selected = dedup(&args.benchmarks);
+    let warmup = if args.quick { 1 } else { WARMUP_ROUNDS };
     let mut benchmarks = Vec::new();
     let mut start_metrics = Vec::new();
     if selected.contains(&Benchmark::Start) {
@@ -524,7 +525,7 @@ fn bench(
             }
             slots.push(slot);
         }
-        match run_benchmark(bm, &mut slots, runs, &bar, inner)? {
+        match run_benchmark(bm, &mut slots, (warmup, runs), &bar, inner)? {
             Some(b) => benchmarks.push(b),
             None => return Ok(None),
         }
@@ -560,7 +561,7 @@ fn bench(
         bin_dir: workloads::host_bin_dir(&work.0.join("host-bin")).map_err(|e| anyhow!(e))?,
         io_dir,
     });
-    let work_runs = runs.min(if args.quick { 3 } else { 10 });
+    let work_runs = runs.min(if args.quick { 2 } else { 10 });
     let sizes = Sizes::new(args.quick);
     let progress = |msg: String| {
         if inner || bar.is_hidden() {
@@ -667,7 +668,7 @@ fn bench(
         machine,
         settings: Settings {
             runs,
-            warmup_rounds: WARMUP_ROUNDS,
+            warmup_rounds: warmup,
             order: "interleaved (one run of each subject per round, same order every round)",
             timing: "start: wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe; cpu/syscall/io/net: inside the workload, between markers",
             run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
@@ -939,7 +940,7 @@ fn progress_bar() -> ProgressBar {
 fn run_benchmark(
     bm: Benchmark,
     slots: &mut [Slot],
-    runs: u32,
+    (warmup, runs): (u32, u32),
     bar: &ProgressBar,
     inner: bool,
 ) -> anyhow::Result<Option<BenchmarkReport>> {
@@ -952,7 +953,7 @@ fn run_benchmark(
     };
     let active = slots.iter().filter(|s| s.active()).count() as u64;
     bar.set_prefix(bm.name());
-    bar.set_length(active * (2 + u64::from(WARMUP_ROUNDS + runs)));
+    bar.set_length(active * (2 + u64::from(warmup + runs)));
     bar.set_position(0);
 
     bar.set_message("pre-flight");
@@ -985,19 +986,19 @@ fn run_benchmark(
         }
     }
 
-    for round in 0..WARMUP_ROUNDS + runs {
+    for round in 0..warmup + runs {
         if inner {
             eprintln!(
                 "isol bench: {}: round {}/{}",
                 bm.name(),
                 round + 1,
-                WARMUP_ROUNDS + runs
+                warmup + runs
             );
         }
-        bar.set_message(if round < WARMUP_ROUNDS {
-            format!("warm-up {}/{WARMUP_ROUNDS}", round + 1)
+        bar.set_message(if round < warmup {
+            format!("warm-up {}/{warmup}", round + 1)
         } else {
-            format!("round {}/{runs}", round - WARMUP_ROUNDS + 1)
+            format!("round {}/{runs}", round - warmup + 1)
         });
         for slot in slots.iter_mut().filter(|s| s.active()) {
             let subject = slot.subject.as_mut().expect("active slots have a subject");
@@ -1007,7 +1008,7 @@ fn run_benchmark(
             }
             bar.inc(1);
             match res {
-                Ok(o) if round < WARMUP_ROUNDS => slot.warmup.push((round, o)),
+                Ok(o) if round < warmup => slot.warmup.push((round, o)),
                 Ok(o) => slot.samples.push((round, o)),
                 Err(e) => {
                     note(
