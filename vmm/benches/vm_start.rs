@@ -25,7 +25,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use isol_vmm::qemu_microvm::{self, Microvm, Qemu};
 use isol_vmm::{Rootfs, RunSpec};
@@ -101,6 +101,7 @@ struct Sample {
 
 /// Runs `cmd` to the end; with `poll_kib`, samples the guest mapping's RSS meanwhile.
 fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
+    let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -108,6 +109,7 @@ fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
     let m = qemu_microvm::wait_measured(&mut child, poll_kib).map_err(|e| format!("wait4: {e}"))?;
+    let wall = start.elapsed();
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -122,7 +124,7 @@ fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
         ));
     }
     Ok(Sample {
-        wall: m.wall,
+        wall,
         maxrss_kib: m.maxrss_kib,
         guest_kib: m.guest_kib,
     })

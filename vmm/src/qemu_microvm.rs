@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::device_manager::STDIO_PORTS;
 use crate::loader::{self, LoaderError};
@@ -249,8 +249,6 @@ pub fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
 #[derive(Debug, Clone, Copy)]
 pub struct Measured {
     pub status: ExitStatus,
-    /// From the call to the child's reap.
-    pub wall: Duration,
     /// Peak RSS (`ru_maxrss` from `wait4`), KiB.
     pub maxrss_kib: u64,
     /// With polling: the guest RAM mapping's RSS (KiB), last value seen.
@@ -268,7 +266,6 @@ impl Measured {
 /// RSS of its guest RAM mapping ([`guest_rss_kib`]) every 2 ms meanwhile (which perturbs
 /// the timing: measure memory in runs of its own). Leaves the child's pipes to the caller.
 pub fn wait_measured(child: &mut Child, poll_kib: Option<u64>) -> io::Result<Measured> {
-    let start = Instant::now();
     let pid = child.id();
     let mut guest = None;
     let (status, ru) = loop {
@@ -295,7 +292,6 @@ pub fn wait_measured(child: &mut Child, poll_kib: Option<u64>) -> io::Result<Mea
     };
     Ok(Measured {
         status: ExitStatus::from_raw(status),
-        wall: start.elapsed(),
         maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
         guest_kib: guest,
     })

@@ -526,7 +526,7 @@ ul{font-size:13px}.ratios{font-size:14px}dt{font-weight:bold;float:left;width:15
     let versions = m.versions();
     let _ = write!(
         html,
-        "<dl><dt>Date</dt><dd>{} → {}</dd><dt>Machine</dt><dd>{}, {} CPUs, {:.1} GiB, Linux {}, {}</dd><dt>/dev/kvm</dt><dd>{}</dd>{}<dt>Environment</dt><dd>{}</dd><dt>Load</dt><dd>{} → {}</dd><dt>Versions</dt><dd>{}</dd><dt>Command</dt><dd><code>{}</code></dd><dt>Runs</dt><dd>start: {} timed runs per subject after {} warm-up rounds, {}</dd></dl>",
+        "<dl><dt>Date</dt><dd>{} → {}</dd><dt>Machine</dt><dd>{}, {} CPUs, {:.1} GiB, Linux {}, {}</dd><dt>/dev/kvm</dt><dd>{}</dd>{}<dt>Environment</dt><dd>{}</dd><dt>Load</dt><dd>{} → {}</dd><dt>Versions</dt><dd>{}</dd><dt>Command</dt><dd><code>{}</code></dd><dt>Runs</dt><dd>start: {} timed runs per subject after {} warm-up round(s), {}</dd></dl>",
         esc(&r.started_at),
         esc(&r.finished_at),
         esc(&m.cpu_model),

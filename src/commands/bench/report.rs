@@ -389,7 +389,7 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             md,
-            "- Method: {} timed runs per subject after {} warm-up rounds, {}; {}",
+            "- Method: {} timed runs per subject after {} warm-up round(s), {}; {}",
             s.runs, s.warmup_rounds, s.order, s.timing
         );
         let _ = writeln!(md, "- Command: `{}`", self.argv.join(" "));

@@ -702,8 +702,9 @@ impl Subject for QemuPeer {
             fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let (_, status, stderr) = timed_to(&mut self.command(w, true)?, file.into())?;
         let console = fs::read_to_string(&log).unwrap_or_default();
+        // One line: the reports show it as a list item.
         qemu_microvm::check_guest(status, &console, w.expect)
-            .map_err(|e| format!("{e}\n{}", last_line(&stderr)))
+            .map_err(|e| format!("{e}; {}", last_line(&stderr)).replace('\n', " ⏎ "))
     }
 
     fn vm_command(&mut self, w: &Workload) -> Option<Result<Command, String>> {
