@@ -684,7 +684,24 @@ fn isol_exe() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(lab::EXE_ENV) {
         return Ok(p.into());
     }
-    std::env::current_exe().context("Cannot find the isol binary to benchmark")
+    let exe = std::env::current_exe().context("Cannot find the isol binary to benchmark")?;
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    // Run in the lab directly (`isol lab -- isol bench …`): /proc/self/exe names the path
+    // outside the lab's root; the path it was started by is good there.
+    let argv0 = PathBuf::from(std::env::args_os().next().unwrap_or_default());
+    let found = if argv0.components().count() > 1 {
+        std::path::absolute(&argv0).ok().filter(|p| p.is_file())
+    } else {
+        argv0.to_str().and_then(subjects::find_in_path)
+    };
+    found.ok_or_else(|| {
+        anyhow!(
+            "Cannot find the isol binary to benchmark: {} does not exist here",
+            exe.display()
+        )
+    })
 }
 
 /// The guest kernel `isol run --backend kvm` would boot: $ISOL_KERNEL, or the newest cached.
