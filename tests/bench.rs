@@ -47,28 +47,60 @@ fn scratch_dirs() -> Vec<String> {
         .collect()
 }
 
+/// A finished `isol bench ARGS… --out DIR`: its output and the report it wrote.
+struct Bench {
+    /// Holds the report dir.
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    out: std::process::Output,
+}
+
+impl Bench {
+    /// Runs `isol bench ARGS…` (with `env` set) into a fresh report dir; it must succeed.
+    fn run(args: &[&str], env: &[(&str, &Path)]) -> Bench {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("report");
+        let mut cmd = isol(&["bench"]);
+        cmd.args(args).arg("--out").arg(&dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(code(&out), 0, "isol bench failed: {}", stderr(&out));
+        Bench {
+            _tmp: tmp,
+            dir,
+            out,
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.dir.join("report.json")).expect("report.json"))
+            .unwrap()
+    }
+
+    fn md(&self) -> String {
+        fs::read_to_string(self.dir.join("report.md")).expect("report.md")
+    }
+}
+
 #[test]
 fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
     require_root();
     let _g = serial();
     let scratch_before = scratch_dirs();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("report");
-    let o = run(&[
-        "bench",
-        "--runs",
-        "2",
-        "--benchmarks",
-        "start",
-        "--backends",
-        "container",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 0, "isol bench failed: {}", stderr(&o));
-
-    let report: Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).expect("report.json")).unwrap();
+    let bench = Bench::run(
+        &[
+            "--runs",
+            "2",
+            "--benchmarks",
+            "start",
+            "--backends",
+            "container",
+        ],
+        &[],
+    );
+    let (o, dir, report) = (&bench.out, &bench.dir, bench.json());
     assert_eq!(report["schema"], "isol-bench/2");
     assert!(
         report["measured_in"]
@@ -126,9 +158,9 @@ fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
                 assert!(!s["error"].as_str().unwrap().is_empty(), "{s}");
                 assert!(s["samples"].as_array().unwrap().is_empty());
                 assert!(
-                    stdout(&o).contains(&format!("**{name}: skipped**")),
+                    stdout(o).contains(&format!("**{name}: skipped**")),
                     "{}",
-                    stdout(&o)
+                    stdout(o)
                 );
             }
             other => panic!("{name}: unexpected status {other}: {s}"),
@@ -158,13 +190,37 @@ fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
         assert!(s["samples"][0]["prep_ms"].as_f64().is_some(), "{s}");
     }
 
-    let md = fs::read_to_string(dir.join("report.md")).expect("report.md");
+    // Each peer belongs to a side, and is compared only with isol's backend of that side.
+    let side = |name: &str| subjects.iter().find(|s| s["name"] == name).unwrap()["backend"].clone();
+    assert_eq!(side("crun"), "container");
+    assert_eq!(side("qemu"), "kvm");
+    assert_eq!(side("isol-kvm"), "kvm");
+    assert!(b["ratios"]["isol"].get("qemu").is_none(), "{b}");
+
+    // The VM side's memory: kvm is not measured on this host, so both rows are marked skips.
+    let metrics = report["metrics"].as_array().unwrap();
+    let vm = metrics
+        .iter()
+        .find(|m| m["id"] == "vm-memory-overhead")
+        .expect("the VM memory metric, measured or skipped");
+    assert_eq!(vm["benchmark"], "start");
+    check_metric(vm);
+    let vm_subjects: Vec<&str> = vm["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(vm_subjects, ["isol-kvm", "qemu"]);
+
+    let md = bench.md();
     assert!(md.contains("| subject | median ms |"), "{md}");
+    assert!(md.contains("### VMM memory overhead"), "{md}");
     assert!(md.contains("| isol "), "{md}");
     assert!(
-        stdout(&o).contains("| subject | median ms |"),
+        stdout(o).contains("| subject | median ms |"),
         "{}",
-        stdout(&o)
+        stdout(o)
     );
 
     assert_eq!(bench_leftovers(), Vec::<String>::new());
@@ -215,6 +271,109 @@ fn bad_input_fails_with_one_line_and_125() {
     assert!(!under_file.exists());
 }
 
+#[test]
+fn a_peer_that_is_not_installed_is_a_marked_skip() {
+    require_root();
+    let _g = serial();
+    // No crun or runc in this PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let args = [
+        "--runs",
+        "1",
+        "--benchmarks",
+        "start",
+        "--backends",
+        "container",
+    ];
+    let bench = Bench::run(
+        &[&args[..], &["--peers", "crun,runc"]].concat(),
+        &[("PATH", empty.path())],
+    );
+    let (o, report, md) = (&bench.out, bench.json(), bench.md());
+    let subjects = report["benchmarks"][0]["subjects"].as_array().unwrap();
+    for peer in ["crun", "runc"] {
+        let s = subjects
+            .iter()
+            .find(|s| s["name"] == peer)
+            .unwrap_or_else(|| panic!("no {peer} row: a silent gap"));
+        assert_eq!(s["status"], "skipped", "{s}");
+        let why = s["error"].as_str().unwrap();
+        assert!(
+            why.contains("not installed") && why.contains("apt-get install"),
+            "{why}"
+        );
+        assert!(
+            md.contains(&format!("**{peer}: skipped** — not installed")),
+            "{md}"
+        );
+        assert!(
+            stderr(o).contains(&format!("skipping {peer}: not installed")),
+            "{}",
+            stderr(o)
+        );
+    }
+    // Not asked for: no qemu row.
+    assert!(subjects.iter().all(|s| s["name"] != "qemu"));
+    assert_eq!(subjects[0]["status"], "ok");
+    assert_eq!(
+        report["benchmarks"][0]["ratios"]["isol"],
+        serde_json::json!(null)
+    );
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+}
+
+/// In the lab (real KVM, pure cgroup v2, / on overlayfs over 9p): every subject of the start
+/// benchmark runs — isol's two backends, crun and runc (their upper dirs on a tmpfs there),
+/// and QEMU microvm booting isol's guest — and the VM side's memory is measured for both VMMs.
+#[test]
+fn in_the_lab_every_start_subject_runs_and_both_vmms_memory_is_measured() {
+    if !kvm_ready() {
+        return;
+    }
+    require_root();
+    let _g = serial();
+    let bench = Bench::run(
+        &[
+            "--runs",
+            "1",
+            "--benchmarks",
+            "start",
+            "--backends",
+            "container,kvm",
+        ],
+        &[],
+    );
+    let report = bench.json();
+    let b = &report["benchmarks"][0];
+    for s in b["subjects"].as_array().unwrap() {
+        assert_eq!(s["status"], "ok", "{s}");
+        assert_eq!(s["samples"].as_array().unwrap().len(), 1, "{s}");
+    }
+    assert!(
+        b["ratios"]["isol-kvm"]["qemu"].as_f64().unwrap() > 0.0,
+        "{b}"
+    );
+    assert!(b["ratios"]["isol-kvm"].get("crun").is_none(), "{b}");
+    assert!(b["ratios"]["isol"]["crun"].as_f64().unwrap() > 0.0, "{b}");
+    let vm = report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "vm-memory-overhead")
+        .expect("the VM memory metric");
+    check_metric(vm);
+    for s in vm["series"].as_array().unwrap() {
+        assert_eq!(s["status"], "ok", "{s}");
+        let peak = s["parts"]["peak_rss_mib"][0].as_f64().unwrap();
+        let guest = s["parts"]["guest_resident_mib"][0].as_f64().unwrap();
+        assert!(guest > 0.0 && peak > guest, "{s}");
+        let overhead = s["samples"][0].as_f64().unwrap();
+        assert!((overhead - (peak - guest)).abs() < 0.01, "{s}");
+    }
+    assert_eq!(vm["ratios"][0]["what"], "isol-kvm / qemu");
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+}
+
 /// Every metric's JSON: a method, a unit, and for every subject either samples with a summary
 /// or a reason it has none.
 fn check_metric(m: &Value) {
@@ -255,23 +414,19 @@ fn check_metric(m: &Value) {
 fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
     require_root();
     let _g = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("report");
-    let o = run(&[
-        "bench",
-        "--runs",
-        "1",
-        "--quick",
-        "--backends",
-        "container",
-        "--benchmarks",
-        "memory,cpu,syscall,io,net",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 0, "isol bench failed: {}", stderr(&o));
-    let report: Value =
-        serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let bench = Bench::run(
+        &[
+            "--runs",
+            "1",
+            "--quick",
+            "--backends",
+            "container",
+            "--benchmarks",
+            "memory,cpu,syscall,io,net",
+        ],
+        &[],
+    );
+    let report = bench.json();
     assert!(report["benchmarks"].as_array().unwrap().is_empty());
     let metrics = report["metrics"].as_array().unwrap();
     let ids: Vec<&str> = metrics.iter().map(|m| m["id"].as_str().unwrap()).collect();
@@ -322,7 +477,7 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
             );
         }
     }
-    let md = fs::read_to_string(dir.join("report.md")).unwrap();
+    let md = bench.md();
     assert!(md.contains("isol-container / host = "), "{md}");
     assert!(md.contains("**isol (kvm): skipped**"), "{md}");
     assert_eq!(bench_leftovers(), Vec::<String>::new());

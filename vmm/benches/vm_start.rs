@@ -23,13 +23,12 @@
 //! (where isol caches root disks: `$ISOL_HOME/vm-disks`, which `isol lab` sets to its tmpfs
 //! store, else root's store /var/lib/isol/vm-disks).
 
-use std::ffi::OsString;
 use std::fs;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use isol_vmm::qemu_microvm::{self, Microvm, Qemu};
 use isol_vmm::{Rootfs, RunSpec};
 
 type Res<T> = Result<T, String>;
@@ -104,77 +103,34 @@ struct Sample {
     guest_kib: Option<u64>,
 }
 
-/// RSS (KiB) of the largest anonymous mapping of at least `min_kib`, from smaps.
-fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
-    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
-    let mut best: Option<(u64, u64)> = None; // (size, rss)
-    let (mut anon, mut size) = (false, 0u64);
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let first = f.next().unwrap_or("");
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            // Mapping header: addr perms offset dev inode [path]; anonymous = no path.
-            anon = f.nth(4).is_none();
-            size = 0;
-        } else if first == "Size:" {
-            size = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        } else if first == "Rss:" && anon && size >= min_kib {
-            let rss = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            if best.is_none_or(|(s, _)| size > s) {
-                best = Some((size, rss));
-            }
-        }
-    }
-    best.map(|(_, rss)| rss)
-}
-
 /// Runs `cmd` to the end; with `poll_kib`, samples the guest mapping's RSS meanwhile.
 fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
     let start = Instant::now();
-    let child = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    let pid = child.id();
-    let mut guest = None;
-    let (status, ru) = loop {
-        let mut status = 0;
-        // SAFETY: a zeroed rusage is a valid out-parameter.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let flags = if poll_kib.is_some() { libc::WNOHANG } else { 0 };
-        // SAFETY: `pid` is our child; `status` and `ru` are valid for writes.
-        let r = unsafe { libc::wait4(pid as i32, &mut status, flags, &mut ru) };
-        if r == pid as i32 {
-            break (status, ru);
-        }
-        if r < 0 {
-            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
-        }
-        if let Some(min) = poll_kib {
-            guest = guest_rss_kib(pid, min).or(guest);
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    };
+    let m = qemu_microvm::wait_measured(&mut child, poll_kib).map_err(|e| format!("wait4: {e}"))?;
     let wall = start.elapsed();
-    let status = std::process::ExitStatus::from_raw(status);
     let mut err = String::new();
-    if let Some(mut e) = child.stderr {
+    if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    if !status.success() {
+    if !m.status.success() {
         return Err(format!(
-            "{:?} failed ({status}): {}",
+            "{:?} failed ({}): {}",
             cmd.get_program(),
+            m.status,
             err.trim()
         ));
     }
     Ok(Sample {
         wall,
-        maxrss_kib: ru.ru_maxrss as u64,
-        guest_kib: guest,
+        maxrss_kib: m.maxrss_kib,
+        guest_kib: m.guest_kib,
     })
 }
 
@@ -187,19 +143,6 @@ fn which(name: &str) -> Res<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| format!("{name} not found; apt-get install qemu-system-x86"))
-}
-
-/// The shared libraries `exe` loads, dynamic loader included (from `ldd`).
-fn shared_libs(exe: &Path) -> Res<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(exe)
-        .output()
-        .map_err(|e| format!("cannot run ldd: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .map(PathBuf::from)
-        .collect())
 }
 
 /// The most recently modified `*.EXT` file in `dir`.
@@ -280,9 +223,7 @@ fn real_main() -> Res<()> {
     // firmware. The root disk is the one isol built in the image store (the lab's tmpfs).
     let tmp = std::env::temp_dir().join(format!("isol-vm-start-{}", std::process::id()));
     let bin = tmp.join("bin");
-    let qdir = tmp.join("qemu");
     fs::create_dir_all(&bin).map_err(|e| format!("cannot create {}: {e}", bin.display()))?;
-    fs::create_dir_all(&qdir).map_err(|e| format!("cannot create {}: {e}", qdir.display()))?;
     let copy = |from: &Path, dir: &Path| -> Res<PathBuf> {
         let to = dir.join(from.file_name().ok_or("no file name")?);
         fs::copy(from, &to).map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
@@ -291,23 +232,7 @@ fn real_main() -> Res<()> {
     let kernel = copy(&kernel, &tmp)?;
     let isol = copy(&o.isol, &bin)?;
     copy(&init, &bin)?;
-    let qemu_path = which(&o.qemu)?;
-    let qemu_bin = copy(&qemu_path, &qdir)?;
-    let mut loader = None;
-    for lib in shared_libs(&qemu_path)? {
-        let to = copy(&lib, &qdir)?;
-        if lib
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
-        {
-            loader = Some(to);
-        }
-    }
-    let loader = loader.ok_or("cannot find QEMU's dynamic loader in ldd's output")?;
-    // microvm's firmware (qboot; `bios-microvm.bin` in newer QEMUs).
-    for fw in ["qboot.rom", "bios-microvm.bin"] {
-        let _ = copy(&Path::new("/usr/share/qemu").join(fw), &qdir);
-    }
+    let qemu = Qemu::stage(&which(&o.qemu)?, &tmp.join("qemu")).map_err(|e| e.to_string())?;
 
     let mem = o.memory_mib.to_string();
     let isol_cmd_with = |extra: &[&str]| {
@@ -337,88 +262,33 @@ fn real_main() -> Res<()> {
             .ok_or("no initramfs")?;
     let initrd = tmp.join("initramfs.cpio");
     fs::write(&initrd, &image).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
-    // isol's command line, with QEMU's own virtio-mmio windows (microvm appends them)
-    // instead of isol's, and the triple fault instead of the i8042 reset.
-    let cmdline = isol_vmm::loader::build_cmdline(
-        false,
-        &["isol.root=/dev/vda".into(), "isol.stdio=virtio".into()],
-    )
-    .map_err(|e| e.to_string())?
-    .as_cstring()
-    .map_err(|e| e.to_string())?
-    .to_string_lossy()
-    .replace("reboot=k", "reboot=t");
-    let mut drive = OsString::from("file=");
-    drive.push(&disk);
-    drive.push(",if=none,id=root,format=raw,readonly=on");
-    let qemu_cmd = || {
-        let mut c = Command::new(&loader);
-        c.arg("--library-path")
-            .arg(&qdir)
-            .arg(&qemu_bin)
-            .arg("-L")
-            .arg(&qdir)
-            .args([
-                "-M",
-                "microvm,x-option-roms=off,rtc=off,acpi=off,pic=off,pit=off,isa-serial=on",
-                "-enable-kvm",
-                "-cpu",
-                "host",
-                "-m",
-                &mem,
-                "-smp",
-                "1",
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-serial",
-                "stdio",
-                "-no-reboot",
-                // The same devices as isol: the root disk and a 3-port console.
-                "-drive",
-            ])
-            .arg(&drive)
-            .args([
-                "-device",
-                "virtio-blk-device,drive=root",
-                "-device",
-                "virtio-serial-device,max_ports=4",
-            ]);
-        for (i, name) in isol_vmm::device_manager::STDIO_PORTS.iter().enumerate() {
-            c.args(["-chardev", &format!("null,id=p{i}")]).args([
-                "-device",
-                &format!("virtserialport,chardev=p{i},name={name}"),
-            ]);
-        }
-        c.arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .arg("-append")
-            .arg(&cmdline);
-        c
+    // isol's command line, with QEMU's own virtio-mmio windows and the triple fault reset.
+    let cmdline = qemu_microvm::cmdline(false).map_err(|e| e.to_string())?;
+    let memory_mib = u32::try_from(o.memory_mib).map_err(|_| "--memory is too large")?;
+    let vm = |cmdline: &str, debug_exit: bool| {
+        qemu.command(&Microvm {
+            kernel: &kernel,
+            initrd: &initrd,
+            disk: &disk,
+            memory_mib,
+            cmdline,
+            debug_exit,
+        })
     };
+    let qemu_cmd = || vm(&cmdline, false);
 
     // QEMU cannot report the workload's status, so check once that its guest really
     // does the same work: the kernel log on, and isa-debug-exit on isol's exit-status
     // port (QEMU then exits with 2 × status + 1 when init reports).
-    let check = qemu_cmd()
-        .args(["-device", "isa-debug-exit,iobase=0x4f0,iosize=1", "-append"])
-        .arg(cmdline.replace("quiet loglevel=0", "loglevel=7"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run QEMU: {e}"))?;
-    let console = String::from_utf8_lossy(&check.stdout);
-    if check.status.code() != Some(1) || !console.contains("EXT4-fs (vda): mounted") {
-        let tail: Vec<&str> = console.lines().rev().take(15).collect();
-        return Err(format!(
-            "the QEMU guest did not run `true` from the root disk ({}); console tail:\n{}\n{}",
-            check.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            String::from_utf8_lossy(&check.stderr).trim()
-        ));
-    }
+    let check = vm(
+        &qemu_microvm::cmdline(true).map_err(|e| e.to_string())?,
+        true,
+    )
+    .stdin(Stdio::null())
+    .output()
+    .map_err(|e| format!("cannot run QEMU: {e}"))?;
+    qemu_microvm::check_guest(check.status, &String::from_utf8_lossy(&check.stdout), 0)
+        .map_err(|e| format!("{e}\n{}", String::from_utf8_lossy(&check.stderr).trim()))?;
     println!(
         "vm_start: kernel {}, initramfs {} KiB, {} MiB, 1 vCPU, {} runs each (+{} warm-up), interleaved",
         kernel.display(),

@@ -12,6 +12,7 @@ pub mod device_manager;
 pub mod event_loop;
 pub mod initramfs;
 pub mod loader;
+pub mod qemu_microvm;
 pub mod rootfs_image;
 pub mod test_images;
 pub mod trace;

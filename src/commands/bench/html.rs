@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::metrics::Metric;
-use super::report::{BenchmarkReport, Report, Status};
+use super::report::{BenchmarkReport, Report, Status, SubjectReport};
 use super::stats::Summary;
 
 const WIDTH: f64 = 960.0;
@@ -346,24 +346,47 @@ fn timeline(b: &BenchmarkReport) -> Option<String> {
     Some(svg)
 }
 
-fn start_section(b: &BenchmarkReport, html: &mut String) {
+fn start_row(s: &SubjectReport) -> Row<'_> {
+    Row {
+        label: s.info.label.clone(),
+        subject: &s.info.name,
+        samples: s.samples.iter().map(|x| x.wall_ms).collect(),
+        summary: s.summary.filter(|_| s.status != Status::Skipped),
+        missing: s.error.clone(),
+    }
+}
+
+fn start_section(r: &Report, b: &BenchmarkReport, html: &mut String) {
     let _ = write!(
         html,
         "<h2>Start-up: {}</h2><p class=method>Method: wall time from spawning the runtime's process to its exit; every subject runs the same busybox image, subjects interleaved after warm-up. Box: p25–p75; black line: median; dots: every timed run.</p>",
         inline(b.description)
     );
-    let rows: Vec<Row> = b
-        .subjects
-        .iter()
-        .map(|s| Row {
-            label: s.info.label.clone(),
-            subject: &s.info.name,
-            samples: s.samples.iter().map(|x| x.wall_ms).collect(),
-            summary: s.summary.filter(|_| s.status != Status::Skipped),
-            missing: s.error.clone(),
-        })
-        .collect();
-    html.push_str(&boxplot(&rows, "ms"));
+    // One plot per side: a VM takes far longer to start than a container, and one scale for
+    // both would flatten the container side.
+    let sides = [
+        (
+            "container",
+            "Containers: isol's container backend, crun, runc",
+        ),
+        (
+            "kvm",
+            "MicroVMs: isol's kvm backend (its own VMM), QEMU -M microvm",
+        ),
+    ];
+    for (side, title) in sides {
+        let rows: Vec<Row> = b
+            .subjects
+            .iter()
+            .filter(|s| s.info.backend.unwrap_or("container") == side)
+            .map(start_row)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = write!(html, "<h3>{title}</h3>");
+        html.push_str(&boxplot(&rows, "ms"));
+    }
     let _ = write!(html, "<p class=reading>{}</p>", inline(&b.reading()));
     if let Some(t) = timeline(b) {
         html.push_str("<h3>Where the start-up time goes (stacked phases, medians)</h3>");
@@ -371,6 +394,9 @@ fn start_section(b: &BenchmarkReport, html: &mut String) {
         html.push_str(&t);
     }
     table(html, &b.table_markdown());
+    for m in r.metrics.iter().filter(|m| m.benchmark == b.name) {
+        metric_section(m, html);
+    }
 }
 
 /// The Markdown tables of a section, rendered as HTML tables and lists.
@@ -500,7 +526,7 @@ ul{font-size:13px}.ratios{font-size:14px}dt{font-weight:bold;float:left;width:15
     let versions = m.versions();
     let _ = write!(
         html,
-        "<dl><dt>Date</dt><dd>{} → {}</dd><dt>Machine</dt><dd>{}, {} CPUs, {:.1} GiB, Linux {}, {}</dd><dt>/dev/kvm</dt><dd>{}</dd>{}<dt>Environment</dt><dd>{}</dd><dt>Load</dt><dd>{} → {}</dd><dt>Versions</dt><dd>{}</dd><dt>Command</dt><dd><code>{}</code></dd><dt>Runs</dt><dd>start: {} timed runs per subject after {} warm-up rounds, {}</dd></dl>",
+        "<dl><dt>Date</dt><dd>{} → {}</dd><dt>Machine</dt><dd>{}, {} CPUs, {:.1} GiB, Linux {}, {}</dd><dt>/dev/kvm</dt><dd>{}</dd>{}<dt>Environment</dt><dd>{}</dd><dt>Load</dt><dd>{} → {}</dd><dt>Versions</dt><dd>{}</dd><dt>Command</dt><dd><code>{}</code></dd><dt>Runs</dt><dd>start: {} timed runs per subject after {} warm-up round(s), {}</dd></dl>",
         esc(&r.started_at),
         esc(&r.finished_at),
         esc(&m.cpu_model),
@@ -526,10 +552,10 @@ ul{font-size:13px}.ratios{font-size:14px}dt{font-weight:bold;float:left;width:15
         html.push_str("<p class=busy>The machine was busy with other work (load above half the CPUs): absolute times are inflated and have long tails; ratios less so (subjects are interleaved).</p>");
     }
     for b in &r.benchmarks {
-        start_section(b, &mut html);
+        start_section(r, b, &mut html);
     }
     let mut last = "";
-    for mt in &r.metrics {
+    for mt in r.metrics.iter().filter(|m| !r.has_benchmark(m.benchmark)) {
         if mt.benchmark != last {
             let title = match mt.benchmark {
                 "memory" => "Memory overhead",

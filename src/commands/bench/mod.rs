@@ -34,10 +34,10 @@ use host::{CgroupLayout, Machine};
 use lab::KvmEnv;
 use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, Status, SubjectReport};
 use stats::{Summary, round3};
-use subjects::{IsolSubject, OciPeer, Outcome, Subject, SubjectInfo, Workload};
+use subjects::{Guest, IsolSubject, OciPeer, Outcome, QemuPeer, Subject, SubjectInfo, Workload};
 use workloads::{MemoryPlan, Runner, Sizes};
 
-/// Rounds run before the timed ones and discarded.
+/// Rounds of the start benchmark run before the timed ones and discarded (1 with `--quick`).
 const WARMUP_ROUNDS: u32 = 3;
 /// Timed runs per subject by default, and with `--quick`.
 const DEFAULT_RUNS: u32 = 30;
@@ -394,7 +394,10 @@ impl Slot {
                 name: name.into(),
                 label: name.into(),
                 kind: "peer",
-                backend: None,
+                backend: match name {
+                    "qemu" | "isol-kvm" => Some("kvm"),
+                    _ => Some("container"),
+                },
                 version,
                 command: String::new(),
                 rootfs: String::new(),
@@ -468,7 +471,9 @@ fn bench(
     };
 
     let selected = dedup(&args.benchmarks);
+    let warmup = if args.quick { 1 } else { WARMUP_ROUNDS };
     let mut benchmarks = Vec::new();
+    let mut start_metrics = Vec::new();
     if selected.contains(&Benchmark::Start) {
         let bm = Benchmark::Start;
         let mut slots = Vec::new();
@@ -495,27 +500,23 @@ fn bench(
         }
         for peer in dedup(&args.peers) {
             let slot = match peer {
-                Peer::Qemu if !with_kvm => Slot::skipped(
-                    "qemu",
-                    String::new(),
-                    "QEMU -M microvm is the kvm backend's peer, and the kvm backend was not measured".into(),
+                Peer::Qemu => qemu_slot(
+                    &work.0,
+                    &exe,
+                    kernel.as_deref(),
+                    &store,
+                    &image,
+                    &layers,
+                    &peer_env,
+                    &mut machine,
                 ),
-                Peer::Qemu => match subjects::find_in_path("qemu-system-x86_64") {
-                    None => Slot::skipped(
-                        "qemu",
-                        String::new(),
-                        "not installed: no `qemu-system-x86_64` in PATH; apt-get install qemu-system-x86".into(),
-                    ),
-                    Some(q) => Slot::skipped(
-                        "qemu",
-                        subjects::version_of(&q).unwrap_or_default(),
-                        "not measured by isol bench yet: guest-images/bench/vm-start.sh compares isol's VMM with QEMU -M microvm (same kernel, disk and initramfs); see docs/benchmarks-vm.md".into(),
-                    ),
-                },
                 _ if !with_container => Slot::skipped(
                     peer.name(),
                     String::new(),
-                    format!("{} is a container runtime, and the container backend was not measured", peer.name()),
+                    format!(
+                        "{} is a container runtime, and the container backend was not measured",
+                        peer.name()
+                    ),
                 ),
                 _ => peer_slot(peer, &work.0, &layers, &peer_env, &mut machine),
             };
@@ -524,8 +525,14 @@ fn bench(
             }
             slots.push(slot);
         }
-        match run_benchmark(bm, &mut slots, runs, &bar, inner)? {
+        match run_benchmark(bm, &mut slots, (warmup, runs), &bar, inner)? {
             Some(b) => benchmarks.push(b),
+            None => return Ok(None),
+        }
+        // The VM side's memory, in runs of its own (polling would perturb the timing).
+        let rounds = runs.min(if args.quick { 3 } else { 5 });
+        match vm_memory_metric(&mut slots, rounds, &work.0, &bar, inner) {
+            Some(m) => start_metrics.push(m),
             None => return Ok(None),
         }
     }
@@ -554,7 +561,7 @@ fn bench(
         bin_dir: workloads::host_bin_dir(&work.0.join("host-bin")).map_err(|e| anyhow!(e))?,
         io_dir,
     });
-    let work_runs = runs.min(if args.quick { 3 } else { 10 });
+    let work_runs = runs.min(if args.quick { 2 } else { 10 });
     let sizes = Sizes::new(args.quick);
     let progress = |msg: String| {
         if inner || bar.is_hidden() {
@@ -569,7 +576,7 @@ fn bench(
         bar.set_length(0);
         bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
     }
-    let mut metrics = Vec::new();
+    let mut metrics = start_metrics;
     let want = |b: Benchmark| selected.contains(&b);
     if want(Benchmark::Memory) || want(Benchmark::Density) {
         let plan = MemoryPlan {
@@ -613,7 +620,7 @@ fn bench(
         }
     }
     // Never a silent gap: a backend not measured is a marked skip in every metric.
-    for m in &mut metrics {
+    for m in metrics.iter_mut().filter(|m| m.benchmark != "start") {
         let has = |m: &metrics::Metric, p: &str| m.series.iter().any(|s| s.subject.starts_with(p));
         if !with_kvm && !has(m, "isol-kvm") {
             m.series.push(metrics::Series::skipped(
@@ -661,7 +668,7 @@ fn bench(
         machine,
         settings: Settings {
             runs,
-            warmup_rounds: WARMUP_ROUNDS,
+            warmup_rounds: warmup,
             order: "interleaved (one run of each subject per round, same order every round)",
             timing: "start: wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe; cpu/syscall/io/net: inside the workload, between markers",
             run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
@@ -677,7 +684,24 @@ fn isol_exe() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(lab::EXE_ENV) {
         return Ok(p.into());
     }
-    std::env::current_exe().context("Cannot find the isol binary to benchmark")
+    let exe = std::env::current_exe().context("Cannot find the isol binary to benchmark")?;
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    // Run in the lab directly (`isol lab -- isol bench …`): /proc/self/exe names the path
+    // outside the lab's root; the path it was started by is good there.
+    let argv0 = PathBuf::from(std::env::args_os().next().unwrap_or_default());
+    let found = if argv0.components().count() > 1 {
+        std::path::absolute(&argv0).ok().filter(|p| p.is_file())
+    } else {
+        argv0.to_str().and_then(subjects::find_in_path)
+    };
+    found.ok_or_else(|| {
+        anyhow!(
+            "Cannot find the isol binary to benchmark: {} does not exist here",
+            exe.display()
+        )
+    })
 }
 
 /// The guest kernel `isol run --backend kvm` would boot: $ISOL_KERNEL, or the newest cached.
@@ -755,6 +779,158 @@ fn peer_slot(
     }
 }
 
+/// QEMU `-M microvm`, ready to boot the guest isol's kvm backend boots, or skipped.
+#[allow(clippy::too_many_arguments)]
+fn qemu_slot(
+    work: &Path,
+    exe: &Path,
+    kernel: Option<&Path>,
+    store: &isol_image::Store,
+    image: &isol_image::Image,
+    layers: &[PathBuf],
+    env: &[String],
+    machine: &mut Machine,
+) -> Slot {
+    let Some(kernel) = kernel else {
+        return Slot::skipped(
+            "qemu",
+            String::new(),
+            "QEMU -M microvm is the kvm backend's peer, and the kvm backend was not measured"
+                .into(),
+        );
+    };
+    let Some(binary) = subjects::find_in_path("qemu-system-x86_64") else {
+        return Slot::skipped(
+            "qemu",
+            String::new(),
+            "not installed: no `qemu-system-x86_64` in PATH; apt-get install qemu-system-x86"
+                .into(),
+        );
+    };
+    let version = match subjects::version_of(&binary) {
+        Ok(v) => v,
+        Err(e) => return Slot::skipped("qemu", String::new(), e),
+    };
+    machine.runtimes.insert("qemu".into(), version.clone());
+    // The root disk isol's kvm backend boots (built now if not cached yet).
+    let disk = match isol_vmm::rootfs_image::ensure_disk(
+        &store.root().join("vm-disks"),
+        &image.summary.digest,
+        layers,
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            return Slot::skipped(
+                "qemu",
+                version,
+                format!("cannot build isol's root disk for QEMU: {e}"),
+            );
+        }
+    };
+    let init = std::env::var_os("ISOL_GUEST_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| exe.with_file_name("isol-guest-init"));
+    let guest = Guest {
+        kernel: kernel.to_path_buf(),
+        disk,
+        init,
+        env: env.to_vec(),
+    };
+    match QemuPeer::new(&binary, version.clone(), work, guest) {
+        Ok(q) => Slot::ready(Box::new(q)),
+        Err(e) => Slot::skipped("qemu", version, e),
+    }
+}
+
+/// The VMM memory overhead of isol-kvm and QEMU (peak RSS − guest RAM resident), measured in
+/// `rounds` start → exit runs of their own, interleaved; `None` when cancelled.
+fn vm_memory_metric(
+    slots: &mut [Slot],
+    rounds: u32,
+    work: &Path,
+    bar: &ProgressBar,
+    inner: bool,
+) -> Option<metrics::Metric> {
+    let workload = Benchmark::Start.workload();
+    let mut series: Vec<(usize, metrics::Series)> = Vec::new();
+    for name in ["isol-kvm", "qemu"] {
+        let Some(i) = slots.iter().position(|s| s.info.name == name) else {
+            continue;
+        };
+        let slot = &slots[i];
+        let mut s = metrics::Series::new(name, &slot.info.label);
+        if !slot.active() {
+            s = metrics::Series::skipped(
+                name,
+                &slot.info.label,
+                format!(
+                    "start → exit not measured: {}",
+                    slot.error.as_deref().unwrap_or("no reason recorded")
+                ),
+            );
+        }
+        series.push((i, s));
+    }
+    if series.iter().any(|(_, s)| s.status == Status::Ok) {
+        bar.set_prefix("start");
+        bar.set_length(u64::from(rounds) * series.len() as u64);
+        bar.set_position(0);
+    }
+    let log = work.join("vm-memory.log");
+    for round in 0..rounds {
+        if inner {
+            eprintln!("isol bench: start: VM memory round {}/{rounds}", round + 1);
+        }
+        bar.set_message(format!("VM memory {}/{rounds}", round + 1));
+        for (i, s) in series.iter_mut() {
+            if s.status != Status::Ok {
+                continue;
+            }
+            let subject = slots[*i]
+                .subject
+                .as_mut()
+                .expect("ok series have a subject");
+            let res = match subject.vm_command(&workload) {
+                Some(Ok(mut cmd)) => subjects::measure_vm(&mut cmd, &log),
+                Some(Err(e)) => Err(e),
+                None => Err("not a VMM".into()),
+            };
+            if cancel::cancelled() {
+                return None;
+            }
+            bar.inc(1);
+            match res {
+                Ok(m) => {
+                    let mib = |kib: u64| kib as f64 / 1024.0;
+                    s.push(mib(m.overhead_kib()));
+                    s.part("peak_rss_mib", mib(m.maxrss_kib));
+                    s.part("guest_resident_mib", mib(m.guest_kib.unwrap_or(0)));
+                }
+                Err(e) => s.fail(format!("round {round}: {e}")),
+            }
+        }
+    }
+    let _ = fs::remove_file(&log);
+    let mut m = metrics::Metric {
+        id: "vm-memory-overhead".into(),
+        benchmark: "start",
+        title: "VMM memory overhead: peak RSS − guest RAM resident".into(),
+        method: format!(
+            "{rounds} start → exit runs of `/bin/true` per VMM after the timed ones, interleaved (isol-kvm, qemu), both with {} MiB of guest RAM and 1 vCPU: peak RSS is `ru_maxrss` of the VMM process from `wait4`; guest RAM resident is the RSS of the guest RAM mapping (the largest anonymous mapping ≥ the guest size in /proc/PID/smaps, last value seen while polling every 2 ms — polling perturbs timing, hence runs of their own); the sample is their difference: what the VMM itself costs. Parts per sample in report.json (`peak_rss_mib`, `guest_resident_mib`).",
+            subjects::VM_MEMORY_MIB
+        ),
+        unit: "MiB",
+        lower_is_better: true,
+        series: series.into_iter().map(|(_, s)| s).collect(),
+        ratios: Vec::new(),
+        notes: vec![
+            "for isol the VMM process is `isol run` itself, so its overhead includes isol's CLI (image lookup, root-disk cache check)".into(),
+        ],
+    };
+    m.finish(&[("isol-kvm", "qemu")]);
+    Some(m)
+}
+
 /// A line on stderr above the progress bar (or plain, when the bar is hidden).
 fn note(bar: &ProgressBar, msg: String) {
     if bar.is_hidden() {
@@ -781,7 +957,7 @@ fn progress_bar() -> ProgressBar {
 fn run_benchmark(
     bm: Benchmark,
     slots: &mut [Slot],
-    runs: u32,
+    (warmup, runs): (u32, u32),
     bar: &ProgressBar,
     inner: bool,
 ) -> anyhow::Result<Option<BenchmarkReport>> {
@@ -794,14 +970,14 @@ fn run_benchmark(
     };
     let active = slots.iter().filter(|s| s.active()).count() as u64;
     bar.set_prefix(bm.name());
-    bar.set_length(active * (2 + u64::from(WARMUP_ROUNDS + runs)));
+    bar.set_length(active * (2 + u64::from(warmup + runs)));
     bar.set_position(0);
 
     bar.set_message("pre-flight");
     for slot in slots.iter_mut().filter(|s| s.active()) {
         let subject = slot.subject.as_mut().expect("active slots have a subject");
         for w in [&proof, &workload] {
-            let res = subject.run(w);
+            let res = subject.preflight(w);
             if cancel::cancelled() {
                 return Ok(None);
             }
@@ -827,19 +1003,19 @@ fn run_benchmark(
         }
     }
 
-    for round in 0..WARMUP_ROUNDS + runs {
+    for round in 0..warmup + runs {
         if inner {
             eprintln!(
                 "isol bench: {}: round {}/{}",
                 bm.name(),
                 round + 1,
-                WARMUP_ROUNDS + runs
+                warmup + runs
             );
         }
-        bar.set_message(if round < WARMUP_ROUNDS {
-            format!("warm-up {}/{WARMUP_ROUNDS}", round + 1)
+        bar.set_message(if round < warmup {
+            format!("warm-up {}/{warmup}", round + 1)
         } else {
-            format!("round {}/{runs}", round - WARMUP_ROUNDS + 1)
+            format!("round {}/{runs}", round - warmup + 1)
         });
         for slot in slots.iter_mut().filter(|s| s.active()) {
             let subject = slot.subject.as_mut().expect("active slots have a subject");
@@ -849,7 +1025,7 @@ fn run_benchmark(
             }
             bar.inc(1);
             match res {
-                Ok(o) if round < WARMUP_ROUNDS => slot.warmup.push((round, o)),
+                Ok(o) if round < warmup => slot.warmup.push((round, o)),
                 Ok(o) => slot.samples.push((round, o)),
                 Err(e) => {
                     note(

@@ -156,20 +156,28 @@ impl BenchmarkReport {
             .map(|s| s.median)
     }
 
-    /// Fills `ratios` from the subjects' medians.
-    pub fn compute_ratios(&mut self) {
-        let peers: Vec<String> = self
-            .subjects
+    /// The peers `s` is compared with: those of its side (container or kvm).
+    fn peers_of(&self, s: &SubjectReport) -> Vec<String> {
+        self.subjects
             .iter()
-            .filter(|s| s.info.kind == "peer")
-            .map(|s| s.info.name.clone())
-            .collect();
+            .filter(|p| p.info.kind == "peer")
+            .filter(|p| match (p.info.backend, s.info.backend) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            })
+            .map(|p| p.info.name.clone())
+            .collect()
+    }
+
+    /// Fills `ratios` from the subjects' medians, each subject against the peers of its side.
+    pub fn compute_ratios(&mut self) {
         let mut ratios = BTreeMap::new();
         for s in &self.subjects {
             let Some(m) = self.median(&s.info.name) else {
                 continue;
             };
-            let row: BTreeMap<String, f64> = peers
+            let row: BTreeMap<String, f64> = self
+                .peers_of(s)
                 .iter()
                 .filter_map(|p| Some((p.clone(), round3(m / self.median(p)?))))
                 .collect();
@@ -190,7 +198,8 @@ impl BenchmarkReport {
             let Some(m) = self.median(&s.info.name) else {
                 continue;
             };
-            let row: BTreeMap<String, f64> = peers
+            let row: BTreeMap<String, f64> = self
+                .peers_of(s)
                 .iter()
                 .filter_map(|p| Some((p.clone(), round3(m / with_root(p)?))))
                 .collect();
@@ -282,10 +291,26 @@ impl BenchmarkReport {
         md
     }
 
-    /// One line saying what the numbers mean.
+    /// What the numbers mean: one line per side measured.
     pub fn reading(&self) -> String {
+        let mut lines = vec![self.container_reading()];
+        if let Some(kvm) = self.median("isol-kvm") {
+            let line = match self.ratios.get("isol-kvm").and_then(|r| r.get("qemu")) {
+                Some(r) => format!(
+                    "isol's VMM starts a microVM, runs the workload and ends it in {r:.2}× QEMU microvm's time (same kernel, initramfs and root disk)."
+                ),
+                None => format!(
+                    "isol's VMM starts a microVM, runs the workload and ends it in {kvm:.2} ms (median); QEMU did not run to compare with."
+                ),
+            };
+            lines.push(line);
+        }
+        lines.join(" ")
+    }
+
+    fn container_reading(&self) -> String {
         let Some(isol) = self.median("isol") else {
-            return "isol has no result in this benchmark, so there is nothing to compare.".into();
+            return "isol's container backend has no result in this benchmark, so there is nothing to compare.".into();
         };
         let Some(r) = self.ratios.get("isol").filter(|r| !r.is_empty()) else {
             return format!(
@@ -319,6 +344,12 @@ fn gib(bytes: u64) -> String {
 }
 
 impl Report {
+    /// Whether `name` is one of the benchmarks with a section of their own (`start`): its
+    /// metrics are shown in that section.
+    pub fn has_benchmark(&self, name: &str) -> bool {
+        self.benchmarks.iter().any(|b| b.name == name)
+    }
+
     /// `report.md`.
     pub fn markdown(&self) -> String {
         let m = &self.machine;
@@ -358,7 +389,7 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             md,
-            "- Method: {} timed runs per subject after {} warm-up rounds, {}; {}",
+            "- Method: {} timed runs per subject after {} warm-up round(s), {}; {}",
             s.runs, s.warmup_rounds, s.order, s.timing
         );
         let _ = writeln!(md, "- Command: `{}`", self.argv.join(" "));
@@ -414,6 +445,10 @@ impl Report {
                     let _ = writeln!(md, "On that basis isol takes {}.", join_and(&parts));
                 }
             }
+            for m in self.metrics.iter().filter(|m| m.benchmark == b.name) {
+                md.push('\n');
+                md.push_str(&m.markdown());
+            }
             md.push_str("\n### Subjects\n\n");
             for s in &b.subjects {
                 let _ = writeln!(
@@ -434,7 +469,11 @@ impl Report {
             }
         }
         let mut last = "";
-        for m in &self.metrics {
+        for m in self
+            .metrics
+            .iter()
+            .filter(|m| !self.has_benchmark(m.benchmark))
+        {
             if m.benchmark != last {
                 let _ = writeln!(md, "\n## {}\n", m.benchmark);
                 last = m.benchmark;

@@ -1,5 +1,6 @@
-//! The things a benchmark times: isol itself, run as a user would, and peer runtimes (crun,
-//! runc) given the same image as an OCI bundle.
+//! The things a benchmark times: isol itself, run as a user would; peer runtimes (crun,
+//! runc) given the same image as an OCI bundle; and QEMU `-M microvm` booting the same guest
+//! as isol's kvm backend (kernel, initramfs, root disk: [`isol_vmm::qemu_microvm`]).
 //!
 //! Every run of every subject goes through [`timed`]: the wall time from just before the spawn
 //! to just after `wait` returns, stdin and stdout on /dev/null, stderr on a pipe read to the end
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
+use isol_vmm::qemu_microvm::{self, Measured, Microvm, Qemu};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::statfs::{OVERLAYFS_SUPER_MAGIC, statfs};
 use serde::Serialize;
 
 use super::cancel;
@@ -47,7 +50,8 @@ pub struct SubjectInfo {
     pub label: String,
     /// `isol` or `peer`.
     pub kind: &'static str,
-    /// The isol backend measured (`container`), for isol subjects.
+    /// The isol backend measured (`container`, `kvm`), for isol subjects; for peers, the
+    /// backend they are compared with (crun, runc: `container`; qemu: `kvm`).
     pub backend: Option<&'static str>,
     /// `--version` of the program, first line.
     pub version: String,
@@ -62,12 +66,28 @@ pub trait Subject {
     fn info(&self) -> &SubjectInfo;
     /// Runs `w` once and checks its exit code.
     fn run(&mut self, w: &Workload) -> Result<Outcome, String>;
+    /// Runs `w` once before timing, proving that the workload really runs in the subject.
+    fn preflight(&mut self, w: &Workload) -> Result<(), String> {
+        self.run(w).map(|_| ())
+    }
+    /// For VMMs: the command that runs `w` in a VM of [`VM_MEMORY_MIB`], exiting 0.
+    fn vm_command(&mut self, _w: &Workload) -> Option<Result<Command, String>> {
+        None
+    }
 }
+
+/// Guest RAM of both VMMs in the start benchmark: isol's kvm default.
+pub const VM_MEMORY_MIB: u32 = 256;
 
 /// Runs `cmd` to completion, timed: see the module documentation.
 fn timed(cmd: &mut Command) -> Result<(f64, ExitStatus, String), String> {
+    timed_to(cmd, Stdio::null())
+}
+
+/// [`timed`], with the process's stdout on `stdout`.
+fn timed_to(cmd: &mut Command, stdout: Stdio) -> Result<(f64, ExitStatus, String), String> {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .process_group(0);
     let t0 = Instant::now();
@@ -215,7 +235,7 @@ impl IsolSubject {
         }
     }
 
-    /// isol's kvm backend, booting `kernel`.
+    /// isol's kvm backend, booting `kernel` with [`VM_MEMORY_MIB`] of guest RAM.
     pub fn kvm(exe: PathBuf, store_root: PathBuf, image: &str, kernel: PathBuf) -> IsolSubject {
         IsolSubject {
             info: SubjectInfo {
@@ -225,7 +245,7 @@ impl IsolSubject {
                 backend: Some("kvm"),
                 version: format!("isol {}", env!("CARGO_PKG_VERSION")),
                 command: format!(
-                    "ISOL_HOME={} {} run --backend kvm --kernel {} --json {image} CMD",
+                    "ISOL_HOME={} {} run --backend kvm --kernel {} --memory {VM_MEMORY_MIB}m --json {image} CMD",
                     store_root.display(),
                     exe.display(),
                     kernel.display()
@@ -240,19 +260,27 @@ impl IsolSubject {
     }
 }
 
+impl IsolSubject {
+    fn command(&self, w: &Workload) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.env("ISOL_HOME", &self.store_root).arg("run");
+        if let Some(k) = &self.kvm_kernel {
+            cmd.args(["--backend", "kvm", "--kernel"])
+                .arg(k)
+                .args(["--memory", &format!("{VM_MEMORY_MIB}m")]);
+        }
+        cmd.args(["--json", &self.image]).args(&w.args);
+        cmd
+    }
+}
+
 impl Subject for IsolSubject {
     fn info(&self) -> &SubjectInfo {
         &self.info
     }
 
     fn run(&mut self, w: &Workload) -> Result<Outcome, String> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.env("ISOL_HOME", &self.store_root).arg("run");
-        if let Some(k) = &self.kvm_kernel {
-            cmd.args(["--backend", "kvm", "--kernel"]).arg(k);
-        }
-        cmd.args(["--json", &self.image]).args(&w.args);
-        let (wall_ms, status, stderr) = timed(&mut cmd)?;
+        let (wall_ms, status, stderr) = timed(&mut self.command(w))?;
         check_exit("isol run", status, w, &stderr)?;
         let phases = parse_phases(&stderr).ok_or_else(|| {
             format!(
@@ -266,6 +294,10 @@ impl Subject for IsolSubject {
             prep_ms: None,
             cleanup_ms: None,
         })
+    }
+
+    fn vm_command(&mut self, w: &Workload) -> Option<Result<Command, String>> {
+        self.kvm_kernel.is_some().then(|| Ok(self.command(w)))
     }
 }
 
@@ -284,7 +316,24 @@ pub struct OciPeer {
     env: Vec<String>,
     config_for: Option<Vec<String>>,
     mounted: bool,
+    /// The scratch dir is overlayfs or 9p (the lab), which cannot hold an overlay's upper
+    /// dir: each run's upper and work dirs go on a tmpfs mounted on its run dir, as isol
+    /// does for its own writable layer there.
+    upper_on_tmpfs: bool,
+    /// That tmpfs is mounted now.
+    run_tmpfs: Option<PathBuf>,
     seq: u64,
+}
+
+/// 9p's statfs magic (the lab's root is the host's / through 9p, under an overlay).
+const V9FS_MAGIC: i64 = 0x0102_1997;
+
+/// Whether an overlay's upper dir cannot be on the filesystem of `dir`.
+fn needs_tmpfs_upper(dir: &Path) -> bool {
+    statfs(dir).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        t == OVERLAYFS_SUPER_MAGIC || t.0 == V9FS_MAGIC
+    })
 }
 
 impl OciPeer {
@@ -304,16 +353,13 @@ impl OciPeer {
         for d in [&rootfs, &state] {
             fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
-        let short = version
-            .split_whitespace()
-            .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
-            .unwrap_or("?");
+        let upper_on_tmpfs = needs_tmpfs_upper(&dir);
         Ok(OciPeer {
             info: SubjectInfo {
                 name: name.into(),
-                label: format!("{name} {short}"),
+                label: format!("{name} {}", short_version(&version)),
                 kind: "peer",
-                backend: None,
+                backend: Some("container"),
                 version,
                 command: format!(
                     "{} --root {} run --bundle {} ID",
@@ -321,7 +367,14 @@ impl OciPeer {
                     state.display(),
                     bundle.display()
                 ),
-                rootfs: "overlayfs of the same image layer with a fresh upper dir, mounted by the bench before the timed run and unmounted after it".into(),
+                rootfs: format!(
+                    "overlayfs of the same image layer with a fresh upper dir{}, mounted by the bench before the timed run and unmounted after it",
+                    if upper_on_tmpfs {
+                        " on a tmpfs of its own (the scratch dir is overlayfs/9p here, which cannot hold an upper dir; isol does the same)"
+                    } else {
+                        ""
+                    }
+                ),
             },
             binary,
             dir,
@@ -332,6 +385,8 @@ impl OciPeer {
             env,
             config_for: None,
             mounted: false,
+            upper_on_tmpfs,
+            run_tmpfs: None,
             seq: 0,
         })
     }
@@ -350,6 +405,19 @@ impl OciPeer {
 
     /// Mounts a fresh overlay on the bundle's rootfs, with its upper and work dirs in `run_dir`.
     fn mount_root(&mut self, run_dir: &Path) -> Result<(), String> {
+        if self.upper_on_tmpfs {
+            fs::create_dir_all(run_dir)
+                .map_err(|e| format!("cannot create {}: {e}", run_dir.display()))?;
+            mount(
+                Some("tmpfs"),
+                run_dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0700"),
+            )
+            .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", run_dir.display()))?;
+            self.run_tmpfs = Some(run_dir.to_path_buf());
+        }
         let (upper, work) = (run_dir.join("upper"), run_dir.join("work"));
         for d in [&upper, &work] {
             fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -395,6 +463,11 @@ impl OciPeer {
                 }
             }
         }
+        if let Some(t) = self.run_tmpfs.take()
+            && let Err(e) = umount2(&t, MntFlags::MNT_DETACH)
+        {
+            first_err.get_or_insert(format!("cannot unmount {}: {e}", t.display()));
+        }
         if let Err(e) = fs::remove_dir_all(run_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -435,7 +508,12 @@ impl OciPeer {
         if self.mounted && umount2(&self.rootfs, MntFlags::MNT_DETACH).is_ok() {
             self.mounted = false;
         }
-        if !self.mounted {
+        if let Some(t) = self.run_tmpfs.take()
+            && umount2(&t, MntFlags::MNT_DETACH).is_err()
+        {
+            self.run_tmpfs = Some(t);
+        }
+        if !self.mounted && self.run_tmpfs.is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
@@ -490,6 +568,195 @@ impl Drop for OciPeer {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// QEMU `-M microvm` booting the guest isol's kvm backend boots: the same kernel, the same
+/// cached read-only root disk, an initramfs with isol's guest init and the workload's spec
+/// (built by isol's own code), the same devices and command line, [`VM_MEMORY_MIB`], 1 vCPU.
+/// QEMU and its libraries run from copies in the scratch dir (RAM in the lab, not 9p).
+#[derive(Debug)]
+pub struct QemuPeer {
+    info: SubjectInfo,
+    qemu: Qemu,
+    dir: PathBuf,
+    kernel: PathBuf,
+    disk: PathBuf,
+    init: PathBuf,
+    env: Vec<String>,
+    /// The initramfs built for each workload.
+    initrds: Vec<(Vec<String>, PathBuf)>,
+}
+
+/// What the QEMU peer boots.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub kernel: PathBuf,
+    /// isol's cached root disk of the image.
+    pub disk: PathBuf,
+    /// isol's guest init.
+    pub init: PathBuf,
+    /// The workload's environment.
+    pub env: Vec<String>,
+}
+
+impl QemuPeer {
+    /// Stages `binary` in `<work>/qemu`.
+    pub fn new(
+        binary: &Path,
+        version: String,
+        work: &Path,
+        guest: Guest,
+    ) -> Result<QemuPeer, String> {
+        let dir = work.join("qemu");
+        let qemu = Qemu::stage(binary, &dir.join("bin")).map_err(|e| e.to_string())?;
+        let cmdline = qemu_microvm::cmdline(false).map_err(|e| e.to_string())?;
+        Ok(QemuPeer {
+            info: SubjectInfo {
+                name: "qemu".into(),
+                label: format!("QEMU {} microvm", short_version(&version)),
+                kind: "peer",
+                backend: Some("kvm"),
+                version,
+                command: format!(
+                    "{} -M microvm,… -enable-kvm -cpu host -m {VM_MEMORY_MIB} -smp 1 -nodefaults -no-reboot -drive file={},readonly=on … -kernel {} -initrd INITRD -append '{cmdline}'",
+                    binary.display(),
+                    guest.disk.display(),
+                    guest.kernel.display()
+                ),
+                rootfs: "isol's cached read-only ext4 root disk of the image on virtio-blk, initramfs with isol's guest init and the run spec (what isol's kvm backend boots)".into(),
+            },
+            qemu,
+            dir,
+            kernel: guest.kernel,
+            disk: guest.disk,
+            init: guest.init,
+            env: guest.env,
+            initrds: Vec::new(),
+        })
+    }
+
+    fn initrd(&mut self, w: &Workload) -> Result<PathBuf, String> {
+        if let Some((_, p)) = self.initrds.iter().find(|(a, _)| *a == w.args) {
+            return Ok(p.clone());
+        }
+        let spec = isol_vmm::RunSpec {
+            args: w.args.iter().map(Into::into).collect(),
+            env: self.env.iter().map(Into::into).collect(),
+            workdir: "/".into(),
+            hostname: oci::HOSTNAME.into(),
+        };
+        let image = isol_vmm::initramfs::build_initramfs(
+            &isol_vmm::Rootfs::Disk(self.disk.clone()),
+            Some(&self.init),
+            &spec,
+        )
+        .map_err(|e| format!("cannot build the initramfs for QEMU: {e}"))?
+        .ok_or("no initramfs for a root disk")?;
+        let path = self
+            .dir
+            .join(format!("initramfs-{}.cpio", self.initrds.len()));
+        fs::write(&path, image).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        self.initrds.push((w.args.clone(), path.clone()));
+        Ok(path)
+    }
+
+    fn command(&mut self, w: &Workload, verify: bool) -> Result<Command, String> {
+        let initrd = self.initrd(w)?;
+        let cmdline = qemu_microvm::cmdline(verify).map_err(|e| e.to_string())?;
+        Ok(self.qemu.command(&Microvm {
+            kernel: &self.kernel,
+            initrd: &initrd,
+            disk: &self.disk,
+            memory_mib: VM_MEMORY_MIB,
+            cmdline: &cmdline,
+            debug_exit: verify,
+        }))
+    }
+}
+
+impl Subject for QemuPeer {
+    fn info(&self) -> &SubjectInfo {
+        &self.info
+    }
+
+    /// Timed runs end at the guest's reset, as isol's do; QEMU's exit status is 0 then
+    /// whatever the workload returned, so [`Subject::preflight`] checks the workload.
+    fn run(&mut self, w: &Workload) -> Result<Outcome, String> {
+        let (wall_ms, status, stderr) = timed(&mut self.command(w, false)?)?;
+        if !status.success() {
+            return Err(format!("QEMU ended with {status}: {}", last_line(&stderr)));
+        }
+        Ok(Outcome {
+            wall_ms,
+            phases: None,
+            prep_ms: None,
+            cleanup_ms: None,
+        })
+    }
+
+    /// With the kernel log and `isa-debug-exit` on isol's exit port: the guest must mount
+    /// the root disk and init report `w.expect`.
+    fn preflight(&mut self, w: &Workload) -> Result<(), String> {
+        let log = self.dir.join("console.log");
+        let file =
+            fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let (_, status, stderr) = timed_to(&mut self.command(w, true)?, file.into())?;
+        let console = fs::read_to_string(&log).unwrap_or_default();
+        // One line: the reports show it as a list item.
+        qemu_microvm::check_guest(status, &console, w.expect)
+            .map_err(|e| format!("{e}; {}", last_line(&stderr)).replace('\n', " ⏎ "))
+    }
+
+    fn vm_command(&mut self, w: &Workload) -> Option<Result<Command, String>> {
+        Some(self.command(w, false))
+    }
+}
+
+/// Runs a VMM's `cmd` once and measures its memory ([`qemu_microvm::wait_measured`], polling
+/// the guest RAM mapping of [`VM_MEMORY_MIB`]); stderr goes to `log`.
+pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
+    let file =
+        fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    cancel::arm(child.id());
+    let m = qemu_microvm::wait_measured(&mut child, Some(u64::from(VM_MEMORY_MIB) << 10));
+    if cancel::disarm() {
+        return Err(format!(
+            "the run did not finish within {} s and was killed",
+            cancel::RUN_TIMEOUT.as_secs()
+        ));
+    }
+    let m = m.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
+    if !m.status.success() {
+        let err = fs::read_to_string(log).unwrap_or_default();
+        return Err(format!(
+            "{:?} ended with {}: {}",
+            cmd.get_program(),
+            m.status,
+            last_line(&err)
+        ));
+    }
+    if m.guest_kib.is_none() {
+        return Err(format!(
+            "no guest RAM mapping of {VM_MEMORY_MIB} MiB was seen in /proc/PID/smaps of {:?}",
+            cmd.get_program()
+        ));
+    }
+    Ok(m)
+}
+
+/// The version number in a `--version` line: `crun 1.8.1` → `1.8.1`.
+fn short_version(version: &str) -> &str {
+    version
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or("?")
 }
 
 /// The first line of `binary --version`.

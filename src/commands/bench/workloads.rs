@@ -142,11 +142,11 @@ impl Sizes {
     pub fn new(quick: bool) -> Sizes {
         if quick {
             Sizes {
-                cpu_mib: 64,
+                cpu_mib: 16,
                 syscall_bytes: 50_000,
                 seq_mib: 16,
-                rand_ops: 50,
-                fsync_ops: 20,
+                rand_ops: 20,
+                fsync_ops: 10,
                 net_mib: 16,
             }
         } else {

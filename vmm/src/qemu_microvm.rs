@@ -1,0 +1,361 @@
+//! QEMU `-M microvm` set up to boot the same guest as isol's VMM, for the benchmarks that
+//! compare the two (`vmm/benches/vm_start.rs` and `isol bench --peers qemu`): the same
+//! kernel, initramfs (built by the caller with [`crate::initramfs::build_initramfs`]),
+//! read-only root disk on virtio-blk, 3-port virtio console named as isol names its ports,
+//! UART and command line ([`cmdline`]). And how both VMMs' memory is measured
+//! ([`wait_measured`]): peak RSS from `wait4`, guest RAM resident from `/proc/PID/smaps`.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use crate::device_manager::STDIO_PORTS;
+use crate::loader::{self, LoaderError};
+
+/// What can go wrong staging QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// A file could not be read, copied or listed.
+    #[error("Cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// `ldd` named no dynamic loader.
+    #[error("Cannot find the dynamic loader of {0} in ldd's output")]
+    NoLoader(PathBuf),
+    /// The command line.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+}
+
+/// The I/O port isol's guest init writes the workload's exit status to; QEMU's
+/// `isa-debug-exit` there makes QEMU exit with [`debug_exit_status`].
+pub const EXIT_PORT: u16 = 0x4f0;
+
+/// QEMU's exit status when the guest init reports `status` through `isa-debug-exit`.
+pub fn debug_exit_status(status: i32) -> i32 {
+    ((status << 1) | 1) & 0xff
+}
+
+/// A QEMU binary with its shared libraries and microvm firmware copied into one directory,
+/// so that starting it reads RAM (in the lab the host's files come over 9p), run through
+/// the copied dynamic loader.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    loader: PathBuf,
+    dir: PathBuf,
+    binary: PathBuf,
+}
+
+/// The guest QEMU boots.
+#[derive(Debug, Clone)]
+pub struct Microvm<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    /// Attached read-only as the first virtio-blk disk (`/dev/vda`).
+    pub disk: &'a Path,
+    pub memory_mib: u32,
+    /// From [`cmdline`].
+    pub cmdline: &'a str,
+    /// Add `isa-debug-exit` on [`EXIT_PORT`]: QEMU then exits as soon as init reports
+    /// (with [`debug_exit_status`]) instead of at the guest's reset, like isol does.
+    pub debug_exit: bool,
+}
+
+fn copy_into(from: &Path, dir: &Path) -> Result<PathBuf, QemuError> {
+    let to = dir.join(from.file_name().unwrap_or(from.as_os_str()));
+    fs::copy(from, &to).map_err(|source| QemuError::Io {
+        what: "copy",
+        path: from.to_path_buf(),
+        source,
+    })?;
+    Ok(to)
+}
+
+impl Qemu {
+    /// Copies `qemu`, the shared libraries `ldd` lists for it and microvm's firmware (qboot,
+    /// or `bios-microvm.bin` in newer QEMUs, from /usr/share/qemu) into `dir`.
+    pub fn stage(qemu: &Path, dir: &Path) -> Result<Qemu, QemuError> {
+        fs::create_dir_all(dir).map_err(|source| QemuError::Io {
+            what: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let binary = copy_into(qemu, dir)?;
+        let ldd = Command::new("ldd")
+            .arg(qemu)
+            .output()
+            .map_err(|source| QemuError::Io {
+                what: "run ldd on",
+                path: qemu.to_path_buf(),
+                source,
+            })?;
+        let mut loader = None;
+        for lib in String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+        {
+            let lib = Path::new(lib);
+            let to = copy_into(lib, dir)?;
+            if lib
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+            {
+                loader = Some(to);
+            }
+        }
+        let loader = loader.ok_or_else(|| QemuError::NoLoader(qemu.to_path_buf()))?;
+        for fw in ["qboot.rom", "bios-microvm.bin"] {
+            let from = Path::new("/usr/share/qemu").join(fw);
+            if from.is_file() {
+                copy_into(&from, dir)?;
+            }
+        }
+        Ok(Qemu {
+            loader,
+            dir: dir.to_path_buf(),
+            binary,
+        })
+    }
+
+    /// The command that boots `vm`: 1 vCPU, no defaults, the serial console on stdout,
+    /// ending when the guest resets (`-no-reboot`) or, with `debug_exit`, when init reports.
+    pub fn command(&self, vm: &Microvm) -> Command {
+        let mut drive = OsString::from("file=");
+        drive.push(vm.disk);
+        drive.push(",if=none,id=root,format=raw,readonly=on");
+        let mut c = Command::new(&self.loader);
+        c.arg("--library-path")
+            .arg(&self.dir)
+            .arg(&self.binary)
+            .arg("-L")
+            .arg(&self.dir)
+            .args([
+                "-M",
+                "microvm,x-option-roms=off,rtc=off,acpi=off,pic=off,pit=off,isa-serial=on",
+                "-enable-kvm",
+                "-cpu",
+                "host",
+                "-m",
+                &vm.memory_mib.to_string(),
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+                // The same devices as isol: the root disk and a 3-port console.
+                "-drive",
+            ])
+            .arg(&drive)
+            .args([
+                "-device",
+                "virtio-blk-device,drive=root",
+                "-device",
+                "virtio-serial-device,max_ports=4",
+            ]);
+        for (i, name) in STDIO_PORTS.iter().enumerate() {
+            c.args(["-chardev", &format!("null,id=p{i}")]).args([
+                "-device",
+                &format!("virtserialport,chardev=p{i},name={name}"),
+            ]);
+        }
+        if vm.debug_exit {
+            c.args([
+                "-device",
+                &format!("isa-debug-exit,iobase={EXIT_PORT:#x},iosize=1"),
+            ]);
+        }
+        c.arg("-kernel")
+            .arg(vm.kernel)
+            .arg("-initrd")
+            .arg(vm.initrd)
+            .arg("-append")
+            .arg(vm.cmdline);
+        c
+    }
+}
+
+/// isol's kernel command line for a guest with a root disk and virtio stdio, as QEMU
+/// microvm needs it: without isol's virtio-mmio windows (QEMU appends its own), and
+/// `reboot=t` (triple fault) instead of `reboot=k` (microvm has no i8042). `verbose` turns
+/// the kernel log on (`loglevel=7`), for [`check_guest`].
+pub fn cmdline(verbose: bool) -> Result<String, QemuError> {
+    let c = loader::build_cmdline(
+        false,
+        &["isol.root=/dev/vda".into(), "isol.stdio=virtio".into()],
+    )?;
+    let s = c.as_cstring().map_err(LoaderError::Cmdline)?;
+    let s = s.to_string_lossy().replace("reboot=k", "reboot=t");
+    Ok(if verbose {
+        s.replace("quiet loglevel=0", "loglevel=7")
+    } else {
+        s
+    })
+}
+
+/// QEMU cannot report the workload's exit status by itself. Checks one run made with
+/// `debug_exit` and a [`cmdline`]`(true)`: its serial console (`console`) must show that the
+/// guest mounted the root disk, and QEMU's `status` that init reported `expect` — proof
+/// that QEMU's guest does the same work as isol's.
+pub fn check_guest(status: ExitStatus, console: &str, expect: i32) -> Result<(), String> {
+    if status.code() == Some(debug_exit_status(expect))
+        && console.contains("EXT4-fs (vda): mounted")
+    {
+        return Ok(());
+    }
+    let tail: Vec<&str> = console.lines().rev().take(15).collect();
+    Err(format!(
+        "the QEMU guest did not run its workload from the root disk with exit status {expect} (QEMU: {status}); console tail:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
+}
+
+/// RSS (KiB) of the largest anonymous mapping of at least `min_kib` in `/proc/PID/smaps`:
+/// a VMM's guest RAM.
+pub fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut best: Option<(u64, u64)> = None; // (size, rss)
+    let (mut anon, mut size) = (false, 0u64);
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // Mapping header: addr perms offset dev inode [path]; anonymous = no path.
+            anon = f.nth(4).is_none();
+            size = 0;
+        } else if first == "Size:" {
+            size = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if first == "Rss:" && anon && size >= min_kib {
+            let rss = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if best.is_none_or(|(s, _)| size > s) {
+                best = Some((size, rss));
+            }
+        }
+    }
+    best.map(|(_, rss)| rss)
+}
+
+/// How a VMM process ended, and what it cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub status: ExitStatus,
+    /// Peak RSS (`ru_maxrss` from `wait4`), KiB.
+    pub maxrss_kib: u64,
+    /// With polling: the guest RAM mapping's RSS (KiB), last value seen.
+    pub guest_kib: Option<u64>,
+}
+
+impl Measured {
+    /// Peak RSS minus guest RAM resident, in KiB: what the VMM itself costs.
+    pub fn overhead_kib(&self) -> u64 {
+        self.maxrss_kib.saturating_sub(self.guest_kib.unwrap_or(0))
+    }
+}
+
+/// Waits for `child` with `wait4`; with `poll_kib` (the guest RAM size in KiB), reads the
+/// RSS of its guest RAM mapping ([`guest_rss_kib`]) every 2 ms meanwhile (which perturbs
+/// the timing: measure memory in runs of its own). Leaves the child's pipes to the caller.
+pub fn wait_measured(child: &mut Child, poll_kib: Option<u64>) -> io::Result<Measured> {
+    let pid = child.id();
+    let mut guest = None;
+    let (status, ru) = loop {
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid out-parameter.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let flags = if poll_kib.is_some() { libc::WNOHANG } else { 0 };
+        // SAFETY: `pid` is our child, not reaped yet; `status` and `ru` are valid for writes.
+        let r = unsafe { libc::wait4(pid as i32, &mut status, flags, &mut ru) };
+        if r == pid as i32 {
+            break (status, ru);
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if let Some(min) = poll_kib {
+            guest = guest_rss_kib(pid, min).or(guest);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    Ok(Measured {
+        status: ExitStatus::from_raw(status),
+        maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
+        guest_kib: guest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemus_command_line_is_isols_with_a_triple_fault_reset() {
+        let c = cmdline(false).unwrap();
+        assert!(c.contains("reboot=t") && !c.contains("reboot=k"), "{c}");
+        assert!(c.contains("quiet loglevel=0 isol.root=/dev/vda isol.stdio=virtio"));
+        let v = cmdline(true).unwrap();
+        assert!(v.contains(" loglevel=7 ") && !v.contains("quiet"), "{v}");
+        assert_eq!(debug_exit_status(0), 1);
+        assert_eq!(debug_exit_status(42), 85);
+        let mounted = "[    1.0] EXT4-fs (vda): mounted filesystem\n";
+        assert!(check_guest(ExitStatus::from_raw(85 << 8), mounted, 42).is_ok());
+        let e = check_guest(ExitStatus::from_raw(1 << 8), mounted, 42).unwrap_err();
+        assert!(e.contains("exit status 42"), "{e}");
+        assert!(check_guest(ExitStatus::from_raw(1 << 8), "no disk\n", 0).is_err());
+    }
+
+    #[test]
+    fn the_largest_anonymous_mapping_is_the_guest_ram() {
+        // 160 MiB of anonymous memory (larger than malloc's 64 MiB arenas), 8 MiB of it
+        // touched: like a VMM's guest RAM.
+        let len = 160 << 20;
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: `p` is a writable mapping of `len` bytes.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, 8 << 20) };
+        let rss = guest_rss_kib(std::process::id(), 160 << 10);
+        // SAFETY: unmaps exactly the mapping made above.
+        unsafe { libc::munmap(p, len) };
+        assert!(
+            rss.is_some_and(|k| (8 << 10..160 << 10).contains(&k)),
+            "{rss:?}"
+        );
+        assert!(guest_rss_kib(std::process::id(), u64::MAX).is_none());
+    }
+
+    #[test]
+    fn a_measured_wait_reaps_with_the_exit_status_and_peak_rss() {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "sleep 0.05; exit 3"])
+            .spawn()
+            .unwrap();
+        let m = wait_measured(&mut child, Some(1 << 20)).unwrap();
+        assert_eq!(m.status.code(), Some(3));
+        assert!(m.maxrss_kib > 0);
+        assert_eq!(m.guest_kib, None);
+        assert_eq!(m.overhead_kib(), m.maxrss_kib);
+    }
+}
