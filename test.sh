@@ -58,6 +58,8 @@ echo "== lab: the same workloads on both backends, byte for byte" >&2
 # virtio-console output path is suspected; open in the virtio issue). Run it by hand with
 #   isol lab -- <parity test binary> --test-threads=1 a_100_mib
 lab "$(test_exe isol test:parity)" --test-threads=1 --skip a_100_mib_stdout_stream_arrives_whole
+echo "== lab: isol bench with every start subject (isol, crun, runc, QEMU microvm)" >&2
+lab "$(test_exe isol test:bench)" --test-threads=1 in_the_lab
 echo "== lab: cgroup v2, for real" >&2
 lab "$(test_exe isol-container lib:isol_container)" --test-threads=1 cgroups
 # The container suite runs on this host above; in the lab, the parts cgroup v2 changes.

@@ -126,14 +126,25 @@ pub fn phase_meaning(name: &str) -> &'static str {
             "exec of the isol binary, CLI parsing, store open, image resolve, layer check, JSON output, exit"
         }
         "cgroup" => "sweep of stale runs, run dir creation, cgroup creation",
-        "prepare" => "seccomp filter compile, sealed memfd copy of the isol binary, child spec",
-        "namespaces" => "clone into new pid/ipc/uts/mount/net namespaces",
-        "network" => "cgroup attach of the child, network setup (none: nothing)",
-        "namespaces-setup" => "child: wait for go, cgroup namespace, hostname, loopback up",
-        "rootfs" => "child: overlay mount, /proc, /sys, /dev, pivot_root, masked paths",
-        "security" => "child: setsid, stdin, workdir, capabilities, no_new_privs",
-        "exec" => "child: seccomp, execveat of the sealed isol init, init execs the workload",
-        "run" => "the workload runs and exits; isol reaps it",
+        "prepare" => "seccomp filter compile, child spec",
+        "namespaces" => {
+            "clone into new pid/ipc/uts/mount/net namespaces (and, on cgroup v2, into the cgroup)"
+        }
+        "cgroup-attach" => {
+            "uid/gid maps (rootless); a move by pid only where clone3 is missing (the child enters its cgroup itself)"
+        }
+        "network" => "network setup (none: nothing)",
+        "child-prepare" => "child: its cgroup (v1: writes 0 to tasks), hostname, loopback up",
+        "rootfs" => {
+            "child: tmpfs writable layer, overlay, /proc, /sys, /dev, pivot_root, masked paths"
+        }
+        "sealed-copy" => "parent thread: sealed memfd copy of isol-init, which the child waits for",
+        "security" => "child: cgroup namespace, setsid, stdin, workdir, capabilities, no_new_privs",
+        "seccomp" => "child: install the seccomp filter",
+        "exec" => "child: execveat of the sealed init, which forks and execs the workload",
+        "run" => {
+            "the workload runs and exits, the container's namespaces are torn down; isol reaps it"
+        }
         "teardown" => "cgroup removal, run dir removal",
         "vmm-setup" => {
             "kvm: VMM start → first vCPU entry (VM, memory, kernel and initramfs load, devices)"
