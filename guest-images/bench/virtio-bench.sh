@@ -58,7 +58,7 @@ rand_count=10000         # 4 KiB reads at random block offsets
 mkdir -p "$tmp/q/bin"
 cp /bin/busybox "$tmp/q/bin/busybox"
 cp "$tmp/vb" "$tmp/q/bin/vb"
-for a in sh mount cat head reboot; do ln -s busybox "$tmp/q/bin/$a"; done
+for a in sh mount cat head reboot sleep; do ln -s busybox "$tmp/q/bin/$a"; done
 cat >"$tmp/q/init" <<INIT
 #!/bin/busybox sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -67,9 +67,18 @@ case "\$(cat /proc/cmdline)" in
     echo "SEQ \$(vb read /dev/vda seq 1048576 $seq_count)"
     echo "RAND \$(vb read /dev/vda rand 4096 $rand_count)" ;;
 *bench=con*)
-    for p in /sys/class/virtio-ports/*; do
-        [ "\$(cat \$p/name)" = isol.stdout ] && port=/dev/\${p##*/}
+    # The ports are announced by control messages the driver handles in a workqueue:
+    # they may appear after init starts (isol's init waits the same way).
+    port=
+    i=0
+    while [ -z "\$port" ] && [ \$i -lt 1000 ]; do
+        for p in /sys/class/virtio-ports/*; do
+            [ -e "\$p/name" ] && [ "\$(cat \$p/name)" = isol.stdout ] && [ -e /dev/\${p##*/} ] &&
+                port=/dev/\${p##*/}
+        done
+        [ -n "\$port" ] || { sleep 0.01; i=\$((i + 1)); }
     done
+    [ -n "\$port" ] || echo "no virtio-console port isol.stdout"
     head -c $((console_mib << 20)) /dev/zero >"\$port" ;;
 esac
 reboot -f
@@ -123,10 +132,11 @@ for i in $(seq 1 "$runs"); do
     "$tmp/vb" sink <"$tmp/qo" >"$tmp/qo.res" &
     sink=$!
     qemu bench=con -device virtio-serial-device -chardev file,id=o,path="$tmp/qo" \
-        -device virtserialport,chardev=o,name=isol.stdout >/dev/null 2>&1
+        -device virtserialport,chardev=o,name=isol.stdout >"$tmp/qemu.log" 2>&1 || true
     wait "$sink"
     out=$(cat "$tmp/qo.res")
-    [ "$(field bytes "$out")" = $((console_mib << 20)) ] || { log "qemu stdout lost bytes: $out"; exit 1; }
+    [ "$(field bytes "$out")" = $((console_mib << 20)) ] ||
+        { log "qemu stdout lost bytes: $out; QEMU and its guest said:"; cat "$tmp/qemu.log" >&2; exit 1; }
     add con_qemu "$(field MBps "$out")"
     add con_host "$(field MBps "$(head -c $((console_mib << 20)) /dev/zero | "$tmp/vb" sink)")"
 done
