@@ -16,7 +16,7 @@ set -euo pipefail
 
 runs=5
 size=128
-console_mib=512
+console_mib=64
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
