@@ -55,7 +55,7 @@ seq_count=$size          # the whole disk once, 1 MiB at a time
 rand_count=10000         # 4 KiB reads at random block offsets
 
 # QEMU's guest: busybox + the reader as an initramfs; /init does what the cmdline says.
-mkdir -p "$tmp/q/bin"
+mkdir -p "$tmp/q/bin" "$tmp/q/proc" "$tmp/q/sys" "$tmp/q/dev"  # mount points
 cp /bin/busybox "$tmp/q/bin/busybox"
 cp "$tmp/vb" "$tmp/q/bin/vb"
 for a in sh mount cat head reboot sleep; do ln -s busybox "$tmp/q/bin/$a"; done
@@ -116,6 +116,7 @@ for i in $(seq 1 "$runs"); do
     # Block: QEMU microvm, same kernel, same disk file.
     out=$(qemu bench=blk -drive id=d0,file="$tmp/disk.img",format=raw,if=none,readonly=on \
         -device virtio-blk-device,drive=d0 2>&1)
+    grep -q '^RAND MBps=' <<<"$out" || { log "the QEMU guest did not read the disk; it said:"; echo "$out" >&2; exit 1; }
     add blk_seq_qemu "$(field MBps "$(grep ^SEQ <<<"$out")")"
     add blk_rand_qemu "$(field iops "$(grep ^RAND <<<"$out")")"
     # Block: the lab host, the same file.
