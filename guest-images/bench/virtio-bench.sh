@@ -16,7 +16,7 @@ set -euo pipefail
 
 runs=5
 size=128
-console_mib=512
+console_mib=64
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
@@ -55,10 +55,10 @@ seq_count=$size          # the whole disk once, 1 MiB at a time
 rand_count=10000         # 4 KiB reads at random block offsets
 
 # QEMU's guest: busybox + the reader as an initramfs; /init does what the cmdline says.
-mkdir -p "$tmp/q/bin"
+mkdir -p "$tmp/q/bin" "$tmp/q/proc" "$tmp/q/sys" "$tmp/q/dev"  # mount points
 cp /bin/busybox "$tmp/q/bin/busybox"
 cp "$tmp/vb" "$tmp/q/bin/vb"
-for a in sh mount cat head reboot; do ln -s busybox "$tmp/q/bin/$a"; done
+for a in sh mount cat head reboot sleep; do ln -s busybox "$tmp/q/bin/$a"; done
 cat >"$tmp/q/init" <<INIT
 #!/bin/busybox sh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
@@ -67,9 +67,18 @@ case "\$(cat /proc/cmdline)" in
     echo "SEQ \$(vb read /dev/vda seq 1048576 $seq_count)"
     echo "RAND \$(vb read /dev/vda rand 4096 $rand_count)" ;;
 *bench=con*)
-    for p in /sys/class/virtio-ports/*; do
-        [ "\$(cat \$p/name)" = isol.stdout ] && port=/dev/\${p##*/}
+    # The ports are announced by control messages the driver handles in a workqueue:
+    # they may appear after init starts (isol's init waits the same way).
+    port=
+    i=0
+    while [ -z "\$port" ] && [ \$i -lt 1000 ]; do
+        for p in /sys/class/virtio-ports/*; do
+            [ -e "\$p/name" ] && [ "\$(cat \$p/name)" = isol.stdout ] && [ -e /dev/\${p##*/} ] &&
+                port=/dev/\${p##*/}
+        done
+        [ -n "\$port" ] || { sleep 0.01; i=\$((i + 1)); }
     done
+    [ -n "\$port" ] || echo "no virtio-console port isol.stdout"
     head -c $((console_mib << 20)) /dev/zero >"\$port" ;;
 esac
 reboot -f
@@ -107,6 +116,7 @@ for i in $(seq 1 "$runs"); do
     # Block: QEMU microvm, same kernel, same disk file.
     out=$(qemu bench=blk -drive id=d0,file="$tmp/disk.img",format=raw,if=none,readonly=on \
         -device virtio-blk-device,drive=d0 2>&1)
+    grep -q '^RAND MBps=' <<<"$out" || { log "the QEMU guest did not read the disk; it said:"; echo "$out" >&2; exit 1; }
     add blk_seq_qemu "$(field MBps "$(grep ^SEQ <<<"$out")")"
     add blk_rand_qemu "$(field iops "$(grep ^RAND <<<"$out")")"
     # Block: the lab host, the same file.
@@ -123,10 +133,11 @@ for i in $(seq 1 "$runs"); do
     "$tmp/vb" sink <"$tmp/qo" >"$tmp/qo.res" &
     sink=$!
     qemu bench=con -device virtio-serial-device -chardev file,id=o,path="$tmp/qo" \
-        -device virtserialport,chardev=o,name=isol.stdout >/dev/null 2>&1
+        -device virtserialport,chardev=o,name=isol.stdout >"$tmp/qemu.log" 2>&1 || true
     wait "$sink"
     out=$(cat "$tmp/qo.res")
-    [ "$(field bytes "$out")" = $((console_mib << 20)) ] || { log "qemu stdout lost bytes: $out"; exit 1; }
+    [ "$(field bytes "$out")" = $((console_mib << 20)) ] ||
+        { log "qemu stdout lost bytes: $out; QEMU and its guest said:"; cat "$tmp/qemu.log" >&2; exit 1; }
     add con_qemu "$(field MBps "$out")"
     add con_host "$(field MBps "$(head -c $((console_mib << 20)) /dev/zero | "$tmp/vb" sink)")"
 done

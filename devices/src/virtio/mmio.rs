@@ -198,7 +198,9 @@ impl MmioTransport {
     }
 
     fn reset(&mut self) {
-        self.device.reset();
+        let active = self.active();
+        let (dev, mut ctx) = self.ctx_parts();
+        dev.reset(active.then_some(&mut ctx));
         for q in &mut self.queues {
             q.reset();
         }
@@ -430,6 +432,8 @@ mod tests {
     struct Log {
         activated: u32,
         resets: u32,
+        /// Resets that came with the queues (the device was live).
+        reset_while_live: u32,
         notified: Vec<usize>,
     }
 
@@ -464,8 +468,10 @@ mod tests {
             self.0.lock().unwrap().notified.push(i);
             Ok(())
         }
-        fn reset(&mut self) {
-            self.0.lock().unwrap().resets += 1;
+        fn reset(&mut self, c: Option<&mut QueueCtx<'_>>) {
+            let mut log = self.0.lock().unwrap();
+            log.resets += 1;
+            log.reset_while_live += u32::from(c.is_some());
         }
     }
 
@@ -652,7 +658,13 @@ mod tests {
         w(&mut t, reg::QUEUE_SEL, 0);
         assert_eq!(r(&mut t, reg::QUEUE_READY), 0);
         assert_eq!(t.queues[0].desc_table(), 0);
+        // The device saw the live queues once more, before they were forgotten.
         assert_eq!(log.lock().unwrap().resets, 1);
+        assert_eq!(log.lock().unwrap().reset_while_live, 1);
+        // A reset of a device that is not live has no queues to show.
+        w(&mut t, reg::STATUS, 0);
+        assert_eq!(log.lock().unwrap().resets, 2);
+        assert_eq!(log.lock().unwrap().reset_while_live, 1);
     }
 
     #[test]

@@ -183,8 +183,12 @@ pub trait VirtioDevice: Send {
     fn owns_fd(&self, _fd: RawFd) -> bool {
         false
     }
-    /// The driver reset the device: forget everything queue-related.
-    fn reset(&mut self);
+    /// The driver reset the device: forget everything queue-related. `ctx` is the
+    /// queues as they were (`None` if the device was not live): the last chance to
+    /// finish what the driver already handed over and will not wait for — Linux resets
+    /// every virtio device on its way to reboot, right after the workload's last
+    /// `write` returned (console output still in the transmit queue).
+    fn reset(&mut self, ctx: Option<&mut QueueCtx<'_>>);
     /// The VM is over: finish pending work (e.g. flush output the guest already queued).
     fn shutdown(&mut self, _ctx: Option<&mut QueueCtx<'_>>) {}
 }

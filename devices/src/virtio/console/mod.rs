@@ -388,6 +388,17 @@ impl Console {
         Ok(())
     }
 
+    /// Hands every transmit buffer the guest queued to the writers, budget or not (the
+    /// device is going away). A malformed chain ends the drain, as it would end serving.
+    fn drain_output(&mut self, ctx: Option<&mut QueueCtx<'_>>) {
+        let Some(ctx) = ctx else { return };
+        for p in 0..self.ports.len() {
+            if self.ports[p].output.is_some() {
+                let _ = self.serve_tx(p, ctx, true);
+            }
+        }
+    }
+
     /// Copies pending input into the guest's receive buffers of `port`.
     fn deliver_input(&mut self, port: usize, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
         let q = rx_queue(port);
@@ -618,7 +629,13 @@ impl VirtioDevice for Console {
         Ok(())
     }
 
-    fn reset(&mut self) {
+    fn reset(&mut self, ctx: Option<&mut QueueCtx<'_>>) {
+        // Output the guest queued is the workload's: hand all of it to the writers
+        // before the queues are forgotten. The driver does not wait for it — Linux
+        // resets the device on its way to reboot, right after the workload's last
+        // `write` returned — and while the host reader lags (over the budget) that can
+        // be megabytes.
+        self.drain_output(ctx);
         self.ctrl_out.clear();
         for p in &mut self.ports {
             p.ready = false;
@@ -629,13 +646,7 @@ impl VirtioDevice for Console {
     }
 
     fn shutdown(&mut self, ctx: Option<&mut QueueCtx<'_>>) {
-        if let Some(ctx) = ctx {
-            for p in 0..self.ports.len() {
-                if self.ports[p].output.is_some() {
-                    let _ = self.serve_tx(p, ctx, true);
-                }
-            }
-        }
+        self.drain_output(ctx);
         for p in &mut self.ports {
             if let Some(o) = p.output.as_mut() {
                 o.tx = None;
@@ -839,21 +850,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn output_stops_at_the_budget_and_resumes() {
-        struct Gate(mpsc::Receiver<()>, Sink);
-        impl Write for Gate {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.recv();
-                self.1.write(b)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+    /// A writer that writes one chunk per message on its channel.
+    struct Gate(mpsc::Receiver<()>, Sink);
+    impl Write for Gate {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            self.1.write(b)
         }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Port 0 an input at EOF, port 1 an output through a [`Gate`]: the sender lets
+    /// one chunk through per message, the sink holds what was written.
+    fn gated_console() -> (Console, mpsc::Sender<()>, Sink) {
         let (open, gate) = mpsc::channel();
         let sink = Sink::default();
-        let mut c = Console::new(vec![
+        let c = Console::new(vec![
             PortConfig {
                 name: "in".into(),
                 io: PortIo::Input(None),
@@ -864,6 +878,12 @@ mod tests {
             },
         ])
         .unwrap();
+        (c, open, sink)
+    }
+
+    #[test]
+    fn output_stops_at_the_budget_and_resumes() {
+        let (mut c, open, sink) = gated_console();
         let m = mem();
         let mut rig = Rig::new(&m, 6);
         // Three buffers of 600 KiB: the first two are taken (budget 1 MiB reached),
@@ -891,5 +911,37 @@ mod tests {
         open.send(()).unwrap();
         c.shutdown(Some(&mut rig.ctx()));
         assert_eq!(sink.0.lock().unwrap().len(), 3 * (600 << 10));
+    }
+
+    #[test]
+    fn a_reset_hands_the_queued_output_over_first() {
+        // The host reader lags: the budget is used up and a third buffer waits in the
+        // queue when the guest resets the device (as Linux does on its way to reboot,
+        // right after the workload exits). Its bytes must still come out, in order.
+        let (mut c, open, sink) = gated_console();
+        let m = mem();
+        let mut rig = Rig::new(&m, 6);
+        let mut want = Vec::new();
+        for i in 0..3u8 {
+            let addr = 0x10_0000 + 0x10_0000 * u64::from(i);
+            let chunk = vec![b'a' + i; 600 << 10];
+            m.write_slice(&chunk, GuestAddress(addr)).unwrap();
+            want.extend_from_slice(&chunk);
+            rig.post(tx_queue(1), addr, 600 << 10, 0);
+        }
+        c.process_queue(tx_queue(1), &mut rig.ctx(), None).unwrap();
+        assert_eq!(u16::from_le(rig.vqs[tx_queue(1)].used().idx().load()), 2);
+        c.reset(Some(&mut rig.ctx()));
+        assert_eq!(
+            u16::from_le(rig.vqs[tx_queue(1)].used().idx().load()),
+            3,
+            "the reset took the waiting buffer"
+        );
+        // After the reset the queues are gone: the VMM shuts down without them.
+        for _ in 0..3 {
+            open.send(()).unwrap();
+        }
+        c.shutdown(None);
+        assert!(*sink.0.lock().unwrap() == want, "output lost or reordered");
     }
 }
