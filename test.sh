@@ -67,4 +67,4 @@ echo "== lab: cgroup v2, for real" >&2
 lab "$(test_exe isol-container lib:isol_container)" --test-threads=1 cgroups
 # The container suite runs on this host above; in the lab, the parts cgroup v2 changes.
 lab "$(test_exe isol test:container)" --test-threads=1 \
-    memory cpus pids_limit json_report killing every_namespace mounts
+    memory cpus pids_limit json_report killing every_namespace mounts concurrent

@@ -220,10 +220,16 @@ pub fn sweep(state_root: &Path, cgroup_root: &Path) {
             Some(id) => (id, true),
             None => (name, false),
         };
-        if !is_run_id(id) || !e.path().is_dir() || owner_alive(&e.path()) {
+        if !is_run_id(id) || !e.path().is_dir() {
             continue;
         }
-        if creating && !e.path().join("owner").exists() && !older_than(&e.path(), 60) {
+        // A dir being created right now is never stale, whatever its owner file says yet: it
+        // may not exist, or be empty for a moment while it is written. (Taking such a run for
+        // dead removed the cgroup it created next, so that its clone failed with ENOENT.)
+        if creating && !older_than(&e.path(), 60) {
+            continue;
+        }
+        if owner_alive(&e.path()) {
             continue;
         }
         dead.push((id.to_owned(), e.path()));
@@ -292,6 +298,28 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(creator.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_run_dir_being_created_is_not_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("containers");
+        let cgroups = tmp.path().join("no-cgroupfs");
+        fs::create_dir_all(&state).unwrap();
+        // Caught between the owner file's creation and its write, and before it exists at all.
+        let half_written = state.join(format!("{NEW_PREFIX}0123456789ab"));
+        fs::create_dir(&half_written).unwrap();
+        fs::write(half_written.join("owner"), "").unwrap();
+        let unowned = state.join(format!("{NEW_PREFIX}0123456789ac"));
+        fs::create_dir(&unowned).unwrap();
+        // A finished run's dir whose owner is gone is stale.
+        let dead = state.join("0123456789ad");
+        fs::create_dir(&dead).unwrap();
+        fs::write(dead.join("owner"), "0:0\n").unwrap();
+        sweep(&state, &cgroups);
+        assert!(half_written.exists(), "a run being created was swept");
+        assert!(unowned.exists(), "a run being created was swept");
+        assert!(!dead.exists(), "a dead run was left");
     }
 
     #[test]
