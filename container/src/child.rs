@@ -1,13 +1,12 @@
 //! The child side of a run, between clone and exec: hostname, loopback, rootfs; then, once the
 //! parent's go says the child is in its cgroup and its network is wired, the cgroup namespace,
 //! terminal, working directory, user, privileges, and finally exec of the container's init from
-//! the sealed copy of isol that came with the go (see `security::exe`).
+//! the sealed copy of `isol-init` that came with the go (see `security::exe`).
 //!
-//! The child does all it can before the go, while the parent moves it into its cgroup (on
-//! cgroup v1 that migration waits for an RCU grace period: milliseconds) and copies isol.
-//! Nothing of the container runs before the go: the init is exec'd (and forks the workload) only
-//! after it, inside the cgroup. In rootless mode the child first waits for the go, which also
-//! means its uid/gid maps are written, as everything else needs them.
+//! The child enters its cgroup first (v1: by itself; v2: it was born there), then does all it
+//! can before the go while the parent wires its network and copies the init binary. Nothing of
+//! the container runs before the go. In rootless mode the child first waits for the go, which
+//! also means its uid/gid maps are written, as everything else needs them.
 //!
 //! Everything the child needs is computed by the parent before the clone ([`ChildSpec`]), so the
 //! child mostly performs system calls.
@@ -214,7 +213,7 @@ fn setup(
     security::exe::exec_self_as_init(init_exe, &argv, &spec.env).map_err(|e| e.to_string())
 }
 
-/// The parent's go, which brings the sealed copy of isol to exec as the init.
+/// The parent's go, which brings the sealed copy of the init binary to exec.
 enum Go {
     Waiting(OwnedFd),
     Received(OwnedFd),

@@ -14,8 +14,8 @@
 //! The runtime's order of calls is: [`create`] (mkdir + limits) and [`CgroupManager::entry`]
 //! before the clone, so that the child is born in its cgroup (v2) or moves itself there first
 //! thing (v1), see [`Entry`] ([`CgroupManager::add_task`] from the parent where neither works);
-//! [`CgroupManager::stats`] after the child exited; [`CgroupManager::remove`] last. [`sweep`] at start-up removes the cgroups of runs whose
-//! isol process was SIGKILLed.
+//! [`CgroupManager::stats`] after the child exited; [`CgroupManager::remove`] last. [`sweep`] at
+//! start-up removes the cgroups of runs whose isol process was SIGKILLed.
 
 pub mod v1;
 pub mod v2;
@@ -124,6 +124,10 @@ pub enum CgroupError {
         value: String,
         error: io::Error,
     },
+    #[error(
+        "Cannot open {path}: {error}; check that the cgroup still exists and isol runs as root"
+    )]
+    Open { path: PathBuf, error: io::Error },
     #[error("Cannot read {path}: {error}; check that the cgroup still exists")]
     Read { path: PathBuf, error: io::Error },
     #[error(
@@ -196,9 +200,8 @@ fn open_entry(path: &Path, flags: nix::fcntl::OFlag) -> Result<std::os::fd::Owne
         flags | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| CgroupError::Write {
+    .map_err(|e| CgroupError::Open {
         path: path.to_owned(),
-        value: String::new(),
         error: io::Error::from(e),
     })
 }

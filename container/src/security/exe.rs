@@ -24,17 +24,14 @@
 //! descriptors (only scripts fail, with `ENOENT`, since their interpreter would need
 //! `/dev/fd/N`). The integration tests check it.
 //!
-//! Cost: one copy of the binary per call into shared memory, charged to the cgroup of the process
-//! that copies (isol's), not the container's. [`shared_sealed_self`] makes one copy per isol process and hands out the same
-//! descriptor to every container it starts; that is as safe as a copy per container, because the
-//! memfd is immutable once sealed.
+//! Cost: one copy of the binary per container into shared memory, charged to the cgroup of the
+//! process that copies (isol's), not the container's.
 
 use std::convert::Infallible;
 use std::ffi::{CStr, CString, c_char};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::OnceLock;
 
 use nix::errno::Errno;
 
@@ -44,9 +41,7 @@ use super::SecurityError;
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
-/// Makes a sealed, close-on-exec memfd copy of the running binary (`/proc/self/exe`), e.g. in
-/// the cloned child before it enters the container's root (or in a parent before clone: the
-/// child inherits the descriptor).
+/// Makes a sealed, close-on-exec memfd copy of the running binary (`/proc/self/exe`).
 pub fn sealed_self_copy() -> Result<OwnedFd, SecurityError> {
     copy_and_seal(Path::new("/proc/self/exe"), c"isol")
 }
@@ -74,18 +69,6 @@ pub fn init_binary() -> std::path::PathBuf {
 /// where the whole of isol is 4 MiB).
 pub fn sealed_init_copy() -> Result<OwnedFd, SecurityError> {
     copy_and_seal(&init_binary(), c"isol-init")
-}
-
-/// One sealed copy of the running binary for the whole isol process, made on first use: the
-/// cheap choice when a process starts more than one container.
-pub fn shared_sealed_self() -> Result<BorrowedFd<'static>, SecurityError> {
-    static SHARED: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(fd) = SHARED.get() {
-        return Ok(fd.as_fd());
-    }
-    let fd = sealed_self_copy()?;
-    // When two threads race, the loser's copy is dropped here.
-    Ok(SHARED.get_or_init(|| fd).as_fd())
 }
 
 fn copy_and_seal(path: &Path, name: &CStr) -> Result<OwnedFd, SecurityError> {
@@ -275,18 +258,6 @@ mod tests {
         let path = init_binary();
         println!("exe: init binary {} ({size} bytes)", path.display());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
-    }
-
-    #[test]
-    fn shared_copy_is_made_once() {
-        let first = shared_sealed_self().unwrap().as_raw_fd();
-        let start = Instant::now();
-        let second = shared_sealed_self().unwrap().as_raw_fd();
-        println!(
-            "exe: shared_sealed_self() after the first call took {:?}",
-            start.elapsed()
-        );
-        assert_eq!(first, second);
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //! Split between the two sides of `clone`:
 //!
 //! * **Parent, before clone** (may allocate): [`seccomp::default_filter`] compiles the BPF program.
-//! * **Child, first** (may allocate: it is a fork of the single-threaded parent):
-//!   [`exe::sealed_self_copy`] makes the sealed memfd copy of the isol binary, while the parent
-//!   moves the child into its cgroup. ([`exe::shared_sealed_self`] makes one copy per process,
-//!   for callers that start many containers from one process.)
+//! * **Parent, after clone**, in a thread while the child builds its rootfs:
+//!   [`exe::sealed_init_copy`] makes the sealed memfd copy of the init binary; [`exe::send_fd`]
+//!   hands it to the child with its go ([`exe::receive_fd`]).
 //! * **Child, last steps before exec** (only syscalls), in this order:
 //!   1. [`capabilities::drop_to_default`] — needs `CAP_SETPCAP`, so before any uid change.
 //!   2. switch to the workload's groups/gid/uid (the child module; it uses `CAP_SETGID` and
