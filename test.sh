@@ -48,10 +48,10 @@ for line in sys.stdin:
 # One lab run. The lab's nested KVM (kvm_amd on QEMU's emulated SVM) now and then freezes a vCPU
 # thread for good (a soft lockup in the lab kernel; docs/lab.md): a run that makes no progress
 # for 10 minutes (every suite here takes under 4) is stopped (isol lab stops its VM on SIGTERM)
-# and tried once more, saying so.
+# and tried again, up to three attempts, saying so.
 lab() {
     local rc
-    for attempt in 1 2; do
+    for attempt in 1 2 3; do
         rc=0
         timeout -k 30 600 "$bin/isol" lab -- "$@" || rc=$?
         [ "$rc" = 124 ] || return "$rc"
