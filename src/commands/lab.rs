@@ -60,6 +60,19 @@ pub struct LabArgs {
     #[arg(long, value_name = "N", default_value_t = 2, env = "ISOL_LAB_CPUS")]
     pub cpus: u32,
 
+    /// QEMU CPU model of the lab VM. The default is QEMU's `max` (which has AMD SVM)
+    /// without ERMS ("fast rep movsb/stosb"): under TCG every iteration of a `rep`
+    /// string instruction is one step of the emulator, so with ERMS the lab kernel
+    /// zeroes and copies pages one byte per step, and zeroing the guest RAM a nested
+    /// VM touches took most of its start-up time (docs/lab.md, "CPU model").
+    #[arg(
+        long,
+        value_name = "MODEL",
+        default_value = "max,erms=off",
+        env = "ISOL_LAB_CPU_MODEL"
+    )]
+    pub cpu_model: String,
+
     /// Show the lab kernel's log and the lab init's steps on stderr.
     #[arg(long)]
     pub console: bool,
@@ -424,7 +437,7 @@ fn qemu_command(
         "none",
         "-no-reboot",
     ])
-    .args(["-accel", "tcg,thread=multi", "-cpu", "max"])
+    .args(["-accel", "tcg,thread=multi", "-cpu", &args.cpu_model])
     .args(["-smp", &args.cpus.to_string(), "-m", &args.memory])
     .arg("-kernel")
     .arg(&images.kernel)
