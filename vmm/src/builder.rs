@@ -4,7 +4,8 @@
 //! 2. VM: create it, KVM's TSS area, in-kernel irqchip (PIC, IOAPIC, LAPICs), PIT.
 //! 3. Guest memory: anonymous mappings around the 32-bit MMIO gap, registered with KVM.
 //! 4. Devices: serial (irqfd GSI 4), i8042, CMOS, POST/IO-delay sinks, exit port.
-//! 5. Kernel: ELF (64-bit or PVH entry) or bzImage, via linux-loader.
+//! 5. Kernel: ELF (64-bit or PVH entry) or bzImage, via linux-loader; on its own thread
+//!    from the moment guest memory is mapped, beside steps 1-4.
 //! 6. Initramfs: rootfs + /init + /isol/spec, placed high in low memory.
 //! 7. Command line.
 //! 8. Boot structures: zero page with e820 (64-bit) or hvm_start_info with memmap
@@ -129,29 +130,53 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
     cfg.validate()?;
     let mem_size = cfg.memory_bytes();
 
-    // 1. KVM.
-    let kvm = kvm_state::open_kvm()?;
-    kvm_state::check_vcpus(&kvm, cfg.vcpus)?;
-
-    // 2. VM with in-kernel irqchip and PIT.
-    let vm = Vm::new(&kvm)?;
-    timeline.mark(SetupStep::Vm);
-
-    // 3. Guest memory.
+    // 3 (first). Guest memory, mapped but not yet registered: the kernel can go in
+    // while KVM is set up.
     let mem = memory::create_guest_memory(mem_size)?;
-    memory::register_memory(vm.fd(), &mem)?;
-    timeline.mark(SetupStep::Memory);
 
-    // 4. Devices.
-    let out = TimestampingWriter::new(serial_writer(&cfg.serial_output), timeline.clone());
-    let mut devices = device_manager::create_devices(Some(&vm), Box::new(out))?;
-    // virtio (docs/devices.md): root disk and stdio console on the MMIO bus.
-    let mut virtio = device_manager::attach_virtio_devices(&mut devices, Some(&vm), &mem, cfg)?;
-    timeline.mark(SetupStep::Devices);
+    // 5, on its own thread. Copying the kernel faults in fresh guest RAM, which the host
+    // must zero first: most of the setup's time where that is slow (nested or emulated
+    // hosts; docs/vmm.md, "Boot time and exits"). It needs nothing from KVM, so it runs
+    // beside steps 1, 2, 3 and 4.
+    let (kvm, vm, devices, mut virtio, kernel) = std::thread::scope(|s| {
+        let load = || {
+            let k = loader::load_kernel(&mem, &cfg.kernel, cfg.boot_protocol);
+            timeline.mark(SetupStep::Kernel);
+            k
+        };
+        let loading = std::thread::Builder::new()
+            .name("isol-kernel-load".into())
+            .spawn_scoped(s, load);
+        let prepared = (|| {
+            // 1. KVM.
+            let kvm = kvm_state::open_kvm()?;
+            kvm_state::check_vcpus(&kvm, cfg.vcpus)?;
 
-    // 5. Kernel.
-    let kernel = loader::load_kernel(&mem, &cfg.kernel, cfg.boot_protocol)?;
-    timeline.mark(SetupStep::Kernel);
+            // 2. VM with in-kernel irqchip and PIT.
+            let vm = Vm::new(&kvm)?;
+            timeline.mark(SetupStep::Vm);
+
+            // 3. Guest memory, registered.
+            memory::register_memory(vm.fd(), &mem)?;
+            timeline.mark(SetupStep::Memory);
+
+            // 4. Devices.
+            let out = TimestampingWriter::new(serial_writer(&cfg.serial_output), timeline.clone());
+            let mut devices = device_manager::create_devices(Some(&vm), Box::new(out))?;
+            // virtio (docs/devices.md): root disk and stdio console on the MMIO bus.
+            let virtio = device_manager::attach_virtio_devices(&mut devices, Some(&vm), &mem, cfg)?;
+            timeline.mark(SetupStep::Devices);
+            Ok::<_, VmmError>((kvm, vm, devices, virtio))
+        })();
+        // Without a thread (none could be started), the kernel loads here instead.
+        let kernel = match loading {
+            Ok(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => load(),
+        };
+        // Setup errors first: they come from the earlier steps of the recipe.
+        let (kvm, vm, devices, virtio) = prepared?;
+        Ok::<_, VmmError>((kvm, vm, devices, virtio, kernel?))
+    })?;
 
     // 6. Initramfs.
     let rootfs = cached_rootfs(&cfg.rootfs);
