@@ -47,9 +47,11 @@ fi
 
 echo "setup: building isol" >&2
 cargo build --release --locked -p isol -p isol-guest-init
-# isol finds the guest init beside itself.
+# isol finds its helpers beside itself: the container init, the VMM it execs for --backend kvm,
+# the guest init.
 release=target/x86_64-unknown-linux-gnu/release
-install -m 0755 "$release/isol" "$release/isol-init" "$release/isol-guest-init" /usr/local/bin/
+install -m 0755 "$release/isol" "$release/isol-init" "$release/isol-vmm" "$release/isol-guest-init" \
+    /usr/local/bin/
 
 if [ -x guest-images/build-kernel.sh ]; then
     echo "setup: guest kernel (cached after the first build, ~4 minutes on 2 cores)" >&2

@@ -37,20 +37,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, each cause once.
+/// The error and its causes on one line, each cause once (as the VMM prints its own).
 fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out.replace('\n', " ")
+    isol_vmm::launch::one_line(e.as_ref())
 }
 
 /// clap's errors, as one line and exit code 125 (help and version print normally, exit 0).

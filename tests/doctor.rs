@@ -26,6 +26,7 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
         "iproute2",
         "default image",
         "container init",
+        "kvm vmm",
     ] {
         let c = by_area(area);
         let level = c["level"].as_str().unwrap();
@@ -35,8 +36,17 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
             assert!(!c["action"].as_str().unwrap().is_empty(), "{c}");
         }
     }
-    // The test binaries run beside the isol-init cargo built.
+    // The test binaries run beside the isol-init and isol-vmm cargo built.
     assert_eq!(by_area("container init")["level"], "ok");
+    let vmm = by_area("kvm vmm");
+    assert_eq!(vmm["level"], "ok", "{vmm}");
+    assert!(
+        vmm["found"]
+            .as_str()
+            .unwrap()
+            .contains(env!("CARGO_BIN_EXE_isol-vmm")),
+        "{vmm}"
+    );
     // /dev/kvm: hardware or emulation, as the VMM's own probe finds.
     let kvm = by_area("kvm");
     match isol_vmm::measure_guest_speed() {
@@ -63,4 +73,26 @@ fn doctor_reports_every_area_and_agrees_with_the_host() {
         by_area("privileges")["level"],
         if root { "ok" } else { "warn" }
     );
+}
+
+#[test]
+fn doctor_says_where_the_vm_runs() {
+    let level = |value: &str| {
+        let o = isol(&["doctor", "--json"])
+            .env("ISOL_VMM", value)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+        let c = checks
+            .into_iter()
+            .find(|c| c["area"] == "kvm vmm")
+            .expect("a kvm vmm line");
+        assert!(!c["action"].as_str().unwrap().is_empty(), "{c}");
+        c["level"].as_str().unwrap().to_string()
+    };
+    // Empty: no isol-vmm, the VM runs inside isol (works, costs memory).
+    assert_eq!(level(""), "warn");
+    // A path that is not there: `isol run --backend kvm` would fail.
+    assert_eq!(level("/nonexistent/isol-vmm"), "missing");
 }

@@ -124,6 +124,100 @@ fn trace_exits_prints_counts_and_the_timeline() {
     }
 }
 
+/// The `vmm_exe` of a `--json` report on stderr.
+fn vmm_exe(stderr: &str) -> PathBuf {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no --json report in {stderr}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    PathBuf::from(v["vmm_exe"].as_str().unwrap_or_else(|| panic!("{v}")))
+}
+
+#[test]
+fn the_vm_runs_in_isol_vmm_which_isol_becomes() {
+    if !kvm_ready() {
+        return;
+    }
+    use std::io::Write;
+    use std::process::Stdio;
+    let vmm = PathBuf::from(env!("CARGO_BIN_EXE_isol-vmm"));
+    // The workload waits for a line on stdin, so the VM is certainly running while the
+    // test looks at the process (the timeout only bounds a broken run).
+    let mut child = isol(&[
+        "run",
+        "--backend",
+        "kvm",
+        "-i",
+        "--json",
+        "--timeout",
+        "600",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "read line; echo got-$line",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    // The process isol started as is now isol-vmm: same pid, the VMM's executable.
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("isol ended ({status}) and was never seen running isol-vmm");
+        }
+        if std::fs::read_link(proc_dir.join("exe")).ok().as_ref() == Some(&vmm) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // None of isol's own executable is mapped while the VM runs.
+    let maps = std::fs::read_to_string(proc_dir.join("maps")).unwrap();
+    let mapped = |exe: &str| maps.lines().any(|l| l.ends_with(exe));
+    assert!(mapped(vmm.to_str().unwrap()), "{maps}");
+    assert!(!mapped(isol_bin()), "{maps}");
+    let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with(b"isol-vmm\0--launch-fd\0"),
+        "{cmdline:?}"
+    );
+
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "got-hello\n");
+    assert_eq!(vmm_exe(&stderr(&o)), vmm);
+}
+
+#[test]
+fn without_isol_vmm_the_vm_runs_inside_isol() {
+    if !kvm_ready() {
+        return;
+    }
+    // An empty ISOL_VMM stands for "no isol-vmm": the same launch code runs in isol.
+    let o = isol(&[
+        "run",
+        "--backend",
+        "kvm",
+        "--json",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo in; exit 7",
+    ])
+    .env("ISOL_VMM", "")
+    .output()
+    .unwrap();
+    assert_eq!(code(&o), 7, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "in\n");
+    assert_eq!(vmm_exe(&stderr(&o)), PathBuf::from(isol_bin()));
+}
+
 // Bad input: a clear one-line error and 125, before any guest runs. These need no KVM.
 
 fn assert_bad(args: &[&str], needle: &str) {

@@ -72,6 +72,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<i32> {
         ),
         busybox(),
         container_init(),
+        vmm_binary(),
     ];
     if args.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
@@ -332,6 +333,41 @@ fn container_init() -> Check {
         "isol-init is not beside isol: each container start copies all of isol (4 MiB) instead",
         "install isol-init next to isol (setup.sh does; cargo build --release builds it)",
     )
+}
+
+/// The executable a VM runs in: `isol-vmm` (isol execs it), else isol itself.
+fn vmm_binary() -> Check {
+    let area = "kvm vmm";
+    match isol_vmm::launch::vmm_binary() {
+        Some(p) if p.is_file() => Check::new(
+            area,
+            Level::Ok,
+            format!(
+                "{} (each VM runs in it, without isol's own code mapped)",
+                p.display()
+            ),
+            "",
+        ),
+        Some(p) => Check::new(
+            area,
+            Level::Missing,
+            format!(
+                "{} names {}, which is not a file: `isol run --backend kvm` fails",
+                isol_vmm::launch::VMM_ENV,
+                p.display()
+            ),
+            format!(
+                "point {} at isol-vmm, or unset it",
+                isol_vmm::launch::VMM_ENV
+            ),
+        ),
+        None => Check::new(
+            area,
+            Level::Warn,
+            "isol-vmm is not beside isol (or ISOL_VMM is empty): each VM runs inside isol, whose 4 MiB executable adds ~3.5 MiB to its memory",
+            "install isol-vmm next to isol (setup.sh does; cargo build --release builds it)",
+        ),
+    }
 }
 
 /// Whether an ELF file has a PT_INTERP program header (is dynamically linked).

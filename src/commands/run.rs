@@ -362,106 +362,6 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `-t` on kvm: while it lives, isol's terminal is in raw mode (with `-i`, so ^C travels
-/// to the guest's pty as a byte) and SIGWINCH is blocked in every thread started after
-/// it, so only the resize thread sees it.
-struct KvmTty {
-    saved: Option<libc::termios>,
-    old_mask: libc::sigset_t,
-}
-
-impl Drop for KvmTty {
-    fn drop(&mut self) {
-        if let Some(t) = &self.saved {
-            // SAFETY: restores the attributes tcgetattr returned, on our stdin.
-            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
-        }
-        // SAFETY: restores this thread's mask saved in `kvm_tty`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
-    }
-}
-
-/// The window size of isol's terminal as the line the guest init expects ("0 0" when
-/// stdin is not a terminal: the guest keeps its default).
-fn winsize_line() -> String {
-    // SAFETY: winsize is plain data; TIOCGWINSZ fills it from our stdin when it is a tty.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and pointer to a live winsize.
-    if unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } != 0 {
-        ws.ws_row = 0;
-        ws.ws_col = 0;
-    }
-    format!("{} {}\n", ws.ws_row, ws.ws_col)
-}
-
-/// Sets up `-t` for the kvm backend: a pipe carrying window sizes to the guest (the
-/// initial size first, then one line per SIGWINCH), and raw mode with `-i`.
-fn kvm_tty(interactive: bool) -> anyhow::Result<(isol_vmm::config::GuestTty, KvmTty)> {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        bail!(
-            "Cannot create a pipe for the terminal: {}; raise the open-file limit",
-            std::io::Error::last_os_error()
-        );
-    }
-    // SAFETY: a fresh fd, owned by this File from now on.
-    let r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-    // SAFETY: as above.
-    let mut w = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-    w.write_all(winsize_line().as_bytes())?;
-
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a live sigset.
-    unsafe { libc::sigemptyset(&mut set) };
-    // SAFETY: as above.
-    unsafe { libc::sigaddset(&mut set, libc::SIGWINCH) };
-    // SAFETY: valid pointers to live sigsets; changes only this thread's mask.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
-    std::thread::Builder::new()
-        .name("isol-winsize".into())
-        .spawn(move || {
-            loop {
-                let mut sig = 0;
-                // SAFETY: `set` holds SIGWINCH, blocked in this thread (inherited).
-                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                    return;
-                }
-                // The VM is gone when the pipe's reader is: stop then.
-                if w.write_all(winsize_line().as_bytes()).is_err() {
-                    return;
-                }
-            }
-        })
-        .context("Cannot start the terminal resize thread")?;
-
-    let mut saved = None;
-    // SAFETY: isatty only queries the fd.
-    if interactive && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
-        // SAFETY: termios is plain data filled by tcgetattr.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd and pointer.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } == 0 {
-            saved = Some(t);
-            // SAFETY: `t` came from tcgetattr; cfmakeraw edits it in place.
-            unsafe { libc::cfmakeraw(&mut t) };
-            // SAFETY: valid fd and termios.
-            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) };
-        }
-    }
-    Ok((
-        isol_vmm::config::GuestTty {
-            control: Some(std::sync::Arc::new(r)),
-        },
-        KvmTty { saved, old_mask },
-    ))
-}
-
 /// The guest kernel: --kernel, $ISOL_KERNEL, or the one build-kernel.sh cached.
 fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(k) = &args.kernel {
@@ -510,86 +410,48 @@ fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::
     let layers = store
         .unpack(&spec.image)
         .context("Cannot unpack the image's layers")?;
-    let (tty, _tty_guard) = if args.tty {
-        let (t, g) = kvm_tty(args.interactive)?;
-        (Some(t), Some(g))
-    } else {
-        (None, None)
-    };
-    let cfg = isol_vmm::VmConfig {
+    // virtio work: the layers as a cached read-only ext4 root disk.
+    let root_disk = isol_vmm::rootfs_image::ensure_disk(
+        &store.root().join("vm-disks"),
+        &spec.image.summary.digest,
+        &layers,
+    )
+    .context("Cannot build the VM's root disk")?;
+    let launch = isol_vmm::launch::Launch {
         kernel,
-        boot_protocol: isol_vmm::BootProtocol::Auto,
-        // virtio work: the layers as a cached read-only ext4 root disk.
-        rootfs: isol_vmm::Rootfs::Disk(
-            isol_vmm::rootfs_image::ensure_disk(
-                &store.root().join("vm-disks"),
-                &spec.image.summary.digest,
-                &layers,
-            )
-            .context("Cannot build the VM's root disk")?,
-        ),
-        init: Some(init),
+        root_disk,
+        init,
         vcpus,
         memory_mib,
-        spec: isol_vmm::RunSpec {
-            args: spec.args,
-            env: spec.env,
-            workdir: spec.workdir.into_os_string(),
-            hostname: spec.hostname.into(),
-        },
-        console: args.console,
-        trace_exits: args.trace_exits,
-        timeout: args.timeout.map(std::time::Duration::from_secs_f64),
-        extra_cmdline: Vec::new(),
-        serial_output: isol_vmm::SerialOutput::Stdout,
-        forward_stdin: args.interactive,
-        stdio: isol_vmm::GuestStdio::VirtioConsole, // virtio work
+        args: spec.args,
+        env: spec.env,
+        workdir: spec.workdir.into_os_string(),
+        hostname: spec.hostname.into(),
         disks: spec
             .volumes
             .iter()
-            .map(|v| isol_vmm::config::DiskSpec {
+            .map(|v| isol_vmm::launch::LaunchDisk {
                 path: v.source.clone(),
                 read_only: v.read_only,
-                guest_path: Some(v.target.clone().into_os_string()),
-                ..Default::default()
+                guest_path: v.target.clone().into_os_string(),
             })
             .collect(),
-        tty,
+        timeout: args.timeout.map(std::time::Duration::from_secs_f64),
+        console: args.console,
+        trace_exits: args.trace_exits,
+        interactive: args.interactive,
+        tty: args.tty,
+        json: args.json,
+        image: spec.image.summary.name,
     };
-    let (exit_code, outcome) = match isol_vmm::run(&cfg) {
-        Ok(o) => (o.exit_code, Some(o)),
-        Err(e) => {
-            let code = e.exit_code();
-            if code == 125 {
-                return Err(e.into());
-            }
-            eprintln!("isol: {e}");
-            (code, None)
-        }
-    };
-    if args.json {
-        let ms = |d: Option<std::time::Duration>| d.map(|d| round3(d.as_secs_f64() * 1e3));
-        let t = outcome.as_ref().map(|o| o.timings);
-        let report = json!({
-            "backend": "kvm",
-            "image": spec.image.summary.name,
-            "exit_code": exit_code,
-            "vcpus": vcpus,
-            "memory_mib": memory_mib,
-            // Offsets from VMM start, in milliseconds.
-            "timeline_ms": t.map(|t| json!({
-                "first_vcpu_entry": ms(t.first_vcpu_entry),
-                "first_console_output": ms(t.first_console_output),
-                "init_start": ms(t.init_start),
-                "workload_start": ms(t.workload_start),
-                "workload_exit": ms(t.workload_exit),
-                "vm_exit": ms(Some(t.vm_exit)),
-            })),
-            "total_ms": t.map(|t| round3(t.vm_exit.as_secs_f64() * 1e3)),
-        });
-        eprintln!("{report}");
+    // Everything that can be checked before the VMM starts fails here, as isol's error.
+    launch.vm_config(None).validate()?;
+    // The VM runs in isol-vmm, which this process becomes (same pid), so that none of
+    // isol's own code is mapped while it runs; without isol-vmm, here.
+    match isol_vmm::launch::vmm_binary() {
+        Some(vmm) => Err(isol_vmm::launch::exec(&vmm, &launch, std::env::args_os()).into()),
+        None => Ok(isol_vmm::launch::run(&launch)),
     }
-    Ok(exit_code)
 }
 
 fn round3(v: f64) -> f64 {

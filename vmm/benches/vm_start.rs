@@ -232,6 +232,14 @@ fn real_main() -> Res<()> {
     let kernel = copy(&kernel, &tmp)?;
     let isol = copy(&o.isol, &bin)?;
     copy(&init, &bin)?;
+    // isol execs its VMM, isol-vmm, from beside itself (else it runs the VMM in-process).
+    let vmm = o.isol.with_file_name(isol_vmm::launch::VMM_BINARY);
+    let vmm_note = if vmm.is_file() {
+        copy(&vmm, &bin)?;
+        "isol execs isol-vmm"
+    } else {
+        "no isol-vmm beside isol: the VMM runs inside isol"
+    };
     let qemu = Qemu::stage(&which(&o.qemu)?, &tmp.join("qemu")).map_err(|e| e.to_string())?;
 
     let mem = o.memory_mib.to_string();
@@ -290,7 +298,7 @@ fn real_main() -> Res<()> {
     qemu_microvm::check_guest(check.status, &String::from_utf8_lossy(&check.stdout), 0)
         .map_err(|e| format!("{e}\n{}", String::from_utf8_lossy(&check.stderr).trim()))?;
     println!(
-        "vm_start: kernel {}, initramfs {} KiB, {} MiB, 1 vCPU, {} runs each (+{} warm-up), interleaved",
+        "vm_start: kernel {}, initramfs {} KiB, {} MiB, 1 vCPU, {} runs each (+{} warm-up), interleaved; {vmm_note}",
         kernel.display(),
         image.len() / 1024,
         o.memory_mib,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod device_manager;
 pub mod event_loop;
 pub mod initramfs;
+pub mod launch;
 pub mod loader;
 pub mod qemu_microvm;
 pub mod rootfs_image;

@@ -924,7 +924,7 @@ fn vm_memory_metric(
         series: series.into_iter().map(|(_, s)| s).collect(),
         ratios: Vec::new(),
         notes: vec![
-            "for isol the VMM process is `isol run` itself, so its overhead includes isol's CLI (image lookup, root-disk cache check)".into(),
+            "for isol the VMM process is the one `isol run` started: isol's CLI (image lookup, root-disk cache check) execs `isol-vmm` in it (same pid), so its peak RSS is the larger of the CLI's and the VM's (the VM's), and while the VM runs only isol-vmm's executable is mapped (without isol-vmm beside isol, the VM runs inside isol and its whole executable counts)".into(),
         ],
     };
     m.finish(&[("isol-kvm", "qemu")]);

@@ -862,7 +862,7 @@ pub fn memory_metrics(
             benchmark: "memory",
             title: "Memory overhead of one idle instance".into(),
             method: format!(
-                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads VmRSS of the runtime process (`isol run`; for kvm that process is the VMM and its RSS includes the guest RAM the guest touched) from /proc/PID/status and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its VmRSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`).",
+                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads VmRSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched) from /proc/PID/status and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its VmRSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`).",
                 1, plan.runs
             ),
             unit: "MiB",

@@ -1,0 +1,627 @@
+//! Starting one VM for `isol run --backend kvm`: the launch description the CLI hands over,
+//! and the one implementation of everything around [`crate::run`] (the `-t` terminal, the
+//! error line, the `--json` report, the exit status).
+//!
+//! The CLI does what needs the CLI (flags, image store, root disk, kernel and init lookup,
+//! validation), fills a [`Launch`] and then **execs** `isol-vmm` ([`vmm_binary`]) with it
+//! on an inherited memfd ([`exec`]): the same process (pid, parent, signals, `wait4`'s
+//! accounting) continues as a small executable holding only the VMM, so the VM's memory
+//! overhead does not include the pages of isol's CLI, container runtime and image store.
+//! `isol-vmm` reads the description back ([`main`]) and calls [`run`]. Without `isol-vmm`
+//! the CLI calls [`run`] itself, in its own process.
+//!
+//! Wire format on the memfd: the line `isol-launch <FORMAT>\n`, then the [`Launch`] as JSON
+//! (paths, arguments and environment as byte arrays, so any bytes survive).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DiskSpec, GuestTty};
+use crate::{BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, VmConfig, VmmError};
+
+/// The VMM executable's file name, looked for beside the running executable.
+pub const VMM_BINARY: &str = "isol-vmm";
+/// Environment override: the VMM executable's path; set but empty, the VMM runs in-process.
+pub const VMM_ENV: &str = "ISOL_VMM";
+/// The argument before the number of the descriptor holding the description.
+pub const LAUNCH_FD_ARG: &str = "--launch-fd";
+/// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
+pub const FORMAT: u32 = 1;
+const MAGIC: &str = "isol-launch";
+
+/// Errors of the launch itself (the VM's own are [`VmmError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The VM failed.
+    #[error(transparent)]
+    Vmm(#[from] VmmError),
+    /// No pipe for the window sizes.
+    #[error("Cannot create a pipe for the terminal: {0}; raise the open-file limit")]
+    TtyPipe(io::Error),
+    /// No resize thread.
+    #[error("Cannot start the terminal resize thread: {0}; raise the process limit")]
+    TtyThread(io::Error),
+    /// The memfd could not be made or written.
+    #[error("Cannot write the VM's description for isol-vmm: {0}; check the memory limits")]
+    Handover(io::Error),
+    /// exec of isol-vmm failed.
+    #[error(
+        "Cannot start the VMM {}: {source}; reinstall isol-vmm beside isol, or set {VMM_ENV}= (empty) to run the VMM inside isol",
+        path.display()
+    )]
+    Exec {
+        /// The executable.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// isol-vmm was started without a readable description.
+    #[error(
+        "Cannot read the VM's description from isol: {0}; isol-vmm is started by `isol run --backend kvm`"
+    )]
+    Read(io::Error),
+    /// Not a description, or another format.
+    #[error(
+        "The VM's description from isol is not launch format {FORMAT}: {0}; install the isol-vmm built with this isol beside it"
+    )]
+    Decode(String),
+    /// isol-vmm was run by hand.
+    #[error(
+        "this is the VMM that `isol run --backend kvm` starts; it is not meant to be run by hand"
+    )]
+    Usage,
+}
+
+/// One VM as `isol run --backend kvm` starts it: what [`VmConfig`] needs, minus the parts
+/// that only exist in a process (the `-t` pipe, block-device counters), plus the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Launch {
+    /// Guest kernel.
+    #[serde(with = "os_bytes")]
+    pub kernel: PathBuf,
+    /// The image's read-only ext4 root disk.
+    #[serde(with = "os_bytes")]
+    pub root_disk: PathBuf,
+    /// The static guest init.
+    #[serde(with = "os_bytes")]
+    pub init: PathBuf,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// argv of the workload.
+    #[serde(with = "os_bytes_vec")]
+    pub args: Vec<OsString>,
+    /// Its environment, `KEY=VALUE`.
+    #[serde(with = "os_bytes_vec")]
+    pub env: Vec<OsString>,
+    /// Its working directory.
+    #[serde(with = "os_bytes")]
+    pub workdir: OsString,
+    /// The guest's hostname.
+    #[serde(with = "os_bytes")]
+    pub hostname: OsString,
+    /// Extra disks (`-v` of a file or block device).
+    pub disks: Vec<LaunchDisk>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `--console`: the kernel log on stdout.
+    pub console: bool,
+    /// `--trace-exits`.
+    pub trace_exits: bool,
+    /// `-i`: forward stdin.
+    pub interactive: bool,
+    /// `-t`: a pty for the workload.
+    pub tty: bool,
+    /// `--json`: print the report on stderr at the end.
+    pub json: bool,
+    /// The image's name, for the report.
+    pub image: String,
+}
+
+/// An extra virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchDisk {
+    /// Host file or block device.
+    #[serde(with = "os_bytes")]
+    pub path: PathBuf,
+    /// Offered read-only.
+    pub read_only: bool,
+    /// Where the guest init makes its device node.
+    #[serde(with = "os_bytes")]
+    pub guest_path: OsString,
+}
+
+impl Launch {
+    /// The VM this describes; `tty` is the window-size pipe of `-t` ([`run`] makes it).
+    pub fn vm_config(&self, tty: Option<GuestTty>) -> VmConfig {
+        VmConfig {
+            kernel: self.kernel.clone(),
+            boot_protocol: BootProtocol::Auto,
+            rootfs: Rootfs::Disk(self.root_disk.clone()),
+            init: Some(self.init.clone()),
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            spec: RunSpec {
+                args: self.args.clone(),
+                env: self.env.clone(),
+                workdir: self.workdir.clone(),
+                hostname: self.hostname.clone(),
+            },
+            console: self.console,
+            trace_exits: self.trace_exits,
+            timeout: self.timeout,
+            extra_cmdline: Vec::new(),
+            serial_output: SerialOutput::Stdout,
+            forward_stdin: self.interactive,
+            stdio: GuestStdio::VirtioConsole,
+            disks: self
+                .disks
+                .iter()
+                .map(|d| DiskSpec {
+                    path: d.path.clone(),
+                    read_only: d.read_only,
+                    guest_path: Some(d.guest_path.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            tty,
+        }
+    }
+
+    /// The wire form: header line, then JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!("{MAGIC} {FORMAT}\n").into_bytes();
+        serde_json::to_writer(&mut out, self).expect("a Launch always serializes");
+        out
+    }
+
+    /// Reads the wire form back, refusing other formats.
+    pub fn decode(bytes: &[u8]) -> Result<Launch, LaunchError> {
+        let nl = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(bytes.len());
+        let header = String::from_utf8_lossy(&bytes[..nl]);
+        match header.strip_prefix(MAGIC).map(str::trim) {
+            Some(f) if f == FORMAT.to_string() => {}
+            Some(f) => return Err(LaunchError::Decode(format!("isol sent format {f}"))),
+            None => return Err(LaunchError::Decode("no launch header".into())),
+        }
+        serde_json::from_slice(&bytes[nl + 1..]).map_err(|e| LaunchError::Decode(e.to_string()))
+    }
+
+    /// A close-on-exec memfd holding the wire form, positioned at its start.
+    pub fn to_memfd(&self) -> Result<OwnedFd, LaunchError> {
+        // SAFETY: a valid C string; the returned fd is checked and then owned.
+        let fd = unsafe { libc::memfd_create(c"isol-launch".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(LaunchError::Handover(io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh fd, owned by this File from now on.
+        let mut f = unsafe { File::from_raw_fd(fd) };
+        f.write_all(&self.encode())
+            .and_then(|()| f.rewind())
+            .map_err(LaunchError::Handover)?;
+        Ok(f.into())
+    }
+
+    /// Reads a description from `fd` (taking it over and closing it).
+    pub fn from_fd(fd: OwnedFd) -> Result<Launch, LaunchError> {
+        let mut bytes = Vec::new();
+        File::from(fd)
+            .read_to_end(&mut bytes)
+            .map_err(LaunchError::Read)?;
+        Launch::decode(&bytes)
+    }
+}
+
+/// Serde for paths and OS strings as their bytes (serde's own refuses non-UTF-8 paths).
+mod os_bytes {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serializes as bytes.
+    pub struct Bytes<'a>(pub &'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    pub fn serialize<S: Serializer, T: AsRef<OsStr>>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        Bytes(v.as_ref().as_bytes()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<OsString>>(d: D) -> Result<T, D::Error> {
+        Ok(OsString::from_vec(Vec::<u8>::deserialize(d)?).into())
+    }
+}
+
+/// [`os_bytes`] for a list.
+mod os_bytes_vec {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|o| super::os_bytes::Bytes(o.as_bytes())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OsString>, D::Error> {
+        Ok(Vec::<Vec<u8>>::deserialize(d)?
+            .into_iter()
+            .map(OsString::from_vec)
+            .collect())
+    }
+}
+
+/// The VMM executable to exec: `$ISOL_VMM` when set (empty: none, run in-process), else
+/// `isol-vmm` beside the running executable when it is there (how isol is built and
+/// installed), else none.
+pub fn vmm_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(VMM_ENV) {
+        return (!p.is_empty()).then(|| p.into());
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(VMM_BINARY)))
+        .filter(|p| p.is_file())
+}
+
+/// Replaces this process by the VMM executable `vmm`, handing it `launch` on an inherited
+/// memfd. `shown` goes on its command line after `--`, for `ps` only (isol's own argv).
+/// Returns only when that failed.
+pub fn exec(vmm: &Path, launch: &Launch, shown: impl IntoIterator<Item = OsString>) -> LaunchError {
+    use std::os::unix::process::CommandExt;
+    let fd = match launch.to_memfd() {
+        Ok(fd) => fd,
+        Err(e) => return e,
+    };
+    // SAFETY: F_SETFD on an fd we own: it survives the exec (and nothing else).
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+        return LaunchError::Handover(io::Error::last_os_error());
+    }
+    let _ = io::stdout().flush();
+    let source = std::process::Command::new(vmm)
+        .arg0(VMM_BINARY)
+        .arg(LAUNCH_FD_ARG)
+        .arg(fd.as_raw_fd().to_string())
+        .arg("--")
+        .args(shown)
+        .exec();
+    LaunchError::Exec {
+        path: vmm.to_owned(),
+        source,
+    }
+}
+
+/// `isol-vmm`'s main: `isol-vmm --launch-fd N [-- …]`; returns the exit status.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let launch = read_args(args).and_then(Launch::from_fd);
+    match launch {
+        Ok(l) => run(&l),
+        Err(LaunchError::Usage) => {
+            eprintln!("isol-vmm: {}", LaunchError::Usage);
+            125
+        }
+        Err(e) => {
+            eprintln!("isol: {}", one_line(&e));
+            125
+        }
+    }
+}
+
+fn read_args(args: impl IntoIterator<Item = OsString>) -> Result<OwnedFd, LaunchError> {
+    let mut args = args.into_iter().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(LAUNCH_FD_ARG)) {
+        return Err(LaunchError::Usage);
+    }
+    let fd: i32 = args
+        .next()
+        .and_then(|n| n.to_str()?.parse().ok())
+        .filter(|n| *n > 2)
+        .ok_or(LaunchError::Usage)?;
+    // SAFETY: F_GETFD only checks that the fd is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(LaunchError::Read(io::Error::last_os_error()));
+    }
+    // SAFETY: an open fd isol left for us; nothing else in this process uses it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Nothing the VMM starts should inherit it, were it to close it late.
+    // SAFETY: F_SETFD on an fd we own.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(fd)
+}
+
+/// Runs the VM: the `-t` terminal around it, then the error line (`isol: …`) or nothing,
+/// the `--json` report; returns the exit status (the workload's, 124, 125 or 128 + N).
+pub fn run(launch: &Launch) -> i32 {
+    let tty = if launch.tty {
+        match kvm_tty(launch.interactive) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("isol: {}", one_line(&e));
+                return 125;
+            }
+        }
+    } else {
+        None
+    };
+    let (guest_tty, guard) = tty.unzip();
+    let result = crate::run(&launch.vm_config(guest_tty));
+    // The terminal is restored before anything is printed on it.
+    drop(guard);
+    let (exit_code, outcome) = match result {
+        Ok(o) => (o.exit_code, Some(o)),
+        Err(e) => {
+            eprintln!("isol: {}", one_line(&e));
+            let code = e.exit_code();
+            if code == 125 {
+                return code;
+            }
+            (code, None)
+        }
+    };
+    if launch.json {
+        eprintln!("{}", report(launch, exit_code, outcome.as_ref()));
+    }
+    exit_code
+}
+
+/// The `--json` line.
+fn report(launch: &Launch, exit_code: i32, outcome: Option<&crate::VmOutcome>) -> String {
+    use serde_json::json;
+    let round3 = |v: f64| (v * 1000.0).round() / 1000.0;
+    let ms = |d: Option<Duration>| d.map(|d| round3(d.as_secs_f64() * 1e3));
+    let t = outcome.map(|o| o.timings);
+    json!({
+        "backend": "kvm",
+        "image": launch.image,
+        "exit_code": exit_code,
+        "vcpus": launch.vcpus,
+        "memory_mib": launch.memory_mib,
+        // Offsets from VMM start, in milliseconds.
+        "timeline_ms": t.map(|t| json!({
+            "first_vcpu_entry": ms(t.first_vcpu_entry),
+            "first_console_output": ms(t.first_console_output),
+            "init_start": ms(t.init_start),
+            "workload_start": ms(t.workload_start),
+            "workload_exit": ms(t.workload_exit),
+            "vm_exit": ms(Some(t.vm_exit)),
+        })),
+        "total_ms": t.map(|t| round3(t.vm_exit.as_secs_f64() * 1e3)),
+        // The executable the VM ran in: isol-vmm, or isol itself without it.
+        "vmm_exe": std::fs::read_link("/proc/self/exe").ok(),
+    })
+    .to_string()
+}
+
+/// An error and its causes on one line, each cause once.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+        cause = c.source();
+    }
+    out.replace('\n', " ")
+}
+
+/// `-t`: while it lives, the terminal is in raw mode (with `-i`, so ^C travels to the
+/// guest's pty as a byte) and SIGWINCH is blocked in every thread started after it, so
+/// only the resize thread sees it.
+struct TtyGuard {
+    saved: Option<libc::termios>,
+    old_mask: libc::sigset_t,
+}
+
+impl Drop for TtyGuard {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            // SAFETY: restores the attributes tcgetattr returned, on our stdin.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
+        }
+        // SAFETY: restores this thread's mask saved in `kvm_tty`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+}
+
+/// The window size of our terminal as the line the guest init expects ("0 0" when stdin
+/// is not a terminal: the guest keeps its default).
+fn winsize_line() -> String {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it from our stdin when it is a tty.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer to a live winsize.
+    if unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } != 0 {
+        ws.ws_row = 0;
+        ws.ws_col = 0;
+    }
+    format!("{} {}\n", ws.ws_row, ws.ws_col)
+}
+
+/// Sets up `-t`: a pipe carrying window sizes to the guest (the initial size first, then
+/// one line per SIGWINCH, written by a thread), and raw mode with `-i`.
+fn kvm_tty(interactive: bool) -> Result<(GuestTty, TtyGuard), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(LaunchError::TtyPipe(io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd, owned by this File from now on.
+    let r = unsafe { File::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let mut w = unsafe { File::from_raw_fd(fds[1]) };
+    w.write_all(winsize_line().as_bytes())
+        .map_err(LaunchError::TtyPipe)?;
+
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a live sigset.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: as above.
+    unsafe { libc::sigaddset(&mut set, libc::SIGWINCH) };
+    // SAFETY: valid pointers to live sigsets; changes only this thread's mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
+    let mut saved = None;
+    let guard = |saved| TtyGuard { saved, old_mask };
+    std::thread::Builder::new()
+        .name("isol-winsize".into())
+        .spawn(move || {
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` holds SIGWINCH, blocked in this thread (inherited).
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    return;
+                }
+                // The VM is gone when the pipe's reader is: stop then.
+                if w.write_all(winsize_line().as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| {
+            drop(guard(None));
+            LaunchError::TtyThread(e)
+        })?;
+
+    // SAFETY: isatty only queries the fd.
+    if interactive && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+        // SAFETY: termios is plain data filled by tcgetattr.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd and pointer.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } == 0 {
+            saved = Some(t);
+            // SAFETY: `t` came from tcgetattr; cfmakeraw edits it in place.
+            unsafe { libc::cfmakeraw(&mut t) };
+            // SAFETY: valid fd and termios.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) };
+        }
+    }
+    Ok((
+        GuestTty {
+            control: Some(Arc::new(r)),
+        },
+        guard(saved),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn sample() -> Launch {
+        Launch {
+            kernel: PathBuf::from(OsString::from_vec(b"/k/vm\xfflinux".to_vec())),
+            root_disk: "/store/vm-disks/abc.ext4".into(),
+            init: "/usr/local/bin/isol-guest-init".into(),
+            vcpus: 2,
+            memory_mib: 128,
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo 'a b'\n\"q\" ✓".into(),
+                OsString::from_vec(vec![0xfe, b'x', 0]),
+            ],
+            env: vec!["PATH=/bin".into(), "EMPTY=".into()],
+            workdir: "/w d".into(),
+            hostname: "h1".into(),
+            disks: vec![LaunchDisk {
+                path: "/tmp/d.img".into(),
+                read_only: true,
+                guest_path: "/data".into(),
+            }],
+            timeout: Some(Duration::from_millis(2500)),
+            console: false,
+            trace_exits: true,
+            interactive: true,
+            tty: false,
+            json: true,
+            image: "busybox".into(),
+        }
+    }
+
+    #[test]
+    fn a_launch_survives_the_memfd_round_trip_byte_for_byte() {
+        let l = sample();
+        let fd = l.to_memfd().unwrap();
+        // The fd isol creates is close-on-exec until `exec` hands it over.
+        // SAFETY: F_GETFD on an fd we own.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let back = Launch::from_fd(fd).unwrap();
+        assert_eq!(back, l);
+        // And it becomes the VM isol would have run in-process.
+        let cfg = back.vm_config(None);
+        assert_eq!(cfg.rootfs, Rootfs::Disk(l.root_disk.clone()));
+        assert_eq!(cfg.spec.args, l.args);
+        assert_eq!(
+            cfg.disks[0].guest_path.as_deref(),
+            Some(OsStr::new("/data"))
+        );
+        assert!(cfg.forward_stdin && cfg.tty.is_none());
+    }
+
+    #[test]
+    fn other_formats_and_garbage_are_refused_in_one_line() {
+        let mut other = sample().encode();
+        other[MAGIC.len() + 1] = b'9';
+        let bad = [
+            other,
+            b"hello".to_vec(),
+            format!("{MAGIC} {FORMAT}\n{{\"kernel\":1}}").into_bytes(),
+            Vec::new(),
+        ];
+        for b in bad {
+            let e = Launch::decode(&b).unwrap_err();
+            let m = one_line(&e);
+            assert!(matches!(e, LaunchError::Decode(_)), "{m}");
+            assert!(
+                !m.contains('\n') && m.contains("install the isol-vmm"),
+                "{m}"
+            );
+        }
+        let mut extra = sample().encode();
+        extra.truncate(extra.len() - 1);
+        extra.extend_from_slice(b",\"new_field\":1}");
+        assert!(Launch::decode(&extra).is_err());
+    }
+
+    #[test]
+    fn isol_vmm_refuses_to_run_by_hand() {
+        for args in [
+            vec!["isol-vmm"],
+            vec!["isol-vmm", "--launch-fd"],
+            vec!["isol-vmm", "--launch-fd", "1"],
+            vec!["isol-vmm", "run"],
+        ] {
+            let r = read_args(args.into_iter().map(OsString::from));
+            assert!(matches!(r, Err(LaunchError::Usage)));
+        }
+        // A descriptor that is not open.
+        let r = read_args(["isol-vmm", LAUNCH_FD_ARG, "999999"].map(OsString::from));
+        assert!(matches!(r, Err(LaunchError::Read(_))));
+    }
+}
