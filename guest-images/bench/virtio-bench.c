@@ -1,7 +1,10 @@
 /* Helpers for virtio-bench.sh, built static so they run in any guest.
  *
  *   virtio-bench read PATH seq|rand BLOCK COUNT   timed reads (O_DIRECT when the file
- *                                                 allows it); prints "MBps=… iops=… direct=0|1"
+ *                                                 allows it); prints "MBps=… iops=… direct=0|1
+ *                                                 bytes=… sum=…": sum adds the first 8 bytes
+ *                                                 of every 4 KiB read, so legs reading the
+ *                                                 same file in the same order must agree
  *   virtio-bench sink                             counts stdin; prints "bytes=… MBps=…"
  *                                                 timed from the first byte to EOF
  */
@@ -37,15 +40,22 @@ static int do_read(const char *path, int rand_mode, long bs, long count) {
     void *buf;
     if (posix_memalign(&buf, 4096, bs)) return 1;
     uint64_t x = 88172645463325252ull;
+    uint64_t sum = 0;
     double t0 = now();
     for (long i = 0; i < count; i++) {
         uint64_t b;
         if (rand_mode) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; b = x % blocks; }
         else b = i % blocks;
         if (pread(fd, buf, bs, (off_t)(b * bs)) != bs) { perror("pread"); return 1; }
+        for (long o = 0; o + 8 <= bs; o += 4096) {
+            uint64_t w;
+            memcpy(&w, (char *)buf + o, 8);
+            sum += w;
+        }
     }
     double dt = now() - t0;
-    printf("MBps=%.1f iops=%.0f direct=%d\n", count * (double)bs / dt / 1e6, count / dt, direct);
+    printf("MBps=%.1f iops=%.0f direct=%d bytes=%lld sum=%016llx\n", count * (double)bs / dt / 1e6,
+           count / dt, direct, (long long)count * bs, (unsigned long long)sum);
     return 0;
 }
 
