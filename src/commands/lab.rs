@@ -41,6 +41,9 @@ const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 /// Exit code for "the lab itself failed" (as `docker run` / `podman run`).
 pub const LAB_FAILURE: i32 = 125;
 
+/// The lab kernel's extra command line by default (`--kernel-args`).
+pub const LAB_KERNEL_ARGS: &str = "";
+
 /// isol's store inside the lab when the caller sets no `ISOL_HOME` (on the lab's tmpfs /run).
 pub const LAB_ISOL_HOME: &str = "/run/isol";
 
@@ -86,6 +89,18 @@ pub struct LabArgs {
     /// a loopback interface.
     #[arg(long)]
     pub net: bool,
+
+    /// Extra words for the lab kernel's command line, separated by spaces:
+    /// kernel parameters, and MODULE.PARAM=VALUE for the modules the lab loads
+    /// (kvm, kvm_amd, ...). `--kernel-args ""` gives none.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = LAB_KERNEL_ARGS,
+        env = "ISOL_LAB_KERNEL_ARGS",
+        allow_hyphen_values = true
+    )]
+    pub kernel_args: String,
 
     /// The QEMU binary to use.
     #[arg(
@@ -419,6 +434,13 @@ fn qemu_command(
     }
     if args.net {
         append.push_str(" isol.net");
+    }
+    for word in args.kernel_args.split_ascii_whitespace() {
+        if !cmdline_safe(Path::new(word)) {
+            anyhow::bail!("--kernel-args: {word:?} cannot go on a kernel command line");
+        }
+        append.push(' ');
+        append.push_str(word);
     }
     let chardev = |id: &str| {
         let mut s = OsString::from(format!("file,id={id},path="));
