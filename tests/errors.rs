@@ -238,3 +238,18 @@ fn rootless_maps_the_caller_to_root() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_lab_kernel_argument_that_cannot_be_passed_is_refused_at_once() {
+    // Checked before QEMU is looked for or the lab prepared: no lab boots here.
+    let o = isol(&["lab", "--kernel-args", "kvm.x=\"a\"", "--", "true"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains("--kernel-args") && err.contains("kvm.x"),
+        "{err}"
+    );
+}

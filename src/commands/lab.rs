@@ -41,9 +41,6 @@ const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 /// Exit code for "the lab itself failed" (as `docker run` / `podman run`).
 pub const LAB_FAILURE: i32 = 125;
 
-/// The lab kernel's extra command line by default (`--kernel-args`).
-pub const LAB_KERNEL_ARGS: &str = "";
-
 /// isol's store inside the lab when the caller sets no `ISOL_HOME` (on the lab's tmpfs /run).
 pub const LAB_ISOL_HOME: &str = "/run/isol";
 
@@ -96,7 +93,7 @@ pub struct LabArgs {
     #[arg(
         long,
         value_name = "ARGS",
-        default_value = LAB_KERNEL_ARGS,
+        default_value = "",
         env = "ISOL_LAB_KERNEL_ARGS",
         allow_hyphen_values = true
     )]
@@ -127,6 +124,17 @@ pub struct LabArgs {
 /// [`LAB_FAILURE`] (125); an interrupt (SIGINT/SIGTERM/SIGHUP) stops the VM,
 /// cleans up and gives 128+signal.
 pub fn run(args: &LabArgs) -> anyhow::Result<i32> {
+    // Bad input fails before anything is prepared or started.
+    if let Some(word) = args
+        .kernel_args
+        .split_ascii_whitespace()
+        .find(|w| !cmdline_safe(Path::new(w)))
+    {
+        eprintln!(
+            "isol lab: --kernel-args: {word:?} cannot go on a kernel command line; use printable ASCII words without quotes"
+        );
+        return Ok(LAB_FAILURE);
+    }
     let Some(qemu) = find_program(&args.qemu) else {
         eprintln!(
             "isol lab: {} not found; install it with: apt-get install qemu-system-x86",
@@ -436,9 +444,6 @@ fn qemu_command(
         append.push_str(" isol.net");
     }
     for word in args.kernel_args.split_ascii_whitespace() {
-        if !cmdline_safe(Path::new(word)) {
-            anyhow::bail!("--kernel-args: {word:?} cannot go on a kernel command line");
-        }
         append.push(' ');
         append.push_str(word);
     }
