@@ -180,8 +180,8 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
 
     // 6. Initramfs.
     let rootfs = cached_rootfs(&cfg.rootfs);
-    let initrd = match initramfs::build_initramfs(&rootfs, cfg.init.as_deref(), &cfg.spec)? {
-        Some(image) => Some(loader::load_initrd(&mem, &image, &kernel, mem_size)?),
+    let initrd = match initramfs::plan_initramfs(&rootfs, cfg.init.as_deref(), &cfg.spec)? {
+        Some(mut image) => Some(loader::load_initrd(&mem, &mut image, &kernel, mem_size)?),
         None => None,
     };
     timeline.mark(SetupStep::Initramfs);

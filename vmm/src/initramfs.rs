@@ -124,6 +124,13 @@ impl<W: Write> CpioWriter<W> {
     pub fn entry(&mut self, name: &[u8], meta: EntryMeta, data: &[u8]) -> io::Result<()> {
         let size = u32::try_from(data.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "entry too large"))?;
+        self.header(name, meta, size)?;
+        self.put(data)?;
+        self.pad4()
+    }
+
+    /// The header and name of an entry whose `size` bytes of data come next.
+    fn header(&mut self, name: &[u8], meta: EntryMeta, size: u32) -> io::Result<()> {
         let nlink = if meta.mode & S_IFMT == S_IFDIR { 2 } else { 1 };
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -150,8 +157,6 @@ impl<W: Write> CpioWriter<W> {
         self.put(&header)?;
         self.put(name)?;
         self.put(&[0])?;
-        self.pad4()?;
-        self.put(data)?;
         self.pad4()
     }
 
@@ -352,10 +357,11 @@ pub fn wire_spec(spec: &RunSpec) -> Spec {
     }
 }
 
-/// Writes isol's own entries: /dev, /dev/console, /proc, /sys, /isol/spec, /init.
-pub fn write_isol_entries<W: Write>(
-    w: &mut CpioWriter<W>,
-    init: &[u8],
+/// Writes isol's own entries: /dev, /dev/console, /proc, /sys, /isol/spec, /init (the
+/// guest init's file, copied only when the archive is written out).
+fn write_isol_entries(
+    w: &mut CpioWriter<Initramfs>,
+    init: InitFile,
     spec: &[u8],
 ) -> io::Result<()> {
     w.entry(b"dev", dir(0o755), &[])?;
@@ -380,7 +386,7 @@ pub fn write_isol_entries<W: Write>(
         },
         spec,
     )?;
-    w.entry(
+    w.entry_file(
         b"init",
         EntryMeta {
             mode: S_IFREG | 0o755,
@@ -388,6 +394,134 @@ pub fn write_isol_entries<W: Write>(
         },
         init,
     )
+}
+
+/// An open regular file and its length, taken when it was opened.
+#[derive(Debug)]
+pub struct InitFile {
+    path: PathBuf,
+    file: fs::File,
+    len: u64,
+}
+
+impl InitFile {
+    fn open(path: &Path) -> io::Result<InitFile> {
+        let file = fs::File::open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(InitFile {
+            path: path.to_owned(),
+            file,
+            len: meta.len(),
+        })
+    }
+}
+
+/// One part of an [`Initramfs`].
+#[derive(Debug)]
+pub enum Piece {
+    /// Built in memory (headers, the spec, a merged layer tree).
+    Bytes(Vec<u8>),
+    /// `len` bytes of a file (the guest init, a cached root archive), read only where the
+    /// archive is written.
+    File {
+        /// For errors.
+        path: PathBuf,
+        /// Open since the archive was planned.
+        file: fs::File,
+        /// Its length then; a file that is shorter when read is an error.
+        len: u64,
+    },
+}
+
+/// An initramfs ready to be written where it goes. The large parts, the guest init
+/// (1.3 MB) and a cached root archive, are files read straight into guest memory when it
+/// is loaded, not into a heap buffer first: every fresh heap page is a page fault, and
+/// a page fault costs ~0.3–0.5 ms on a nested or emulated host (docs/benchmarks-vm.md).
+#[derive(Debug, Default)]
+pub struct Initramfs {
+    pieces: Vec<Piece>,
+    len: u64,
+}
+
+impl Initramfs {
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it has no bytes at all (never, once planned: the trailer is always there).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Its parts, in order, for the loader to write.
+    pub fn pieces_mut(&mut self) -> &mut [Piece] {
+        &mut self.pieces
+    }
+
+    fn push_file(&mut self, f: InitFile) {
+        self.len += f.len;
+        self.pieces.push(Piece::File {
+            path: f.path,
+            file: f.file,
+            len: f.len,
+        });
+    }
+
+    /// The whole archive as bytes (reads the files).
+    pub fn into_bytes(self) -> Result<Vec<u8>, InitramfsError> {
+        let mut out = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        for p in self.pieces {
+            match p {
+                Piece::Bytes(b) => out.extend_from_slice(&b),
+                Piece::File { path, file, len } => {
+                    let start = out.len();
+                    io::Read::read_to_end(&mut io::Read::take(file, len), &mut out)
+                        .map_err(read_err(&path))?;
+                    if ((out.len() - start) as u64) < len {
+                        return Err(InitramfsError::Read {
+                            path,
+                            source: io::ErrorKind::UnexpectedEof.into(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Write for Initramfs {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self.pieces.last_mut() {
+            Some(Piece::Bytes(v)) => v.extend_from_slice(b),
+            _ => self.pieces.push(Piece::Bytes(b.to_vec())),
+        }
+        self.len += b.len() as u64;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CpioWriter<Initramfs> {
+    /// Writes an entry whose data is `f`'s content, copied when the archive is written.
+    fn entry_file(&mut self, name: &[u8], meta: EntryMeta, f: InitFile) -> io::Result<()> {
+        let size = u32::try_from(f.len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "entry too large"))?;
+        self.header(name, meta, size)?;
+        self.offset += f.len;
+        self.out.push_file(f);
+        self.pad4()
+    }
 }
 
 /// The merged `layers` alone as a complete newc archive, for callers that cache it per
@@ -398,38 +532,57 @@ pub fn layers_cpio(layers: &[PathBuf]) -> Result<Vec<u8>, InitramfsError> {
     w.finish().map_err(InitramfsError::Write)
 }
 
-/// Builds the whole initramfs, or `None` for [`Rootfs::None`].
+/// Plans the whole initramfs, or `None` for [`Rootfs::None`]: opens the files it needs
+/// and builds the rest in memory; [`crate::loader::load_initrd`] writes it into guest
+/// memory.
+pub fn plan_initramfs(
+    rootfs: &Rootfs,
+    init: Option<&Path>,
+    spec: &RunSpec,
+) -> Result<Option<Initramfs>, InitramfsError> {
+    if *rootfs == Rootfs::None {
+        return Ok(None);
+    }
+    let init_path = init.unwrap_or(Path::new("/init"));
+    let init_file = InitFile::open(init_path).map_err(|source| InitramfsError::Init {
+        path: init_path.to_owned(),
+        source,
+    })?;
+    if u32::try_from(init_file.len).is_err() {
+        return Err(InitramfsError::TooLarge(init_path.to_owned()));
+    }
+    let spec_bytes = wire_spec(spec).encode().map_err(InitramfsError::Spec)?;
+
+    let mut out = Initramfs::default();
+    if let Rootfs::Cpio(path) = rootfs {
+        out.push_file(InitFile::open(path).map_err(read_err(path))?);
+        // The kernel accepts concatenated archives; each starts on a 4-byte boundary.
+        let pad = out.len().next_multiple_of(4) - out.len();
+        out.write_all(&[0u8; 3][..pad as usize])
+            .map_err(InitramfsError::Write)?;
+    }
+    let base = out.len();
+    let mut w = CpioWriter::new(out);
+    // Keep offsets relative to this archive's start for padding.
+    w.offset = base;
+    if let Rootfs::Layers(layers) = rootfs {
+        let map = merge_layers(layers)?;
+        write_tree(&mut w, &map)?;
+    }
+    write_isol_entries(&mut w, init_file, &spec_bytes).map_err(InitramfsError::Write)?;
+    Ok(Some(w.finish().map_err(InitramfsError::Write)?))
+}
+
+/// Builds the whole initramfs as bytes, or `None` for [`Rootfs::None`] (for a VMM
+/// other than isol's: the benchmarks give it to QEMU as a file).
 pub fn build_initramfs(
     rootfs: &Rootfs,
     init: Option<&Path>,
     spec: &RunSpec,
 ) -> Result<Option<Vec<u8>>, InitramfsError> {
-    if *rootfs == Rootfs::None {
-        return Ok(None);
-    }
-    let init_path = init.unwrap_or(Path::new("/init"));
-    let init_bytes = fs::read(init_path).map_err(|source| InitramfsError::Init {
-        path: init_path.to_owned(),
-        source,
-    })?;
-    let spec_bytes = wire_spec(spec).encode().map_err(InitramfsError::Spec)?;
-
-    let mut out = Vec::new();
-    if let Rootfs::Cpio(path) = rootfs {
-        out = fs::read(path).map_err(read_err(path))?;
-        // The kernel accepts concatenated archives; each starts on a 4-byte boundary.
-        out.resize(out.len().next_multiple_of(4), 0);
-    }
-    let base = out.len();
-    let mut w = CpioWriter::new(out);
-    // Keep offsets relative to this archive's start for padding.
-    w.offset = base as u64;
-    if let Rootfs::Layers(layers) = rootfs {
-        let map = merge_layers(layers)?;
-        write_tree(&mut w, &map)?;
-    }
-    write_isol_entries(&mut w, &init_bytes, &spec_bytes).map_err(InitramfsError::Write)?;
-    Ok(Some(w.finish().map_err(InitramfsError::Write)?))
+    plan_initramfs(rootfs, init, spec)?
+        .map(Initramfs::into_bytes)
+        .transpose()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //!   page.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use linux_loader::bootparam::setup_header;
@@ -19,7 +19,7 @@ use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::bzimage::BzImage;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 use crate::arch::x86_64::boot_params::InitrdPlacement;
 use crate::arch::x86_64::layout::{
@@ -28,6 +28,7 @@ use crate::arch::x86_64::layout::{
 };
 use crate::arch::x86_64::regs::EntryMode;
 use crate::config::BootProtocol;
+use crate::initramfs::{Initramfs, Piece};
 
 /// Errors loading the kernel or initramfs, or building the command line.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,15 @@ pub enum LoaderError {
         addr: u64,
         /// Why.
         source: vm_memory::GuestMemoryError,
+    },
+    /// A file of the initramfs (the guest init, a cached root archive) could not be read
+    /// into guest memory.
+    #[error("Cannot read {path} into the initramfs: {source}; check that it is not being changed")]
+    InitrdRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
     },
     /// The command line does not fit or has invalid characters.
     #[error("Invalid kernel command line: {0}; shorten it (at most {max} bytes) and use printable ASCII", max = CMDLINE_MAX_SIZE - 1)]
@@ -268,24 +278,49 @@ pub fn initrd_placement(
     Ok(InitrdPlacement { addr: start, size })
 }
 
-/// Copies the initramfs into guest memory.
+/// Writes the initramfs into guest memory: what was built in memory is copied, the
+/// files it names are read straight into guest RAM.
 pub fn load_initrd(
     mem: &GuestMemoryMmap,
-    image: &[u8],
+    image: &mut Initramfs,
     kernel: &LoadedKernel,
     mem_size: u64,
 ) -> Result<InitrdPlacement, LoaderError> {
     let p = initrd_placement(
-        image.len() as u64,
+        image.len(),
         kernel.kernel_end,
         kernel.initrd_addr_max,
         mem_size,
     )?;
-    mem.write_slice(image, GuestAddress(p.addr))
-        .map_err(|source| LoaderError::InitrdWrite {
-            addr: p.addr,
-            source,
-        })?;
+    let mut addr = p.addr;
+    for piece in image.pieces_mut() {
+        let written = match piece {
+            Piece::Bytes(b) => mem
+                .write_slice(b, GuestAddress(addr))
+                .map(|()| b.len() as u64),
+            Piece::File { path, file, len } => {
+                let n = usize::try_from(*len).map_err(|_| LoaderError::InitrdRead {
+                    path: path.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "too large"),
+                })?;
+                let read = |source| LoaderError::InitrdRead {
+                    path: path.clone(),
+                    source,
+                };
+                match mem.read_exact_volatile_from(GuestAddress(addr), file, n) {
+                    Err(GuestMemoryError::IOError(e)) => return Err(read(e)),
+                    Err(GuestMemoryError::PartialBuffer { .. }) => {
+                        return Err(read(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "it is shorter than when the VM was prepared",
+                        )));
+                    }
+                    r => r.map(|()| *len),
+                }
+            }
+        };
+        addr += written.map_err(|source| LoaderError::InitrdWrite { addr, source })?;
+    }
     Ok(p)
 }
 
@@ -445,6 +480,59 @@ pub(crate) mod tests {
         assert!(initrd_placement(u64::MAX, 0, u64::MAX, 64 * MIB).is_err());
     }
 
+    #[test]
+    fn initrd_in_guest_memory_is_the_archive_byte_for_byte() {
+        use crate::config::{Rootfs, RunSpec};
+        use crate::initramfs::{build_initramfs, plan_initramfs};
+        // A cached root archive (an odd length, so padding follows it) and a guest
+        // init: both are files, read straight into guest memory.
+        let root = write_temp(&[7u8; 5001]);
+        let init = write_temp(&[9u8; 70_000]);
+        let rootfs = Rootfs::Cpio(root.path().to_owned());
+        let spec = RunSpec {
+            args: vec!["true".into()],
+            ..Default::default()
+        };
+        let want = build_initramfs(&rootfs, Some(init.path()), &spec)
+            .unwrap()
+            .unwrap();
+        let mut plan = plan_initramfs(&rootfs, Some(init.path()), &spec)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.len(), want.len() as u64);
+        let m = mem();
+        let k = LoadedKernel {
+            format: KernelFormat::Elf,
+            entry: EntryMode::Long64 {
+                entry: 0x100_0000,
+                zero_page: 0x7000,
+            },
+            setup_header: None,
+            kernel_end: 0x200_0000,
+            initrd_addr_max: DEFAULT_INITRD_ADDR_MAX,
+        };
+        let p = load_initrd(&m, &mut plan, &k, 64 * MIB).unwrap();
+        assert_eq!(p.size, want.len() as u64);
+        let mut got = vec![0u8; want.len()];
+        m.read_slice(&mut got, GuestAddress(p.addr)).unwrap();
+        assert!(
+            got == want,
+            "the initramfs in guest memory differs from the archive"
+        );
+
+        // A file that shrank after it was planned is an error naming it, not a short
+        // archive.
+        let init = write_temp(&[9u8; 70_000]);
+        let mut plan = plan_initramfs(&rootfs, Some(init.path()), &spec)
+            .unwrap()
+            .unwrap();
+        init.as_file().set_len(100).unwrap();
+        let e = load_initrd(&m, &mut plan, &k, 64 * MIB).unwrap_err();
+        assert!(
+            e.to_string().contains(&init.path().display().to_string()),
+            "{e}"
+        );
+    }
     #[test]
     fn cmdline_quiet_or_console() {
         let q = build_cmdline(false, &[]).unwrap().as_cstring().unwrap();
