@@ -213,6 +213,7 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(KvmError::Cpuid)?;
     let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+    let batch_lock = std::sync::Arc::new(std::sync::Mutex::new(()));
     for index in 0..cfg.vcpus {
         let v = Vcpu::new(
             vm.fd(),
@@ -221,6 +222,7 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
             devices.mmio.clone(),
             timeline.clone(),
             devices.stop_flag.clone(),
+            batch_lock.clone(),
         )?;
         v.configure(&supported, cfg.vcpus, (index == 0).then_some(kernel.entry))?;
         vcpus.push(v);

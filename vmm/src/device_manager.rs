@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use isol_devices::virtio::block::{Block, BlockStats};
 use isol_devices::virtio::console::{Console, PortConfig, PortIo};
-use isol_devices::virtio::mmio::{MMIO_WINDOW, reg as mmio_reg};
+use isol_devices::virtio::mmio::{BATCHABLE_WRITES, MMIO_WINDOW, reg as mmio_reg};
 use isol_devices::virtio::subscriber::VirtioSubscriber;
 use isol_devices::virtio::{MmioTransport, VirtioDevice};
 use kvm_ioctls::IoEventAddress;
@@ -345,6 +345,14 @@ pub fn attach_virtio_devices(
                 vm.fd()
                     .register_ioevent(e, &IoEventAddress::Mmio(addr), q as u32)
                     .map_err(|source| DeviceError::Ioeventfd { addr, source })?;
+            }
+            // Writes that only set up what a later access acts on are batched by KVM
+            // and applied by the vCPU at its next MMIO exit (docs/devices.md). Best
+            // effort: where a zone cannot be registered, those writes exit as before.
+            for (offset, len) in BATCHABLE_WRITES {
+                let _ = vm
+                    .fd()
+                    .register_coalesced_mmio(IoEventAddress::Mmio(base + offset), len as u32);
             }
         }
         let t = Arc::new(Mutex::new(t));

@@ -29,6 +29,26 @@ pub const VERSION: u32 = 2;
 /// value works for MMIO).
 pub const VENDOR_ID: u32 = 0x4953;
 
+/// The register ranges (offset, length) whose writes only record what a later register
+/// access acts on: the feature selectors and the driver's features (acted on at the
+/// `FEATURES_OK` status write), the queue selector and size, and the ring addresses
+/// (acted on at `QUEUE_READY`). A VMM may let the hypervisor batch these writes
+/// (KVM's coalesced MMIO) and apply them, in order, before it serves the driver's next
+/// access that exits: the device never acts in between, and the device thread only
+/// looks at a queue after its `QUEUE_READY` write. Inside the ranges, the reserved and
+/// read-only registers ignore writes either way. Driver setup of a device with 8 queues
+/// goes from ~100 exits to ~35.
+pub const BATCHABLE_WRITES: [(u64, u64); 2] = [
+    (
+        reg::DEVICE_FEATURES_SEL,
+        reg::QUEUE_NUM + 4 - reg::DEVICE_FEATURES_SEL,
+    ),
+    (
+        reg::QUEUE_DESC_LOW,
+        reg::QUEUE_DEVICE_HIGH + 4 - reg::QUEUE_DESC_LOW,
+    ),
+];
+
 /// Register offsets.
 #[allow(missing_docs)]
 pub mod reg {

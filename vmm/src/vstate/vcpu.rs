@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -196,11 +196,32 @@ pub struct Vcpu {
     serial_ports: std::ops::Range<u64>,
     counts: ExitCounts,
     stop_flag: Arc<AtomicBool>,
+    /// Whether KVM's coalesced-MMIO ring is mapped (writes to the ranges the device
+    /// manager registered are batched there instead of exiting).
+    batched_ring: bool,
+    /// Held while the ring (one per VM) is drained and applied, so that a vCPU that
+    /// finds it empty knows every write before its own exit has been applied.
+    batch_lock: Arc<Mutex<()>>,
+}
+
+/// An MMIO access that exited, copied out of `kvm_run` so the batched writes before it
+/// can be applied first.
+enum MmioAccess {
+    Read {
+        addr: u64,
+        len: usize,
+    },
+    Write {
+        addr: u64,
+        data: [u8; 8],
+        len: usize,
+    },
 }
 
 impl Vcpu {
     /// Creates vCPU `index` (its APIC id too). Once `stop_flag` is raised (the guest
-    /// reset), the vCPU stops entering the guest and waits for `Exit`.
+    /// reset), the vCPU stops entering the guest and waits for `Exit`. `batch_lock` is
+    /// shared by all vCPUs of the VM (see [`Vcpu::apply_batched_writes`]).
     pub fn new(
         vm: &VmFd,
         index: u8,
@@ -208,10 +229,14 @@ impl Vcpu {
         mmio: Arc<Bus>,
         timeline: Arc<Timeline>,
         stop_flag: Arc<AtomicBool>,
+        batch_lock: Arc<Mutex<()>>,
     ) -> Result<Self, VcpuError> {
-        let fd = vm
+        let mut fd = vm
             .create_vcpu(u64::from(index))
             .map_err(|source| VcpuError::Create { index, source })?;
+        // Without the ring (no KVM_CAP_COALESCED_MMIO) no zone can have been registered
+        // either, and every write exits as usual.
+        let batched_ring = fd.map_coalesced_mmio_ring().is_ok();
         Ok(Self {
             index,
             fd,
@@ -222,7 +247,47 @@ impl Vcpu {
                 ..isol_devices::legacy::SERIAL_PORT_BASE + isol_devices::legacy::SERIAL_PORT_LEN,
             counts: ExitCounts::default(),
             stop_flag,
+            batched_ring,
+            batch_lock,
         })
+    }
+
+    /// Applies, in order, the MMIO writes KVM batched in the coalesced-MMIO ring since
+    /// the last exit (register writes whose effect the device only acts on at a later
+    /// access: `isol_devices::virtio::mmio::BATCHABLE_WRITES`). Called before an MMIO
+    /// exit is served, so that access sees every write the guest made before it.
+    fn apply_batched_writes(&mut self) {
+        if !self.batched_ring {
+            return;
+        }
+        let _held = self.batch_lock.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(Some(e)) = self.fd.coalesced_mmio_read() {
+            let len = (e.len as usize).min(e.data.len());
+            self.mmio.write(e.phys_addr, &e.data[..len]);
+            self.counts.record(ExitKind::MmioBatched, e.phys_addr);
+        }
+    }
+
+    /// Serves an MMIO exit after the batched writes before it.
+    fn serve_mmio(&mut self, access: MmioAccess) {
+        self.apply_batched_writes();
+        match access {
+            MmioAccess::Write { addr, data, len } => {
+                self.mmio.write(addr, &data[..len]);
+            }
+            MmioAccess::Read { addr, len } => {
+                let mut data = [0u8; 8];
+                let data = &mut data[..len];
+                if self.mmio.read(addr, data).is_none() {
+                    data.fill(UNMAPPED_READ);
+                }
+                let run = self.fd.get_kvm_run();
+                // SAFETY: the last KVM_RUN ended with KVM_EXIT_MMIO (a read, of `len` <= 8
+                // bytes), so `mmio` is the active member of the exit union; KVM reads
+                // `mmio.data` when the vCPU next enters.
+                unsafe { run.__bindgen_anon_1.mmio.data[..len].copy_from_slice(data) };
+            }
+        }
     }
 
     fn setup<T>(
@@ -297,6 +362,7 @@ impl Vcpu {
 
     /// Runs the guest until one exit and handles it.
     fn run_once(&mut self) -> Action {
+        let mut mmio = None;
         let exit = self.fd.run();
         let (kind, addr, action) = match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
@@ -312,13 +378,21 @@ impl Vcpu {
                 (ExitKind::IoOut, port, Action::Continue)
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                if self.mmio.read(addr, data).is_none() {
-                    data.fill(UNMAPPED_READ);
-                }
+                mmio = Some(MmioAccess::Read {
+                    addr,
+                    len: data.len().min(8),
+                });
                 (ExitKind::MmioRead, addr, Action::Continue)
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
-                self.mmio.write(addr, data);
+                let len = data.len().min(8);
+                let mut copy = [0u8; 8];
+                copy[..len].copy_from_slice(&data[..len]);
+                mmio = Some(MmioAccess::Write {
+                    addr,
+                    data: copy,
+                    len,
+                });
                 (ExitKind::MmioWrite, addr, Action::Continue)
             }
             Ok(VcpuExit::Hlt) => (ExitKind::Hlt, 0, Action::Stop(VcpuStop::Halted)),
@@ -367,6 +441,9 @@ impl Vcpu {
                 Action::Stop(VcpuStop::RunFailed(e.errno())),
             ),
         };
+        if let Some(access) = mmio {
+            self.serve_mmio(access);
+        }
         if matches!(kind, ExitKind::IoIn | ExitKind::IoOut) {
             self.note_serial(addr);
         }
