@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isol_vmm::qemu_microvm::{self, Microvm, Qemu};
+use isol_vmm::qemu_microvm::{self, Microvm, Qemu, QemuEnd};
 use isol_vmm::{Rootfs, RunSpec};
 
 type Res<T> = Result<T, String>;
@@ -119,7 +119,8 @@ fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    if !m.status.success() {
+    // isol exits with the workload's status (0); QEMU at init's power-off write.
+    if !(m.status.success() || m.status.code() == Some(qemu_microvm::POWER_OFF_EXIT)) {
         return Err(format!(
             "{:?} failed ({}): {}",
             cmd.get_program(),
@@ -273,24 +274,25 @@ fn real_main() -> Res<()> {
     // isol's command line, with QEMU's own virtio-mmio windows and the triple fault reset.
     let cmdline = qemu_microvm::cmdline(false).map_err(|e| e.to_string())?;
     let memory_mib = u32::try_from(o.memory_mib).map_err(|_| "--memory is too large")?;
-    let vm = |cmdline: &str, debug_exit: bool| {
+    let vm = |cmdline: &str, end: QemuEnd| {
         qemu.command(&Microvm {
             kernel: &kernel,
             initrd: &initrd,
             disk: &disk,
             memory_mib,
             cmdline,
-            debug_exit,
+            end,
         })
     };
-    let qemu_cmd = || vm(&cmdline, false);
+    // Timed runs end where isol's do: at init's power-off write, after the report and sync.
+    let qemu_cmd = || vm(&cmdline, QemuEnd::PowerOff);
 
     // QEMU cannot report the workload's status, so check once that its guest really
     // does the same work: the kernel log on, and isa-debug-exit on isol's exit-status
     // port (QEMU then exits with 2 × status + 1 when init reports).
     let check = vm(
         &qemu_microvm::cmdline(true).map_err(|e| e.to_string())?,
-        true,
+        QemuEnd::Status,
     )
     .stdin(Stdio::null())
     .output()

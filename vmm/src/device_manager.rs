@@ -129,7 +129,9 @@ pub fn create_devices(
         "cmos",
     )?;
 
-    let exit_port = Arc::new(Mutex::new(ExitPort::new()));
+    let exit_port = Arc::new(Mutex::new(
+        ExitPort::new().with_power_off(dup(&reset_evt, "the power-off line")?, stop_flag.clone()),
+    ));
     pio.insert(
         exit_port.clone(),
         EXIT_PORT_BASE,

@@ -38,9 +38,29 @@ pub enum QemuError {
 /// `isa-debug-exit` there makes QEMU exit with [`debug_exit_status`].
 pub const EXIT_PORT: u16 = 0x4f0;
 
+/// The I/O port isol's guest init writes to once it has reported and synced, where isol's
+/// VMM ends the VM (`isol_devices::legacy::exit_port`); QEMU's `isa-debug-exit` there
+/// ends QEMU at the same point, with [`POWER_OFF_EXIT`].
+pub const POWER_OFF_PORT: u16 = isol_guest_init::port::POWER_OFF_PORT;
+
 /// QEMU's exit status when the guest init reports `status` through `isa-debug-exit`.
-pub fn debug_exit_status(status: i32) -> i32 {
+pub const fn debug_exit_status(status: i32) -> i32 {
     ((status << 1) | 1) & 0xff
+}
+
+/// QEMU's exit status when it ended at init's power-off write.
+pub const POWER_OFF_EXIT: i32 = debug_exit_status(isol_guest_init::port::POWER_OFF as i32);
+
+/// Where a QEMU run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuEnd {
+    /// At init's power-off write, after the report and `sync`, as isol's VMM ends its VMs
+    /// (`isa-debug-exit` on [`POWER_OFF_PORT`]; QEMU exits with [`POWER_OFF_EXIT`]). Timed
+    /// and memory runs.
+    PowerOff,
+    /// At init's exit-status report (`isa-debug-exit` on [`EXIT_PORT`]; QEMU exits with
+    /// [`debug_exit_status`] of the workload's status). The check of what the guest did.
+    Status,
 }
 
 /// A QEMU binary with its shared libraries and microvm firmware copied into one directory,
@@ -63,9 +83,9 @@ pub struct Microvm<'a> {
     pub memory_mib: u32,
     /// From [`cmdline`].
     pub cmdline: &'a str,
-    /// Add `isa-debug-exit` on [`EXIT_PORT`]: QEMU then exits as soon as init reports
-    /// (with [`debug_exit_status`]) instead of at the guest's reset, like isol does.
-    pub debug_exit: bool,
+    /// Where the run ends (either way `-no-reboot` ends it, with status 0, should the
+    /// guest reset first).
+    pub end: QemuEnd,
 }
 
 fn copy_into(from: &Path, dir: &Path) -> Result<PathBuf, QemuError> {
@@ -125,7 +145,7 @@ impl Qemu {
     }
 
     /// The command that boots `vm`: 1 vCPU, no defaults, the serial console on stdout,
-    /// ending when the guest resets (`-no-reboot`) or, with `debug_exit`, when init reports.
+    /// ending where `vm.end` says.
     pub fn command(&self, vm: &Microvm) -> Command {
         let mut drive = OsString::from("file=");
         drive.push(vm.disk);
@@ -169,12 +189,14 @@ impl Qemu {
                 &format!("virtserialport,chardev=p{i},name={name}"),
             ]);
         }
-        if vm.debug_exit {
-            c.args([
-                "-device",
-                &format!("isa-debug-exit,iobase={EXIT_PORT:#x},iosize=1"),
-            ]);
-        }
+        let port = match vm.end {
+            QemuEnd::PowerOff => POWER_OFF_PORT,
+            QemuEnd::Status => EXIT_PORT,
+        };
+        c.args([
+            "-device",
+            &format!("isa-debug-exit,iobase={port:#x},iosize=1"),
+        ]);
         c.arg("-kernel")
             .arg(vm.kernel)
             .arg("-initrd")
@@ -204,7 +226,7 @@ pub fn cmdline(verbose: bool) -> Result<String, QemuError> {
 }
 
 /// QEMU cannot report the workload's exit status by itself. Checks one run made with
-/// `debug_exit` and a [`cmdline`]`(true)`: its serial console (`console`) must show that the
+/// [`QemuEnd::Status`] and a [`cmdline`]`(true)`: its serial console (`console`) must show that the
 /// guest mounted the root disk, and QEMU's `status` that init reported `expect` — proof
 /// that QEMU's guest does the same work as isol's.
 pub fn check_guest(status: ExitStatus, console: &str, expect: i32) -> Result<(), String> {

@@ -7,6 +7,7 @@
 //! |-------|-----------|--------------------------------------------------------------|
 //! | 0x4f0 | write     | workload exit status, 0-255 (128+N for signal N); first wins |
 //! | 0x4f1 | write     | boot phase reached, see [`Phase`]                            |
+//! | 0x4f2 | write     | power off: status reported, disks synced; the VM ends now    |
 //! | 0x4f0-0x4f3 | read | the signature `b"ISOL"`, so init can check it runs under isol |
 //!
 //! The same protocol also runs over a byte stream, for guest kernels without
@@ -14,10 +15,19 @@
 //! `(offset, value)` byte pairs to a second UART (ttyS1, 0x2f8) and
 //! [`ExitChannelWriter`] replays them on the port as if they were `out`s.
 //!
+//! The power-off write ends the VM the way the i8042 reset line does (the same eventfd
+//! and stop flag), without the guest kernel's reboot path, which costs hundreds of exits
+//! (device shutdown, the I/O APIC's teardown). Init reboots right after it, so a VMM
+//! that ignores the port still ends the VM.
+//!
 //! A guest that reboots without writing 0x4f0 crashed (kernel panic with `panic=-1`,
 //! init died) and the VMM reports it as such.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
 
@@ -29,6 +39,8 @@ pub const EXIT_PORT_LEN: u64 = 4;
 pub const EXIT_STATUS_OFFSET: u64 = 0;
 /// Offset of the phase register.
 pub const PHASE_OFFSET: u64 = 1;
+/// Offset of the power-off register.
+pub const POWER_OFF_OFFSET: u64 = 2;
 /// What reads of the range return, byte by byte.
 pub const SIGNATURE: [u8; 4] = *b"ISOL";
 
@@ -77,6 +89,8 @@ pub struct ExitPort {
     exit_status: Option<u8>,
     extra_reports: u64,
     phases: Vec<(Phase, Instant)>,
+    power_offs: u64,
+    power_off: Option<(EventFd, Arc<AtomicBool>)>,
 }
 
 impl ExitPort {
@@ -98,6 +112,18 @@ impl ExitPort {
     /// Phases in the order they were reported, with when.
     pub fn phases(&self) -> &[(Phase, Instant)] {
         &self.phases
+    }
+
+    /// On a power-off write, raises `stop_flag` (so no vCPU runs guest code any more)
+    /// and signals `evt`, as the i8042's reset line does.
+    pub fn with_power_off(mut self, evt: EventFd, stop_flag: Arc<AtomicBool>) -> Self {
+        self.power_off = Some((evt, stop_flag));
+        self
+    }
+
+    /// How many times the guest wrote the power-off register.
+    pub fn power_offs(&self) -> u64 {
+        self.power_offs
     }
 }
 
@@ -122,6 +148,14 @@ impl BusDevice for ExitPort {
                 }
             }
             PHASE_OFFSET => self.phases.push((Phase::from_byte(v), Instant::now())),
+            POWER_OFF_OFFSET => {
+                self.power_offs += 1;
+                if let Some((evt, stop)) = &self.power_off {
+                    stop.store(true, Ordering::SeqCst);
+                    // Cannot fail short of the counter overflowing.
+                    let _ = evt.write(1);
+                }
+            }
             _ => {}
         }
     }
@@ -193,6 +227,24 @@ mod tests {
             ]
         );
         assert!(p.phases().windows(2).all(|w| w[0].1 <= w[1].1));
+    }
+
+    #[test]
+    fn power_off_ends_the_vm_like_the_reset_line() {
+        let evt = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut p = ExitPort::new().with_power_off(evt.try_clone().unwrap(), stop.clone());
+        p.write(EXIT_PORT_BASE, EXIT_STATUS_OFFSET, &[0]);
+        assert!(evt.read().is_err(), "the status alone does not end the VM");
+        assert!(!stop.load(Ordering::SeqCst));
+        p.write(EXIT_PORT_BASE, POWER_OFF_OFFSET, &[1]);
+        assert_eq!(evt.read().unwrap(), 1);
+        assert!(stop.load(Ordering::SeqCst));
+        assert_eq!((p.power_offs(), p.exit_status()), (1, Some(0)));
+        // Without the eventfd (a bare port) the write is only counted.
+        let mut bare = ExitPort::new();
+        bare.write(EXIT_PORT_BASE, POWER_OFF_OFFSET, &[1]);
+        assert_eq!(bare.power_offs(), 1);
     }
 
     #[test]

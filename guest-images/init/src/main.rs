@@ -16,8 +16,9 @@
 //!    126 if it cannot be executed, 125 if the setup itself failed.
 //! 4. Reaps every child (it is PID 1: orphans are re-parented to it). When the workload
 //!    exits it kills what is left, drains the console, writes the exit status (or
-//!    128 + signal) to the exit port, syncs and reboots; the kernel (`reboot=k`)
-//!    resets through the i8042 and the VMM ends the VM.
+//!    128 + signal) to the exit port, syncs, and tells the VMM to power off (a write to
+//!    0x4f2), which ends the VM at once. Should the VM still run, it reboots; the kernel
+//!    (`reboot=k`) resets through the i8042 and the VMM ends the VM then.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -28,7 +29,8 @@ use std::os::unix::io::{AsRawFd, RawFd};
 
 use isol_guest_init::port::{
     EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, EXIT_STATUS_PORT, PHASE_INIT_START,
-    PHASE_PORT, PHASE_SPEC_LOADED, PHASE_WORKLOAD_EXEC, PHASE_WORKLOAD_EXIT, PORT_COUNT,
+    PHASE_PORT, PHASE_SPEC_LOADED, PHASE_WORKLOAD_EXEC, PHASE_WORKLOAD_EXIT, PORT_COUNT, POWER_OFF,
+    POWER_OFF_PORT,
 };
 use isol_guest_init::spec::{SPEC_PATH, Spec};
 
@@ -789,9 +791,12 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     Ok((status, console))
 }
 
-fn power_off() -> ! {
+fn power_off(port: &Port) -> ! {
     // SAFETY: sync has no arguments.
     unsafe { libc::sync() };
+    // Everything is on the disks: the VMM can stop the VM here. The kernel's reboot path
+    // (device shutdown, I/O APIC teardown: hundreds of exits) is only the fallback.
+    port.out(POWER_OFF_PORT, POWER_OFF);
     // SAFETY: reboot with a valid command; PID 1 has CAP_SYS_BOOT.
     unsafe { libc::reboot(libc::RB_AUTOBOOT) };
     log(&format!("reboot failed: {}", io::Error::last_os_error()));
@@ -825,7 +830,7 @@ fn main() {
         }
     };
     port.out(EXIT_STATUS_PORT, status);
-    power_off();
+    power_off(&port);
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 pub const EXIT_STATUS_PORT: u16 = 0x4f0;
 /// Port boot phases (one byte each) are written to.
 pub const PHASE_PORT: u16 = 0x4f1;
+/// Port init writes [`POWER_OFF`] to once the exit status is reported and the disks are
+/// synced: the VMM ends the VM there, without the guest kernel's reboot path.
+pub const POWER_OFF_PORT: u16 = 0x4f2;
+/// The byte written to [`POWER_OFF_PORT`].
+pub const POWER_OFF: u8 = 1;
 /// Number of ports init asks `ioperm` for, starting at [`EXIT_STATUS_PORT`].
 pub const PORT_COUNT: u16 = 4;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
-use isol_vmm::qemu_microvm::{self, Measured, Microvm, Qemu};
+use isol_vmm::qemu_microvm::{self, Measured, Microvm, Qemu, QemuEnd};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::statfs::{OVERLAYFS_SUPER_MAGIC, statfs};
 use serde::Serialize;
@@ -672,7 +672,11 @@ impl QemuPeer {
             disk: &self.disk,
             memory_mib: VM_MEMORY_MIB,
             cmdline: &cmdline,
-            debug_exit: verify,
+            end: if verify {
+                QemuEnd::Status
+            } else {
+                QemuEnd::PowerOff
+            },
         }))
     }
 }
@@ -682,11 +686,12 @@ impl Subject for QemuPeer {
         &self.info
     }
 
-    /// Timed runs end at the guest's reset, as isol's do; QEMU's exit status is 0 then
-    /// whatever the workload returned, so [`Subject::preflight`] checks the workload.
+    /// Timed runs end at init's power-off write (after its report and `sync`), as
+    /// isol's do; QEMU's exit status is then the same whatever the workload returned,
+    /// so [`Subject::preflight`] checks the workload.
     fn run(&mut self, w: &Workload) -> Result<Outcome, String> {
         let (wall_ms, status, stderr) = timed(&mut self.command(w, false)?)?;
-        if !status.success() {
+        if status.code() != Some(qemu_microvm::POWER_OFF_EXIT) {
             return Err(format!("QEMU ended with {status}: {}", last_line(&stderr)));
         }
         Ok(Outcome {
@@ -736,7 +741,8 @@ pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
         ));
     }
     let m = m.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
-    if !m.status.success() {
+    // isol exits with the workload's status (0); QEMU at init's power-off write.
+    if !(m.status.success() || m.status.code() == Some(qemu_microvm::POWER_OFF_EXIT)) {
         let err = fs::read_to_string(log).unwrap_or_default();
         return Err(format!(
             "{:?} ended with {}: {}",
