@@ -344,6 +344,9 @@ pub fn attach_virtio_devices(
             vm.register_irqfd(t.irq().eventfd(), gsi)?;
             let addr = base + mmio_reg::QUEUE_NOTIFY;
             for (q, e) in t.queue_evts().iter().enumerate() {
+                if t.serve_on_notify(q) {
+                    continue;
+                }
                 vm.fd()
                     .register_ioevent(e, &IoEventAddress::Mmio(addr), q as u32)
                     .map_err(|source| DeviceError::Ioeventfd { addr, source })?;

@@ -150,9 +150,17 @@ impl MmioTransport {
     }
 
     /// The queue notification eventfds, one per queue (to register as ioeventfds on
-    /// `base + QUEUE_NOTIFY` with the queue index as datamatch).
+    /// `base + QUEUE_NOTIFY` with the queue index as datamatch, except for the queues
+    /// [`MmioTransport::serve_on_notify`] names).
     pub fn queue_evts(&self) -> &[EventFd] {
         &self.queue_evts
+    }
+
+    /// Whether the device serves queue `index` on the vCPU thread at the notify's exit
+    /// (see [`VirtioDevice::serve_on_notify`]): such a notify must reach the bus, so no
+    /// ioeventfd may take it.
+    pub fn serve_on_notify(&self, index: usize) -> bool {
+        self.device.serve_on_notify(index)
     }
 
     /// The interrupt trigger (its eventfd is to be registered as an irqfd).
@@ -389,8 +397,12 @@ impl MmioTransport {
             reg::QUEUE_DEVICE_LOW => self.with_queue(|q| q.set_used_ring_address(Some(v), None)),
             reg::QUEUE_DEVICE_HIGH => self.with_queue(|q| q.set_used_ring_address(None, Some(v))),
             reg::QUEUE_NOTIFY => {
-                // Normally KVM's ioeventfd takes this write; without one (tests, or a
-                // write of another width) hand it to the device thread the same way.
+                // Normally KVM's ioeventfd takes this write; without one (tests, a write
+                // of another width, a queue served here) hand it to the device thread the
+                // same way — after serving it here if the driver is spinning on it.
+                if self.device.serve_on_notify(v as usize) {
+                    self.process_queue(v as usize, None);
+                }
                 if let Some(e) = self.queue_evts.get(v as usize) {
                     let _ = e.write(1);
                 }
@@ -487,6 +499,10 @@ mod tests {
         ) -> Result<(), DeviceFault> {
             self.0.lock().unwrap().notified.push(i);
             Ok(())
+        }
+        /// Queue 1 is one the driver spins on.
+        fn serve_on_notify(&self, i: usize) -> bool {
+            i == 1
         }
         fn reset(&mut self, c: Option<&mut QueueCtx<'_>>) {
             let mut log = self.0.lock().unwrap();
@@ -693,7 +709,15 @@ mod tests {
         negotiate(&mut t);
         setup_queue(&mut t, 1, 0x10_0000);
         w(&mut t, reg::STATUS, 0xf);
+        // Queue 0 goes to the device thread only; queue 1 is served at the notify
+        // itself (the driver spins on it), and the device thread hears of it too.
+        w(&mut t, reg::QUEUE_NOTIFY, 0);
+        assert_eq!(t.queue_evts()[0].read().unwrap(), 1);
+        assert!(log.lock().unwrap().notified.is_empty());
         w(&mut t, reg::QUEUE_NOTIFY, 1);
+        assert_eq!(log.lock().unwrap().notified, [1]);
+        assert!(t.serve_on_notify(1) && !t.serve_on_notify(0));
+        log.lock().unwrap().notified.clear();
         assert_eq!(t.queue_evts()[1].read().unwrap(), 1);
         t.process_queue(1, None);
         t.process_queue(0, None); // not ready: ignored

@@ -168,6 +168,15 @@ pub trait VirtioDevice: Send {
         ctx: &mut QueueCtx<'_>,
         ops: Option<&mut EventOps>,
     ) -> Result<(), DeviceFault>;
+    /// Whether the driver busy-waits for the device to use what it puts on queue `index`
+    /// (Linux's virtio-console spins on its control queue until the host has taken each
+    /// message). Such a queue is served on the vCPU thread, at the notify's exit, so the
+    /// spinning guest finds its buffer used when it resumes, instead of spinning until
+    /// the device thread wakes up; the device thread is notified as well, for the work
+    /// that needs its event loop. No ioeventfd is registered for it.
+    fn serve_on_notify(&self, _index: usize) -> bool {
+        false
+    }
     /// Registers the device's own host fds (called once, on the device thread).
     fn init_host_events(&mut self, _ops: &mut EventOps) {}
     /// One of the device's host fds is ready.

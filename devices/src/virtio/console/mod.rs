@@ -516,6 +516,12 @@ impl VirtioDevice for Console {
         vec![QUEUE_SIZE; 2 + 2 * self.ports.len()]
     }
 
+    /// Linux's `__send_control_msg` spins until the host has used each control message
+    /// (DEVICE_READY, and PORT_READY and PORT_OPEN for every port, during boot).
+    fn serve_on_notify(&self, index: usize) -> bool {
+        index == CTRL_TX
+    }
+
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // cols (le16), rows (le16), max_nr_ports (le32), emerg_wr (le32).
         let mut cfg = [0u8; 12];
