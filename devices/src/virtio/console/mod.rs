@@ -258,22 +258,52 @@ impl Console {
     /// Sends queued control messages into the guest's control receive buffers.
     fn flush_ctrl(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
         let mut sent = false;
-        while let Some(msg) = self.ctrl_out.front() {
-            let Some(c) = queue::pop_chain(&mut ctx.queues[CTRL_RX], ctx.mem)
-                .map_err(Self::fault(CTRL_RX))?
-            else {
+        // Buffers that arrive while notifications are turned on are looked for once more;
+        // a second miss waits for the notification (bounded: a guest cannot keep the
+        // device thread here).
+        for _ in 0..2 {
+            let mut starving = false;
+            while let Some(msg) = self.ctrl_out.front() {
+                let Some(c) = queue::pop_chain(&mut ctx.queues[CTRL_RX], ctx.mem)
+                    .map_err(Self::fault(CTRL_RX))?
+                else {
+                    starving = true;
+                    break;
+                };
+                let n = c.write_at(ctx.mem, 0, msg);
+                queue::add_used(&mut ctx.queues[CTRL_RX], ctx.mem, c.head, n as u32)
+                    .map_err(Self::fault(CTRL_RX))?;
+                self.ctrl_out.pop_front();
+                sent = true;
+            }
+            if !Self::want_buffers(ctx, CTRL_RX, starving)? {
                 break;
-            };
-            let n = c.write_at(ctx.mem, 0, msg);
-            queue::add_used(&mut ctx.queues[CTRL_RX], ctx.mem, c.head, n as u32)
-                .map_err(Self::fault(CTRL_RX))?;
-            self.ctrl_out.pop_front();
-            sent = true;
+            }
         }
         if sent {
             ctx.notify(CTRL_RX);
         }
         Ok(())
+    }
+
+    /// Receive queues and the driver's notifications: Linux's driver kicks the device
+    /// once for every receive buffer it adds (`add_inbuf`), ~256 per queue as it fills
+    /// them at boot — each kick a VM exit. The device needs to hear of new buffers only
+    /// while it is `starving` (it has something to deliver and no buffer for it), so the
+    /// queue's notifications are on only then (`VRING_USED_F_NO_NOTIFY` otherwise).
+    /// Returns whether buffers came in meanwhile (then deliver again).
+    fn want_buffers(ctx: &mut QueueCtx<'_>, q: usize, starving: bool) -> Result<bool, DeviceFault> {
+        use virtio_queue::QueueT;
+        let queue = &mut ctx.queues[q];
+        let r = if starving {
+            queue.enable_notification(ctx.mem)
+        } else {
+            queue.disable_notification(ctx.mem).map(|()| false)
+        };
+        r.map_err(|_| DeviceFault::Chain {
+            queue: q,
+            error: queue::ChainError::Ring,
+        })
     }
 
     /// Handles the driver's control messages.
@@ -404,9 +434,12 @@ impl Console {
         let q = rx_queue(port);
         let mut any = false;
         let open = self.ports[port].guest_open;
+        let mut starving = false;
+        let mut looked_again = false;
         loop {
             let Some(inp) = self.ports[port].input.as_mut() else {
-                return Ok(());
+                // An output port: nothing ever goes into its receive buffers.
+                return Self::want_buffers(ctx, q, false).map(drop);
             };
             if !open {
                 break;
@@ -425,6 +458,13 @@ impl Console {
             }
             let Some(c) = queue::pop_chain(&mut ctx.queues[q], ctx.mem).map_err(Self::fault(q))?
             else {
+                // Data to deliver (or a file to read) and no buffer: hear of the next one
+                // (and look once more if one came in meanwhile).
+                if Self::want_buffers(ctx, q, true)? && !looked_again {
+                    looked_again = true;
+                    continue;
+                }
+                starving = true;
                 break;
             };
             let n = c.write_at(ctx.mem, 0, &inp.pending[inp.off..]);
@@ -432,6 +472,9 @@ impl Console {
             queue::add_used(&mut ctx.queues[q], ctx.mem, c.head, n as u32)
                 .map_err(Self::fault(q))?;
             any = true;
+        }
+        if !starving {
+            Self::want_buffers(ctx, q, false)?;
         }
         if any {
             ctx.notify(q);
@@ -531,7 +574,15 @@ impl VirtioDevice for Console {
         }
     }
 
-    fn activate(&mut self, _ctx: &mut QueueCtx<'_>, _acked: u64) -> Result<(), DeviceFault> {
+    fn activate(&mut self, ctx: &mut QueueCtx<'_>, _acked: u64) -> Result<(), DeviceFault> {
+        // The driver fills the receive queues right after DRIVER_OK: no kicks for that
+        // (see `want_buffers`); a port with input turns them on when it starves.
+        use virtio_queue::QueueT;
+        for q in std::iter::once(CTRL_RX).chain((0..self.ports.len()).map(rx_queue)) {
+            if ctx.queues[q].ready() {
+                Self::want_buffers(ctx, q, false)?;
+            }
+        }
         Ok(())
     }
 
@@ -854,6 +905,65 @@ mod tests {
             3,
             "no empty buffer"
         );
+    }
+
+    #[test]
+    fn receive_queues_ask_for_kicks_only_while_starving() {
+        // The used ring's flags (its first le16); bit 0 is VRING_USED_F_NO_NOTIFY.
+        const VRING_USED_F_NO_NOTIFY: u16 = 1;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in");
+        std::fs::write(&p, b"abcdefgh").unwrap();
+        let mut c = Console::new(vec![
+            PortConfig {
+                name: "isol.stdin".into(),
+                io: PortIo::Input(Some(File::open(&p).unwrap())),
+            },
+            PortConfig {
+                name: "isol.stdout".into(),
+                io: PortIo::Output(Box::new(Sink::default())),
+            },
+        ])
+        .unwrap();
+        let m = mem();
+        let mut rig = Rig::new(&m, 6);
+        let no_kicks = |rig: &Rig<'_>, q: usize| {
+            let flags: u16 = m.read_obj(rig.vqs[q].used_addr()).unwrap();
+            u16::from_le(flags) & VRING_USED_F_NO_NOTIFY != 0
+        };
+        // Live: no receive queue wants kicks (the driver fills them all now).
+        c.activate(&mut rig.ctx(), 0).unwrap();
+        for q in [CTRL_RX, rx_queue(0), rx_queue(1)] {
+            assert!(no_kicks(&rig, q), "queue {q}");
+        }
+        assert!(!no_kicks(&rig, CTRL_TX) && !no_kicks(&rig, tx_queue(1)));
+        // Control messages and no control buffer: kicks on until they went out.
+        m.write_slice(&control(0, event::PORT_READY, 1), GuestAddress(0x90_0000))
+            .unwrap();
+        rig.post(CTRL_TX, 0x90_0000, 8, 0);
+        c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+        assert!(!no_kicks(&rig, CTRL_RX));
+        for i in 0..4 {
+            rig.post(CTRL_RX, 0x80_0000 + 0x100 * i, 0x100, F_WRITE);
+        }
+        c.process_queue(CTRL_RX, &mut rig.ctx(), None).unwrap();
+        assert_eq!(ctrl(&m, 0x80_0000), (0, event::PORT_OPEN, 1));
+        assert!(no_kicks(&rig, CTRL_RX));
+        // The guest opens the input port; input is there and no buffer: kicks on.
+        m.write_slice(&control(0, event::PORT_OPEN, 1), GuestAddress(0x90_0100))
+            .unwrap();
+        rig.post(CTRL_TX, 0x90_0100, 8, 0);
+        c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+        assert!(!no_kicks(&rig, rx_queue(0)));
+        // Buffers for all of it and the EOF: delivered, kicks off again.
+        for i in 0..3 {
+            rig.post(rx_queue(0), 0xa0_0000 + 0x100 * i, 4, F_WRITE);
+        }
+        c.process_queue(rx_queue(0), &mut rig.ctx(), None).unwrap();
+        assert_eq!((rig.used_len(0, 0), rig.used_len(0, 1)), (4, 4));
+        assert!(no_kicks(&rig, rx_queue(0)));
+        // The output port's receive queue never wanted any.
+        assert!(no_kicks(&rig, rx_queue(1)));
     }
 
     /// A writer that writes one chunk per message on its channel.
