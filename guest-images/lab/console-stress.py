@@ -23,8 +23,9 @@ bursts). New runs start until --budget seconds (default 780) have passed; one li
 then a summary. Exit status 1 if a run stalled or delivered wrong bytes.
 
 --repeat CMD... runs CMD (e.g. the parity test binary filtered to its 100 MiB stream) again and
-again instead, each bounded by --limit seconds (default 300), with the same evidence when one
-runs past it.
+again instead, with the same evidence when one runs past --limit seconds (default 300) or its
+VMM processes (the command's descendants) write nothing for --stall seconds (/proc/PID/io
+wchar: the guest's output reaching the host).
 """
 
 import argparse
@@ -141,6 +142,71 @@ def kvm_stats(pid):
     return out
 
 
+def guest_symbols():
+    """(address, name) of the guest kernel's symbols, sorted ($ISOL_KERNEL, not stripped)."""
+    k = os.environ.get("ISOL_KERNEL")
+    if not k:
+        return []
+    r = subprocess.run(["nm", "-n", k], capture_output=True, text=True)
+    syms = []
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if len(f) == 3 and f[1] in "tTwW":
+            syms.append((int(f[0], 16), f[2]))
+    return syms
+
+
+def guest_exits(secs):
+    """What the lab's KVM sees the guest do for secs: kvm_exit events counted by reason and
+    guest RIP (symbolized), most frequent first. No exits at all: the vCPU is halted or
+    stuck inside the lab's KVM."""
+    t = "/sys/kernel/tracing"
+    if not os.path.exists(f"{t}/events"):
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", t], capture_output=True)
+    try:
+        def put(name, v):
+            with open(f"{t}/{name}", "w") as f:
+                f.write(v)
+        put("trace", "")
+        put("buffer_size_kb", "4096")
+        put("events/kvm/kvm_exit/enable", "1")
+        time.sleep(secs)
+        put("events/kvm/kvm_exit/enable", "0")
+        with open(f"{t}/trace") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        return [f"no trace: {e}"]
+    import bisect
+    import re
+    syms = guest_symbols()
+    addrs = [a for a, _ in syms]
+    counts = {}
+    for line in lines:
+        m = re.search(r"reason (\S+) rip (0x[0-9a-f]+)", line)
+        if not m:
+            continue
+        rip = int(m.group(2), 16)
+        i = bisect.bisect_right(addrs, rip) - 1
+        where = f"{syms[i][1]}+{rip - syms[i][0]:#x}" if i >= 0 else hex(rip)
+        key = f"{m.group(1)} {where}"
+        counts[key] = counts.get(key, 0) + 1
+    out = [f"{sum(counts.values())} exits in {secs} s"]
+    out += [f"{n:7d} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:20]]
+    return out
+
+
+def written(pid):
+    """Bytes pid has written (write syscalls, any fd): its /proc/PID/io wchar."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def descendants(pid):
     kids = []
     try:
@@ -168,17 +234,25 @@ def evidence(proc, why):
         log(f" {' '.join(cmd)}:")
         for line in r.stdout.splitlines()[:40]:
             print(f"    {line}", file=sys.stderr)
-    kvm_before = kvm_stats(proc.pid)
-    # A second look: does any thread's CPU time move, does the guest exit or halt?
+    pids = [proc.pid] + descendants(proc.pid)
+    kvm_before = {k: v for p in pids for k, v in kvm_stats(p).items()}
+    io_before = {p: written(p) for p in pids}
+    # A second look: does any thread's CPU time move, does the VMM still write, does the
+    # guest exit or halt?
     time.sleep(3)
-    log(" 3 s later:")
-    for line in thread_states(proc.pid):
-        if line.startswith("  thread"):
-            print(line, file=sys.stderr)
-    kvm_after = kvm_stats(proc.pid)
-    log(" the VM's KVM counters (debugfs), then and 3 s later:")
+    log(" 3 s later (wchar: bytes the process wrote so far):")
+    for pid in pids:
+        print(f"  process {pid}: wchar {io_before[pid]} -> {written(pid)}", file=sys.stderr)
+        for line in thread_states(pid):
+            if line.startswith("  thread"):
+                print(line, file=sys.stderr)
+    kvm_after = {k: v for p in pids for k, v in kvm_stats(p).items()}
+    log(f" the VM's KVM counters (debugfs), then and 3 s later ({len(kvm_after)} found):")
     for k in sorted(kvm_after):
         print(f"    {k} {kvm_before.get(k)} -> {kvm_after[k]}", file=sys.stderr)
+    log(" the guest's VM exits over 2 s (kvm:kvm_exit), by reason and guest RIP:")
+    for line in guest_exits(2):
+        print(f"    {line}", file=sys.stderr)
     sys.stderr.flush()
 
 
@@ -297,17 +371,30 @@ def run_one(isol, variant, mib, stall, tmp):
     return ok, stalled, rc, got_out, got_err, secs
 
 
-def repeat(cmd, budget, limit):
+def repeat(cmd, budget, limit, stall):
     """Runs cmd again and again (its output passes through); evidence on a run past limit."""
     n = bad = 0
     while time.monotonic() - T0 < budget:
         n += 1
         start = time.monotonic()
         proc = subprocess.Popen(cmd)
-        while proc.poll() is None and time.monotonic() - start < limit:
+        # Progress: what the command's VMMs (its descendants) have written, i.e. the
+        # guest's output reaching the host.
+        last, last_t, why = -1, time.monotonic(), None
+        while proc.poll() is None:
             time.sleep(1)
-        if proc.poll() is None:
-            evidence(proc, f"run {n} of {' '.join(cmd)} not over after {limit:.0f} s")
+            kids = descendants(proc.pid)
+            w = sum(written(k) for k in kids)
+            if w != last or not kids:
+                last, last_t = w, time.monotonic()
+            if time.monotonic() - last_t > stall:
+                why = f"no byte written by {kids} for {stall:.0f} s (wchar {w})"
+            elif time.monotonic() - start > limit:
+                why = f"not over after {limit:.0f} s"
+            if why:
+                break
+        if why and proc.poll() is None:
+            evidence(proc, f"run {n} of {' '.join(cmd)}: {why}")
             for pid in descendants(proc.pid):
                 try:
                     os.kill(pid, 9)
@@ -335,7 +422,7 @@ def main():
     ap.add_argument("--limit", type=float, default=300)
     a = ap.parse_args()
     if a.repeat:
-        sys.exit(repeat(a.repeat, a.budget, a.limit))
+        sys.exit(repeat(a.repeat, a.budget, a.limit, a.stall))
     if not os.access("/dev/kvm", os.W_OK):
         sys.exit("console-stress: no /dev/kvm; run it in the lab: isol lab -- " + sys.argv[0])
     variants = a.variants.split(",")
