@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use isol_devices::virtio::block::{Block, BlockStats};
-use isol_devices::virtio::console::{Console, PortConfig, PortIo};
+use isol_devices::virtio::console::{Console, FdWriter, PortConfig, PortIo};
 use isol_devices::virtio::mmio::{BATCHABLE_WRITES, MMIO_WINDOW, reg as mmio_reg};
 use isol_devices::virtio::subscriber::VirtioSubscriber;
 use isol_devices::virtio::{MmioTransport, VirtioDevice};
@@ -300,11 +300,15 @@ pub fn attach_virtio_devices(
             },
             PortConfig {
                 name: STDIO_PORTS[1].into(),
-                io: PortIo::Output(Box::new(dup_stdio(libc::STDOUT_FILENO).map_err(err)?)),
+                io: PortIo::Output(Box::new(FdWriter::new(
+                    dup_stdio(libc::STDOUT_FILENO).map_err(err)?,
+                ))),
             },
             PortConfig {
                 name: STDIO_PORTS[2].into(),
-                io: PortIo::Output(Box::new(dup_stdio(libc::STDERR_FILENO).map_err(err)?)),
+                io: PortIo::Output(Box::new(FdWriter::new(
+                    dup_stdio(libc::STDERR_FILENO).map_err(err)?,
+                ))),
             },
         ];
         if let Some(tty) = &cfg.tty {

@@ -93,6 +93,7 @@ pub fn kvm_available() -> bool {
 /// hardware virtualization this is well under a millisecond; when /dev/kvm runs guests
 /// on its instruction emulator (nested without hardware support) it takes hundreds of
 /// milliseconds, and a Linux kernel will not boot in useful time. Tests use it to skip.
+/// The fastest of [`PROBE_PASSES`] passes.
 pub fn measure_guest_speed() -> Result<Duration, String> {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
     let kvm = open_kvm().map_err(|e| e.to_string())?;
@@ -116,18 +117,29 @@ pub fn measure_guest_speed() -> Result<Duration, String> {
         rflags: 2,
         ..Default::default()
     };
-    vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
-    let start = std::time::Instant::now();
-    loop {
-        match vcpu.run() {
-            Ok(kvm_ioctls::VcpuExit::Hlt) => break,
-            Ok(other) => return Err(format!("unexpected exit {other:?}")),
-            Err(e) if e.errno() == libc::EINTR => continue,
-            Err(e) => return Err(e.to_string()),
+    let mut best = Duration::MAX;
+    for _ in 0..PROBE_PASSES {
+        vcpu.set_regs(&regs).map_err(|e| e.to_string())?;
+        let start = std::time::Instant::now();
+        loop {
+            match vcpu.run() {
+                Ok(kvm_ioctls::VcpuExit::Hlt) => break,
+                Ok(other) => return Err(format!("unexpected exit {other:?}")),
+                Err(e) if e.errno() == libc::EINTR => continue,
+                Err(e) => return Err(e.to_string()),
+            }
         }
+        best = best.min(start.elapsed());
     }
-    Ok(start.elapsed())
+    Ok(best)
 }
+
+/// Passes of the probe loop [`measure_guest_speed`] times, keeping the fastest: the first
+/// also pays the vCPU's first entry and the code page's first fault, and any pass can
+/// lose the host CPU. In the lab, with another lab running on the same host, a single
+/// pass once took 61 ms (2026-11-23), past [`EMULATED_THRESHOLD`]; the emulating host's
+/// passes take ~170 ms each, every time.
+const PROBE_PASSES: usize = 3;
 
 /// Above this, [`measure_guest_speed`] means "emulated": Linux boots are hopeless.
 pub const EMULATED_THRESHOLD: Duration = Duration::from_millis(50);

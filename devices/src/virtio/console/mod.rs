@@ -81,6 +81,53 @@ fn port_of(q: usize) -> Option<(usize, bool)> {
     }
 }
 
+/// A host fd the writer thread writes a port's output to, blocking or not: a write that
+/// would block (`EAGAIN` on an fd whose open file description is `O_NONBLOCK` — a
+/// setting shared with whoever else holds it, e.g. the shell or the program reading
+/// isol's output, so it is not ours to clear) waits for the fd to become writable
+/// and tries again, instead of failing and losing the output.
+#[derive(Debug)]
+pub struct FdWriter(File);
+
+impl FdWriter {
+    /// Writes to `file`.
+    pub fn new(file: File) -> Self {
+        Self(file)
+    }
+
+    /// Waits until the fd can take more bytes (or has an error the next write reports).
+    fn wait_writable(&self) -> std::io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for FdWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.wait_writable()?,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What a port connects to on the host.
 pub enum PortIo {
     /// Host → guest from this file (stdin). `None` = at EOF from the start.
@@ -1027,6 +1074,57 @@ mod tests {
         open.send(()).unwrap();
         c.shutdown(Some(&mut rig.ctx()));
         assert_eq!(sink.0.lock().unwrap().len(), 3 * (600 << 10));
+    }
+
+    /// A pipe whose write end is `O_NONBLOCK` (as a shell or a reader may leave isol's
+    /// stdout): (read end, write end).
+    fn nonblocking_pipe() -> (File, File) {
+        use std::os::unix::io::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds, owned by the Files below.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: O_NONBLOCK on the write end we just made.
+        let r = unsafe { libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK) };
+        assert_eq!(r, 0);
+        // SAFETY: a fresh fd, owned once.
+        let rd = unsafe { File::from_raw_fd(fds[0]) };
+        // SAFETY: as above.
+        let wr = unsafe { File::from_raw_fd(fds[1]) };
+        (rd, wr)
+    }
+
+    #[test]
+    fn output_to_a_nonblocking_fd_waits_for_the_reader() {
+        // 1.8 MiB into a 64 KiB pipe whose reader starts late: the writer meets EAGAIN
+        // and must wait for room, not drop the rest.
+        let (mut rd, wr) = nonblocking_pipe();
+        let mut c = Console::new(vec![PortConfig {
+            name: "out".into(),
+            io: PortIo::Output(Box::new(FdWriter::new(wr))),
+        }])
+        .unwrap();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).unwrap();
+            got
+        });
+        let m = mem();
+        let mut rig = Rig::new(&m, 4);
+        let mut want = Vec::new();
+        for i in 0..3u8 {
+            let addr = 0x10_0000 + 0x10_0000 * u64::from(i);
+            let chunk: Vec<u8> = (0..600 << 10).map(|j: u32| (j % 251) as u8 ^ i).collect();
+            m.write_slice(&chunk, GuestAddress(addr)).unwrap();
+            want.extend_from_slice(&chunk);
+            rig.post(tx_queue(0), addr, 600 << 10, 0);
+        }
+        c.process_queue(tx_queue(0), &mut rig.ctx(), None).unwrap();
+        // Hands the rest over and closes the write end once the writer is done.
+        c.shutdown(Some(&mut rig.ctx()));
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), want.len(), "output lost on EAGAIN");
+        assert!(got == want, "output reordered or corrupted");
     }
 
     #[test]
