@@ -362,6 +362,17 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_wait_gives_up_at_its_deadline_and_leaves_the_child_alone() {
+        let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        let e = wait_measured(&mut child, Some(1 << 20), Some(Instant::now())).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        // Not reaped: still the caller's to stop.
+        assert!(child.try_wait().unwrap().is_none());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn a_measured_wait_reaps_with_the_exit_status_and_peak_rss() {
         let mut child = Command::new("/bin/sh")
             .args(["-c", "sleep 0.05; exit 3"])
