@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// How long a process gets to end after SIGTERM, and to be reaped after SIGKILL.
@@ -167,14 +167,30 @@ pub fn describe(pid: u32) -> String {
 /// to the group (isol forwards it to the workload and cleans up), [`TERM_GRACE`] to end, then
 /// SIGKILL to the group and [`KILL_GRACE`] to be reaped. Returns what happened, for the report.
 /// A process that not even SIGKILL ends is handed to a reaper thread: the bench does not wait.
-pub fn stop(mut child: Child) -> String {
+pub fn stop(child: Child) -> String {
+    stop_with(child, true)
+}
+
+/// [`stop`] for a child that shares the bench's process group: the signals go to it alone.
+pub fn stop_one(child: Child) -> String {
+    stop_with(child, false)
+}
+
+fn stop_with(mut child: Child, group: bool) -> String {
     let pid = child.id();
-    let pg = Pid::from_raw(pid as i32);
-    let _ = killpg(pg, Signal::SIGTERM);
+    let target = Pid::from_raw(pid as i32);
+    let send = |sig| {
+        let _ = if group {
+            killpg(target, sig)
+        } else {
+            kill(target, sig)
+        };
+    };
+    send(Signal::SIGTERM);
     if wait_until(&mut child, Instant::now() + TERM_GRACE).is_some() {
         return "stopped with SIGTERM".into();
     }
-    let _ = killpg(pg, Signal::SIGKILL);
+    send(Signal::SIGKILL);
     if wait_until(&mut child, Instant::now() + KILL_GRACE).is_some() {
         return format!("killed (SIGKILL, {} s after SIGTERM)", TERM_GRACE.as_secs());
     }
