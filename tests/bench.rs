@@ -74,6 +74,12 @@ impl Bench {
         }
     }
 
+    /// `--runs 1 --quick --backends container --benchmarks BENCHMARKS`.
+    fn quick_container(benchmarks: &str, env: &[(&str, &Path)]) -> Bench {
+        let args = ["--runs", "1", "--quick", "--backends", "container"];
+        Bench::run(&[&args[..], &["--benchmarks", benchmarks]].concat(), env)
+    }
+
     fn json(&self) -> Value {
         serde_json::from_slice(&fs::read(self.dir.join("report.json")).expect("report.json"))
             .unwrap()
@@ -414,18 +420,7 @@ fn check_metric(m: &Value) {
 fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
     require_root();
     let _g = serial();
-    let bench = Bench::run(
-        &[
-            "--runs",
-            "1",
-            "--quick",
-            "--backends",
-            "container",
-            "--benchmarks",
-            "memory,cpu,syscall,io,net",
-        ],
-        &[],
-    );
+    let bench = Bench::quick_container("memory,cpu,syscall,io,net", &[]);
     let report = bench.json();
     assert!(report["benchmarks"].as_array().unwrap().is_empty());
     let metrics = report["metrics"].as_array().unwrap();
@@ -480,5 +475,86 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
     let md = bench.md();
     assert!(md.contains("isol-container / host = "), "{md}");
     assert!(md.contains("**isol (kvm): skipped**"), "{md}");
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+}
+
+/// An instance that never prints `ready` (and ignores its stdin) is stopped at its deadline,
+/// nothing of it is left running, and its rows say why — for the isol container and the host
+/// alike — while the bench goes on to the end and writes its report.
+#[test]
+fn an_instance_that_never_gets_ready_is_stopped_and_its_rows_say_why() {
+    require_root();
+    let _g = serial();
+    // A sleep no other test runs, to find leftovers by.
+    let never_ready = "exec sleep 3141";
+    let bench = Bench::quick_container(
+        "memory",
+        &[
+            ("ISOL_BENCH_IDLE_SCRIPT", Path::new(never_ready)),
+            ("ISOL_BENCH_INSTANCE_TIMEOUT", Path::new("2")),
+        ],
+    );
+    let report = bench.json();
+    let metrics = report["metrics"].as_array().unwrap();
+    let metric = |id: &str| {
+        metrics
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} metric: {metrics:?}"))
+    };
+    let memory = metric("memory");
+    check_metric(memory);
+    for subject in ["isol-container", "host"] {
+        let s = memory["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subject"] == subject)
+            .unwrap_or_else(|| panic!("no {subject} row: a silent gap"));
+        assert_ne!(s["status"], "ok", "{s}");
+        assert!(s["samples"].as_array().unwrap().is_empty(), "{s}");
+        let why = s["error"].as_str().unwrap();
+        assert!(
+            why.contains("not ready within 2 s") && why.contains("stopped with SIGTERM"),
+            "{why}"
+        );
+    }
+    // Growth: ×1 failed the same way; larger N were not tried, and say so.
+    let growth = metric("memory-growth");
+    check_metric(growth);
+    let rows = growth["series"].as_array().unwrap();
+    let row = |subject: &str| rows.iter().find(|s| s["subject"] == subject).unwrap();
+    assert!(
+        row("isol-container×1")["error"]
+            .as_str()
+            .unwrap()
+            .contains("not ready within 2 s"),
+        "{growth}"
+    );
+    for n in [5, 10] {
+        let s = row(&format!("isol-container×{n}"));
+        assert_eq!(s["status"], "skipped", "{s}");
+        assert!(
+            s["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("not tried: ×1 failed"),
+            "{s}"
+        );
+    }
+    let md = bench.md();
+    assert!(
+        md.contains("**isol (container): skipped** — round 0: instance 1/1 not ready within 2 s"),
+        "{md}"
+    );
+    // Every instance was stopped: no sleep 3141 is left.
+    let left: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("sleep 3141"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
     assert_eq!(bench_leftovers(), Vec::<String>::new());
 }

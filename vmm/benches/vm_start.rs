@@ -112,7 +112,8 @@ fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    let m = qemu_microvm::wait_measured(&mut child, poll_kib).map_err(|e| format!("wait4: {e}"))?;
+    let m = qemu_microvm::wait_measured(&mut child, poll_kib, None)
+        .map_err(|e| format!("wait4: {e}"))?;
     let wall = start.elapsed();
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {

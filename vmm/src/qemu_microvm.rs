@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::device_manager::STDIO_PORTS;
 use crate::loader::{self, LoaderError};
@@ -287,14 +287,21 @@ impl Measured {
 /// Waits for `child` with `wait4`; with `poll_kib` (the guest RAM size in KiB), reads the
 /// RSS of its guest RAM mapping ([`guest_rss_kib`]) every 2 ms meanwhile (which perturbs
 /// the timing: measure memory in runs of its own). Leaves the child's pipes to the caller.
-pub fn wait_measured(child: &mut Child, poll_kib: Option<u64>) -> io::Result<Measured> {
+/// With a `deadline`, a child still running then is left as it is (not reaped) and the
+/// error is [`io::ErrorKind::TimedOut`]: stopping it is the caller's business.
+pub fn wait_measured(
+    child: &mut Child,
+    poll_kib: Option<u64>,
+    deadline: Option<Instant>,
+) -> io::Result<Measured> {
     let pid = child.id();
     let mut guest = None;
     let (status, ru) = loop {
         let mut status = 0;
         // SAFETY: a zeroed rusage is a valid out-parameter.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let flags = if poll_kib.is_some() { libc::WNOHANG } else { 0 };
+        let polling = poll_kib.is_some() || deadline.is_some();
+        let flags = if polling { libc::WNOHANG } else { 0 };
         // SAFETY: `pid` is our child, not reaped yet; `status` and `ru` are valid for writes.
         let r = unsafe { libc::wait4(pid as i32, &mut status, flags, &mut ru) };
         if r == pid as i32 {
@@ -307,8 +314,16 @@ pub fn wait_measured(child: &mut Child, poll_kib: Option<u64>) -> io::Result<Mea
             }
             return Err(e);
         }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("pid {pid} still running at the deadline"),
+            ));
+        }
         if let Some(min) = poll_kib {
             guest = guest_rss_kib(pid, min).or(guest);
+        }
+        if polling {
             std::thread::sleep(Duration::from_millis(2));
         }
     };
@@ -369,12 +384,23 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_wait_gives_up_at_its_deadline_and_leaves_the_child_alone() {
+        let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        let e = wait_measured(&mut child, Some(1 << 20), Some(Instant::now())).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        // Not reaped: still the caller's to stop.
+        assert!(child.try_wait().unwrap().is_none());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn a_measured_wait_reaps_with_the_exit_status_and_peak_rss() {
         let mut child = Command::new("/bin/sh")
             .args(["-c", "sleep 0.05; exit 3"])
             .spawn()
             .unwrap();
-        let m = wait_measured(&mut child, Some(1 << 20)).unwrap();
+        let m = wait_measured(&mut child, Some(1 << 20), None).unwrap();
         assert_eq!(m.status.code(), Some(3));
         assert!(m.maxrss_kib > 0);
         assert_eq!(m.guest_kib, None);

@@ -15,6 +15,10 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 
 /// The longest one run may take before it is killed.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest the bench waits for a run: [`RUN_TIMEOUT`], then time for the watchdog's kill
+/// to take effect. A run still there after that is stopped and left behind
+/// ([`super::reap::stop`]).
+pub const WAIT_LIMIT: Duration = Duration::from_secs(75);
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);
 /// Process group of the run under way; 0 when none.

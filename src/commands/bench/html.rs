@@ -346,9 +346,19 @@ fn timeline(b: &BenchmarkReport) -> Option<String> {
     Some(svg)
 }
 
+/// A chart row's label: a subject that failed part-way keeps its samples and says so (its
+/// reason is in the list under the table).
+fn failed_label(label: &str, status: Status) -> String {
+    if status == Status::Failed {
+        format!("{label} (failed)")
+    } else {
+        label.to_string()
+    }
+}
+
 fn start_row(s: &SubjectReport) -> Row<'_> {
     Row {
-        label: s.info.label.clone(),
+        label: failed_label(&s.info.label, s.status),
         subject: &s.info.name,
         samples: s.samples.iter().map(|x| x.wall_ms).collect(),
         summary: s.summary.filter(|_| s.status != Status::Skipped),
@@ -457,7 +467,7 @@ fn metric_section(m: &Metric, html: &mut String) {
         .series
         .iter()
         .map(|s| Row {
-            label: s.label.clone(),
+            label: failed_label(&s.label, s.status),
             subject: &s.subject,
             samples: s.samples.clone(),
             summary: s.summary.filter(|_| s.status != Status::Skipped),

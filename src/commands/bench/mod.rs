@@ -16,6 +16,7 @@ pub mod html;
 mod lab;
 mod metrics;
 mod oci;
+mod reap;
 mod report;
 mod stats;
 mod subjects;

@@ -7,7 +7,6 @@
 //! (isol's `--json` line, or the runtime's error), the process in its own process group.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -20,6 +19,7 @@ use serde::Serialize;
 
 use super::cancel;
 use super::oci;
+use super::reap;
 
 /// What to run in the container, and the exit code that proves it ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,14 +95,19 @@ fn timed_to(cmd: &mut Command, stdout: Stdio) -> Result<(f64, ExitStatus, String
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
     cancel::arm(child.id());
-    let mut stderr = Vec::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_end(&mut stderr);
-    }
-    let status = child.wait();
+    // The watchdog kills the run's process group at RUN_TIMEOUT; waiting is bounded beyond
+    // that too, for a process that SIGKILL does not end (stuck in the kernel).
+    let pipes: Vec<_> = child.stderr.take().into_iter().collect();
+    let (status, mut out) = reap::wait_reading(&mut child, pipes, t0 + cancel::WAIT_LIMIT);
     let wall = t0.elapsed();
     let killed = cancel::disarm();
-    let status = status.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
+    let Some(status) = status else {
+        return Err(format!(
+            "the run did not finish within {} s: {}",
+            cancel::RUN_TIMEOUT.as_secs(),
+            reap::stop(child)
+        ));
+    };
     if killed {
         return Err(format!(
             "the run did not finish within {} s and was killed",
@@ -112,7 +117,7 @@ fn timed_to(cmd: &mut Command, stdout: Stdio) -> Result<(f64, ExitStatus, String
     Ok((
         wall.as_secs_f64() * 1e3,
         status,
-        String::from_utf8_lossy(&stderr).into_owned(),
+        String::from_utf8_lossy(&out.pop().unwrap_or_default()).into_owned(),
     ))
 }
 
@@ -733,8 +738,20 @@ pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
     cancel::arm(child.id());
-    let m = qemu_microvm::wait_measured(&mut child, Some(u64::from(VM_MEMORY_MIB) << 10));
-    if cancel::disarm() {
+    let m = qemu_microvm::wait_measured(
+        &mut child,
+        Some(u64::from(VM_MEMORY_MIB) << 10),
+        Some(Instant::now() + cancel::WAIT_LIMIT),
+    );
+    let killed = cancel::disarm();
+    if matches!(&m, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+        return Err(format!(
+            "the VM did not end within {} s: {}",
+            cancel::RUN_TIMEOUT.as_secs(),
+            reap::stop(child)
+        ));
+    }
+    if killed {
         return Err(format!(
             "the run did not finish within {} s and was killed",
             cancel::RUN_TIMEOUT.as_secs()

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write as _};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::cancel;
 use super::metrics::{Metric, Series};
+use super::reap;
 use super::report::Status;
 
 /// Where and how a workload runs.
@@ -252,23 +254,35 @@ fn output_with_timeout(cmd: &mut Command) -> Result<(String, String), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let child = cmd
+    let t0 = Instant::now();
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
     cancel::arm(child.id());
-    let out = child.wait_with_output();
+    let stdout = child.stdout.take().map(OwnedFd::from);
+    let stderr = child.stderr.take().map(OwnedFd::from);
+    let pipes: Vec<File> = [stdout, stderr]
+        .into_iter()
+        .flatten()
+        .map(File::from)
+        .collect();
+    let (status, out) = reap::wait_reading(&mut child, pipes, t0 + cancel::WAIT_LIMIT);
     let killed = cancel::disarm();
-    let out = out.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
+    if status.is_none() {
+        return Err(format!(
+            "the run did not finish within {} s: {}",
+            cancel::RUN_TIMEOUT.as_secs(),
+            reap::stop(child)
+        ));
+    }
     if killed {
         return Err(format!(
             "the run did not finish within {} s and was killed",
             cancel::RUN_TIMEOUT.as_secs()
         ));
     }
-    Ok((
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    let text = |i: usize| String::from_utf8_lossy(out.get(i).map_or(&[][..], |v| v)).into_owned();
+    Ok((text(0), text(1)))
 }
 
 fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
@@ -549,9 +563,11 @@ fn net_host(r: &Runner, bytes: u64) -> Result<f64, String> {
         .current_dir(io_dir)
         .args(["-n", "sh", "-c", &script]);
     let mut inst = Instance::spawn(&mut cmd)?;
-    let out = inst.read_until("E", Duration::from_secs(120))?;
-    inst.close(Duration::from_secs(30));
-    parse_marks(&out).map(|x| x.0)
+    let out = inst.read_until("E", Instant::now() + Duration::from_secs(120));
+    let closed = inst.close(Instant::now() + close_time());
+    parse_marks(&out?)
+        .map(|x| x.0)
+        .and_then(|ms| closed.map(|()| ms))
 }
 
 fn net_bridge(r: &Runner, bytes: u64) -> Result<f64, String> {
@@ -560,7 +576,7 @@ fn net_bridge(r: &Runner, bytes: u64) -> Result<f64, String> {
         true,
         true,
     ))?;
-    let out = server.read_until("ready", Duration::from_secs(60));
+    let out = server.read_until("ready", Instant::now() + Duration::from_secs(60));
     let res = out.and_then(|out| {
         let addr = out
             .split_whitespace()
@@ -578,8 +594,8 @@ fn net_bridge(r: &Runner, bytes: u64) -> Result<f64, String> {
             .map(|x| x.0)
             .map_err(|m| format!("{m} {}", last_line(&e)))
     });
-    server.close(Duration::from_secs(30));
-    res
+    let closed = server.close(Instant::now() + close_time());
+    res.and_then(|ms| closed.map(|()| ms))
 }
 
 /// A running instance with piped stdin/stdout, stderr to a file.
@@ -629,9 +645,8 @@ impl Instance {
         self.child.id()
     }
 
-    /// Reads lines until one ends with `word`; returns everything read.
-    fn read_until(&mut self, word: &str, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
+    /// Reads lines until one ends with `word`, until `deadline`; returns everything read.
+    fn read_until(&mut self, word: &str, deadline: Instant) -> Result<String, String> {
         let mut all = String::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -644,7 +659,16 @@ impl Instance {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("no `{word}` within {} s", timeout.as_secs()));
+                    let said = last_line(&all);
+                    return Err(format!(
+                        "no `{word}` from pid {} in time{}",
+                        self.pid(),
+                        if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (it printed: {said})")
+                        }
+                    ));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let err = self
@@ -662,30 +686,62 @@ impl Instance {
         }
     }
 
-    /// Closes stdin (the workload's `read` ends, the listener stops) and waits; kills the
-    /// process group if it is still there after `grace`.
-    fn close(mut self, grace: Duration) -> bool {
+    /// Closes stdin: the workload's `read` ends, a listener stops.
+    fn hang_up(&mut self) {
         if let Some(mut i) = self.child.stdin.take() {
             let _ = i.write_all(b"\n");
         }
-        let deadline = Instant::now() + grace;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => return st.success(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(self.child.id() as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    let _ = self.child.wait();
-                    return false;
-                }
-            }
+    }
+
+    /// Hangs up and waits for the instance to end until `deadline`; one still running then is
+    /// stopped ([`reap::stop`]) and the error says so.
+    fn close(mut self, deadline: Instant) -> Result<(), String> {
+        self.hang_up();
+        if reap::wait_until(&mut self.child, deadline).is_some() {
+            return Ok(());
+        }
+        let pid = self.pid();
+        Err(format!(
+            "pid {pid} did not end after its stdin was closed: {}",
+            reap::stop(self.child)
+        ))
+    }
+}
+
+/// Closes every instance in `insts` (all hung up first, one deadline for all); the first error.
+fn close_all(insts: Vec<Instance>, grace: Duration) -> Result<(), String> {
+    let mut insts = insts;
+    for i in insts.iter_mut() {
+        i.hang_up();
+    }
+    let deadline = Instant::now() + grace;
+    let mut first = Ok(());
+    for i in insts {
+        if let Err(e) = i.close(deadline) {
+            first = first.and(Err(e));
         }
     }
+    first
+}
+
+/// How long instances get: to print `ready` (`n` of them started at once), and to end once
+/// their stdin is closed. `ISOL_BENCH_INSTANCE_TIMEOUT` (seconds) sets both, for slow
+/// machines and for tests of the timeout path.
+fn ready_time(n: u32) -> Duration {
+    instance_timeout_override().unwrap_or(Duration::from_secs(120 + 6 * u64::from(n)))
+}
+
+fn close_time() -> Duration {
+    instance_timeout_override().unwrap_or(Duration::from_secs(30))
+}
+
+fn instance_timeout_override() -> Option<Duration> {
+    std::env::var("ISOL_BENCH_INSTANCE_TIMEOUT")
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// `VmRSS`/`VmHWM` of `pid` in MiB.
@@ -741,6 +797,15 @@ fn mem_available_mib() -> Option<f64> {
 
 const IDLE: &str = "echo ready; read x; exit 0";
 
+/// How the memory and density benchmarks bound their waits, for their methods.
+const WAITS: &str = "Every wait is bounded: N instances must all print `ready` within 120 + 6·N s and end within 30 s once their stdin is closed; an instance that does not is stopped (SIGTERM to its process group, SIGKILL 5 s later) and the subject's row is marked failed with the reason, larger N not tried.";
+
+/// The idle workload: [`IDLE`], or `ISOL_BENCH_IDLE_SCRIPT` (for tests of the path where an
+/// instance never gets ready).
+fn idle_script() -> String {
+    std::env::var("ISOL_BENCH_IDLE_SCRIPT").unwrap_or_else(|_| IDLE.into())
+}
+
 /// One idle instance's memory, in MiB: (runtime RSS, runtime HWM, cgroup memory).
 struct Idle {
     rss: f64,
@@ -758,11 +823,12 @@ fn start_idle(
 ) -> Result<(f64, Vec<Idle>, f64), String> {
     let before = mem_available_mib().unwrap_or(0.0);
     let t0 = Instant::now();
+    let script = idle_script();
     let mut insts = Vec::new();
     let mut res = Ok(());
     for i in 0..n {
         let errf = work.join(format!("idle-{}-{i}.err", r.subject()));
-        match Instance::spawn_with(&mut r.command(IDLE, true, false), Some(errf)) {
+        match Instance::spawn_with(&mut r.command(&script, true, false), Some(errf)) {
             Ok(x) => insts.push(x),
             Err(e) => {
                 res = Err(e);
@@ -770,13 +836,23 @@ fn start_idle(
             }
         }
     }
-    let timeout = Duration::from_secs(120 + 6 * u64::from(n));
-    for inst in insts.iter_mut() {
+    // One deadline for all of them to be ready.
+    let limit = ready_time(n);
+    let deadline = t0 + limit;
+    for (k, inst) in insts.iter_mut().enumerate() {
         if res.is_err() {
             break;
         }
-        if let Err(e) = inst.read_until("ready", timeout) {
-            res = Err(e);
+        if let Err(e) = inst.read_until("ready", deadline) {
+            res = Err(if Instant::now() >= deadline {
+                format!(
+                    "instance {}/{n} not ready within {} s ({e})",
+                    k + 1,
+                    limit.as_secs()
+                )
+            } else {
+                format!("instance {}/{n}: {e}", k + 1)
+            });
         }
     }
     let elapsed = t0.elapsed().as_secs_f64() * 1e3;
@@ -794,9 +870,14 @@ fn start_idle(
             mems.push(Idle { rss, hwm, cgroup });
         }
     }
-    for inst in insts {
-        inst.close(Duration::from_secs(60));
-    }
+    let closed = close_all(insts, close_time());
+    // An instance that does not end when its stdin closes fails the measurement too.
+    let res = match (res, closed) {
+        (Err(e), Err(c)) => Err(format!("{e}; {c}")),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(()), Err(c)) => Err(c),
+        (Ok(()), Ok(())) => Ok(()),
+    };
     res.map(|()| (elapsed, mems, drop_mib))
 }
 
@@ -862,7 +943,7 @@ pub fn memory_metrics(
             benchmark: "memory",
             title: "Memory overhead of one idle instance".into(),
             method: format!(
-                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads VmRSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched) from /proc/PID/status and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its VmRSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`).",
+                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads VmRSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched) from /proc/PID/status and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its VmRSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`). {WAITS}",
                 1, plan.runs
             ),
             unit: "MiB",
@@ -879,12 +960,18 @@ pub fn memory_metrics(
         // Growth with N instances.
         let mut series = Vec::new();
         for r in runners.iter().filter(|r| !matches!(r, Runner::Host { .. })) {
+            // After a failure, larger N are not tried (each would wait out its deadline).
+            let mut failed: Option<String> = None;
             for &n in &plan.growth {
                 progress(format!("memory growth: {} ×{n}", r.label()));
                 let mut s = Series::new(
                     &format!("{}×{n}", r.subject()),
                     &format!("{} ×{n}", r.label()),
                 );
+                if let Some(why) = &failed {
+                    series.push(Series::skipped(&s.subject, &s.label, why.clone()));
+                    continue;
+                }
                 let res = start_idle(r, n, work, true);
                 if cancel::cancelled() {
                     return None;
@@ -896,7 +983,10 @@ pub fn memory_metrics(
                         s.part("per_instance_mib", total / f64::from(n));
                         s.part("mem_available_drop_mib", drop_mib);
                     }
-                    Err(e) => s.fail(e),
+                    Err(e) => {
+                        failed = Some(format!("not tried: ×{n} failed ({e})"));
+                        s.fail(e);
+                    }
                 }
                 series.push(s);
             }
@@ -947,11 +1037,16 @@ pub fn memory_metrics(
                 .and_then(|m| m.series.iter().find(|s| s.subject == r.subject()))
                 .and_then(|s| s.summary)
                 .map(|s| s.median + base_of(&out));
+            let mut failed: Option<String> = None;
             for &n in &plan.density {
                 let mut s = Series::new(
                     &format!("{}×{n}", r.subject()),
                     &format!("{} ×{n}", r.label()),
                 );
+                if let Some(why) = &failed {
+                    series.push(Series::skipped(&s.subject, &s.label, why.clone()));
+                    continue;
+                }
                 if let (true, Some((max, why))) = (r.is_kvm(), plan.kvm_density_max)
                     && n > max
                 {
@@ -984,6 +1079,7 @@ pub fn memory_metrics(
                     match res {
                         Ok((ms, _, _)) => s.push(ms),
                         Err(e) => {
+                            failed = Some(format!("not tried: ×{n} failed ({e})"));
                             s.fail(e);
                             break;
                         }
@@ -1004,7 +1100,7 @@ pub fn memory_metrics(
             benchmark: "density",
             title: "Density: N instances started at once until all run".into(),
             method: format!(
-                "N idle instances (`sh -c '{IDLE}'`) spawned back to back; the time from the first spawn until every one printed `ready` (all are running), for N = {}; {} round(s) each. N is skipped when N × the per-instance memory would exceed half of MemAvailable.",
+                "N idle instances (`sh -c '{IDLE}'`) spawned back to back; the time from the first spawn until every one printed `ready` (all are running), for N = {}; {} round(s) each. N is skipped when N × the per-instance memory would exceed half of MemAvailable. {WAITS}",
                 plan.density
                     .iter()
                     .map(u32::to_string)
