@@ -120,8 +120,7 @@ fn run_once(cmd: &mut Command, poll_kib: Option<u64>) -> Res<Sample> {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    // isol exits with the workload's status (0); QEMU at init's power-off write.
-    if !(m.status.success() || m.status.code() == Some(qemu_microvm::POWER_OFF_EXIT)) {
+    if !qemu_microvm::ended_cleanly(m.status) {
         return Err(format!(
             "{:?} failed ({}): {}",
             cmd.get_program(),

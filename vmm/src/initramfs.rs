@@ -361,7 +361,7 @@ pub fn wire_spec(spec: &RunSpec) -> Spec {
 /// guest init's file, copied only when the archive is written out).
 fn write_isol_entries(
     w: &mut CpioWriter<Initramfs>,
-    init: InitFile,
+    init: SourceFile,
     spec: &[u8],
 ) -> io::Result<()> {
     w.entry(b"dev", dir(0o755), &[])?;
@@ -396,16 +396,20 @@ fn write_isol_entries(
     )
 }
 
-/// An open regular file and its length, taken when it was opened.
+/// A regular file of the initramfs (the guest init, a cached root archive), open since
+/// the archive was planned, read only where the archive is written.
 #[derive(Debug)]
-pub struct InitFile {
-    path: PathBuf,
-    file: fs::File,
-    len: u64,
+pub struct SourceFile {
+    /// For errors.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: fs::File,
+    /// Its length when it was opened; a file that is shorter when read is an error.
+    pub len: u64,
 }
 
-impl InitFile {
-    fn open(path: &Path) -> io::Result<InitFile> {
+impl SourceFile {
+    fn open(path: &Path) -> io::Result<SourceFile> {
         let file = fs::File::open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
@@ -414,7 +418,7 @@ impl InitFile {
                 "not a regular file",
             ));
         }
-        Ok(InitFile {
+        Ok(SourceFile {
             path: path.to_owned(),
             file,
             len: meta.len(),
@@ -427,16 +431,8 @@ impl InitFile {
 pub enum Piece {
     /// Built in memory (headers, the spec, a merged layer tree).
     Bytes(Vec<u8>),
-    /// `len` bytes of a file (the guest init, a cached root archive), read only where the
-    /// archive is written.
-    File {
-        /// For errors.
-        path: PathBuf,
-        /// Open since the archive was planned.
-        file: fs::File,
-        /// Its length then; a file that is shorter when read is an error.
-        len: u64,
-    },
+    /// A file's content.
+    File(SourceFile),
 }
 
 /// An initramfs ready to be written where it goes. The large parts, the guest init
@@ -465,13 +461,9 @@ impl Initramfs {
         &mut self.pieces
     }
 
-    fn push_file(&mut self, f: InitFile) {
+    fn push_file(&mut self, f: SourceFile) {
         self.len += f.len;
-        self.pieces.push(Piece::File {
-            path: f.path,
-            file: f.file,
-            len: f.len,
-        });
+        self.pieces.push(Piece::File(f));
     }
 
     /// The whole archive as bytes (reads the files).
@@ -480,7 +472,7 @@ impl Initramfs {
         for p in self.pieces {
             match p {
                 Piece::Bytes(b) => out.extend_from_slice(&b),
-                Piece::File { path, file, len } => {
+                Piece::File(SourceFile { path, file, len }) => {
                     let start = out.len();
                     io::Read::read_to_end(&mut io::Read::take(file, len), &mut out)
                         .map_err(read_err(&path))?;
@@ -514,7 +506,7 @@ impl Write for Initramfs {
 
 impl CpioWriter<Initramfs> {
     /// Writes an entry whose data is `f`'s content, copied when the archive is written.
-    fn entry_file(&mut self, name: &[u8], meta: EntryMeta, f: InitFile) -> io::Result<()> {
+    fn entry_file(&mut self, name: &[u8], meta: EntryMeta, f: SourceFile) -> io::Result<()> {
         let size = u32::try_from(f.len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "entry too large"))?;
         self.header(name, meta, size)?;
@@ -544,7 +536,7 @@ pub fn plan_initramfs(
         return Ok(None);
     }
     let init_path = init.unwrap_or(Path::new("/init"));
-    let init_file = InitFile::open(init_path).map_err(|source| InitramfsError::Init {
+    let init_file = SourceFile::open(init_path).map_err(|source| InitramfsError::Init {
         path: init_path.to_owned(),
         source,
     })?;
@@ -555,7 +547,7 @@ pub fn plan_initramfs(
 
     let mut out = Initramfs::default();
     if let Rootfs::Cpio(path) = rootfs {
-        out.push_file(InitFile::open(path).map_err(read_err(path))?);
+        out.push_file(SourceFile::open(path).map_err(read_err(path))?);
         // The kernel accepts concatenated archives; each starts on a 4-byte boundary.
         let pad = out.len().next_multiple_of(4) - out.len();
         out.write_all(&[0u8; 3][..pad as usize])

@@ -28,7 +28,7 @@ use crate::arch::x86_64::layout::{
 };
 use crate::arch::x86_64::regs::EntryMode;
 use crate::config::BootProtocol;
-use crate::initramfs::{Initramfs, Piece};
+use crate::initramfs::{Initramfs, Piece, SourceFile};
 
 /// Errors loading the kernel or initramfs, or building the command line.
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +298,7 @@ pub fn load_initrd(
             Piece::Bytes(b) => mem
                 .write_slice(b, GuestAddress(addr))
                 .map(|()| b.len() as u64),
-            Piece::File { path, file, len } => {
+            Piece::File(SourceFile { path, file, len }) => {
                 let n = usize::try_from(*len).map_err(|_| LoaderError::InitrdRead {
                     path: path.clone(),
                     source: io::Error::new(io::ErrorKind::InvalidInput, "too large"),

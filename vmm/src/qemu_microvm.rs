@@ -51,6 +51,12 @@ pub const fn debug_exit_status(status: i32) -> i32 {
 /// QEMU's exit status when it ended at init's power-off write.
 pub const POWER_OFF_EXIT: i32 = debug_exit_status(isol_guest_init::port::POWER_OFF as i32);
 
+/// Whether a VMM running `true` ended as it should: isol with the workload's status 0,
+/// QEMU at init's power-off write ([`POWER_OFF_EXIT`]).
+pub fn ended_cleanly(status: ExitStatus) -> bool {
+    status.success() || status.code() == Some(POWER_OFF_EXIT)
+}
+
 /// Where a QEMU run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QemuEnd {
@@ -347,6 +353,9 @@ mod tests {
         assert!(v.contains(" loglevel=7 ") && !v.contains("quiet"), "{v}");
         assert_eq!(debug_exit_status(0), 1);
         assert_eq!(debug_exit_status(42), 85);
+        assert!(ended_cleanly(ExitStatus::from_raw(0)));
+        assert!(ended_cleanly(ExitStatus::from_raw(POWER_OFF_EXIT << 8)));
+        assert!(!ended_cleanly(ExitStatus::from_raw(1 << 8)));
         let mounted = "[    1.0] EXT4-fs (vda): mounted filesystem\n";
         assert!(check_guest(ExitStatus::from_raw(85 << 8), mounted, 42).is_ok());
         let e = check_guest(ExitStatus::from_raw(1 << 8), mounted, 42).unwrap_err();

@@ -758,8 +758,7 @@ pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
         ));
     }
     let m = m.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
-    // isol exits with the workload's status (0); QEMU at init's power-off write.
-    if !(m.status.success() || m.status.code() == Some(qemu_microvm::POWER_OFF_EXIT)) {
+    if !qemu_microvm::ended_cleanly(m.status) {
         let err = fs::read_to_string(log).unwrap_or_default();
         return Err(format!(
             "{:?} ended with {}: {}",
