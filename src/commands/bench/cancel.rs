@@ -26,6 +26,8 @@ static CURRENT_PGID: AtomicI32 = AtomicI32::new(0);
 /// When the run under way must be killed, in ns since [`base`].
 static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
 static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+/// How many runs the watchdog has killed so far.
+static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -82,12 +84,24 @@ pub fn disarm() -> bool {
     TIMED_OUT.swap(false, Ordering::SeqCst)
 }
 
+/// How many runs the watchdog has killed for exceeding [`RUN_TIMEOUT`] so far.
+pub fn timeouts() -> u64 {
+    TIMEOUTS.load(Ordering::SeqCst)
+}
+
+/// Counts a timeout as the watchdog does, for tests of what the bench does after one.
+#[cfg(test)]
+pub fn count_timeout() {
+    TIMEOUTS.fetch_add(1, Ordering::SeqCst);
+}
+
 fn watchdog() {
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let pgid = CURRENT_PGID.load(Ordering::SeqCst);
         if pgid > 0 && base().elapsed().as_nanos() as u64 > DEADLINE_NS.load(Ordering::SeqCst) {
             TIMED_OUT.store(true, Ordering::SeqCst);
+            TIMEOUTS.fetch_add(1, Ordering::SeqCst);
             // A run that is not done after RUN_TIMEOUT is hung: kill its whole process group.
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
             CURRENT_PGID.store(0, Ordering::SeqCst);

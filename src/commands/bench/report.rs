@@ -77,6 +77,9 @@ pub struct SubjectReport {
     pub info: SubjectInfo,
     pub status: Status,
     pub error: Option<String>,
+    /// What happened that the numbers do not show (a run repeated after a timeout).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Of `samples`; absent when there are none.
     pub summary: Option<Summary>,
     pub samples: Vec<SampleRecord>,
@@ -284,8 +287,18 @@ impl BenchmarkReport {
             .iter()
             .filter(|s| s.status != Status::Ok)
             .collect();
-        if !missing.is_empty() {
+        let noted: Vec<&SubjectReport> = self
+            .subjects
+            .iter()
+            .filter(|s| !s.notes.is_empty())
+            .collect();
+        if !missing.is_empty() || !noted.is_empty() {
             md.push('\n');
+        }
+        for s in noted {
+            let _ = writeln!(md, "- **{}:** {}", s.info.name, s.notes.join("; "));
+        }
+        if !missing.is_empty() {
             for s in missing {
                 let word = match s.status {
                     Status::Failed => "failed",
@@ -516,6 +529,7 @@ mod tests {
                 Status::Ok
             },
             error: samples.is_empty().then(|| "not installed".into()),
+            notes: Vec::new(),
             summary: Summary::of(samples),
             samples: Vec::new(),
             warmup_samples: Vec::new(),

@@ -713,8 +713,15 @@ impl Subject for QemuPeer {
         let log = self.dir.join("console.log");
         let file =
             fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let (_, status, stderr) = timed_to(&mut self.command(w, true)?, file.into())?;
+        let res = timed_to(&mut self.command(w, true)?, file.into());
         let console = fs::read_to_string(&log).unwrap_or_default();
+        // A run that hung: how far the guest got is the last thing it printed.
+        let (_, status, stderr) = res.map_err(|e| {
+            format!(
+                "{e}; the guest's console ended with: {:?}",
+                last_line(&console)
+            )
+        })?;
         // One line: the reports show it as a list item.
         qemu_microvm::check_guest(status, &console, w.expect)
             .map_err(|e| format!("{e}; {}", last_line(&stderr)).replace('\n', " ⏎ "))
