@@ -92,6 +92,70 @@ fn console_is_quiet_unless_asked() {
     assert!(stdout(&loud).contains("only this"));
 }
 
+/// The kernel log goes out through the serial port; on a full stdout whose open file
+/// description is non-blocking (shared with whoever reads it) the UART must wait, not
+/// lose bytes: the log is read only after isol has filled a one-page pipe.
+#[test]
+fn the_console_log_survives_a_slow_non_blocking_stdout() {
+    if !kvm_ready() {
+        return;
+    }
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fds[0] was just made by pipe2 and is owned here only.
+    let rd = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as for fds[0].
+    let wr = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    // SAFETY: fcntl on a pipe fd we own: one page of buffer.
+    assert!(unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096) } >= 4096);
+    // SAFETY: fcntl on a pipe fd we own: a non-blocking write end.
+    let r = unsafe { libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK) };
+    assert_eq!(r, 0);
+    let mut child = isol(&[
+        "run",
+        "--backend",
+        "kvm",
+        "--console",
+        "busybox",
+        "--",
+        "echo",
+        "the end",
+    ])
+    .stdout(wr)
+    .spawn()
+    .expect("isol runs");
+    // Read nothing until the pipe has stayed full for 3 s (the UART is waiting, or was
+    // losing bytes all that time) or isol is done.
+    let mut full_since = None;
+    while child.try_wait().unwrap().is_none() {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD stores an int through the pointer it is given.
+        let r = unsafe { libc::ioctl(fds[0], libc::FIONREAD, &mut queued) };
+        assert_eq!(r, 0);
+        let now = std::time::Instant::now();
+        match full_since {
+            _ if queued < 4096 => full_since = None,
+            None => full_since = Some(now),
+            Some(t) if now - t > std::time::Duration::from_secs(3) => break,
+            Some(_) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut out = Vec::new();
+    std::fs::File::from(rd).read_to_end(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(status.success(), "{status}: {out}");
+    let first = out.find("Linux version").expect("the log's first line");
+    let init = out
+        .find("Run /init as init process")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(first < init && out.contains("the end\n"), "{out}");
+}
+
 #[test]
 fn a_guest_that_never_ends_is_stopped_by_the_timeout() {
     if !kvm_ready() {

@@ -15,12 +15,15 @@
 //!     every thread; turn the ending into an exit code or an error.
 
 use std::borrow::Cow;
+use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use isol_devices::virtio::console::FdWriter;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
@@ -47,7 +50,13 @@ pub struct VmOutcome {
 
 fn serial_writer(out: &SerialOutput) -> Box<dyn Write + Send> {
     match out {
-        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        // Through its own descriptor of stdout, so that a full non-blocking stdout (its
+        // open file description is shared with the shell or the reader) makes the UART
+        // wait instead of losing bytes, like the console ports' writers.
+        SerialOutput::Stdout => match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(FdWriter::new(File::from(fd))),
+            Err(_) => Box::new(std::io::stdout()),
+        },
         SerialOutput::Buffer(b) => Box::new(b.clone()),
         SerialOutput::Sink => Box::new(std::io::sink()),
     }
