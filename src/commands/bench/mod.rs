@@ -530,7 +530,7 @@ fn bench(
             Some(b) => benchmarks.push(b),
             None => return Ok(None),
         }
-        // The VM side's memory, in runs of its own (polling would perturb the timing).
+        // The VM side's memory, in runs of its own (reading smaps would perturb the timing).
         let rounds = runs.min(if args.quick { 3 } else { 5 });
         match vm_memory_metric(&mut slots, rounds, &work.0, &bar, inner) {
             Some(m) => start_metrics.push(m),
