@@ -13,8 +13,8 @@
 //! Measured per run: wall time from spawn to reap (the VMM process's whole life), and
 //! in separate runs (polling would perturb the timing) the peak RSS (`ru_maxrss` from
 //! `wait4`) and the RSS of the guest RAM mapping (the largest anonymous mapping of at
-//! least the guest size in `/proc/PID/smaps`, last value seen while polling every
-//! 2 ms). VMM overhead = peak RSS − guest RAM resident.
+//! least the guest size in `/proc/PID/smaps`, last value seen while reading it
+//! every 50 ms, `qemu_microvm::SMAPS_EVERY`). VMM overhead = peak RSS − guest RAM resident.
 //!
 //! Options: `--runs N` (default 15), `--warmup N` (2), `--rss-runs N` (5),
 //! `--memory MIB` (128), `--image NAME` (busybox), `--kernel FILE` (default
@@ -327,9 +327,15 @@ fn real_main() -> Res<()> {
     }
     let min_kib = o.memory_mib * 1024;
     let mut rss: [Vec<Sample>; 2] = Default::default();
-    for _ in 0..o.rss_runs {
-        for (k, (_, c)) in subjects.iter().enumerate() {
-            rss[k].push(run_once(&mut c(), Some(min_kib))?);
+    for i in 0..o.rss_runs {
+        for (k, (name, c)) in subjects.iter().enumerate() {
+            let s = run_once(&mut c(), Some(min_kib))?;
+            eprintln!(
+                "  rss {i:>2} {name:<13} peak {:>6.1} MiB, guest RAM resident {:>6.1} MiB",
+                s.maxrss_kib as f64 / 1024.0,
+                s.guest_kib.unwrap_or(0) as f64 / 1024.0
+            );
+            rss[k].push(s);
         }
     }
     // One more isol run for its own view: setup steps, boot timeline, exit counts.

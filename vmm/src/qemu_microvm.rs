@@ -290,11 +290,23 @@ impl Measured {
     }
 }
 
+/// How often [`wait_measured`] reads the guest RAM mapping's RSS. Each read walks the page
+/// tables of the VMM whose guest RAM KVM is faulting in; in the lab (nested KVM on an
+/// emulated CPU) one read of a QEMU's smaps takes milliseconds, so at the former 2 ms the
+/// reads ran back to back for the whole boot. The guest's RAM only grows while it runs (THP:
+/// in 2 MiB steps), so the last value seen misses at most what the guest touches in its last
+/// interval before it powers off.
+pub const SMAPS_EVERY: Duration = Duration::from_millis(50);
+
+/// How often [`wait_measured`] checks (`wait4` with `WNOHANG`, which reads no page tables)
+/// whether the child ended, when it polls.
+const WAIT_EVERY: Duration = Duration::from_millis(2);
+
 /// Waits for `child` with `wait4`; with `poll_kib` (the guest RAM size in KiB), reads the
-/// RSS of its guest RAM mapping ([`guest_rss_kib`]) every 2 ms meanwhile (which perturbs
-/// the timing: measure memory in runs of its own). Leaves the child's pipes to the caller.
-/// With a `deadline`, a child still running then is left as it is (not reaped) and the
-/// error is [`io::ErrorKind::TimedOut`]: stopping it is the caller's business.
+/// RSS of its guest RAM mapping ([`guest_rss_kib`]) every [`SMAPS_EVERY`] meanwhile (which
+/// perturbs the timing: measure memory in runs of its own). Leaves the child's pipes to the
+/// caller. With a `deadline`, a child still running then is left as it is (not reaped) and
+/// the error is [`io::ErrorKind::TimedOut`]: stopping it is the caller's business.
 pub fn wait_measured(
     child: &mut Child,
     poll_kib: Option<u64>,
@@ -302,6 +314,7 @@ pub fn wait_measured(
 ) -> io::Result<Measured> {
     let pid = child.id();
     let mut guest = None;
+    let mut read_at: Option<Instant> = None;
     let (status, ru) = loop {
         let mut status = 0;
         // SAFETY: a zeroed rusage is a valid out-parameter.
@@ -326,11 +339,13 @@ pub fn wait_measured(
                 format!("pid {pid} still running at the deadline"),
             ));
         }
-        if let Some(min) = poll_kib {
+        let due = read_at.is_none_or(|t| t.elapsed() >= SMAPS_EVERY);
+        if let Some(min) = poll_kib.filter(|_| due) {
+            read_at = Some(Instant::now());
             guest = guest_rss_kib(pid, min).or(guest);
         }
         if polling {
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(WAIT_EVERY);
         }
     };
     Ok(Measured {

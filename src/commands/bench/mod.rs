@@ -562,7 +562,7 @@ fn bench(
             Some(b) => benchmarks.push(b),
             None => return Ok(None),
         }
-        // The VM side's memory, in runs of its own (polling would perturb the timing).
+        // The VM side's memory, in runs of its own (reading smaps would perturb the timing).
         let rounds = runs.min(if args.quick { 3 } else { 5 });
         match vm_memory_metric(&mut slots, rounds, &work.0, &bar, inner) {
             Some(m) => start_metrics.push(m),
@@ -949,8 +949,9 @@ fn vm_memory_metric(
         benchmark: "start",
         title: "VMM memory overhead: peak RSS − guest RAM resident".into(),
         method: format!(
-            "{rounds} start → exit runs of `/bin/true` per VMM after the timed ones, interleaved (isol-kvm, qemu), both with {} MiB of guest RAM and 1 vCPU: peak RSS is `ru_maxrss` of the VMM process from `wait4`; guest RAM resident is the RSS of the guest RAM mapping (the largest anonymous mapping ≥ the guest size in /proc/PID/smaps, last value seen while polling every 2 ms — polling perturbs timing, hence runs of their own); the sample is their difference: what the VMM itself costs. Parts per sample in report.json (`peak_rss_mib`, `guest_resident_mib`).",
-            subjects::VM_MEMORY_MIB
+            "{rounds} start → exit runs of `/bin/true` per VMM after the timed ones, interleaved (isol-kvm, qemu), both with {} MiB of guest RAM and 1 vCPU: peak RSS is `ru_maxrss` of the VMM process from `wait4`; guest RAM resident is the RSS of the guest RAM mapping (the largest anonymous mapping ≥ the guest size in /proc/PID/smaps, last value seen while reading it every {every} ms, which misses at most what the guest touches in the last {every} ms before it powers off; each read walks the VMM's page tables, so these runs are not timed); the sample is their difference: what the VMM itself costs. Parts per sample in report.json (`peak_rss_mib`, `guest_resident_mib`).",
+            subjects::VM_MEMORY_MIB,
+            every = isol_vmm::qemu_microvm::SMAPS_EVERY.as_millis(),
         ),
         unit: "MiB",
         lower_is_better: true,

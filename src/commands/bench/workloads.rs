@@ -286,7 +286,7 @@ fn output_with_timeout(cmd: &mut Command) -> Result<(String, String), String> {
 }
 
 fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
-    let tmpfs_note = "on kvm the root is an overlay of the read-only virtio-blk image disk with a tmpfs upper layer in guest RAM: new files never reach a disk, so this compares guest page cache/tmpfs with the container's overlay on the host's disk".to_string();
+    let tmpfs_note = "on kvm the root is an overlay of the read-only virtio-blk image disk with a tmpfs upper layer in guest RAM: new files never reach a disk, like the container's, whose overlay upper layer is a tmpfs in its mount namespace".to_string();
     let direct = "O_DIRECT is asked for (dd iflag/oflag=direct) and the fallback to buffered IO is noted when the filesystem refuses it (tmpfs does)";
     let mut v = Vec::new();
     if which.contains(&"cpu") {
@@ -331,7 +331,7 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             id: "io-seq-write",
             title: format!("IO: sequential write of {mib} MiB + fsync"),
             method: format!(
-                "busybox `dd if=/dev/zero of=ROOT/bench.dat bs=1M count={mib} conv=fsync` on the root filesystem (container: its overlay's upper dir on the host's disk; host: a directory on the same filesystem as the image store)"
+                "busybox `dd if=/dev/zero of=ROOT/bench.dat bs=1M count={mib} conv=fsync` on the root filesystem (container: its overlay's upper layer, a tmpfs in the container's mount namespace, so in memory; kvm: the same in guest RAM; host: a directory on the same filesystem as the image store, on disk)"
             ),
             prep: String::new(),
             body: format!("run dd if=/dev/zero of=$D/bench.dat bs=1M count={mib} conv=fsync;"),
