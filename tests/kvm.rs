@@ -229,21 +229,23 @@ fn the_vm_runs_in_isol_vmm_which_isol_becomes() {
     .spawn()
     .unwrap();
     let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
-    // The process isol started as is now isol-vmm: same pid, the VMM's executable.
-    loop {
+    // The process isol started as is now isol-vmm: same pid, the VMM's executable, mapped
+    // (exec names the new executable in /proc/PID/exe before it maps its segments).
+    let mapped = |maps: &str, exe: &str| maps.lines().any(|l| l.ends_with(exe));
+    let maps = loop {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("isol ended ({status}) and was never seen running isol-vmm");
         }
         if std::fs::read_link(proc_dir.join("exe")).ok().as_ref() == Some(&vmm) {
-            break;
+            let maps = std::fs::read_to_string(proc_dir.join("maps")).unwrap();
+            if mapped(&maps, vmm.to_str().unwrap()) {
+                break maps;
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    };
     // None of isol's own executable is mapped while the VM runs.
-    let maps = std::fs::read_to_string(proc_dir.join("maps")).unwrap();
-    let mapped = |exe: &str| maps.lines().any(|l| l.ends_with(exe));
-    assert!(mapped(vmm.to_str().unwrap()), "{maps}");
-    assert!(!mapped(isol_bin()), "{maps}");
+    assert!(!mapped(&maps, isol_bin()), "{maps}");
     let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap();
     assert!(
         cmdline.starts_with(b"isol-vmm\0--launch-fd\0"),

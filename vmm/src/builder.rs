@@ -21,6 +21,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use isol_devices::virtio::console::FdWriter;
@@ -33,7 +34,7 @@ use crate::event_loop::{self, VmEnd};
 use crate::trace::{self, BootTimings, ExitCounts, SetupStep, Timeline, TimestampingWriter};
 use crate::vstate::kvm::{self as kvm_state, KvmError};
 use crate::vstate::memory;
-use crate::vstate::vcpu::{Vcpu, VcpuStop};
+use crate::vstate::vcpu::{MmioOrder, Vcpu, VcpuStop};
 use crate::vstate::vm::Vm;
 use crate::{VmmError, device_manager, initramfs, loader};
 
@@ -187,107 +188,132 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
         Ok::<_, VmmError>((kvm, vm, devices, virtio, kernel?))
     })?;
 
-    // 6. Initramfs.
-    let rootfs = cached_rootfs(&cfg.rootfs);
-    let initrd = match initramfs::plan_initramfs(&rootfs, cfg.init.as_deref(), &cfg.spec)? {
-        Some(mut image) => Some(loader::load_initrd(&mem, &mut image, &kernel, mem_size)?),
-        None => None,
+    // The virtio devices' ioeventfds and batching zones, on a thread of their own while
+    // the rest is set up and the guest boots (device_manager::LateIo).
+    // No vCPU serves an MMIO exit before they are done (MmioOrder).
+    let late_io = virtio.take_late_io();
+    let mmio_order = Arc::new(MmioOrder::default());
+    let register_late = || {
+        for why in device_manager::register_late_io(vm.fd(), &late_io) {
+            eprintln!("isol: warning: {why}; those accesses exit to the VMM instead");
+        }
+        timeline.mark(SetupStep::LateIo);
+        mmio_order.late_io_done();
     };
-    timeline.mark(SetupStep::Initramfs);
-
-    // 7. Command line.
-    let cmdline = loader::build_cmdline(
-        cfg.console,
-        &[virtio.cmdline(), &cfg.extra_cmdline].concat(),
-    )?;
-    let cmdline_len = loader::load_cmdline(&mem, &cmdline)?;
-
-    // 8. Boot structures.
-    match kernel.entry {
-        EntryMode::Long64 { .. } => {
-            let params =
-                boot_params::build_boot_params(kernel.setup_header, cmdline_len, initrd, mem_size)?;
-            boot_params::write_boot_params(&mem, &params)?;
-            regs::write_identity_page_tables(&mem)?;
+    std::thread::scope(|s| {
+        let late = std::thread::Builder::new()
+            .name("isol-late-io".into())
+            .spawn_scoped(s, register_late);
+        // Without a thread (none could be started), they are made here.
+        if late.is_err() {
+            register_late();
         }
-        EntryMode::Pvh { .. } => {
-            boot_params::write_pvh_start_info(&mem, initrd, mem_size)?;
-        }
-    }
-    regs::write_gdt_idt(&mem, kernel.entry)?;
-    mptable::setup_mptable(&mem, cfg.vcpus)?;
 
-    // 9. vCPUs.
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(KvmError::Cpuid)?;
-    let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
-    let batch_lock = std::sync::Arc::new(std::sync::Mutex::new(()));
-    for index in 0..cfg.vcpus {
-        let v = Vcpu::new(
-            vm.fd(),
-            index,
-            devices.pio.clone(),
-            devices.mmio.clone(),
-            timeline.clone(),
-            devices.stop_flag.clone(),
-            batch_lock.clone(),
+        // 6. Initramfs.
+        let rootfs = cached_rootfs(&cfg.rootfs);
+        let initrd = match initramfs::plan_initramfs(&rootfs, cfg.init.as_deref(), &cfg.spec)? {
+            Some(mut image) => Some(loader::load_initrd(&mem, &mut image, &kernel, mem_size)?),
+            None => None,
+        };
+        timeline.mark(SetupStep::Initramfs);
+
+        // 7. Command line.
+        let cmdline = loader::build_cmdline(
+            cfg.console,
+            &[virtio.cmdline(), &cfg.extra_cmdline].concat(),
         )?;
-        v.configure(&supported, cfg.vcpus, (index == 0).then_some(kernel.entry))?;
-        vcpus.push(v);
-    }
-    timeline.mark(SetupStep::Vcpus);
+        let cmdline_len = loader::load_cmdline(&mem, &cmdline)?;
 
-    // 10. Run.
-    virtio.start()?; // virtio: device thread
-    let result = event_loop::run_vm(
-        vcpus,
-        &devices.reset_evt,
-        devices.serial.clone(),
-        cfg.forward_stdin && cfg.stdio == crate::config::GuestStdio::Serial, // virtio: console owns stdin
-        cfg.timeout,
-    )?;
-    virtio.shutdown(); // virtio: drain console output, join the device threads
-    let end_time = Instant::now();
-
-    let (exit_status, timings) = {
-        let port = devices.exit_port.lock().unwrap_or_else(|p| p.into_inner());
-        (port.exit_status(), timeline.finish(port.phases(), end_time))
-    };
-    if cfg.trace_exits {
-        eprint!(
-            "{}",
-            trace::report(&result.counts, &timings, &devices.pio, &devices.mmio)
-        );
-    }
-
-    // The VM, its vCPU fds and the memory go away here, after every thread was joined.
-    let outcome = |code: u8| VmOutcome {
-        exit_code: i32::from(code),
-        timings,
-        exit_counts: result.counts.clone(),
-    };
-    match (result.end, exit_status) {
-        (VmEnd::Signal(sig), _) => Err(VmmError::Interrupted(sig)),
-        (VmEnd::Timeout(d), Some(_)) | (VmEnd::Timeout(d), None) => Err(VmmError::Timeout(d)),
-        // The workload finished and the guest went down: whichever way it went down
-        // (reset line, triple fault after it, a halt), the reported status stands.
-        (VmEnd::Reset, Some(code)) => Ok(outcome(code)),
-        (VmEnd::VcpuStopped(ev), Some(code))
-            if matches!(
-                ev.stop,
-                VcpuStop::Shutdown | VcpuStop::Halted | VcpuStop::SystemEvent(_)
-            ) =>
-        {
-            Ok(outcome(code))
+        // 8. Boot structures.
+        match kernel.entry {
+            EntryMode::Long64 { .. } => {
+                let params = boot_params::build_boot_params(
+                    kernel.setup_header,
+                    cmdline_len,
+                    initrd,
+                    mem_size,
+                )?;
+                boot_params::write_boot_params(&mem, &params)?;
+                regs::write_identity_page_tables(&mem)?;
+            }
+            EntryMode::Pvh { .. } => {
+                boot_params::write_pvh_start_info(&mem, initrd, mem_size)?;
+            }
         }
-        (VmEnd::Reset, None) => Err(VmmError::GuestRebooted),
-        (VmEnd::VcpuStopped(ev), None) if ev.stop == VcpuStop::Shutdown => {
-            Err(VmmError::TripleFault(ev.index))
+        regs::write_gdt_idt(&mem, kernel.entry)?;
+        mptable::setup_mptable(&mem, cfg.vcpus)?;
+
+        // 9. vCPUs.
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(KvmError::Cpuid)?;
+        let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+        for index in 0..cfg.vcpus {
+            let v = Vcpu::new(
+                vm.fd(),
+                index,
+                devices.pio.clone(),
+                devices.mmio.clone(),
+                timeline.clone(),
+                devices.stop_flag.clone(),
+                mmio_order.clone(),
+            )?;
+            v.configure(&supported, cfg.vcpus, (index == 0).then_some(kernel.entry))?;
+            vcpus.push(v);
         }
-        (VmEnd::VcpuStopped(ev), _) => Err(VmmError::VcpuStopped {
-            index: ev.index,
-            reason: describe_stop(ev.stop),
-        }),
-    }
+        timeline.mark(SetupStep::Vcpus);
+
+        // 10. Run.
+        virtio.start()?; // virtio: device thread
+        let result = event_loop::run_vm(
+            vcpus,
+            &devices.reset_evt,
+            devices.serial.clone(),
+            cfg.forward_stdin && cfg.stdio == crate::config::GuestStdio::Serial, // virtio: console owns stdin
+            cfg.timeout,
+        )?;
+        virtio.shutdown(); // virtio: drain console output, join the device threads
+        let end_time = Instant::now();
+
+        let (exit_status, timings) = {
+            let port = devices.exit_port.lock().unwrap_or_else(|p| p.into_inner());
+            (port.exit_status(), timeline.finish(port.phases(), end_time))
+        };
+        if cfg.trace_exits {
+            eprint!(
+                "{}",
+                trace::report(&result.counts, &timings, &devices.pio, &devices.mmio)
+            );
+        }
+
+        // The VM, its vCPU fds and the memory go away here, after every thread was joined.
+        let outcome = |code: u8| VmOutcome {
+            exit_code: i32::from(code),
+            timings,
+            exit_counts: result.counts.clone(),
+        };
+        match (result.end, exit_status) {
+            (VmEnd::Signal(sig), _) => Err(VmmError::Interrupted(sig)),
+            (VmEnd::Timeout(d), Some(_)) | (VmEnd::Timeout(d), None) => Err(VmmError::Timeout(d)),
+            // The workload finished and the guest went down: whichever way it went down
+            // (reset line, triple fault after it, a halt), the reported status stands.
+            (VmEnd::Reset, Some(code)) => Ok(outcome(code)),
+            (VmEnd::VcpuStopped(ev), Some(code))
+                if matches!(
+                    ev.stop,
+                    VcpuStop::Shutdown | VcpuStop::Halted | VcpuStop::SystemEvent(_)
+                ) =>
+            {
+                Ok(outcome(code))
+            }
+            (VmEnd::Reset, None) => Err(VmmError::GuestRebooted),
+            (VmEnd::VcpuStopped(ev), None) if ev.stop == VcpuStop::Shutdown => {
+                Err(VmmError::TripleFault(ev.index))
+            }
+            (VmEnd::VcpuStopped(ev), _) => Err(VmmError::VcpuStopped {
+                index: ev.index,
+                reason: describe_stop(ev.stop),
+            }),
+        }
+    })
 }

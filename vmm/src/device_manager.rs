@@ -54,16 +54,6 @@ pub enum DeviceError {
         /// Why (already says what to do).
         msg: String,
     },
-    /// A queue-notify ioeventfd could not be registered.
-    #[error(
-        "KVM cannot route queue notifications at {addr:#x} to an eventfd: {source}; the host's KVM lacks ioeventfd support"
-    )]
-    Ioeventfd {
-        /// Notify register address.
-        addr: u64,
-        /// Why.
-        source: kvm_ioctls::Error,
-    },
     /// Too many virtio devices for the IOAPIC's pins.
     #[error("Too many virtio devices ({0}); at most {MAX_VIRTIO_DEVICES} fit")]
     TooManyVirtio(usize),
@@ -228,6 +218,42 @@ pub struct VirtioDevices {
     transports: Vec<(&'static str, Arc<Mutex<MmioTransport>>)>,
     cmdline: Vec<String>,
     stop: Option<(EventFd, std::thread::JoinHandle<()>)>,
+    late: Vec<LateIo>,
+}
+
+/// A KVM I/O-bus registration of a virtio device that the VM does not need from its
+/// first instruction: Linux probes the devices hundreds of milliseconds into its boot.
+///
+/// Each registration makes KVM wait for an SRCU grace period (`kvm_io_bus_register_dev`),
+/// milliseconds apiece where the host is slow — ~80 ms per VM in the lab for one virtio-blk
+/// and a three-port console, the largest single cost of isol's setup. [`register_late_io`]
+/// makes them on a thread of their own while the guest boots. Correct in either order:
+/// until a queue's ioeventfd exists, the notify write exits to the VMM, whose transport
+/// signals the same eventfd (`MmioTransport`, `QUEUE_NOTIFY`); until a batching zone
+/// exists, its writes exit and are applied at once.
+#[derive(Debug)]
+pub enum LateIo {
+    /// The queue's notification eventfd, as an ioeventfd on `addr` matching `queue`.
+    Ioeventfd { evt: EventFd, addr: u64, queue: u32 },
+    /// A coalesced-MMIO zone (docs/devices.md, "batched writes").
+    Batched { addr: u64, len: u32 },
+}
+
+/// Makes the registrations of `late` in order, returning a one-line reason for each one
+/// that failed (its accesses keep exiting to the VMM, which handles them the same way).
+pub fn register_late_io(vm: &kvm_ioctls::VmFd, late: &[LateIo]) -> Vec<String> {
+    late.iter()
+        .filter_map(|io| match io {
+            LateIo::Ioeventfd { evt, addr, queue } => vm
+                .register_ioevent(evt, &IoEventAddress::Mmio(*addr), *queue)
+                .err()
+                .map(|e| format!("no ioeventfd for queue {queue} at {addr:#x} ({e})")),
+            LateIo::Batched { addr, len } => vm
+                .register_coalesced_mmio(IoEventAddress::Mmio(*addr), *len)
+                .err()
+                .map(|e| format!("no batching of {len} bytes at {addr:#x} ({e})")),
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for VirtioDevices {
@@ -334,6 +360,7 @@ pub fn attach_virtio_devices(
     }
 
     let mut transports = Vec::new();
+    let mut late = Vec::new();
     let mut new_bus = (*devices.mmio).clone();
     for (i, (name, dev)) in list.into_iter().enumerate() {
         let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW;
@@ -346,22 +373,28 @@ pub fn attach_virtio_devices(
         })?;
         if let Some(vm) = vm {
             vm.register_irqfd(t.irq().eventfd(), gsi)?;
+            // Queue notifications and batched writes are registered later, off the
+            // critical path ([`LateIo`]).
             let addr = base + mmio_reg::QUEUE_NOTIFY;
             for (q, e) in t.queue_evts().iter().enumerate() {
                 if t.serve_on_notify(q) {
                     continue;
                 }
-                vm.fd()
-                    .register_ioevent(e, &IoEventAddress::Mmio(addr), q as u32)
-                    .map_err(|source| DeviceError::Ioeventfd { addr, source })?;
+                let evt = e.try_clone().map_err(|source| DeviceError::EventFd {
+                    what: "a queue notification",
+                    source,
+                })?;
+                late.push(LateIo::Ioeventfd {
+                    evt,
+                    addr,
+                    queue: q as u32,
+                });
             }
-            // Writes that only set up what a later access acts on are batched by KVM
-            // and applied by the vCPU at its next MMIO exit (docs/devices.md). Best
-            // effort: where a zone cannot be registered, those writes exit as before.
             for (offset, len) in BATCHABLE_WRITES {
-                let _ = vm
-                    .fd()
-                    .register_coalesced_mmio(IoEventAddress::Mmio(base + offset), len as u32);
+                late.push(LateIo::Batched {
+                    addr: base + offset,
+                    len: len as u32,
+                });
             }
         }
         let t = Arc::new(Mutex::new(t));
@@ -374,6 +407,7 @@ pub fn attach_virtio_devices(
         transports,
         cmdline,
         stop: None,
+        late,
     })
 }
 
@@ -407,6 +441,11 @@ impl VirtioDevices {
 
     /// Starts the device thread: an event-manager loop serving every device's queue
     /// ioeventfds and host fds, off the vCPU threads.
+    /// The registrations to make with [`register_late_io`] (taken: once).
+    pub fn take_late_io(&mut self) -> Vec<LateIo> {
+        std::mem::take(&mut self.late)
+    }
+
     pub fn start(&mut self) -> Result<(), DeviceError> {
         if self.transports.is_empty() || self.stop.is_some() {
             return Ok(());

@@ -194,9 +194,12 @@ pub enum SetupStep {
     Initramfs,
     /// Command line, boot structures, vCPUs configured.
     Vcpus,
+    /// The virtio devices' ioeventfds and batching zones registered (on their own
+    /// thread, usually while the guest boots: `device_manager::LateIo`).
+    LateIo,
 }
 
-const SETUP_STEPS: usize = 6;
+const SETUP_STEPS: usize = 7;
 
 /// Instants shared between the threads while the VM runs.
 #[derive(Debug)]
@@ -290,6 +293,7 @@ impl fmt::Display for BootTimings {
             ("  kernel loaded", self.setup_step(SetupStep::Kernel)),
             ("  initramfs loaded", self.setup_step(SetupStep::Initramfs)),
             ("  vcpus configured", self.setup_step(SetupStep::Vcpus)),
+            ("  ioeventfds (async)", self.setup_step(SetupStep::LateIo)),
             ("first vCPU entry", self.first_vcpu_entry),
             ("first serial access", self.first_serial_access),
             ("first console output", self.first_console_output),

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -199,9 +199,48 @@ pub struct Vcpu {
     /// Whether KVM's coalesced-MMIO ring is mapped (writes to the ranges the device
     /// manager registered are batched there instead of exiting).
     batched_ring: bool,
-    /// Held while the ring (one per VM) is drained and applied, so that a vCPU that
-    /// finds it empty knows every write before its own exit has been applied.
-    batch_lock: Arc<Mutex<()>>,
+    /// Shared by the VM's vCPUs: see [`MmioOrder`].
+    order: Arc<MmioOrder>,
+}
+
+/// What the vCPUs of a VM share so that MMIO exits are served in the order the guest
+/// made its accesses.
+#[derive(Debug, Default)]
+pub struct MmioOrder {
+    /// Held while the coalesced-MMIO ring (one per VM) is drained and applied, so that a
+    /// vCPU that finds it empty knows every write before its own exit has been applied.
+    batch_lock: Mutex<()>,
+    /// Set once the virtio devices' ioeventfds and batching zones are registered
+    /// (`device_manager::LateIo`, made on another thread while the guest boots).
+    late_io: AtomicBool,
+    late_io_lock: Mutex<bool>,
+    late_io_cv: Condvar,
+}
+
+impl MmioOrder {
+    /// Records that the late registrations are done (whether or not they succeeded).
+    pub fn late_io_done(&self) {
+        *self.late_io_lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.late_io.store(true, Ordering::Release);
+        self.late_io_cv.notify_all();
+    }
+
+    /// Waits until [`MmioOrder::late_io_done`]: no MMIO exit is served before, so the
+    /// guest's first access to a device (Linux probes them long after the registrations
+    /// are usually done) finds its notifications and batching in place — every boot the
+    /// same.
+    fn wait_late_io(&self) {
+        if self.late_io.load(Ordering::Acquire) {
+            return;
+        }
+        let mut done = self.late_io_lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self
+                .late_io_cv
+                .wait(done)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// An MMIO access that exited, copied out of `kvm_run` so the batched writes before it
@@ -220,8 +259,8 @@ enum MmioAccess {
 
 impl Vcpu {
     /// Creates vCPU `index` (its APIC id too). Once `stop_flag` is raised (the guest
-    /// reset), the vCPU stops entering the guest and waits for `Exit`. `batch_lock` is
-    /// shared by all vCPUs of the VM (see [`Vcpu::apply_batched_writes`]).
+    /// reset), the vCPU stops entering the guest and waits for `Exit`. `order` is
+    /// shared by all vCPUs of the VM (see [`MmioOrder`]).
     pub fn new(
         vm: &VmFd,
         index: u8,
@@ -229,7 +268,7 @@ impl Vcpu {
         mmio: Arc<Bus>,
         timeline: Arc<Timeline>,
         stop_flag: Arc<AtomicBool>,
-        batch_lock: Arc<Mutex<()>>,
+        order: Arc<MmioOrder>,
     ) -> Result<Self, VcpuError> {
         let mut fd = vm
             .create_vcpu(u64::from(index))
@@ -248,7 +287,7 @@ impl Vcpu {
             counts: ExitCounts::default(),
             stop_flag,
             batched_ring,
-            batch_lock,
+            order,
         })
     }
 
@@ -260,7 +299,11 @@ impl Vcpu {
         if !self.batched_ring {
             return;
         }
-        let _held = self.batch_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = self
+            .order
+            .batch_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while let Ok(Some(e)) = self.fd.coalesced_mmio_read() {
             let len = (e.len as usize).min(e.data.len());
             self.mmio.write(e.phys_addr, &e.data[..len]);
@@ -270,6 +313,7 @@ impl Vcpu {
 
     /// Serves an MMIO exit after the batched writes before it.
     fn serve_mmio(&mut self, access: MmioAccess) {
+        self.order.wait_late_io();
         self.apply_batched_writes();
         match access {
             MmioAccess::Write { addr, data, len } => {
