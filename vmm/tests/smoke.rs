@@ -114,6 +114,7 @@ fn triple_fault_is_reported() {
         "{line}"
     );
     if r.is_reset_state() {
+        // INIT keeps CR0's CD and NW, which the VMM's boot CR0 (0xe0000011) has set.
         assert_eq!((r.cr0, r.efer), (0x6000_0010, 0), "{r}");
         assert!(line.contains("reset values"), "{line}");
     } else {

@@ -117,7 +117,7 @@ pub struct VcpuEvent {
 /// After a shutdown (triple fault) exit these are not always the guest's: kvm_amd
 /// INIT-resets the vCPU before it reports the exit (the VMCB is undefined after a
 /// SHUTDOWN intercept), so there they are the reset values — RIP 0xfff0, CS 0xf000 with
-/// base 0xffff0000, CR0 0x60000010, EFER 0 — which [`CpuSnapshot::is_reset_state`]
+/// base 0xffff0000, CR0 0x10 (plus the CD/NW bits INIT keeps), EFER 0 — which [`CpuSnapshot::is_reset_state`]
 /// recognises; kvm_intel leaves the registers of the faulting instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuSnapshot {
