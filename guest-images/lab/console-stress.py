@@ -25,13 +25,20 @@ then a summary. Exit status 1 if a run stalled or delivered wrong bytes.
 --repeat CMD... runs CMD (e.g. the parity test binary filtered to its 100 MiB stream) again and
 again instead, with the same evidence when one runs past --limit seconds (default 300) or its
 VMM processes (the command's descendants) write nothing for --stall seconds (/proc/PID/io
-wchar: the guest's output reaching the host).
+wchar: the guest's output reaching the host). Each of those runs has a flight recorder: the lab
+kernel's kvm tracepoints (kvm_exit with the guest's RIP, kvm_inj_exception, kvm_userspace_exit) in
+an emptied, overwriting ring buffer; a run that ends with a non-zero status gets its last exits
+printed, symbolized with $ISOL_KERNEL, and a shutdown exit (a triple fault) its RIP and the event
+the CPU was delivering — where the guest died, which isol's own register line cannot say on
+kvm_amd (docs/vmm.md, "How a VM ends").
 """
 
 import argparse
+import bisect
 import hashlib
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -156,39 +163,107 @@ def guest_symbols():
     return syms
 
 
+EXIT_RE = re.compile(r"reason (.+?) rip (0x[0-9a-f]+)")
+
+
+def symbolizer():
+    """A function from a guest address to `symbol+offset` (or hex)."""
+    syms = guest_symbols()
+    addrs = [a for a, _ in syms]
+
+    def where(rip):
+        i = bisect.bisect_right(addrs, rip) - 1
+        return f"{syms[i][1]}+{rip - syms[i][0]:#x}" if i >= 0 else hex(rip)
+    return where
+
+
+TRACE = "/sys/kernel/tracing"
+RECORDED = ("kvm_exit", "kvm_userspace_exit", "kvm_inj_exception")
+
+
+def trace_put(name, v):
+    with open(f"{TRACE}/{name}", "w") as f:
+        f.write(v)
+
+
+def recorder_start():
+    """A flight recorder for the next run: the lab kernel's kvm tracepoints (every VM exit
+    with the guest's RIP) into an emptied, overwriting ring buffer. After a shutdown exit
+    this is where the guest's RIP is: kvm_amd resets the vCPU before isol can read its
+    registers (docs/vmm.md, "How a VM ends"). False if tracing is not available."""
+    if not os.path.exists(f"{TRACE}/events"):
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", TRACE], capture_output=True)
+    try:
+        trace_put("tracing_on", "0")
+        trace_put("buffer_size_kb", "8192")
+        trace_put("options/overwrite", "1")
+        trace_put("trace", "")
+        for e in RECORDED:
+            trace_put(f"events/kvm/{e}/enable", "1")
+        trace_put("tracing_on", "1")
+        return True
+    except OSError as e:
+        log(f"no flight recorder: {e}")
+        return False
+
+
+VECTORS = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 6: "#UD", 8: "#DF", 10: "#TS", 11: "#NP",
+           12: "#SS", 13: "#GP", 14: "#PF", 17: "#AC", 18: "#MC"}
+
+
+def recorder_dump(last=60):
+    """What the recorder holds at the end of a failed run: the shutdown exits (a triple
+    fault: RIP and the event being delivered, from intr_info) and the last exits before the
+    end, symbolized."""
+    try:
+        trace_put("tracing_on", "0")
+        with open(f"{TRACE}/trace") as f:
+            lines = [ln for ln in f.read().splitlines() if not ln.startswith("#")]
+    except OSError as e:
+        log(f" no flight recorder: {e}")
+        return
+    where = symbolizer()
+    log(f" flight recorder (lab kvm tracepoints, {len(lines)} records kept):")
+    for line in lines:
+        m = EXIT_RE.search(line)
+        if m and m.group(1) == "shutdown":
+            info = re.search(r"intr_info (0x[0-9a-f]+)", line)
+            ev = int(info.group(1), 16) if info else 0
+            event = (f"delivering type {(ev >> 8) & 7} vector {ev & 0xff} "
+                     f"{VECTORS.get(ev & 0xff, '')}" if ev >> 31 else "no event in delivery")
+            print(f"    SHUTDOWN (triple fault) at {where(int(m.group(2), 16))}: {event}",
+                  file=sys.stderr)
+    for line in lines[-last:]:
+        m = EXIT_RE.search(line)
+        sym = f"  [{where(int(m.group(2), 16))}]" if m else ""
+        print(f"    {line.strip()}{sym}", file=sys.stderr)
+    sys.stderr.flush()
+
+
 def guest_exits(secs):
     """What the lab's KVM sees the guest do for secs: kvm_exit events counted by reason and
     guest RIP (symbolized), most frequent first. No exits at all: the vCPU is halted or
     stuck inside the lab's KVM."""
-    t = "/sys/kernel/tracing"
-    if not os.path.exists(f"{t}/events"):
-        subprocess.run(["mount", "-t", "tracefs", "tracefs", t], capture_output=True)
+    if not os.path.exists(f"{TRACE}/events"):
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", TRACE], capture_output=True)
     try:
-        def put(name, v):
-            with open(f"{t}/{name}", "w") as f:
-                f.write(v)
-        put("trace", "")
-        put("buffer_size_kb", "4096")
-        put("events/kvm/kvm_exit/enable", "1")
+        trace_put("trace", "")
+        trace_put("buffer_size_kb", "4096")
+        trace_put("events/kvm/kvm_exit/enable", "1")
+        trace_put("tracing_on", "1")
         time.sleep(secs)
-        put("events/kvm/kvm_exit/enable", "0")
-        with open(f"{t}/trace") as f:
+        trace_put("events/kvm/kvm_exit/enable", "0")
+        with open(f"{TRACE}/trace") as f:
             lines = f.read().splitlines()
     except OSError as e:
         return [f"no trace: {e}"]
-    import bisect
-    import re
-    syms = guest_symbols()
-    addrs = [a for a, _ in syms]
+    where = symbolizer()
     counts = {}
     for line in lines:
-        m = re.search(r"reason (\S+) rip (0x[0-9a-f]+)", line)
+        m = EXIT_RE.search(line)
         if not m:
             continue
-        rip = int(m.group(2), 16)
-        i = bisect.bisect_right(addrs, rip) - 1
-        where = f"{syms[i][1]}+{rip - syms[i][0]:#x}" if i >= 0 else hex(rip)
-        key = f"{m.group(1)} {where}"
+        key = f"{m.group(1)} {where(int(m.group(2), 16))}"
         counts[key] = counts.get(key, 0) + 1
     out = [f"{sum(counts.values())} exits in {secs} s"]
     out += [f"{n:7d} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:20]]
@@ -376,6 +451,7 @@ def repeat(cmd, budget, limit, stall):
     n = bad = 0
     while time.monotonic() - T0 < budget:
         n += 1
+        recording = recorder_start()
         start = time.monotonic()
         proc = subprocess.Popen(cmd)
         # Progress: what the command's VMMs (its descendants) have written, i.e. the
@@ -403,6 +479,8 @@ def repeat(cmd, budget, limit, stall):
             proc.kill()
         rc = proc.wait()
         bad += rc != 0
+        if rc != 0 and not why and recording:
+            recorder_dump()
         print(f"repeat run {n}: rc={rc} {time.monotonic() - start:.1f}s", flush=True)
     print(f"repeat summary: {n} runs, {bad} failed", flush=True)
     return 1 if bad else 0

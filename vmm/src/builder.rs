@@ -308,11 +308,15 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
             }
             (VmEnd::Reset, None) => Err(VmmError::GuestRebooted),
             (VmEnd::VcpuStopped(ev), None) if ev.stop == VcpuStop::Shutdown => {
-                Err(VmmError::TripleFault(ev.index))
+                Err(VmmError::TripleFault {
+                    index: ev.index,
+                    regs: ev.regs.map(Box::new),
+                })
             }
             (VmEnd::VcpuStopped(ev), _) => Err(VmmError::VcpuStopped {
                 index: ev.index,
                 reason: describe_stop(ev.stop),
+                regs: ev.regs.map(Box::new),
             }),
         }
     })

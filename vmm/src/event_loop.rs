@@ -375,6 +375,7 @@ mod tests {
         tx.send(VcpuEvent {
             index: 0,
             stop: crate::vstate::vcpu::VcpuStop::Shutdown,
+            regs: None,
         })
         .unwrap();
         vcpu.write(1).unwrap();

@@ -369,6 +369,9 @@ pub fn run(launch: &Launch) -> i32 {
         Ok(o) => (o.exit_code, Some(o)),
         Err(e) => {
             eprintln!("isol: {}", one_line(&e));
+            if let Some(regs) = e.registers() {
+                eprintln!("isol: {regs}");
+            }
             let code = e.exit_code();
             if code == 125 {
                 return code;

@@ -75,9 +75,14 @@ pub enum VmmError {
     GuestRebooted,
     /// A triple fault before any exit status.
     #[error(
-        "vCPU {0} hit a triple fault (KVM shutdown exit) before the workload reported an exit code; rerun with --console to see where the guest died"
+        "vCPU {index} hit a triple fault (KVM shutdown exit) before the workload reported an exit code; rerun with --console to see where the guest died"
     )]
-    TripleFault(u8),
+    TripleFault {
+        /// vCPU index.
+        index: u8,
+        /// Its registers right after the exit ([`VmmError::registers`]).
+        regs: Option<Box<vstate::vcpu::CpuSnapshot>>,
+    },
     /// A vCPU stopped for another reason.
     #[error(
         "vCPU {index} stopped: {reason}; rerun with --console and --trace-exits to see where the guest died"
@@ -87,6 +92,8 @@ pub enum VmmError {
         index: u8,
         /// What happened.
         reason: String,
+        /// Its registers right after the exit, if they were read.
+        regs: Option<Box<vstate::vcpu::CpuSnapshot>>,
     },
     /// The timeout passed.
     #[error("The guest did not power off within {}s; raise the timeout or check that the workload ends", .0.as_secs_f64())]
@@ -97,6 +104,23 @@ pub enum VmmError {
 }
 
 impl VmmError {
+    /// For a vCPU that died: one line with its registers right after the exit, to print
+    /// after the error (which stays one line); `None` for other errors.
+    pub fn registers(&self) -> Option<String> {
+        match self {
+            VmmError::TripleFault {
+                index,
+                regs: Some(r),
+            }
+            | VmmError::VcpuStopped {
+                index,
+                regs: Some(r),
+                ..
+            } => Some(format!("vCPU {index} registers after the exit: {r}")),
+            _ => None,
+        }
+    }
+
     /// The exit status a CLI should use for this error: 128 + signal when interrupted,
     /// 124 on timeout (as `timeout(1)`), 125 otherwise (the runtime itself failed).
     pub fn exit_code(&self) -> i32 {
@@ -122,10 +146,14 @@ mod tests {
     fn error_messages_are_one_line_and_capitalized() {
         let errs = [
             VmmError::GuestRebooted,
-            VmmError::TripleFault(1),
+            VmmError::TripleFault {
+                index: 1,
+                regs: None,
+            },
             VmmError::VcpuStopped {
                 index: 0,
                 reason: "x".into(),
+                regs: None,
             },
             VmmError::Timeout(Duration::from_millis(1500)),
             VmmError::Interrupted(2),
@@ -140,6 +168,69 @@ mod tests {
             );
         }
         assert_eq!(VmmError::Timeout(Duration::from_secs(2)).exit_code(), 124);
+        assert_eq!(VmmError::GuestRebooted.registers(), None);
+        assert_eq!(
+            VmmError::TripleFault {
+                index: 0,
+                regs: None
+            }
+            .registers(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_dead_vcpu_s_registers_are_one_line_and_reset_values_are_named() {
+        let guest = vstate::vcpu::CpuSnapshot {
+            rip: 0xffff_ffff_8100_0000,
+            rsp: 0xffff_c900_0000_3f00,
+            rflags: 0x10046,
+            cr0: 0x8005_0033,
+            cr2: 0xdead_b000,
+            cr3: 0x10_0000,
+            cr4: 0x3706f0,
+            efer: 0xd01,
+            cs: 0x10,
+            cs_base: 0,
+            ss: 0x18,
+            gdt: (0xffff_fe00_0000_1000, 0x7f),
+            idt: (0xffff_fe00_0000_0000, 0xfff),
+        };
+        let e = VmmError::TripleFault {
+            index: 1,
+            regs: Some(Box::new(guest)),
+        };
+        let line = e.registers().unwrap();
+        assert_eq!(
+            line,
+            "vCPU 1 registers after the exit: RIP 0xffffffff81000000 RSP 0xffffc90000003f00 \
+             RFLAGS 0x10046 CR0 0x80050033 CR2 0xdeadb000 CR3 0x100000 CR4 0x3706f0 EFER 0xd01 \
+             CS 0x10 (base 0x0) SS 0x18 GDT 0xfffffe0000001000/0x7f IDT 0xfffffe0000000000/0xfff"
+        );
+        assert!(
+            !e.to_string().contains("RIP"),
+            "the error itself stays short"
+        );
+        // What kvm_amd leaves after a shutdown exit: INIT's values, said to be so.
+        let reset = vstate::vcpu::CpuSnapshot {
+            rip: 0xfff0,
+            cr0: 0x6000_0010,
+            efer: 0,
+            cs: 0xf000,
+            cs_base: 0xffff_0000,
+            ..guest
+        };
+        assert!(reset.is_reset_state() && !guest.is_reset_state());
+        let e = VmmError::VcpuStopped {
+            index: 0,
+            reason: "x".into(),
+            regs: Some(Box::new(reset)),
+        };
+        let line = e.registers().unwrap();
+        assert!(
+            !line.contains('\n') && line.contains("reset values"),
+            "{line}"
+        );
         assert_eq!(VmmError::Interrupted(2).exit_code(), 130);
         assert!(
             VmmError::GuestRebooted

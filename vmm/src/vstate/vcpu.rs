@@ -105,6 +105,106 @@ pub struct VcpuEvent {
     pub index: u8,
     /// Why.
     pub stop: VcpuStop,
+    /// The registers right after the stop, for the stops that end the VM in an error
+    /// (shutdown, failed entry, internal error); `None` for the others or when KVM
+    /// refused KVM_GET_REGS/KVM_GET_SREGS.
+    pub regs: Option<CpuSnapshot>,
+}
+
+/// The registers that tell where a guest died, read with KVM_GET_REGS and KVM_GET_SREGS
+/// on the vCPU thread right after the exit.
+///
+/// After a shutdown (triple fault) exit these are not always the guest's: kvm_amd
+/// INIT-resets the vCPU before it reports the exit (the VMCB is undefined after a
+/// SHUTDOWN intercept), so there they are the reset values — RIP 0xfff0, CS 0xf000 with
+/// base 0xffff0000, CR0 0x10 (plus the CD/NW bits INIT keeps), EFER 0 — which [`CpuSnapshot::is_reset_state`]
+/// recognises; kvm_intel leaves the registers of the faulting instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSnapshot {
+    /// RIP.
+    pub rip: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// CR0.
+    pub cr0: u64,
+    /// CR2 (the last page fault's address).
+    pub cr2: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// CS selector.
+    pub cs: u16,
+    /// CS base.
+    pub cs_base: u64,
+    /// SS selector.
+    pub ss: u16,
+    /// GDTR base and limit.
+    pub gdt: (u64, u16),
+    /// IDTR base and limit.
+    pub idt: (u64, u16),
+}
+
+impl CpuSnapshot {
+    /// Reads the registers of `fd` (`None` if KVM refuses).
+    pub fn read(fd: &VcpuFd) -> Option<Self> {
+        let r = fd.get_regs().ok()?;
+        let s = fd.get_sregs().ok()?;
+        Some(Self {
+            rip: r.rip,
+            rsp: r.rsp,
+            rflags: r.rflags,
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+            cs: s.cs.selector,
+            cs_base: s.cs.base,
+            ss: s.ss.selector,
+            gdt: (s.gdt.base, s.gdt.limit),
+            idt: (s.idt.base, s.idt.limit),
+        })
+    }
+
+    /// Whether these are the values of a vCPU just reset (INIT or power-on): what
+    /// kvm_amd leaves after a shutdown exit instead of the guest's registers.
+    pub fn is_reset_state(&self) -> bool {
+        self.rip == 0xfff0 && self.cs == 0xf000 && self.cs_base == 0xffff_0000 && self.cr0 & 1 == 0
+    }
+}
+
+impl std::fmt::Display for CpuSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RIP {:#x} RSP {:#x} RFLAGS {:#x} CR0 {:#x} CR2 {:#x} CR3 {:#x} CR4 {:#x} \
+             EFER {:#x} CS {:#x} (base {:#x}) SS {:#x} GDT {:#x}/{:#x} IDT {:#x}/{:#x}",
+            self.rip,
+            self.rsp,
+            self.rflags,
+            self.cr0,
+            self.cr2,
+            self.cr3,
+            self.cr4,
+            self.efer,
+            self.cs,
+            self.cs_base,
+            self.ss,
+            self.gdt.0,
+            self.gdt.1,
+            self.idt.0,
+            self.idt.1
+        )?;
+        if self.is_reset_state() {
+            f.write_str(" (reset values: this host's KVM reset the vCPU at the exit, as kvm_amd does at a shutdown; not where the guest died)")?;
+        }
+        Ok(())
+    }
 }
 
 /// Commands from the event loop.
@@ -528,10 +628,19 @@ impl Vcpu {
                         continue;
                     }
                     if let Action::Stop(stop) = self.run_once() {
+                        let regs = matches!(
+                            stop,
+                            VcpuStop::Shutdown
+                                | VcpuStop::FailEntry(_)
+                                | VcpuStop::InternalError(_)
+                        )
+                        .then(|| CpuSnapshot::read(&self.fd))
+                        .flatten();
                         // The receiver only goes away when the VMM is tearing down.
                         let _ = events.send(VcpuEvent {
                             index: self.index,
                             stop,
+                            regs,
                         });
                         let _ = wake.write(1);
                         state = VcpuState::Exiting;
