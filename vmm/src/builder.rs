@@ -157,6 +157,15 @@ pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
         let loading = std::thread::Builder::new()
             .name("isol-kernel-load".into())
             .spawn_scoped(s, load);
+        // And the zeroing of that fresh RAM on one more thread, from the other end
+        // (memory::prefault): the copy then finds most of it present. Best effort.
+        let _ = std::thread::Builder::new()
+            .name("isol-prefault".into())
+            .spawn_scoped(s, || {
+                if let Some(range) = loader::elf_load_range(&cfg.kernel) {
+                    memory::prefault(&mem, range);
+                }
+            });
         let prepared = (|| {
             // 1. KVM.
             let kvm = kvm_state::open_kvm()?;

@@ -177,6 +177,38 @@ const XLF_KERNEL_64: u16 = 1;
 /// Where a relocatable kernel decompresses to by default (CONFIG_PHYSICAL_START).
 const DEFAULT_PHYSICAL_START: u64 = 0x100_0000;
 
+/// The guest-physical range an ELF kernel's `PT_LOAD` segments occupy (bss included),
+/// from its program headers; `None` for anything else or anything odd (the loader reports
+/// real errors). Lets guest RAM be faulted in ahead of the copy ([`crate::vstate::memory::prefault`]).
+pub fn elf_load_range(path: &Path) -> Option<std::ops::Range<u64>> {
+    const PT_LOAD: u32 = 1;
+    let mut f = File::open(path).ok()?;
+    let mut eh = [0u8; 64];
+    f.read_exact(&mut eh).ok()?;
+    // ELF magic, 64-bit, little-endian.
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(&eh, 0x20), u16_at(&eh, 0x36), u16_at(&eh, 0x38));
+    if usize::from(phentsize) < 56 || phnum == 0 || phnum > 64 {
+        return None;
+    }
+    let mut ph = vec![0u8; usize::from(phentsize) * usize::from(phnum)];
+    f.seek(SeekFrom::Start(phoff)).ok()?;
+    f.read_exact(&mut ph).ok()?;
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for h in ph.chunks(usize::from(phentsize)) {
+        if u32::from_le_bytes(h[..4].try_into().unwrap()) == PT_LOAD {
+            let (paddr, memsz) = (u64_at(h, 0x18), u64_at(h, 0x28));
+            lo = lo.min(paddr);
+            hi = hi.max(paddr.checked_add(memsz)?);
+        }
+    }
+    (lo < hi).then_some(lo..hi)
+}
+
 /// Loads the kernel at `path` into `mem`.
 pub fn load_kernel(
     mem: &GuestMemoryMmap,
@@ -377,6 +409,21 @@ pub(crate) mod tests {
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (64 * MIB) as usize)]).unwrap()
+    }
+
+    #[test]
+    fn the_load_range_is_what_the_elf_loader_fills() {
+        let k = write_temp(&tiny_elf(&[0xf4; 100], 0x100_0000, true));
+        let m = mem();
+        let l = load_kernel(&m, k.path(), BootProtocol::Auto).unwrap();
+        // The note segment is not PT_LOAD and does not count.
+        assert_eq!(elf_load_range(k.path()), Some(0x100_0000..l.kernel_end));
+        assert_eq!(l.kernel_end, 0x100_0000 + 100);
+        // Not an ELF, a truncated one, a missing file.
+        assert_eq!(elf_load_range(write_temp(b"MZ not elf").path()), None);
+        let elf = tiny_elf(&[0xf4], 0x100_0000, false);
+        assert_eq!(elf_load_range(write_temp(&elf[..70]).path()), None);
+        assert_eq!(elf_load_range(Path::new("/nonexistent/vmlinux")), None);
     }
 
     #[test]
