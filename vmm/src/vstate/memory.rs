@@ -196,12 +196,13 @@ pub fn prefault(mem: &GuestMemoryMmap, range: std::ops::Range<u64>) {
         };
         // madvise wants a page-aligned start.
         let page_off = host as usize % 4096;
-        // SAFETY: [host - page_off, host + (top - bottom)) lies inside the guest RAM
-        // mapping of `region` (both ends are in it, checked above); populating only
-        // faults its pages in, changing no byte.
+        let start = (host as usize - page_off) as *mut libc::c_void;
+        // SAFETY: [start, host + (top - bottom)) lies inside the guest RAM mapping of
+        // `region` (both ends are in it, checked above); populating only faults its
+        // pages in, changing no byte.
         let r = unsafe {
             libc::madvise(
-                host.sub(page_off).cast(),
+                start,
                 (top - bottom) as usize + page_off,
                 libc::MADV_POPULATE_WRITE,
             )
@@ -258,10 +259,8 @@ mod tests {
         let mut vec = vec![0u8; len.div_ceil(4096)];
         // SAFETY: `addr` is page-aligned inside a live mapping of at least `len` bytes,
         // and `vec` has one byte per page.
-        assert_eq!(
-            unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) },
-            0
-        );
+        let r = unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0);
         vec.iter().filter(|b| **b & 1 == 1).count()
     }
 
