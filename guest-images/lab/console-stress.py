@@ -186,13 +186,18 @@ def trace_put(name, v):
         f.write(v)
 
 
+def mount_tracefs():
+    """Mounts tracefs at TRACE unless it is there."""
+    if not os.path.exists(f"{TRACE}/events"):
+        subprocess.run(["mount", "-t", "tracefs", "tracefs", TRACE], capture_output=True)
+
+
 def recorder_start():
     """A flight recorder for the next run: the lab kernel's kvm tracepoints (every VM exit
     with the guest's RIP) into an emptied, overwriting ring buffer. After a shutdown exit
     this is where the guest's RIP is: kvm_amd resets the vCPU before isol can read its
     registers (docs/vmm.md, "How a VM ends"). False if tracing is not available."""
-    if not os.path.exists(f"{TRACE}/events"):
-        subprocess.run(["mount", "-t", "tracefs", "tracefs", TRACE], capture_output=True)
+    mount_tracefs()
     try:
         trace_put("tracing_on", "0")
         trace_put("buffer_size_kb", "8192")
@@ -244,8 +249,7 @@ def guest_exits(secs):
     """What the lab's KVM sees the guest do for secs: kvm_exit events counted by reason and
     guest RIP (symbolized), most frequent first. No exits at all: the vCPU is halted or
     stuck inside the lab's KVM."""
-    if not os.path.exists(f"{TRACE}/events"):
-        subprocess.run(["mount", "-t", "tracefs", "tracefs", TRACE], capture_output=True)
+    mount_tracefs()
     try:
         trace_put("trace", "")
         trace_put("buffer_size_kb", "4096")
