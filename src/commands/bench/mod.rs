@@ -432,6 +432,7 @@ impl Slot {
         let subject = self.subject.as_mut().expect("active slots have a subject");
         let timeouts = cancel::timeouts();
         let res = f(subject.as_mut());
+        // Only repeats leave notes, so an empty list means none was repeated yet.
         match res {
             Err(e)
                 if cancel::timeouts() > timeouts
