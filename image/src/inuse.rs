@@ -3,7 +3,8 @@
 //! Every run records its image in `<root>/in-use/<id>` (one line: `<manifest digest>
 //! <backend>`) and holds an exclusive `flock` on that file for as long as it runs; a VM's
 //! isol keeps the file open across its exec into `isol-vmm`. A file nobody holds locked is a
-//! dead run's (a SIGKILLed isol leaves its file behind) and is deleted when found. Marks are
+//! dead run's (a SIGKILLed isol leaves its file behind) and is deleted when found: by
+//! `isol image rm|import`, and by [`Store::open`]'s sweep. Marks are
 //! made and read under the store lock, so a mark is never seen before it is locked.
 
 use std::fs::{self, File};

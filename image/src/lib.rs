@@ -712,8 +712,10 @@ impl Store {
         Ok(())
     }
 
-    /// Removes temporaries left by killed writers. Caller holds the lock.
+    /// Removes temporaries left by killed writers, and killed runs' in-use
+    /// marks. Caller holds the lock.
     fn sweep(&self) -> Result<(), ImageError> {
+        self.users()?;
         for entry in read_dir(&self.tmp_dir())? {
             fsutil::remove_any(&entry.path())?;
         }

@@ -624,6 +624,8 @@ impl Instance {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+        // No run is armed while instances idle: the second Ctrl-C finds them here.
+        cancel::track(child.id());
         let out = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -697,14 +699,17 @@ impl Instance {
     /// stopped ([`reap::stop`]) and the error says so.
     fn close(mut self, deadline: Instant) -> Result<(), String> {
         self.hang_up();
-        if reap::wait_until(&mut self.child, deadline).is_some() {
-            return Ok(());
-        }
         let pid = self.pid();
-        Err(format!(
-            "pid {pid} did not end after its stdin was closed: {}",
-            reap::stop(self.child)
-        ))
+        let res = if reap::wait_until(&mut self.child, deadline).is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pid {pid} did not end after its stdin was closed: {}",
+                reap::stop(self.child)
+            ))
+        };
+        cancel::untrack(pid);
+        res
     }
 }
 
@@ -827,6 +832,10 @@ fn start_idle(
     let mut insts = Vec::new();
     let mut res = Ok(());
     for i in 0..n {
+        if cancel::cancelled() {
+            res = Err("cancelled".into());
+            break;
+        }
         let errf = work.join(format!("idle-{}-{i}.err", r.subject()));
         match Instance::spawn_with(&mut r.command(&script, true, false), Some(errf)) {
             Ok(x) => insts.push(x),
