@@ -352,3 +352,50 @@ fn no_permission_on_dev_kvm_points_at_the_lab() {
         "{err}"
     );
 }
+
+#[test]
+fn an_image_a_running_vm_uses_is_not_removed() {
+    if !kvm_ready() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    // The VM prints its id (its default hostname) and waits for a line: it runs in isol-vmm,
+    // which isol became, holding the image's in-use mark across that exec.
+    let mut child = isol(&[
+        "run",
+        "--backend",
+        "kvm",
+        "-i",
+        "--timeout",
+        "600",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo $HOSTNAME; read line; echo got-$line",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut id = String::new();
+    out.read_line(&mut id).unwrap();
+    let id = id.trim().to_string();
+    let vmm = PathBuf::from(env!("CARGO_BIN_EXE_isol-vmm"));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).ok();
+    let refused = run(&["image", "rm", "busybox"]);
+    let err = stderr(&refused);
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(exe, Some(vmm), "the VM did not run in isol-vmm");
+    assert_eq!(id.len(), 12, "no id from the VM: {id:?}");
+    assert_eq!(code(&refused), 125, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.contains(&format!("VM {id}")), "{err}");
+    assert_eq!(rest, "got-hello\n");
+    assert!(stdout(&run(&["image", "ls"])).contains("busybox:latest"));
+}
