@@ -2,10 +2,11 @@
 //!
 //! Every run records its image in `<root>/in-use/<id>` (one line: `<manifest digest>
 //! <backend>`) and holds an exclusive `flock` on that file for as long as it runs; a VM's
-//! isol keeps the file open across its exec into `isol-vmm`. A file nobody holds locked is a
-//! dead run's (a SIGKILLed isol leaves its file behind) and is deleted when found: by
-//! `isol image rm|import`, and by [`Store::open`]'s sweep. Marks are
-//! made and read under the store lock, so a mark is never seen before it is locked.
+//! isol keeps the file open across its exec into `isol-vmm`. A file with content that nobody
+//! holds locked is a dead run's (a SIGKILLed isol leaves its file behind) and is deleted when
+//! found: by `isol image rm|import`, and by [`Store::open`]'s sweep. Runs make their marks
+//! without the store lock (see [`Store::mark_in_use`] for why that is safe); marks are read
+//! under it.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -14,7 +15,6 @@ use std::path::PathBuf;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::fsutil::StoreLock;
 use crate::{Image, ImageError, Store};
 
 /// A running container or VM using an image.
@@ -62,8 +62,25 @@ impl Store {
 
     /// Marks `image` as used by the running `backend` instance `id` until the returned value is
     /// dropped. Fails with [`ImageError::NotFound`] when the image was removed meanwhile.
+    ///
+    /// Takes no store lock, so a run never waits for an import. The order makes that safe: the
+    /// file is locked, then its content written, then the index read. A removal whose index no
+    /// longer names the image is seen here; one that writes its index later collects only after
+    /// that, and its collection reads this mark (content included) and keeps the image.
     pub fn mark_in_use(&self, image: &Image, id: &str, backend: &str) -> Result<InUse, ImageError> {
-        let _lock = StoreLock::acquire(&self.lock_path())?;
+        let dir = self.in_use_dir();
+        fs::create_dir_all(&dir).map_err(ImageError::io("create", &dir))?;
+        let path = dir.join(id);
+        let file = File::create(&path).map_err(ImageError::io("create", &path))?;
+        // Blocking: a reader may hold a shared lock for a moment.
+        let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| ImageError::Io {
+            action: "lock",
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let mark = InUse { path, file };
+        writeln!(&*mark.file, "{} {backend}", image.summary.digest)
+            .map_err(ImageError::io("write", &mark.path))?;
         if !self
             .read_index()?
             .iter()
@@ -74,20 +91,7 @@ impl Store {
                 root: self.root().to_path_buf(),
             });
         }
-        let dir = self.in_use_dir();
-        fs::create_dir_all(&dir).map_err(ImageError::io("create", &dir))?;
-        let path = dir.join(id);
-        let mut file = File::create(&path).map_err(ImageError::io("create", &path))?;
-        writeln!(file, "{} {backend}", image.summary.digest)
-            .map_err(ImageError::io("write", &path))?;
-        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            ImageError::Io {
-                action: "lock",
-                path: path.clone(),
-                source: e.into(),
-            }
-        })?;
-        Ok(InUse { path, file })
+        Ok(mark)
     }
 
     /// The running instances and the image digest each uses; deletes dead runs' marks.
@@ -103,16 +107,20 @@ impl Store {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
-            match Flock::lock(file, FlockArg::LockSharedNonblock) {
-                // Nobody holds it: the run is gone.
-                Ok(_) => {
-                    let _ = fs::remove_file(&path);
-                    continue;
-                }
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
+            let unlocked = match Flock::lock(file, FlockArg::LockSharedNonblock) {
+                Ok(_) => true,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => false,
                 Err(_) => continue,
-            }
+            };
             let text = fs::read_to_string(&path).unwrap_or_default();
+            if unlocked {
+                // Content is written only under the lock: with content, the run is gone; without,
+                // it is being made (or its isol died making it: then it is old).
+                if !text.is_empty() || older_than_a_minute(&path) {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
             let mut words = text.split_whitespace();
             if let (Some(digest), Some(backend)) = (words.next(), words.next()) {
                 let id = entry.file_name().to_string_lossy().into_owned();
@@ -123,4 +131,12 @@ impl Store {
         out.sort_by(|a, b| a.1.id.cmp(&b.1.id));
         Ok(out)
     }
+}
+
+fn older_than_a_minute(path: &std::path::Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 60)
 }

@@ -902,6 +902,27 @@ mod tests {
     }
 
     #[test]
+    fn a_run_marks_its_image_while_a_writer_holds_the_store() {
+        let (_d, s) = store();
+        let img = s.resolve("busybox").unwrap();
+        // An import, say, holds the store lock for minutes: a run must not wait for it.
+        let writer = StoreLock::acquire(&s.lock_path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s2, img2) = (s.clone(), img.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(s2.mark_in_use(&img2, "0123456789ab", "container").is_ok());
+        });
+        let marked = rx.recv_timeout(std::time::Duration::from_secs(60));
+        drop(writer);
+        assert_eq!(marked, Ok(true), "the run waited for the store lock");
+        // A mark being made (created, not yet locked and written) is neither a user nor dead.
+        let making = s.root().join("in-use/0123456789ac");
+        fs::write(&making, b"").unwrap();
+        s.remove("busybox", false).unwrap();
+        assert!(making.exists(), "a mark being made was deleted");
+    }
+
+    #[test]
     fn a_dead_runs_mark_does_not_hold_an_image() {
         let (_d, s) = store();
         let img = s.resolve("busybox").unwrap();
