@@ -38,7 +38,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<i32> {
                 println!("Removed {} ({})", removed.name, removed.digest);
                 for u in users {
                     eprintln!(
-                        "isol: {} {} still runs {}; its files are kept until the next `isol image rm` after it stops",
+                        "isol: {} {} still runs {}; its files are kept until an `isol image rm` or import after it stops",
                         u.backend, u.id, removed.name
                     );
                 }
