@@ -127,6 +127,10 @@ pub enum ImageCommand {
     /// Remove images.
     #[command(alias = "remove")]
     Rm {
+        /// Remove the name even while a running container or VM uses the image; its files
+        /// are kept until a later `isol image rm` or import finds it unused.
+        #[arg(short, long)]
+        force: bool,
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },

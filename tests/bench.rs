@@ -558,3 +558,86 @@ fn an_instance_that_never_gets_ready_is_stopped_and_its_rows_say_why() {
     assert_eq!(left, Vec::<String>::new());
     assert_eq!(bench_leftovers(), Vec::<String>::new());
 }
+
+/// Command lines of the processes that run `prefix…`.
+fn processes(prefix: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn a_second_ctrl_c_stops_idle_instances_at_once_and_leaves_nothing() {
+    require_root();
+    let _g = serial();
+    // Instances that never get ready, with a deadline no test waits out: only the second
+    // Ctrl-C can end the wait for them. A sleep no other test runs, to find them by.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bench = isol(&[
+        "bench",
+        "--runs",
+        "1",
+        "--quick",
+        "--backends",
+        "container",
+        "--benchmarks",
+        "memory",
+    ])
+    .arg("--out")
+    .arg(tmp.path().join("report"))
+    .env("ISOL_BENCH_IDLE_SCRIPT", "exec sleep 2718")
+    .env("ISOL_BENCH_INSTANCE_TIMEOUT", "100000")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The first idle instance (the container's) is running once its workload is.
+    while processes("sleep 2718").is_empty() {
+        assert!(bench.try_wait().unwrap().is_none(), "the bench ended early");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = nix::unistd::Pid::from_raw(bench.id() as i32);
+    // Two different signals, so that neither is merged into the other while pending.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // Without the second Ctrl-C's kill the bench would wait 100000 s for the instance.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = bench.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bench.kill();
+            let _ = bench.wait();
+            // Its instances, stopped as the bench would (isol cleans up on SIGTERM).
+            for e in fs::read_dir("/proc").unwrap().flatten() {
+                let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                let pid = e.file_name().to_string_lossy().parse::<i32>();
+                if let Ok(pid) = pid
+                    && cmd.starts_with(&format!("{} run ", isol_bin()))
+                    && cmd.ends_with("exec sleep 2718 ")
+                {
+                    let pid = nix::unistd::Pid::from_raw(pid);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                }
+            }
+            panic!("the bench did not stop after the second Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("benchmark cancelled"), "{err}");
+    assert!(!tmp.path().join("report").exists(), "a report was written");
+    assert_eq!(processes("sleep 2718"), Vec::<String>::new());
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+    assert_no_leftovers("after a second Ctrl-C");
+    let marks = fs::read_dir(test_home().join("in-use")).map_or(0, |d| d.count());
+    assert_eq!(marks, 0, "a killed run's in-use mark was left");
+}

@@ -148,3 +148,78 @@ fn bad_inputs_exit_125_with_one_line() {
     assert!(out.status.success());
     assert!(!stdout(&out).contains("bad:v1"), "{}", stdout(&out));
 }
+
+/// Entries of a store directory, for checking what a removal kept.
+fn entries(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+#[test]
+fn an_image_a_running_container_uses_is_not_removed() {
+    use std::io::{BufRead, BufReader, Write};
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs a container: run it as root (./test.sh)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // The container prints its id (its default hostname), waits for a line on stdin, then
+    // runs a program of its image.
+    let mut run = Command::new(env!("CARGO_BIN_EXE_isol"))
+        .env("ISOL_HOME", &home)
+        .args(["run", "-i", "busybox", "sh", "-c"])
+        .arg("echo $HOSTNAME; read x; /bin/busybox true && echo alive")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run isol");
+    let mut out = BufReader::new(run.stdout.take().unwrap());
+    let mut id = String::new();
+    out.read_line(&mut id).unwrap();
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 12, "no id from the container: {id:?}");
+
+    let refused = isol(&home, &["image", "rm", "busybox"]);
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(125), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.contains(&format!("container {id}")), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(stdout(&isol(&home, &["image", "ls"])).contains("busybox:latest"));
+
+    // --force removes the name at once and keeps the layers the container runs on.
+    let forced = isol(&home, &["image", "rm", "--force", "busybox"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(stderr(&forced).contains(&id), "{}", stderr(&forced));
+    assert!(!stdout(&isol(&home, &["image", "ls"])).contains("busybox"));
+    let layers = home.join("layers/sha256");
+    assert!(
+        entries(&layers) > 0,
+        "the running container's layers were deleted"
+    );
+
+    run.stdin.take().unwrap().write_all(b"\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(run.wait().unwrap().success());
+    assert_eq!(rest.trim(), "alive", "the container lost its image's files");
+
+    // The container is gone: the next removal collects what it kept.
+    let tarball = dir.path().join("app.tar");
+    fs::write(
+        &tarball,
+        testutil::docker_save_tar(&[testutil::sample_image("itest:v1")], false),
+    )
+    .unwrap();
+    let imported = isol(&home, &["image", "import", tarball.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let removed = isol(&home, &["image", "rm", "itest:v1"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(entries(&layers), 0, "unused layers were kept");
+    assert_eq!(
+        entries(&home.join("blobs/sha256")),
+        0,
+        "unused blobs were kept"
+    );
+    assert_eq!(entries(&home.join("in-use")), 0, "a mark was left behind");
+}

@@ -199,6 +199,18 @@ fn vmm_exe(stderr: &str) -> PathBuf {
     PathBuf::from(v["vmm_exe"].as_str().unwrap_or_else(|| panic!("{v}")))
 }
 
+/// `isol run --backend kvm -i --timeout 600 FLAGS… busybox -- sh -c SCRIPT` with stdin and
+/// stdout piped, for a workload that waits for a line (the timeout only bounds a broken run).
+fn waiting_vm(flags: &[&str], script: &str) -> Command {
+    let mut args = vec!["run", "--backend", "kvm", "-i", "--timeout", "600"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "--", "sh", "-c", script]);
+    let mut c = isol(&args);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    c
+}
+
 #[test]
 fn the_vm_runs_in_isol_vmm_which_isol_becomes() {
     if !kvm_ready() {
@@ -208,26 +220,11 @@ fn the_vm_runs_in_isol_vmm_which_isol_becomes() {
     use std::process::Stdio;
     let vmm = PathBuf::from(env!("CARGO_BIN_EXE_isol-vmm"));
     // The workload waits for a line on stdin, so the VM is certainly running while the
-    // test looks at the process (the timeout only bounds a broken run).
-    let mut child = isol(&[
-        "run",
-        "--backend",
-        "kvm",
-        "-i",
-        "--json",
-        "--timeout",
-        "600",
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        "read line; echo got-$line",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    // test looks at the process.
+    let mut child = waiting_vm(&["--json"], "read line; echo got-$line")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
     // The process isol started as is now isol-vmm: same pid, the VMM's executable, mapped
     // (exec names the new executable in /proc/PID/exe before it maps its segments).
@@ -351,4 +348,36 @@ fn no_permission_on_dev_kvm_points_at_the_lab() {
         err.contains("/dev/kvm") && err.contains("isol lab"),
         "{err}"
     );
+}
+
+#[test]
+fn an_image_a_running_vm_uses_is_not_removed() {
+    if !kvm_ready() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    // The VM prints its id (its default hostname) and waits for a line: it runs in isol-vmm,
+    // which isol became, holding the image's in-use mark across that exec.
+    let mut child = waiting_vm(&[], "echo $HOSTNAME; read line; echo got-$line")
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut id = String::new();
+    out.read_line(&mut id).unwrap();
+    let id = id.trim().to_string();
+    let vmm = PathBuf::from(env!("CARGO_BIN_EXE_isol-vmm"));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).ok();
+    let refused = run(&["image", "rm", "busybox"]);
+    let err = stderr(&refused);
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(exe, Some(vmm), "the VM did not run in isol-vmm");
+    assert_eq!(id.len(), 12, "no id from the VM: {id:?}");
+    assert_eq!(code(&refused), 125, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.contains(&format!("VM {id}")), "{err}");
+    assert_eq!(rest, "got-hello\n");
+    assert!(stdout(&run(&["image", "ls"])).contains("busybox:latest"));
 }

@@ -29,6 +29,16 @@ pub enum ImageError {
         /// The matching digests, comma separated.
         candidates: String,
     },
+    /// Removing the image would delete files a running container or VM uses.
+    #[error(
+        "Image '{reference}' is in use by running {users}; stop them first, or pass --force to remove its name now and its files once they have stopped"
+    )]
+    InUse {
+        /// The reference as given.
+        reference: String,
+        /// The instances, e.g. "container 0123456789ab, kvm 0123456789ac".
+        users: String,
+    },
     /// The reference is not well formed.
     #[error(
         "Invalid image reference '{reference}': {reason}; use NAME, NAME:TAG, sha256:<hex> or a digest prefix of at least 4 hex characters"

@@ -18,6 +18,7 @@
 //! <root>/layers/sha256/<diffid-hex>/       a layer unpacked, usable as an overlayfs lower dir
 //! <root>/layers/sha256/<diffid-hex>.done   marker: the unpacked layer is complete
 //! <root>/lock                              flock(2) lock taken by every writer
+//! <root>/in-use/<run id>                   the image a running container or VM uses (see `inuse.rs`)
 //! <root>/tmp/                              staging area of imports (same filesystem)
 //! ```
 //!
@@ -46,6 +47,7 @@ mod busybox;
 mod error;
 mod fsutil;
 mod import;
+mod inuse;
 mod unpack;
 
 #[cfg(any(test, feature = "testutil"))]
@@ -61,6 +63,7 @@ use oci_spec::image::{
 };
 
 pub use error::ImageError;
+pub use inuse::{ImageUser, InUse};
 
 use fsutil::{StoreLock, TMP_PREFIX, atomic_write, sha256_hex};
 
@@ -220,9 +223,19 @@ impl Store {
     }
 
     /// Removes an image: by name, drops that name; by digest, drops every
-    /// name of that manifest. Then deletes blobs and unpacked layers that no
-    /// remaining image uses. Returns what was removed.
-    pub fn remove(&self, reference: &str) -> Result<ImageSummary, ImageError> {
+    /// name of that manifest. Then deletes blobs, unpacked layers and cached
+    /// VM disks that no remaining image and no running instance uses.
+    ///
+    /// When the image's last name goes while a container or VM runs it, this
+    /// fails with [`ImageError::InUse`] unless `force`; with `force` the names
+    /// go now and the image's files stay until a later removal or import finds
+    /// no instance using them. Returns what was removed and the instances that
+    /// keep its files.
+    pub fn remove(
+        &self,
+        reference: &str,
+        force: bool,
+    ) -> Result<(ImageSummary, Vec<ImageUser>), ImageError> {
         let _lock = StoreLock::acquire(&self.lock_path())?;
         let (name, digest) = self.find(reference)?;
         let summary = self.load(&digest, name.as_deref())?.summary;
@@ -238,16 +251,33 @@ impl Store {
                 }
             })
             .collect();
+        let users: Vec<ImageUser> = if refs.iter().any(|r| r.digest == digest) {
+            Vec::new()
+        } else {
+            self.users()?
+                .into_iter()
+                .filter(|(d, _)| *d == digest)
+                .map(|(_, u)| u)
+                .collect()
+        };
+        if !users.is_empty() && !force {
+            return Err(ImageError::InUse {
+                reference: reference.into(),
+                users: users
+                    .iter()
+                    .map(|u| format!("{} {}", u.backend, u.id))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         self.write_index(&refs)?;
         self.gc(&refs)?;
-        if !refs.iter().any(|r| r.digest == digest) {
-            self.remove_vm_disks(&digest);
-        }
-        Ok(summary)
+        Ok((summary, users))
     }
 
     /// Deletes the kvm backend's cached root disks of image `digest`
-    /// (`<root>/vm-disks/<format>-<hex>.ext4`, any format version). Best effort: a
+    /// (`<root>/vm-disks/<format>-<hex>.ext4`, any format version), once its
+    /// manifest is collected. Best effort: a
     /// disk that cannot be removed is only a cache entry, rebuilt or ignored later.
     fn remove_vm_disks(&self, digest: &str) {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -629,13 +659,20 @@ impl Store {
 
     // ---- housekeeping --------------------------------------------------
 
-    /// Deletes blobs and unpacked layers that no image in `refs` uses.
+    /// Deletes blobs, unpacked layers and cached VM disks that no image in
+    /// `refs` and no running instance uses. Caller holds the lock.
     fn gc(&self, refs: &[IndexRef]) -> Result<(), ImageError> {
         let mut blobs = BTreeSet::new();
         let mut layers = BTreeSet::new();
-        for r in refs {
-            blobs.insert(r.digest.clone());
-            let manifest = self.read_manifest(&r.digest)?;
+        let in_use = self.users()?.into_iter().map(|(digest, _)| digest);
+        let digests: BTreeSet<String> = refs
+            .iter()
+            .map(|r| r.digest.clone())
+            .chain(in_use)
+            .collect();
+        for digest in digests {
+            blobs.insert(digest.clone());
+            let manifest = self.read_manifest(&digest)?;
             let config_digest = manifest.config().digest().to_string();
             for l in manifest.layers() {
                 blobs.insert(l.digest().to_string());
@@ -654,6 +691,7 @@ impl Store {
             let digest = format!("sha256:{name}");
             if sha256_hex(&digest).is_some() && !blobs.contains(&digest) {
                 fsutil::remove_any(&entry.path())?;
+                self.remove_vm_disks(&digest);
             }
         }
         for entry in read_dir(&self.layers_dir())? {
@@ -674,8 +712,10 @@ impl Store {
         Ok(())
     }
 
-    /// Removes temporaries left by killed writers. Caller holds the lock.
+    /// Removes temporaries left by killed writers, and killed runs' in-use
+    /// marks. Caller holds the lock.
     fn sweep(&self) -> Result<(), ImageError> {
+        self.users()?;
         for entry in read_dir(&self.tmp_dir())? {
             fsutil::remove_any(&entry.path())?;
         }
@@ -768,6 +808,14 @@ mod tests {
         (dir, store)
     }
 
+    /// Imports the sample image `app:v1`.
+    fn import_app(dir: &Path, s: &Store) {
+        let tar = dir.join("save.tar");
+        let image = testutil::sample_image("app:v1");
+        fs::write(&tar, testutil::docker_save_tar(&[image], false)).unwrap();
+        s.import(&tar, None, &mut |_| {}).unwrap();
+    }
+
     #[test]
     fn normalize() {
         assert_eq!(normalize_name("busybox").unwrap(), "busybox:latest");
@@ -821,9 +869,73 @@ mod tests {
         let other = disks.join(format!("v1-{}.ext4", "0".repeat(64)));
         fs::write(&mine, b"disk").unwrap();
         fs::write(&other, b"disk").unwrap();
-        s.remove("busybox").unwrap();
+        s.remove("busybox", false).unwrap();
         assert!(!mine.exists(), "the image's VM disk is left behind");
         assert!(other.exists(), "another image's VM disk was removed");
+    }
+
+    #[test]
+    fn an_image_in_use_is_kept_until_its_instances_end() {
+        let (d, s) = store();
+        let img = s.resolve("busybox").unwrap();
+        let dirs = s.unpack(&img).unwrap();
+        let mark = s.mark_in_use(&img, "0123456789ab", "container").unwrap();
+        let err = s.remove("busybox", false).unwrap_err();
+        assert!(matches!(err, ImageError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("container 0123456789ab"), "{err}");
+        assert_eq!(s.list().unwrap().len(), 1, "a refused removal removed");
+        // Forced: the name goes, the files stay, also through another image's import.
+        let (_, users) = s.remove("busybox", true).unwrap();
+        assert_eq!(users[0].id, "0123456789ab");
+        assert!(s.list().unwrap().is_empty());
+        import_app(d.path(), &s);
+        assert!(
+            dirs.iter().all(|d| d.is_dir()),
+            "layers in use were deleted"
+        );
+        assert!(s.blob_path(&img.summary.digest).unwrap().exists());
+        // Once the instance is gone, the next collection takes them.
+        drop(mark);
+        s.remove("app:v1", false).unwrap();
+        assert!(dirs.iter().all(|d| !d.exists()), "unused layers were kept");
+        assert!(!s.blob_path(&img.summary.digest).unwrap().exists());
+    }
+
+    #[test]
+    fn a_run_marks_its_image_while_a_writer_holds_the_store() {
+        let (_d, s) = store();
+        let img = s.resolve("busybox").unwrap();
+        // An import, say, holds the store lock for minutes: a run must not wait for it.
+        let writer = StoreLock::acquire(&s.lock_path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s2, img2) = (s.clone(), img.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(s2.mark_in_use(&img2, "0123456789ab", "container").is_ok());
+        });
+        let marked = rx.recv_timeout(std::time::Duration::from_secs(60));
+        drop(writer);
+        assert_eq!(marked, Ok(true), "the run waited for the store lock");
+        // A mark being made (created, not yet locked and written) is neither a user nor dead.
+        let making = s.root().join("in-use/0123456789ac");
+        fs::write(&making, b"").unwrap();
+        s.remove("busybox", false).unwrap();
+        assert!(making.exists(), "a mark being made was deleted");
+    }
+
+    #[test]
+    fn a_dead_runs_mark_does_not_hold_an_image() {
+        let (_d, s) = store();
+        let img = s.resolve("busybox").unwrap();
+        // A mark whose isol was killed: the file stays, its lock went with the process.
+        fs::create_dir_all(s.root().join("in-use")).unwrap();
+        let stale = s.root().join("in-use/0123456789ab");
+        fs::write(&stale, format!("{} kvm\n", img.summary.digest)).unwrap();
+        s.remove("busybox", false).unwrap();
+        assert!(!stale.exists(), "a dead run's mark was left");
+        assert!(matches!(
+            s.mark_in_use(&img, "0123456789ac", "kvm"),
+            Err(ImageError::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -885,13 +997,7 @@ mod tests {
     fn ambiguous_prefix_and_remove_gc() {
         let (d, s) = store();
         s.ensure_default().unwrap();
-        let tar = d.path().join("save.tar");
-        fs::write(
-            &tar,
-            testutil::docker_save_tar(&[testutil::sample_image("app:v1")], false),
-        )
-        .unwrap();
-        s.import(&tar, None, &mut |_| {}).unwrap();
+        import_app(d.path(), &s);
         let list = s.list().unwrap();
         assert_eq!(
             list.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
@@ -915,7 +1021,7 @@ mod tests {
         let bb = s.resolve("busybox").unwrap();
         let bb_dirs = s.unpack(&bb).unwrap();
         assert!(app_dirs.iter().all(|d| d.is_dir()));
-        let removed = s.remove("app:v1").unwrap();
+        let (removed, _) = s.remove("app:v1", false).unwrap();
         assert_eq!(removed.name, "app:v1");
         assert!(app_dirs.iter().all(|d| !d.exists()));
         assert!(bb_dirs.iter().all(|d| d.is_dir()));
@@ -924,11 +1030,11 @@ mod tests {
         let blobs = fs::read_dir(s.blobs_dir()).unwrap().count();
         assert_eq!(blobs, 3, "manifest, config and one layer of busybox remain");
         assert!(matches!(
-            s.remove("app:v1"),
+            s.remove("app:v1", false),
             Err(ImageError::NotFound { .. })
         ));
         // Remove by digest prefix.
-        s.remove(&bb.summary.digest[7..19]).unwrap();
+        s.remove(&bb.summary.digest[7..19], false).unwrap();
         assert!(s.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(s.blobs_dir()).unwrap().count(), 0);
     }

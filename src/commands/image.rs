@@ -32,10 +32,16 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        ImageCommand::Rm { images } => {
+        ImageCommand::Rm { images, force } => {
             for r in images {
-                let removed = store.remove(&r)?;
+                let (removed, users) = store.remove(&r, force)?;
                 println!("Removed {} ({})", removed.name, removed.digest);
+                for u in users {
+                    eprintln!(
+                        "isol: {} {} still runs {}; its files are kept until an `isol image rm` or import after it stops",
+                        u.backend, u.id, removed.name
+                    );
+                }
             }
             Ok(0)
         }

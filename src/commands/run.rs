@@ -39,9 +39,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let id = isol_container::state::new_run_id();
     let store = super::open_store()?;
     let spec = build_spec(&args, &store, &id)?;
+    // Held while the workload runs, so that `isol image rm` does not delete its image.
+    let backend = match args.backend {
+        Backend::Container => "container",
+        Backend::Kvm => "VM",
+    };
+    let in_use = store.mark_in_use(&spec.image, &id, backend)?;
     match args.backend {
         Backend::Container => run_container(&args, spec, &store, id, rootless),
-        Backend::Kvm => run_kvm(&args, spec, &store),
+        Backend::Kvm => run_kvm(&args, spec, &store, &in_use),
     }
 }
 
@@ -379,7 +385,12 @@ fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
         })
 }
 
-fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::Result<i32> {
+fn run_kvm(
+    args: &RunArgs,
+    spec: RunSpec,
+    store: &isol_image::Store,
+    in_use: &isol_image::InUse,
+) -> anyhow::Result<i32> {
     check_kvm_flags(args, &spec)?;
     let vcpus = match spec.cpus {
         None => 1,
@@ -449,7 +460,10 @@ fn run_kvm(args: &RunArgs, spec: RunSpec, store: &isol_image::Store) -> anyhow::
     // The VM runs in isol-vmm, which this process becomes (same pid), so that none of
     // isol's own code is mapped while it runs; without isol-vmm, here.
     match isol_vmm::launch::vmm_binary() {
-        Some(vmm) => Err(isol_vmm::launch::exec(&vmm, &launch, std::env::args_os()).into()),
+        Some(vmm) => {
+            in_use.keep_across_exec()?;
+            Err(isol_vmm::launch::exec(&vmm, &launch, std::env::args_os()).into())
+        }
         None => Ok(isol_vmm::launch::run(&launch)),
     }
 }

@@ -138,6 +138,17 @@ fn cached_rootfs(rootfs: &Rootfs) -> Cow<'_, Rootfs> {
 pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
     let timeline = Timeline::start();
     cfg.validate()?;
+    run_valid(cfg, timeline)
+}
+
+/// [`build_and_run`] of a config its caller has validated already: `isol run` validates before
+/// it execs `isol-vmm` (so that a bad config is isol's error), and [`crate::launch::run`] builds
+/// the same config from its description.
+pub(crate) fn build_and_run_validated(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
+    run_valid(cfg, Timeline::start())
+}
+
+fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmError> {
     let mem_size = cfg.memory_bytes();
 
     // 3 (first). Guest memory, mapped but not yet registered: the kernel can go in

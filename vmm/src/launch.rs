@@ -349,6 +349,8 @@ fn read_args(args: impl IntoIterator<Item = OsString>) -> Result<OwnedFd, Launch
 
 /// Runs the VM: the `-t` terminal around it, then the error line (`isol: …`) or nothing,
 /// the `--json` report; returns the exit status (the workload's, 124, 125 or 128 + N).
+/// The caller has validated `launch.vm_config(None)` (as `isol run` does, once per run): it is
+/// not validated again here.
 pub fn run(launch: &Launch) -> i32 {
     let tty = if launch.tty {
         match kvm_tty(launch.interactive) {
@@ -362,7 +364,8 @@ pub fn run(launch: &Launch) -> i32 {
         None
     };
     let (guest_tty, guard) = tty.unzip();
-    let result = crate::run(&launch.vm_config(guest_tty));
+    // isol validated this config before handing it over (src/commands/run.rs).
+    let result = crate::builder::build_and_run_validated(&launch.vm_config(guest_tty));
     // The terminal is restored before anything is printed on it.
     drop(guard);
     let (exit_code, outcome) = match result {

@@ -3,8 +3,10 @@
 //! Every timed process runs in its own process group, so a Ctrl-C at the terminal reaches only
 //! the bench: the first SIGINT/SIGTERM sets a flag, the run under way finishes (they last
 //! milliseconds) and the bench stops and removes what it created. A second one kills the process
-//! group of the run under way, for when that run hangs. A watchdog thread kills a run that
-//! exceeds [`RUN_TIMEOUT`], which the bench then reports as that subject's failure.
+//! group of the run under way, for when that run hangs, and those of the instances the memory,
+//! density and net benchmarks keep running ([`track`]): everything stops at once. A watchdog
+//! thread kills a run that exceeds [`RUN_TIMEOUT`], which the bench then reports as that
+//! subject's failure.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -28,6 +30,12 @@ static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
 static TIMED_OUT: AtomicBool = AtomicBool::new(false);
 /// How many runs the watchdog has killed so far.
 static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+/// Set by the second Ctrl-C: every tracked process group is killed, and any tracked later too.
+static KILLED: AtomicBool = AtomicBool::new(false);
+/// Most instances running at once (density's largest N is far below).
+const MAX_INSTANCES: usize = 1024;
+/// Process groups of the running instances ([`track`]); 0 is a free slot.
+static INSTANCES: [AtomicI32; MAX_INSTANCES] = [const { AtomicI32::new(0) }; MAX_INSTANCES];
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -37,11 +45,47 @@ fn base() -> Instant {
 extern "C" fn on_signal(_: libc::c_int) {
     // Only atomics and kill(2): both async-signal-safe.
     if CANCELLED.swap(true, Ordering::SeqCst) {
-        let pgid = CURRENT_PGID.load(Ordering::SeqCst);
-        if pgid > 0 {
-            // SAFETY: kill takes integers only; a negative pid names the run's process group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
+        KILLED.store(true, Ordering::SeqCst);
+        kill_group(CURRENT_PGID.load(Ordering::SeqCst));
+        kill_tracked();
+    }
+}
+
+/// SIGKILL to process group `pgid` (none when 0). Async-signal-safe.
+fn kill_group(pgid: i32) {
+    if pgid > 0 {
+        // SAFETY: kill takes integers only; a negative pid names a process group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+/// Kills the process group of every tracked instance. Async-signal-safe.
+fn kill_tracked() {
+    for slot in &INSTANCES {
+        kill_group(slot.load(Ordering::SeqCst));
+    }
+}
+
+/// Tracks the instance whose process group leader is `pid` until [`untrack`], for the second
+/// Ctrl-C; after that one, kills it at once.
+pub fn track(pid: u32) {
+    let pgid = pid as i32;
+    // Untracked when all slots are taken: then only the first Ctrl-C's orderly stop ends it.
+    let _ = INSTANCES.iter().find(|slot| {
+        slot.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    });
+    // Stored before this check, so the handler sees the slot or this sees the flag.
+    if KILLED.load(Ordering::SeqCst) {
+        kill_group(pgid);
+    }
+}
+
+/// Stops tracking the instance `pid` (it ended).
+pub fn untrack(pid: u32) {
+    let pgid = pid as i32;
+    for slot in &INSTANCES {
+        let _ = slot.compare_exchange(pgid, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
@@ -106,5 +150,74 @@ fn watchdog() {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
             CURRENT_PGID.store(0, Ordering::SeqCst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Child, Command};
+
+    /// An instance as the bench starts one: the leader of its own process group, here with a
+    /// child of its own, which must go too. Returns it and its child's pid.
+    fn spawn() -> (Child, u32) {
+        let mut c = Command::new("sh")
+            .args(["-c", "sleep 1000 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let children = format!("/proc/{}/task/{}/children", c.id(), c.id());
+        for _ in 0..500 {
+            let text = std::fs::read_to_string(&children).unwrap_or_default();
+            if let Some(pid) = text.split_whitespace().next() {
+                return (c, pid.parse().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill_group(c.id() as i32);
+        let _ = c.wait();
+        panic!("sh started no sleep");
+    }
+
+    /// Whether `pid` still runs (a zombie or a vanished pid does not).
+    fn runs(pid: u32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, t)| t.split_whitespace().next());
+        !matches!(state, None | Some("Z") | Some("X"))
+    }
+
+    #[test]
+    fn the_second_ctrl_c_kills_every_tracked_instance() {
+        let mut tracked = [spawn(), spawn()];
+        let (mut other, other_child) = spawn();
+        for (c, _) in &tracked {
+            track(c.id());
+        }
+        // The handler's work on a second signal (the flags are left alone: run_retrying's tests
+        // in this binary read CANCELLED).
+        kill_tracked();
+        for (c, _) in &mut tracked {
+            let st = c.wait().unwrap();
+            untrack(c.id());
+            assert_eq!(st.signal(), Some(libc::SIGKILL), "{st}");
+        }
+        let untracked_ran = other.try_wait().unwrap().is_none() && runs(other_child);
+        kill_group(other.id() as i32);
+        other.wait().unwrap();
+        assert!(untracked_ran, "an untracked group was killed");
+        // The children went with their groups (SIGKILL is delivered to each member in turn).
+        for (_, child) in &tracked {
+            let mut n = 0;
+            while runs(*child) && n < 500 {
+                std::thread::sleep(Duration::from_millis(10));
+                n += 1;
+            }
+            assert!(!runs(*child), "an instance's child survived");
+        }
+        assert!(INSTANCES.iter().all(|s| s.load(Ordering::SeqCst) == 0));
     }
 }

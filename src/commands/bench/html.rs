@@ -619,4 +619,48 @@ mod tests {
             "the outlier beyond the scale is counted"
         );
     }
+
+    #[test]
+    fn the_start_table_shows_the_runs_notes() {
+        use super::super::report::tests::subject;
+        let mut isol = subject("isol", "isol", &[10.0, 11.0, 12.0]);
+        isol.notes.push(
+            "round 3 was killed (the run did not finish within 60 s) and repeated once".into(),
+        );
+        let b = BenchmarkReport {
+            name: "start",
+            description: "",
+            image: "busybox".into(),
+            workload: vec!["/bin/true".into()],
+            preflight: Vec::new(),
+            subjects: vec![isol, subject("crun", "peer", &[20.0, 22.0, 24.0])],
+            ratios: Default::default(),
+            ratios_with_root: Default::default(),
+        };
+        let md = b.table_markdown();
+        assert!(md.contains("- **isol:** round 3 was killed"), "{md}");
+        let layout = super::super::host::CgroupLayout::detect();
+        let r = Report {
+            schema: super::super::report::SCHEMA,
+            measured_in: "Measured on this host".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            argv: vec!["isol".into(), "bench".into()],
+            machine: super::super::host::Machine::probe(layout, String::new()),
+            settings: super::super::report::Settings {
+                runs: 3,
+                warmup_rounds: 1,
+                order: "interleaved",
+                timing: "wall",
+                run_timeout_s: 60,
+            },
+            benchmarks: vec![b],
+            metrics: Vec::new(),
+        };
+        let html = render(&r);
+        assert!(
+            html.contains("<li><b>isol:</b> round 3 was killed (the run did not finish within 60 s) and repeated once</li>"),
+            "{html}"
+        );
+    }
 }

@@ -233,6 +233,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
             Ok(Some(r)) => r,
             Ok(None) => {
                 remove_out();
+                sweep_killed_runs();
                 eprintln!(
                     "isol: benchmark cancelled; its containers, mounts and bundles are removed and no report was written"
                 );
@@ -296,7 +297,21 @@ fn run_inner(args: &BenchArgs, runs: u32, started: u64, kvm_env: KvmEnv) -> anyh
             );
             Ok(0)
         }
-        None => Ok(EXIT_CANCELLED),
+        None => {
+            sweep_killed_runs();
+            Ok(EXIT_CANCELLED)
+        }
+    }
+}
+
+/// After a cancel: the cgroups and run dirs of `isol run`s a second Ctrl-C killed (a killed run
+/// cannot remove them itself; their mounts went with their mount namespaces).
+fn sweep_killed_runs() {
+    if let Ok(store) = super::open_store() {
+        isol_container::state::sweep(
+            &store.root().join("containers"),
+            Path::new(isol_container::process::CGROUP_ROOT),
+        );
     }
 }
 

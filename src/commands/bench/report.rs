@@ -509,10 +509,14 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn subject(name: &str, kind: &'static str, samples: &[f64]) -> SubjectReport {
+    pub(in crate::commands::bench) fn subject(
+        name: &str,
+        kind: &'static str,
+        samples: &[f64],
+    ) -> SubjectReport {
         SubjectReport {
             info: SubjectInfo {
                 name: name.into(),

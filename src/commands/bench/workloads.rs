@@ -624,6 +624,8 @@ impl Instance {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+        // No run is armed while instances idle: the second Ctrl-C finds them here.
+        cancel::track(child.id());
         let out = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -697,14 +699,17 @@ impl Instance {
     /// stopped ([`reap::stop`]) and the error says so.
     fn close(mut self, deadline: Instant) -> Result<(), String> {
         self.hang_up();
-        if reap::wait_until(&mut self.child, deadline).is_some() {
-            return Ok(());
-        }
         let pid = self.pid();
-        Err(format!(
-            "pid {pid} did not end after its stdin was closed: {}",
-            reap::stop(self.child)
-        ))
+        let res = if reap::wait_until(&mut self.child, deadline).is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pid {pid} did not end after its stdin was closed: {}",
+                reap::stop(self.child)
+            ))
+        };
+        cancel::untrack(pid);
+        res
     }
 }
 
@@ -744,16 +749,30 @@ fn instance_timeout_override() -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// `VmRSS`/`VmHWM` of `pid` in MiB.
+/// Resident memory of `pid` in MiB: (RSS, peak RSS).
 fn proc_mem(pid: u32) -> Option<(f64, f64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |k: &str| {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok();
+    mem_of(&status, rollup.as_deref())
+}
+
+/// (RSS, peak RSS) in MiB from `/proc/PID/status` and `/proc/PID/smaps_rollup`. RSS is the
+/// rollup's `Rss`, counted from the page tables; status's `VmRSS` only where the rollup is
+/// missing: kernels before 6.2 keep it in per-thread counters folded into the process's only
+/// every 64 page faults (SPLIT_RSS_COUNTING), so a small process reads far too little there —
+/// busybox sh idle in the lab's 6.1 kernel: VmRSS 4 kB, Rss 1624 kB. The peak is `VmHWM`
+/// (from the same counters), raised to at least the RSS.
+fn mem_of(status: &str, rollup: Option<&str>) -> Option<(f64, f64)> {
+    let field = |text: &str, k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(k))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map(|kb| kb / 1024.0)
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let rss = rollup
+        .and_then(|r| field(r, "Rss:"))
+        .or_else(|| field(status, "VmRSS:"))?;
+    Some((rss, field(status, "VmHWM:")?.max(rss)))
 }
 
 /// Memory charged to the cgroup of `pid`'s first child (the container's init), in MiB.
@@ -827,6 +846,10 @@ fn start_idle(
     let mut insts = Vec::new();
     let mut res = Ok(());
     for i in 0..n {
+        if cancel::cancelled() {
+            res = Err("cancelled".into());
+            break;
+        }
         let errf = work.join(format!("idle-{}-{i}.err", r.subject()));
         match Instance::spawn_with(&mut r.command(&script, true, false), Some(errf)) {
             Ok(x) => insts.push(x),
@@ -943,7 +966,7 @@ pub fn memory_metrics(
             benchmark: "memory",
             title: "Memory overhead of one idle instance".into(),
             method: format!(
-                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads VmRSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched) from /proc/PID/status and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its VmRSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`). {WAITS}",
+                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads the RSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched) from /proc/PID/smaps_rollup (`Rss`: counted from the page tables; status's VmRSS lags on kernels before 6.2) and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its RSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`). {WAITS}",
                 1, plan.runs
             ),
             unit: "MiB",
@@ -951,7 +974,7 @@ pub fn memory_metrics(
             series: idle,
             ratios: Vec::new(),
             notes: vec![format!(
-                "the host workload itself (busybox sh) has a median VmRSS of {base:.2} MiB, subtracted from the isol rows"
+                "the host workload itself (busybox sh) has a median RSS of {base:.2} MiB, subtracted from the isol rows"
             )],
         };
         m.finish(&[("isol-kvm", "isol-container")]);
@@ -1151,5 +1174,25 @@ mod tests {
         assert_eq!(parse_marks(out).unwrap().1, ["iflag=direct refused"]);
         let err = parse_marks("1.0 S\n1.1 FAIL dd: boom\n").unwrap_err();
         assert!(err.contains("FAIL dd: boom"), "{err}");
+    }
+
+    #[test]
+    fn memory_is_read_from_the_page_tables() {
+        // busybox sh idle in the lab (Linux 6.1.0-56-amd64, 2026-11-23): status's split
+        // counters said 4 kB, the page tables 1624 kB.
+        let status = "State:\tS (sleeping)\nVmHWM:\t       4 kB\nVmRSS:\t       4 kB\n";
+        let rollup = "55c0f0000000-7ffd00000000 ---p 00000000 00:00 0    [rollup]\nRss:                1624 kB\nPss:                1617 kB\n";
+        assert_eq!(
+            mem_of(status, Some(rollup)),
+            Some((1624.0 / 1024.0, 1624.0 / 1024.0))
+        );
+        // Without smaps_rollup (CONFIG_PROC_PAGE_MONITOR off): status, as before.
+        let status = "VmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\n";
+        assert_eq!(mem_of(status, None), Some((1.0, 2.0)));
+        // A process that exited (a zombie) has neither.
+        assert_eq!(mem_of("State:\tZ (zombie)\n", None), None);
+        // A live process, this one.
+        let (rss, hwm) = proc_mem(std::process::id()).unwrap();
+        assert!(rss > 0.0 && hwm >= rss, "{rss} {hwm}");
     }
 }
