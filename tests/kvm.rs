@@ -229,21 +229,22 @@ fn the_vm_runs_in_isol_vmm_which_isol_becomes() {
     // The process isol started as is now isol-vmm: same pid, the VMM's executable, mapped
     // (exec names the new executable in /proc/PID/exe before it maps its segments).
     let mapped = |maps: &str, exe: &str| maps.lines().any(|l| l.ends_with(exe));
-    let maps = loop {
+    // Its command line comes a moment after the mappings (the new stack is set up last).
+    let (maps, cmdline) = loop {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("isol ended ({status}) and was never seen running isol-vmm");
         }
         if std::fs::read_link(proc_dir.join("exe")).ok().as_ref() == Some(&vmm) {
             let maps = std::fs::read_to_string(proc_dir.join("maps")).unwrap();
-            if mapped(&maps, vmm.to_str().unwrap()) {
-                break maps;
+            let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap();
+            if mapped(&maps, vmm.to_str().unwrap()) && !cmdline.is_empty() {
+                break (maps, cmdline);
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     // None of isol's own executable is mapped while the VM runs.
     assert!(!mapped(&maps, isol_bin()), "{maps}");
-    let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap();
     assert!(
         cmdline.starts_with(b"isol-vmm\0--launch-fd\0"),
         "{cmdline:?}"
