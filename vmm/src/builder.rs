@@ -24,14 +24,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use isol_devices::legacy::Phase;
 use isol_devices::virtio::console::FdWriter;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use vm_memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
 use crate::arch::x86_64::{boot_params, mptable};
 use crate::config::{Rootfs, SerialOutput, VmConfig};
 use crate::event_loop::{self, VmEnd};
 use crate::trace::{self, BootTimings, ExitCounts, SetupStep, Timeline, TimestampingWriter};
+use crate::vstate::boot_profile::{BootSet, BootSetReport};
 use crate::vstate::kvm::{self as kvm_state, KvmError};
 use crate::vstate::memory;
 use crate::vstate::vcpu::{MmioOrder, Vcpu, VcpuStop};
@@ -47,6 +50,8 @@ pub struct VmOutcome {
     pub timings: BootTimings,
     /// vCPU exits by kind and port/address.
     pub exit_counts: ExitCounts,
+    /// What the boot did with its boot-set profile (`vstate::boot_profile`).
+    pub boot_set: BootSetReport,
 }
 
 fn serial_writer(out: &SerialOutput) -> Box<dyn Write + Send> {
@@ -149,11 +154,60 @@ pub(crate) fn build_and_run_validated(cfg: &VmConfig) -> Result<VmOutcome, VmmEr
 }
 
 fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmError> {
-    let mem_size = cfg.memory_bytes();
-
     // 3 (first). Guest memory, mapped but not yet registered: the kernel can go in
     // while KVM is set up.
-    let mem = memory::create_guest_memory(mem_size)?;
+    let mem = memory::create_guest_memory(cfg.memory_bytes())?;
+
+    // Fresh guest RAM must be zeroed by the host when it is first touched: most of the
+    // setup's time where that is slow (nested or emulated hosts; docs/vmm.md, "Boot time
+    // and exits"), and a wait on the vCPU's path for each page the guest kernel takes for
+    // itself. One thread faults in, from the top, the range the kernel loads into while
+    // the loader copies it from the bottom (memory::prefault), then the rest of the boot
+    // set a profile of an earlier boot lists, ahead of the guest; or, with no profile yet,
+    // records this boot's at init start (boot_profile). Best effort throughout.
+    let boot_set = BootSet::new(cfg, &mem);
+    let kernel_range = loader::elf_load_range(&cfg.kernel);
+    let (phase_tx, phase_rx) = std::sync::mpsc::channel();
+    let phase_tx = boot_set.records().then_some(phase_tx);
+    let (setup_tx, setup_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let prefault = std::thread::Builder::new()
+            .name("isol-prefault".into())
+            .spawn_scoped(s, || {
+                if let Some(range) = &kernel_range {
+                    memory::prefault(&mem, range.clone());
+                }
+                boot_set.run(&mem, kernel_range.as_ref(), setup_rx, phase_rx, || {
+                    timeline.mark(SetupStep::BootSet);
+                })
+            });
+        // Everything the VM holds, the phase sender included, is gone when this returns,
+        // so the thread above ends too.
+        let outcome = run_in(cfg, &timeline, &mem, setup_tx, phase_tx);
+        let report = prefault
+            .ok()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        if cfg.trace_exits && report != BootSetReport::Off {
+            eprintln!("isol: {report}");
+        }
+        outcome.map(|o| VmOutcome {
+            boot_set: report,
+            ..o
+        })
+    })
+}
+
+/// The rest of [`run_valid`], in guest memory `mem` (mapped, not registered). Says on
+/// `setup_done` when the setup is over; the guest's boot phases go to `phases`, if given.
+fn run_in(
+    cfg: &VmConfig,
+    timeline: &Arc<Timeline>,
+    mem: &GuestMemoryMmap,
+    setup_done: std::sync::mpsc::Sender<()>,
+    phases: Option<std::sync::mpsc::Sender<Phase>>,
+) -> Result<VmOutcome, VmmError> {
+    let mem_size = cfg.memory_bytes();
 
     // 5, on its own thread. Copying the kernel faults in fresh guest RAM, which the host
     // must zero first: most of the setup's time where that is slow (nested or emulated
@@ -161,22 +215,13 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
     // beside steps 1, 2, 3 and 4.
     let (kvm, vm, devices, mut virtio, kernel) = std::thread::scope(|s| {
         let load = || {
-            let k = loader::load_kernel(&mem, &cfg.kernel, cfg.boot_protocol);
+            let k = loader::load_kernel(mem, &cfg.kernel, cfg.boot_protocol);
             timeline.mark(SetupStep::Kernel);
             k
         };
         let loading = std::thread::Builder::new()
             .name("isol-kernel-load".into())
             .spawn_scoped(s, load);
-        // And the zeroing of that fresh RAM on one more thread, from the other end
-        // (memory::prefault): the copy then finds most of it present. Best effort.
-        let _ = std::thread::Builder::new()
-            .name("isol-prefault".into())
-            .spawn_scoped(s, || {
-                if let Some(range) = loader::elf_load_range(&cfg.kernel) {
-                    memory::prefault(&mem, range);
-                }
-            });
         let prepared = (|| {
             // 1. KVM.
             let kvm = kvm_state::open_kvm()?;
@@ -187,14 +232,14 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
             timeline.mark(SetupStep::Vm);
 
             // 3. Guest memory, registered.
-            memory::register_memory(vm.fd(), &mem)?;
+            memory::register_memory(vm.fd(), mem)?;
             timeline.mark(SetupStep::Memory);
 
             // 4. Devices.
             let out = TimestampingWriter::new(serial_writer(&cfg.serial_output), timeline.clone());
             let mut devices = device_manager::create_devices(Some(&vm), Box::new(out))?;
             // virtio (docs/devices.md): root disk and stdio console on the MMIO bus.
-            let virtio = device_manager::attach_virtio_devices(&mut devices, Some(&vm), &mem, cfg)?;
+            let virtio = device_manager::attach_virtio_devices(&mut devices, Some(&vm), mem, cfg)?;
             timeline.mark(SetupStep::Devices);
             Ok::<_, VmmError>((kvm, vm, devices, virtio))
         })();
@@ -207,6 +252,11 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
         let (kvm, vm, devices, virtio) = prepared?;
         Ok::<_, VmmError>((kvm, vm, devices, virtio, kernel?))
     })?;
+
+    if let Some(tx) = phases {
+        let mut port = devices.exit_port.lock().unwrap_or_else(|p| p.into_inner());
+        port.notify_phases(tx);
+    }
 
     // The virtio devices' ioeventfds and batching zones, on a thread of their own while
     // the rest is set up and the guest boots (device_manager::LateIo).
@@ -232,7 +282,7 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
         // 6. Initramfs.
         let rootfs = cached_rootfs(&cfg.rootfs);
         let initrd = match initramfs::plan_initramfs(&rootfs, cfg.init.as_deref(), &cfg.spec)? {
-            Some(mut image) => Some(loader::load_initrd(&mem, &mut image, &kernel, mem_size)?),
+            Some(mut image) => Some(loader::load_initrd(mem, &mut image, &kernel, mem_size)?),
             None => None,
         };
         timeline.mark(SetupStep::Initramfs);
@@ -242,7 +292,7 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
             cfg.console,
             &[virtio.cmdline(), &cfg.extra_cmdline].concat(),
         )?;
-        let cmdline_len = loader::load_cmdline(&mem, &cmdline)?;
+        let cmdline_len = loader::load_cmdline(mem, &cmdline)?;
 
         // 8. Boot structures.
         match kernel.entry {
@@ -253,15 +303,15 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
                     initrd,
                     mem_size,
                 )?;
-                boot_params::write_boot_params(&mem, &params)?;
-                regs::write_identity_page_tables(&mem)?;
+                boot_params::write_boot_params(mem, &params)?;
+                regs::write_identity_page_tables(mem)?;
             }
             EntryMode::Pvh { .. } => {
-                boot_params::write_pvh_start_info(&mem, initrd, mem_size)?;
+                boot_params::write_pvh_start_info(mem, initrd, mem_size)?;
             }
         }
-        regs::write_gdt_idt(&mem, kernel.entry)?;
-        mptable::setup_mptable(&mem, cfg.vcpus)?;
+        regs::write_gdt_idt(mem, kernel.entry)?;
+        mptable::setup_mptable(mem, cfg.vcpus)?;
 
         // 9. vCPUs.
         let supported = kvm
@@ -282,6 +332,8 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
             vcpus.push(v);
         }
         timeline.mark(SetupStep::Vcpus);
+        // The boot set may come in now (boot_profile::BootSet::run).
+        let _ = setup_done.send(());
 
         // 10. Run.
         virtio.start()?; // virtio: device thread
@@ -293,6 +345,8 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
             cfg.timeout,
         )?;
         virtio.shutdown(); // virtio: drain console output, join the device threads
+        // The boot-set recorder waits for init start no longer.
+        (devices.exit_port.lock().unwrap_or_else(|p| p.into_inner())).stop_notifying();
         let end_time = Instant::now();
 
         let (exit_status, timings) = {
@@ -311,6 +365,7 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
             exit_code: i32::from(code),
             timings,
             exit_counts: result.counts.clone(),
+            boot_set: BootSetReport::Off,
         };
         match (result.end, exit_status) {
             (VmEnd::Signal(sig), _) => Err(VmmError::Interrupted(sig)),

@@ -197,9 +197,12 @@ pub enum SetupStep {
     /// The virtio devices' ioeventfds and batching zones registered (on their own
     /// thread, usually while the guest boots: `device_manager::LateIo`).
     LateIo,
+    /// A stored boot set faulted in (on its own thread, usually while the guest boots:
+    /// `vstate::boot_profile`).
+    BootSet,
 }
 
-const SETUP_STEPS: usize = 7;
+const SETUP_STEPS: usize = 8;
 
 /// Instants shared between the threads while the VM runs.
 #[derive(Debug)]
@@ -294,6 +297,7 @@ impl fmt::Display for BootTimings {
             ("  initramfs loaded", self.setup_step(SetupStep::Initramfs)),
             ("  vcpus configured", self.setup_step(SetupStep::Vcpus)),
             ("  ioeventfds (async)", self.setup_step(SetupStep::LateIo)),
+            ("  boot set (async)", self.setup_step(SetupStep::BootSet)),
             ("first vCPU entry", self.first_vcpu_entry),
             ("first serial access", self.first_serial_access),
             ("first console output", self.first_console_output),

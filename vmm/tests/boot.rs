@@ -310,3 +310,38 @@ fn a_boot_has_no_exit_storms() {
     );
     assert!(c.total() < 200, "{} exits: {c:?}", c.total());
 }
+
+/// The boot set (vstate::boot_profile): a boot with no profile records which guest RAM the
+/// boot touched by init start; the next boot of the same machine faults exactly that in
+/// ahead of the guest, and still runs the workload as before.
+#[test]
+fn the_next_boot_is_warmed_with_the_boot_set_the_first_recorded() {
+    use isol_vmm::vstate::boot_profile::BootSetReport;
+    let e = env_or_skip!();
+    // A kernel file of its own: a profile key no other boot has.
+    let tmp = tempfile::tempdir().unwrap();
+    let kernel = tmp.path().join("vmlinux");
+    std::fs::copy(e.kernel_dir.join("vmlinux"), &kernel).unwrap();
+    let (mut cfg, out) = config(e, &["sh", "-c", "echo warm; exit 4"]);
+    cfg.kernel = kernel;
+    cfg.trace_exits = true;
+    let first = isol_vmm::run(&cfg).unwrap_or_else(|err| panic!("{err}\n{}", text(&out)));
+    assert_eq!(first.exit_code, 4);
+    let BootSetReport::Recorded { path, bytes } = first.boot_set.clone() else {
+        panic!("the first boot recorded no boot set: {:?}", first.boot_set);
+    };
+    // Something, and far less than the guest's 256 MiB (the kernel alone is ~10 MiB).
+    assert!(bytes > 4 << 20 && bytes < 128 << 20, "{bytes} bytes");
+    let second = isol_vmm::run(&cfg).unwrap_or_else(|err| panic!("{err}\n{}", text(&out)));
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(second.exit_code, 4);
+    assert_eq!(second.boot_set, BootSetReport::Warmed { path, bytes });
+    // Only a warmed boot stamps the step (when the warming was done).
+    let step = isol_vmm::trace::SetupStep::BootSet;
+    assert!(
+        first.timings.setup_step(step).is_none(),
+        "{:?}",
+        first.timings
+    );
+    assert_eq!(text(&out), "warm\nwarm\n");
+}

@@ -91,6 +91,7 @@ pub struct ExitPort {
     phases: Vec<(Phase, Instant)>,
     power_offs: u64,
     power_off: Option<(EventFd, Arc<AtomicBool>)>,
+    phase_tx: Option<std::sync::mpsc::Sender<Phase>>,
 }
 
 impl ExitPort {
@@ -121,6 +122,17 @@ impl ExitPort {
         self
     }
 
+    /// Sends every phase the guest reports, as it reports it, to `tx` (until
+    /// [`ExitPort::stop_notifying`]), for whoever acts on a phase off the vCPU thread.
+    pub fn notify_phases(&mut self, tx: std::sync::mpsc::Sender<Phase>) {
+        self.phase_tx = Some(tx);
+    }
+
+    /// Drops the sender given to [`ExitPort::notify_phases`]: its receiver sees the end.
+    pub fn stop_notifying(&mut self) {
+        self.phase_tx = None;
+    }
+
     /// How many times the guest wrote the power-off register.
     pub fn power_offs(&self) -> u64 {
         self.power_offs
@@ -147,7 +159,14 @@ impl BusDevice for ExitPort {
                     self.extra_reports += 1;
                 }
             }
-            PHASE_OFFSET => self.phases.push((Phase::from_byte(v), Instant::now())),
+            PHASE_OFFSET => {
+                let phase = Phase::from_byte(v);
+                self.phases.push((phase, Instant::now()));
+                if let Some(tx) = &self.phase_tx {
+                    // A receiver that is gone wants no more.
+                    let _ = tx.send(phase);
+                }
+            }
             POWER_OFF_OFFSET => {
                 self.power_offs += 1;
                 if let Some((evt, stop)) = &self.power_off {
@@ -227,6 +246,25 @@ mod tests {
             ]
         );
         assert!(p.phases().windows(2).all(|w| w[0].1 <= w[1].1));
+    }
+
+    #[test]
+    fn phases_reach_a_listener_until_it_is_dropped() {
+        let mut p = ExitPort::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        p.notify_phases(tx);
+        p.write(EXIT_PORT_BASE, PHASE_OFFSET, &[Phase::InitStart.to_byte()]);
+        p.write(EXIT_PORT_BASE, EXIT_STATUS_OFFSET, &[0]);
+        p.write(EXIT_PORT_BASE, PHASE_OFFSET, &[Phase::SpecLoaded.to_byte()]);
+        assert_eq!(rx.try_recv(), Ok(Phase::InitStart));
+        assert_eq!(rx.try_recv(), Ok(Phase::SpecLoaded));
+        p.stop_notifying();
+        p.write(
+            EXIT_PORT_BASE,
+            PHASE_OFFSET,
+            &[Phase::WorkloadExec.to_byte()],
+        );
+        assert_eq!(rx.recv(), Err(std::sync::mpsc::RecvError));
     }
 
     #[test]

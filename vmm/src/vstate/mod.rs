@@ -1,5 +1,6 @@
 //! KVM state: the /dev/kvm handle, the VM and its memory, the vCPUs.
 
+pub mod boot_profile;
 pub mod kvm;
 pub mod memory;
 pub mod vcpu;
