@@ -177,9 +177,17 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
                 if let Some(range) = &kernel_range {
                     memory::prefault(&mem, range.clone());
                 }
-                boot_set.run(&mem, kernel_range.as_ref(), setup_rx, phase_rx, || {
-                    timeline.mark(SetupStep::BootSet);
-                })
+                let entered = || timeline.first_vcpu_entry.get().is_some();
+                boot_set.run(
+                    &mem,
+                    kernel_range.as_ref(),
+                    setup_rx,
+                    entered,
+                    phase_rx,
+                    || {
+                        timeline.mark(SetupStep::BootSet);
+                    },
+                )
             });
         // Everything the VM holds, the phase sender included, is gone when this returns,
         // so the thread above ends too.

@@ -251,20 +251,23 @@ impl BootSet {
         self.path.is_some() && self.profile.is_none()
     }
 
-    /// Once `setup_done` says the VMM's setup is over, faults the stored profile in
-    /// (skipping `skip`) and calls `warmed`; or, with none stored, waits for init start on
-    /// `phases` and records this boot's. Returns when done, or when its channel ends
-    /// (setup failed, the VM is over).
+    /// Once `setup_done` says the VMM's setup is over and `entered` that the first vCPU
+    /// runs, faults the stored profile in (skipping `skip`) and calls `warmed`; or, with
+    /// none stored, waits for init start on `phases` and records this boot's. Returns
+    /// when done, or when its channel ends (setup failed, the VM is over).
     ///
-    /// Not before the setup is over: faulting memory in holds the process's mmap lock,
-    /// and where a fault is slow (the lab's emulated CPU zeroing a huge page: up to
-    /// 0.5 s) every allocation of the setup that maps memory would wait for it; the guest
-    /// needs the first of these pages only some 60 ms after it starts.
+    /// Not before the vCPU runs: faulting memory in holds the process's mmap lock, and
+    /// where a fault is slow (the lab's emulated CPU zeroing a huge page: up to 0.5 s)
+    /// whatever maps memory meanwhile waits for it — the setup's allocations, and the
+    /// stacks of the vCPU threads (seen in the lab: the first entry 0.3–0.5 s later when
+    /// the warming began as the setup ended). The guest needs the first of these pages
+    /// only some 60 ms after it starts.
     pub fn run(
         &self,
         mem: &GuestMemoryMmap,
         skip: Option<&Range<u64>>,
         setup_done: std::sync::mpsc::Receiver<()>,
+        entered: impl Fn() -> bool,
         phases: std::sync::mpsc::Receiver<isol_devices::legacy::Phase>,
         warmed: impl FnOnce(),
     ) -> BootSetReport {
@@ -274,6 +277,12 @@ impl BootSet {
         if let Some(profile) = &self.profile {
             if setup_done.recv().is_err() {
                 return BootSetReport::Off;
+            }
+            // The vCPU threads start right after; a vCPU that never enters (an error)
+            // ends the VM, and warming then is merely late.
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !entered() && std::time::Instant::now() < give_up {
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             profile.warm(mem, skip);
             warmed();
