@@ -75,3 +75,26 @@ fn a_bad_freeze_window_is_refused_before_the_lab_starts() {
         );
     }
 }
+
+/// The lab's fix for its freeze (docs/lab.md, "Known fault"): a VM with an irqchip and a
+/// vCPU is held for the lab's life, so KVM never flips its static keys (live patching of the
+/// lab kernel's text) when a VM starts or ends.
+#[test]
+fn the_lab_holds_a_vm_so_kvm_never_patches_its_text() {
+    if !lab_tests() {
+        return;
+    }
+    let _g = serial();
+    let o = isol(&[
+        "lab",
+        "--",
+        "sh",
+        "-c",
+        "p=$(pgrep -o -f isol-lab-kvm-keys) && ls -l /proc/$p/fd | grep -c 'anon_inode:kvm-'",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    // The VM and its vCPU.
+    assert_eq!(stdout(&o), "2\n");
+}
