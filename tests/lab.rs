@@ -6,6 +6,15 @@ mod common;
 
 use common::*;
 
+/// `isol lab -- sh -c SCRIPT`, with a freeze window if given.
+fn lab_sh(script: &str, freeze_secs: Option<&str>) -> std::process::Output {
+    let mut c = isol(&["lab", "--", "sh", "-c", script]);
+    if let Some(secs) = freeze_secs {
+        c.env("ISOL_LAB_FREEZE_SECS", secs);
+    }
+    c.output().unwrap()
+}
+
 fn lab_tests() -> bool {
     if std::env::var_os("ISOL_LAB_TESTS").is_some() {
         return true;
@@ -23,16 +32,10 @@ fn a_lab_that_falls_silent_is_stopped_with_a_clear_error() {
         return;
     }
     let _g = serial();
-    let o = isol(&[
-        "lab",
-        "--",
-        "sh",
-        "-c",
+    let o = lab_sh(
         "kill -STOP $(cat /run/isol-lab/heartbeat.pid); echo stopped; sleep 600",
-    ])
-    .env("ISOL_LAB_FREEZE_SECS", "15")
-    .output()
-    .unwrap();
+        Some("15"),
+    );
     assert_eq!(code(&o), 125, "stderr: {}", stderr(&o));
     assert_eq!(stdout(&o), "stopped\n");
     assert!(
@@ -50,10 +53,7 @@ fn a_quiet_command_is_not_taken_for_a_frozen_lab() {
         return;
     }
     let _g = serial();
-    let o = isol(&["lab", "--", "sh", "-c", "sleep 35; echo done; exit 3"])
-        .env("ISOL_LAB_FREEZE_SECS", "15")
-        .output()
-        .unwrap();
+    let o = lab_sh("sleep 35; echo done; exit 3", Some("15"));
     assert_eq!(code(&o), 3, "stderr: {}", stderr(&o));
     assert_eq!(stdout(&o), "done\n");
 }
@@ -85,15 +85,10 @@ fn the_lab_holds_a_vm_so_kvm_never_patches_its_text() {
         return;
     }
     let _g = serial();
-    let o = isol(&[
-        "lab",
-        "--",
-        "sh",
-        "-c",
+    let o = lab_sh(
         "p=$(pgrep -o -f isol-lab-kvm-keys) && ls -l /proc/$p/fd | grep -c 'anon_inode:kvm-'",
-    ])
-    .output()
-    .unwrap();
+        None,
+    );
     assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
     // The VM and its vCPU.
     assert_eq!(stdout(&o), "2\n");

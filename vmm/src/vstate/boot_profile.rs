@@ -158,10 +158,11 @@ impl BootProfile {
     }
 
     /// Stores the profile at `path` (written under a unique name, then renamed, so
-    /// concurrent boots never read a partial file). Too many ranges: not stored.
-    pub fn store(&self, path: &Path) -> std::io::Result<()> {
+    /// concurrent boots never read a partial file) and says whether it did: an empty one,
+    /// or one with too many ranges, is not stored.
+    pub fn store(&self, path: &Path) -> std::io::Result<bool> {
         if self.ranges.is_empty() || self.ranges.len() > MAX_RANGES {
-            return Ok(());
+            return Ok(false);
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
@@ -172,7 +173,7 @@ impl BootProfile {
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        written
+        written.map(|()| true)
     }
 }
 
@@ -300,12 +301,10 @@ impl BootSet {
                 return not_recorded;
             };
             return match profile.store(path) {
-                Ok(()) if !profile.ranges.is_empty() && profile.ranges.len() <= MAX_RANGES => {
-                    BootSetReport::Recorded {
-                        path: path.clone(),
-                        bytes: profile.bytes(),
-                    }
-                }
+                Ok(true) => BootSetReport::Recorded {
+                    path: path.clone(),
+                    bytes: profile.bytes(),
+                },
                 _ => not_recorded,
             };
         }
@@ -420,7 +419,7 @@ mod tests {
         let p = BootProfile {
             ranges: vec![0x20_0000..0x40_0000, 0x60_0000..0x80_0000],
         };
-        p.store(&path).unwrap();
+        assert!(p.store(&path).unwrap());
         assert_eq!(BootProfile::load(&path, &ram(128)), Some(p));
         // Nothing else left in the directory (the temporary file was renamed).
         assert_eq!(
