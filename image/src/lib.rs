@@ -910,7 +910,10 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (s2, img2) = (s.clone(), img.clone());
         std::thread::spawn(move || {
-            let _ = tx.send(s2.mark_in_use(&img2, "0123456789ab", "container").is_ok());
+            // The mark (and its lock) is dropped before the answer goes: the removal below
+            // must find a finished run's mark, not race a live one.
+            let marked = s2.mark_in_use(&img2, "0123456789ab", "container").is_ok();
+            let _ = tx.send(marked);
         });
         let marked = rx.recv_timeout(std::time::Duration::from_secs(60));
         drop(writer);
