@@ -21,6 +21,10 @@
 //! its warmed pages too, so a profile never grows from its own use. A corrupt or
 //! mismatched file is ignored (and rewritten). `ISOL_BOOT_PROFILE=off` turns both
 //! reading and writing off.
+//!
+//! The cache keeps the [`KEEP`] most recently used profiles: a boot that uses one marks
+//! it used (its mtime), and storing a new one removes the least recently used beyond
+//! that, with any temporary file a killed VMM left behind.
 
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -28,6 +32,7 @@ use std::io::Write as _;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -46,6 +51,14 @@ const MERGE_GAP: u64 = 16 * PAGE;
 
 /// A profile that lists more runs than this is not a boot's working set; not kept.
 const MAX_RANGES: usize = 4096;
+
+/// Profiles the cache keeps (each a few KiB at most); a new kernel, image or flag makes a
+/// new key, so without a bound the directory would only grow.
+pub const KEEP: usize = 64;
+
+/// A temporary file older than this was left by a VMM killed while it wrote (a write
+/// takes milliseconds).
+const STALE_TMP: Duration = Duration::from_secs(600);
 
 /// Guest-physical ranges of guest RAM, page-aligned, sorted, disjoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,16 +164,27 @@ impl BootProfile {
         (ranges.len() <= MAX_RANGES).then_some(Self { ranges })
     }
 
-    /// The profile stored at `path`, if there is a valid one for the guest RAM `mem`.
+    /// The profile stored at `path`, if there is a valid one for the guest RAM `mem`;
+    /// marks it used (its mtime), so pruning keeps it.
     pub fn load(path: &Path, mem: &GuestMemoryMmap) -> Option<Self> {
-        let text = std::fs::read_to_string(path).ok()?;
-        Self::from_text(&text, mem)
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).ok()?;
+        let profile = Self::from_text(&text, mem)?;
+        // Best effort: a profile that cannot be marked is merely pruned sooner.
+        let _ = file.set_modified(SystemTime::now());
+        Some(profile)
     }
 
     /// Stores the profile at `path` (written under a unique name, then renamed, so
     /// concurrent boots never read a partial file) and says whether it did: an empty one,
-    /// or one with too many ranges, is not stored.
+    /// or one with too many ranges, is not stored. Then prunes the directory to the
+    /// [`KEEP`] most recently used profiles.
     pub fn store(&self, path: &Path) -> std::io::Result<bool> {
+        self.store_keeping(path, KEEP)
+    }
+
+    fn store_keeping(&self, path: &Path, keep: usize) -> std::io::Result<bool> {
         if self.ranges.is_empty() || self.ranges.len() > MAX_RANGES {
             return Ok(false);
         }
@@ -173,7 +197,46 @@ impl BootProfile {
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        written.map(|()| true)
+        written?;
+        prune(dir, keep);
+        Ok(true)
+    }
+}
+
+/// Whether `name` is a profile's file name (the key: 16 hex digits).
+fn is_key(name: &str) -> bool {
+    name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Removes all but the `keep` most recently used profiles in `dir`, and temporary files
+/// left by killed writers. Best effort: what cannot be read or removed stays.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let mut profiles = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            if now.duration_since(mtime).is_ok_and(|age| age > STALE_TMP) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        } else if is_key(name) {
+            profiles.push((mtime, entry.path()));
+        }
+    }
+    if profiles.len() > keep {
+        profiles.sort();
+        for (_, path) in &profiles[..profiles.len() - keep] {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -426,5 +489,51 @@ mod tests {
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    /// Writes a file at `dir/name` last modified `age` ago.
+    fn aged(dir: &Path, name: &str, age: Duration) -> PathBuf {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+        path
+    }
+
+    #[test]
+    fn storing_keeps_the_most_recently_used_profiles_and_drops_stale_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Four old profiles, one minute apart; the oldest is then used by a boot.
+        let old: Vec<PathBuf> = (0..4)
+            .map(|i| aged(d, &format!("{:016x}", i), Duration::from_secs(600 - 60 * i)))
+            .collect();
+        let used = BootProfile {
+            ranges: vec![0x20_0000..0x40_0000, 0x60_0000..0x80_0000],
+        };
+        std::fs::write(&old[0], used.to_text()).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old[0])
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(900))
+            .unwrap();
+        assert_eq!(BootProfile::load(&old[0], &ram(128)), Some(used));
+        let stale = aged(d, ".4242.tmp", Duration::from_secs(3600));
+        let fresh = aged(d, ".4243.tmp", Duration::from_secs(1));
+        let other = aged(d, "notes.txt", Duration::from_secs(3600));
+
+        let new = d.join(format!("{:016x}", 0xff));
+        let p = BootProfile {
+            ranges: vec![0x20_0000..0x40_0000, 0x60_0000..0x80_0000],
+        };
+        assert!(p.store_keeping(&new, 3).unwrap());
+
+        // Kept: the new one, the one just used, and the newest of the others.
+        let left = |p: &PathBuf| p.exists();
+        assert!(left(&new) && left(&old[0]) && left(&old[3]));
+        assert!(!left(&old[1]) && !left(&old[2]));
+        assert!(!left(&stale), "a temporary file of a killed writer stays");
+        assert!(left(&fresh), "a temporary file being written was removed");
+        assert!(left(&other), "a file that is no profile was removed");
     }
 }
