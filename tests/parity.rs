@@ -12,7 +12,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 
@@ -119,11 +119,17 @@ fn on(backend: &str, kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> O
 fn same(kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> Output {
     let c = on("container", kernel, args, input);
     let k = on("kvm", kernel, args, input);
+    alike(args, &c, k)
+}
+
+/// Asserts that the container's output `c` and the VM's `k` of `args` are identical
+/// (stdout, stderr, exit code); returns `k`.
+fn alike(args: &[&str], c: &Output, k: Output) -> Output {
     assert_eq!(
-        code(&c),
+        code(c),
         code(&k),
         "exit codes differ for {args:?}; container stderr: {}; kvm stderr: {}",
-        stderr(&c),
+        stderr(c),
         stderr(&k)
     );
     assert!(
@@ -134,8 +140,40 @@ fn same(kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> Output {
         String::from_utf8_lossy(&c.stdout[..c.stdout.len().min(300)]),
         String::from_utf8_lossy(&k.stdout[..k.stdout.len().min(300)])
     );
-    assert_eq!(stderr(&c), stderr(&k), "stderr differs for {args:?}");
+    assert_eq!(stderr(c), stderr(&k), "stderr differs for {args:?}");
     k
+}
+
+/// Whether this runs inside `isol lab` (its init's state directory).
+fn in_the_lab() -> bool {
+    Path::new("/run/isol-lab/heartbeat.pid").exists()
+}
+
+/// Attempts of the kvm side in [`same_retrying_lab_triple_faults`].
+const LAB_ATTEMPTS: usize = 4;
+
+/// [`same`], except that inside the lab a kvm run that ended in a triple fault is run
+/// again, up to [`LAB_ATTEMPTS`] times in all, saying so. The lab's nested SVM (kvm_amd
+/// on QEMU 7.2's emulated SVM) now and then wrecks a guest during a long stream: its
+/// whole address space gone right after an exit the lab's KVM handled alone, once with
+/// the lab kernel's own RIP in the guest's state (docs/lab.md, "Known fault"; 3 of 9 runs
+/// on 2026-11-23). Nothing else is retried, and nothing outside the lab; every run that
+/// ends is checked byte for byte; a triple fault isol caused would recur in every attempt.
+fn same_retrying_lab_triple_faults(kernel: &PathBuf, args: &[&str]) -> Output {
+    let triple = |o: &Output| code(o) == 125 && stderr(o).contains("hit a triple fault");
+    let mut k = on("kvm", kernel, args, None);
+    for attempt in 2..=LAB_ATTEMPTS {
+        if !(in_the_lab() && triple(&k)) {
+            break;
+        }
+        eprintln!(
+            "parity: the lab's nested KVM wrecked the guest (triple fault); attempt {attempt} of {LAB_ATTEMPTS}: {}",
+            stderr(&k).lines().next().unwrap_or("")
+        );
+        k = on("kvm", kernel, args, None);
+    }
+    let c = on("container", kernel, args, None);
+    alike(args, &c, k)
 }
 
 #[test]
@@ -233,11 +271,8 @@ fn write_64_mib_and_hash_it() {
 fn a_100_mib_stdout_stream_arrives_whole() {
     let k = kernel_or_skip!();
     const N: usize = 104_857_600;
-    let o = same(
-        &k,
-        &["busybox", "--", "sh", "-c", "yes abc | head -c 104857600"],
-        None,
-    );
+    let args = ["busybox", "--", "sh", "-c", "yes abc | head -c 104857600"];
+    let o = same_retrying_lab_triple_faults(&k, &args);
     assert_eq!(o.stdout.len(), N);
     assert!(
         o.stdout.chunks(4).all(|c| c == &b"abc\n"[..c.len()]),
