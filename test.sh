@@ -90,7 +90,9 @@ lab "$(test_exe isol test:parity)" --test-threads=1 --skip a_100_mib_stdout_stre
 # space gone at once right after an exit to the lab's KVM (kernel text "not present"), only when
 # the lab ran fast (the 18 runs of 89 s or more passed), and as often with the suspected VMM and
 # console commits taken out (docs/devices.md, "Tests"). That points at the lab's nested paging but
-# does not prove it, so it stays out until it does. By hand, with
+# does not prove it, so it stays out until it does. The lab's static-key fix (cc6fc24: no more
+# live text patching in the lab kernel) did not cure it: 3 triple faults in 9 runs after it
+# (docs/lab.md, "Known fault"). By hand, with
 # the flight recorder that prints a failed run's last guest exits and a triple fault's RIP:
 #   isol lab -- guest-images/lab/console-stress.py --repeat <parity test binary> \
 #       --test-threads=1 --exact a_100_mib_stdout_stream_arrives_whole
