@@ -150,7 +150,7 @@ fn in_the_lab() -> bool {
 }
 
 /// Attempts of the kvm side in [`same_retrying_lab_triple_faults`].
-const LAB_ATTEMPTS: usize = 4;
+const LAB_ATTEMPTS: usize = 5;
 
 /// [`same`], except that inside the lab a kvm run that ended in a triple fault is run
 /// again, up to [`LAB_ATTEMPTS`] times in all, saying so. The lab's nested SVM (kvm_amd
