@@ -89,8 +89,9 @@ lab "$(test_exe isol test:parity)" --test-threads=1 --skip a_100_mib_stdout_stre
 # three (3 of 9 on 2026-11-23, also after the static-key fix), always right after an exit the lab's
 # nested KVM handled alone (docs/lab.md, "Known fault"); the test then runs the VM side again, up to
 # 5 attempts, saying so (tests/parity.rs). Run alone it passed 7 of 7 times (92-159 s), but here, as
-# the step after the parity suite, it hung twice in a row on 2026-11-23 (no end within 10 minutes,
-# nothing on stderr), which is not understood yet (docs/devices.md, "Tests"). By hand, with the
+# the step after the parity suite, it hung twice in a row on 2026-11-23 (no end within 10 minutes),
+# and once more by hand: its first VM stalled, which is not understood yet (docs/devices.md,
+# "Tests"). By hand, with the
 # flight recorder that prints a failed run's last guest exits and a triple fault's RIP:
 #   isol lab -- guest-images/lab/console-stress.py --repeat <parity test binary> \
 #       --test-threads=1 --exact a_100_mib_stdout_stream_arrives_whole
