@@ -22,7 +22,7 @@
 //! mismatched file is ignored (and rewritten). `ISOL_BOOT_PROFILE=off` turns both
 //! reading and writing off.
 //!
-//! The cache keeps the [`KEEP`] most recently used profiles: a boot that uses one marks
+//! The cache keeps the `KEEP` (64) most recently used profiles: a boot that uses one marks
 //! it used (its mtime), and storing a new one removes the least recently used beyond
 //! that, with any temporary file a killed VMM left behind.
 
@@ -54,7 +54,7 @@ const MAX_RANGES: usize = 4096;
 
 /// Profiles the cache keeps (each a few KiB at most); a new kernel, image or flag makes a
 /// new key, so without a bound the directory would only grow.
-pub const KEEP: usize = 64;
+const KEEP: usize = 64;
 
 /// A temporary file older than this was left by a VMM killed while it wrote (a write
 /// takes milliseconds).
@@ -167,10 +167,8 @@ impl BootProfile {
     /// The profile stored at `path`, if there is a valid one for the guest RAM `mem`;
     /// marks it used (its mtime), so pruning keeps it.
     pub fn load(path: &Path, mem: &GuestMemoryMmap) -> Option<Self> {
-        let mut file = std::fs::File::open(path).ok()?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut file, &mut text).ok()?;
-        let profile = Self::from_text(&text, mem)?;
+        let file = std::fs::File::open(path).ok()?;
+        let profile = Self::from_text(&std::io::read_to_string(&file).ok()?, mem)?;
         // Best effort: a profile that cannot be marked is merely pruned sooner.
         let _ = file.set_modified(SystemTime::now());
         Some(profile)
@@ -179,7 +177,7 @@ impl BootProfile {
     /// Stores the profile at `path` (written under a unique name, then renamed, so
     /// concurrent boots never read a partial file) and says whether it did: an empty one,
     /// or one with too many ranges, is not stored. Then prunes the directory to the
-    /// [`KEEP`] most recently used profiles.
+    /// `KEEP` most recently used profiles.
     pub fn store(&self, path: &Path) -> std::io::Result<bool> {
         self.store_keeping(path, KEEP)
     }
@@ -491,10 +489,11 @@ mod tests {
         );
     }
 
-    /// Writes a file at `dir/name` last modified `age` ago.
-    fn aged(dir: &Path, name: &str, age: Duration) -> PathBuf {
+    /// Writes `text` to a file at `dir/name` last modified `age` ago.
+    fn aged(dir: &Path, name: &str, text: &str, age: Duration) -> PathBuf {
         let path = dir.join(name);
-        let file = std::fs::File::create(&path).unwrap();
+        std::fs::write(&path, text).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
         file.set_modified(SystemTime::now() - age).unwrap();
         path
     }
@@ -503,29 +502,23 @@ mod tests {
     fn storing_keeps_the_most_recently_used_profiles_and_drops_stale_temporaries() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        // Four old profiles, one minute apart; the oldest is then used by a boot.
-        let old: Vec<PathBuf> = (0..4)
-            .map(|i| aged(d, &format!("{:016x}", i), Duration::from_secs(600 - 60 * i)))
-            .collect();
-        let used = BootProfile {
-            ranges: vec![0x20_0000..0x40_0000, 0x60_0000..0x80_0000],
-        };
-        std::fs::write(&old[0], used.to_text()).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&old[0])
-            .unwrap()
-            .set_modified(SystemTime::now() - Duration::from_secs(900))
-            .unwrap();
-        assert_eq!(BootProfile::load(&old[0], &ram(128)), Some(used));
-        let stale = aged(d, ".4242.tmp", Duration::from_secs(3600));
-        let fresh = aged(d, ".4243.tmp", Duration::from_secs(1));
-        let other = aged(d, "notes.txt", Duration::from_secs(3600));
-
-        let new = d.join(format!("{:016x}", 0xff));
         let p = BootProfile {
             ranges: vec![0x20_0000..0x40_0000, 0x60_0000..0x80_0000],
         };
+        // Four old profiles, one minute apart (the oldest 15 minutes old); the oldest is
+        // then used by a boot.
+        let old: Vec<PathBuf> = (0..4u64)
+            .map(|i| {
+                let age = Duration::from_secs(if i == 0 { 900 } else { 600 - 60 * i });
+                aged(d, &format!("{i:016x}"), &p.to_text(), age)
+            })
+            .collect();
+        assert_eq!(BootProfile::load(&old[0], &ram(128)), Some(p.clone()));
+        let stale = aged(d, ".4242.tmp", "", Duration::from_secs(3600));
+        let fresh = aged(d, ".4243.tmp", "", Duration::from_secs(1));
+        let other = aged(d, "notes.txt", "", Duration::from_secs(3600));
+
+        let new = d.join(format!("{:016x}", 0xff));
         assert!(p.store_keeping(&new, 3).unwrap());
 
         // Kept: the new one, the one just used, and the newest of the others.
