@@ -152,8 +152,10 @@ fn in_the_lab() -> bool {
     Path::new("/run/isol-lab/heartbeat.pid").exists()
 }
 
-/// Attempts of the kvm side in [`same_retrying_lab_faults`].
-const LAB_ATTEMPTS: usize = 5;
+/// Attempts of the kvm side in [`same_retrying_lab_faults`]. The lab's faults come in
+/// clusters (2026-12-06: 3 of 15 runs in one lab needed 3 or more attempts, and one failed all
+/// 5), so past these test.sh tries a fresh lab rather than more attempts in this one.
+const LAB_ATTEMPTS: usize = 3;
 
 /// A watched kvm run whose stdout does not move for this long is stopped and looked at: the
 /// stream moves at 0.5 MB/s or more in the lab, and its guest boots there in a few seconds (the lab
@@ -162,7 +164,7 @@ const STALL: Duration = Duration::from_secs(30);
 
 /// [`same`] for a long stream, with the kvm side watched ([`lab_watch::watch`]): inside the
 /// lab a kvm run that met one of the lab's own faults is run again, up to [`LAB_ATTEMPTS`]
-/// in all, saying so. The lab's nested SVM (kvm_amd on QEMU's emulated SVM) now and then
+/// in all, saying so (and then saying that a fresh lab is wanted). The lab's nested SVM (kvm_amd on QEMU's emulated SVM) now and then
 /// wrecks a guest during a long stream (docs/lab.md, "Known fault"): a triple fault, its
 /// whole address space gone right after an exit the lab's KVM handled alone; or a vCPU that
 /// spins inside the lab's KVM for good, the guest's RIP the lab kernel's own `__svm_vcpu_run`.
@@ -183,10 +185,17 @@ fn same_retrying_lab_faults(kernel: &PathBuf, args: &[&str]) -> Output {
                 panic!("the kvm run of {args:?} stalled: {what}")
             }
         };
-        assert!(
-            attempt < LAB_ATTEMPTS,
-            "the lab's nested KVM failed the kvm run of {args:?} {LAB_ATTEMPTS} times; the last: {why}"
-        );
+        if attempt == LAB_ATTEMPTS {
+            // A line test.sh looks for (the panic message goes to the harness's summary on
+            // stdout): the faults come in clusters, so it runs the test again in a fresh lab.
+            let _ = writeln!(
+                std::io::stderr(),
+                "parity: the lab's nested KVM failed every attempt ({LAB_ATTEMPTS}); run this in a fresh lab"
+            );
+            panic!(
+                "the lab's nested KVM failed the kvm run of {args:?} {LAB_ATTEMPTS} times; the last: {why}"
+            );
+        }
         attempt += 1;
         // Straight to stderr: the test harness would hold an eprintln! back until the end.
         let _ = writeln!(

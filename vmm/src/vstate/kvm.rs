@@ -93,7 +93,7 @@ pub fn kvm_available() -> bool {
 /// hardware virtualization this is well under a millisecond; when /dev/kvm runs guests
 /// on its instruction emulator (nested without hardware support) it takes hundreds of
 /// milliseconds, and a Linux kernel will not boot in useful time. Tests use it to skip.
-/// The fastest of [`PROBE_PASSES`] passes.
+/// The fastest of three passes.
 pub fn measure_guest_speed() -> Result<Duration, String> {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
     let kvm = open_kvm().map_err(|e| e.to_string())?;
