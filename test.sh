@@ -94,11 +94,11 @@ lab "$(test_exe isol test:parity)" --test-threads=1 --skip a_100_mib_stdout_stre
 # The 100 MiB stdout stream, in a lab of its own (50-200 s a run there). Its kvm side is watched:
 # inside the lab a run that met one of the lab's own faults - a guest triple fault, or a vCPU
 # spinning inside the lab's KVM (30 s without output, the guest's RIP the lab kernel's own KVM
-# code) - is run again, up to 3 attempts, then in a fresh lab (lab() above), saying so; a stall
+# code) - is run again, up to 5 attempts, then in a fresh lab (lab() above), saying so; a stall
 # of any other kind fails at once (tests/common/lab_watch.rs, docs/devices.md "Tests"). Hence a
 # longer bound than the suites'.
 echo "== lab: a 100 MiB stdout stream on both backends, byte for byte" >&2
-LAB_LIMIT=900 lab "$(test_exe isol test:parity)" --test-threads=1 --exact a_100_mib_stdout_stream_arrives_whole
+LAB_LIMIT=1200 lab "$(test_exe isol test:parity)" --test-threads=1 --exact a_100_mib_stdout_stream_arrives_whole
 echo "== lab: isol bench with every start subject (isol, crun, runc, QEMU microvm)" >&2
 lab "$(test_exe isol test:bench)" --test-threads=1 in_the_lab
 echo "== lab: cgroup v2, for real" >&2
