@@ -45,6 +45,33 @@ fn a_lab_that_falls_silent_is_stopped_with_a_clear_error() {
     );
 }
 
+/// A lab that hangs before the command starts is stopped too: here its init is a `sleep`
+/// (`rdinit=`; the words without `=` are init's arguments), so nothing ever comes.
+#[test]
+fn a_lab_that_hangs_while_booting_is_stopped_with_a_clear_error() {
+    if !lab_tests() {
+        return;
+    }
+    let _g = serial();
+    let o = isol(&[
+        "lab",
+        "--kernel-args",
+        "rdinit=/bin/busybox sleep 600",
+        "--",
+        "true",
+    ])
+    .env("ISOL_LAB_FREEZE_SECS", "15")
+    .output()
+    .unwrap();
+    assert_eq!(code(&o), 125, "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("isol lab: error: the lab froze while booting: nothing from it for 15 s"),
+        "stderr: {}",
+        stderr(&o)
+    );
+}
+
 /// A command that prints nothing for longer than the window is not taken for a frozen lab:
 /// the heartbeat is the lab's, not the command's.
 #[test]

@@ -255,7 +255,9 @@ fn run_lab(args: &LabArgs, qemu: &Path, freeze_after: Duration) -> anyhow::Resul
     let mut last_heard = Instant::now();
     let mut frozen = false;
     let qemu_status: ExitStatus = loop {
-        if t_started.is_some() && exit_code.is_none() && last_heard.elapsed() > freeze_after {
+        // From QEMU's start: the boot to the command takes seconds, and a lab can hang
+        // there too (2026-12-06: once in a test.sh run, until its 10-minute bound).
+        if exit_code.is_none() && last_heard.elapsed() > freeze_after {
             frozen = true;
             break kill_and_wait(&mut child)?;
         }
@@ -337,6 +339,12 @@ fn run_lab(args: &LabArgs, qemu: &Path, freeze_after: Duration) -> anyhow::Resul
         None => {
             let why = match lab_error {
                 Some(msg) => msg,
+                None if frozen && t_started.is_none() => format!(
+                    "the lab froze while booting: nothing from it for {} s, so it was stopped; \
+                     this is QEMU's emulation hanging the lab kernel (docs/lab.md, \"Known \
+                     fault\"), not the command's: run it again",
+                    freeze_after.as_secs()
+                ),
                 None if frozen => format!(
                     "the lab froze: no heartbeat from it for {} s, so it was stopped; this is \
                      the lab's nested-KVM fault (docs/lab.md, \"Known fault\"), not the \
@@ -569,8 +577,8 @@ fn kill_and_wait(child: &mut Child) -> io::Result<ExitStatus> {
 }
 
 /// How long the lab may stay silent on its status port (it sends a heartbeat every 5 s
-/// while the command runs) before it counts as frozen and is stopped:
-/// `ISOL_LAB_FREEZE_SECS`, default 120.
+/// while the command runs; before that, the boot to the command takes seconds) before it
+/// counts as frozen and is stopped: `ISOL_LAB_FREEZE_SECS`, default 120.
 fn freeze_window() -> anyhow::Result<Duration> {
     const DEFAULT: u64 = 120;
     let Some(v) = std::env::var_os("ISOL_LAB_FREEZE_SECS") else {
