@@ -53,6 +53,7 @@ for line in sys.stdin:
 # dies of it (a vCPU thread's stack overflowing in exc_page_fault; isol lab says "the lab kernel
 # panicked"), or a test that retries the lab's faults itself says this lab is worn (they come in
 # clusters). Each time the run is tried again in a fresh lab, up to three attempts, saying so.
+lab_fault="^isol lab: error: the lab (froze|kernel panicked)|^parity: the lab's nested KVM failed every attempt"
 lab() {
     local rc err
     err=$(mktemp)
@@ -62,12 +63,8 @@ lab() {
         wait  # for tee
         if [ "$rc" = 124 ]; then
             echo "test.sh: the lab hung (attempt $attempt: no end after ${LAB_LIMIT:-600} s); see docs/lab.md" >&2
-        elif [ "$rc" = 125 ] && grep -q "^isol lab: error: the lab froze" "$err"; then
-            echo "test.sh: the lab froze (attempt $attempt); see docs/lab.md" >&2
-        elif [ "$rc" = 125 ] && grep -q "^isol lab: error: the lab kernel panicked" "$err"; then
-            echo "test.sh: the lab kernel panicked (attempt $attempt); see docs/lab.md" >&2
-        elif [ "$rc" != 0 ] && grep -q "^parity: the lab's nested KVM failed every attempt" "$err"; then
-            echo "test.sh: the lab's nested KVM failed the stream in every attempt (lab $attempt); a fresh lab next" >&2
+        elif [ "$rc" != 0 ] && grep -qE "$lab_fault" "$err"; then
+            echo "test.sh: the lab failed (attempt $attempt: $(grep -m1 -oE "$lab_fault" "$err")); see docs/lab.md" >&2
         else
             rm -f "$err"
             return "$rc"

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long the trace of the stalled guest's exits is recorded.
+/// How long a stalled VMM's thread CPU times are compared, and then its guest's exits traced.
 const TRACE_WINDOW: Duration = Duration::from_secs(2);
 /// The lab kernel's tracefs.
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -136,7 +136,7 @@ fn look_at(pid: u32) -> Look {
     std::thread::sleep(TRACE_WINDOW);
     let after = threads(pid);
     let window_ticks = TRACE_WINDOW.as_secs() * 100; // USER_HZ
-    let mut text = String::from("threads (state, CPU over 2 s):");
+    let mut text = format!("threads (state, CPU over {TRACE_WINDOW:?}):");
     let mut busy = Vec::new();
     for (tid, (comm, state, t1)) in &after {
         let used = t1 - before.get(tid).map_or(*t1, |b| b.2);
