@@ -103,3 +103,5 @@ lab "$(test_exe isol-container lib:isol_container)" --test-threads=1 cgroups
 # The container suite runs on this host above; in the lab, the parts cgroup v2 changes.
 lab "$(test_exe isol test:container)" --test-threads=1 \
     memory cpus pids_limit json_report killing every_namespace mounts concurrent
+# The device cgroup is an eBPF program on cgroup v2.
+lab "$(test_exe isol test:container_security)" --test-threads=1 devices

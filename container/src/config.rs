@@ -64,6 +64,11 @@ pub struct ContainerConfig {
     /// /etc/group; `None` runs as root (uid 0 inside the container).
     pub user: Option<String>,
     pub limits: Limits,
+    /// The devices the container may create and open; everything else is denied
+    /// ([`crate::cgroups::devices::DEFAULT_RULES`] for `isol run`). Applied through the cgroup,
+    /// so not in rootless runs, where the user namespace forbids mknod and isol binds only the
+    /// default set into /dev.
+    pub devices: Vec<crate::cgroups::devices::DeviceRule>,
     pub network: NetworkMode,
     pub volumes: Vec<Volume>,
     /// Keep stdin open and connected (`-i`).

@@ -38,6 +38,12 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     // Exec'd from a memfd, the process would be named after it; `ps` should say what it is.
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from the pointer.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"isol-init".as_ptr()) };
+    // Not dumpable: the workload, though it runs as the same uid, cannot ptrace init (and stop
+    // it, which would leave the container without anyone to reap it) nor read its memory,
+    // without CAP_SYS_PTRACE. The workload's exec makes it dumpable again.
+    // SAFETY: PR_SET_DUMPABLE takes an integer and changes only this process's flag.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    reset_signal_dispositions();
     let mut it = args.into_iter();
     let fd: i32 = it
         .next()
@@ -150,6 +156,36 @@ fn prepare_workload(tty: bool) -> io::Result<()> {
         }
     }
     SigSet::empty().thread_set_mask().map_err(io::Error::from)
+}
+
+/// Every signal back to its default action, as runc does: dispositions survive exec, so a
+/// signal ignored where isol was started (a shell's background job ignores SIGINT and SIGQUIT;
+/// some daemons ignore SIGPIPE or SIGCHLD) would stay ignored in the workload.
+fn reset_signal_dispositions() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, sigaction};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: installs the default action, no handler; nothing else in init relies on a
+        // disposition (signals are read from a signalfd).
+        let _ = unsafe { sigaction(sig, &default) };
+    }
+    // The real-time signals, which nix does not enumerate, through the system call itself: the
+    // C library refuses the two it keeps for its own threads (32 and 33), which can be inherited
+    // ignored as well.
+    let default = [0u64; 4]; // struct kernel_sigaction: handler SIG_DFL, flags, restorer, mask
+    for signo in 32..=libc::SIGRTMAX() {
+        // SAFETY: rt_sigaction reads a kernel_sigaction of SIG_DFL with an empty mask (sigsetsize
+        // 8) from a valid buffer and writes nothing (the old-action pointer is null).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                default.as_ptr(),
+                std::ptr::null_mut::<u8>(),
+                8usize,
+            )
+        };
+    }
 }
 
 fn set_cloexec(fd: i32) {

@@ -126,7 +126,12 @@ fn run_in(
         }
         None
     } else {
-        Some(cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?)
+        let cgroup = cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?;
+        // Before any process enters it; on failure the guard removes the cgroup.
+        let restricted = cgroup.restrict_devices(&cfg.devices);
+        guard.cgroup = Some(cgroup);
+        restricted?;
+        guard.cgroup.take()
     };
     let cgroup2 = matches!(cgroup, Some(AnyCgroupManager::V2(_)));
     guard.cgroup = cgroup;
@@ -159,6 +164,8 @@ fn run_in(
     }
     mask.add(Signal::SIGCHLD);
     mask.add(Signal::SIGWINCH);
+    unignore(FORWARDED);
+    unignore(&[Signal::SIGCHLD, Signal::SIGWINCH]);
     mask.thread_block()
         .map_err(|e| ContainerError::sys("sigprocmask", e))?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
@@ -445,6 +452,7 @@ fn wait_forwarding(
     sfd: &SignalFd,
     deadline: Option<std::time::Instant>,
 ) -> Result<WaitStatus, ContainerError> {
+    let mut stops = 0;
     loop {
         let mut fds = [nix::poll::PollFd::new(
             sfd.as_fd(),
@@ -454,7 +462,7 @@ fn wait_forwarding(
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(ContainerError::sys("poll", e)),
         }
-        if let (Some(st), _) = drain_signals(child, sfd)? {
+        if let (Some(st), _) = drain_signals(child, sfd, &mut stops)? {
             return Ok(st);
         }
     }
@@ -462,9 +470,16 @@ fn wait_forwarding(
 
 /// Handles pending signals: forwards what must be forwarded. Returns the child's status once it
 /// has exited, and whether isol's terminal changed size (SIGWINCH).
+///
+/// isol must end whatever the container does. Its init is never left stopped: a workload that
+/// ptrace-attaches it and exits leaves it in a group stop (SIGSTOP from inside the container
+/// cannot reach it otherwise), so a stop is answered with SIGCONT at once. And the second
+/// SIGINT or SIGTERM that isol receives kills the container, whether or not the workload
+/// honoured the first (`stops` counts them across calls).
 pub(crate) fn drain_signals(
     child: Pid,
     sfd: &SignalFd,
+    stops: &mut u32,
 ) -> Result<(Option<WaitStatus>, bool), ContainerError> {
     let mut winch = false;
     while let Ok(Some(info)) = sfd.read_signal() {
@@ -474,15 +489,38 @@ pub(crate) fn drain_signals(
         } else if signo != libc::SIGCHLD
             && let Ok(sig) = Signal::try_from(signo)
         {
+            if matches!(sig, Signal::SIGINT | Signal::SIGTERM) {
+                *stops += 1;
+            }
+            // The second one is not asked again: killing the PID namespace's init ends it.
+            let sig = if *stops >= 2 { Signal::SIGKILL } else { sig };
             let _ = kill(child, sig);
+            let _ = kill(child, Signal::SIGCONT);
         }
     }
-    let status = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-        Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Some(st),
-        Ok(_) | Err(Errno::EINTR) => None,
-        Err(e) => return Err(ContainerError::sys("waitpid", e)),
-    };
-    Ok((status, winch))
+    loop {
+        let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED;
+        return match waitpid(child, Some(flags)) {
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Ok((Some(st), winch)),
+            Ok(WaitStatus::Stopped(..)) => {
+                let _ = kill(child, Signal::SIGCONT);
+                continue;
+            }
+            Ok(_) | Err(Errno::EINTR) => Ok((None, winch)),
+            Err(e) => Err(ContainerError::sys("waitpid", e)),
+        };
+    }
+}
+
+/// Signals isol takes through its signalfd must not be ignored: an ignored signal is discarded
+/// before it is queued, so a shell that starts isol in the background (SIGINT and SIGQUIT
+/// ignored) would leave isol deaf to them. Blocked, their default action never runs.
+fn unignore(signals: &[Signal]) {
+    use nix::sys::signal::{SigHandler, signal};
+    for &sig in signals {
+        // SAFETY: setting SIG_DFL installs no handler; the signal is blocked right after.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
 }
 
 /// Maps the caller's uid and gid to root inside the child's user namespace (rootless mode).

@@ -93,6 +93,7 @@ impl Pty {
         let stdin = io::stdin();
         let mut stdin_open = true;
         let mut status = None;
+        let mut stops = 0;
         let mut buf = [0u8; 16 * 1024];
         loop {
             let mut fds = vec![
@@ -148,7 +149,7 @@ impl Pty {
                 }
             }
             if sig_ev.contains(PollFlags::POLLIN) || status.is_none() {
-                let (st, winch) = drain_signals(child, sfd)?;
+                let (st, winch) = drain_signals(child, sfd, &mut stops)?;
                 if winch {
                     self.sync_winsize();
                 }

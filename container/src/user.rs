@@ -30,6 +30,30 @@ impl Ids {
     }
 }
 
+/// The largest uid or gid a container may run as, as runc: ids above it are negative as a
+/// signed int, and `-1` (4294967295) means "leave unchanged" to setresuid, i.e. stay root.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// Checks the numeric parts of a user spec (`uid[:gid]`, `name[:group]`) before anything runs:
+/// a number outside 0–[`MAX_ID`] is refused.
+pub fn check_spec(spec: &str) -> Result<(), String> {
+    for part in spec.split(':') {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            check_id(part.parse::<u64>().unwrap_or(u64::MAX), spec)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_id(id: u64, spec: &str) -> Result<u32, String> {
+    if id > u64::from(MAX_ID) {
+        return Err(format!(
+            "Invalid user {spec:?}: uids and gids must be in range 0-{MAX_ID}; give ids in that range"
+        ));
+    }
+    Ok(id as u32)
+}
+
 /// Resolves a user spec against /etc/passwd and /etc/group of the current root.
 pub fn resolve(spec: &str) -> Result<Ids, String> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -47,6 +71,7 @@ fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
             "Invalid user {spec:?}: use uid[:gid] or name[:group]"
         ));
     }
+    check_spec(spec)?;
     let entry = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -93,6 +118,10 @@ fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
             }
         }
     }
+    // Names may map to ids out of range too (an image's /etc/passwd is the image's to write).
+    check_id(u64::from(uid), spec)?;
+    check_id(u64::from(gid), spec)?;
+    groups.retain(|&g| g <= MAX_ID);
     Ok(Ids { uid, gid, groups })
 }
 
@@ -131,5 +160,28 @@ mod tests {
                 .contains("Group")
         );
         assert!(resolve_in(":1", PASSWD, GROUP).is_err());
+    }
+
+    #[test]
+    fn ids_out_of_range_are_refused() {
+        // 4294967295 is -1 to setresuid: "unchanged", i.e. root.
+        for spec in [
+            "4294967295",
+            "4294967295:1000",
+            "0:4294967295",
+            "2147483648",
+            "99999999999",
+        ] {
+            let e = resolve_in(spec, PASSWD, GROUP).unwrap_err();
+            assert!(e.contains("must be in range 0-2147483647"), "{spec}: {e}");
+            assert!(check_spec(spec).is_err(), "{spec}");
+        }
+        let big = "big:x:4294967295:0::/:/bin/sh\n";
+        assert!(resolve_in("big", big, GROUP).is_err());
+        assert_eq!(
+            resolve_in("2147483647", PASSWD, GROUP).unwrap().uid,
+            2147483647
+        );
+        assert!(check_spec("alice:wheel").is_ok());
     }
 }

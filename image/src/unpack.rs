@@ -110,6 +110,9 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
         entry: entry.display().to_string(),
     };
     let dst_canon = dst.canonicalize().map_err(ImageError::io("resolve", dst))?;
+    // A layer without a "./" entry has a root of 0755, whatever the umask, as docker's.
+    fs::set_permissions(dst, fs::Permissions::from_mode(0o755))
+        .map_err(ImageError::io("chmod", dst))?;
 
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
@@ -127,7 +130,22 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
         let path = entry.path().map_err(malformed)?.into_owned();
         let comps = safe_components(&path).map_err(|()| unsafe_path(&path))?;
         let Some(name) = comps.last().cloned() else {
-            continue; // "./" itself
+            // "./" itself: the image's root directory. Its mode (and owner) become the
+            // container's `/`, so they are kept as the layer says, set at the end as for any
+            // directory.
+            let h = entry.header();
+            if h.entry_type().is_dir() {
+                if root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
+                    std::os::unix::fs::chown(dst, Some(uid as u32), Some(gid as u32))
+                        .map_err(ImageError::io("chown", dst))?;
+                }
+                dirs.push((
+                    dst.to_path_buf(),
+                    h.mode().unwrap_or(0o755),
+                    h.mtime().unwrap_or(0),
+                ));
+            }
+            continue;
         };
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions()

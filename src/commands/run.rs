@@ -157,6 +157,9 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
         .user
         .clone()
         .or_else(|| cfg.user.clone().filter(|u| !u.is_empty()));
+    if let Some(u) = &user {
+        isol_container::check_user_spec(u).map_err(anyhow::Error::msg)?;
+    }
 
     Ok(RunSpec {
         image,
@@ -296,6 +299,7 @@ fn run_container(
             cpus: spec.cpus,
             pids: spec.pids,
         },
+        devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
         volumes: spec.volumes,
         interactive: args.interactive,

@@ -17,6 +17,7 @@
 //! [`CgroupManager::stats`] after the child exited; [`CgroupManager::remove`] last. [`sweep`] at
 //! start-up removes the cgroups of runs whose isol process was SIGKILLed.
 
+pub mod devices;
 pub mod v1;
 pub mod v2;
 
@@ -53,7 +54,7 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(10);
 
 /// v1 controllers whose hierarchies isol uses.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
 
 /// Names of all v1 controllers (to tell controllers from other super options in mountinfo).
 const KNOWN_V1_CONTROLLERS: [&str; 14] = [
@@ -138,6 +139,10 @@ pub enum CgroupError {
         "Cgroup {path} still holds processes {pids:?} after SIGKILL; kill them and rmdir the directory by hand"
     )]
     Busy { path: PathBuf, pids: Vec<i32> },
+    #[error(
+        "Cannot restrict the devices of cgroup {path}: {detail}; the container would reach the host's devices, so it is not run"
+    )]
+    Devices { path: PathBuf, detail: String },
     #[error("Cannot remove cgroup {path}: {error}; kill its processes and rmdir it by hand")]
     Remove { path: PathBuf, error: io::Error },
 }
@@ -150,6 +155,9 @@ pub trait CgroupManager {
     fn add_task(&self, pid: i32) -> Result<(), CgroupError>;
     /// Opens what a new process needs to enter the cgroup without a migration by pid.
     fn entry(&self) -> Result<Entry, CgroupError>;
+    /// Lets the cgroup's processes create and open only the devices `rules` allow (see
+    /// [`devices`]); call it before any process enters the cgroup.
+    fn restrict_devices(&self, rules: &[devices::DeviceRule]) -> Result<(), CgroupError>;
     /// Reads the accounting counters; a counter this host does not provide is `None`.
     fn stats(&self) -> Result<Stats, CgroupError>;
     /// Kills whatever still runs in the cgroup, waits until it is empty and removes it, then
@@ -232,6 +240,13 @@ impl CgroupManager for AnyCgroupManager {
         match self {
             Self::V1(m) => m.entry(),
             Self::V2(m) => m.entry(),
+        }
+    }
+
+    fn restrict_devices(&self, rules: &[devices::DeviceRule]) -> Result<(), CgroupError> {
+        match self {
+            Self::V1(m) => m.restrict_devices(rules),
+            Self::V2(m) => m.restrict_devices(rules),
         }
     }
 
@@ -1169,8 +1184,10 @@ mod tests {
         let id = unique_id("few");
         let mut run = Run::new(create(Path::new(ROOT), &id, &Limits::default()).unwrap());
         let pid = run.spawn("exec sleep 30");
-        let controllers = in_cgroup(pid, &id);
-        assert_eq!(controllers, ["memory"], "{controllers:?}");
+        let mut controllers = in_cgroup(pid, &id);
+        controllers.sort();
+        // memory for the accounting, devices for what the container may open.
+        assert_eq!(controllers, ["devices", "memory"], "{controllers:?}");
         run.cgroup.remove().unwrap();
         run.wait();
     }
@@ -1252,6 +1269,32 @@ mod tests {
             let oom_control = read_string(&m.path().join("memory.oom_control")).unwrap();
             assert!(oom_control.contains("oom_kill 1"), "{oom_control}");
         }
+    }
+
+    /// A process in a cgroup restricted to the default devices: it may create and open
+    /// /dev/null, and neither create nor open a loop device, loop-control or /dev/kvm of the host.
+    /// v1's device controller here, v2's eBPF program in the lab.
+    #[test]
+    fn cgroups_real_devices_only_the_default_set() {
+        let Some((_guard, _layout)) = real_host() else {
+            return;
+        };
+        let id = unique_id("dev");
+        let mut run = Run::new(create(Path::new(ROOT), &id, &Limits::default()).unwrap());
+        run.cgroup.restrict_devices(devices::DEFAULT_RULES).unwrap();
+        let probe = r#"d=$(mktemp -d)
+            for n in 'null c 1 3' 'loop b 7 0' 'kvm c 10 232'; do
+                set -- $n; mknod $d/$1 $2 $3 $4 2>/dev/null && echo "mknod $1" >&2
+            done
+            for f in /dev/null /dev/loop-control /dev/kvm /dev/loop0; do
+                (: < $f) 2>/dev/null && echo "open $f" >&2
+            done
+            rm -rf $d"#;
+        run.spawn(probe);
+        run.release();
+        let (status, err) = run.wait();
+        assert!(status.success(), "{err}");
+        assert_eq!(err, "mknod null\nopen /dev/null\n");
     }
 
     #[test]

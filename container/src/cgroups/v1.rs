@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 
+use super::devices::DeviceRule;
 use super::{
     CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, KILL_TIMEOUT, POLL, Stats,
     V1_CONTROLLERS, V1Hierarchy, cpu_quota_us, kill_all, kill_until_empty, mkdir_cgroup,
@@ -88,12 +89,13 @@ impl V1Manager {
     }
 
     /// Keeps only the hierarchies a run with `limits` needs: memory always (peak memory and
-    /// OOM evidence), cpu/cpuacct for a CPU quota, pids for a pids limit. Every hierarchy joined
+    /// OOM evidence), devices always (what the container may open), cpu/cpuacct for a CPU quota, pids for a pids limit. Every hierarchy joined
     /// costs the run a task migration, which on v1 waits for an RCU grace period, and a
     /// directory to create and remove.
     pub fn retain_for(&mut self, limits: &Limits) {
         let wanted = |c: &str| {
             c == "memory"
+                || c == "devices"
                 || (limits.cpus.is_some() && (c == "cpu" || c == "cpuacct"))
                 || (limits.pids.is_some() && c == "pids")
         };
@@ -239,6 +241,28 @@ impl CgroupManager for V1Manager {
             .map(|d| super::open_entry(&d.dir.join("tasks"), nix::fcntl::OFlag::O_WRONLY))
             .collect::<Result<_, _>>()
             .map(Entry::SelfJoin)
+    }
+
+    fn restrict_devices(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        let Some(dir) = self.dir("devices") else {
+            return Err(CgroupError::Devices {
+                path: self.root.clone(),
+                detail: "the devices controller is not mounted".into(),
+            });
+        };
+        // Deny everything, then open what the rules allow, in order.
+        write_file(&dir.join("devices.deny"), "a")?;
+        for rule in rules {
+            let file = dir.join(if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            });
+            for entry in rule.v1_entries() {
+                write_file(&file, &entry)?;
+            }
+        }
+        Ok(())
     }
 
     fn stats(&self) -> Result<Stats, CgroupError> {

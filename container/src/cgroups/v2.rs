@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::devices::{self, DeviceRule};
 use super::{
     CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, Stats, cpu_quota_us, kill_all,
     kill_until_empty, procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent,
@@ -170,6 +171,22 @@ impl CgroupManager for V2Manager {
     fn entry(&self) -> Result<Entry, CgroupError> {
         let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
         super::open_entry(&self.dir, flags).map(Entry::CloneInto)
+    }
+
+    fn restrict_devices(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        let failed = |detail: String| CgroupError::Devices {
+            path: self.dir.clone(),
+            detail,
+        };
+        let prog = devices::load(&devices::program(rules)).map_err(|(error, log)| {
+            failed(format!(
+                "the kernel refused the device program (bpf BPF_PROG_LOAD: {error}{}{log}); it needs CONFIG_CGROUP_BPF and CAP_BPF or CAP_SYS_ADMIN",
+                if log.is_empty() { "" } else { ", verifier: " }
+            ))
+        })?;
+        let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
+        let dir = super::open_entry(&self.dir, flags)?;
+        devices::attach(&prog, &dir).map_err(|e| failed(format!("bpf BPF_PROG_ATTACH: {e}")))
     }
 
     fn stats(&self) -> Result<Stats, CgroupError> {

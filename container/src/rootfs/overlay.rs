@@ -47,6 +47,7 @@ pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), String> {
     if !spec.rootless || upper_needs_tmpfs(spec.upper) {
         writable_layer_on_tmpfs(spec)?;
     }
+    root_like_the_image(spec)?;
     let opts = overlay_options(spec.layers, spec.upper, spec.work, spec.rootless);
     if opts.len() >= 4096 {
         return Err(format!(
@@ -80,6 +81,27 @@ pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), String> {
             spec.merged.display()
         )
     })
+}
+
+/// The overlay's root directory is the upper dir's, which isol made: give it the mode and owner
+/// of the image's own root (the topmost layer's), so that `/` is 0755 root-owned as the image says,
+/// never world-writable.
+fn root_like_the_image(spec: &RootfsSpec<'_>) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let top = spec.layers.last().ok_or("The image has no layers")?;
+    let meta = std::fs::metadata(top)
+        .map_err(|e| format!("Cannot read the image's root {}: {e}", top.display()))?;
+    let set = std::fs::set_permissions(
+        spec.upper,
+        std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+    );
+    set.map_err(|e| format!("Cannot set the mode of the container's root: {e}"))?;
+    match std::os::unix::fs::chown(spec.upper, Some(meta.uid()), Some(meta.gid())) {
+        // In a user namespace the layer's owner may not be mapped; the caller (root inside)
+        // owns the upper dir then, which is what the container sees as root anyway.
+        Err(_) if spec.rootless => Ok(()),
+        r => r.map_err(|e| format!("Cannot set the owner of the container's root: {e}")),
+    }
 }
 
 fn upper_needs_tmpfs(upper: &Path) -> bool {

@@ -1,0 +1,263 @@
+//! The container backend against a hostile or careless workload, each from a hole that testing
+//! isol from outside found: the host's devices, the root directory's mode, out-of-range ids, a
+//! workload that stops its init, signals ignored where isol was started. Every test runs the
+//! real `isol` binary as root and checks the host after.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A container may create and open the default devices only: not a loop device, loop-control,
+/// /dev/kvm, fuse, tty0 or a disk of the host (runc's and docker's defaults), mknod included.
+#[test]
+fn devices_of_the_host_are_out_of_reach() {
+    require_root();
+    let _g = serial();
+    let probe = r#"
+        for n in 'loop b 7 0' 'loopctl c 10 237' 'kvm c 10 232' 'fuse c 10 229' 'tty0 c 4 0' \
+                 'sda b 8 0' 'vda b 253 0' 'null2 c 1 3'; do
+            set -- $n
+            mknod /tmp/$1 $2 $3 $4 2>/dev/null && echo "mknod $1"
+            [ -e /tmp/$1 ] && (: < /tmp/$1) 2>/dev/null && echo "open $1"
+        done
+        echo x > /dev/null && head -c1 /dev/zero >/dev/null && head -c1 /dev/urandom >/dev/null && echo defaults
+        [ -c /dev/ptmx ] && echo ptmx"#;
+    let out = ok(&["run", "busybox", "--", "sh", "-c", probe]);
+    assert_eq!(out, "mknod null2\nopen null2\ndefaults\nptmx\n");
+    // The reproducer: a read of the host's first loop device.
+    let o = run(&[
+        "run",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "mknod /dev/l b 7 0 && head -c 27 /dev/l",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+    assert_no_leftovers("devices");
+}
+
+/// `/` carries the image's mode (0755, root's), so another uid cannot create or remove entries
+/// at the top of the container's filesystem.
+#[test]
+fn the_root_directory_is_not_world_writable() {
+    require_root();
+    let _g = serial();
+    let out = ok(&["run", "busybox", "--", "stat", "-c", "%a %u", "/"]);
+    assert_eq!(out, "755 0\n");
+    let o = run(&[
+        "run",
+        "-u",
+        "65534",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "touch /pwned 2>/dev/null && echo created; mkdir /x 2>/dev/null && echo made; \
+         mv /linuxrc /l 2>/dev/null && echo moved; echo end",
+    ]);
+    assert_eq!(stdout(&o), "end\n", "{}", stderr(&o));
+    assert_no_leftovers("root mode");
+}
+
+/// uid 4294967295 is -1 to setresuid ("leave unchanged"): it would run the workload as root.
+#[test]
+fn ids_out_of_range_are_refused() {
+    require_root();
+    for user in [
+        "4294967295",
+        "4294967295:1000",
+        "0:4294967295",
+        "2147483648",
+    ] {
+        let o = run(&["run", "-u", user, "busybox", "--", "id", "-u"]);
+        assert_eq!(code(&o), 125, "-u {user}: {}{}", stdout(&o), stderr(&o));
+        assert!(
+            stderr(&o).contains("uids and gids must be in range 0-2147483647"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+    let out = ok(&["run", "-u", "2147483647", "busybox", "--", "id", "-u"]);
+    assert_eq!(out, "2147483647\n");
+}
+
+/// A static program that `ptrace(PTRACE_ATTACH, 1)`s the container's init and exits, built for
+/// the test with the host's C compiler.
+fn ptrace_attacher() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ptrace-attacher");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("attach.c");
+    std::fs::write(
+        &src,
+        r#"#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ptrace.h>
+int main(void) {
+    long r = ptrace(PTRACE_ATTACH, 1, 0, 0);
+    printf("attach: %s\n", r == 0 ? "attached" : strerror(errno));
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-O", "-o"])
+        .arg(dir.join("attach"))
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) for the ptrace test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Waits for `child` at most `limit`; kills it (and fails) past that.
+fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: isol did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The container's init, the one child of the isol process `isol`.
+fn init_of(isol: u32) -> Pid {
+    let path = format!("/proc/{isol}/task/{isol}/children");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let pids: Vec<i32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "children of isol: {text}");
+    Pid::from_raw(pids[0])
+}
+
+/// Starts `isol run busybox -- sh -c SCRIPT` and reads its stdout up to the line "ready".
+fn start_until_ready(script: &str, setup: impl FnOnce(&mut std::process::Command)) -> Child {
+    let mut cmd = isol(&["run", "busybox", "--", "sh", "-c", script]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    setup(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // Keep draining, so the workload never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    child
+}
+
+/// A workload cannot stop its init and so hang isol: ptrace is refused (init is not dumpable),
+/// and an init stopped all the same (here by SIGSTOP from the host) is continued by isol at once.
+#[test]
+fn a_workload_cannot_hang_isol_by_stopping_its_init() {
+    require_root();
+    let _g = serial();
+    let dir = ptrace_attacher();
+    let volume = format!("{}:/t:ro", dir.display());
+    let o = run(&["run", "-v", &volume, "busybox", "--", "/t/attach"]);
+    assert_eq!(
+        stdout(&o),
+        "attach: Operation not permitted\n",
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(code(&o), 0);
+
+    let mut child = start_until_ready("echo ready; sleep 1; echo done", |_| {});
+    kill(init_of(child.id()), Signal::SIGSTOP).unwrap();
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(20), "stopped init"),
+        0
+    );
+    assert_no_leftovers("stopped init");
+}
+
+/// The second SIGTERM or SIGINT ends the run even when the workload ignores the first.
+#[test]
+fn a_second_sigterm_ends_a_workload_that_ignores_the_first() {
+    require_root();
+    let _g = serial();
+    let mut child = start_until_ready("trap '' TERM INT; echo ready; sleep 60", |_| {});
+    let isol = Pid::from_raw(child.id() as i32);
+    kill(isol, Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the workload ignores SIGTERM"
+    );
+    kill(isol, Signal::SIGINT).unwrap();
+    let code = wait_bounded(&mut child, Duration::from_secs(10), "second signal");
+    assert_eq!(code, 137);
+    assert_no_leftovers("second signal");
+}
+
+/// Signals ignored where isol was started (a shell's background job: SIGINT and SIGQUIT) are
+/// neither ignored by isol nor by the workload: SIGINT to isol ends the run with 130.
+#[test]
+fn signals_ignored_by_isols_parent_are_reset() {
+    require_root();
+    let _g = serial();
+    let ignoring = |cmd: &mut std::process::Command| {
+        let ignore = || {
+            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGCHLD] {
+                // SAFETY: signal() installs SIG_IGN, no handler; async-signal-safe.
+                unsafe { libc::signal(sig, libc::SIG_IGN) };
+            }
+            Ok(())
+        };
+        // SAFETY: the closure runs in the forked child before exec and only calls signal().
+        unsafe { cmd.pre_exec(ignore) };
+    };
+    let mut o = isol(&[
+        "run",
+        "busybox",
+        "--",
+        "grep",
+        "-E",
+        "Sig(Ign|Blk)",
+        "/proc/self/status",
+    ]);
+    ignoring(&mut o);
+    let o = o.output().unwrap();
+    assert_eq!(
+        stdout(&o),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{}",
+        stderr(&o)
+    );
+
+    let mut child = start_until_ready("echo ready; exec sleep 60", ignoring);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(10), "SIGINT"),
+        130
+    );
+    assert_no_leftovers("ignored signals");
+}
