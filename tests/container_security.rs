@@ -191,7 +191,11 @@ fn a_workload_cannot_hang_isol_by_stopping_its_init() {
     assert_eq!(code(&o), 0);
 
     let mut child = start_until_ready("echo ready; sleep 1; echo done", |_| {});
-    kill(init_of(child.id()), Signal::SIGSTOP).unwrap();
+    let init = init_of(child.id());
+    // By the way: init runs from a sealed in-memory copy, never the host's binary.
+    let exe = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();
+    assert!(exe.to_string_lossy().starts_with("/memfd:"), "{exe:?}");
+    kill(init, Signal::SIGSTOP).unwrap();
     assert_eq!(
         wait_bounded(&mut child, Duration::from_secs(20), "stopped init"),
         0

@@ -251,15 +251,23 @@ fn run_in(
     }
     let address = guard.net.as_ref().map(|a| a.address().to_string());
 
-    let (exec_error, exit_from_report) = read_reports(rep_r, phases)?;
+    let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
+    let mut stops = 0;
+    let reports = Reports {
+        pipe: File::from(rep_r),
+        child,
+        sfd: &sfd,
+        stops: &mut stops,
+        deadline,
+    };
+    let (exec_error, exit_from_report) = read_reports(reports, phases)?;
     if let Some(p) = &pty {
         p.close_slave();
     }
 
-    let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
     let status = match &pty {
-        Some(p) => p.relay(child, &sfd, deadline)?,
-        None => wait_forwarding(child, &sfd, deadline)?,
+        Some(p) => p.relay(child, &sfd, deadline, &mut stops)?,
+        None => wait_forwarding(child, &sfd, deadline, &mut stops)?,
     };
     let timed_out = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _))
         && deadline.is_some_and(|d| std::time::Instant::now() >= d);
@@ -377,10 +385,10 @@ fn children_cpu_usec() -> Option<u64> {
 
 /// Reads the child's reports until EOF. Returns the exec error (with its exit code) if any.
 fn read_reports(
-    rep_r: OwnedFd,
+    reports: Reports<'_>,
     phases: &mut Phases,
 ) -> Result<(Option<String>, Option<i32>), ContainerError> {
-    let reader = BufReader::new(File::from(rep_r));
+    let reader = BufReader::new(reports);
     let mut running = false;
     for line in reader.split(b'\n') {
         let Ok(line) = line else { break };
@@ -451,9 +459,14 @@ fn wait_forwarding(
     child: Pid,
     sfd: &SignalFd,
     deadline: Option<std::time::Instant>,
+    stops: &mut u32,
 ) -> Result<WaitStatus, ContainerError> {
-    let mut stops = 0;
+    // The child is checked before the first wait: reading the reports may have taken the
+    // SIGCHLD of a child that is already gone.
     loop {
+        if let (Some(st), _) = drain_signals(child, sfd, stops)? {
+            return Ok(st);
+        }
         let mut fds = [nix::poll::PollFd::new(
             sfd.as_fd(),
             nix::poll::PollFlags::POLLIN,
@@ -462,25 +475,34 @@ fn wait_forwarding(
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(ContainerError::sys("poll", e)),
         }
-        if let (Some(st), _) = drain_signals(child, sfd, &mut stops)? {
-            return Ok(st);
-        }
     }
 }
 
 /// Handles pending signals: forwards what must be forwarded. Returns the child's status once it
 /// has exited, and whether isol's terminal changed size (SIGWINCH).
-///
-/// isol must end whatever the container does. Its init is never left stopped: a workload that
-/// ptrace-attaches it and exits leaves it in a group stop (SIGSTOP from inside the container
-/// cannot reach it otherwise), so a stop is answered with SIGCONT at once. And the second
-/// SIGINT or SIGTERM that isol receives kills the container, whether or not the workload
-/// honoured the first (`stops` counts them across calls).
 pub(crate) fn drain_signals(
     child: Pid,
     sfd: &SignalFd,
     stops: &mut u32,
 ) -> Result<(Option<WaitStatus>, bool), ContainerError> {
+    let winch = forward_signals(child, sfd, stops);
+    let status = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Some(st),
+        Ok(_) | Err(Errno::EINTR) => None,
+        Err(e) => return Err(ContainerError::sys("waitpid", e)),
+    };
+    Ok((status, winch))
+}
+
+/// Forwards the signals isol received to the container's init; returns whether SIGWINCH was
+/// among them.
+///
+/// isol must end whatever the container does. Its init is never left stopped: a workload that
+/// ptrace-attaches it and exits leaves it in a group stop (SIGSTOP from inside the container
+/// cannot reach it otherwise), so a stop is answered with SIGCONT at once, whatever isol is
+/// waiting for. And the second SIGINT or SIGTERM that isol receives kills the container, whether
+/// or not the workload honoured the first (`stops` counts them over the whole run).
+fn forward_signals(child: Pid, sfd: &SignalFd, stops: &mut u32) -> bool {
     let mut winch = false;
     while let Ok(Some(info)) = sfd.read_signal() {
         let signo = info.ssi_signo as i32;
@@ -495,20 +517,49 @@ pub(crate) fn drain_signals(
             // The second one is not asked again: killing the PID namespace's init ends it.
             let sig = if *stops >= 2 { Signal::SIGKILL } else { sig };
             let _ = kill(child, sig);
-            let _ = kill(child, Signal::SIGCONT);
         }
     }
-    loop {
-        let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED;
-        return match waitpid(child, Some(flags)) {
-            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Ok((Some(st), winch)),
-            Ok(WaitStatus::Stopped(..)) => {
-                let _ = kill(child, Signal::SIGCONT);
-                continue;
+    // Only a stop is reported here (WSTOPPED without WEXITED): an exited child stays unreaped.
+    let stopped = nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(child),
+        WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG,
+    );
+    if matches!(stopped, Ok(WaitStatus::Stopped(..))) {
+        let _ = kill(child, Signal::SIGCONT);
+    }
+    winch
+}
+
+/// The report pipe, read while signals are tended to (forwarded, a stopped init continued) and
+/// the deadline kept: setup and the exec of the workload must not wait on a stopped init either.
+struct Reports<'a> {
+    pipe: File,
+    child: Pid,
+    sfd: &'a SignalFd,
+    stops: &'a mut u32,
+    deadline: Option<std::time::Instant>,
+}
+
+impl std::io::Read for Reports<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use nix::poll::{PollFd, PollFlags, poll};
+        loop {
+            let mut fds = [
+                PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, poll_timeout(self.child, self.deadline)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
-            Ok(_) | Err(Errno::EINTR) => Ok((None, winch)),
-            Err(e) => Err(ContainerError::sys("waitpid", e)),
-        };
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            if ready(&fds[1]) {
+                forward_signals(self.child, self.sfd, self.stops);
+            }
+            if ready(&fds[0]) {
+                return std::io::Read::read(&mut self.pipe, buf);
+            }
+        }
     }
 }
 

@@ -88,12 +88,13 @@ impl Pty {
         child: Pid,
         sfd: &SignalFd,
         deadline: Option<std::time::Instant>,
+        stops: &mut u32,
     ) -> Result<WaitStatus, ContainerError> {
         let _raw = RawMode::enter();
         let stdin = io::stdin();
         let mut stdin_open = true;
-        let mut status = None;
-        let mut stops = 0;
+        // Reading the reports may have taken the SIGCHLD of a child that is already gone.
+        let (mut status, _) = drain_signals(child, sfd, stops)?;
         let mut buf = [0u8; 16 * 1024];
         loop {
             let mut fds = vec![
@@ -149,7 +150,7 @@ impl Pty {
                 }
             }
             if sig_ev.contains(PollFlags::POLLIN) || status.is_none() {
-                let (st, winch) = drain_signals(child, sfd, &mut stops)?;
+                let (st, winch) = drain_signals(child, sfd, stops)?;
                 if winch {
                     self.sync_winsize();
                 }
