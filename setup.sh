@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets isol up on a fresh Debian 12 (bookworm) x86_64 machine and runs the main job:
-# the built-in busybox image in a container (and, once the KVM backend lands, in a microVM).
+# the built-in busybox image in a container and in a microVM (in the lab where the host's
+# /dev/kvm cannot run guests). Run it as root.
 #
-#   sudo ./setup.sh            install packages, build isol, build the guest kernel, run busybox
-#   sudo ./setup.sh --no-run   everything but the final run (what CI uses)
+#   ./setup.sh            install packages, build isol, build the guest kernel, run busybox
+#   ./setup.sh --no-run   everything but the final run (what CI uses)
 #
 # Slow artifacts (the guest kernel, the lab kernel) are cached under /var/cache/isol, keyed by
 # their inputs, so a second run takes seconds.
@@ -20,7 +21,7 @@ for a in "$@"; do
 done
 
 if [ "$(id -u)" != 0 ]; then
-    echo "setup.sh: installs packages and builds kernels: run it as root (sudo ./setup.sh)" >&2
+    echo "setup.sh: installs packages and builds kernels: run it as root (su -, then ./setup.sh)" >&2
     exit 1
 fi
 

@@ -5,8 +5,9 @@
 #  2. in the lab (a QEMU VM with a real /dev/kvm and a pure cgroup v2 host, see docs/lab.md):
 #     the KVM backend's boot tests, the kvm CLI tests, and the container tests again on cgroup v2.
 #
-#   sudo ./test.sh            everything
-#   sudo ./test.sh --host     only the host part
+# Run it as root:
+#   ./test.sh            everything
+#   ./test.sh --host     only the host part
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -14,7 +15,7 @@ host_only=0
 [ "${1:-}" = "--host" ] && host_only=1
 
 if [ "$(id -u)" != 0 ]; then
-    echo "test.sh: the integration tests create namespaces, mounts and cgroups: run as root (sudo ./test.sh)" >&2
+    echo "test.sh: the integration tests create namespaces, mounts and cgroups: run it as root (su -, then ./test.sh)" >&2
     exit 1
 fi
 command -v busybox >/dev/null || { echo "test.sh: run ./setup.sh first (busybox-static is missing)" >&2; exit 1; }

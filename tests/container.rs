@@ -12,8 +12,7 @@ use common::*;
 /// The container's view of each namespace must differ from the host's.
 #[test]
 fn every_namespace_is_new() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let kinds = ["uts", "ipc", "pid", "net", "mnt", "cgroup"];
     let script = kinds
         .iter()
@@ -33,8 +32,7 @@ fn every_namespace_is_new() {
 
 #[test]
 fn hostname_is_the_containers_own() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let host_before = nix::unistd::gethostname().unwrap();
     let out = ok(&["run", "--hostname", "box-1", "busybox", "--", "hostname"]);
     assert_eq!(out, "box-1\n");
@@ -49,8 +47,7 @@ fn hostname_is_the_containers_own() {
 
 #[test]
 fn ps_sees_only_the_container() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let out = ok(&["run", "busybox", "--", "ps", "-o", "pid,comm"]);
     let rows: Vec<&str> = out.lines().skip(1).collect();
     // PID 1 is isol's init; the workload (ps) is its child.
@@ -63,8 +60,7 @@ fn ps_sees_only_the_container() {
 
 #[test]
 fn network_none_has_only_loopback_and_it_is_up() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let out = ok(&[
         "run",
         "busybox",
@@ -79,8 +75,7 @@ fn network_none_has_only_loopback_and_it_is_up() {
 
 #[test]
 fn mounts_are_the_containers_own_and_never_reach_the_host() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let out = ok(&["run", "busybox", "--", "cat", "/proc/self/mountinfo"]);
     // The rootfs is an overlay; none of the host's own mount points is visible.
@@ -108,8 +103,7 @@ fn mounts_are_the_containers_own_and_never_reach_the_host() {
 
 #[test]
 fn mounts_show_the_containers_cgroup_as_its_root() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // The cgroup namespace is made after the child was moved into its cgroup (while the rootfs
     // is built before that): every hierarchy must show the container's cgroup as "/".
     let out = ok(&[
@@ -156,8 +150,7 @@ fn mounts_show_the_containers_cgroup_as_its_root() {
 
 #[test]
 fn proc_and_sys_are_protected() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let out = ok(&[
         "run",
         "busybox",
@@ -189,8 +182,7 @@ fn proc_and_sys_are_protected() {
 
 #[test]
 fn writes_never_reach_the_image_layers() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     ok(&[
         "run",
         "busybox",
@@ -253,8 +245,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn exit_codes_follow_docker() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let cases: &[(&[&str], i32)] = &[
         (&["run", "busybox", "true"], 0),
         (&["run", "busybox", "--", "sh", "-c", "exit 7"], 7),
@@ -279,8 +270,7 @@ fn exit_codes_follow_docker() {
 
 #[test]
 fn timeout_kills_the_container_with_124() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let o = run(&[
         "run",
         "--timeout",
@@ -303,8 +293,7 @@ fn timeout_kills_the_container_with_124() {
 
 #[test]
 fn stdout_and_stderr_stay_separate() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let o = run(&[
         "run",
         "busybox",
@@ -320,8 +309,7 @@ fn stdout_and_stderr_stay_separate() {
 
 #[test]
 fn args_and_env_arrive_byte_exact() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let tricky = [
         "two words",
         "it's",
@@ -357,8 +345,7 @@ fn args_and_env_arrive_byte_exact() {
 
 #[test]
 fn workdir_env_and_user_apply() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let out = ok(&[
         "run",
         "-w",
@@ -389,8 +376,7 @@ fn workdir_env_and_user_apply() {
 
 #[test]
 fn stdin_is_passed_with_i_and_closed_without() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let mut child = isol(&["run", "-i", "busybox", "--", "sh", "-c", "tr a-z A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -414,8 +400,7 @@ fn stdin_is_passed_with_i_and_closed_without() {
 
 #[test]
 fn memory_limit_kills_a_hog_with_137_and_the_host_is_fine() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let o = run(&[
         "run",
         "--memory",
@@ -441,8 +426,7 @@ fn memory_limit_kills_a_hog_with_137_and_the_host_is_fine() {
 
 #[test]
 fn pids_limit_contains_a_fork_bomb() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let start = Instant::now();
     let o = run(&[
         "run",
@@ -467,8 +451,7 @@ fn pids_limit_contains_a_fork_bomb() {
 
 #[test]
 fn cpus_half_throttles_by_cgroup_stats() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // Three busy loops want 3 CPUs, whatever else the host runs, against a quota of half of one.
     let o = run(&[
         "run",
@@ -512,8 +495,7 @@ fn json_report(o: &std::process::Output) -> serde_json::Value {
 
 #[test]
 fn json_report_has_phases_and_memory() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let o = run(&["run", "--json", "busybox", "true"]);
     assert_eq!(code(&o), 0);
     let r = json_report(&o);
@@ -530,8 +512,7 @@ fn json_report_has_phases_and_memory() {
 
 #[test]
 fn volumes_bind_read_write_and_read_only() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.txt"), "from host").unwrap();
     let rw = format!("{}:/data", dir.path().display());
@@ -569,8 +550,7 @@ fn volumes_bind_read_write_and_read_only() {
 
 #[test]
 fn runtime_binary_is_not_reachable_from_the_container() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // CVE-2019-5736: init runs from a sealed copy, never the host's isol binary (its memfd is
     // checked from the host in tests/container_security.rs); init is not dumpable, so the
     // workload cannot even resolve /proc/1/exe, and opening it for writing must fail.
@@ -590,8 +570,7 @@ fn runtime_binary_is_not_reachable_from_the_container() {
 
 #[test]
 fn no_descriptor_of_isol_reaches_the_workload() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // ls opens the directory itself as fd 3; anything more was inherited.
     for extra in [&[][..], &["-i", "-t"][..]] {
         let mut args = vec!["run"];
@@ -609,8 +588,7 @@ fn no_descriptor_of_isol_reaches_the_workload() {
 
 #[test]
 fn concurrent_runs_do_not_disturb_each_other() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // Each run sweeps leftovers at its start; none may take another's fresh state for a dead
     // run's (regressions: five at once used to fail; later, about one in 30 on cgroup v2 found
     // its fresh cgroup removed by a sweep that took its half-written owner file for a dead one).
@@ -643,8 +621,7 @@ fn concurrent_runs_do_not_disturb_each_other() {
 
 #[test]
 fn killing_isol_leaves_nothing_behind() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let mut child = isol(&[
         "run",
         "--memory",
@@ -685,8 +662,7 @@ fn killing_isol_leaves_nothing_behind() {
 
 #[test]
 fn bridge_containers_reach_each_other_and_the_host() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // Container A reports its address and waits; B pings A and the bridge's gateway.
     let mut a = isol(&[
         "run",

@@ -19,8 +19,7 @@ use nix::unistd::Pid;
 /// /dev/kvm, fuse, tty0 or a disk of the host (runc's and docker's defaults), mknod included.
 #[test]
 fn devices_of_the_host_are_out_of_reach() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let probe = r#"
         for n in 'loop b 7 0' 'loopctl c 10 237' 'kvm c 10 232' 'fuse c 10 229' 'tty0 c 4 0' \
                  'sda b 8 0' 'vda b 253 0' 'null2 c 1 3'; do
@@ -54,8 +53,7 @@ fn devices_of_the_host_are_out_of_reach() {
 /// at the top of the container's filesystem.
 #[test]
 fn the_root_directory_is_not_world_writable() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let out = ok(&["run", "busybox", "--", "stat", "-c", "%a %u", "/"]);
     assert_eq!(out, "755 0\n");
     let o = run(&[
@@ -177,8 +175,7 @@ fn start_until_ready(script: &str, setup: impl FnOnce(&mut std::process::Command
 /// and an init stopped all the same (here by SIGSTOP from the host) is continued by isol at once.
 #[test]
 fn a_workload_cannot_hang_isol_by_stopping_its_init() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let dir = ptrace_attacher();
     let volume = format!("{}:/t:ro", dir.display());
     let o = run(&["run", "-v", &volume, "busybox", "--", "/t/attach"]);
@@ -206,8 +203,7 @@ fn a_workload_cannot_hang_isol_by_stopping_its_init() {
 /// The second SIGTERM or SIGINT ends the run even when the workload ignores the first.
 #[test]
 fn a_second_sigterm_ends_a_workload_that_ignores_the_first() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let mut child = start_until_ready("trap '' TERM INT; echo ready; sleep 60", |_| {});
     let isol = Pid::from_raw(child.id() as i32);
     kill(isol, Signal::SIGTERM).unwrap();
@@ -226,8 +222,7 @@ fn a_second_sigterm_ends_a_workload_that_ignores_the_first() {
 /// neither ignored by isol nor by the workload: SIGINT to isol ends the run with 130.
 #[test]
 fn signals_ignored_by_isols_parent_are_reset() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let ignoring = |cmd: &mut std::process::Command| {
         let ignore = || {
             for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGCHLD] {

@@ -14,65 +14,11 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::lab_watch::{self, Watched};
 
 use common::*;
-
-/// The newest cached guest kernel.
-fn newest_kernel() -> Option<PathBuf> {
-    std::fs::read_dir("/var/cache/isol/kernel")
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("vmlinux"))
-        .filter(|p| p.is_file())
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-}
-
-/// Why the kvm half cannot run here, if it cannot; the kernel to use if it can.
-fn kvm_env() -> &'static Result<PathBuf, String> {
-    static ENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let speed =
-            isol_vmm::measure_guest_speed().map_err(|e| format!("no usable /dev/kvm: {e}"))?;
-        if speed > isol_vmm::EMULATED_THRESHOLD {
-            return Err(format!(
-                "/dev/kvm emulates guests ({speed:?} for the probe loop); run in the lab"
-            ));
-        }
-        let kernel = std::env::var_os("ISOL_KERNEL")
-            .map(PathBuf::from)
-            .or_else(newest_kernel)
-            .ok_or("no guest kernel: build it with guest-images/build-kernel.sh")?;
-        if std::env::var_os("ISOL_GUEST_INIT").is_none() {
-            let beside = PathBuf::from(isol_bin()).with_file_name("isol-guest-init");
-            if !beside.is_file() {
-                return Err(format!(
-                    "{} is missing: cargo build -p isol-guest-init",
-                    beside.display()
-                ));
-            }
-        }
-        Ok(kernel)
-    })
-}
-
-macro_rules! kernel_or_skip {
-    () => {
-        match kvm_env() {
-            Ok(k) => k.clone(),
-            Err(why) => {
-                if std::env::var_os("ISOL_REQUIRE_KVM").is_some() {
-                    panic!("ISOL_REQUIRE_KVM is set but: {why}");
-                }
-                eprintln!("skipped: {why}");
-                return;
-            }
-        }
-    };
-}
 
 /// The store for both backends: the shared test store, except where its filesystem is
 /// an overlay (the lab's root): the container's own overlay cannot stack on that, so
@@ -222,7 +168,7 @@ fn on_kvm_watched(kernel: &PathBuf, args: &[&str]) -> Watched {
 
 #[test]
 fn tricky_arguments_are_byte_exact() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     let o = same(
         &k,
         &[
@@ -247,7 +193,7 @@ fn tricky_arguments_are_byte_exact() {
 
 #[test]
 fn env_workdir_and_hostname() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     let o = same(
         &k,
         &[
@@ -272,7 +218,7 @@ fn env_workdir_and_hostname() {
 
 #[test]
 fn stdout_and_stderr_stay_separate() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     let o = same(
         &k,
         &[
@@ -290,13 +236,13 @@ fn stdout_and_stderr_stay_separate() {
 
 #[test]
 fn root_listing() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     same(&k, &["busybox", "--", "ls", "/"], None);
 }
 
 #[test]
 fn write_64_mib_and_hash_it() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     let o = same(
         &k,
         &[
@@ -313,7 +259,7 @@ fn write_64_mib_and_hash_it() {
 
 #[test]
 fn a_100_mib_stdout_stream_arrives_whole() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     const N: usize = 104_857_600;
     let args = ["busybox", "--", "sh", "-c", "yes abc | head -c 104857600"];
     let o = same_retrying_lab_faults(&k, &args);
@@ -326,7 +272,7 @@ fn a_100_mib_stdout_stream_arrives_whole() {
 
 #[test]
 fn exit_codes() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     for (script, want) in [
         ("exit 0", 0),
         ("exit 1", 1),
@@ -349,7 +295,7 @@ fn exit_codes() {
 
 #[test]
 fn stdin_is_forwarded_with_eof() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     let mut input = b"hello\nworld\n".to_vec();
     input.extend((0..=255u8).cycle().take(200_000));
     let o = same(
@@ -371,7 +317,7 @@ fn stdin_is_forwarded_with_eof() {
 
 #[test]
 fn what_must_differ_does() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     // Kernel: the host's in the container, the guest's in the VM.
     let args = ["busybox", "--", "uname", "-r"];
     let c = on("container", &k, &args, None);
@@ -417,7 +363,7 @@ fn what_must_differ_does() {
 
 #[test]
 fn a_run_never_changes_the_image() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     let o = same(
         &k,
         &[
@@ -446,7 +392,7 @@ fn a_run_never_changes_the_image() {
 
 #[test]
 fn an_image_file_volume_reads_and_writes_the_same() {
-    let k = kernel_or_skip!();
+    let Some(k) = kvm_kernel() else { return };
     // A 1 MiB image whose 4 KiB block n holds byte n; under /run in the lab (tmpfs), so
     // the container can bind it whatever the test store's filesystem is.
     let dir = parity_home().join("volumes");

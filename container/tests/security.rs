@@ -2,8 +2,8 @@
 //! cannot be undone, so every check that changes them runs in a forked child, which reports
 //! failures through a pipe (or, once it has exec'd, through its exit code).
 //!
-//! Without root the tests print a note and pass: they need CAP_SETPCAP and friends to mean
-//! anything.
+//! They need root (CAP_SETPCAP and friends) to mean anything: without it they fail at once
+//! with a message saying so, as the workspace's integration tests do (`tests/common`).
 
 mod security {
     use std::ffi::CString;
@@ -24,12 +24,15 @@ mod security {
     use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, pipe2, setgroups, setresgid, setresuid};
 
+    /// Fails the test, loudly, when not run as root; true otherwise (a test that passed
+    /// without root would have checked nothing).
     fn is_root() -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        eprintln!("skipped: these tests need root");
-        false
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests drop capabilities, set no_new_privs and install seccomp filters for \
+             real: run them as root (./test.sh)"
+        );
+        true
     }
 
     /// Runs `f` in a forked child. Returns the child's failure message, if any.

@@ -49,6 +49,14 @@ pub fn require_root() {
     );
 }
 
+/// The prologue of a test that runs isol for real and checks the host after it: root is
+/// required (the test fails at once, saying so, without it), and the host is the test's
+/// alone until the guard drops ([`serial`]).
+pub fn root_test() -> MutexGuard<'static, ()> {
+    require_root();
+    serial()
+}
+
 /// `isol ARGS…` with the test store.
 pub fn isol(args: &[&str]) -> Command {
     let mut c = Command::new(isol_bin());
@@ -165,19 +173,64 @@ pub fn assert_no_leftovers(context: &str) {
 /// tests can run (in the lab). Otherwise they skip with the reason — unless `ISOL_REQUIRE_KVM`
 /// is set, as in the lab, where a skip would hide a broken setup.
 pub fn kvm_ready() -> bool {
-    let why = match isol_vmm::measure_guest_speed() {
-        Err(e) => format!("no usable /dev/kvm: {e}"),
-        Ok(speed) if speed > isol_vmm::EMULATED_THRESHOLD => {
-            format!("/dev/kvm emulates guests ({speed:?} for the probe loop); run in the lab")
+    let ready = guest_speed().and_then(|()| match std::env::var_os("ISOL_KERNEL") {
+        None => Err("ISOL_KERNEL is not set (./test.sh sets it to the built guest kernel)".into()),
+        Some(_) => Ok(()),
+    });
+    ready.map_err(skip_kvm_test).is_ok()
+}
+
+/// The guest kernel for tests that run both backends in one process (tests/parity.rs), or
+/// `None` when they must skip, saying why ([`kvm_ready`]'s rules). `ISOL_KERNEL`, else the newest
+/// `/var/cache/isol/kernel/*/vmlinux`; the guest init must be `ISOL_GUEST_INIT` or
+/// `isol-guest-init` beside the isol binary. Probed once per test binary.
+pub fn kvm_kernel() -> Option<PathBuf> {
+    static ENV: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        guest_speed()?;
+        let kernel = std::env::var_os("ISOL_KERNEL")
+            .map(PathBuf::from)
+            .or_else(newest_kernel)
+            .ok_or("no guest kernel: build it with guest-images/build-kernel.sh")?;
+        if std::env::var_os("ISOL_GUEST_INIT").is_none() {
+            let beside = PathBuf::from(isol_bin()).with_file_name("isol-guest-init");
+            if !beside.is_file() {
+                return Err(format!(
+                    "{} is missing: cargo build -p isol-guest-init",
+                    beside.display()
+                ));
+            }
         }
-        Ok(_) if std::env::var_os("ISOL_KERNEL").is_none() => {
-            "ISOL_KERNEL is not set (./test.sh sets it to the built guest kernel)".into()
-        }
-        Ok(_) => return true,
-    };
+        Ok(kernel)
+    });
+    env.clone().map_err(skip_kvm_test).ok()
+}
+
+/// Whether /dev/kvm runs guests in hardware, or why not.
+fn guest_speed() -> Result<(), String> {
+    match isol_vmm::measure_guest_speed() {
+        Err(e) => Err(format!("no usable /dev/kvm: {e}")),
+        Ok(speed) if speed > isol_vmm::EMULATED_THRESHOLD => Err(format!(
+            "/dev/kvm emulates guests ({speed:?} for the probe loop); run in the lab"
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// A kvm test that cannot run here skips, saying why — or fails when `ISOL_REQUIRE_KVM` is set.
+fn skip_kvm_test(why: String) {
     if std::env::var_os("ISOL_REQUIRE_KVM").is_some() {
         panic!("ISOL_REQUIRE_KVM is set but: {why}");
     }
     eprintln!("skipped: {why}");
-    false
+}
+
+/// The newest cached guest kernel.
+fn newest_kernel() -> Option<PathBuf> {
+    std::fs::read_dir("/var/cache/isol/kernel")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("vmlinux"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
 }

@@ -1,6 +1,6 @@
 //! Running isol on a real pseudo-terminal, as a terminal emulator runs a shell.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
@@ -86,5 +86,76 @@ impl OnPty {
     pub fn resize(&self, rows: u16, cols: u16) {
         // SAFETY: TIOCSWINSZ reads a Winsize from a valid pointer; the fd is our pty master.
         unsafe { tiocswinsz(self.master.as_raw_fd(), &winsize(rows, cols)) }.unwrap();
+    }
+}
+
+/// The interactive scenario of `-i -t`, the same on each backend (`container`: tests/tty.rs;
+/// `kvm`: tests/kvm_tty.rs, in the lab): `isol run --backend BACKEND -i -t busybox sh` on a
+/// real 40×100 pty. The window size and a terminal on stdin reach the shell, ^C stops a
+/// foreground `sleep` and the shell survives, a resize of isol's terminal reaches the
+/// workload's (12 34), and `exit 5` comes back as isol's exit code.
+pub fn interactive_shell_gets_size_ctrl_c_and_exit_code(backend: &str) {
+    let _g = super::root_test();
+    let mut t = spawn(
+        &["run", "--backend", backend, "-i", "-t", "busybox", "sh"],
+        40,
+        100,
+    );
+
+    t.master
+        .write_all(b"stty size; tty; echo mark-$((6*7))\n")
+        .unwrap();
+    t.read_until("mark-42");
+    assert!(
+        t.seen.contains("40 100"),
+        "window size not passed on:\n{}",
+        t.seen
+    );
+    // The guest init gives the VM's workload a pty of its own; the container's terminal is
+    // bound at /dev/console (it comes from the host's devpts).
+    let terminals: &[&str] = match backend {
+        "kvm" => &["/dev/pts/"],
+        _ => &["/dev/console", "/dev/pts/"],
+    };
+    assert!(
+        terminals.iter().any(|name| t.seen.contains(name)),
+        "stdin is not a terminal:\n{}",
+        t.seen
+    );
+
+    // ^C travels as a byte (isol's terminal is raw); the workload's line discipline turns it
+    // into SIGINT for the foreground job, and the shell survives.
+    t.master
+        .write_all(b"sleep 100; echo slept-$((3*3))\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    t.master.write_all(&[3]).unwrap();
+    t.master.write_all(b"echo after-$((1+1))\n").unwrap();
+    t.read_until("after-2");
+    assert!(
+        !t.seen.contains("slept-9"),
+        "^C did not stop sleep:\n{}",
+        t.seen
+    );
+
+    // A resize of isol's terminal reaches the workload's (for the VM: SIGWINCH → the
+    // isol.tty port).
+    t.resize(12, 34);
+    std::thread::sleep(Duration::from_millis(300));
+    t.master
+        .write_all(b"stty size; echo resized-$((2+2))\n")
+        .unwrap();
+    t.read_until("resized-4");
+    assert!(
+        t.seen.contains("12 34"),
+        "resize not passed on:\n{}",
+        t.seen
+    );
+
+    t.master.write_all(b"exit 5\n").unwrap();
+    let status = t.child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "output:\n{}", t.seen);
+    if backend != "kvm" {
+        super::assert_no_leftovers("tty");
     }
 }
