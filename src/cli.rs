@@ -29,7 +29,7 @@ pub enum Command {
     /// hardware virtualization.
     Lab(LabArgs),
     /// Measure isol's start-up against crun and runc on this machine, and write a report.
-    Bench(crate::commands::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,4 +222,32 @@ pub struct LabArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// isol backends to measure, comma-separated: container, kvm [default: container, plus kvm
+    /// where /dev/kvm is hardware]. On a host whose /dev/kvm is emulated, kvm runs the whole
+    /// bench in the lab (`isol lab`).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = isol_bench::parse_backend)]
+    pub backends: Option<Vec<isol_bench::BenchBackend>>,
+    /// Runtimes to compare with, comma-separated: crun, runc (container side), qemu (VM side).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "crun,runc,qemu", value_parser = isol_bench::parse_peer)]
+    pub peers: Vec<isol_bench::Peer>,
+    /// Timed runs per subject [default: 30, or 10 with --quick].
+    #[arg(long, value_name = "N", value_parser = isol_bench::parse_runs)]
+    pub runs: Option<u32>,
+    /// A quick look: 10 timed runs per subject unless --runs says otherwise.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for report.json, report.md and report.html [default: ./isol-bench-<UTC date-time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net", value_parser = isol_bench::parse_benchmark)]
+    pub benchmarks: Vec<isol_bench::Benchmark>,
+    /// Internal: this bench runs inside the lab for an outer `isol bench`, and prints its
+    /// reports on stdout.
+    #[arg(long, hide = true)]
+    pub lab_inner: bool,
 }

@@ -1,6 +1,6 @@
 //! The things a benchmark times: isol itself, run as a user would; peer runtimes (crun,
 //! runc) given the same image as an OCI bundle; and QEMU `-M microvm` booting the same guest
-//! as isol's kvm backend (kernel, initramfs, root disk: [`isol_vmm::qemu_microvm`]).
+//! as isol's kvm backend (kernel, initramfs, root disk: [`crate::qemu_microvm`]).
 //!
 //! Every run of every subject goes through [`timed`]: the wall time from just before the spawn
 //! to just after `wait` returns, stdin and stdout on /dev/null, stderr on a pipe read to the end
@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
-use isol_vmm::qemu_microvm::{self, Measured, Microvm, Qemu, QemuEnd};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::statfs::{OVERLAYFS_SUPER_MAGIC, statfs};
 use serde::Serialize;
 
 use super::cancel;
 use super::oci;
+use super::qemu_microvm::{self, Measured, Microvm, Qemu, QemuEnd};
 use super::reap;
 
 /// What to run in the container, and the exit code that proves it ran.

@@ -1,4 +1,5 @@
 //! `isol bench`: measure isol against other runtimes, on this machine, and write a report.
+//! The CLI turns its arguments into [`BenchOptions`] and calls [`run`].
 //!
 //! A benchmark is a named workload run on several subjects (isol's backends, peer runtimes).
 //! Each subject first passes a pre-flight check (the workload must really run in it), then all
@@ -11,11 +12,13 @@
 //! in it, whatever happens (Ctrl-C included: see [`cancel`]).
 
 mod cancel;
+mod error;
 mod host;
-pub mod html;
+mod html;
 mod lab;
 mod metrics;
 mod oci;
+pub mod qemu_microvm;
 mod reap;
 mod report;
 mod stats;
@@ -27,10 +30,10 @@ use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub use error::BenchError;
+use error::Step;
 use host::{CgroupLayout, Machine};
 use lab::KvmEnv;
 use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, Status, SubjectReport};
@@ -48,31 +51,25 @@ const IMAGE: &str = "busybox";
 /// Exit code after Ctrl-C.
 const EXIT_CANCELLED: i32 = 130;
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// isol backends to measure, comma-separated: container, kvm [default: container, plus kvm
-    /// where /dev/kvm is hardware]. On a host whose /dev/kvm is emulated, kvm runs the whole
-    /// bench in the lab (`isol lab`).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_backend)]
+/// What to measure, and where to write the report: `isol bench`'s options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// isol backends to measure; `None`: container, plus kvm where /dev/kvm is hardware. On a
+    /// host whose /dev/kvm is emulated, kvm runs the whole bench in the lab (`isol lab`).
     pub backends: Option<Vec<BenchBackend>>,
-    /// Runtimes to compare with, comma-separated: crun, runc (container side), qemu (VM side).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "crun,runc,qemu", value_parser = parse_peer)]
+    /// Runtimes to compare with: crun, runc (container side), qemu (VM side).
     pub peers: Vec<Peer>,
-    /// Timed runs per subject [default: 30, or 10 with --quick].
-    #[arg(long, value_name = "N", value_parser = parse_runs)]
+    /// Timed runs per subject; `None`: 30, or 10 with `quick`.
     pub runs: Option<u32>,
-    /// A quick look: 10 timed runs per subject unless --runs says otherwise.
-    #[arg(long)]
+    /// A quick look: 10 timed runs per subject unless `runs` says otherwise.
     pub quick: bool,
-    /// Directory for report.json, report.md and report.html [default: ./isol-bench-<UTC date-time>].
-    #[arg(long, value_name = "DIR")]
+    /// Directory for report.json, report.md and report.html; `None`:
+    /// ./isol-bench-<UTC date-time>.
     pub out: Option<PathBuf>,
-    /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net", value_parser = parse_benchmark)]
+    /// Benchmarks to run.
     pub benchmarks: Vec<Benchmark>,
-    /// Internal: this bench runs inside the lab for an outer `isol bench`, and prints its
-    /// reports on stdout.
-    #[arg(long, hide = true)]
+    /// This bench runs inside the lab for an outer `isol bench`, and prints its reports on
+    /// stdout.
     pub lab_inner: bool,
 }
 
@@ -142,7 +139,8 @@ impl Benchmark {
     }
 }
 
-fn parse_backend(s: &str) -> Result<BenchBackend, String> {
+/// A `--backends` word: `container` or `kvm`.
+pub fn parse_backend(s: &str) -> Result<BenchBackend, String> {
     match s.trim() {
         "container" => Ok(BenchBackend::Container),
         "kvm" => Ok(BenchBackend::Kvm),
@@ -150,7 +148,8 @@ fn parse_backend(s: &str) -> Result<BenchBackend, String> {
     }
 }
 
-fn parse_peer(s: &str) -> Result<Peer, String> {
+/// A `--peers` word: `crun`, `runc` or `qemu`.
+pub fn parse_peer(s: &str) -> Result<Peer, String> {
     match s.trim() {
         "crun" => Ok(Peer::Crun),
         "runc" => Ok(Peer::Runc),
@@ -159,7 +158,8 @@ fn parse_peer(s: &str) -> Result<Peer, String> {
     }
 }
 
-fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
+/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io` or `net`.
+pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     match s.trim() {
         "start" => Ok(Benchmark::Start),
         "memory" => Ok(Benchmark::Memory),
@@ -174,7 +174,8 @@ fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     }
 }
 
-fn parse_runs(s: &str) -> Result<u32, String> {
+/// A number of timed runs: 1 to 100000.
+pub fn parse_runs(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(0) => Err("a benchmark needs at least 1 timed run".into()),
         Ok(n) if n <= 100_000 => Ok(n),
@@ -193,7 +194,10 @@ fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     out
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
+/// Runs the bench `args` asks for and writes its reports; returns the exit code: 0, or 130
+/// when cancelled (Ctrl-C). isol failing its own benchmark is an error, after the report is
+/// written.
+pub fn run(args: BenchOptions) -> Result<i32, BenchError> {
     let runs = args
         .runs
         .unwrap_or(if args.quick { QUICK_RUNS } else { DEFAULT_RUNS });
@@ -247,9 +251,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         envelope(&report)?
     };
 
-    let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
+    let write = |name: &str, text: &str| -> Result<PathBuf, BenchError> {
         let path = out.join(name);
-        fs::write(&path, text).with_context(|| {
+        fs::write(&path, text).step(|| {
             format!(
                 "Cannot write {}; choose a writable directory with --out",
                 path.display()
@@ -276,24 +280,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .flat_map(|b| b["subjects"].as_array().into_iter().flatten())
         .find(|s| s["kind"] == "isol" && s["status"] == "failed")
     {
-        bail!(
+        return Err(BenchError::Failed(format!(
             "isol itself failed during the benchmark: {}; see {}",
             s["error"].as_str().unwrap_or("no reason recorded"),
             md_path.display()
-        );
+        )));
     }
     Ok(0)
 }
 
 /// The bench inside the lab: runs, then prints the reports on stdout in one line.
-fn run_inner(args: &BenchArgs, runs: u32, started: u64, kvm_env: KvmEnv) -> anyhow::Result<i32> {
+fn run_inner(
+    args: &BenchOptions,
+    runs: u32,
+    started: u64,
+    kvm_env: KvmEnv,
+) -> Result<i32, BenchError> {
     match bench(args, runs, started, &kvm_env)? {
         Some(report) => {
             let e = envelope(&report)?;
             println!(
                 "{}{}",
                 lab::ENVELOPE_MARK,
-                serde_json::to_string(&e).context("Cannot serialize the report")?
+                serde_json::to_string(&e).step(|| "Cannot serialize the report".into())?
             );
             Ok(0)
         }
@@ -307,7 +316,7 @@ fn run_inner(args: &BenchArgs, runs: u32, started: u64, kvm_env: KvmEnv) -> anyh
 /// After a cancel: the cgroups and run dirs of `isol run`s a second Ctrl-C killed (a killed run
 /// cannot remove them itself; their mounts went with their mount namespaces).
 fn sweep_killed_runs() {
-    if let Ok(store) = super::open_store() {
+    if let Ok(store) = open_store() {
         isol_container::state::sweep(
             &store.root().join("containers"),
             Path::new(isol_container::process::CGROUP_ROOT),
@@ -315,9 +324,15 @@ fn sweep_killed_runs() {
     }
 }
 
+/// The image store isol uses (as the CLI opens it): `$ISOL_HOME`, else /var/lib/isol.
+fn open_store() -> Result<isol_image::Store, BenchError> {
+    Ok(isol_image::Store::open(isol_image::Store::default_root())?)
+}
+
 /// The three reports and the stdout tables.
-fn envelope(report: &Report) -> anyhow::Result<lab::Envelope> {
-    let json = serde_json::to_string_pretty(report).context("Cannot serialize the report")?;
+fn envelope(report: &Report) -> Result<lab::Envelope, BenchError> {
+    let json =
+        serde_json::to_string_pretty(report).step(|| "Cannot serialize the report".into())?;
     let mut tables = String::new();
     for b in &report.benchmarks {
         tables.push_str(&format!("## {}: {}\n\n", b.name, b.description));
@@ -336,13 +351,13 @@ fn envelope(report: &Report) -> anyhow::Result<lab::Envelope> {
 }
 
 /// Creates the report directory and checks that it is writable; returns whether it was created.
-fn prepare_out(dir: &Path) -> anyhow::Result<bool> {
+fn prepare_out(dir: &Path) -> Result<bool, BenchError> {
     let existed = dir.is_dir();
     let fail = |e: std::io::Error| {
-        anyhow!(
+        BenchError::Failed(format!(
             "Cannot write the report to {}: {e}; choose a writable directory with --out",
             dir.display()
-        )
+        ))
     };
     fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(".isol-bench-write-test");
@@ -361,11 +376,11 @@ fn prepare_out(dir: &Path) -> anyhow::Result<bool> {
 struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn create() -> anyhow::Result<WorkDir> {
+    fn create() -> Result<WorkDir, BenchError> {
         let dir = std::env::temp_dir().join(format!("isol-bench.{}", std::process::id()));
         // A directory of this name was left by a killed bench that had this pid.
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| {
+        fs::create_dir_all(&dir).step(|| {
             format!(
                 "Cannot create the benchmark's scratch directory {}; set TMPDIR to a writable one",
                 dir.display()
@@ -466,11 +481,11 @@ impl Slot {
 
 /// Sets up the environment and subjects, runs every benchmark; `None` when cancelled.
 fn bench(
-    args: &BenchArgs,
+    args: &BenchOptions,
     runs: u32,
     started: u64,
     kvm_env: &KvmEnv,
-) -> anyhow::Result<Option<Report>> {
+) -> Result<Option<Report>, BenchError> {
     let backends = match &args.backends {
         Some(b) => dedup(b),
         None if matches!(kvm_env, KvmEnv::Hardware | KvmEnv::Lab) => {
@@ -491,13 +506,13 @@ fn bench(
     let environment = host::enter_private_mounts(layout)?;
     cancel::install()?;
 
-    let store = super::open_store()?;
+    let store = open_store()?;
     let image = store
         .resolve(IMAGE)
-        .context("Cannot get the busybox image the benchmark runs")?;
+        .step(|| "Cannot get the busybox image the benchmark runs".into())?;
     let layers = store
         .unpack(&image)
-        .context("Cannot unpack the busybox image's layers")?;
+        .step(|| "Cannot unpack the busybox image's layers".into())?;
     let peer_env = container_env(&image.config.env);
     let mut machine = Machine::probe(layout, environment);
     machine.kvm = kvm_env.describe();
@@ -512,8 +527,7 @@ fn bench(
     let kernel = if with_kvm {
         let k = guest_kernel()?;
         let copy = work.0.join("vmlinux");
-        fs::copy(&k, &copy)
-            .with_context(|| format!("Cannot copy the guest kernel {}", k.display()))?;
+        fs::copy(&k, &copy).step(|| format!("Cannot copy the guest kernel {}", k.display()))?;
         Some(copy)
     } else {
         None
@@ -605,9 +619,9 @@ fn bench(
         });
     }
     let io_dir = work.0.join("host-io");
-    fs::create_dir_all(&io_dir).with_context(|| format!("Cannot create {}", io_dir.display()))?;
+    fs::create_dir_all(&io_dir).step(|| format!("Cannot create {}", io_dir.display()))?;
     runners.push(Runner::Host {
-        bin_dir: workloads::host_bin_dir(&work.0.join("host-bin")).map_err(|e| anyhow!(e))?,
+        bin_dir: workloads::host_bin_dir(&work.0.join("host-bin")).map_err(BenchError::Failed)?,
         io_dir,
     });
     let work_runs = runs.min(if args.quick { 2 } else { 10 });
@@ -729,11 +743,11 @@ fn bench(
 
 /// The isol binary to run: in the lab, the path the outer bench gave (the lab's
 /// /proc/self/exe shows the host root's mount point, not a path that exists there).
-fn isol_exe() -> anyhow::Result<PathBuf> {
+fn isol_exe() -> Result<PathBuf, BenchError> {
     if let Some(p) = std::env::var_os(lab::EXE_ENV) {
         return Ok(p.into());
     }
-    let exe = std::env::current_exe().context("Cannot find the isol binary to benchmark")?;
+    let exe = std::env::current_exe().step(|| "Cannot find the isol binary to benchmark".into())?;
     if exe.is_file() {
         return Ok(exe);
     }
@@ -746,15 +760,15 @@ fn isol_exe() -> anyhow::Result<PathBuf> {
         argv0.to_str().and_then(subjects::find_in_path)
     };
     found.ok_or_else(|| {
-        anyhow!(
+        BenchError::Failed(format!(
             "Cannot find the isol binary to benchmark: {} does not exist here",
             exe.display()
-        )
+        ))
     })
 }
 
 /// The guest kernel `isol run --backend kvm` would boot: $ISOL_KERNEL, or the newest cached.
-fn guest_kernel() -> anyhow::Result<PathBuf> {
+fn guest_kernel() -> Result<PathBuf, BenchError> {
     if let Some(k) = std::env::var_os("ISOL_KERNEL") {
         return Ok(k.into());
     }
@@ -769,10 +783,10 @@ fn guest_kernel() -> anyhow::Result<PathBuf> {
         .filter(|p| p.is_file())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .ok_or_else(|| {
-            anyhow!(
+            BenchError::Failed(format!(
                 "No guest kernel in {} for the kvm backend: build it with guest-images/build-kernel.sh or set ISOL_KERNEL",
                 cache.join("kernel").display()
-            )
+            ))
         })
 }
 
@@ -967,7 +981,7 @@ fn vm_memory_metric(
         method: format!(
             "{rounds} start → exit runs of `/bin/true` per VMM after the timed ones, interleaved (isol-kvm, qemu), both with {} MiB of guest RAM and 1 vCPU: peak RSS is `ru_maxrss` of the VMM process from `wait4`; guest RAM resident is the RSS of the guest RAM mapping (the largest anonymous mapping ≥ the guest size in /proc/PID/smaps, last value seen while reading it every {every} ms, which misses at most what the guest touches in the last {every} ms before it powers off; each read walks the VMM's page tables, so these runs are not timed); the sample is their difference: what the VMM itself costs. Parts per sample in report.json (`peak_rss_mib`, `guest_resident_mib`).",
             subjects::VM_MEMORY_MIB,
-            every = isol_vmm::qemu_microvm::SMAPS_EVERY.as_millis(),
+            every = qemu_microvm::SMAPS_EVERY.as_millis(),
         ),
         unit: "MiB",
         lower_is_better: true,
@@ -1010,7 +1024,7 @@ fn run_benchmark(
     (warmup, runs): (u32, u32),
     bar: &ProgressBar,
     inner: bool,
-) -> anyhow::Result<Option<BenchmarkReport>> {
+) -> Result<Option<BenchmarkReport>, BenchError> {
     let workload = bm.workload();
     // Exit status 42 can only come from the shell in the container: proof that the runtime
     // really ran the workload, and not just returned 0.
@@ -1033,10 +1047,10 @@ fn run_benchmark(
             bar.inc(1);
             if let Err(e) = res {
                 if slot.info.kind == "isol" {
-                    bail!(
+                    return Err(BenchError::Failed(format!(
                         "isol cannot run the benchmark's workload (`isol run {IMAGE} {}`): {e}",
                         w.args.join(" ")
-                    );
+                    )));
                 }
                 note(
                     bar,

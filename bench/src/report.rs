@@ -512,11 +512,7 @@ impl Report {
 pub(super) mod tests {
     use super::*;
 
-    pub(in crate::commands::bench) fn subject(
-        name: &str,
-        kind: &'static str,
-        samples: &[f64],
-    ) -> SubjectReport {
+    pub(crate) fn subject(name: &str, kind: &'static str, samples: &[f64]) -> SubjectReport {
         SubjectReport {
             info: SubjectInfo {
                 name: name.into(),

@@ -12,8 +12,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+use super::error::{BenchError, Step};
 
 /// The longest one run may take before it is killed.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,7 +91,7 @@ pub fn untrack(pid: u32) {
 }
 
 /// Installs the SIGINT/SIGTERM handlers and starts the watchdog thread.
-pub fn install() -> anyhow::Result<()> {
+pub fn install() -> Result<(), BenchError> {
     base();
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -100,12 +101,12 @@ pub fn install() -> anyhow::Result<()> {
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: `on_signal` only touches atomics and calls kill(2), which are
         // async-signal-safe; no other handler is replaced that the program relies on.
-        unsafe { sigaction(sig, &action) }.context("Cannot install the Ctrl-C handler")?;
+        unsafe { sigaction(sig, &action) }.step(|| "Cannot install the Ctrl-C handler".into())?;
     }
     std::thread::Builder::new()
         .name("bench-watchdog".into())
         .spawn(watchdog)
-        .context("Cannot start the benchmark's watchdog thread")?;
+        .step(|| "Cannot start the benchmark's watchdog thread".into())?;
     Ok(())
 }
 
