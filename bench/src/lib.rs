@@ -36,8 +36,8 @@ pub use error::BenchError;
 use error::Step;
 use host::{CgroupLayout, Machine};
 use lab::KvmEnv;
-use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, Status, SubjectReport};
-use stats::{Summary, round3};
+use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, SubjectReport};
+use stats::{Status, Summary, round3};
 use subjects::{Guest, IsolSubject, OciPeer, Outcome, QemuPeer, Subject, SubjectInfo, Workload};
 use workloads::{MemoryPlan, Runner, Sizes};
 

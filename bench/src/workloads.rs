@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::cancel;
 use super::metrics::{Metric, Series};
 use super::reap;
-use super::report::Status;
+use super::stats::Status;
 
 /// Where and how a workload runs.
 #[derive(Debug, Clone)]
