@@ -100,20 +100,7 @@ fn timed_to(cmd: &mut Command, stdout: Stdio) -> Result<(f64, ExitStatus, String
     let pipes: Vec<_> = child.stderr.take().into_iter().collect();
     let (status, mut out) = reap::wait_reading(&mut child, pipes, t0 + cancel::WAIT_LIMIT);
     let wall = t0.elapsed();
-    let killed = cancel::disarm();
-    let Some(status) = status else {
-        return Err(format!(
-            "the run did not finish within {} s: {}",
-            cancel::RUN_TIMEOUT.as_secs(),
-            reap::stop(child)
-        ));
-    };
-    if killed {
-        return Err(format!(
-            "the run did not finish within {} s and was killed",
-            cancel::RUN_TIMEOUT.as_secs()
-        ));
-    }
+    let status = cancel::settle(child, status, "the run did not finish")?;
     Ok((
         wall.as_secs_f64() * 1e3,
         status,
@@ -750,20 +737,11 @@ pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
         Some(u64::from(VM_MEMORY_MIB) << 10),
         Some(Instant::now() + cancel::WAIT_LIMIT),
     );
-    let killed = cancel::disarm();
-    if matches!(&m, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
-        return Err(format!(
-            "the VM did not end within {} s: {}",
-            cancel::RUN_TIMEOUT.as_secs(),
-            reap::stop(child)
-        ));
-    }
-    if killed {
-        return Err(format!(
-            "the run did not finish within {} s and was killed",
-            cancel::RUN_TIMEOUT.as_secs()
-        ));
-    }
+    let ended = match m {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+        m => Some(m),
+    };
+    let m = cancel::settle(child, ended, "the VM did not end")?;
     let m = m.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
     if !qemu_microvm::ended_cleanly(m.status) {
         let err = fs::read_to_string(log).unwrap_or_default();
