@@ -479,6 +479,103 @@ impl Slot {
     }
 }
 
+/// Which isol backends a bench measures, and why a side it leaves out is not measured.
+struct Sides {
+    container: bool,
+    kvm: bool,
+    /// The kvm side's skip reason, for every series it lacks.
+    kvm_skip: String,
+    /// The container side's skip reason.
+    container_skip: String,
+}
+
+impl Sides {
+    /// `--backends`, or by default the container side, plus kvm where /dev/kvm is hardware
+    /// or in the lab.
+    fn choose(args: &BenchOptions, kvm_env: &KvmEnv) -> Sides {
+        let backends = match &args.backends {
+            Some(b) => dedup(b),
+            None if matches!(kvm_env, KvmEnv::Hardware | KvmEnv::Lab) => {
+                vec![BenchBackend::Container, BenchBackend::Kvm]
+            }
+            None => vec![BenchBackend::Container],
+        };
+        Sides {
+            container: backends.contains(&BenchBackend::Container),
+            kvm: backends.contains(&BenchBackend::Kvm),
+            kvm_skip: format!(
+                "kvm backend not measured: /dev/kvm here is {}; `isol bench --backends container,kvm` runs the whole bench in the lab",
+                kvm_env.describe()
+            ),
+            container_skip: "container backend not measured: not in --backends".to_string(),
+        }
+    }
+}
+
+/// What every benchmark runs with: the image, the isol binary, the machine's description, the
+/// progress bar and the scratch directory.
+struct Setup {
+    store: isol_image::Store,
+    image: isol_image::Image,
+    /// The image's unpacked layers, for the peers' roots.
+    layers: Vec<PathBuf>,
+    /// The environment `isol run` gives the image's containers, for the peers.
+    peer_env: Vec<String>,
+    machine: Machine,
+    exe: PathBuf,
+    bar: ProgressBar,
+    /// The guest kernel, copied into `work` (in the lab: to RAM, not 9p, for both VMMs); `None`
+    /// without the kvm side.
+    kernel: Option<PathBuf>,
+    /// Last, so dropped last: the peers that keep their state in it are gone by then.
+    work: WorkDir,
+}
+
+impl Setup {
+    /// Enters the bench's private mount namespace, installs the Ctrl-C handlers, gets the image
+    /// and, with `with_kvm`, the guest kernel.
+    fn new(with_kvm: bool, kvm_env: &KvmEnv) -> Result<Setup, BenchError> {
+        let layout = CgroupLayout::detect();
+        // First, while this process has one thread: the namespace is per thread.
+        let environment = host::enter_private_mounts(layout)?;
+        cancel::install()?;
+
+        let store = open_store()?;
+        let image = store
+            .resolve(IMAGE)
+            .step(|| "Cannot get the busybox image the benchmark runs".into())?;
+        let layers = store
+            .unpack(&image)
+            .step(|| "Cannot unpack the busybox image's layers".into())?;
+        let peer_env = container_env(&image.config.env);
+        let mut machine = Machine::probe(layout, environment);
+        machine.kvm = kvm_env.describe();
+
+        let work = WorkDir::create()?;
+        let exe = isol_exe()?;
+        let bar = progress_bar();
+        let kernel = if with_kvm {
+            let k = guest_kernel()?;
+            let copy = work.0.join("vmlinux");
+            fs::copy(&k, &copy).step(|| format!("Cannot copy the guest kernel {}", k.display()))?;
+            Some(copy)
+        } else {
+            None
+        };
+        Ok(Setup {
+            store,
+            image,
+            layers,
+            peer_env,
+            machine,
+            exe,
+            bar,
+            kernel,
+            work,
+        })
+    }
+}
+
 /// Sets up the environment and subjects, runs every benchmark; `None` when cancelled.
 fn bench(
     args: &BenchOptions,
@@ -486,148 +583,196 @@ fn bench(
     started: u64,
     kvm_env: &KvmEnv,
 ) -> Result<Option<Report>, BenchError> {
-    let backends = match &args.backends {
-        Some(b) => dedup(b),
-        None if matches!(kvm_env, KvmEnv::Hardware | KvmEnv::Lab) => {
-            vec![BenchBackend::Container, BenchBackend::Kvm]
-        }
-        None => vec![BenchBackend::Container],
-    };
-    let with_container = backends.contains(&BenchBackend::Container);
-    let with_kvm = backends.contains(&BenchBackend::Kvm);
-    let kvm_skip = format!(
-        "kvm backend not measured: /dev/kvm here is {}; `isol bench --backends container,kvm` runs the whole bench in the lab",
-        kvm_env.describe()
-    );
-    let container_skip = "container backend not measured: not in --backends".to_string();
-
-    let layout = CgroupLayout::detect();
-    // First, while this process has one thread: the namespace is per thread.
-    let environment = host::enter_private_mounts(layout)?;
-    cancel::install()?;
-
-    let store = open_store()?;
-    let image = store
-        .resolve(IMAGE)
-        .step(|| "Cannot get the busybox image the benchmark runs".into())?;
-    let layers = store
-        .unpack(&image)
-        .step(|| "Cannot unpack the busybox image's layers".into())?;
-    let peer_env = container_env(&image.config.env);
-    let mut machine = Machine::probe(layout, environment);
-    machine.kvm = kvm_env.describe();
-
-    // Declared before the subjects, so dropped after them: peers unmount and delete first.
-    let work = WorkDir::create()?;
-    let exe = isol_exe()?;
-    let bar = progress_bar();
-    let inner = args.lab_inner;
-
-    // The guest kernel, copied next to the work (in the lab: to RAM, not 9p, for both VMMs).
-    let kernel = if with_kvm {
-        let k = guest_kernel()?;
-        let copy = work.0.join("vmlinux");
-        fs::copy(&k, &copy).step(|| format!("Cannot copy the guest kernel {}", k.display()))?;
-        Some(copy)
-    } else {
-        None
-    };
-
+    let sides = Sides::choose(args, kvm_env);
+    let mut setup = Setup::new(sides.kvm, kvm_env)?;
     let selected = dedup(&args.benchmarks);
     let warmup = if args.quick { 1 } else { WARMUP_ROUNDS };
     let mut benchmarks = Vec::new();
-    let mut start_metrics = Vec::new();
+    let mut metrics = Vec::new();
     if selected.contains(&Benchmark::Start) {
-        let bm = Benchmark::Start;
-        let mut slots = Vec::new();
-        if with_container {
-            slots.push(Slot::ready(Box::new(IsolSubject::new(
-                exe.clone(),
-                store.root().to_path_buf(),
-                IMAGE,
-            ))));
-        } else {
-            slots.push(Slot::skipped("isol", String::new(), container_skip.clone()));
-        }
-        if let Some(k) = &kernel {
-            slots.push(Slot::ready(Box::new(IsolSubject::kvm(
-                exe.clone(),
-                store.root().to_path_buf(),
-                IMAGE,
-                k.clone(),
-            ))));
-        } else {
-            let mut s = Slot::skipped("isol-kvm", String::new(), kvm_skip.clone());
-            s.info.kind = "isol";
-            slots.push(s);
-        }
-        for peer in dedup(&args.peers) {
-            let slot = match peer {
-                Peer::Qemu => qemu_slot(
-                    &work.0,
-                    &exe,
-                    kernel.as_deref(),
-                    &store,
-                    &image,
-                    &layers,
-                    &peer_env,
-                    &mut machine,
-                ),
-                _ if !with_container => Slot::skipped(
-                    peer.name(),
-                    String::new(),
-                    format!(
-                        "{} is a container runtime, and the container backend was not measured",
-                        peer.name()
-                    ),
-                ),
-                _ => peer_slot(peer, &work.0, &layers, &peer_env, &mut machine),
-            };
-            if let Some(e) = &slot.error {
-                note(&bar, format!("isol bench: skipping {}: {e}", peer.name()));
-            }
-            slots.push(slot);
-        }
-        match run_benchmark(bm, &mut slots, (warmup, runs), &bar, inner)? {
-            Some(b) => benchmarks.push(b),
-            None => return Ok(None),
-        }
-        // The VM side's memory, in runs of its own (reading smaps would perturb the timing).
-        let rounds = runs.min(if args.quick { 3 } else { 5 });
-        match vm_memory_metric(&mut slots, rounds, &work.0, &bar, inner) {
-            Some(m) => start_metrics.push(m),
-            None => return Ok(None),
-        }
+        let Some((start, vm_memory)) = start_benchmark(args, &mut setup, &sides, (warmup, runs))?
+        else {
+            return Ok(None);
+        };
+        benchmarks.push(start);
+        metrics.push(vm_memory);
     }
+    let Some(more) = workload_metrics(args, &setup, &sides, &selected, runs, kvm_env)? else {
+        return Ok(None);
+    };
+    metrics.extend(more);
+    mark_unmeasured(&mut metrics, &sides);
+    setup.bar.finish_and_clear();
+    setup.machine.loadavg_end = host::loadavg();
+    Ok(Some(Report {
+        schema: report::SCHEMA,
+        measured_in: measured_in(kvm_env, &setup.machine, &sides),
+        started_at: host::rfc3339(started),
+        finished_at: host::rfc3339(host::now_unix()),
+        argv: std::env::args().filter(|a| a != "--lab-inner").collect(),
+        machine: setup.machine,
+        settings: Settings {
+            runs,
+            warmup_rounds: warmup,
+            order: "interleaved (one run of each subject per round, same order every round)",
+            timing: "start: wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe; cpu/syscall/io/net: inside the workload, between markers",
+            run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
+        },
+        benchmarks,
+        metrics,
+    }))
+}
 
-    // The other benchmarks: isol's backends and the host.
+/// The start benchmark on isol's backends and the peers, then the VM side's memory in runs of
+/// its own (reading smaps would perturb the timing); `None` when cancelled.
+fn start_benchmark(
+    args: &BenchOptions,
+    setup: &mut Setup,
+    sides: &Sides,
+    (warmup, runs): (u32, u32),
+) -> Result<Option<(BenchmarkReport, metrics::Metric)>, BenchError> {
+    let mut slots = start_slots(args, setup, sides);
+    let inner = args.lab_inner;
+    let Some(report) = run_benchmark(
+        Benchmark::Start,
+        &mut slots,
+        (warmup, runs),
+        &setup.bar,
+        inner,
+    )?
+    else {
+        return Ok(None);
+    };
+    let rounds = runs.min(if args.quick { 3 } else { 5 });
+    let memory = vm_memory_metric(&mut slots, rounds, &setup.work.0, &setup.bar, inner);
+    Ok(memory.map(|m| (report, m)))
+}
+
+/// The start benchmark's subjects: isol on each backend, then the peers, each ready or
+/// skipped with the reason.
+fn start_slots(args: &BenchOptions, setup: &mut Setup, sides: &Sides) -> Vec<Slot> {
+    let store_root = setup.store.root().to_path_buf();
+    let mut slots = Vec::new();
+    if sides.container {
+        slots.push(Slot::ready(Box::new(IsolSubject::new(
+            setup.exe.clone(),
+            store_root.clone(),
+            IMAGE,
+        ))));
+    } else {
+        slots.push(Slot::skipped(
+            "isol",
+            String::new(),
+            sides.container_skip.clone(),
+        ));
+    }
+    if let Some(k) = &setup.kernel {
+        slots.push(Slot::ready(Box::new(IsolSubject::kvm(
+            setup.exe.clone(),
+            store_root,
+            IMAGE,
+            k.clone(),
+        ))));
+    } else {
+        let mut s = Slot::skipped("isol-kvm", String::new(), sides.kvm_skip.clone());
+        s.info.kind = "isol";
+        slots.push(s);
+    }
+    for peer in dedup(&args.peers) {
+        let slot = match peer {
+            Peer::Qemu => qemu_slot(setup),
+            _ if !sides.container => Slot::skipped(
+                peer.name(),
+                String::new(),
+                format!(
+                    "{} is a container runtime, and the container backend was not measured",
+                    peer.name()
+                ),
+            ),
+            _ => peer_slot(peer, setup),
+        };
+        if let Some(e) = &slot.error {
+            note(
+                &setup.bar,
+                format!("isol bench: skipping {}: {e}", peer.name()),
+            );
+        }
+        slots.push(slot);
+    }
+    slots
+}
+
+/// Where the benchmarks beyond start run: isol's backends and the host.
+fn runners(setup: &Setup, sides: &Sides) -> Result<Vec<Runner>, BenchError> {
     let mut runners = Vec::new();
-    if with_container {
+    if sides.container {
         runners.push(Runner::Isol {
-            exe: exe.clone(),
-            store_root: store.root().to_path_buf(),
+            exe: setup.exe.clone(),
+            store_root: setup.store.root().to_path_buf(),
             kvm: false,
             kernel: None,
         });
     }
-    if let Some(k) = &kernel {
+    if let Some(k) = &setup.kernel {
         runners.push(Runner::Isol {
-            exe: exe.clone(),
-            store_root: store.root().to_path_buf(),
+            exe: setup.exe.clone(),
+            store_root: setup.store.root().to_path_buf(),
             kvm: true,
             kernel: Some(k.clone()),
         });
     }
-    let io_dir = work.0.join("host-io");
+    let work = &setup.work.0;
+    let io_dir = work.join("host-io");
     fs::create_dir_all(&io_dir).step(|| format!("Cannot create {}", io_dir.display()))?;
     runners.push(Runner::Host {
-        bin_dir: workloads::host_bin_dir(&work.0.join("host-bin")).map_err(BenchError::Failed)?,
+        bin_dir: workloads::host_bin_dir(&work.join("host-bin")).map_err(BenchError::Failed)?,
         io_dir,
     });
+    Ok(runners)
+}
+
+/// The memory and density benchmarks' instance counts and runs.
+fn memory_plan(
+    args: &BenchOptions,
+    runs: u32,
+    work_runs: u32,
+    want_density: bool,
+    kvm_env: &KvmEnv,
+) -> MemoryPlan {
+    MemoryPlan {
+        growth: vec![1, 5, 10],
+        density: if args.quick || args.lab_inner {
+            vec![10, 50]
+        } else {
+            vec![10, 50, 100]
+        },
+        runs: work_runs,
+        density_runs: runs.min(if args.quick { 1 } else { 3 }),
+        want_memory: true,
+        want_density,
+        kvm_density_max: (args.quick && matches!(kvm_env, KvmEnv::Lab)).then_some((
+            10,
+            "not with --quick in the lab: dozens of VMs booting on the lab's emulated CPU take minutes",
+        )),
+    }
+}
+
+/// The benchmarks beyond start (memory, density, cpu, syscall, io, net) on isol's backends and
+/// the host; `None` when cancelled.
+fn workload_metrics(
+    args: &BenchOptions,
+    setup: &Setup,
+    sides: &Sides,
+    selected: &[Benchmark],
+    runs: u32,
+    kvm_env: &KvmEnv,
+) -> Result<Option<Vec<metrics::Metric>>, BenchError> {
+    let runners = runners(setup, sides)?;
     let work_runs = runs.min(if args.quick { 2 } else { 10 });
     let sizes = Sizes::new(args.quick);
+    let bar = &setup.bar;
     let progress = |msg: String| {
-        if inner || bar.is_hidden() {
+        if args.lab_inner || bar.is_hidden() {
             eprintln!("isol bench: {msg}");
         } else {
             bar.set_prefix("");
@@ -639,26 +784,11 @@ fn bench(
         bar.set_length(0);
         bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
     }
-    let mut metrics = start_metrics;
+    let mut metrics = Vec::new();
     let want = |b: Benchmark| selected.contains(&b);
     if want(Benchmark::Memory) || want(Benchmark::Density) {
-        let plan = MemoryPlan {
-            growth: vec![1, 5, 10],
-            density: if args.quick || inner {
-                vec![10, 50]
-            } else {
-                vec![10, 50, 100]
-            },
-            runs: work_runs,
-            density_runs: runs.min(if args.quick { 1 } else { 3 }),
-            want_memory: true,
-            want_density: want(Benchmark::Density),
-            kvm_density_max: (args.quick && matches!(kvm_env, KvmEnv::Lab)).then_some((
-                10,
-                "not with --quick in the lab: dozens of VMs booting on the lab's emulated CPU take minutes",
-            )),
-        };
-        match workloads::memory_metrics(&runners, &plan, &work.0, &progress) {
+        let plan = memory_plan(args, runs, work_runs, want(Benchmark::Density), kvm_env);
+        match workloads::memory_metrics(&runners, &plan, &setup.work.0, &progress) {
             Some(ms) => metrics.extend(ms.into_iter().filter(|m| {
                 (m.benchmark == "memory" && want(Benchmark::Memory)) || m.benchmark == "density"
             })),
@@ -682,28 +812,33 @@ fn bench(
             None => return Ok(None),
         }
     }
-    // Never a silent gap: a backend not measured is a marked skip in every metric.
+    Ok(Some(metrics))
+}
+
+/// Never a silent gap: a backend not measured is a marked skip in every metric beyond start.
+fn mark_unmeasured(metrics: &mut [metrics::Metric], sides: &Sides) {
     for m in metrics.iter_mut().filter(|m| m.benchmark != "start") {
         let has = |m: &metrics::Metric, p: &str| m.series.iter().any(|s| s.subject.starts_with(p));
-        if !with_kvm && !has(m, "isol-kvm") {
+        if !sides.kvm && !has(m, "isol-kvm") {
             m.series.push(metrics::Series::skipped(
                 "isol-kvm",
                 "isol (kvm)",
-                kvm_skip.clone(),
+                sides.kvm_skip.clone(),
             ));
         }
-        if !with_container && !has(m, "isol-container") {
+        if !sides.container && !has(m, "isol-container") {
             m.series.push(metrics::Series::skipped(
                 "isol-container",
                 "isol (container)",
-                container_skip.clone(),
+                sides.container_skip.clone(),
             ));
         }
     }
-    bar.finish_and_clear();
-    machine.loadavg_end = host::loadavg();
+}
 
-    let measured_in = match kvm_env {
+/// Where everything was measured: the report's first line.
+fn measured_in(kvm_env: &KvmEnv, machine: &Machine, sides: &Sides) -> String {
+    match kvm_env {
         KvmEnv::Lab => format!(
             "Measured inside the lab (a QEMU-TCG VM with nested KVM{}): every subject, the kvm and the container side alike, ran there, so they compare with each other but not with numbers measured directly on a host.",
             machine
@@ -712,33 +847,16 @@ fn bench(
                 .map(|h| format!(", on {h}"))
                 .unwrap_or_default()
         ),
-        _ if with_kvm => "Measured on this host, kvm backend on hardware /dev/kvm.".into(),
+        _ if sides.kvm => "Measured on this host, kvm backend on hardware /dev/kvm.".into(),
         _ => format!(
             "Measured on this host; {}",
-            if with_container {
-                kvm_skip.as_str()
+            if sides.container {
+                sides.kvm_skip.as_str()
             } else {
                 ""
             }
         ),
-    };
-    Ok(Some(Report {
-        schema: report::SCHEMA,
-        measured_in,
-        started_at: host::rfc3339(started),
-        finished_at: host::rfc3339(host::now_unix()),
-        argv: std::env::args().filter(|a| a != "--lab-inner").collect(),
-        machine,
-        settings: Settings {
-            runs,
-            warmup_rounds: warmup,
-            order: "interleaved (one run of each subject per round, same order every round)",
-            timing: "start: wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe; cpu/syscall/io/net: inside the workload, between markers",
-            run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
-        },
-        benchmarks,
-        metrics,
-    }))
+    }
 }
 
 /// The isol binary to run: in the lab, the path the outer bench gave (the lab's
@@ -809,13 +927,7 @@ fn container_env(image_env: &[String]) -> Vec<String> {
 }
 
 /// A peer ready to run, or skipped with the reason.
-fn peer_slot(
-    peer: Peer,
-    work: &Path,
-    layers: &[PathBuf],
-    env: &[String],
-    machine: &mut Machine,
-) -> Slot {
+fn peer_slot(peer: Peer, setup: &mut Setup) -> Slot {
     let name = peer.name();
     let Some(binary) = subjects::find_in_path(name) else {
         return Slot::skipped(
@@ -828,14 +940,14 @@ fn peer_slot(
         Ok(v) => v,
         Err(e) => return Slot::skipped(name, String::new(), e),
     };
-    machine.runtimes.insert(name.into(), version.clone());
+    setup.machine.runtimes.insert(name.into(), version.clone());
     match OciPeer::new(
         name,
         binary,
         version.clone(),
-        work,
-        layers.to_vec(),
-        env.to_vec(),
+        &setup.work.0,
+        setup.layers.clone(),
+        setup.peer_env.clone(),
     ) {
         Ok(p) => Slot::ready(Box::new(p)),
         Err(e) => Slot::skipped(name, version, e),
@@ -843,18 +955,8 @@ fn peer_slot(
 }
 
 /// QEMU `-M microvm`, ready to boot the guest isol's kvm backend boots, or skipped.
-#[allow(clippy::too_many_arguments)]
-fn qemu_slot(
-    work: &Path,
-    exe: &Path,
-    kernel: Option<&Path>,
-    store: &isol_image::Store,
-    image: &isol_image::Image,
-    layers: &[PathBuf],
-    env: &[String],
-    machine: &mut Machine,
-) -> Slot {
-    let Some(kernel) = kernel else {
+fn qemu_slot(setup: &mut Setup) -> Slot {
+    let Some(kernel) = setup.kernel.clone() else {
         return Slot::skipped(
             "qemu",
             String::new(),
@@ -874,12 +976,15 @@ fn qemu_slot(
         Ok(v) => v,
         Err(e) => return Slot::skipped("qemu", String::new(), e),
     };
-    machine.runtimes.insert("qemu".into(), version.clone());
+    setup
+        .machine
+        .runtimes
+        .insert("qemu".into(), version.clone());
     // The root disk isol's kvm backend boots (built now if not cached yet).
     let disk = match isol_vmm::rootfs_image::ensure_disk(
-        &store.root().join("vm-disks"),
-        &image.summary.digest,
-        layers,
+        &setup.store.root().join("vm-disks"),
+        &setup.image.summary.digest,
+        &setup.layers,
     ) {
         Ok(d) => d,
         Err(e) => {
@@ -892,14 +997,14 @@ fn qemu_slot(
     };
     let init = std::env::var_os("ISOL_GUEST_INIT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| exe.with_file_name("isol-guest-init"));
+        .unwrap_or_else(|| setup.exe.with_file_name("isol-guest-init"));
     let guest = Guest {
-        kernel: kernel.to_path_buf(),
+        kernel,
         disk,
         init,
-        env: env.to_vec(),
+        env: setup.peer_env.clone(),
     };
-    match QemuPeer::new(&binary, version.clone(), work, guest) {
+    match QemuPeer::new(&binary, version.clone(), &setup.work.0, guest) {
         Ok(q) => Slot::ready(Box::new(q)),
         Err(e) => Slot::skipped("qemu", version, e),
     }
