@@ -27,9 +27,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run a command inside the lab: a QEMU VM with a real /dev/kvm, for hosts without
     /// hardware virtualization.
-    Lab(crate::commands::lab::LabArgs),
+    Lab(LabArgs),
     /// Measure isol's start-up against crun and runc on this machine, and write a report.
-    Bench(crate::commands::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,4 +148,106 @@ pub struct DoctorArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Run a command inside the lab VM (a QEMU VM with a real /dev/kvm).
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    /// Memory of the lab VM, in QEMU `-m` syntax (4G, 2048M, ...).
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "4G",
+        env = "ISOL_LAB_MEMORY"
+    )]
+    pub memory: String,
+
+    /// Number of vCPUs of the lab VM (each is a host thread under QEMU TCG).
+    #[arg(long, value_name = "N", default_value_t = 2, env = "ISOL_LAB_CPUS")]
+    pub cpus: u32,
+
+    /// QEMU CPU model of the lab VM. The default is QEMU's `max` (which has AMD SVM)
+    /// without ERMS ("fast rep movsb/stosb"): under TCG every iteration of a `rep`
+    /// string instruction is one step of the emulator, so with ERMS the lab kernel
+    /// zeroes and copies pages one byte per step, and zeroing the guest RAM a nested
+    /// VM touches took most of its start-up time (docs/lab.md, "CPU model").
+    #[arg(
+        long,
+        value_name = "MODEL",
+        default_value = "max,erms=off",
+        env = "ISOL_LAB_CPU_MODEL"
+    )]
+    pub cpu_model: String,
+
+    /// Show the lab kernel's log and the lab init's steps on stderr.
+    #[arg(long)]
+    pub console: bool,
+
+    /// Print how long preparation, boot, the command and shutdown took (stderr).
+    #[arg(long)]
+    pub timings: bool,
+
+    /// Give the lab a network interface (QEMU user-mode networking, NAT to the
+    /// outside; eth0 10.0.2.15/24, DNS 10.0.2.3). Without it the lab has only
+    /// a loopback interface.
+    #[arg(long)]
+    pub net: bool,
+
+    /// Extra words for the lab kernel's command line, separated by spaces:
+    /// kernel parameters, and MODULE.PARAM=VALUE for the modules the lab loads
+    /// (kvm, kvm_amd, ...). `--kernel-args ""` gives none.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        env = "ISOL_LAB_KERNEL_ARGS",
+        allow_hyphen_values = true
+    )]
+    pub kernel_args: String,
+
+    /// The QEMU binary to use.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "qemu-system-x86_64",
+        env = "ISOL_LAB_QEMU"
+    )]
+    pub qemu: String,
+
+    /// The command to run in the lab, and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// isol backends to measure, comma-separated: container, kvm [default: container, plus kvm
+    /// where /dev/kvm is hardware]. On a host whose /dev/kvm is emulated, kvm runs the whole
+    /// bench in the lab (`isol lab`).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = isol_bench::parse_backend)]
+    pub backends: Option<Vec<isol_bench::BenchBackend>>,
+    /// Runtimes to compare with, comma-separated: crun, runc (container side), qemu (VM side).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "crun,runc,qemu", value_parser = isol_bench::parse_peer)]
+    pub peers: Vec<isol_bench::Peer>,
+    /// Timed runs per subject [default: 30, or 10 with --quick].
+    #[arg(long, value_name = "N", value_parser = isol_bench::parse_runs)]
+    pub runs: Option<u32>,
+    /// A quick look: 10 timed runs per subject unless --runs says otherwise.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for report.json, report.md and report.html [default: ./isol-bench-<UTC date-time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net", value_parser = isol_bench::parse_benchmark)]
+    pub benchmarks: Vec<isol_bench::Benchmark>,
+    /// Internal: this bench runs inside the lab for an outer `isol bench`, and prints its
+    /// reports on stdout.
+    #[arg(long, hide = true)]
+    pub lab_inner: bool,
 }

@@ -15,7 +15,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Doctor(args) => doctor::run(args),
-        Command::Lab(args) => lab::run(&args),
+        Command::Lab(args) => lab::run(args),
     }
 }
 

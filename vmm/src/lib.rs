@@ -13,7 +13,6 @@ pub mod event_loop;
 pub mod initramfs;
 pub mod launch;
 pub mod loader;
-pub mod qemu_microvm;
 pub mod rootfs_image;
 pub mod test_images;
 pub mod trace;

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use super::metrics::Metric;
-use super::report::{BenchmarkReport, Report, Status, SubjectReport};
-use super::stats::Summary;
+use super::report::{BenchmarkReport, Report, SubjectReport};
+use super::stats::{Status, Summary};
 
 const WIDTH: f64 = 960.0;
 const LABEL_W: f64 = 230.0;

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::host::Machine;
-use super::stats::{Summary, round3};
+use super::stats::{Status, Summary, round3};
 use super::subjects::SubjectInfo;
 
 /// Version of the `report.json` layout.
@@ -58,17 +58,6 @@ pub struct BenchmarkReport {
     /// run plus the untimed root preparation and cleanup the bench does for it (the work isol
     /// does inside its own run).
     pub ratios_with_root: BTreeMap<String, BTreeMap<String, f64>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Every run succeeded.
-    Ok,
-    /// Not run: not installed, or it failed the pre-flight check (see `error`).
-    Skipped,
-    /// Failed during the timed runs (see `error`); the samples before the failure are kept.
-    Failed,
 }
 
 #[derive(Debug, Serialize)]
@@ -512,11 +501,7 @@ impl Report {
 pub(super) mod tests {
     use super::*;
 
-    pub(in crate::commands::bench) fn subject(
-        name: &str,
-        kind: &'static str,
-        samples: &[f64],
-    ) -> SubjectReport {
+    pub(crate) fn subject(name: &str, kind: &'static str, samples: &[f64]) -> SubjectReport {
         SubjectReport {
             info: SubjectInfo {
                 name: name.into(),

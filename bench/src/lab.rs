@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use super::error::{BenchError, Step};
 use super::reap;
 
 /// How long the bench in the lab may go without a line of progress before the lab is taken
@@ -74,7 +74,7 @@ pub struct Envelope {
 pub const ENVELOPE_MARK: &str = "ISOL_BENCH_REPORT ";
 
 /// Runs `isol bench ARGS… --lab-inner` in the lab; returns the reports it printed.
-pub fn run_in_lab(exe: &Path, host_line: &str) -> anyhow::Result<Envelope> {
+pub fn run_in_lab(exe: &Path, host_line: &str) -> Result<Envelope, BenchError> {
     let mut inner: Vec<String> = std::env::args().skip(1).collect();
     // The lab cannot write our --out: the inner bench prints the reports instead.
     let mut i = 0;
@@ -103,7 +103,7 @@ pub fn run_in_lab(exe: &Path, host_line: &str) -> anyhow::Result<Envelope> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("Cannot start isol lab")?;
+        .step(|| "Cannot start isol lab".into())?;
     // stdout (the reports) is read to its end meanwhile; stderr (the inner bench's progress)
     // is passed on line by line, and each line counts as a sign of life.
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -135,18 +135,18 @@ pub fn run_in_lab(exe: &Path, host_line: &str) -> anyhow::Result<Envelope> {
         if at.elapsed() > LAB_STALL {
             // isol lab stops its VM on SIGTERM (and QEMU dies with it on SIGKILL).
             let how = reap::stop_one(child);
-            bail!(
+            return Err(BenchError::Failed(format!(
                 "The lab made no progress for {} minutes (last: {:?}) and was stopped ({how}): the lab's nested KVM sometimes hangs for good (docs/lab.md, \"Known fault\"); no report was written, run it again",
                 LAB_STALL.as_secs() / 60,
                 line.trim()
-            );
+            )));
         }
     };
     let text = reader.join().unwrap_or_default();
     let Some(line) = text.lines().find_map(|l| l.strip_prefix(ENVELOPE_MARK)) else {
-        bail!(
+        return Err(BenchError::Failed(format!(
             "The bench in the lab printed no report (isol lab exited with {status}); see the messages above"
-        );
+        )));
     };
-    serde_json::from_str(line).context("Cannot read the report the bench in the lab printed")
+    serde_json::from_str(line).step(|| "Cannot read the report the bench in the lab printed".into())
 }

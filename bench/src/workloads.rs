@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::cancel;
 use super::metrics::{Metric, Series};
 use super::reap;
-use super::report::Status;
+use super::stats::Status;
 
 /// Where and how a workload runs.
 #[derive(Debug, Clone)]
@@ -267,20 +267,7 @@ fn output_with_timeout(cmd: &mut Command) -> Result<(String, String), String> {
         .map(File::from)
         .collect();
     let (status, out) = reap::wait_reading(&mut child, pipes, t0 + cancel::WAIT_LIMIT);
-    let killed = cancel::disarm();
-    if status.is_none() {
-        return Err(format!(
-            "the run did not finish within {} s: {}",
-            cancel::RUN_TIMEOUT.as_secs(),
-            reap::stop(child)
-        ));
-    }
-    if killed {
-        return Err(format!(
-            "the run did not finish within {} s and was killed",
-            cancel::RUN_TIMEOUT.as_secs()
-        ));
-    }
+    cancel::settle(child, status, "the run did not finish")?;
     let text = |i: usize| String::from_utf8_lossy(out.get(i).map_or(&[][..], |v| v)).into_owned();
     Ok((text(0), text(1)))
 }

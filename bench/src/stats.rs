@@ -1,6 +1,19 @@
-//! Order statistics of a set of samples: median, quartiles, extremes.
+//! Order statistics of a set of samples: median, quartiles, extremes; and how the subject
+//! that gave them fared ([`Status`]), which the report and the metrics both keep.
 
 use serde::Serialize;
+
+/// How a subject or a series fared in a benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every run succeeded.
+    Ok,
+    /// Not run: not installed, or it failed the pre-flight check (see `error`).
+    Skipped,
+    /// Failed during the timed runs (see `error`); the samples before the failure are kept.
+    Failed,
+}
 
 /// Summary of samples in milliseconds. Quantiles interpolate linearly between the closest ranks
 /// (the "type 7" definition of R and numpy's default).

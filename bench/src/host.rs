@@ -6,11 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 use serde::Serialize;
+
+use super::error::{BenchError, Step};
 
 /// Where the cgroup2 hierarchy of a hybrid layout is mounted.
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
@@ -56,11 +57,11 @@ impl CgroupLayout {
 }
 
 /// The bench needs root: the peers run rootful, and it mounts overlays and a namespace.
-pub fn require_root() -> anyhow::Result<()> {
+pub fn require_root() -> Result<(), BenchError> {
     if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "isol bench needs root (it runs crun and runc rootful and mounts each run's root); run it with sudo"
-        );
+        return Err(BenchError::Failed(
+            "isol bench needs root (it runs crun and runc rootful and mounts each run's root); run it with sudo".into(),
+        ));
     }
     Ok(())
 }
@@ -72,8 +73,9 @@ pub fn require_root() -> anyhow::Result<()> {
 /// runtime may write there off the host's /sys/fs/cgroup. Returns a note for the report.
 ///
 /// Call it first, while the process has a single thread: the namespace is per thread.
-pub fn enter_private_mounts(layout: CgroupLayout) -> anyhow::Result<String> {
-    unshare(CloneFlags::CLONE_NEWNS).context("Cannot create the benchmark's mount namespace")?;
+pub fn enter_private_mounts(layout: CgroupLayout) -> Result<String, BenchError> {
+    unshare(CloneFlags::CLONE_NEWNS)
+        .step(|| "Cannot create the benchmark's mount namespace".into())?;
     mount(
         None::<&str>,
         "/",
@@ -81,12 +83,12 @@ pub fn enter_private_mounts(layout: CgroupLayout) -> anyhow::Result<String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .context("Cannot make the benchmark's mounts private")?;
+    .step(|| "Cannot make the benchmark's mounts private".into())?;
     if layout != CgroupLayout::Hybrid {
         return Ok("every subject runs in one private mount namespace (the host's mounts)".into());
     }
     umount2(UNIFIED, MntFlags::MNT_DETACH)
-        .with_context(|| format!("Cannot unmount {UNIFIED} in the benchmark's namespace"))?;
+        .step(|| format!("Cannot unmount {UNIFIED} in the benchmark's namespace"))?;
     mount(
         Some("isol-bench"),
         UNIFIED,
@@ -94,7 +96,7 @@ pub fn enter_private_mounts(layout: CgroupLayout) -> anyhow::Result<String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=755,size=1m"),
     )
-    .with_context(|| format!("Cannot mount a tmpfs over {UNIFIED}"))?;
+    .step(|| format!("Cannot mount a tmpfs over {UNIFIED}"))?;
     Ok(format!(
         "every subject runs in one private mount namespace where {UNIFIED} (cgroup2, no controllers) is replaced by an empty tmpfs, so the layout is plain cgroup v1 for all (crun 1.8 refuses hybrid layouts)"
     ))

@@ -8,12 +8,15 @@
 //! thread kills a run that exceeds [`RUN_TIMEOUT`], which the bench then reports as that
 //! subject's failure.
 
+use std::process::Child;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+use super::error::{BenchError, Step};
+use super::reap;
 
 /// The longest one run may take before it is killed.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,7 +93,7 @@ pub fn untrack(pid: u32) {
 }
 
 /// Installs the SIGINT/SIGTERM handlers and starts the watchdog thread.
-pub fn install() -> anyhow::Result<()> {
+pub fn install() -> Result<(), BenchError> {
     base();
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -100,12 +103,12 @@ pub fn install() -> anyhow::Result<()> {
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: `on_signal` only touches atomics and calls kill(2), which are
         // async-signal-safe; no other handler is replaced that the program relies on.
-        unsafe { sigaction(sig, &action) }.context("Cannot install the Ctrl-C handler")?;
+        unsafe { sigaction(sig, &action) }.step(|| "Cannot install the Ctrl-C handler".into())?;
     }
     std::thread::Builder::new()
         .name("bench-watchdog".into())
         .spawn(watchdog)
-        .context("Cannot start the benchmark's watchdog thread")?;
+        .step(|| "Cannot start the benchmark's watchdog thread".into())?;
     Ok(())
 }
 
@@ -126,6 +129,28 @@ pub fn arm(pid: u32) {
 pub fn disarm() -> bool {
     CURRENT_PGID.store(0, Ordering::SeqCst);
     TIMED_OUT.swap(false, Ordering::SeqCst)
+}
+
+/// Ends the watch of a run ([`disarm`]) and says how it ended: what its wait gave (`ended`),
+/// or an error when it was still running at its wait limit (`ended` is `None`: [`WAIT_LIMIT`];
+/// it is stopped now, with [`reap::stop`], and `late` says what it did not do in time, e.g.
+/// "the run did not finish") or when the watchdog killed it.
+pub fn settle<T>(child: Child, ended: Option<T>, late: &str) -> Result<T, String> {
+    let killed = disarm();
+    let Some(ended) = ended else {
+        return Err(format!(
+            "{late} within {} s: {}",
+            RUN_TIMEOUT.as_secs(),
+            reap::stop(child)
+        ));
+    };
+    if killed {
+        return Err(format!(
+            "the run did not finish within {} s and was killed",
+            RUN_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(ended)
 }
 
 /// How many runs the watchdog has killed for exceeding [`RUN_TIMEOUT`] so far.
@@ -188,6 +213,23 @@ mod tests {
             .rsplit_once(')')
             .and_then(|(_, t)| t.split_whitespace().next());
         !matches!(state, None | Some("Z") | Some("X"))
+    }
+
+    #[test]
+    fn a_run_past_its_wait_limit_is_stopped_and_reported_late() {
+        let c = Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let e = settle::<()>(c, None, "the run did not finish").unwrap_err();
+        assert_eq!(
+            e,
+            "the run did not finish within 60 s: stopped with SIGTERM"
+        );
+        let mut c = Command::new("true").spawn().unwrap();
+        let st = c.wait().unwrap();
+        assert_eq!(settle(c, Some(st), "the run did not finish"), Ok(st));
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::report::Status;
-use super::stats::{Summary, round3};
+use super::stats::{Status, Summary, round3};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Metric {

@@ -1,4 +1,5 @@
 //! `isol bench`: measure isol against other runtimes, on this machine, and write a report.
+//! The CLI turns its arguments into [`BenchOptions`] and calls [`run`].
 //!
 //! A benchmark is a named workload run on several subjects (isol's backends, peer runtimes).
 //! Each subject first passes a pre-flight check (the workload must really run in it), then all
@@ -11,11 +12,13 @@
 //! in it, whatever happens (Ctrl-C included: see [`cancel`]).
 
 mod cancel;
+mod error;
 mod host;
-pub mod html;
+mod html;
 mod lab;
 mod metrics;
 mod oci;
+pub mod qemu_microvm;
 mod reap;
 mod report;
 mod stats;
@@ -27,14 +30,14 @@ use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub use error::BenchError;
+use error::Step;
 use host::{CgroupLayout, Machine};
 use lab::KvmEnv;
-use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, Status, SubjectReport};
-use stats::{Summary, round3};
+use report::{BenchmarkReport, PhaseRow, Report, SampleRecord, Settings, SubjectReport};
+use stats::{Status, Summary, round3};
 use subjects::{Guest, IsolSubject, OciPeer, Outcome, QemuPeer, Subject, SubjectInfo, Workload};
 use workloads::{MemoryPlan, Runner, Sizes};
 
@@ -48,31 +51,25 @@ const IMAGE: &str = "busybox";
 /// Exit code after Ctrl-C.
 const EXIT_CANCELLED: i32 = 130;
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// isol backends to measure, comma-separated: container, kvm [default: container, plus kvm
-    /// where /dev/kvm is hardware]. On a host whose /dev/kvm is emulated, kvm runs the whole
-    /// bench in the lab (`isol lab`).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_backend)]
+/// What to measure, and where to write the report: `isol bench`'s options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// isol backends to measure; `None`: container, plus kvm where /dev/kvm is hardware. On a
+    /// host whose /dev/kvm is emulated, kvm runs the whole bench in the lab (`isol lab`).
     pub backends: Option<Vec<BenchBackend>>,
-    /// Runtimes to compare with, comma-separated: crun, runc (container side), qemu (VM side).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "crun,runc,qemu", value_parser = parse_peer)]
+    /// Runtimes to compare with: crun, runc (container side), qemu (VM side).
     pub peers: Vec<Peer>,
-    /// Timed runs per subject [default: 30, or 10 with --quick].
-    #[arg(long, value_name = "N", value_parser = parse_runs)]
+    /// Timed runs per subject; `None`: 30, or 10 with `quick`.
     pub runs: Option<u32>,
-    /// A quick look: 10 timed runs per subject unless --runs says otherwise.
-    #[arg(long)]
+    /// A quick look: 10 timed runs per subject unless `runs` says otherwise.
     pub quick: bool,
-    /// Directory for report.json, report.md and report.html [default: ./isol-bench-<UTC date-time>].
-    #[arg(long, value_name = "DIR")]
+    /// Directory for report.json, report.md and report.html; `None`:
+    /// ./isol-bench-<UTC date-time>.
     pub out: Option<PathBuf>,
-    /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net", value_parser = parse_benchmark)]
+    /// Benchmarks to run.
     pub benchmarks: Vec<Benchmark>,
-    /// Internal: this bench runs inside the lab for an outer `isol bench`, and prints its
-    /// reports on stdout.
-    #[arg(long, hide = true)]
+    /// This bench runs inside the lab for an outer `isol bench`, and prints its reports on
+    /// stdout.
     pub lab_inner: bool,
 }
 
@@ -142,7 +139,8 @@ impl Benchmark {
     }
 }
 
-fn parse_backend(s: &str) -> Result<BenchBackend, String> {
+/// A `--backends` word: `container` or `kvm`.
+pub fn parse_backend(s: &str) -> Result<BenchBackend, String> {
     match s.trim() {
         "container" => Ok(BenchBackend::Container),
         "kvm" => Ok(BenchBackend::Kvm),
@@ -150,7 +148,8 @@ fn parse_backend(s: &str) -> Result<BenchBackend, String> {
     }
 }
 
-fn parse_peer(s: &str) -> Result<Peer, String> {
+/// A `--peers` word: `crun`, `runc` or `qemu`.
+pub fn parse_peer(s: &str) -> Result<Peer, String> {
     match s.trim() {
         "crun" => Ok(Peer::Crun),
         "runc" => Ok(Peer::Runc),
@@ -159,7 +158,8 @@ fn parse_peer(s: &str) -> Result<Peer, String> {
     }
 }
 
-fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
+/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io` or `net`.
+pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     match s.trim() {
         "start" => Ok(Benchmark::Start),
         "memory" => Ok(Benchmark::Memory),
@@ -174,7 +174,8 @@ fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     }
 }
 
-fn parse_runs(s: &str) -> Result<u32, String> {
+/// A number of timed runs: 1 to 100000.
+pub fn parse_runs(s: &str) -> Result<u32, String> {
     match s.trim().parse::<u32>() {
         Ok(0) => Err("a benchmark needs at least 1 timed run".into()),
         Ok(n) if n <= 100_000 => Ok(n),
@@ -193,7 +194,10 @@ fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     out
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
+/// Runs the bench `args` asks for and writes its reports; returns the exit code: 0, or 130
+/// when cancelled (Ctrl-C). isol failing its own benchmark is an error, after the report is
+/// written.
+pub fn run(args: BenchOptions) -> Result<i32, BenchError> {
     let runs = args
         .runs
         .unwrap_or(if args.quick { QUICK_RUNS } else { DEFAULT_RUNS });
@@ -247,9 +251,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         envelope(&report)?
     };
 
-    let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
+    let write = |name: &str, text: &str| -> Result<PathBuf, BenchError> {
         let path = out.join(name);
-        fs::write(&path, text).with_context(|| {
+        fs::write(&path, text).step(|| {
             format!(
                 "Cannot write {}; choose a writable directory with --out",
                 path.display()
@@ -276,24 +280,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .flat_map(|b| b["subjects"].as_array().into_iter().flatten())
         .find(|s| s["kind"] == "isol" && s["status"] == "failed")
     {
-        bail!(
+        return Err(BenchError::Failed(format!(
             "isol itself failed during the benchmark: {}; see {}",
             s["error"].as_str().unwrap_or("no reason recorded"),
             md_path.display()
-        );
+        )));
     }
     Ok(0)
 }
 
 /// The bench inside the lab: runs, then prints the reports on stdout in one line.
-fn run_inner(args: &BenchArgs, runs: u32, started: u64, kvm_env: KvmEnv) -> anyhow::Result<i32> {
+fn run_inner(
+    args: &BenchOptions,
+    runs: u32,
+    started: u64,
+    kvm_env: KvmEnv,
+) -> Result<i32, BenchError> {
     match bench(args, runs, started, &kvm_env)? {
         Some(report) => {
             let e = envelope(&report)?;
             println!(
                 "{}{}",
                 lab::ENVELOPE_MARK,
-                serde_json::to_string(&e).context("Cannot serialize the report")?
+                serde_json::to_string(&e).step(|| "Cannot serialize the report".into())?
             );
             Ok(0)
         }
@@ -307,7 +316,7 @@ fn run_inner(args: &BenchArgs, runs: u32, started: u64, kvm_env: KvmEnv) -> anyh
 /// After a cancel: the cgroups and run dirs of `isol run`s a second Ctrl-C killed (a killed run
 /// cannot remove them itself; their mounts went with their mount namespaces).
 fn sweep_killed_runs() {
-    if let Ok(store) = super::open_store() {
+    if let Ok(store) = open_store() {
         isol_container::state::sweep(
             &store.root().join("containers"),
             Path::new(isol_container::process::CGROUP_ROOT),
@@ -315,9 +324,15 @@ fn sweep_killed_runs() {
     }
 }
 
+/// The image store isol uses (as the CLI opens it): `$ISOL_HOME`, else /var/lib/isol.
+fn open_store() -> Result<isol_image::Store, BenchError> {
+    Ok(isol_image::Store::open(isol_image::Store::default_root())?)
+}
+
 /// The three reports and the stdout tables.
-fn envelope(report: &Report) -> anyhow::Result<lab::Envelope> {
-    let json = serde_json::to_string_pretty(report).context("Cannot serialize the report")?;
+fn envelope(report: &Report) -> Result<lab::Envelope, BenchError> {
+    let json =
+        serde_json::to_string_pretty(report).step(|| "Cannot serialize the report".into())?;
     let mut tables = String::new();
     for b in &report.benchmarks {
         tables.push_str(&format!("## {}: {}\n\n", b.name, b.description));
@@ -336,13 +351,13 @@ fn envelope(report: &Report) -> anyhow::Result<lab::Envelope> {
 }
 
 /// Creates the report directory and checks that it is writable; returns whether it was created.
-fn prepare_out(dir: &Path) -> anyhow::Result<bool> {
+fn prepare_out(dir: &Path) -> Result<bool, BenchError> {
     let existed = dir.is_dir();
     let fail = |e: std::io::Error| {
-        anyhow!(
+        BenchError::Failed(format!(
             "Cannot write the report to {}: {e}; choose a writable directory with --out",
             dir.display()
-        )
+        ))
     };
     fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(".isol-bench-write-test");
@@ -361,11 +376,11 @@ fn prepare_out(dir: &Path) -> anyhow::Result<bool> {
 struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn create() -> anyhow::Result<WorkDir> {
+    fn create() -> Result<WorkDir, BenchError> {
         let dir = std::env::temp_dir().join(format!("isol-bench.{}", std::process::id()));
         // A directory of this name was left by a killed bench that had this pid.
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| {
+        fs::create_dir_all(&dir).step(|| {
             format!(
                 "Cannot create the benchmark's scratch directory {}; set TMPDIR to a writable one",
                 dir.display()
@@ -464,156 +479,300 @@ impl Slot {
     }
 }
 
+/// Which isol backends a bench measures, and why a side it leaves out is not measured.
+struct Sides {
+    container: bool,
+    kvm: bool,
+    /// The kvm side's skip reason, for every series it lacks.
+    kvm_skip: String,
+    /// The container side's skip reason.
+    container_skip: String,
+}
+
+impl Sides {
+    /// `--backends`, or by default the container side, plus kvm where /dev/kvm is hardware
+    /// or in the lab.
+    fn choose(args: &BenchOptions, kvm_env: &KvmEnv) -> Sides {
+        let backends = match &args.backends {
+            Some(b) => dedup(b),
+            None if matches!(kvm_env, KvmEnv::Hardware | KvmEnv::Lab) => {
+                vec![BenchBackend::Container, BenchBackend::Kvm]
+            }
+            None => vec![BenchBackend::Container],
+        };
+        Sides {
+            container: backends.contains(&BenchBackend::Container),
+            kvm: backends.contains(&BenchBackend::Kvm),
+            kvm_skip: format!(
+                "kvm backend not measured: /dev/kvm here is {}; `isol bench --backends container,kvm` runs the whole bench in the lab",
+                kvm_env.describe()
+            ),
+            container_skip: "container backend not measured: not in --backends".to_string(),
+        }
+    }
+}
+
+/// What every benchmark runs with: the image, the isol binary, the machine's description, the
+/// progress bar and the scratch directory.
+struct Setup {
+    store: isol_image::Store,
+    image: isol_image::Image,
+    /// The image's unpacked layers, for the peers' roots.
+    layers: Vec<PathBuf>,
+    /// The environment `isol run` gives the image's containers, for the peers.
+    peer_env: Vec<String>,
+    machine: Machine,
+    exe: PathBuf,
+    bar: ProgressBar,
+    /// The guest kernel, copied into `work` (in the lab: to RAM, not 9p, for both VMMs); `None`
+    /// without the kvm side.
+    kernel: Option<PathBuf>,
+    /// Last, so dropped last: the peers that keep their state in it are gone by then.
+    work: WorkDir,
+}
+
+impl Setup {
+    /// Enters the bench's private mount namespace, installs the Ctrl-C handlers, gets the image
+    /// and, with `with_kvm`, the guest kernel.
+    fn new(with_kvm: bool, kvm_env: &KvmEnv) -> Result<Setup, BenchError> {
+        let layout = CgroupLayout::detect();
+        // First, while this process has one thread: the namespace is per thread.
+        let environment = host::enter_private_mounts(layout)?;
+        cancel::install()?;
+
+        let store = open_store()?;
+        let image = store
+            .resolve(IMAGE)
+            .step(|| "Cannot get the busybox image the benchmark runs".into())?;
+        let layers = store
+            .unpack(&image)
+            .step(|| "Cannot unpack the busybox image's layers".into())?;
+        let peer_env = container_env(&image.config.env);
+        let mut machine = Machine::probe(layout, environment);
+        machine.kvm = kvm_env.describe();
+
+        let work = WorkDir::create()?;
+        let exe = isol_exe()?;
+        let bar = progress_bar();
+        let kernel = if with_kvm {
+            let k = guest_kernel()?;
+            let copy = work.0.join("vmlinux");
+            fs::copy(&k, &copy).step(|| format!("Cannot copy the guest kernel {}", k.display()))?;
+            Some(copy)
+        } else {
+            None
+        };
+        Ok(Setup {
+            store,
+            image,
+            layers,
+            peer_env,
+            machine,
+            exe,
+            bar,
+            kernel,
+            work,
+        })
+    }
+}
+
 /// Sets up the environment and subjects, runs every benchmark; `None` when cancelled.
 fn bench(
-    args: &BenchArgs,
+    args: &BenchOptions,
     runs: u32,
     started: u64,
     kvm_env: &KvmEnv,
-) -> anyhow::Result<Option<Report>> {
-    let backends = match &args.backends {
-        Some(b) => dedup(b),
-        None if matches!(kvm_env, KvmEnv::Hardware | KvmEnv::Lab) => {
-            vec![BenchBackend::Container, BenchBackend::Kvm]
-        }
-        None => vec![BenchBackend::Container],
-    };
-    let with_container = backends.contains(&BenchBackend::Container);
-    let with_kvm = backends.contains(&BenchBackend::Kvm);
-    let kvm_skip = format!(
-        "kvm backend not measured: /dev/kvm here is {}; `isol bench --backends container,kvm` runs the whole bench in the lab",
-        kvm_env.describe()
-    );
-    let container_skip = "container backend not measured: not in --backends".to_string();
-
-    let layout = CgroupLayout::detect();
-    // First, while this process has one thread: the namespace is per thread.
-    let environment = host::enter_private_mounts(layout)?;
-    cancel::install()?;
-
-    let store = super::open_store()?;
-    let image = store
-        .resolve(IMAGE)
-        .context("Cannot get the busybox image the benchmark runs")?;
-    let layers = store
-        .unpack(&image)
-        .context("Cannot unpack the busybox image's layers")?;
-    let peer_env = container_env(&image.config.env);
-    let mut machine = Machine::probe(layout, environment);
-    machine.kvm = kvm_env.describe();
-
-    // Declared before the subjects, so dropped after them: peers unmount and delete first.
-    let work = WorkDir::create()?;
-    let exe = isol_exe()?;
-    let bar = progress_bar();
-    let inner = args.lab_inner;
-
-    // The guest kernel, copied next to the work (in the lab: to RAM, not 9p, for both VMMs).
-    let kernel = if with_kvm {
-        let k = guest_kernel()?;
-        let copy = work.0.join("vmlinux");
-        fs::copy(&k, &copy)
-            .with_context(|| format!("Cannot copy the guest kernel {}", k.display()))?;
-        Some(copy)
-    } else {
-        None
-    };
-
+) -> Result<Option<Report>, BenchError> {
+    let sides = Sides::choose(args, kvm_env);
+    let mut setup = Setup::new(sides.kvm, kvm_env)?;
     let selected = dedup(&args.benchmarks);
     let warmup = if args.quick { 1 } else { WARMUP_ROUNDS };
     let mut benchmarks = Vec::new();
-    let mut start_metrics = Vec::new();
+    let mut metrics = Vec::new();
     if selected.contains(&Benchmark::Start) {
-        let bm = Benchmark::Start;
-        let mut slots = Vec::new();
-        if with_container {
-            slots.push(Slot::ready(Box::new(IsolSubject::new(
-                exe.clone(),
-                store.root().to_path_buf(),
-                IMAGE,
-            ))));
-        } else {
-            slots.push(Slot::skipped("isol", String::new(), container_skip.clone()));
-        }
-        if let Some(k) = &kernel {
-            slots.push(Slot::ready(Box::new(IsolSubject::kvm(
-                exe.clone(),
-                store.root().to_path_buf(),
-                IMAGE,
-                k.clone(),
-            ))));
-        } else {
-            let mut s = Slot::skipped("isol-kvm", String::new(), kvm_skip.clone());
-            s.info.kind = "isol";
-            slots.push(s);
-        }
-        for peer in dedup(&args.peers) {
-            let slot = match peer {
-                Peer::Qemu => qemu_slot(
-                    &work.0,
-                    &exe,
-                    kernel.as_deref(),
-                    &store,
-                    &image,
-                    &layers,
-                    &peer_env,
-                    &mut machine,
-                ),
-                _ if !with_container => Slot::skipped(
-                    peer.name(),
-                    String::new(),
-                    format!(
-                        "{} is a container runtime, and the container backend was not measured",
-                        peer.name()
-                    ),
-                ),
-                _ => peer_slot(peer, &work.0, &layers, &peer_env, &mut machine),
-            };
-            if let Some(e) = &slot.error {
-                note(&bar, format!("isol bench: skipping {}: {e}", peer.name()));
-            }
-            slots.push(slot);
-        }
-        match run_benchmark(bm, &mut slots, (warmup, runs), &bar, inner)? {
-            Some(b) => benchmarks.push(b),
-            None => return Ok(None),
-        }
-        // The VM side's memory, in runs of its own (reading smaps would perturb the timing).
-        let rounds = runs.min(if args.quick { 3 } else { 5 });
-        match vm_memory_metric(&mut slots, rounds, &work.0, &bar, inner) {
-            Some(m) => start_metrics.push(m),
-            None => return Ok(None),
-        }
+        let Some((start, vm_memory)) = start_benchmark(args, &mut setup, &sides, (warmup, runs))?
+        else {
+            return Ok(None);
+        };
+        benchmarks.push(start);
+        metrics.push(vm_memory);
     }
+    let Some(more) = workload_metrics(args, &setup, &sides, &selected, runs, kvm_env)? else {
+        return Ok(None);
+    };
+    metrics.extend(more);
+    mark_unmeasured(&mut metrics, &sides);
+    setup.bar.finish_and_clear();
+    setup.machine.loadavg_end = host::loadavg();
+    Ok(Some(Report {
+        schema: report::SCHEMA,
+        measured_in: measured_in(kvm_env, &setup.machine, &sides),
+        started_at: host::rfc3339(started),
+        finished_at: host::rfc3339(host::now_unix()),
+        argv: std::env::args().filter(|a| a != "--lab-inner").collect(),
+        machine: setup.machine,
+        settings: Settings {
+            runs,
+            warmup_rounds: warmup,
+            order: "interleaved (one run of each subject per round, same order every round)",
+            timing: "start: wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe; cpu/syscall/io/net: inside the workload, between markers",
+            run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
+        },
+        benchmarks,
+        metrics,
+    }))
+}
 
-    // The other benchmarks: isol's backends and the host.
+/// The start benchmark on isol's backends and the peers, then the VM side's memory in runs of
+/// its own (reading smaps would perturb the timing); `None` when cancelled.
+fn start_benchmark(
+    args: &BenchOptions,
+    setup: &mut Setup,
+    sides: &Sides,
+    (warmup, runs): (u32, u32),
+) -> Result<Option<(BenchmarkReport, metrics::Metric)>, BenchError> {
+    let mut slots = start_slots(args, setup, sides);
+    let inner = args.lab_inner;
+    let Some(report) = run_benchmark(
+        Benchmark::Start,
+        &mut slots,
+        (warmup, runs),
+        &setup.bar,
+        inner,
+    )?
+    else {
+        return Ok(None);
+    };
+    let rounds = runs.min(if args.quick { 3 } else { 5 });
+    let memory = vm_memory_metric(&mut slots, rounds, &setup.work.0, &setup.bar, inner);
+    Ok(memory.map(|m| (report, m)))
+}
+
+/// The start benchmark's subjects: isol on each backend, then the peers, each ready or
+/// skipped with the reason.
+fn start_slots(args: &BenchOptions, setup: &mut Setup, sides: &Sides) -> Vec<Slot> {
+    let store_root = setup.store.root().to_path_buf();
+    let mut slots = Vec::new();
+    if sides.container {
+        slots.push(Slot::ready(Box::new(IsolSubject::new(
+            setup.exe.clone(),
+            store_root.clone(),
+            IMAGE,
+        ))));
+    } else {
+        slots.push(Slot::skipped(
+            "isol",
+            String::new(),
+            sides.container_skip.clone(),
+        ));
+    }
+    if let Some(k) = &setup.kernel {
+        slots.push(Slot::ready(Box::new(IsolSubject::kvm(
+            setup.exe.clone(),
+            store_root,
+            IMAGE,
+            k.clone(),
+        ))));
+    } else {
+        let mut s = Slot::skipped("isol-kvm", String::new(), sides.kvm_skip.clone());
+        s.info.kind = "isol";
+        slots.push(s);
+    }
+    for peer in dedup(&args.peers) {
+        let slot = match peer {
+            Peer::Qemu => qemu_slot(setup),
+            _ if !sides.container => Slot::skipped(
+                peer.name(),
+                String::new(),
+                format!(
+                    "{} is a container runtime, and the container backend was not measured",
+                    peer.name()
+                ),
+            ),
+            _ => peer_slot(peer, setup),
+        };
+        if let Some(e) = &slot.error {
+            note(
+                &setup.bar,
+                format!("isol bench: skipping {}: {e}", peer.name()),
+            );
+        }
+        slots.push(slot);
+    }
+    slots
+}
+
+/// Where the benchmarks beyond start run: isol's backends and the host.
+fn runners(setup: &Setup, sides: &Sides) -> Result<Vec<Runner>, BenchError> {
     let mut runners = Vec::new();
-    if with_container {
+    if sides.container {
         runners.push(Runner::Isol {
-            exe: exe.clone(),
-            store_root: store.root().to_path_buf(),
+            exe: setup.exe.clone(),
+            store_root: setup.store.root().to_path_buf(),
             kvm: false,
             kernel: None,
         });
     }
-    if let Some(k) = &kernel {
+    if let Some(k) = &setup.kernel {
         runners.push(Runner::Isol {
-            exe: exe.clone(),
-            store_root: store.root().to_path_buf(),
+            exe: setup.exe.clone(),
+            store_root: setup.store.root().to_path_buf(),
             kvm: true,
             kernel: Some(k.clone()),
         });
     }
-    let io_dir = work.0.join("host-io");
-    fs::create_dir_all(&io_dir).with_context(|| format!("Cannot create {}", io_dir.display()))?;
+    let work = &setup.work.0;
+    let io_dir = work.join("host-io");
+    fs::create_dir_all(&io_dir).step(|| format!("Cannot create {}", io_dir.display()))?;
     runners.push(Runner::Host {
-        bin_dir: workloads::host_bin_dir(&work.0.join("host-bin")).map_err(|e| anyhow!(e))?,
+        bin_dir: workloads::host_bin_dir(&work.join("host-bin")).map_err(BenchError::Failed)?,
         io_dir,
     });
+    Ok(runners)
+}
+
+/// The memory and density benchmarks' instance counts and runs.
+fn memory_plan(
+    args: &BenchOptions,
+    runs: u32,
+    work_runs: u32,
+    want_density: bool,
+    kvm_env: &KvmEnv,
+) -> MemoryPlan {
+    MemoryPlan {
+        growth: vec![1, 5, 10],
+        density: if args.quick || args.lab_inner {
+            vec![10, 50]
+        } else {
+            vec![10, 50, 100]
+        },
+        runs: work_runs,
+        density_runs: runs.min(if args.quick { 1 } else { 3 }),
+        want_memory: true,
+        want_density,
+        kvm_density_max: (args.quick && matches!(kvm_env, KvmEnv::Lab)).then_some((
+            10,
+            "not with --quick in the lab: dozens of VMs booting on the lab's emulated CPU take minutes",
+        )),
+    }
+}
+
+/// The benchmarks beyond start (memory, density, cpu, syscall, io, net) on isol's backends and
+/// the host; `None` when cancelled.
+fn workload_metrics(
+    args: &BenchOptions,
+    setup: &Setup,
+    sides: &Sides,
+    selected: &[Benchmark],
+    runs: u32,
+    kvm_env: &KvmEnv,
+) -> Result<Option<Vec<metrics::Metric>>, BenchError> {
+    let runners = runners(setup, sides)?;
     let work_runs = runs.min(if args.quick { 2 } else { 10 });
     let sizes = Sizes::new(args.quick);
+    let bar = &setup.bar;
     let progress = |msg: String| {
-        if inner || bar.is_hidden() {
+        if args.lab_inner || bar.is_hidden() {
             eprintln!("isol bench: {msg}");
         } else {
             bar.set_prefix("");
@@ -625,26 +784,11 @@ fn bench(
         bar.set_length(0);
         bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
     }
-    let mut metrics = start_metrics;
+    let mut metrics = Vec::new();
     let want = |b: Benchmark| selected.contains(&b);
     if want(Benchmark::Memory) || want(Benchmark::Density) {
-        let plan = MemoryPlan {
-            growth: vec![1, 5, 10],
-            density: if args.quick || inner {
-                vec![10, 50]
-            } else {
-                vec![10, 50, 100]
-            },
-            runs: work_runs,
-            density_runs: runs.min(if args.quick { 1 } else { 3 }),
-            want_memory: true,
-            want_density: want(Benchmark::Density),
-            kvm_density_max: (args.quick && matches!(kvm_env, KvmEnv::Lab)).then_some((
-                10,
-                "not with --quick in the lab: dozens of VMs booting on the lab's emulated CPU take minutes",
-            )),
-        };
-        match workloads::memory_metrics(&runners, &plan, &work.0, &progress) {
+        let plan = memory_plan(args, runs, work_runs, want(Benchmark::Density), kvm_env);
+        match workloads::memory_metrics(&runners, &plan, &setup.work.0, &progress) {
             Some(ms) => metrics.extend(ms.into_iter().filter(|m| {
                 (m.benchmark == "memory" && want(Benchmark::Memory)) || m.benchmark == "density"
             })),
@@ -668,28 +812,33 @@ fn bench(
             None => return Ok(None),
         }
     }
-    // Never a silent gap: a backend not measured is a marked skip in every metric.
+    Ok(Some(metrics))
+}
+
+/// Never a silent gap: a backend not measured is a marked skip in every metric beyond start.
+fn mark_unmeasured(metrics: &mut [metrics::Metric], sides: &Sides) {
     for m in metrics.iter_mut().filter(|m| m.benchmark != "start") {
         let has = |m: &metrics::Metric, p: &str| m.series.iter().any(|s| s.subject.starts_with(p));
-        if !with_kvm && !has(m, "isol-kvm") {
+        if !sides.kvm && !has(m, "isol-kvm") {
             m.series.push(metrics::Series::skipped(
                 "isol-kvm",
                 "isol (kvm)",
-                kvm_skip.clone(),
+                sides.kvm_skip.clone(),
             ));
         }
-        if !with_container && !has(m, "isol-container") {
+        if !sides.container && !has(m, "isol-container") {
             m.series.push(metrics::Series::skipped(
                 "isol-container",
                 "isol (container)",
-                container_skip.clone(),
+                sides.container_skip.clone(),
             ));
         }
     }
-    bar.finish_and_clear();
-    machine.loadavg_end = host::loadavg();
+}
 
-    let measured_in = match kvm_env {
+/// Where everything was measured: the report's first line.
+fn measured_in(kvm_env: &KvmEnv, machine: &Machine, sides: &Sides) -> String {
+    match kvm_env {
         KvmEnv::Lab => format!(
             "Measured inside the lab (a QEMU-TCG VM with nested KVM{}): every subject, the kvm and the container side alike, ran there, so they compare with each other but not with numbers measured directly on a host.",
             machine
@@ -698,42 +847,25 @@ fn bench(
                 .map(|h| format!(", on {h}"))
                 .unwrap_or_default()
         ),
-        _ if with_kvm => "Measured on this host, kvm backend on hardware /dev/kvm.".into(),
+        _ if sides.kvm => "Measured on this host, kvm backend on hardware /dev/kvm.".into(),
         _ => format!(
             "Measured on this host; {}",
-            if with_container {
-                kvm_skip.as_str()
+            if sides.container {
+                sides.kvm_skip.as_str()
             } else {
                 ""
             }
         ),
-    };
-    Ok(Some(Report {
-        schema: report::SCHEMA,
-        measured_in,
-        started_at: host::rfc3339(started),
-        finished_at: host::rfc3339(host::now_unix()),
-        argv: std::env::args().filter(|a| a != "--lab-inner").collect(),
-        machine,
-        settings: Settings {
-            runs,
-            warmup_rounds: warmup,
-            order: "interleaved (one run of each subject per round, same order every round)",
-            timing: "start: wall time from spawning the runtime's process to its exit (Instant around spawn → wait), stdin/stdout on /dev/null, stderr on a pipe; cpu/syscall/io/net: inside the workload, between markers",
-            run_timeout_s: cancel::RUN_TIMEOUT.as_secs(),
-        },
-        benchmarks,
-        metrics,
-    }))
+    }
 }
 
 /// The isol binary to run: in the lab, the path the outer bench gave (the lab's
 /// /proc/self/exe shows the host root's mount point, not a path that exists there).
-fn isol_exe() -> anyhow::Result<PathBuf> {
+fn isol_exe() -> Result<PathBuf, BenchError> {
     if let Some(p) = std::env::var_os(lab::EXE_ENV) {
         return Ok(p.into());
     }
-    let exe = std::env::current_exe().context("Cannot find the isol binary to benchmark")?;
+    let exe = std::env::current_exe().step(|| "Cannot find the isol binary to benchmark".into())?;
     if exe.is_file() {
         return Ok(exe);
     }
@@ -746,15 +878,15 @@ fn isol_exe() -> anyhow::Result<PathBuf> {
         argv0.to_str().and_then(subjects::find_in_path)
     };
     found.ok_or_else(|| {
-        anyhow!(
+        BenchError::Failed(format!(
             "Cannot find the isol binary to benchmark: {} does not exist here",
             exe.display()
-        )
+        ))
     })
 }
 
 /// The guest kernel `isol run --backend kvm` would boot: $ISOL_KERNEL, or the newest cached.
-fn guest_kernel() -> anyhow::Result<PathBuf> {
+fn guest_kernel() -> Result<PathBuf, BenchError> {
     if let Some(k) = std::env::var_os("ISOL_KERNEL") {
         return Ok(k.into());
     }
@@ -769,10 +901,10 @@ fn guest_kernel() -> anyhow::Result<PathBuf> {
         .filter(|p| p.is_file())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .ok_or_else(|| {
-            anyhow!(
+            BenchError::Failed(format!(
                 "No guest kernel in {} for the kvm backend: build it with guest-images/build-kernel.sh or set ISOL_KERNEL",
                 cache.join("kernel").display()
-            )
+            ))
         })
 }
 
@@ -795,13 +927,7 @@ fn container_env(image_env: &[String]) -> Vec<String> {
 }
 
 /// A peer ready to run, or skipped with the reason.
-fn peer_slot(
-    peer: Peer,
-    work: &Path,
-    layers: &[PathBuf],
-    env: &[String],
-    machine: &mut Machine,
-) -> Slot {
+fn peer_slot(peer: Peer, setup: &mut Setup) -> Slot {
     let name = peer.name();
     let Some(binary) = subjects::find_in_path(name) else {
         return Slot::skipped(
@@ -814,14 +940,14 @@ fn peer_slot(
         Ok(v) => v,
         Err(e) => return Slot::skipped(name, String::new(), e),
     };
-    machine.runtimes.insert(name.into(), version.clone());
+    setup.machine.runtimes.insert(name.into(), version.clone());
     match OciPeer::new(
         name,
         binary,
         version.clone(),
-        work,
-        layers.to_vec(),
-        env.to_vec(),
+        &setup.work.0,
+        setup.layers.clone(),
+        setup.peer_env.clone(),
     ) {
         Ok(p) => Slot::ready(Box::new(p)),
         Err(e) => Slot::skipped(name, version, e),
@@ -829,18 +955,8 @@ fn peer_slot(
 }
 
 /// QEMU `-M microvm`, ready to boot the guest isol's kvm backend boots, or skipped.
-#[allow(clippy::too_many_arguments)]
-fn qemu_slot(
-    work: &Path,
-    exe: &Path,
-    kernel: Option<&Path>,
-    store: &isol_image::Store,
-    image: &isol_image::Image,
-    layers: &[PathBuf],
-    env: &[String],
-    machine: &mut Machine,
-) -> Slot {
-    let Some(kernel) = kernel else {
+fn qemu_slot(setup: &mut Setup) -> Slot {
+    let Some(kernel) = setup.kernel.clone() else {
         return Slot::skipped(
             "qemu",
             String::new(),
@@ -860,12 +976,15 @@ fn qemu_slot(
         Ok(v) => v,
         Err(e) => return Slot::skipped("qemu", String::new(), e),
     };
-    machine.runtimes.insert("qemu".into(), version.clone());
+    setup
+        .machine
+        .runtimes
+        .insert("qemu".into(), version.clone());
     // The root disk isol's kvm backend boots (built now if not cached yet).
     let disk = match isol_vmm::rootfs_image::ensure_disk(
-        &store.root().join("vm-disks"),
-        &image.summary.digest,
-        layers,
+        &setup.store.root().join("vm-disks"),
+        &setup.image.summary.digest,
+        &setup.layers,
     ) {
         Ok(d) => d,
         Err(e) => {
@@ -878,14 +997,14 @@ fn qemu_slot(
     };
     let init = std::env::var_os("ISOL_GUEST_INIT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| exe.with_file_name("isol-guest-init"));
+        .unwrap_or_else(|| setup.exe.with_file_name("isol-guest-init"));
     let guest = Guest {
-        kernel: kernel.to_path_buf(),
+        kernel,
         disk,
         init,
-        env: env.to_vec(),
+        env: setup.peer_env.clone(),
     };
-    match QemuPeer::new(&binary, version.clone(), work, guest) {
+    match QemuPeer::new(&binary, version.clone(), &setup.work.0, guest) {
         Ok(q) => Slot::ready(Box::new(q)),
         Err(e) => Slot::skipped("qemu", version, e),
     }
@@ -967,7 +1086,7 @@ fn vm_memory_metric(
         method: format!(
             "{rounds} start → exit runs of `/bin/true` per VMM after the timed ones, interleaved (isol-kvm, qemu), both with {} MiB of guest RAM and 1 vCPU: peak RSS is `ru_maxrss` of the VMM process from `wait4`; guest RAM resident is the RSS of the guest RAM mapping (the largest anonymous mapping ≥ the guest size in /proc/PID/smaps, last value seen while reading it every {every} ms, which misses at most what the guest touches in the last {every} ms before it powers off; each read walks the VMM's page tables, so these runs are not timed); the sample is their difference: what the VMM itself costs. Parts per sample in report.json (`peak_rss_mib`, `guest_resident_mib`).",
             subjects::VM_MEMORY_MIB,
-            every = isol_vmm::qemu_microvm::SMAPS_EVERY.as_millis(),
+            every = qemu_microvm::SMAPS_EVERY.as_millis(),
         ),
         unit: "MiB",
         lower_is_better: true,
@@ -1010,7 +1129,7 @@ fn run_benchmark(
     (warmup, runs): (u32, u32),
     bar: &ProgressBar,
     inner: bool,
-) -> anyhow::Result<Option<BenchmarkReport>> {
+) -> Result<Option<BenchmarkReport>, BenchError> {
     let workload = bm.workload();
     // Exit status 42 can only come from the shell in the container: proof that the runtime
     // really ran the workload, and not just returned 0.
@@ -1033,10 +1152,10 @@ fn run_benchmark(
             bar.inc(1);
             if let Err(e) = res {
                 if slot.info.kind == "isol" {
-                    bail!(
+                    return Err(BenchError::Failed(format!(
                         "isol cannot run the benchmark's workload (`isol run {IMAGE} {}`): {e}",
                         w.args.join(" ")
-                    );
+                    )));
                 }
                 note(
                     bar,

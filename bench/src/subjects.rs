@@ -1,6 +1,6 @@
 //! The things a benchmark times: isol itself, run as a user would; peer runtimes (crun,
 //! runc) given the same image as an OCI bundle; and QEMU `-M microvm` booting the same guest
-//! as isol's kvm backend (kernel, initramfs, root disk: [`isol_vmm::qemu_microvm`]).
+//! as isol's kvm backend (kernel, initramfs, root disk: [`crate::qemu_microvm`]).
 //!
 //! Every run of every subject goes through [`timed`]: the wall time from just before the spawn
 //! to just after `wait` returns, stdin and stdout on /dev/null, stderr on a pipe read to the end
@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
-use isol_vmm::qemu_microvm::{self, Measured, Microvm, Qemu, QemuEnd};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::statfs::{OVERLAYFS_SUPER_MAGIC, statfs};
 use serde::Serialize;
 
 use super::cancel;
 use super::oci;
+use super::qemu_microvm::{self, Measured, Microvm, Qemu, QemuEnd};
 use super::reap;
 
 /// What to run in the container, and the exit code that proves it ran.
@@ -100,20 +100,7 @@ fn timed_to(cmd: &mut Command, stdout: Stdio) -> Result<(f64, ExitStatus, String
     let pipes: Vec<_> = child.stderr.take().into_iter().collect();
     let (status, mut out) = reap::wait_reading(&mut child, pipes, t0 + cancel::WAIT_LIMIT);
     let wall = t0.elapsed();
-    let killed = cancel::disarm();
-    let Some(status) = status else {
-        return Err(format!(
-            "the run did not finish within {} s: {}",
-            cancel::RUN_TIMEOUT.as_secs(),
-            reap::stop(child)
-        ));
-    };
-    if killed {
-        return Err(format!(
-            "the run did not finish within {} s and was killed",
-            cancel::RUN_TIMEOUT.as_secs()
-        ));
-    }
+    let status = cancel::settle(child, status, "the run did not finish")?;
     Ok((
         wall.as_secs_f64() * 1e3,
         status,
@@ -750,20 +737,11 @@ pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
         Some(u64::from(VM_MEMORY_MIB) << 10),
         Some(Instant::now() + cancel::WAIT_LIMIT),
     );
-    let killed = cancel::disarm();
-    if matches!(&m, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
-        return Err(format!(
-            "the VM did not end within {} s: {}",
-            cancel::RUN_TIMEOUT.as_secs(),
-            reap::stop(child)
-        ));
-    }
-    if killed {
-        return Err(format!(
-            "the run did not finish within {} s and was killed",
-            cancel::RUN_TIMEOUT.as_secs()
-        ));
-    }
+    let ended = match m {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+        m => Some(m),
+    };
+    let m = cancel::settle(child, ended, "the VM did not end")?;
     let m = m.map_err(|e| format!("cannot wait for {:?}: {e}", cmd.get_program()))?;
     if !qemu_microvm::ended_cleanly(m.status) {
         let err = fs::read_to_string(log).unwrap_or_default();

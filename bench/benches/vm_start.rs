@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isol_vmm::qemu_microvm::{self, Microvm, Qemu, QemuEnd};
+use isol_bench::qemu_microvm::{self, Microvm, Qemu, QemuEnd};
 use isol_vmm::{Rootfs, RunSpec};
 
 type Res<T> = Result<T, String>;
@@ -48,7 +48,7 @@ struct Opts {
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("vmm/ has a parent")
+        .expect("bench/ has a parent")
         .to_path_buf()
 }
 
@@ -88,7 +88,7 @@ fn parse_opts() -> Res<Opts> {
             "--disks" => o.disks = val()?.into(),
             _ => {
                 return Err(format!(
-                    "unknown argument {a}; see the top of vmm/benches/vm_start.rs"
+                    "unknown argument {a}; see the top of bench/benches/vm_start.rs"
                 ));
             }
         }

@@ -1,6 +1,6 @@
 //! QEMU `-M microvm` set up to boot the same guest as isol's VMM, for the benchmarks that
-//! compare the two (`vmm/benches/vm_start.rs` and `isol bench --peers qemu`): the same
-//! kernel, initramfs (built by the caller with [`crate::initramfs::build_initramfs`]),
+//! compare the two (`bench/benches/vm_start.rs` and `isol bench --peers qemu`): the same
+//! kernel, initramfs (built by the caller, as isol's VMM builds it),
 //! read-only root disk on virtio-blk, 3-port virtio console named as isol names its ports,
 //! UART and command line ([`cmdline`]). And how both VMMs' memory is measured
 //! ([`wait_measured`]): peak RSS from `wait4`, guest RAM resident from `/proc/PID/smaps`.
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::device_manager::STDIO_PORTS;
-use crate::loader::{self, LoaderError};
+use isol_vmm::device_manager::STDIO_PORTS;
+use isol_vmm::loader::{self, LoaderError};
 
 /// What can go wrong staging QEMU.
 #[derive(Debug, thiserror::Error)]
