@@ -14,7 +14,7 @@ pub mod initramfs;
 pub mod launch;
 pub mod loader;
 pub mod qemu_microvm;
-pub mod rootfs_image;
+#[cfg(any(test, feature = "test-images"))]
 pub mod test_images;
 pub mod trace;
 pub mod vstate;

@@ -862,20 +862,21 @@ fn qemu_slot(
     };
     machine.runtimes.insert("qemu".into(), version.clone());
     // The root disk isol's kvm backend boots (built now if not cached yet).
-    let disk = match isol_vmm::rootfs_image::ensure_disk(
-        &store.root().join("vm-disks"),
-        &image.summary.digest,
+    let vm_image = isol_image::vm::VmImage {
+        digest: &image.summary.digest,
         layers,
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            return Slot::skipped(
-                "qemu",
-                version,
-                format!("cannot build isol's root disk for QEMU: {e}"),
-            );
-        }
     };
+    let disk =
+        match isol_image::vm::root(&store.vm_cache(), vm_image, isol_image::vm::RootForm::Disk) {
+            Ok(d) => d,
+            Err(e) => {
+                return Slot::skipped(
+                    "qemu",
+                    version,
+                    format!("cannot build isol's root disk for QEMU: {e}"),
+                );
+            }
+        };
     let init = std::env::var_os("ISOL_GUEST_INIT")
         .map(PathBuf::from)
         .unwrap_or_else(|| exe.with_file_name("isol-guest-init"));
