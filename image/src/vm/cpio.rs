@@ -142,25 +142,40 @@ mod tests {
         for d in ["bin", "etc/sub", "opaque/old", "gone/deep", "replaced"] {
             fs::create_dir_all(l1.join(d)).unwrap();
         }
-        fs::write(l1.join("bin/tool"), b"v1").unwrap();
-        fs::write(l1.join("etc/keep"), b"keep").unwrap();
-        fs::write(l1.join("etc/sub/x"), b"x").unwrap();
-        fs::write(l1.join("etc/deleted"), b"d").unwrap();
-        fs::write(l1.join("opaque/old/f"), b"f").unwrap();
-        fs::write(l1.join("gone/deep/f"), b"f").unwrap();
-        fs::write(l1.join("replaced/f"), b"f").unwrap();
+        let write = |layer: &Path, files: &[(&str, &[u8])]| {
+            for (path, content) in files {
+                fs::write(layer.join(path), content).unwrap();
+            }
+        };
+        write(
+            &l1,
+            &[
+                ("bin/tool", b"v1"),
+                ("etc/keep", b"keep"),
+                ("etc/sub/x", b"x"),
+                ("etc/deleted", b"d"),
+                ("opaque/old/f", b"f"),
+                ("gone/deep/f", b"f"),
+                ("replaced/f", b"f"),
+            ],
+        );
         symlink("tool", l1.join("bin/link")).unwrap();
         fs::set_permissions(l1.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
 
         for d in ["bin", "etc", "opaque"] {
             fs::create_dir_all(l2.join(d)).unwrap();
         }
-        fs::write(l2.join("bin/tool"), b"v2").unwrap();
-        fs::write(l2.join("etc/.wh.deleted"), b"").unwrap();
-        fs::write(l2.join("opaque/.wh..wh..opq"), b"").unwrap();
-        fs::write(l2.join("opaque/new"), b"n").unwrap();
-        fs::write(l2.join(".wh.gone"), b"").unwrap();
-        fs::write(l2.join("replaced"), b"now a file").unwrap();
+        write(
+            &l2,
+            &[
+                ("bin/tool", b"v2"),
+                ("etc/.wh.deleted", b""),
+                ("opaque/.wh..wh..opq", b""),
+                ("opaque/new", b"n"),
+                (".wh.gone", b""),
+                ("replaced", b"now a file"),
+            ],
+        );
 
         let img = layers_cpio(&[l1, l2]).unwrap();
         let p = parse(&img);
