@@ -981,10 +981,14 @@ fn qemu_slot(setup: &mut Setup) -> Slot {
         .runtimes
         .insert("qemu".into(), version.clone());
     // The root disk isol's kvm backend boots (built now if not cached yet).
-    let disk = match isol_vmm::rootfs_image::ensure_disk(
-        &setup.store.root().join("vm-disks"),
-        &setup.image.summary.digest,
-        &setup.layers,
+    let vm_image = isol_image::vm::VmImage {
+        digest: &setup.image.summary.digest,
+        layers: &setup.layers,
+    };
+    let disk = match isol_image::vm::root(
+        &setup.store.vm_cache(),
+        vm_image,
+        isol_image::vm::RootForm::Disk,
     ) {
         Ok(d) => d,
         Err(e) => {

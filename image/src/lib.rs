@@ -19,6 +19,7 @@
 //! <root>/layers/sha256/<diffid-hex>.done   marker: the unpacked layer is complete
 //! <root>/lock                              flock(2) lock taken by every writer
 //! <root>/in-use/<run id>                   the image a running container or VM uses (see `inuse.rs`)
+//! <root>/vm-disks/v1-<digest hex>.ext4    an image's root disk for the kvm backend (see [`vm`])
 //! <root>/tmp/                              staging area of imports (same filesystem)
 //! ```
 //!
@@ -49,6 +50,7 @@ mod fsutil;
 mod import;
 mod inuse;
 mod unpack;
+pub mod vm;
 
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
@@ -194,6 +196,12 @@ impl Store {
         unpack::opaque_xattr()
     }
 
+    /// Where the kvm backend's root disks of this store's images are cached
+    /// (`<root>/vm-disks`; [`vm::root`] builds them).
+    pub fn vm_cache(&self) -> PathBuf {
+        self.root.join("vm-disks")
+    }
+
     /// All images (one entry per name; untagged images as `<none>`), sorted by name.
     pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
         let mut out = Vec::new();
@@ -282,7 +290,7 @@ impl Store {
     fn remove_vm_disks(&self, digest: &str) {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         let suffix = format!("-{hex}.ext4");
-        let Ok(dir) = fs::read_dir(self.root().join("vm-disks")) else {
+        let Ok(dir) = fs::read_dir(self.vm_cache()) else {
             return;
         };
         for e in dir.flatten() {

@@ -425,13 +425,13 @@ fn run_kvm(
     let layers = store
         .unpack(&spec.image)
         .context("Cannot unpack the image's layers")?;
-    // virtio work: the layers as a cached read-only ext4 root disk.
-    let root_disk = isol_vmm::rootfs_image::ensure_disk(
-        &store.root().join("vm-disks"),
-        &spec.image.summary.digest,
-        &layers,
-    )
-    .context("Cannot build the VM's root disk")?;
+    // The layers as a cached read-only ext4 root disk.
+    let image = isol_image::vm::VmImage {
+        digest: &spec.image.summary.digest,
+        layers: &layers,
+    };
+    let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
+        .context("Cannot build the VM's root disk")?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
@@ -458,6 +458,8 @@ fn run_kvm(
         tty: args.tty,
         json: args.json,
         image: spec.image.summary.name,
+        // The environment is read here, once: ISOL_CACHE, ISOL_BOOT_PROFILE=off.
+        boot_profiles: isol_vmm::config::default_boot_profiles(),
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
     launch.vm_config(None).validate()?;

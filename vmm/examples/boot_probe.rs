@@ -26,6 +26,7 @@ fn main() {
         forward_stdin: false,
         stdio: GuestStdio::VirtioConsole,
         serial_output: SerialOutput::Stdout,
+        boot_profiles: isol_vmm::config::default_boot_profiles(),
         ..VmConfig::default()
     };
     let mut args = std::env::args().skip(1);

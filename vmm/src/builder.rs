@@ -6,7 +6,8 @@
 //! 4. Devices: serial (irqfd GSI 4), i8042, CMOS, POST/IO-delay sinks, exit port.
 //! 5. Kernel: ELF (64-bit or PVH entry) or bzImage, via linux-loader; on its own thread
 //!    from the moment guest memory is mapped, beside steps 1-4.
-//! 6. Initramfs: rootfs + /init + /isol/spec, placed high in low memory.
+//! 6. Initramfs: the root archive it was given (if any) + /init + /isol/spec, placed
+//!    high in low memory.
 //! 7. Command line.
 //! 8. Boot structures: zero page with e820 (64-bit) or hvm_start_info with memmap
 //!    (PVH); identity page tables; GDT and empty IDT; MP table.
@@ -14,13 +15,9 @@
 //! 10. Start the vCPU threads and run the event loop until the VM ends; stop and join
 //!     every thread; turn the ending into an exit code or an error.
 
-use std::borrow::Cow;
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,7 +28,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
 use crate::arch::x86_64::{boot_params, mptable};
-use crate::config::{Rootfs, SerialOutput, VmConfig};
+use crate::config::{SerialOutput, VmConfig};
 use crate::event_loop::{self, VmEnd};
 use crate::trace::{self, BootTimings, ExitCounts, SetupStep, Timeline, TimestampingWriter};
 use crate::vstate::boot_profile::{BootSet, BootSetReport};
@@ -80,63 +77,6 @@ fn describe_stop(stop: VcpuStop) -> String {
             format!("KVM_RUN failed: {}", std::io::Error::from_raw_os_error(e))
         }
     }
-}
-
-/// Bump when the archive `initramfs::layers_cpio` writes changes.
-const ROOTFS_CACHE_FORMAT: u32 = 1;
-
-/// Where merged-layer archives are cached: `$ISOL_CACHE/initramfs`, else
-/// `/var/cache/isol/initramfs` (the kernel build uses the same root).
-fn rootfs_cache_dir() -> PathBuf {
-    std::env::var_os("ISOL_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/isol"), PathBuf::from)
-        .join("initramfs")
-}
-
-/// The cache file for `layers`, named by a hash of each layer directory's path and
-/// identity (device, inode, ctime). Unpacked layers are content-addressed by diff_id
-/// and never modified once complete, so that identity stands for their content; a
-/// re-unpacked layer gets a new inode/ctime and therefore a new archive.
-fn rootfs_cache_path(dir: &Path, layers: &[PathBuf]) -> std::io::Result<PathBuf> {
-    let mut h = std::hash::DefaultHasher::new();
-    ROOTFS_CACHE_FORMAT.hash(&mut h);
-    for l in layers {
-        let m = std::fs::metadata(l)?;
-        (l, m.dev(), m.ino(), m.ctime(), m.ctime_nsec()).hash(&mut h);
-    }
-    Ok(dir.join(format!("{:016x}.cpio", h.finish())))
-}
-
-/// Merging the image layers into a cpio costs a directory walk and a read of every
-/// file, each run (~1 s in the lab for busybox); the result only depends on the
-/// layers, so it is written once per image and reused as a [`Rootfs::Cpio`], with
-/// isol's entries (init, spec) appended per run. Any failure to use the cache falls
-/// back to building from the layers, which reports the real error if there is one.
-fn cached_rootfs(rootfs: &Rootfs) -> Cow<'_, Rootfs> {
-    let Rootfs::Layers(layers) = rootfs else {
-        return Cow::Borrowed(rootfs);
-    };
-    let dir = rootfs_cache_dir();
-    let Ok(path) = rootfs_cache_path(&dir, layers) else {
-        return Cow::Borrowed(rootfs);
-    };
-    if path.is_file() {
-        return Cow::Owned(Rootfs::Cpio(path));
-    }
-    let Ok(archive) = initramfs::layers_cpio(layers) else {
-        return Cow::Borrowed(rootfs);
-    };
-    // Written under a unique name, then renamed: concurrent runs never see a partial
-    // archive, and the last rename wins with identical content.
-    let tmp = dir.join(format!(".{}.{}", std::process::id(), ROOTFS_CACHE_FORMAT));
-    let stored = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&tmp, &archive))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if stored.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return Cow::Borrowed(rootfs);
-    }
-    Cow::Owned(Rootfs::Cpio(path))
 }
 
 /// Builds the VM described by `cfg`, runs it to the end and reports how it ended.
@@ -288,8 +228,7 @@ fn run_in(
         }
 
         // 6. Initramfs.
-        let rootfs = cached_rootfs(&cfg.rootfs);
-        let initrd = match initramfs::plan_initramfs(&rootfs, cfg.init.as_deref(), &cfg.spec)? {
+        let initrd = match initramfs::plan_initramfs(&cfg.rootfs, cfg.init.as_deref(), &cfg.spec)? {
             Some(mut image) => Some(loader::load_initrd(mem, &mut image, &kernel, mem_size)?),
             None => None,
         };

@@ -59,16 +59,6 @@ pub enum ConfigError {
     /// A root filesystem is given but no init to run in it.
     #[error("A root filesystem was given without a guest init binary; set the init path")]
     NoInit,
-    /// A rootfs layer is not a directory.
-    #[error(
-        "Root filesystem layer {path} is not a readable directory: {source}; check the unpacked image"
-    )]
-    Layer {
-        /// Path.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
     /// An empty command.
     #[error("No command to run in the VM; give a command after --")]
     NoCommand,
@@ -91,11 +81,10 @@ pub enum BootProtocol {
 }
 
 /// Where the guest's root filesystem comes from. isol always adds `/init` (the guest
-/// init), `/isol/spec` and `/dev/console` on top.
+/// init), `/isol/spec` and `/dev/console` on top. The VMM reads no image: an image's
+/// layers become a [`Rootfs::Disk`] or a [`Rootfs::Cpio`] before (`isol_image::vm`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Rootfs {
-    /// Unpacked image layers, lowest first, merged with overlayfs whiteout rules.
-    Layers(Vec<PathBuf>),
     /// A ready-made newc cpio archive (uncompressed or compressed by a method the guest
     /// kernel supports); isol's own archive is appended to it.
     Cpio(PathBuf),
@@ -106,7 +95,7 @@ pub enum Rootfs {
     /// No initramfs at all (bare test kernels).
     None,
     // -- virtio work (devices.md): root disk --
-    /// An ext4 image of the root filesystem (see `rootfs_image`), attached read-only
+    /// An ext4 image of the root filesystem (see `isol_image::vm`), attached read-only
     /// as virtio-blk; the initramfs holds only init and the spec, and init mounts the
     /// disk as the lower layer of an overlay with a tmpfs upper.
     Disk(PathBuf),
@@ -217,6 +206,11 @@ pub struct VmConfig {
     pub disks: Vec<DiskSpec>,
     /// A pseudo-terminal for the workload (needs [`GuestStdio::VirtioConsole`]).
     pub tty: Option<GuestTty>,
+    /// Where boot profiles are kept (`vstate::boot_profile`: the guest RAM a boot touches
+    /// before init, faulted in ahead of the next boot of the same machine); `None` turns
+    /// them off. Callers pick it ([`default_boot_profiles`] is isol's convention); the VMM
+    /// reads no environment.
+    pub boot_profiles: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -238,20 +232,35 @@ impl Default for VmConfig {
             stdio: GuestStdio::Serial,
             disks: Vec::new(),
             tty: None,
+            boot_profiles: None,
         }
     }
 }
 
+// Conventions for the callers that build a VmConfig (isol run, the examples, the tests),
+// read from the environment when they are called; nothing in the VMM's boot calls them.
+
+/// isol's cache: `$ISOL_CACHE`, else `/var/cache/isol` (the guest kernel's build, boot
+/// profiles).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("ISOL_CACHE").map_or_else(|| PathBuf::from("/var/cache/isol"), PathBuf::from)
+}
+
+/// Where isol keeps boot profiles ([`VmConfig::boot_profiles`]): `<cache>/boot-profile`
+/// ([`cache_dir`]), or `None` when `ISOL_BOOT_PROFILE=off`.
+pub fn default_boot_profiles() -> Option<PathBuf> {
+    let off = std::env::var_os("ISOL_BOOT_PROFILE").is_some_and(|v| v == "off");
+    (!off).then(|| cache_dir().join("boot-profile"))
+}
+
 /// The guest kernel that `guest-images/build-kernel.sh` built: `$ISOL_KERNEL_DIR`, else the
-/// newest `<cache>/kernel/<key>/` holding a `vmlinux` (cache: `$ISOL_CACHE`, default
-/// `/var/cache/isol`). The directory also holds `bzImage`, `config` and `release`.
+/// newest `<cache>/kernel/<key>/` holding a `vmlinux` ([`cache_dir`]). The directory also
+/// holds `bzImage`, `config` and `release`.
 pub fn cached_kernel_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("ISOL_KERNEL_DIR") {
         return Some(d.into());
     }
-    let cache = std::env::var_os("ISOL_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/isol"), PathBuf::from);
-    fs::read_dir(cache.join("kernel"))
+    fs::read_dir(cache_dir().join("kernel"))
         .ok()?
         .flatten()
         .map(|e| e.path())
@@ -327,14 +336,6 @@ impl VmConfig {
                 return Err(ConfigError::NoCommand);
             }
         }
-        if let Rootfs::Layers(layers) = &self.rootfs {
-            for l in layers {
-                fs::read_dir(l).map_err(|source| ConfigError::Layer {
-                    path: l.clone(),
-                    source,
-                })?;
-            }
-        }
         Ok(())
     }
 }
@@ -398,9 +399,6 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::NoCommand)));
         c.rootfs = Rootfs::None;
         c.validate().unwrap();
-        let (mut c, _k) = valid();
-        c.rootfs = Rootfs::Layers(vec!["/nonexistent-layer".into()]);
-        assert!(matches!(c.validate(), Err(ConfigError::Layer { .. })));
         let (mut c, _k) = valid();
         c.timeout = Some(Duration::ZERO);
         assert!(matches!(c.validate(), Err(ConfigError::ZeroTimeout)));

@@ -33,7 +33,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -125,6 +125,9 @@ pub struct Launch {
     pub json: bool,
     /// The image's name, for the report.
     pub image: String,
+    /// Where boot profiles are kept ([`VmConfig::boot_profiles`]; none: off).
+    #[serde(with = "os_bytes_opt")]
+    pub boot_profiles: Option<PathBuf>,
 }
 
 /// An extra virtio-blk disk.
@@ -175,6 +178,7 @@ impl Launch {
                 })
                 .collect(),
             tty,
+            boot_profiles: self.boot_profiles.clone(),
         }
     }
 
@@ -266,6 +270,25 @@ mod os_bytes_vec {
             .into_iter()
             .map(OsString::from_vec)
             .collect())
+    }
+}
+
+/// [`os_bytes`] for an optional path.
+mod os_bytes_opt {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref()
+            .map(|p| super::os_bytes::Bytes(p.as_os_str().as_bytes()))
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        Ok(Option::<Vec<u8>>::deserialize(d)?.map(|b| OsString::from_vec(b).into()))
     }
 }
 
@@ -566,6 +589,9 @@ mod tests {
             tty: false,
             json: true,
             image: "busybox".into(),
+            boot_profiles: Some(PathBuf::from(OsString::from_vec(
+                b"/cache/boot-\xfeprofile".to_vec(),
+            ))),
         }
     }
 
@@ -588,6 +614,13 @@ mod tests {
             Some(OsStr::new("/data"))
         );
         assert!(cfg.forward_stdin && cfg.tty.is_none());
+        assert_eq!(cfg.boot_profiles, l.boot_profiles);
+        // Profiles off travel too.
+        let off = Launch {
+            boot_profiles: None,
+            ..l
+        };
+        assert_eq!(Launch::decode(&off.encode()).unwrap(), off);
     }
 
     #[test]

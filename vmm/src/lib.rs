@@ -13,7 +13,7 @@ pub mod event_loop;
 pub mod initramfs;
 pub mod launch;
 pub mod loader;
-pub mod rootfs_image;
+#[cfg(any(test, feature = "test-images"))]
 pub mod test_images;
 pub mod trace;
 pub mod vstate;

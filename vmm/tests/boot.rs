@@ -12,14 +12,13 @@
 //! (`guest-images/build-kernel.sh`, or `ISOL_KERNEL_DIR`), when the static guest init
 //! is not built (`ISOL_GUEST_INIT`), or without /bin/busybox (`ISOL_BUSYBOX`).
 
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 mod common;
 
-use common::find_init;
+use common::{busybox_rootfs, find_init};
 use isol_vmm::{BootProtocol, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig, VmmError};
 
 struct Env {
@@ -29,23 +28,19 @@ struct Env {
     _tmp: tempfile::TempDir,
 }
 
-fn make_rootfs(dir: &Path, busybox: &Path) {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    for a in [
+/// The busybox root filesystem of these tests, as a cpio archive at `archive`.
+fn make_rootfs(archive: &Path, busybox: &Path) -> Result<(), String> {
+    let applets = [
         "sh", "echo", "cat", "grep", "printf", "hostname", "sleep", "true", "false", "pwd", "env",
         "ls", "wc", "sync",
-    ] {
-        symlink("busybox", bin.join(a)).unwrap();
-    }
-    std::fs::write(bin.join("not-executable"), b"#!/bin/sh\necho no\n").unwrap();
-    std::fs::set_permissions(
-        bin.join("not-executable"),
-        std::fs::Permissions::from_mode(0o644),
+    ];
+    let not_executable: &[u8] = b"#!/bin/sh\necho no\n";
+    busybox_rootfs(
+        archive,
+        busybox,
+        &applets,
+        &[("bin/not-executable", 0o644, not_executable)],
     )
-    .unwrap();
 }
 
 /// The environment, or the reason to skip.
@@ -65,8 +60,8 @@ fn env() -> Result<&'static Env, String> {
             return Err(format!("no busybox at {}", busybox.display()));
         }
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let rootfs = tmp.path().join("rootfs");
-        make_rootfs(&rootfs, &busybox);
+        let rootfs = tmp.path().join("rootfs.cpio");
+        make_rootfs(&rootfs, &busybox)?;
         Ok(Env { kernel_dir, init, rootfs, _tmp: tmp })
     })
     .as_ref()
@@ -93,7 +88,7 @@ fn config(e: &Env, args: &[&str]) -> (VmConfig, SharedBuffer) {
     let out = SharedBuffer::default();
     let cfg = VmConfig {
         kernel: e.kernel_dir.join("vmlinux"),
-        rootfs: Rootfs::Layers(vec![e.rootfs.clone()]),
+        rootfs: Rootfs::Cpio(e.rootfs.clone()),
         init: Some(e.init.clone()),
         vcpus: 1,
         memory_mib: 256,
@@ -106,6 +101,7 @@ fn config(e: &Env, args: &[&str]) -> (VmConfig, SharedBuffer) {
         serial_output: SerialOutput::Buffer(out.clone()),
         forward_stdin: false,
         timeout: Some(Duration::from_secs(60)),
+        boot_profiles: isol_vmm::config::default_boot_profiles(),
         ..Default::default()
     };
     (cfg, out)

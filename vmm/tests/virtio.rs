@@ -16,7 +16,6 @@
 //! is set, which turns a skip into a failure.
 
 use std::io::Write;
-use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
@@ -24,7 +23,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::find_init;
+use common::{busybox_rootfs, find_init};
 use isol_vmm::config::DiskSpec;
 use isol_vmm::test_images::tiny_elf;
 use isol_vmm::{ExitKind, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig, VmOutcome};
@@ -358,16 +357,11 @@ fn env() -> Result<&'static Env, String> {
             return Err(format!("no busybox at {}", busybox.display()));
         }
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let rootfs = tmp.path().join("rootfs");
-        let bin = rootfs.join("bin");
-        std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(rootfs.join("tmp")).map_err(|e| e.to_string())?;
-        std::fs::copy(&busybox, bin.join("busybox")).map_err(|e| e.to_string())?;
-        for a in [
+        let rootfs = tmp.path().join("rootfs.cpio");
+        let applets = [
             "sh", "dd", "sync", "md5sum", "head", "tr", "printf", "echo", "cat", "od", "cmp",
-        ] {
-            symlink("busybox", bin.join(a)).map_err(|e| e.to_string())?;
-        }
+        ];
+        busybox_rootfs(&rootfs, &busybox, &applets, &[])?;
         Ok(Env {
             kernel,
             init,
@@ -423,7 +417,7 @@ fn run_with_disk_outcome(e: &Env, disk: &DiskSpec, script: &str) -> (VmOutcome, 
     let out = SharedBuffer::default();
     let cfg = VmConfig {
         kernel: e.kernel.clone(),
-        rootfs: Rootfs::Layers(vec![e.rootfs.clone()]),
+        rootfs: Rootfs::Cpio(e.rootfs.clone()),
         init: Some(e.init.clone()),
         memory_mib: 256,
         spec: RunSpec {
@@ -436,6 +430,7 @@ fn run_with_disk_outcome(e: &Env, disk: &DiskSpec, script: &str) -> (VmOutcome, 
         forward_stdin: false,
         timeout: Some(Duration::from_secs(120)),
         disks: vec![disk.clone()],
+        boot_profiles: isol_vmm::config::default_boot_profiles(),
         ..Default::default()
     };
     let text = |b: &SharedBuffer| String::from_utf8_lossy(&b.contents()).into_owned();

@@ -19,8 +19,9 @@
 //!
 //! A profile is written once, when none exists: a boot that was warmed would record
 //! its warmed pages too, so a profile never grows from its own use. A corrupt or
-//! mismatched file is ignored (and rewritten). `ISOL_BOOT_PROFILE=off` turns both
-//! reading and writing off.
+//! mismatched file is ignored (and rewritten). Profiles live in the directory the
+//! config names ([`VmConfig::boot_profiles`]; isol's is `$ISOL_CACHE/boot-profile`, and
+//! `ISOL_BOOT_PROFILE=off` makes it none); without one, both reading and writing are off.
 //!
 //! The cache keeps the `KEEP` (64) most recently used profiles: a boot that uses one marks
 //! it used (its mtime), and storing a new one removes the least recently used beyond
@@ -241,7 +242,7 @@ fn prune(dir: &Path, keep: usize) {
 /// What one boot did with its profile (`--trace-exits` prints it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum BootSetReport {
-    /// Profiles off (`ISOL_BOOT_PROFILE=off`), or no key for this boot.
+    /// Profiles off (no [`VmConfig::boot_profiles`]), or no key for this boot.
     #[default]
     Off,
     /// A stored profile was faulted in ahead of the guest.
@@ -300,9 +301,6 @@ pub struct BootSet {
 impl BootSet {
     /// Looks up the profile for `cfg`'s boot (none when profiles are off).
     pub fn new(cfg: &VmConfig, mem: &GuestMemoryMmap) -> Self {
-        if !enabled() {
-            return Self::default();
-        }
         let path = profile_path(cfg);
         let profile = path.as_deref().and_then(|p| BootProfile::load(p, mem));
         Self { path, profile }
@@ -373,18 +371,14 @@ impl BootSet {
     }
 }
 
-/// Whether boot profiles are in use (`ISOL_BOOT_PROFILE=off` turns them off).
-pub fn enabled() -> bool {
-    std::env::var_os("ISOL_BOOT_PROFILE").is_none_or(|v| v != "off")
-}
-
-/// Where the profile for `cfg`'s boot lives: `$ISOL_CACHE/boot-profile/<key>`
-/// (default cache `/var/cache/isol`), the key a hash of what shapes the boot before
-/// init: the kernel file's identity (path, device, inode, size, mtime), the boot
+/// Where the profile for `cfg`'s boot lives: `<cfg.boot_profiles>/<key>`, the key a hash
+/// of what shapes the boot before init: the kernel file's identity (path, device, inode, size, mtime), the boot
 /// protocol, memory, vCPUs, the command line's inputs and the devices, and the root's
 /// identity (its files, e.g. the initramfs's size, place the initramfs in guest RAM).
-/// Not the workload: it runs after init starts. `None` if the kernel cannot be stat'ed.
+/// Not the workload: it runs after init starts. `None` when profiles are off, or if the
+/// kernel cannot be stat'ed.
 pub fn profile_path(cfg: &VmConfig) -> Option<PathBuf> {
+    let dir = cfg.boot_profiles.as_ref()?;
     let mut h = std::hash::DefaultHasher::new();
     FORMAT.hash(&mut h);
     let identity = |p: &Path, h: &mut std::hash::DefaultHasher| -> Option<()> {
@@ -400,13 +394,7 @@ pub fn profile_path(cfg: &VmConfig) -> Option<PathBuf> {
     (cfg.memory_mib, cfg.vcpus, cfg.console, &cfg.extra_cmdline).hash(&mut h);
     format!("{:?} {:?}", cfg.stdio, cfg.rootfs).hash(&mut h);
     (cfg.disks.len(), cfg.tty.is_some()).hash(&mut h);
-    let cache = std::env::var_os("ISOL_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/isol"), PathBuf::from);
-    Some(
-        cache
-            .join("boot-profile")
-            .join(format!("{:016x}", h.finish())),
-    )
+    Some(dir.join(format!("{:016x}", h.finish())))
 }
 
 #[cfg(test)]

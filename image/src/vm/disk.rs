@@ -1,13 +1,13 @@
 //! The guest's root disk: an ext4 image of an OCI image's merged layers.
 //!
 //! The layers are merged with the same overlayfs rules as the container backend and
-//! the initramfs (a 0:0 character device or `.wh.NAME` deletes NAME below, an opaque
-//! directory hides what is below it) into a staging tree of hard links (copies when a
+//! the initramfs ([`super::merge`]: a 0:0 character device or `.wh.NAME` deletes NAME
+//! below, an opaque directory hides what is below it) into a staging tree of hard links (copies when a
 //! link is not possible), which `mkfs.ext4 -d` turns into an image without root and
 //! without a loop device. No journal: the disk is only ever attached read-only.
 //!
 //! Images are cached as `<cache>/v1-<digest hex>.ext4` (isol uses
-//! `<ISOL_HOME>/vm-disks/`), built under an exclusive `flock` on `<cache>/lock`, into
+//! [`crate::Store::vm_cache`]), built under an exclusive `flock` on `<cache>/lock`, into
 //! a temporary name renamed into place, so concurrent runs build an image once and
 //! never see a partial one.
 
@@ -19,20 +19,20 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::initramfs;
+use super::merge::{self, MergeError};
 
 /// Bumped whenever the image layout changes, so old cached images are not reused.
 const FORMAT: &str = "v1";
 
 /// Errors building a root disk.
 #[derive(Debug, thiserror::Error)]
-pub enum RootfsImageError {
+pub enum DiskError {
     /// The digest is not `sha256:<64 hex>`.
     #[error("Image digest {0:?} is not sha256:<hex>; re-import the image")]
     Digest(String),
     /// The layers could not be merged.
     #[error(transparent)]
-    Merge(#[from] initramfs::InitramfsError),
+    Merge(#[from] MergeError),
     /// A filesystem operation failed.
     #[error("Cannot build the root disk at {path}: {source}; check free space and permissions")]
     Io {
@@ -54,18 +54,18 @@ pub enum RootfsImageError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsImageError + '_ {
-    move |source| RootfsImageError::Io {
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
+    move |source| DiskError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
 /// The cached image path for `digest`.
-pub fn disk_path(cache_dir: &Path, digest: &str) -> Result<PathBuf, RootfsImageError> {
+pub(crate) fn disk_path(cache_dir: &Path, digest: &str) -> Result<PathBuf, DiskError> {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(RootfsImageError::Digest(digest.into()));
+        return Err(DiskError::Digest(digest.into()));
     }
     Ok(cache_dir.join(format!("{FORMAT}-{hex}.ext4")))
 }
@@ -76,7 +76,7 @@ struct Flock {
 }
 
 impl Flock {
-    fn acquire(path: &Path) -> Result<Self, RootfsImageError> {
+    fn acquire(path: &Path) -> Result<Self, DiskError> {
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -99,11 +99,11 @@ impl Flock {
 
 /// The root disk for the image `digest` made of `layers` (lowest first): from the
 /// cache, or built now.
-pub fn ensure_disk(
+pub(crate) fn ensure_disk(
     cache_dir: &Path,
     digest: &str,
     layers: &[PathBuf],
-) -> Result<PathBuf, RootfsImageError> {
+) -> Result<PathBuf, DiskError> {
     let path = disk_path(cache_dir, digest)?;
     if path.is_file() {
         return Ok(path);
@@ -147,8 +147,8 @@ fn lchown(p: &Path, uid: u32, gid: u32) {
 }
 
 /// Builds the merged tree under `dst`.
-fn stage(layers: &[PathBuf], dst: &Path) -> Result<Stats, RootfsImageError> {
-    let tree = initramfs::merged_tree(layers)?;
+fn stage(layers: &[PathBuf], dst: &Path) -> Result<Stats, DiskError> {
+    let tree = merge::merge_layers(layers)?;
     fs::create_dir_all(dst).map_err(io_err(dst))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(0o755)).map_err(io_err(dst))?;
     lchown(dst, 0, 0);
@@ -211,8 +211,8 @@ fn remove_lost_found(mkfs: &Path, img: &Path) {
         .output();
 }
 
-fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), RootfsImageError> {
-    let mkfs = find_mkfs().ok_or(RootfsImageError::NoMkfs)?;
+fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), DiskError> {
+    let mkfs = find_mkfs().ok_or(DiskError::NoMkfs)?;
     let inodes = st.entries + 1024;
     // Data, one 4 KiB block per entry for directories and symlinks, inode tables
     // (256 B each), plus slack for ext4's own metadata.
@@ -256,7 +256,7 @@ fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), RootfsImageE
         // Most likely too small: try again, bigger.
         size *= 2;
     }
-    Err(RootfsImageError::Mkfs {
+    Err(DiskError::Mkfs {
         path: img.to_owned(),
         msg: last,
     })
