@@ -65,13 +65,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub hostname: Option<String>,
     /// Memory limit (container: cgroup limit; kvm: guest RAM), e.g. 64m, 1g.
-    #[arg(short = 'm', long, value_name = "SIZE")]
+    #[arg(short = 'm', long, value_name = "SIZE", allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// CPUs (container: CPU quota, e.g. 0.5; kvm: number of vCPUs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cpus: Option<f64>,
-    /// Maximum number of processes.
-    #[arg(long, value_name = "N")]
+    /// Maximum number of processes (at least 2: the container's init and the workload).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     /// Network mode.
     #[arg(long, value_enum, default_value_t = Network::None)]
@@ -136,6 +136,8 @@ pub enum ImageCommand {
     },
     /// Import a `docker save` tarball or an OCI image layout (directory or tar).
     Import {
+        /// A `docker save` tarball or an OCI layout (directory or tar), gzip or not; `-` reads
+        /// it from standard input (`docker save IMAGE | isol image import -`).
         file: PathBuf,
         /// Name the imported image NAME[:TAG] (when the input holds one image).
         #[arg(long)]

@@ -3,6 +3,11 @@
 /// Parses a size in bytes. Suffixes are binary (k = 1024), as docker's are.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "Invalid size {s:?}: it must be a positive number of bytes"
+        ));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
@@ -23,7 +28,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+    if !bytes.is_finite() || bytes > i64::MAX as f64 {
+        return Err(format!(
+            "Invalid size {s:?}: it is too large; the most is 8 EiB"
+        ));
+    }
+    if bytes < 1.0 {
         return Err(format!(
             "Invalid size {s:?}: it must be a positive number of bytes"
         ));
@@ -42,6 +52,13 @@ mod tests {
         assert_eq!(parse_size("512k"), Ok(512 << 10));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert!(parse_size("-1").unwrap_err().contains("positive"));
+        assert!(
+            parse_size("99999999999g")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(parse_size("0").unwrap_err().contains("positive"));
         assert_eq!(parse_size("1.5g"), Ok(3 << 29));
     }
 

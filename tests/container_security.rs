@@ -260,3 +260,61 @@ fn signals_ignored_by_isols_parent_are_reset() {
     );
     assert_no_leftovers("ignored signals");
 }
+
+/// A file with the execute bit that is no program fails as docker's runtimes fail: 126, exec
+/// format error — never run by /bin/sh instead (execvp's fallback).
+#[test]
+fn a_non_program_with_x_is_126_not_run_by_the_shell() {
+    let _g = root_test();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notelf");
+    std::fs::write(&file, "echo ran-by-sh\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let volume = format!("{}:/t:ro", dir.path().display());
+    for prog in ["/t/notelf", "notelf"] {
+        let o = isol(&[
+            "run",
+            "-v",
+            &volume,
+            "-e",
+            "PATH=/t:/bin",
+            "busybox",
+            "--",
+            prog,
+        ])
+        .output()
+        .unwrap();
+        assert_eq!(code(&o), 126, "{prog}: {}{}", stdout(&o), stderr(&o));
+        assert!(!stdout(&o).contains("ran-by-sh"), "{}", stdout(&o));
+        assert!(stderr(&o).contains("exec format error"), "{}", stderr(&o));
+    }
+    // Not found stays 127, permission denied 126.
+    let o = run(&["run", "busybox", "--", "no-such-program"]);
+    assert_eq!(code(&o), 127, "{}", stderr(&o));
+    let o = run(&["run", "busybox", "--", "/etc/passwd"]);
+    assert_eq!(code(&o), 126, "{}", stderr(&o));
+    assert_no_leftovers("non-program");
+}
+
+/// `--json` names the signal that killed the workload, though isol's init exits with 128+N.
+#[test]
+fn json_reports_the_signal_that_killed_the_workload() {
+    let _g = root_test();
+    for (script, signal) in [("kill -9 $$", 9), ("kill -TERM $$", 15), ("exit 137", -1)] {
+        let o = run(&["run", "--json", "busybox", "--", "sh", "-c", script]);
+        let err = stderr(&o);
+        let last = err.lines().last().unwrap_or("");
+        let last = &last[last.find('{').unwrap_or(0)..];
+        let report: serde_json::Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("{script}: bad JSON {last:?}: {e}"));
+        let want = if signal < 0 {
+            serde_json::Value::Null
+        } else {
+            signal.into()
+        };
+        assert_eq!(report["signal"], want, "{script}: {report}");
+        let code_want = if signal < 0 { 137 } else { 128 + signal };
+        assert_eq!(code(&o), code_want, "{script}");
+    }
+    assert_no_leftovers("json signal");
+}

@@ -61,6 +61,46 @@ fn bad_flags_are_one_line_errors() {
     assert_no_leftovers("bad flags");
 }
 
+/// Inputs that outside testing found answered badly (clap's "unexpected argument", a wrong
+/// reason, a late failure, a raw escape sequence): each is a clear one-line 125 now.
+#[test]
+fn hostile_and_careless_input_is_refused_clearly() {
+    let _g = root_test();
+    assert_bad(&["run", "-m", "-1", "busybox", "true"], "positive");
+    assert_bad(&["run", "--cpus", "-1", "busybox", "true"], "--cpus");
+    assert_bad(
+        &["run", "--pids-limit", "-1", "busybox", "true"],
+        "positive",
+    );
+    assert_bad(
+        &["run", "-m", "99999999999g", "busybox", "true"],
+        "too large",
+    );
+    assert_bad(
+        &["run", "--pids-limit", "1", "busybox", "true"],
+        "at least 2",
+    );
+    assert_bad(
+        &["run", "-v", "/tmp:/", "busybox", "true"],
+        "whole filesystem",
+    );
+    assert_bad(
+        &["run", "-v", "/tmp:/proc", "busybox", "true"],
+        "inside /proc",
+    );
+    assert_bad(
+        &["run", "-v", "/tmp://proc/self", "busybox", "true"],
+        "inside /proc",
+    );
+    assert_bad(&["image", "import", "/nope.tar"], "Cannot read '/nope.tar'");
+    // A name with an escape sequence is printed escaped, never raw.
+    let o = run(&["run", "no\u{1b}[31mimage", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(!stderr(&o).contains('\u{1b}'), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\\u{1b}[31m"), "{}", stderr(&o));
+    assert_no_leftovers("hostile input");
+}
+
 /// A docker-save tarball of an image whose config has no Entrypoint and no Cmd.
 fn image_without_command(name: &str) -> Vec<u8> {
     let mut files = testutil::docker_save_files(&[testutil::sample_image(name)], false);
@@ -252,4 +292,36 @@ fn a_lab_kernel_argument_that_cannot_be_passed_is_refused_at_once() {
         err.contains("--kernel-args") && err.contains("kvm.x"),
         "{err}"
     );
+}
+
+/// On a host whose /dev/kvm runs guests on an instruction emulator (this kind of machine: nested
+/// PVM), the kvm backend says so at once and points at the lab, instead of booting for seconds
+/// into a KVM internal error.
+#[test]
+fn an_emulating_kvm_is_refused_at_once() {
+    let _g = root_test();
+    match isol_vmm::vstate::kvm::measure_guest_speed() {
+        Ok(t) if t > isol_vmm::vstate::kvm::EMULATED_THRESHOLD => {}
+        other => {
+            println!("skipped: this host's /dev/kvm runs guests in hardware ({other:?})");
+            return;
+        }
+    }
+    let cache = tempfile::tempdir().unwrap();
+    for attempt in ["first", "second"] {
+        let o = isol(&["run", "--backend", "kvm", "busybox", "true"])
+            .env("ISOL_CACHE", cache.path())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(code(&o), 125, "{attempt}: {err}");
+        assert_eq!(err.lines().count(), 1, "{attempt}: {err}");
+        assert!(err.contains("instruction emulator"), "{attempt}: {err}");
+        assert!(
+            err.contains("isol lab -- isol run --backend kvm"),
+            "{attempt}: {err}"
+        );
+    }
+    // Only a hardware verdict is kept.
+    assert!(!cache.path().join("kvm-speed").exists());
 }

@@ -223,3 +223,44 @@ fn an_image_a_running_container_uses_is_not_removed() {
     );
     assert_eq!(entries(&home.join("in-use")), 0, "a mark was left behind");
 }
+
+/// `isol image import -` (and /dev/stdin) reads the tarball from a pipe: `docker save IMG |
+/// isol image import -`. The stream is spooled into the store, and nothing of it stays there.
+#[test]
+fn import_from_a_pipe() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let tar = testutil::docker_save_tar(&[testutil::sample_image("piped:v1")], true);
+    for input in ["-", "/dev/stdin"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_isol"))
+            .env("ISOL_HOME", &home)
+            .args(["image", "import", input, "--tag", "piped:v1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = tar.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&data));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success(), "{input}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("Imported piped:v1"),
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(fs::read_dir(home.join("tmp")).unwrap().count(), 0);
+    }
+    let store = Store::open(&home).unwrap();
+    assert_eq!(
+        store
+            .unpack(&store.resolve("piped:v1").unwrap())
+            .unwrap()
+            .len(),
+        2
+    );
+}

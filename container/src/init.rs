@@ -7,10 +7,11 @@
 //!
 //! It runs from a sealed in-memory copy of isol (`security::exe`), never from the host's binary.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -77,11 +78,22 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     let sfd = SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
 
+    // The workload is exec'd by execve on the paths resolved here, never by execvp: on a file
+    // that is not a program (ENOEXEC), the C library's execvp would run it with /bin/sh
+    // instead of failing, as docker's runtimes fail (126, exec format error).
+    let exec = Exec::new(prog, &argv)?;
     let mut cmd = Command::new(prog);
     cmd.args(rest).arg0(prog);
-    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
-    // calls (sigprocmask, setpgid, tcsetpgrp) on its own process.
-    unsafe { cmd.pre_exec(move || prepare_workload(tty)) };
+    // SAFETY: the closure runs in the forked child before exec and makes only system calls
+    // (sigprocmask, setpgid, tcsetpgrp, execve) on its own process, plus the allocation of
+    // the pointer arrays, which is safe here: init is single-threaded, so no lock can be held
+    // by another thread across the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            prepare_workload(tty)?;
+            Err(exec.execve())
+        })
+    };
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -91,7 +103,6 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
         }
     };
     let _ = writeln!(report, "R {}", monotonic_ns());
-    drop(report);
 
     let workload = Pid::from_raw(child.id() as i32);
     loop {
@@ -108,13 +119,93 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
         // Reap everything that has exited; the workload's status ends the container.
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == workload => return Ok(code),
+                // The last report says how the workload ended: 128+N as an exit code cannot
+                // tell a workload killed by signal N from one that exited with 128+N.
+                Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
+                    let _ = writeln!(report, "W exit {code}");
+                    return Ok(code);
+                }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
+                    let _ = writeln!(report, "W signal {}", sig as i32);
                     return Ok(128 + sig as i32);
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }
+        }
+    }
+}
+
+/// The workload's program, resolved as execvp resolves it, without its /bin/sh fallback.
+struct Exec {
+    /// The paths to try in order: the program itself when it has a '/', else each `$PATH`
+    /// directory joined with it.
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl Exec {
+    fn new(prog: &OsString, argv: &[OsString]) -> Result<Self, String> {
+        let c = |s: &[u8]| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+        let name = prog.as_bytes();
+        let candidates = if name.contains(&b'/') {
+            vec![c(name)?]
+        } else {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            });
+            path.as_bytes()
+                .split(|&b| b == b':')
+                .map(|dir| {
+                    let dir = if dir.is_empty() { &b"."[..] } else { dir };
+                    c(&[dir, b"/", name].concat())
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let argv = argv
+            .iter()
+            .map(|a| c(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        let envp = std::env::vars_os()
+            .map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .collect::<Result<_, _>>()?;
+        Ok(Exec {
+            candidates,
+            argv,
+            envp,
+        })
+    }
+
+    /// Tries each candidate; returns only on failure, with execvp's choice of error: EACCES
+    /// if some candidate was not executable, else the last "not there" error, else the first
+    /// other error.
+    fn execve(&self) -> io::Error {
+        let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let (argv, envp) = (ptrs(&self.argv), ptrs(&self.envp));
+        let mut denied = false;
+        let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+        for path in &self.candidates {
+            // SAFETY: path, argv and envp are NUL-terminated strings and NULL-terminated
+            // arrays of them, alive for the call; execve returns only on failure.
+            unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EACCES) => denied = true,
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV) => {}
+                _ => return e,
+            }
+            last = e;
+        }
+        if denied {
+            io::Error::from_raw_os_error(libc::EACCES)
+        } else {
+            last
         }
     }
 }

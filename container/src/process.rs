@@ -7,6 +7,7 @@
 //! `X code message` (the workload could not be executed; code is 126 or 127),
 //! `R ns` (the workload is running). EOF after `R` is normal.
 
+use std::cell::Cell;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -252,22 +253,24 @@ fn run_in(
     let address = guard.net.as_ref().map(|a| a.address().to_string());
 
     let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
-    let mut stops = 0;
+    let stops = Cell::new(0);
     let reports = Reports {
         pipe: File::from(rep_r),
         child,
         sfd: &sfd,
-        stops: &mut stops,
+        stops: &stops,
         deadline,
     };
-    let (exec_error, exit_from_report) = read_reports(reports, phases)?;
+    let started = read_reports(reports, phases)?;
+    let exit_from_report = started.exec_error.as_ref().map(|(_, code)| *code);
+    let exec_error = started.exec_error.map(|(msg, _)| msg);
     if let Some(p) = &pty {
         p.close_slave();
     }
 
     let status = match &pty {
-        Some(p) => p.relay(child, &sfd, deadline, &mut stops)?,
-        None => wait_forwarding(child, &sfd, deadline, &mut stops)?,
+        Some(p) => p.relay(child, &sfd, deadline, &stops)?,
+        None => wait_forwarding(child, &sfd, deadline, &stops)?,
     };
     let timed_out = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _))
         && deadline.is_some_and(|d| std::time::Instant::now() >= d);
@@ -276,11 +279,17 @@ fn run_in(
     let t_exit = monotonic_ns();
     phases.push_at("run", t_exit);
 
-    let (mut exit_code, signal) = match status {
+    let (mut exit_code, mut signal) = match status {
         WaitStatus::Exited(_, c) => (c, None),
         WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
         _ => (125, None),
     };
+    // The init exits with 128+N for a workload killed by signal N; its last report says which.
+    if signal.is_none()
+        && let Some(s) = last_report(started.reader)
+    {
+        signal = Some(s);
+    }
     if let Some(code) = exit_from_report {
         exit_code = code;
     }
@@ -383,17 +392,29 @@ fn children_cpu_usec() -> Option<u64> {
     Some(us(u.user_time()) + us(u.system_time()))
 }
 
-/// Reads the child's reports until EOF. Returns the exec error (with its exit code) if any.
-fn read_reports(
-    reports: Reports<'_>,
+/// What the reports said up to the workload's start.
+struct Started<'a> {
+    /// Why the workload could not be executed, with its exit code (126, 127).
+    exec_error: Option<(String, i32)>,
+    /// The rest of the reports, for [`last_report`].
+    reader: BufReader<Reports<'a>>,
+}
+
+/// Reads the child's reports up to the workload's start (`R`), or to EOF when it did not start.
+fn read_reports<'a>(
+    reports: Reports<'a>,
     phases: &mut Phases,
-) -> Result<(Option<String>, Option<i32>), ContainerError> {
-    let reader = BufReader::new(reports);
-    let mut running = false;
-    for line in reader.split(b'\n') {
-        let Ok(line) = line else { break };
-        let line = String::from_utf8_lossy(&line);
-        let (tag, rest) = line.split_once(' ').unwrap_or((&line, ""));
+) -> Result<Started<'a>, ContainerError> {
+    let mut reader = BufReader::new(reports);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line));
+        let (tag, rest) = text.split_once(' ').unwrap_or((&text, ""));
         match tag {
             "T" => {
                 if let Some((name, ns)) = rest.split_once(' ')
@@ -406,22 +427,35 @@ fn read_reports(
                 if let Ok(ns) = rest.parse() {
                     phases.push_at("exec", ns);
                 }
-                running = true;
+                return Ok(Started {
+                    exec_error: None,
+                    reader,
+                });
             }
             "E" => return Err(ContainerError::Setup(rest.to_string())),
             "X" => {
                 let (code, msg) = rest.split_once(' ').unwrap_or(("127", rest));
-                return Ok((Some(msg.to_string()), Some(code.parse().unwrap_or(127))));
+                return Ok(Started {
+                    exec_error: Some((msg.to_string(), code.parse().unwrap_or(127))),
+                    reader,
+                });
             }
             _ => {}
         }
     }
-    if !running {
-        return Err(ContainerError::Setup(
-            "The container's init died before starting the workload; run with --json for details or check the kernel log".into(),
-        ));
-    }
-    Ok((None, None))
+    Err(ContainerError::Setup(
+        "The container's init died before starting the workload; run with --json for details or check the kernel log".into(),
+    ))
+}
+
+/// The init's last report, once it has exited: the signal that killed the workload, if one did
+/// (`W signal N`; `W exit C` for an exit).
+fn last_report(mut reader: BufReader<Reports<'_>>) -> Option<i32> {
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut reader, &mut rest);
+    String::from_utf8_lossy(&rest)
+        .lines()
+        .find_map(|l| l.strip_prefix("W signal ")?.parse().ok())
 }
 
 /// The child's own error (`E` report), if it reported one before it died. Call it only once the
@@ -459,7 +493,7 @@ fn wait_forwarding(
     child: Pid,
     sfd: &SignalFd,
     deadline: Option<std::time::Instant>,
-    stops: &mut u32,
+    stops: &Cell<u32>,
 ) -> Result<WaitStatus, ContainerError> {
     // The child is checked before the first wait: reading the reports may have taken the
     // SIGCHLD of a child that is already gone.
@@ -483,7 +517,7 @@ fn wait_forwarding(
 pub(crate) fn drain_signals(
     child: Pid,
     sfd: &SignalFd,
-    stops: &mut u32,
+    stops: &Cell<u32>,
 ) -> Result<(Option<WaitStatus>, bool), ContainerError> {
     let winch = forward_signals(child, sfd, stops);
     let status = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
@@ -502,7 +536,7 @@ pub(crate) fn drain_signals(
 /// cannot reach it otherwise), so a stop is answered with SIGCONT at once, whatever isol is
 /// waiting for. And the second SIGINT or SIGTERM that isol receives kills the container, whether
 /// or not the workload honoured the first (`stops` counts them over the whole run).
-fn forward_signals(child: Pid, sfd: &SignalFd, stops: &mut u32) -> bool {
+fn forward_signals(child: Pid, sfd: &SignalFd, stops: &Cell<u32>) -> bool {
     let mut winch = false;
     while let Ok(Some(info)) = sfd.read_signal() {
         let signo = info.ssi_signo as i32;
@@ -512,10 +546,14 @@ fn forward_signals(child: Pid, sfd: &SignalFd, stops: &mut u32) -> bool {
             && let Ok(sig) = Signal::try_from(signo)
         {
             if matches!(sig, Signal::SIGINT | Signal::SIGTERM) {
-                *stops += 1;
+                stops.set(stops.get() + 1);
             }
             // The second one is not asked again: killing the PID namespace's init ends it.
-            let sig = if *stops >= 2 { Signal::SIGKILL } else { sig };
+            let sig = if stops.get() >= 2 {
+                Signal::SIGKILL
+            } else {
+                sig
+            };
             let _ = kill(child, sig);
         }
     }
@@ -536,7 +574,7 @@ struct Reports<'a> {
     pipe: File,
     child: Pid,
     sfd: &'a SignalFd,
-    stops: &'a mut u32,
+    stops: &'a Cell<u32>,
     deadline: Option<std::time::Instant>,
 }
 

@@ -88,7 +88,7 @@ impl Pty {
         child: Pid,
         sfd: &SignalFd,
         deadline: Option<std::time::Instant>,
-        stops: &mut u32,
+        stops: &std::cell::Cell<u32>,
     ) -> Result<WaitStatus, ContainerError> {
         let _raw = RawMode::enter();
         let stdin = io::stdin();

@@ -144,6 +144,17 @@ pub enum ImageError {
         reason: String,
     },
     /// A filesystem operation failed.
+    /// The file or directory to import cannot be read.
+    #[error(
+        "Cannot read '{path}' to import it: {source}; give the path of a `docker save` tarball or an OCI layout, or - for standard input"
+    )]
+    ImportInput {
+        /// The input as given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     #[error(
         "Cannot {action} {path}: {source}; check permissions and free space, or point ISOL_HOME at a writable directory"
     )]

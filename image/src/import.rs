@@ -558,6 +558,53 @@ fn layer_diff_id(staged: &Staged) -> Result<(String, Compression), ImageError> {
 
 /// Stages and checks the input, commits its blobs into `store`, and returns
 /// the refs to add to the index (the caller holds the store lock).
+/// A spooled copy of a streamed import input, removed when dropped.
+pub(crate) struct Spool(PathBuf);
+
+impl Spool {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Checks that `input` can be read, and copies it to a file of the store's when it is a stream
+/// (`-` for standard input, a pipe, a character device such as /dev/stdin), which cannot be
+/// sniffed and then read from the start. Regular files and directories are read in place.
+pub(crate) fn spool_if_stream(store: &Store, input: &Path) -> Result<Option<Spool>, ImageError> {
+    let from_stdin = input == Path::new("-");
+    if !from_stdin {
+        let meta = fs::metadata(input).map_err(|source| ImageError::ImportInput {
+            path: input.into(),
+            source,
+        })?;
+        if meta.is_dir() || meta.is_file() {
+            return Ok(None);
+        }
+    }
+    let tmp = store.tmp_dir();
+    fs::create_dir_all(&tmp).map_err(ImageError::io("create", &tmp))?;
+    let spool = Spool(tmp.join(fsutil::tmp_name("stdin")));
+    let mut out = File::create(spool.path()).map_err(ImageError::io("create", spool.path()))?;
+    let copied = if from_stdin {
+        io::copy(&mut io::stdin().lock(), &mut out)
+    } else {
+        File::open(input)
+            .map_err(|source| ImageError::ImportInput {
+                path: input.into(),
+                source,
+            })
+            .map(|mut f| io::copy(&mut f, &mut out))?
+    };
+    copied.map_err(ImageError::io("write", spool.path()))?;
+    Ok(Some(spool))
+}
+
 pub(crate) fn import(
     store: &Store,
     input: &Path,

@@ -322,8 +322,12 @@ impl Store {
             ),
             None => None,
         };
+        // A pipe (`-` is standard input) cannot be sniffed and read twice: it is spooled to a
+        // file of the store first, outside the lock.
+        let spool = import::spool_if_stream(self, path)?;
+        let input = spool.as_ref().map_or(path, |s| s.path());
         let _lock = StoreLock::acquire(&self.lock_path())?;
-        let refs = import::import(self, path, tag.as_deref(), progress)?;
+        let refs = import::import(self, input, tag.as_deref(), progress)?;
         let added = self.add_refs(&refs)?;
         added
             .iter()

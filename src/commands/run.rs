@@ -77,7 +77,10 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
     }
     let pids = match args.pids_limit {
         None => None,
-        Some(n) if n > 0 => Some(n as u64),
+        Some(n) if n >= 2 => Some(n as u64),
+        Some(n) if n > 0 => bail!(
+            "Invalid --pids-limit {n}: the container's init and the workload need at least 2; give 2 or more"
+        ),
         Some(n) => bail!("Invalid --pids-limit {n}: it must be a positive number of processes"),
     };
     let volumes = args
@@ -233,6 +236,24 @@ fn parse_volume(v: &str) -> anyhow::Result<isol_container::Volume> {
     let target = PathBuf::from(dst);
     if !target.is_absolute() {
         bail!("Volume target {dst:?} is not absolute; use a path starting with /");
+    }
+    if target
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        bail!("Volume target {dst:?} contains '..'; give the path without it");
+    }
+    // Normalised: "//proc/" is /proc.
+    let target: PathBuf = target.components().collect();
+    if target == Path::new("/") {
+        bail!(
+            "Volume target / would hide the image's whole filesystem; mount the directory below /, e.g. {src}:/data"
+        );
+    }
+    if target.starts_with("/proc") {
+        bail!(
+            "Volume target {dst:?} is inside /proc, which the container's own procfs must keep; mount it elsewhere"
+        );
     }
     let source = Path::new(src);
     let source = source.canonicalize().map_err(|e| {
@@ -418,6 +439,10 @@ fn run_kvm(
             "Memory {memory_mib} MiB is more than this host has ({host} MiB): give a smaller --memory"
         );
     }
+    // Before any work on the kernel or the image: a host whose KVM only emulates is told so at
+    // once. The environment is read here, once: ISOL_CACHE.
+    let speed_cache = isol_vmm::config::cache_dir().join("kvm-speed");
+    isol_vmm::vstate::kvm::check_runs_guests(Some(&speed_cache)).map_err(anyhow::Error::msg)?;
     let kernel = guest_kernel(args)?;
     let init = isol_vmm::config::default_guest_init().ok_or_else(|| {
         anyhow::anyhow!("The guest init isol-guest-init was not found beside isol; build it (cargo build -p isol-guest-init) or set ISOL_GUEST_INIT")
@@ -495,6 +520,24 @@ mod tests {
                 .contains("does not exist")
         );
         assert!(parse_volume("/tmp:/x:rx").is_err());
+        for bad in [
+            "/tmp:/",
+            "/tmp://",
+            "/tmp:/proc",
+            "/tmp:/proc/sys",
+            "/tmp://proc/",
+            "/tmp:/a/../proc",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_volume("/tmp:/procfs").unwrap().target,
+            PathBuf::from("/procfs")
+        );
+        assert_eq!(
+            parse_volume("/tmp://data/").unwrap().target,
+            PathBuf::from("/data")
+        );
         assert!(parse_volume("/tmp").is_err());
     }
 

@@ -453,7 +453,15 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    out.replace('\n', " ")
+    // One line, and nothing a terminal would act on: a name or a tar entry from outside may
+    // carry escape sequences.
+    out.chars()
+        .map(|c| match c {
+            '\n' => " ".to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// `-t`: while it lives, the terminal is in raw mode (with `-i`, so ^C travels to the
@@ -621,6 +629,12 @@ mod tests {
             ..l
         };
         assert_eq!(Launch::decode(&off.encode()).unwrap(), off);
+    }
+
+    #[test]
+    fn one_line_escapes_control_characters() {
+        let e = std::io::Error::other("image 'a\u{1b}[31mred' not found\nat all\r");
+        assert_eq!(one_line(&e), "image 'a\\u{1b}[31mred' not found at all\\r");
     }
 
     #[test]
