@@ -12,8 +12,35 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: the workload's own; 125 isol failed; 126 cannot execute; 127 not found; 128+N killed by signal N."
 )]
 pub struct Cli {
+    /// What isol logs on stderr: error, warn, info, debug or trace [default: warn, or the
+    /// ISOL_LOG environment variable (e.g. ISOL_LOG=debug, ISOL_LOG=isol_vmm=trace)].
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-level`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// As a filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod logging;
 mod size;
 
 use std::ffi::OsString;
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match commands::dispatch(cli) {
+    let directive = logging::init(cli.log_level.map(cli::LogLevel::directive));
+    match commands::dispatch(cli, directive) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("isol: {}", one_line(&e));

@@ -48,6 +48,7 @@ impl RunDir {
         }
         let dir = state_root.join(id);
         fs::rename(&tmp, &dir).map_err(|e| io_err("create", &dir, e))?;
+        tracing::debug!(dir = %dir.display(), "run directory created");
         Ok(RunDir {
             upper: dir.join("upper"),
             work: dir.join("work"),

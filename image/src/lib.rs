@@ -217,6 +217,18 @@ impl Store {
     /// `sha256:`) of a manifest digest. `busybox`/`busybox:latest` is built
     /// from the host's busybox when missing (see [`Store::ensure_default`]).
     pub fn resolve(&self, reference: &str) -> Result<Image, ImageError> {
+        let image = self.resolve_inner(reference)?;
+        tracing::debug!(
+            reference,
+            name = %image.summary.name,
+            digest = %image.summary.digest,
+            layers = image.diff_ids.len(),
+            "image resolved"
+        );
+        Ok(image)
+    }
+
+    fn resolve_inner(&self, reference: &str) -> Result<Image, ImageError> {
         match self.find(reference) {
             Err(ImageError::NotFound { .. })
                 if normalize_name(reference).ok().as_deref() == Some(DEFAULT_IMAGE) =>
@@ -344,6 +356,7 @@ impl Store {
             .map(|d| self.layer_dir(d))
             .collect::<Result<Vec<_>, _>>()?;
         if dirs.iter().all(|d| unpack::is_complete(d)) {
+            tracing::debug!(layers = dirs.len(), "image layers already unpacked");
             return Ok(dirs);
         }
         let _lock = StoreLock::acquire(&self.lock_path())?;
@@ -364,7 +377,14 @@ impl Store {
             if !blob.exists() {
                 return Err(self.corrupt(format!("layer blob {} is missing", layer.digest())));
             }
+            let started = std::time::Instant::now();
             unpack::unpack_layer_dir(&blob, diff_id, dir)?;
+            tracing::debug!(
+                diff_id,
+                dir = %dir.display(),
+                took = ?started.elapsed(),
+                "layer unpacked"
+            );
         }
         Ok(dirs)
     }

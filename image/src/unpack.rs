@@ -255,8 +255,8 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
         }
     }
     if skipped_devices > 0 {
-        eprintln!(
-            "isol: note: skipped {skipped_devices} device node(s) in layer {diff_id}: creating them needs root"
+        tracing::warn!(
+            "skipped {skipped_devices} device node(s) in layer {diff_id}: creating them needs root"
         );
     }
     Ok(())

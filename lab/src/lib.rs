@@ -265,10 +265,13 @@ fn run_lab(args: &LabOptions, qemu: &Path, freeze_after: Duration) -> Result<i32
         progress.set("booting the lab VM (QEMU TCG)");
     }
     let qemu_log = job.path.join("qemu.log");
-    let mut child = qemu_command(qemu, args, &prepared, &job.path, &qemu_log)?
+    let mut cmd = qemu_command(qemu, args, &prepared, &job.path, &qemu_log)?;
+    tracing::debug!(command = ?cmd, "starting QEMU");
+    let mut child = cmd
         .spawn()
         .step(|| format!("starting {}", qemu.display()))?;
     let t_spawned = Instant::now();
+    tracing::debug!(pid = child.id(), log = %qemu_log.display(), "QEMU started");
 
     let mut t_started = None;
     let mut t_exited = None;
@@ -441,6 +444,7 @@ fn prepare(job: &JobDir, progress: &Progress) -> Result<Prepared, LabError> {
     let init = job.path.join("init");
     fs::write(&script, PREPARE_SH)?;
     fs::write(&init, LAB_INIT)?;
+    tracing::debug!(script = %script.display(), "preparing the lab image");
     let mut child = Command::new("bash")
         .arg(&script)
         .arg("--init")

@@ -8,10 +8,11 @@ pub mod run;
 
 use crate::cli::{Cli, Command};
 
-/// Runs a parsed command line; returns isol's exit code.
-pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+/// Runs a parsed command line; returns isol's exit code. `log_filter`: the log filter in
+/// force ([`crate::logging::init`]).
+pub fn dispatch(cli: Cli, log_filter: String) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, &log_filter),
         Command::Bench(args) => bench::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Doctor(args) => doctor::run(args),

@@ -31,7 +31,8 @@ pub struct RunSpec {
     pub volumes: Vec<isol_container::Volume>,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+/// `isol run`; `log_filter` is the log filter in force, handed on to isol-vmm.
+pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
     let rootless = !nix::unistd::geteuid().is_root();
     if rootless {
         check_user_namespaces()?;
@@ -47,7 +48,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let in_use = store.mark_in_use(&spec.image, &id, backend)?;
     match args.backend {
         Backend::Container => run_container(&args, spec, &store, id, rootless),
-        Backend::Kvm => run_kvm(&args, spec, &store, &in_use),
+        Backend::Kvm => run_kvm(&args, spec, &store, &in_use, log_filter),
     }
 }
 
@@ -329,6 +330,17 @@ fn run_container(
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
     };
     let result = isol_container::run(&cfg)?;
+    // The child's steps (rootfs, exec) cannot log themselves (see docs/design.md, "Logging"):
+    // their durations, in order, from the run's phases.
+    for (phase, ms) in &result.phases {
+        tracing::debug!(phase = %phase, ms = round3(*ms), "container step done");
+    }
+    tracing::debug!(
+        id = %result.id,
+        exit_code = result.exit_code,
+        signal = ?result.signal,
+        "container exited"
+    );
     if let Some(msg) = &result.exec_error {
         eprintln!("isol: {msg}");
     }
@@ -415,6 +427,7 @@ fn run_kvm(
     spec: RunSpec,
     store: &isol_image::Store,
     in_use: &isol_image::InUse,
+    log_filter: &str,
 ) -> anyhow::Result<i32> {
     check_kvm_flags(args, &spec)?;
     let vcpus = match spec.cpus {
@@ -485,6 +498,7 @@ fn run_kvm(
         image: spec.image.summary.name,
         // The environment is read here, once: ISOL_CACHE, ISOL_BOOT_PROFILE=off.
         boot_profiles: isol_vmm::config::default_boot_profiles(),
+        log_filter: Some(log_filter.to_owned()),
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
     launch.vm_config(None).validate()?;
@@ -493,9 +507,13 @@ fn run_kvm(
     match isol_vmm::launch::vmm_binary() {
         Some(vmm) => {
             in_use.keep_across_exec()?;
+            tracing::debug!(vmm = %vmm.display(), "handing the VM over to isol-vmm (exec)");
             Err(isol_vmm::launch::exec(&vmm, &launch, std::env::args_os()).into())
         }
-        None => Ok(isol_vmm::launch::run(&launch)),
+        None => {
+            tracing::debug!("running the VM in this process (no isol-vmm)");
+            Ok(isol_vmm::launch::run(&launch))
+        }
     }
 }
 

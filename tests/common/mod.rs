@@ -57,11 +57,13 @@ pub fn root_test() -> MutexGuard<'static, ()> {
     serial()
 }
 
-/// `isol ARGS…` with the test store.
+/// `isol ARGS…` with the test store (and isol's default logging, whatever `ISOL_LOG` the
+/// tests run with).
 pub fn isol(args: &[&str]) -> Command {
     let mut c = Command::new(isol_bin());
     c.args(args)
         .env("ISOL_HOME", test_home())
+        .env_remove("ISOL_LOG")
         .stdin(Stdio::null());
     c
 }

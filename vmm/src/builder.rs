@@ -165,6 +165,9 @@ fn run_in(
         let load = || {
             let k = loader::load_kernel(mem, &cfg.kernel, cfg.boot_protocol);
             timeline.mark(SetupStep::Kernel);
+            if let Ok(k) = &k {
+                tracing::debug!(kernel = %cfg.kernel.display(), entry = ?k.entry, "kernel loaded");
+            }
             k
         };
         let loading = std::thread::Builder::new()
@@ -189,6 +192,11 @@ fn run_in(
             // virtio (docs/devices.md): root disk and stdio console on the MMIO bus.
             let virtio = device_manager::attach_virtio_devices(&mut devices, Some(&vm), mem, cfg)?;
             timeline.mark(SetupStep::Devices);
+            tracing::debug!(
+                stdio = ?cfg.stdio,
+                disks = cfg.disks.len(),
+                "devices attached: serial, exit port, virtio-mmio (root disk, console)"
+            );
             Ok::<_, VmmError>((kvm, vm, devices, virtio))
         })();
         // Without a thread (none could be started), the kernel loads here instead.
@@ -213,7 +221,7 @@ fn run_in(
     let mmio_order = Arc::new(MmioOrder::default());
     let register_late = || {
         for why in device_manager::register_late_io(vm.fd(), &late_io) {
-            eprintln!("isol: warning: {why}; those accesses exit to the VMM instead");
+            tracing::warn!("{why}; those accesses exit to the VMM instead");
         }
         timeline.mark(SetupStep::LateIo);
         mmio_order.late_io_done();
@@ -279,6 +287,11 @@ fn run_in(
             vcpus.push(v);
         }
         timeline.mark(SetupStep::Vcpus);
+        tracing::debug!(
+            vcpus = cfg.vcpus,
+            memory_mib = cfg.memory_mib,
+            "vCPUs configured; starting them"
+        );
         // The boot set may come in now (boot_profile::BootSet::run).
         let _ = setup_done.send(());
 
@@ -300,6 +313,7 @@ fn run_in(
             let port = devices.exit_port.lock().unwrap_or_else(|p| p.into_inner());
             (port.exit_status(), timeline.finish(port.phases(), end_time))
         };
+        tracing::debug!(end = ?result.end, guest_exit_status = ?exit_status, "VM exited");
         if cfg.trace_exits {
             eprint!(
                 "{}",

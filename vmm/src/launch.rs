@@ -128,6 +128,9 @@ pub struct Launch {
     /// Where boot profiles are kept ([`VmConfig::boot_profiles`]; none: off).
     #[serde(with = "os_bytes_opt")]
     pub boot_profiles: Option<PathBuf>,
+    /// The log filter isol ran with (`--log-level` or `$ISOL_LOG`), for isol-vmm's subscriber.
+    #[serde(default)]
+    pub log_filter: Option<String>,
 }
 
 /// An extra virtio-blk disk.
@@ -333,10 +336,18 @@ pub fn exec(vmm: &Path, launch: &Launch, shown: impl IntoIterator<Item = OsStrin
 }
 
 /// `isol-vmm`'s main: `isol-vmm --launch-fd N [-- …]`; returns the exit status.
-pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+/// `init_logging` gets the launch's log filter before the VM is built: the binary sets up
+/// its subscriber there (the VMM library only emits events).
+pub fn main(
+    args: impl IntoIterator<Item = OsString>,
+    init_logging: impl FnOnce(Option<&str>),
+) -> i32 {
     let launch = read_args(args).and_then(Launch::from_fd);
     match launch {
-        Ok(l) => run(&l),
+        Ok(l) => {
+            init_logging(l.log_filter.as_deref());
+            run(&l)
+        }
         Err(LaunchError::Usage) => {
             eprintln!("isol-vmm: {}", LaunchError::Usage);
             125
@@ -600,6 +611,7 @@ mod tests {
             boot_profiles: Some(PathBuf::from(OsString::from_vec(
                 b"/cache/boot-\xfeprofile".to_vec(),
             ))),
+            log_filter: Some("isol_vmm=debug,warn".into()),
         }
     }
 

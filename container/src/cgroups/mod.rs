@@ -247,7 +247,9 @@ impl CgroupManager for AnyCgroupManager {
         match self {
             Self::V1(m) => m.restrict_devices(rules),
             Self::V2(m) => m.restrict_devices(rules),
-        }
+        }?;
+        tracing::debug!(rules = rules.len(), "cgroup devices restricted");
+        Ok(())
     }
 
     fn stats(&self) -> Result<Stats, CgroupError> {
@@ -394,6 +396,12 @@ pub fn create(
         let _ = manager.remove();
         return Err(e);
     }
+    tracing::debug!(
+        path = %manager.path().display(),
+        version = if matches!(manager, AnyCgroupManager::V2(_)) { "v2" } else { "v1" },
+        ?limits,
+        "cgroup created"
+    );
     Ok(manager)
 }
 

@@ -175,10 +175,7 @@ impl Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         if let Err(error) = self.release_once() {
-            eprintln!(
-                "isol: warning: releasing the network of {}: {error}",
-                self.id
-            );
+            tracing::warn!("releasing the network of {}: {error}", self.id);
         }
     }
 }
@@ -195,9 +192,26 @@ pub fn attach(
     state_root: &Path,
 ) -> Result<Option<Attachment>, NetworkError> {
     match mode {
-        NetworkMode::None | NetworkMode::Host => Ok(None),
+        NetworkMode::None | NetworkMode::Host => {
+            let mode = if mode == NetworkMode::Host {
+                "host"
+            } else {
+                "none"
+            };
+            tracing::debug!(mode, "network: nothing to attach");
+            Ok(None)
+        }
         NetworkMode::Bridge => {
-            attach_bridge(&Subnet::from_env()?, id, child_pid, state_root).map(Some)
+            let a = attach_bridge(&Subnet::from_env()?, id, child_pid, state_root)?;
+            tracing::debug!(
+                mode = "bridge",
+                address = %a.address,
+                gateway = %a.gateway,
+                veth = %a.host_veth,
+                bridge = BRIDGE,
+                "network attached"
+            );
+            Ok(Some(a))
         }
     }
 }
@@ -207,7 +221,7 @@ pub fn attach(
 /// Best effort: problems are printed as warnings; the next attach or sweep retries.
 pub fn sweep(state_root: &Path) {
     if let Err(error) = try_sweep(state_root) {
-        eprintln!("isol: warning: cleaning up stale container networks: {error}");
+        tracing::warn!("cleaning up stale container networks: {error}");
     }
 }
 

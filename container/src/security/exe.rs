@@ -68,7 +68,10 @@ pub fn init_binary() -> std::path::PathBuf {
 /// Makes the sealed copy the container's init is exec'd from: of [`init_binary`] (1.2 MiB,
 /// where the whole of isol is 4 MiB).
 pub fn sealed_init_copy() -> Result<OwnedFd, SecurityError> {
-    copy_and_seal(&init_binary(), c"isol-init")
+    let path = init_binary();
+    let fd = copy_and_seal(&path, c"isol-init")?;
+    tracing::debug!(from = %path.display(), "sealed copy of the container's init made");
+    Ok(fd)
 }
 
 fn copy_and_seal(path: &Path, name: &CStr) -> Result<OwnedFd, SecurityError> {
