@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: the workload's own; 125 isol failed; 126 cannot execute; 127 not found; 128+N killed by signal N."
 )]
 pub struct Cli {
-    /// What isol logs on stderr: error, warn, info, debug or trace [default: warn, or the
-    /// ISOL_LOG environment variable (e.g. ISOL_LOG=debug, ISOL_LOG=isol_vmm=trace)].
+    /// What isol logs on stderr [default: warn, or the filter in $ISOL_LOG, e.g.
+    /// ISOL_LOG=debug or ISOL_LOG=isol_vmm=trace]
     #[arg(long, global = true, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
     #[command(subcommand)]
