@@ -174,7 +174,10 @@ mod tests {
         );
         assert!(lines[1].starts_with("isol: debug: "), "{out}");
         assert!(
-            lines[1].ends_with("s isol::logging::tests: cgroup created path=\"/sys/fs/cgroup/x\""),
+            lines[1].ends_with(&format!(
+                "s {}: cgroup created path=\"/sys/fs/cgroup/x\"",
+                module_path!()
+            )),
             "{out}"
         );
         assert_eq!(lines.len(), 2, "{out}");

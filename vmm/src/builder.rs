@@ -195,7 +195,7 @@ fn run_in(
             tracing::debug!(
                 stdio = ?cfg.stdio,
                 disks = cfg.disks.len(),
-                "devices attached: serial, exit port, virtio-mmio (root disk, console)"
+                "devices attached (legacy and virtio-mmio)"
             );
             Ok::<_, VmmError>((kvm, vm, devices, virtio))
         })();
