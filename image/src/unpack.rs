@@ -161,6 +161,12 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
     let malformed = |e: io::Error| {
         if fsutil::is_too_large(&e) {
             too_large(diff_id, limit, blob_size)
+        } else if let Some(source) = disk_error(&e) {
+            ImageError::Io {
+                action: "unpack a layer into",
+                path: dst.to_path_buf(),
+                source,
+            }
         } else {
             ImageError::MalformedTar {
                 what: what.clone(),
@@ -323,6 +329,27 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
 }
 
 /// An io::Error and its sources on one line.
+/// The OS error behind `e`, looking through the tar reader's wrapping: an error of the disk
+/// (ENOSPC, EDQUOT, EIO, EROFS) is not a malformed archive.
+pub(crate) fn disk_error(e: &io::Error) -> Option<io::Error> {
+    let disk = |n: i32| matches!(n, libc::ENOSPC | libc::EDQUOT | libc::EIO | libc::EROFS);
+    if let Some(n) = e.raw_os_error().filter(|&n| disk(n)) {
+        return Some(io::Error::from_raw_os_error(n));
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(cause) = src {
+        if let Some(n) = cause
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .filter(|&n| disk(n))
+        {
+            return Some(io::Error::from_raw_os_error(n));
+        }
+        src = cause.source();
+    }
+    None
+}
+
 pub(crate) fn error_chain(e: &io::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
