@@ -17,18 +17,17 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
 use crate::config::{ContainerConfig, NetworkMode, Volume};
 use crate::error::ContainerError;
-use crate::process::{cstring, cstrings, monotonic_ns};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
 use crate::state::RunDir;
-use crate::{network, security, user};
+use crate::sys::{self, cstring, cstrings, monotonic_ns};
+use crate::{namespaces, network, security, user};
 
 /// argv[0] of the container's init, and the marker that selects init mode in isol's `main`.
 pub const INIT_ARGV0: &str = "isol-init";
@@ -145,8 +144,7 @@ fn setup(
     if spec.rootless {
         go.wait();
     }
-    nix::unistd::sethostname(spec.hostname.to_str().unwrap_or("isol"))
-        .map_err(|e| format!("Cannot set the hostname: {e}"))?;
+    namespaces::set_hostname(&spec.hostname)?;
     if spec.network != NetworkMode::Host {
         network::loopback_up().map_err(|e| e.to_string())?;
     }
@@ -171,8 +169,7 @@ fn setup(
     let init_exe = go.wait();
     // The cgroup namespace is created after the parent moved us into our cgroup, so that the
     // container sees that cgroup as its root.
-    unshare(CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| format!("Cannot create the cgroup namespace: {e}"))?;
+    namespaces::enter_cgroup_namespace()?;
     rootfs::mount_cgroup(&rootfs_spec, spec.cgroup2)?;
 
     // A new session: signals typed at isol's terminal reach isol, which forwards them, and not
@@ -205,8 +202,8 @@ fn setup(
     // Nothing of isol's (the host terminal, pipes, the signalfd, a pty master) may reach the
     // container: every descriptor but stdio closes at exec, except the report pipe, which the
     // init closes itself. The sealed memfd is exec'd by descriptor, so it may close too.
-    cloexec_from(3)?;
-    clear_cloexec(report.as_raw_fd())?;
+    sys::cloexec_from(3).map_err(|e| format!("Cannot list open descriptors: {e}"))?;
+    sys::clear_cloexec(report.as_raw_fd()).map_err(|e| format!("fcntl(F_SETFD) failed: {e}"))?;
     // The filter goes on last: from here on only what the workload may do is allowed.
     security::seccomp::install(spec.filter).map_err(|e| e.to_string())?;
     mark(report, "seccomp");
@@ -255,46 +252,6 @@ fn enter_workdir(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("Cannot create the working directory {}: {e}", dir.display()))?;
         nix::unistd::chdir(dir)
             .map_err(|e| format!("Cannot enter the working directory {}: {e}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Marks every descriptor from `first` up close-on-exec.
-fn cloexec_from(first: u32) -> Result<(), String> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's descriptors.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    // Kernels before 5.11: walk /proc/self/fd.
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map_err(|e| format!("Cannot list open descriptors: {e}"))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd >= first as i32)
-        .collect();
-    for fd in fds {
-        // SAFETY: F_SETFD on a descriptor number; a stale one (the dir fd) just fails with EBADF.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    Ok(())
-}
-
-fn clear_cloexec(fd: i32) -> Result<(), String> {
-    // SAFETY: fcntl(F_SETFD) on an fd this process owns; it changes only its close-on-exec flag.
-    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    if r < 0 {
-        return Err(format!(
-            "fcntl(F_SETFD) failed: {}",
-            std::io::Error::last_os_error()
-        ));
     }
     Ok(())
 }

@@ -11,12 +11,15 @@ mod child;
 pub mod config;
 pub mod error;
 pub mod init;
+mod namespaces;
 pub mod network;
 pub mod process;
 mod pty;
 mod rootfs;
 pub mod security;
+mod signals;
 pub mod state;
+mod sys;
 mod user;
 
 pub use child::{INIT_ARGV0, INIT_MARKER};

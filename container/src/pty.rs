@@ -17,7 +17,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::error::ContainerError;
-use crate::process::drain_signals;
+use crate::signals::{drain_signals, poll_timeout};
+use crate::sys;
 
 nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, Winsize);
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, Winsize);
@@ -36,8 +37,7 @@ impl Pty {
         let p = openpty(size.as_ref(), None::<&Termios>)
             .map_err(|e| ContainerError::sys("openpty", e))?;
         for fd in [p.master.as_raw_fd(), p.slave.as_raw_fd()] {
-            // SAFETY: F_SETFD only sets the close-on-exec flag of a descriptor we own.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            sys::set_cloexec(fd);
         }
         let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", p.slave.as_raw_fd()))
             .map_err(|e| ContainerError::Setup(format!("Cannot name the pty: {e}")))?;
@@ -107,7 +107,7 @@ impl Pty {
             let timeout = if status.is_some() {
                 PollTimeout::from(100u16)
             } else {
-                crate::process::poll_timeout(child, deadline)
+                poll_timeout(child, deadline)
             };
             match poll(&mut fds, timeout) {
                 Ok(0) if status.is_some() => break, // exited and drained
