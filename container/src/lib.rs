@@ -28,4 +28,4 @@ pub use error::ContainerError;
 pub use process::{RunResult, run};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
 pub use rootfs::{MASKED_PATHS, READONLY_PATHS};
-pub use user::{MAX_ID, check_spec as check_user_spec};
+pub use user::{MAX_ID, UserError, check_spec as check_user_spec};

@@ -28,7 +28,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::unistd::Pid;
 
 use crate::config::NetworkMode;
-use crate::error::ContainerError;
+use crate::error::{ContainerError, SetupError};
 
 /// The namespaces the child is cloned into (the cgroup namespace comes later, see the module's
 /// documentation).
@@ -143,16 +143,22 @@ pub(crate) fn write_id_maps(child: Pid) -> Result<(), ContainerError> {
 }
 
 /// In the child: the container's hostname, in its UTS namespace.
-pub(crate) fn set_hostname(name: &CStr) -> Result<(), String> {
-    nix::unistd::sethostname(name.to_str().unwrap_or("isol"))
-        .map_err(|e| format!("Cannot set the hostname: {e}"))
+pub(crate) fn set_hostname(name: &CStr) -> Result<(), SetupError> {
+    nix::unistd::sethostname(name.to_str().unwrap_or("isol")).map_err(|source| {
+        SetupError::Namespace {
+            what: "Cannot set the hostname",
+            source,
+        }
+    })
 }
 
 /// In the child, after the parent's go: the cgroup namespace. It is created only now that the
 /// child is in its cgroup, so that the container sees that cgroup as its root.
-pub(crate) fn enter_cgroup_namespace() -> Result<(), String> {
-    unshare(CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| format!("Cannot create the cgroup namespace: {e}"))
+pub(crate) fn enter_cgroup_namespace() -> Result<(), SetupError> {
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| SetupError::Namespace {
+        what: "Cannot create the cgroup namespace",
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use crate::error::ContainerError;
+use crate::error::{ContainerError, SetupError};
 use crate::signals::{drain_signals, poll_timeout};
 use crate::sys;
 
@@ -53,22 +53,22 @@ impl Pty {
     }
 
     /// In the child, after setsid: the slave becomes the controlling terminal and stdio.
-    pub(crate) fn make_controlling_and_stdio(&self) -> Result<(), String> {
+    pub(crate) fn make_controlling_and_stdio(&self) -> Result<(), SetupError> {
         let slave = self.slave.borrow();
-        let slave = slave.as_ref().ok_or("the pty slave is closed")?;
+        let slave = slave.as_ref().ok_or(SetupError::PtyClosed)?;
         // SAFETY: TIOCSCTTY takes an int argument; the fd is a valid terminal we own.
         if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-            return Err(format!(
-                "Cannot make the pty the controlling terminal: {}",
-                io::Error::last_os_error()
+            return Err(SetupError::terminal(
+                "Cannot make the pty the controlling terminal",
+                io::Error::last_os_error(),
             ));
         }
         for target in 0..=2 {
             // SAFETY: dup2 onto the standard descriptors of this (child) process.
             if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
-                return Err(format!(
-                    "Cannot attach the pty to fd {target}: {}",
-                    io::Error::last_os_error()
+                return Err(SetupError::terminal(
+                    format!("Cannot attach the pty to fd {target}"),
+                    io::Error::last_os_error(),
                 ));
             }
         }
