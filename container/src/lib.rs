@@ -1,10 +1,10 @@
 //! isol's container runtime.
 //!
-//! A run is: the parent ([`process::run`]) clones a child into new namespaces, places it in a
-//! cgroup, wires its network, and lets it go; the child (`child`) assembles the rootfs
-//! (`rootfs`), drops privileges (`security`) and executes the container's init ([`init`]) from a
-//! sealed copy of isol, which starts the workload. `state` makes sure nothing a run created
-//! survives it, even when isol itself was killed.
+//! A run is: the parent ([`process::run`]) clones a child into new namespaces (`namespaces`,
+//! which says which and why), places it in a cgroup, wires its network, and lets it go; the child
+//! (`child`) assembles the rootfs (`rootfs`), drops privileges (`security`) and executes the
+//! container's init ([`init`]) from a sealed copy of isol, which starts the workload. `state`
+//! makes sure nothing a run created survives it, even when isol itself was killed.
 
 pub mod cgroups;
 mod child;

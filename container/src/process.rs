@@ -1,11 +1,12 @@
 //! The parent side of a run: prepare what must exist before the clone, clone the child into its
-//! namespaces, finish what can only be done from outside (uid maps, cgroup, network), let the
-//! child go, wait for the workload, and tear everything down.
+//! namespaces (`namespaces`), finish what can only be done from outside (uid maps, cgroup,
+//! network), let the child go, wait for the workload, and tear everything down.
 //!
 //! The child reports to the parent over a pipe, one line per message:
 //! `T name ns` (a phase finished at CLOCK_MONOTONIC `ns`), `E message` (setup failed),
 //! `X code message` (the workload could not be executed; code is 126 or 127),
-//! `R ns` (the workload is running). EOF after `R` is normal.
+//! `R ns` (the workload is running). EOF after `R` is normal. While it waits, signals are tended
+//! to by `signals`.
 
 use std::cell::Cell;
 use std::fs::File;
