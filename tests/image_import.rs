@@ -264,3 +264,110 @@ fn import_from_a_pipe() {
         2
     );
 }
+
+/// A store on a full disk (a small tmpfs as ISOL_HOME): an import that does not fit, and a run
+/// whose layer does not fit when unpacked, each end with a clear one-line error, and leave
+/// nothing half-written: no temporary, no blob or layer marked complete, and the same
+/// operation succeeds once there is room.
+#[test]
+fn a_full_disk_leaves_the_store_whole() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a tmpfs: run it as root (./test.sh)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    mount(
+        Some("tmpfs"),
+        &home,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=8m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(home.clone());
+    // Incompressible content, so the blob is as large as the layer.
+    let noise = |n: usize| -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let image = |name: &str, size: usize| testutil::TestImage {
+        repo_tags: vec![name.into()],
+        layers: vec![testutil::layer_tar(&[testutil::E::File(
+            "data",
+            &noise(size),
+            0o644,
+        )])],
+    };
+    let leftovers = |home: &Path| -> Vec<String> {
+        let mut found = Vec::new();
+        for sub in ["tmp", "layers/sha256", "blobs/sha256", "."] {
+            if let Ok(rd) = fs::read_dir(home.join(sub)) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(".tmp-") || sub == "tmp" {
+                        found.push(format!("{sub}/{name}"));
+                    }
+                }
+            }
+        }
+        found
+    };
+
+    // An import larger than the disk.
+    let big = dir.path().join("big.tar");
+    fs::write(
+        &big,
+        testutil::docker_save_tar(&[image("big:v1", 12 << 20)], false),
+    )
+    .unwrap();
+    let out = isol(&home, &["image", "import", big.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(leftovers(&home).is_empty(), "{:?}", leftovers(&home));
+    let out = isol(&home, &["image", "ls"]);
+    assert!(!stdout(&out).contains("big:v1"), "{}", stdout(&out));
+
+    // An image that fits, whose layer does not fit once unpacked on a disk that filled up.
+    let small = dir.path().join("small.tar");
+    fs::write(
+        &small,
+        testutil::docker_save_tar(&[image("small:v1", 2 << 20)], false),
+    )
+    .unwrap();
+    let out = isol(&home, &["image", "import", small.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let free = nix::sys::statvfs::statvfs(&home).unwrap();
+    let free = free.blocks_available() * free.fragment_size();
+    let filler = home.join("filler");
+    fs::write(&filler, vec![0u8; (free as usize).saturating_sub(1 << 20)]).unwrap();
+    let out = isol(&home, &["run", "small:v1", "--", "/data"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(leftovers(&home).is_empty(), "{:?}", leftovers(&home));
+    let store = Store::open(&home).unwrap();
+    let img = store.resolve("small:v1").unwrap();
+    // Room again: the same layer unpacks whole.
+    fs::remove_file(&filler).unwrap();
+    let dirs = store.unpack(&img).unwrap();
+    assert_eq!(fs::metadata(dirs[0].join("data")).unwrap().len(), 2 << 20);
+}

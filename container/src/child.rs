@@ -17,18 +17,17 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
 use crate::config::{ContainerConfig, NetworkMode, Volume};
-use crate::error::ContainerError;
-use crate::process::{cstring, cstrings, monotonic_ns};
+use crate::error::{Cause, ContainerError, SetupError};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
 use crate::state::RunDir;
-use crate::{network, security, user};
+use crate::sys::{self, cstring, cstrings, monotonic_ns};
+use crate::{namespaces, network, security, user};
 
 /// argv[0] of the container's init, and the marker that selects init mode in isol's `main`.
 pub const INIT_ARGV0: &str = "isol-init";
@@ -109,8 +108,9 @@ pub(crate) fn main(
     let mut report = File::from(report);
     match setup(spec, cgroup, go, &report) {
         Ok(never) => match never {},
-        Err(msg) => {
-            let line = msg.replace('\n', " ");
+        Err(e) => {
+            // One line on the report pipe; the parent makes it a `ContainerError::Setup`.
+            let line = e.to_string().replace('\n', " ");
             let _ = writeln!(report, "E {line}");
             // SAFETY: _exit ends this process without running the parent's atexit handlers or
             // destructors, which belong to the parent's copy of the state.
@@ -130,25 +130,22 @@ fn setup(
     cgroup: Option<&Entry>,
     go: OwnedFd,
     report: &File,
-) -> Result<std::convert::Infallible, String> {
+) -> Result<std::convert::Infallible, SetupError> {
     // If isol dies, so does the container (and with it its PID namespace).
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // First into the container's cgroup (cgroup v1; on v2 clone3 did it), so that whatever the
     // child does from here is accounted and limited there.
     if let Some(entry) = cgroup {
-        entry
-            .join_self()
-            .map_err(|e| format!("Cannot enter the container's cgroup: {e}"))?;
+        entry.join_self().map_err(SetupError::Cgroup)?;
     }
     let mut go = Go::Waiting(go);
     if spec.rootless {
         go.wait();
     }
-    nix::unistd::sethostname(spec.hostname.to_str().unwrap_or("isol"))
-        .map_err(|e| format!("Cannot set the hostname: {e}"))?;
+    namespaces::set_hostname(&spec.hostname)?;
     if spec.network != NetworkMode::Host {
-        network::loopback_up().map_err(|e| e.to_string())?;
+        network::loopback_up()?;
     }
     mark(report, "child-prepare");
 
@@ -171,13 +168,15 @@ fn setup(
     let init_exe = go.wait();
     // The cgroup namespace is created after the parent moved us into our cgroup, so that the
     // container sees that cgroup as its root.
-    unshare(CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| format!("Cannot create the cgroup namespace: {e}"))?;
+    namespaces::enter_cgroup_namespace()?;
     rootfs::mount_cgroup(&rootfs_spec, spec.cgroup2)?;
 
     // A new session: signals typed at isol's terminal reach isol, which forwards them, and not
     // the container directly. With -t the pty becomes the controlling terminal.
-    nix::unistd::setsid().map_err(|e| format!("setsid failed: {e}"))?;
+    nix::unistd::setsid().map_err(|source| SetupError::Namespace {
+        what: "setsid failed",
+        source,
+    })?;
     match spec.pty {
         Some(p) => p.make_controlling_and_stdio()?,
         None if !spec.interactive => redirect_stdin_to_null()?,
@@ -189,11 +188,11 @@ fn setup(
         Some(u) => Some(user::resolve(u)?),
         None => None,
     };
-    security::capabilities::drop_to_default().map_err(|e| e.to_string())?;
+    security::capabilities::drop_to_default()?;
     if let Some(ids) = &ids {
         ids.apply()?;
     }
-    security::set_no_new_privs().map_err(|e| e.to_string())?;
+    security::set_no_new_privs()?;
     mark(report, "security");
 
     let mut argv = Vec::with_capacity(spec.init_argv_tail.len() + 4);
@@ -205,12 +204,15 @@ fn setup(
     // Nothing of isol's (the host terminal, pipes, the signalfd, a pty master) may reach the
     // container: every descriptor but stdio closes at exec, except the report pipe, which the
     // init closes itself. The sealed memfd is exec'd by descriptor, so it may close too.
-    cloexec_from(3)?;
-    clear_cloexec(report.as_raw_fd())?;
+    sys::cloexec_from(3).map_err(|e| SetupError::process("Cannot list open descriptors", e))?;
+    sys::clear_cloexec(report.as_raw_fd())
+        .map_err(|e| SetupError::process("fcntl(F_SETFD) failed", e))?;
     // The filter goes on last: from here on only what the workload may do is allowed.
-    security::seccomp::install(spec.filter).map_err(|e| e.to_string())?;
+    security::seccomp::install(spec.filter)?;
     mark(report, "seccomp");
-    security::exe::exec_self_as_init(init_exe, &argv, &spec.env).map_err(|e| e.to_string())
+    Ok(security::exe::exec_self_as_init(
+        init_exe, &argv, &spec.env,
+    )?)
 }
 
 /// The parent's go, which brings the sealed copy of the init binary to exec.
@@ -237,64 +239,26 @@ impl Go {
     }
 }
 
-fn redirect_stdin_to_null() -> Result<(), String> {
-    let null = File::open("/dev/null").map_err(|e| format!("Cannot open /dev/null: {e}"))?;
-    nix::unistd::dup2_stdin(&null).map_err(|e| format!("Cannot redirect stdin: {e}"))
+fn redirect_stdin_to_null() -> Result<(), SetupError> {
+    let null =
+        File::open("/dev/null").map_err(|e| SetupError::terminal("Cannot open /dev/null", e))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| SetupError::terminal("Cannot redirect stdin", e))
 }
 
 /// Enters the working directory, creating it as docker does when the image lacks it.
-fn enter_workdir(dir: &Path) -> Result<(), String> {
-    if let Err(e) = nix::unistd::chdir(dir) {
-        if e != nix::errno::Errno::ENOENT {
-            return Err(format!(
-                "Cannot enter the working directory {}: {e}",
-                dir.display()
-            ));
-        }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("Cannot create the working directory {}: {e}", dir.display()))?;
-        nix::unistd::chdir(dir)
-            .map_err(|e| format!("Cannot enter the working directory {}: {e}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Marks every descriptor from `first` up close-on-exec.
-fn cloexec_from(first: u32) -> Result<(), String> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's descriptors.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
+fn enter_workdir(dir: &Path) -> Result<(), SetupError> {
+    let cannot = |what: &str, e: Cause| {
+        SetupError::process(
+            format!("Cannot {what} the working directory {}", dir.display()),
+            e,
         )
     };
-    if r == 0 {
-        return Ok(());
-    }
-    // Kernels before 5.11: walk /proc/self/fd.
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map_err(|e| format!("Cannot list open descriptors: {e}"))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd >= first as i32)
-        .collect();
-    for fd in fds {
-        // SAFETY: F_SETFD on a descriptor number; a stale one (the dir fd) just fails with EBADF.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    Ok(())
-}
-
-fn clear_cloexec(fd: i32) -> Result<(), String> {
-    // SAFETY: fcntl(F_SETFD) on an fd this process owns; it changes only its close-on-exec flag.
-    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    if r < 0 {
-        return Err(format!(
-            "fcntl(F_SETFD) failed: {}",
-            std::io::Error::last_os_error()
-        ));
+    if let Err(e) = nix::unistd::chdir(dir) {
+        if e != nix::errno::Errno::ENOENT {
+            return Err(cannot("enter", e.into()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| cannot("create", e.into()))?;
+        nix::unistd::chdir(dir).map_err(|e| cannot("enter", e.into()))?;
     }
     Ok(())
 }

@@ -4,23 +4,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-/// Resource limits, applied through the cgroup manager.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Limits {
-    /// Memory limit in bytes (`-m/--memory`).
-    pub memory: Option<u64>,
-    /// CPU quota in CPUs, e.g. 0.5 for half a CPU (`--cpus`).
-    pub cpus: Option<f64>,
-    /// Maximum number of tasks (`--pids-limit`).
-    pub pids: Option<u64>,
-}
-
-impl Limits {
-    /// True when no limit is set.
-    pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.cpus.is_none() && self.pids.is_none()
-    }
-}
+/// Resource limits, applied through the cgroup manager ([`crate::cgroups`] owns the type).
+pub use crate::cgroups::Limits;
 
 /// How the container is networked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

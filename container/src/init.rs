@@ -20,7 +20,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::process::monotonic_ns;
+use crate::sys::{monotonic_ns, set_cloexec};
 
 /// Entry point of init mode. `args` are the process arguments after the init marker:
 /// report fd, tty flag ("1"/"0"), then the workload's argv.
@@ -277,11 +277,6 @@ fn reset_signal_dispositions() {
             )
         };
     }
-}
-
-fn set_cloexec(fd: i32) {
-    // SAFETY: fcntl(F_SETFD) only changes the close-on-exec flag of an fd this process owns.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
 #[cfg(test)]

@@ -1,22 +1,25 @@
 //! isol's container runtime.
 //!
-//! A run is: the parent ([`process::run`]) clones a child into new namespaces, places it in a
-//! cgroup, wires its network, and lets it go; the child (`child`) assembles the rootfs
-//! (`rootfs`), drops privileges (`security`) and executes the container's init ([`init`]) from a
-//! sealed copy of isol, which starts the workload. `state` makes sure nothing a run created
-//! survives it, even when isol itself was killed.
+//! A run is: the parent ([`process::run`]) clones a child into new namespaces (`namespaces`,
+//! which says which and why), places it in a cgroup, wires its network, and lets it go; the child
+//! (`child`) assembles the rootfs (`rootfs`), drops privileges (`security`) and executes the
+//! container's init ([`init`]) from a sealed copy of isol, which starts the workload. `state`
+//! makes sure nothing a run created survives it, even when isol itself was killed.
 
 pub mod cgroups;
 mod child;
 pub mod config;
 pub mod error;
 pub mod init;
+mod namespaces;
 pub mod network;
 pub mod process;
 mod pty;
 mod rootfs;
 pub mod security;
+mod signals;
 pub mod state;
+mod sys;
 mod user;
 
 pub use child::{INIT_ARGV0, INIT_MARKER};
@@ -25,4 +28,4 @@ pub use error::ContainerError;
 pub use process::{RunResult, run};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
 pub use rootfs::{MASKED_PATHS, READONLY_PATHS};
-pub use user::{MAX_ID, check_spec as check_user_spec};
+pub use user::{MAX_ID, UserError, check_spec as check_user_spec};

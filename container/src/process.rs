@@ -1,50 +1,42 @@
 //! The parent side of a run: prepare what must exist before the clone, clone the child into its
-//! namespaces, finish what can only be done from outside (uid maps, cgroup, network), let the
-//! child go, wait for the workload, and tear everything down.
+//! namespaces (`namespaces`), finish what can only be done from outside (uid maps, cgroup,
+//! network), let the child go, wait for the workload, and tear everything down.
 //!
 //! The child reports to the parent over a pipe, one line per message:
 //! `T name ns` (a phase finished at CLOCK_MONOTONIC `ns`), `E message` (setup failed),
 //! `X code message` (the workload could not be executed; code is 126 or 127),
-//! `R ns` (the workload is running). EOF after `R` is normal.
+//! `R ns` (the workload is running). EOF after `R` is normal. While it waits, signals are tended
+//! to by `signals`.
 
 use std::cell::Cell;
-use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, Signal, kill};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
 use crate::cgroups::{self, AnyCgroupManager, CgroupManager, Entry, Stats};
 use crate::child::{self, ChildSpec};
-use crate::config::{ContainerConfig, NetworkMode};
+use crate::config::ContainerConfig;
 use crate::error::ContainerError;
+use crate::namespaces;
 use crate::network;
 use crate::pty::Pty;
 use crate::security;
+use crate::signals;
 use crate::state::{self, RunDir};
+use crate::sys::monotonic_ns;
 
 /// Where cgroupfs is mounted on the host.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Exit code of a run stopped by its timeout, as timeout(1).
 pub const TIMEOUT_EXIT: i32 = 124;
-
-/// Signals the parent forwards to the container's init.
-const FORWARDED: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// How the workload ended, and what the run cost.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,17 +55,6 @@ pub struct RunResult {
     pub total_ms: f64,
     pub stats: Stats,
     pub address: Option<String>,
-}
-
-/// Monotonic clock in nanoseconds, comparable between the parent and the child.
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes a timespec into the valid, exclusively borrowed struct.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Runs one container to completion.
@@ -159,27 +140,8 @@ fn run_in(
 
     // Signals are taken synchronously through a signalfd; the child inherits the blocked mask,
     // which the container's init keeps and the workload resets.
-    let mut mask = SigSet::empty();
-    for s in FORWARDED {
-        mask.add(*s);
-    }
-    mask.add(Signal::SIGCHLD);
-    mask.add(Signal::SIGWINCH);
-    unignore(FORWARDED);
-    unignore(&[Signal::SIGCHLD, Signal::SIGWINCH]);
-    mask.thread_block()
-        .map_err(|e| ContainerError::sys("sigprocmask", e))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| ContainerError::sys("signalfd", e))?;
+    let (mask, sfd) = signals::take()?;
 
-    let mut flags =
-        libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
-    if cfg.network != NetworkMode::Host {
-        flags |= libc::CLONE_NEWNET;
-    }
-    if cfg.rootless {
-        flags |= libc::CLONE_NEWUSER;
-    }
     let entry = match &guard.cgroup {
         Some(cg) => Some(cg.entry()?),
         None => None,
@@ -188,22 +150,14 @@ fn run_in(
         Some(Entry::CloneInto(dir)) => Some(dir.as_fd()),
         _ => None,
     };
-    let (pid, born_in_cgroup) = clone_child(flags as u64, into);
+    let flags = namespaces::clone_flags(cfg.network, cfg.rootless);
+    let (pid, born_in_cgroup) = namespaces::clone_child(flags, into);
     if pid < 0 {
-        let e = Errno::from_raw(-pid as i32);
         let _ = mask.thread_unblock();
-        let hint = if e == Errno::EPERM || e == Errno::ENOSPC || e == Errno::EUSERS {
-            if cfg.rootless {
-                "; this host forbids unprivileged user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone): run isol as root"
-            } else {
-                "; the host refuses new namespaces: check user.max_*_namespaces sysctls"
-            }
-        } else {
-            ""
-        };
-        return Err(ContainerError::Setup(format!(
-            "Cannot create the container's namespaces (clone): {e}{hint}"
-        )));
+        return Err(namespaces::clone_error(
+            Errno::from_raw(-pid as i32),
+            cfg.rootless,
+        ));
     }
     if pid == 0 {
         drop(go_w);
@@ -225,7 +179,7 @@ fn run_in(
     let outside = std::thread::scope(|s| {
         let copier = s.spawn(security::exe::sealed_init_copy);
         if cfg.rootless {
-            write_id_maps(child)?;
+            namespaces::write_id_maps(child)?;
         }
         // Only where neither clone3 nor the child's own move could be used.
         if let Some(cg) = &guard.cgroup
@@ -270,7 +224,7 @@ fn run_in(
 
     let status = match &pty {
         Some(p) => p.relay(child, &sfd, deadline, &stops)?,
-        None => wait_forwarding(child, &sfd, deadline, &stops)?,
+        None => signals::wait_forwarding(child, &sfd, deadline, &stops)?,
     };
     let timed_out = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _))
         && deadline.is_some_and(|d| std::time::Instant::now() >= d);
@@ -315,73 +269,6 @@ fn run_in(
         stats,
         address,
     })
-}
-
-/// `clone3`'s argument (linux/sched.h, `CLONE_ARGS_SIZE_VER2`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// A fork-like clone into new namespaces. With `cgroup` (a cgroup v2 directory), the child is
-/// born in that cgroup (`clone3` with `CLONE_INTO_CGROUP`, Linux ≥ 5.7); where `clone3` is not
-/// available (an older kernel, or a seccomp filter around isol that answers ENOSYS), a plain
-/// `clone` and the caller moves the child. Returns the child's pid (0 in the child, `-errno` on
-/// failure) and whether it was born in the cgroup.
-fn clone_child(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> (i64, bool) {
-    if let Some(dir) = cgroup {
-        let args = CloneArgs {
-            flags: flags | CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: dir.as_raw_fd() as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: a fork-like clone3 (no CLONE_VM, no stack): the child gets a copy of this
-        // single-threaded process and continues from here; the caller's child branch only runs
-        // `child::main`, which never returns. `args` is a valid clone_args of the size given.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        if pid >= 0 {
-            return (pid, true);
-        }
-        let e = Errno::last();
-        if !matches!(e, Errno::ENOSYS | Errno::E2BIG | Errno::EPERM) {
-            return (-(e as i64), false);
-        }
-    }
-    // SAFETY: as above, with clone: no CLONE_VM, no new stack.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return (-(Errno::last() as i64), false);
-    }
-    (pid, false)
 }
 
 /// User + system CPU time of this process's waited-for children, in microseconds.
@@ -470,104 +357,6 @@ fn child_failure(rep_r: OwnedFd) -> Option<String> {
         })
 }
 
-/// How long poll may sleep before the deadline; kills the container once it has passed.
-pub(crate) fn poll_timeout(
-    child: Pid,
-    deadline: Option<std::time::Instant>,
-) -> nix::poll::PollTimeout {
-    let Some(d) = deadline else {
-        return nix::poll::PollTimeout::NONE;
-    };
-    let left = d.saturating_duration_since(std::time::Instant::now());
-    if left.is_zero() {
-        // Killing the PID namespace's init ends the whole container.
-        let _ = kill(child, Signal::SIGKILL);
-        return nix::poll::PollTimeout::from(100u16);
-    }
-    nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as u32 + 1)
-        .unwrap_or(nix::poll::PollTimeout::MAX)
-}
-
-/// Waits for the child, forwarding the signals isol receives to the container's init.
-fn wait_forwarding(
-    child: Pid,
-    sfd: &SignalFd,
-    deadline: Option<std::time::Instant>,
-    stops: &Cell<u32>,
-) -> Result<WaitStatus, ContainerError> {
-    // The child is checked before the first wait: reading the reports may have taken the
-    // SIGCHLD of a child that is already gone.
-    loop {
-        if let (Some(st), _) = drain_signals(child, sfd, stops)? {
-            return Ok(st);
-        }
-        let mut fds = [nix::poll::PollFd::new(
-            sfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, poll_timeout(child, deadline)) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(ContainerError::sys("poll", e)),
-        }
-    }
-}
-
-/// Handles pending signals: forwards what must be forwarded. Returns the child's status once it
-/// has exited, and whether isol's terminal changed size (SIGWINCH).
-pub(crate) fn drain_signals(
-    child: Pid,
-    sfd: &SignalFd,
-    stops: &Cell<u32>,
-) -> Result<(Option<WaitStatus>, bool), ContainerError> {
-    let winch = forward_signals(child, sfd, stops);
-    let status = match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-        Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Some(st),
-        Ok(_) | Err(Errno::EINTR) => None,
-        Err(e) => return Err(ContainerError::sys("waitpid", e)),
-    };
-    Ok((status, winch))
-}
-
-/// Forwards the signals isol received to the container's init; returns whether SIGWINCH was
-/// among them.
-///
-/// isol must end whatever the container does. Its init is never left stopped: a workload that
-/// ptrace-attaches it and exits leaves it in a group stop (SIGSTOP from inside the container
-/// cannot reach it otherwise), so a stop is answered with SIGCONT at once, whatever isol is
-/// waiting for. And the second SIGINT or SIGTERM that isol receives kills the container, whether
-/// or not the workload honoured the first (`stops` counts them over the whole run).
-fn forward_signals(child: Pid, sfd: &SignalFd, stops: &Cell<u32>) -> bool {
-    let mut winch = false;
-    while let Ok(Some(info)) = sfd.read_signal() {
-        let signo = info.ssi_signo as i32;
-        if signo == libc::SIGWINCH {
-            winch = true;
-        } else if signo != libc::SIGCHLD
-            && let Ok(sig) = Signal::try_from(signo)
-        {
-            if matches!(sig, Signal::SIGINT | Signal::SIGTERM) {
-                stops.set(stops.get() + 1);
-            }
-            // The second one is not asked again: killing the PID namespace's init ends it.
-            let sig = if stops.get() >= 2 {
-                Signal::SIGKILL
-            } else {
-                sig
-            };
-            let _ = kill(child, sig);
-        }
-    }
-    // Only a stop is reported here (WSTOPPED without WEXITED): an exited child stays unreaped.
-    let stopped = nix::sys::wait::waitid(
-        nix::sys::wait::Id::Pid(child),
-        WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG,
-    );
-    if matches!(stopped, Ok(WaitStatus::Stopped(..))) {
-        let _ = kill(child, Signal::SIGCONT);
-    }
-    winch
-}
-
 /// The report pipe, read while signals are tended to (forwarded, a stopped init continued) and
 /// the deadline kept: setup and the exec of the workload must not wait on a stopped init either.
 struct Reports<'a> {
@@ -586,45 +375,19 @@ impl std::io::Read for Reports<'_> {
                 PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, poll_timeout(self.child, self.deadline)) {
+            match poll(&mut fds, signals::poll_timeout(self.child, self.deadline)) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             if ready(&fds[1]) {
-                forward_signals(self.child, self.sfd, self.stops);
+                signals::forward_signals(self.child, self.sfd, self.stops);
             }
             if ready(&fds[0]) {
                 return std::io::Read::read(&mut self.pipe, buf);
             }
         }
     }
-}
-
-/// Signals isol takes through its signalfd must not be ignored: an ignored signal is discarded
-/// before it is queued, so a shell that starts isol in the background (SIGINT and SIGQUIT
-/// ignored) would leave isol deaf to them. Blocked, their default action never runs.
-fn unignore(signals: &[Signal]) {
-    use nix::sys::signal::{SigHandler, signal};
-    for &sig in signals {
-        // SAFETY: setting SIG_DFL installs no handler; the signal is blocked right after.
-        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
-    }
-}
-
-/// Maps the caller's uid and gid to root inside the child's user namespace (rootless mode).
-fn write_id_maps(child: Pid) -> Result<(), ContainerError> {
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
-    let base = PathBuf::from(format!("/proc/{child}"));
-    let write = |file: &str, data: String| {
-        std::fs::write(base.join(file), data).map_err(|e| {
-            ContainerError::Setup(format!("Cannot write the user namespace's {file}: {e}"))
-        })
-    };
-    write("setgroups", "deny".into())?;
-    write("uid_map", format!("0 {uid} 1\n"))?;
-    write("gid_map", format!("0 {gid} 1\n"))
 }
 
 /// Phase timestamps of one run.
@@ -702,74 +465,5 @@ impl Teardown {
 impl Drop for Teardown {
     fn drop(&mut self) {
         let _ = self.finish();
-    }
-}
-
-/// NUL-terminated copies of OS strings for execve; a NUL inside one is an error.
-pub(crate) fn cstrings<'a>(
-    items: impl IntoIterator<Item = &'a OsString>,
-    what: &str,
-) -> Result<Vec<CString>, ContainerError> {
-    items.into_iter().map(|s| cstring(s, what)).collect()
-}
-
-pub(crate) fn cstring(s: &OsStr, what: &str) -> Result<CString, ContainerError> {
-    CString::new(s.as_bytes()).map_err(|_| {
-        ContainerError::Unsupported(format!(
-            "The {what} {:?} contains a NUL byte, which cannot be passed to a program",
-            s
-        ))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cgroups::test_support::{ROOT, Run, real_host, unique_id};
-    use crate::config::Limits;
-
-    /// The child is in its cgroup before it does anything, without a migration by pid: born
-    /// there (`clone3`, cgroup v2) or moved by itself (cgroup v1). Runs for real on this host's
-    /// cgroups (v1 here, v2 in the lab).
-    #[test]
-    fn cgroups_entry_puts_the_child_in_its_cgroup() {
-        let Some((_guard, _layout)) = real_host() else {
-            return;
-        };
-        let id = unique_id("entry");
-        let limits = Limits {
-            memory: Some(64 << 20),
-            ..Limits::default()
-        };
-        let run = Run::new(cgroups::create(Path::new(ROOT), &id, &limits).unwrap());
-        let entry = run.cgroup.entry().unwrap();
-        let into = match &entry {
-            Entry::CloneInto(dir) => Some(dir.as_fd()),
-            Entry::SelfJoin(_) => None,
-        };
-        // The child of a multi-threaded test process must not allocate: all prepared here.
-        let want = format!("/isol/{id}\n");
-        let (pid, born) = clone_child(0, into);
-        assert!(pid >= 0, "clone: {}", Errno::from_raw(-pid as i32));
-        if pid == 0 {
-            // The child: enter (v1), then look for its cgroup in /proc/self/cgroup.
-            let mut buf = [0u8; 4096];
-            let code = match entry.join_self() {
-                Err(_) => 2,
-                Ok(()) => match std::fs::File::open("/proc/self/cgroup")
-                    .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
-                {
-                    Ok(n) if buf[..n].windows(want.len()).any(|w| w == want.as_bytes()) => 0,
-                    _ => 3,
-                },
-            };
-            // SAFETY: ends the forked child without running the test harness's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        let status = waitpid(Pid::from_raw(pid as i32), None).unwrap();
-        assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid as i32), 0));
-        // On cgroup v2 the child must have been born in the cgroup, not moved.
-        assert_eq!(born, matches!(entry, Entry::CloneInto(_)));
-        println!("entry: {entry:?}, born in the cgroup: {born}");
     }
 }

@@ -16,8 +16,9 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use crate::error::ContainerError;
-use crate::process::drain_signals;
+use crate::error::{ContainerError, SetupError};
+use crate::signals::{drain_signals, poll_timeout};
+use crate::sys;
 
 nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, Winsize);
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, Winsize);
@@ -36,8 +37,7 @@ impl Pty {
         let p = openpty(size.as_ref(), None::<&Termios>)
             .map_err(|e| ContainerError::sys("openpty", e))?;
         for fd in [p.master.as_raw_fd(), p.slave.as_raw_fd()] {
-            // SAFETY: F_SETFD only sets the close-on-exec flag of a descriptor we own.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            sys::set_cloexec(fd);
         }
         let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", p.slave.as_raw_fd()))
             .map_err(|e| ContainerError::Setup(format!("Cannot name the pty: {e}")))?;
@@ -53,22 +53,22 @@ impl Pty {
     }
 
     /// In the child, after setsid: the slave becomes the controlling terminal and stdio.
-    pub(crate) fn make_controlling_and_stdio(&self) -> Result<(), String> {
+    pub(crate) fn make_controlling_and_stdio(&self) -> Result<(), SetupError> {
         let slave = self.slave.borrow();
-        let slave = slave.as_ref().ok_or("the pty slave is closed")?;
+        let slave = slave.as_ref().ok_or(SetupError::PtyClosed)?;
         // SAFETY: TIOCSCTTY takes an int argument; the fd is a valid terminal we own.
         if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-            return Err(format!(
-                "Cannot make the pty the controlling terminal: {}",
-                io::Error::last_os_error()
+            return Err(SetupError::terminal(
+                "Cannot make the pty the controlling terminal",
+                io::Error::last_os_error(),
             ));
         }
         for target in 0..=2 {
             // SAFETY: dup2 onto the standard descriptors of this (child) process.
             if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
-                return Err(format!(
-                    "Cannot attach the pty to fd {target}: {}",
-                    io::Error::last_os_error()
+                return Err(SetupError::terminal(
+                    format!("Cannot attach the pty to fd {target}"),
+                    io::Error::last_os_error(),
                 ));
             }
         }
@@ -107,7 +107,7 @@ impl Pty {
             let timeout = if status.is_some() {
                 PollTimeout::from(100u16)
             } else {
-                crate::process::poll_timeout(child, deadline)
+                poll_timeout(child, deadline)
             };
             match poll(&mut fds, timeout) {
                 Ok(0) if status.is_some() => break, // exited and drained

@@ -5,6 +5,30 @@ use std::fs;
 
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 
+/// Why a user spec cannot be resolved or switched to.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("Invalid user {spec:?}: use uid[:gid] or name[:group]")]
+    Syntax { spec: String },
+    #[error(
+        "Invalid user {spec:?}: uids and gids must be in range 0-{max}; give ids in that range",
+        max = MAX_ID
+    )]
+    OutOfRange { spec: String },
+    #[error("Bad uid for user {user} in the image's /etc/passwd")]
+    BadUid { user: String },
+    #[error("User {user:?} not found in the image's /etc/passwd; use a numeric uid")]
+    UnknownUser { user: String },
+    #[error("Group {group:?} not found in the image's /etc/group; use a numeric gid")]
+    UnknownGroup { group: String },
+    #[error("Cannot set supplementary groups: {0}")]
+    Groups(#[source] nix::Error),
+    #[error("Cannot switch to gid {gid}: {source}")]
+    Gid { gid: u32, source: nix::Error },
+    #[error("Cannot switch to uid {uid}: {source}")]
+    Uid { uid: u32, source: nix::Error },
+}
+
 /// Resolved ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ids {
@@ -15,18 +39,24 @@ pub struct Ids {
 
 impl Ids {
     /// Switches to these ids. Groups first: once the uid is not root, they cannot change.
-    pub fn apply(&self) -> Result<(), String> {
+    pub fn apply(&self) -> Result<(), UserError> {
         let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         // A user namespace with setgroups denied cannot change supplementary groups.
         if let Err(e) = setgroups(&groups)
             && e != nix::errno::Errno::EPERM
         {
-            return Err(format!("Cannot set supplementary groups: {e}"));
+            return Err(UserError::Groups(e));
         }
         let gid = Gid::from_raw(self.gid);
-        setresgid(gid, gid, gid).map_err(|e| format!("Cannot switch to gid {}: {e}", self.gid))?;
+        setresgid(gid, gid, gid).map_err(|source| UserError::Gid {
+            gid: self.gid,
+            source,
+        })?;
         let uid = Uid::from_raw(self.uid);
-        setresuid(uid, uid, uid).map_err(|e| format!("Cannot switch to uid {}: {e}", self.uid))
+        setresuid(uid, uid, uid).map_err(|source| UserError::Uid {
+            uid: self.uid,
+            source,
+        })
     }
 }
 
@@ -36,7 +66,7 @@ pub const MAX_ID: u32 = i32::MAX as u32;
 
 /// Checks the numeric parts of a user spec (`uid[:gid]`, `name[:group]`) before anything runs:
 /// a number outside 0–[`MAX_ID`] is refused.
-pub fn check_spec(spec: &str) -> Result<(), String> {
+pub fn check_spec(spec: &str) -> Result<(), UserError> {
     for part in spec.split(':') {
         if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
             check_id(part.parse::<u64>().unwrap_or(u64::MAX), spec)?;
@@ -45,31 +75,27 @@ pub fn check_spec(spec: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_id(id: u64, spec: &str) -> Result<u32, String> {
+fn check_id(id: u64, spec: &str) -> Result<u32, UserError> {
     if id > u64::from(MAX_ID) {
-        return Err(format!(
-            "Invalid user {spec:?}: uids and gids must be in range 0-{MAX_ID}; give ids in that range"
-        ));
+        return Err(UserError::OutOfRange { spec: spec.into() });
     }
     Ok(id as u32)
 }
 
 /// Resolves a user spec against /etc/passwd and /etc/group of the current root.
-pub fn resolve(spec: &str) -> Result<Ids, String> {
+pub fn resolve(spec: &str) -> Result<Ids, UserError> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
     resolve_in(spec, &passwd, &group)
 }
 
-fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
+fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<Ids, UserError> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(format!(
-            "Invalid user {spec:?}: use uid[:gid] or name[:group]"
-        ));
+        return Err(UserError::Syntax { spec: spec.into() });
     }
     check_spec(spec)?;
     let entry = passwd
@@ -81,14 +107,12 @@ fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
         (Ok(uid), None) => (uid, None, None),
         (Err(_), Some(f)) => (
             f[2].parse::<u32>()
-                .map_err(|_| format!("Bad uid for user {user} in the image's /etc/passwd"))?,
+                .map_err(|_| UserError::BadUid { user: user.into() })?,
             Some(f[0]),
             f[3].parse::<u32>().ok(),
         ),
         (Err(_), None) => {
-            return Err(format!(
-                "User {user:?} not found in the image's /etc/passwd; use a numeric uid"
-            ));
+            return Err(UserError::UnknownUser { user: user.into() });
         }
     };
     let gid = match grp {
@@ -99,9 +123,7 @@ fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() >= 3 && f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    format!("Group {g:?} not found in the image's /etc/group; use a numeric gid")
-                })?,
+                .ok_or_else(|| UserError::UnknownGroup { group: g.into() })?,
         },
         None => primary_gid.unwrap_or(0),
     };
@@ -152,11 +174,13 @@ mod tests {
         assert!(
             resolve_in("bob", PASSWD, GROUP)
                 .unwrap_err()
+                .to_string()
                 .contains("not found")
         );
         assert!(
             resolve_in("alice:staff", PASSWD, GROUP)
                 .unwrap_err()
+                .to_string()
                 .contains("Group")
         );
         assert!(resolve_in(":1", PASSWD, GROUP).is_err());
@@ -172,7 +196,7 @@ mod tests {
             "2147483648",
             "99999999999",
         ] {
-            let e = resolve_in(spec, PASSWD, GROUP).unwrap_err();
+            let e = resolve_in(spec, PASSWD, GROUP).unwrap_err().to_string();
             assert!(e.contains("must be in range 0-2147483647"), "{spec}: {e}");
             assert!(check_spec(spec).is_err(), "{spec}");
         }

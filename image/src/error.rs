@@ -144,6 +144,16 @@ pub enum ImageError {
         reason: String,
     },
     /// A filesystem operation failed.
+    /// A layer goes past what isol unpacks: too deep, or expanding too far.
+    #[error(
+        "Layer {layer} {reason}; refusing this image as a denial of service, use a trusted image instead"
+    )]
+    LayerLimit {
+        /// The layer's diff_id.
+        layer: String,
+        /// What it exceeds.
+        reason: String,
+    },
     /// The file or directory to import cannot be read.
     #[error(
         "Cannot read '{path}' to import it: {source}; give the path of a `docker save` tarball or an OCI layout, or - for standard input"

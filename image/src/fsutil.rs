@@ -28,6 +28,64 @@ pub(crate) fn tmp_name(what: &str) -> String {
     format!("{TMP_PREFIX}{what}-{}-{nanos}-{n}", std::process::id())
 }
 
+/// Whether the process that made the temporary `name` (see [`tmp_name`]) still runs: then it
+/// is work in progress, done without the store lock (unpacking, staging an import), which a
+/// sweep must leave alone. A name without a pid, or a dead pid, is a leftover.
+pub(crate) fn tmp_owner_alive(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+        return false;
+    };
+    let mut fields = rest.rsplitn(4, '-');
+    let (_n, _nanos) = (fields.next(), fields.next());
+    match fields.next().and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) if pid > 0 => match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        {
+            Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
+/// A reader that fails once more than `limit` bytes came through: a decompression bomb
+/// stops there instead of filling the disk. The error is recognised by [`is_too_large`].
+pub(crate) struct LimitedReader<R> {
+    pub(crate) inner: R,
+    pub(crate) limit: u64,
+    pub(crate) read: u64,
+}
+
+const TOO_LARGE: &str = "isol: the stream is larger than its limit";
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::other(TOO_LARGE));
+        }
+        Ok(n)
+    }
+}
+
+/// Whether `e` (or an error it wraps) is a [`LimitedReader`]'s.
+pub(crate) fn is_too_large(e: &io::Error) -> bool {
+    // The tar reader wraps the error in its own, which only the chain's text shows.
+    crate::unpack::error_chain(e).contains(TOO_LARGE)
+}
+
+/// The most a layer whose blob has `blob_size` bytes may expand to: a hundred times its size,
+/// and at least 1 GiB. Ordinary layers expand 2–10 times; gzip's most is about 1000 times, which
+/// is what a decompression bomb uses.
+pub(crate) fn expansion_limit(blob_size: u64) -> u64 {
+    blob_size.saturating_mul(100).max(LIMIT_FLOOR.get())
+}
+
+thread_local! {
+    /// The least [`expansion_limit`] gives; lowered by tests so that a bomb can be small.
+    pub(crate) static LIMIT_FLOOR: Cell<u64> = const { Cell::new(1 << 30) };
+}
+
 /// `sha256:<hex>` of a byte slice.
 pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::fsutil::{self, Compression, CountingReader, HashingReader, sha256_hex};
-use crate::unpack::{error_chain, safe_components};
+use crate::unpack::error_chain;
 use crate::{ImageError, ImportProgress, IndexRef, Store, normalize_name};
 
 /// JSON documents (manifests, configs, index) larger than this are refused.
@@ -533,24 +533,27 @@ fn layer_diff_id(staged: &Staged) -> Result<(String, Compression), ImageError> {
     let mut f = File::open(&staged.path).map_err(ImageError::io("open", &staged.path))?;
     let compression = fsutil::sniff(&mut f, &staged.path)?;
     let what = format!("layer {}", staged.digest);
-    let mut archive = tar::Archive::new(HashingReader::new(fsutil::decompress(
-        f,
-        compression,
-        &what,
-    )?));
-    let malformed = |e: io::Error| ImageError::MalformedTar {
-        what: what.clone(),
-        reason: error_chain(&e),
+    // The limits unpacking enforces, checked at import already: such an image never enters.
+    let limit = fsutil::expansion_limit(staged.size);
+    let mut archive = tar::Archive::new(HashingReader::new(fsutil::LimitedReader {
+        inner: fsutil::decompress(f, compression, &what)?,
+        limit,
+        read: 0,
+    }));
+    let malformed = |e: io::Error| {
+        if fsutil::is_too_large(&e) {
+            crate::unpack::too_large(&staged.digest, limit, staged.size)
+        } else {
+            ImageError::MalformedTar {
+                what: what.clone(),
+                reason: error_chain(&e),
+            }
+        }
     };
     for entry in archive.entries().map_err(malformed)? {
         let entry = entry.map_err(malformed)?;
         let path = entry.path().map_err(malformed)?;
-        if safe_components(&path).is_err() {
-            return Err(ImageError::UnsafePath {
-                layer: staged.digest.clone(),
-                entry: path.display().to_string(),
-            });
-        }
+        crate::unpack::entry_components(&staged.digest, &path)?;
     }
     let (diff, _) = archive.into_inner().finish().map_err(malformed)?;
     Ok((diff, compression))
@@ -610,7 +613,7 @@ pub(crate) fn import(
     input: &Path,
     tag: Option<&str>,
     progress: &mut dyn FnMut(ImportProgress),
-) -> Result<Vec<IndexRef>, ImageError> {
+) -> Result<(Vec<IndexRef>, fsutil::StoreLock), ImageError> {
     let staging = store.tmp_dir().join(fsutil::tmp_name("import"));
     fs::create_dir(&staging).map_err(ImageError::io("create", &staging))?;
     let res = import_staged(store, input, tag, &staging, progress);
@@ -624,7 +627,7 @@ fn import_staged(
     tag: Option<&str>,
     staging: &Path,
     cb: &mut dyn FnMut(ImportProgress),
-) -> Result<Vec<IndexRef>, ImageError> {
+) -> Result<(Vec<IndexRef>, fsutil::StoreLock), ImageError> {
     let meta = fs::metadata(input).map_err(ImageError::io("read", input))?;
     let mut progress = Progress {
         done: 0,
@@ -722,6 +725,9 @@ fn import_staged(
         }
     }
 
+    // Everything so far (staging, verifying) is proportional to the input and ran without the
+    // store lock; committing the blobs (renames) and the caller's index update take it.
+    let lock = fsutil::StoreLock::acquire(&store.lock_path())?;
     // Commit blobs; the manifest last.
     let mut refs = Vec::new();
     for img in &images {
@@ -777,7 +783,7 @@ fn import_staged(
     }
     cx.progress.done = cx.progress.total;
     cx.progress.report();
-    Ok(refs)
+    Ok((refs, lock))
 }
 
 fn descriptor(media: MediaType, size: u64, digest: &str) -> Result<Descriptor, ImageError> {
@@ -1108,6 +1114,58 @@ mod tests {
         assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
         assert_eq!(fs::read_dir(s.blobs_dir()).unwrap().count(), 0);
         assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn unpacking_does_not_hold_the_store_lock_and_sweeps_spare_it() {
+        let (d, s) = setup();
+        let p = d.path().join("save.tar");
+        fs::write(
+            &p,
+            testutil::docker_save_tar(&[testutil::sample_image("nolock:1")], false),
+        )
+        .unwrap();
+        s.import(&p, None, &mut |_| {}).unwrap();
+        let img = s.resolve("nolock:1").unwrap();
+        // Another writer holds the lock while this one unpacks: the unpacking itself goes on
+        // (its temporary fills up), and a store opened meanwhile does not sweep it away.
+        let held = fsutil::StoreLock::acquire(&s.lock_path()).unwrap();
+        let root = s.root().to_path_buf();
+        let unpacker = std::thread::spawn(move || Store::open(root).unwrap().unpack(&img));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let unpacked = fs::read_dir(s.layers_dir()).unwrap().flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with(".tmp-unpack")
+                    && fs::read_dir(e.path()).unwrap().count() > 0
+            });
+            if unpacked {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no unpacking while locked"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let other = Store::open(s.root()).unwrap();
+        assert!(
+            fs::read_dir(other.layers_dir())
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-unpack")),
+            "a live process's temporary was swept"
+        );
+        drop(held);
+        let dirs = unpacker.join().unwrap().unwrap();
+        assert!(dirs.iter().all(|d| crate::unpack::is_complete(d)));
+        // A temporary of a dead process is swept.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = s.layers_dir().join(format!(".tmp-unpack-{dead}-1-0"));
+        fs::create_dir(&stale).unwrap();
+        Store::open(s.root()).unwrap();
+        assert!(!stale.exists());
     }
 
     #[test]

@@ -338,8 +338,9 @@ impl Store {
         // file of the store first, outside the lock.
         let spool = import::spool_if_stream(self, path)?;
         let input = spool.as_ref().map_or(path, |s| s.path());
-        let _lock = StoreLock::acquire(&self.lock_path())?;
-        let refs = import::import(self, input, tag.as_deref(), progress)?;
+        // The store lock is taken inside, only once the input is staged and verified, and held
+        // until the index names the new images.
+        let (refs, _lock) = import::import(self, input, tag.as_deref(), progress)?;
         let added = self.add_refs(&refs)?;
         added
             .iter()
@@ -359,7 +360,9 @@ impl Store {
             tracing::debug!(layers = dirs.len(), "image layers already unpacked");
             return Ok(dirs);
         }
-        let _lock = StoreLock::acquire(&self.lock_path())?;
+        // No store lock while unpacking: the work is proportional to the layers, and every
+        // other isol on the store would wait for it. Each layer is unpacked into a temporary of
+        // this process's; the lock is taken only to move it into place (unpack_layer_dir).
         let manifest = self.read_manifest(&image.summary.digest)?;
         if manifest.layers().len() != image.diff_ids.len() {
             return Err(self.corrupt(format!(
@@ -378,7 +381,7 @@ impl Store {
                 return Err(self.corrupt(format!("layer blob {} is missing", layer.digest())));
             }
             let started = std::time::Instant::now();
-            unpack::unpack_layer_dir(&blob, diff_id, dir)?;
+            unpack::unpack_layer_dir(&blob, diff_id, dir, &self.lock_path())?;
             tracing::debug!(
                 diff_id,
                 dir = %dir.display(),
@@ -748,12 +751,18 @@ impl Store {
     /// marks. Caller holds the lock.
     fn sweep(&self) -> Result<(), ImageError> {
         self.users()?;
+        // Temporaries of a live isol are work in progress outside the lock (unpacking a layer,
+        // staging or spooling an import): only those of dead processes are leftovers.
+        let leftover =
+            |entry: &fs::DirEntry| !fsutil::tmp_owner_alive(&entry.file_name().to_string_lossy());
         for entry in read_dir(&self.tmp_dir())? {
-            fsutil::remove_any(&entry.path())?;
+            if leftover(&entry) {
+                fsutil::remove_any(&entry.path())?;
+            }
         }
         for dir in [self.root.clone(), self.blobs_dir(), self.layers_dir()] {
             for entry in read_dir(&dir)? {
-                if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) && leftover(&entry) {
                     make_writable(&entry.path());
                     fsutil::remove_any(&entry.path())?;
                 }
@@ -1102,7 +1111,11 @@ mod tests {
     #[test]
     fn sweep_removes_leftovers() {
         let (_d, s) = store();
-        let junk = s.layers_dir().join(".tmp-unpack-1-2-3");
+        // A killed writer's temporary: its pid is no longer running.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let junk = s.layers_dir().join(format!(".tmp-unpack-{dead}-2-3"));
         fs::create_dir_all(junk.join("sub")).unwrap();
         fs::write(s.tmp_dir().join("stage"), b"x").unwrap();
         fs::write(s.root().join(".tmp-write-1"), b"x").unwrap();

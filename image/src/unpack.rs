@@ -55,8 +55,15 @@ pub(crate) fn is_complete(dir: &Path) -> bool {
 
 /// Unpacks the layer blob at `blob` into `dir` atomically: into a temporary
 /// sibling, verified against `diff_id`, renamed, then marked done. A stale
-/// incomplete `dir` is replaced. The caller holds the store lock.
-pub(crate) fn unpack_layer_dir(blob: &Path, diff_id: &str, dir: &Path) -> Result<(), ImageError> {
+/// incomplete `dir` is replaced. The unpacking runs without the store lock (at
+/// `lock`), which is taken only to move the result into place; when another
+/// isol finished the same layer first, this copy is dropped.
+pub(crate) fn unpack_layer_dir(
+    blob: &Path,
+    diff_id: &str,
+    dir: &Path,
+    lock: &Path,
+) -> Result<(), ImageError> {
     let parent = dir.parent().unwrap_or(Path::new("/"));
     let tmp = parent.join(fsutil::tmp_name("unpack"));
     let res = (|| {
@@ -64,6 +71,11 @@ pub(crate) fn unpack_layer_dir(blob: &Path, diff_id: &str, dir: &Path) -> Result
         unpack_layer(blob, diff_id, &tmp)?;
         let d = File::open(&tmp).map_err(ImageError::io("open", &tmp))?;
         nix::unistd::syncfs(&d).map_err(|e| ImageError::io("sync", &tmp)(e.into()))?;
+        let _lock = fsutil::StoreLock::acquire(lock)?;
+        if is_complete(dir) {
+            fsutil::remove_any(&tmp)?;
+            return Ok(());
+        }
         if dir.exists() {
             // A crash between rename and marker left a dir without marker.
             let stale = parent.join(fsutil::tmp_name("stale"));
@@ -78,6 +90,45 @@ pub(crate) fn unpack_layer_dir(blob: &Path, diff_id: &str, dir: &Path) -> Result
         let _ = fsutil::remove_any(&tmp);
     }
     res
+}
+
+/// The deepest path a layer may hold, in components.
+pub(crate) const MAX_DEPTH: usize = 256;
+/// The longest path a layer may hold, in bytes (Linux's PATH_MAX).
+pub(crate) const MAX_PATH: usize = 4096;
+
+/// The components of the tar entry `path` of `layer`, checked: no `..` or absolute path, and
+/// not deeper than [`MAX_DEPTH`] or longer than [`MAX_PATH`]. Each entry costs work in its
+/// depth (every parent is checked), so a deep path is a denial of service on the store; no
+/// real image comes near these.
+pub(crate) fn entry_components(layer: &str, path: &Path) -> Result<Vec<OsString>, ImageError> {
+    let comps = safe_components(path).map_err(|()| ImageError::UnsafePath {
+        layer: layer.to_string(),
+        entry: path.display().to_string(),
+    })?;
+    if comps.len() > MAX_DEPTH || path.as_os_str().len() > MAX_PATH {
+        return Err(ImageError::LayerLimit {
+            layer: layer.to_string(),
+            reason: format!(
+                "has an entry {} components and {} bytes deep (the most is {MAX_DEPTH} and {MAX_PATH})",
+                comps.len(),
+                path.as_os_str().len()
+            ),
+        });
+    }
+    Ok(comps)
+}
+
+/// The error for a layer that expanded past [`fsutil::expansion_limit`].
+pub(crate) fn too_large(layer: &str, limit: u64, blob_size: u64) -> ImageError {
+    ImageError::LayerLimit {
+        layer: layer.to_string(),
+        reason: format!(
+            "expands past {} MiB from a {} KiB blob (a decompression bomb?)",
+            limit >> 20,
+            blob_size >> 10
+        ),
+    }
 }
 
 /// The normal components of a tar entry path; `Err` for `..` or absolute paths.
@@ -100,10 +151,28 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
     let mut file = File::open(blob).map_err(ImageError::io("open", blob))?;
     let compression = fsutil::sniff(&mut file, blob)?;
     let what = format!("layer {diff_id}");
-    let reader = HashingReader::new(fsutil::decompress(file, compression, &what)?);
-    let malformed = |e: io::Error| ImageError::MalformedTar {
-        what: what.clone(),
-        reason: error_chain(&e),
+    let blob_size = file.metadata().map_or(0, |m| m.len());
+    let limit = fsutil::expansion_limit(blob_size);
+    let reader = HashingReader::new(fsutil::LimitedReader {
+        inner: fsutil::decompress(file, compression, &what)?,
+        limit,
+        read: 0,
+    });
+    let malformed = |e: io::Error| {
+        if fsutil::is_too_large(&e) {
+            too_large(diff_id, limit, blob_size)
+        } else if let Some(source) = disk_error(&e) {
+            ImageError::Io {
+                action: "unpack a layer into",
+                path: dst.to_path_buf(),
+                source,
+            }
+        } else {
+            ImageError::MalformedTar {
+                what: what.clone(),
+                reason: error_chain(&e),
+            }
+        }
     };
     let unsafe_path = |entry: &Path| ImageError::UnsafePath {
         layer: diff_id.to_string(),
@@ -128,7 +197,7 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
     for entry in archive.entries().map_err(malformed)? {
         let mut entry = entry.map_err(malformed)?;
         let path = entry.path().map_err(malformed)?.into_owned();
-        let comps = safe_components(&path).map_err(|()| unsafe_path(&path))?;
+        let comps = entry_components(diff_id, &path)?;
         let Some(name) = comps.last().cloned() else {
             // "./" itself: the image's root directory. Its mode (and owner) become the
             // container's `/`, so they are kept as the layer says, set at the end as for any
@@ -215,10 +284,7 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
                     if format!("{e:?}").contains("outside of destination") {
                         unsafe_path(&path)
                     } else {
-                        ImageError::MalformedTar {
-                            what: what.clone(),
-                            reason: error_chain(&e),
-                        }
+                        malformed(e)
                     }
                 })?;
                 if !inside {
@@ -263,6 +329,27 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
 }
 
 /// An io::Error and its sources on one line.
+/// The OS error behind `e`, looking through the tar reader's wrapping: an error of the disk
+/// (ENOSPC, EDQUOT, EIO, EROFS) is not a malformed archive.
+pub(crate) fn disk_error(e: &io::Error) -> Option<io::Error> {
+    let disk = |n: i32| matches!(n, libc::ENOSPC | libc::EDQUOT | libc::EIO | libc::EROFS);
+    if let Some(n) = e.raw_os_error().filter(|&n| disk(n)) {
+        return Some(io::Error::from_raw_os_error(n));
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(cause) = src {
+        if let Some(n) = cause
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .filter(|&n| disk(n))
+        {
+            return Some(io::Error::from_raw_os_error(n));
+        }
+        src = cause.source();
+    }
+    None
+}
+
 pub(crate) fn error_chain(e: &io::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -441,6 +528,42 @@ mod tests {
     }
 
     #[test]
+    fn deep_paths_are_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/") + "/f";
+        let tar = testutil::layer_tar(&[E::File(&deep, b"x", 0o644)]);
+        let start = std::time::Instant::now();
+        let err = unpack_bytes(&tar, &dir.path().join("deep")).unwrap_err();
+        assert!(matches!(err, ImageError::LayerLimit { .. }), "{err}");
+        assert!(err.to_string().contains("the most is 256"), "{err}");
+        println!("refused in {:?}", start.elapsed());
+        // At the limit it unpacks.
+        let ok = vec!["d"; MAX_DEPTH - 1].join("/") + "/f";
+        let tar = testutil::layer_tar(&[E::File(&ok, b"x", 0o644)]);
+        unpack_bytes(&tar, &dir.path().join("ok")).unwrap();
+    }
+
+    #[test]
+    fn decompression_bombs_stop_at_the_limit() {
+        // A floor of 1 MiB: a 4 MiB file of zeros gzips to a few KiB, far past 100 times that.
+        fsutil::LIMIT_FLOOR.set(1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = vec![0u8; 4 << 20];
+        let tar = testutil::gzip(&testutil::layer_tar(&[E::File("zeros", &zeros, 0o644)]));
+        let err = unpack_bytes(&tar, &dir.path().join("bomb")).unwrap_err();
+        assert!(matches!(err, ImageError::LayerLimit { .. }), "{err}");
+        assert!(err.to_string().contains("decompression bomb"), "{err}");
+        // Under the limit, the same kind of layer unpacks.
+        let tar = testutil::gzip(&testutil::layer_tar(&[E::File(
+            "z",
+            &zeros[..512 << 10],
+            0o644,
+        )]));
+        unpack_bytes(&tar, &dir.path().join("fine")).unwrap();
+        fsutil::LIMIT_FLOOR.set(1 << 30);
+    }
+
+    #[test]
     fn traversal_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         for (i, tar) in [
@@ -481,7 +604,9 @@ mod tests {
         let blob = dir.path().join("blob");
         fs::write(&blob, &tar).unwrap();
         let dst = dir.path().join("l");
-        let err = unpack_layer_dir(&blob, &format!("sha256:{}", "0".repeat(64)), &dst).unwrap_err();
+        let lock = dir.path().join("lock");
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let err = unpack_layer_dir(&blob, &digest, &dst, &lock).unwrap_err();
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
         assert!(!dst.exists());
         assert_eq!(

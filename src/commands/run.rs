@@ -452,11 +452,19 @@ fn run_kvm(
             "Memory {memory_mib} MiB is more than this host has ({host} MiB): give a smaller --memory"
         );
     }
-    // Before any work on the kernel or the image: a host whose KVM only emulates is told so at
-    // once. The environment is read here, once: ISOL_CACHE.
+    let kernel = guest_kernel(args)?;
+    // Bad input first: a kernel that cannot be opened or is no kernel.
+    let mut file =
+        std::fs::File::open(&kernel).map_err(|source| isol_vmm::config::ConfigError::Kernel {
+            path: kernel.clone(),
+            source,
+        })?;
+    isol_vmm::loader::detect_format(&mut file, &kernel)?;
+    drop(file);
+    // Then, before any work on the image: a host whose KVM only emulates is told so at once.
+    // The environment is read here, once: ISOL_CACHE.
     let speed_cache = isol_vmm::config::cache_dir().join("kvm-speed");
     isol_vmm::vstate::kvm::check_runs_guests(Some(&speed_cache)).map_err(anyhow::Error::msg)?;
-    let kernel = guest_kernel(args)?;
     let init = isol_vmm::config::default_guest_init().ok_or_else(|| {
         anyhow::anyhow!("The guest init isol-guest-init was not found beside isol; build it (cargo build -p isol-guest-init) or set ISOL_GUEST_INIT")
     })?;

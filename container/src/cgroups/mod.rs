@@ -33,7 +33,23 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use nix::unistd::Pid;
 
-use crate::config::Limits;
+/// Resource limits, applied through the cgroup manager.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory limit in bytes (`-m/--memory`).
+    pub memory: Option<u64>,
+    /// CPU quota in CPUs, e.g. 0.5 for half a CPU (`--cpus`).
+    pub cpus: Option<f64>,
+    /// Maximum number of tasks (`--pids-limit`).
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.cpus.is_none() && self.pids.is_none()
+    }
+}
 
 pub use v1::V1Manager;
 pub use v2::V2Manager;

@@ -10,12 +10,11 @@ use nix::errno::Errno;
 
 use super::devices::DeviceRule;
 use super::{
-    CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, KILL_TIMEOUT, POLL, Stats,
+    CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, KILL_TIMEOUT, Limits, POLL, Stats,
     V1_CONTROLLERS, V1Hierarchy, cpu_quota_us, kill_all, kill_until_empty, mkdir_cgroup,
     procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent, rmdir_tree,
     validate_id, validate_limits, write_file,
 };
-use crate::config::Limits;
 
 /// The cgroup of one hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::devices::{self, DeviceRule};
 use super::{
-    CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, Stats, cpu_quota_us, kill_all,
-    kill_until_empty, procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent,
-    rmdir_tree, validate_id, validate_limits, write_file,
+    CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, Limits, Stats, cpu_quota_us,
+    kill_all, kill_until_empty, procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64,
+    rmdir_parent, rmdir_tree, validate_id, validate_limits, write_file,
 };
-use crate::config::Limits;
 
 /// Controllers isol enables for its cgroups, when the root offers them.
 const V2_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];

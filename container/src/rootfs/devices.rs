@@ -9,6 +9,8 @@ use std::path::Path;
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
+use crate::error::SetupError;
+
 /// (name, major, minor), each created with mode 0666.
 const DEVICES: &[(&str, u64, u64)] = &[
     ("null", 1, 3),
@@ -32,7 +34,7 @@ pub(super) fn populate_dev(
     root: &Path,
     rootless: bool,
     console: Option<&Path>,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let dev = root.join("dev");
     let _ = fs::create_dir(&dev);
     mount(
@@ -42,13 +44,14 @@ pub(super) fn populate_dev(
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )
-    .map_err(|e| format!("Cannot mount /dev in the container: {e}"))?;
+    .map_err(|e| SetupError::rootfs("Cannot mount /dev in the container", e))?;
 
     for &(name, major, minor) in DEVICES {
         let path = dev.join(name);
         if rootless {
             // A user namespace may not create device nodes; bind the host's instead.
-            fs::File::create(&path).map_err(|e| format!("Cannot create /dev/{name}: {e}"))?;
+            fs::File::create(&path)
+                .map_err(|e| SetupError::rootfs(format!("Cannot create /dev/{name}"), e))?;
             mount(
                 Some(&Path::new("/dev").join(name)),
                 &path,
@@ -56,7 +59,9 @@ pub(super) fn populate_dev(
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(|e| format!("Cannot bind /dev/{name} into the container: {e}"))?;
+            .map_err(|e| {
+                SetupError::rootfs(format!("Cannot bind /dev/{name} into the container"), e)
+            })?;
         } else {
             mknod(
                 &path,
@@ -64,15 +69,16 @@ pub(super) fn populate_dev(
                 Mode::from_bits_truncate(0o666),
                 makedev(major, minor),
             )
-            .map_err(|e| format!("Cannot create /dev/{name}: {e}"))?;
+            .map_err(|e| SetupError::rootfs(format!("Cannot create /dev/{name}"), e))?;
         }
     }
     for &(name, target) in SYMLINKS {
-        symlink(target, dev.join(name)).map_err(|e| format!("Cannot create /dev/{name}: {e}"))?;
+        symlink(target, dev.join(name))
+            .map_err(|e| SetupError::rootfs(format!("Cannot create /dev/{name}"), e))?;
     }
 
     let pts = dev.join("pts");
-    fs::create_dir(&pts).map_err(|e| format!("Cannot create /dev/pts: {e}"))?;
+    fs::create_dir(&pts).map_err(|e| SetupError::rootfs("Cannot create /dev/pts", e))?;
     // gid 5 is the conventional tty group; in a user namespace it may not be mapped.
     let pts_opts = if rootless {
         "newinstance,ptmxmode=0666,mode=0620"
@@ -86,10 +92,10 @@ pub(super) fn populate_dev(
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some(pts_opts),
     )
-    .map_err(|e| format!("Cannot mount /dev/pts in the container: {e}"))?;
+    .map_err(|e| SetupError::rootfs("Cannot mount /dev/pts in the container", e))?;
 
     let shm = dev.join("shm");
-    fs::create_dir(&shm).map_err(|e| format!("Cannot create /dev/shm: {e}"))?;
+    fs::create_dir(&shm).map_err(|e| SetupError::rootfs("Cannot create /dev/shm", e))?;
     mount(
         Some("shm"),
         &shm,
@@ -97,10 +103,10 @@ pub(super) fn populate_dev(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
     )
-    .map_err(|e| format!("Cannot mount /dev/shm in the container: {e}"))?;
+    .map_err(|e| SetupError::rootfs("Cannot mount /dev/shm in the container", e))?;
 
     let mqueue = dev.join("mqueue");
-    fs::create_dir(&mqueue).map_err(|e| format!("Cannot create /dev/mqueue: {e}"))?;
+    fs::create_dir(&mqueue).map_err(|e| SetupError::rootfs("Cannot create /dev/mqueue", e))?;
     // mqueue belongs to the IPC namespace; it is optional (the kernel may lack POSIX mqueues).
     let _ = mount(
         Some("mqueue"),
@@ -112,7 +118,7 @@ pub(super) fn populate_dev(
 
     if let Some(slave) = console {
         let path = dev.join("console");
-        fs::File::create(&path).map_err(|e| format!("Cannot create /dev/console: {e}"))?;
+        fs::File::create(&path).map_err(|e| SetupError::rootfs("Cannot create /dev/console", e))?;
         mount(
             Some(slave),
             &path,
@@ -120,7 +126,7 @@ pub(super) fn populate_dev(
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| format!("Cannot bind the terminal to /dev/console: {e}"))?;
+        .map_err(|e| SetupError::rootfs("Cannot bind the terminal to /dev/console", e))?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 
 use crate::config::Volume;
+use crate::error::SetupError;
 
 /// What the rootfs assembly needs to know.
 #[derive(Debug)]
@@ -30,7 +31,7 @@ pub struct RootfsSpec<'a> {
 }
 
 /// Builds the rootfs and makes it `/`. Runs in the child, in its own mount namespace.
-pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), String> {
+pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     mounts::make_mounts_private()?;
     overlay::mount(spec)?;
     mounts::mount_proc(spec.merged)?;
@@ -53,7 +54,7 @@ fn sysfs_is_host_bind(spec: &RootfsSpec<'_>) -> bool {
 /// The last mount, made after [`prepare`] once the container's cgroup namespace exists: the
 /// cgroup2 hierarchy, read-only, at /sys/fs/cgroup, where the container gets a sysfs of its own
 /// (with a bind of the host's /sys, the host's cgroup mounts come with it).
-pub fn mount_cgroup(spec: &RootfsSpec<'_>, cgroup2: bool) -> Result<(), String> {
+pub fn mount_cgroup(spec: &RootfsSpec<'_>, cgroup2: bool) -> Result<(), SetupError> {
     if cgroup2 && !sysfs_is_host_bind(spec) {
         mounts::mount_cgroup2()?;
     }

@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::{MsFlags, mount};
 
 use crate::config::Volume;
+use crate::error::SetupError;
 
 /// Paths hidden from the container: they leak host information or allow host-wide actions.
 pub const MASKED_PATHS: &[&str] = &[
@@ -39,7 +40,7 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NOEXEC);
 
 /// Stops mount events from propagating back to the host (or to the host from here).
-pub(super) fn make_mounts_private() -> Result<(), String> {
+pub(super) fn make_mounts_private() -> Result<(), SetupError> {
     mount(
         None::<&str>,
         "/",
@@ -47,10 +48,10 @@ pub(super) fn make_mounts_private() -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| format!("Cannot make the container's mounts private: {e}"))
+    .map_err(|e| SetupError::rootfs("Cannot make the container's mounts private", e))
 }
 
-pub(super) fn mount_proc(root: &Path) -> Result<(), String> {
+pub(super) fn mount_proc(root: &Path) -> Result<(), SetupError> {
     let target = root.join("proc");
     ensure_dir(&target)?;
     mount(
@@ -60,12 +61,12 @@ pub(super) fn mount_proc(root: &Path) -> Result<(), String> {
         NOSUID_NODEV_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| format!("Cannot mount /proc in the container: {e}"))
+    .map_err(|e| SetupError::rootfs("Cannot mount /proc in the container", e))
 }
 
 /// A fresh read-only sysfs, or, where sysfs cannot be mounted anew (a user namespace, or the
 /// host's network namespace), a read-only recursive bind of the host's /sys.
-pub(super) fn mount_sys(root: &Path, bind_host: bool) -> Result<(), String> {
+pub(super) fn mount_sys(root: &Path, bind_host: bool) -> Result<(), SetupError> {
     let target = root.join("sys");
     ensure_dir(&target)?;
     if bind_host {
@@ -76,7 +77,7 @@ pub(super) fn mount_sys(root: &Path, bind_host: bool) -> Result<(), String> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| format!("Cannot bind /sys into the container: {e}"))?;
+        .map_err(|e| SetupError::rootfs("Cannot bind /sys into the container", e))?;
         remount_readonly(&target)?;
         return Ok(());
     }
@@ -87,12 +88,12 @@ pub(super) fn mount_sys(root: &Path, bind_host: bool) -> Result<(), String> {
         NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(|e| format!("Cannot mount /sys in the container: {e}"))
+    .map_err(|e| SetupError::rootfs("Cannot mount /sys in the container", e))
 }
 
 /// Mounts the cgroup2 hierarchy read-only at /sys/fs/cgroup of the (pivoted) root. Call it in
 /// the container's cgroup namespace: the container then sees its own cgroup as the root.
-pub(super) fn mount_cgroup2() -> Result<(), String> {
+pub(super) fn mount_cgroup2() -> Result<(), SetupError> {
     mount(
         Some("cgroup2"),
         "/sys/fs/cgroup",
@@ -100,10 +101,10 @@ pub(super) fn mount_cgroup2() -> Result<(), String> {
         NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(|e| format!("Cannot mount the cgroup2 hierarchy in the container: {e}"))
+    .map_err(|e| SetupError::rootfs("Cannot mount the cgroup2 hierarchy in the container", e))
 }
 
-fn remount_readonly(target: &Path) -> Result<(), String> {
+fn remount_readonly(target: &Path) -> Result<(), SetupError> {
     mount(
         None::<&str>,
         target,
@@ -111,20 +112,24 @@ fn remount_readonly(target: &Path) -> Result<(), String> {
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(|e| format!("Cannot make {} read-only: {e}", target.display()))
+    .map_err(|e| SetupError::rootfs(format!("Cannot make {} read-only", target.display()), e))
 }
 
 /// Binds a host path into the container (`-v HOST:CTR[:ro]`).
-pub(super) fn bind_volume(root: &Path, v: &Volume) -> Result<(), String> {
+pub(super) fn bind_volume(root: &Path, v: &Volume) -> Result<(), SetupError> {
     let target = resolve_in_root(root, &v.target)
-        .map_err(|e| format!("Volume target {}: {e}", v.target.display()))?;
+        .map_err(|e| SetupError::rootfs(format!("Volume target {}", v.target.display()), e))?;
     let is_dir = v.source.is_dir();
     if is_dir {
         fs::create_dir_all(&target)
     } else {
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| format!("Cannot create volume target {}: {e}", v.target.display()))?;
+            fs::create_dir_all(parent).map_err(|e| {
+                SetupError::rootfs(
+                    format!("Cannot create volume target {}", v.target.display()),
+                    e,
+                )
+            })?;
         }
         fs::OpenOptions::new()
             .create(true)
@@ -132,7 +137,12 @@ pub(super) fn bind_volume(root: &Path, v: &Volume) -> Result<(), String> {
             .open(&target)
             .map(|_| ())
     }
-    .map_err(|e| format!("Cannot create volume target {}: {e}", v.target.display()))?;
+    .map_err(|e| {
+        SetupError::rootfs(
+            format!("Cannot create volume target {}", v.target.display()),
+            e,
+        )
+    })?;
     mount(
         Some(&v.source),
         &target,
@@ -141,10 +151,13 @@ pub(super) fn bind_volume(root: &Path, v: &Volume) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| {
-        format!(
-            "Cannot bind volume {} to {}: {e}",
-            v.source.display(),
-            v.target.display()
+        SetupError::rootfs(
+            format!(
+                "Cannot bind volume {} to {}",
+                v.source.display(),
+                v.target.display()
+            ),
+            e,
         )
     })?;
     if v.read_only {
@@ -196,7 +209,7 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
 }
 
 /// Masks and write-protects the sensitive paths of /proc and /sys. Runs after pivot_root.
-pub(super) fn mask_paths() -> Result<(), String> {
+pub(super) fn mask_paths() -> Result<(), SetupError> {
     for p in MASKED_PATHS {
         let path = Path::new(p);
         let Ok(meta) = fs::metadata(path) else {
@@ -223,7 +236,7 @@ pub(super) fn mask_paths() -> Result<(), String> {
         if let Err(e) = res
             && !p.starts_with("/sys")
         {
-            return Err(format!("Cannot mask {p}: {e}"));
+            return Err(SetupError::rootfs(format!("Cannot mask {p}"), e));
         }
     }
     for p in READONLY_PATHS {
@@ -238,17 +251,20 @@ pub(super) fn mask_paths() -> Result<(), String> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(|e| format!("Cannot bind {p} read-only: {e}"))?;
+        .map_err(|e| SetupError::rootfs(format!("Cannot bind {p} read-only"), e))?;
         remount_readonly(path)?;
     }
     Ok(())
 }
 
-fn ensure_dir(path: &Path) -> Result<(), String> {
+fn ensure_dir(path: &Path) -> Result<(), SetupError> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("Cannot create {}: {e}", path.display())),
+        Err(e) => Err(SetupError::rootfs(
+            format!("Cannot create {}", path.display()),
+            e,
+        )),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use super::RootfsSpec;
+use crate::error::SetupError;
 
 /// The overlayfs mount options for `layers` (lowest first). overlayfs lists lowers top first.
 pub fn overlay_options(layers: &[PathBuf], upper: &Path, work: &Path, userxattr: bool) -> String {
@@ -40,20 +41,17 @@ fn escape(path: &str) -> String {
 /// overlayfs's statfs magic: an overlay cannot use another overlay as its upper layer.
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 
-pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), String> {
-    if spec.layers.is_empty() {
-        return Err("The image has no layers; re-import it".into());
-    }
+pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
+    let Some(top) = spec.layers.last() else {
+        return Err(SetupError::NoLayers);
+    };
     if !spec.rootless || upper_needs_tmpfs(spec.upper) {
         writable_layer_on_tmpfs(spec)?;
     }
-    root_like_the_image(spec)?;
+    root_like_the_image(spec, top)?;
     let opts = overlay_options(spec.layers, spec.upper, spec.work, spec.rootless);
     if opts.len() >= 4096 {
-        return Err(format!(
-            "The image has too many layers ({}) for one overlay mount; flatten it",
-            spec.layers.len()
-        ));
+        return Err(SetupError::TooManyLayers(spec.layers.len()));
     }
     // `volatile` (Linux ≥ 5.10): the writable layer lives as long as the run and is deleted after
     // it, so nothing need ever be synced. Without it, where the layer is on the host's disk
@@ -75,32 +73,30 @@ pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), String> {
         Err(nix::errno::Errno::EINVAL) => mount_with(&opts),
         result => result,
     }
-    .map_err(|e| {
-        format!(
-            "Cannot mount the overlay rootfs at {}: {e}; check that the kernel has overlayfs (`modprobe overlay`)",
-            spec.merged.display()
-        )
+    .map_err(|source| SetupError::Overlay {
+        at: spec.merged.to_path_buf(),
+        source,
     })
 }
 
 /// The overlay's root directory is the upper dir's, which isol made: give it the mode and owner
 /// of the image's own root (the topmost layer's), so that `/` is 0755 root-owned as the image says,
 /// never world-writable.
-fn root_like_the_image(spec: &RootfsSpec<'_>) -> Result<(), String> {
+fn root_like_the_image(spec: &RootfsSpec<'_>, top: &Path) -> Result<(), SetupError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let top = spec.layers.last().ok_or("The image has no layers")?;
-    let meta = std::fs::metadata(top)
-        .map_err(|e| format!("Cannot read the image's root {}: {e}", top.display()))?;
+    let meta = std::fs::metadata(top).map_err(|e| {
+        SetupError::rootfs(format!("Cannot read the image's root {}", top.display()), e)
+    })?;
     let set = std::fs::set_permissions(
         spec.upper,
         std::fs::Permissions::from_mode(meta.mode() & 0o7777),
     );
-    set.map_err(|e| format!("Cannot set the mode of the container's root: {e}"))?;
+    set.map_err(|e| SetupError::rootfs("Cannot set the mode of the container's root", e))?;
     match std::os::unix::fs::chown(spec.upper, Some(meta.uid()), Some(meta.gid())) {
         // In a user namespace the layer's owner may not be mapped; the caller (root inside)
         // owns the upper dir then, which is what the container sees as root anyway.
         Err(_) if spec.rootless => Ok(()),
-        r => r.map_err(|e| format!("Cannot set the owner of the container's root: {e}")),
+        r => r.map_err(|e| SetupError::rootfs("Cannot set the owner of the container's root", e)),
     }
 }
 
@@ -120,11 +116,8 @@ fn upper_needs_tmpfs(upper: &Path) -> bool {
 /// Rootless runs keep the layer on the host's disk (tmpfs has no `user.*` xattrs, which
 /// overlayfs needs in a user namespace, before Linux 6.6), except where the state dir is itself
 /// on overlayfs (isol inside a container, or in the lab), which cannot be an upper layer.
-fn writable_layer_on_tmpfs(spec: &RootfsSpec<'_>) -> Result<(), String> {
-    let run_dir = spec
-        .upper
-        .parent()
-        .ok_or("the run's upper dir has no parent")?;
+fn writable_layer_on_tmpfs(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
+    let run_dir = spec.upper.parent().ok_or(SetupError::UpperWithoutParent)?;
     nix::mount::mount(
         Some("tmpfs"),
         run_dir,
@@ -133,13 +126,17 @@ fn writable_layer_on_tmpfs(spec: &RootfsSpec<'_>) -> Result<(), String> {
         Some("mode=0700"),
     )
     .map_err(|e| {
-        format!(
-            "Cannot mount a tmpfs for the writable layer at {}: {e}",
-            run_dir.display()
+        SetupError::rootfs(
+            format!(
+                "Cannot mount a tmpfs for the writable layer at {}",
+                run_dir.display()
+            ),
+            e,
         )
     })?;
     for d in [spec.upper, spec.work, spec.merged] {
-        std::fs::create_dir(d).map_err(|e| format!("Cannot create {}: {e}", d.display()))?;
+        std::fs::create_dir(d)
+            .map_err(|e| SetupError::rootfs(format!("Cannot create {}", d.display()), e))?;
     }
     Ok(())
 }

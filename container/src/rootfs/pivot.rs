@@ -6,13 +6,18 @@ use std::path::Path;
 use nix::mount::{MntFlags, umount2};
 use nix::unistd::{chdir, pivot_root as sys_pivot_root};
 
+use crate::error::SetupError;
+
 /// `pivot_root(new_root, new_root)` stacks the old root on top of the new one; detaching it then
 /// leaves only the new root, with no directory for the old one needed inside the image (runc's
 /// approach).
-pub(super) fn pivot_root(new_root: &Path) -> Result<(), String> {
-    chdir(new_root).map_err(|e| format!("Cannot enter the rootfs {}: {e}", new_root.display()))?;
-    sys_pivot_root(".", ".").map_err(|e| format!("pivot_root into the rootfs failed: {e}"))?;
+pub(super) fn pivot_root(new_root: &Path) -> Result<(), SetupError> {
+    chdir(new_root).map_err(|e| {
+        SetupError::rootfs(format!("Cannot enter the rootfs {}", new_root.display()), e)
+    })?;
+    sys_pivot_root(".", ".")
+        .map_err(|e| SetupError::rootfs("pivot_root into the rootfs failed", e))?;
     umount2(".", MntFlags::MNT_DETACH)
-        .map_err(|e| format!("Cannot detach the host's root after pivot_root: {e}"))?;
-    chdir("/").map_err(|e| format!("chdir / after pivot_root failed: {e}"))
+        .map_err(|e| SetupError::rootfs("Cannot detach the host's root after pivot_root", e))?;
+    chdir("/").map_err(|e| SetupError::rootfs("chdir / after pivot_root failed", e))
 }

@@ -1,0 +1,218 @@
+//! The namespaces of a container, and how it gets them.
+//!
+//! Every run gets new namespaces of these kinds:
+//!
+//! - **mount** (`CLONE_NEWNS`): the rootfs is assembled and pivoted to in the container's own mount
+//!   table, so nothing of it is visible on the host, and every mount dies with the container;
+//! - **PID** (`CLONE_NEWPID`): the container's init is PID 1, the workload sees only its own
+//!   processes, and killing the init kills everything in the container;
+//! - **UTS** (`CLONE_NEWUTS`): the container's own hostname ([`set_hostname`]);
+//! - **IPC** (`CLONE_NEWIPC`): System V IPC and POSIX message queues of its own;
+//! - **network** (`CLONE_NEWNET`), unless `--network host`: only a loopback (`--network none`),
+//!   or a veth pair to isol's bridge (`--network bridge`);
+//! - **cgroup** (`CLONE_NEWCGROUP`), made by the child itself once it is in its cgroup
+//!   ([`enter_cgroup_namespace`]), so that the container sees its cgroup as the root;
+//! - **user** (`CLONE_NEWUSER`), only in rootless mode: the caller's uid and gid become root
+//!   inside ([`write_id_maps`]). Run as root, a container has no user namespace, as docker's
+//!   default: its root is the host's root, held in by capabilities, seccomp and no_new_privs.
+//!
+//! The parent clones the child into the first ones with [`clone_child`] (into its cgroup as well,
+//! on cgroup v2); the child then sets the hostname and later creates its cgroup namespace.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, unshare};
+use nix::unistd::Pid;
+
+use crate::config::NetworkMode;
+use crate::error::{ContainerError, SetupError};
+
+/// The namespaces the child is cloned into (the cgroup namespace comes later, see the module's
+/// documentation).
+pub(crate) fn clone_flags(network: NetworkMode, rootless: bool) -> u64 {
+    let mut flags =
+        libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
+    if network != NetworkMode::Host {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    flags as u64
+}
+
+/// The error of a failed clone, with a hint where the host forbids new namespaces.
+pub(crate) fn clone_error(e: Errno, rootless: bool) -> ContainerError {
+    let hint = if e == Errno::EPERM || e == Errno::ENOSPC || e == Errno::EUSERS {
+        if rootless {
+            "; this host forbids unprivileged user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone): run isol as root"
+        } else {
+            "; the host refuses new namespaces: check user.max_*_namespaces sysctls"
+        }
+    } else {
+        ""
+    };
+    ContainerError::Setup(format!(
+        "Cannot create the container's namespaces (clone): {e}{hint}"
+    ))
+}
+
+/// `clone3`'s argument (linux/sched.h, `CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A fork-like clone into new namespaces. With `cgroup` (a cgroup v2 directory), the child is
+/// born in that cgroup (`clone3` with `CLONE_INTO_CGROUP`, Linux ≥ 5.7); where `clone3` is not
+/// available (an older kernel, or a seccomp filter around isol that answers ENOSYS), a plain
+/// `clone` and the caller moves the child. Returns the child's pid (0 in the child, `-errno` on
+/// failure) and whether it was born in the cgroup.
+pub(crate) fn clone_child(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> (i64, bool) {
+    if let Some(dir) = cgroup {
+        let args = CloneArgs {
+            flags: flags | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: a fork-like clone3 (no CLONE_VM, no stack): the child gets a copy of this
+        // single-threaded process and continues from here; the caller's child branch only runs
+        // `child::main`, which never returns. `args` is a valid clone_args of the size given.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid >= 0 {
+            return (pid, true);
+        }
+        let e = Errno::last();
+        if !matches!(e, Errno::ENOSYS | Errno::E2BIG | Errno::EPERM) {
+            return (-(e as i64), false);
+        }
+    }
+    // SAFETY: as above, with clone: no CLONE_VM, no new stack.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return (-(Errno::last() as i64), false);
+    }
+    (pid, false)
+}
+
+/// Maps the caller's uid and gid to root inside the child's user namespace (rootless mode).
+pub(crate) fn write_id_maps(child: Pid) -> Result<(), ContainerError> {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let base = PathBuf::from(format!("/proc/{child}"));
+    let write = |file: &str, data: String| {
+        std::fs::write(base.join(file), data).map_err(|e| {
+            ContainerError::Setup(format!("Cannot write the user namespace's {file}: {e}"))
+        })
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("0 {uid} 1\n"))?;
+    write("gid_map", format!("0 {gid} 1\n"))
+}
+
+/// In the child: the container's hostname, in its UTS namespace.
+pub(crate) fn set_hostname(name: &CStr) -> Result<(), SetupError> {
+    nix::unistd::sethostname(name.to_str().unwrap_or("isol")).map_err(|source| {
+        SetupError::Namespace {
+            what: "Cannot set the hostname",
+            source,
+        }
+    })
+}
+
+/// In the child, after the parent's go: the cgroup namespace. It is created only now that the
+/// child is in its cgroup, so that the container sees that cgroup as its root.
+pub(crate) fn enter_cgroup_namespace() -> Result<(), SetupError> {
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| SetupError::Namespace {
+        what: "Cannot create the cgroup namespace",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::test_support::{ROOT, Run, real_host, unique_id};
+    use crate::cgroups::{self, CgroupManager, Entry};
+    use crate::config::Limits;
+    use nix::sys::wait::{WaitStatus, waitpid};
+    use std::os::fd::AsFd;
+    use std::path::Path;
+
+    /// The child is in its cgroup before it does anything, without a migration by pid: born
+    /// there (`clone3`, cgroup v2) or moved by itself (cgroup v1). Runs for real on this host's
+    /// cgroups (v1 here, v2 in the lab).
+    #[test]
+    fn cgroups_entry_puts_the_child_in_its_cgroup() {
+        let Some((_guard, _layout)) = real_host() else {
+            return;
+        };
+        let id = unique_id("entry");
+        let limits = Limits {
+            memory: Some(64 << 20),
+            ..Limits::default()
+        };
+        let run = Run::new(cgroups::create(Path::new(ROOT), &id, &limits).unwrap());
+        let entry = run.cgroup.entry().unwrap();
+        let into = match &entry {
+            Entry::CloneInto(dir) => Some(dir.as_fd()),
+            Entry::SelfJoin(_) => None,
+        };
+        // The child of a multi-threaded test process must not allocate: all prepared here.
+        let want = format!("/isol/{id}\n");
+        let (pid, born) = clone_child(0, into);
+        assert!(pid >= 0, "clone: {}", Errno::from_raw(-pid as i32));
+        if pid == 0 {
+            // The child: enter (v1), then look for its cgroup in /proc/self/cgroup.
+            let mut buf = [0u8; 4096];
+            let code = match entry.join_self() {
+                Err(_) => 2,
+                Ok(()) => match std::fs::File::open("/proc/self/cgroup")
+                    .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+                {
+                    Ok(n) if buf[..n].windows(want.len()).any(|w| w == want.as_bytes()) => 0,
+                    _ => 3,
+                },
+            };
+            // SAFETY: ends the forked child without running the test harness's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        let status = waitpid(Pid::from_raw(pid as i32), None).unwrap();
+        assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid as i32), 0));
+        // On cgroup v2 the child must have been born in the cgroup, not moved.
+        assert_eq!(born, matches!(entry, Entry::CloneInto(_)));
+        println!("entry: {entry:?}, born in the cgroup: {born}");
+    }
+}

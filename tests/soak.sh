@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Soak: many runs of one backend, some SIGKILLed at random moments, some concurrent, then a check
+# that nothing was left behind: mounts, cgroups, links, taps, nft rules, processes, run dirs,
+# store temporaries and locks. Not part of test.sh (it takes minutes); docs/design.md,
+# "Cleanup guarantees", has the latest figures.
+#
+#   tests/soak.sh [--backend container|kvm] [--runs N] [--kills N] [--concurrent N] [--isol PATH]
+#
+# Defaults: container, 1000 runs, 200 killed, 100 concurrent, target/…/debug/isol. For kvm, run it
+# in the lab: isol lab -- tests/soak.sh --backend kvm --isol "$PWD/target/…/isol".
+# Exit status: 0 when every run ended as expected and nothing leaked; 1 otherwise.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+backend=container runs=1000 kills=200 concurrent=100
+isol=target/x86_64-unknown-linux-gnu/debug/isol
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --backend) backend=$2; shift 2 ;;
+        --runs) runs=$2; shift 2 ;;
+        --kills) kills=$2; shift 2 ;;
+        --concurrent) concurrent=$2; shift 2 ;;
+        --isol) isol=$2; shift 2 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "soak.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "soak.sh: run it as root" >&2; exit 2; }
+[ -x "$isol" ] || { echo "soak.sh: no isol at $isol: build it first (cargo build --bins)" >&2; exit 2; }
+
+home=$(mktemp -d /tmp/isol-soak.XXXXXX)
+export ISOL_HOME=$home
+failures=0
+fail() { echo "soak: FAIL: $*" >&2; failures=$((failures + 1)); }
+run() { timeout -k 5 120 "$isol" run --backend "$backend" "$@"; }
+
+# What isol may leave on this host, one line per thing, sorted.
+snapshot() {
+    {
+        grep -E 'isol' /proc/self/mountinfo | grep -v -F "$home/" | awk '{print "mount " $5}'
+        find /sys/fs/cgroup -maxdepth 3 -path '*/isol/*' -type d 2>/dev/null | sed 's/^/cgroup /'
+        ip -o link show 2>/dev/null | awk -F': ' '$2 ~ /^(veth|isol|tap)/ && $2 !~ /^isol0$/ {print "link " $2}'
+        nft list tables 2>/dev/null | grep -i isol | sed 's/^/nft /'
+        # Zombies are dead; reaping them is their new parent's business (the host's init).
+        ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 ~ /^isol/ {print "process " $2}'
+        ls -A "$home/containers" 2>/dev/null | grep -v '^net$' | sed 's/^/run-dir /'
+        find "$home" -maxdepth 3 -name '.tmp-*' 2>/dev/null | sed 's/^/store-tmp /'
+    } | sort
+}
+
+echo "soak: $backend, $runs runs, $kills killed, $concurrent concurrent; store $home" >&2
+run busybox true >/dev/null || { echo "soak: the first run failed" >&2; exit 1; }
+before=$(snapshot)
+start=$(date +%s)
+
+# 1. Sequential runs: each must end with the workload's own status.
+for i in $(seq 1 "$runs"); do
+    out=$(run busybox sh -c "echo run-$i; exit $((i % 7))" 2>&1)
+    rc=$?
+    [ "$rc" = $((i % 7)) ] && [ "$out" = "run-$i" ] || fail "run $i: rc $rc, output ${out:0:200}"
+done
+t1=$(date +%s)
+echo "soak: $runs sequential runs in $((t1 - start)) s" >&2
+
+# 2. SIGKILL isol at a random moment between 0 and 300 ms after its start; the next run's sweep
+#    must clear what it left, and no workload may outlive it.
+for i in $(seq 1 "$kills"); do
+    "$isol" run --backend "$backend" busybox sh -c 'echo start; sleep 5' >/dev/null 2>&1 &
+    pid=$!  # isol itself, not a wrapper
+    sleep "0.$(printf '%03d' $((RANDOM % 300)))"
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+done
+sleep 1
+run busybox true >/dev/null 2>&1 || fail "the run after the kills failed"
+t2=$(date +%s)
+echo "soak: $kills runs SIGKILLed at random moments in $((t2 - t1)) s" >&2
+
+# 3. Concurrent runs.
+pids=()
+for i in $(seq 1 "$concurrent"); do
+    (out=$(run busybox sh -c "echo c-$i" 2>&1); [ "$out" = "c-$i" ] || { echo "concurrent $i: $out" >&2; exit 1; }) &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a concurrent run"; done
+t3=$(date +%s)
+echo "soak: $concurrent concurrent runs in $((t3 - t2)) s" >&2
+
+# The leak check, after one more run's sweep.
+run busybox true >/dev/null 2>&1 || fail "the last run failed"
+after=$(snapshot)
+leaks=$(comm -13 <(echo "$before") <(echo "$after"))
+if [ -n "$leaks" ]; then
+    fail "left behind on the host:"
+    echo "$leaks" >&2
+fi
+if [ -e "$home/lock" ] && awk '{print $6}' /proc/locks | grep -q ":$(stat -c %i "$home/lock")\$"; then
+    fail "the store lock is still held"
+fi
+rm -rf "$home"
+echo "soak: $backend: $runs + $kills killed + $concurrent concurrent runs, $((t3 - start)) s, $failures failures" >&2
+[ "$failures" = 0 ]
