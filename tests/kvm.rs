@@ -39,6 +39,31 @@ fn uname_shows_the_guest_kernel_and_the_exit_code_comes_back() {
 }
 
 #[test]
+fn log_level_debug_reaches_isol_vmm() {
+    if !kvm_ready() {
+        return;
+    }
+    let o = kvm(&["--log-level", "debug", "busybox", "echo", "hi"]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "hi\n");
+    let err = stderr(&o);
+    // isol's own steps, then isol-vmm's, which got the filter in the launch description.
+    for step in [
+        "image resolved",
+        "kernel loaded",
+        "devices attached",
+        "vCPUs configured",
+        "VM exited",
+    ] {
+        assert!(err.contains(step), "{step:?} not logged: {err}");
+    }
+    assert!(err.lines().all(|l| l.starts_with("isol: debug: ")), "{err}");
+    // By default, nothing.
+    let o = kvm(&["busybox", "true"]);
+    assert_eq!((code(&o), stderr(&o).as_str()), (0, ""));
+}
+
+#[test]
 fn exit_codes_0_and_127() {
     if !kvm_ready() {
         return;
