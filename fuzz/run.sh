@@ -58,7 +58,7 @@ fuzz_one() {
     mkdir -p "corpus/$t" "scratch/$t" "artifacts/$t"
     local start=$SECONDS
     local rc=0
-    nice -n 19 "$BIN/$t" -runs="$RUNS" -max_total_time="$TIME" -print_final_stats=1 \
+    nice -n 19 "$BIN/$t" -runs="$RUNS" -max_total_time="$TIME" -print_final_stats=1 -timeout="${TIMEOUT:-10}" \
         -artifact_prefix="artifacts/$t/" "scratch/$t" "corpus/$t" >"logs/$t.log" 2>&1 || rc=$?
     local execs
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo "?")

@@ -26,6 +26,12 @@ use crate::virtio::mmio::MmioTransport;
 use crate::virtio::queue::{self, ChainError, MAX_CHAIN_BYTES};
 use crate::virtio::{DeviceFault, IrqTrigger, QueueCtx, VirtioDevice};
 
+/// Largest queue the block and console harnesses set up (the devices offer 256). A
+/// device serves up to a queue size of chains per notification, each up to a queue
+/// size of descriptors: quadratic work that would slow the fuzzer a hundredfold at 256
+/// without reaching code a smaller queue does not.
+pub const FUZZ_QUEUE_MAX: u16 = 32;
+
 /// The first region of guest memory: [0, 64 KiB).
 pub const MEM_LOW: u64 = 0x1_0000;
 /// The second region: [0x1_8000, 0x1_9000), after a hole.
@@ -113,6 +119,16 @@ fn queue_from(inp: &mut Input<'_>, max: u16) -> Queue {
     q.set_event_idx(flags & 0x04 != 0);
     q.set_ready(flags & 0x80 == 0);
     q
+}
+
+/// Whether the used ring of `q` overlaps its available ring: a known hang, left out of
+/// the `block` and `console` targets so they explore further (see
+/// `tests::block_used_ring_over_avail_ring_hang` and docs/fuzzing.md).
+fn rings_overlap(q: &Queue) -> bool {
+    let size = u64::from(q.size());
+    let (a, u) = (q.avail_ring(), q.used_ring());
+    let (a_end, u_end) = (a + 6 + 2 * size, u + 6 + 8 * size);
+    a < u_end && u < a_end
 }
 
 fn irq() -> IrqTrigger {
@@ -222,9 +238,17 @@ fn check_fault(r: Result<(), DeviceFault>) {
 ///
 /// Input: 1 byte of options, 8–12 bytes of queue setup, then guest memory.
 pub fn block(data: &[u8]) {
+    block_with(data, true);
+}
+
+/// [`block`], with or without leaving out overlapping rings.
+fn block_with(data: &[u8], skip_overlap: bool) {
     let mut inp = Input(data);
     let opts = inp.u8();
-    let q = queue_from(&mut inp, crate::virtio::block::QUEUE_SIZE);
+    let q = queue_from(&mut inp, FUZZ_QUEUE_MAX);
+    if skip_overlap && rings_overlap(&q) {
+        return;
+    }
     let mem = guest_memory(inp.rest());
     let mut b = Block::from_file(disk(), opts & 1 != 0, "isol-fuzz-disk").expect("memfd");
     let irq = irq();
@@ -291,8 +315,12 @@ pub fn console(data: &[u8]) {
     let mut qs: Vec<Queue> = c
         .queue_max_sizes()
         .into_iter()
-        .map(|max| queue_from(&mut inp, max))
+        .map(|max| queue_from(&mut inp, max.min(FUZZ_QUEUE_MAX)))
         .collect();
+    if qs.iter().any(rings_overlap) {
+        c.shutdown(None);
+        return;
+    }
     let nops = usize::from(inp.u8() % 64);
     let ops = inp.bytes(nops);
     // Memory patches: (offset u16, len u8, bytes), taken from after the ops.
@@ -454,6 +482,36 @@ mod tests {
     #[test]
     fn replay_mmio_corpus() {
         replay("mmio", super::mmio);
+    }
+
+    /// Runs `f(data)` on a thread; whether it finished within `secs`.
+    fn finishes(f: fn(&[u8]), data: &'static [u8], secs: u64) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f(data);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .is_ok()
+    }
+
+    /// Fuzzing found this hang (target `block`, artifacts 8963318c and 4ff80a66), NOT
+    /// FIXED: the used
+    /// ring at the same address as the available ring. Each used-ring update writes
+    /// `used.idx` over `avail.idx`, so the driver's index is always one ahead of the
+    /// device's and `Block::serve` pops chains forever (any device's serve loop does:
+    /// the console's control queue is served on the vCPU thread). Ignored until the
+    /// serve loops are bounded; see docs/fuzzing.md.
+    #[test]
+    #[ignore = "known hang: used ring overlapping the available ring (docs/fuzzing.md)"]
+    fn block_used_ring_over_avail_ring_hang() {
+        assert!(finishes(
+            |d| super::block_with(d, false),
+            &[
+                0xff, 0xff, 0x1e, 0x58, 0x3a, 0x58, 0x58, 0x58, 0x58, 0xff, 0xff, 0x00
+            ],
+            10
+        ));
     }
 
     #[test]
