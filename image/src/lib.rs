@@ -52,6 +52,8 @@ mod inuse;
 mod unpack;
 pub mod vm;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
 
