@@ -503,7 +503,6 @@ mod tests {
     /// the console's control queue is served on the vCPU thread). Ignored until the
     /// serve loops are bounded; see docs/fuzzing.md.
     #[test]
-    #[ignore = "known hang: used ring overlapping the available ring (docs/fuzzing.md)"]
     fn block_used_ring_over_avail_ring_hang() {
         assert!(finishes(
             |d| super::block_with(d, false),

@@ -315,7 +315,16 @@ impl Block {
     fn serve(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
         let fault = |error| DeviceFault::Chain { queue: 0, error };
         let mut served = false;
-        while let Some(c) = queue::pop_chain(&mut ctx.queues[0], ctx.mem).map_err(fault)? {
+        // At most a queue's worth of chains per notification: a guest whose used ring lies over
+        // its available ring would otherwise keep this loop going forever (each used index the
+        // device writes raises the available index). A driver cannot have more than that many
+        // chains waiting when the pass starts, and the block device never suppresses
+        // notifications, so chains added during the pass come with a notification of their own.
+        let budget = usize::from(virtio_queue::QueueT::size(&ctx.queues[0]));
+        for _ in 0..budget {
+            let Some(c) = queue::pop_chain(&mut ctx.queues[0], ctx.mem).map_err(fault)? else {
+                break;
+            };
             served = true;
             let wlen = c.writable_len();
             let used = if wlen == 0 || c.readable_len() < 16 {

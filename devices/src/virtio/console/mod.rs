@@ -356,9 +356,16 @@ impl Console {
     /// Handles the driver's control messages.
     fn serve_ctrl_tx(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
         let mut any = false;
-        while let Some(c) =
-            queue::pop_chain(&mut ctx.queues[CTRL_TX], ctx.mem).map_err(Self::fault(CTRL_TX))?
-        {
+        // At most a queue's worth per notification, as the block device (a used ring over the
+        // available ring would loop forever, here on the vCPU thread); the control transmit
+        // queue's notifications are never suppressed.
+        let budget = usize::from(virtio_queue::QueueT::size(&ctx.queues[CTRL_TX]));
+        for _ in 0..budget {
+            let Some(c) = queue::pop_chain(&mut ctx.queues[CTRL_TX], ctx.mem)
+                .map_err(Self::fault(CTRL_TX))?
+            else {
+                break;
+            };
             any = true;
             let mut m = [0u8; 8];
             if c.read_at(ctx.mem, 0, &mut m) == 8 {
