@@ -590,6 +590,14 @@ pub(crate) fn spool_if_stream(store: &Store, input: &Path) -> Result<Option<Spoo
             return Ok(None);
         }
     }
+    if from_stdin && io::IsTerminal::is_terminal(&io::stdin()) {
+        return Err(ImageError::ImportInput {
+            path: input.into(),
+            source: io::Error::other(
+                "standard input is a terminal, not an image (pipe one in: docker save IMAGE | isol image import -)",
+            ),
+        });
+    }
     let tmp = store.tmp_dir();
     fs::create_dir_all(&tmp).map_err(ImageError::io("create", &tmp))?;
     let spool = Spool(tmp.join(fsutil::tmp_name("stdin")));
