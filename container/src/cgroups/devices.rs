@@ -69,32 +69,23 @@ impl DeviceRule {
     /// The lines this rule is written as to cgroup v1's `devices.allow`/`devices.deny`.
     pub fn v1_entries(&self) -> Vec<String> {
         let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
-        let any = self.major.is_none() && self.minor.is_none();
-        match self.kind {
-            // `a` alone means every device with every access; a narrower rule for both kinds is
-            // one line per kind.
-            DeviceKind::All if any && self.access == ACCESS_ALL => vec!["a".into()],
-            DeviceKind::All => ['c', 'b']
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{t} {}:{} {}",
-                        num(self.major),
-                        num(self.minor),
-                        self.access_letters()
-                    )
-                })
-                .collect(),
-            kind => {
-                let t = if kind == DeviceKind::Char { 'c' } else { 'b' };
-                vec![format!(
-                    "{t} {}:{} {}",
-                    num(self.major),
-                    num(self.minor),
-                    self.access_letters()
-                )]
+        // `a` alone means every device with every access; a narrower rule for both kinds is one
+        // line per kind.
+        let types: &[char] = match self.kind {
+            DeviceKind::All
+                if self.major.is_none() && self.minor.is_none() && self.access == ACCESS_ALL =>
+            {
+                return vec!["a".into()];
             }
-        }
+            DeviceKind::All => &['c', 'b'],
+            DeviceKind::Char => &['c'],
+            DeviceKind::Block => &['b'],
+        };
+        let (major, minor, access) = (num(self.major), num(self.minor), self.access_letters());
+        types
+            .iter()
+            .map(|t| format!("{t} {major}:{minor} {access}"))
+            .collect()
     }
 }
 
