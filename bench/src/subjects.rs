@@ -639,6 +639,7 @@ impl QemuPeer {
             env: self.env.iter().map(Into::into).collect(),
             workdir: "/".into(),
             hostname: oci::HOSTNAME.into(),
+            ..Default::default()
         };
         let image = isol_vmm::initramfs::build_initramfs(
             &isol_vmm::Rootfs::Disk(self.disk.clone()),

@@ -399,9 +399,6 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     if spec.pids.is_some() {
         refuse("--pids-limit", "the guest kernel runs only the workload")?;
     }
-    if args.user.is_some() {
-        refuse("-u/--user", "the guest init runs the workload as root")?;
-    }
     Ok(())
 }
 
@@ -478,6 +475,7 @@ fn run_kvm(
     };
     let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
         .context("Cannot build the VM's root disk")?;
+    let security = vm_security()?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
@@ -488,6 +486,10 @@ fn run_kvm(
         env: spec.env,
         workdir: spec.workdir.into_os_string(),
         hostname: spec.hostname.into(),
+        user: spec.user.unwrap_or_default().into(),
+        capabilities: security.capabilities,
+        no_new_privs: security.no_new_privs,
+        seccomp: security.seccomp.iter().map(|i| i.to_u64()).collect(),
         disks: spec
             .volumes
             .iter()
@@ -523,6 +525,27 @@ fn run_kvm(
             Ok(isol_vmm::launch::run(&launch))
         }
     }
+}
+
+/// The workload's privileges in the VM: those the container runtime gives it (docker's default
+/// capabilities, `no_new_privs`, docker's default seccomp profile compiled here, on the host), for
+/// the guest init to apply, so that the same flags mean the same permissions on both backends.
+fn vm_security() -> anyhow::Result<isol_vmm::Security> {
+    use isol_container::security::{capabilities, seccomp};
+    let filter = seccomp::default_filter()?;
+    Ok(isol_vmm::Security {
+        capabilities: Some(capabilities::DEFAULT_MASK),
+        no_new_privs: true,
+        seccomp: filter
+            .iter()
+            .map(|i| isol_vmm::SockFilter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect(),
+    })
 }
 
 fn round3(v: f64) -> f64 {

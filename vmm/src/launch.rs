@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskSpec, GuestTty};
+use crate::config::{DiskSpec, GuestTty, Security, SockFilter};
 use crate::{BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, VmConfig, VmmError};
 
 /// The VMM executable's file name, looked for beside the running executable.
@@ -33,7 +33,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -109,6 +109,16 @@ pub struct Launch {
     /// The guest's hostname.
     #[serde(with = "os_bytes")]
     pub hostname: OsString,
+    /// `-u`: the workload's `uid[:gid]` or `name[:group]`; empty: root.
+    #[serde(with = "os_bytes")]
+    pub user: OsString,
+    /// The capabilities the workload may hold (bit n = capability n); none: every one.
+    pub capabilities: Option<u64>,
+    /// Set `no_new_privs` for the workload.
+    pub no_new_privs: bool,
+    /// The workload's seccomp filter, each instruction as [`SockFilter::to_u64`]; empty:
+    /// none.
+    pub seccomp: Vec<u64>,
     /// Extra disks (`-v` of a file or block device).
     pub disks: Vec<LaunchDisk>,
     /// `--timeout`.
@@ -162,6 +172,16 @@ impl Launch {
                 env: self.env.clone(),
                 workdir: self.workdir.clone(),
                 hostname: self.hostname.clone(),
+                user: self.user.clone(),
+                security: Security {
+                    capabilities: self.capabilities,
+                    no_new_privs: self.no_new_privs,
+                    seccomp: self
+                        .seccomp
+                        .iter()
+                        .map(|&i| SockFilter::from_u64(i))
+                        .collect(),
+                },
             },
             console: self.console,
             trace_exits: self.trace_exits,
@@ -596,6 +616,10 @@ mod tests {
             env: vec!["PATH=/bin".into(), "EMPTY=".into()],
             workdir: "/w d".into(),
             hostname: "h1".into(),
+            user: OsString::from_vec(b"1000:\xffgroup".to_vec()),
+            capabilities: Some(0xa804_25fb),
+            no_new_privs: true,
+            seccomp: vec![0x0000_0004_0000_0020, u64::MAX, 0],
             disks: vec![LaunchDisk {
                 path: "/tmp/d.img".into(),
                 read_only: true,
@@ -629,6 +653,17 @@ mod tests {
         let cfg = back.vm_config(None);
         assert_eq!(cfg.rootfs, Rootfs::Disk(l.root_disk.clone()));
         assert_eq!(cfg.spec.args, l.args);
+        assert_eq!(cfg.spec.user, l.user);
+        assert_eq!(cfg.spec.security.capabilities, Some(0xa804_25fb));
+        assert!(cfg.spec.security.no_new_privs);
+        let filter: Vec<u64> = cfg
+            .spec
+            .security
+            .seccomp
+            .iter()
+            .map(|i| i.to_u64())
+            .collect();
+        assert_eq!(filter, l.seccomp);
         assert_eq!(
             cfg.disks[0].guest_path.as_deref(),
             Some(OsStr::new("/data"))

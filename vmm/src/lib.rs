@@ -22,8 +22,8 @@ use std::time::Duration;
 
 pub use builder::VmOutcome;
 pub use config::{
-    BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig,
-    default_guest_init,
+    BootProtocol, GuestStdio, Rootfs, RunSpec, Security, SerialOutput, SharedBuffer, SockFilter,
+    VmConfig, default_guest_init,
 };
 pub use trace::{BootTimings, ExitCounts, ExitKind};
 pub use vstate::kvm::{EMULATED_THRESHOLD, kvm_available, measure_guest_speed};
