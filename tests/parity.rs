@@ -549,3 +549,80 @@ fn what_the_profile_forbids_fails_the_same() {
     );
     assert_eq!(stdout(&o), "1000:1000\nok\n", "{}", stderr(&o));
 }
+
+#[test]
+fn privilege_flags_mean_the_same_on_both_backends() {
+    let Some(k) = kvm_kernel() else { return };
+    let status = ["grep", "-E", PRIVILEGES, "/proc/self/status"];
+    let chown = "0000000000000001";
+    let all = "000001ffffffffff";
+    // (flags, CapPrm/CapEff of root, CapBnd, NoNewPrivs, Seccomp)
+    for (flags, held, bounding, nnp, seccomp) in [
+        (
+            &["--cap-drop", "ALL", "--cap-add", "chown"][..],
+            chown,
+            chown,
+            1,
+            2,
+        ),
+        (&["--cap-add", "ALL"][..], all, all, 1, 2),
+        (
+            &["--security-opt", "no-new-privileges=false"][..],
+            "00000000a80425fb",
+            "00000000a80425fb",
+            0,
+            2,
+        ),
+        (
+            &["--security-opt", "seccomp=unconfined"][..],
+            "00000000a80425fb",
+            "00000000a80425fb",
+            1,
+            0,
+        ),
+    ] {
+        let mut args = flags.to_vec();
+        args.extend(["busybox", "--"]);
+        args.extend(status);
+        let o = same(&k, &args, None);
+        let want = format!(
+            "CapInh:\t0000000000000000\nCapPrm:\t{held}\nCapEff:\t{held}\n\
+             CapBnd:\t{bounding}\nCapAmb:\t0000000000000000\nNoNewPrivs:\t{nnp}\nSeccomp:\t{seccomp}\n"
+        );
+        assert_eq!(stdout(&o), want, "{flags:?}");
+    }
+    // What the default profile and set forbid, the flags allow, on both.
+    let o = same(
+        &k,
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "mount -t tmpfs x /mnt && grep -c ' /mnt tmpfs ' /proc/mounts",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "1\n", "{}", stderr(&o));
+    // And the profile still refuses a mount to a workload holding CAP_SYS_ADMIN.
+    let o = same(
+        &k,
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "busybox",
+            "--",
+            "mount",
+            "-t",
+            "tmpfs",
+            "x",
+            "/mnt",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+}

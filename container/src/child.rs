@@ -21,7 +21,7 @@ use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
-use crate::config::{ContainerConfig, NetworkMode, Volume};
+use crate::config::{ContainerConfig, NetworkMode, Privileges, Volume};
 use crate::error::{Cause, ContainerError, SetupError};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
@@ -47,7 +47,9 @@ pub(crate) struct ChildSpec<'a> {
     interactive: bool,
     workdir: PathBuf,
     user: Option<String>,
-    filter: &'a BpfProgram,
+    privileges: Privileges,
+    /// The seccomp filter; none: unconfined.
+    filter: Option<&'a BpfProgram>,
     pty: Option<&'a Pty>,
     /// argv of the init: INIT_ARGV0, INIT_MARKER, report fd, tty flag, then the workload's argv.
     init_argv_tail: Vec<CString>,
@@ -67,7 +69,7 @@ impl<'a> ChildSpec<'a> {
     pub(crate) fn new(
         cfg: &ContainerConfig,
         run: &RunDir,
-        filter: &'a BpfProgram,
+        filter: Option<&'a BpfProgram>,
         pty: Option<&'a Pty>,
         cgroup2: bool,
     ) -> Result<Self, ContainerError> {
@@ -89,6 +91,7 @@ impl<'a> ChildSpec<'a> {
             interactive: cfg.interactive,
             workdir: cfg.workdir.clone(),
             user: cfg.user.clone(),
+            privileges: cfg.privileges,
             filter,
             pty,
             init_argv_tail: cstrings(&cfg.args, "argument")?,
@@ -188,11 +191,20 @@ fn setup(
         Some(u) => Some(user::resolve(u)?),
         None => None,
     };
-    security::capabilities::drop_to_default()?;
+    // Without no_new_privs the kernel takes a filter only from a holder of CAP_SYS_ADMIN: then
+    // it goes on first, while the runtime still holds every capability, as runc does (the
+    // profile allows the steps that follow).
+    let filter_first = !spec.privileges.no_new_privs;
+    if filter_first && let Some(filter) = spec.filter {
+        security::seccomp::install(filter)?;
+    }
+    security::capabilities::drop_to(spec.privileges.capabilities)?;
     if let Some(ids) = &ids {
         ids.apply()?;
     }
-    security::set_no_new_privs()?;
+    if spec.privileges.no_new_privs {
+        security::set_no_new_privs()?;
+    }
     mark(report, "security");
 
     let mut argv = Vec::with_capacity(spec.init_argv_tail.len() + 4);
@@ -208,7 +220,9 @@ fn setup(
     sys::clear_cloexec(report.as_raw_fd())
         .map_err(|e| SetupError::process("fcntl(F_SETFD) failed", e))?;
     // The filter goes on last: from here on only what the workload may do is allowed.
-    security::seccomp::install(spec.filter)?;
+    if !filter_first && let Some(filter) = spec.filter {
+        security::seccomp::install(filter)?;
+    }
     mark(report, "seccomp");
     Ok(security::exe::exec_self_as_init(
         init_exe, &argv, &spec.env,

@@ -29,6 +29,30 @@ pub struct Volume {
     pub read_only: bool,
 }
 
+/// The workload's privileges: docker's defaults unless `--cap-add`, `--cap-drop` or
+/// `--security-opt` change them (the CLI gives the kvm backend's guest init the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    /// The capabilities kept (bit n = capability n): the bounding set, and the permitted and
+    /// effective sets of a root workload; a non-root workload holds none.
+    pub capabilities: u64,
+    /// Set `no_new_privs` (docker's `--security-opt no-new-privileges`; on by default here).
+    pub no_new_privs: bool,
+    /// Install the default seccomp profile ([`crate::security::seccomp`]); off: unconfined.
+    pub seccomp: bool,
+}
+
+impl Default for Privileges {
+    /// docker's default capabilities, `no_new_privs`, the default seccomp profile.
+    fn default() -> Self {
+        Privileges {
+            capabilities: crate::security::capabilities::DEFAULT_MASK,
+            no_new_privs: true,
+            seccomp: true,
+        }
+    }
+}
+
 /// Everything one container run needs.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -48,6 +72,8 @@ pub struct ContainerConfig {
     /// `uid[:gid]` or `name[:group]`, resolved against the container's /etc/passwd and
     /// /etc/group; `None` runs as root (uid 0 inside the container).
     pub user: Option<String>,
+    /// Capabilities, `no_new_privs`, seccomp.
+    pub privileges: Privileges,
     pub limits: Limits,
     /// The devices the container may create and open; everything else is denied
     /// ([`crate::cgroups::devices::DEFAULT_RULES`] for `isol run`). Applied through the cgroup,

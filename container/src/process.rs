@@ -119,9 +119,13 @@ fn run_in(
     guard.cgroup = cgroup;
     phases.push("cgroup");
 
-    let filter = security::seccomp::default_filter()?;
+    let filter = if cfg.privileges.seccomp {
+        Some(security::seccomp::default_filter()?)
+    } else {
+        None
+    };
     let pty = if cfg.tty { Some(Pty::open()?) } else { None };
-    let spec = ChildSpec::new(cfg, run_dir, &filter, pty.as_ref(), cgroup2)?;
+    let spec = ChildSpec::new(cfg, run_dir, filter.as_ref(), pty.as_ref(), cgroup2)?;
     phases.push("prepare");
 
     // The go travels over a socket, with the sealed copy of isol the child execs as init.

@@ -25,6 +25,8 @@ pub struct RunSpec {
     pub workdir: PathBuf,
     pub hostname: String,
     pub user: Option<String>,
+    /// Capabilities, no_new_privs, seccomp: the same on both backends.
+    pub privileges: isol_container::Privileges,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids: Option<u64>,
@@ -109,6 +111,7 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
     {
         bail!("Invalid --timeout {t}: give a positive number of seconds");
     }
+    let privileges = parse_privileges(args)?;
 
     let image = store.resolve(&args.image)?;
     let cfg = &image.config;
@@ -172,6 +175,7 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
         workdir,
         hostname,
         user,
+        privileges,
         memory,
         cpus: args.cpus,
         pids,
@@ -183,6 +187,38 @@ fn kv_key(kv: &OsString) -> &[u8] {
     use std::os::unix::ffi::OsStrExt;
     let b = kv.as_bytes();
     b.split(|c| *c == b'=').next().unwrap_or(b)
+}
+
+/// `--cap-add`, `--cap-drop` and `--security-opt` over the defaults (docker's capabilities,
+/// `no_new_privs`, docker's seccomp profile); the same privileges on both backends.
+fn parse_privileges(args: &RunArgs) -> anyhow::Result<isol_container::Privileges> {
+    use isol_container::security::capabilities;
+    let mut p = isol_container::Privileges {
+        capabilities: capabilities::tweak(&args.cap_add, &args.cap_drop)?,
+        ..Default::default()
+    };
+    for opt in &args.security_opt {
+        // docker takes `key=value` and the older `key:value`.
+        let (key, value) = match opt.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        match (key, value) {
+            ("no-new-privileges", None | Some("true")) => p.no_new_privs = true,
+            ("no-new-privileges", Some("false")) => p.no_new_privs = false,
+            ("no-new-privileges", Some(v)) => bail!(
+                "Invalid --security-opt no-new-privileges={v}: use no-new-privileges, no-new-privileges=true or no-new-privileges=false"
+            ),
+            ("seccomp", Some("unconfined")) => p.seccomp = false,
+            ("seccomp", _) => bail!(
+                "Invalid --security-opt {opt}: isol cannot load a seccomp profile from a file; use seccomp=unconfined, or leave the option out for the default profile"
+            ),
+            _ => bail!(
+                "Unknown --security-opt {opt:?}: isol supports no-new-privileges[=true|false] and seccomp=unconfined"
+            ),
+        }
+    }
+    Ok(p)
 }
 
 /// `-e KEY=VALUE` sets; `-e KEY` passes the host's value (skipped when unset, as docker does).
@@ -304,6 +340,7 @@ fn run_container(
             isol_container::NetworkMode::Bridge
         }
     };
+    let privileges = container_privileges(args, spec.privileges, rootless)?;
     let layers = store
         .unpack(&spec.image)
         .context("Cannot unpack the image's layers")?;
@@ -316,6 +353,7 @@ fn run_container(
         workdir: spec.workdir,
         hostname: spec.hostname,
         user: spec.user,
+        privileges,
         limits: isol_container::Limits {
             memory: spec.memory,
             cpus: spec.cpus,
@@ -370,6 +408,33 @@ fn run_container(
         eprintln!("{report}");
     }
     Ok(result.exit_code)
+}
+
+/// A container gets no capability its runtime does not hold: a rootful isol whose own bounding
+/// set lacks some (a restricted host, or isol itself in a container) gives `--cap-add ALL` what it
+/// has, and refuses a capability named in `--cap-add` that it lacks. (Rootless, the runtime is
+/// root with every capability in its own user namespace; in a VM the guest init holds them all.)
+fn container_privileges(
+    args: &RunArgs,
+    mut p: isol_container::Privileges,
+    rootless: bool,
+) -> anyhow::Result<isol_container::Privileges> {
+    use isol_container::security::capabilities;
+    if rootless {
+        return Ok(p);
+    }
+    let (_, held, _) = capabilities::current()?;
+    for name in &args.cap_add {
+        if let Some(cap) = capabilities::by_name(name)
+            && cap.bitmask() & held == 0
+        {
+            bail!(
+                "--cap-add {name}: isol itself does not hold {cap} (its bounding set lacks it), so it cannot give it to the container; drop the flag, or run isol where it holds {cap}"
+            );
+        }
+    }
+    p.capabilities &= held;
+    Ok(p)
 }
 
 /// Flags the kvm backend cannot honour yet are refused, never silently ignored.
@@ -475,7 +540,7 @@ fn run_kvm(
     };
     let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
         .context("Cannot build the VM's root disk")?;
-    let security = vm_security()?;
+    let security = vm_security(spec.privileges)?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
@@ -527,15 +592,18 @@ fn run_kvm(
     }
 }
 
-/// The workload's privileges in the VM: those the container runtime gives it (docker's default
-/// capabilities, `no_new_privs`, docker's default seccomp profile compiled here, on the host), for
-/// the guest init to apply, so that the same flags mean the same permissions on both backends.
-fn vm_security() -> anyhow::Result<isol_vmm::Security> {
-    use isol_container::security::{capabilities, seccomp};
-    let filter = seccomp::default_filter()?;
+/// The workload's privileges in the VM: those the container runtime gives it for the same flags
+/// (the capability set, `no_new_privs`, docker's default seccomp profile compiled here, on the
+/// host), for the guest init to apply.
+fn vm_security(p: isol_container::Privileges) -> anyhow::Result<isol_vmm::Security> {
+    let filter = if p.seccomp {
+        isol_container::security::seccomp::default_filter()?
+    } else {
+        Vec::new()
+    };
     Ok(isol_vmm::Security {
-        capabilities: Some(capabilities::DEFAULT_MASK),
-        no_new_privs: true,
+        capabilities: Some(p.capabilities),
+        no_new_privs: p.no_new_privs,
         seccomp: filter
             .iter()
             .map(|i| isol_vmm::SockFilter {
