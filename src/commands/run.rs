@@ -540,7 +540,6 @@ fn run_kvm(
     };
     let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
         .context("Cannot build the VM's root disk")?;
-    let security = vm_security(spec.privileges)?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
@@ -552,9 +551,15 @@ fn run_kvm(
         workdir: spec.workdir.into_os_string(),
         hostname: spec.hostname.into(),
         user: spec.user.unwrap_or_default().into(),
-        capabilities: security.capabilities,
-        no_new_privs: security.no_new_privs,
-        seccomp: security.seccomp.iter().map(|i| i.to_u64()).collect(),
+        // The same privileges as a container's: the profile is compiled here, on the host, and
+        // the guest init applies them.
+        capabilities: Some(spec.privileges.capabilities),
+        no_new_privs: spec.privileges.no_new_privs,
+        seccomp: if spec.privileges.seccomp {
+            isol_container::security::seccomp::default_filter_words()?
+        } else {
+            Vec::new()
+        },
         disks: spec
             .volumes
             .iter()
@@ -590,30 +595,6 @@ fn run_kvm(
             Ok(isol_vmm::launch::run(&launch))
         }
     }
-}
-
-/// The workload's privileges in the VM: those the container runtime gives it for the same flags
-/// (the capability set, `no_new_privs`, docker's default seccomp profile compiled here, on the
-/// host), for the guest init to apply.
-fn vm_security(p: isol_container::Privileges) -> anyhow::Result<isol_vmm::Security> {
-    let filter = if p.seccomp {
-        isol_container::security::seccomp::default_filter()?
-    } else {
-        Vec::new()
-    };
-    Ok(isol_vmm::Security {
-        capabilities: Some(p.capabilities),
-        no_new_privs: p.no_new_privs,
-        seccomp: filter
-            .iter()
-            .map(|i| isol_vmm::SockFilter {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            })
-            .collect(),
-    })
 }
 
 fn round3(v: f64) -> f64 {
