@@ -478,6 +478,9 @@ fn run_kvm(
     };
     let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
         .context("Cannot build the VM's root disk")?;
+    // The environment is read here, once: ISOL_VMM_SECCOMP (docs/vmm.md, "Seccomp").
+    let (seccomp, seccomp_test_violation) =
+        isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
@@ -507,6 +510,8 @@ fn run_kvm(
         // The environment is read here, once: ISOL_CACHE, ISOL_BOOT_PROFILE=off.
         boot_profiles: isol_vmm::config::default_boot_profiles(),
         log_filter: Some(log_filter.to_owned()),
+        seccomp,
+        seccomp_test_violation,
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
     launch.vm_config(None).validate()?;
