@@ -112,8 +112,9 @@ impl ThreadKind {
                 any(SYS_epoll_ctl),
                 // Eventfds and stdin (forwarded to the UART).
                 any(SYS_read),
-                // Kicks the vCPUs out of KVM_RUN at the end (pthread_kill).
+                // Kicks the vCPUs out of KVM_RUN (pthread_kill: tgkill to getpid's process).
                 any(SYS_tgkill),
+                any(SYS_getpid),
                 // Puts the SIGINT/SIGTERM dispositions back after the VM.
                 any(SYS_rt_sigaction),
             ],
@@ -274,12 +275,22 @@ fn common() -> Vec<(i64, Vec<SeccompRule>)> {
         // The clock (normally the vDSO), HashMap keys.
         any(SYS_clock_gettime),
         any(SYS_getrandom),
+        // glibc's malloc sizes its arena limit by the CPUs a thread may use, on a thread's
+        // first allocation once there are more than 8 arenas.
+        any(SYS_sched_getaffinity),
         // A thread's end, the process's end (and the trap handler's exit).
         any(SYS_exit),
         any(SYS_exit_group),
-        // The terminal put back as it was (tcsetattr on stdin): by the main thread after
-        // the VM, by the trap handler on whatever thread it runs.
-        (SYS_ioctl, vec![fd_ioctl(STDIN_FILENO as u64, libc::TCSETS)]),
+        // The terminal put back as it was (tcsetattr on stdin, which glibc 2.36 follows with
+        // a TCGETS to check what the kernel took): by the main thread after the VM, by the
+        // trap handler on whatever thread it runs.
+        (
+            SYS_ioctl,
+            vec![
+                fd_ioctl(STDIN_FILENO as u64, libc::TCSETS),
+                fd_ioctl(STDIN_FILENO as u64, libc::TCGETS),
+            ],
+        ),
     ]
 }
 
@@ -352,6 +363,7 @@ impl Filters {
     /// test-only forbidden call ([`parse_setting`]).
     pub fn build(violation: Option<ThreadKind>) -> Result<Filters, SeccompError> {
         install_handler()?;
+        keep_heaps();
         let mut programs = Vec::with_capacity(ThreadKind::ALL.len());
         for kind in ThreadKind::ALL {
             let compile_err = |e: &dyn std::fmt::Display| SeccompError::Compile {
@@ -447,6 +459,19 @@ fn restore_terminal() {
         // async-signal-safe and only reads it.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, p) };
     }
+}
+
+/// glibc's `free` reads `/proc/sys/vm/overcommit_memory` the first time it shrinks the heap of
+/// a thread's arena: an `open` no list allows, on any thread that frees memory. A trim
+/// threshold above any such heap's size (64 MiB) means it never shrinks one; memory freed at
+/// the top of a heap stays mapped for reuse, until the process ends. (The main heap's `brk`
+/// is not trimmed either; large allocations are `mmap`s of their own and still go back.)
+fn keep_heaps() {
+    static KEEP: Once = Once::new();
+    // SAFETY: mallopt only sets malloc's parameters, under its own lock.
+    KEEP.call_once(|| unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    });
 }
 
 static HANDLER: Once = Once::new();
@@ -558,7 +583,6 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     };
     let kind = KIND.with(|k| k.get());
     let line = violation_line(kind, i64::from(nr), args);
-    restore_terminal();
     let mut done = 0;
     while done < line.len {
         // SAFETY: write(2) is async-signal-safe; the buffer is live and `len` bounds it.
@@ -574,6 +598,9 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
         }
         done += n as usize;
     }
+    // After the line: a trap in here (SIGSYS is blocked in its own handler) kills the
+    // process without one.
+    restore_terminal();
     // SAFETY: ends the process at once (exit_group), async-signal-safe.
     unsafe { libc::_exit(125) };
 }
