@@ -464,7 +464,13 @@ fn every_thread_of_a_running_vm_is_filtered_unless_turned_off() {
     // Mode 2: a seccomp filter. The boot helpers may have ended by the time the workload runs.
     let modes = running_vm_seccomp_modes("on");
     // (Names as /proc keeps them: 15 bytes; the console writers are "isol-isol.stdout", …)
-    for name in ["isol-vmm", "isol-vcpu0", "isol-virtio", "isol-isol.stdou", "isol-isol.stder"] {
+    for name in [
+        "isol-vmm",
+        "isol-vcpu0",
+        "isol-virtio",
+        "isol-isol.stdou",
+        "isol-isol.stder",
+    ] {
         assert!(modes.iter().any(|(n, _)| n == name), "no {name}: {modes:?}");
     }
     assert!(modes.iter().all(|(_, m)| m == "2"), "{modes:?}");
@@ -508,7 +514,14 @@ fn a_forbidden_syscall_in_any_vmm_thread_ends_the_vm_with_one_clear_line() {
             assert_eq!(stdout(&o), "", "{kind}");
         }
     };
-    for kind in ["main", "vcpu", "virtio", "console-output", "boot-set", "late-io"] {
+    for kind in [
+        "main",
+        "vcpu",
+        "virtio",
+        "console-output",
+        "boot-set",
+        "late-io",
+    ] {
         one(kind, &[], &[]);
     }
     // -t's window-size thread.
@@ -529,5 +542,43 @@ fn a_bad_isol_vmm_seccomp_is_refused() {
     let err = stderr(&o);
     assert_eq!(code(&o), 125, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("ISOL_VMM_SECCOMP=\"maybe\" is neither on nor off"), "{err}");
+    assert!(
+        err.contains("ISOL_VMM_SECCOMP=\"maybe\" is neither on nor off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_end_a_filtered_vm_as_before() {
+    if !kvm_ready() {
+        return;
+    }
+    use std::io::BufRead;
+    // The handlers run on whichever thread takes the signal, under its filter.
+    for (sig, status) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let mut child = waiting_vm(&["--log-level", "debug"], "echo up; sleep 600")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "up\n");
+        // SAFETY: a signal to our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(code(&o), status, "{err}");
+        assert!(
+            err.contains(&format!("Interrupted by signal {sig}")),
+            "{err}"
+        );
+        // --log-level debug says whether the filters are on, and how to turn them off.
+        assert!(
+            err.lines()
+                .any(|l| l.contains("ISOL_VMM_SECCOMP=off turns them off")
+                    && l.contains("seccomp=Process")),
+            "{err}"
+        );
+    }
 }
