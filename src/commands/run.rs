@@ -430,6 +430,9 @@ fn run_kvm(
     log_filter: &str,
 ) -> anyhow::Result<i32> {
     check_kvm_flags(args, &spec)?;
+    // The environment is read here, once: ISOL_VMM_SECCOMP (docs/vmm.md, "Seccomp").
+    let (seccomp, seccomp_test_violation) =
+        isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
     let vcpus = match spec.cpus {
         None => 1,
         Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => c as u8,
@@ -478,9 +481,6 @@ fn run_kvm(
     };
     let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
         .context("Cannot build the VM's root disk")?;
-    // The environment is read here, once: ISOL_VMM_SECCOMP (docs/vmm.md, "Seccomp").
-    let (seccomp, seccomp_test_violation) =
-        isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,

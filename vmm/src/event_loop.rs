@@ -14,7 +14,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::seccomp::{Filters, ThreadKind};
 use crate::trace::ExitCounts;
-use crate::vstate::vcpu::{Vcpu, VcpuCommand, VcpuError, VcpuEvent, VcpuHandle};
+use crate::vstate::vcpu::{Vcpu, VcpuError, VcpuEvent, VcpuHandle};
 
 /// Errors running the event loop.
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +316,7 @@ pub fn run_vm(
             start_error = Some(EventLoopError::Seccomp(e));
         } else {
             for h in &handles {
-                h.send(VcpuCommand::Resume);
+                h.release();
             }
         }
     }

@@ -224,10 +224,10 @@ fn ioctls(requests: &[u64]) -> Vec<SeccompRule> {
 }
 
 /// `ioctl(fd, request, …)`.
-fn fd_ioctl(fd: u64, request: libc::c_ulong) -> SeccompRule {
+fn fd_ioctl(fd: u64, request: u64) -> SeccompRule {
     rule(vec![
         cond(0, SeccompCmpOp::Eq, fd),
-        cond(1, SeccompCmpOp::Eq, request as u64),
+        cond(1, SeccompCmpOp::Eq, request),
     ])
 }
 
@@ -563,14 +563,11 @@ fn violation_line(kind: Option<ThreadKind>, nr: i64, args: [u64; 2]) -> Line {
 extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // The `_sigsys` member of the siginfo union: `void *_call_addr; int _syscall; …` at
     // offset 16 (after si_signo, si_errno, si_code and padding).
-    // SAFETY: the kernel passes a valid siginfo_t for a SA_SIGINFO handler; SIGSYS from
-    // seccomp fills `_sigsys`, and offset 24 holds `_syscall`.
-    let nr = unsafe {
-        info.cast::<u8>()
-            .add(24)
-            .cast::<libc::c_int>()
-            .read_unaligned()
-    };
+    // SAFETY: the kernel passes a valid siginfo_t (128 bytes) for a SA_SIGINFO handler, so
+    // offset 24 is inside it.
+    let at = unsafe { info.cast::<u8>().add(24) };
+    // SAFETY: SIGSYS from seccomp fills `_sigsys`, whose `_syscall` is at offset 24.
+    let nr = unsafe { at.cast::<libc::c_int>().read_unaligned() };
     let args = if ctx.is_null() {
         [0; 2]
     } else {
@@ -864,10 +861,7 @@ mod tests {
                 ThreadKind::LateIo,
                 Box::new(ioctl(u64::MAX, KVM_REGISTER_COALESCED_MMIO)),
             ),
-            (
-                ThreadKind::Winsize,
-                Box::new(ioctl(0, libc::TIOCGWINSZ as u64)),
-            ),
+            (ThreadKind::Winsize, Box::new(ioctl(0, libc::TIOCGWINSZ))),
         ];
         for (kind, call) in allowed {
             let (code, err) = in_child(&f, kind, call);
@@ -895,7 +889,7 @@ mod tests {
             // TIOCGWINSZ only on stdin, TCSETS only on stdin.
             (
                 ThreadKind::Winsize,
-                Box::new(ioctl(1, libc::TIOCGWINSZ as u64)),
+                Box::new(ioctl(1, libc::TIOCGWINSZ)),
                 "ioctl",
             ),
             (

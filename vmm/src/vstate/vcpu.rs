@@ -716,6 +716,12 @@ impl VcpuHandle {
         self.kick();
     }
 
+    /// Lets a vCPU started paused ([`Vcpu::start`] with filters) enter the guest. No kick:
+    /// it waits for a command outside KVM_RUN, and a kick would only cost it a first exit.
+    pub fn release(&self) {
+        let _ = self.commands.send(VcpuCommand::Resume);
+    }
+
     fn kick(&self) {
         if let Some(t) = &self.thread
             && !t.is_finished()
