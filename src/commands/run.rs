@@ -492,6 +492,9 @@ fn run_kvm(
     log_filter: &str,
 ) -> anyhow::Result<i32> {
     check_kvm_flags(args, &spec)?;
+    // The environment is read here, once: ISOL_VMM_SECCOMP (docs/vmm.md, "Seccomp").
+    let (seccomp, seccomp_test_violation) =
+        isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
     let vcpus = match spec.cpus {
         None => 1,
         Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => c as u8,
@@ -555,7 +558,7 @@ fn run_kvm(
         // the guest init applies them.
         capabilities: Some(spec.privileges.capabilities),
         no_new_privs: spec.privileges.no_new_privs,
-        seccomp: if spec.privileges.seccomp {
+        workload_seccomp: if spec.privileges.seccomp {
             isol_container::security::seccomp::default_filter_words()?
         } else {
             Vec::new()
@@ -579,6 +582,8 @@ fn run_kvm(
         // The environment is read here, once: ISOL_CACHE, ISOL_BOOT_PROFILE=off.
         boot_profiles: isol_vmm::config::default_boot_profiles(),
         log_filter: Some(log_filter.to_owned()),
+        seccomp,
+        seccomp_test_violation,
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
     launch.vm_config(None).validate()?;

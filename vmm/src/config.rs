@@ -219,6 +219,12 @@ pub struct VmConfig {
     /// them off. Callers pick it ([`default_boot_profiles`] is isol's convention); the VMM
     /// reads no environment.
     pub boot_profiles: Option<PathBuf>,
+    /// Which of the VMM's threads get a seccomp filter (`seccomp.rs`; docs/vmm.md, "Seccomp").
+    pub seccomp: crate::seccomp::Seccomp,
+    /// Test only: a thread of this kind makes one forbidden syscall right after installing
+    /// its filter, which ends the VMM (the lab tests of the trap). Not for users.
+    #[doc(hidden)]
+    pub seccomp_test_violation: Option<crate::seccomp::ThreadKind>,
 }
 
 impl Default for VmConfig {
@@ -241,6 +247,8 @@ impl Default for VmConfig {
             disks: Vec::new(),
             tty: None,
             boot_profiles: None,
+            seccomp: crate::seccomp::Seccomp::default(),
+            seccomp_test_violation: None,
         }
     }
 }
