@@ -211,6 +211,21 @@ pub struct VmConfig {
     /// them off. Callers pick it ([`default_boot_profiles`] is isol's convention); the VMM
     /// reads no environment.
     pub boot_profiles: Option<PathBuf>,
+    /// Called once the VM is built, before any vCPU runs guest code and before the device
+    /// threads start: where a jailed VMM drops its privileges (`isol-vmm`'s jail). An error
+    /// ends the run as [`crate::VmmError::Jail`].
+    pub before_guest: Option<BeforeGuest>,
+}
+
+/// The [`VmConfig::before_guest`] hook: everything that needed privileges (opening
+/// `/dev/kvm`, the kernel and the disks, creating the VM) is done when it is called.
+#[derive(Clone)]
+pub struct BeforeGuest(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for BeforeGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeGuest(..)")
+    }
 }
 
 impl Default for VmConfig {
@@ -233,6 +248,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             tty: None,
             boot_profiles: None,
+            before_guest: None,
         }
     }
 }

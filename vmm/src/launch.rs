@@ -33,7 +33,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -131,6 +131,42 @@ pub struct Launch {
     /// The log filter isol ran with (`--log-level` or `$ISOL_LOG`), for isol-vmm's subscriber.
     #[serde(default)]
     pub log_filter: Option<String>,
+    /// The jail isol-vmm runs the VM in (`src/jail.rs`); `None`: no jail
+    /// (`ISOL_VMM_JAIL=off`, a caller that is not root, or the VMM in isol's own process).
+    pub jail: Option<LaunchJail>,
+}
+
+/// Where and how `isol-vmm` jails itself (docs/design.md, "The VMM's jail").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchJail {
+    /// The run's id: its run dir `<state_root>/<id>` and its cgroup `isol/<id>`.
+    pub id: String,
+    /// Where run dirs are kept (swept for those of killed runs).
+    #[serde(with = "os_bytes")]
+    pub state_root: PathBuf,
+    /// The cgroup hierarchy's root.
+    #[serde(with = "os_bytes")]
+    pub cgroup_root: PathBuf,
+    /// The unprivileged user and group the VMM becomes once the VM is built.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// The cgroup's memory limit in bytes (guest RAM and the VMM's own margin).
+    pub memory_max: u64,
+    /// The cgroup's task limit (the VMM's threads).
+    pub pids_max: u64,
+}
+
+/// What the jail's setup ([`main`]'s `enter_jail`) decided for this process.
+#[derive(Debug)]
+pub enum Jailed {
+    /// Run the VM here, calling the hook (if any) before the guest runs
+    /// ([`VmConfig::before_guest`]).
+    Run(Option<crate::config::BeforeGuest>),
+    /// This process is done (the relay outside the jail, once the jailed VMM ended): exit
+    /// with this status.
+    Exit(i32),
 }
 
 /// An extra virtio-blk disk.
@@ -182,6 +218,7 @@ impl Launch {
                 .collect(),
             tty,
             boot_profiles: self.boot_profiles.clone(),
+            before_guest: None,
         }
     }
 
@@ -338,15 +375,23 @@ pub fn exec(vmm: &Path, launch: &Launch, shown: impl IntoIterator<Item = OsStrin
 /// `isol-vmm`'s main: `isol-vmm --launch-fd N [-- …]`; returns the exit status.
 /// `init_logging` gets the launch's log filter before the VM is built: the binary sets up
 /// its subscriber there (the VMM library only emits events).
+/// `enter_jail` then sets up the jail (`Launch::jail`) and says whether this process runs
+/// the VM or only waits for the one that does.
 pub fn main(
     args: impl IntoIterator<Item = OsString>,
     init_logging: impl FnOnce(Option<&str>),
+    enter_jail: impl FnOnce(&Launch) -> Jailed,
 ) -> i32 {
     let launch = read_args(args).and_then(Launch::from_fd);
     match launch {
         Ok(l) => {
             init_logging(l.log_filter.as_deref());
-            run(&l)
+            // Read while /proc is there: a jailed VMM has none.
+            vmm_exe();
+            match enter_jail(&l) {
+                Jailed::Run(hook) => run_with(&l, hook),
+                Jailed::Exit(code) => code,
+            }
         }
         Err(LaunchError::Usage) => {
             eprintln!("isol-vmm: {}", LaunchError::Usage);
@@ -386,6 +431,11 @@ fn read_args(args: impl IntoIterator<Item = OsString>) -> Result<OwnedFd, Launch
 /// The caller has validated `launch.vm_config(None)` (as `isol run` does, once per run): it is
 /// not validated again here.
 pub fn run(launch: &Launch) -> i32 {
+    run_with(launch, None)
+}
+
+/// [`run`], calling `before_guest` once the VM is built ([`VmConfig::before_guest`]).
+pub fn run_with(launch: &Launch, before_guest: Option<crate::config::BeforeGuest>) -> i32 {
     let tty = if launch.tty {
         match kvm_tty(launch.interactive) {
             Ok(t) => Some(t),
@@ -399,7 +449,11 @@ pub fn run(launch: &Launch) -> i32 {
     };
     let (guest_tty, guard) = tty.unzip();
     // isol validated this config before handing it over (src/commands/run.rs).
-    let result = crate::builder::build_and_run_validated(&launch.vm_config(guest_tty));
+    let cfg = VmConfig {
+        before_guest,
+        ..launch.vm_config(guest_tty)
+    };
+    let result = crate::builder::build_and_run_validated(&cfg);
     // The terminal is restored before anything is printed on it.
     drop(guard);
     let (exit_code, outcome) = match result {
@@ -445,9 +499,16 @@ fn report(launch: &Launch, exit_code: i32, outcome: Option<&crate::VmOutcome>) -
         })),
         "total_ms": t.map(|t| round3(t.vm_exit.as_secs_f64() * 1e3)),
         // The executable the VM ran in: isol-vmm, or isol itself without it.
-        "vmm_exe": std::fs::read_link("/proc/self/exe").ok(),
+        "vmm_exe": vmm_exe(),
     })
     .to_string()
+}
+
+/// The executable the VM runs in, read once (a jailed VMM has no /proc to read it from).
+fn vmm_exe() -> Option<&'static Path> {
+    static EXE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::fs::read_link("/proc/self/exe").ok())
+        .as_deref()
 }
 
 /// An error and its causes on one line, each cause once.
@@ -612,6 +673,15 @@ mod tests {
                 b"/cache/boot-\xfeprofile".to_vec(),
             ))),
             log_filter: Some("isol_vmm=debug,warn".into()),
+            jail: Some(LaunchJail {
+                id: "0123456789ab".into(),
+                state_root: "/var/lib/isol/vms".into(),
+                cgroup_root: "/sys/fs/cgroup".into(),
+                uid: 65534,
+                gid: 65534,
+                memory_max: 200 << 20,
+                pids_max: 40,
+            }),
         }
     }
 
