@@ -64,41 +64,103 @@ pub fn enter(launch: &Launch) -> Jailed {
     }
 }
 
-/// One file or directory of the jail: bound at the same path, so no path in the launch
-/// changes.
+/// One file or directory of the jail, bound at its own path (`path`), so no path in the
+/// launch changes; `source` is what is bound there (the same path, but for the boot
+/// profiles' directory).
 #[derive(Debug, Clone, PartialEq)]
 struct Bind {
+    source: PathBuf,
     path: PathBuf,
     read_only: bool,
     dir: bool,
 }
 
-/// What the jail's root holds besides `/dev/kvm`: the kernel, the root disk and the guest
-/// init read-only; the extra disks as the launch offers them; the boot profiles' directory.
+/// The files the jail's root holds besides `/dev/kvm`: the kernel, the root disk and the guest
+/// init read-only; the extra disks as the launch offers them.
 fn plan(launch: &Launch) -> Vec<Bind> {
     let mut out: Vec<Bind> = Vec::new();
-    let mut add = |path: &Path, read_only: bool, dir: bool| {
+    let mut add = |path: &Path, read_only: bool| {
         if let Some(e) = out.iter_mut().find(|e| e.path == path) {
             // The same file twice (a disk given read-only and read-write): as the most.
             e.read_only &= read_only;
         } else {
             out.push(Bind {
+                source: path.to_owned(),
                 path: path.to_owned(),
                 read_only,
-                dir,
+                dir: false,
             });
         }
     };
-    add(&launch.kernel, true, false);
-    add(&launch.root_disk, true, false);
-    add(&launch.init, true, false);
+    add(&launch.kernel, true);
+    add(&launch.root_disk, true);
+    add(&launch.init, true);
     for d in &launch.disks {
-        add(&d.path, d.read_only, false);
-    }
-    if let Some(p) = &launch.boot_profiles {
-        add(p, false, true);
+        add(&d.path, d.read_only);
     }
     out
+}
+
+/// The boot profile of this VM (`isol_vmm::vstate::boot_profile`): the jailed VMM cannot
+/// write isol's profile directory, so it gets a directory of its own in the run dir, owned
+/// by its unprivileged user and bound at the profile directory's path, holding a copy of the
+/// stored profile if there is one; a profile it records there is stored by the relay.
+struct Profile {
+    /// `<profiles>/<key>`.
+    path: PathBuf,
+    /// `<run dir>/boot-profile`.
+    outbox: PathBuf,
+    /// Whether a stored profile was handed in (then nothing is recorded).
+    stored: bool,
+}
+
+impl Profile {
+    fn prepare(launch: &Launch, jail: &LaunchJail, run: &RunDir) -> Result<Option<Self>, String> {
+        let Some(path) = isol_vmm::vstate::boot_profile::profile_path(&launch.vm_config(None))
+        else {
+            return Ok(None);
+        };
+        let outbox = run.dir.join("boot-profile");
+        let err = |e: std::io::Error| format!("Cannot create {}: {e}", outbox.display());
+        fs::create_dir(&outbox).map_err(err)?;
+        std::os::unix::fs::chown(&outbox, Some(jail.uid), Some(jail.gid)).map_err(err)?;
+        let name = path.file_name().unwrap_or_default();
+        let stored = fs::copy(&path, outbox.join(name)).is_ok();
+        if stored {
+            // Used now: kept by the pruning (the VMM marks only its copy).
+            let _ =
+                fs::File::open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        }
+        Ok(Some(Profile {
+            path,
+            outbox,
+            stored,
+        }))
+    }
+
+    fn bind(&self) -> Option<Bind> {
+        Some(Bind {
+            source: self.outbox.clone(),
+            path: self.path.parent()?.to_owned(),
+            read_only: false,
+            dir: true,
+        })
+    }
+
+    /// After the run: the profile the VMM recorded, stored for the next boots.
+    fn adopt(&self) {
+        if self.stored {
+            return;
+        }
+        let Some(name) = self.path.file_name() else {
+            return;
+        };
+        if let Err(e) =
+            isol_vmm::vstate::boot_profile::BootProfile::adopt(&self.outbox.join(name), &self.path)
+        {
+            tracing::warn!("cannot store the boot profile {}: {e}", self.path.display());
+        }
+    }
 }
 
 fn setup(launch: &Launch, jail: &LaunchJail) -> Result<Jailed, String> {
@@ -117,7 +179,8 @@ fn setup(launch: &Launch, jail: &LaunchJail) -> Result<Jailed, String> {
             return Err(e.to_string());
         }
     };
-    let out = start(launch, jail, &run, &cgroup);
+    let out = Profile::prepare(launch, jail, &run)
+        .and_then(|profile| start(launch, jail, &run, &cgroup, profile.as_ref()));
     if let Ok(Jailed::Run(_)) = out {
         // The jailed child: the relay cleans up.
         return out;
@@ -138,13 +201,17 @@ fn start(
     jail: &LaunchJail,
     run: &RunDir,
     cgroup: &cgroups::AnyCgroupManager,
+    profile: Option<&Profile>,
 ) -> Result<Jailed, String> {
     let entry = cgroup.entry().map_err(|e| e.to_string())?;
     let into = match &entry {
         Entry::CloneInto(dir) => Some(dir.as_fd()),
         Entry::SelfJoin(_) => None,
     };
-    let files = plan(launch);
+    let mut files = plan(launch);
+    files.extend(profile.and_then(Profile::bind));
+    let root = run.dir.join("root");
+    fs::create_dir(&root).map_err(|e| format!("Cannot create {}: {e}", root.display()))?;
     let kvm = fs::metadata("/dev/kvm")
         .ok()
         .filter(|m| m.file_type().is_char_device())
@@ -165,7 +232,7 @@ fn start(
     let (pid, born) = walls::clone_into(walls::NAMESPACES, into).map_err(|e| e.to_string())?;
     if pid == 0 {
         drop(life_w);
-        return match child(jail, run, &entry, life_r, &files, kvm, &old_mask) {
+        return match child(jail, &root, &entry, life_r, &files, kvm, &old_mask) {
             Ok(hook) => Ok(Jailed::Run(Some(hook))),
             Err(e) => {
                 eprintln!("isol: {e}");
@@ -187,6 +254,9 @@ fn start(
     tracing::debug!(pid, id = %jail.id, "jailed VMM started");
     let code = relay(child, &relayed);
     drop(life_w);
+    if let Some(p) = profile {
+        p.adopt();
+    }
     Ok(Jailed::Exit(code))
 }
 
@@ -226,7 +296,7 @@ extern "C" fn exit_on_signal(sig: libc::c_int) {
 /// capability bounds. Returns the privilege drop for when the VM is built.
 fn child(
     jail: &LaunchJail,
-    run: &RunDir,
+    root: &Path,
     entry: &Entry,
     life: OwnedFd,
     files: &[Bind],
@@ -245,7 +315,7 @@ fn child(
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None)
         .map_err(|e| format!("sigprocmask: {e}"))?;
-    build_root(&run.dir, files, kvm)?;
+    build_root(root, files, kvm)?;
     walls::drop_bounding_set().map_err(|e| e.to_string())?;
     isol_container::security::set_no_new_privs().map_err(|e| e.to_string())?;
     let (uid, gid) = (jail.uid, jail.gid);
@@ -277,8 +347,8 @@ fn die_with_relay(life: &OwnedFd) -> Result<(), String> {
     Ok(())
 }
 
-/// The jail's root: a tmpfs over the run dir (in this mount namespace only; on the host the
-/// run dir holds its `owner` file), with each file bound at its own path and `/dev/kvm`; then
+/// The jail's root: a tmpfs over `<run dir>/root` (in this mount namespace only; on the host
+/// it stays an empty directory), with each file bound at its own path and `/dev/kvm`; then
 /// pivot_root into it, the old root detached, and the tmpfs made read-only.
 fn build_root(root: &Path, files: &[Bind], kvm: u64) -> Result<(), String> {
     walls::make_mounts_private().map_err(|e| e.to_string())?;
@@ -308,8 +378,6 @@ fn build_root(root: &Path, files: &[Bind], kvm: u64) -> Result<(), String> {
             fs::create_dir_all(parent).map_err(|e| err("create", &f.path, &e))?;
         }
         if f.dir {
-            // The host's directory may not exist yet (no profile recorded so far).
-            fs::create_dir_all(&f.path).map_err(|e| err("create", &f.path, &e))?;
             fs::create_dir(&target).map_err(|e| err("create", &f.path, &e))?;
             bound_dirs.push(&f.path);
         } else {
@@ -321,7 +389,7 @@ fn build_root(root: &Path, files: &[Bind], kvm: u64) -> Result<(), String> {
                 .map_err(|e| err("create", &f.path, &e))?;
         }
         mount(
-            Some(&f.path),
+            Some(&f.source),
             &target,
             None::<&str>,
             MsFlags::MS_BIND,
@@ -431,19 +499,19 @@ mod tests {
             jail: None,
         };
         let p = plan(&launch);
-        let ro: Vec<(&str, bool, bool)> = p
+        let ro: Vec<(&str, bool)> = p
             .iter()
-            .map(|e| (e.path.to_str().unwrap(), e.read_only, e.dir))
+            .map(|e| (e.path.to_str().unwrap(), e.read_only))
             .collect();
         assert_eq!(
             ro,
             [
-                ("/k/vmlinux", true, false),
-                ("/s/root.ext4", true, false),
-                ("/b/init", true, false),
-                ("/d/a.img", false, false),
-                ("/c/boot-profiles", false, true),
+                ("/k/vmlinux", true),
+                ("/s/root.ext4", true),
+                ("/b/init", true),
+                ("/d/a.img", false),
             ]
         );
+        assert!(p.iter().all(|b| b.source == b.path && !b.dir));
     }
 }

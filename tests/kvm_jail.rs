@@ -28,11 +28,8 @@ fn jailed_vmm(relay: &mut Child) -> u32 {
         if let Some(status) = relay.try_wait().unwrap() {
             panic!("isol ended ({status}) before its VMM was seen jailed");
         }
-        let children = std::fs::read_to_string(format!(
-            "/proc/{0}/task/{0}/children",
-            relay.id()
-        ))
-        .unwrap_or_default();
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", relay.id()))
+            .unwrap_or_default();
         if let Some(pid) = children
             .split_whitespace()
             .next()
@@ -68,7 +65,10 @@ fn assert_jailed(pid: u32, files: &[&Path], profiles: Option<&Path>) -> String {
     }
     // It is PID 1 of its PID namespace.
     let nspid = status_field(pid, "NSpid").unwrap();
-    assert!(nspid.ends_with("\t1") || nspid.ends_with(" 1"), "NSpid {nspid}");
+    assert!(
+        nspid.ends_with("\t1") || nspid.ends_with(" 1"),
+        "NSpid {nspid}"
+    );
     // Every thread: the unprivileged user, no capability at all, no_new_privs.
     let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -163,7 +163,10 @@ fn assert_no_jail_left(context: &str) {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(dirs.is_empty(), "{context}: VM run dirs left: {dirs:?}");
-    let vmms = Command::new("pgrep").args(["-x", "isol-vmm"]).output().unwrap();
+    let vmms = Command::new("pgrep")
+        .args(["-x", "isol-vmm"])
+        .output()
+        .unwrap();
     assert!(
         vmms.stdout.is_empty(),
         "{context}: isol-vmm processes left: {}",
@@ -251,7 +254,10 @@ fn nothing_is_left_after_a_failed_run_a_signal_and_a_sigkilled_isol() {
     assert_no_jail_left("after a timed-out run");
 
     // SIGTERM to isol reaches the jailed VMM, which shuts the VM down: 128 + 15.
-    let mut child = waiting_vm(&[], "read line").spawn().unwrap();
+    let mut child = waiting_vm(&[], "read line")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     jailed_vmm(&mut child);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -281,6 +287,43 @@ fn nothing_is_left_after_a_failed_run_a_signal_and_a_sigkilled_isol() {
         .unwrap();
     assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
     assert_no_jail_left("after a SIGKILLed isol and the next run");
+}
+
+#[test]
+fn a_jailed_vmm_records_its_boot_profile_and_the_next_boot_uses_it() {
+    let _guard = root_test();
+    if !kvm_ready() {
+        return;
+    }
+    // A cache of its own: no profile for this machine yet.
+    let cache = tempfile::tempdir().unwrap();
+    let boot = || {
+        let o = isol(&[
+            "run",
+            "--backend",
+            "kvm",
+            "--trace-exits",
+            "busybox",
+            "--",
+            "true",
+        ])
+        .env("ISOL_CACHE", cache.path())
+        .output()
+        .unwrap();
+        assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+        stderr(&o)
+    };
+    let first = boot();
+    assert!(first.contains("boot set: recorded"), "{first}");
+    let stored: Vec<_> = std::fs::read_dir(cache.path().join("boot-profile"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let second = boot();
+    assert!(second.contains("boot set: warmed"), "{second}");
+    assert_no_jail_left("after two boots with profiles");
 }
 
 #[test]
@@ -333,15 +376,15 @@ fn spawn_vmm(launch: &isol_vmm::launch::Launch) -> Child {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only fcntl between fork and exec, on an fd this process owns.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::fcntl(raw, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let keep = move || {
+        // SAFETY: F_SETFD on an fd this process owns; fcntl is async-signal-safe.
+        if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls fcntl between fork and exec.
+    unsafe { c.pre_exec(keep) };
     let child = c.spawn().unwrap();
     drop(fd);
     child
@@ -428,9 +471,11 @@ fn jail_on_a_host_whose_kvm_emulates() {
 }
 
 fn kvm_kernel_any() -> Option<PathBuf> {
-    std::env::var_os("ISOL_KERNEL").map(PathBuf::from).or_else(|| {
-        isol_vmm::config::cached_kernel_dir()
-            .map(|d| d.join("vmlinux"))
-            .filter(|k| k.is_file())
-    })
+    std::env::var_os("ISOL_KERNEL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            isol_vmm::config::cached_kernel_dir()
+                .map(|d| d.join("vmlinux"))
+                .filter(|k| k.is_file())
+        })
 }
