@@ -314,7 +314,7 @@ fn a_jailed_vmm_records_its_boot_profile_and_the_next_boot_uses_it() {
         stderr(&o)
     };
     let first = boot();
-    assert!(first.contains("boot set: recorded"), "{first}");
+    assert!(first.contains("recorded at init start"), "{first}");
     let stored: Vec<_> = std::fs::read_dir(cache.path().join("boot-profile"))
         .unwrap()
         .flatten()
@@ -322,7 +322,7 @@ fn a_jailed_vmm_records_its_boot_profile_and_the_next_boot_uses_it() {
         .collect();
     assert_eq!(stored.len(), 1, "{stored:?}");
     let second = boot();
-    assert!(second.contains("boot set: warmed"), "{second}");
+    assert!(second.contains("faulted in ahead of the guest"), "{second}");
     assert_no_jail_left("after two boots with profiles");
 }
 
