@@ -164,6 +164,7 @@ impl Profile {
 }
 
 fn setup(launch: &Launch, jail: &LaunchJail) -> Result<Jailed, String> {
+    let started = std::time::Instant::now();
     // The run dirs and cgroups of jails whose relay was SIGKILLed.
     isol_container::state::sweep(&jail.state_root, &jail.cgroup_root);
     let run = RunDir::create(&jail.state_root, &jail.id, false).map_err(|e| e.to_string())?;
@@ -180,7 +181,7 @@ fn setup(launch: &Launch, jail: &LaunchJail) -> Result<Jailed, String> {
         }
     };
     let out = Profile::prepare(launch, jail, &run)
-        .and_then(|profile| start(launch, jail, &run, &cgroup, profile.as_ref()));
+        .and_then(|profile| start(launch, jail, &run, &cgroup, profile.as_ref(), started));
     if let Ok(Jailed::Run(_)) = out {
         // The jailed child: the relay cleans up.
         return out;
@@ -202,6 +203,7 @@ fn start(
     run: &RunDir,
     cgroup: &cgroups::AnyCgroupManager,
     profile: Option<&Profile>,
+    started: std::time::Instant,
 ) -> Result<Jailed, String> {
     let entry = cgroup.entry().map_err(|e| e.to_string())?;
     let into = match &entry {
@@ -229,11 +231,20 @@ fn start(
     let mut old_mask = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&relayed), Some(&mut old_mask))
         .map_err(|e| format!("sigprocmask: {e}"))?;
+    let cloned = started.elapsed();
     let (pid, born) = walls::clone_into(walls::NAMESPACES, into).map_err(|e| e.to_string())?;
     if pid == 0 {
         drop(life_w);
         return match child(jail, &root, &entry, life_r, &files, kvm, &old_mask) {
-            Ok(hook) => Ok(Jailed::Run(Some(hook))),
+            Ok(hook) => {
+                // The jail's cost on the way to the VM (docs/design.md, "The VMM's jail").
+                tracing::debug!(
+                    before_clone_ms = cloned.as_secs_f64() * 1e3,
+                    total_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "VMM jailed"
+                );
+                Ok(Jailed::Run(Some(hook)))
+            }
             Err(e) => {
                 eprintln!("isol: {e}");
                 // SAFETY: ends the jailed child at once: the relay cleans up and reports.
@@ -435,6 +446,7 @@ fn build_root(root: &Path, files: &[Bind], kvm: u64) -> Result<(), String> {
 /// effective capabilities with the change to a non-root uid, and this thread's sets are
 /// emptied explicitly. The uid change clears the parent-death signal: set again.
 fn drop_privileges(uid: u32, gid: u32, life: &OwnedFd) -> Result<(), String> {
+    let started = std::time::Instant::now();
     // SAFETY: setgroups with an empty list reads no memory.
     if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
         return Err(format!("setgroups: {}", std::io::Error::last_os_error()));
@@ -455,7 +467,12 @@ fn drop_privileges(uid: u32, gid: u32, life: &OwnedFd) -> Result<(), String> {
     }
     walls::drop_all_capabilities().map_err(|e| e.to_string())?;
     die_with_relay(life)?;
-    tracing::debug!(uid, gid, "VMM privileges dropped");
+    tracing::debug!(
+        uid,
+        gid,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "VMM privileges dropped"
+    );
     Ok(())
 }
 

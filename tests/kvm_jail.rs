@@ -442,7 +442,8 @@ fn jail_on_a_host_whose_kvm_emulates() {
         json: false,
         image: "none".into(),
         boot_profiles: None,
-        log_filter: None,
+        // ISOL_LOG=debug shows the jail's steps and their times (with --nocapture).
+        log_filter: std::env::var("ISOL_LOG").ok(),
         jail: Some(isol_vmm::launch::LaunchJail {
             id: id.clone(),
             state_root: state_root.clone(),
@@ -467,6 +468,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
     .unwrap();
     let o = relay.wait_with_output().unwrap();
     assert_eq!(code(&o), 130, "stderr: {}", stderr(&o));
+    eprint!("{}", stderr(&o));
     assert_no_jail_left("after an interrupted jailed VMM");
 }
 

@@ -378,10 +378,15 @@ pub fn wait_measured(
         if let Some(min) = poll_kib.filter(|_| due) {
             read_at = Some(Instant::now());
             // A jailed VMM is the relay's child (the guest RAM is there).
+            // The relay's private pages are read while the VMM lives: once it has ended,
+            // every page the two shared is the relay's alone.
             match jailed_child(pid) {
                 Some(vmm) => {
-                    guest = guest_rss_kib(vmm, min).or(guest);
-                    relay = private_kib(pid).or(relay);
+                    let r = private_kib(pid);
+                    if let Some(g) = guest_rss_kib(vmm, min) {
+                        guest = Some(g);
+                        relay = r.or(relay);
+                    }
                 }
                 None => guest = guest_rss_kib(pid, min).or(guest),
             }
@@ -459,6 +464,46 @@ mod tests {
         assert!(child.try_wait().unwrap().is_none());
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_jailed_vmm_is_the_only_child_and_pid_1_of_its_namespace() {
+        if !nix_root() {
+            return;
+        }
+        // unshare(1) as the relay: its only child is PID 1 of a new PID namespace.
+        let mut relay = Command::new("unshare")
+            .args(["--pid", "--fork", "sleep", "5"])
+            .spawn()
+            .unwrap();
+        let mut plain = Command::new("/bin/sh")
+            .args(["-c", "sleep 5; exit 3"])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let jailed = loop {
+            if let Some(c) = jailed_child(relay.id()) {
+                break Some(c);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // A shell's child in the shell's own PID namespace is no jailed VMM.
+        let not = jailed_child(plain.id());
+        for c in [&mut relay, &mut plain] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        assert!(jailed.is_some(), "the namespaced child was not found");
+        assert_eq!(not, None);
+        assert!(private_kib(std::process::id()).is_some_and(|k| k > 0));
+    }
+
+    fn nix_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
     }
 
     #[test]
