@@ -326,6 +326,13 @@ fn child(
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None)
         .map_err(|e| format!("sigprocmask: {e}"))?;
+    // The cgroup's files are the entry's, closed with it once the child is in the VM's build.
+    let mut keep = vec![life.as_raw_fd()];
+    match entry {
+        Entry::CloneInto(dir) => keep.push(dir.as_raw_fd()),
+        Entry::SelfJoin(files) => keep.extend(files.iter().map(AsRawFd::as_raw_fd)),
+    }
+    close_inherited(&keep)?;
     build_root(root, files, kvm)?;
     walls::drop_bounding_set().map_err(|e| e.to_string())?;
     isol_container::security::set_no_new_privs().map_err(|e| e.to_string())?;
@@ -333,6 +340,24 @@ fn child(
     Ok(BeforeGuest(Arc::new(move || {
         drop_privileges(uid, gid, &life)
     })))
+}
+
+/// Closes every descriptor but stdio and those in `keep` (owned by the child's own values):
+/// nothing the VMM inherited (the image's in-use mark, whatever isol's caller left open)
+/// stays open in the jail. Before pivot_root: it reads /proc/self/fd.
+fn close_inherited(keep: &[i32]) -> Result<(), String> {
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("Cannot list the VMM's descriptors: {e}"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: closes a descriptor nothing in this process uses any more (the directory
+        // listing's own is already closed: EBADF, ignored).
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
 }
 
 /// `PR_SET_PDEATHSIG(SIGKILL)`, then a check that the relay did not die before it: a killed

@@ -26,7 +26,11 @@ fn jailed_vmm(relay: &mut Child) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Some(status) = relay.try_wait().unwrap() {
-            panic!("isol ended ({status}) before its VMM was seen jailed");
+            let mut err = String::new();
+            if let Some(mut e) = relay.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("isol ended ({status}) before its VMM was seen jailed: {err}");
         }
         let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", relay.id()))
             .unwrap_or_default();
@@ -95,6 +99,24 @@ fn assert_jailed(pid: u32, files: &[&Path], profiles: Option<&Path>) -> String {
             );
         }
         assert_eq!(status_of(st, "NoNewPrivs").unwrap(), "1", "thread {name}");
+    }
+    // No descriptor leads out of the jail: no directory, nothing of the store.
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        let is_dir = std::fs::metadata(fd.path()).is_ok_and(|m| m.is_dir());
+        assert!(
+            !is_dir,
+            "the VMM holds a directory open: {}",
+            target.display()
+        );
+        assert!(
+            !target.starts_with(test_home()),
+            "the VMM holds {} open",
+            target.display()
+        );
     }
     // Its root holds the files it needs, /dev/kvm, and nothing else.
     let root = PathBuf::from(format!("/proc/{pid}/root"));
