@@ -58,10 +58,18 @@ pub fn enter(launch: &Launch) -> Jailed {
     match setup(launch, jail) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("isol: {e}");
+            eprintln!("{}", error_line(&e));
             Jailed::Exit(125)
         }
     }
+}
+
+/// A jail's setup error as isol's one line: what failed, and the way around it.
+fn error_line(e: &str) -> String {
+    format!(
+        "isol: Cannot jail the VMM: {e}; fix that, or run with {}=off to run the VMM without its jail",
+        "ISOL_VMM_JAIL"
+    )
 }
 
 /// One file or directory of the jail, bound at its own path (`path`), so no path in the
@@ -158,7 +166,10 @@ impl Profile {
         if let Err(e) =
             isol_vmm::vstate::boot_profile::BootProfile::adopt(&self.outbox.join(name), &self.path)
         {
-            tracing::warn!("cannot store the boot profile {}: {e}", self.path.display());
+            tracing::warn!(
+                "cannot store the boot profile {}: {e}; the next boot records it again",
+                self.path.display()
+            );
         }
     }
 }
@@ -246,7 +257,7 @@ fn start(
                 Ok(Jailed::Run(Some(hook)))
             }
             Err(e) => {
-                eprintln!("isol: {e}");
+                eprintln!("{}", error_line(&e));
                 // SAFETY: ends the jailed child at once: the relay cleans up and reports.
                 unsafe { libc::_exit(125) }
             }
