@@ -44,6 +44,7 @@ snapshot() {
         # Zombies are dead; reaping them is their new parent's business (the host's init).
         ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 ~ /^isol/ {print "process " $2}'
         ls -A "$home/containers" 2>/dev/null | grep -v '^net$' | sed 's/^/run-dir /'
+        ls -A "$home/vms" 2>/dev/null | sed 's/^/vm-run-dir /'
         find "$home" -maxdepth 3 -name '.tmp-*' 2>/dev/null | sed 's/^/store-tmp /'
     } | sort
 }

@@ -1077,6 +1077,7 @@ fn vm_memory_metric(
                     s.push(mib(m.overhead_kib()));
                     s.part("peak_rss_mib", mib(m.maxrss_kib));
                     s.part("guest_resident_mib", mib(m.guest_kib.unwrap_or(0)));
+                    s.part("relay_private_mib", mib(m.relay_kib.unwrap_or(0)));
                 }
                 Err(e) => s.fail(format!("round {round}: {e}")),
             }
@@ -1088,7 +1089,7 @@ fn vm_memory_metric(
         benchmark: "start",
         title: "VMM memory overhead: peak RSS − guest RAM resident".into(),
         method: format!(
-            "{rounds} start → exit runs of `/bin/true` per VMM after the timed ones, interleaved (isol-kvm, qemu), both with {} MiB of guest RAM and 1 vCPU: peak RSS is `ru_maxrss` of the VMM process from `wait4`; guest RAM resident is the RSS of the guest RAM mapping (the largest anonymous mapping ≥ the guest size in /proc/PID/smaps, last value seen while reading it every {every} ms, which misses at most what the guest touches in the last {every} ms before it powers off; each read walks the VMM's page tables, so these runs are not timed); the sample is their difference: what the VMM itself costs. Parts per sample in report.json (`peak_rss_mib`, `guest_resident_mib`).",
+            "{rounds} start → exit runs of `/bin/true` per VMM after the timed ones, interleaved (isol-kvm, qemu), both with {} MiB of guest RAM and 1 vCPU: peak RSS is `ru_maxrss` of the VMM process from `wait4`; guest RAM resident is the RSS of the guest RAM mapping (the largest anonymous mapping ≥ the guest size in /proc/PID/smaps, last value seen while reading it every {every} ms, which misses at most what the guest touches in the last {every} ms before it powers off; each read walks the VMM's page tables, so these runs are not timed); the sample is their difference: what the VMM itself costs. isol's VMM runs jailed (docs/design.md, \"The VMM's jail\"): `wait4`'s peak RSS is then the jailed VMM's (the larger of it and its relay), its smaps hold the guest RAM, and the relay's private memory (`Private_Clean` + `Private_Dirty` of its smaps_rollup, last value seen) is added to the sample. Parts per sample in report.json (`peak_rss_mib`, `guest_resident_mib`, `relay_private_mib`).",
             subjects::VM_MEMORY_MIB,
             every = qemu_microvm::SMAPS_EVERY.as_millis(),
         ),

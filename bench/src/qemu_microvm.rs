@@ -273,6 +273,35 @@ pub fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
     best.map(|(_, rss)| rss)
 }
 
+/// The jailed VMM when `pid` is the relay of isol-vmm's jail (src/jail.rs, docs/design.md
+/// "The VMM's jail"): its only child, PID 1 of a PID namespace of its own.
+pub fn jailed_child(pid: u32) -> Option<u32> {
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let mut it = children.split_whitespace();
+    let first: u32 = it.next()?.parse().ok()?;
+    let status = fs::read_to_string(format!("/proc/{first}/status")).ok()?;
+    let nspid: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .collect();
+    (it.next().is_none() && nspid.len() == 2 && nspid[1] == "1").then_some(first)
+}
+
+/// The memory (KiB) only `pid` holds: `Private_Clean` + `Private_Dirty` of
+/// `/proc/PID/smaps_rollup`; for a relay, what it costs beyond the pages it shares with the
+/// VMM it forked (the executable's).
+pub fn private_kib(pid: u32) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |k: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some(field("Private_Clean:")? + field("Private_Dirty:")?)
+}
+
 /// How a VMM process ended, and what it cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Measured {
@@ -281,12 +310,17 @@ pub struct Measured {
     pub maxrss_kib: u64,
     /// With polling: the guest RAM mapping's RSS (KiB), last value seen.
     pub guest_kib: Option<u64>,
+    /// With polling, for a jailed VMM: its relay's private memory (KiB, [`private_kib`]),
+    /// last value seen. `wait4`'s peak RSS is the larger of the relay's and the VMM's (the
+    /// VMM's), so this is added to the overhead.
+    pub relay_kib: Option<u64>,
 }
 
 impl Measured {
-    /// Peak RSS minus guest RAM resident, in KiB: what the VMM itself costs.
+    /// Peak RSS minus guest RAM resident, plus a jail's relay, in KiB: what the VMM itself
+    /// costs.
     pub fn overhead_kib(&self) -> u64 {
-        self.maxrss_kib.saturating_sub(self.guest_kib.unwrap_or(0))
+        self.maxrss_kib.saturating_sub(self.guest_kib.unwrap_or(0)) + self.relay_kib.unwrap_or(0)
     }
 }
 
@@ -314,6 +348,7 @@ pub fn wait_measured(
 ) -> io::Result<Measured> {
     let pid = child.id();
     let mut guest = None;
+    let mut relay = None;
     let mut read_at: Option<Instant> = None;
     let (status, ru) = loop {
         let mut status = 0;
@@ -342,7 +377,19 @@ pub fn wait_measured(
         let due = read_at.is_none_or(|t| t.elapsed() >= SMAPS_EVERY);
         if let Some(min) = poll_kib.filter(|_| due) {
             read_at = Some(Instant::now());
-            guest = guest_rss_kib(pid, min).or(guest);
+            // A jailed VMM is the relay's child (the guest RAM is there).
+            // The relay's private pages are read while the VMM lives: once it has ended,
+            // every page the two shared is the relay's alone.
+            match jailed_child(pid) {
+                Some(vmm) => {
+                    let r = private_kib(pid);
+                    if let Some(g) = guest_rss_kib(vmm, min) {
+                        guest = Some(g);
+                        relay = r.or(relay);
+                    }
+                }
+                None => guest = guest_rss_kib(pid, min).or(guest),
+            }
         }
         if polling {
             std::thread::sleep(WAIT_EVERY);
@@ -352,6 +399,7 @@ pub fn wait_measured(
         status: ExitStatus::from_raw(status),
         maxrss_kib: u64::try_from(ru.ru_maxrss).unwrap_or(0),
         guest_kib: guest,
+        relay_kib: relay,
     })
 }
 
@@ -416,6 +464,46 @@ mod tests {
         assert!(child.try_wait().unwrap().is_none());
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_jailed_vmm_is_the_only_child_and_pid_1_of_its_namespace() {
+        if !nix_root() {
+            return;
+        }
+        // unshare(1) as the relay: its only child is PID 1 of a new PID namespace.
+        let mut relay = Command::new("unshare")
+            .args(["--pid", "--fork", "sleep", "5"])
+            .spawn()
+            .unwrap();
+        let mut plain = Command::new("/bin/sh")
+            .args(["-c", "sleep 5; exit 3"])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let jailed = loop {
+            if let Some(c) = jailed_child(relay.id()) {
+                break Some(c);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // A shell's child in the shell's own PID namespace is no jailed VMM.
+        let not = jailed_child(plain.id());
+        for c in [&mut relay, &mut plain] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        assert!(jailed.is_some(), "the namespaced child was not found");
+        assert_eq!(not, None);
+        assert!(private_kib(std::process::id()).is_some_and(|k| k > 0));
+    }
+
+    fn nix_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
     }
 
     #[test]

@@ -872,7 +872,20 @@ fn start_idle(
         std::thread::sleep(Duration::from_millis(300));
         drop_mib = (before - mem_available_mib().unwrap_or(before)).max(0.0);
         for inst in &insts {
-            let (rss, hwm) = proc_mem(inst.pid()).unwrap_or((0.0, 0.0));
+            // A jailed VMM (isol-vmm's jail) runs under a relay: the VMM's memory, plus
+            // what only the relay holds.
+            let jailed = matches!(r, Runner::Isol { kvm: true, .. })
+                .then(|| super::qemu_microvm::jailed_child(inst.pid()))
+                .flatten();
+            let (rss, hwm) = match jailed {
+                Some(vmm) => {
+                    let relay =
+                        super::qemu_microvm::private_kib(inst.pid()).unwrap_or(0) as f64 / 1024.0;
+                    let (rss, hwm) = proc_mem(vmm).unwrap_or((0.0, 0.0));
+                    (rss + relay, hwm + relay)
+                }
+                None => proc_mem(inst.pid()).unwrap_or((0.0, 0.0)),
+            };
             let cgroup = match r {
                 Runner::Isol { kvm: false, .. } => child_cgroup_mem(inst.pid()).unwrap_or(0.0),
                 _ => 0.0,
@@ -953,7 +966,7 @@ pub fn memory_metrics(
             benchmark: "memory",
             title: "Memory overhead of one idle instance".into(),
             method: format!(
-                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads the RSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched) from /proc/PID/smaps_rollup (`Rss`: counted from the page tables; status's VmRSS lags on kernels before 6.2) and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its RSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`). {WAITS}",
+                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads the RSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched; a jailed VMM runs as the child of that process, its relay, and the row is the VMM's RSS plus the relay's private memory) from /proc/PID/smaps_rollup (`Rss`: counted from the page tables; status's VmRSS lags on kernels before 6.2) and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its RSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`). {WAITS}",
                 1, plan.runs
             ),
             unit: "MiB",

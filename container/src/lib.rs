@@ -11,6 +11,7 @@ mod child;
 pub mod config;
 pub mod error;
 pub mod init;
+pub mod jail;
 mod namespaces;
 pub mod network;
 pub mod process;

@@ -6,12 +6,18 @@
 //! devices, so the pages of isol's CLI, container runtime and image store are not part of
 //! a running VM's memory. Without it beside isol, isol runs the same code in-process.
 
+#[path = "../jail.rs"]
+mod jail;
 #[path = "../logging.rs"]
 mod logging;
 
 fn main() -> std::process::ExitCode {
-    let code = isol_vmm::launch::main(std::env::args_os(), |filter| {
-        logging::init(filter);
-    });
+    let code = isol_vmm::launch::main(
+        std::env::args_os(),
+        |filter| {
+            logging::init(filter);
+        },
+        jail::enter,
+    );
     std::process::ExitCode::from(code.clamp(0, 255) as u8)
 }

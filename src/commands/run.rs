@@ -50,7 +50,7 @@ pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
     let in_use = store.mark_in_use(&spec.image, &id, backend)?;
     match args.backend {
         Backend::Container => run_container(&args, spec, &store, id, rootless),
-        Backend::Kvm => run_kvm(&args, spec, &store, &in_use, log_filter),
+        Backend::Kvm => run_kvm(&args, spec, &store, &in_use, &id, log_filter),
     }
 }
 
@@ -489,6 +489,7 @@ fn run_kvm(
     spec: RunSpec,
     store: &isol_image::Store,
     in_use: &isol_image::InUse,
+    id: &str,
     log_filter: &str,
 ) -> anyhow::Result<i32> {
     check_kvm_flags(args, &spec)?;
@@ -584,6 +585,14 @@ fn run_kvm(
         log_filter: Some(log_filter.to_owned()),
         seccomp,
         seccomp_test_violation,
+        jail: None,
+    };
+    // The jail binds each file at its own path and the VMM runs in it with `/` as its working
+    // directory: every path absolute.
+    let launch = absolute_paths(launch)?;
+    let launch = isol_vmm::launch::Launch {
+        jail: vmm_jail(store, &launch, id)?,
+        ..launch
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
     launch.vm_config(None).validate()?;
@@ -600,6 +609,73 @@ fn run_kvm(
             Ok(isol_vmm::launch::run(&launch))
         }
     }
+}
+
+/// Environment switch: `ISOL_VMM_JAIL=off` runs the VMM without its jail (for debugging).
+pub const JAIL_ENV: &str = "ISOL_VMM_JAIL";
+/// The user and group the jailed VMM becomes once its VM is built: `nobody`/`nogroup`,
+/// an id that owns no files on any distribution. Two VMMs under the same id cannot signal or
+/// trace each other: each is PID 1 of its own PID namespace and sees no other process.
+pub const JAIL_ID: u32 = 65534;
+/// The jailed VMM's memory beyond guest RAM, for its cgroup's limit: the VMM's own pages
+/// (~2 MiB), KVM's per-VM and per-vCPU kernel memory, and the page cache of the files it reads
+/// (the kernel, the root disk), which the limit reclaims rather than counts against the
+/// guest. Measured in the lab: docs/design.md, "The VMM's jail".
+pub const JAIL_MEMORY_MARGIN: u64 = 64 << 20;
+/// Tasks beyond one per vCPU: the VMM's own threads (kernel loading, prefault, late I/O, the
+/// terminal, the virtio devices, the event loop), with room.
+pub const JAIL_EXTRA_TASKS: u64 = 32;
+
+/// The jail `isol-vmm` builds around the VM (src/jail.rs), unless `ISOL_VMM_JAIL=off`; only
+/// root can build one (namespaces without a user namespace, cgroups, /dev/kvm as a node).
+fn vmm_jail(
+    store: &isol_image::Store,
+    launch: &isol_vmm::launch::Launch,
+    id: &str,
+) -> anyhow::Result<Option<isol_vmm::launch::LaunchJail>> {
+    match std::env::var(JAIL_ENV).as_deref() {
+        Ok("off") => return Ok(None),
+        Ok("on") | Ok("") | Err(_) => {}
+        Ok(other) => {
+            bail!("{JAIL_ENV}={other} is not a setting: use {JAIL_ENV}=off (or leave it unset)")
+        }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        tracing::debug!("not root: the VMM runs without its jail");
+        return Ok(None);
+    }
+    Ok(Some(isol_vmm::launch::LaunchJail {
+        id: id.to_owned(),
+        state_root: store.root().join("vms"),
+        cgroup_root: isol_container::process::CGROUP_ROOT.into(),
+        uid: JAIL_ID,
+        gid: JAIL_ID,
+        memory_max: (u64::from(launch.memory_mib) << 20) + JAIL_MEMORY_MARGIN,
+        pids_max: u64::from(launch.vcpus) + JAIL_EXTRA_TASKS,
+    }))
+}
+
+/// The launch with every host path absolute.
+fn absolute_paths(l: isol_vmm::launch::Launch) -> anyhow::Result<isol_vmm::launch::Launch> {
+    let abs = |p: PathBuf| {
+        std::path::absolute(&p)
+            .with_context(|| format!("Cannot make {} an absolute path", p.display()))
+    };
+    let mut disks = Vec::with_capacity(l.disks.len());
+    for d in l.disks {
+        disks.push(isol_vmm::launch::LaunchDisk {
+            path: abs(d.path)?,
+            ..d
+        });
+    }
+    Ok(isol_vmm::launch::Launch {
+        kernel: abs(l.kernel)?,
+        root_disk: abs(l.root_disk)?,
+        init: abs(l.init)?,
+        boot_profiles: l.boot_profiles.map(abs).transpose()?,
+        disks,
+        ..l
+    })
 }
 
 fn round3(v: f64) -> f64 {

@@ -316,7 +316,11 @@ fn run_in(
         // The boot set may come in now (boot_profile::BootSet::run).
         let _ = setup_done.send(());
 
-        // 10. Run.
+        // 10. Run. A jailed VMM gives up its privileges first: every file is open and the
+        // VM built (src/jail.rs).
+        if let Some(hook) = &cfg.before_guest {
+            (hook.0)().map_err(VmmError::Jail)?;
+        }
         virtio.start(filters)?; // virtio: device thread
         let result = event_loop::run_vm(
             vcpus,

@@ -225,6 +225,21 @@ pub struct VmConfig {
     /// its filter, which ends the VMM (the lab tests of the trap). Not for users.
     #[doc(hidden)]
     pub seccomp_test_violation: Option<crate::seccomp::ThreadKind>,
+    /// Called once the VM is built, before any vCPU runs guest code and before the device
+    /// threads start: where a jailed VMM drops its privileges (`isol-vmm`'s jail). An error
+    /// ends the run as [`crate::VmmError::Jail`].
+    pub before_guest: Option<BeforeGuest>,
+}
+
+/// The [`VmConfig::before_guest`] hook: everything that needed privileges (opening
+/// `/dev/kvm`, the kernel and the disks, creating the VM) is done when it is called.
+#[derive(Clone)]
+pub struct BeforeGuest(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for BeforeGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeGuest(..)")
+    }
 }
 
 impl Default for VmConfig {
@@ -249,6 +264,7 @@ impl Default for VmConfig {
             boot_profiles: None,
             seccomp: crate::seccomp::Seccomp::default(),
             seccomp_test_violation: None,
+            before_guest: None,
         }
     }
 }

@@ -147,6 +147,42 @@ pub struct Launch {
     /// Test only (`ISOL_VMM_SECCOMP=test-violation:KIND`): a thread of this kind makes one
     /// forbidden syscall after installing its filter. Not for users.
     pub seccomp_test_violation: Option<ThreadKind>,
+    /// The jail isol-vmm runs the VM in (`src/jail.rs`); `None`: no jail
+    /// (`ISOL_VMM_JAIL=off`, a caller that is not root, or the VMM in isol's own process).
+    pub jail: Option<LaunchJail>,
+}
+
+/// Where and how `isol-vmm` jails itself (docs/design.md, "The VMM's jail").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchJail {
+    /// The run's id: its run dir `<state_root>/<id>` and its cgroup `isol/<id>`.
+    pub id: String,
+    /// Where run dirs are kept (swept for those of killed runs).
+    #[serde(with = "os_bytes")]
+    pub state_root: PathBuf,
+    /// The cgroup hierarchy's root.
+    #[serde(with = "os_bytes")]
+    pub cgroup_root: PathBuf,
+    /// The unprivileged user and group the VMM becomes once the VM is built.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// The cgroup's memory limit in bytes (guest RAM and the VMM's own margin).
+    pub memory_max: u64,
+    /// The cgroup's task limit (the VMM's threads).
+    pub pids_max: u64,
+}
+
+/// What the jail's setup ([`main`]'s `enter_jail`) decided for this process.
+#[derive(Debug)]
+pub enum Jailed {
+    /// Run the VM here, calling the hook (if any) before the guest runs
+    /// ([`VmConfig::before_guest`]).
+    Run(Option<crate::config::BeforeGuest>),
+    /// This process is done (the relay outside the jail, once the jailed VMM ended): exit
+    /// with this status.
+    Exit(i32),
 }
 
 /// An extra virtio-blk disk.
@@ -215,6 +251,7 @@ impl Launch {
                 Seccomp::Off
             },
             seccomp_test_violation: self.seccomp_test_violation,
+            before_guest: None,
         }
     }
 
@@ -371,16 +408,24 @@ pub fn exec(vmm: &Path, launch: &Launch, shown: impl IntoIterator<Item = OsStrin
 /// `isol-vmm`'s main: `isol-vmm --launch-fd N [-- …]`; returns the exit status.
 /// `init_logging` gets the launch's log filter before the VM is built: the binary sets up
 /// its subscriber there (the VMM library only emits events).
+/// `enter_jail` then sets up the jail (`Launch::jail`) and says whether this process runs
+/// the VM or only waits for the one that does.
 pub fn main(
     args: impl IntoIterator<Item = OsString>,
     init_logging: impl FnOnce(Option<&str>),
+    enter_jail: impl FnOnce(&Launch) -> Jailed,
 ) -> i32 {
     let launch = read_args(args).and_then(Launch::from_fd);
     match launch {
         Ok(l) => {
             init_logging(l.log_filter.as_deref());
-            // This process ends with the VM: its main thread is filtered too.
-            run_as(&l, Seccomp::Process)
+            // Read while /proc is there: a jailed VMM has none.
+            vmm_exe();
+            match enter_jail(&l) {
+                // This process ends with the VM: its main thread is filtered too.
+                Jailed::Run(hook) => run_as(&l, Seccomp::Process, hook),
+                Jailed::Exit(code) => code,
+            }
         }
         Err(LaunchError::Usage) => {
             eprintln!("isol-vmm: {}", LaunchError::Usage);
@@ -421,11 +466,12 @@ fn read_args(args: impl IntoIterator<Item = OsString>) -> Result<OwnedFd, Launch
 /// not validated again here. In the caller's process (isol without isol-vmm), which goes on
 /// after it: the seccomp filters cover the VMM's threads, not the calling one.
 pub fn run(launch: &Launch) -> i32 {
-    run_as(launch, Seccomp::Threads)
+    run_as(launch, Seccomp::Threads, None)
 }
 
-/// [`run`] with `whom` filtered (when the launch has filters on).
-fn run_as(launch: &Launch, whom: Seccomp) -> i32 {
+/// [`run`] with `whom` filtered (when the launch has filters on), calling `before_guest`
+/// once the VM is built ([`VmConfig::before_guest`]).
+fn run_as(launch: &Launch, whom: Seccomp, before_guest: Option<crate::config::BeforeGuest>) -> i32 {
     let whom = if launch.seccomp { whom } else { Seccomp::Off };
     tracing::debug!(
         seccomp = ?whom,
@@ -441,8 +487,9 @@ fn run_as(launch: &Launch, whom: Seccomp) -> i32 {
             }
         },
     };
-    // For the report: read now, the main thread's filter has no readlink.
-    let vmm_exe = std::fs::read_link("/proc/self/exe").ok();
+    // For the report: read now (cached), the main thread's filter has no readlink and a
+    // jailed VMM no /proc.
+    let vmm_exe = vmm_exe();
     let tty = if launch.tty {
         match kvm_tty(launch.interactive, filters.as_ref()) {
             Ok(t) => Some(t),
@@ -458,6 +505,7 @@ fn run_as(launch: &Launch, whom: Seccomp) -> i32 {
     // isol validated this config before handing it over (src/commands/run.rs).
     let cfg = VmConfig {
         seccomp: whom,
+        before_guest,
         ..launch.vm_config(guest_tty)
     };
     let result = crate::builder::build_and_run_validated(&cfg, filters.as_ref());
@@ -488,7 +536,7 @@ fn report(
     launch: &Launch,
     exit_code: i32,
     outcome: Option<&crate::VmOutcome>,
-    vmm_exe: Option<PathBuf>,
+    vmm_exe: Option<&Path>,
 ) -> String {
     use serde_json::json;
     let round3 = |v: f64| (v * 1000.0).round() / 1000.0;
@@ -514,6 +562,13 @@ fn report(
         "vmm_exe": vmm_exe,
     })
     .to_string()
+}
+
+/// The executable the VM runs in, read once (a jailed VMM has no /proc to read it from).
+fn vmm_exe() -> Option<&'static Path> {
+    static EXE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::fs::read_link("/proc/self/exe").ok())
+        .as_deref()
 }
 
 /// An error and its causes on one line, each cause once.
@@ -692,6 +747,15 @@ mod tests {
             log_filter: Some("isol_vmm=debug,warn".into()),
             seccomp: true,
             seccomp_test_violation: Some(ThreadKind::Vcpu),
+            jail: Some(LaunchJail {
+                id: "0123456789ab".into(),
+                state_root: "/var/lib/isol/vms".into(),
+                cgroup_root: "/sys/fs/cgroup".into(),
+                uid: 65534,
+                gid: 65534,
+                memory_max: 200 << 20,
+                pids_max: 40,
+            }),
         }
     }
 

@@ -104,6 +104,11 @@ pub enum VmmError {
     /// SIGINT/SIGTERM.
     #[error("Interrupted by signal {0}; the VM was shut down")]
     Interrupted(i32),
+    /// The [`config::VmConfig::before_guest`] hook failed (the jail's privilege drop).
+    #[error(
+        "Cannot drop the VMM's privileges: {0}; run with ISOL_VMM_JAIL=off to debug without the jail"
+    )]
+    Jail(String),
 }
 
 impl VmmError {

@@ -191,6 +191,25 @@ impl ThreadKind {
     }
 }
 
+/// The calls glibc makes on every thread of the process when one of them changes its ids
+/// (its `setxid` signal): a jailed VMM drops to an unprivileged user once the VM is built
+/// (`VmConfig::before_guest`), while every thread started before (boot set, late I/O,
+/// console writers, vCPUs waiting for their start, `-t`'s window-size thread) already runs
+/// under its filter. Only an empty group list; the ids are whatever the jail chose
+/// (a thread without `CAP_SETUID` cannot change them to anything else). glibc's handler
+/// checks the signal came from its own process first (`getpid`).
+fn setxid() -> Vec<(i64, Vec<SeccompRule>)> {
+    vec![
+        (libc::SYS_getpid, Vec::new()),
+        (
+            libc::SYS_setgroups,
+            vec![rule(vec![cond(0, SeccompCmpOp::Eq, 0)])],
+        ),
+        (libc::SYS_setresgid, Vec::new()),
+        (libc::SYS_setresuid, Vec::new()),
+    ]
+}
+
 // ioctl request numbers: _IOC(dir, 0xAE, nr, size).
 const fn kvm_ioc(dir: u64, nr: u64, size: usize) -> u64 {
     (dir << 30) | ((size as u64) << 16) | (0xAE << 8) | nr
@@ -292,6 +311,9 @@ fn common() -> Vec<(i64, Vec<SeccompRule>)> {
             ],
         ),
     ]
+    .into_iter()
+    .chain(setxid())
+    .collect()
 }
 
 /// Errors compiling or installing a filter.

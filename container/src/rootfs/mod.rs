@@ -9,7 +9,9 @@ mod pivot;
 
 use std::path::Path;
 
+pub(crate) use mounts::make_mounts_private;
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
+pub(crate) use pivot::pivot_root;
 
 use crate::config::Volume;
 use crate::error::SetupError;

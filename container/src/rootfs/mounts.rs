@@ -40,7 +40,7 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NOEXEC);
 
 /// Stops mount events from propagating back to the host (or to the host from here).
-pub(super) fn make_mounts_private() -> Result<(), SetupError> {
+pub(crate) fn make_mounts_private() -> Result<(), SetupError> {
     mount(
         None::<&str>,
         "/",

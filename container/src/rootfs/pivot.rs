@@ -11,7 +11,7 @@ use crate::error::SetupError;
 /// `pivot_root(new_root, new_root)` stacks the old root on top of the new one; detaching it then
 /// leaves only the new root, with no directory for the old one needed inside the image (runc's
 /// approach).
-pub(super) fn pivot_root(new_root: &Path) -> Result<(), SetupError> {
+pub(crate) fn pivot_root(new_root: &Path) -> Result<(), SetupError> {
     chdir(new_root).map_err(|e| {
         SetupError::rootfs(format!("Cannot enter the rootfs {}", new_root.display()), e)
     })?;

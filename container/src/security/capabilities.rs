@@ -110,6 +110,23 @@ pub fn drop_to_default() -> Result<(), SecurityError> {
 pub fn drop_to(keep: u64) -> Result<(), SecurityError> {
     // The bounding set first: dropping from it needs CAP_SETPCAP in the effective set, which the
     // capset below could remove when `keep` lacks it.
+    drop_bounding_to(keep)?;
+    capset(keep, keep, 0)
+}
+
+/// Empties the calling thread's bounding, ambient and inheritable sets and leaves its permitted
+/// and effective sets as they are: the thread keeps its privileges for now, but once a change
+/// to a non-root uid clears those sets nothing can bring a capability back, and threads it
+/// starts afterwards inherit the empty sets (the VMM's jail: it drops the bounding set before
+/// it starts any thread, and its uid later, in every thread at once).
+pub fn drop_bounding() -> Result<(), SecurityError> {
+    drop_bounding_to(0)?;
+    let (effective, permitted, _) = current()?;
+    capset(effective, permitted, 0)
+}
+
+/// The bounding set reduced to `keep`, and the ambient set cleared.
+fn drop_bounding_to(keep: u64) -> Result<(), SecurityError> {
     for cap in 0..64u8 {
         if keep & (1u64 << cap) != 0 {
             continue;
@@ -140,8 +157,7 @@ pub fn drop_to(keep: u64) -> Result<(), SecurityError> {
         )
     };
     Errno::result(ret).map_err(SecurityError::AmbientClear)?;
-
-    capset(keep, keep, 0)
+    Ok(())
 }
 
 /// `struct __user_cap_header_struct` from `<linux/capability.h>`.

@@ -187,19 +187,47 @@ impl BootProfile {
         if self.ranges.is_empty() || self.ranges.len() > MAX_RANGES {
             return Ok(false);
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(self.to_text().as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written?;
-        prune(dir, keep);
+        store_text(&self.to_text(), path, keep)?;
         Ok(true)
     }
+
+    /// Stores at `path` the profile a jailed VMM recorded in `recorded` (the jail's own
+    /// directory: the jailed VMM cannot write the shared one), as [`BootProfile::store`]
+    /// does; says whether there was one. Its ranges are checked where every profile is,
+    /// when a boot loads it.
+    pub fn adopt(recorded: &Path, path: &Path) -> std::io::Result<bool> {
+        let text = match std::fs::read(recorded) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // A line per range, at most MAX_RANGES of them.
+        if text.is_empty() || text.len() > MAX_RANGES * 40 {
+            return Ok(false);
+        }
+        let Ok(text) = String::from_utf8(text) else {
+            return Ok(false);
+        };
+        store_text(&text, path, KEEP)?;
+        Ok(true)
+    }
+}
+
+/// Writes `text` at `path` under a unique name, then renames it into place, and prunes the
+/// directory to `keep` profiles.
+fn store_text(text: &str, path: &Path, keep: usize) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    prune(dir, keep);
+    Ok(())
 }
 
 /// Whether `name` is a profile's file name (the key: 16 hex digits).
