@@ -29,13 +29,33 @@ pub struct Volume {
     pub read_only: bool,
 }
 
+/// What becomes the container's `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// Unpacked image layers, lowest first; they become overlayfs lower dirs and are never
+    /// written: the container writes to an upper layer of its own (`isol run`).
+    Layers(Vec<PathBuf>),
+    /// This directory itself, bound onto itself and written in place (an OCI bundle's `root`,
+    /// often an overlay a client such as containerd mounted); read-only when `readonly`.
+    Dir { path: PathBuf, readonly: bool },
+}
+
+/// One resource limit set with setrlimit(2) before the container's init starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*` (libc's number).
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
 /// Everything one container run needs.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
     /// Short unique id of this run (hex), used for cgroup, veth and state names.
     pub id: String,
-    /// Unpacked image layers, lowest first; they become overlayfs lower dirs and are never written.
-    pub layers: Vec<PathBuf>,
+    /// The container's root filesystem.
+    pub rootfs: Rootfs,
     /// Directory under which this run keeps its state (writable upper, work dir, pid file).
     pub state_root: PathBuf,
     /// The command and its arguments; `args[0]` is resolved through `PATH` inside the rootfs.
@@ -48,7 +68,15 @@ pub struct ContainerConfig {
     /// `uid[:gid]` or `name[:group]`, resolved against the container's /etc/passwd and
     /// /etc/group; `None` runs as root (uid 0 inside the container).
     pub user: Option<String>,
+    /// `Some`: exactly these supplementary groups (an OCI config's `additionalGids`), instead
+    /// of those /etc/group gives the user.
+    pub groups: Option<Vec<u32>>,
     pub limits: Limits,
+    /// Resource limits of the container's processes (`isol run` sets none: the host's apply).
+    pub rlimits: Vec<Rlimit>,
+    /// The capabilities the container's init keeps (bounding, permitted and effective; a
+    /// [`crate::security::capabilities::mask`]); `None`: docker's default set.
+    pub capabilities: Option<u64>,
     /// The devices the container may create and open; everything else is denied
     /// ([`crate::cgroups::devices::DEFAULT_RULES`] for `isol run`). Applied through the cgroup,
     /// so not in rootless runs, where the user namespace forbids mknod and isol binds only the

@@ -23,9 +23,9 @@ mod sys;
 mod user;
 
 pub use child::{INIT_ARGV0, INIT_MARKER};
-pub use config::{ContainerConfig, Limits, NetworkMode, Volume};
+pub use config::{ContainerConfig, Limits, NetworkMode, Rlimit, Rootfs, Volume};
 pub use error::ContainerError;
-pub use process::{RunResult, run};
+pub use process::{Created, RunResult, create, run};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
 pub use rootfs::{MASKED_PATHS, READONLY_PATHS};
 pub use user::{MAX_ID, UserError, check_spec as check_user_spec};

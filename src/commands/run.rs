@@ -309,18 +309,21 @@ fn run_container(
         .context("Cannot unpack the image's layers")?;
     let cfg = isol_container::ContainerConfig {
         id,
-        layers,
+        rootfs: isol_container::Rootfs::Layers(layers),
         state_root: store.root().join("containers"),
         args: spec.args,
         env: spec.env,
         workdir: spec.workdir,
         hostname: spec.hostname,
         user: spec.user,
+        groups: None,
         limits: isol_container::Limits {
             memory: spec.memory,
             cpus: spec.cpus,
             pids: spec.pids,
         },
+        rlimits: Vec::new(),
+        capabilities: None,
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
         volumes: spec.volumes,

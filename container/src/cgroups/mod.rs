@@ -492,17 +492,22 @@ pub fn sweep(cgroup_root: &Path, live_ids: &dyn Fn(&str) -> bool) -> SweepReport
 
 /// Checks that `id` is a plain, safe directory name.
 pub(crate) fn validate_id(id: &str) -> Result<(), CgroupError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
+    if is_valid_id(id) {
         Ok(())
     } else {
         Err(CgroupError::InvalidId { id: id.to_owned() })
     }
+}
+
+/// Whether `id` can name a cgroup of isol's (and a file): 1 to 64 letters, digits, `_`, `-`
+/// or `.`, not starting with `.`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 /// Rejects limits no cgroup can hold (zero, negative, not a number, below the kernel's minimum).

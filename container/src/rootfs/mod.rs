@@ -21,6 +21,9 @@ pub struct RootfsSpec<'a> {
     pub upper: &'a Path,
     pub work: &'a Path,
     pub merged: &'a Path,
+    /// `Some(readonly)`: `merged` is the rootfs itself, a directory bound onto itself instead
+    /// of an overlay of `layers`; made read-only at the end when `readonly`.
+    pub bind_root: Option<bool>,
     pub volumes: &'a [Volume],
     /// In a user namespace: device nodes are bind-mounted and overlay uses `userxattr`.
     pub rootless: bool,
@@ -33,7 +36,10 @@ pub struct RootfsSpec<'a> {
 /// Builds the rootfs and makes it `/`. Runs in the child, in its own mount namespace.
 pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     mounts::make_mounts_private()?;
-    overlay::mount(spec)?;
+    match spec.bind_root {
+        Some(_) => mounts::bind_root(spec.merged)?,
+        None => overlay::mount(spec)?,
+    }
     mounts::mount_proc(spec.merged)?;
     mounts::mount_sys(spec.merged, sysfs_is_host_bind(spec))?;
     devices::populate_dev(spec.merged, spec.rootless, spec.console)?;
@@ -42,6 +48,9 @@ pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     }
     pivot::pivot_root(spec.merged)?;
     mounts::mask_paths()?;
+    if spec.bind_root == Some(true) {
+        mounts::remount_root_readonly()?;
+    }
     Ok(())
 }
 

@@ -51,6 +51,33 @@ pub(super) fn make_mounts_private() -> Result<(), SetupError> {
     .map_err(|e| SetupError::rootfs("Cannot make the container's mounts private", e))
 }
 
+/// Binds a rootfs directory onto itself, so that it is a mount point pivot_root can use.
+pub(super) fn bind_root(root: &Path) -> Result<(), SetupError> {
+    bind_onto_itself(root).map_err(|e| {
+        SetupError::rootfs(
+            format!("Cannot bind the rootfs {} onto itself", root.display()),
+            e,
+        )
+    })
+}
+
+/// A recursive bind of `path` onto itself: a mount point of its own.
+fn bind_onto_itself(path: &Path) -> nix::Result<()> {
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+}
+
+/// Makes the container's `/` read-only (after pivot_root; the mounts below it keep their own
+/// flags).
+pub(super) fn remount_root_readonly() -> Result<(), SetupError> {
+    remount_readonly(Path::new("/"))
+}
+
 pub(super) fn mount_proc(root: &Path) -> Result<(), SetupError> {
     let target = root.join("proc");
     ensure_dir(&target)?;
@@ -244,14 +271,8 @@ pub(super) fn mask_paths() -> Result<(), SetupError> {
         if !path.exists() {
             continue;
         }
-        mount(
-            Some(path),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| SetupError::rootfs(format!("Cannot bind {p} read-only"), e))?;
+        bind_onto_itself(path)
+            .map_err(|e| SetupError::rootfs(format!("Cannot bind {p} read-only"), e))?;
         remount_readonly(path)?;
     }
     Ok(())
