@@ -1,0 +1,503 @@
+//! The runtime's commands. `create` leaves the container's init waiting at its start gate (a
+//! FIFO in the container's state directory) and returns; `start` opens the gate; the client,
+//! a subreaper (containerd's shim), waits for the init, whose exit status is the workload's;
+//! `delete` removes what is left (cgroup, state). Nothing here runs a container by itself:
+//! [`isol_container::create`] does, with the same steps as `isol run`.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use isol_container::cgroups::{self, CgroupManager};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cli::{Cli, Command, Kill};
+use crate::error::OciError;
+use crate::log::Log;
+use crate::state::{self, ContainerDir, Saved, StateJson, Status};
+use crate::{spec, state::DEFAULT_ROOT};
+
+/// Runs the command; `Ok` holds the exit status.
+pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
+    if cli.global.systemd_cgroup {
+        return Err(OciError::Usage(
+            "--systemd-cgroup is not supported: isol manages cgroupfs itself; configure the client without the systemd cgroup driver (containerd: SystemdCgroup = false)".into(),
+        ));
+    }
+    let root = cli
+        .global
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    log.debug(&format!("{:?}", cli.command));
+    match &cli.command {
+        Command::Create(c) => {
+            let opts = CreateOpts {
+                bundle: &c.bundle,
+                pid_file: c.pid_file.as_deref(),
+                console_socket: c.console_socket.as_deref(),
+                preserve_fds: c.preserve_fds,
+            };
+            create(&root, &c.container_id, &opts).map(|_| 0)
+        }
+        Command::Start(s) => start(&root, &s.container_id).map(|()| 0),
+        Command::State(s) => {
+            let json = state_json(&root, &s.container_id)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("plain data serializes")
+            );
+            Ok(0)
+        }
+        Command::Kill(k) => kill_cmd(&root, k).map(|()| 0),
+        Command::Delete(d) => delete(&root, &d.container_id, d.force).map(|()| 0),
+        Command::Run(r) => {
+            let opts = CreateOpts {
+                bundle: &r.bundle,
+                pid_file: r.pid_file.as_deref(),
+                console_socket: r.console_socket.as_deref(),
+                preserve_fds: r.preserve_fds,
+            };
+            run(&root, &r.container_id, &opts, r.detach, r.keep)
+        }
+        Command::List(l) => list(&root, &l.format, l.quiet).map(|()| 0),
+        Command::Spec(s) => spec_cmd(s).map(|()| 0),
+        Command::Features(_) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&features()).expect("plain data serializes")
+            );
+            Ok(0)
+        }
+        Command::Exec(_)
+        | Command::Ps(_)
+        | Command::Pause(_)
+        | Command::Resume(_)
+        | Command::Update(_)
+        | Command::Events(_) => Err(OciError::Usage(format!(
+            "{} is not supported by isol-runc yet (see docs/oci.md)",
+            command_name(&cli.command)
+        ))),
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Exec(_) => "exec",
+        Command::Ps(_) => "ps",
+        Command::Pause(_) => "pause",
+        Command::Resume(_) => "resume",
+        Command::Update(_) => "update",
+        Command::Events(_) => "events",
+        _ => "this command",
+    }
+}
+
+struct CreateOpts<'a> {
+    bundle: &'a Path,
+    pid_file: Option<&'a Path>,
+    console_socket: Option<&'a Path>,
+    preserve_fds: i32,
+}
+
+/// The bundle as an absolute path: the state keeps it, and clients give it relative.
+fn absolute(path: &Path) -> Result<PathBuf, OciError> {
+    std::path::absolute(path).map_err(|e| OciError::Bundle {
+        what: format!("bad bundle path {}", path.display()),
+        detail: e.to_string(),
+    })
+}
+
+fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    if opts.console_socket.is_some() {
+        return Err(OciError::Usage(
+            "--console-socket (a terminal) is not supported by isol-runc yet".into(),
+        ));
+    }
+    if opts.preserve_fds != 0 {
+        return Err(OciError::Usage(
+            "--preserve-fds is not supported by isol-runc yet".into(),
+        ));
+    }
+    let bundle = absolute(opts.bundle)?;
+    // Everything that can be checked is, before anything is made.
+    let spec = spec::load(&bundle)?;
+    let cfg = spec::to_config(id, &bundle, &spec)?;
+    dir.create()?;
+    let made = create_in(&dir, &bundle, &spec, &cfg, opts.pid_file);
+    if made.is_err() {
+        // The container crate removed what it made; the state is ours.
+        let _ = dir.remove();
+        if let Ok(cg) = cgroups::open(Path::new(isol_container::process::CGROUP_ROOT), id) {
+            let _ = cg.remove();
+        }
+    }
+    made
+}
+
+fn create_in(
+    dir: &ContainerDir,
+    bundle: &Path,
+    spec: &oci_spec::runtime::Spec,
+    cfg: &isol_container::ContainerConfig,
+    pid_file: Option<&Path>,
+) -> Result<Saved, OciError> {
+    let fifo = dir.fifo();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| OciError::sys(format!("mkfifo {}", fifo.display()), e))?;
+    let created = isol_container::create(cfg, &fifo)?;
+    let saved = Saved {
+        id: dir.id.clone(),
+        pid: created.pid,
+        pid_start: state::start_time(created.pid).unwrap_or_default(),
+        bundle: bundle.to_path_buf(),
+        rootfs: match &cfg.rootfs {
+            isol_container::Rootfs::Dir { path, .. } => path.clone(),
+            isol_container::Rootfs::Layers(_) => PathBuf::new(),
+        },
+        created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    };
+    let written = dir.save(&saved).and_then(|()| match pid_file {
+        Some(f) => state::write_atomic(f, created.pid.to_string().as_bytes()),
+        None => Ok(()),
+    });
+    if let Err(e) = written {
+        let _ = kill(Pid::from_raw(created.pid), Signal::SIGKILL);
+        return Err(e);
+    }
+    Ok(saved)
+}
+
+fn start(root: &Path, id: &str) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    let saved = dir.load()?;
+    match dir.status(&saved) {
+        Status::Created => {}
+        s => {
+            return Err(OciError::Status {
+                id: id.into(),
+                status: s.as_str().into(),
+                what: "only a created container can be started".into(),
+            });
+        }
+    }
+    open_gate(&dir.fifo(), &saved)?;
+    let _ = std::fs::remove_file(dir.fifo());
+    Ok(())
+}
+
+/// Opens the start gate and reads the byte the init writes once it passed it.
+fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
+    use nix::fcntl::OFlag;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let fd = nix::fcntl::open(
+        fifo,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| OciError::sys(format!("cannot open the start gate {}", fifo.display()), e))?;
+    let mut file = std::fs::File::from(fd);
+    loop {
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(OciError::sys("poll on the start gate", e)),
+        }
+        let mut byte = [0u8; 1];
+        match file.read(&mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(OciError::state("read the start gate", e)),
+        }
+        if !state::init_alive(saved.pid, saved.pid_start) {
+            return Err(OciError::Status {
+                id: saved.id.clone(),
+                status: Status::Stopped.as_str().into(),
+                what: "its init exited before it was started".into(),
+            });
+        }
+    }
+}
+
+fn state_json(root: &Path, id: &str) -> Result<StateJson, OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    Ok(StateJson {
+        oci_version: state::OCI_VERSION,
+        id: saved.id,
+        status: status.as_str(),
+        pid: if status == Status::Stopped {
+            0
+        } else {
+            saved.pid
+        },
+        bundle: saved.bundle,
+        rootfs: saved.rootfs,
+        created: saved.created,
+        annotations: saved.annotations,
+    })
+}
+
+/// A signal by name (`KILL`, `SIGKILL`, any case) or number.
+fn parse_signal(s: &str) -> Result<Signal, OciError> {
+    let bad = || {
+        OciError::Usage(format!(
+            "invalid signal {s:?}: use a name (TERM) or a number"
+        ))
+    };
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().map_err(|_| bad())
+}
+
+fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
+    let signal = parse_signal(&k.signal)?;
+    let dir = ContainerDir::new(root, &k.container_id)?;
+    let saved = dir.load()?;
+    if dir.status(&saved) == Status::Stopped {
+        return Err(OciError::Status {
+            id: saved.id,
+            status: Status::Stopped.as_str().into(),
+            what: "there is no process to signal".into(),
+        });
+    }
+    let init = Pid::from_raw(saved.pid);
+    let targets = if k.all {
+        pid_namespace_members(saved.pid)
+    } else {
+        vec![init]
+    };
+    for pid in targets {
+        match kill(pid, signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(OciError::sys(format!("kill {pid} with {signal}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// The processes in the PID namespace `init` is PID 1 of, init first.
+fn pid_namespace_members(init: i32) -> Vec<Pid> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(target) = ns(&init.to_string()) else {
+        return vec![Pid::from_raw(init)];
+    };
+    let mut pids = vec![Pid::from_raw(init)];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok(pid) = name.parse::<i32>() else {
+            continue;
+        };
+        if pid != init && ns(name).as_ref() == Some(&target) {
+            pids.push(Pid::from_raw(pid));
+        }
+    }
+    pids
+}
+
+fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    match dir.load() {
+        Ok(saved) => {
+            let status = dir.status(&saved);
+            if status == Status::Running && !force {
+                return Err(OciError::Status {
+                    id: id.into(),
+                    status: status.as_str().into(),
+                    what: "stop it first, or delete it with --force".into(),
+                });
+            }
+            if status != Status::Stopped {
+                // Killing the init of a PID namespace kills everything in it.
+                let _ = kill(Pid::from_raw(saved.pid), Signal::SIGKILL);
+                wait_gone(&saved);
+            }
+        }
+        // A create that was killed half-way leaves a directory without state: its cgroup,
+        // if any, holds whatever it started.
+        Err(OciError::NotFound(_)) if dir.dir.is_dir() => {}
+        Err(e) => return Err(e),
+    }
+    remove_cgroup(id)?;
+    dir.remove()
+}
+
+/// Waits (a few seconds at most) until the init is gone or a zombie its parent must reap.
+fn wait_gone(saved: &Saved) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state::init_alive(saved.pid, saved.pid_start) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn remove_cgroup(id: &str) -> Result<(), OciError> {
+    let root = Path::new(isol_container::process::CGROUP_ROOT);
+    match cgroups::open(root, id) {
+        Ok(cg) => cg
+            .remove()
+            .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e))),
+        // No cgroup hierarchy at all: none was made.
+        Err(_) => Ok(()),
+    }
+}
+
+fn run(
+    root: &Path,
+    id: &str,
+    opts: &CreateOpts<'_>,
+    detach: bool,
+    keep: bool,
+) -> Result<i32, OciError> {
+    let saved = create(root, id, opts)?;
+    if let Err(e) = start(root, id) {
+        let _ = delete(root, id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    // The init is this process's child: it was cloned from here.
+    let status = nix::sys::wait::waitpid(Pid::from_raw(saved.pid), None);
+    let code = match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+        Ok(_) => 1,
+        Err(e) => {
+            let _ = delete(root, id, true);
+            return Err(OciError::sys("wait for the container's init", e));
+        }
+    };
+    if !keep {
+        delete(root, id, true)?;
+    }
+    Ok(code)
+}
+
+fn list(root: &Path, format: &str, quiet: bool) -> Result<(), OciError> {
+    let states: Vec<StateJson> = state::list(root)
+        .iter()
+        .filter_map(|id| state_json(root, id).ok())
+        .collect();
+    match format {
+        _ if quiet => {
+            for s in &states {
+                println!("{}", s.id);
+            }
+        }
+        "json" => println!(
+            "{}",
+            serde_json::to_string(&states).expect("plain data serializes")
+        ),
+        "table" => {
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} CREATED",
+                "ID", "PID", "STATUS", "BUNDLE"
+            );
+            for s in &states {
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {}",
+                    s.id,
+                    s.pid,
+                    s.status,
+                    s.bundle.display(),
+                    s.created
+                );
+            }
+        }
+        other => {
+            return Err(OciError::Usage(format!(
+                "invalid --format {other:?}: use table or json"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `spec`: the runtime spec's default config (runc's), without a terminal, which isol-runc
+/// does not support yet, and without inheritable and ambient capabilities (as runc ≥ 1.1.1
+/// writes it, after CVE-2022-24769).
+fn spec_cmd(s: &liboci_cli::Spec) -> Result<(), OciError> {
+    if s.rootless {
+        return Err(OciError::Usage(
+            "spec --rootless is not supported by isol-runc yet".into(),
+        ));
+    }
+    let bundle = s.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
+    let path = bundle.join("config.json");
+    if path.exists() {
+        return Err(OciError::Usage(format!(
+            "{} exists: remove it first, or give another --bundle",
+            path.display()
+        )));
+    }
+    let spec = default_spec();
+    let json = serde_json::to_vec_pretty(&spec).expect("plain data serializes");
+    std::fs::write(&path, json).map_err(|e| OciError::state(format!("write {}", path.display()), e))
+}
+
+/// The config `spec` writes.
+pub(crate) fn default_spec() -> oci_spec::runtime::Spec {
+    let mut spec = oci_spec::runtime::Spec::default();
+    if let Some(p) = spec.process_mut() {
+        p.set_terminal(Some(false));
+        if let Some(mut caps) = p.capabilities().clone() {
+            caps.set_inheritable(None);
+            caps.set_ambient(None);
+            p.set_capabilities(Some(caps));
+        }
+    }
+    spec
+}
+
+/// `features`: the runtime-spec's features document, for what isol-runc supports today.
+fn features() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": state::OCI_VERSION,
+        "hooks": [],
+        "mountOptions": ["bind", "rbind", "ro", "rw", "private", "rprivate"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {"io.github.isol.runtime": "isol-runc"}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), Signal::SIGUSR1);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+}
