@@ -21,7 +21,7 @@ use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
-use crate::config::{ContainerConfig, NetworkMode, Rlimit, Rootfs, Volume};
+use crate::config::{ContainerConfig, Mount, NetworkMode, Rlimit, Rootfs, Volume};
 use crate::error::{Cause, ContainerError, SetupError};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
@@ -43,6 +43,7 @@ pub(crate) struct ChildSpec<'a> {
     /// `Some(readonly)` when `merged` is the rootfs directory itself ([`Rootfs::Dir`]).
     bind_root: Option<bool>,
     volumes: Vec<Volume>,
+    mounts: Vec<Mount>,
     rootless: bool,
     network: NetworkMode,
     cgroup2: bool,
@@ -114,6 +115,7 @@ impl<'a> ChildSpec<'a> {
             merged,
             bind_root,
             volumes: cfg.volumes.clone(),
+            mounts: cfg.mounts.clone(),
             rootless: cfg.rootless,
             network: cfg.network,
             cgroup2,
@@ -209,6 +211,7 @@ fn setup(
         merged: &spec.merged,
         bind_root: spec.bind_root,
         volumes: &spec.volumes,
+        mounts: &spec.mounts,
         rootless: spec.rootless,
         host_network: spec.network == NetworkMode::Host,
         console: console.as_deref(),

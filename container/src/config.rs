@@ -49,6 +49,22 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// A mount the container's configuration asks for, beyond isol's own (/proc, /sys, /dev…):
+/// an OCI config's `mounts`, made in order after the volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `None`: a bind mount of `source`; else the filesystem type (`tmpfs`, `proc`…).
+    pub fstype: Option<String>,
+    /// The host path of a bind mount, or the filesystem's source name.
+    pub source: PathBuf,
+    /// Absolute path inside the container (created when missing).
+    pub target: PathBuf,
+    /// mount(2) flags (`MS_*`): `MS_RDONLY`, `MS_NOSUID`… (`MS_BIND`/`MS_REC` for binds).
+    pub flags: u64,
+    /// The filesystem's own options (`size=64m,mode=755`).
+    pub data: String,
+}
+
 /// Everything one container run needs.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -84,6 +100,8 @@ pub struct ContainerConfig {
     pub devices: Vec<crate::cgroups::devices::DeviceRule>,
     pub network: NetworkMode,
     pub volumes: Vec<Volume>,
+    /// Further mounts, in order, after the volumes (`isol run` has none).
+    pub mounts: Vec<Mount>,
     /// Keep stdin open and connected (`-i`).
     pub interactive: bool,
     /// Allocate a pseudo-terminal (`-t`).

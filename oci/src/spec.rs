@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use isol_container::cgroups::devices::{
     ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE, DeviceKind, DeviceRule,
 };
-use isol_container::{ContainerConfig, Limits, NetworkMode, Rlimit, Rootfs, Volume};
+use isol_container::{ContainerConfig, Limits, NetworkMode, Rlimit, Rootfs};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 
 use crate::error::OciError;
@@ -75,7 +75,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let (limits, devices) = resources(&linux)?;
     check_linux(&linux)?;
     check_spec(spec)?;
-    let volumes = mounts(spec.mounts().as_deref().unwrap_or_default())?;
+    let mounts = mounts(spec.mounts().as_deref().unwrap_or_default())?;
 
     Ok(ContainerConfig {
         id: id.to_string(),
@@ -96,7 +96,8 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         capabilities: Some(capabilities),
         devices,
         network,
-        volumes,
+        volumes: Vec::new(),
+        mounts,
         // The stdio `create` was given is the workload's, stdin included.
         interactive: true,
         tty: false,
@@ -342,7 +343,8 @@ fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule
             limits.cpus = Some(quota as f64 / period as f64);
         }
         for (name, set) in [
-            ("shares", c.shares().is_some_and(|s| s > 0)),
+            // 1024 is the kernel's default weight, which containerd always sends.
+            ("shares", c.shares().is_some_and(|s| s > 0 && s != 1024)),
             ("cpus", c.cpus().as_ref().is_some_and(|s| !s.is_empty())),
             ("mems", c.mems().as_ref().is_some_and(|s| !s.is_empty())),
             ("realtimeRuntime", c.realtime_runtime().is_some()),
@@ -522,65 +524,110 @@ const PROVIDED: &[(&str, &[&str])] = &[
     ("/sys/fs/cgroup", &["cgroup", "cgroup2"]),
 ];
 
-/// The config's mounts: those isol makes in every container are accepted as they are; bind
-/// mounts become volumes; anything else is refused.
-fn mounts(list: &[Mount]) -> Result<Vec<Volume>, OciError> {
-    let mut volumes = Vec::new();
+/// The config's mounts: those isol makes in every container are accepted as they are; the
+/// others (binds, tmpfs…) are made in order, with their options; a propagation other than
+/// private is refused.
+fn mounts(list: &[Mount]) -> Result<Vec<isol_container::Mount>, OciError> {
+    let mut out = Vec::new();
     for m in list {
         let dest = m.destination();
+        if !dest.is_absolute() {
+            return Err(unsupported(
+                "mounts",
+                &format!("destination {} must be absolute", dest.display()),
+            ));
+        }
         let typ = m.typ().as_deref().unwrap_or("");
         let options = m.options().clone().unwrap_or_default();
         let is_bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
-        if !is_bind {
-            if PROVIDED
+        if !is_bind
+            && PROVIDED
                 .iter()
                 .any(|(d, types)| dest == Path::new(d) && types.contains(&typ))
-            {
-                continue;
-            }
-            return Err(unsupported(
-                "mounts",
-                &format!(
-                    "has a {typ:?} mount at {}: isol supports bind mounts and its own /proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys and /sys/fs/cgroup yet",
-                    dest.display()
-                ),
-            ));
+        {
+            continue;
         }
-        let source: PathBuf = m.source().clone().ok_or_else(|| {
-            unsupported(
-                "mounts",
-                &format!("{}: a bind mount needs a source", dest.display()),
-            )
-        })?;
-        let mut read_only = false;
-        for o in &options {
-            match o.as_str() {
-                "bind" | "rbind" | "rw" | "private" | "rprivate" => {}
-                "ro" => read_only = true,
-                other => {
-                    return Err(unsupported(
-                        "mounts",
-                        &format!(
-                            "{}: bind option {other:?} is not supported by isol yet",
-                            dest.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        if !source.exists() {
+        let source: PathBuf = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+        let (flags, data) = mount_options(dest, &options)?;
+        if is_bind && !source.exists() {
             return Err(OciError::Bundle {
                 what: format!("the bind mount source {} does not exist", source.display()),
                 detail: format!("mount at {}", dest.display()),
             });
         }
-        volumes.push(Volume {
+        if !is_bind && typ.is_empty() {
+            return Err(unsupported(
+                "mounts",
+                &format!("{}: a mount needs a type", dest.display()),
+            ));
+        }
+        out.push(isol_container::Mount {
+            fstype: (!is_bind).then(|| typ.to_string()),
             source,
             target: dest.clone(),
-            read_only,
+            flags,
+            data,
         });
     }
-    Ok(volumes)
+    Ok(out)
+}
+
+/// A mount's options as mount(2) flags and the filesystem's own data, as runc reads them.
+fn mount_options(dest: &Path, options: &[String]) -> Result<(u64, String), OciError> {
+    let mut flags: u64 = 0;
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear): (u64, u64) = match o.as_str() {
+            "bind" => (libc::MS_BIND, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "dirsync" => (libc::MS_DIRSYNC, 0),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "atime" => (0, libc::MS_NOATIME),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "diratime" => (0, libc::MS_NODIRATIME),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "norelatime" => (0, libc::MS_RELATIME),
+            "strictatime" => (libc::MS_STRICTATIME, 0),
+            "nostrictatime" => (0, libc::MS_STRICTATIME),
+            // Every mount of an isol container is private already.
+            "private" | "rprivate" => (0, 0),
+            "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+                return Err(unsupported(
+                    "mounts",
+                    &format!(
+                        "{}: propagation {o:?} is not supported by isol yet (only private)",
+                        dest.display()
+                    ),
+                ));
+            }
+            // The filesystem's own options (size=, mode=, newinstance…) go to it as they are.
+            other if other.contains('=') || !other.chars().all(|c| c.is_ascii_lowercase()) => {
+                data.push(other.to_string());
+                (0, 0)
+            }
+            other => {
+                return Err(unsupported(
+                    "mounts",
+                    &format!(
+                        "{}: option {other:?} is not supported by isol yet",
+                        dest.display()
+                    ),
+                ));
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    Ok((flags, data.join(",")))
 }
 
 #[cfg(test)]
@@ -626,10 +673,44 @@ mod tests {
             |v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}),
             "linux.seccomp",
         );
-        refused(|v| v["mounts"][0]["type"] = "nfs".into(), "mounts");
+        refused(
+            |v| {
+                v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"destination": "/run", "type": "tmpfs", "options": ["rshared"]}
+                ))
+            },
+            "mounts",
+        );
         refused(
             |v| v["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/true"}]}),
             "hooks",
+        );
+    }
+
+    #[test]
+    fn mounts_beyond_isols_own_are_made_with_their_options() {
+        let cfg = convert(&spec_with(|v| {
+            let m = v["mounts"].as_array_mut().unwrap();
+            m.push(
+                serde_json::json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+            );
+            m.push(
+                serde_json::json!({"destination": "/data", "type": "bind", "source": "/tmp",
+                "options": ["rbind", "ro", "nodev"]}),
+            );
+        }))
+        .unwrap();
+        assert_eq!(cfg.mounts.len(), 2, "{:?}", cfg.mounts);
+        let run = &cfg.mounts[0];
+        assert_eq!(run.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(run.flags, libc::MS_NOSUID | libc::MS_STRICTATIME);
+        assert_eq!(run.data, "mode=755,size=65536k");
+        let data = &cfg.mounts[1];
+        assert_eq!(data.fstype, None);
+        assert_eq!(
+            data.flags,
+            libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | libc::MS_NODEV
         );
     }
 

@@ -327,6 +327,7 @@ fn run_container(
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
         volumes: spec.volumes,
+        mounts: Vec::new(),
         interactive: args.interactive,
         tty: args.tty,
         rootless,

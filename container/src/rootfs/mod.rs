@@ -1,5 +1,5 @@
 //! Assembling the container's root filesystem, inside the child's new mount namespace:
-//! overlay of the image layers → /proc, /sys, /dev → volumes → pivot_root → masked and read-only
+//! overlay of the image layers (or a directory) → /proc, /sys, /dev → volumes and further mounts → pivot_root → masked and read-only
 //! paths. This module only orchestrates; each step lives in its own file.
 
 mod devices;
@@ -11,7 +11,7 @@ use std::path::Path;
 
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 
-use crate::config::Volume;
+use crate::config::{Mount, Volume};
 use crate::error::SetupError;
 
 /// What the rootfs assembly needs to know.
@@ -25,6 +25,7 @@ pub struct RootfsSpec<'a> {
     /// of an overlay of `layers`; made read-only at the end when `readonly`.
     pub bind_root: Option<bool>,
     pub volumes: &'a [Volume],
+    pub mounts: &'a [Mount],
     /// In a user namespace: device nodes are bind-mounted and overlay uses `userxattr`.
     pub rootless: bool,
     /// The container shares the host's network namespace, so sysfs cannot be mounted anew.
@@ -45,6 +46,9 @@ pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     devices::populate_dev(spec.merged, spec.rootless, spec.console)?;
     for v in spec.volumes {
         mounts::bind_volume(spec.merged, v)?;
+    }
+    for m in spec.mounts {
+        mounts::mount_extra(spec.merged, m)?;
     }
     pivot::pivot_root(spec.merged)?;
     mounts::mask_paths()?;
