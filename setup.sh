@@ -34,6 +34,7 @@ packages=(
     qemu-system-x86           # the lab (TCG) and the QEMU microvm peer
     linux-source-6.1 bc flex bison libelf-dev libssl-dev build-essential   # guest kernel
     crun runc hyperfine       # benchmark peers
+    containerd                # a real OCI client of isol-runc (tests/containerd.rs)
     chromium                  # renders the benchmark report in its test
 )
 missing=()

@@ -33,7 +33,7 @@ impl Fixture {
         let root = tmp.path().join("state");
         let bundle = tmp.path().join("bundle");
         fs::create_dir(&bundle).unwrap();
-        copy_busybox_rootfs(&bundle.join("rootfs"));
+        common::busybox_rootfs(&bundle.join("rootfs"));
         let f = Fixture {
             _tmp: tmp,
             root,
@@ -109,24 +109,6 @@ impl Drop for Fixture {
             let id = e.file_name().to_string_lossy().into_owned();
             let _ = self.runc(&["delete", "--force", &id]);
         }
-    }
-}
-
-/// The busybox test image's one layer, copied as a bundle's rootfs.
-fn copy_busybox_rootfs(to: &Path) {
-    let store = isol_image::Store::open(common::test_home()).unwrap();
-    store.ensure_default().unwrap();
-    let image = store.resolve("busybox").unwrap();
-    let layers = store.unpack(&image).unwrap();
-    fs::create_dir(to).unwrap();
-    for layer in layers {
-        let o = Command::new("cp")
-            .arg("-a")
-            .arg(layer.join("."))
-            .arg(to)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "cp: {}", common::stderr(&o));
     }
 }
 
