@@ -384,3 +384,37 @@ fn spec_features_and_version() {
         common::stderr(&o)
     );
 }
+
+#[test]
+fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| set_args(v, "sleep 30"));
+    for (i, delay_ms) in [0u64, 1, 2, 4, 8, 16, 32, 64, 200].into_iter().enumerate() {
+        let id = format!("killed-create-{i}");
+        let mut create = f
+            .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = create.kill();
+        let _ = create.wait();
+        // Whatever create had done, delete --force undoes it (or says there was nothing).
+        let o = f.runc(&["delete", "--force", &id]);
+        let err = common::stderr(&o);
+        assert!(
+            o.status.success() || err.contains("does not exist"),
+            "after {delay_ms} ms: {err}"
+        );
+        // The init, when there was one, was re-parented to us: reap it.
+        while let Ok(status) = waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        f.assert_root_empty();
+        common::assert_no_leftovers(&format!("create killed after {delay_ms} ms"));
+    }
+}
