@@ -145,11 +145,13 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
         ("echo waiting; sleep 30", Some("15"), 143),
     ];
     for (i, (script, signal, expected)) in cases.into_iter().enumerate() {
+        let id = format!("lifecycle-{i}");
+        let cgroup = format!("/isol-oci-test/{id}");
         let f = Fixture::new(|v| {
             set_args(v, script);
             v["hostname"] = "oci-test".into();
+            v["linux"]["cgroupsPath"] = cgroup.clone().into();
         });
-        let id = format!("lifecycle-{i}");
         let pid_file = f.bundle.join("init.pid");
         let (status, err) = f.create(&id, &["--pid-file", pid_file.to_str().unwrap()]);
         assert!(status.success(), "create: {err}");
@@ -166,6 +168,12 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
         assert_eq!(st["id"], id.as_str());
         assert_eq!(st["ociVersion"], "1.2.0");
         assert_eq!(Path::new(st["bundle"].as_str().unwrap()), f.bundle);
+        // In the cgroup the config names (leftover checks look for "isol" in cgroup names).
+        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(
+            cgroups.lines().any(|l| l.ends_with(&format!(":{cgroup}"))),
+            "not in {cgroup}: {cgroups}"
+        );
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
         assert_eq!(
             comm.trim(),

@@ -88,6 +88,9 @@ pub struct ContainerConfig {
     /// of those /etc/group gives the user.
     pub groups: Option<Vec<u32>>,
     pub limits: Limits,
+    /// Where the container's cgroup is, relative to each hierarchy's root (an OCI config's
+    /// `cgroupsPath`); `None`: `isol/<id>`, where `isol run`'s are.
+    pub cgroup_path: Option<PathBuf>,
     /// Resource limits of the container's processes (`isol run` sets none: the host's apply).
     pub rlimits: Vec<Rlimit>,
     /// The capabilities the container's init keeps (bounding, permitted and effective; a

@@ -187,7 +187,10 @@ fn launch(
         }
         None
     } else {
-        let cgroup = cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?;
+        let cgroup = match &cfg.cgroup_path {
+            Some(path) => cgroups::create_at(cgroup_root, path, &cfg.limits)?,
+            None => cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?,
+        };
         // Before any process enters it; on failure the guard removes the cgroup.
         let restricted = cgroup.restrict_devices(&cfg.devices);
         guard.cgroup = Some(cgroup);

@@ -127,13 +127,17 @@ fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciErro
     let spec = spec::load(&bundle)?;
     let cfg = spec::to_config(id, &bundle, &spec)?;
     dir.create()?;
-    let made = create_in(&dir, &bundle, &spec, &cfg, opts.pid_file);
+    // Where `delete` finds the cgroup should create be killed before state.json is written.
+    let cgroup_path = cfg.cgroup_path.clone().unwrap_or_default();
+    let made = state::write_atomic(
+        &dir.cgroup_file(),
+        cgroup_path.as_os_str().as_encoded_bytes(),
+    )
+    .and_then(|()| create_in(&dir, &bundle, &spec, &cfg, opts.pid_file));
     if made.is_err() {
-        // The container crate removed what it made; the state is ours.
+        // The container crate removed what it made (never a cgroup that existed before, which
+        // another container may own); the state is ours.
         let _ = dir.remove();
-        if let Ok(cg) = cgroups::open(Path::new(isol_container::process::CGROUP_ROOT), id) {
-            let _ = cg.remove();
-        }
     }
     made
 }
@@ -154,6 +158,7 @@ fn create_in(
         pid: created.pid,
         pid_start: state::start_time(created.pid).unwrap_or_default(),
         bundle: bundle.to_path_buf(),
+        cgroup_path: cfg.cgroup_path.clone().unwrap_or_default(),
         rootfs: match &cfg.rootfs {
             isol_container::Rootfs::Dir { path, .. } => path.clone(),
             isol_container::Rootfs::Layers(_) => PathBuf::new(),
@@ -171,7 +176,8 @@ fn create_in(
         None => Ok(()),
     });
     if let Err(e) = written {
-        let _ = kill(Pid::from_raw(created.pid), Signal::SIGKILL);
+        // Removing the cgroup kills the container with it.
+        let _ = remove_cgroup(&saved.cgroup_path);
         return Err(e);
     }
     Ok(saved)
@@ -316,7 +322,7 @@ fn pid_namespace_members(init: i32) -> Vec<Pid> {
 
 fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
-    match dir.load() {
+    let cgroup_path = match dir.load() {
         Ok(saved) => {
             let status = dir.status(&saved);
             if status == Status::Running && !force {
@@ -331,13 +337,19 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
                 let _ = kill(Pid::from_raw(saved.pid), Signal::SIGKILL);
                 wait_gone(&saved);
             }
+            saved.cgroup_path
         }
         // A create that was killed half-way leaves a directory without state: its cgroup,
         // if any, holds whatever it started.
-        Err(OciError::NotFound(_)) if dir.dir.is_dir() => {}
+        Err(OciError::NotFound(_)) if dir.dir.is_dir() => {
+            let recorded = std::fs::read(dir.cgroup_file()).unwrap_or_default();
+            PathBuf::from(String::from_utf8_lossy(&recorded).into_owned())
+        }
         Err(e) => return Err(e),
+    };
+    if !cgroup_path.as_os_str().is_empty() {
+        remove_cgroup(&cgroup_path)?;
     }
-    remove_cgroup(id)?;
     dir.remove()
 }
 
@@ -349,9 +361,9 @@ fn wait_gone(saved: &Saved) {
     }
 }
 
-fn remove_cgroup(id: &str) -> Result<(), OciError> {
+fn remove_cgroup(path: &Path) -> Result<(), OciError> {
     let root = Path::new(isol_container::process::CGROUP_ROOT);
-    match cgroups::open(root, id) {
+    match cgroups::open_at(root, path) {
         Ok(cg) => cg
             .remove()
             .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e))),

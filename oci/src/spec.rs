@@ -92,6 +92,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         user: Some(format!("{}:{}", user.uid(), user.gid())),
         groups: Some(groups),
         limits,
+        cgroup_path: Some(cgroup_path(id, &linux)?),
         rlimits: rlimits(process)?,
         capabilities: Some(capabilities),
         devices,
@@ -281,6 +282,26 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NetworkMode, OciError>
     } else {
         NetworkMode::Host
     })
+}
+
+/// The container's cgroup: `cgroupsPath` (absolute or not, always below each hierarchy's root),
+/// or `isol/<id>` without one. systemd's `slice:prefix:name` form is refused.
+fn cgroup_path(id: &str, linux: &oci_spec::runtime::Linux) -> Result<PathBuf, OciError> {
+    let Some(path) = linux.cgroups_path() else {
+        return Ok(Path::new(isol_container::cgroups::ISOL_DIR).join(id));
+    };
+    if path.to_string_lossy().contains(':') {
+        return Err(unsupported(
+            "linux.cgroupsPath",
+            &format!(
+                "{} is a systemd unit path: the systemd cgroup driver is not supported by isol yet",
+                path.display()
+            ),
+        ));
+    }
+    isol_container::cgroups::check_path(path)
+        .map(Path::to_path_buf)
+        .map_err(|e| unsupported("linux.cgroupsPath", &e.to_string()))
 }
 
 fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule>), OciError> {
@@ -653,6 +674,12 @@ mod tests {
         assert_eq!(cfg.network, NetworkMode::None);
         assert_eq!(cfg.user.as_deref(), Some("0:0"));
         assert_eq!(cfg.rlimits.len(), 1);
+        assert_eq!(cfg.cgroup_path.as_deref(), Some(Path::new("isol/c1")));
+        let cfg = convert(&spec_with(|v| {
+            v["linux"]["cgroupsPath"] = "/default/c1".into()
+        }))
+        .unwrap();
+        assert_eq!(cfg.cgroup_path.as_deref(), Some(Path::new("default/c1")));
     }
 
     #[test]
@@ -680,6 +707,14 @@ mod tests {
                 ))
             },
             "mounts",
+        );
+        refused(
+            |v| v["linux"]["cgroupsPath"] = "system.slice:isol:c1".into(),
+            "linux.cgroupsPath",
+        );
+        refused(
+            |v| v["linux"]["cgroupsPath"] = "/a/../../etc".into(),
+            "linux.cgroupsPath",
         );
         refused(
             |v| v["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/true"}]}),

@@ -26,6 +26,8 @@ pub struct Saved {
     pub pid_start: u64,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
+    /// The container's cgroup, relative to each hierarchy's root.
+    pub cgroup_path: PathBuf,
     /// RFC 3339.
     pub created: String,
     #[serde(default)]
@@ -86,6 +88,12 @@ impl ContainerDir {
 
     pub fn fifo(&self) -> PathBuf {
         self.dir.join("exec.fifo")
+    }
+
+    /// The container's cgroup path, written before anything is made, for a `delete` after a
+    /// `create` that was killed before it wrote state.json.
+    pub fn cgroup_file(&self) -> PathBuf {
+        self.dir.join("cgroup")
     }
 
     fn state_file(&self) -> PathBuf {

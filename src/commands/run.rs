@@ -322,6 +322,7 @@ fn run_container(
             cpus: spec.cpus,
             pids: spec.pids,
         },
+        cgroup_path: None,
         rlimits: Vec::new(),
         capabilities: None,
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
