@@ -426,3 +426,69 @@ fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
         common::assert_no_leftovers(&format!("create killed after {delay_ms} ms"));
     }
 }
+
+#[test]
+fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
+    let _g = common::root_test();
+    become_subreaper();
+    // The "pod sandbox": created, its namespaces held by its init.
+    let sandbox = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["hostname"] = "the-pod".into();
+    });
+    let (status, err) = sandbox.create("sandbox", &[]);
+    assert!(status.success(), "create: {err}");
+    let pid = sandbox.state("sandbox")["pid"].as_i64().unwrap();
+    let ns = |t: &str| {
+        fs::read_link(format!("/proc/{pid}/ns/{t}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    let member = Fixture::new(|v| {
+        set_args(
+            v,
+            "for t in net ipc uts pid; do readlink /proc/self/ns/$t; done; hostname",
+        );
+        v["hostname"] = Value::Null;
+        for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            let t = n["type"].as_str().unwrap().to_string();
+            let proc_name = match t.as_str() {
+                "network" => "net",
+                "ipc" => "ipc",
+                "uts" => "uts",
+                _ => continue,
+            };
+            n["path"] = format!("/proc/{pid}/ns/{proc_name}").into();
+        }
+    });
+    let o = member.runc(&["run", "--bundle", member.bundle.to_str().unwrap(), "member"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    let out = common::stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ns("net"), "{out}");
+    assert_eq!(lines[1], ns("ipc"), "{out}");
+    assert_eq!(lines[2], ns("uts"), "{out}");
+    assert_ne!(
+        lines[3],
+        ns("pid"),
+        "the PID namespace is the member's own: {out}"
+    );
+    assert_eq!(lines[4], "the-pod");
+    member.assert_root_empty();
+
+    // A hostname cannot be set in a namespace the container only joins.
+    member.edit_config(|v| v["hostname"] = "mine".into());
+    let o = member.runc(&["run", "--bundle", member.bundle.to_str().unwrap(), "member"]);
+    assert!(
+        common::stderr(&o).contains("hostname"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    let o = sandbox.runc(&["delete", "--force", "sandbox"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(pid as i32), 137);
+    common::assert_no_leftovers("joined namespaces");
+}

@@ -21,7 +21,7 @@ use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
-use crate::config::{ContainerConfig, Mount, NetworkMode, Rlimit, Rootfs, Volume};
+use crate::config::{ContainerConfig, Mount, NetworkMode, Rlimit, Rootfs, SharedNamespace, Volume};
 use crate::error::{Cause, ContainerError, SetupError};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
@@ -44,6 +44,7 @@ pub(crate) struct ChildSpec<'a> {
     bind_root: Option<bool>,
     volumes: Vec<Volume>,
     mounts: Vec<Mount>,
+    join: Vec<(SharedNamespace, PathBuf)>,
     rootless: bool,
     network: NetworkMode,
     cgroup2: bool,
@@ -116,6 +117,7 @@ impl<'a> ChildSpec<'a> {
             bind_root,
             volumes: cfg.volumes.clone(),
             mounts: cfg.mounts.clone(),
+            join: cfg.join.clone(),
             rootless: cfg.rootless,
             network: cfg.network,
             cgroup2,
@@ -196,8 +198,14 @@ fn setup(
     if spec.rootless {
         go.wait();
     }
-    namespaces::set_hostname(&spec.hostname)?;
-    if spec.network != NetworkMode::Host {
+    for (ns, path) in &spec.join {
+        namespaces::join(*ns, path)?;
+    }
+    let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
+    if !joined(SharedNamespace::Uts) {
+        namespaces::set_hostname(&spec.hostname)?;
+    }
+    if spec.network != NetworkMode::Host && !joined(SharedNamespace::Net) {
         network::loopback_up()?;
     }
     mark(report, "child-prepare");

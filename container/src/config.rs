@@ -19,6 +19,34 @@ pub enum NetworkMode {
     Bridge,
 }
 
+/// A namespace the container joins instead of getting a new one (an OCI config's namespace
+/// `path`; a Kubernetes pod's containers join its sandbox's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedNamespace {
+    Net,
+    Ipc,
+    Uts,
+}
+
+impl SharedNamespace {
+    /// The `CLONE_NEW*` flag of the namespace's type.
+    pub fn clone_flag(self) -> i32 {
+        match self {
+            SharedNamespace::Net => libc::CLONE_NEWNET,
+            SharedNamespace::Ipc => libc::CLONE_NEWIPC,
+            SharedNamespace::Uts => libc::CLONE_NEWUTS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SharedNamespace::Net => "network",
+            SharedNamespace::Ipc => "IPC",
+            SharedNamespace::Uts => "UTS",
+        }
+    }
+}
+
 /// A bind mount from the host into the container (`-v HOST:CTR[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
@@ -102,6 +130,10 @@ pub struct ContainerConfig {
     /// default set into /dev.
     pub devices: Vec<crate::cgroups::devices::DeviceRule>,
     pub network: NetworkMode,
+    /// Namespaces joined by path (`/proc/PID/ns/net`…) instead of new ones; with a joined
+    /// network namespace, `network` must be [`NetworkMode::None`] (nothing is wired), and with
+    /// a joined UTS namespace the hostname is left alone.
+    pub join: Vec<(SharedNamespace, PathBuf)>,
     pub volumes: Vec<Volume>,
     /// Further mounts, in order, after the volumes (`isol run` has none).
     pub mounts: Vec<Mount>,

@@ -23,7 +23,9 @@ mod sys;
 mod user;
 
 pub use child::{INIT_ARGV0, INIT_MARKER};
-pub use config::{ContainerConfig, Limits, Mount, NetworkMode, Rlimit, Rootfs, Volume};
+pub use config::{
+    ContainerConfig, Limits, Mount, NetworkMode, Rlimit, Rootfs, SharedNamespace, Volume,
+};
 pub use error::ContainerError;
 pub use process::{Created, RunResult, create, run};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).

@@ -239,7 +239,11 @@ fn launch(
         Some(Entry::CloneInto(dir)) => Some(dir.as_fd()),
         _ => None,
     };
-    let flags = namespaces::clone_flags(cfg.network, cfg.rootless);
+    let joined = cfg
+        .join
+        .iter()
+        .fold(0u64, |f, (ns, _)| f | ns.clone_flag() as u64);
+    let flags = namespaces::clone_flags(cfg.network, cfg.rootless) & !joined;
     let (pid, born_in_cgroup) = namespaces::clone_child(flags, into);
     if pid < 0 {
         let _ = mask.thread_unblock();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use isol_container::cgroups::devices::{
     ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE, DeviceKind, DeviceRule,
 };
-use isol_container::{ContainerConfig, Limits, NetworkMode, Rlimit, Rootfs};
+use isol_container::{ContainerConfig, Limits, NetworkMode, Rlimit, Rootfs, SharedNamespace};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 
 use crate::error::OciError;
@@ -71,7 +71,15 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let capabilities = capabilities(process, user.uid())?;
 
     let linux = spec.linux().clone().unwrap_or_default();
-    let network = namespaces(&linux)?;
+    let (network, join) = namespaces(&linux)?;
+    if join.iter().any(|(ns, _)| *ns == SharedNamespace::Uts)
+        && spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+    {
+        return Err(unsupported(
+            "hostname",
+            "cannot be set in a joined uts namespace (it is the namespace owner's)",
+        ));
+    }
     let (limits, devices) = resources(&linux)?;
     check_linux(&linux)?;
     check_spec(spec)?;
@@ -97,6 +105,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         capabilities: Some(capabilities),
         devices,
         network,
+        join,
         volumes: Vec::new(),
         mounts,
         // The stdio `create` was given is the workload's, stdin included.
@@ -236,21 +245,19 @@ fn rlimits(p: &Process) -> Result<Vec<Rlimit>, OciError> {
 }
 
 /// The namespaces isol gives every container: new mount, UTS, IPC and PID namespaces, and a
-/// cgroup namespace. The config chooses only the network: a new one (loopback) or the host's.
-fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NetworkMode, OciError> {
+/// cgroup namespace. The config chooses the network (a new one with loopback, or the host's)
+/// and may join existing network, IPC and UTS namespaces by path, as a pod's containers join
+/// its sandbox's.
+fn namespaces(
+    linux: &oci_spec::runtime::Linux,
+) -> Result<(NetworkMode, Vec<(SharedNamespace, PathBuf)>), OciError> {
     let list = linux.namespaces().clone().unwrap_or_default();
+    let mut join = Vec::new();
     for ns in &list {
-        if let Some(path) = ns.path() {
-            return Err(unsupported(
-                "linux.namespaces",
-                &format!(
-                    "joins the {} namespace at {}: joining an existing namespace is not supported by isol yet",
-                    ns.typ(),
-                    path.display()
-                ),
-            ));
-        }
-        match ns.typ() {
+        let shared = match ns.typ() {
+            LinuxNamespaceType::Network => Some(SharedNamespace::Net),
+            LinuxNamespaceType::Ipc => Some(SharedNamespace::Ipc),
+            LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
             LinuxNamespaceType::User | LinuxNamespaceType::Time => {
                 return Err(unsupported(
                     "linux.namespaces",
@@ -260,7 +267,30 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NetworkMode, OciError>
                     ),
                 ));
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(path) = ns.path() {
+            let Some(shared) = shared else {
+                return Err(unsupported(
+                    "linux.namespaces",
+                    &format!(
+                        "joins the {} namespace at {}: isol joins only network, ipc and uts namespaces yet",
+                        ns.typ(),
+                        path.display()
+                    ),
+                ));
+            };
+            if !path.exists() {
+                return Err(OciError::Bundle {
+                    what: format!(
+                        "the {} namespace {} does not exist",
+                        ns.typ(),
+                        path.display()
+                    ),
+                    detail: "linux.namespaces names it by path".into(),
+                });
+            }
+            join.push((shared, path.clone()));
         }
     }
     let has = |t: LinuxNamespaceType| list.iter().any(|ns| ns.typ() == t);
@@ -277,11 +307,12 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NetworkMode, OciError>
             ));
         }
     }
-    Ok(if has(LinuxNamespaceType::Network) {
+    let network = if has(LinuxNamespaceType::Network) {
         NetworkMode::None
     } else {
         NetworkMode::Host
-    })
+    };
+    Ok((network, join))
 }
 
 /// The container's cgroup: `cgroupsPath` (absolute or not, always below each hierarchy's root),
@@ -692,6 +723,7 @@ mod tests {
             |v| v["process"]["terminal"] = true.into(),
             "process.terminal",
         );
+        // The default spec's first namespace is the PID namespace.
         refused(
             |v| v["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into(),
             "linux.namespaces",

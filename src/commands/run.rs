@@ -327,6 +327,7 @@ fn run_container(
         capabilities: None,
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
+        join: Vec::new(),
         volumes: spec.volumes,
         mounts: Vec::new(),
         interactive: args.interactive,
