@@ -492,3 +492,55 @@ fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
     assert_eq!(wait_init(pid as i32), 137);
     common::assert_no_leftovers("joined namespaces");
 }
+
+#[test]
+fn a_terminal_is_handed_to_the_console_socket() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; exit 5",
+        );
+        v["process"]["terminal"] = true.into();
+        v["process"]["consoleSize"] = serde_json::json!({"height": 30, "width": 100});
+    });
+    // Without a console socket, a terminal is refused, as runc does.
+    let (status, err) = f.create("tty", &[]);
+    assert!(!status.success());
+    assert!(err.contains("--console-socket"), "{err}");
+
+    let socket = f.bundle.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
+    });
+    let (status, err) = f.create("tty", &["--console-socket", socket.to_str().unwrap()]);
+    assert!(status.success(), "create: {err}");
+    let master = fs::File::from(receiver.join().unwrap());
+    let pid = f.state("tty")["pid"].as_i64().unwrap() as i32;
+    let o = f.runc(&["start", "tty"]);
+    assert!(o.status.success(), "start: {}", common::stderr(&o));
+    // The master reads the workload's output until its last slave closes (EIO).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut master = master;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert!(out.contains("30 100"), "{out:?}");
+    assert_eq!(wait_init(pid), 5);
+    assert!(f.runc(&["delete", "tty"]).status.success());
+    f.assert_root_empty();
+    common::assert_no_leftovers("terminal");
+}

@@ -92,10 +92,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<RunResult, ContainerError> {
 }
 
 /// A container created to be started later ([`create`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Created {
     /// The container's init, as the host sees it.
     pub pid: i32,
+    /// With a terminal ([`ContainerConfig::tty`]): the pty's master, whose slave is the
+    /// container's stdio and controlling terminal; the caller hands it to its client.
+    pub console: Option<OwnedFd>,
 }
 
 /// Creates a container whose init waits, before it starts the workload, until the FIFO `gate`
@@ -109,9 +112,10 @@ pub fn create(cfg: &ContainerConfig, gate: &Path) -> Result<Created, ContainerEr
             "A container created to be started later needs a rootfs directory".into(),
         ));
     }
-    if cfg.network == NetworkMode::Bridge || cfg.tty || cfg.timeout.is_some() {
+    if cfg.network == NetworkMode::Bridge || cfg.timeout.is_some() {
         return Err(ContainerError::Unsupported(
-            "A container created to be started later cannot have a bridge network, a terminal or a timeout yet".into(),
+            "A container created to be started later cannot have a bridge network or a timeout yet"
+                .into(),
         ));
     }
     let cgroup_root = Path::new(CGROUP_ROOT);
@@ -152,6 +156,7 @@ fn create_in(
     }
     Ok(Created {
         pid: launched.child.as_raw(),
+        console: launched.pty.map(Pty::into_master),
     })
 }
 

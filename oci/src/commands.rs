@@ -112,11 +112,6 @@ fn absolute(path: &Path) -> Result<PathBuf, OciError> {
 
 fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciError> {
     let dir = ContainerDir::new(root, id)?;
-    if opts.console_socket.is_some() {
-        return Err(OciError::Usage(
-            "--console-socket (a terminal) is not supported by isol-runc yet".into(),
-        ));
-    }
     if opts.preserve_fds != 0 {
         return Err(OciError::Usage(
             "--preserve-fds is not supported by isol-runc yet".into(),
@@ -126,6 +121,20 @@ fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciErro
     // Everything that can be checked is, before anything is made.
     let spec = spec::load(&bundle)?;
     let cfg = spec::to_config(id, &bundle, &spec)?;
+    match (cfg.tty, opts.console_socket) {
+        (true, None) => {
+            return Err(OciError::Usage(
+                "process.terminal is set: give --console-socket, where the terminal's master goes"
+                    .into(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(OciError::Usage(
+                "--console-socket is given but process.terminal is not set".into(),
+            ));
+        }
+        _ => {}
+    }
     dir.create()?;
     // Where `delete` finds the cgroup should create be killed before state.json is written.
     let cgroup_path = cfg.cgroup_path.clone().unwrap_or_default();
@@ -133,7 +142,7 @@ fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciErro
         &dir.cgroup_file(),
         cgroup_path.as_os_str().as_encoded_bytes(),
     )
-    .and_then(|()| create_in(&dir, &bundle, &spec, &cfg, opts.pid_file));
+    .and_then(|()| create_in(&dir, &bundle, &spec, &cfg, opts));
     if made.is_err() {
         // The container crate removed what it made (never a cgroup that existed before, which
         // another container may own); the state is ours.
@@ -147,7 +156,7 @@ fn create_in(
     bundle: &Path,
     spec: &oci_spec::runtime::Spec,
     cfg: &isol_container::ContainerConfig,
-    pid_file: Option<&Path>,
+    opts: &CreateOpts<'_>,
 ) -> Result<Saved, OciError> {
     let fifo = dir.fifo();
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -171,16 +180,51 @@ fn create_in(
             .into_iter()
             .collect(),
     };
-    let written = dir.save(&saved).and_then(|()| match pid_file {
-        Some(f) => state::write_atomic(f, created.pid.to_string().as_bytes()),
-        None => Ok(()),
-    });
+    let console = match (&created.console, opts.console_socket) {
+        (Some(master), Some(socket)) => send_console(master.as_fd(), socket, spec),
+        _ => Ok(()),
+    };
+    let written = console
+        .and_then(|()| dir.save(&saved))
+        .and_then(|()| match opts.pid_file {
+            Some(f) => state::write_atomic(f, created.pid.to_string().as_bytes()),
+            None => Ok(()),
+        });
     if let Err(e) = written {
         // Removing the cgroup kills the container with it.
         let _ = remove_cgroup(&saved.cgroup_path);
         return Err(e);
     }
     Ok(saved)
+}
+
+/// Hands the terminal's master to the client through its console socket (`SCM_RIGHTS`, as
+/// runc), sized as `process.consoleSize` says.
+fn send_console(
+    master: std::os::fd::BorrowedFd<'_>,
+    socket: &Path,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<(), OciError> {
+    use std::os::fd::AsRawFd;
+    if let Some(size) = spec.process().as_ref().and_then(|p| p.console_size()) {
+        let ws = libc::winsize {
+            ws_row: size.height() as u16,
+            ws_col: size.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize, valid for the call, on a pty master we hold.
+        let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        nix::errno::Errno::result(r).map_err(|e| OciError::sys("set the terminal's size", e))?;
+    }
+    let sock = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        OciError::state(
+            format!("connect to the console socket {}", socket.display()),
+            e,
+        )
+    })?;
+    isol_container::security::exe::send_fd(sock.as_fd(), master)
+        .map_err(|e| OciError::sys("send the terminal to the console socket", e))
 }
 
 fn start(root: &Path, id: &str) -> Result<(), OciError> {

@@ -108,9 +108,10 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         join,
         volumes: Vec::new(),
         mounts,
-        // The stdio `create` was given is the workload's, stdin included.
+        // The stdio `create` was given is the workload's, stdin included; with a terminal, the
+        // pty's slave (its master goes to the console socket).
         interactive: true,
-        tty: false,
+        tty: process.terminal() == Some(true),
         rootless: false,
         timeout: None,
     })
@@ -129,13 +130,6 @@ fn refuse_set<T>(field: &str, value: &Option<T>) -> Result<(), OciError> {
 }
 
 fn check_process(p: &Process) -> Result<(), OciError> {
-    if p.terminal() == Some(true) {
-        return Err(unsupported(
-            "process.terminal",
-            "is not supported by isol yet (run without a terminal)",
-        ));
-    }
-    refuse_set("process.consoleSize", &p.console_size())?;
     refuse_set("process.apparmorProfile", p.apparmor_profile())?;
     refuse_set("process.selinuxLabel", p.selinux_label())?;
     refuse_set("process.oomScoreAdj", &p.oom_score_adj())?;
