@@ -200,6 +200,17 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             assert_eq!(f.state(&id)["status"], "running");
+            // ps: the init and the workload (sh, or the sleep it exec'd), by host pid.
+            let o = f.runc(&["ps", "--format", "json", &id]);
+            let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+            assert!(pids.len() >= 2, "{pids:?}");
+            assert_eq!(pids[0], pid);
+            let o = f.runc(&["ps", &id]);
+            let table = common::stdout(&o);
+            assert!(
+                table.starts_with("UID") && table.contains("sleep 30"),
+                "{table}"
+            );
             let o = f.runc(&["kill", &id, sig]);
             assert!(o.status.success(), "kill: {}", common::stderr(&o));
         }
@@ -384,7 +395,7 @@ fn spec_features_and_version() {
         common::stdout(&o)
     );
     // Commands it does not support yet say so.
-    let o = runc(&["--root", dir, "pause", "x"]);
+    let o = runc(&["--root", dir, "exec", "x", "true"]);
     assert!(!o.status.success());
     assert!(
         common::stderr(&o).contains("not supported"),

@@ -71,8 +71,8 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             );
             Ok(0)
         }
+        Command::Ps(p) => ps(&root, p).map(|()| 0),
         Command::Exec(_)
-        | Command::Ps(_)
         | Command::Pause(_)
         | Command::Resume(_)
         | Command::Update(_)
@@ -86,7 +86,6 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
 fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Exec(_) => "exec",
-        Command::Ps(_) => "ps",
         Command::Pause(_) => "pause",
         Command::Resume(_) => "resume",
         Command::Update(_) => "update",
@@ -342,6 +341,69 @@ fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
         }
     }
     Ok(())
+}
+
+/// `ps`: the container's processes, as host pids (`--format json`, what containerd reads), or
+/// the lines of the host's `ps -ef` (or `ps OPTIONS`) for them.
+fn ps(root: &Path, p: &liboci_cli::Ps) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, &p.container_id)?;
+    let saved = dir.load()?;
+    let pids: Vec<i32> = if dir.status(&saved) == Status::Stopped {
+        Vec::new()
+    } else {
+        pid_namespace_members(saved.pid)
+            .into_iter()
+            .map(Pid::as_raw)
+            .collect()
+    };
+    match p.format.as_str() {
+        "json" => {
+            println!(
+                "{}",
+                serde_json::to_string(&pids).expect("plain data serializes")
+            );
+            Ok(())
+        }
+        "table" => {
+            let options = if p.ps_options.is_empty() {
+                vec!["-ef".to_string()]
+            } else {
+                p.ps_options.clone()
+            };
+            let out = std::process::Command::new("ps")
+                .args(&options)
+                .output()
+                .map_err(|e| OciError::state("run ps", e))?;
+            if !out.status.success() {
+                return Err(OciError::Usage(format!(
+                    "ps {}: {}",
+                    options.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let pid_col = header
+                .split_whitespace()
+                .position(|h| h == "PID")
+                .ok_or_else(|| OciError::Usage("ps printed no PID column".into()))?;
+            println!("{header}");
+            for line in lines {
+                let pid = line
+                    .split_whitespace()
+                    .nth(pid_col)
+                    .and_then(|f| f.parse::<i32>().ok());
+                if pid.is_some_and(|pid| pids.contains(&pid)) {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        other => Err(OciError::Usage(format!(
+            "invalid --format {other:?}: use table or json"
+        ))),
+    }
 }
 
 /// The processes in the PID namespace `init` is PID 1 of, init first.
