@@ -5,6 +5,10 @@
 //! (`child`) assembles the rootfs (`rootfs`), drops privileges (`security`) and executes the
 //! container's init ([`init`]) from a sealed copy of isol, which starts the workload. `state`
 //! makes sure nothing a run created survives it, even when isol itself was killed.
+//!
+//! [`process::create`] shares every step of a run up to the go and stops there: the init waits
+//! at a start gate before it starts the workload, and the container outlives its creator —
+//! runc's create/start split, for the OCI runtime (`isol-oci`).
 
 pub mod cgroups;
 mod child;

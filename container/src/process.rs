@@ -5,7 +5,8 @@
 //! The child reports to the parent over a pipe, one line per message:
 //! `T name ns` (a phase finished at CLOCK_MONOTONIC `ns`), `E message` (setup failed),
 //! `X code message` (the workload could not be executed; code is 126 or 127),
-//! `R ns` (the workload is running). EOF after `R` is normal. While it waits, signals are tended
+//! `R ns` (the workload is running), `G` (a created container's init waits at its start gate,
+//! [`create`]). EOF after `R` is normal. While it waits, signals are tended
 //! to by `signals`.
 
 use std::cell::Cell;
