@@ -395,7 +395,7 @@ fn spec_features_and_version() {
         common::stdout(&o)
     );
     // Commands it does not support yet say so.
-    let o = runc(&["--root", dir, "exec", "x", "true"]);
+    let o = runc(&["--root", dir, "pause", "x"]);
     assert!(!o.status.success());
     assert!(
         common::stderr(&o).contains("not supported"),
@@ -554,4 +554,103 @@ fn a_terminal_is_handed_to_the_console_socket() {
     assert!(f.runc(&["delete", "tty"]).status.success());
     f.assert_root_empty();
     common::assert_no_leftovers("terminal");
+}
+
+#[test]
+fn exec_runs_further_processes_in_a_running_container() {
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| {
+        set_args(v, "echo started; sleep 30");
+        v["hostname"] = "exec-host".into();
+    });
+    let (status, err) = f.create("busy", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("busy")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "busy"]).status.success());
+    let ns = |pid: i32, t: &str| fs::read_link(format!("/proc/{pid}/ns/{t}")).unwrap();
+
+    // The command line form, over the container's own process: its namespaces, its
+    // capabilities, its cgroup; the exit status is the process's.
+    let o = f.runc(&[
+        "exec",
+        "busy",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/comm; grep CapEff /proc/self/status; exit 6",
+    ]);
+    assert_eq!(o.status.code(), Some(6), "exec: {}", common::stderr(&o));
+    assert_eq!(
+        common::stdout(&o),
+        "exec-host\nisol-init\nCapEff:\t0000000020000420\n"
+    );
+
+    // --process, as containerd sends it, as another user.
+    let process = f.bundle.join("process.json");
+    let spec: Value =
+        serde_json::from_slice(&fs::read(f.bundle.join("config.json")).unwrap()).unwrap();
+    let mut p = spec["process"].clone();
+    p["args"] = serde_json::json!(["sh", "-c", "id -u; id -g"]);
+    p["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
+    p["capabilities"] = Value::Null;
+    fs::write(&process, p.to_string()).unwrap();
+    let o = f.runc(&["exec", "--process", process.to_str().unwrap(), "busy"]);
+    assert!(o.status.success(), "exec --process: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), "1000\n1001\n");
+
+    // --detach --pid-file: the process outlives the command, in the container's namespaces.
+    let pid_file = f.bundle.join("exec.pid");
+    // (Its stdio is the command's: not a pipe read to its end, which would wait for it.)
+    let status = f
+        .command(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "busy",
+            "sleep",
+            "30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "exec --detach");
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for t in ["pid", "mnt", "net", "uts", "ipc"] {
+        assert_eq!(ns(pid, t), ns(init, t), "{t}");
+    }
+    let o = f.runc(&["ps", "--format", "json", "busy"]);
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(pids.contains(&pid), "{pids:?}");
+
+    // What cannot be executed fails the runc way.
+    let o = f.runc(&["exec", "busy", "/bin/nope"]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("no such file or directory"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // The detached process is ours to reap, as a shim reaps every child: until it is reaped,
+    // the dying init of its PID namespace waits for it (and delete for the init).
+    let reaper = std::thread::spawn(move || waitpid(Pid::from_raw(pid), None));
+    let o = f.runc(&["delete", "--force", "busy"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert!(matches!(
+        reaper.join().unwrap(),
+        Ok(WaitStatus::Signaled(
+            _,
+            nix::sys::signal::Signal::SIGKILL,
+            _
+        ))
+    ));
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("exec");
 }

@@ -267,12 +267,15 @@ fn setup(
     for r in &spec.rlimits {
         set_rlimit(r)?;
     }
-    match spec.capabilities {
-        Some(keep) => security::capabilities::drop_to(keep)?,
-        None => security::capabilities::drop_to_default()?,
-    }
-    if let Some(ids) = &ids {
-        ids.apply()?;
+    match (spec.capabilities, &ids) {
+        (Some(keep), Some(ids)) => user::switch_with_capabilities(keep, ids)?,
+        (Some(keep), None) => security::capabilities::drop_to(keep)?,
+        (None, ids) => {
+            security::capabilities::drop_to_default()?;
+            if let Some(ids) = ids {
+                ids.apply()?;
+            }
+        }
     }
     security::set_no_new_privs()?;
     mark(report, "security");
@@ -326,7 +329,9 @@ impl Go {
     }
 }
 
-fn set_rlimit(r: &Rlimit) -> Result<(), SetupError> {
+/// setrlimit(2) for one of the configuration's limits (in the container's process, before its
+/// capabilities drop).
+pub(crate) fn set_rlimit(r: &Rlimit) -> Result<(), SetupError> {
     let limit = libc::rlimit {
         rlim_cur: r.soft,
         rlim_max: r.hard,

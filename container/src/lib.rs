@@ -14,6 +14,7 @@ pub mod cgroups;
 mod child;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod init;
 mod namespaces;
 pub mod network;

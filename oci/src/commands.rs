@@ -72,20 +72,18 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             Ok(0)
         }
         Command::Ps(p) => ps(&root, p).map(|()| 0),
-        Command::Exec(_)
-        | Command::Pause(_)
-        | Command::Resume(_)
-        | Command::Update(_)
-        | Command::Events(_) => Err(OciError::Usage(format!(
-            "{} is not supported by isol-runc yet (see docs/oci.md)",
-            command_name(&cli.command)
-        ))),
+        Command::Exec(e) => exec(&root, e),
+        Command::Pause(_) | Command::Resume(_) | Command::Update(_) | Command::Events(_) => {
+            Err(OciError::Usage(format!(
+                "{} is not supported by isol-runc yet (see docs/oci.md)",
+                command_name(&cli.command)
+            )))
+        }
     }
 }
 
 fn command_name(c: &Command) -> &'static str {
     match c {
-        Command::Exec(_) => "exec",
         Command::Pause(_) => "pause",
         Command::Resume(_) => "resume",
         Command::Update(_) => "update",
@@ -341,6 +339,94 @@ fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
         }
     }
     Ok(())
+}
+
+/// `exec`: a further process in a running container, from `--process F` (a runtime-spec
+/// process, what containerd sends) or from the command line over the container's own process.
+fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
+    let refuse = |what: &str| {
+        Err(OciError::Usage(format!(
+            "exec {what} is not supported by isol-runc yet"
+        )))
+    };
+    if e.tty || e.console_socket.is_some() {
+        return refuse("with a terminal (--tty, --console-socket)");
+    }
+    if e.preserve_fds != 0 {
+        return refuse("--preserve-fds");
+    }
+    if e.process_label.is_some() || e.apparmor.is_some() || e.cgroup.is_some() {
+        return refuse("--process-label, --apparmor or --cgroup");
+    }
+    let dir = ContainerDir::new(root, &e.container_id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    if status != Status::Running {
+        return Err(OciError::Status {
+            id: saved.id,
+            status: status.as_str().into(),
+            what: "only a running container can execute a process".into(),
+        });
+    }
+    let process = match &e.process {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| OciError::state(format!("read {}", path.display()), err))?;
+            serde_json::from_str(&text).map_err(|err| OciError::Bundle {
+                what: format!("{} is not a valid OCI process", path.display()),
+                detail: err.to_string(),
+            })?
+        }
+        None => {
+            if e.command.is_empty() {
+                return Err(OciError::Usage(
+                    "exec needs a command, or --process FILE".into(),
+                ));
+            }
+            let spec = spec::load(&saved.bundle)?;
+            let mut p = spec.process().clone().unwrap_or_default();
+            p.set_args(Some(e.command.clone()));
+            let mut env = p.env().clone().unwrap_or_default();
+            env.extend(e.env.iter().map(|(k, v)| format!("{k}={v}")));
+            p.set_env(Some(env));
+            if let Some(cwd) = &e.cwd {
+                p.set_cwd(cwd.clone());
+            }
+            if let Some((uid, gid)) = e.user {
+                let mut user = p.user().clone();
+                user.set_uid(uid);
+                user.set_gid(gid.unwrap_or(0));
+                user.set_additional_gids(Some(e.additional_gids.clone()));
+                p.set_user(user);
+            }
+            p.set_terminal(Some(false));
+            p
+        }
+    };
+    let spec = spec::to_exec(&process, saved.pid)?;
+    let cgroup = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    )
+    .ok();
+    if !e.detach {
+        // The process is the grandchild of this one: it is re-parented here to be waited for.
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    }
+    let pid = isol_container::exec::exec(&spec, cgroup.as_ref())?;
+    if let Some(f) = &e.pid_file {
+        state::write_atomic(f, pid.to_string().as_bytes())?;
+    }
+    if e.detach {
+        return Ok(0);
+    }
+    match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Ok(c),
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => Ok(128 + s as i32),
+        Ok(_) => Ok(1),
+        Err(err) => Err(OciError::sys("wait for the executed process", err)),
+    }
 }
 
 /// `ps`: the container's processes, as host pids (`--format json`, what containerd reads), or

@@ -29,6 +29,34 @@ pub fn load(bundle: &Path) -> Result<Spec, OciError> {
     })
 }
 
+/// The process `exec` starts in the container whose init is `init_pid`: `process` as the config
+/// gives it (the same checks and refusals as the container's own process).
+pub fn to_exec(
+    process: &Process,
+    init_pid: i32,
+) -> Result<isol_container::exec::ExecSpec, OciError> {
+    if process.terminal() == Some(true) {
+        return Err(unsupported(
+            "process.terminal",
+            "is not supported by isol-runc exec yet",
+        ));
+    }
+    check_process(process)?;
+    let user = process.user();
+    let (args, env) = args_and_env(process)?;
+    Ok(isol_container::exec::ExecSpec {
+        init_pid,
+        args,
+        env,
+        cwd: process.cwd().clone(),
+        uid: user.uid(),
+        gid: user.gid(),
+        groups: user.additional_gids().clone().unwrap_or_default(),
+        capabilities: capabilities(process, user.uid())?,
+        rlimits: rlimits(process)?,
+    })
+}
+
 /// The container configuration for `spec`, from the bundle at `bundle` (absolute).
 pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig, OciError> {
     let root = spec
@@ -51,21 +79,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         .as_ref()
         .ok_or_else(|| unsupported("process", "is missing"))?;
     check_process(process)?;
-    let args: Vec<OsString> = process
-        .args()
-        .as_ref()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| unsupported("process.args", "is empty"))?
-        .iter()
-        .map(OsString::from)
-        .collect();
-    let env = process
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+    let (args, env) = args_and_env(process)?;
     let user = process.user();
     let groups = user.additional_gids().clone().unwrap_or_default();
     let capabilities = capabilities(process, user.uid())?;
@@ -115,6 +129,26 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         rootless: false,
         timeout: None,
     })
+}
+
+/// The process's argv (not empty) and environment.
+fn args_and_env(process: &Process) -> Result<(Vec<OsString>, Vec<OsString>), OciError> {
+    let args = process
+        .args()
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| unsupported("process.args", "is empty"))?
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let env = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    Ok((args, env))
 }
 
 fn unsupported(field: &str, why: &str) -> OciError {
@@ -705,6 +739,8 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(cfg.cgroup_path.as_deref(), Some(Path::new("default/c1")));
+        let cfg = convert(&spec_with(|v| v["process"]["terminal"] = true.into())).unwrap();
+        assert!(cfg.tty);
     }
 
     #[test]
@@ -713,10 +749,6 @@ mod tests {
             let e = convert(&spec_with(edit)).unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         };
-        refused(
-            |v| v["process"]["terminal"] = true.into(),
-            "process.terminal",
-        );
         // The default spec's first namespace is the PID namespace.
         refused(
             |v| v["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into(),

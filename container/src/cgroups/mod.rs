@@ -443,13 +443,18 @@ pub fn open(cgroup_root: &Path, id: &str) -> Result<AnyCgroupManager, CgroupErro
     open_at(cgroup_root, &Path::new(ISOL_DIR).join(id))
 }
 
-/// The manager of an existing cgroup at `path` (see [`create_at`]); nothing is created.
+/// The manager of an existing cgroup at `path` (see [`create_at`]); nothing is created. On
+/// cgroup v1, only the hierarchies where it exists (a run creates it in those it needs).
 pub fn open_at(cgroup_root: &Path, path: &Path) -> Result<AnyCgroupManager, CgroupError> {
     Ok(match detect(cgroup_root)? {
         Layout::V2 { root } => AnyCgroupManager::V2(V2Manager::at(&root, path)?),
         Layout::V1 {
             root, hierarchies, ..
-        } => AnyCgroupManager::V1(V1Manager::at(&root, &hierarchies, path)?),
+        } => {
+            let mut manager = V1Manager::at(&root, &hierarchies, path)?;
+            manager.retain_existing();
+            AnyCgroupManager::V1(manager)
+        }
     })
 }
 

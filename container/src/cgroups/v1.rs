@@ -99,6 +99,21 @@ impl V1Manager {
     /// OOM evidence), devices always (what the container may open), cpu/cpuacct for a CPU quota, pids for a pids limit. Every hierarchy joined
     /// costs the run a task migration, which on v1 waits for an RCU grace period, and a
     /// directory to create and remove.
+    /// Keeps only the hierarchies where the cgroup exists: those a run created (an existing
+    /// cgroup's manager, [`super::open_at`]). Keeps one when there is none, so removal still
+    /// has a path to report.
+    pub fn retain_existing(&mut self) {
+        let kept: Vec<ControllerDir> = self
+            .dirs
+            .iter()
+            .filter(|d| d.dir.is_dir())
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            self.dirs = kept;
+        }
+    }
+
     pub fn retain_for(&mut self, limits: &Limits) {
         let wanted = |c: &str| {
             c == "memory"
