@@ -2,7 +2,8 @@
 //! binary of containerd's runc shim (`ctr run --runc-binary`). The test starts its own
 //! containerd (root, state and socket in a temp dir), imports a busybox docker-archive it
 //! builds from the busybox test image, and runs containers to their end: output, exit codes 0
-//! and 3, and 137 and 143 after `ctr task kill`. Nothing may be left after.
+//! and 3, and 137 and 143 after `ctr task kill`; and a detached one with `task exec`, `task ps`,
+//! `task kill` and deletion. Nothing may be left after.
 
 mod common;
 
@@ -215,6 +216,57 @@ fn ctr_runs_containers_on_isol_runc() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(expected), "{signal}");
     }
+
+    // A detached container: task exec (its status), task ps, task kill, task and container
+    // deletion.
+    let runc = env!("CARGO_BIN_EXE_isol-runc");
+    let o = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        runc,
+        IMAGE,
+        "detached",
+        "sleep",
+        "60",
+    ]);
+    assert!(o.status.success(), "run -d: {}", common::stderr(&o));
+    ctrd.wait_running("detached");
+    let o = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "detached",
+        "sh",
+        "-c",
+        "echo exec in $(cat /proc/1/comm); exit 4",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "task exec: {}",
+        common::stderr(&o)
+    );
+    assert_eq!(common::stdout(&o), "exec in isol-init\n");
+    let o = ctrd.ctr(&["task", "ps", "detached"]);
+    assert!(o.status.success(), "task ps: {}", common::stderr(&o));
+    assert!(
+        common::stdout(&o).lines().count() >= 3,
+        "{}",
+        common::stdout(&o)
+    );
+    let o = ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", "detached"]);
+    assert!(o.status.success(), "task kill: {}", common::stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !common::stdout(&ctrd.ctr(&["task", "ls"])).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "the task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = ctrd.ctr(&["task", "delete", "detached"]);
+    assert!(o.status.success(), "task delete: {}", common::stderr(&o));
+    let o = ctrd.ctr(&["container", "rm", "detached"]);
+    assert!(o.status.success(), "container rm: {}", common::stderr(&o));
 
     // --rm deleted every container: no task, no runtime state, nothing on the host.
     let o = ctrd.ctr(&["container", "ls", "-q"]);
