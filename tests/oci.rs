@@ -372,6 +372,9 @@ fn bad_bundles_fail_with_a_json_error_and_leave_nothing() {
 
 #[test]
 fn spec_features_and_version() {
+    // One at a time with the others: they reap orphans with waitpid(-1), which would take the
+    // children this test waits for.
+    let _g = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_str().unwrap();
     let runc = |args: &[&str]| Command::new(runc_bin()).args(args).output().unwrap();
