@@ -555,7 +555,7 @@ fn wait_gone(saved: &Saved) {
 
 fn remove_cgroup(path: &Path) -> Result<(), OciError> {
     let root = Path::new(isol_container::process::CGROUP_ROOT);
-    match cgroups::open_at(root, path) {
+    match cgroups::open_for_removal(root, path) {
         Ok(cg) => cg
             .remove()
             .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e))),

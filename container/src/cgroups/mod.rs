@@ -446,13 +446,27 @@ pub fn open(cgroup_root: &Path, id: &str) -> Result<AnyCgroupManager, CgroupErro
 /// The manager of an existing cgroup at `path` (see [`create_at`]); nothing is created. On
 /// cgroup v1, only the hierarchies where it exists (a run creates it in those it needs).
 pub fn open_at(cgroup_root: &Path, path: &Path) -> Result<AnyCgroupManager, CgroupError> {
+    open_existing(cgroup_root, path, false)
+}
+
+/// The manager of the cgroup at `path`, to remove it: its `remove` also takes what a creation
+/// cut short left (on v1, a parent without the cgroup in some hierarchy).
+pub fn open_for_removal(cgroup_root: &Path, path: &Path) -> Result<AnyCgroupManager, CgroupError> {
+    open_existing(cgroup_root, path, true)
+}
+
+fn open_existing(
+    cgroup_root: &Path,
+    path: &Path,
+    or_parent: bool,
+) -> Result<AnyCgroupManager, CgroupError> {
     Ok(match detect(cgroup_root)? {
         Layout::V2 { root } => AnyCgroupManager::V2(V2Manager::at(&root, path)?),
         Layout::V1 {
             root, hierarchies, ..
         } => {
             let mut manager = V1Manager::at(&root, &hierarchies, path)?;
-            manager.retain_existing();
+            manager.retain_existing(or_parent);
             AnyCgroupManager::V1(manager)
         }
     })

@@ -95,18 +95,15 @@ impl V1Manager {
         })
     }
 
-    /// Keeps only the hierarchies a run with `limits` needs: memory always (peak memory and
-    /// OOM evidence), devices always (what the container may open), cpu/cpuacct for a CPU quota, pids for a pids limit. Every hierarchy joined
-    /// costs the run a task migration, which on v1 waits for an RCU grace period, and a
-    /// directory to create and remove.
     /// Keeps only the hierarchies where the cgroup exists: those a run created (an existing
-    /// cgroup's manager, [`super::open_at`]). Keeps one when there is none, so removal still
-    /// has a path to report.
-    pub fn retain_existing(&mut self) {
+    /// cgroup's manager, [`super::open_at`]) — or, with `or_parent`, where its parent does (a
+    /// creation cut short between the two, for its removal). Keeps one when there is none, so
+    /// removal still has a path to report.
+    pub fn retain_existing(&mut self, or_parent: bool) {
         let kept: Vec<ControllerDir> = self
             .dirs
             .iter()
-            .filter(|d| d.dir.is_dir())
+            .filter(|d| d.dir.is_dir() || (or_parent && d.parent.is_dir()))
             .cloned()
             .collect();
         if !kept.is_empty() {
@@ -114,6 +111,10 @@ impl V1Manager {
         }
     }
 
+    /// Keeps only the hierarchies a run with `limits` needs: memory always (peak memory and
+    /// OOM evidence), devices always (what the container may open), cpu/cpuacct for a CPU quota, pids for a pids limit. Every hierarchy joined
+    /// costs the run a task migration, which on v1 waits for an RCU grace period, and a
+    /// directory to create and remove.
     pub fn retain_for(&mut self, limits: &Limits) {
         let wanted = |c: &str| {
             c == "memory"
