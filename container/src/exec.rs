@@ -55,7 +55,8 @@ const NAMESPACES: [(&str, CloneFlags); 6] = [
 ];
 
 /// Starts `spec`'s process in the container, in `cgroup`, and returns its host pid once it has
-/// executed (or the error that kept it from it).
+/// executed (or the error that kept it from it). Call it from a single-threaded process (as
+/// `isol-runc exec` is): it forks, and the helper it forks joins a mount namespace.
 pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, ContainerError> {
     if spec.args.is_empty() {
         return Err(ContainerError::Unsupported("No command to execute".into()));
