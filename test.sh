@@ -127,7 +127,5 @@ lab "$(test_exe isol test:container)" --test-threads=1 \
     memory cpus pids_limit json_report killing every_namespace mounts concurrent
 # The device cgroup is an eBPF program on cgroup v2.
 lab "$(test_exe isol test:container_security)" --test-threads=1 devices
-# isol-runc's lifecycle (create/start/kill/delete, limits, device rules) on cgroup v2. Not
-# exec yet: in the lab (Linux 6.1) the exec'd process sees the lab's /proc, not the container's
-# (docs/oci.md, "Known problems").
-lab "$(test_exe isol test:oci)" --test-threads=1 --skip exec_runs_further_processes
+# isol-runc's lifecycle (create/start/kill/delete, exec, limits, device rules) on cgroup v2.
+lab "$(test_exe isol test:oci)" --test-threads=1

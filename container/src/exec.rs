@@ -70,6 +70,14 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
         })?;
         ns_files.push((f, flag));
     }
+    // The init's root, for after the mount namespace: setns gives the namespace's root mount,
+    // which is not the root the init pivoted to where the host's own root is a chroot (the
+    // lab's initramfs): the process would see the host's /proc there.
+    let root_path = format!("/proc/{}/root", spec.init_pid);
+    let init_root = File::open(&root_path).map_err(|e| ContainerError::State {
+        what: format!("open {root_path} (is the container running?)"),
+        source: e,
+    })?;
     let argv = cstrings(&spec.args, "argument")?;
     let envp = cstrings(&spec.env, "environment variable")?;
     let cwd = crate::sys::cstring(spec.cwd.as_os_str(), "working directory")?;
@@ -86,7 +94,7 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
             drop(rep_r);
             drop(go_w);
             let mut report = File::from(rep_w);
-            let code = match helper(&ns_files, go_r, &report, |report| {
+            let code = match helper(&ns_files, &init_root, go_r, &report, |report| {
                 process(spec, &argv, &envp, &cwd, &filter, report)
             }) {
                 Ok(()) => 0,
@@ -147,6 +155,7 @@ fn report_error(line: &str, _reader: &mut BufReader<File>) -> ContainerError {
 /// In the helper: enters the namespaces, forks the process, reports its pid.
 fn helper(
     ns_files: &[(File, CloneFlags)],
+    init_root: &File,
     go: OwnedFd,
     report: &File,
     process: impl FnOnce(&File) -> Result<std::convert::Infallible, String>,
@@ -155,6 +164,10 @@ fn helper(
         nix::sched::setns(f, *flag)
             .map_err(|e| format!("Cannot join the container's {flag:?} namespace: {e}"))?;
     }
+    // The init's own root, whatever root the mount namespace's gave.
+    nix::unistd::fchdir(init_root)
+        .map_err(|e| format!("Cannot enter the container's root: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("Cannot enter the container's root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir / in the container: {e}"))?;
     // SAFETY: the helper has one thread (forked from a single-threaded process).
     match unsafe { fork() }.map_err(|e| format!("fork in the container: {e}"))? {
