@@ -44,6 +44,8 @@ required=(
     VIRTIO_MMIO_CMDLINE_DEVICES VIRTIO_BLK VIRTIO_CONSOLE
     # Not in the list but the guest is useless without them.
     TTY MULTIUSER SHMEM BLOCK NET X86_MPPARSE
+    # The workload's capabilities/seccomp/no_new_privs, as in a container.
+    SECCOMP SECCOMP_FILTER
 )
 # Options that must be off (ACPI/PCI make a microVM boot slower, modules are
 # never loaded).

@@ -46,7 +46,7 @@ impl LogLevel {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a command in a new container or microVM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Manage the local image store.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -109,6 +109,15 @@ pub struct RunArgs {
     /// Run as this user: uid[:gid] or name[:group] (default: the image's user, else root).
     #[arg(short = 'u', long)]
     pub user: Option<String>,
+    /// Add a capability to docker's default set: NAME or CAP_NAME (any case), or ALL.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from docker's default set: NAME or CAP_NAME (any case), or ALL.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Security options: no-new-privileges[=true|false] (default true), seccomp=unconfined.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
     /// Keep stdin open.
     #[arg(short = 'i', long)]
     pub interactive: bool,

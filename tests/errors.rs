@@ -61,6 +61,37 @@ fn bad_flags_are_one_line_errors() {
     assert_no_leftovers("bad flags");
 }
 
+#[test]
+fn bad_privilege_flags_are_one_line_errors_on_both_backends() {
+    let _g = root_test();
+    for backend in ["container", "kvm"] {
+        let bad = |flags: &[&str], needle: &str| {
+            let mut args = vec!["run", "--backend", backend];
+            args.extend_from_slice(flags);
+            args.extend(["busybox", "true"]);
+            assert_bad(&args, needle);
+        };
+        bad(
+            &["--cap-add", "NET_ADMINN"],
+            "Unknown capability \"NET_ADMINN\"",
+        );
+        bad(&["--cap-drop", "CAP_"], "Unknown capability");
+        bad(
+            &["--security-opt", "seccomp=/etc/profile.json"],
+            "cannot load a seccomp profile from a file",
+        );
+        bad(
+            &["--security-opt", "apparmor=unconfined"],
+            "Unknown --security-opt",
+        );
+        bad(
+            &["--security-opt", "no-new-privileges=maybe"],
+            "Invalid --security-opt no-new-privileges=maybe",
+        );
+    }
+    assert_no_leftovers("bad privilege flags");
+}
+
 /// Inputs that outside testing found answered badly (clap's "unexpected argument", a wrong
 /// reason, a late failure, a raw escape sequence): each is a clear one-line 125 now.
 #[test]

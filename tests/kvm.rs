@@ -310,11 +310,17 @@ fn without_isol_vmm_the_vm_runs_inside_isol() {
 // Bad input: a clear one-line error and 125, before any guest runs. These need no KVM.
 
 fn assert_bad(args: &[&str], needle: &str) {
+    assert_bad_with(args, &[], needle);
+}
+
+/// [`assert_bad`] with more environment.
+fn assert_bad_with(args: &[&str], env: &[(&str, &str)], needle: &str) {
     let mut all = vec!["run", "--backend", "kvm"];
     all.extend_from_slice(args);
     // Any existing file passes for the init: these errors come before it is used.
     let o = isol(&all)
         .env("ISOL_GUEST_INIT", "/bin/busybox")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let err = stderr(&o);
@@ -406,4 +412,181 @@ fn an_image_a_running_vm_uses_is_not_removed() {
     assert!(err.contains(&format!("VM {id}")), "{err}");
     assert_eq!(rest, "got-hello\n");
     assert!(stdout(&run(&["image", "ls"])).contains("busybox:latest"));
+}
+
+// Seccomp (docs/vmm.md, "Seccomp").
+
+/// The seccomp mode of each thread of `pid` while its VM runs, by thread name.
+fn seccomp_modes(pid: u32) -> Vec<(String, String)> {
+    let mut modes = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue; // a thread that just ended
+        };
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        modes.push((comm.trim().to_string(), mode));
+    }
+    modes.sort();
+    modes
+}
+
+/// A [`waiting_vm`] whose `script` starts with `echo up`, with `ISOL_VMM_SECCOMP=seccomp`,
+/// once its workload runs (it said "up"); and its stdout.
+fn vm_up(
+    flags: &[&str],
+    script: &str,
+    seccomp: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = waiting_vm(flags, script)
+        .env("ISOL_VMM_SECCOMP", seccomp)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "up\n");
+    (child, out)
+}
+
+/// The thread modes of a VM whose workload waits for a line, taken once it runs; the run
+/// must then end normally.
+fn running_vm_seccomp_modes(seccomp: &str) -> Vec<(String, String)> {
+    use std::io::{BufRead, Write};
+    let (mut child, mut out) = vm_up(&[], "echo up; read line; echo got-$line", seccomp);
+    let mut line = String::new();
+    let modes = seccomp_modes(child.id());
+    child.stdin.take().unwrap().write_all(b"x\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "got-x\n");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    modes
+}
+
+#[test]
+fn every_thread_of_a_running_vm_is_filtered_unless_turned_off() {
+    if !kvm_ready() {
+        return;
+    }
+    // Mode 2: a seccomp filter. The boot helpers may have ended by the time the workload runs.
+    let modes = running_vm_seccomp_modes("on");
+    // (Names as /proc keeps them: 15 bytes; the console writers are "isol-isol.stdout", …)
+    for name in [
+        "isol-vmm",
+        "isol-vcpu0",
+        "isol-virtio",
+        "isol-isol.stdou",
+        "isol-isol.stder",
+    ] {
+        assert!(modes.iter().any(|(n, _)| n == name), "no {name}: {modes:?}");
+    }
+    assert!(modes.iter().all(|(_, m)| m == "2"), "{modes:?}");
+    let modes = running_vm_seccomp_modes("off");
+    assert!(modes.iter().all(|(_, m)| m == "0"), "{modes:?}");
+}
+
+#[test]
+fn a_forbidden_syscall_in_any_vmm_thread_ends_the_vm_with_one_clear_line() {
+    if !kvm_ready() {
+        return;
+    }
+    // ISOL_VMM_SECCOMP=test-violation:KIND: a thread of KIND makes one syscall no list allows
+    // (getppid) right after installing its filter.
+    let one = |kind: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["run", "--backend", "kvm"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", "--", "sh", "-c", "echo ran"]);
+        let mut c = isol(&args);
+        c.env("ISOL_VMM_SECCOMP", format!("test-violation:{kind}"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(code(&o), 125, "{kind}: {err}");
+        assert_eq!(err.lines().count(), 1, "{kind}: not one line: {err}");
+        let want = format!(
+            "isol: the VMM's {kind} thread made a system call its seccomp filter forbids: getppid (110, "
+        );
+        assert!(err.starts_with(&want), "{kind}: {err}");
+        assert!(
+            err.trim_end().ends_with(
+                "this is a bug in isol's seccomp filter for the VMM; set ISOL_VMM_SECCOMP=off to run without it and report it"
+            ),
+            "{kind}: {err}"
+        );
+        // The thread stopped the VM before the workload could run (all but the boot
+        // helpers, which may be slower than the guest; the VM ends at their trap anyway).
+        if !matches!(kind, "boot-set" | "late-io") {
+            assert_eq!(stdout(&o), "", "{kind}");
+        }
+    };
+    for kind in [
+        "main",
+        "vcpu",
+        "virtio",
+        "console-output",
+        "boot-set",
+        "late-io",
+    ] {
+        one(kind, &[], &[]);
+    }
+    // -t's window-size thread.
+    one("winsize", &["-t"], &[]);
+    // Without isol-vmm, in isol's own process: the VMM's threads are filtered the same.
+    one("vcpu", &[], &[("ISOL_VMM", "")]);
+}
+
+#[test]
+fn a_bad_isol_vmm_seccomp_is_refused() {
+    require_root();
+    for bad in ["maybe", "test-violation:gpu"] {
+        assert_bad_with(
+            &["busybox", "true"],
+            &[("ISOL_VMM_SECCOMP", bad)],
+            &format!("ISOL_VMM_SECCOMP={bad:?} is neither on nor off"),
+        );
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_end_a_filtered_vm_as_before() {
+    if !kvm_ready() {
+        return;
+    }
+    // The handlers run on whichever thread takes the signal, under its filter.
+    for (sig, status) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let (child, _out) = vm_up(&["--log-level", "debug"], "echo up; sleep 600", "on");
+        // SAFETY: a signal to our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(code(&o), status, "{err}");
+        assert!(
+            err.contains(&format!("Interrupted by signal {sig}")),
+            "{err}"
+        );
+        // --log-level debug says whether the filters are on, and how to turn them off.
+        assert!(
+            err.lines()
+                .any(|l| l.contains("ISOL_VMM_SECCOMP=off turns them off")
+                    && l.contains("seccomp=Process")),
+            "{err}"
+        );
+    }
 }

@@ -455,3 +455,174 @@ fn an_image_file_volume_reads_and_writes_the_same() {
         stderr(&o)
     );
 }
+
+/// The workload's privileges, as `/proc/self/status` shows them.
+const PRIVILEGES: &str = "^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):";
+
+#[test]
+fn capabilities_no_new_privs_and_seccomp_are_the_same() {
+    let Some(k) = kvm_kernel() else { return };
+    let status = ["grep", "-E", PRIVILEGES, "/proc/self/status"];
+    // docker's default set (0xa80425fb) for root; nothing but the bounding set for any other
+    // user; no_new_privs; a seccomp filter (mode 2).
+    for (user, held) in [
+        (None, "00000000a80425fb"),
+        (Some("1000"), "0000000000000000"),
+        (Some("nobody:nogroup"), "0000000000000000"),
+    ] {
+        let mut args = Vec::new();
+        if let Some(u) = user {
+            args.extend(["-u", u]);
+        }
+        args.extend(["busybox", "--"]);
+        args.extend(status);
+        let o = same(&k, &args, None);
+        let want = format!(
+            "CapInh:\t0000000000000000\nCapPrm:\t{held}\nCapEff:\t{held}\n\
+             CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+        );
+        assert_eq!(stdout(&o), want, "user {user:?}");
+    }
+}
+
+#[test]
+fn users_resolve_the_same_in_the_image() {
+    let Some(k) = kvm_kernel() else { return };
+    for (user, want) in [
+        (
+            "nobody",
+            "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)\n",
+        ),
+        ("1000:5", "uid=1000 gid=5 groups=5\n"),
+        ("0", "uid=0(root) gid=0(root) groups=0(root)\n"),
+    ] {
+        let o = same(&k, &["-u", user, "busybox", "--", "id"], None);
+        assert_eq!(stdout(&o), want, "{user}");
+    }
+    // A name the image does not know fails before the workload runs, on both sides.
+    let c = on(
+        "container",
+        &k,
+        &["-u", "nosuchuser", "busybox", "true"],
+        None,
+    );
+    let v = on("kvm", &k, &["-u", "nosuchuser", "busybox", "true"], None);
+    assert_eq!((code(&c), code(&v)), (125, 125));
+    for o in [&c, &v] {
+        assert!(
+            stderr(o).contains("User \"nosuchuser\" not found in the image's /etc/passwd"),
+            "{}",
+            stderr(o)
+        );
+    }
+}
+
+#[test]
+fn what_the_profile_forbids_fails_the_same() {
+    let Some(k) = kvm_kernel() else { return };
+    // Namespaces and mounts need CAP_SYS_ADMIN, which root in the workload does not hold,
+    // and the seccomp profile refuses them anyway; a non-root user cannot write to /.
+    for (args, want) in [
+        (&["busybox", "--", "unshare", "-m", "true"][..], 1),
+        (
+            &["busybox", "--", "mount", "-t", "tmpfs", "x", "/mnt"][..],
+            1,
+        ),
+        (&["-u", "1000", "busybox", "--", "touch", "/x"][..], 1),
+    ] {
+        let o = same(&k, args, None);
+        assert_eq!(code(&o), want, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).is_empty(), "{args:?}");
+    }
+    // What the default set keeps still works for root: chown (CAP_CHOWN), a device node
+    // (CAP_MKNOD).
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "touch /f && chown 1000:1000 /f && stat -c %u:%g /f && mknod /tmp/null c 1 3 && echo ok",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "1000:1000\nok\n", "{}", stderr(&o));
+}
+
+#[test]
+fn privilege_flags_mean_the_same_on_both_backends() {
+    let Some(k) = kvm_kernel() else { return };
+    let status = ["grep", "-E", PRIVILEGES, "/proc/self/status"];
+    let chown = "0000000000000001";
+    let all = "000001ffffffffff";
+    // (flags, CapPrm/CapEff of root, CapBnd, NoNewPrivs, Seccomp)
+    for (flags, held, bounding, nnp, seccomp) in [
+        (
+            &["--cap-drop", "ALL", "--cap-add", "chown"][..],
+            chown,
+            chown,
+            1,
+            2,
+        ),
+        (&["--cap-add", "ALL"][..], all, all, 1, 2),
+        (
+            &["--security-opt", "no-new-privileges=false"][..],
+            "00000000a80425fb",
+            "00000000a80425fb",
+            0,
+            2,
+        ),
+        (
+            &["--security-opt", "seccomp=unconfined"][..],
+            "00000000a80425fb",
+            "00000000a80425fb",
+            1,
+            0,
+        ),
+    ] {
+        let mut args = flags.to_vec();
+        args.extend(["busybox", "--"]);
+        args.extend(status);
+        let o = same(&k, &args, None);
+        let want = format!(
+            "CapInh:\t0000000000000000\nCapPrm:\t{held}\nCapEff:\t{held}\n\
+             CapBnd:\t{bounding}\nCapAmb:\t0000000000000000\nNoNewPrivs:\t{nnp}\nSeccomp:\t{seccomp}\n"
+        );
+        assert_eq!(stdout(&o), want, "{flags:?}");
+    }
+    // What the default profile and set forbid, the flags allow, on both.
+    let o = same(
+        &k,
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "mount -t tmpfs x /mnt && grep -c ' /mnt tmpfs ' /proc/mounts",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "1\n", "{}", stderr(&o));
+    // And the profile still refuses a mount to a workload holding CAP_SYS_ADMIN.
+    let o = same(
+        &k,
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "busybox",
+            "--",
+            "mount",
+            "-t",
+            "tmpfs",
+            "x",
+            "/mnt",
+        ],
+        None,
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+}

@@ -263,6 +263,7 @@ fn real_main() -> Res<()> {
         env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
         workdir: "/".into(),
         hostname: "bench".into(),
+        ..Default::default()
     };
     // What isol puts in the initramfs with a root disk: init and the spec only.
     let image =

@@ -578,6 +578,9 @@ pub struct QemuPeer {
     disk: PathBuf,
     init: PathBuf,
     env: Vec<String>,
+    /// The workload's privileges, as `isol run --backend kvm` gives them by default (docker's
+    /// capabilities, no_new_privs, docker's seccomp profile), so that the guest does the same work.
+    security: isol_vmm::Security,
     /// The initramfs built for each workload.
     initrds: Vec<(Vec<String>, PathBuf)>,
 }
@@ -626,6 +629,15 @@ impl QemuPeer {
             disk: guest.disk,
             init: guest.init,
             env: guest.env,
+            security: isol_vmm::Security {
+                capabilities: Some(isol_container::security::capabilities::DEFAULT_MASK),
+                no_new_privs: true,
+                seccomp: isol_container::security::seccomp::default_filter_words()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(isol_vmm::SockFilter::from_u64)
+                    .collect(),
+            },
             initrds: Vec::new(),
         })
     }
@@ -639,6 +651,8 @@ impl QemuPeer {
             env: self.env.iter().map(Into::into).collect(),
             workdir: "/".into(),
             hostname: oci::HOSTNAME.into(),
+            user: "".into(),
+            security: self.security.clone(),
         };
         let image = isol_vmm::initramfs::build_initramfs(
             &isol_vmm::Rootfs::Disk(self.disk.clone()),

@@ -21,7 +21,9 @@ use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
-use crate::config::{ContainerConfig, Mount, NetworkMode, Rlimit, Rootfs, SharedNamespace, Volume};
+use crate::config::{
+    ContainerConfig, Mount, NetworkMode, Privileges, Rlimit, Rootfs, SharedNamespace, Volume,
+};
 use crate::error::{Cause, ContainerError, SetupError};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
@@ -53,11 +55,12 @@ pub(crate) struct ChildSpec<'a> {
     user: Option<String>,
     groups: Option<Vec<u32>>,
     rlimits: Vec<Rlimit>,
-    capabilities: Option<u64>,
+    privileges: Privileges,
     /// The start gate (a FIFO on the host) of a container created to be started later
     /// ([`crate::process::create`]): the init waits on it before it starts the workload.
     gate: Option<PathBuf>,
-    filter: &'a BpfProgram,
+    /// The seccomp filter; none: unconfined.
+    filter: Option<&'a BpfProgram>,
     pty: Option<&'a Pty>,
     /// argv of the init: INIT_ARGV0, INIT_MARKER, report fd, tty flag, then the workload's argv.
     init_argv_tail: Vec<CString>,
@@ -78,7 +81,7 @@ impl<'a> ChildSpec<'a> {
         cfg: &ContainerConfig,
         run: Option<&RunDir>,
         gate: Option<&Path>,
-        filter: &'a BpfProgram,
+        filter: Option<&'a BpfProgram>,
         pty: Option<&'a Pty>,
         cgroup2: bool,
     ) -> Result<Self, ContainerError> {
@@ -126,7 +129,7 @@ impl<'a> ChildSpec<'a> {
             user: cfg.user.clone(),
             groups: cfg.groups.clone(),
             rlimits: cfg.rlimits.clone(),
-            capabilities: cfg.capabilities,
+            privileges: cfg.privileges,
             gate: gate.map(Path::to_path_buf),
             filter,
             pty,
@@ -267,17 +270,21 @@ fn setup(
     for r in &spec.rlimits {
         set_rlimit(r)?;
     }
-    match (spec.capabilities, &ids) {
-        (Some(keep), Some(ids)) => user::switch_with_capabilities(keep, ids)?,
-        (Some(keep), None) => security::capabilities::drop_to(keep)?,
-        (None, ids) => {
-            security::capabilities::drop_to_default()?;
-            if let Some(ids) = ids {
-                ids.apply()?;
-            }
-        }
+    // Without no_new_privs the kernel takes a filter only from a holder of CAP_SYS_ADMIN: then
+    // it goes on first, while the runtime still holds every capability, as runc does (the
+    // profile allows the steps that follow).
+    let filter_first = !spec.privileges.no_new_privs;
+    if filter_first && let Some(filter) = spec.filter {
+        security::seccomp::install(filter)?;
     }
-    security::set_no_new_privs()?;
+    match &ids {
+        // Changing ids needs CAP_SETUID/CAP_SETGID, which the set may lack.
+        Some(ids) => user::switch_with_capabilities(spec.privileges.capabilities, ids)?,
+        None => security::capabilities::drop_to(spec.privileges.capabilities)?,
+    }
+    if spec.privileges.no_new_privs {
+        security::set_no_new_privs()?;
+    }
     mark(report, "security");
 
     let mut argv = Vec::with_capacity(spec.init_argv_tail.len() + 5);
@@ -298,7 +305,9 @@ fn setup(
         sys::clear_cloexec(fd).map_err(|e| SetupError::process("fcntl(F_SETFD) failed", e))?;
     }
     // The filter goes on last: from here on only what the workload may do is allowed.
-    security::seccomp::install(spec.filter)?;
+    if !filter_first && let Some(filter) = spec.filter {
+        security::seccomp::install(filter)?;
+    }
     mark(report, "seccomp");
     Ok(security::exe::exec_self_as_init(
         init_exe, &argv, &spec.env,

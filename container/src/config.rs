@@ -93,6 +93,30 @@ pub struct Mount {
     pub data: String,
 }
 
+/// The workload's privileges: docker's defaults unless `--cap-add`, `--cap-drop` or
+/// `--security-opt` change them (the CLI gives the kvm backend's guest init the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    /// The capabilities kept (bit n = capability n): the bounding set, and the permitted and
+    /// effective sets of a root workload; a non-root workload holds none.
+    pub capabilities: u64,
+    /// Set `no_new_privs` (docker's `--security-opt no-new-privileges`; on by default here).
+    pub no_new_privs: bool,
+    /// Install the default seccomp profile ([`crate::security::seccomp`]); off: unconfined.
+    pub seccomp: bool,
+}
+
+impl Default for Privileges {
+    /// docker's default capabilities, `no_new_privs`, the default seccomp profile.
+    fn default() -> Self {
+        Privileges {
+            capabilities: crate::security::capabilities::DEFAULT_MASK,
+            no_new_privs: true,
+            seccomp: true,
+        }
+    }
+}
+
 /// Everything one container run needs.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -115,15 +139,14 @@ pub struct ContainerConfig {
     /// `Some`: exactly these supplementary groups (an OCI config's `additionalGids`), instead
     /// of those /etc/group gives the user.
     pub groups: Option<Vec<u32>>,
+    /// Capabilities, `no_new_privs`, seccomp.
+    pub privileges: Privileges,
     pub limits: Limits,
     /// Where the container's cgroup is, relative to each hierarchy's root (an OCI config's
     /// `cgroupsPath`); `None`: `isol/<id>`, where `isol run`'s are.
     pub cgroup_path: Option<PathBuf>,
     /// Resource limits of the container's processes (`isol run` sets none: the host's apply).
     pub rlimits: Vec<Rlimit>,
-    /// The capabilities the container's init keeps (bounding, permitted and effective; a
-    /// [`crate::security::capabilities::mask`]); `None`: docker's default set.
-    pub capabilities: Option<u64>,
     /// The devices the container may create and open; everything else is denied
     /// ([`crate::cgroups::devices::DEFAULT_RULES`] for `isol run`). Applied through the cgroup,
     /// so not in rootless runs, where the user namespace forbids mknod and isol binds only the

@@ -207,13 +207,17 @@ fn launch(
     guard.cgroup = cgroup;
     phases.push("cgroup");
 
-    let filter = security::seccomp::default_filter()?;
+    let filter = if cfg.privileges.seccomp {
+        Some(security::seccomp::default_filter()?)
+    } else {
+        None
+    };
     let pty = if cfg.tty { Some(Pty::open()?) } else { None };
     let spec = ChildSpec::new(
         cfg,
         guard.run_dir.as_ref(),
         gate,
-        &filter,
+        filter.as_ref(),
         pty.as_ref(),
         cgroup2,
     )?;

@@ -2,8 +2,7 @@
 //!
 //! Everything the config asks is either honoured or refused with an [`OciError::Unsupported`]
 //! naming the field: nothing is silently ignored. Where isol is stricter than the config asks
-//! (it always sets `no_new_privs`, always gives a cgroup namespace and its own seccomp filter),
-//! docs/oci.md says so.
+//! (it always gives a cgroup namespace and its own seccomp filter), docs/oci.md says so.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -116,7 +115,13 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         limits,
         cgroup_path: Some(cgroup_path(id, &linux)?),
         rlimits: rlimits(process)?,
-        capabilities: Some(capabilities),
+        privileges: isol_container::Privileges {
+            capabilities,
+            // As runc: only when the config asks; without it the filter goes on while isol
+            // still holds the capabilities to install it.
+            no_new_privs: process.no_new_privileges() == Some(true),
+            seccomp: true,
+        },
         devices,
         network,
         join,

@@ -12,7 +12,7 @@ use crate::cli::{Cli, Command};
 /// force ([`crate::logging::init`]).
 pub fn dispatch(cli: Cli, log_filter: String) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run(args) => run::run(args, &log_filter),
+        Command::Run(args) => run::run(*args, &log_filter),
         Command::Bench(args) => bench::run(args),
         Command::Image(cmd) => image::run(cmd),
         Command::Doctor(args) => doctor::run(args),

@@ -25,6 +25,8 @@ pub struct RunSpec {
     pub workdir: PathBuf,
     pub hostname: String,
     pub user: Option<String>,
+    /// Capabilities, no_new_privs, seccomp: the same on both backends.
+    pub privileges: isol_container::Privileges,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids: Option<u64>,
@@ -109,6 +111,7 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
     {
         bail!("Invalid --timeout {t}: give a positive number of seconds");
     }
+    let privileges = parse_privileges(args)?;
 
     let image = store.resolve(&args.image)?;
     let cfg = &image.config;
@@ -172,6 +175,7 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
         workdir,
         hostname,
         user,
+        privileges,
         memory,
         cpus: args.cpus,
         pids,
@@ -183,6 +187,38 @@ fn kv_key(kv: &OsString) -> &[u8] {
     use std::os::unix::ffi::OsStrExt;
     let b = kv.as_bytes();
     b.split(|c| *c == b'=').next().unwrap_or(b)
+}
+
+/// `--cap-add`, `--cap-drop` and `--security-opt` over the defaults (docker's capabilities,
+/// `no_new_privs`, docker's seccomp profile); the same privileges on both backends.
+fn parse_privileges(args: &RunArgs) -> anyhow::Result<isol_container::Privileges> {
+    use isol_container::security::capabilities;
+    let mut p = isol_container::Privileges {
+        capabilities: capabilities::tweak(&args.cap_add, &args.cap_drop)?,
+        ..Default::default()
+    };
+    for opt in &args.security_opt {
+        // docker takes `key=value` and the older `key:value`.
+        let (key, value) = match opt.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        match (key, value) {
+            ("no-new-privileges", None | Some("true")) => p.no_new_privs = true,
+            ("no-new-privileges", Some("false")) => p.no_new_privs = false,
+            ("no-new-privileges", Some(v)) => bail!(
+                "Invalid --security-opt no-new-privileges={v}: use no-new-privileges, no-new-privileges=true or no-new-privileges=false"
+            ),
+            ("seccomp", Some("unconfined")) => p.seccomp = false,
+            ("seccomp", _) => bail!(
+                "Invalid --security-opt {opt}: isol cannot load a seccomp profile from a file; use seccomp=unconfined, or leave the option out for the default profile"
+            ),
+            _ => bail!(
+                "Unknown --security-opt {opt:?}: isol supports no-new-privileges[=true|false] and seccomp=unconfined"
+            ),
+        }
+    }
+    Ok(p)
 }
 
 /// `-e KEY=VALUE` sets; `-e KEY` passes the host's value (skipped when unset, as docker does).
@@ -304,6 +340,7 @@ fn run_container(
             isol_container::NetworkMode::Bridge
         }
     };
+    let privileges = container_privileges(args, spec.privileges, rootless)?;
     let layers = store
         .unpack(&spec.image)
         .context("Cannot unpack the image's layers")?;
@@ -317,6 +354,7 @@ fn run_container(
         hostname: spec.hostname,
         user: spec.user,
         groups: None,
+        privileges,
         limits: isol_container::Limits {
             memory: spec.memory,
             cpus: spec.cpus,
@@ -324,7 +362,6 @@ fn run_container(
         },
         cgroup_path: None,
         rlimits: Vec::new(),
-        capabilities: None,
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
         join: Vec::new(),
@@ -378,6 +415,33 @@ fn run_container(
     Ok(result.exit_code)
 }
 
+/// A container gets no capability its runtime does not hold: a rootful isol whose own bounding
+/// set lacks some (a restricted host, or isol itself in a container) gives `--cap-add ALL` what it
+/// has, and refuses a capability named in `--cap-add` that it lacks. (Rootless, the runtime is
+/// root with every capability in its own user namespace; in a VM the guest init holds them all.)
+fn container_privileges(
+    args: &RunArgs,
+    mut p: isol_container::Privileges,
+    rootless: bool,
+) -> anyhow::Result<isol_container::Privileges> {
+    use isol_container::security::capabilities;
+    if rootless {
+        return Ok(p);
+    }
+    let (_, held, _) = capabilities::current()?;
+    for name in &args.cap_add {
+        if let Some(cap) = capabilities::by_name(name)
+            && cap.bitmask() & held == 0
+        {
+            bail!(
+                "--cap-add {name}: isol itself does not hold {cap} (its bounding set lacks it), so it cannot give it to the container; drop the flag, or run isol where it holds {cap}"
+            );
+        }
+    }
+    p.capabilities &= held;
+    Ok(p)
+}
+
 /// Flags the kvm backend cannot honour yet are refused, never silently ignored.
 fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     let refuse = |flag: &str, why: &str| -> anyhow::Result<()> {
@@ -404,9 +468,6 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     }
     if spec.pids.is_some() {
         refuse("--pids-limit", "the guest kernel runs only the workload")?;
-    }
-    if args.user.is_some() {
-        refuse("-u/--user", "the guest init runs the workload as root")?;
     }
     Ok(())
 }
@@ -436,6 +497,9 @@ fn run_kvm(
     log_filter: &str,
 ) -> anyhow::Result<i32> {
     check_kvm_flags(args, &spec)?;
+    // The environment is read here, once: ISOL_VMM_SECCOMP (docs/vmm.md, "Seccomp").
+    let (seccomp, seccomp_test_violation) =
+        isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
     let vcpus = match spec.cpus {
         None => 1,
         Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => c as u8,
@@ -494,6 +558,16 @@ fn run_kvm(
         env: spec.env,
         workdir: spec.workdir.into_os_string(),
         hostname: spec.hostname.into(),
+        user: spec.user.unwrap_or_default().into(),
+        // The same privileges as a container's: the profile is compiled here, on the host, and
+        // the guest init applies them.
+        capabilities: Some(spec.privileges.capabilities),
+        no_new_privs: spec.privileges.no_new_privs,
+        workload_seccomp: if spec.privileges.seccomp {
+            isol_container::security::seccomp::default_filter_words()?
+        } else {
+            Vec::new()
+        },
         disks: spec
             .volumes
             .iter()
@@ -513,6 +587,8 @@ fn run_kvm(
         // The environment is read here, once: ISOL_CACHE, ISOL_BOOT_PROFILE=off.
         boot_profiles: isol_vmm::config::default_boot_profiles(),
         log_filter: Some(log_filter.to_owned()),
+        seccomp,
+        seccomp_test_violation,
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
     launch.vm_config(None).validate()?;

@@ -59,6 +59,7 @@ fn main() {
         env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
         workdir: "/".into(),
         hostname: "probe".into(),
+        ..Default::default()
     };
     match isol_vmm::run(&cfg) {
         Ok(o) => std::process::exit(o.exit_code),

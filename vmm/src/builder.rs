@@ -30,6 +30,7 @@ use crate::arch::x86_64::regs::{self, EntryMode};
 use crate::arch::x86_64::{boot_params, mptable};
 use crate::config::{SerialOutput, VmConfig};
 use crate::event_loop::{self, VmEnd};
+use crate::seccomp::{self, Filters, Seccomp, ThreadKind};
 use crate::trace::{self, BootTimings, ExitCounts, SetupStep, Timeline, TimestampingWriter};
 use crate::vstate::boot_profile::{BootSet, BootSetReport};
 use crate::vstate::kvm::{self as kvm_state, KvmError};
@@ -83,17 +84,29 @@ fn describe_stop(stop: VcpuStop) -> String {
 pub fn build_and_run(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
     let timeline = Timeline::start();
     cfg.validate()?;
-    run_valid(cfg, timeline)
+    let filters = match cfg.seccomp {
+        Seccomp::Off => None,
+        Seccomp::Threads | Seccomp::Process => Some(Filters::build(cfg.seccomp_test_violation)?),
+    };
+    run_valid(cfg, timeline, filters.as_ref())
 }
 
 /// [`build_and_run`] of a config its caller has validated already: `isol run` validates before
 /// it execs `isol-vmm` (so that a bad config is isol's error), and [`crate::launch::run`] builds
-/// the same config from its description.
-pub(crate) fn build_and_run_validated(cfg: &VmConfig) -> Result<VmOutcome, VmmError> {
-    run_valid(cfg, Timeline::start())
+/// the same config from its description, with the seccomp `filters` it compiled for it (none:
+/// off).
+pub(crate) fn build_and_run_validated(
+    cfg: &VmConfig,
+    filters: Option<&Filters>,
+) -> Result<VmOutcome, VmmError> {
+    run_valid(cfg, Timeline::start(), filters)
 }
 
-fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmError> {
+fn run_valid(
+    cfg: &VmConfig,
+    timeline: Arc<Timeline>,
+    filters: Option<&Filters>,
+) -> Result<VmOutcome, VmmError> {
     // 3 (first). Guest memory, mapped but not yet registered: the kernel can go in
     // while KVM is set up.
     let mem = memory::create_guest_memory(cfg.memory_bytes())?;
@@ -114,6 +127,8 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
         let prefault = std::thread::Builder::new()
             .name("isol-prefault".into())
             .spawn_scoped(s, || {
+                // It runs while the guest boots.
+                seccomp::enter(filters, ThreadKind::BootSet);
                 if let Some(range) = &kernel_range {
                     memory::prefault(&mem, range.clone());
                 }
@@ -131,7 +146,7 @@ fn run_valid(cfg: &VmConfig, timeline: Arc<Timeline>) -> Result<VmOutcome, VmmEr
             });
         // Everything the VM holds, the phase sender included, is gone when this returns,
         // so the thread above ends too.
-        let outcome = run_in(cfg, &timeline, &mem, setup_tx, phase_tx);
+        let outcome = run_in(cfg, &timeline, &mem, setup_tx, phase_tx, filters);
         let report = prefault
             .ok()
             .and_then(|t| t.join().ok())
@@ -154,6 +169,7 @@ fn run_in(
     mem: &GuestMemoryMmap,
     setup_done: std::sync::mpsc::Sender<()>,
     phases: Option<std::sync::mpsc::Sender<Phase>>,
+    filters: Option<&Filters>,
 ) -> Result<VmOutcome, VmmError> {
     let mem_size = cfg.memory_bytes();
 
@@ -190,7 +206,8 @@ fn run_in(
             let out = TimestampingWriter::new(serial_writer(&cfg.serial_output), timeline.clone());
             let mut devices = device_manager::create_devices(Some(&vm), Box::new(out))?;
             // virtio (docs/devices.md): root disk and stdio console on the MMIO bus.
-            let virtio = device_manager::attach_virtio_devices(&mut devices, Some(&vm), mem, cfg)?;
+            let virtio =
+                device_manager::attach_virtio_devices(&mut devices, Some(&vm), mem, cfg, filters)?;
             timeline.mark(SetupStep::Devices);
             tracing::debug!(
                 stdio = ?cfg.stdio,
@@ -229,7 +246,11 @@ fn run_in(
     std::thread::scope(|s| {
         let late = std::thread::Builder::new()
             .name("isol-late-io".into())
-            .spawn_scoped(s, register_late);
+            .spawn_scoped(s, move || {
+                // It runs while the guest boots.
+                seccomp::enter(filters, ThreadKind::LateIo);
+                register_late()
+            });
         // Without a thread (none could be started), they are made here.
         if late.is_err() {
             register_late();
@@ -296,13 +317,15 @@ fn run_in(
         let _ = setup_done.send(());
 
         // 10. Run.
-        virtio.start()?; // virtio: device thread
+        virtio.start(filters)?; // virtio: device thread
         let result = event_loop::run_vm(
             vcpus,
             &devices.reset_evt,
             devices.serial.clone(),
             cfg.forward_stdin && cfg.stdio == crate::config::GuestStdio::Serial, // virtio: console owns stdin
             cfg.timeout,
+            filters,
+            cfg.seccomp == Seccomp::Process,
         )?;
         virtio.shutdown(); // virtio: drain console output, join the device threads
         // The boot-set recorder waits for init start no longer.

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use isol_guest_init::spec::{Security, SockFilter};
+
 use crate::arch::x86_64::mptable;
 pub use crate::device_manager::{DiskSpec, GuestTty};
 
@@ -124,6 +126,12 @@ pub struct RunSpec {
     pub workdir: OsString,
     /// Hostname (empty = the kernel's default).
     pub hostname: OsString,
+    /// The identity to run as, `uid[:gid]` or `name[:group]` (names from the guest root's
+    /// /etc/passwd and /etc/group); empty: root.
+    pub user: OsString,
+    /// Capabilities, `no_new_privs` and seccomp filter, applied by the guest init; the
+    /// default keeps every capability and installs no filter.
+    pub security: Security,
 }
 
 /// A buffer the serial console can write into (for tests and for callers that want the
@@ -211,6 +219,12 @@ pub struct VmConfig {
     /// them off. Callers pick it ([`default_boot_profiles`] is isol's convention); the VMM
     /// reads no environment.
     pub boot_profiles: Option<PathBuf>,
+    /// Which of the VMM's threads get a seccomp filter (`seccomp.rs`; docs/vmm.md, "Seccomp").
+    pub seccomp: crate::seccomp::Seccomp,
+    /// Test only: a thread of this kind makes one forbidden syscall right after installing
+    /// its filter, which ends the VMM (the lab tests of the trap). Not for users.
+    #[doc(hidden)]
+    pub seccomp_test_violation: Option<crate::seccomp::ThreadKind>,
 }
 
 impl Default for VmConfig {
@@ -233,6 +247,8 @@ impl Default for VmConfig {
             disks: Vec::new(),
             tty: None,
             boot_profiles: None,
+            seccomp: crate::seccomp::Seccomp::default(),
+            seccomp_test_violation: None,
         }
     }
 }

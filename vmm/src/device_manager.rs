@@ -286,6 +286,7 @@ pub fn attach_virtio_devices(
     vm: Option<&Vm>,
     mem: &GuestMemoryMmap,
     cfg: &VmConfig,
+    filters: Option<&crate::seccomp::Filters>,
 ) -> Result<VirtioDevices, DeviceError> {
     let mut list: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
     let mut cmdline = Vec::new();
@@ -348,7 +349,13 @@ pub fn attach_virtio_devices(
             });
             cmdline.push("isol.tty=1".to_string());
         }
-        let c = Console::new(ports).map_err(|e| DeviceError::Virtio {
+        // Its output writers install their seccomp filter first thing.
+        let start = filters
+            .cloned()
+            .map(|f| -> isol_devices::virtio::console::ThreadStart {
+                Arc::new(move || f.apply_or_exit(crate::seccomp::ThreadKind::ConsoleOutput))
+            });
+        let c = Console::with_thread_start(ports, start).map_err(|e| DeviceError::Virtio {
             what: "console",
             msg: e.to_string(),
         })?;
@@ -446,7 +453,8 @@ impl VirtioDevices {
         std::mem::take(&mut self.late)
     }
 
-    pub fn start(&mut self) -> Result<(), DeviceError> {
+    /// With `filters`, the thread installs its seccomp filter before it serves anything.
+    pub fn start(&mut self, filters: Option<&crate::seccomp::Filters>) -> Result<(), DeviceError> {
         if self.transports.is_empty() || self.stop.is_some() {
             return Ok(());
         }
@@ -461,6 +469,7 @@ impl VirtioDevices {
             .iter()
             .map(|(_, t)| VirtioSubscriber::new(t.clone()))
             .collect();
+        let filters = filters.cloned();
         let thread = std::thread::Builder::new()
             .name("isol-virtio".into())
             .spawn(move || {
@@ -472,6 +481,8 @@ impl VirtioDevices {
                 for s in subs {
                     em.add_subscriber(Arc::new(Mutex::new(s)));
                 }
+                // Its epoll set is made: from here on it serves the guest.
+                crate::seccomp::enter(filters.as_ref(), crate::seccomp::ThreadKind::Virtio);
                 while !stopped.load(Ordering::SeqCst) {
                     if em.run().is_err() {
                         break;

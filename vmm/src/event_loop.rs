@@ -12,6 +12,7 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 use isol_devices::legacy::SerialDevice;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::seccomp::{Filters, ThreadKind};
 use crate::trace::ExitCounts;
 use crate::vstate::vcpu::{Vcpu, VcpuError, VcpuEvent, VcpuHandle};
 
@@ -30,6 +31,9 @@ pub enum EventLoopError {
     /// A vCPU thread did not start.
     #[error("{0}")]
     Vcpu(#[from] VcpuError),
+    /// The event loop's seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(crate::seccomp::SeccompError),
 }
 
 /// How the VM ended, as the event loop saw it.
@@ -253,13 +257,18 @@ fn setup_err<E: std::fmt::Display>(e: E) -> EventLoopError {
 }
 
 /// Starts the vCPUs and runs the loop until the VM ends; stops and joins every vCPU
-/// thread before returning, whatever happened.
+/// thread before returning, whatever happened. With `filters`, each vCPU thread installs
+/// its seccomp filter and waits; this thread installs its own too when `filter_main` (once
+/// every thread is started: a thread inherits its creator's filter), and then lets the
+/// vCPUs enter the guest.
 pub fn run_vm(
     vcpus: Vec<Vcpu>,
     reset_evt: &EventFd,
     serial: Arc<Mutex<SerialDevice>>,
     forward_stdin: bool,
     timeout: Option<Duration>,
+    filters: Option<&Filters>,
+    filter_main: bool,
 ) -> Result<LoopResult, EventLoopError> {
     let vcpu_evt = EventFd::new(EFD_NONBLOCK).map_err(setup_err)?;
     let signal_evt = EventFd::new(EFD_NONBLOCK).map_err(setup_err)?;
@@ -291,11 +300,23 @@ pub fn run_vm(
                 break;
             }
         };
-        match v.start(tx.clone(), wake) {
+        match v.start(tx.clone(), wake, filters.cloned()) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 start_error = Some(e.into());
                 break;
+            }
+        }
+    }
+
+    if start_error.is_none()
+        && let Some(f) = filters
+    {
+        if filter_main && let Err(e) = f.apply(ThreadKind::Main) {
+            start_error = Some(EventLoopError::Seccomp(e));
+        } else {
+            for h in &handles {
+                h.release();
             }
         }
     }

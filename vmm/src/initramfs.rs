@@ -64,6 +64,8 @@ pub fn wire_spec(spec: &RunSpec) -> Spec {
         env: spec.env.iter().map(|a| b(a)).collect(),
         workdir: b(&spec.workdir),
         hostname: b(&spec.hostname),
+        user: b(&spec.user),
+        security: spec.security.clone(),
     }
 }
 
@@ -289,6 +291,7 @@ mod tests {
             env: vec!["PATH=/bin".into()],
             workdir: "/".into(),
             hostname: "h".into(),
+            ..Default::default()
         };
         let img = build_initramfs(
             &Rootfs::Empty,

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskSpec, GuestTty};
+use crate::config::{DiskSpec, GuestTty, Security, SockFilter};
+use crate::seccomp::{Filters, Seccomp, ThreadKind};
 use crate::{BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, VmConfig, VmmError};
 
 /// The VMM executable's file name, looked for beside the running executable.
@@ -33,7 +34,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -109,6 +110,16 @@ pub struct Launch {
     /// The guest's hostname.
     #[serde(with = "os_bytes")]
     pub hostname: OsString,
+    /// `-u`: the workload's `uid[:gid]` or `name[:group]`; empty: root.
+    #[serde(with = "os_bytes")]
+    pub user: OsString,
+    /// The capabilities the workload may hold (bit n = capability n); none: every one.
+    pub capabilities: Option<u64>,
+    /// Set `no_new_privs` for the workload.
+    pub no_new_privs: bool,
+    /// The workload's seccomp filter, each instruction as [`SockFilter::to_u64`]; empty:
+    /// none.
+    pub workload_seccomp: Vec<u64>,
     /// Extra disks (`-v` of a file or block device).
     pub disks: Vec<LaunchDisk>,
     /// `--timeout`.
@@ -131,6 +142,11 @@ pub struct Launch {
     /// The log filter isol ran with (`--log-level` or `$ISOL_LOG`), for isol-vmm's subscriber.
     #[serde(default)]
     pub log_filter: Option<String>,
+    /// Seccomp filters on the VMM's threads (`ISOL_VMM_SECCOMP`, default on; `seccomp.rs`).
+    pub seccomp: bool,
+    /// Test only (`ISOL_VMM_SECCOMP=test-violation:KIND`): a thread of this kind makes one
+    /// forbidden syscall after installing its filter. Not for users.
+    pub seccomp_test_violation: Option<ThreadKind>,
 }
 
 /// An extra virtio-blk disk.
@@ -162,6 +178,16 @@ impl Launch {
                 env: self.env.clone(),
                 workdir: self.workdir.clone(),
                 hostname: self.hostname.clone(),
+                user: self.user.clone(),
+                security: Security {
+                    capabilities: self.capabilities,
+                    no_new_privs: self.no_new_privs,
+                    seccomp: self
+                        .workload_seccomp
+                        .iter()
+                        .map(|&i| SockFilter::from_u64(i))
+                        .collect(),
+                },
             },
             console: self.console,
             trace_exits: self.trace_exits,
@@ -182,6 +208,13 @@ impl Launch {
                 .collect(),
             tty,
             boot_profiles: self.boot_profiles.clone(),
+            // isol-vmm filters its main thread too (`run_in_vmm`).
+            seccomp: if self.seccomp {
+                Seccomp::Threads
+            } else {
+                Seccomp::Off
+            },
+            seccomp_test_violation: self.seccomp_test_violation,
         }
     }
 
@@ -346,7 +379,8 @@ pub fn main(
     match launch {
         Ok(l) => {
             init_logging(l.log_filter.as_deref());
-            run(&l)
+            // This process ends with the VM: its main thread is filtered too.
+            run_as(&l, Seccomp::Process)
         }
         Err(LaunchError::Usage) => {
             eprintln!("isol-vmm: {}", LaunchError::Usage);
@@ -384,10 +418,33 @@ fn read_args(args: impl IntoIterator<Item = OsString>) -> Result<OwnedFd, Launch
 /// Runs the VM: the `-t` terminal around it, then the error line (`isol: …`) or nothing,
 /// the `--json` report; returns the exit status (the workload's, 124, 125 or 128 + N).
 /// The caller has validated `launch.vm_config(None)` (as `isol run` does, once per run): it is
-/// not validated again here.
+/// not validated again here. In the caller's process (isol without isol-vmm), which goes on
+/// after it: the seccomp filters cover the VMM's threads, not the calling one.
 pub fn run(launch: &Launch) -> i32 {
+    run_as(launch, Seccomp::Threads)
+}
+
+/// [`run`] with `whom` filtered (when the launch has filters on).
+fn run_as(launch: &Launch, whom: Seccomp) -> i32 {
+    let whom = if launch.seccomp { whom } else { Seccomp::Off };
+    tracing::debug!(
+        seccomp = ?whom,
+        "seccomp filters on the VMM's threads (ISOL_VMM_SECCOMP=off turns them off)"
+    );
+    let filters = match whom {
+        Seccomp::Off => None,
+        _ => match Filters::build(launch.seccomp_test_violation) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("isol: {}", one_line(&e));
+                return 125;
+            }
+        },
+    };
+    // For the report: read now, the main thread's filter has no readlink.
+    let vmm_exe = std::fs::read_link("/proc/self/exe").ok();
     let tty = if launch.tty {
-        match kvm_tty(launch.interactive) {
+        match kvm_tty(launch.interactive, filters.as_ref()) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("isol: {}", one_line(&e));
@@ -399,7 +456,11 @@ pub fn run(launch: &Launch) -> i32 {
     };
     let (guest_tty, guard) = tty.unzip();
     // isol validated this config before handing it over (src/commands/run.rs).
-    let result = crate::builder::build_and_run_validated(&launch.vm_config(guest_tty));
+    let cfg = VmConfig {
+        seccomp: whom,
+        ..launch.vm_config(guest_tty)
+    };
+    let result = crate::builder::build_and_run_validated(&cfg, filters.as_ref());
     // The terminal is restored before anything is printed on it.
     drop(guard);
     let (exit_code, outcome) = match result {
@@ -417,13 +478,18 @@ pub fn run(launch: &Launch) -> i32 {
         }
     };
     if launch.json {
-        eprintln!("{}", report(launch, exit_code, outcome.as_ref()));
+        eprintln!("{}", report(launch, exit_code, outcome.as_ref(), vmm_exe));
     }
     exit_code
 }
 
 /// The `--json` line.
-fn report(launch: &Launch, exit_code: i32, outcome: Option<&crate::VmOutcome>) -> String {
+fn report(
+    launch: &Launch,
+    exit_code: i32,
+    outcome: Option<&crate::VmOutcome>,
+    vmm_exe: Option<PathBuf>,
+) -> String {
     use serde_json::json;
     let round3 = |v: f64| (v * 1000.0).round() / 1000.0;
     let ms = |d: Option<Duration>| d.map(|d| round3(d.as_secs_f64() * 1e3));
@@ -445,7 +511,7 @@ fn report(launch: &Launch, exit_code: i32, outcome: Option<&crate::VmOutcome>) -
         })),
         "total_ms": t.map(|t| round3(t.vm_exit.as_secs_f64() * 1e3)),
         // The executable the VM ran in: isol-vmm, or isol itself without it.
-        "vmm_exe": std::fs::read_link("/proc/self/exe").ok(),
+        "vmm_exe": vmm_exe,
     })
     .to_string()
 }
@@ -485,6 +551,7 @@ struct TtyGuard {
 
 impl Drop for TtyGuard {
     fn drop(&mut self) {
+        crate::seccomp::set_saved_terminal(None);
         if let Some(t) = &self.saved {
             // SAFETY: restores the attributes tcgetattr returned, on our stdin.
             unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t) };
@@ -509,7 +576,10 @@ fn winsize_line() -> String {
 
 /// Sets up `-t`: a pipe carrying window sizes to the guest (the initial size first, then
 /// one line per SIGWINCH, written by a thread), and raw mode with `-i`.
-fn kvm_tty(interactive: bool) -> Result<(GuestTty, TtyGuard), LaunchError> {
+fn kvm_tty(
+    interactive: bool,
+    filters: Option<&Filters>,
+) -> Result<(GuestTty, TtyGuard), LaunchError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -534,9 +604,11 @@ fn kvm_tty(interactive: bool) -> Result<(GuestTty, TtyGuard), LaunchError> {
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
     let mut saved = None;
     let guard = |saved| TtyGuard { saved, old_mask };
+    let filters = filters.cloned();
     std::thread::Builder::new()
         .name("isol-winsize".into())
         .spawn(move || {
+            crate::seccomp::enter(filters.as_ref(), ThreadKind::Winsize);
             loop {
                 let mut sig = 0;
                 // SAFETY: `set` holds SIGWINCH, blocked in this thread (inherited).
@@ -561,6 +633,8 @@ fn kvm_tty(interactive: bool) -> Result<(GuestTty, TtyGuard), LaunchError> {
         // SAFETY: valid fd and pointer.
         if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } == 0 {
             saved = Some(t);
+            // A trap that ends the VMM puts these back too.
+            crate::seccomp::set_saved_terminal(saved);
             // SAFETY: `t` came from tcgetattr; cfmakeraw edits it in place.
             unsafe { libc::cfmakeraw(&mut t) };
             // SAFETY: valid fd and termios.
@@ -596,6 +670,10 @@ mod tests {
             env: vec!["PATH=/bin".into(), "EMPTY=".into()],
             workdir: "/w d".into(),
             hostname: "h1".into(),
+            user: OsString::from_vec(b"1000:\xffgroup".to_vec()),
+            capabilities: Some(0xa804_25fb),
+            no_new_privs: true,
+            workload_seccomp: vec![0x0000_0004_0000_0020, u64::MAX, 0],
             disks: vec![LaunchDisk {
                 path: "/tmp/d.img".into(),
                 read_only: true,
@@ -612,6 +690,8 @@ mod tests {
                 b"/cache/boot-\xfeprofile".to_vec(),
             ))),
             log_filter: Some("isol_vmm=debug,warn".into()),
+            seccomp: true,
+            seccomp_test_violation: Some(ThreadKind::Vcpu),
         }
     }
 
@@ -629,6 +709,17 @@ mod tests {
         let cfg = back.vm_config(None);
         assert_eq!(cfg.rootfs, Rootfs::Disk(l.root_disk.clone()));
         assert_eq!(cfg.spec.args, l.args);
+        assert_eq!(cfg.spec.user, l.user);
+        assert_eq!(cfg.spec.security.capabilities, Some(0xa804_25fb));
+        assert!(cfg.spec.security.no_new_privs);
+        let filter: Vec<u64> = cfg
+            .spec
+            .security
+            .seccomp
+            .iter()
+            .map(|i| i.to_u64())
+            .collect();
+        assert_eq!(filter, l.workload_seccomp);
         assert_eq!(
             cfg.disks[0].guest_path.as_deref(),
             Some(OsStr::new("/data"))

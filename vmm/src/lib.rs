@@ -13,6 +13,7 @@ pub mod event_loop;
 pub mod initramfs;
 pub mod launch;
 pub mod loader;
+pub mod seccomp;
 #[cfg(any(test, feature = "test-images"))]
 pub mod test_images;
 pub mod trace;
@@ -22,8 +23,8 @@ use std::time::Duration;
 
 pub use builder::VmOutcome;
 pub use config::{
-    BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, SharedBuffer, VmConfig,
-    default_guest_init,
+    BootProtocol, GuestStdio, Rootfs, RunSpec, Security, SerialOutput, SharedBuffer, SockFilter,
+    VmConfig, default_guest_init,
 };
 pub use trace::{BootTimings, ExitCounts, ExitKind};
 pub use vstate::kvm::{EMULATED_THRESHOLD, kvm_available, measure_guest_speed};
@@ -67,6 +68,9 @@ pub enum VmmError {
     /// Event loop.
     #[error(transparent)]
     EventLoop(#[from] event_loop::EventLoopError),
+    /// Seccomp filters.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// The guest reset without reporting an exit status.
     #[error(
         "The guest kernel panicked or rebooted without reporting an exit code; rerun with --console to see the kernel log"

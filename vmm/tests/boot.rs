@@ -97,6 +97,7 @@ fn config(e: &Env, args: &[&str]) -> (VmConfig, SharedBuffer) {
             env: vec!["PATH=/bin".into()],
             workdir: "/".into(),
             hostname: "isol-test".into(),
+            ..Default::default()
         },
         serial_output: SerialOutput::Buffer(out.clone()),
         forward_stdin: false,

@@ -425,6 +425,7 @@ fn run_with_disk_outcome(e: &Env, disk: &DiskSpec, script: &str) -> (VmOutcome, 
             env: vec!["PATH=/bin".into()],
             workdir: "/".into(),
             hostname: "isol-test".into(),
+            ..Default::default()
         },
         serial_output: SerialOutput::Buffer(out.clone()),
         forward_stdin: false,

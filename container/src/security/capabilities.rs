@@ -51,6 +51,52 @@ pub const fn mask(caps: &[Capability]) -> u64 {
 /// [`DEFAULT`] as a bit mask: `0x00000000a80425fb`.
 pub const DEFAULT_MASK: u64 = mask(&DEFAULT);
 
+/// Every capability this crate knows by name (up to `CAP_CHECKPOINT_RESTORE`), as a mask: what
+/// `--cap-add ALL` grants.
+pub fn all_mask() -> u64 {
+    caps::all().iter().fold(0, |m, c| m | c.bitmask())
+}
+
+/// A capability name as docker takes it: any case, with or without `CAP_`; `None` if unknown.
+pub fn by_name(name: &str) -> Option<Capability> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    full.parse().ok()
+}
+
+/// A capability name `--cap-add`/`--cap-drop` did not know.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Unknown capability {0:?}; give a name from capabilities(7) such as NET_ADMIN or CAP_SYS_PTRACE, or ALL"
+)]
+pub struct UnknownCapability(pub String);
+
+/// The capability set of docker's `--cap-add`/`--cap-drop` (moby's `TweakCapabilities`), starting
+/// from [`DEFAULT`]: `--cap-add ALL` grants everything but the drops; else `--cap-drop ALL`
+/// keeps only the adds; else the default set less the drops, plus the adds.
+pub fn tweak(add: &[String], drop: &[String]) -> Result<u64, UnknownCapability> {
+    let is_all = |n: &String| n.trim().eq_ignore_ascii_case("ALL");
+    let masks = |names: &[String]| -> Result<u64, UnknownCapability> {
+        names.iter().filter(|n| !is_all(n)).try_fold(0, |m, n| {
+            by_name(n)
+                .map(|c| m | c.bitmask())
+                .ok_or_else(|| UnknownCapability(n.clone()))
+        })
+    };
+    let (added, dropped) = (masks(add)?, masks(drop)?);
+    Ok(if add.iter().any(is_all) {
+        all_mask() & !dropped
+    } else if drop.iter().any(is_all) {
+        added
+    } else {
+        (DEFAULT_MASK & !dropped) | added
+    })
+}
+
 /// Drops the calling thread to docker's default capability set: see the module documentation.
 ///
 /// Call it while the process still runs as root (it needs `CAP_SETPCAP` in the effective set to
@@ -198,6 +244,30 @@ mod tests {
         let names: Vec<String> = DEFAULT.iter().map(ToString::to_string).collect();
         assert!(names.contains(&"CAP_NET_BIND_SERVICE".to_string()));
         assert!(names.iter().all(|n| n.starts_with("CAP_")));
+    }
+
+    #[test]
+    fn cap_add_and_drop_follow_docker() {
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let net_admin = Capability::CAP_NET_ADMIN.bitmask();
+        let chown = Capability::CAP_CHOWN.bitmask();
+        assert_eq!(tweak(&[], &[]).unwrap(), DEFAULT_MASK);
+        assert_eq!(
+            tweak(&v(&["net_admin"]), &v(&["CAP_CHOWN"])).unwrap(),
+            (DEFAULT_MASK | net_admin) & !chown
+        );
+        assert_eq!(tweak(&[], &v(&["all"])).unwrap(), 0);
+        assert_eq!(tweak(&v(&["NET_ADMIN"]), &v(&["ALL"])).unwrap(), net_admin);
+        assert_eq!(
+            tweak(&v(&["ALL"]), &v(&["chown"])).unwrap(),
+            all_mask() & !chown
+        );
+        // Adding wins over dropping the same capability, as in docker's default branch.
+        assert_eq!(tweak(&v(&["CHOWN"]), &v(&["CHOWN"])).unwrap(), DEFAULT_MASK);
+        assert!(all_mask() & Capability::CAP_CHECKPOINT_RESTORE.bitmask() != 0);
+        let e = tweak(&v(&["NET_ADMINN"]), &[]).unwrap_err().to_string();
+        assert!(e.starts_with("Unknown capability \"NET_ADMINN\"; "), "{e}");
+        assert!(tweak(&[], &v(&["bogus"])).is_err());
     }
 
     #[test]

@@ -8,14 +8,18 @@
 //!   [`exe::sealed_init_copy`] makes the sealed memfd copy of the init binary; [`exe::send_fd`]
 //!   hands it to the child with its go ([`exe::receive_fd`]).
 //! * **Child, last steps before exec** (only syscalls), in this order:
-//!   1. [`capabilities::drop_to_default`] — needs `CAP_SETPCAP`, so before any uid change.
+//!   1. [`capabilities::drop_to`] the run's set (docker's [`capabilities::DEFAULT`] unless
+//!      `--cap-add`/`--cap-drop`, [`capabilities::tweak`]) — needs `CAP_SETPCAP`, so before
+//!      any uid change.
 //!   2. switch to the workload's groups/gid/uid (the child module; it uses `CAP_SETGID` and
 //!      `CAP_SETUID`, which the default set keeps). A non-root uid loses every capability here
 //!      or at exec, as in docker.
 //!   3. [`set_no_new_privs`] — anywhere before step 4; without `CAP_SYS_ADMIN` the kernel
 //!      accepts a seccomp filter only with it.
 //!   4. [`seccomp::install`] — as late as possible, so the runtime itself needs few syscalls
-//!      under the filter (it must allow `execveat`, which the profile does).
+//!      under the filter (it must allow `execveat`, which the profile does). Without
+//!      `no_new_privs` (`--security-opt no-new-privileges=false`) it goes first instead, before
+//!      step 1, while the runtime still holds `CAP_SYS_ADMIN`, as runc does.
 //!   5. [`exe::exec_self_as_init`] — `execveat` of the sealed memfd; nothing runs after it. The
 //!      memfd must not be closed with the other descriptors before this (mark them
 //!      close-on-exec instead, e.g. `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`).

@@ -632,6 +632,18 @@ pub fn default_filter() -> Result<BpfProgram, SecurityError> {
     Ok(program)
 }
 
+/// [`default_filter`] with each instruction as the kernel lays out `struct sock_filter`, read as
+/// one little-endian `u64` (`code | jt << 16 | jf << 24 | k << 32`): the form in which isol hands
+/// the program to a microVM's guest init, which installs it there.
+pub fn default_filter_words() -> Result<Vec<u64>, SecurityError> {
+    Ok(default_filter()?
+        .iter()
+        .map(|i| {
+            u64::from(i.code) | u64::from(i.jt) << 16 | u64::from(i.jf) << 24 | u64::from(i.k) << 32
+        })
+        .collect())
+}
+
 /// What the filter does with one syscall number in `0..=HIGHEST_KNOWN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -871,6 +883,20 @@ mod tests {
 
     fn x86_64(program: &[sock_filter], nr: i64, arg0: u64) -> u32 {
         evaluate(program, AUDIT_ARCH_X86_64, nr, [arg0, 0, 0, 0, 0, 0])
+    }
+
+    #[test]
+    fn words_are_the_kernel_layout() {
+        let program = default_filter().unwrap();
+        let words = default_filter_words().unwrap();
+        assert_eq!(words.len(), program.len());
+        for (i, w) in program.iter().zip(&words) {
+            assert_eq!(std::mem::size_of::<sock_filter>(), 8);
+            // SAFETY: sock_filter is #[repr(C)] with u16, u8, u8, u32: 8 bytes without padding,
+            // and `i` points to one.
+            let bytes: [u8; 8] = unsafe { std::ptr::read((i as *const sock_filter).cast()) };
+            assert_eq!(u64::from_le_bytes(bytes), *w);
+        }
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Shared between isol's guest init (PID 1 in the microVM) and the VMM that builds its
 //! initramfs: the run-spec wire format ([`spec`]) and the exit-port protocol constants
-//! ([`port`]). Depends on nothing but `std`, so the static init stays tiny.
+//! ([`port`]); and the guest init's own parts that are worth testing on the host: the
+//! workload's identity ([`user`]) and privileges ([`privileges`]). Depends on nothing but
+//! `std` and `libc`, so the static init stays tiny.
 
 pub mod port;
+pub mod privileges;
 pub mod spec;
+pub mod user;

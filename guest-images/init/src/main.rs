@@ -12,8 +12,10 @@
 //!    ttyS0.
 //! 3. Forks the workload: new session, `/dev/ttyS0` (raw, so output is byte-exact) as
 //!    its controlling terminal and stdin/stdout/stderr, the spec's environment and
-//!    working directory, `execve` with a `PATH` search. 127 if the command is not found,
-//!    126 if it cannot be executed, 125 if the setup itself failed.
+//!    working directory, the spec's user and privileges (bounding set, groups/gid/uid,
+//!    capabilities, `no_new_privs`, seccomp last: [`isol_guest_init::privileges`]),
+//!    `execve` with a `PATH` search. 127 if the command is not found, 126 if it cannot
+//!    be executed, 125 if the setup itself failed.
 //! 4. Reaps every child (it is PID 1: orphans are re-parented to it). When the workload
 //!    exits it kills what is left, drains the console, writes the exit status (or
 //!    128 + signal) to the exit port, syncs, and tells the VMM to power off (a write to
@@ -32,7 +34,9 @@ use isol_guest_init::port::{
     PHASE_PORT, PHASE_SPEC_LOADED, PHASE_WORKLOAD_EXEC, PHASE_WORKLOAD_EXIT, PORT_COUNT, POWER_OFF,
     POWER_OFF_PORT,
 };
+use isol_guest_init::privileges;
 use isol_guest_init::spec::{SPEC_PATH, Spec};
+use isol_guest_init::user::{self, Ids};
 
 const CONSOLE: &str = "/dev/ttyS0";
 /// Names of the virtio-console ports for the workload's stdin, stdout, stderr (the
@@ -111,6 +115,23 @@ impl Port {
 
     fn phase(&self, phase: u8) {
         self.out(PHASE_PORT, phase);
+    }
+
+    /// In the workload's process, before exec: gives up the exit ports, whose access
+    /// `ioperm` gave init and which fork and exec would pass on (the workload must not
+    /// report a status or power the VM off). The ttyS1 stream is close-on-exec.
+    fn close_for_workload(&self) {
+        if self.is_direct() {
+            // SAFETY: ioperm only changes this process's I/O permission bitmap; turning
+            // access off needs no privilege.
+            unsafe {
+                libc::ioperm(
+                    libc::c_ulong::from(EXIT_STATUS_PORT),
+                    libc::c_ulong::from(PORT_COUNT),
+                    0,
+                )
+            };
+        }
     }
 }
 
@@ -338,7 +359,10 @@ fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never
             .collect()
     };
 
+    let ids = resolve_user(&spec.user).map_err(setup)?;
     port.phase(PHASE_WORKLOAD_EXEC);
+    port.close_for_workload();
+    privileges::apply(ids.as_ref(), &spec.security).map_err(setup)?;
     // The first candidate that exists but cannot run decides the error (126);
     // otherwise nothing was found (127).
     let mut cannot_run: Option<io::Error> = None;
@@ -366,6 +390,20 @@ fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never
         )
     };
     Err((status, msg))
+}
+
+/// The spec's user resolved in the guest root's /etc/passwd and /etc/group, as the
+/// container runtime does in the container's root; none: stay root.
+fn resolve_user(spec: &[u8]) -> Result<Option<Ids>, String> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let spec = std::str::from_utf8(spec)
+        .map_err(|_| format!("user {:?} is not UTF-8", String::from_utf8_lossy(spec)))?;
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+    user::resolve(spec, &read("/etc/passwd"), &read("/etc/group"))
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Waits for `main_pid`, reaping every other child on the way; returns its status.

@@ -4,15 +4,24 @@
 //!
 //! ```text
 //! magic    8 bytes  "ISOLSPEC"
-//! version  u32      1
+//! version  u32      2
 //! args     u32 count, then count × (u32 len, len bytes)
 //! env      u32 count, then count × (u32 len, len bytes)   each "KEY=VALUE"
 //! workdir  u32 len, len bytes                            absolute path, "" = "/"
 //! hostname u32 len, len bytes
+//! user     u32 len, len bytes                            uid[:gid] or name[:group], "" = root
+//! caps     u8 (0: keep every capability, 1: the mask follows), u64 mask
+//! nnp      u8 (0 or 1)                                   no_new_privs
+//! seccomp  u32 count (≤ 4096), then count × (u16 code, u8 jt, u8 jf, u32 k)
 //! ```
 //!
 //! Strings are raw bytes (no encoding, no terminator), so arguments with spaces,
 //! quotes, newlines or any Unicode survive exactly. Trailing bytes are an error.
+//!
+//! Version 2 added the workload's identity and privileges ([`Security`]): the host
+//! decides them (the same flags give the container backend the same ones), the guest
+//! init applies them just before `execve`. An init that reads version 1 would run the
+//! workload as root with every capability, so a version mismatch is refused.
 
 use std::fmt;
 
@@ -21,9 +30,65 @@ pub const SPEC_PATH: &str = "/isol/spec";
 /// First bytes of a spec.
 pub const MAGIC: &[u8; 8] = b"ISOLSPEC";
 /// Format version this code reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest spec accepted, to bound what a corrupt file can make init allocate.
 pub const MAX_SPEC_LEN: usize = 16 << 20;
+/// The kernel's limit on the instructions of one seccomp filter (`BPF_MAXINSNS`).
+pub const MAX_FILTER_LEN: usize = 4096;
+
+/// One classic-BPF instruction, the kernel's `struct sock_filter`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SockFilter {
+    /// Opcode.
+    pub code: u16,
+    /// Jump offset if true.
+    pub jt: u8,
+    /// Jump offset if false.
+    pub jf: u8,
+    /// Operand.
+    pub k: u32,
+}
+
+impl SockFilter {
+    /// The instruction as the kernel lays it out, read as one little-endian `u64`
+    /// (`code | jt << 16 | jf << 24 | k << 32`): how it travels in JSON.
+    pub fn to_u64(self) -> u64 {
+        u64::from(self.code)
+            | u64::from(self.jt) << 16
+            | u64::from(self.jf) << 24
+            | u64::from(self.k) << 32
+    }
+
+    /// The inverse of [`SockFilter::to_u64`].
+    pub fn from_u64(v: u64) -> Self {
+        // The casts cut `v` into the struct's fields.
+        SockFilter {
+            code: v as u16,
+            jt: (v >> 16) as u8,
+            jf: (v >> 24) as u8,
+            k: (v >> 32) as u32,
+        }
+    }
+}
+
+/// The workload's privileges, applied by the guest init right before `execve`, in
+/// runc's order: bounding set, identity, capability sets, `no_new_privs`, seccomp.
+///
+/// The default is the guest init's behaviour before version 2: root with every
+/// capability, no `no_new_privs`, no filter (what `--privileged` means).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// The capabilities the workload may hold (bit n = capability n): the bounding set,
+    /// and the permitted and effective sets of a root workload; a non-root workload holds
+    /// none (docker's rule), inheritable and ambient are empty. `None`: every capability,
+    /// nothing dropped.
+    pub capabilities: Option<u64>,
+    /// Set `no_new_privs`: setuid bits and file capabilities grant nothing.
+    pub no_new_privs: bool,
+    /// A seccomp filter to install last; empty: none.
+    pub seccomp: Vec<SockFilter>,
+}
 
 /// What to run in the guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +101,11 @@ pub struct Spec {
     pub workdir: Vec<u8>,
     /// Hostname.
     pub hostname: Vec<u8>,
+    /// The identity to run as: `uid[:gid]` or `name[:group]`, names looked up in the
+    /// guest root's /etc/passwd and /etc/group; empty: root (0:0).
+    pub user: Vec<u8>,
+    /// Capabilities, `no_new_privs`, seccomp.
+    pub security: Security,
 }
 
 /// Why a spec could not be decoded.
@@ -53,6 +123,10 @@ pub enum SpecError {
     TooLarge(usize),
     /// No program to run.
     NoArgs,
+    /// A flag byte that is neither 0 nor 1.
+    BadFlag(u8),
+    /// A seccomp filter longer than the kernel accepts.
+    FilterTooLong(usize),
 }
 
 impl fmt::Display for SpecError {
@@ -79,6 +153,14 @@ impl fmt::Display for SpecError {
                 "Run spec is {n} bytes, over the {MAX_SPEC_LEN}-byte limit; pass fewer or shorter arguments"
             ),
             SpecError::NoArgs => write!(f, "Run spec has no command; give a command to run"),
+            SpecError::BadFlag(b) => write!(
+                f,
+                "Run spec has flag byte {b}, not 0 or 1; use the guest init built with this isol"
+            ),
+            SpecError::FilterTooLong(n) => write!(
+                f,
+                "Run spec's seccomp filter has {n} instructions, over the kernel's {MAX_FILTER_LEN}; use a shorter seccomp profile"
+            ),
         }
     }
 }
@@ -123,6 +205,33 @@ impl<'a> Reader<'a> {
         Ok(self.take(n)?.to_vec())
     }
 
+    fn u8(&mut self) -> Result<u8, SpecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn flag(&mut self) -> Result<bool, SpecError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(SpecError::BadFlag(b)),
+        }
+    }
+
+    fn u64(&mut self) -> Result<u64, SpecError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn filter(&mut self) -> Result<Vec<SockFilter>, SpecError> {
+        let n = self.u32()? as usize;
+        if n > MAX_FILTER_LEN {
+            return Err(SpecError::FilterTooLong(n));
+        }
+        (0..n)
+            .map(|_| self.u64().map(SockFilter::from_u64))
+            .collect()
+    }
+
     fn list(&mut self) -> Result<Vec<Vec<u8>>, SpecError> {
         let n = self.u32()? as usize;
         // Each item needs at least its 4-byte length; reject counts the buffer can't hold
@@ -140,6 +249,10 @@ impl Spec {
         if self.args.is_empty() {
             return Err(SpecError::NoArgs);
         }
+        let sec = &self.security;
+        if sec.seccomp.len() > MAX_FILTER_LEN {
+            return Err(SpecError::FilterTooLong(sec.seccomp.len()));
+        }
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -151,7 +264,9 @@ impl Spec {
             .sum::<usize>()
             + self.workdir.len()
             + self.hostname.len()
-            + 28;
+            + self.user.len()
+            + sec.seccomp.len() * 8
+            + 46;
         if total > MAX_SPEC_LEN {
             return Err(SpecError::TooLarge(total));
         }
@@ -159,6 +274,14 @@ impl Spec {
         put_list(&mut out, &self.env);
         put_bytes(&mut out, &self.workdir);
         put_bytes(&mut out, &self.hostname);
+        put_bytes(&mut out, &self.user);
+        out.push(u8::from(sec.capabilities.is_some()));
+        out.extend_from_slice(&sec.capabilities.unwrap_or(0).to_le_bytes());
+        out.push(u8::from(sec.no_new_privs));
+        out.extend_from_slice(&(sec.seccomp.len() as u32).to_le_bytes());
+        for insn in &sec.seccomp {
+            out.extend_from_slice(&insn.to_u64().to_le_bytes());
+        }
         Ok(out)
     }
 
@@ -180,6 +303,16 @@ impl Spec {
             env: r.list()?,
             workdir: r.bytes()?,
             hostname: r.bytes()?,
+            user: r.bytes()?,
+            security: Security {
+                capabilities: {
+                    let present = r.flag()?;
+                    let mask = r.u64()?;
+                    present.then_some(mask)
+                },
+                no_new_privs: r.flag()?,
+                seccomp: r.filter()?,
+            },
         };
         if !r.buf.is_empty() {
             return Err(SpecError::TrailingBytes(r.buf.len()));
@@ -207,6 +340,31 @@ mod tests {
             env: vec![b"PATH=/bin".to_vec(), b"EMPTY=".to_vec()],
             workdir: b"/tmp/with space".to_vec(),
             hostname: b"isol-vm".to_vec(),
+            user: b"1000:users".to_vec(),
+            security: Security {
+                capabilities: Some(0xa804_25fb),
+                no_new_privs: true,
+                seccomp: vec![
+                    SockFilter {
+                        code: 0x20,
+                        jt: 0,
+                        jf: 0,
+                        k: 4,
+                    },
+                    SockFilter {
+                        code: 0x15,
+                        jt: 1,
+                        jf: 2,
+                        k: 0xc000_003e,
+                    },
+                    SockFilter {
+                        code: 0x06,
+                        jt: 0,
+                        jf: 0,
+                        k: 0x7fff_0000,
+                    },
+                ],
+            },
         }
     }
 
@@ -216,6 +374,73 @@ mod tests {
         let enc = s.encode().unwrap();
         assert_eq!(&enc[..8], MAGIC);
         assert_eq!(Spec::decode(&enc).unwrap(), s);
+    }
+
+    #[test]
+    fn the_default_security_round_trips_as_none() {
+        let s = Spec {
+            args: vec![b"true".to_vec()],
+            ..Spec::default()
+        };
+        let d = Spec::decode(&s.encode().unwrap()).unwrap();
+        assert_eq!(d.security, Security::default());
+        assert_eq!(d.security.capabilities, None);
+        assert!(d.user.is_empty());
+    }
+
+    #[test]
+    fn an_empty_capability_set_is_not_every_capability() {
+        let mut s = sample();
+        s.security.capabilities = Some(0);
+        let d = Spec::decode(&s.encode().unwrap()).unwrap();
+        assert_eq!(d.security.capabilities, Some(0));
+    }
+
+    #[test]
+    fn filter_instructions_keep_the_kernel_layout() {
+        let i = SockFilter {
+            code: 0x0015,
+            jt: 0x01,
+            jf: 0x02,
+            k: 0xc000_003e,
+        };
+        assert_eq!(i.to_u64(), 0xc000_003e_0201_0015);
+        assert_eq!(SockFilter::from_u64(i.to_u64()), i);
+        assert_eq!(std::mem::size_of::<SockFilter>(), 8);
+    }
+
+    #[test]
+    fn bad_flags_and_long_filters_are_rejected() {
+        let mut s = sample();
+        s.security.seccomp.clear();
+        let mut enc = s.encode().unwrap();
+        // Layout from the end: caps flag, 8 mask bytes, nnp flag, 4 count bytes.
+        let n = enc.len();
+        enc[n - 5] = 2;
+        assert_eq!(Spec::decode(&enc), Err(SpecError::BadFlag(2)));
+        enc[n - 5] = 1;
+        enc[n - 4..].copy_from_slice(&(MAX_FILTER_LEN as u32 + 1).to_le_bytes());
+        assert_eq!(
+            Spec::decode(&enc),
+            Err(SpecError::FilterTooLong(MAX_FILTER_LEN + 1))
+        );
+        s.security.seccomp = vec![SockFilter::default(); MAX_FILTER_LEN + 1];
+        assert_eq!(
+            s.encode(),
+            Err(SpecError::FilterTooLong(MAX_FILTER_LEN + 1))
+        );
+    }
+
+    #[test]
+    fn a_version_1_spec_is_refused_with_what_to_do() {
+        let mut enc = sample().encode().unwrap();
+        enc[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let e = Spec::decode(&enc).unwrap_err();
+        assert_eq!(e, SpecError::BadVersion(1));
+        assert!(
+            e.to_string().contains("guest init built with this isol"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -263,6 +488,8 @@ mod tests {
             SpecError::TrailingBytes(1),
             SpecError::TooLarge(1),
             SpecError::NoArgs,
+            SpecError::BadFlag(7),
+            SpecError::FilterTooLong(5000),
         ] {
             let m = e.to_string();
             assert!(

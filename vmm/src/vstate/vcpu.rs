@@ -25,6 +25,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 
 use crate::arch::x86_64::{cpuid, msr, regs};
+use crate::seccomp::{Filters, ThreadKind};
 use crate::trace::{ExitCounts, ExitKind, Timeline};
 use isol_devices::Bus;
 
@@ -601,13 +602,13 @@ impl Vcpu {
         commands: Receiver<VcpuCommand>,
         events: Sender<VcpuEvent>,
         wake: EventFd,
+        mut state: VcpuState,
     ) -> ExitCounts {
         let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|p| p.set(run_ptr));
         if self.index == 0 {
             self.timeline.first_vcpu_entry.get_or_init(Instant::now);
         }
-        let mut state = VcpuState::Running;
         while state != VcpuState::Exiting {
             match state {
                 VcpuState::Running => {
@@ -659,14 +660,32 @@ impl Vcpu {
         std::mem::take(&mut self.counts)
     }
 
-    /// Starts the vCPU thread. Stops are sent on `events` with a write to `wake`.
-    pub fn start(self, events: Sender<VcpuEvent>, wake: EventFd) -> Result<VcpuHandle, VcpuError> {
+    /// Starts the vCPU thread. Stops are sent on `events` with a write to `wake`. With
+    /// `filters`, the thread installs its seccomp filter and then waits, paused, for
+    /// [`VcpuCommand::Resume`] before it first enters the guest (the caller filters its own
+    /// thread in between: see `seccomp.rs`).
+    pub fn start(
+        self,
+        events: Sender<VcpuEvent>,
+        wake: EventFd,
+        filters: Option<Filters>,
+    ) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
         let index = self.index;
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name(format!("isol-vcpu{index}"))
-            .spawn(move || self.run_loop(rx, events, wake))
+            .spawn(move || {
+                let state = match &filters {
+                    Some(f) => {
+                        f.apply_or_exit(ThreadKind::Vcpu);
+                        VcpuState::Paused
+                    }
+                    None => VcpuState::Running,
+                };
+                drop(filters);
+                self.run_loop(rx, events, wake, state)
+            })
             .map_err(|source| VcpuError::Spawn { index, source })?;
         Ok(VcpuHandle {
             index,
@@ -695,6 +714,12 @@ impl VcpuHandle {
         // A closed channel means the thread already left; nothing to tell it.
         let _ = self.commands.send(cmd);
         self.kick();
+    }
+
+    /// Lets a vCPU started paused ([`Vcpu::start`] with filters) enter the guest. No kick:
+    /// it waits for a command outside KVM_RUN, and a kick would only cost it a first exit.
+    pub fn release(&self) {
+        let _ = self.commands.send(VcpuCommand::Resume);
     }
 
     fn kick(&self) {

@@ -200,16 +200,24 @@ pub enum ConsoleError {
     Setup(std::io::Error),
 }
 
+/// Run first thing on each thread the console starts (its output writers), on that thread:
+/// the VMM installs the thread's seccomp filter there.
+pub type ThreadStart = Arc<dyn Fn() + Send + Sync>;
+
 fn writer_thread(
     name: String,
     mut out: Box<dyn Write + Send>,
     rx: mpsc::Receiver<Vec<u8>>,
     in_flight: Arc<AtomicUsize>,
     resume: EventFd,
+    start: Option<ThreadStart>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("isol-{name}"))
         .spawn(move || {
+            if let Some(start) = start {
+                start();
+            }
             let mut dead = false;
             for chunk in rx {
                 // After a write error (a closed pipe) keep consuming, so the guest
@@ -235,6 +243,14 @@ fn control(id: u32, ev: u16, value: u16) -> Vec<u8> {
 impl Console {
     /// A console with `ports` (port 0 first). Starts one writer thread per output port.
     pub fn new(ports: Vec<PortConfig>) -> Result<Self, ConsoleError> {
+        Self::with_thread_start(ports, None)
+    }
+
+    /// [`Console::new`], with `start` run first on each writer thread.
+    pub fn with_thread_start(
+        ports: Vec<PortConfig>,
+        start: Option<ThreadStart>,
+    ) -> Result<Self, ConsoleError> {
         let resume_evt = EventFd::new(EFD_NONBLOCK).map_err(ConsoleError::Setup)?;
         let mut out = Vec::new();
         for p in ports {
@@ -259,6 +275,7 @@ impl Console {
                         rx,
                         in_flight.clone(),
                         resume_evt.try_clone().map_err(ConsoleError::Setup)?,
+                        start.clone(),
                     )
                     .map_err(ConsoleError::Setup)?;
                     (
