@@ -34,6 +34,7 @@ packages=(
     qemu-system-x86           # the lab (TCG) and the QEMU microvm peer
     linux-source-6.1 bc flex bison libelf-dev libssl-dev build-essential   # guest kernel
     crun runc hyperfine       # benchmark peers
+    containerd                # a real OCI client of isol-runc (tests/containerd.rs)
     chromium                  # renders the benchmark report in its test
 )
 missing=()
@@ -49,9 +50,9 @@ fi
 echo "setup: building isol" >&2
 cargo build --release --locked -p isol -p isol-guest-init
 # isol finds its helpers beside itself: the container init, the VMM it execs for --backend kvm,
-# the guest init.
+# the guest init; isol-runc is the OCI runtime for containerd, podman and docker (docs/oci.md).
 release=target/x86_64-unknown-linux-gnu/release
-install -m 0755 "$release/isol" "$release/isol-init" "$release/isol-vmm" "$release/isol-guest-init" \
+install -m 0755 "$release/isol" "$release/isol-init" "$release/isol-runc" "$release/isol-vmm" "$release/isol-guest-init" \
     /usr/local/bin/
 
 if [ -x guest-images/build-kernel.sh ]; then

@@ -21,7 +21,9 @@ use nix::sys::stat::{Mode, umask};
 use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
-use crate::config::{ContainerConfig, NetworkMode, Privileges, Volume};
+use crate::config::{
+    ContainerConfig, Mount, NetworkMode, Privileges, Rlimit, Rootfs, SharedNamespace, Volume,
+};
 use crate::error::{Cause, ContainerError, SetupError};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
@@ -40,14 +42,23 @@ pub(crate) struct ChildSpec<'a> {
     upper: PathBuf,
     work: PathBuf,
     merged: PathBuf,
+    /// `Some(readonly)` when `merged` is the rootfs directory itself ([`Rootfs::Dir`]).
+    bind_root: Option<bool>,
     volumes: Vec<Volume>,
+    mounts: Vec<Mount>,
+    join: Vec<(SharedNamespace, PathBuf)>,
     rootless: bool,
     network: NetworkMode,
     cgroup2: bool,
     interactive: bool,
     workdir: PathBuf,
     user: Option<String>,
+    groups: Option<Vec<u32>>,
+    rlimits: Vec<Rlimit>,
     privileges: Privileges,
+    /// The start gate (a FIFO on the host) of a container created to be started later
+    /// ([`crate::process::create`]): the init waits on it before it starts the workload.
+    gate: Option<PathBuf>,
     /// The seccomp filter; none: unconfined.
     filter: Option<&'a BpfProgram>,
     pty: Option<&'a Pty>,
@@ -68,7 +79,8 @@ impl std::fmt::Debug for ChildSpec<'_> {
 impl<'a> ChildSpec<'a> {
     pub(crate) fn new(
         cfg: &ContainerConfig,
-        run: &RunDir,
+        run: Option<&RunDir>,
+        gate: Option<&Path>,
         filter: Option<&'a BpfProgram>,
         pty: Option<&'a Pty>,
         cgroup2: bool,
@@ -78,20 +90,47 @@ impl<'a> ChildSpec<'a> {
                 "No command to run: give one after the image name".into(),
             ));
         }
+        let (layers, upper, work, merged, bind_root) = match (&cfg.rootfs, run) {
+            (Rootfs::Layers(layers), Some(run)) => (
+                layers.clone(),
+                run.upper.clone(),
+                run.work.clone(),
+                run.merged.clone(),
+                None,
+            ),
+            (Rootfs::Dir { path, readonly }, _) => (
+                Vec::new(),
+                PathBuf::new(),
+                PathBuf::new(),
+                path.clone(),
+                Some(*readonly),
+            ),
+            (Rootfs::Layers(_), None) => {
+                return Err(ContainerError::Setup(
+                    "An image's layers need a run directory for their writable layer".into(),
+                ));
+            }
+        };
         Ok(ChildSpec {
             hostname: cstring(cfg.hostname.as_ref(), "hostname")?,
-            layers: cfg.layers.clone(),
-            upper: run.upper.clone(),
-            work: run.work.clone(),
-            merged: run.merged.clone(),
+            layers,
+            upper,
+            work,
+            merged,
+            bind_root,
             volumes: cfg.volumes.clone(),
+            mounts: cfg.mounts.clone(),
+            join: cfg.join.clone(),
             rootless: cfg.rootless,
             network: cfg.network,
             cgroup2,
             interactive: cfg.interactive,
             workdir: cfg.workdir.clone(),
             user: cfg.user.clone(),
+            groups: cfg.groups.clone(),
+            rlimits: cfg.rlimits.clone(),
             privileges: cfg.privileges,
+            gate: gate.map(Path::to_path_buf),
             filter,
             pty,
             init_argv_tail: cstrings(&cfg.args, "argument")?,
@@ -134,9 +173,25 @@ fn setup(
     go: OwnedFd,
     report: &File,
 ) -> Result<std::convert::Infallible, SetupError> {
-    // If isol dies, so does the container (and with it its PID namespace).
+    // If isol dies, so does the container (and with it its PID namespace) — until a created
+    // container is handed over, below.
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The start gate is opened (as a path only: opening a FIFO to write would wait for its
+    // reader) while the host's filesystem is still in view; the init reopens it to wait.
+    let gate = match &spec.gate {
+        Some(path) => Some(
+            nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                SetupError::process(format!("Cannot open the start gate {}", path.display()), e)
+            })?,
+        ),
+        None => None,
+    };
     // First into the container's cgroup (cgroup v1; on v2 clone3 did it), so that whatever the
     // child does from here is accounted and limited there.
     if let Some(entry) = cgroup {
@@ -146,8 +201,14 @@ fn setup(
     if spec.rootless {
         go.wait();
     }
-    namespaces::set_hostname(&spec.hostname)?;
-    if spec.network != NetworkMode::Host {
+    for (ns, path) in &spec.join {
+        namespaces::join(*ns, path)?;
+    }
+    let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
+    if !joined(SharedNamespace::Uts) {
+        namespaces::set_hostname(&spec.hostname)?;
+    }
+    if spec.network != NetworkMode::Host && !joined(SharedNamespace::Net) {
         network::loopback_up()?;
     }
     mark(report, "child-prepare");
@@ -159,7 +220,9 @@ fn setup(
         upper: &spec.upper,
         work: &spec.work,
         merged: &spec.merged,
+        bind_root: spec.bind_root,
         volumes: &spec.volumes,
+        mounts: &spec.mounts,
         rootless: spec.rootless,
         host_network: spec.network == NetworkMode::Host,
         console: console.as_deref(),
@@ -169,6 +232,12 @@ fn setup(
     mark(report, "rootfs");
 
     let init_exe = go.wait();
+    if gate.is_some() {
+        // A created container outlives the isol that created it: its client (a shim, a
+        // subreaper) waits for it. Before the go, the parent was still there to kill it.
+        // SAFETY: as above; 0 clears the parent-death signal.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    }
     // The cgroup namespace is created after the parent moved us into our cgroup, so that the
     // container sees that cgroup as its root.
     namespaces::enter_cgroup_namespace()?;
@@ -188,9 +257,19 @@ fn setup(
 
     enter_workdir(&spec.workdir)?;
     let ids = match &spec.user {
-        Some(u) => Some(user::resolve(u)?),
+        Some(u) => {
+            let mut ids = user::resolve(u)?;
+            if let Some(groups) = &spec.groups {
+                ids.groups.clone_from(groups);
+            }
+            Some(ids)
+        }
         None => None,
     };
+    // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
+    for r in &spec.rlimits {
+        set_rlimit(r)?;
+    }
     // Without no_new_privs the kernel takes a filter only from a holder of CAP_SYS_ADMIN: then
     // it goes on first, while the runtime still holds every capability, as runc does (the
     // profile allows the steps that follow).
@@ -198,27 +277,33 @@ fn setup(
     if filter_first && let Some(filter) = spec.filter {
         security::seccomp::install(filter)?;
     }
-    security::capabilities::drop_to(spec.privileges.capabilities)?;
-    if let Some(ids) = &ids {
-        ids.apply()?;
+    match &ids {
+        // Changing ids needs CAP_SETUID/CAP_SETGID, which the set may lack.
+        Some(ids) => user::switch_with_capabilities(spec.privileges.capabilities, ids)?,
+        None => security::capabilities::drop_to(spec.privileges.capabilities)?,
     }
     if spec.privileges.no_new_privs {
         security::set_no_new_privs()?;
     }
     mark(report, "security");
 
-    let mut argv = Vec::with_capacity(spec.init_argv_tail.len() + 4);
+    let mut argv = Vec::with_capacity(spec.init_argv_tail.len() + 5);
     argv.push(CString::new(INIT_ARGV0).expect("no NUL"));
     argv.push(CString::new(INIT_MARKER).expect("no NUL"));
     argv.push(CString::new(report.as_raw_fd().to_string()).expect("no NUL"));
     argv.push(CString::new(if spec.pty.is_some() { "1" } else { "0" }).expect("no NUL"));
+    let gate_arg = gate
+        .as_ref()
+        .map_or("-".into(), |g| g.as_raw_fd().to_string());
+    argv.push(CString::new(gate_arg).expect("no NUL"));
     argv.extend(spec.init_argv_tail.iter().cloned());
     // Nothing of isol's (the host terminal, pipes, the signalfd, a pty master) may reach the
     // container: every descriptor but stdio closes at exec, except the report pipe, which the
     // init closes itself. The sealed memfd is exec'd by descriptor, so it may close too.
     sys::cloexec_from(3).map_err(|e| SetupError::process("Cannot list open descriptors", e))?;
-    sys::clear_cloexec(report.as_raw_fd())
-        .map_err(|e| SetupError::process("fcntl(F_SETFD) failed", e))?;
+    for fd in std::iter::once(report.as_raw_fd()).chain(gate.as_ref().map(|g| g.as_raw_fd())) {
+        sys::clear_cloexec(fd).map_err(|e| SetupError::process("fcntl(F_SETFD) failed", e))?;
+    }
     // The filter goes on last: from here on only what the workload may do is allowed.
     if !filter_first && let Some(filter) = spec.filter {
         security::seccomp::install(filter)?;
@@ -251,6 +336,26 @@ impl Go {
             Go::Waiting(_) => unreachable!("set above"),
         }
     }
+}
+
+/// setrlimit(2) for one of the configuration's limits (in the container's process, before its
+/// capabilities drop).
+pub(crate) fn set_rlimit(r: &Rlimit) -> Result<(), SetupError> {
+    let limit = libc::rlimit {
+        rlim_cur: r.soft,
+        rlim_max: r.hard,
+    };
+    // SAFETY: setrlimit reads the struct, valid for the call, and changes only this process.
+    let ret = unsafe { libc::setrlimit(r.resource as _, &limit) };
+    nix::errno::Errno::result(ret).map(drop).map_err(|e| {
+        SetupError::process(
+            format!(
+                "Cannot set resource limit {} to {}:{}",
+                r.resource, r.soft, r.hard
+            ),
+            e,
+        )
+    })
 }
 
 fn redirect_stdin_to_null() -> Result<(), SetupError> {

@@ -19,6 +19,34 @@ pub enum NetworkMode {
     Bridge,
 }
 
+/// A namespace the container joins instead of getting a new one (an OCI config's namespace
+/// `path`; a Kubernetes pod's containers join its sandbox's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedNamespace {
+    Net,
+    Ipc,
+    Uts,
+}
+
+impl SharedNamespace {
+    /// The `CLONE_NEW*` flag of the namespace's type.
+    pub fn clone_flag(self) -> i32 {
+        match self {
+            SharedNamespace::Net => libc::CLONE_NEWNET,
+            SharedNamespace::Ipc => libc::CLONE_NEWIPC,
+            SharedNamespace::Uts => libc::CLONE_NEWUTS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SharedNamespace::Net => "network",
+            SharedNamespace::Ipc => "IPC",
+            SharedNamespace::Uts => "UTS",
+        }
+    }
+}
+
 /// A bind mount from the host into the container (`-v HOST:CTR[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
@@ -27,6 +55,42 @@ pub struct Volume {
     /// Absolute path inside the container.
     pub target: PathBuf,
     pub read_only: bool,
+}
+
+/// What becomes the container's `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// Unpacked image layers, lowest first; they become overlayfs lower dirs and are never
+    /// written: the container writes to an upper layer of its own (`isol run`).
+    Layers(Vec<PathBuf>),
+    /// This directory itself, bound onto itself and written in place (an OCI bundle's `root`,
+    /// often an overlay a client such as containerd mounted); read-only when `readonly`.
+    Dir { path: PathBuf, readonly: bool },
+}
+
+/// One resource limit set with setrlimit(2) before the container's init starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*` (libc's number).
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// A mount the container's configuration asks for, beyond isol's own (/proc, /sys, /dev…):
+/// an OCI config's `mounts`, made in order after the volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `None`: a bind mount of `source`; else the filesystem type (`tmpfs`, `proc`…).
+    pub fstype: Option<String>,
+    /// The host path of a bind mount, or the filesystem's source name.
+    pub source: PathBuf,
+    /// Absolute path inside the container (created when missing).
+    pub target: PathBuf,
+    /// mount(2) flags (`MS_*`): `MS_RDONLY`, `MS_NOSUID`… (`MS_BIND`/`MS_REC` for binds).
+    pub flags: u64,
+    /// The filesystem's own options (`size=64m,mode=755`).
+    pub data: String,
 }
 
 /// The workload's privileges: docker's defaults unless `--cap-add`, `--cap-drop` or
@@ -58,8 +122,8 @@ impl Default for Privileges {
 pub struct ContainerConfig {
     /// Short unique id of this run (hex), used for cgroup, veth and state names.
     pub id: String,
-    /// Unpacked image layers, lowest first; they become overlayfs lower dirs and are never written.
-    pub layers: Vec<PathBuf>,
+    /// The container's root filesystem.
+    pub rootfs: Rootfs,
     /// Directory under which this run keeps its state (writable upper, work dir, pid file).
     pub state_root: PathBuf,
     /// The command and its arguments; `args[0]` is resolved through `PATH` inside the rootfs.
@@ -72,16 +136,30 @@ pub struct ContainerConfig {
     /// `uid[:gid]` or `name[:group]`, resolved against the container's /etc/passwd and
     /// /etc/group; `None` runs as root (uid 0 inside the container).
     pub user: Option<String>,
+    /// `Some`: exactly these supplementary groups (an OCI config's `additionalGids`), instead
+    /// of those /etc/group gives the user.
+    pub groups: Option<Vec<u32>>,
     /// Capabilities, `no_new_privs`, seccomp.
     pub privileges: Privileges,
     pub limits: Limits,
+    /// Where the container's cgroup is, relative to each hierarchy's root (an OCI config's
+    /// `cgroupsPath`); `None`: `isol/<id>`, where `isol run`'s are.
+    pub cgroup_path: Option<PathBuf>,
+    /// Resource limits of the container's processes (`isol run` sets none: the host's apply).
+    pub rlimits: Vec<Rlimit>,
     /// The devices the container may create and open; everything else is denied
     /// ([`crate::cgroups::devices::DEFAULT_RULES`] for `isol run`). Applied through the cgroup,
     /// so not in rootless runs, where the user namespace forbids mknod and isol binds only the
     /// default set into /dev.
     pub devices: Vec<crate::cgroups::devices::DeviceRule>,
     pub network: NetworkMode,
+    /// Namespaces joined by path (`/proc/PID/ns/net`…) instead of new ones; with a joined
+    /// network namespace, `network` must be [`NetworkMode::None`] (nothing is wired), and with
+    /// a joined UTS namespace the hostname is left alone.
+    pub join: Vec<(SharedNamespace, PathBuf)>,
     pub volumes: Vec<Volume>,
+    /// Further mounts, in order, after the volumes (`isol run` has none).
+    pub mounts: Vec<Mount>,
     /// Keep stdin open and connected (`-i`).
     pub interactive: bool,
     /// Allocate a pseudo-terminal (`-t`).

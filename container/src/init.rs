@@ -23,7 +23,12 @@ use nix::unistd::Pid;
 use crate::sys::{monotonic_ns, set_cloexec};
 
 /// Entry point of init mode. `args` are the process arguments after the init marker:
-/// report fd, tty flag ("1"/"0"), then the workload's argv.
+/// report fd, tty flag ("1"/"0"), start gate fd ("-" for none), then the workload's argv.
+///
+/// With a start gate (a container created to be started later, as runc's `create`), init
+/// checks that the workload can be executed, reports `G` (created), and waits until `start`
+/// opens the gate; it then reports nothing more: the isol that created the container is gone,
+/// and its client waits for init's exit status.
 pub fn main(args: Vec<OsString>) -> ! {
     let code = match run(args) {
         Ok(code) => code,
@@ -51,12 +56,19 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
         .and_then(|s| s.to_str()?.parse().ok())
         .ok_or("missing report fd")?;
     let tty = it.next().is_some_and(|s| s == "1");
+    let gate: Option<i32> = match it.next() {
+        Some(g) if g == "-" => None,
+        g => Some(
+            g.and_then(|s| s.to_str()?.parse().ok())
+                .ok_or("missing start gate fd")?,
+        ),
+    };
     let argv: Vec<OsString> = it.collect();
     let Some((prog, rest)) = argv.split_first() else {
         return Err("missing command".into());
     };
     // SAFETY: the parent passed this fd number to us; nothing else in this process owns it.
-    let mut report = unsafe { File::from_raw_fd(fd) };
+    let report = unsafe { File::from_raw_fd(fd) };
     set_cloexec(fd);
 
     // Every signal that can be caught is taken through a signalfd and forwarded.
@@ -82,6 +94,18 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     // that is not a program (ENOEXEC), the C library's execvp would run it with /bin/sh
     // instead of failing, as docker's runtimes fail (126, exec format error).
     let exec = Exec::new(prog, &argv)?;
+    let mut report = Some(report);
+    if let Some(gate) = gate {
+        if let Err(e) = exec.probe() {
+            let (code, msg) = exec_failure(prog, &e);
+            say(&mut report, format_args!("X {code} {msg}"));
+            return Ok(code);
+        }
+        say(&mut report, format_args!("G"));
+        // Nobody reads the reports once the creator has returned.
+        report = None;
+        wait_at_gate(gate)?;
+    }
     let mut cmd = Command::new(prog);
     cmd.args(rest).arg0(prog);
     // SAFETY: the closure runs in the forked child before exec and makes only system calls
@@ -98,11 +122,11 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
         Ok(c) => c,
         Err(e) => {
             let (code, msg) = exec_failure(prog, &e);
-            let _ = writeln!(report, "X {code} {msg}");
+            say(&mut report, format_args!("X {code} {msg}"));
             return Ok(code);
         }
     };
-    let _ = writeln!(report, "R {}", monotonic_ns());
+    say(&mut report, format_args!("R {}", monotonic_ns()));
 
     let workload = Pid::from_raw(child.id() as i32);
     loop {
@@ -122,17 +146,39 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
                 // The last report says how the workload ended: 128+N as an exit code cannot
                 // tell a workload killed by signal N from one that exited with 128+N.
                 Ok(WaitStatus::Exited(pid, code)) if pid == workload => {
-                    let _ = writeln!(report, "W exit {code}");
+                    say(&mut report, format_args!("W exit {code}"));
                     return Ok(code);
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == workload => {
-                    let _ = writeln!(report, "W signal {}", sig as i32);
+                    say(&mut report, format_args!("W signal {}", sig as i32));
                     return Ok(128 + sig as i32);
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// Blocks until `start` opens the gate (a FIFO, held as an O_PATH descriptor), and tells it so
+/// with one byte.
+fn wait_at_gate(fd: i32) -> Result<(), String> {
+    let path = format!("/proc/self/fd/{fd}");
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open the start gate: {e}"))?;
+    fifo.write_all(b"0")
+        .map_err(|e| format!("cannot write to the start gate: {e}"))?;
+    // SAFETY: the gate's O_PATH descriptor was handed to us and nothing else uses it.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// One line to the parent, while it listens.
+fn say(report: &mut Option<File>, line: std::fmt::Arguments<'_>) {
+    if let Some(r) = report {
+        let _ = writeln!(r, "{line}");
     }
 }
 
@@ -175,6 +221,31 @@ impl Exec {
             argv,
             envp,
         })
+    }
+
+    /// Whether one of the candidates can be executed, without executing it: the error execve
+    /// would give (EACCES when some candidate was not executable, else ENOENT).
+    fn probe(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut denied = false;
+        for path in &self.candidates {
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            let ok = meta.is_file()
+                && meta.permissions().mode() & 0o111 != 0
+                && nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok();
+            if ok {
+                return Ok(());
+            }
+            denied = true;
+        }
+        Err(io::Error::from_raw_os_error(if denied {
+            libc::EACCES
+        } else {
+            libc::ENOENT
+        }))
     }
 
     /// Tries each candidate; returns only on failure, with execvp's choice of error: EACCES

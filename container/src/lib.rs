@@ -5,11 +5,16 @@
 //! (`child`) assembles the rootfs (`rootfs`), drops privileges (`security`) and executes the
 //! container's init ([`init`]) from a sealed copy of isol, which starts the workload. `state`
 //! makes sure nothing a run created survives it, even when isol itself was killed.
+//!
+//! [`process::create`] shares every step of a run up to the go and stops there: the init waits
+//! at a start gate before it starts the workload, and the container outlives its creator —
+//! runc's create/start split, for the OCI runtime (`isol-oci`).
 
 pub mod cgroups;
 mod child;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod init;
 pub mod jail;
 mod namespaces;
@@ -24,9 +29,12 @@ mod sys;
 mod user;
 
 pub use child::{INIT_ARGV0, INIT_MARKER};
-pub use config::{ContainerConfig, Limits, NetworkMode, Privileges, Volume};
+pub use config::{
+    ContainerConfig, Limits, Mount, NetworkMode, Privileges, Rlimit, Rootfs, SharedNamespace,
+    Volume,
+};
 pub use error::ContainerError;
-pub use process::{RunResult, run};
+pub use process::{Created, RunResult, create, run};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
 pub use rootfs::{MASKED_PATHS, READONLY_PATHS};
 pub use user::{MAX_ID, UserError, check_spec as check_user_spec};

@@ -142,6 +142,30 @@ pub(crate) fn write_id_maps(child: Pid) -> Result<(), ContainerError> {
     write("gid_map", format!("0 {gid} 1\n"))
 }
 
+/// In the child: joins the namespace at `path` (`/proc/PID/ns/net`…) instead of a new one.
+pub(crate) fn join(
+    ns: crate::config::SharedNamespace,
+    path: &std::path::Path,
+) -> Result<(), SetupError> {
+    let cannot = |e| {
+        SetupError::process(
+            format!(
+                "Cannot join the {} namespace at {}",
+                ns.name(),
+                path.display()
+            ),
+            e,
+        )
+    };
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(cannot)?;
+    nix::sched::setns(&fd, CloneFlags::from_bits_truncate(ns.clone_flag())).map_err(cannot)
+}
+
 /// In the child: the container's hostname, in its UTS namespace.
 pub(crate) fn set_hostname(name: &CStr) -> Result<(), SetupError> {
     nix::unistd::sethostname(name.to_str().unwrap_or("isol")).map_err(|source| {

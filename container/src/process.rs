@@ -5,7 +5,8 @@
 //! The child reports to the parent over a pipe, one line per message:
 //! `T name ns` (a phase finished at CLOCK_MONOTONIC `ns`), `E message` (setup failed),
 //! `X code message` (the workload could not be executed; code is 126 or 127),
-//! `R ns` (the workload is running). EOF after `R` is normal. While it waits, signals are tended
+//! `R ns` (the workload is running), `G` (a created container's init waits at its start gate,
+//! [`create`]). EOF after `R` is normal. While it waits, signals are tended
 //! to by `signals`.
 
 use std::cell::Cell;
@@ -22,7 +23,7 @@ use nix::unistd::{Pid, pipe2};
 
 use crate::cgroups::{self, AnyCgroupManager, CgroupManager, Entry, Stats};
 use crate::child::{self, ChildSpec};
-use crate::config::ContainerConfig;
+use crate::config::{ContainerConfig, NetworkMode, Rootfs};
 use crate::error::ContainerError;
 use crate::namespaces;
 use crate::network;
@@ -65,10 +66,13 @@ pub fn run(cfg: &ContainerConfig) -> Result<RunResult, ContainerError> {
     state::sweep(&cfg.state_root, cgroup_root);
 
     // The writable layer is a tmpfs of the container's (see rootfs::overlay); rootless runs keep
-    // it on the host's disk.
-    let run_dir = RunDir::create(&cfg.state_root, &cfg.id, cfg.rootless)?;
+    // it on the host's disk. A rootfs directory is written in place.
+    let run_dir = match &cfg.rootfs {
+        Rootfs::Layers(_) => Some(RunDir::create(&cfg.state_root, &cfg.id, cfg.rootless)?),
+        Rootfs::Dir { .. } => None,
+    };
     let mut guard = Teardown {
-        run_dir: Some(run_dir),
+        run_dir,
         cgroup: None,
         net: None,
         child: None,
@@ -88,17 +92,98 @@ pub fn run(cfg: &ContainerConfig) -> Result<RunResult, ContainerError> {
     }
 }
 
-fn run_in(
+/// A container created to be started later ([`create`]).
+#[derive(Debug)]
+pub struct Created {
+    /// The container's init, as the host sees it.
+    pub pid: i32,
+    /// With a terminal ([`ContainerConfig::tty`]): the pty's master, whose slave is the
+    /// container's stdio and controlling terminal; the caller hands it to its client.
+    pub console: Option<OwnedFd>,
+}
+
+/// Creates a container whose init waits, before it starts the workload, until the FIFO `gate`
+/// is opened for reading (runc's create/start split), and returns once it waits. The container
+/// then outlives the caller: its init is re-parented to the caller's subreaper, which waits for
+/// it; its cgroup stays until [`crate::cgroups::open`]`(…).remove()`. The rootfs must be a
+/// directory ([`Rootfs::Dir`]), and the network none or the host's.
+pub fn create(cfg: &ContainerConfig, gate: &Path) -> Result<Created, ContainerError> {
+    if !matches!(cfg.rootfs, Rootfs::Dir { .. }) {
+        return Err(ContainerError::Unsupported(
+            "A container created to be started later needs a rootfs directory".into(),
+        ));
+    }
+    if cfg.network == NetworkMode::Bridge || cfg.timeout.is_some() {
+        return Err(ContainerError::Unsupported(
+            "A container created to be started later cannot have a bridge network or a timeout yet"
+                .into(),
+        ));
+    }
+    let cgroup_root = Path::new(CGROUP_ROOT);
+    let mut phases = Phases::new(monotonic_ns());
+    let mut guard = Teardown {
+        run_dir: None,
+        cgroup: None,
+        net: None,
+        child: None,
+    };
+    let created = create_in(cfg, &mut guard, &mut phases, cgroup_root, gate)?;
+    // Handed over: the container and its cgroup outlive this process.
+    guard.child = None;
+    guard.cgroup = None;
+    Ok(created)
+}
+
+fn create_in(
     cfg: &ContainerConfig,
     guard: &mut Teardown,
     phases: &mut Phases,
     cgroup_root: &Path,
-) -> Result<RunResult, ContainerError> {
-    let run_dir = guard
-        .run_dir
-        .as_ref()
-        .expect("run dir exists until teardown");
+    gate: &Path,
+) -> Result<Created, ContainerError> {
+    let launched = launch(cfg, guard, phases, cgroup_root, Some(gate))?;
+    let stops = Cell::new(0);
+    let reports = Reports {
+        pipe: File::from(launched.reports),
+        child: launched.child,
+        sfd: &launched.sfd,
+        stops: &stops,
+        deadline: None,
+    };
+    let started = read_reports(reports, phases);
+    let _ = launched.mask.thread_unblock();
+    if let Some((msg, _)) = started?.exec_error {
+        return Err(ContainerError::Setup(msg));
+    }
+    Ok(Created {
+        pid: launched.child.as_raw(),
+        console: launched.pty.map(Pty::into_master),
+    })
+}
 
+/// A child launched through its go: in its namespaces and cgroup, its network wired, about to
+/// exec (or execing) the container's init.
+struct Launched {
+    child: Pid,
+    /// The child's report pipe.
+    reports: OwnedFd,
+    /// The signals isol takes while the container runs ([`signals::take`]), and their mask.
+    mask: nix::sys::signal::SigSet,
+    sfd: SignalFd,
+    pty: Option<Pty>,
+}
+
+/// Everything before the child's go, shared by [`run`] and [`create`]: the cgroup, the child's
+/// clone into its namespaces, what only the parent can do (id maps, cgroup, network), and the
+/// go with the sealed init. With a `gate`, the init waits on it before starting the workload.
+/// What it creates is held by `guard`.
+fn launch(
+    cfg: &ContainerConfig,
+    guard: &mut Teardown,
+    phases: &mut Phases,
+    cgroup_root: &Path,
+    gate: Option<&Path>,
+) -> Result<Launched, ContainerError> {
     // Everything that costs time and needs no child is done before the clone.
     let cgroup = if cfg.rootless {
         if !cfg.limits.is_empty() {
@@ -108,7 +193,10 @@ fn run_in(
         }
         None
     } else {
-        let cgroup = cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?;
+        let cgroup = match &cfg.cgroup_path {
+            Some(path) => cgroups::create_at(cgroup_root, path, &cfg.limits)?,
+            None => cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?,
+        };
         // Before any process enters it; on failure the guard removes the cgroup.
         let restricted = cgroup.restrict_devices(&cfg.devices);
         guard.cgroup = Some(cgroup);
@@ -125,7 +213,14 @@ fn run_in(
         None
     };
     let pty = if cfg.tty { Some(Pty::open()?) } else { None };
-    let spec = ChildSpec::new(cfg, run_dir, filter.as_ref(), pty.as_ref(), cgroup2)?;
+    let spec = ChildSpec::new(
+        cfg,
+        guard.run_dir.as_ref(),
+        gate,
+        filter.as_ref(),
+        pty.as_ref(),
+        cgroup2,
+    )?;
     phases.push("prepare");
 
     // The go travels over a socket, with the sealed copy of isol the child execs as init.
@@ -154,7 +249,11 @@ fn run_in(
         Some(Entry::CloneInto(dir)) => Some(dir.as_fd()),
         _ => None,
     };
-    let flags = namespaces::clone_flags(cfg.network, cfg.rootless);
+    let joined = cfg
+        .join
+        .iter()
+        .fold(0u64, |f, (ns, _)| f | ns.clone_flag() as u64);
+    let flags = namespaces::clone_flags(cfg.network, cfg.rootless) & !joined;
     let (pid, born_in_cgroup) = namespaces::clone_child(flags, into);
     if pid < 0 {
         let _ = mask.thread_unblock();
@@ -208,6 +307,28 @@ fn run_in(
         let _ = kill(child, Signal::SIGKILL);
         return Err(child_failure(rep_r).map_or(e, ContainerError::Setup));
     }
+    Ok(Launched {
+        child,
+        reports: rep_r,
+        mask,
+        sfd,
+        pty,
+    })
+}
+
+fn run_in(
+    cfg: &ContainerConfig,
+    guard: &mut Teardown,
+    phases: &mut Phases,
+    cgroup_root: &Path,
+) -> Result<RunResult, ContainerError> {
+    let Launched {
+        child,
+        reports: rep_r,
+        mask,
+        sfd,
+        pty,
+    } = launch(cfg, guard, phases, cgroup_root, None)?;
     let address = guard.net.as_ref().map(|a| a.address().to_string());
 
     let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
@@ -314,7 +435,8 @@ fn read_reports<'a>(
                     phases.push_at(name, ns);
                 }
             }
-            "R" => {
+            // The workload runs, or (with a start gate) the init waits to start it.
+            "R" | "G" => {
                 if let Ok(ns) = rest.parse() {
                     phases.push_at("exec", ns);
                 }

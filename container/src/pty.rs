@@ -48,6 +48,12 @@ impl Pty {
         })
     }
 
+    /// The master, the slave closed: what a created container's client keeps (an OCI console
+    /// socket's receiver).
+    pub fn into_master(self) -> OwnedFd {
+        self.master
+    }
+
     pub fn slave_path(&self) -> PathBuf {
         self.slave_path.clone()
     }

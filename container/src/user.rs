@@ -64,6 +64,25 @@ impl Ids {
 /// signed int, and `-1` (4294967295) means "leave unchanged" to setresuid, i.e. stay root.
 pub const MAX_ID: u32 = i32::MAX as u32;
 
+/// Drops to the capabilities `keep` (a [`crate::security::capabilities::mask`]) and switches to
+/// `ids`, in the order that lets both happen: changing ids needs CAP_SETUID and CAP_SETGID,
+/// which `keep` may lack. They stay (with CAP_SETPCAP, to drop them after) until the switch; a
+/// non-root uid loses every capability at it (`keep` must then be empty), root drops to `keep`
+/// after it.
+pub(crate) fn switch_with_capabilities(
+    keep: u64,
+    ids: &Ids,
+) -> Result<(), crate::error::SetupError> {
+    use crate::security::capabilities::{drop_to, mask};
+    use caps::Capability::{CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
+    drop_to(keep | mask(&[CAP_SETUID, CAP_SETGID, CAP_SETPCAP]))?;
+    ids.apply()?;
+    if ids.uid == 0 {
+        drop_to(keep)?;
+    }
+    Ok(())
+}
+
 /// Checks the numeric parts of a user spec (`uid[:gid]`, `name[:group]`) before anything runs:
 /// a number outside 0–[`MAX_ID`] is refused.
 pub fn check_spec(spec: &str) -> Result<(), UserError> {

@@ -68,6 +68,25 @@ pub fn isol(args: &[&str]) -> Command {
     c
 }
 
+/// The busybox test image's layers, copied into `to` (created): a rootfs directory, as an OCI
+/// bundle has.
+pub fn busybox_rootfs(to: &Path) {
+    let store = isol_image::Store::open(test_home()).unwrap();
+    store.ensure_default().unwrap();
+    let image = store.resolve("busybox").unwrap();
+    let layers = store.unpack(&image).unwrap();
+    std::fs::create_dir(to).unwrap();
+    for layer in layers {
+        let o = Command::new("cp")
+            .arg("-a")
+            .arg(layer.join("."))
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "cp: {}", stderr(&o));
+    }
+}
+
 /// Runs `isol ARGS…` to completion.
 pub fn run(args: &[&str]) -> Output {
     isol(args).output().expect("isol runs")

@@ -105,6 +105,10 @@ pub enum CgroupError {
         "Invalid cgroup id {id:?}: use 1 to 64 characters from [A-Za-z0-9_.-], not starting with a dot"
     )]
     InvalidId { id: String },
+    #[error(
+        "Invalid cgroup path {path:?}: use names separated by '/', none of them '.', '..' or starting with a dot"
+    )]
+    InvalidPath { path: PathBuf },
     #[error("Invalid {limit} limit {value}: {reason}")]
     InvalidLimit {
         limit: &'static str,
@@ -391,17 +395,28 @@ pub fn create(
     limits: &Limits,
 ) -> Result<AnyCgroupManager, CgroupError> {
     validate_id(id)?;
+    create_at(cgroup_root, &Path::new(ISOL_DIR).join(id), limits)
+}
+
+/// Creates the cgroup at `path` (relative to each hierarchy's root, e.g. an OCI config's
+/// `cgroupsPath`; its parents are created as needed) and applies `limits` to it. On failure
+/// nothing is left behind but parents that existed or another run shares.
+pub fn create_at(
+    cgroup_root: &Path,
+    path: &Path,
+    limits: &Limits,
+) -> Result<AnyCgroupManager, CgroupError> {
     validate_limits(limits)?;
     let manager = match detect(cgroup_root)? {
         Layout::V2 { root } => {
-            let manager = V2Manager::new(&root, id)?;
+            let manager = V2Manager::at(&root, path)?;
             manager.create()?;
             AnyCgroupManager::V2(manager)
         }
         Layout::V1 {
             root, hierarchies, ..
         } => {
-            let mut manager = V1Manager::new(&root, &hierarchies, id)?;
+            let mut manager = V1Manager::at(&root, &hierarchies, path)?;
             manager.check_controllers(limits)?;
             manager.retain_for(limits);
             manager.create()?;
@@ -425,12 +440,54 @@ pub fn create(
 /// run whose isol process died.
 pub fn open(cgroup_root: &Path, id: &str) -> Result<AnyCgroupManager, CgroupError> {
     validate_id(id)?;
+    open_at(cgroup_root, &Path::new(ISOL_DIR).join(id))
+}
+
+/// The manager of an existing cgroup at `path` (see [`create_at`]); nothing is created. On
+/// cgroup v1, only the hierarchies where it exists (a run creates it in those it needs).
+pub fn open_at(cgroup_root: &Path, path: &Path) -> Result<AnyCgroupManager, CgroupError> {
+    open_existing(cgroup_root, path, false)
+}
+
+/// The manager of the cgroup at `path`, to remove it: its `remove` also takes what a creation
+/// cut short left (on v1, a parent without the cgroup in some hierarchy).
+pub fn open_for_removal(cgroup_root: &Path, path: &Path) -> Result<AnyCgroupManager, CgroupError> {
+    open_existing(cgroup_root, path, true)
+}
+
+fn open_existing(
+    cgroup_root: &Path,
+    path: &Path,
+    or_parent: bool,
+) -> Result<AnyCgroupManager, CgroupError> {
     Ok(match detect(cgroup_root)? {
-        Layout::V2 { root } => AnyCgroupManager::V2(V2Manager::new(&root, id)?),
+        Layout::V2 { root } => AnyCgroupManager::V2(V2Manager::at(&root, path)?),
         Layout::V1 {
             root, hierarchies, ..
-        } => AnyCgroupManager::V1(V1Manager::new(&root, &hierarchies, id)?),
+        } => {
+            let mut manager = V1Manager::at(&root, &hierarchies, path)?;
+            manager.retain_existing(or_parent);
+            AnyCgroupManager::V1(manager)
+        }
     })
+}
+
+/// A cgroup path relative to a hierarchy's root: a leading `/` is dropped; it must name at
+/// least one directory, and only plain names (no `.`, `..`).
+pub fn check_path(path: &Path) -> Result<&Path, CgroupError> {
+    use std::path::Component;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let plain = rel.components().all(|c| match c {
+        Component::Normal(n) => !n.to_string_lossy().starts_with('.'),
+        _ => false,
+    });
+    if plain && rel.components().next().is_some() {
+        Ok(rel)
+    } else {
+        Err(CgroupError::InvalidPath {
+            path: path.to_owned(),
+        })
+    }
 }
 
 /// Removes every `isol/<id>` cgroup whose id is not live (for which `live_ids` returns false):
@@ -492,17 +549,22 @@ pub fn sweep(cgroup_root: &Path, live_ids: &dyn Fn(&str) -> bool) -> SweepReport
 
 /// Checks that `id` is a plain, safe directory name.
 pub(crate) fn validate_id(id: &str) -> Result<(), CgroupError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
+    if is_valid_id(id) {
         Ok(())
     } else {
         Err(CgroupError::InvalidId { id: id.to_owned() })
     }
+}
+
+/// Whether `id` can name a cgroup of isol's (and a file): 1 to 64 letters, digits, `_`, `-`
+/// or `.`, not starting with `.`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 /// Rejects limits no cgroup can hold (zero, negative, not a number, below the kernel's minimum).
@@ -743,7 +805,7 @@ pub(crate) fn mkdir_cgroup(parent: &Path, dir: &Path) -> Result<(), CgroupError>
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match fs::create_dir(parent) {
+        match fs::create_dir_all(parent) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(error) => {
@@ -994,6 +1056,18 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cgroup_paths_stay_below_the_hierarchy_root() {
+        assert_eq!(
+            check_path(Path::new("/default/c1")).unwrap(),
+            Path::new("default/c1")
+        );
+        assert_eq!(check_path(Path::new("k/p/c")).unwrap(), Path::new("k/p/c"));
+        for bad in ["/", "", "/a/../b", "/.hidden/c"] {
+            assert!(check_path(Path::new(bad)).is_err(), "{bad:?}");
+        }
+    }
+
     use std::os::unix::process::ExitStatusExt;
 
     use super::test_support::{ROOT, Run, real_host, unique_id};

@@ -62,14 +62,22 @@ impl V1Manager {
     /// The manager of `isol/<id>` in `hierarchies` (found below `root`); creates nothing.
     pub fn new(root: &Path, hierarchies: &[V1Hierarchy], id: &str) -> Result<Self, CgroupError> {
         validate_id(id)?;
+        Self::at(root, hierarchies, &Path::new(ISOL_DIR).join(id))
+    }
+
+    /// The manager of the cgroup at `path` (relative, checked by [`super::check_path`]) in each
+    /// of `hierarchies`; creates nothing.
+    pub fn at(root: &Path, hierarchies: &[V1Hierarchy], path: &Path) -> Result<Self, CgroupError> {
+        let path = super::check_path(path)?;
+        let rel_parent = path.parent().unwrap_or(Path::new(""));
         let mut dirs: Vec<ControllerDir> = Vec::new();
         for (controller, mount) in used_controllers(hierarchies) {
-            let parent = mount.join(ISOL_DIR);
+            let parent = mount.join(rel_parent);
             match dirs.iter_mut().find(|d| d.parent == parent) {
                 Some(d) => d.controllers.push(controller),
                 None => dirs.push(ControllerDir {
                     controllers: vec![controller],
-                    dir: parent.join(id),
+                    dir: mount.join(path),
                     parent,
                 }),
             }
@@ -85,6 +93,22 @@ impl V1Manager {
             root: root.to_owned(),
             dirs,
         })
+    }
+
+    /// Keeps only the hierarchies where the cgroup exists: those a run created (an existing
+    /// cgroup's manager, [`super::open_at`]) — or, with `or_parent`, where its parent does (a
+    /// creation cut short between the two, for its removal). Keeps one when there is none, so
+    /// removal still has a path to report.
+    pub fn retain_existing(&mut self, or_parent: bool) {
+        let kept: Vec<ControllerDir> = self
+            .dirs
+            .iter()
+            .filter(|d| d.dir.is_dir() || (or_parent && d.parent.is_dir()))
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            self.dirs = kept;
+        }
     }
 
     /// Keeps only the hierarchies a run with `limits` needs: memory always (peak memory and

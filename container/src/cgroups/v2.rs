@@ -21,9 +21,9 @@ const V2_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 pub struct V2Manager {
     /// The unified hierarchy's mount point.
     root: PathBuf,
-    /// `<root>/isol`, shared by all runs.
+    /// `<root>/isol`, shared by all runs (or the parent of a cgroup at a path of its own).
     parent: PathBuf,
-    /// `<root>/isol/<id>`.
+    /// `<root>/isol/<id>` (or `<root>/<path>`).
     dir: PathBuf,
     /// Highest `memory.current` seen by `stats()`, for kernels without `memory.peak` (< 5.19).
     peak_seen: AtomicU64,
@@ -33,40 +33,61 @@ impl V2Manager {
     /// The manager of `<root>/isol/<id>`; creates nothing.
     pub fn new(root: &Path, id: &str) -> Result<Self, CgroupError> {
         validate_id(id)?;
-        let parent = root.join(ISOL_DIR);
+        Self::at(root, &Path::new(ISOL_DIR).join(id))
+    }
+
+    /// The manager of `<root>/<path>` (`path` relative, checked by [`super::check_path`]);
+    /// creates nothing.
+    pub fn at(root: &Path, path: &Path) -> Result<Self, CgroupError> {
+        let dir = root.join(super::check_path(path)?);
         Ok(V2Manager {
             root: root.to_owned(),
-            dir: parent.join(id),
-            parent,
+            parent: dir.parent().unwrap_or(root).to_owned(),
+            dir,
             peak_seen: AtomicU64::new(0),
         })
     }
 
-    /// Enables the controllers in `<root>` and `<root>/isol`, then creates the cgroup. Retries
-    /// when a concurrent run removes the shared `isol` directory in between.
+    /// Enables the controllers in `<root>` and each cgroup down to the parent (`<root>/isol`
+    /// for `isol run`), creating them, then creates the cgroup. Retries when a concurrent run
+    /// removes the shared parent in between.
     pub(crate) fn create(&self) -> Result<(), CgroupError> {
+        let ancestors: Vec<&Path> = {
+            let mut a: Vec<&Path> = self
+                .parent
+                .ancestors()
+                .take_while(|p| *p != self.root)
+                .collect();
+            a.reverse();
+            a
+        };
         let mut attempts = 0;
-        loop {
+        'attempt: loop {
             attempts += 1;
             enable_controllers(&self.root)?;
-            match fs::create_dir(&self.parent) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(error) => {
-                    return Err(CgroupError::Create {
-                        path: self.parent.clone(),
-                        error,
-                    });
+            for dir in &ancestors {
+                match fs::create_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 10 => {
+                        continue 'attempt;
+                    }
+                    Err(error) => {
+                        return Err(CgroupError::Create {
+                            path: dir.to_path_buf(),
+                            error,
+                        });
+                    }
                 }
-            }
-            match enable_controllers(&self.parent) {
-                Ok(()) => {}
-                Err(CgroupError::EnableControllers { ref error, .. })
-                    if error.kind() == io::ErrorKind::NotFound && attempts < 10 =>
-                {
-                    continue;
+                match enable_controllers(dir) {
+                    Ok(()) => {}
+                    Err(CgroupError::EnableControllers { ref error, .. })
+                        if error.kind() == io::ErrorKind::NotFound && attempts < 10 =>
+                    {
+                        continue 'attempt;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
             match fs::create_dir(&self.dir) {
                 Ok(()) => return Ok(()),

@@ -1,5 +1,5 @@
 //! Assembling the container's root filesystem, inside the child's new mount namespace:
-//! overlay of the image layers → /proc, /sys, /dev → volumes → pivot_root → masked and read-only
+//! overlay of the image layers (or a directory) → /proc, /sys, /dev → volumes and further mounts → pivot_root → masked and read-only
 //! paths. This module only orchestrates; each step lives in its own file.
 
 mod devices;
@@ -13,7 +13,7 @@ pub(crate) use mounts::make_mounts_private;
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 pub(crate) use pivot::pivot_root;
 
-use crate::config::Volume;
+use crate::config::{Mount, Volume};
 use crate::error::SetupError;
 
 /// What the rootfs assembly needs to know.
@@ -23,7 +23,11 @@ pub struct RootfsSpec<'a> {
     pub upper: &'a Path,
     pub work: &'a Path,
     pub merged: &'a Path,
+    /// `Some(readonly)`: `merged` is the rootfs itself, a directory bound onto itself instead
+    /// of an overlay of `layers`; made read-only at the end when `readonly`.
+    pub bind_root: Option<bool>,
     pub volumes: &'a [Volume],
+    pub mounts: &'a [Mount],
     /// In a user namespace: device nodes are bind-mounted and overlay uses `userxattr`.
     pub rootless: bool,
     /// The container shares the host's network namespace, so sysfs cannot be mounted anew.
@@ -35,15 +39,24 @@ pub struct RootfsSpec<'a> {
 /// Builds the rootfs and makes it `/`. Runs in the child, in its own mount namespace.
 pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     mounts::make_mounts_private()?;
-    overlay::mount(spec)?;
+    match spec.bind_root {
+        Some(_) => mounts::bind_root(spec.merged)?,
+        None => overlay::mount(spec)?,
+    }
     mounts::mount_proc(spec.merged)?;
     mounts::mount_sys(spec.merged, sysfs_is_host_bind(spec))?;
     devices::populate_dev(spec.merged, spec.rootless, spec.console)?;
     for v in spec.volumes {
         mounts::bind_volume(spec.merged, v)?;
     }
+    for m in spec.mounts {
+        mounts::mount_extra(spec.merged, m)?;
+    }
     pivot::pivot_root(spec.merged)?;
     mounts::mask_paths()?;
+    if spec.bind_root == Some(true) {
+        mounts::remount_root_readonly()?;
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MsFlags, mount};
 
-use crate::config::Volume;
+use crate::config::{Mount, Volume};
 use crate::error::SetupError;
 
 /// Paths hidden from the container: they leak host information or allow host-wide actions.
@@ -49,6 +49,33 @@ pub(crate) fn make_mounts_private() -> Result<(), SetupError> {
         None::<&str>,
     )
     .map_err(|e| SetupError::rootfs("Cannot make the container's mounts private", e))
+}
+
+/// Binds a rootfs directory onto itself, so that it is a mount point pivot_root can use.
+pub(super) fn bind_root(root: &Path) -> Result<(), SetupError> {
+    bind_onto_itself(root).map_err(|e| {
+        SetupError::rootfs(
+            format!("Cannot bind the rootfs {} onto itself", root.display()),
+            e,
+        )
+    })
+}
+
+/// A recursive bind of `path` onto itself: a mount point of its own.
+fn bind_onto_itself(path: &Path) -> nix::Result<()> {
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+}
+
+/// Makes the container's `/` read-only (after pivot_root; the mounts below it keep their own
+/// flags).
+pub(super) fn remount_root_readonly() -> Result<(), SetupError> {
+    remount_readonly(Path::new("/"))
 }
 
 pub(super) fn mount_proc(root: &Path) -> Result<(), SetupError> {
@@ -166,6 +193,60 @@ pub(super) fn bind_volume(root: &Path, v: &Volume) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// A further mount of the configuration's: its target is created (a file for a bind of a
+/// file), the filesystem mounted or the source bound, and a bind's flags (read-only, nosuid…)
+/// applied by a remount, as mount(2) ignores them on the bind itself.
+pub(super) fn mount_extra(root: &Path, m: &Mount) -> Result<(), SetupError> {
+    let at = || format!("Mount at {}", m.target.display());
+    let target = resolve_in_root(root, &m.target).map_err(|e| SetupError::rootfs(at(), e))?;
+    let file_bind = m.fstype.is_none() && !m.source.is_dir();
+    if file_bind {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| SetupError::rootfs(at(), e))?;
+        }
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&target)
+            .map_err(|e| SetupError::rootfs(at(), e))?;
+    } else {
+        fs::create_dir_all(&target).map_err(|e| SetupError::rootfs(at(), e))?;
+    }
+    let flags = MsFlags::from_bits_truncate(m.flags as _);
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    let cannot = |e| {
+        SetupError::rootfs(
+            format!(
+                "Cannot mount {} at {}",
+                m.source.display(),
+                m.target.display()
+            ),
+            e,
+        )
+    };
+    match &m.fstype {
+        Some(fstype) => {
+            mount(Some(&m.source), &target, Some(fstype.as_str()), flags, data).map_err(cannot)
+        }
+        None => {
+            let bind = MsFlags::MS_BIND | (flags & MsFlags::MS_REC);
+            mount(Some(&m.source), &target, None::<&str>, bind, None::<&str>).map_err(cannot)?;
+            let extra = flags - MsFlags::MS_BIND - MsFlags::MS_REC;
+            if extra.is_empty() {
+                return Ok(());
+            }
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                None::<&str>,
+            )
+            .map_err(cannot)
+        }
+    }
+}
+
 /// Resolves `path` (absolute, as seen inside the container) to a host path below `root`,
 /// following symlinks as the container would see them, so that a symlink in the image can never
 /// point a mount outside the rootfs.
@@ -244,14 +325,8 @@ pub(super) fn mask_paths() -> Result<(), SetupError> {
         if !path.exists() {
             continue;
         }
-        mount(
-            Some(path),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| SetupError::rootfs(format!("Cannot bind {p} read-only"), e))?;
+        bind_onto_itself(path)
+            .map_err(|e| SetupError::rootfs(format!("Cannot bind {p} read-only"), e))?;
         remount_readonly(path)?;
     }
     Ok(())

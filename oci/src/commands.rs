@@ -1,0 +1,707 @@
+//! The runtime's commands. `create` leaves the container's init waiting at its start gate (a
+//! FIFO in the container's state directory) and returns; `start` opens the gate; the client,
+//! a subreaper (containerd's shim), waits for the init, whose exit status is the workload's;
+//! `delete` removes what is left (cgroup, state). Nothing here runs a container by itself:
+//! [`isol_container::create`] does, with the same steps as `isol run`.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use isol_container::cgroups::{self, CgroupManager};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cli::{Cli, Command, Kill};
+use crate::error::OciError;
+use crate::log::Log;
+use crate::state::{self, ContainerDir, Saved, StateJson, Status};
+use crate::{spec, state::DEFAULT_ROOT};
+
+/// Runs the command; `Ok` holds the exit status.
+pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
+    if cli.global.systemd_cgroup {
+        return Err(OciError::Usage(
+            "--systemd-cgroup is not supported: isol manages cgroupfs itself; configure the client without the systemd cgroup driver (containerd: SystemdCgroup = false)".into(),
+        ));
+    }
+    let root = cli
+        .global
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    log.debug(&format!("{:?}", cli.command));
+    match &cli.command {
+        Command::Create(c) => {
+            let opts = CreateOpts {
+                bundle: &c.bundle,
+                pid_file: c.pid_file.as_deref(),
+                console_socket: c.console_socket.as_deref(),
+                preserve_fds: c.preserve_fds,
+            };
+            create(&root, &c.container_id, &opts).map(|_| 0)
+        }
+        Command::Start(s) => start(&root, &s.container_id).map(|()| 0),
+        Command::State(s) => {
+            let json = state_json(&root, &s.container_id)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("plain data serializes")
+            );
+            Ok(0)
+        }
+        Command::Kill(k) => kill_cmd(&root, k).map(|()| 0),
+        Command::Delete(d) => delete(&root, &d.container_id, d.force).map(|()| 0),
+        Command::Run(r) => {
+            let opts = CreateOpts {
+                bundle: &r.bundle,
+                pid_file: r.pid_file.as_deref(),
+                console_socket: r.console_socket.as_deref(),
+                preserve_fds: r.preserve_fds,
+            };
+            run(&root, &r.container_id, &opts, r.detach, r.keep)
+        }
+        Command::List(l) => list(&root, &l.format, l.quiet).map(|()| 0),
+        Command::Spec(s) => spec_cmd(s).map(|()| 0),
+        Command::Features(_) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&features()).expect("plain data serializes")
+            );
+            Ok(0)
+        }
+        Command::Ps(p) => ps(&root, p).map(|()| 0),
+        Command::Exec(e) => exec(&root, e),
+        Command::Pause(_) | Command::Resume(_) | Command::Update(_) | Command::Events(_) => {
+            Err(OciError::Usage(format!(
+                "{} is not supported by isol-runc yet (see docs/oci.md)",
+                command_name(&cli.command)
+            )))
+        }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Pause(_) => "pause",
+        Command::Resume(_) => "resume",
+        Command::Update(_) => "update",
+        Command::Events(_) => "events",
+        _ => "this command",
+    }
+}
+
+struct CreateOpts<'a> {
+    bundle: &'a Path,
+    pid_file: Option<&'a Path>,
+    console_socket: Option<&'a Path>,
+    preserve_fds: i32,
+}
+
+/// The bundle as an absolute path: the state keeps it, and clients give it relative.
+fn absolute(path: &Path) -> Result<PathBuf, OciError> {
+    std::path::absolute(path).map_err(|e| OciError::Bundle {
+        what: format!("bad bundle path {}", path.display()),
+        detail: e.to_string(),
+    })
+}
+
+fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    if opts.preserve_fds != 0 {
+        return Err(OciError::Usage(
+            "--preserve-fds is not supported by isol-runc yet".into(),
+        ));
+    }
+    let bundle = absolute(opts.bundle)?;
+    // Everything that can be checked is, before anything is made.
+    let spec = spec::load(&bundle)?;
+    let cfg = spec::to_config(id, &bundle, &spec)?;
+    match (cfg.tty, opts.console_socket) {
+        (true, None) => {
+            return Err(OciError::Usage(
+                "process.terminal is set: give --console-socket, where the terminal's master goes"
+                    .into(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(OciError::Usage(
+                "--console-socket is given but process.terminal is not set".into(),
+            ));
+        }
+        _ => {}
+    }
+    dir.create()?;
+    // Where `delete` finds the cgroup should create be killed before state.json is written.
+    let cgroup_path = cfg.cgroup_path.clone().unwrap_or_default();
+    let made = state::write_atomic(
+        &dir.cgroup_file(),
+        cgroup_path.as_os_str().as_encoded_bytes(),
+    )
+    .and_then(|()| create_in(&dir, &bundle, &spec, &cfg, opts));
+    if made.is_err() {
+        // The container crate removed what it made (never a cgroup that existed before, which
+        // another container may own); the state is ours.
+        let _ = dir.remove();
+    }
+    made
+}
+
+fn create_in(
+    dir: &ContainerDir,
+    bundle: &Path,
+    spec: &oci_spec::runtime::Spec,
+    cfg: &isol_container::ContainerConfig,
+    opts: &CreateOpts<'_>,
+) -> Result<Saved, OciError> {
+    let fifo = dir.fifo();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| OciError::sys(format!("mkfifo {}", fifo.display()), e))?;
+    let created = isol_container::create(cfg, &fifo)?;
+    let saved = Saved {
+        id: dir.id.clone(),
+        pid: created.pid,
+        pid_start: state::start_time(created.pid).unwrap_or_default(),
+        bundle: bundle.to_path_buf(),
+        cgroup_path: cfg.cgroup_path.clone().unwrap_or_default(),
+        rootfs: match &cfg.rootfs {
+            isol_container::Rootfs::Dir { path, .. } => path.clone(),
+            isol_container::Rootfs::Layers(_) => PathBuf::new(),
+        },
+        created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    };
+    let console = match (&created.console, opts.console_socket) {
+        (Some(master), Some(socket)) => send_console(master.as_fd(), socket, spec),
+        _ => Ok(()),
+    };
+    let written = console
+        .and_then(|()| dir.save(&saved))
+        .and_then(|()| match opts.pid_file {
+            Some(f) => state::write_atomic(f, created.pid.to_string().as_bytes()),
+            None => Ok(()),
+        });
+    if let Err(e) = written {
+        // Removing the cgroup kills the container with it.
+        let _ = remove_cgroup(&saved.cgroup_path);
+        return Err(e);
+    }
+    Ok(saved)
+}
+
+/// Hands the terminal's master to the client through its console socket (`SCM_RIGHTS`, as
+/// runc), sized as `process.consoleSize` says.
+fn send_console(
+    master: std::os::fd::BorrowedFd<'_>,
+    socket: &Path,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<(), OciError> {
+    use std::os::fd::AsRawFd;
+    if let Some(size) = spec.process().as_ref().and_then(|p| p.console_size()) {
+        let ws = libc::winsize {
+            ws_row: size.height() as u16,
+            ws_col: size.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize, valid for the call, on a pty master we hold.
+        let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        nix::errno::Errno::result(r).map_err(|e| OciError::sys("set the terminal's size", e))?;
+    }
+    let sock = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        OciError::state(
+            format!("connect to the console socket {}", socket.display()),
+            e,
+        )
+    })?;
+    isol_container::security::exe::send_fd(sock.as_fd(), master)
+        .map_err(|e| OciError::sys("send the terminal to the console socket", e))
+}
+
+fn start(root: &Path, id: &str) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    let saved = dir.load()?;
+    match dir.status(&saved) {
+        Status::Created => {}
+        s => {
+            return Err(OciError::Status {
+                id: id.into(),
+                status: s.as_str().into(),
+                what: "only a created container can be started".into(),
+            });
+        }
+    }
+    open_gate(&dir.fifo(), &saved)?;
+    let _ = std::fs::remove_file(dir.fifo());
+    Ok(())
+}
+
+/// Opens the start gate and reads the byte the init writes once it passed it.
+fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
+    use nix::fcntl::OFlag;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let fd = nix::fcntl::open(
+        fifo,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| OciError::sys(format!("cannot open the start gate {}", fifo.display()), e))?;
+    let mut file = std::fs::File::from(fd);
+    loop {
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(OciError::sys("poll on the start gate", e)),
+        }
+        let mut byte = [0u8; 1];
+        match file.read(&mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(OciError::state("read the start gate", e)),
+        }
+        if !state::init_alive(saved.pid, saved.pid_start) {
+            return Err(OciError::Status {
+                id: saved.id.clone(),
+                status: Status::Stopped.as_str().into(),
+                what: "its init exited before it was started".into(),
+            });
+        }
+    }
+}
+
+fn state_json(root: &Path, id: &str) -> Result<StateJson, OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    Ok(StateJson {
+        oci_version: state::OCI_VERSION,
+        id: saved.id,
+        status: status.as_str(),
+        pid: if status == Status::Stopped {
+            0
+        } else {
+            saved.pid
+        },
+        bundle: saved.bundle,
+        rootfs: saved.rootfs,
+        created: saved.created,
+        annotations: saved.annotations,
+    })
+}
+
+/// A signal by name (`KILL`, `SIGKILL`, any case) or number.
+fn parse_signal(s: &str) -> Result<Signal, OciError> {
+    let bad = || {
+        OciError::Usage(format!(
+            "invalid signal {s:?}: use a name (TERM) or a number"
+        ))
+    };
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().map_err(|_| bad())
+}
+
+fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
+    let signal = parse_signal(&k.signal)?;
+    let dir = ContainerDir::new(root, &k.container_id)?;
+    let saved = dir.load()?;
+    if dir.status(&saved) == Status::Stopped {
+        return Err(OciError::Status {
+            id: saved.id,
+            status: Status::Stopped.as_str().into(),
+            what: "there is no process to signal".into(),
+        });
+    }
+    let init = Pid::from_raw(saved.pid);
+    let targets = if k.all {
+        pid_namespace_members(saved.pid)
+    } else {
+        vec![init]
+    };
+    for pid in targets {
+        match kill(pid, signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(OciError::sys(format!("kill {pid} with {signal}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// `exec`: a further process in a running container, from `--process F` (a runtime-spec
+/// process, what containerd sends) or from the command line over the container's own process.
+fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
+    let refuse = |what: &str| {
+        Err(OciError::Usage(format!(
+            "exec {what} is not supported by isol-runc yet"
+        )))
+    };
+    if e.tty || e.console_socket.is_some() {
+        return refuse("with a terminal (--tty, --console-socket)");
+    }
+    if e.preserve_fds != 0 {
+        return refuse("--preserve-fds");
+    }
+    if e.process_label.is_some() || e.apparmor.is_some() || e.cgroup.is_some() {
+        return refuse("--process-label, --apparmor or --cgroup");
+    }
+    let dir = ContainerDir::new(root, &e.container_id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    if status != Status::Running {
+        return Err(OciError::Status {
+            id: saved.id,
+            status: status.as_str().into(),
+            what: "only a running container can execute a process".into(),
+        });
+    }
+    let process = match &e.process {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| OciError::state(format!("read {}", path.display()), err))?;
+            serde_json::from_str(&text).map_err(|err| OciError::Bundle {
+                what: format!("{} is not a valid OCI process", path.display()),
+                detail: err.to_string(),
+            })?
+        }
+        None => {
+            if e.command.is_empty() {
+                return Err(OciError::Usage(
+                    "exec needs a command, or --process FILE".into(),
+                ));
+            }
+            let spec = spec::load(&saved.bundle)?;
+            let mut p = spec.process().clone().unwrap_or_default();
+            p.set_args(Some(e.command.clone()));
+            let mut env = p.env().clone().unwrap_or_default();
+            env.extend(e.env.iter().map(|(k, v)| format!("{k}={v}")));
+            p.set_env(Some(env));
+            if let Some(cwd) = &e.cwd {
+                p.set_cwd(cwd.clone());
+            }
+            if let Some((uid, gid)) = e.user {
+                let mut user = p.user().clone();
+                user.set_uid(uid);
+                user.set_gid(gid.unwrap_or(0));
+                user.set_additional_gids(Some(e.additional_gids.clone()));
+                p.set_user(user);
+            }
+            p.set_terminal(Some(false));
+            p
+        }
+    };
+    let spec = spec::to_exec(&process, saved.pid)?;
+    let cgroup = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    )
+    .ok();
+    if !e.detach {
+        // The process is the grandchild of this one: it is re-parented here to be waited for.
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    }
+    let pid = isol_container::exec::exec(&spec, cgroup.as_ref())?;
+    if let Some(f) = &e.pid_file {
+        state::write_atomic(f, pid.to_string().as_bytes())?;
+    }
+    if e.detach {
+        return Ok(0);
+    }
+    match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Ok(c),
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => Ok(128 + s as i32),
+        Ok(_) => Ok(1),
+        Err(err) => Err(OciError::sys("wait for the executed process", err)),
+    }
+}
+
+/// `ps`: the container's processes, as host pids (`--format json`, what containerd reads), or
+/// the lines of the host's `ps -ef` (or `ps OPTIONS`) for them.
+fn ps(root: &Path, p: &liboci_cli::Ps) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, &p.container_id)?;
+    let saved = dir.load()?;
+    let pids: Vec<i32> = if dir.status(&saved) == Status::Stopped {
+        Vec::new()
+    } else {
+        pid_namespace_members(saved.pid)
+            .into_iter()
+            .map(Pid::as_raw)
+            .collect()
+    };
+    match p.format.as_str() {
+        "json" => {
+            println!(
+                "{}",
+                serde_json::to_string(&pids).expect("plain data serializes")
+            );
+            Ok(())
+        }
+        "table" => {
+            let options = if p.ps_options.is_empty() {
+                vec!["-ef".to_string()]
+            } else {
+                p.ps_options.clone()
+            };
+            let out = std::process::Command::new("ps")
+                .args(&options)
+                .output()
+                .map_err(|e| OciError::state("run ps", e))?;
+            if !out.status.success() {
+                return Err(OciError::Usage(format!(
+                    "ps {}: {}",
+                    options.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let pid_col = header
+                .split_whitespace()
+                .position(|h| h == "PID")
+                .ok_or_else(|| OciError::Usage("ps printed no PID column".into()))?;
+            println!("{header}");
+            for line in lines {
+                let pid = line
+                    .split_whitespace()
+                    .nth(pid_col)
+                    .and_then(|f| f.parse::<i32>().ok());
+                if pid.is_some_and(|pid| pids.contains(&pid)) {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        other => Err(OciError::Usage(format!(
+            "invalid --format {other:?}: use table or json"
+        ))),
+    }
+}
+
+/// The processes in the PID namespace `init` is PID 1 of, init first.
+fn pid_namespace_members(init: i32) -> Vec<Pid> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(target) = ns(&init.to_string()) else {
+        return vec![Pid::from_raw(init)];
+    };
+    let mut pids = vec![Pid::from_raw(init)];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok(pid) = name.parse::<i32>() else {
+            continue;
+        };
+        if pid != init && ns(name).as_ref() == Some(&target) {
+            pids.push(Pid::from_raw(pid));
+        }
+    }
+    pids
+}
+
+fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    let cgroup_path = match dir.load() {
+        Ok(saved) => {
+            let status = dir.status(&saved);
+            if status == Status::Running && !force {
+                return Err(OciError::Status {
+                    id: id.into(),
+                    status: status.as_str().into(),
+                    what: "stop it first, or delete it with --force".into(),
+                });
+            }
+            if status != Status::Stopped {
+                // Killing the init of a PID namespace kills everything in it.
+                let _ = kill(Pid::from_raw(saved.pid), Signal::SIGKILL);
+                wait_gone(&saved);
+            }
+            saved.cgroup_path
+        }
+        // A create that was killed half-way leaves a directory without state: its cgroup,
+        // if any, holds whatever it started.
+        Err(OciError::NotFound(_)) if dir.dir.is_dir() => {
+            let recorded = std::fs::read(dir.cgroup_file()).unwrap_or_default();
+            PathBuf::from(String::from_utf8_lossy(&recorded).into_owned())
+        }
+        Err(e) => return Err(e),
+    };
+    if !cgroup_path.as_os_str().is_empty() {
+        remove_cgroup(&cgroup_path)?;
+    }
+    dir.remove()
+}
+
+/// Waits (a few seconds at most) until the init is gone or a zombie its parent must reap.
+fn wait_gone(saved: &Saved) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state::init_alive(saved.pid, saved.pid_start) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn remove_cgroup(path: &Path) -> Result<(), OciError> {
+    let root = Path::new(isol_container::process::CGROUP_ROOT);
+    match cgroups::open_for_removal(root, path) {
+        Ok(cg) => cg
+            .remove()
+            .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e))),
+        // No cgroup hierarchy at all: none was made.
+        Err(_) => Ok(()),
+    }
+}
+
+fn run(
+    root: &Path,
+    id: &str,
+    opts: &CreateOpts<'_>,
+    detach: bool,
+    keep: bool,
+) -> Result<i32, OciError> {
+    let saved = create(root, id, opts)?;
+    if let Err(e) = start(root, id) {
+        let _ = delete(root, id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    // The init is this process's child: it was cloned from here.
+    let status = nix::sys::wait::waitpid(Pid::from_raw(saved.pid), None);
+    let code = match status {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+        Ok(_) => 1,
+        Err(e) => {
+            let _ = delete(root, id, true);
+            return Err(OciError::sys("wait for the container's init", e));
+        }
+    };
+    if !keep {
+        delete(root, id, true)?;
+    }
+    Ok(code)
+}
+
+fn list(root: &Path, format: &str, quiet: bool) -> Result<(), OciError> {
+    let states: Vec<StateJson> = state::list(root)
+        .iter()
+        .filter_map(|id| state_json(root, id).ok())
+        .collect();
+    match format {
+        _ if quiet => {
+            for s in &states {
+                println!("{}", s.id);
+            }
+        }
+        "json" => println!(
+            "{}",
+            serde_json::to_string(&states).expect("plain data serializes")
+        ),
+        "table" => {
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} CREATED",
+                "ID", "PID", "STATUS", "BUNDLE"
+            );
+            for s in &states {
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {}",
+                    s.id,
+                    s.pid,
+                    s.status,
+                    s.bundle.display(),
+                    s.created
+                );
+            }
+        }
+        other => {
+            return Err(OciError::Usage(format!(
+                "invalid --format {other:?}: use table or json"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `spec`: the runtime spec's default config (runc's), without a terminal, which isol-runc
+/// does not support yet, and without inheritable and ambient capabilities (as runc ≥ 1.1.1
+/// writes it, after CVE-2022-24769).
+fn spec_cmd(s: &liboci_cli::Spec) -> Result<(), OciError> {
+    if s.rootless {
+        return Err(OciError::Usage(
+            "spec --rootless is not supported by isol-runc yet".into(),
+        ));
+    }
+    let bundle = s.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
+    let path = bundle.join("config.json");
+    if path.exists() {
+        return Err(OciError::Usage(format!(
+            "{} exists: remove it first, or give another --bundle",
+            path.display()
+        )));
+    }
+    let spec = default_spec();
+    let json = serde_json::to_vec_pretty(&spec).expect("plain data serializes");
+    std::fs::write(&path, json).map_err(|e| OciError::state(format!("write {}", path.display()), e))
+}
+
+/// The config `spec` writes.
+pub(crate) fn default_spec() -> oci_spec::runtime::Spec {
+    let mut spec = oci_spec::runtime::Spec::default();
+    if let Some(p) = spec.process_mut() {
+        p.set_terminal(Some(false));
+        if let Some(mut caps) = p.capabilities().clone() {
+            caps.set_inheritable(None);
+            caps.set_ambient(None);
+            p.set_capabilities(Some(caps));
+        }
+    }
+    spec
+}
+
+/// `features`: the runtime-spec's features document, for what isol-runc supports today.
+fn features() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": state::OCI_VERSION,
+        "hooks": [],
+        "mountOptions": ["bind", "rbind", "ro", "rw", "private", "rprivate"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {"io.github.isol.runtime": "isol-runc"}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), Signal::SIGUSR1);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! `isol-runc`: isol as an OCI runtime, runc's command line (`isol_oci`); see docs/oci.md.
+//!
+//! The container's init is a sealed copy of `isol-init` beside this binary, or of this binary
+//! itself when there is none, so it serves the init mode too.
+
+fn main() {
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(isol_container::INIT_MARKER)) {
+        isol_container::init::main(args.collect());
+    }
+    std::process::exit(isol_oci::main(std::env::args_os()));
+}

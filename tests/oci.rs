@@ -1,0 +1,659 @@
+//! `isol-runc`, the OCI runtime, driven as a client drives it: this test plays containerd's
+//! shim (a subreaper that creates a container, starts it, waits for its init and deletes it) on
+//! a bundle made from the busybox test image, with config.json from `isol-runc spec`. Bad
+//! bundles must fail the runc way (a JSON error line as the last line of `--log`), and nothing
+//! may be left on the host after any of it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+fn runc_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_isol-runc")
+}
+
+/// A state root and a bundle, in a temp dir of their own.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    bundle: PathBuf,
+}
+
+impl Fixture {
+    /// A bundle whose rootfs is the busybox test image, and whose config.json is `spec`'s,
+    /// edited by `edit`.
+    fn new(edit: impl FnOnce(&mut Value)) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let bundle = tmp.path().join("bundle");
+        fs::create_dir(&bundle).unwrap();
+        common::busybox_rootfs(&bundle.join("rootfs"));
+        let f = Fixture {
+            _tmp: tmp,
+            root,
+            bundle,
+        };
+        let o = f.runc(&["spec", "--bundle", f.bundle.to_str().unwrap()]);
+        assert!(o.status.success(), "spec: {}", common::stderr(&o));
+        f.edit_config(edit);
+        f
+    }
+
+    fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
+        let path = self.bundle.join("config.json");
+        let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(runc_bin());
+        c.arg("--root").arg(&self.root).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn runc(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("isol-runc runs")
+    }
+
+    /// `create --bundle B ARGS… ID`, its stdio files (`<bundle>/stdout`, `<bundle>/stderr`):
+    /// the container's init keeps the stdio it was created with, so a pipe read to its end, as
+    /// `Command::output` does, would wait for the container's end. Returns the exit status and
+    /// what create wrote to stderr.
+    fn create(&self, id: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let stdout = fs::File::create(self.bundle.join("stdout")).unwrap();
+        let stderr_path = self.bundle.join("stderr");
+        let stderr = fs::File::create(&stderr_path).unwrap();
+        let status = self
+            .command(&["create", "--bundle", self.bundle.to_str().unwrap()])
+            .args(args)
+            .arg(id)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .expect("isol-runc runs");
+        (status, fs::read_to_string(&stderr_path).unwrap())
+    }
+
+    /// What the container wrote to its stdout so far.
+    fn output(&self) -> String {
+        fs::read_to_string(self.bundle.join("stdout")).unwrap()
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let o = self.runc(&["state", id]);
+        assert!(o.status.success(), "state {id}: {}", common::stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Nothing of any container under the state root.
+    fn assert_root_empty(&self) {
+        let left: Vec<_> = fs::read_dir(&self.root)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "state left behind: {left:?}");
+    }
+}
+
+/// A failed test leaves no container behind for the next.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for e in fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let _ = self.runc(&["delete", "--force", &id]);
+        }
+    }
+}
+
+fn set_args(v: &mut Value, script: &str) {
+    v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+}
+
+/// This test process becomes what containerd's shim is: the subreaper that inherits the init
+/// when `create` returns.
+fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    assert_eq!(r, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
+}
+
+/// The exit status as a shim reports it: the code, or 128+N for a death by signal N.
+fn wait_init(pid: i32) -> i32 {
+    match waitpid(Pid::from_raw(pid), None).expect("the init is our child now") {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+        other => panic!("unexpected wait status {other:?}"),
+    }
+}
+
+#[test]
+fn lifecycle_as_a_shim_create_start_wait_delete() {
+    let _g = common::root_test();
+    become_subreaper();
+    // (script, signal sent after start, expected status)
+    let cases: [(&str, Option<&str>, i32); 4] = [
+        ("echo hello from $(hostname); exit 0", None, 0),
+        ("echo three; exit 3", None, 3),
+        ("echo waiting; exec sleep 30", Some("KILL"), 137),
+        ("echo waiting; sleep 30", Some("15"), 143),
+    ];
+    for (i, (script, signal, expected)) in cases.into_iter().enumerate() {
+        let id = format!("lifecycle-{i}");
+        let cgroup = format!("/isol-oci-test/{id}");
+        let f = Fixture::new(|v| {
+            set_args(v, script);
+            v["hostname"] = "oci-test".into();
+            v["linux"]["cgroupsPath"] = cgroup.clone().into();
+        });
+        let pid_file = f.bundle.join("init.pid");
+        let (status, err) = f.create(&id, &["--pid-file", pid_file.to_str().unwrap()]);
+        assert!(status.success(), "create: {err}");
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+
+        // Created: the init is alive, waits, and has started nothing.
+        let st = f.state(&id);
+        assert_eq!(st["status"], "created", "{st}");
+        assert_eq!(st["pid"], pid);
+        assert_eq!(st["id"], id.as_str());
+        assert_eq!(st["ociVersion"], "1.2.0");
+        assert_eq!(Path::new(st["bundle"].as_str().unwrap()), f.bundle);
+        // In the cgroup the config names (leftover checks look for "isol" in cgroup names).
+        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(
+            cgroups.lines().any(|l| l.ends_with(&format!(":{cgroup}"))),
+            "not in {cgroup}: {cgroups}"
+        );
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(
+            comm.trim(),
+            "isol-init",
+            "the init has exec'd something else"
+        );
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        assert!(
+            children.trim().is_empty(),
+            "started before start: {children}"
+        );
+        assert!(f.output().is_empty(), "the workload ran before start");
+
+        let o = f.runc(&["start", &id]);
+        assert!(o.status.success(), "start: {}", common::stderr(&o));
+        if let Some(sig) = signal {
+            // The workload is running once it has said so.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !f.output().contains("waiting") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the workload never ran"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert_eq!(f.state(&id)["status"], "running");
+            // ps: the init and the workload (sh, or the sleep it exec'd), by host pid.
+            let o = f.runc(&["ps", "--format", "json", &id]);
+            let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+            assert!(pids.len() >= 2, "{pids:?}");
+            assert_eq!(pids[0], pid);
+            let o = f.runc(&["ps", &id]);
+            let table = common::stdout(&o);
+            assert!(
+                table.starts_with("UID") && table.contains("sleep 30"),
+                "{table}"
+            );
+            let o = f.runc(&["kill", &id, sig]);
+            assert!(o.status.success(), "kill: {}", common::stderr(&o));
+        }
+        assert_eq!(wait_init(pid), expected, "{script}");
+        let output = f.output();
+        if i == 0 {
+            assert_eq!(output, "hello from oci-test\n");
+        }
+        assert_eq!(f.state(&id)["status"], "stopped");
+
+        let o = f.runc(&["delete", &id]);
+        assert!(o.status.success(), "delete: {}", common::stderr(&o));
+        let o = f.runc(&["state", &id]);
+        assert!(!o.status.success());
+        assert!(
+            common::stderr(&o).contains(&format!("container {id} does not exist")),
+            "{}",
+            common::stderr(&o)
+        );
+        f.assert_root_empty();
+        common::assert_no_leftovers(script);
+    }
+}
+
+#[test]
+fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| set_args(v, "sleep 30"));
+    let (status, err) = f.create("c-created", &[]);
+    assert!(status.success(), "create: {err}");
+    let pid = f.state("c-created")["pid"].as_i64().unwrap() as i32;
+    // A second container of the same id is refused.
+    let (status, err) = f.create("c-created", &[]);
+    assert!(!status.success());
+    assert!(err.contains("already exists"), "{err}");
+    let o = f.runc(&["delete", "c-created"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(pid), 137);
+
+    let (status, err) = f.create("c-running", &[]);
+    assert!(status.success(), "create: {err}");
+    let pid = f.state("c-running")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "c-running"]).status.success());
+    let o = f.runc(&["delete", "c-running"]);
+    assert!(!o.status.success(), "a running container was deleted");
+    assert!(
+        common::stderr(&o).contains("--force"),
+        "{}",
+        common::stderr(&o)
+    );
+    let o = f.runc(&["delete", "--force", "c-running"]);
+    assert!(o.status.success(), "delete --force: {}", common::stderr(&o));
+    assert_eq!(wait_init(pid), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("delete");
+}
+
+#[test]
+fn run_returns_the_workload_status_with_limits_applied() {
+    let _g = common::root_test();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "ulimit -n; cat /proc/self/status | grep ^CapEff; hostname; exit 7",
+        );
+        v["hostname"] = "runner".into();
+        v["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64 << 20});
+        v["linux"]["resources"]["pids"] = serde_json::json!({"limit": 32});
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}]);
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "runner"]);
+    assert_eq!(o.status.code(), Some(7), "run: {}", common::stderr(&o));
+    let out = common::stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "77", "{out}");
+    // spec's default capabilities: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+    assert_eq!(lines[1], "CapEff:\t0000000020000420", "{out}");
+    assert_eq!(lines[2], "runner");
+    f.assert_root_empty();
+    common::assert_no_leftovers("run");
+}
+
+#[test]
+fn bad_bundles_fail_with_a_json_error_and_leave_nothing() {
+    let _g = common::root_test();
+    // (what, how the bundle is spoiled, what the error says)
+    type Case = (&'static str, fn(&Fixture), &'static str);
+    let cases: [Case; 6] = [
+        (
+            "no config.json",
+            |f| fs::remove_file(f.bundle.join("config.json")).unwrap(),
+            "config.json: No such file",
+        ),
+        (
+            "malformed JSON",
+            |f| fs::write(f.bundle.join("config.json"), "{\"ociVersion\": ").unwrap(),
+            "is not a valid OCI runtime config",
+        ),
+        (
+            "unknown namespace",
+            |f| f.edit_config(|v| v["linux"]["namespaces"][0]["type"] = "bogus".into()),
+            "is not a valid OCI runtime config",
+        ),
+        (
+            "missing rootfs",
+            |f| fs::remove_dir_all(f.bundle.join("rootfs")).unwrap(),
+            "rootfs",
+        ),
+        (
+            "missing executable",
+            |f| f.edit_config(|v| v["process"]["args"] = serde_json::json!(["/bin/nope"])),
+            "no such file or directory",
+        ),
+        (
+            "unsupported field",
+            |f| f.edit_config(|v| v["process"]["terminal"] = true.into()),
+            "process.terminal",
+        ),
+    ];
+    for (i, (what, spoil, expected)) in cases.into_iter().enumerate() {
+        let f = Fixture::new(|v| set_args(v, "true"));
+        spoil(&f);
+        let log = f.bundle.join("log.json");
+        let id = format!("bad-{i}");
+        let o = Command::new(runc_bin())
+            .arg("--root")
+            .arg(&f.root)
+            .arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "create", "--bundle"])
+            .arg(&f.bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!o.success(), "{what}: create succeeded");
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let last = text.lines().last().unwrap_or_default();
+        let line: Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("{what}: the log's last line {last:?} is not JSON: {e}"));
+        assert_eq!(line["level"], "error", "{what}: {last}");
+        let msg = line["msg"].as_str().unwrap();
+        assert!(msg.contains(expected), "{what}: {msg}");
+        assert!(!msg.contains('\n'));
+        assert!(
+            line["time"].as_str().is_some_and(|t| t.starts_with("20")),
+            "{last}"
+        );
+        let o = f.runc(&["state", &id]);
+        assert!(common::stderr(&o).contains("does not exist"), "{what}");
+        f.assert_root_empty();
+        common::assert_no_leftovers(what);
+    }
+}
+
+#[test]
+fn spec_features_and_version() {
+    // One at a time with the others: they reap orphans with waitpid(-1), which would take the
+    // children this test waits for.
+    let _g = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let runc = |args: &[&str]| Command::new(runc_bin()).args(args).output().unwrap();
+    assert!(runc(&["spec", "--bundle", dir]).status.success());
+    let spec: Value =
+        serde_json::from_slice(&fs::read(tmp.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["process"]["terminal"], false);
+    assert_eq!(spec["root"]["path"], "rootfs");
+    // It does not overwrite a config.
+    let o = runc(&["spec", "--bundle", dir]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("exists"));
+
+    let o = runc(&["features"]);
+    let features: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(features["linux"]["namespaces"].as_array().unwrap().len() >= 5);
+    let o = runc(&["--version"]);
+    assert!(
+        common::stdout(&o).contains("spec: 1.2.0"),
+        "{}",
+        common::stdout(&o)
+    );
+    // Commands it does not support yet say so.
+    let o = runc(&["--root", dir, "pause", "x"]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("not supported"),
+        "{}",
+        common::stderr(&o)
+    );
+}
+
+#[test]
+fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| set_args(v, "sleep 30"));
+    for (i, delay_ms) in [0u64, 1, 2, 4, 8, 16, 32, 64, 200].into_iter().enumerate() {
+        let id = format!("killed-create-{i}");
+        let mut create = f
+            .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = create.kill();
+        let _ = create.wait();
+        // Whatever create had done, delete --force undoes it (or says there was nothing).
+        let o = f.runc(&["delete", "--force", &id]);
+        let err = common::stderr(&o);
+        assert!(
+            o.status.success() || err.contains("does not exist"),
+            "after {delay_ms} ms: {err}"
+        );
+        // The init, when there was one, was re-parented to us: reap it.
+        while let Ok(status) = waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        f.assert_root_empty();
+        common::assert_no_leftovers(&format!("create killed after {delay_ms} ms"));
+    }
+}
+
+#[test]
+fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
+    let _g = common::root_test();
+    become_subreaper();
+    // The "pod sandbox": created, its namespaces held by its init.
+    let sandbox = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["hostname"] = "the-pod".into();
+    });
+    let (status, err) = sandbox.create("sandbox", &[]);
+    assert!(status.success(), "create: {err}");
+    let pid = sandbox.state("sandbox")["pid"].as_i64().unwrap();
+    let ns = |t: &str| {
+        fs::read_link(format!("/proc/{pid}/ns/{t}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    let member = Fixture::new(|v| {
+        set_args(
+            v,
+            "for t in net ipc uts pid; do readlink /proc/self/ns/$t; done; hostname",
+        );
+        v["hostname"] = Value::Null;
+        for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            let t = n["type"].as_str().unwrap().to_string();
+            let proc_name = match t.as_str() {
+                "network" => "net",
+                "ipc" => "ipc",
+                "uts" => "uts",
+                _ => continue,
+            };
+            n["path"] = format!("/proc/{pid}/ns/{proc_name}").into();
+        }
+    });
+    let o = member.runc(&["run", "--bundle", member.bundle.to_str().unwrap(), "member"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    let out = common::stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ns("net"), "{out}");
+    assert_eq!(lines[1], ns("ipc"), "{out}");
+    assert_eq!(lines[2], ns("uts"), "{out}");
+    assert_ne!(
+        lines[3],
+        ns("pid"),
+        "the PID namespace is the member's own: {out}"
+    );
+    assert_eq!(lines[4], "the-pod");
+    member.assert_root_empty();
+
+    // A hostname cannot be set in a namespace the container only joins.
+    member.edit_config(|v| v["hostname"] = "mine".into());
+    let o = member.runc(&["run", "--bundle", member.bundle.to_str().unwrap(), "member"]);
+    assert!(
+        common::stderr(&o).contains("hostname"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    let o = sandbox.runc(&["delete", "--force", "sandbox"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(pid as i32), 137);
+    common::assert_no_leftovers("joined namespaces");
+}
+
+#[test]
+fn a_terminal_is_handed_to_the_console_socket() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; exit 5",
+        );
+        v["process"]["terminal"] = true.into();
+        v["process"]["consoleSize"] = serde_json::json!({"height": 30, "width": 100});
+    });
+    // Without a console socket, a terminal is refused, as runc does.
+    let (status, err) = f.create("tty", &[]);
+    assert!(!status.success());
+    assert!(err.contains("--console-socket"), "{err}");
+
+    let socket = f.bundle.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
+    });
+    let (status, err) = f.create("tty", &["--console-socket", socket.to_str().unwrap()]);
+    assert!(status.success(), "create: {err}");
+    let master = fs::File::from(receiver.join().unwrap());
+    let pid = f.state("tty")["pid"].as_i64().unwrap() as i32;
+    let o = f.runc(&["start", "tty"]);
+    assert!(o.status.success(), "start: {}", common::stderr(&o));
+    // The master reads the workload's output until its last slave closes (EIO).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut master = master;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert!(out.contains("30 100"), "{out:?}");
+    assert_eq!(wait_init(pid), 5);
+    assert!(f.runc(&["delete", "tty"]).status.success());
+    f.assert_root_empty();
+    common::assert_no_leftovers("terminal");
+}
+
+#[test]
+fn exec_runs_further_processes_in_a_running_container() {
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| {
+        set_args(v, "echo started; sleep 30");
+        v["hostname"] = "exec-host".into();
+    });
+    let (status, err) = f.create("busy", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("busy")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "busy"]).status.success());
+    let ns = |pid: i32, t: &str| fs::read_link(format!("/proc/{pid}/ns/{t}")).unwrap();
+
+    // The command line form, over the container's own process: its namespaces, its
+    // capabilities, its cgroup; the exit status is the process's.
+    let o = f.runc(&[
+        "exec",
+        "busy",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/comm; grep CapEff /proc/self/status; exit 6",
+    ]);
+    assert_eq!(o.status.code(), Some(6), "exec: {}", common::stderr(&o));
+    assert_eq!(
+        common::stdout(&o),
+        "exec-host\nisol-init\nCapEff:\t0000000020000420\n"
+    );
+
+    // --process, as containerd sends it, as another user.
+    let process = f.bundle.join("process.json");
+    let spec: Value =
+        serde_json::from_slice(&fs::read(f.bundle.join("config.json")).unwrap()).unwrap();
+    let mut p = spec["process"].clone();
+    p["args"] = serde_json::json!(["sh", "-c", "id -u; id -g"]);
+    p["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
+    p["capabilities"] = Value::Null;
+    fs::write(&process, p.to_string()).unwrap();
+    let o = f.runc(&["exec", "--process", process.to_str().unwrap(), "busy"]);
+    assert!(o.status.success(), "exec --process: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), "1000\n1001\n");
+
+    // --detach --pid-file: the process outlives the command, in the container's namespaces.
+    let pid_file = f.bundle.join("exec.pid");
+    // (Its stdio is the command's: not a pipe read to its end, which would wait for it.)
+    let status = f
+        .command(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "busy",
+            "sleep",
+            "30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "exec --detach");
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for t in ["pid", "mnt", "net", "uts", "ipc"] {
+        assert_eq!(ns(pid, t), ns(init, t), "{t}");
+    }
+    let o = f.runc(&["ps", "--format", "json", "busy"]);
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(pids.contains(&pid), "{pids:?}");
+
+    // What cannot be executed fails the runc way.
+    let o = f.runc(&["exec", "busy", "/bin/nope"]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("no such file or directory"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // The detached process is ours to reap, as a shim reaps every child: until it is reaped,
+    // the dying init of its PID namespace waits for it (and delete for the init).
+    let reaper = std::thread::spawn(move || waitpid(Pid::from_raw(pid), None));
+    let o = f.runc(&["delete", "--force", "busy"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert!(matches!(
+        reaper.join().unwrap(),
+        Ok(WaitStatus::Signaled(
+            _,
+            nix::sys::signal::Signal::SIGKILL,
+            _
+        ))
+    ));
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("exec");
+}
