@@ -8,7 +8,7 @@
 mod common;
 
 /// The labs that run on any Linux host as root, in English and in Chinese.
-const CONTAINER_LABS: &[&str] = &["09-cgroups"];
+const CONTAINER_LABS: &[&str] = &["09-cgroups", "16-defaults"];
 
 #[test]
 fn container_labs_match_their_pages() {
