@@ -1,21 +1,27 @@
 //! The teaching labs (docs/labs/, issue 18) are tests: every `$ ` command in a ```console block of
 //! a container lab is run here, on the host, and its output (stdout and stderr merged, in the
 //! order written) and exit status (`? N`) compared with the page by trycmd. Variable parts are
-//! written in the page as `[..]` (any text within a line) and `...` (any lines). The kvm labs
-//! need real KVM and are run in the lab by test.sh (docs/labs/README.md, "How the labs are
-//! checked").
+//! written in the page as `[..]` (any text within a line) and `...` (any lines). The Chinese
+//! pages (docs/labs/zh/) run too, and must hold the very same commands and outputs as the
+//! English ones. The kvm labs need real KVM: lab 12 is checked by isol-vmm's tests/labs.rs
+//! (docs/labs/README.md, "How the labs are checked").
 
 mod common;
 
-/// The labs that run on any Linux host as root, in English and in Chinese.
+use std::path::Path;
+
+/// The labs that run on any Linux host as root.
 const CONTAINER_LABS: &[&str] = &["09-cgroups", "16-defaults"];
+
+/// Every lab page of this repository, by its file name: those with a translation in zh/ too.
+const ALL_LABS: &[&str] = &["09-cgroups", "12-kvm", "16-defaults"];
 
 #[test]
 fn container_labs_match_their_pages() {
     let _host = common::root_test();
     let cases = trycmd::TestCases::new();
     cases
-        .register_bin("isol", std::path::Path::new(common::isol_bin()))
+        .register_bin("isol", Path::new(common::isol_bin()))
         .env("ISOL_HOME", common::test_home().display().to_string())
         .env("ISOL_LOG", "warn")
         // A lab's longest step (the CPU quota) runs for one second.
@@ -26,4 +32,67 @@ fn container_labs_match_their_pages() {
     }
     cases.run();
     common::assert_no_leftovers("the container labs");
+}
+
+/// The ```console blocks of a page, in order: what trycmd runs and compares.
+fn console_blocks(page: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(page)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", page.display()));
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match current.as_mut() {
+            None if line.starts_with("```console") => current = Some(String::new()),
+            None => {}
+            Some(_) if line.starts_with("```") => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    assert!(
+        current.is_none(),
+        "{}: a console block is not closed",
+        page.display()
+    );
+    blocks
+}
+
+#[test]
+fn chinese_pages_run_the_same_commands_with_the_same_outputs() {
+    for lab in ALL_LABS {
+        let en = console_blocks(&Path::new("docs/labs").join(format!("{lab}.md")));
+        let zh = console_blocks(&Path::new("docs/labs/zh").join(format!("{lab}.md")));
+        assert!(!en.is_empty(), "docs/labs/{lab}.md has no console block");
+        assert_eq!(
+            en, zh,
+            "docs/labs/zh/{lab}.md must hold the same console blocks as docs/labs/{lab}.md"
+        );
+    }
+}
+
+#[test]
+fn every_page_is_listed_in_the_index_and_here() {
+    let index = std::fs::read_to_string("docs/labs/README.md").expect("docs/labs/README.md");
+    for dir in ["docs/labs", "docs/labs/zh"] {
+        for e in std::fs::read_dir(dir).expect("docs/labs") {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(lab) = name.strip_suffix(".md") else {
+                continue;
+            };
+            if lab == "README" {
+                continue;
+            }
+            assert!(
+                ALL_LABS.contains(&lab),
+                "{dir}/{name} is not in tests/labs.rs ALL_LABS: add it there (and to \
+                 CONTAINER_LABS if it runs on the host)"
+            );
+            assert!(
+                index.contains(&format!("{name})")),
+                "{dir}/{name} is not linked from docs/labs/README.md"
+            );
+        }
+    }
 }
