@@ -110,6 +110,9 @@ lab "$(test_exe isol test:kvm)" --test-threads=1
 lab "$(test_exe isol test:kvm_tty)" --test-threads=1
 echo "== lab: the VMM's jail (namespaces, root, user, capabilities, cgroup; nothing left)" >&2
 lab "$(test_exe isol test:kvm_jail)" --test-threads=1
+echo "== lab: the teaching labs (docs/labs/): lab 12's KVM program, the container labs on cgroup v2" >&2
+lab "$(test_exe isol-vmm test:labs)" --test-threads=1
+lab "$(test_exe isol test:labs)" --test-threads=1
 echo "== lab: the same workloads on both backends, byte for byte" >&2
 lab "$(test_exe isol test:parity)" --test-threads=1 --skip a_100_mib_stdout_stream_arrives_whole
 # The 100 MiB stdout stream, in a lab of its own (50-200 s a run there). Its kvm side is watched:

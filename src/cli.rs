@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "isol",
     version,
     about = "Run the same workload in a KVM microVM or a namespaced container, side by side",
-    after_help = "Exit codes: the workload's own; 125 isol failed; 126 cannot execute; 127 not found; 128+N killed by signal N."
+    after_help = "Exit codes: the workload's own; 125 isol failed; 126 cannot execute; 127 not found; 128+N killed by signal N.\n\nLearning containers and VMs? The teaching labs run isol step by step: docs/labs/README.md (English, 中文)."
 )]
 pub struct Cli {
     /// What isol logs on stderr [default: warn, or the filter in $ISOL_LOG, e.g.

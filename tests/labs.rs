@@ -1,0 +1,149 @@
+//! The teaching labs (docs/labs/, issue 18) are tests: every `$ ` command in a ```console block of
+//! a lab's page is run here and its output (stdout and stderr merged, in the order written) and
+//! exit status (`? N`) compared with the page by trycmd. Variable parts are written in the page
+//! as `[..]` (any text within a line) and `...` (any lines). The Chinese pages (docs/labs/zh/)
+//! run too, and must hold the very same commands and outputs as the English ones. The container
+//! labs run on any host (as root); the kvm labs need hardware KVM and the guest kernel, so they
+//! run in the lab (test.sh) and skip elsewhere, saying why; lab 12 is checked by isol-vmm's
+//! tests/labs.rs (docs/labs/README.md, "How the labs are checked").
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+/// The labs that run on any Linux host as root.
+const CONTAINER_LABS: &[&str] = &["09-cgroups", "10-layers", "16-defaults"];
+
+/// Every lab page of this repository, by its file name: those with a translation in zh/ too.
+const ALL_LABS: &[&str] = &[
+    "09-cgroups",
+    "10-layers",
+    "12-kvm",
+    "13-boot",
+    "16-defaults",
+];
+
+/// The labs that need hardware KVM and the guest kernel: run in the lab by test.sh.
+const KVM_LABS: &[&str] = &["13-boot"];
+
+#[test]
+fn container_labs_match_their_pages() {
+    let _host = common::root_test();
+    run_pages(CONTAINER_LABS);
+}
+
+#[test]
+fn kvm_labs_match_their_pages() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _host = common::root_test();
+    run_pages(KVM_LABS);
+}
+
+/// Runs the pages of `labs`, English then Chinese, with a store of their own, and checks that
+/// they left nothing behind.
+fn run_pages(labs: &[&str]) {
+    // The labs' own image store, on a tmpfs: lab 10 imports an image with a whiteout, which
+    // unpacks to a 0:0 character device, and overlayfs (the lab's root, where the shared test
+    // store lives) refuses to create one. /run is a tmpfs on the host and in the lab alike.
+    let home = tempfile::Builder::new()
+        .prefix("isol-labs-")
+        .tempdir_in("/run")
+        .expect("a directory in /run for the labs' image store");
+    // One language at a time: a page and its translation run the same commands, which share
+    // names on the host (lab 10's work directory and image), while trycmd runs pages in parallel.
+    for dir in ["", "zh/"] {
+        let cases = trycmd::TestCases::new();
+        cases
+            .register_bin("isol", Path::new(common::isol_bin()))
+            .env("ISOL_HOME", home.path().display().to_string())
+            .env("ISOL_LOG", "warn")
+            // A container lab's longest step (the CPU quota) runs for one second; a VM's boot in
+            // the lab takes 2-6 s.
+            .timeout(std::time::Duration::from_secs(120));
+        for lab in labs {
+            cases.case(docs().join(format!("{dir}{lab}.md")));
+        }
+        cases.run();
+    }
+    common::assert_no_leftovers("the labs");
+    let runs: Vec<_> = std::fs::read_dir(home.path().join("containers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n != "net")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(runs.is_empty(), "the labs left run directories: {runs:?}");
+}
+
+/// docs/labs/, wherever the test runs from (test.sh runs it in the lab too).
+fn docs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/labs")
+}
+
+/// The ```console blocks of a page, in order: what trycmd runs and compares.
+fn console_blocks(page: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(page)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", page.display()));
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match current.as_mut() {
+            None if line.starts_with("```console") => current = Some(String::new()),
+            None => {}
+            Some(_) if line.starts_with("```") => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    assert!(
+        current.is_none(),
+        "{}: a console block is not closed",
+        page.display()
+    );
+    blocks
+}
+
+#[test]
+fn chinese_pages_run_the_same_commands_with_the_same_outputs() {
+    for lab in ALL_LABS {
+        let en = console_blocks(&docs().join(format!("{lab}.md")));
+        let zh = console_blocks(&docs().join(format!("zh/{lab}.md")));
+        assert!(!en.is_empty(), "docs/labs/{lab}.md has no console block");
+        assert_eq!(
+            en, zh,
+            "docs/labs/zh/{lab}.md must hold the same console blocks as docs/labs/{lab}.md"
+        );
+    }
+}
+
+#[test]
+fn every_page_is_listed_in_the_index_and_here() {
+    let index = std::fs::read_to_string(docs().join("README.md")).expect("docs/labs/README.md");
+    for dir in ["docs/labs", "docs/labs/zh"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for e in std::fs::read_dir(&path).expect("docs/labs") {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(lab) = name.strip_suffix(".md") else {
+                continue;
+            };
+            if lab == "README" {
+                continue;
+            }
+            assert!(
+                ALL_LABS.contains(&lab),
+                "{dir}/{name} is not in tests/labs.rs ALL_LABS: add it there (and to \
+                 CONTAINER_LABS if it runs on the host)"
+            );
+            assert!(
+                index.contains(&format!("{name})")),
+                "{dir}/{name} is not linked from docs/labs/README.md"
+            );
+        }
+    }
+}
