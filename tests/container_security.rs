@@ -94,6 +94,21 @@ fn ids_out_of_range_are_refused() {
     assert_eq!(out, "2147483647\n");
 }
 
+/// Without `-u` the workload is root with root's groups from the image's /etc/group (as
+/// docker), never the supplementary groups isol itself was started with.
+#[test]
+fn the_workload_does_not_inherit_isols_groups() {
+    let _g = root_test();
+    let o = std::process::Command::new("setpriv")
+        .args(["--groups", "10,20", "--"])
+        .arg(isol_bin())
+        .args(["run", "busybox", "--", "id", "-G"])
+        .output()
+        .expect("setpriv (util-linux) runs isol");
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+    assert_no_leftovers("groups");
+}
+
 /// A static program that `ptrace(PTRACE_ATTACH, 1)`s the container's init and exits, built for
 /// the test with the host's C compiler.
 fn ptrace_attacher() -> PathBuf {

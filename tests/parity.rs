@@ -499,6 +499,9 @@ fn users_resolve_the_same_in_the_image() {
         let o = same(&k, &["-u", user, "busybox", "--", "id"], None);
         assert_eq!(stdout(&o), want, "{user}");
     }
+    // No -u: root with root's groups from the image, not isol's own nor the guest kernel's.
+    let o = same(&k, &["busybox", "--", "id"], None);
+    assert_eq!(stdout(&o), "uid=0(root) gid=0(root) groups=0(root)\n");
     // A name the image does not know fails before the workload runs, on both sides.
     let c = on(
         "container",

@@ -256,15 +256,14 @@ fn setup(
     }
 
     enter_workdir(&spec.workdir)?;
-    let ids = match &spec.user {
-        Some(u) => {
-            let mut ids = user::resolve(u)?;
-            if let Some(groups) = &spec.groups {
-                ids.groups.clone_from(groups);
-            }
-            Some(ids)
+    // No user: root, with the groups the image's /etc/group gives root, as docker does -
+    // never the groups isol itself runs with.
+    let ids = {
+        let mut ids = user::resolve(spec.user.as_deref().unwrap_or("0"))?;
+        if let Some(groups) = &spec.groups {
+            ids.groups.clone_from(groups);
         }
-        None => None,
+        Some(ids)
     };
     // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
     for r in &spec.rlimits {

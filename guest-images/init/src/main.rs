@@ -393,11 +393,10 @@ fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never
 }
 
 /// The spec's user resolved in the guest root's /etc/passwd and /etc/group, as the
-/// container runtime does in the container's root; none: stay root.
+/// container runtime does in the container's root; none: root, with the groups the image
+/// gives root (as docker, and as the container runtime).
 fn resolve_user(spec: &[u8]) -> Result<Option<Ids>, String> {
-    if spec.is_empty() {
-        return Ok(None);
-    }
+    let spec = if spec.is_empty() { b"0" } else { spec };
     let spec = std::str::from_utf8(spec)
         .map_err(|_| format!("user {:?} is not UTF-8", String::from_utf8_lossy(spec)))?;
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
