@@ -417,6 +417,15 @@ fn an_image_a_running_vm_uses_is_not_removed() {
 // Seccomp (docs/vmm.md, "Seccomp").
 
 /// The seccomp mode of each thread of `pid` while its VM runs, by thread name.
+/// The process that runs the VM of isol `pid`: the jailed child of isol-vmm's relay
+/// (design.md, "The VMM's jail"), or isol-vmm itself without a jail.
+fn vmm_process(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+        .unwrap_or(pid)
+}
+
 fn seccomp_modes(pid: u32) -> Vec<(String, String)> {
     let mut modes = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -468,7 +477,7 @@ fn running_vm_seccomp_modes(seccomp: &str) -> Vec<(String, String)> {
     use std::io::{BufRead, Write};
     let (mut child, mut out) = vm_up(&[], "echo up; read line; echo got-$line", seccomp);
     let mut line = String::new();
-    let modes = seccomp_modes(child.id());
+    let modes = seccomp_modes(vmm_process(child.id()));
     child.stdin.take().unwrap().write_all(b"x\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();

@@ -196,21 +196,52 @@ impl BootProfile {
     /// does; says whether there was one. Its ranges are checked where every profile is,
     /// when a boot loads it.
     pub fn adopt(recorded: &Path, path: &Path) -> std::io::Result<bool> {
-        let text = match std::fs::read(recorded) {
-            Ok(t) => t,
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The jailed VMM wrote it, and is what a guest attacks: it could leave a symlink to a
+        // file only root may read (stored where others read profiles) or a FIFO (the caller
+        // would wait forever). A regular file, read to a bound, of the profile's shape only.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(recorded)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(false),
             Err(e) => return Err(e),
         };
+        if !file.metadata()?.is_file() {
+            return Ok(false);
+        }
         // A line per range, at most MAX_RANGES of them.
-        if text.is_empty() || text.len() > MAX_RANGES * 40 {
+        let limit = MAX_RANGES * 40;
+        let mut text = Vec::new();
+        file.take(limit as u64 + 1).read_to_end(&mut text)?;
+        if text.is_empty() || text.len() > limit {
             return Ok(false);
         }
         let Ok(text) = String::from_utf8(text) else {
             return Ok(false);
         };
+        if !has_profile_shape(&text) {
+            return Ok(false);
+        }
         store_text(&text, path, KEEP)?;
         Ok(true)
     }
+}
+
+/// Whether `text` looks like a profile: the format line, then `0xSTART 0xLEN` lines. Its
+/// ranges are checked against guest RAM when a boot loads it.
+fn has_profile_shape(text: &str) -> bool {
+    let mut lines = text.lines();
+    let hex = |s: &str| {
+        s.strip_prefix("0x")
+            .is_some_and(|h| !h.is_empty() && u64::from_str_radix(h, 16).is_ok())
+    };
+    lines.next() == Some(FORMAT)
+        && lines.all(|l| l.split_once(' ').is_some_and(|(a, b)| hex(a) && hex(b)))
 }
 
 /// Writes `text` at `path` under a unique name, then renames it into place, and prunes the
@@ -432,6 +463,45 @@ mod tests {
 
     fn ram(mib: u64) -> memory::GuestRam {
         memory::create_guest_memory(mib << 20).unwrap()
+    }
+
+    /// What a jailed (so possibly compromised) VMM leaves is stored only if it is a regular
+    /// file shaped like a profile: never through a symlink, never a FIFO's wait.
+    #[test]
+    fn adopt_stores_a_profile_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("cache").join("0123456789abcdef");
+        let rec = dir.path().join("rec");
+        let good = format!("{FORMAT}\n0x100000 0x2000\n");
+        std::fs::write(&rec, &good).unwrap();
+        assert!(BootProfile::adopt(&rec, &out).unwrap());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), good);
+        std::fs::remove_file(&out).unwrap();
+
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, format!("{FORMAT}\n")).unwrap();
+        std::fs::remove_file(&rec).unwrap();
+        std::os::unix::fs::symlink(&secret, &rec).unwrap();
+        assert!(
+            !BootProfile::adopt(&rec, &out).unwrap(),
+            "followed a symlink"
+        );
+        std::fs::remove_file(&rec).unwrap();
+        let c = std::ffi::CString::new(rec.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(!BootProfile::adopt(&rec, &out).unwrap(), "read a FIFO");
+        std::fs::remove_file(&rec).unwrap();
+        for bad in [
+            "root:x:0:0::/root:/bin/sh\n",
+            "isol boot profile 1\nabc def\n",
+            "",
+        ] {
+            std::fs::write(&rec, bad).unwrap();
+            assert!(!BootProfile::adopt(&rec, &out).unwrap(), "{bad:?}");
+        }
+        assert!(!out.exists());
+        assert!(!BootProfile::adopt(&dir.path().join("none"), &out).unwrap());
     }
 
     #[test]
