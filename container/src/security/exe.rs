@@ -121,9 +121,22 @@ fn seal(fd: BorrowedFd<'_>) -> Result<(), SecurityError> {
 }
 
 fn add_seals(fd: BorrowedFd<'_>, seals: libc::c_int) -> Result<(), Errno> {
-    // SAFETY: F_ADD_SEALS takes an integer argument and touches no memory of ours.
-    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
-    Errno::result(ret).map(drop)
+    // F_SEAL_WRITE fails with EBUSY while a page of the memfd is still referenced from
+    // elsewhere (the kernel waits ~150 ms for such pins, then gives up): the splice that
+    // copied isol in can leave its pages in a pipe buffer a moment longer. Seen once in a
+    // hundred runs on a busy host; tried again a few times before it is an error.
+    let mut tries = 0;
+    loop {
+        // SAFETY: F_ADD_SEALS takes an integer argument and touches no memory of ours.
+        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+        match Errno::result(ret) {
+            Err(Errno::EBUSY) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            r => return r.map(drop),
+        }
+    }
 }
 
 /// The seals on `fd` (`F_GET_SEALS`), e.g. to check a copy in `isol doctor` or tests.
