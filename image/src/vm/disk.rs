@@ -275,7 +275,11 @@ fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), DiskError> {
                 "-m",
                 "0",
                 "-O",
-                "^has_journal",
+                // No journal: the disk is only ever read. No metadata checksums: mke2fs -d
+                // checks every block of a directory for each entry it links into it, so
+                // a directory of N entries costs N² checksums (a 570 MB tree with a
+                // 17 877-entry directory: 23 s of CPU with them, 5.5 s without).
+                "^has_journal,^metadata_csum",
             ])
             .args(["-N", &inodes.to_string(), "-L", "isol-root", "-d"])
             .arg(staging)
