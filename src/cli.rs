@@ -131,7 +131,7 @@ pub struct RunArgs {
     /// guest-images/build-kernel.sh built).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
-    /// kvm: show the guest kernel's log on the serial console.
+    /// kvm: show the guest kernel's log (on stderr, apart from the workload's stdout).
     #[arg(long)]
     pub console: bool,
     /// kvm: print every VM exit by kind and port/address, and the boot timeline, at the end.

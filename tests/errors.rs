@@ -328,6 +328,37 @@ fn a_lab_kernel_argument_that_cannot_be_passed_is_refused_at_once() {
 /// On a host whose /dev/kvm runs guests on an instruction emulator (this kind of machine: nested
 /// PVM), the kvm backend says so at once and points at the lab, instead of booting for seconds
 /// into a KVM internal error.
+/// A kernel whose config lacks what isol needs is refused before it boots, every missing
+/// option named (here from the `config` beside a `vmlinux`, as build-kernel.sh and
+/// distributions' /boot keep it). The refusal comes before the KVM checks: it runs anywhere.
+#[test]
+fn a_kernel_without_the_options_isol_needs_is_refused_naming_them() {
+    let _g = root_test();
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    // Any ELF passes for the kernel's format.
+    std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &kernel).unwrap();
+    let config: String = isol_vmm::kconfig::REQUIRED
+        .iter()
+        .chain(isol_vmm::kconfig::SMP_REQUIRED)
+        .filter(|(o, _)| *o != "CONFIG_EXT4_FS" && *o != "CONFIG_X86_MPPARSE")
+        .map(|(o, _)| format!("{o}=y\n"))
+        .collect();
+    std::fs::write(dir.path().join("config"), config).unwrap();
+    let o = isol(&["run", "--backend", "kvm", "--cpus", "2", "busybox", "true"])
+        .env("ISOL_KERNEL", &kernel)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("CONFIG_EXT4_FS (the root disk's filesystem), CONFIG_X86_MPPARSE"),
+        "{err}"
+    );
+    assert!(err.contains("guest-images/build-kernel.sh"), "{err}");
+}
+
 #[test]
 fn an_emulating_kvm_is_refused_at_once() {
     let _g = root_test();

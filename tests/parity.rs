@@ -629,3 +629,80 @@ fn privilege_flags_mean_the_same_on_both_backends() {
     );
     assert_eq!(code(&o), 1, "{}", stderr(&o));
 }
+
+/// A server on 127.0.0.1 and a client of it, in one run: the loopback interface is up on
+/// both backends (the VM's guest init brings it up, as the container runtime does).
+#[test]
+fn localhost_servers_answer_localhost_clients() {
+    let Some(k) = kvm_kernel() else { return };
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "mkdir /tmp/www && echo hello-lo > /tmp/www/x && httpd -p 127.0.0.1:8080 -h /tmp/www \
+             && wget -qO- http://127.0.0.1:8080/x",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "hello-lo\n", "{}", stderr(&o));
+}
+
+/// /dev has the container's links, and they work: writing to /dev/stdout reaches stdout
+/// (not a plain file), /dev/stdin and /dev/fd/0 read what stdin carries.
+#[test]
+fn dev_stdio_links_work_the_same() {
+    let Some(k) = kvm_kernel() else { return };
+    let o = same(
+        &k,
+        &[
+            "-i",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "for l in fd stdin stdout stderr core ptmx; do readlink /dev/$l; done; \
+             echo to-stdout > /dev/stdout; echo to-stderr > /dev/stderr; cat /dev/stdin; \
+             echo piped | cat /dev/fd/0; test -c /dev/ptmx && echo ptmx-ok",
+        ],
+        Some(b"from stdin\n"),
+    );
+    assert_eq!(
+        stdout(&o),
+        "/proc/self/fd\n/proc/self/fd/0\n/proc/self/fd/1\n/proc/self/fd/2\n/proc/kcore\n\
+         pts/ptmx\nto-stdout\nfrom stdin\npiped\nptmx-ok\n"
+    );
+    assert_eq!(stderr(&o), "to-stderr\n");
+}
+
+/// The image arrives as it is: directories and symlinks keep their times in the VM's root
+/// disk, as files do (the busybox image's entries all have mtime 0 in its layer).
+#[test]
+fn the_image_keeps_its_times() {
+    let Some(k) = kvm_kernel() else { return };
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "stat",
+            "-c",
+            "%n %Y",
+            "/bin",
+            "/bin/sh",
+            "/bin/busybox",
+            "/etc",
+            "/etc/passwd",
+        ],
+        None,
+    );
+    // The layer's times (0; the unpacker writes files and symlinks at 1 s), not today's:
+    // a disk that lost them shows its build time.
+    for line in stdout(&o).lines() {
+        let secs: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(secs <= 1, "{line}: not the image's time");
+    }
+    assert_eq!(stdout(&o).lines().count(), 5, "{}", stderr(&o));
+}

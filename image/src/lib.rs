@@ -19,7 +19,7 @@
 //! <root>/layers/sha256/<diffid-hex>.done   marker: the unpacked layer is complete
 //! <root>/lock                              flock(2) lock taken by every writer
 //! <root>/in-use/<run id>                   the image a running container or VM uses (see `inuse.rs`)
-//! <root>/vm-disks/v1-<digest hex>.ext4    an image's root disk for the kvm backend (see [`vm`])
+//! <root>/vm-disks/v2-<digest hex>.ext4    an image's root disk for the kvm backend (see [`vm`])
 //! <root>/tmp/                              staging area of imports (same filesystem)
 //! ```
 //!

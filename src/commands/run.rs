@@ -532,6 +532,9 @@ fn run_kvm(
         })?;
     isol_vmm::loader::detect_format(&mut file, &kernel)?;
     drop(file);
+    // A kernel whose config can be found and lacks what isol needs is refused here, with
+    // the options named, rather than failing inside the guest.
+    isol_vmm::kconfig::check(&kernel, vcpus)?;
     // Then, before any work on the image: a host whose KVM only emulates is told so at once.
     // The environment is read here, once: ISOL_CACHE.
     let speed_cache = isol_vmm::config::cache_dir().join("kvm-speed");

@@ -61,6 +61,10 @@ fn serial_writer(out: &SerialOutput) -> Box<dyn Write + Send> {
             Ok(fd) => Box::new(FdWriter::new(File::from(fd))),
             Err(_) => Box::new(std::io::stdout()),
         },
+        SerialOutput::Stderr => match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(FdWriter::new(File::from(fd))),
+            Err(_) => Box::new(std::io::stderr()),
+        },
         SerialOutput::Buffer(b) => Box::new(b.clone()),
         SerialOutput::Sink => Box::new(std::io::sink()),
     }

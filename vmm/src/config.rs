@@ -169,9 +169,12 @@ impl io::Write for SharedBuffer {
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, Default)]
 pub enum SerialOutput {
-    /// The VMM's stdout.
+    /// The VMM's stdout (the workload's output shares the serial console).
     #[default]
     Stdout,
+    /// The VMM's stderr: the kernel log kept apart from a workload whose stdout has its
+    /// own stream ([`GuestStdio::VirtioConsole`]), as `isol run --console` does.
+    Stderr,
     /// A shared in-memory buffer.
     Buffer(SharedBuffer),
     /// Discarded.

@@ -124,7 +124,7 @@ pub struct Launch {
     pub disks: Vec<LaunchDisk>,
     /// `--timeout`.
     pub timeout: Option<Duration>,
-    /// `--console`: the kernel log on stdout.
+    /// `--console`: the kernel log on stderr (the workload's stdout stays its own).
     pub console: bool,
     /// `--trace-exits`.
     pub trace_exits: bool,
@@ -229,7 +229,8 @@ impl Launch {
             trace_exits: self.trace_exits,
             timeout: self.timeout,
             extra_cmdline: Vec::new(),
-            serial_output: SerialOutput::Stdout,
+            // The workload has its own ports; the kernel log must not mix with its stdout.
+            serial_output: SerialOutput::Stderr,
             forward_stdin: self.interactive,
             stdio: GuestStdio::VirtioConsole,
             disks: self

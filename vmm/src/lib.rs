@@ -11,6 +11,7 @@ pub mod config;
 pub mod device_manager;
 pub mod event_loop;
 pub mod initramfs;
+pub mod kconfig;
 pub mod launch;
 pub mod loader;
 pub mod seccomp;

@@ -7,9 +7,10 @@
 //! 2. Reads the run spec from `/isol/spec` (see [`isol_guest_init::spec`]). With
 //!    `isol.root=DEV` on the kernel command line, mounts DEV (ext4, read-only) as the
 //!    lower layer of an overlay with a tmpfs upper and switches root into it
-//!    (docs/devices.md). Sets the hostname. With `isol.stdio=virtio`, the workload's
-//!    stdio are the virtio-console ports named `isol.stdin/stdout/stderr` instead of
-//!    ttyS0.
+//!    (docs/devices.md). Sets the hostname, brings the loopback interface up, and adds
+//!    the container's /dev links (`/dev/fd`, `/dev/stdin`, …). With `isol.stdio=virtio`,
+//!    the workload's stdio are pipes that init relays to and from the virtio-console
+//!    ports named `isol.stdin/stdout/stderr` instead of ttyS0.
 //! 3. Forks the workload: new session, `/dev/ttyS0` (raw, so output is byte-exact) as
 //!    its controlling terminal and stdin/stdout/stderr, the spec's environment and
 //!    working directory, the spec's user and privileges (bounding set, groups/gid/uid,
@@ -165,11 +166,92 @@ fn mount(
     if rc != 0 {
         let e = io::Error::last_os_error();
         // Already mounted (e.g. the kernel's devtmpfs.mount=1) is fine.
+        if e.raw_os_error() == Some(libc::ENODEV) {
+            return Err(format!(
+                "cannot mount {fstype} on {target}: the guest kernel has no {fstype} filesystem; \
+                 build it with {} (docs/vmm.md, \"The guest kernel\")",
+                fs_option(fstype)
+            ));
+        }
         if e.raw_os_error() != Some(libc::EBUSY) {
             return Err(format!("cannot mount {fstype} on {target}: {e}"));
         }
     }
     Ok(())
+}
+
+/// The kernel option that provides filesystem `fstype` (what an ENODEV from mount means).
+fn fs_option(fstype: &str) -> &'static str {
+    match fstype {
+        "proc" => "CONFIG_PROC_FS=y",
+        "sysfs" => "CONFIG_SYSFS=y",
+        "devtmpfs" => "CONFIG_DEVTMPFS=y",
+        "devpts" => "CONFIG_UNIX98_PTYS=y",
+        "tmpfs" => "CONFIG_TMPFS=y",
+        "ext4" => "CONFIG_EXT4_FS=y",
+        "overlay" => "CONFIG_OVERLAY_FS=y",
+        _ => "support for it built in (=y: isol's guests load no modules)",
+    }
+}
+
+/// The links every container's /dev has (the container runtime's `rootfs::devices`):
+/// `/dev/fd`, `/dev/stdin`, `/dev/stdout`, `/dev/stderr`, `/dev/core`, and `/dev/ptmx` to the
+/// devpts instance's own (devtmpfs makes a device node there).
+const DEV_LINKS: [(&str, &str); 6] = [
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+    ("/dev/core", "/proc/kcore"),
+    ("/dev/ptmx", "pts/ptmx"),
+];
+
+fn make_dev_links() -> Result<(), String> {
+    for (link, target) in DEV_LINKS {
+        let _ = fs::remove_file(link);
+        std::os::unix::fs::symlink(target, link)
+            .map_err(|e| format!("cannot create {link}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Brings the loopback interface up, as a container's network namespace has it: the
+/// kernel gives it 127.0.0.1/8 (and ::1) as it comes up.
+fn loopback_up() -> Result<(), String> {
+    let err = |what: &str| {
+        format!(
+            "cannot bring up the loopback interface ({what}: {}); the guest kernel needs \
+             CONFIG_NET=y and CONFIG_INET=y",
+            io::Error::last_os_error()
+        )
+    };
+    // SAFETY: socket has no memory effects; the fd is closed below.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(err("socket"));
+    }
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags of the live `req`; `s` is our socket.
+    let mut result = if unsafe { libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        Err(err("SIOCGIFFLAGS"))
+    } else {
+        Ok(())
+    };
+    if result.is_ok() {
+        // SAFETY: the flags member was just written by the kernel; both are plain data.
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        // SAFETY: SIOCSIFFLAGS reads the live `req`.
+        if unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &req) } < 0 {
+            result = Err(err("SIOCSIFFLAGS"));
+        }
+    }
+    // SAFETY: `s` is ours and closed once.
+    unsafe { libc::close(s) };
+    result
 }
 
 fn mount_all() -> Result<(), String> {
@@ -191,7 +273,7 @@ fn mount_all() -> Result<(), String> {
         libc::MS_NOSUID | libc::MS_NODEV,
         "mode=1777",
     )?;
-    Ok(())
+    make_dev_links()
 }
 
 fn set_hostname(name: &[u8]) -> Result<(), String> {
@@ -239,8 +321,11 @@ fn exec_status(errno: i32) -> u8 {
 enum Stdio {
     /// One tty for all three, made the controlling terminal.
     Tty(fs::File),
-    /// virtio-console ports: stdin, stdout, stderr.
-    Ports([fs::File; 3]),
+    /// Pipes that init relays to and from the virtio-console ports ([`PortRelay`]): stdin's
+    /// read end, stdout's and stderr's write ends. Not the ports themselves: a port opens
+    /// once, and `/dev/stdout` (a reopen through /proc/self/fd) must work as with the
+    /// container's pipes.
+    Pipes([fs::File; 3]),
     /// The slave of a pty whose master init relays to the ports (`isol.tty=1`).
     Pty(fs::File),
 }
@@ -289,7 +374,7 @@ fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never
             unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSCTTY, 0) };
             [console.as_raw_fd(); 3]
         }
-        Stdio::Ports(p) => [p[0].as_raw_fd(), p[1].as_raw_fd(), p[2].as_raw_fd()],
+        Stdio::Pipes(p) => [p[0].as_raw_fd(), p[1].as_raw_fd(), p[2].as_raw_fd()],
     };
     // The sources are all > 2 (opened after 0-2 were taken by /dev/console or left
     // empty, see `reserve_low_fds`), so no dup2 below clobbers a later source.
@@ -700,7 +785,7 @@ fn read_line(f: &mut fs::File) -> Option<Vec<u8>> {
 /// Copies `from` to `to` until EOF or an error on either side.
 fn pump(mut from: fs::File, mut to: fs::File) {
     use std::io::Read;
-    let mut buf = vec![0u8; 32 << 10];
+    let mut buf = vec![0u8; 64 << 10];
     loop {
         match from.read(&mut buf) {
             Ok(0) => return,
@@ -713,6 +798,66 @@ fn pump(mut from: fs::File, mut to: fs::File) {
             // EIO on a pty master: every slave fd is closed.
             Err(_) => return,
         }
+    }
+}
+
+/// A pipe (read end, write end), both close-on-exec.
+fn pipe() -> Result<(fs::File, fs::File), String> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!(
+            "cannot make the workload's stdio pipes: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: fds[0] was just made by pipe2 and is owned here only.
+    let read = unsafe { fs::File::from_raw_fd(fds[0]) };
+    // SAFETY: as for fds[0].
+    let write = unsafe { fs::File::from_raw_fd(fds[1]) };
+    // Fewer wake-ups for a fast writer (the default is 64 KiB); best effort.
+    // SAFETY: fcntl on a pipe fd we own.
+    unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 1 << 20) };
+    Ok((read, write))
+}
+
+/// Without a tty: the workload's stdio are pipes, and init copies between them and the
+/// virtio-console ports (stdin port → pipe; pipes → stdout and stderr ports).
+struct PortRelay {
+    /// (from, to) for stdin, stdout, stderr.
+    pumps: [(fs::File, fs::File); 3],
+}
+
+impl PortRelay {
+    /// The relay for `ports` (stdin, stdout, stderr) and the workload's pipe ends.
+    fn new(ports: [fs::File; 3]) -> Result<([fs::File; 3], Self), String> {
+        let [p_in, p_out, p_err] = ports;
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let pumps = [(p_in, in_w), (out_r, p_out), (err_r, p_err)];
+        Ok(([in_r, out_w, err_w], Self { pumps }))
+    }
+
+    /// Starts the three copies (after the fork: init must fork single-threaded); returns
+    /// stdout's and stderr's, to be joined once the workload's processes are gone (their
+    /// pipes then read EOF), so everything they wrote is sent. Stdin's ends with the
+    /// host's EOF, or when the workload closes its end.
+    fn start(self) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+        let err = |e: io::Error| format!("cannot start the stdio relay: {e}");
+        let [stdin, stdout, stderr] = self.pumps;
+        std::thread::Builder::new()
+            .spawn(move || pump(stdin.0, stdin.1))
+            .map_err(err)?;
+        [stdout, stderr]
+            .into_iter()
+            .map(|(from, to)| {
+                std::thread::Builder::new()
+                    .spawn(move || pump(from, to))
+                    .map_err(err)
+            })
+            .collect()
     }
 }
 
@@ -774,8 +919,10 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         switch_to_disk(dev)?;
     }
     make_disk_nodes(&boot.disk_nodes)?;
+    loopback_up()?;
     set_hostname(&spec.hostname)?;
     let mut relay = None;
+    let mut port_relay = None;
     let (stdio, console) = if boot.virtio_stdio && boot.tty {
         let mut ports =
             open_stdio_ports([STDIO_PORTS[0], STDIO_PORTS[1], STDIO_PORTS[2], TTY_PORT])?;
@@ -793,7 +940,9 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         relay = Some(Relay { master, ports });
         (Stdio::Pty(slave), None)
     } else if boot.virtio_stdio {
-        (Stdio::Ports(open_stdio_ports(STDIO_PORTS)?), None)
+        let (workload, r) = PortRelay::new(open_stdio_ports(STDIO_PORTS)?)?;
+        port_relay = Some(r);
+        (Stdio::Pipes(workload), None)
     } else {
         let c = open_raw_tty(CONSOLE)?;
         (
@@ -815,14 +964,17 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     // Our copies of the ports must not keep them open (a port allows one opener), nor
     // ours of the pty slave (the master would never see the workload hang up).
     drop(stdio);
-    let output = match relay {
-        Some(r) => Some(r.start()?),
-        None => None,
+    let mut output = match relay {
+        Some(r) => vec![r.start()?],
+        None => Vec::new(),
     };
+    if let Some(r) = port_relay {
+        output.extend(r.start()?);
+    }
     let status = wait_workload(pid);
     port.phase(PHASE_WORKLOAD_EXIT);
     kill_and_reap_all();
-    if let Some(t) = output {
+    for t in output {
         let _ = t.join();
     }
     Ok((status, console))

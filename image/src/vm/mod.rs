@@ -30,7 +30,7 @@ pub use merge::MergeError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootForm {
     /// An ext4 image, attached read-only as the VM's root disk:
-    /// `<cache>/v1-<digest hex>.ext4`.
+    /// `<cache>/v2-<digest hex>.ext4`.
     Disk,
     /// A newc cpio archive for the initramfs: `<cache>/<hash>.cpio`, named by the layer
     /// directories' identity ([`cpio`]).
