@@ -11,6 +11,8 @@
 pub mod cli;
 mod commands;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod log;
 mod spec;
 mod state;
