@@ -713,3 +713,111 @@ fn bridge_containers_reach_each_other_and_the_host() {
     assert_eq!(st.code(), Some(143));
     assert_no_leftovers("bridge");
 }
+
+/// docker's hosts file, without the container's own line.
+const HOSTS_BASE: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
+
+#[test]
+fn etc_files_name_the_container_and_its_resolvers() {
+    let _g = root_test();
+    let out = ok(&[
+        "run",
+        "--hostname",
+        "box-2",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/hostname; echo --; cat /etc/hosts; echo --; grep ^nameserver /etc/resolv.conf",
+    ]);
+    let parts: Vec<&str> = out.split("--\n").collect();
+    assert_eq!(parts.len(), 3, "{out}");
+    assert_eq!(parts[0], "box-2\n");
+    assert_eq!(parts[1], HOSTS_BASE);
+    // At least one resolver, none on the container's own loopback or IPv6 (isol's bridge is
+    // IPv4 only).
+    let servers: Vec<std::net::IpAddr> = parts[2]
+        .lines()
+        .map(|l| l.trim_start_matches("nameserver").trim().parse().unwrap())
+        .collect();
+    assert!(!servers.is_empty(), "{out}");
+    assert!(
+        servers.iter().all(|s| s.is_ipv4() && !s.is_loopback()),
+        "{out}"
+    );
+
+    // With the host's network: the host's hosts file and resolvers, as they are.
+    let out = ok(&[
+        "run",
+        "--network",
+        "host",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/hosts; echo --; cat /etc/resolv.conf",
+    ]);
+    let host = format!(
+        "{}--\n{}",
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    );
+    if std::path::Path::new("/etc/hosts").exists()
+        && std::path::Path::new("/etc/resolv.conf").exists()
+    {
+        assert_eq!(out, host);
+    }
+    assert_no_leftovers("etc files");
+}
+
+#[test]
+fn etc_files_on_the_bridge_name_the_containers_address() {
+    let _g = root_test();
+    let out = ok(&[
+        "run",
+        "--network",
+        "bridge",
+        "--hostname",
+        "web",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1; tail -n1 /etc/hosts",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].parse::<std::net::Ipv4Addr>().is_ok(), "{out}");
+    assert_eq!(lines[1], format!("{}\tweb", lines[0]));
+    assert_no_leftovers("etc files on the bridge");
+}
+
+#[test]
+fn etc_files_leave_volumes_alone() {
+    let _g = root_test();
+    // A volume at /etc belongs to the host: nothing is written into it.
+    let dir = tempfile::tempdir().unwrap();
+    let etc = format!("{}:/etc", dir.path().display());
+    let out = ok(&["run", "-v", &etc, "busybox", "--", "ls", "-A", "/etc"]);
+    assert_eq!(out, "");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A volume at /etc/hosts is the file the container sees, unchanged; the others are isol's.
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "10.9.8.7 mine\n").unwrap();
+    let vol = format!("{}:/etc/hosts:ro", hosts.display());
+    let out = ok(&[
+        "run",
+        "-v",
+        &vol,
+        "--hostname",
+        "h1",
+        "busybox",
+        "--",
+        "cat",
+        "/etc/hosts",
+        "/etc/hostname",
+    ]);
+    assert_eq!(out, "10.9.8.7 mine\nh1\n");
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), "10.9.8.7 mine\n");
+    assert_no_leftovers("etc files and volumes");
+}

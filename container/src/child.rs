@@ -49,6 +49,9 @@ pub(crate) struct ChildSpec<'a> {
     join: Vec<(SharedNamespace, PathBuf)>,
     rootless: bool,
     network: NetworkMode,
+    /// The run's /etc/hostname, /etc/hosts and /etc/resolv.conf, written once its network is
+    /// wired.
+    etc: Option<rootfs::EtcFiles>,
     cgroup2: bool,
     interactive: bool,
     workdir: PathBuf,
@@ -123,6 +126,9 @@ impl<'a> ChildSpec<'a> {
             join: cfg.join.clone(),
             rootless: cfg.rootless,
             network: cfg.network,
+            etc: cfg
+                .etc_files
+                .then(|| rootfs::EtcFiles::for_run(cfg.network, &cfg.hostname)),
             cgroup2,
             interactive: cfg.interactive,
             workdir: cfg.workdir.clone(),
@@ -232,6 +238,9 @@ fn setup(
     mark(report, "rootfs");
 
     let init_exe = go.wait();
+    if let Some(etc) = &spec.etc {
+        etc.write(&spec.volumes, &spec.mounts)?;
+    }
     if gate.is_some() {
         // A created container outlives the isol that created it: its client (a shim, a
         // subreaper) waits for it. Before the go, the parent was still there to kill it.

@@ -153,6 +153,9 @@ pub struct ContainerConfig {
     /// default set into /dev.
     pub devices: Vec<crate::cgroups::devices::DeviceRule>,
     pub network: NetworkMode,
+    /// Give the run its own `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`, as `docker
+    /// run` does (`isol run`); an OCI bundle's client mounts its own.
+    pub etc_files: bool,
     /// Namespaces joined by path (`/proc/PID/ns/net`…) instead of new ones; with a joined
     /// network namespace, `network` must be [`NetworkMode::None`] (nothing is wired), and with
     /// a joined UTS namespace the hostname is left alone.

@@ -124,6 +124,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         },
         devices,
         network,
+        etc_files: false,
         join,
         volumes: Vec::new(),
         mounts,

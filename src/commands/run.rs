@@ -364,6 +364,7 @@ fn run_container(
         rlimits: Vec::new(),
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
+        etc_files: true,
         join: Vec::new(),
         volumes: spec.volumes,
         mounts: Vec::new(),

@@ -3,12 +3,14 @@
 //! paths. This module only orchestrates; each step lives in its own file.
 
 mod devices;
+mod etc;
 mod mounts;
 mod overlay;
 mod pivot;
 
 use std::path::Path;
 
+pub(crate) use etc::EtcFiles;
 pub(crate) use mounts::make_mounts_private;
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 pub(crate) use pivot::pivot_root;
