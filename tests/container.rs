@@ -142,8 +142,35 @@ fn mounts_show_the_containers_cgroup_as_its_root() {
         ]);
         assert_eq!(max.trim(), "50");
     } else {
-        // cgroup v1: no cgroup hierarchy is mounted in the container, sysfs only.
-        assert!(mounts.trim().is_empty(), "{out}");
+        // cgroup v1: a read-only tmpfs holding, read-only, each hierarchy the container's
+        // cgroup is in (memory and devices always, pids with a pids limit), named as on the
+        // host, each rooted at the container's cgroup: its limits are visible.
+        assert!(mounts.contains("/sys/fs/cgroup tmpfs ro,"), "{out}");
+        for c in ["memory", "devices", "pids"] {
+            assert!(
+                mounts
+                    .lines()
+                    .any(|l| l.starts_with("cgroup /sys/fs/cgroup/")
+                        && l.contains(" cgroup ro,")
+                        && l.contains(c)),
+                "no {c} hierarchy: {out}"
+            );
+        }
+        let limits = ok(&[
+            "run",
+            "--pids-limit",
+            "50",
+            "-m",
+            "64m",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+             echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo read-only; \
+             ls /sys/fs/cgroup/memory/ | grep -c '^isol$'; true",
+        ]);
+        assert_eq!(limits, "50\n67108864\nread-only\n0\n");
     }
     assert_no_leftovers("cgroup namespace");
 }

@@ -52,7 +52,7 @@ pub(crate) struct ChildSpec<'a> {
     /// The run's /etc/hostname, /etc/hosts and /etc/resolv.conf, written once its network is
     /// wired.
     etc: Option<rootfs::EtcFiles>,
-    cgroup2: bool,
+    cgroup: rootfs::CgroupView,
     interactive: bool,
     workdir: PathBuf,
     user: Option<String>,
@@ -86,7 +86,7 @@ impl<'a> ChildSpec<'a> {
         gate: Option<&Path>,
         filter: Option<&'a BpfProgram>,
         pty: Option<&'a Pty>,
-        cgroup2: bool,
+        cgroup: rootfs::CgroupView,
     ) -> Result<Self, ContainerError> {
         if cfg.args.is_empty() {
             return Err(ContainerError::Unsupported(
@@ -129,7 +129,7 @@ impl<'a> ChildSpec<'a> {
             etc: cfg
                 .etc_files
                 .then(|| rootfs::EtcFiles::for_run(cfg.network, &cfg.hostname)),
-            cgroup2,
+            cgroup,
             interactive: cfg.interactive,
             workdir: cfg.workdir.clone(),
             user: cfg.user.clone(),
@@ -250,7 +250,7 @@ fn setup(
     // The cgroup namespace is created after the parent moved us into our cgroup, so that the
     // container sees that cgroup as its root.
     namespaces::enter_cgroup_namespace()?;
-    rootfs::mount_cgroup(&rootfs_spec, spec.cgroup2)?;
+    rootfs::mount_cgroup(&rootfs_spec, &spec.cgroup)?;
 
     // A new session: signals typed at isol's terminal reach isol, which forwards them, and not
     // the container directly. With -t the pty becomes the controlling terminal.

@@ -203,7 +203,11 @@ fn launch(
         restricted?;
         guard.cgroup.take()
     };
-    let cgroup2 = matches!(cgroup, Some(AnyCgroupManager::V2(_)));
+    let cgroup_view = match &cgroup {
+        Some(AnyCgroupManager::V2(_)) => crate::rootfs::CgroupView::V2,
+        Some(AnyCgroupManager::V1(m)) => crate::rootfs::CgroupView::V1(m.views()),
+        None => crate::rootfs::CgroupView::None,
+    };
     guard.cgroup = cgroup;
     phases.push("cgroup");
 
@@ -219,7 +223,7 @@ fn launch(
         gate,
         filter.as_ref(),
         pty.as_ref(),
-        cgroup2,
+        cgroup_view,
     )?;
     phases.push("prepare");
 

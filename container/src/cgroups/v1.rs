@@ -25,6 +25,17 @@ struct ControllerDir {
     parent: PathBuf,
     /// `<mount>/isol/<id>`.
     dir: PathBuf,
+    /// The hierarchy as a container mounts it: the name of its mount point (`memory`,
+    /// `cpu,cpuacct`) and its mount options (every controller it serves).
+    view: V1View,
+}
+
+/// One v1 hierarchy as the container sees it at `/sys/fs/cgroup/<name>`, mounted in its
+/// cgroup namespace (so its own cgroup is the root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1View {
+    pub name: String,
+    pub options: String,
 }
 
 /// A run's cgroup on a v1 (legacy or hybrid) host.
@@ -79,6 +90,17 @@ impl V1Manager {
                     controllers: vec![controller],
                     dir: mount.join(path),
                     parent,
+                    view: V1View {
+                        name: mount
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| controller.to_owned()),
+                        options: hierarchies
+                            .iter()
+                            .find(|h| h.mount_point == mount)
+                            .map(|h| h.controllers.join(","))
+                            .unwrap_or_else(|| controller.to_owned()),
+                    },
                 }),
             }
         }
@@ -134,6 +156,11 @@ impl V1Manager {
         } else {
             self.dirs.truncate(1);
         }
+    }
+
+    /// The hierarchies this cgroup is in, as the container mounts them.
+    pub fn views(&self) -> Vec<V1View> {
+        self.dirs.iter().map(|d| d.view.clone()).collect()
     }
 
     /// This run's directory in the hierarchy of `controller`, if the host mounts it.

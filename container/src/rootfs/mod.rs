@@ -68,12 +68,30 @@ fn sysfs_is_host_bind(spec: &RootfsSpec<'_>) -> bool {
     spec.rootless || spec.host_network
 }
 
-/// The last mount, made after [`prepare`] once the container's cgroup namespace exists: the
-/// cgroup2 hierarchy, read-only, at /sys/fs/cgroup, where the container gets a sysfs of its own
-/// (with a bind of the host's /sys, the host's cgroup mounts come with it).
-pub fn mount_cgroup(spec: &RootfsSpec<'_>, cgroup2: bool) -> Result<(), SetupError> {
-    if cgroup2 && !sysfs_is_host_bind(spec) {
-        mounts::mount_cgroup2()?;
+/// What the container sees at /sys/fs/cgroup: the hierarchies that hold its cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupView {
+    /// No cgroup (a rootless run): an empty directory.
+    None,
+    /// The cgroup2 hierarchy.
+    V2,
+    /// A tmpfs with one directory per v1 hierarchy the container's cgroup is in.
+    V1(Vec<crate::cgroups::v1::V1View>),
+}
+
+/// The last mounts, made after [`prepare`] once the container's cgroup namespace exists: its
+/// cgroup hierarchies, read-only, at /sys/fs/cgroup, where the container gets a sysfs of its own
+/// (with a bind of the host's /sys, the host's cgroup mounts come with it). In the cgroup
+/// namespace, the container's own cgroup is each hierarchy's root, so a workload reads its
+/// limits where crun and docker put them (`/sys/fs/cgroup/memory.max`, or on a v1 host
+/// `/sys/fs/cgroup/memory/memory.limit_in_bytes`).
+pub fn mount_cgroup(spec: &RootfsSpec<'_>, view: &CgroupView) -> Result<(), SetupError> {
+    if sysfs_is_host_bind(spec) {
+        return Ok(());
     }
-    Ok(())
+    match view {
+        CgroupView::None => Ok(()),
+        CgroupView::V2 => mounts::mount_cgroup2(),
+        CgroupView::V1(hierarchies) => mounts::mount_cgroup_v1(hierarchies),
+    }
 }

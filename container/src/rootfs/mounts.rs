@@ -131,6 +131,52 @@ pub(super) fn mount_cgroup2() -> Result<(), SetupError> {
     .map_err(|e| SetupError::rootfs("Cannot mount the cgroup2 hierarchy in the container", e))
 }
 
+/// Mounts the container's v1 hierarchies read-only under a tmpfs at /sys/fs/cgroup of the
+/// (pivoted) root, one directory each, named as on the host, with a symlink per co-mounted
+/// controller (`cpu -> cpu,cpuacct`) as the host has them. Call it in the container's cgroup
+/// namespace.
+pub(super) fn mount_cgroup_v1(
+    hierarchies: &[crate::cgroups::v1::V1View],
+) -> Result<(), SetupError> {
+    let base = Path::new("/sys/fs/cgroup");
+    let err = |what: String| move |e| SetupError::rootfs(what, e);
+    mount(
+        Some("tmpfs"),
+        base,
+        Some("tmpfs"),
+        NOSUID_NODEV_NOEXEC,
+        Some("mode=755"),
+    )
+    .map_err(err(
+        "Cannot mount a tmpfs at /sys/fs/cgroup in the container".into(),
+    ))?;
+    for h in hierarchies {
+        let dir = base.join(&h.name);
+        fs::create_dir(&dir)
+            .map_err(|e| SetupError::rootfs(format!("Cannot create {}", dir.display()), e))?;
+        mount(
+            Some("cgroup"),
+            &dir,
+            Some("cgroup"),
+            NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY,
+            Some(h.options.as_str()),
+        )
+        .map_err(err(format!(
+            "Cannot mount the cgroup hierarchy {} in the container",
+            h.options
+        )))?;
+        for c in h.options.split(',').filter(|c| *c != h.name) {
+            let link = base.join(c);
+            if !link.exists() {
+                std::os::unix::fs::symlink(&h.name, &link).map_err(|e| {
+                    SetupError::rootfs(format!("Cannot create {}", link.display()), e)
+                })?;
+            }
+        }
+    }
+    remount_readonly(base)
+}
+
 fn remount_readonly(target: &Path) -> Result<(), SetupError> {
     mount(
         None::<&str>,
