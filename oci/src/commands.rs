@@ -368,6 +368,8 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             what: "only a running container can execute a process".into(),
         });
     }
+    // The container's config: its process for the command-line form, its seccomp profile.
+    let container = spec::load(&saved.bundle)?;
     let process = match &e.process {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -383,8 +385,7 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
                     "exec needs a command, or --process FILE".into(),
                 ));
             }
-            let spec = spec::load(&saved.bundle)?;
-            let mut p = spec.process().clone().unwrap_or_default();
+            let mut p = container.process().clone().unwrap_or_default();
             p.set_args(Some(e.command.clone()));
             let mut env = p.env().clone().unwrap_or_default();
             env.extend(e.env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -403,7 +404,7 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             p
         }
     };
-    let spec = spec::to_exec(&process, saved.pid)?;
+    let spec = spec::to_exec(&process, saved.pid, &container)?;
     let cgroup = cgroups::open_at(
         Path::new(isol_container::process::CGROUP_ROOT),
         &saved.cgroup_path,

@@ -921,7 +921,7 @@ fn section(
         code[at].k = (starts[block] - at - 1) as u32;
     }
     if code.len() > MAX_INSTRUCTIONS {
-        return Err(seccompiler::BackendError::FilterTooLarge(code.len()).into());
+        return Err(SecurityError::SeccompTooLarge(code.len()));
     }
     Ok(code)
 }
@@ -948,7 +948,7 @@ fn finish(
     program.extend(x86_64);
     program.extend(i386.into_iter().flatten());
     if program.len() > MAX_INSTRUCTIONS {
-        return Err(seccompiler::BackendError::FilterTooLarge(program.len()).into());
+        return Err(SecurityError::SeccompTooLarge(program.len()));
     }
     Ok(program)
 }
