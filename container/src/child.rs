@@ -57,6 +57,8 @@ pub(crate) struct ChildSpec<'a> {
     umask: Option<u32>,
     oom_score_adj: Option<i32>,
     sysctl: Vec<(String, String)>,
+    masked_paths: Vec<PathBuf>,
+    readonly_paths: Vec<PathBuf>,
     privileges: Privileges,
     /// The start gate (a FIFO on the host) of a container created to be started later
     /// ([`crate::process::create`]): the init waits on it before it starts the workload.
@@ -134,6 +136,8 @@ impl<'a> ChildSpec<'a> {
             umask: cfg.umask,
             oom_score_adj: cfg.oom_score_adj,
             sysctl: cfg.sysctl.clone(),
+            masked_paths: cfg.masked_paths.clone(),
+            readonly_paths: cfg.readonly_paths.clone(),
             privileges: cfg.privileges.clone(),
             gate: gate.map(Path::to_path_buf),
             filter,
@@ -239,6 +243,8 @@ fn setup(
         rootless: spec.rootless,
         host_network: spec.network == NetworkMode::Host,
         console: console.as_deref(),
+        masked: &spec.masked_paths,
+        readonly: &spec.readonly_paths,
     };
     rootfs::prepare(&rootfs_spec)?;
     umask(Mode::from_bits_truncate(spec.umask.unwrap_or(0o022)));

@@ -179,4 +179,9 @@ pub struct ContainerConfig {
     /// before its rootfs is made. The caller checks that each is one of the container's own
     /// namespaces (an OCI config's `linux.sysctl`, as runc allows them).
     pub sysctl: Vec<(String, String)>,
+    /// Paths masked (an empty read-only tmpfs, or /dev/null) and paths made read-only, beyond
+    /// isol's own [`crate::MASKED_PATHS`] and [`crate::READONLY_PATHS`] (an OCI config's
+    /// `maskedPaths` and `readonlyPaths`); absolute, inside the container.
+    pub masked_paths: Vec<PathBuf>,
+    pub readonly_paths: Vec<PathBuf>,
 }

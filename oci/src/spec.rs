@@ -143,7 +143,45 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         umask: user.umask(),
         oom_score_adj: oom_score_adj(process)?,
         sysctl: sysctl(&linux, network)?,
+        masked_paths: beyond(
+            "linux.maskedPaths",
+            linux.masked_paths(),
+            isol_container::MASKED_PATHS,
+        )?,
+        readonly_paths: beyond(
+            "linux.readonlyPaths",
+            linux.readonly_paths(),
+            &[isol_container::MASKED_PATHS, isol_container::READONLY_PATHS].concat(),
+        )?,
     })
+}
+
+/// The paths of `asked` that isol does not mask or protect anyway (`have`): isol masks and
+/// write-protects its own lists (runc's defaults) whatever the config says, so a config may
+/// list fewer (isol stays stricter) and more (podman's `/sys/dev/block`).
+fn beyond(
+    field: &str,
+    asked: &Option<Vec<String>>,
+    have: &[&str],
+) -> Result<Vec<PathBuf>, OciError> {
+    let mut out = Vec::new();
+    for p in asked.iter().flatten() {
+        let path = Path::new(p);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(unsupported(
+                field,
+                &format!("lists {p:?}: give absolute paths without '..'"),
+            ));
+        }
+        if !have.contains(&p.as_str()) {
+            out.push(path.to_path_buf());
+        }
+    }
+    Ok(out)
 }
 
 /// The container's seccomp filter: the config's `linux.seccomp`, compiled here so that a bad
@@ -648,33 +686,6 @@ fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
             ));
         }
     }
-    // isol masks and write-protects its own list (runc's defaults); a config may ask for less
-    // (isol stays stricter), not for more.
-    let within = |field: &str, asked: &Option<Vec<String>>, have: &[&str]| {
-        for p in asked.iter().flatten() {
-            if !have.contains(&p.as_str()) {
-                return Err(unsupported(
-                    field,
-                    &format!("lists {p}, which isol cannot mask or protect yet"),
-                ));
-            }
-        }
-        Ok(())
-    };
-    within(
-        "linux.maskedPaths",
-        linux.masked_paths(),
-        &[
-            isol_container::MASKED_PATHS,
-            &["/proc/kcore", "/proc/scsi", "/sys/fs/selinux"],
-        ]
-        .concat(),
-    )?;
-    within(
-        "linux.readonlyPaths",
-        linux.readonly_paths(),
-        isol_container::READONLY_PATHS,
-    )?;
     Ok(())
 }
 

@@ -399,6 +399,8 @@ fn run_container(
         umask: None,
         oom_score_adj: None,
         sysctl: Vec::new(),
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
     };
     let result = isol_container::run(&cfg)?;
     // The child's steps (rootfs, exec) cannot log themselves (see docs/design.md, "Logging"):
