@@ -514,7 +514,19 @@ fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule
             isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         ));
     };
-    refuse_set("linux.resources.blockIO", r.block_io())?;
+    // docker sends `{"weight": 0}`: zero and empty mean "not set" there.
+    if let Some(b) = r.block_io() {
+        let v = serde_json::to_value(b).unwrap_or_default();
+        let unset = |x: &serde_json::Value| {
+            x.is_null() || x.as_u64() == Some(0) || x.as_array().is_some_and(|a| a.is_empty())
+        };
+        if v.as_object().is_some_and(|o| !o.values().all(unset)) {
+            return Err(unsupported(
+                "linux.resources.blockIO",
+                "is not supported by isol yet",
+            ));
+        }
+    }
     refuse_set("linux.resources.network", r.network())?;
     refuse_set("linux.resources.rdma", r.rdma())?;
     refuse_set("linux.resources.unified", r.unified())?;
@@ -949,6 +961,10 @@ mod tests {
             |v| v["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/true"}]}),
             "hooks",
         );
+        refused(
+            |v| v["linux"]["resources"]["blockIO"] = serde_json::json!({"weight": 500}),
+            "linux.resources.blockIO",
+        );
     }
 
     #[test]
@@ -976,6 +992,17 @@ mod tests {
             data.flags,
             libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | libc::MS_NODEV
         );
+    }
+
+    /// What docker 20.10 sends for "nothing asked" is accepted.
+    #[test]
+    fn dockers_unset_resources_are_accepted() {
+        convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({
+                "memory": {"disableOOMKiller": false}, "cpu": {"shares": 0}, "blockIO": {"weight": 0}
+            });
+        }))
+        .unwrap();
     }
 
     #[test]
