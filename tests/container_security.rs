@@ -376,3 +376,30 @@ const SECCOMP_PROFILE: &str = r#"{
 const SECCOMP_PROBE: &str = "mkdir /tmp/d; echo mkdir=$?; kill -USR1 $$ 2>/dev/null; \
      echo usr1=$?; kill -0 $$; echo zero=$?; chmod 600 /tmp; echo chmod=$?; exec sync";
 const SECCOMP_OUT: &str = "mkdir=1\nusr1=1\nzero=0\nchmod=0\n";
+
+/// docker's and podman's own default profiles (the unit tests' data) go onto the real kernel
+/// and run a workload: what they allow works, what they deny (a new mount namespace) fails.
+#[test]
+fn dockers_and_podmans_default_profiles_run_a_workload() {
+    let _g = root_test();
+    for name in ["moby-default.json", "podman-default.json"] {
+        let path = format!(
+            "{}/container/src/security/testdata/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let opt = format!("seccomp={path}");
+        let o = run(&[
+            "run",
+            "--security-opt",
+            &opt,
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "grep ^Seccomp: /proc/self/status; mkdir /tmp/x && echo made; unshare -m true 2>/dev/null; echo unshare=$?",
+        ]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "Seccomp:\t2\nmade\nunshare=1\n", "{name}");
+    }
+    assert_no_leftovers("default profiles");
+}
