@@ -35,6 +35,7 @@ packages=(
     linux-source-6.1 bc flex bison libelf-dev libssl-dev build-essential   # guest kernel
     crun runc hyperfine       # benchmark peers
     containerd                # a real OCI client of isol-runc (tests/containerd.rs)
+    podman                    # another one, through conmon (tests/podman.rs)
     chromium                  # renders the benchmark report in its test
 )
 missing=()

@@ -25,14 +25,7 @@ struct Containerd {
 impl Containerd {
     fn start() -> Containerd {
         for tool in ["containerd", "ctr"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            assert!(
-                found,
-                "{tool} is missing: run ./setup.sh (it installs containerd)"
-            );
+            common::require_tool(tool);
         }
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
@@ -101,37 +94,7 @@ impl Containerd {
 
     /// A docker-archive of the busybox test image, imported.
     fn import_busybox(&self) {
-        let dir = self.tmp.path().join("image");
-        let rootfs = self.tmp.path().join("image-rootfs");
-        fs::create_dir(&dir).unwrap();
-        common::busybox_rootfs(&rootfs);
-        let layer = dir.join("layer.tar");
-        sh(&format!(
-            "tar -C {} -cf {} .",
-            rootfs.display(),
-            layer.display()
-        ));
-        let diff_id = sha256(&layer);
-        let config = serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
-        });
-        let config_path = dir.join("config.json");
-        fs::write(&config_path, config.to_string()).unwrap();
-        let config_name = format!("{}.json", sha256(&config_path));
-        fs::rename(&config_path, dir.join(&config_name)).unwrap();
-        let manifest = serde_json::json!([
-            {"Config": config_name, "RepoTags": [IMAGE], "Layers": ["layer.tar"]}
-        ]);
-        fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-        let archive = self.tmp.path().join("busybox.tar");
-        sh(&format!(
-            "tar -C {} -cf {} .",
-            dir.display(),
-            archive.display()
-        ));
+        let archive = common::busybox_docker_archive(self.tmp.path(), IMAGE);
         let o = self.ctr(&["image", "import", archive.to_str().unwrap()]);
         assert!(o.status.success(), "import: {}", common::stderr(&o));
     }
@@ -164,16 +127,6 @@ impl Drop for Containerd {
         // The overlay snapshots are unmounted by then; containerd's root is only files.
         let _ = fs::remove_dir_all(self.tmp.path());
     }
-}
-
-fn sh(script: &str) {
-    let o = Command::new("sh").args(["-c", script]).output().unwrap();
-    assert!(o.status.success(), "{script}: {}", common::stderr(&o));
-}
-
-fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(fs::read(path).unwrap()))
 }
 
 fn runc_state_dir() -> PathBuf {

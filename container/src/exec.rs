@@ -40,6 +40,12 @@ pub struct ExecSpec {
     /// A [`security::capabilities::mask`].
     pub capabilities: u64,
     pub rlimits: Vec<Rlimit>,
+    /// The container's seccomp filter: its own profile, isol's, or none.
+    pub seccomp: security::seccomp::Seccomp,
+    /// `process.user.umask`; `None`: the one inherited.
+    pub umask: Option<u32>,
+    /// `process.oomScoreAdj`; `None`: the one inherited.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The namespaces a process in the container joins, in the order it joins them: the user
@@ -81,7 +87,7 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
     let argv = cstrings(&spec.args, "argument")?;
     let envp = cstrings(&spec.env, "environment variable")?;
     let cwd = crate::sys::cstring(spec.cwd.as_os_str(), "working directory")?;
-    let filter = security::seccomp::default_filter()?;
+    let filter = spec.seccomp.filter()?;
     let (rep_r, rep_w) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("pipe2", e))?;
     let (go_r, go_w) =
@@ -95,7 +101,7 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
             drop(go_w);
             let mut report = File::from(rep_w);
             let code = match helper(&ns_files, &init_root, go_r, &report, |report| {
-                process(spec, &argv, &envp, &cwd, &filter, report)
+                process(spec, &argv, &envp, &cwd, filter.as_ref(), report)
             }) {
                 Ok(()) => 0,
                 Err(msg) => {
@@ -196,12 +202,18 @@ fn process(
     argv: &[CString],
     envp: &[CString],
     cwd: &CString,
-    filter: &[seccompiler::sock_filter],
+    filter: Option<&security::seccomp::Filter>,
     report: &File,
 ) -> Result<std::convert::Infallible, String> {
     use std::os::unix::ffi::OsStrExt;
     for r in &spec.rlimits {
         crate::child::set_rlimit(r).map_err(|e| e.to_string())?;
+    }
+    if let Some(adj) = spec.oom_score_adj {
+        crate::child::set_oom_score_adj(adj).map_err(|e| e.to_string())?;
+    }
+    if let Some(mask) = spec.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     nix::unistd::chdir(Path::new(std::ffi::OsStr::from_bytes(cwd.as_bytes())))
         .map_err(|e| format!("Cannot enter the working directory {cwd:?}: {e}"))?;
@@ -215,7 +227,9 @@ fn process(
     // The signals isol-runc may have blocked are the process's own business.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let _ = report.as_raw_fd();
-    security::seccomp::install(filter).map_err(|e| e.to_string())?;
+    if let Some(f) = filter {
+        security::seccomp::install_with_flags(&f.program, f.flags).map_err(|e| e.to_string())?;
+    }
     let prog = std::ffi::OsStr::from_bytes(argv[0].as_bytes()).to_owned();
     let e = execvpe(argv, envp);
     let (code, msg) = crate::init::exec_failure(&prog, &e);

@@ -368,6 +368,8 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             what: "only a running container can execute a process".into(),
         });
     }
+    // The container's config: its process for the command-line form, its seccomp profile.
+    let container = spec::load(&saved.bundle)?;
     let process = match &e.process {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -383,8 +385,7 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
                     "exec needs a command, or --process FILE".into(),
                 ));
             }
-            let spec = spec::load(&saved.bundle)?;
-            let mut p = spec.process().clone().unwrap_or_default();
+            let mut p = container.process().clone().unwrap_or_default();
             p.set_args(Some(e.command.clone()));
             let mut env = p.env().clone().unwrap_or_default();
             env.extend(e.env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -403,7 +404,7 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             p
         }
     };
-    let spec = spec::to_exec(&process, saved.pid)?;
+    let spec = spec::to_exec(&process, saved.pid, &container)?;
     let cgroup = cgroups::open_at(
         Path::new(isol_container::process::CGROUP_ROOT),
         &saved.cgroup_path,
@@ -674,6 +675,7 @@ pub(crate) fn default_spec() -> oci_spec::runtime::Spec {
 
 /// `features`: the runtime-spec's features document, for what isol-runc supports today.
 fn features() -> serde_json::Value {
+    use isol_container::security::seccomp::profile as seccomp;
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": state::OCI_VERSION,
@@ -683,7 +685,14 @@ fn features() -> serde_json::Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
             "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {"enabled": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": seccomp::ACTIONS,
+                "operators": seccomp::OPERATORS,
+                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32"],
+                "knownFlags": seccomp::FLAGS,
+                "supportedFlags": seccomp::FLAGS
+            },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },

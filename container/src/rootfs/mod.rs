@@ -36,6 +36,9 @@ pub struct RootfsSpec<'a> {
     pub host_network: bool,
     /// The pty slave to bind at /dev/console, when the run has a terminal.
     pub console: Option<&'a Path>,
+    /// Paths masked and made read-only beyond isol's own lists (an OCI config's).
+    pub masked: &'a [std::path::PathBuf],
+    pub readonly: &'a [std::path::PathBuf],
 }
 
 /// Builds the rootfs and makes it `/`. Runs in the child, in its own mount namespace.
@@ -55,7 +58,7 @@ pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
         mounts::mount_extra(spec.merged, m)?;
     }
     pivot::pivot_root(spec.merged)?;
-    mounts::mask_paths()?;
+    mounts::mask_paths(spec.masked, spec.readonly)?;
     if spec.bind_root == Some(true) {
         mounts::remount_root_readonly()?;
     }
