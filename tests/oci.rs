@@ -657,3 +657,101 @@ fn exec_runs_further_processes_in_a_running_container() {
     f.assert_root_empty();
     common::assert_no_leftovers("exec");
 }
+
+/// The control file `name` of the cgroup at `path` (below the hierarchy's root): v2's own
+/// directory, or on v1 the hierarchy whose mount holds the file (`freezer.state` in freezer's).
+fn cgroup_file(path: &str, name: &str) -> PathBuf {
+    let rel = path.trim_start_matches('/');
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return Path::new("/sys/fs/cgroup").join(rel).join(name);
+    }
+    let controller = name.split('.').next().unwrap();
+    for e in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let hierarchy = e.file_name().to_string_lossy().into_owned();
+        if hierarchy.split(',').any(|c| c == controller) {
+            return e.path().join(rel).join(name);
+        }
+    }
+    panic!("no {name} for cgroup {path}");
+}
+
+/// Waits until `cond` holds (10 s at most).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn pause_freezes_the_container_and_resume_thaws_it() {
+    let _g = common::root_test();
+    become_subreaper();
+    let cgroup = "/isol-oci-test/paused";
+    let f = Fixture::new(|v| {
+        set_args(v, "while :; do echo tick; sleep 0.05; done");
+        v["linux"]["cgroupsPath"] = cgroup.into();
+    });
+    let (status, err) = f.create("paused", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("paused")["pid"].as_i64().unwrap() as i32;
+    // A created container cannot be paused (as runc).
+    let o = f.runc(&["pause", "paused"]);
+    assert!(
+        common::stderr(&o).contains("is created: only a running container can be paused"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(f.runc(&["start", "paused"]).status.success());
+    wait_for("the workload ticks", || f.output().contains("tick"));
+
+    let o = f.runc(&["pause", "paused"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    assert_eq!(f.state("paused")["status"], "paused");
+    // The kernel says so, v1 or v2.
+    let frozen = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        fs::read_to_string(cgroup_file(cgroup, "cgroup.events"))
+            .unwrap()
+            .contains("frozen 1")
+    } else {
+        fs::read_to_string(cgroup_file(cgroup, "freezer.state")).unwrap() == "FROZEN\n"
+    };
+    assert!(frozen, "the cgroup is not frozen");
+    // Nothing runs: the output stays as it was.
+    let before = f.output();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(f.output(), before, "the workload ran while paused");
+    // Paused: no second pause, no exec, no delete without --force.
+    for (args, msg) in [
+        (&["pause", "paused"][..], "is paused: only a running"),
+        (&["exec", "paused", "true"][..], "is paused"),
+        (&["delete", "paused"][..], "is paused: stop it first"),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(common::stderr(&o).contains(msg), "{}", common::stderr(&o));
+    }
+
+    let o = f.runc(&["resume", "paused"]);
+    assert!(o.status.success(), "resume: {}", common::stderr(&o));
+    assert_eq!(f.state("paused")["status"], "running");
+    let ticks = before.lines().count();
+    wait_for("the workload ticks again", || {
+        f.output().lines().count() > ticks + 2
+    });
+    let o = f.runc(&["resume", "paused"]);
+    assert!(
+        common::stderr(&o).contains("is running: only a paused container can be resumed"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // delete --force of a paused container thaws and kills it.
+    assert!(f.runc(&["pause", "paused"]).status.success());
+    let o = f.runc(&["delete", "--force", "paused"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("pause");
+}

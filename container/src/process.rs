@@ -194,7 +194,7 @@ fn launch(
         None
     } else {
         let cgroup = match &cfg.cgroup_path {
-            Some(path) => cgroups::create_at(cgroup_root, path, &cfg.limits)?,
+            Some(path) => cgroups::create_long_lived_at(cgroup_root, path, &cfg.limits)?,
             None => cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?,
         };
         // Before any process enters it; on failure the guard removes the cgroup.

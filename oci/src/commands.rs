@@ -73,19 +73,17 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
         }
         Command::Ps(p) => ps(&root, p).map(|()| 0),
         Command::Exec(e) => exec(&root, e),
-        Command::Pause(_) | Command::Resume(_) | Command::Update(_) | Command::Events(_) => {
-            Err(OciError::Usage(format!(
-                "{} is not supported by isol-runc yet (see docs/oci.md)",
-                command_name(&cli.command)
-            )))
-        }
+        Command::Pause(p) => pause(&root, &p.container_id, true).map(|()| 0),
+        Command::Resume(r) => pause(&root, &r.container_id, false).map(|()| 0),
+        Command::Update(_) | Command::Events(_) => Err(OciError::Usage(format!(
+            "{} is not supported by isol-runc yet (see docs/oci.md)",
+            command_name(&cli.command)
+        ))),
     }
 }
 
 fn command_name(c: &Command) -> &'static str {
     match c {
-        Command::Pause(_) => "pause",
-        Command::Resume(_) => "resume",
         Command::Update(_) => "update",
         Command::Events(_) => "events",
         _ => "this command",
@@ -512,12 +510,40 @@ fn pid_namespace_members(init: i32) -> Vec<Pid> {
     pids
 }
 
+/// `pause` (`freeze`) or `resume`: the freezer of the container's cgroup. As runc, only a
+/// running container can be paused and only a paused one resumed.
+fn pause(root: &Path, id: &str, freeze: bool) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    let (wanted, what) = if freeze {
+        (Status::Running, "only a running container can be paused")
+    } else {
+        (Status::Paused, "only a paused container can be resumed")
+    };
+    if status != wanted {
+        return Err(OciError::Status {
+            id: id.into(),
+            status: status.as_str().into(),
+            what: what.into(),
+        });
+    }
+    let cgroup = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    )
+    .map_err(isol_container::ContainerError::Cgroup)?;
+    cgroup
+        .set_frozen(freeze)
+        .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e)))
+}
+
 fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
     let cgroup_path = match dir.load() {
         Ok(saved) => {
             let status = dir.status(&saved);
-            if status == Status::Running && !force {
+            if matches!(status, Status::Running | Status::Paused) && !force {
                 return Err(OciError::Status {
                     id: id.into(),
                     status: status.as_str().into(),
@@ -527,6 +553,14 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
             if status != Status::Stopped {
                 // Killing the init of a PID namespace kills everything in it.
                 let _ = kill(Pid::from_raw(saved.pid), Signal::SIGKILL);
+                if status == Status::Paused {
+                    // A frozen task dies of its SIGKILL once thawed (cgroup v1).
+                    let _ = cgroups::open_at(
+                        Path::new(isol_container::process::CGROUP_ROOT),
+                        &saved.cgroup_path,
+                    )
+                    .and_then(|cg| cg.set_frozen(false));
+                }
                 wait_gone(&saved);
             }
             saved.cgroup_path

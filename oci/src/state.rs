@@ -39,6 +39,8 @@ pub struct Saved {
 pub enum Status {
     Created,
     Running,
+    /// Running, with its cgroup frozen (`pause`).
+    Paused,
     Stopped,
 }
 
@@ -47,6 +49,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -145,6 +148,8 @@ impl ContainerDir {
             Status::Stopped
         } else if self.fifo().exists() {
             Status::Created
+        } else if is_frozen(&saved.cgroup_path) {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -157,6 +162,15 @@ impl ContainerDir {
             Err(e) => Err(OciError::state(format!("remove {}", self.dir.display()), e)),
         }
     }
+}
+
+/// Whether the cgroup at `path` (below each hierarchy's root) is frozen.
+fn is_frozen(path: &Path) -> bool {
+    use isol_container::cgroups::{self, CgroupManager};
+    !path.as_os_str().is_empty()
+        && cgroups::open_at(Path::new(isol_container::process::CGROUP_ROOT), path)
+            .and_then(|cg| cg.is_frozen())
+            .unwrap_or(false)
 }
 
 /// Writes `path` through a temporary file and a rename, so that no reader sees half of it.
