@@ -755,3 +755,115 @@ fn pause_freezes_the_container_and_resume_thaws_it() {
     f.assert_root_empty();
     common::assert_no_leftovers("pause");
 }
+
+#[test]
+fn update_changes_memory_cpu_and_pids_limits() {
+    let _g = common::root_test();
+    become_subreaper();
+    let cgroup = "/isol-oci-test/updated";
+    let f = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["linux"]["cgroupsPath"] = cgroup.into();
+    });
+    let (status, err) = f.create("updated", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("updated")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "updated"]).status.success());
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let read = |name: &str| {
+        fs::read_to_string(cgroup_file(cgroup, name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+
+    // runc's flags: limits the container was created without.
+    let o = f.runc(&[
+        "update",
+        "--memory",
+        "67108864",
+        "--cpu-quota",
+        "50000",
+        "--cpu-period",
+        "100000",
+        "--pids-limit",
+        "20",
+        "updated",
+    ]);
+    assert!(o.status.success(), "update: {}", common::stderr(&o));
+    if v2 {
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(read("memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu.cfs_quota_us"), "50000");
+    }
+    assert_eq!(read("pids.max"), "20");
+
+    // --resources -, as containerd sends it.
+    let mut update = f
+        .command(&["update", "--resources", "-", "updated"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    update
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"memory": {"limit": 33554432}, "pids": {"limit": 10}}"#)
+        .unwrap();
+    let o = update.wait_with_output().unwrap();
+    assert!(o.status.success(), "update -r -: {}", common::stderr(&o));
+    let memory = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    assert_eq!(read(memory), "33554432");
+    assert_eq!(read("pids.max"), "10");
+
+    // What isol cannot change is refused by name, and changes nothing.
+    let devices = f.bundle.join("devices.json");
+    fs::write(
+        &devices,
+        r#"{"devices": [{"allow": true, "access": "rwm"}], "memory": {"limit": 1048576}}"#,
+    )
+    .unwrap();
+    for (args, msg) in [
+        (
+            &["update", "--cpu-period", "50000", "updated"][..],
+            "cpu.period",
+        ),
+        (&["update", "--cpuset-cpus", "0", "updated"][..], "cpu.cpus"),
+        (
+            &["update", "--memory-reservation", "1000", "updated"][..],
+            "memory.reservation",
+        ),
+        (
+            &[
+                "update",
+                "--resources",
+                devices.to_str().unwrap(),
+                "updated",
+            ][..],
+            "devices cannot be changed",
+        ),
+        (&["update", "updated"][..], "changes nothing"),
+        (&["update", "--memory", "1", "nope"][..], "does not exist"),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(common::stderr(&o).contains(msg), "{}", common::stderr(&o));
+    }
+    assert_eq!(read(memory), "33554432");
+
+    let o = f.runc(&["delete", "--force", "updated"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+    let o = f.runc(&["update", "--memory", "1048576", "updated"]);
+    assert!(common::stderr(&o).contains("does not exist"));
+    f.assert_root_empty();
+    common::assert_no_leftovers("update");
+}

@@ -75,18 +75,10 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
         Command::Exec(e) => exec(&root, e),
         Command::Pause(p) => pause(&root, &p.container_id, true).map(|()| 0),
         Command::Resume(r) => pause(&root, &r.container_id, false).map(|()| 0),
-        Command::Update(_) | Command::Events(_) => Err(OciError::Usage(format!(
-            "{} is not supported by isol-runc yet (see docs/oci.md)",
-            command_name(&cli.command)
-        ))),
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Update(_) => "update",
-        Command::Events(_) => "events",
-        _ => "this command",
+        Command::Update(u) => update(&root, u).map(|()| 0),
+        Command::Events(_) => Err(OciError::Usage(
+            "events is not supported by isol-runc yet (see docs/oci.md)".into(),
+        )),
     }
 }
 
@@ -536,6 +528,86 @@ fn pause(root: &Path, id: &str, freeze: bool) -> Result<(), OciError> {
     cgroup
         .set_frozen(freeze)
         .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e)))
+}
+
+/// `update`: new memory, CPU and pids limits for a container's cgroup, from `--resources FILE`
+/// (`-`: stdin; a runtime-spec `linux.resources` object, what containerd sends) or from runc's
+/// flags.
+fn update(root: &Path, u: &liboci_cli::Update) -> Result<(), OciError> {
+    let resources: oci_spec::runtime::LinuxResources = match &u.resources {
+        Some(path) => {
+            let text = if path == Path::new("-") {
+                let mut t = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut t)
+                    .map_err(|e| OciError::state("read the resources from stdin", e))?;
+                t
+            } else {
+                std::fs::read_to_string(path)
+                    .map_err(|e| OciError::state(format!("read {}", path.display()), e))?
+            };
+            serde_json::from_str(&text).map_err(|e| OciError::Bundle {
+                what: format!(
+                    "{} is not a valid OCI linux.resources object",
+                    path.display()
+                ),
+                detail: e.to_string(),
+            })?
+        }
+        None => {
+            if u.l3_cache_schema.is_some() || u.mem_bw_schema.is_some() {
+                return Err(OciError::Usage(
+                    "update --l3-cache-schema and --mem-bw-schema (Intel RDT) are not supported by isol-runc".into(),
+                ));
+            }
+            // runc's flags, as the resources object they stand for: what isol cannot set is
+            // refused by the same checks as a config's.
+            let json = serde_json::json!({
+                "memory": {"limit": u.memory, "reservation": u.memory_reservation,
+                           "swap": u.memory_swap},
+                "cpu": {"quota": u.cpu_quota, "period": u.cpu_period, "shares": u.cpu_share,
+                        "cpus": u.cpuset_cpus, "mems": u.cpuset_mems,
+                        "realtimeRuntime": u.cpu_rt_runtime, "realtimePeriod": u.cpu_rt_period},
+                "pids": u.pids_limit.map(|l| serde_json::json!({"limit": l})),
+                "blockIO": u.blkio_weight.map(|w| serde_json::json!({"weight": w})),
+            });
+            serde_json::from_value(strip_nulls(json)).map_err(|e| {
+                OciError::Usage(format!("update: a flag's value is out of range: {e}"))
+            })?
+        }
+    };
+    let limits = spec::update_limits(&resources)?;
+    let dir = ContainerDir::new(root, &u.container_id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    if status == Status::Stopped {
+        return Err(OciError::Status {
+            id: saved.id,
+            status: status.as_str().into(),
+            what: "there is no cgroup to update".into(),
+        });
+    }
+    let cgroup = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    )
+    .map_err(isol_container::ContainerError::Cgroup)?;
+    cgroup
+        .apply(&limits)
+        .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e)))
+}
+
+/// `value` without its null members, at any depth (an unset flag), nor the objects they empty.
+fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
+                .collect(),
+        ),
+        v => v,
+    }
 }
 
 fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {

@@ -11,7 +11,7 @@ use isol_container::cgroups::devices::{
     ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE, DeviceKind, DeviceRule,
 };
 use isol_container::{ContainerConfig, Limits, NetworkMode, Rlimit, Rootfs, SharedNamespace};
-use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Mount, Process, Spec};
 
 use crate::error::OciError;
 
@@ -369,13 +369,54 @@ fn cgroup_path(id: &str, linux: &oci_spec::runtime::Linux) -> Result<PathBuf, Oc
 }
 
 fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule>), OciError> {
-    let mut limits = Limits::default();
     let Some(r) = linux.resources() else {
         return Ok((
-            limits,
+            Limits::default(),
             isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         ));
     };
+    let limits = limits(r)?;
+    // As runc: the config's rules, then the devices every container has (isol creates their
+    // nodes), whatever the rules before said (a config's usual first rule denies everything).
+    let mut devices = r
+        .devices()
+        .iter()
+        .flatten()
+        .map(device_rule)
+        .collect::<Result<Vec<_>, _>>()?;
+    devices.extend_from_slice(isol_container::cgroups::devices::DEFAULT_RULES);
+    Ok((limits, devices))
+}
+
+/// The limits `update --resources` sets: memory, CPU quota and pids, as at creation; the
+/// device rules cannot change.
+pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
+    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported(
+            "linux.resources.devices",
+            "cannot be changed by update (isol sets a container's devices at its creation)",
+        ));
+    }
+    if r.memory().and_then(|m| m.limit()).is_some_and(|l| l <= 0)
+        || r.pids().is_some_and(|p| p.limit() <= 0)
+    {
+        return Err(unsupported(
+            "linux.resources",
+            "with an unlimited (-1 or 0) memory or pids limit is not supported by isol's update yet: give a number",
+        ));
+    }
+    let limits = limits(r)?;
+    if limits.is_empty() {
+        return Err(OciError::Usage(
+            "update changes nothing: give a memory limit, a CPU quota or a pids limit".into(),
+        ));
+    }
+    Ok(limits)
+}
+
+/// The memory, CPU and pids limits of `r`; what isol cannot set is refused by name.
+fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
+    let mut limits = Limits::default();
     refuse_set("linux.resources.blockIO", r.block_io())?;
     refuse_set("linux.resources.network", r.network())?;
     refuse_set("linux.resources.rdma", r.rdma())?;
@@ -414,17 +455,20 @@ fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule
         }
     }
     if let Some(c) = r.cpu() {
+        let period = c
+            .period()
+            .filter(|p| *p != 0)
+            .unwrap_or(isol_container::cgroups::CPU_PERIOD_US);
+        if period != isol_container::cgroups::CPU_PERIOD_US {
+            return Err(unsupported(
+                "linux.resources.cpu.period",
+                &format!(
+                    "{period} is not supported by isol yet (only {})",
+                    isol_container::cgroups::CPU_PERIOD_US
+                ),
+            ));
+        }
         if let Some(quota) = c.quota().filter(|q| *q > 0) {
-            let period = c.period().unwrap_or(100_000);
-            if period != isol_container::cgroups::CPU_PERIOD_US {
-                return Err(unsupported(
-                    "linux.resources.cpu.period",
-                    &format!(
-                        "{period} is not supported by isol yet (only {})",
-                        isol_container::cgroups::CPU_PERIOD_US
-                    ),
-                ));
-            }
             limits.cpus = Some(quota as f64 / period as f64);
         }
         for (name, set) in [
@@ -450,16 +494,7 @@ fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule
     {
         limits.pids = Some(p.limit() as u64);
     }
-    // As runc: the config's rules, then the devices every container has (isol creates their
-    // nodes), whatever the rules before said (a config's usual first rule denies everything).
-    let mut devices = r
-        .devices()
-        .iter()
-        .flatten()
-        .map(device_rule)
-        .collect::<Result<Vec<_>, _>>()?;
-    devices.extend_from_slice(isol_container::cgroups::devices::DEFAULT_RULES);
-    Ok((limits, devices))
+    Ok(limits)
 }
 
 fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> Result<DeviceRule, OciError> {
