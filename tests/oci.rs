@@ -398,7 +398,8 @@ fn spec_features_and_version() {
         common::stdout(&o)
     );
     // Commands it does not support yet say so.
-    let o = runc(&["--root", dir, "pause", "x"]);
+    assert_eq!(features["hooks"].as_array().unwrap().len(), 6, "{features}");
+    let o = runc(&["--root", dir, "events", "x"]);
     assert!(!o.status.success());
     assert!(
         common::stderr(&o).contains("not supported"),
@@ -866,4 +867,182 @@ fn update_changes_memory_cpu_and_pids_limits() {
     assert!(common::stderr(&o).contains("does not exist"));
     f.assert_root_empty();
     common::assert_no_leftovers("update");
+}
+
+/// A hook that records, under `dir`, what it read on stdin (`<name>.json`) and its mount and
+/// PID namespaces (`<name>.ns`), with the shell at `sh`.
+fn recording_hook(sh: &str, dir: &str, name: &str) -> Value {
+    serde_json::json!({
+        "path": sh,
+        "args": ["sh", "-c", format!(
+            "cat > {dir}/{name}.json; for t in mnt pid; do readlink /proc/self/ns/$t; done > {dir}/{name}.ns; echo \"$HOOK_ENV\" > {dir}/{name}.env"
+        )],
+        "env": [format!("HOOK_ENV={name}-env")],
+        "timeout": 10
+    })
+}
+
+#[test]
+fn hooks_run_where_and_when_the_runtime_spec_says() {
+    let _g = common::root_test();
+    become_subreaper();
+    let seen = tempfile::tempdir().unwrap();
+    let dir = seen.path().to_str().unwrap().to_string();
+    let f = Fixture::new(|v| {
+        // The workload shows that startContainer ran before it.
+        set_args(v, "cat /hooks/startContainer.env; sleep 30");
+        v["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"destination": "/hooks", "type": "bind",
+                "source": dir, "options": ["rbind", "rw"]}));
+        v["annotations"] = serde_json::json!({"org.example.key": "value"});
+        let h = |name: &str| vec![recording_hook("/bin/sh", &dir, name)];
+        v["hooks"] = serde_json::json!({
+            "prestart": h("prestart"),
+            "createRuntime": h("createRuntime"),
+            "createContainer": h("createContainer"),
+            // The container's shell, at the container's path: /hooks there.
+            "startContainer": [recording_hook("/bin/sh", "/hooks", "startContainer")],
+            "poststart": h("poststart"),
+            "poststop": h("poststop"),
+        });
+    });
+    let read = |name: &str| fs::read_to_string(seen.path().join(name)).unwrap_or_default();
+    let state = |name: &str| -> Value {
+        serde_json::from_str(&read(&format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("{name}.json: {e}: {:?}", read(&format!("{name}.json"))))
+    };
+    let (status, err) = f.create("hooked", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("hooked")["pid"].as_i64().unwrap();
+    let ns = |pid: &str| {
+        ["mnt", "pid"]
+            .map(|t| {
+                fs::read_link(format!("/proc/{pid}/ns/{t}"))
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .join("\n")
+            + "\n"
+    };
+    let (host_ns, init_ns) = (ns("self"), ns(&init.to_string()));
+    assert_ne!(host_ns, init_ns);
+    // After create: the creation hooks ran, the others not yet.
+    for (name, status, namespaces) in [
+        ("prestart", "creating", &host_ns),
+        ("createRuntime", "creating", &host_ns),
+        ("createContainer", "creating", &init_ns),
+    ] {
+        let s = state(name);
+        assert_eq!(s["status"], status, "{name}: {s}");
+        assert_eq!(s["pid"], init, "{name}: {s}");
+        assert_eq!(s["id"], "hooked", "{name}: {s}");
+        assert_eq!(s["annotations"]["org.example.key"], "value", "{name}: {s}");
+        assert_eq!(Path::new(s["bundle"].as_str().unwrap()), f.bundle);
+        assert_eq!(
+            &read(&format!("{name}.ns")),
+            namespaces,
+            "{name}'s namespaces"
+        );
+        assert_eq!(read(&format!("{name}.env")), format!("{name}-env\n"));
+    }
+    assert!(
+        read("startContainer.json").is_empty(),
+        "startContainer before start"
+    );
+    assert!(read("poststart.json").is_empty(), "poststart before start");
+
+    assert!(f.runc(&["start", "hooked"]).status.success());
+    wait_for("the workload saw the startContainer hook", || {
+        f.output() == "startContainer-env\n"
+    });
+    let s = state("startContainer");
+    assert_eq!(
+        (s["status"].as_str(), s["pid"].as_i64()),
+        (Some("created"), Some(init))
+    );
+    // In the container: its namespaces (its /proc shows them as the host's shows the init's).
+    assert_eq!(read("startContainer.ns"), init_ns);
+    let s = state("poststart");
+    assert_eq!(
+        (s["status"].as_str(), s["pid"].as_i64()),
+        (Some("running"), Some(init))
+    );
+    assert_eq!(read("poststart.ns"), host_ns);
+    assert!(read("poststop.json").is_empty(), "poststop before delete");
+
+    let o = f.runc(&["delete", "--force", "hooked"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init as i32), 137);
+    let s = state("poststop");
+    assert_eq!(
+        (s["status"].as_str(), s["pid"].as_i64()),
+        (Some("stopped"), Some(0))
+    );
+    f.assert_root_empty();
+    common::assert_no_leftovers("hooks");
+}
+
+#[test]
+fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
+    let _g = common::root_test();
+    become_subreaper();
+    let failing = serde_json::json!([{"path": "/bin/sh",
+        "args": ["sh", "-c", "echo the network is not ready >&2; exit 3"]}]);
+    for kind in ["prestart", "createRuntime", "createContainer"] {
+        let f = Fixture::new(|v| {
+            set_args(v, "true");
+            v["hooks"] = serde_json::json!({ kind: failing });
+        });
+        let (status, err) = f.create("failing", &[]);
+        assert!(!status.success(), "{kind}: create succeeded");
+        assert!(
+            err.contains(&format!(
+                "{kind} hook #0 (/bin/sh) failed: exit status 3: the network is not ready"
+            )),
+            "{kind}: {err}"
+        );
+        f.assert_root_empty();
+        common::assert_no_leftovers(kind);
+    }
+    // A hook that outlives its timeout is killed, and fails create.
+    let f = Fixture::new(|v| {
+        set_args(v, "true");
+        v["hooks"] = serde_json::json!({"createRuntime": [
+            {"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    });
+    let (status, err) = f.create("slow", &[]);
+    assert!(!status.success());
+    assert!(err.contains("timed out after 1s"), "{err}");
+    f.assert_root_empty();
+
+    // poststart and poststop: a warning, and the container lives on / is deleted.
+    let f = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["hooks"] = serde_json::json!({"poststart": failing, "poststop": failing});
+    });
+    let (status, err) = f.create("warned", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("warned")["pid"].as_i64().unwrap() as i32;
+    let o = f.runc(&["start", "warned"]);
+    assert!(o.status.success(), "start: {}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("level=warning")
+            && common::stderr(&o).contains("poststart hook #0"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(f.state("warned")["status"], "running");
+    let o = f.runc(&["delete", "--force", "warned"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("poststop hook #0"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("failing hooks");
 }

@@ -168,4 +168,7 @@ pub struct ContainerConfig {
     pub rootless: bool,
     /// Kill the container after this long; the run then ends with exit code 124.
     pub timeout: Option<std::time::Duration>,
+    /// Hooks run while the container is created and started ([`crate::process::create`]
+    /// only; `isol run` has none).
+    pub hooks: crate::hooks::Hooks,
 }

@@ -294,6 +294,16 @@ fn launch(
         phases.push("cgroup-attach");
         guard.net = network::attach(cfg.network, &cfg.id, child.as_raw(), &cfg.state_root)?;
         phases.push("network");
+        // The container's namespaces exist; it has not pivoted yet (it waits for the go).
+        if cfg.hooks.before_pivot() {
+            let state = cfg.hooks.state_for("creating", child.as_raw());
+            crate::hooks::run_all("prestart", &cfg.hooks.prestart, &state)
+                .and_then(|()| {
+                    crate::hooks::run_all("createRuntime", &cfg.hooks.create_runtime, &state)
+                })
+                .map_err(ContainerError::Setup)?;
+            phases.push("hooks");
+        }
         let init_exe = copier
             .join()
             .map_err(|_| ContainerError::Setup("The thread copying isol panicked".into()))??;

@@ -42,7 +42,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             };
             create(&root, &c.container_id, &opts).map(|_| 0)
         }
-        Command::Start(s) => start(&root, &s.container_id).map(|()| 0),
+        Command::Start(s) => start(&root, &s.container_id, log).map(|()| 0),
         Command::State(s) => {
             let json = state_json(&root, &s.container_id)?;
             println!(
@@ -52,7 +52,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             Ok(0)
         }
         Command::Kill(k) => kill_cmd(&root, k).map(|()| 0),
-        Command::Delete(d) => delete(&root, &d.container_id, d.force).map(|()| 0),
+        Command::Delete(d) => delete(&root, &d.container_id, d.force, log).map(|()| 0),
         Command::Run(r) => {
             let opts = CreateOpts {
                 bundle: &r.bundle,
@@ -60,7 +60,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
                 console_socket: r.console_socket.as_deref(),
                 preserve_fds: r.preserve_fds,
             };
-            run(&root, &r.container_id, &opts, r.detach, r.keep)
+            run(&root, &r.container_id, &opts, r.detach, r.keep, log)
         }
         Command::List(l) => list(&root, &l.format, l.quiet).map(|()| 0),
         Command::Spec(s) => spec_cmd(s).map(|()| 0),
@@ -107,7 +107,8 @@ fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciErro
     let bundle = absolute(opts.bundle)?;
     // Everything that can be checked is, before anything is made.
     let spec = spec::load(&bundle)?;
-    let cfg = spec::to_config(id, &bundle, &spec)?;
+    let mut cfg = spec::to_config(id, &bundle, &spec)?;
+    cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     match (cfg.tty, opts.console_socket) {
         (true, None) => {
             return Err(OciError::Usage(
@@ -148,6 +149,9 @@ fn create_in(
     let fifo = dir.fifo();
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| OciError::sys(format!("mkfifo {}", fifo.display()), e))?;
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let poststart = spec::hook_list("hooks.poststart", hooks.poststart())?;
+    let poststop = spec::hook_list("hooks.poststop", hooks.poststop())?;
     let created = isol_container::create(cfg, &fifo)?;
     let saved = Saved {
         id: dir.id.clone(),
@@ -160,12 +164,9 @@ fn create_in(
             isol_container::Rootfs::Layers(_) => PathBuf::new(),
         },
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-        annotations: spec
-            .annotations()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
+        annotations: annotations(spec),
+        poststart,
+        poststop,
     };
     let console = match (&created.console, opts.console_socket) {
         (Some(master), Some(socket)) => send_console(master.as_fd(), socket, spec),
@@ -183,6 +184,14 @@ fn create_in(
         return Err(e);
     }
     Ok(saved)
+}
+
+fn annotations(spec: &oci_spec::runtime::Spec) -> std::collections::BTreeMap<String, String> {
+    spec.annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// Hands the terminal's master to the client through its console socket (`SCM_RIGHTS`, as
@@ -214,7 +223,7 @@ fn send_console(
         .map_err(|e| OciError::sys("send the terminal to the console socket", e))
 }
 
-fn start(root: &Path, id: &str) -> Result<(), OciError> {
+fn start(root: &Path, id: &str, log: &Log) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
     let saved = dir.load()?;
     match dir.status(&saved) {
@@ -229,6 +238,11 @@ fn start(root: &Path, id: &str) -> Result<(), OciError> {
     }
     open_gate(&dir.fifo(), &saved)?;
     let _ = std::fs::remove_file(dir.fifo());
+    // As the runtime-spec says: a failing poststart hook is logged, and the container runs on.
+    let state = saved.hook_state(Status::Running);
+    if let Err(e) = isol_container::hooks::run_all("poststart", &saved.poststart, &state) {
+        log.line("warning", &e);
+    }
     Ok(())
 }
 
@@ -610,8 +624,9 @@ fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+fn delete(root: &Path, id: &str, force: bool, log: &Log) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
+    let mut poststop = None;
     let cgroup_path = match dir.load() {
         Ok(saved) => {
             let status = dir.status(&saved);
@@ -635,7 +650,9 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
                 }
                 wait_gone(&saved);
             }
-            saved.cgroup_path
+            let cgroup_path = saved.cgroup_path.clone();
+            poststop = Some(saved);
+            cgroup_path
         }
         // A create that was killed half-way leaves a directory without state: its cgroup,
         // if any, holds whatever it started.
@@ -647,6 +664,13 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     };
     if !cgroup_path.as_os_str().is_empty() {
         remove_cgroup(&cgroup_path)?;
+    }
+    // After the container is gone; a failing poststop hook is logged, the delete goes on.
+    if let Some(saved) = poststop {
+        let state = saved.hook_state(Status::Stopped);
+        if let Err(e) = isol_container::hooks::run_all("poststop", &saved.poststop, &state) {
+            log.line("warning", &e);
+        }
     }
     dir.remove()
 }
@@ -676,10 +700,11 @@ fn run(
     opts: &CreateOpts<'_>,
     detach: bool,
     keep: bool,
+    log: &Log,
 ) -> Result<i32, OciError> {
     let saved = create(root, id, opts)?;
-    if let Err(e) = start(root, id) {
-        let _ = delete(root, id, true);
+    if let Err(e) = start(root, id, log) {
+        let _ = delete(root, id, true, log);
         return Err(e);
     }
     if detach {
@@ -692,12 +717,12 @@ fn run(
         Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
         Ok(_) => 1,
         Err(e) => {
-            let _ = delete(root, id, true);
+            let _ = delete(root, id, true, log);
             return Err(OciError::sys("wait for the container's init", e));
         }
     };
     if !keep {
-        delete(root, id, true)?;
+        delete(root, id, true, log)?;
     }
     Ok(code)
 }
@@ -783,7 +808,7 @@ fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": state::OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": ["bind", "rbind", "ro", "rw", "private", "rprivate"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],

@@ -114,6 +114,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         groups: Some(groups),
         limits,
         cgroup_path: Some(cgroup_path(id, &linux)?),
+        hooks: hooks(spec, serde_json::Value::Null)?,
         rlimits: rlimits(process)?,
         privileges: isol_container::Privileges {
             capabilities,
@@ -619,18 +620,62 @@ fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
 
 fn check_spec(spec: &Spec) -> Result<(), OciError> {
     refuse_set("domainname", spec.domainname())?;
-    if let Some(h) = spec.hooks() {
-        let any = h.prestart().is_some()
-            || h.create_runtime().is_some()
-            || h.create_container().is_some()
-            || h.start_container().is_some()
-            || h.poststart().is_some()
-            || h.poststop().is_some();
-        if any {
-            return Err(unsupported("hooks", "are not supported by isol yet"));
-        }
-    }
     Ok(())
+}
+
+/// The config's hooks, checked (an absolute path, a positive timeout), as the runtime runs
+/// them; `state` is the state JSON they read, without its status and pid.
+pub fn hooks(
+    spec: &Spec,
+    state: serde_json::Value,
+) -> Result<isol_container::hooks::Hooks, OciError> {
+    let Some(h) = spec.hooks() else {
+        return Ok(isol_container::hooks::Hooks::default());
+    };
+    // The runtime runs these itself, from the state (checked here, with the others).
+    hook_list("hooks.poststart", h.poststart())?;
+    hook_list("hooks.poststop", h.poststop())?;
+    Ok(isol_container::hooks::Hooks {
+        prestart: hook_list("hooks.prestart", h.prestart())?,
+        create_runtime: hook_list("hooks.createRuntime", h.create_runtime())?,
+        create_container: hook_list("hooks.createContainer", h.create_container())?,
+        start_container: hook_list("hooks.startContainer", h.start_container())?,
+        state,
+    })
+}
+
+/// One list of hooks, checked.
+pub fn hook_list(
+    field: &str,
+    list: &Option<Vec<oci_spec::runtime::Hook>>,
+) -> Result<Vec<isol_container::hooks::Hook>, OciError> {
+    list.iter()
+        .flatten()
+        .map(|h| {
+            if !h.path().is_absolute() {
+                return Err(unsupported(
+                    field,
+                    &format!("has the path {}: it must be absolute", h.path().display()),
+                ));
+            }
+            let timeout = match h.timeout() {
+                None => None,
+                Some(t) if t > 0 => Some(std::time::Duration::from_secs(t as u64)),
+                Some(t) => {
+                    return Err(unsupported(
+                        field,
+                        &format!("has the timeout {t}: it must be a positive number of seconds"),
+                    ));
+                }
+            };
+            Ok(isol_container::hooks::Hook {
+                path: h.path().clone(),
+                args: h.args().clone().unwrap_or_default(),
+                env: h.env().clone().unwrap_or_default(),
+                timeout,
+            })
+        })
+        .collect()
 }
 
 /// The mounts every isol container gets anyway, as (destination, type).
@@ -815,8 +860,15 @@ mod tests {
             "linux.cgroupsPath",
         );
         refused(
-            |v| v["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/true"}]}),
-            "hooks",
+            |v| v["hooks"] = serde_json::json!({"poststart": [{"path": "bin/true"}]}),
+            "hooks.poststart has the path bin/true: it must be absolute",
+        );
+        refused(
+            |v| {
+                v["hooks"] =
+                    serde_json::json!({"createRuntime": [{"path": "/bin/true", "timeout": 0}]})
+            },
+            "hooks.createRuntime has the timeout 0",
         );
     }
 

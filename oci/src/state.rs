@@ -32,6 +32,38 @@ pub struct Saved {
     pub created: String,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The config's poststart and poststop hooks, which `start` and `delete` run.
+    #[serde(default)]
+    pub poststart: Vec<isol_container::hooks::Hook>,
+    #[serde(default)]
+    pub poststop: Vec<isol_container::hooks::Hook>,
+}
+
+impl Saved {
+    /// The state JSON hooks read, for `status` (`pid` 0 once stopped).
+    pub fn hook_state(&self, status: Status) -> Vec<u8> {
+        let pid = if status == Status::Stopped {
+            0
+        } else {
+            self.pid
+        };
+        let template = hook_state_template(&self.id, &self.bundle, &self.annotations);
+        isol_container::hooks::state_for(&template, status.as_str(), pid)
+    }
+}
+
+/// The state JSON of a container's hooks, without its status and pid (as runc gives it).
+pub fn hook_state_template(
+    id: &str,
+    bundle: &Path,
+    annotations: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": id,
+        "bundle": bundle,
+        "annotations": annotations,
+    })
 }
 
 /// The runtime-spec statuses.

@@ -361,6 +361,7 @@ fn run_container(
             pids: spec.pids,
         },
         cgroup_path: None,
+        hooks: Default::default(),
         rlimits: Vec::new(),
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
