@@ -1046,3 +1046,103 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
     f.assert_root_empty();
     common::assert_no_leftovers("failing hooks");
 }
+
+#[test]
+fn pid_namespaces_are_joined_by_path_or_shared_with_the_host_and_domainname_is_set() {
+    let _g = common::root_test();
+    become_subreaper();
+    let sandbox = Fixture::new(|v| set_args(v, "sleep 30"));
+    let (status, err) = sandbox.create("pid-sandbox", &[]);
+    assert!(status.success(), "create: {err}");
+    let pid = sandbox.state("pid-sandbox")["pid"].as_i64().unwrap();
+    let ns_of = |pid: &str, t: &str| {
+        fs::read_link(format!("/proc/{pid}/ns/{t}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    // A pod's container in its sandbox's PID namespace: the sandbox's init is its PID 1.
+    let member = Fixture::new(|v| {
+        set_args(
+            v,
+            "readlink /proc/self/ns/pid; cat /proc/1/comm; cat /proc/sys/kernel/domainname; \
+             sleep 30 & echo $!; wait",
+        );
+        v["domainname"] = "example.org".into();
+        for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "pid" {
+                n["path"] = format!("/proc/{pid}/ns/pid").into();
+            }
+        }
+    });
+    let (status, err) = member.create("pid-member", &[]);
+    assert!(status.success(), "create: {err}");
+    let member_init = member.state("pid-member")["pid"].as_i64().unwrap();
+    assert_eq!(
+        ns_of(&member_init.to_string(), "pid"),
+        ns_of(&pid.to_string(), "pid")
+    );
+    assert!(member.runc(&["start", "pid-member"]).status.success());
+    wait_for("the member's output", || {
+        member.output().lines().count() == 4
+    });
+    let out = member.output();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ns_of(&pid.to_string(), "pid"), "{out}");
+    assert_eq!(lines[1], "isol-init", "{out}");
+    assert_eq!(lines[2], "example.org", "{out}");
+    // Its processes are those of its cgroup, not of the shared namespace: ps and kill --all
+    // leave the sandbox alone.
+    let o = member.runc(&["ps", "--format", "json", "pid-member"]);
+    let pids: Vec<i64> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        !pids.contains(&pid),
+        "the sandbox listed as the member's: {pids:?}"
+    );
+    assert_eq!(pids.len(), 3, "init, sh and sleep: {pids:?}");
+    let o = member.runc(&["kill", "--all", "pid-member", "KILL"]);
+    assert!(o.status.success(), "kill --all: {}", common::stderr(&o));
+    assert_eq!(wait_init(member_init as i32), 137);
+    assert_eq!(sandbox.state("pid-sandbox")["status"], "created");
+    assert!(member.runc(&["delete", "pid-member"]).status.success());
+
+    // uts, ipc and pid absent from the list: the host's (the runtime's), as runc.
+    let host = Fixture::new(|v| {
+        set_args(
+            v,
+            "for t in uts ipc pid mnt; do readlink /proc/self/ns/$t; done; hostname",
+        );
+        v["hostname"] = Value::Null;
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| !["uts", "ipc", "pid"].contains(&n["type"].as_str().unwrap()));
+    });
+    let o = host.runc(&["run", "--bundle", host.bundle.to_str().unwrap(), "on-host"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    let out = common::stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ns_of("self", "uts"), "{out}");
+    assert_eq!(lines[1], ns_of("self", "ipc"), "{out}");
+    assert_eq!(lines[2], ns_of("self", "pid"), "{out}");
+    assert_ne!(lines[3], ns_of("self", "mnt"), "{out}");
+    assert_eq!(
+        lines[4],
+        nix::unistd::gethostname().unwrap().to_string_lossy()
+    );
+    // …where neither a hostname nor a domain name may be set.
+    host.edit_config(|v| v["hostname"] = "mine".into());
+    let o = host.runc(&["run", "--bundle", host.bundle.to_str().unwrap(), "on-host"]);
+    assert!(
+        common::stderr(&o).contains("hostname cannot be set"),
+        "{}",
+        common::stderr(&o)
+    );
+    host.assert_root_empty();
+
+    let o = sandbox.runc(&["delete", "--force", "pid-sandbox"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(pid as i32), 137);
+    common::assert_no_leftovers("pid namespaces");
+}

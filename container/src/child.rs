@@ -39,6 +39,7 @@ pub const INIT_MARKER: &str = "--isol-container-init";
 /// What the child needs, prepared by the parent.
 pub(crate) struct ChildSpec<'a> {
     hostname: CString,
+    domainname: CString,
     layers: Vec<PathBuf>,
     upper: PathBuf,
     work: PathBuf,
@@ -116,6 +117,7 @@ impl<'a> ChildSpec<'a> {
         };
         Ok(ChildSpec {
             hostname: cstring(cfg.hostname.as_ref(), "hostname")?,
+            domainname: cstring(cfg.domainname.as_ref(), "domainname")?,
             layers,
             upper,
             work,
@@ -205,12 +207,20 @@ fn setup(
     if spec.rootless {
         go.wait();
     }
-    for (ns, path) in &spec.join {
+    // (A PID namespace was joined by the parent, before the clone.)
+    for (ns, path) in spec
+        .join
+        .iter()
+        .filter(|(ns, _)| *ns != SharedNamespace::Pid)
+    {
         namespaces::join(*ns, path)?;
     }
     let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
     if !joined(SharedNamespace::Uts) {
         namespaces::set_hostname(&spec.hostname)?;
+        if !spec.domainname.is_empty() {
+            namespaces::set_domainname(&spec.domainname)?;
+        }
     }
     if spec.network != NetworkMode::Host && !joined(SharedNamespace::Net) {
         network::loopback_up()?;

@@ -23,7 +23,7 @@ use nix::unistd::{Pid, pipe2};
 
 use crate::cgroups::{self, AnyCgroupManager, CgroupManager, Entry, Stats};
 use crate::child::{self, ChildSpec};
-use crate::config::{ContainerConfig, NetworkMode, Rootfs};
+use crate::config::{ContainerConfig, NetworkMode, Rootfs, SharedNamespace};
 use crate::error::ContainerError;
 use crate::namespaces;
 use crate::network;
@@ -254,7 +254,25 @@ fn launch(
         .iter()
         .fold(0u64, |f, (ns, _)| f | ns.clone_flag() as u64);
     let flags = namespaces::clone_flags(cfg.network, cfg.rootless) & !joined;
+    // A PID namespace is joined for the child before it is made: it is born there.
+    let pid_ns = match cfg.join.iter().find(|(ns, _)| *ns == SharedNamespace::Pid) {
+        Some((_, path)) => Some(namespaces::PidForChildren::enter(path).inspect_err(|_| {
+            let _ = mask.thread_unblock();
+        })?),
+        None => None,
+    };
     let (pid, born_in_cgroup) = namespaces::clone_child(flags, into);
+    if pid != 0
+        && let Some(ns) = pid_ns
+        && let Err(e) = ns.restore()
+    {
+        let _ = mask.thread_unblock();
+        if pid > 0 {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            guard.child = Some(Pid::from_raw(pid as i32));
+        }
+        return Err(e);
+    }
     if pid < 0 {
         let _ = mask.thread_unblock();
         return Err(namespaces::clone_error(

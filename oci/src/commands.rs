@@ -165,6 +165,10 @@ fn create_in(
         },
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         annotations: annotations(spec),
+        shared_pid: cfg
+            .join
+            .iter()
+            .any(|(ns, _)| *ns == isol_container::SharedNamespace::Pid),
         poststart,
         poststop,
     };
@@ -331,11 +335,7 @@ fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
         });
     }
     let init = Pid::from_raw(saved.pid);
-    let targets = if k.all {
-        pid_namespace_members(saved.pid)
-    } else {
-        vec![init]
-    };
+    let targets = if k.all { members(&saved) } else { vec![init] };
     for pid in targets {
         match kill(pid, signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -441,10 +441,7 @@ fn ps(root: &Path, p: &liboci_cli::Ps) -> Result<(), OciError> {
     let pids: Vec<i32> = if dir.status(&saved) == Status::Stopped {
         Vec::new()
     } else {
-        pid_namespace_members(saved.pid)
-            .into_iter()
-            .map(Pid::as_raw)
-            .collect()
+        members(&saved).into_iter().map(Pid::as_raw).collect()
     };
     match p.format.as_str() {
         "json" => {
@@ -494,6 +491,29 @@ fn ps(root: &Path, p: &liboci_cli::Ps) -> Result<(), OciError> {
             "invalid --format {other:?}: use table or json"
         ))),
     }
+}
+
+/// The container's processes, init first: those of its PID namespace, or of its cgroup where
+/// the PID namespace is shared (a pod's, or the host's).
+fn members(saved: &Saved) -> Vec<Pid> {
+    if !saved.shared_pid {
+        return pid_namespace_members(saved.pid);
+    }
+    let mut pids = vec![Pid::from_raw(saved.pid)];
+    if let Ok(cg) = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    ) {
+        let procs = std::fs::read_to_string(cg.path().join("cgroup.procs")).unwrap_or_default();
+        pids.extend(
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .filter(|&p| p != saved.pid)
+                .map(Pid::from_raw),
+        );
+    }
+    pids
 }
 
 /// The processes in the PID namespace `init` is PID 1 of, init first.

@@ -85,17 +85,21 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
 
     let linux = spec.linux().clone().unwrap_or_default();
     let (network, join) = namespaces(&linux)?;
-    if join.iter().any(|(ns, _)| *ns == SharedNamespace::Uts)
-        && spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
-    {
-        return Err(unsupported(
-            "hostname",
-            "cannot be set in a joined uts namespace (it is the namespace owner's)",
-        ));
+    if join.iter().any(|(ns, _)| *ns == SharedNamespace::Uts) {
+        for (field, value) in [
+            ("hostname", spec.hostname()),
+            ("domainname", spec.domainname()),
+        ] {
+            if value.as_ref().is_some_and(|h| !h.is_empty()) {
+                return Err(unsupported(
+                    field,
+                    "cannot be set in a joined or the host's uts namespace (it is the namespace owner's)",
+                ));
+            }
+        }
     }
     let (limits, devices) = resources(&linux)?;
     check_linux(&linux)?;
-    check_spec(spec)?;
     let mounts = mounts(spec.mounts().as_deref().unwrap_or_default())?;
 
     Ok(ContainerConfig {
@@ -110,6 +114,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         env,
         workdir: process.cwd().clone(),
         hostname: spec.hostname().clone().unwrap_or_default(),
+        domainname: spec.domainname().clone().unwrap_or_default(),
         user: Some(format!("{}:{}", user.uid(), user.gid())),
         groups: Some(groups),
         limits,
@@ -278,10 +283,10 @@ fn rlimits(p: &Process) -> Result<Vec<Rlimit>, OciError> {
     Ok(out)
 }
 
-/// The namespaces isol gives every container: new mount, UTS, IPC and PID namespaces, and a
-/// cgroup namespace. The config chooses the network (a new one with loopback, or the host's)
-/// and may join existing network, IPC and UTS namespaces by path, as a pod's containers join
-/// its sandbox's.
+/// The namespaces of the container: a new mount namespace always, and a cgroup namespace; the
+/// config chooses the network (a new one with loopback, or the host's), and a new, a joined
+/// (by path, as a pod's containers join its sandbox's) or the runtime's own (a type absent
+/// from the list, as runc) UTS, IPC and PID namespace.
 fn namespaces(
     linux: &oci_spec::runtime::Linux,
 ) -> Result<(NetworkMode, Vec<(SharedNamespace, PathBuf)>), OciError> {
@@ -292,6 +297,7 @@ fn namespaces(
             LinuxNamespaceType::Network => Some(SharedNamespace::Net),
             LinuxNamespaceType::Ipc => Some(SharedNamespace::Ipc),
             LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
+            LinuxNamespaceType::Pid => Some(SharedNamespace::Pid),
             LinuxNamespaceType::User | LinuxNamespaceType::Time => {
                 return Err(unsupported(
                     "linux.namespaces",
@@ -305,10 +311,15 @@ fn namespaces(
         };
         if let Some(path) = ns.path() {
             let Some(shared) = shared else {
+                let why = if ns.typ() == LinuxNamespaceType::Mount {
+                    "isol builds every container's root in a mount namespace of its own (its pivot_root would change the root of every process in a shared one)"
+                } else {
+                    "isol joins only network, ipc, uts and pid namespaces"
+                };
                 return Err(unsupported(
                     "linux.namespaces",
                     &format!(
-                        "joins the {} namespace at {}: isol joins only network, ipc and uts namespaces yet",
+                        "joins the {} namespace at {}: {why}",
                         ns.typ(),
                         path.display()
                     ),
@@ -328,16 +339,23 @@ fn namespaces(
         }
     }
     let has = |t: LinuxNamespaceType| list.iter().any(|ns| ns.typ() == t);
-    for t in [
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
+    if !has(LinuxNamespaceType::Mount) {
+        return Err(unsupported(
+            "linux.namespaces",
+            "lacks a mount namespace: isol builds every container's root in a mount namespace of its own (sharing the host's would pivot the host's root)",
+        ));
+    }
+    // A type absent from the list: the runtime's own namespace, as runc stays in it. The
+    // child joins it by the runtime's path (the clone made no new one).
+    for (t, shared, name) in [
+        (LinuxNamespaceType::Pid, SharedNamespace::Pid, "pid"),
+        (LinuxNamespaceType::Ipc, SharedNamespace::Ipc, "ipc"),
+        (LinuxNamespaceType::Uts, SharedNamespace::Uts, "uts"),
     ] {
         if !has(t) {
-            return Err(unsupported(
-                "linux.namespaces",
-                &format!("lacks a {t} namespace: sharing the host's is not supported by isol yet"),
+            join.push((
+                shared,
+                PathBuf::from(format!("/proc/{}/ns/{name}", std::process::id())),
             ));
         }
     }
@@ -618,11 +636,6 @@ fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
     Ok(())
 }
 
-fn check_spec(spec: &Spec) -> Result<(), OciError> {
-    refuse_set("domainname", spec.domainname())?;
-    Ok(())
-}
-
 /// The config's hooks, checked (an absolute path, a positive timeout), as the runtime runs
 /// them; `state` is the state JSON they read, without its status and pid.
 pub fn hooks(
@@ -834,10 +847,29 @@ mod tests {
             let e = convert(&spec_with(edit)).unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         };
-        // The default spec's first namespace is the PID namespace.
         refused(
-            |v| v["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into(),
-            "linux.namespaces",
+            |v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                let mnt = ns.iter_mut().find(|n| n["type"] == "mount").unwrap();
+                mnt["path"] = "/proc/1/ns/mnt".into();
+            },
+            "joins the mnt namespace at /proc/1/ns/mnt",
+        );
+        refused(
+            |v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "mount");
+            },
+            "lacks a mount namespace",
+        );
+        refused(
+            |v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "uts");
+                v["domainname"] = "example.org".into();
+                v["hostname"] = serde_json::Value::Null;
+            },
+            "domainname cannot be set",
         );
         refused(
             |v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}),

@@ -32,6 +32,10 @@ pub struct Saved {
     pub created: String,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The container shares a PID namespace (another container's, or the host's): its
+    /// processes are its cgroup's, not its PID namespace's.
+    #[serde(default)]
+    pub shared_pid: bool,
     /// The config's poststart and poststop hooks, which `start` and `delete` run.
     #[serde(default)]
     pub poststart: Vec<isol_container::hooks::Hook>,

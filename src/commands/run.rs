@@ -352,6 +352,7 @@ fn run_container(
         env: spec.env,
         workdir: spec.workdir,
         hostname: spec.hostname,
+        domainname: String::new(),
         user: spec.user,
         groups: None,
         privileges,
