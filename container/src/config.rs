@@ -171,6 +171,9 @@ pub struct ContainerConfig {
     pub interactive: bool,
     /// Allocate a pseudo-terminal (`-t`).
     pub tty: bool,
+    /// The caller's descriptors 3 to 3+N-1 are passed on to the workload (runc's
+    /// `--preserve-fds`); every other one above stderr is closed.
+    pub preserve_fds: u32,
     /// Run without root on the host: a user namespace maps the caller to root inside.
     pub rootless: bool,
     /// Kill the container after this long; the run then ends with exit code 124.
