@@ -150,7 +150,8 @@ pub struct ContainerConfig {
     pub privileges: Privileges,
     pub limits: Limits,
     /// Where the container's cgroup is, relative to each hierarchy's root (an OCI config's
-    /// `cgroupsPath`); `None`: `isol/<id>`, where `isol run`'s are.
+    /// `cgroupsPath`), made in every v1 hierarchy isol uses (it lives on: `update`, `pause`);
+    /// `None`: `isol/<id>`, where `isol run`'s are.
     pub cgroup_path: Option<PathBuf>,
     /// Resource limits of the container's processes (`isol run` sets none: the host's apply).
     pub rlimits: Vec<Rlimit>,
