@@ -26,6 +26,9 @@ pub enum SharedNamespace {
     Net,
     Ipc,
     Uts,
+    /// Joined by the parent before the clone (setns of a PID namespace applies to the children
+    /// made after it): the container's init is then not PID 1 of its namespace.
+    Pid,
 }
 
 impl SharedNamespace {
@@ -35,6 +38,7 @@ impl SharedNamespace {
             SharedNamespace::Net => libc::CLONE_NEWNET,
             SharedNamespace::Ipc => libc::CLONE_NEWIPC,
             SharedNamespace::Uts => libc::CLONE_NEWUTS,
+            SharedNamespace::Pid => libc::CLONE_NEWPID,
         }
     }
 
@@ -43,6 +47,7 @@ impl SharedNamespace {
             SharedNamespace::Net => "network",
             SharedNamespace::Ipc => "IPC",
             SharedNamespace::Uts => "UTS",
+            SharedNamespace::Pid => "PID",
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct ContainerConfig {
     /// Working directory inside the container (absolute).
     pub workdir: PathBuf,
     pub hostname: String,
+    /// The NIS domain name (an OCI config's `domainname`); empty: left as it is.
+    pub domainname: String,
     /// `uid[:gid]` or `name[:group]`, resolved against the container's /etc/passwd and
     /// /etc/group; `None` runs as root (uid 0 inside the container).
     pub user: Option<String>,
@@ -144,7 +151,8 @@ pub struct ContainerConfig {
     pub privileges: Privileges,
     pub limits: Limits,
     /// Where the container's cgroup is, relative to each hierarchy's root (an OCI config's
-    /// `cgroupsPath`); `None`: `isol/<id>`, where `isol run`'s are.
+    /// `cgroupsPath`), made in every v1 hierarchy isol uses (it lives on: `update`, `pause`);
+    /// `None`: `isol/<id>`, where `isol run`'s are.
     pub cgroup_path: Option<PathBuf>,
     /// Resource limits of the container's processes (`isol run` sets none: the host's apply).
     pub rlimits: Vec<Rlimit>,
@@ -168,6 +176,9 @@ pub struct ContainerConfig {
     pub interactive: bool,
     /// Allocate a pseudo-terminal (`-t`).
     pub tty: bool,
+    /// The caller's descriptors 3 to 3+N-1 are passed on to the workload (runc's
+    /// `--preserve-fds`); every other one above stderr is closed.
+    pub preserve_fds: u32,
     /// Run without root on the host: a user namespace maps the caller to root inside.
     pub rootless: bool,
     /// Kill the container after this long; the run then ends with exit code 124.
@@ -187,4 +198,7 @@ pub struct ContainerConfig {
     /// `maskedPaths` and `readonlyPaths`); absolute, inside the container.
     pub masked_paths: Vec<PathBuf>,
     pub readonly_paths: Vec<PathBuf>,
+    /// Hooks run while the container is created and started ([`crate::process::create`]
+    /// only; `isol run` has none).
+    pub hooks: crate::hooks::Hooks,
 }

@@ -165,6 +165,12 @@ pub enum CgroupError {
     Devices { path: PathBuf, detail: String },
     #[error("Cannot remove cgroup {path}: {error}; kill its processes and rmdir it by hand")]
     Remove { path: PathBuf, error: io::Error },
+    #[error("Cannot freeze cgroup {path}: {detail}; its processes run on (they were thawed again)")]
+    Freeze { path: PathBuf, detail: String },
+    #[error(
+        "Cgroup {path} has no freezer: {detail}; mount the v1 freezer controller (or use cgroup v2) to pause containers"
+    )]
+    NoFreezer { path: PathBuf, detail: &'static str },
 }
 
 /// A run's cgroup, whatever the cgroup version.
@@ -187,7 +193,17 @@ pub trait CgroupManager {
     /// The cgroup directory (v2), or the memory controller's one (v1; another controller's if
     /// memory is not mounted).
     fn path(&self) -> &Path;
+    /// Freezes (`true`) or thaws (`false`) every process of the cgroup (the freezer: v1
+    /// `freezer.state`, v2 `cgroup.freeze`), and returns once the kernel says it is done: a
+    /// freeze waits until every task is stopped ([`FREEZE_TIMEOUT`] at most; then it thaws
+    /// again and fails).
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError>;
+    /// Whether the cgroup is frozen (a freeze still under way counts as not frozen).
+    fn is_frozen(&self) -> Result<bool, CgroupError>;
 }
+
+/// How long [`CgroupManager::set_frozen`] waits for every task to stop.
+pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a new process enters its cgroup cheaply.
 ///
@@ -290,6 +306,20 @@ impl CgroupManager for AnyCgroupManager {
         match self {
             Self::V1(m) => m.path(),
             Self::V2(m) => m.path(),
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        match self {
+            Self::V1(m) => m.set_frozen(frozen),
+            Self::V2(m) => m.set_frozen(frozen),
+        }
+    }
+
+    fn is_frozen(&self) -> Result<bool, CgroupError> {
+        match self {
+            Self::V1(m) => m.is_frozen(),
+            Self::V2(m) => m.is_frozen(),
         }
     }
 }
@@ -406,6 +436,27 @@ pub fn create_at(
     path: &Path,
     limits: &Limits,
 ) -> Result<AnyCgroupManager, CgroupError> {
+    create_in(cgroup_root, path, limits, false)
+}
+
+/// As [`create_at`], for a container whose cgroup lives on and changes after its creation (an
+/// OCI container: `update` sets limits it was created without, `pause` freezes it): on cgroup
+/// v1 it is created in every hierarchy isol uses (freezer, cpu and pids included), not only in
+/// those its present limits need.
+pub fn create_long_lived_at(
+    cgroup_root: &Path,
+    path: &Path,
+    limits: &Limits,
+) -> Result<AnyCgroupManager, CgroupError> {
+    create_in(cgroup_root, path, limits, true)
+}
+
+fn create_in(
+    cgroup_root: &Path,
+    path: &Path,
+    limits: &Limits,
+    every_hierarchy: bool,
+) -> Result<AnyCgroupManager, CgroupError> {
     validate_limits(limits)?;
     let manager = match detect(cgroup_root)? {
         Layout::V2 { root } => {
@@ -418,7 +469,9 @@ pub fn create_at(
         } => {
             let mut manager = V1Manager::at(&root, &hierarchies, path)?;
             manager.check_controllers(limits)?;
-            manager.retain_for(limits);
+            if !every_hierarchy {
+                manager.retain_for(limits);
+            }
             manager.create()?;
             AnyCgroupManager::V1(manager)
         }
@@ -1393,6 +1446,54 @@ mod tests {
         let (status, err) = run.wait();
         assert!(status.success(), "{err}");
         assert_eq!(err, "mknod null\nopen /dev/null\n");
+    }
+
+    /// The freezer stops every task of a long-lived cgroup (v1 `freezer.state`, v2
+    /// `cgroup.freeze`) and lets them go again; a frozen cgroup is removed all the same. On v1
+    /// a cgroup made for `isol run` (no freezer hierarchy) says why it cannot be frozen.
+    #[test]
+    fn cgroups_real_freezer() {
+        let Some((_guard, layout)) = real_host() else {
+            return;
+        };
+        let id = unique_id("freeze");
+        let path = Path::new(ISOL_DIR).join(&id);
+        let mut run =
+            Run::new(create_long_lived_at(Path::new(ROOT), &path, &Limits::default()).unwrap());
+        let pid = run.spawn("while :; do :; done");
+        run.release();
+        assert!(!run.cgroup.is_frozen().unwrap());
+        run.cgroup.set_frozen(true).unwrap();
+        assert!(run.cgroup.is_frozen().unwrap());
+        // Stopped: its CPU time stands still.
+        let cpu = || {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        };
+        let before = cpu();
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(cpu(), before, "a frozen task ran");
+        run.cgroup.set_frozen(false).unwrap();
+        assert!(!run.cgroup.is_frozen().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cpu() == before {
+            assert!(Instant::now() < deadline, "the thawed task never ran");
+            thread::sleep(POLL);
+        }
+        run.cgroup.set_frozen(true).unwrap();
+        let dir = run.cgroup.path().to_owned();
+        run.cgroup.remove().unwrap();
+        assert!(!dir.exists());
+
+        if matches!(layout, Layout::V1 { .. }) {
+            let short =
+                create(Path::new(ROOT), &unique_id("nofreeze"), &Limits::default()).unwrap();
+            let e = short.set_frozen(true).unwrap_err().to_string();
+            short.remove().unwrap();
+            assert!(e.contains("has no freezer"), "{e}");
+        }
     }
 
     #[test]

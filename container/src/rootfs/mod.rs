@@ -41,8 +41,9 @@ pub struct RootfsSpec<'a> {
     pub readonly: &'a [std::path::PathBuf],
 }
 
-/// Builds the rootfs and makes it `/`. Runs in the child, in its own mount namespace.
-pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
+/// Builds the rootfs, below its directory: the first half of its assembly, in the child, in
+/// its own mount namespace; [`enter`] makes it `/` (createContainer hooks run in between).
+pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     mounts::make_mounts_private()?;
     match spec.bind_root {
         Some(_) => mounts::bind_root(spec.merged)?,
@@ -57,6 +58,11 @@ pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     for m in spec.mounts {
         mounts::mount_extra(spec.merged, m)?;
     }
+    Ok(())
+}
+
+/// The second half of the assembly, after [`mount_all`]: `pivot_root` into the rootfs, masked and read-only paths.
+pub fn enter(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     pivot::pivot_root(spec.merged)?;
     mounts::mask_paths(spec.masked, spec.readonly)?;
     if spec.bind_root == Some(true) {
@@ -82,7 +88,7 @@ pub enum CgroupView {
     V1(Vec<crate::cgroups::v1::V1View>),
 }
 
-/// The last mounts, made after [`prepare`] once the container's cgroup namespace exists: its
+/// The last mounts, made after [`enter`] once the container's cgroup namespace exists: its
 /// cgroup hierarchies, read-only, at /sys/fs/cgroup, where the container gets a sysfs of its own
 /// (with a bind of the host's /sys, the host's cgroup mounts come with it). In the cgroup
 /// namespace, the container's own cgroup is each hierarchy's root, so a workload reads its
