@@ -359,6 +359,7 @@ fn run_container(
             memory: spec.memory,
             cpus: spec.cpus,
             pids: spec.pids,
+            cpu_shares: None,
         },
         cgroup_path: None,
         rlimits: Vec::new(),
