@@ -9,171 +9,32 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::containerd::Containerd;
 
 /// The containerd namespace of the test's containers (the shim keeps runc state under
 /// /run/containerd/runc/<namespace>).
 const NAMESPACE: &str = "isol-test";
 const IMAGE: &str = "isol.test/busybox:latest";
 
-struct Containerd {
-    tmp: tempfile::TempDir,
-    daemon: Child,
-}
+/// containerd without its CRI plugin: only `ctr` talks to it.
+const NO_CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n";
 
-impl Containerd {
-    fn start() -> Containerd {
-        for tool in ["containerd", "ctr"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            assert!(
-                found,
-                "{tool} is missing: run ./setup.sh (it installs containerd)"
-            );
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let t = tmp.path();
-        let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n\
-             [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n",
-            root = t.join("root").display(),
-            state = t.join("state").display(),
-            sock = t.join("sock").display(),
-        );
-        fs::write(t.join("config.toml"), config).unwrap();
-        let log = fs::File::create(t.join("containerd.log")).unwrap();
-        let daemon = Command::new("containerd")
-            .arg("--config")
-            .arg(t.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("containerd starts");
-        let c = Containerd { tmp, daemon };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !c.ctr(&["version"]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up: {}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.tmp.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(self.tmp.path().join("sock"))
-            .args(["--namespace", NAMESPACE])
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_command(args).output().expect("ctr runs")
-    }
-
-    /// `ctr run --rm --runc-binary isol-runc IMAGE ID sh -c SCRIPT`.
-    fn run_command(&self, id: &str, script: &str) -> Command {
-        self.ctr_command(&[
-            "run",
-            "--rm",
-            "--runc-binary",
-            env!("CARGO_BIN_EXE_isol-runc"),
-            IMAGE,
-            id,
-            "sh",
-            "-c",
-            script,
-        ])
-    }
-
-    /// A docker-archive of the busybox test image, imported.
-    fn import_busybox(&self) {
-        let dir = self.tmp.path().join("image");
-        let rootfs = self.tmp.path().join("image-rootfs");
-        fs::create_dir(&dir).unwrap();
-        common::busybox_rootfs(&rootfs);
-        let layer = dir.join("layer.tar");
-        sh(&format!(
-            "tar -C {} -cf {} .",
-            rootfs.display(),
-            layer.display()
-        ));
-        let diff_id = sha256(&layer);
-        let config = serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
-        });
-        let config_path = dir.join("config.json");
-        fs::write(&config_path, config.to_string()).unwrap();
-        let config_name = format!("{}.json", sha256(&config_path));
-        fs::rename(&config_path, dir.join(&config_name)).unwrap();
-        let manifest = serde_json::json!([
-            {"Config": config_name, "RepoTags": [IMAGE], "Layers": ["layer.tar"]}
-        ]);
-        fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-        let archive = self.tmp.path().join("busybox.tar");
-        sh(&format!(
-            "tar -C {} -cf {} .",
-            dir.display(),
-            archive.display()
-        ));
-        let o = self.ctr(&["image", "import", archive.to_str().unwrap()]);
-        assert!(o.status.success(), "import: {}", common::stderr(&o));
-    }
-
-    /// Waits until the task `id` runs.
-    fn wait_running(&self, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let o = self.ctr(&["task", "ls"]);
-            let out = common::stdout(&o);
-            if out
-                .lines()
-                .any(|l| l.starts_with(id) && l.contains("RUNNING"))
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "task {id} never ran: {out}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.daemon.wait();
-        // The overlay snapshots are unmounted by then; containerd's root is only files.
-        let _ = fs::remove_dir_all(self.tmp.path());
-    }
-}
-
-fn sh(script: &str) {
-    let o = Command::new("sh").args(["-c", script]).output().unwrap();
-    assert!(o.status.success(), "{script}: {}", common::stderr(&o));
-}
-
-fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(fs::read(path).unwrap()))
+/// `ctr run --rm --runc-binary isol-runc IMAGE ID sh -c SCRIPT`.
+fn run_command(ctrd: &Containerd, id: &str, script: &str) -> Command {
+    ctrd.ctr_command(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        env!("CARGO_BIN_EXE_isol-runc"),
+        IMAGE,
+        id,
+        "sh",
+        "-c",
+        script,
+    ])
 }
 
 fn runc_state_dir() -> PathBuf {
@@ -183,13 +44,19 @@ fn runc_state_dir() -> PathBuf {
 #[test]
 fn ctr_runs_containers_on_isol_runc() {
     let _g = common::root_test();
-    let ctrd = Containerd::start();
-    ctrd.import_busybox();
+    let ctrd = Containerd::start(NAMESPACE, NO_CRI);
+    ctrd.import_busybox(
+        IMAGE,
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}),
+    );
 
-    let o = ctrd
-        .run_command("hello", "echo hello from $(cat /proc/1/comm); exit 0")
-        .output()
-        .unwrap();
+    let o = run_command(
+        &ctrd,
+        "hello",
+        "echo hello from $(cat /proc/1/comm); exit 0",
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -199,13 +66,12 @@ fn ctr_runs_containers_on_isol_runc() {
     );
     assert_eq!(common::stdout(&o), "hello from isol-init\n");
 
-    let o = ctrd.run_command("three", "exit 3").output().unwrap();
+    let o = run_command(&ctrd, "three", "exit 3").output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
 
     for (signal, expected) in [("SIGKILL", 137), ("SIGTERM", 143)] {
         let id = format!("killed-{}", signal.to_lowercase());
-        let mut child = ctrd
-            .run_command(&id, "sleep 60")
+        let mut child = run_command(&ctrd, &id, "sleep 60")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,173 @@
+//! A containerd 1.6 of the test's own (tests/containerd.rs, tests/cri.rs): its root, state,
+//! socket and config in a temp dir whose name holds "isol", so that a mount it leaves (an
+//! overlay snapshot, a sandbox's /dev/shm) is one the suites' leftover check reports; and
+//! docker-archive images built from the busybox test image, imported with `ctr`.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Containerd {
+    pub tmp: tempfile::TempDir,
+    daemon: Child,
+    /// The containerd namespace `ctr` works in.
+    pub namespace: &'static str,
+}
+
+impl Containerd {
+    /// Starts containerd with `plugins`: the config's plugin sections (TOML), e.g. the CRI
+    /// plugin's (`{tmp}` in it is replaced by the temp dir). `namespace` is `ctr`'s.
+    pub fn start(namespace: &'static str, plugins: &str) -> Containerd {
+        for tool in ["containerd", "ctr"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            assert!(
+                found,
+                "{tool} is missing: run ./setup.sh (it installs containerd)"
+            );
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("isol-containerd.")
+            .tempdir()
+            .unwrap();
+        let t = tmp.path();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n{plugins}",
+            root = t.join("root").display(),
+            state = t.join("state").display(),
+            sock = t.join("sock").display(),
+            plugins = plugins.replace("{tmp}", &t.display().to_string()),
+        );
+        fs::write(t.join("config.toml"), config).unwrap();
+        let log = fs::File::create(t.join("containerd.log")).unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(t.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd starts");
+        let c = Containerd {
+            tmp,
+            daemon,
+            namespace,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !c.ctr(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up: {}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.tmp.path().join("sock")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.tmp.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", self.namespace])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_command(args).output().expect("ctr runs")
+    }
+
+    /// A docker-archive of the busybox test image as `name`, its image config's `config`
+    /// section being `config` (Cmd, Entrypoint, Env…), imported into `ctr`'s namespace.
+    pub fn import_busybox(&self, name: &str, config: serde_json::Value) {
+        let slug: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let dir = self.tmp.path().join(format!("image-{slug}"));
+        let rootfs = self.tmp.path().join(format!("image-rootfs-{slug}"));
+        fs::create_dir(&dir).unwrap();
+        super::busybox_rootfs(&rootfs);
+        let layer = dir.join("layer.tar");
+        sh(&format!(
+            "tar -C {} -cf {} .",
+            rootfs.display(),
+            layer.display()
+        ));
+        let diff_id = sha256(&layer);
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        });
+        let config_path = dir.join("config.json");
+        fs::write(&config_path, config.to_string()).unwrap();
+        let config_name = format!("{}.json", sha256(&config_path));
+        fs::rename(&config_path, dir.join(&config_name)).unwrap();
+        let manifest = serde_json::json!([
+            {"Config": config_name, "RepoTags": [name], "Layers": ["layer.tar"]}
+        ]);
+        fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+        let archive = self.tmp.path().join(format!("{slug}.tar"));
+        sh(&format!(
+            "tar -C {} -cf {} .",
+            dir.display(),
+            archive.display()
+        ));
+        let o = self.ctr(&["image", "import", archive.to_str().unwrap()]);
+        assert!(o.status.success(), "import: {}", super::stderr(&o));
+    }
+
+    /// Waits until the task `id` runs.
+    pub fn wait_running(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = self.ctr(&["task", "ls"]);
+            let out = super::stdout(&o);
+            if out
+                .lines()
+                .any(|l| l.starts_with(id) && l.contains("RUNNING"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "task {id} never ran: {out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.daemon.wait();
+        // The overlay snapshots are unmounted by then; containerd's root is only files.
+        let _ = fs::remove_dir_all(self.tmp.path());
+    }
+}
+
+pub fn sh(script: &str) {
+    let o = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(o.status.success(), "{script}: {}", super::stderr(&o));
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(fs::read(path).unwrap()))
+}
