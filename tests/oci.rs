@@ -398,7 +398,8 @@ fn spec_features_and_version() {
         common::stdout(&o)
     );
     // Commands it does not support yet say so.
-    let o = runc(&["--root", dir, "pause", "x"]);
+    assert_eq!(features["hooks"].as_array().unwrap().len(), 6, "{features}");
+    let o = runc(&["--root", dir, "events", "x"]);
     assert!(!o.status.success());
     assert!(
         common::stderr(&o).contains("not supported"),
@@ -656,4 +657,492 @@ fn exec_runs_further_processes_in_a_running_container() {
     assert_eq!(wait_init(init), 137);
     f.assert_root_empty();
     common::assert_no_leftovers("exec");
+}
+
+/// The control file `name` of the cgroup at `path` (below the hierarchy's root): v2's own
+/// directory, or on v1 the hierarchy whose mount holds the file (`freezer.state` in freezer's).
+fn cgroup_file(path: &str, name: &str) -> PathBuf {
+    let rel = path.trim_start_matches('/');
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return Path::new("/sys/fs/cgroup").join(rel).join(name);
+    }
+    let controller = name.split('.').next().unwrap();
+    for e in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let hierarchy = e.file_name().to_string_lossy().into_owned();
+        if hierarchy.split(',').any(|c| c == controller) {
+            return e.path().join(rel).join(name);
+        }
+    }
+    panic!("no {name} for cgroup {path}");
+}
+
+/// Waits until `cond` holds (10 s at most).
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn pause_freezes_the_container_and_resume_thaws_it() {
+    let _g = common::root_test();
+    become_subreaper();
+    let cgroup = "/isol-oci-test/paused";
+    let f = Fixture::new(|v| {
+        set_args(v, "while :; do echo tick; sleep 0.05; done");
+        v["linux"]["cgroupsPath"] = cgroup.into();
+    });
+    let (status, err) = f.create("paused", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("paused")["pid"].as_i64().unwrap() as i32;
+    // A created container cannot be paused (as runc).
+    let o = f.runc(&["pause", "paused"]);
+    assert!(
+        common::stderr(&o).contains("is created: only a running container can be paused"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(f.runc(&["start", "paused"]).status.success());
+    wait_for("the workload ticks", || f.output().contains("tick"));
+
+    let o = f.runc(&["pause", "paused"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    assert_eq!(f.state("paused")["status"], "paused");
+    // The kernel says so, v1 or v2.
+    let frozen = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        fs::read_to_string(cgroup_file(cgroup, "cgroup.events"))
+            .unwrap()
+            .contains("frozen 1")
+    } else {
+        fs::read_to_string(cgroup_file(cgroup, "freezer.state")).unwrap() == "FROZEN\n"
+    };
+    assert!(frozen, "the cgroup is not frozen");
+    // Nothing runs: the output stays as it was.
+    let before = f.output();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(f.output(), before, "the workload ran while paused");
+    // Paused: no second pause, no exec, no delete without --force.
+    for (args, msg) in [
+        (&["pause", "paused"][..], "is paused: only a running"),
+        (&["exec", "paused", "true"][..], "is paused"),
+        (&["delete", "paused"][..], "is paused: stop it first"),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(common::stderr(&o).contains(msg), "{}", common::stderr(&o));
+    }
+
+    let o = f.runc(&["resume", "paused"]);
+    assert!(o.status.success(), "resume: {}", common::stderr(&o));
+    assert_eq!(f.state("paused")["status"], "running");
+    let ticks = before.lines().count();
+    wait_for("the workload ticks again", || {
+        f.output().lines().count() > ticks + 2
+    });
+    let o = f.runc(&["resume", "paused"]);
+    assert!(
+        common::stderr(&o).contains("is running: only a paused container can be resumed"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // delete --force of a paused container thaws and kills it.
+    assert!(f.runc(&["pause", "paused"]).status.success());
+    let o = f.runc(&["delete", "--force", "paused"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("pause");
+}
+
+#[test]
+fn update_changes_memory_cpu_and_pids_limits() {
+    let _g = common::root_test();
+    become_subreaper();
+    let cgroup = "/isol-oci-test/updated";
+    let f = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["linux"]["cgroupsPath"] = cgroup.into();
+    });
+    let (status, err) = f.create("updated", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("updated")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "updated"]).status.success());
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let read = |name: &str| {
+        fs::read_to_string(cgroup_file(cgroup, name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+
+    // runc's flags: limits the container was created without.
+    let o = f.runc(&[
+        "update",
+        "--memory",
+        "67108864",
+        "--cpu-quota",
+        "50000",
+        "--cpu-period",
+        "100000",
+        "--pids-limit",
+        "20",
+        "updated",
+    ]);
+    assert!(o.status.success(), "update: {}", common::stderr(&o));
+    if v2 {
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(read("memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu.cfs_quota_us"), "50000");
+    }
+    assert_eq!(read("pids.max"), "20");
+
+    // --resources -, as containerd sends it.
+    let mut update = f
+        .command(&["update", "--resources", "-", "updated"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    update
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"memory": {"limit": 33554432}, "pids": {"limit": 10}}"#)
+        .unwrap();
+    let o = update.wait_with_output().unwrap();
+    assert!(o.status.success(), "update -r -: {}", common::stderr(&o));
+    let memory = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    assert_eq!(read(memory), "33554432");
+    assert_eq!(read("pids.max"), "10");
+
+    // What isol cannot change is refused by name, and changes nothing.
+    let devices = f.bundle.join("devices.json");
+    fs::write(
+        &devices,
+        r#"{"devices": [{"allow": true, "access": "rwm"}], "memory": {"limit": 1048576}}"#,
+    )
+    .unwrap();
+    for (args, msg) in [
+        (
+            &["update", "--cpu-period", "50000", "updated"][..],
+            "cpu.period",
+        ),
+        (&["update", "--cpuset-cpus", "0", "updated"][..], "cpu.cpus"),
+        (
+            &["update", "--memory-reservation", "1000", "updated"][..],
+            "memory.reservation",
+        ),
+        (
+            &[
+                "update",
+                "--resources",
+                devices.to_str().unwrap(),
+                "updated",
+            ][..],
+            "devices cannot be changed",
+        ),
+        (&["update", "updated"][..], "changes nothing"),
+        (&["update", "--memory", "1", "nope"][..], "does not exist"),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(common::stderr(&o).contains(msg), "{}", common::stderr(&o));
+    }
+    assert_eq!(read(memory), "33554432");
+
+    let o = f.runc(&["delete", "--force", "updated"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+    let o = f.runc(&["update", "--memory", "1048576", "updated"]);
+    assert!(common::stderr(&o).contains("does not exist"));
+    f.assert_root_empty();
+    common::assert_no_leftovers("update");
+}
+
+/// A hook that records, under `dir`, what it read on stdin (`<name>.json`) and its mount and
+/// PID namespaces (`<name>.ns`), with the shell at `sh`.
+fn recording_hook(sh: &str, dir: &str, name: &str) -> Value {
+    serde_json::json!({
+        "path": sh,
+        "args": ["sh", "-c", format!(
+            "cat > {dir}/{name}.json; for t in mnt pid; do readlink /proc/self/ns/$t; done > {dir}/{name}.ns; echo \"$HOOK_ENV\" > {dir}/{name}.env"
+        )],
+        "env": [format!("HOOK_ENV={name}-env")],
+        "timeout": 10
+    })
+}
+
+#[test]
+fn hooks_run_where_and_when_the_runtime_spec_says() {
+    let _g = common::root_test();
+    become_subreaper();
+    let seen = tempfile::tempdir().unwrap();
+    let dir = seen.path().to_str().unwrap().to_string();
+    let f = Fixture::new(|v| {
+        // The workload shows that startContainer ran before it.
+        set_args(v, "cat /hooks/startContainer.env; sleep 30");
+        v["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"destination": "/hooks", "type": "bind",
+                "source": dir, "options": ["rbind", "rw"]}));
+        v["annotations"] = serde_json::json!({"org.example.key": "value"});
+        let h = |name: &str| vec![recording_hook("/bin/sh", &dir, name)];
+        v["hooks"] = serde_json::json!({
+            "prestart": h("prestart"),
+            "createRuntime": h("createRuntime"),
+            "createContainer": h("createContainer"),
+            // The container's shell, at the container's path: /hooks there.
+            "startContainer": [recording_hook("/bin/sh", "/hooks", "startContainer")],
+            "poststart": h("poststart"),
+            "poststop": h("poststop"),
+        });
+    });
+    let read = |name: &str| fs::read_to_string(seen.path().join(name)).unwrap_or_default();
+    let state = |name: &str| -> Value {
+        serde_json::from_str(&read(&format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("{name}.json: {e}: {:?}", read(&format!("{name}.json"))))
+    };
+    let (status, err) = f.create("hooked", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("hooked")["pid"].as_i64().unwrap();
+    let ns = |pid: &str| {
+        ["mnt", "pid"]
+            .map(|t| {
+                fs::read_link(format!("/proc/{pid}/ns/{t}"))
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .join("\n")
+            + "\n"
+    };
+    let (host_ns, init_ns) = (ns("self"), ns(&init.to_string()));
+    assert_ne!(host_ns, init_ns);
+    // After create: the creation hooks ran, the others not yet.
+    for (name, status, namespaces) in [
+        ("prestart", "creating", &host_ns),
+        ("createRuntime", "creating", &host_ns),
+        ("createContainer", "creating", &init_ns),
+    ] {
+        let s = state(name);
+        assert_eq!(s["status"], status, "{name}: {s}");
+        assert_eq!(s["pid"], init, "{name}: {s}");
+        assert_eq!(s["id"], "hooked", "{name}: {s}");
+        assert_eq!(s["annotations"]["org.example.key"], "value", "{name}: {s}");
+        assert_eq!(Path::new(s["bundle"].as_str().unwrap()), f.bundle);
+        assert_eq!(
+            &read(&format!("{name}.ns")),
+            namespaces,
+            "{name}'s namespaces"
+        );
+        assert_eq!(read(&format!("{name}.env")), format!("{name}-env\n"));
+    }
+    assert!(
+        read("startContainer.json").is_empty(),
+        "startContainer before start"
+    );
+    assert!(read("poststart.json").is_empty(), "poststart before start");
+
+    assert!(f.runc(&["start", "hooked"]).status.success());
+    wait_for("the workload saw the startContainer hook", || {
+        f.output() == "startContainer-env\n"
+    });
+    let s = state("startContainer");
+    assert_eq!(
+        (s["status"].as_str(), s["pid"].as_i64()),
+        (Some("created"), Some(init))
+    );
+    // In the container: its namespaces (its /proc shows them as the host's shows the init's).
+    assert_eq!(read("startContainer.ns"), init_ns);
+    let s = state("poststart");
+    assert_eq!(
+        (s["status"].as_str(), s["pid"].as_i64()),
+        (Some("running"), Some(init))
+    );
+    assert_eq!(read("poststart.ns"), host_ns);
+    assert!(read("poststop.json").is_empty(), "poststop before delete");
+
+    let o = f.runc(&["delete", "--force", "hooked"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init as i32), 137);
+    let s = state("poststop");
+    assert_eq!(
+        (s["status"].as_str(), s["pid"].as_i64()),
+        (Some("stopped"), Some(0))
+    );
+    f.assert_root_empty();
+    common::assert_no_leftovers("hooks");
+}
+
+#[test]
+fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
+    let _g = common::root_test();
+    become_subreaper();
+    let failing = serde_json::json!([{"path": "/bin/sh",
+        "args": ["sh", "-c", "echo the network is not ready >&2; exit 3"]}]);
+    for kind in ["prestart", "createRuntime", "createContainer"] {
+        let f = Fixture::new(|v| {
+            set_args(v, "true");
+            v["hooks"] = serde_json::json!({ kind: failing });
+        });
+        let (status, err) = f.create("failing", &[]);
+        assert!(!status.success(), "{kind}: create succeeded");
+        assert!(
+            err.contains(&format!(
+                "{kind} hook #0 (/bin/sh) failed: exit status 3: the network is not ready"
+            )),
+            "{kind}: {err}"
+        );
+        f.assert_root_empty();
+        common::assert_no_leftovers(kind);
+    }
+    // A hook that outlives its timeout is killed, and fails create.
+    let f = Fixture::new(|v| {
+        set_args(v, "true");
+        v["hooks"] = serde_json::json!({"createRuntime": [
+            {"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    });
+    let (status, err) = f.create("slow", &[]);
+    assert!(!status.success());
+    assert!(err.contains("timed out after 1s"), "{err}");
+    f.assert_root_empty();
+
+    // poststart and poststop: a warning, and the container lives on / is deleted.
+    let f = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["hooks"] = serde_json::json!({"poststart": failing, "poststop": failing});
+    });
+    let (status, err) = f.create("warned", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("warned")["pid"].as_i64().unwrap() as i32;
+    let o = f.runc(&["start", "warned"]);
+    assert!(o.status.success(), "start: {}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("level=warning")
+            && common::stderr(&o).contains("poststart hook #0"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(f.state("warned")["status"], "running");
+    let o = f.runc(&["delete", "--force", "warned"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("poststop hook #0"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("failing hooks");
+}
+
+#[test]
+fn pid_namespaces_are_joined_by_path_or_shared_with_the_host_and_domainname_is_set() {
+    let _g = common::root_test();
+    become_subreaper();
+    let sandbox = Fixture::new(|v| set_args(v, "sleep 30"));
+    let (status, err) = sandbox.create("pid-sandbox", &[]);
+    assert!(status.success(), "create: {err}");
+    let pid = sandbox.state("pid-sandbox")["pid"].as_i64().unwrap();
+    let ns_of = |pid: &str, t: &str| {
+        fs::read_link(format!("/proc/{pid}/ns/{t}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    // A pod's container in its sandbox's PID namespace: the sandbox's init is its PID 1.
+    let member = Fixture::new(|v| {
+        set_args(
+            v,
+            "readlink /proc/self/ns/pid; cat /proc/1/comm; cat /proc/sys/kernel/domainname; \
+             sleep 30 & echo $!; wait",
+        );
+        v["domainname"] = "example.org".into();
+        for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "pid" {
+                n["path"] = format!("/proc/{pid}/ns/pid").into();
+            }
+        }
+    });
+    let (status, err) = member.create("pid-member", &[]);
+    assert!(status.success(), "create: {err}");
+    let member_init = member.state("pid-member")["pid"].as_i64().unwrap();
+    assert_eq!(
+        ns_of(&member_init.to_string(), "pid"),
+        ns_of(&pid.to_string(), "pid")
+    );
+    assert!(member.runc(&["start", "pid-member"]).status.success());
+    wait_for("the member's output", || {
+        member.output().lines().count() == 4
+    });
+    let out = member.output();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ns_of(&pid.to_string(), "pid"), "{out}");
+    assert_eq!(lines[1], "isol-init", "{out}");
+    assert_eq!(lines[2], "example.org", "{out}");
+    // Its processes are those of its cgroup, not of the shared namespace: ps and kill --all
+    // leave the sandbox alone.
+    let o = member.runc(&["ps", "--format", "json", "pid-member"]);
+    let pids: Vec<i64> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        !pids.contains(&pid),
+        "the sandbox listed as the member's: {pids:?}"
+    );
+    assert_eq!(pids.len(), 3, "init, sh and sleep: {pids:?}");
+    let o = member.runc(&["kill", "--all", "pid-member", "KILL"]);
+    assert!(o.status.success(), "kill --all: {}", common::stderr(&o));
+    assert_eq!(wait_init(member_init as i32), 137);
+    assert_eq!(sandbox.state("pid-sandbox")["status"], "created");
+    assert!(member.runc(&["delete", "pid-member"]).status.success());
+
+    // uts, ipc and pid absent from the list: the host's (the runtime's), as runc.
+    let host = Fixture::new(|v| {
+        set_args(
+            v,
+            "for t in uts ipc pid mnt; do readlink /proc/self/ns/$t; done; hostname",
+        );
+        v["hostname"] = Value::Null;
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| !["uts", "ipc", "pid"].contains(&n["type"].as_str().unwrap()));
+    });
+    let o = host.runc(&["run", "--bundle", host.bundle.to_str().unwrap(), "on-host"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    let out = common::stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ns_of("self", "uts"), "{out}");
+    assert_eq!(lines[1], ns_of("self", "ipc"), "{out}");
+    assert_eq!(lines[2], ns_of("self", "pid"), "{out}");
+    assert_ne!(lines[3], ns_of("self", "mnt"), "{out}");
+    assert_eq!(
+        lines[4],
+        nix::unistd::gethostname().unwrap().to_string_lossy()
+    );
+    // …where neither a hostname nor a domain name may be set.
+    host.edit_config(|v| v["hostname"] = "mine".into());
+    let o = host.runc(&["run", "--bundle", host.bundle.to_str().unwrap(), "on-host"]);
+    assert!(
+        common::stderr(&o).contains("hostname cannot be set"),
+        "{}",
+        common::stderr(&o)
+    );
+    host.assert_root_empty();
+
+    let o = sandbox.runc(&["delete", "--force", "pid-sandbox"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(pid as i32), 137);
+    common::assert_no_leftovers("pid namespaces");
 }

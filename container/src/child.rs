@@ -25,6 +25,7 @@ use crate::config::{
     ContainerConfig, Mount, NetworkMode, Privileges, Rlimit, Rootfs, SharedNamespace, Volume,
 };
 use crate::error::{Cause, ContainerError, SetupError};
+use crate::hooks::{self, Hooks};
 use crate::pty::Pty;
 use crate::rootfs::{self, RootfsSpec};
 use crate::state::RunDir;
@@ -38,6 +39,7 @@ pub const INIT_MARKER: &str = "--isol-container-init";
 /// What the child needs, prepared by the parent.
 pub(crate) struct ChildSpec<'a> {
     hostname: CString,
+    domainname: CString,
     layers: Vec<PathBuf>,
     upper: PathBuf,
     work: PathBuf,
@@ -47,6 +49,7 @@ pub(crate) struct ChildSpec<'a> {
     volumes: Vec<Volume>,
     mounts: Vec<Mount>,
     join: Vec<(SharedNamespace, PathBuf)>,
+    hooks: Hooks,
     rootless: bool,
     network: NetworkMode,
     cgroup2: bool,
@@ -62,7 +65,8 @@ pub(crate) struct ChildSpec<'a> {
     /// The seccomp filter; none: unconfined.
     filter: Option<&'a BpfProgram>,
     pty: Option<&'a Pty>,
-    /// argv of the init: INIT_ARGV0, INIT_MARKER, report fd, tty flag, then the workload's argv.
+    /// argv of the init: INIT_ARGV0, INIT_MARKER, report fd, tty flag, gate fd, startContainer
+    /// hooks fd, then the workload's argv.
     init_argv_tail: Vec<CString>,
     env: Vec<CString>,
 }
@@ -113,6 +117,7 @@ impl<'a> ChildSpec<'a> {
         };
         Ok(ChildSpec {
             hostname: cstring(cfg.hostname.as_ref(), "hostname")?,
+            domainname: cstring(cfg.domainname.as_ref(), "domainname")?,
             layers,
             upper,
             work,
@@ -121,6 +126,7 @@ impl<'a> ChildSpec<'a> {
             volumes: cfg.volumes.clone(),
             mounts: cfg.mounts.clone(),
             join: cfg.join.clone(),
+            hooks: cfg.hooks.clone(),
             rootless: cfg.rootless,
             network: cfg.network,
             cgroup2,
@@ -201,12 +207,20 @@ fn setup(
     if spec.rootless {
         go.wait();
     }
-    for (ns, path) in &spec.join {
+    // (A PID namespace was joined by the parent, before the clone.)
+    for (ns, path) in spec
+        .join
+        .iter()
+        .filter(|(ns, _)| *ns != SharedNamespace::Pid)
+    {
         namespaces::join(*ns, path)?;
     }
     let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
     if !joined(SharedNamespace::Uts) {
         namespaces::set_hostname(&spec.hostname)?;
+        if !spec.domainname.is_empty() {
+            namespaces::set_domainname(&spec.domainname)?;
+        }
     }
     if spec.network != NetworkMode::Host && !joined(SharedNamespace::Net) {
         network::loopback_up()?;
@@ -227,7 +241,27 @@ fn setup(
         host_network: spec.network == NetworkMode::Host,
         console: console.as_deref(),
     };
-    rootfs::prepare(&rootfs_spec)?;
+    rootfs::mount_all(&rootfs_spec)?;
+    // The init's pid on the host (the host's /proc is still in view), for the hooks' state.
+    let host_pid = if spec.hooks.is_empty() {
+        0
+    } else {
+        host_pid()?
+    };
+    if spec.hooks.before_pivot() {
+        // The parent runs the prestart and createRuntime hooks before its go; then the
+        // createContainer ones run here, in the container's namespaces, before pivot_root.
+        go.wait();
+        umask(Mode::from_bits_truncate(0o022));
+        hooks::run_all(
+            "createContainer",
+            &spec.hooks.create_container,
+            &spec.hooks.state_for("creating", host_pid),
+        )
+        .map_err(SetupError::Hook)?;
+        umask(Mode::empty());
+    }
+    rootfs::enter(&rootfs_spec)?;
     umask(Mode::from_bits_truncate(0o022));
     mark(report, "rootfs");
 
@@ -295,12 +329,28 @@ fn setup(
         .as_ref()
         .map_or("-".into(), |g| g.as_raw_fd().to_string());
     argv.push(CString::new(gate_arg).expect("no NUL"));
+    // The startContainer hooks, with their state, for the init to run once started.
+    let start_hooks = if spec.hooks.start_container.is_empty() {
+        None
+    } else {
+        Some(
+            hooks::write_for_init(&spec.hooks, host_pid)
+                .map_err(|e| SetupError::process("Cannot pass the startContainer hooks", e))?,
+        )
+    };
+    let hooks_arg = start_hooks
+        .as_ref()
+        .map_or("-".into(), |h| h.as_raw_fd().to_string());
+    argv.push(CString::new(hooks_arg).expect("no NUL"));
     argv.extend(spec.init_argv_tail.iter().cloned());
     // Nothing of isol's (the host terminal, pipes, the signalfd, a pty master) may reach the
     // container: every descriptor but stdio closes at exec, except the report pipe, which the
     // init closes itself. The sealed memfd is exec'd by descriptor, so it may close too.
     sys::cloexec_from(3).map_err(|e| SetupError::process("Cannot list open descriptors", e))?;
-    for fd in std::iter::once(report.as_raw_fd()).chain(gate.as_ref().map(|g| g.as_raw_fd())) {
+    let kept = [gate.as_ref(), start_hooks.as_ref()];
+    for fd in
+        std::iter::once(report.as_raw_fd()).chain(kept.iter().flatten().map(|f| f.as_raw_fd()))
+    {
         sys::clear_cloexec(fd).map_err(|e| SetupError::process("fcntl(F_SETFD) failed", e))?;
     }
     // The filter goes on last: from here on only what the workload may do is allowed.
@@ -311,6 +361,15 @@ fn setup(
     Ok(security::exe::exec_self_as_init(
         init_exe, &argv, &spec.env,
     )?)
+}
+
+/// This process's pid in the host's PID namespace: /proc before pivot_root is the host's.
+fn host_pid() -> Result<i32, SetupError> {
+    let link = std::fs::read_link("/proc/self")
+        .map_err(|e| SetupError::process("Cannot read /proc/self", e))?;
+    link.to_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| SetupError::Hook(format!("/proc/self is {}: not a pid", link.display())))
 }
 
 /// The parent's go, which brings the sealed copy of the init binary to exec.

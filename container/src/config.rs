@@ -26,6 +26,9 @@ pub enum SharedNamespace {
     Net,
     Ipc,
     Uts,
+    /// Joined by the parent before the clone (setns of a PID namespace applies to the children
+    /// made after it): the container's init is then not PID 1 of its namespace.
+    Pid,
 }
 
 impl SharedNamespace {
@@ -35,6 +38,7 @@ impl SharedNamespace {
             SharedNamespace::Net => libc::CLONE_NEWNET,
             SharedNamespace::Ipc => libc::CLONE_NEWIPC,
             SharedNamespace::Uts => libc::CLONE_NEWUTS,
+            SharedNamespace::Pid => libc::CLONE_NEWPID,
         }
     }
 
@@ -43,6 +47,7 @@ impl SharedNamespace {
             SharedNamespace::Net => "network",
             SharedNamespace::Ipc => "IPC",
             SharedNamespace::Uts => "UTS",
+            SharedNamespace::Pid => "PID",
         }
     }
 }
@@ -133,6 +138,8 @@ pub struct ContainerConfig {
     /// Working directory inside the container (absolute).
     pub workdir: PathBuf,
     pub hostname: String,
+    /// The NIS domain name (an OCI config's `domainname`); empty: left as it is.
+    pub domainname: String,
     /// `uid[:gid]` or `name[:group]`, resolved against the container's /etc/passwd and
     /// /etc/group; `None` runs as root (uid 0 inside the container).
     pub user: Option<String>,
@@ -168,4 +175,7 @@ pub struct ContainerConfig {
     pub rootless: bool,
     /// Kill the container after this long; the run then ends with exit code 124.
     pub timeout: Option<std::time::Duration>,
+    /// Hooks run while the container is created and started ([`crate::process::create`]
+    /// only; `isol run` has none).
+    pub hooks: crate::hooks::Hooks,
 }

@@ -73,6 +73,9 @@ pub(crate) enum SetupError {
     /// Capabilities, no_new_privs, seccomp, and the exec of the init.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// A createContainer hook failed (the message names it and says why).
+    #[error("{0}")]
+    Hook(String),
 }
 
 /// What failed underneath a setup step: a system call, or a file operation.

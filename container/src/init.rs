@@ -23,7 +23,8 @@ use nix::unistd::Pid;
 use crate::sys::{monotonic_ns, set_cloexec};
 
 /// Entry point of init mode. `args` are the process arguments after the init marker:
-/// report fd, tty flag ("1"/"0"), start gate fd ("-" for none), then the workload's argv.
+/// report fd, tty flag ("1"/"0"), start gate fd ("-" for none), startContainer hooks fd ("-"
+/// for none: see [`crate::hooks`]), then the workload's argv.
 ///
 /// With a start gate (a container created to be started later, as runc's `create`), init
 /// checks that the workload can be executed, reports `G` (created), and waits until `start`
@@ -61,6 +62,13 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
         g => Some(
             g.and_then(|s| s.to_str()?.parse().ok())
                 .ok_or("missing start gate fd")?,
+        ),
+    };
+    let start_hooks = match it.next() {
+        Some(h) if h == "-" => None,
+        h => Some(
+            h.and_then(|s| s.to_str()?.parse::<i32>().ok())
+                .ok_or("missing startContainer hooks fd")?,
         ),
     };
     let argv: Vec<OsString> = it.collect();
@@ -105,6 +113,11 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
         // Nobody reads the reports once the creator has returned.
         report = None;
         wait_at_gate(gate)?;
+    }
+    if let Some(fd) = start_hooks {
+        // Once started, just before the workload: a failure ends the container.
+        let h = crate::hooks::read_for_init(fd)?;
+        crate::hooks::run_all("startContainer", &h.hooks, &h.state)?;
     }
     let mut cmd = Command::new(prog);
     cmd.args(rest).arg0(prog);

@@ -15,6 +15,7 @@ mod child;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod hooks;
 pub mod init;
 pub mod jail;
 mod namespaces;

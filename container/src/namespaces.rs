@@ -176,6 +176,59 @@ pub(crate) fn set_hostname(name: &CStr) -> Result<(), SetupError> {
     })
 }
 
+/// In the child: the container's NIS domain name, in its UTS namespace.
+pub(crate) fn set_domainname(name: &CStr) -> Result<(), SetupError> {
+    // SAFETY: setdomainname reads `len` bytes from a valid string.
+    let r = unsafe { libc::setdomainname(name.as_ptr(), name.to_bytes().len()) };
+    Errno::result(r)
+        .map(drop)
+        .map_err(|source| SetupError::Namespace {
+            what: "Cannot set the domain name",
+            source,
+        })
+}
+
+/// The PID namespace the parent's next children are born in, changed for a clone into a joined
+/// one ([`crate::config::SharedNamespace::Pid`]) and put back by [`PidForChildren::restore`]
+/// (the parent's hooks and later children belong in its own).
+pub(crate) struct PidForChildren {
+    own: std::os::fd::OwnedFd,
+}
+
+impl PidForChildren {
+    /// setns(CLONE_NEWPID) into the namespace at `path`, for the children made from now on.
+    pub(crate) fn enter(path: &std::path::Path) -> Result<Self, ContainerError> {
+        let open = |p: &std::path::Path| {
+            nix::fcntl::open(
+                p,
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| {
+                ContainerError::Setup(format!(
+                    "Cannot open the PID namespace {}: {e}",
+                    p.display()
+                ))
+            })
+        };
+        let own = open(std::path::Path::new("/proc/self/ns/pid"))?;
+        let target = open(path)?;
+        nix::sched::setns(&target, CloneFlags::CLONE_NEWPID).map_err(|e| {
+            ContainerError::Setup(format!(
+                "Cannot join the PID namespace at {}: {e}; it must be the runtime's own or one below it",
+                path.display()
+            ))
+        })?;
+        Ok(PidForChildren { own })
+    }
+
+    /// Back to the runtime's own PID namespace for its next children.
+    pub(crate) fn restore(self) -> Result<(), ContainerError> {
+        nix::sched::setns(&self.own, CloneFlags::CLONE_NEWPID)
+            .map_err(|e| ContainerError::sys("setns back to the runtime's PID namespace", e))
+    }
+}
+
 /// In the child, after the parent's go: the cgroup namespace. It is created only now that the
 /// child is in its cgroup, so that the container sees that cgroup as its root.
 pub(crate) fn enter_cgroup_namespace() -> Result<(), SetupError> {

@@ -23,7 +23,7 @@ use nix::unistd::{Pid, pipe2};
 
 use crate::cgroups::{self, AnyCgroupManager, CgroupManager, Entry, Stats};
 use crate::child::{self, ChildSpec};
-use crate::config::{ContainerConfig, NetworkMode, Rootfs};
+use crate::config::{ContainerConfig, NetworkMode, Rootfs, SharedNamespace};
 use crate::error::ContainerError;
 use crate::namespaces;
 use crate::network;
@@ -194,7 +194,7 @@ fn launch(
         None
     } else {
         let cgroup = match &cfg.cgroup_path {
-            Some(path) => cgroups::create_at(cgroup_root, path, &cfg.limits)?,
+            Some(path) => cgroups::create_long_lived_at(cgroup_root, path, &cfg.limits)?,
             None => cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?,
         };
         // Before any process enters it; on failure the guard removes the cgroup.
@@ -254,7 +254,25 @@ fn launch(
         .iter()
         .fold(0u64, |f, (ns, _)| f | ns.clone_flag() as u64);
     let flags = namespaces::clone_flags(cfg.network, cfg.rootless) & !joined;
+    // A PID namespace is joined for the child before it is made: it is born there.
+    let pid_ns = match cfg.join.iter().find(|(ns, _)| *ns == SharedNamespace::Pid) {
+        Some((_, path)) => Some(namespaces::PidForChildren::enter(path).inspect_err(|_| {
+            let _ = mask.thread_unblock();
+        })?),
+        None => None,
+    };
     let (pid, born_in_cgroup) = namespaces::clone_child(flags, into);
+    if pid != 0
+        && let Some(ns) = pid_ns
+        && let Err(e) = ns.restore()
+    {
+        let _ = mask.thread_unblock();
+        if pid > 0 {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            guard.child = Some(Pid::from_raw(pid as i32));
+        }
+        return Err(e);
+    }
     if pid < 0 {
         let _ = mask.thread_unblock();
         return Err(namespaces::clone_error(
@@ -294,6 +312,16 @@ fn launch(
         phases.push("cgroup-attach");
         guard.net = network::attach(cfg.network, &cfg.id, child.as_raw(), &cfg.state_root)?;
         phases.push("network");
+        // The container's namespaces exist; it has not pivoted yet (it waits for the go).
+        if cfg.hooks.before_pivot() {
+            let state = cfg.hooks.state_for("creating", child.as_raw());
+            crate::hooks::run_all("prestart", &cfg.hooks.prestart, &state)
+                .and_then(|()| {
+                    crate::hooks::run_all("createRuntime", &cfg.hooks.create_runtime, &state)
+                })
+                .map_err(ContainerError::Setup)?;
+            phases.push("hooks");
+        }
         let init_exe = copier
             .join()
             .map_err(|_| ContainerError::Setup("The thread copying isol panicked".into()))??;

@@ -34,15 +34,15 @@ pub enum Command {
     Spec(liboci_cli::Spec),
     /// Print what this runtime supports, as JSON.
     Features(liboci_cli::Features),
-    /// Not supported yet.
+    /// Run a further process in a running container.
     Exec(liboci_cli::Exec),
-    /// Not supported yet.
+    /// List a container's processes.
     Ps(liboci_cli::Ps),
-    /// Not supported yet.
+    /// Freeze every process of a running container (its cgroup's freezer).
     Pause(liboci_cli::Pause),
-    /// Not supported yet.
+    /// Thaw a paused container.
     Resume(liboci_cli::Resume),
-    /// Not supported yet.
+    /// Change a container's memory, CPU and pids limits.
     Update(liboci_cli::Update),
     /// Not supported yet.
     Events(liboci_cli::Events),

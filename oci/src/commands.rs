@@ -42,7 +42,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             };
             create(&root, &c.container_id, &opts).map(|_| 0)
         }
-        Command::Start(s) => start(&root, &s.container_id).map(|()| 0),
+        Command::Start(s) => start(&root, &s.container_id, log).map(|()| 0),
         Command::State(s) => {
             let json = state_json(&root, &s.container_id)?;
             println!(
@@ -52,7 +52,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             Ok(0)
         }
         Command::Kill(k) => kill_cmd(&root, k).map(|()| 0),
-        Command::Delete(d) => delete(&root, &d.container_id, d.force).map(|()| 0),
+        Command::Delete(d) => delete(&root, &d.container_id, d.force, log).map(|()| 0),
         Command::Run(r) => {
             let opts = CreateOpts {
                 bundle: &r.bundle,
@@ -60,7 +60,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
                 console_socket: r.console_socket.as_deref(),
                 preserve_fds: r.preserve_fds,
             };
-            run(&root, &r.container_id, &opts, r.detach, r.keep)
+            run(&root, &r.container_id, &opts, r.detach, r.keep, log)
         }
         Command::List(l) => list(&root, &l.format, l.quiet).map(|()| 0),
         Command::Spec(s) => spec_cmd(s).map(|()| 0),
@@ -73,22 +73,12 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
         }
         Command::Ps(p) => ps(&root, p).map(|()| 0),
         Command::Exec(e) => exec(&root, e),
-        Command::Pause(_) | Command::Resume(_) | Command::Update(_) | Command::Events(_) => {
-            Err(OciError::Usage(format!(
-                "{} is not supported by isol-runc yet (see docs/oci.md)",
-                command_name(&cli.command)
-            )))
-        }
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Pause(_) => "pause",
-        Command::Resume(_) => "resume",
-        Command::Update(_) => "update",
-        Command::Events(_) => "events",
-        _ => "this command",
+        Command::Pause(p) => pause(&root, &p.container_id, true).map(|()| 0),
+        Command::Resume(r) => pause(&root, &r.container_id, false).map(|()| 0),
+        Command::Update(u) => update(&root, u).map(|()| 0),
+        Command::Events(_) => Err(OciError::Usage(
+            "events is not supported by isol-runc yet (see docs/oci.md)".into(),
+        )),
     }
 }
 
@@ -117,7 +107,8 @@ fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciErro
     let bundle = absolute(opts.bundle)?;
     // Everything that can be checked is, before anything is made.
     let spec = spec::load(&bundle)?;
-    let cfg = spec::to_config(id, &bundle, &spec)?;
+    let mut cfg = spec::to_config(id, &bundle, &spec)?;
+    cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     match (cfg.tty, opts.console_socket) {
         (true, None) => {
             return Err(OciError::Usage(
@@ -158,6 +149,9 @@ fn create_in(
     let fifo = dir.fifo();
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| OciError::sys(format!("mkfifo {}", fifo.display()), e))?;
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let poststart = spec::hook_list("hooks.poststart", hooks.poststart())?;
+    let poststop = spec::hook_list("hooks.poststop", hooks.poststop())?;
     let created = isol_container::create(cfg, &fifo)?;
     let saved = Saved {
         id: dir.id.clone(),
@@ -170,12 +164,13 @@ fn create_in(
             isol_container::Rootfs::Layers(_) => PathBuf::new(),
         },
         created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-        annotations: spec
-            .annotations()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
+        annotations: annotations(spec),
+        shared_pid: cfg
+            .join
+            .iter()
+            .any(|(ns, _)| *ns == isol_container::SharedNamespace::Pid),
+        poststart,
+        poststop,
     };
     let console = match (&created.console, opts.console_socket) {
         (Some(master), Some(socket)) => send_console(master.as_fd(), socket, spec),
@@ -193,6 +188,14 @@ fn create_in(
         return Err(e);
     }
     Ok(saved)
+}
+
+fn annotations(spec: &oci_spec::runtime::Spec) -> std::collections::BTreeMap<String, String> {
+    spec.annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// Hands the terminal's master to the client through its console socket (`SCM_RIGHTS`, as
@@ -224,7 +227,7 @@ fn send_console(
         .map_err(|e| OciError::sys("send the terminal to the console socket", e))
 }
 
-fn start(root: &Path, id: &str) -> Result<(), OciError> {
+fn start(root: &Path, id: &str, log: &Log) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
     let saved = dir.load()?;
     match dir.status(&saved) {
@@ -239,6 +242,11 @@ fn start(root: &Path, id: &str) -> Result<(), OciError> {
     }
     open_gate(&dir.fifo(), &saved)?;
     let _ = std::fs::remove_file(dir.fifo());
+    // As the runtime-spec says: a failing poststart hook is logged, and the container runs on.
+    let state = saved.hook_state(Status::Running);
+    if let Err(e) = isol_container::hooks::run_all("poststart", &saved.poststart, &state) {
+        log.line("warning", &e);
+    }
     Ok(())
 }
 
@@ -327,11 +335,7 @@ fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
         });
     }
     let init = Pid::from_raw(saved.pid);
-    let targets = if k.all {
-        pid_namespace_members(saved.pid)
-    } else {
-        vec![init]
-    };
+    let targets = if k.all { members(&saved) } else { vec![init] };
     for pid in targets {
         match kill(pid, signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -437,10 +441,7 @@ fn ps(root: &Path, p: &liboci_cli::Ps) -> Result<(), OciError> {
     let pids: Vec<i32> = if dir.status(&saved) == Status::Stopped {
         Vec::new()
     } else {
-        pid_namespace_members(saved.pid)
-            .into_iter()
-            .map(Pid::as_raw)
-            .collect()
+        members(&saved).into_iter().map(Pid::as_raw).collect()
     };
     match p.format.as_str() {
         "json" => {
@@ -492,6 +493,29 @@ fn ps(root: &Path, p: &liboci_cli::Ps) -> Result<(), OciError> {
     }
 }
 
+/// The container's processes, init first: those of its PID namespace, or of its cgroup where
+/// the PID namespace is shared (a pod's, or the host's).
+fn members(saved: &Saved) -> Vec<Pid> {
+    if !saved.shared_pid {
+        return pid_namespace_members(saved.pid);
+    }
+    let mut pids = vec![Pid::from_raw(saved.pid)];
+    if let Ok(cg) = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    ) {
+        let procs = std::fs::read_to_string(cg.path().join("cgroup.procs")).unwrap_or_default();
+        pids.extend(
+            procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .filter(|&p| p != saved.pid)
+                .map(Pid::from_raw),
+        );
+    }
+    pids
+}
+
 /// The processes in the PID namespace `init` is PID 1 of, init first.
 fn pid_namespace_members(init: i32) -> Vec<Pid> {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
@@ -512,12 +536,121 @@ fn pid_namespace_members(init: i32) -> Vec<Pid> {
     pids
 }
 
-fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+/// `pause` (`freeze`) or `resume`: the freezer of the container's cgroup. As runc, only a
+/// running container can be paused and only a paused one resumed.
+fn pause(root: &Path, id: &str, freeze: bool) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    let (wanted, what) = if freeze {
+        (Status::Running, "only a running container can be paused")
+    } else {
+        (Status::Paused, "only a paused container can be resumed")
+    };
+    if status != wanted {
+        return Err(OciError::Status {
+            id: id.into(),
+            status: status.as_str().into(),
+            what: what.into(),
+        });
+    }
+    let cgroup = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    )
+    .map_err(isol_container::ContainerError::Cgroup)?;
+    cgroup
+        .set_frozen(freeze)
+        .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e)))
+}
+
+/// `update`: new memory, CPU and pids limits for a container's cgroup, from `--resources FILE`
+/// (`-`: stdin; a runtime-spec `linux.resources` object, what containerd sends) or from runc's
+/// flags.
+fn update(root: &Path, u: &liboci_cli::Update) -> Result<(), OciError> {
+    let resources: oci_spec::runtime::LinuxResources = match &u.resources {
+        Some(path) => {
+            let text = if path == Path::new("-") {
+                let mut t = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut t)
+                    .map_err(|e| OciError::state("read the resources from stdin", e))?;
+                t
+            } else {
+                std::fs::read_to_string(path)
+                    .map_err(|e| OciError::state(format!("read {}", path.display()), e))?
+            };
+            serde_json::from_str(&text).map_err(|e| OciError::Bundle {
+                what: format!(
+                    "{} is not a valid OCI linux.resources object",
+                    path.display()
+                ),
+                detail: e.to_string(),
+            })?
+        }
+        None => {
+            if u.l3_cache_schema.is_some() || u.mem_bw_schema.is_some() {
+                return Err(OciError::Usage(
+                    "update --l3-cache-schema and --mem-bw-schema (Intel RDT) are not supported by isol-runc".into(),
+                ));
+            }
+            // runc's flags, as the resources object they stand for: what isol cannot set is
+            // refused by the same checks as a config's.
+            let json = serde_json::json!({
+                "memory": {"limit": u.memory, "reservation": u.memory_reservation,
+                           "swap": u.memory_swap},
+                "cpu": {"quota": u.cpu_quota, "period": u.cpu_period, "shares": u.cpu_share,
+                        "cpus": u.cpuset_cpus, "mems": u.cpuset_mems,
+                        "realtimeRuntime": u.cpu_rt_runtime, "realtimePeriod": u.cpu_rt_period},
+                "pids": u.pids_limit.map(|l| serde_json::json!({"limit": l})),
+                "blockIO": u.blkio_weight.map(|w| serde_json::json!({"weight": w})),
+            });
+            serde_json::from_value(strip_nulls(json)).map_err(|e| {
+                OciError::Usage(format!("update: a flag's value is out of range: {e}"))
+            })?
+        }
+    };
+    let limits = spec::update_limits(&resources)?;
+    let dir = ContainerDir::new(root, &u.container_id)?;
+    let saved = dir.load()?;
+    let status = dir.status(&saved);
+    if status == Status::Stopped {
+        return Err(OciError::Status {
+            id: saved.id,
+            status: status.as_str().into(),
+            what: "there is no cgroup to update".into(),
+        });
+    }
+    let cgroup = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    )
+    .map_err(isol_container::ContainerError::Cgroup)?;
+    cgroup
+        .apply(&limits)
+        .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e)))
+}
+
+/// `value` without its null members, at any depth (an unset flag), nor the objects they empty.
+fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .filter(|(_, v)| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
+                .collect(),
+        ),
+        v => v,
+    }
+}
+
+fn delete(root: &Path, id: &str, force: bool, log: &Log) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    let mut poststop = None;
     let cgroup_path = match dir.load() {
         Ok(saved) => {
             let status = dir.status(&saved);
-            if status == Status::Running && !force {
+            if matches!(status, Status::Running | Status::Paused) && !force {
                 return Err(OciError::Status {
                     id: id.into(),
                     status: status.as_str().into(),
@@ -527,9 +660,19 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
             if status != Status::Stopped {
                 // Killing the init of a PID namespace kills everything in it.
                 let _ = kill(Pid::from_raw(saved.pid), Signal::SIGKILL);
+                if status == Status::Paused {
+                    // A frozen task dies of its SIGKILL once thawed (cgroup v1).
+                    let _ = cgroups::open_at(
+                        Path::new(isol_container::process::CGROUP_ROOT),
+                        &saved.cgroup_path,
+                    )
+                    .and_then(|cg| cg.set_frozen(false));
+                }
                 wait_gone(&saved);
             }
-            saved.cgroup_path
+            let cgroup_path = saved.cgroup_path.clone();
+            poststop = Some(saved);
+            cgroup_path
         }
         // A create that was killed half-way leaves a directory without state: its cgroup,
         // if any, holds whatever it started.
@@ -541,6 +684,13 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     };
     if !cgroup_path.as_os_str().is_empty() {
         remove_cgroup(&cgroup_path)?;
+    }
+    // After the container is gone; a failing poststop hook is logged, the delete goes on.
+    if let Some(saved) = poststop {
+        let state = saved.hook_state(Status::Stopped);
+        if let Err(e) = isol_container::hooks::run_all("poststop", &saved.poststop, &state) {
+            log.line("warning", &e);
+        }
     }
     dir.remove()
 }
@@ -570,10 +720,11 @@ fn run(
     opts: &CreateOpts<'_>,
     detach: bool,
     keep: bool,
+    log: &Log,
 ) -> Result<i32, OciError> {
     let saved = create(root, id, opts)?;
-    if let Err(e) = start(root, id) {
-        let _ = delete(root, id, true);
+    if let Err(e) = start(root, id, log) {
+        let _ = delete(root, id, true, log);
         return Err(e);
     }
     if detach {
@@ -586,12 +737,12 @@ fn run(
         Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
         Ok(_) => 1,
         Err(e) => {
-            let _ = delete(root, id, true);
+            let _ = delete(root, id, true, log);
             return Err(OciError::sys("wait for the container's init", e));
         }
     };
     if !keep {
-        delete(root, id, true)?;
+        delete(root, id, true, log)?;
     }
     Ok(code)
 }
@@ -677,7 +828,7 @@ fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": state::OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": ["bind", "rbind", "ro", "rw", "private", "rprivate"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],

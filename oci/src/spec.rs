@@ -11,7 +11,7 @@ use isol_container::cgroups::devices::{
     ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE, DeviceKind, DeviceRule,
 };
 use isol_container::{ContainerConfig, Limits, NetworkMode, Rlimit, Rootfs, SharedNamespace};
-use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Mount, Process, Spec};
 
 use crate::error::OciError;
 
@@ -85,17 +85,21 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
 
     let linux = spec.linux().clone().unwrap_or_default();
     let (network, join) = namespaces(&linux)?;
-    if join.iter().any(|(ns, _)| *ns == SharedNamespace::Uts)
-        && spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
-    {
-        return Err(unsupported(
-            "hostname",
-            "cannot be set in a joined uts namespace (it is the namespace owner's)",
-        ));
+    if join.iter().any(|(ns, _)| *ns == SharedNamespace::Uts) {
+        for (field, value) in [
+            ("hostname", spec.hostname()),
+            ("domainname", spec.domainname()),
+        ] {
+            if value.as_ref().is_some_and(|h| !h.is_empty()) {
+                return Err(unsupported(
+                    field,
+                    "cannot be set in a joined or the host's uts namespace (it is the namespace owner's)",
+                ));
+            }
+        }
     }
     let (limits, devices) = resources(&linux)?;
     check_linux(&linux)?;
-    check_spec(spec)?;
     let mounts = mounts(spec.mounts().as_deref().unwrap_or_default())?;
 
     Ok(ContainerConfig {
@@ -110,10 +114,12 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         env,
         workdir: process.cwd().clone(),
         hostname: spec.hostname().clone().unwrap_or_default(),
+        domainname: spec.domainname().clone().unwrap_or_default(),
         user: Some(format!("{}:{}", user.uid(), user.gid())),
         groups: Some(groups),
         limits,
         cgroup_path: Some(cgroup_path(id, &linux)?),
+        hooks: hooks(spec, serde_json::Value::Null)?,
         rlimits: rlimits(process)?,
         privileges: isol_container::Privileges {
             capabilities,
@@ -277,10 +283,10 @@ fn rlimits(p: &Process) -> Result<Vec<Rlimit>, OciError> {
     Ok(out)
 }
 
-/// The namespaces isol gives every container: new mount, UTS, IPC and PID namespaces, and a
-/// cgroup namespace. The config chooses the network (a new one with loopback, or the host's)
-/// and may join existing network, IPC and UTS namespaces by path, as a pod's containers join
-/// its sandbox's.
+/// The namespaces of the container: a new mount namespace always, and a cgroup namespace; the
+/// config chooses the network (a new one with loopback, or the host's), and a new, a joined
+/// (by path, as a pod's containers join its sandbox's) or the runtime's own (a type absent
+/// from the list, as runc) UTS, IPC and PID namespace.
 fn namespaces(
     linux: &oci_spec::runtime::Linux,
 ) -> Result<(NetworkMode, Vec<(SharedNamespace, PathBuf)>), OciError> {
@@ -291,6 +297,7 @@ fn namespaces(
             LinuxNamespaceType::Network => Some(SharedNamespace::Net),
             LinuxNamespaceType::Ipc => Some(SharedNamespace::Ipc),
             LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
+            LinuxNamespaceType::Pid => Some(SharedNamespace::Pid),
             LinuxNamespaceType::User | LinuxNamespaceType::Time => {
                 return Err(unsupported(
                     "linux.namespaces",
@@ -304,10 +311,15 @@ fn namespaces(
         };
         if let Some(path) = ns.path() {
             let Some(shared) = shared else {
+                let why = if ns.typ() == LinuxNamespaceType::Mount {
+                    "isol builds every container's root in a mount namespace of its own (its pivot_root would change the root of every process in a shared one)"
+                } else {
+                    "isol joins only network, ipc, uts and pid namespaces"
+                };
                 return Err(unsupported(
                     "linux.namespaces",
                     &format!(
-                        "joins the {} namespace at {}: isol joins only network, ipc and uts namespaces yet",
+                        "joins the {} namespace at {}: {why}",
                         ns.typ(),
                         path.display()
                     ),
@@ -327,16 +339,23 @@ fn namespaces(
         }
     }
     let has = |t: LinuxNamespaceType| list.iter().any(|ns| ns.typ() == t);
-    for t in [
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
+    if !has(LinuxNamespaceType::Mount) {
+        return Err(unsupported(
+            "linux.namespaces",
+            "lacks a mount namespace: isol builds every container's root in a mount namespace of its own (sharing the host's would pivot the host's root)",
+        ));
+    }
+    // A type absent from the list: the runtime's own namespace, as runc stays in it. The
+    // child joins it by the runtime's path (the clone made no new one).
+    for (t, shared, name) in [
+        (LinuxNamespaceType::Pid, SharedNamespace::Pid, "pid"),
+        (LinuxNamespaceType::Ipc, SharedNamespace::Ipc, "ipc"),
+        (LinuxNamespaceType::Uts, SharedNamespace::Uts, "uts"),
     ] {
         if !has(t) {
-            return Err(unsupported(
-                "linux.namespaces",
-                &format!("lacks a {t} namespace: sharing the host's is not supported by isol yet"),
+            join.push((
+                shared,
+                PathBuf::from(format!("/proc/{}/ns/{name}", std::process::id())),
             ));
         }
     }
@@ -369,13 +388,54 @@ fn cgroup_path(id: &str, linux: &oci_spec::runtime::Linux) -> Result<PathBuf, Oc
 }
 
 fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule>), OciError> {
-    let mut limits = Limits::default();
     let Some(r) = linux.resources() else {
         return Ok((
-            limits,
+            Limits::default(),
             isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         ));
     };
+    let limits = limits(r)?;
+    // As runc: the config's rules, then the devices every container has (isol creates their
+    // nodes), whatever the rules before said (a config's usual first rule denies everything).
+    let mut devices = r
+        .devices()
+        .iter()
+        .flatten()
+        .map(device_rule)
+        .collect::<Result<Vec<_>, _>>()?;
+    devices.extend_from_slice(isol_container::cgroups::devices::DEFAULT_RULES);
+    Ok((limits, devices))
+}
+
+/// The limits `update --resources` sets: memory, CPU quota and pids, as at creation; the
+/// device rules cannot change.
+pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
+    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported(
+            "linux.resources.devices",
+            "cannot be changed by update (isol sets a container's devices at its creation)",
+        ));
+    }
+    if r.memory().and_then(|m| m.limit()).is_some_and(|l| l <= 0)
+        || r.pids().is_some_and(|p| p.limit() <= 0)
+    {
+        return Err(unsupported(
+            "linux.resources",
+            "with an unlimited (-1 or 0) memory or pids limit is not supported by isol's update yet: give a number",
+        ));
+    }
+    let limits = limits(r)?;
+    if limits.is_empty() {
+        return Err(OciError::Usage(
+            "update changes nothing: give a memory limit, a CPU quota or a pids limit".into(),
+        ));
+    }
+    Ok(limits)
+}
+
+/// The memory, CPU and pids limits of `r`; what isol cannot set is refused by name.
+fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
+    let mut limits = Limits::default();
     refuse_set("linux.resources.blockIO", r.block_io())?;
     refuse_set("linux.resources.network", r.network())?;
     refuse_set("linux.resources.rdma", r.rdma())?;
@@ -414,17 +474,20 @@ fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule
         }
     }
     if let Some(c) = r.cpu() {
+        let period = c
+            .period()
+            .filter(|p| *p != 0)
+            .unwrap_or(isol_container::cgroups::CPU_PERIOD_US);
+        if period != isol_container::cgroups::CPU_PERIOD_US {
+            return Err(unsupported(
+                "linux.resources.cpu.period",
+                &format!(
+                    "{period} is not supported by isol yet (only {})",
+                    isol_container::cgroups::CPU_PERIOD_US
+                ),
+            ));
+        }
         if let Some(quota) = c.quota().filter(|q| *q > 0) {
-            let period = c.period().unwrap_or(100_000);
-            if period != isol_container::cgroups::CPU_PERIOD_US {
-                return Err(unsupported(
-                    "linux.resources.cpu.period",
-                    &format!(
-                        "{period} is not supported by isol yet (only {})",
-                        isol_container::cgroups::CPU_PERIOD_US
-                    ),
-                ));
-            }
             limits.cpus = Some(quota as f64 / period as f64);
         }
         // 1024, the kernel's default weight, which containerd always sends, is what a new
@@ -452,16 +515,7 @@ fn resources(linux: &oci_spec::runtime::Linux) -> Result<(Limits, Vec<DeviceRule
     {
         limits.pids = Some(p.limit() as u64);
     }
-    // As runc: the config's rules, then the devices every container has (isol creates their
-    // nodes), whatever the rules before said (a config's usual first rule denies everything).
-    let mut devices = r
-        .devices()
-        .iter()
-        .flatten()
-        .map(device_rule)
-        .collect::<Result<Vec<_>, _>>()?;
-    devices.extend_from_slice(isol_container::cgroups::devices::DEFAULT_RULES);
-    Ok((limits, devices))
+    Ok(limits)
 }
 
 fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> Result<DeviceRule, OciError> {
@@ -584,20 +638,59 @@ fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
     Ok(())
 }
 
-fn check_spec(spec: &Spec) -> Result<(), OciError> {
-    refuse_set("domainname", spec.domainname())?;
-    if let Some(h) = spec.hooks() {
-        let any = h.prestart().is_some()
-            || h.create_runtime().is_some()
-            || h.create_container().is_some()
-            || h.start_container().is_some()
-            || h.poststart().is_some()
-            || h.poststop().is_some();
-        if any {
-            return Err(unsupported("hooks", "are not supported by isol yet"));
-        }
-    }
-    Ok(())
+/// The config's hooks, checked (an absolute path, a positive timeout), as the runtime runs
+/// them; `state` is the state JSON they read, without its status and pid.
+pub fn hooks(
+    spec: &Spec,
+    state: serde_json::Value,
+) -> Result<isol_container::hooks::Hooks, OciError> {
+    let Some(h) = spec.hooks() else {
+        return Ok(isol_container::hooks::Hooks::default());
+    };
+    // The runtime runs these itself, from the state (checked here, with the others).
+    hook_list("hooks.poststart", h.poststart())?;
+    hook_list("hooks.poststop", h.poststop())?;
+    Ok(isol_container::hooks::Hooks {
+        prestart: hook_list("hooks.prestart", h.prestart())?,
+        create_runtime: hook_list("hooks.createRuntime", h.create_runtime())?,
+        create_container: hook_list("hooks.createContainer", h.create_container())?,
+        start_container: hook_list("hooks.startContainer", h.start_container())?,
+        state,
+    })
+}
+
+/// One list of hooks, checked.
+pub fn hook_list(
+    field: &str,
+    list: &Option<Vec<oci_spec::runtime::Hook>>,
+) -> Result<Vec<isol_container::hooks::Hook>, OciError> {
+    list.iter()
+        .flatten()
+        .map(|h| {
+            if !h.path().is_absolute() {
+                return Err(unsupported(
+                    field,
+                    &format!("has the path {}: it must be absolute", h.path().display()),
+                ));
+            }
+            let timeout = match h.timeout() {
+                None => None,
+                Some(t) if t > 0 => Some(std::time::Duration::from_secs(t as u64)),
+                Some(t) => {
+                    return Err(unsupported(
+                        field,
+                        &format!("has the timeout {t}: it must be a positive number of seconds"),
+                    ));
+                }
+            };
+            Ok(isol_container::hooks::Hook {
+                path: h.path().clone(),
+                args: h.args().clone().unwrap_or_default(),
+                env: h.env().clone().unwrap_or_default(),
+                timeout,
+            })
+        })
+        .collect()
 }
 
 /// The mounts every isol container gets anyway, as (destination, type).
@@ -756,10 +849,29 @@ mod tests {
             let e = convert(&spec_with(edit)).unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         };
-        // The default spec's first namespace is the PID namespace.
         refused(
-            |v| v["linux"]["namespaces"][0]["path"] = "/proc/1/ns/pid".into(),
-            "linux.namespaces",
+            |v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                let mnt = ns.iter_mut().find(|n| n["type"] == "mount").unwrap();
+                mnt["path"] = "/proc/1/ns/mnt".into();
+            },
+            "joins the mnt namespace at /proc/1/ns/mnt",
+        );
+        refused(
+            |v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "mount");
+            },
+            "lacks a mount namespace",
+        );
+        refused(
+            |v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "uts");
+                v["domainname"] = "example.org".into();
+                v["hostname"] = serde_json::Value::Null;
+            },
+            "domainname cannot be set",
         );
         refused(
             |v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}),
@@ -782,8 +894,15 @@ mod tests {
             "linux.cgroupsPath",
         );
         refused(
-            |v| v["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/true"}]}),
-            "hooks",
+            |v| v["hooks"] = serde_json::json!({"poststart": [{"path": "bin/true"}]}),
+            "hooks.poststart has the path bin/true: it must be absolute",
+        );
+        refused(
+            |v| {
+                v["hooks"] =
+                    serde_json::json!({"createRuntime": [{"path": "/bin/true", "timeout": 0}]})
+            },
+            "hooks.createRuntime has the timeout 0",
         );
     }
 

@@ -32,6 +32,42 @@ pub struct Saved {
     pub created: String,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The container shares a PID namespace (another container's, or the host's): its
+    /// processes are its cgroup's, not its PID namespace's.
+    #[serde(default)]
+    pub shared_pid: bool,
+    /// The config's poststart and poststop hooks, which `start` and `delete` run.
+    #[serde(default)]
+    pub poststart: Vec<isol_container::hooks::Hook>,
+    #[serde(default)]
+    pub poststop: Vec<isol_container::hooks::Hook>,
+}
+
+impl Saved {
+    /// The state JSON hooks read, for `status` (`pid` 0 once stopped).
+    pub fn hook_state(&self, status: Status) -> Vec<u8> {
+        let pid = if status == Status::Stopped {
+            0
+        } else {
+            self.pid
+        };
+        let template = hook_state_template(&self.id, &self.bundle, &self.annotations);
+        isol_container::hooks::state_for(&template, status.as_str(), pid)
+    }
+}
+
+/// The state JSON of a container's hooks, without its status and pid (as runc gives it).
+pub fn hook_state_template(
+    id: &str,
+    bundle: &Path,
+    annotations: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": id,
+        "bundle": bundle,
+        "annotations": annotations,
+    })
 }
 
 /// The runtime-spec statuses.
@@ -39,6 +75,8 @@ pub struct Saved {
 pub enum Status {
     Created,
     Running,
+    /// Running, with its cgroup frozen (`pause`).
+    Paused,
     Stopped,
 }
 
@@ -47,6 +85,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -145,6 +184,8 @@ impl ContainerDir {
             Status::Stopped
         } else if self.fifo().exists() {
             Status::Created
+        } else if is_frozen(&saved.cgroup_path) {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -157,6 +198,15 @@ impl ContainerDir {
             Err(e) => Err(OciError::state(format!("remove {}", self.dir.display()), e)),
         }
     }
+}
+
+/// Whether the cgroup at `path` (below each hierarchy's root) is frozen.
+fn is_frozen(path: &Path) -> bool {
+    use isol_container::cgroups::{self, CgroupManager};
+    !path.as_os_str().is_empty()
+        && cgroups::open_at(Path::new(isol_container::process::CGROUP_ROOT), path)
+            .and_then(|cg| cg.is_frozen())
+            .unwrap_or(false)
 }
 
 /// Writes `path` through a temporary file and a rename, so that no reader sees half of it.

@@ -184,6 +184,12 @@ pub enum CgroupError {
     Devices { path: PathBuf, detail: String },
     #[error("Cannot remove cgroup {path}: {error}; kill its processes and rmdir it by hand")]
     Remove { path: PathBuf, error: io::Error },
+    #[error("Cannot freeze cgroup {path}: {detail}; its processes run on (they were thawed again)")]
+    Freeze { path: PathBuf, detail: String },
+    #[error(
+        "Cgroup {path} has no freezer: {detail}; mount the v1 freezer controller (or use cgroup v2) to pause containers"
+    )]
+    NoFreezer { path: PathBuf, detail: &'static str },
 }
 
 /// A run's cgroup, whatever the cgroup version.
@@ -206,7 +212,17 @@ pub trait CgroupManager {
     /// The cgroup directory (v2), or the memory controller's one (v1; another controller's if
     /// memory is not mounted).
     fn path(&self) -> &Path;
+    /// Freezes (`true`) or thaws (`false`) every process of the cgroup (the freezer: v1
+    /// `freezer.state`, v2 `cgroup.freeze`), and returns once the kernel says it is done: a
+    /// freeze waits until every task is stopped ([`FREEZE_TIMEOUT`] at most; then it thaws
+    /// again and fails).
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError>;
+    /// Whether the cgroup is frozen (a freeze still under way counts as not frozen).
+    fn is_frozen(&self) -> Result<bool, CgroupError>;
 }
+
+/// How long [`CgroupManager::set_frozen`] waits for every task to stop.
+pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a new process enters its cgroup cheaply.
 ///
@@ -309,6 +325,20 @@ impl CgroupManager for AnyCgroupManager {
         match self {
             Self::V1(m) => m.path(),
             Self::V2(m) => m.path(),
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        match self {
+            Self::V1(m) => m.set_frozen(frozen),
+            Self::V2(m) => m.set_frozen(frozen),
+        }
+    }
+
+    fn is_frozen(&self) -> Result<bool, CgroupError> {
+        match self {
+            Self::V1(m) => m.is_frozen(),
+            Self::V2(m) => m.is_frozen(),
         }
     }
 }
@@ -425,6 +455,27 @@ pub fn create_at(
     path: &Path,
     limits: &Limits,
 ) -> Result<AnyCgroupManager, CgroupError> {
+    create_in(cgroup_root, path, limits, false)
+}
+
+/// As [`create_at`], for a container whose cgroup lives on and changes after its creation (an
+/// OCI container: `update` sets limits it was created without, `pause` freezes it): on cgroup
+/// v1 it is created in every hierarchy isol uses (freezer, cpu and pids included), not only in
+/// those its present limits need.
+pub fn create_long_lived_at(
+    cgroup_root: &Path,
+    path: &Path,
+    limits: &Limits,
+) -> Result<AnyCgroupManager, CgroupError> {
+    create_in(cgroup_root, path, limits, true)
+}
+
+fn create_in(
+    cgroup_root: &Path,
+    path: &Path,
+    limits: &Limits,
+    every_hierarchy: bool,
+) -> Result<AnyCgroupManager, CgroupError> {
     validate_limits(limits)?;
     let manager = match detect(cgroup_root)? {
         Layout::V2 { root } => {
@@ -437,7 +488,9 @@ pub fn create_at(
         } => {
             let mut manager = V1Manager::at(&root, &hierarchies, path)?;
             manager.check_controllers(limits)?;
-            manager.retain_for(limits);
+            if !every_hierarchy {
+                manager.retain_for(limits);
+            }
             manager.create()?;
             AnyCgroupManager::V1(manager)
         }

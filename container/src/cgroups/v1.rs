@@ -12,8 +12,8 @@ use super::devices::DeviceRule;
 use super::{
     CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, KILL_TIMEOUT, Limits, POLL, Stats,
     V1_CONTROLLERS, V1Hierarchy, cpu_quota_us, kill_all, kill_until_empty, mkdir_cgroup,
-    procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, rmdir_parent, rmdir_tree,
-    validate_id, validate_limits, write_file,
+    procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, read_string, rmdir_parent,
+    rmdir_tree, validate_id, validate_limits, write_file,
 };
 
 /// The cgroup of one hierarchy.
@@ -204,6 +204,22 @@ impl V1Manager {
         true
     }
 
+    /// The `freezer.state` file, or why there is none.
+    fn freezer_state(&self) -> Result<PathBuf, CgroupError> {
+        let no = |detail| CgroupError::NoFreezer {
+            path: self.path().to_owned(),
+            detail,
+        };
+        let dir = self.dir("freezer").ok_or_else(|| {
+            no("the freezer controller is not mounted, or the cgroup is not in it")
+        })?;
+        let state = dir.join("freezer.state");
+        if !state.exists() {
+            return Err(no("the cgroup is not in the freezer hierarchy"));
+        }
+        Ok(state)
+    }
+
     fn thaw(&self) {
         if let Some(dir) = self.dir("freezer") {
             let _ = write_file(&dir.join("freezer.state"), "THAWED");
@@ -347,6 +363,43 @@ impl CgroupManager for V1Manager {
 
     fn path(&self) -> &Path {
         self.dir("memory").unwrap_or(&self.dirs[0].dir)
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let state = self.freezer_state()?;
+        if !frozen {
+            return write_file(&state, "THAWED");
+        }
+        // FREEZING until every task is stopped. As runc, the write is repeated while waiting:
+        // a task that forked or was in the kernel when the freeze began is caught by the next.
+        let deadline = Instant::now() + super::FREEZE_TIMEOUT;
+        loop {
+            write_file(&state, "FROZEN")?;
+            if read_string(&state)?.trim() == "FROZEN" {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = write_file(&state, "THAWED");
+                return Err(CgroupError::Freeze {
+                    path: state,
+                    detail: format!(
+                        "some task did not stop within {:?} (freezer.state stayed FREEZING)",
+                        super::FREEZE_TIMEOUT
+                    ),
+                });
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    fn is_frozen(&self) -> Result<bool, CgroupError> {
+        match self.dir("freezer") {
+            Some(dir) => {
+                Ok(read_opt_string(&dir.join("freezer.state"))?
+                    .is_some_and(|s| s.trim() == "FROZEN"))
+            }
+            None => Ok(false),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::devices::{self, DeviceRule};
 use super::{
@@ -260,6 +261,39 @@ impl CgroupManager for V2Manager {
 
     fn path(&self) -> &Path {
         &self.dir
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let freeze = self.dir.join("cgroup.freeze");
+        if !freeze.exists() {
+            return Err(CgroupError::NoFreezer {
+                path: self.dir.clone(),
+                detail: "cgroup.freeze is missing (Linux < 5.2, or the cgroup is gone)",
+            });
+        }
+        write_file(&freeze, if frozen { "1" } else { "0" })?;
+        // cgroup.events says `frozen 1` once every task is stopped (and `frozen 0` at once on
+        // a thaw).
+        let deadline = Instant::now() + super::FREEZE_TIMEOUT;
+        while self.is_frozen()? != frozen {
+            if Instant::now() >= deadline {
+                let _ = write_file(&freeze, "0");
+                return Err(CgroupError::Freeze {
+                    path: self.dir.clone(),
+                    detail: format!(
+                        "cgroup.events did not say frozen {} within {:?}",
+                        u8::from(frozen),
+                        super::FREEZE_TIMEOUT
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    fn is_frozen(&self) -> Result<bool, CgroupError> {
+        Ok(read_opt_keyed(&self.dir.join("cgroup.events"), "frozen")? == Some(1))
     }
 }
 

@@ -36,8 +36,9 @@ pub struct RootfsSpec<'a> {
     pub console: Option<&'a Path>,
 }
 
-/// Builds the rootfs and makes it `/`. Runs in the child, in its own mount namespace.
-pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
+/// Builds the rootfs, below its directory: the first half of its assembly, in the child, in
+/// its own mount namespace; [`enter`] makes it `/` (createContainer hooks run in between).
+pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     mounts::make_mounts_private()?;
     match spec.bind_root {
         Some(_) => mounts::bind_root(spec.merged)?,
@@ -52,6 +53,11 @@ pub fn prepare(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     for m in spec.mounts {
         mounts::mount_extra(spec.merged, m)?;
     }
+    Ok(())
+}
+
+/// The second half of the assembly, after [`mount_all`]: `pivot_root` into the rootfs, masked and read-only paths.
+pub fn enter(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     pivot::pivot_root(spec.merged)?;
     mounts::mask_paths()?;
     if spec.bind_root == Some(true) {
@@ -66,7 +72,7 @@ fn sysfs_is_host_bind(spec: &RootfsSpec<'_>) -> bool {
     spec.rootless || spec.host_network
 }
 
-/// The last mount, made after [`prepare`] once the container's cgroup namespace exists: the
+/// The last mount, made after [`enter`] once the container's cgroup namespace exists: the
 /// cgroup2 hierarchy, read-only, at /sys/fs/cgroup, where the container gets a sysfs of its own
 /// (with a bind of the host's /sys, the host's cgroup mounts come with it).
 pub fn mount_cgroup(spec: &RootfsSpec<'_>, cgroup2: bool) -> Result<(), SetupError> {
