@@ -144,6 +144,8 @@ fn processes_naming(dir: &Path, except: u32) -> Vec<String> {
 async fn connect(socket: PathBuf) -> RuntimeServiceClient<Channel> {
     let channel = Endpoint::try_from("http://[::]:50051")
         .unwrap()
+        // No call may hang the suite: each one fails after this, saying so.
+        .timeout(Duration::from_secs(60))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
@@ -408,7 +410,7 @@ async fn pod_lifecycle(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> 
         }),
         command: vec!["sh".into(), "-c".into()],
         args: vec![
-            "echo ns $(readlink /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/pid); \
+            "echo ns $(for n in net ipc uts pid; do readlink /proc/self/ns/$n; done); \
              echo ip $(ip -o -4 addr show eth0 | awk '{print $4}'); \
              echo hostname $(hostname); \
              while [ ! -e /tmp/done ]; do sleep 0.05; done; echo bye; exit 7"
@@ -519,6 +521,7 @@ async fn pod_lifecycle(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> 
     // The container joined the sandbox's network, IPC and UTS namespaces, and has a PID
     // namespace of its own.
     let ns: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(ns.len(), 5, "{log}");
     assert_eq!(ns[0], "ns", "{log}");
     assert_eq!(ns[1], ns_link(pause, "net"), "network namespace");
     assert_eq!(ns[2], ns_link(pause, "ipc"), "IPC namespace");
