@@ -144,3 +144,196 @@ fn ctr_runs_containers_on_isol_runc() {
     drop(ctrd);
     common::assert_no_leftovers("ctr run");
 }
+
+/// The control file `name` of the cgroup at `path`: v2's own directory, or on v1 the one in
+/// the hierarchy of the file's controller.
+fn cgroup_file(path: &str, name: &str) -> PathBuf {
+    let rel = path.trim_start_matches('/');
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return Path::new("/sys/fs/cgroup").join(rel).join(name);
+    }
+    let controller = name.split('.').next().unwrap();
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(rel)
+        .join(name)
+}
+
+/// Waits until `ctr task ls` shows the task `id` with `status`.
+fn wait_status(ctrd: &Containerd, id: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = common::stdout(&ctrd.ctr(&["task", "ls"]));
+        if out
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(id) && l.contains(status))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "task {id} never {status}: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The exit status of a child on a pty, and everything it wrote there.
+fn finish_on_pty(t: common::pty::OnPty) -> (Option<i32>, String) {
+    use std::io::Read;
+    let common::pty::OnPty {
+        mut child,
+        mut master,
+        slave,
+        ..
+    } = t;
+    // The pty holds what it wrote until it is read (its buffer is larger than this output).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "it never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // With the last slave closed, the master reads to EIO.
+    drop(slave);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    (status.code(), String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
+    let _g = common::root_test();
+    let ctrd = Containerd::start();
+    ctrd.import_busybox();
+    let runc = env!("CARGO_BIN_EXE_isol-runc");
+
+    // ctr run -t, on a real terminal: the workload's stdio is a terminal of its size.
+    let t = common::pty::spawn_command(
+        ctrd.ctr_command(&[
+            "run",
+            "-t",
+            "--rm",
+            "--runc-binary",
+            runc,
+            IMAGE,
+            "on-a-tty",
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; exit 6",
+        ]),
+        33,
+        77,
+    );
+    let (code, out) = finish_on_pty(t);
+    assert!(out.contains("is-a-tty") && out.contains("33 77"), "{out:?}");
+    assert_eq!(code, Some(6), "{out}");
+
+    // Two containers at once, one with a memory limit and an environment variable.
+    let o = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--memory-limit",
+        "67108864",
+        "--env",
+        "GREETING=hello-from-env",
+        "--runc-binary",
+        runc,
+        IMAGE,
+        "limited",
+        "sleep",
+        "60",
+    ]);
+    assert!(o.status.success(), "run -d limited: {}", common::stderr(&o));
+    let o = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        runc,
+        IMAGE,
+        "second",
+        "sleep",
+        "60",
+    ]);
+    assert!(o.status.success(), "run -d second: {}", common::stderr(&o));
+    ctrd.wait_running("limited");
+    ctrd.wait_running("second");
+    // ctr's cgroup is /<namespace>/<id>: the limit is there.
+    let limit = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        cgroup_file(&format!("/{NAMESPACE}/limited"), "memory.max")
+    } else {
+        cgroup_file(&format!("/{NAMESPACE}/limited"), "memory.limit_in_bytes")
+    };
+    assert_eq!(fs::read_to_string(&limit).unwrap().trim(), "67108864");
+    let o = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "env",
+        "limited",
+        "sh",
+        "-c",
+        "echo $GREETING",
+    ]);
+    assert!(o.status.success(), "task exec: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), "hello-from-env\n");
+
+    // task pause / resume: the freezer, as ctr sees it.
+    let o = ctrd.ctr(&["task", "pause", "limited"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    wait_status(&ctrd, "limited", "PAUSED");
+    wait_status(&ctrd, "second", "RUNNING");
+    let o = ctrd.ctr(&["task", "resume", "limited"]);
+    assert!(o.status.success(), "resume: {}", common::stderr(&o));
+    wait_status(&ctrd, "limited", "RUNNING");
+
+    // task exec -t, on a real terminal.
+    let t = common::pty::spawn_command(
+        ctrd.ctr_command(&[
+            "task",
+            "exec",
+            "-t",
+            "--exec-id",
+            "tty",
+            "second",
+            "sh",
+            "-c",
+            "[ -t 0 ] && echo exec-on-a-tty; exit 7",
+        ]),
+        24,
+        80,
+    );
+    let (code, out) = finish_on_pty(t);
+    assert!(out.contains("exec-on-a-tty"), "{out:?}");
+    assert_eq!(code, Some(7), "{out}");
+
+    for id in ["limited", "second"] {
+        let o = ctrd.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+        assert!(o.status.success(), "kill {id}: {}", common::stderr(&o));
+        wait_status(&ctrd, id, "STOPPED");
+        let o = ctrd.ctr(&["task", "delete", id]);
+        assert!(
+            o.status.success(),
+            "task delete {id}: {}",
+            common::stderr(&o)
+        );
+        let o = ctrd.ctr(&["container", "rm", id]);
+        assert!(
+            o.status.success(),
+            "container rm {id}: {}",
+            common::stderr(&o)
+        );
+    }
+    let left: Vec<_> = fs::read_dir(runc_state_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+    drop(ctrd);
+    common::assert_no_leftovers("ctr terminals, pause, limits");
+}

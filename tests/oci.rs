@@ -1154,3 +1154,156 @@ fn pid_namespaces_are_joined_by_path_or_shared_with_the_host_and_domainname_is_s
     assert_eq!(wait_init(pid as i32), 137);
     common::assert_no_leftovers("pid namespaces");
 }
+
+/// Reads the terminal's master until its last slave closes (EIO).
+fn read_terminal(master: fs::File) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut master = master;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `command` with `file` as its descriptor 3.
+fn with_fd3(mut command: Command, file: &fs::File) -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = file.as_raw_fd();
+    let dup = move || {
+        // SAFETY: dup2 onto the child's own descriptor 3 (which then has no close-on-exec
+        // flag), from a descriptor the test holds open.
+        if unsafe { libc::dup2(fd, 3) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and makes one system call.
+    unsafe { command.pre_exec(dup) };
+    command
+}
+
+#[test]
+fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
+    use std::os::fd::AsFd;
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| set_args(v, "cat <&3; sleep 30"));
+    let message = f.bundle.join("message");
+    fs::write(&message, "through fd 3\n").unwrap();
+    // create --preserve-fds 1: the workload reads the caller's descriptor 3.
+    let stdout = fs::File::create(f.bundle.join("stdout")).unwrap();
+    let status = with_fd3(
+        f.command(&[
+            "create",
+            "--bundle",
+            f.bundle.to_str().unwrap(),
+            "--preserve-fds",
+            "1",
+            "tty-exec",
+        ]),
+        &fs::File::open(&message).unwrap(),
+    )
+    .stdout(stdout)
+    .stderr(Stdio::null())
+    .status()
+    .unwrap();
+    assert!(status.success(), "create --preserve-fds");
+    let init = f.state("tty-exec")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "tty-exec"]).status.success());
+    wait_for("the workload read fd 3", || f.output() == "through fd 3\n");
+
+    // exec -t: a terminal of its own, its master sent to the console socket.
+    let socket = f.bundle.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
+    });
+    let o = f.runc(&[
+        "exec",
+        "-t",
+        "--console-socket",
+        socket.to_str().unwrap(),
+        "tty-exec",
+        "sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "exec -t: {}", common::stderr(&o));
+    let out = read_terminal(fs::File::from(receiver.join().unwrap()));
+    assert!(out.contains("is-a-tty"), "{out:?}");
+
+    // --process with a terminal of a size, as containerd sends `ctr task exec -t`.
+    let listener = std::os::unix::net::UnixListener::bind(f.bundle.join("console2.sock")).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
+    });
+    let spec: Value =
+        serde_json::from_slice(&fs::read(f.bundle.join("config.json")).unwrap()).unwrap();
+    let mut p = spec["process"].clone();
+    p["args"] = serde_json::json!(["stty", "size"]);
+    p["terminal"] = true.into();
+    p["consoleSize"] = serde_json::json!({"height": 25, "width": 90});
+    let process = f.bundle.join("process.json");
+    fs::write(&process, p.to_string()).unwrap();
+    let sock2 = f.bundle.join("console2.sock");
+    let o = f.runc(&[
+        "exec",
+        "--process",
+        process.to_str().unwrap(),
+        "--console-socket",
+        sock2.to_str().unwrap(),
+        "tty-exec",
+    ]);
+    assert!(o.status.success(), "exec --process: {}", common::stderr(&o));
+    let out = read_terminal(fs::File::from(receiver.join().unwrap()));
+    assert!(out.contains("25 90"), "{out:?}");
+
+    // A terminal without a console socket is refused, as runc does.
+    let o = f.runc(&["exec", "-t", "tty-exec", "true"]);
+    assert!(
+        common::stderr(&o).contains("needs --console-socket"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // exec --preserve-fds 1: the process gets descriptor 3, and no other of the caller's.
+    let o = with_fd3(
+        f.command(&[
+            "exec",
+            "--preserve-fds",
+            "1",
+            "tty-exec",
+            "sh",
+            "-c",
+            "cat <&3; ls /proc/self/fd | wc -l",
+        ]),
+        &fs::File::open(&message).unwrap(),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        o.status.success(),
+        "exec --preserve-fds: {}",
+        common::stderr(&o)
+    );
+    // 0, 1, 2, 3 and the one ls opens to list them.
+    assert_eq!(common::stdout(&o), "through fd 3\n5\n");
+    let o = f.runc(&["exec", "tty-exec", "sh", "-c", "ls /proc/self/fd | wc -l"]);
+    assert_eq!(common::stdout(&o), "4\n", "{}", common::stderr(&o));
+
+    let o = f.runc(&["delete", "--force", "tty-exec"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("exec -t");
+}

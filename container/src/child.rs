@@ -62,6 +62,7 @@ pub(crate) struct ChildSpec<'a> {
     /// The start gate (a FIFO on the host) of a container created to be started later
     /// ([`crate::process::create`]): the init waits on it before it starts the workload.
     gate: Option<PathBuf>,
+    preserve_fds: u32,
     /// The seccomp filter; none: unconfined.
     filter: Option<&'a BpfProgram>,
     pty: Option<&'a Pty>,
@@ -137,6 +138,7 @@ impl<'a> ChildSpec<'a> {
             rlimits: cfg.rlimits.clone(),
             privileges: cfg.privileges,
             gate: gate.map(Path::to_path_buf),
+            preserve_fds: cfg.preserve_fds,
             filter,
             pty,
             init_argv_tail: cstrings(&cfg.args, "argument")?,
@@ -346,11 +348,14 @@ fn setup(
     // Nothing of isol's (the host terminal, pipes, the signalfd, a pty master) may reach the
     // container: every descriptor but stdio closes at exec, except the report pipe, which the
     // init closes itself. The sealed memfd is exec'd by descriptor, so it may close too.
-    sys::cloexec_from(3).map_err(|e| SetupError::process("Cannot list open descriptors", e))?;
+    // The descriptors the caller passes on (`preserve_fds` of them from 3, below every one isol
+    // opened) stay open too.
+    let first_closed = 3 + spec.preserve_fds;
+    sys::cloexec_from(first_closed)
+        .map_err(|e| SetupError::process("Cannot list open descriptors", e))?;
     let kept = [gate.as_ref(), start_hooks.as_ref()];
-    for fd in
-        std::iter::once(report.as_raw_fd()).chain(kept.iter().flatten().map(|f| f.as_raw_fd()))
-    {
+    let passed = (3..first_closed as i32).chain(kept.iter().flatten().map(|f| f.as_raw_fd()));
+    for fd in std::iter::once(report.as_raw_fd()).chain(passed) {
         sys::clear_cloexec(fd).map_err(|e| SetupError::process("fcntl(F_SETFD) failed", e))?;
     }
     // The filter goes on last: from here on only what the workload may do is allowed.

@@ -150,7 +150,8 @@ pub struct ContainerConfig {
     pub privileges: Privileges,
     pub limits: Limits,
     /// Where the container's cgroup is, relative to each hierarchy's root (an OCI config's
-    /// `cgroupsPath`); `None`: `isol/<id>`, where `isol run`'s are.
+    /// `cgroupsPath`), made in every v1 hierarchy isol uses (it lives on: `update`, `pause`);
+    /// `None`: `isol/<id>`, where `isol run`'s are.
     pub cgroup_path: Option<PathBuf>,
     /// Resource limits of the container's processes (`isol run` sets none: the host's apply).
     pub rlimits: Vec<Rlimit>,
@@ -171,6 +172,9 @@ pub struct ContainerConfig {
     pub interactive: bool,
     /// Allocate a pseudo-terminal (`-t`).
     pub tty: bool,
+    /// The caller's descriptors 3 to 3+N-1 are passed on to the workload (runc's
+    /// `--preserve-fds`); every other one above stderr is closed.
+    pub preserve_fds: u32,
     /// Run without root on the host: a user namespace maps the caller to root inside.
     pub rootless: bool,
     /// Kill the container after this long; the run then ends with exit code 124.

@@ -40,6 +40,21 @@ pub struct ExecSpec {
     /// A [`security::capabilities::mask`].
     pub capabilities: u64,
     pub rlimits: Vec<Rlimit>,
+    /// A new pseudo-terminal, of this size (rows, columns) when given, whose slave becomes the
+    /// process's controlling terminal and stdio; [`Executed::console`] holds its master.
+    pub terminal: Option<Option<(u16, u16)>>,
+    /// The caller's descriptors 3 to 3+N-1 stay open in the process (runc's
+    /// `--preserve-fds`); every other one above stderr closes at its exec.
+    pub preserve_fds: u32,
+}
+
+/// A process [`exec`] started.
+#[derive(Debug)]
+pub struct Executed {
+    /// Its pid on the host.
+    pub pid: i32,
+    /// With [`ExecSpec::terminal`]: the terminal's master, for the caller's client.
+    pub console: Option<OwnedFd>,
 }
 
 /// The namespaces a process in the container joins, in the order it joins them: the user
@@ -57,7 +72,10 @@ const NAMESPACES: [(&str, CloneFlags); 6] = [
 /// Starts `spec`'s process in the container, in `cgroup`, and returns its host pid once it has
 /// executed (or the error that kept it from it). Call it from a single-threaded process (as
 /// `isol-runc exec` is): it forks, and the helper it forks joins a mount namespace.
-pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, ContainerError> {
+pub fn exec(
+    spec: &ExecSpec,
+    cgroup: Option<&AnyCgroupManager>,
+) -> Result<Executed, ContainerError> {
     if spec.args.is_empty() {
         return Err(ContainerError::Unsupported("No command to execute".into()));
     }
@@ -82,6 +100,22 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
     let envp = cstrings(&spec.env, "environment variable")?;
     let cwd = crate::sys::cstring(spec.cwd.as_os_str(), "working directory")?;
     let filter = security::seccomp::default_filter()?;
+    let pty = match spec.terminal {
+        Some(size) => {
+            let ws = size.map(|(rows, cols)| nix::pty::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            });
+            let p = nix::pty::openpty(ws.as_ref(), None::<&nix::sys::termios::Termios>)
+                .map_err(|e| ContainerError::sys("openpty", e))?;
+            crate::sys::set_cloexec(p.master.as_raw_fd());
+            crate::sys::set_cloexec(p.slave.as_raw_fd());
+            Some(p)
+        }
+        None => None,
+    };
     let (rep_r, rep_w) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("pipe2", e))?;
     let (go_r, go_w) =
@@ -95,7 +129,15 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
             drop(go_w);
             let mut report = File::from(rep_w);
             let code = match helper(&ns_files, &init_root, go_r, &report, |report| {
-                process(spec, &argv, &envp, &cwd, &filter, report)
+                process(
+                    spec,
+                    &argv,
+                    &envp,
+                    &cwd,
+                    &filter,
+                    pty.as_ref().map(|p| &p.slave),
+                    report,
+                )
             }) {
                 Ok(()) => 0,
                 Err(msg) => {
@@ -130,7 +172,10 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
             let mut rest = String::new();
             let _ = reader.read_to_string(&mut rest);
             match rest.lines().next() {
-                None => Ok(pid),
+                None => Ok(Executed {
+                    pid,
+                    console: pty.map(|p| p.master),
+                }),
                 Some(l) => {
                     // It has exited; reap it when it is ours (the caller is a subreaper).
                     let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
@@ -197,9 +242,38 @@ fn process(
     envp: &[CString],
     cwd: &CString,
     filter: &[seccompiler::sock_filter],
+    slave: Option<&OwnedFd>,
     report: &File,
 ) -> Result<std::convert::Infallible, String> {
     use std::os::unix::ffi::OsStrExt;
+    if let Some(slave) = slave {
+        // A session of its own, whose controlling terminal is the pty, as its stdio.
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        // SAFETY: TIOCSCTTY takes an int argument; the fd is a terminal this process holds.
+        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+            return Err(format!(
+                "Cannot make the pty the controlling terminal: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        for target in 0..=2 {
+            // SAFETY: dup2 onto this process's standard descriptors.
+            if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+                return Err(format!(
+                    "Cannot attach the pty to fd {target}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    // Nothing of the caller's but stdio and the descriptors it asked to pass on.
+    let first_closed = 3 + spec.preserve_fds;
+    crate::sys::cloexec_from(first_closed)
+        .map_err(|e| format!("Cannot list open descriptors: {e}"))?;
+    for fd in 3..first_closed as i32 {
+        crate::sys::clear_cloexec(fd)
+            .map_err(|e| format!("Cannot pass descriptor {fd} on (--preserve-fds): {e}"))?;
+    }
     for r in &spec.rlimits {
         crate::child::set_rlimit(r).map_err(|e| e.to_string())?;
     }

@@ -99,15 +99,17 @@ fn absolute(path: &Path) -> Result<PathBuf, OciError> {
 
 fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciError> {
     let dir = ContainerDir::new(root, id)?;
-    if opts.preserve_fds != 0 {
-        return Err(OciError::Usage(
-            "--preserve-fds is not supported by isol-runc yet".into(),
-        ));
+    if opts.preserve_fds < 0 {
+        return Err(OciError::Usage(format!(
+            "invalid --preserve-fds {}: give a number of descriptors, 0 or more",
+            opts.preserve_fds
+        )));
     }
     let bundle = absolute(opts.bundle)?;
     // Everything that can be checked is, before anything is made.
     let spec = spec::load(&bundle)?;
     let mut cfg = spec::to_config(id, &bundle, &spec)?;
+    cfg.preserve_fds = opts.preserve_fds as u32;
     cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     match (cfg.tty, opts.console_socket) {
         (true, None) => {
@@ -173,7 +175,11 @@ fn create_in(
         poststop,
     };
     let console = match (&created.console, opts.console_socket) {
-        (Some(master), Some(socket)) => send_console(master.as_fd(), socket, spec),
+        (Some(master), Some(socket)) => send_console(
+            master.as_fd(),
+            socket,
+            spec.process().as_ref().and_then(|p| p.console_size()),
+        ),
         _ => Ok(()),
     };
     let written = console
@@ -203,10 +209,10 @@ fn annotations(spec: &oci_spec::runtime::Spec) -> std::collections::BTreeMap<Str
 fn send_console(
     master: std::os::fd::BorrowedFd<'_>,
     socket: &Path,
-    spec: &oci_spec::runtime::Spec,
+    size: Option<oci_spec::runtime::Box>,
 ) -> Result<(), OciError> {
     use std::os::fd::AsRawFd;
-    if let Some(size) = spec.process().as_ref().and_then(|p| p.console_size()) {
+    if let Some(size) = size {
         let ws = libc::winsize {
             ws_row: size.height() as u16,
             ws_col: size.width() as u16,
@@ -355,11 +361,11 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             "exec {what} is not supported by isol-runc yet"
         )))
     };
-    if e.tty || e.console_socket.is_some() {
-        return refuse("with a terminal (--tty, --console-socket)");
-    }
-    if e.preserve_fds != 0 {
-        return refuse("--preserve-fds");
+    if e.preserve_fds < 0 {
+        return Err(OciError::Usage(format!(
+            "invalid --preserve-fds {}: give a number of descriptors, 0 or more",
+            e.preserve_fds
+        )));
     }
     if e.process_label.is_some() || e.apparmor.is_some() || e.cgroup.is_some() {
         return refuse("--process-label, --apparmor or --cgroup");
@@ -405,11 +411,26 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
                 user.set_additional_gids(Some(e.additional_gids.clone()));
                 p.set_user(user);
             }
-            p.set_terminal(Some(false));
+            p.set_terminal(Some(e.tty));
             p
         }
     };
-    let spec = spec::to_exec(&process, saved.pid)?;
+    let mut spec = spec::to_exec(&process, saved.pid)?;
+    spec.preserve_fds = e.preserve_fds as u32;
+    // As runc: a terminal's master goes to the console socket, which a terminal needs.
+    match (spec.terminal.is_some(), &e.console_socket) {
+        (true, None) => {
+            return Err(OciError::Usage(
+                "exec with a terminal (--tty, or process.terminal) needs --console-socket, where the terminal's master goes".into(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(OciError::Usage(
+                "--console-socket is given but the process has no terminal (give --tty)".into(),
+            ));
+        }
+        _ => {}
+    }
     let cgroup = cgroups::open_at(
         Path::new(isol_container::process::CGROUP_ROOT),
         &saved.cgroup_path,
@@ -420,7 +441,19 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
         // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     }
-    let pid = isol_container::exec::exec(&spec, cgroup.as_ref())?;
+    let executed = isol_container::exec::exec(&spec, cgroup.as_ref())?;
+    let pid = executed.pid;
+    if let (Some(master), Some(socket)) = (&executed.console, &e.console_socket) {
+        // The size was set with the pty.
+        if let Err(err) = send_console(master.as_fd(), socket, None) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if !e.detach {
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+            }
+            return Err(err);
+        }
+    }
+    drop(executed);
     if let Some(f) = &e.pid_file {
         state::write_atomic(f, pid.to_string().as_bytes())?;
     }

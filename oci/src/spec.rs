@@ -34,12 +34,6 @@ pub fn to_exec(
     process: &Process,
     init_pid: i32,
 ) -> Result<isol_container::exec::ExecSpec, OciError> {
-    if process.terminal() == Some(true) {
-        return Err(unsupported(
-            "process.terminal",
-            "is not supported by isol-runc exec yet",
-        ));
-    }
     check_process(process)?;
     let user = process.user();
     let (args, env) = args_and_env(process)?;
@@ -53,6 +47,12 @@ pub fn to_exec(
         groups: user.additional_gids().clone().unwrap_or_default(),
         capabilities: capabilities(process, user.uid())?,
         rlimits: rlimits(process)?,
+        terminal: (process.terminal() == Some(true)).then(|| {
+            process
+                .console_size()
+                .map(|s| (s.height() as u16, s.width() as u16))
+        }),
+        preserve_fds: 0,
     })
 }
 
@@ -137,6 +137,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         // pty's slave (its master goes to the console socket).
         interactive: true,
         tty: process.terminal() == Some(true),
+        preserve_fds: 0,
         rootless: false,
         timeout: None,
     })

@@ -372,6 +372,7 @@ fn run_container(
         mounts: Vec::new(),
         interactive: args.interactive,
         tty: args.tty,
+        preserve_fds: 0,
         rootless,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
     };

@@ -43,8 +43,12 @@ fn become_terminal_session() -> std::io::Result<()> {
 
 /// Starts `isol ARGS…` (with the test store) on a new pty.
 pub fn spawn(args: &[&str], rows: u16, cols: u16) -> OnPty {
+    spawn_command(super::isol(args), rows, cols)
+}
+
+/// Starts `cmd` on a new pty of `rows`×`cols`, its controlling terminal.
+pub fn spawn_command(mut cmd: std::process::Command, rows: u16, cols: u16) -> OnPty {
     let pty = openpty(Some(&winsize(rows, cols)), None).unwrap();
-    let mut cmd = super::isol(args);
     cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
         .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
         .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
