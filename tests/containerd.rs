@@ -37,6 +37,14 @@ fn run_command(ctrd: &Containerd, id: &str, script: &str) -> Command {
     ])
 }
 
+/// The busybox test image as [`IMAGE`], `sh` its command.
+fn import_busybox(ctrd: &Containerd) {
+    ctrd.import_busybox(
+        IMAGE,
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}),
+    );
+}
+
 fn runc_state_dir() -> PathBuf {
     Path::new("/run/containerd/runc").join(NAMESPACE)
 }
@@ -45,10 +53,7 @@ fn runc_state_dir() -> PathBuf {
 fn ctr_runs_containers_on_isol_runc() {
     let _g = common::root_test();
     let ctrd = Containerd::start(NAMESPACE, NO_CRI);
-    ctrd.import_busybox(
-        IMAGE,
-        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}),
-    );
+    import_busybox(&ctrd);
 
     let o = run_command(
         &ctrd,
@@ -210,8 +215,8 @@ fn finish_on_pty(t: common::pty::OnPty) -> (Option<i32>, String) {
 #[test]
 fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
     let _g = common::root_test();
-    let ctrd = Containerd::start();
-    ctrd.import_busybox();
+    let ctrd = Containerd::start(NAMESPACE, NO_CRI);
+    import_busybox(&ctrd);
     let runc = env!("CARGO_BIN_EXE_isol-runc");
 
     // ctr run -t, on a real terminal: the workload's stdio is a terminal of its size.
