@@ -37,6 +37,7 @@ packages=(
     containerd                # a real OCI client of isol-runc (tests/containerd.rs)
     containernetworking-plugins   # the CNI bridge of the pod that tests/cri.rs runs through CRI
     protobuf-compiler         # protoc, for the k8s-cri crate's generated CRI client (tests/cri.rs)
+    podman                    # another one, through conmon (tests/podman.rs)
     chromium                  # renders the benchmark report in its test
 )
 missing=()

@@ -64,6 +64,9 @@ fn bad_flags_are_one_line_errors() {
 #[test]
 fn bad_privilege_flags_are_one_line_errors_on_both_backends() {
     let _g = root_test();
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.json");
+    std::fs::write(&notify, r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#).unwrap();
     for backend in ["container", "kvm"] {
         let bad = |flags: &[&str], needle: &str| {
             let mut args = vec!["run", "--backend", backend];
@@ -77,8 +80,16 @@ fn bad_privilege_flags_are_one_line_errors_on_both_backends() {
         );
         bad(&["--cap-drop", "CAP_"], "Unknown capability");
         bad(
-            &["--security-opt", "seccomp=/etc/profile.json"],
-            "cannot load a seccomp profile from a file",
+            &["--security-opt", "seccomp=/nonexistent/profile.json"],
+            "Invalid --security-opt seccomp=/nonexistent/profile.json: cannot read the profile",
+        );
+        bad(
+            &["--security-opt", &format!("seccomp={}", notify.display())],
+            "Invalid seccomp profile: defaultAction SCMP_ACT_NOTIFY is not supported",
+        );
+        bad(
+            &["--security-opt", "seccomp="],
+            "give seccomp=unconfined or seccomp=PROFILE.json",
         );
         bad(
             &["--security-opt", "apparmor=unconfined"],

@@ -1307,3 +1307,151 @@ fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
     f.assert_root_empty();
     common::assert_no_leftovers("exec -t");
 }
+
+/// A profile as docker, podman and containerd send them, with each kind of rule: an errno of its
+/// own, a condition on an argument, a kill.
+fn test_profile() -> Value {
+    serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat", "a_syscall_no_kernel_has"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["sync"], "action": "SCMP_ACT_KILL_PROCESS"}
+        ]
+    })
+}
+
+/// What the workload does under [`test_profile`]: mkdir fails with EACCES, SIGUSR1 (10) cannot
+/// be sent but signal 0 can, and sync kills the shell (SIGSYS, 159).
+const PROFILE_PROBE: &str = "grep ^Seccomp: /proc/self/status; mkdir /tmp/d; echo mkdir=$?; \
+     kill -USR1 $$ 2>/dev/null; echo usr1=$?; kill -0 $$; echo zero=$?; exec sync";
+const PROFILE_OUT: &str = "Seccomp:\t2\nmkdir=1\nusr1=1\nzero=0\n";
+
+#[test]
+fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| {
+        set_args(v, PROFILE_PROBE);
+        v["linux"]["seccomp"] = test_profile();
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "sc"]);
+    assert_eq!(o.status.code(), Some(159), "run: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), PROFILE_OUT);
+    assert!(
+        common::stderr(&o).contains("Permission denied"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // A process exec'd into the container gets the container's profile too.
+    f.edit_config(|v| set_args(v, "sleep 30"));
+    let (status, err) = f.create("sc2", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("sc2")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "sc2"]).status.success());
+    let o = f.runc(&["exec", "sc2", "sh", "-c", PROFILE_PROBE]);
+    assert_eq!(o.status.code(), Some(159), "exec: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), PROFILE_OUT);
+    assert!(f.runc(&["delete", "--force", "sc2"]).status.success());
+    assert_eq!(wait_init(init), 137);
+
+    // A profile isol cannot honour fails create with its reason, and leaves nothing.
+    f.edit_config(|v| {
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/seccomp-agent.sock",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        })
+    });
+    let (status, err) = f.create("sc3", &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("linux.seccomp: Invalid seccomp profile: listenerPath"),
+        "{err}"
+    );
+    f.assert_root_empty();
+    common::assert_no_leftovers("seccomp");
+}
+
+/// `process.user.umask`, `process.oomScoreAdj` and `linux.sysctl` apply to the container's
+/// processes (exec'd ones too) and its namespaces, never to the host.
+#[test]
+fn umask_oom_score_adj_and_sysctls_apply_inside() {
+    let _g = common::root_test();
+    become_subreaper();
+    let host = |key: &str| fs::read_to_string(format!("/proc/sys/{key}")).unwrap();
+    let (shmmax, forward) = (host("kernel/shmmax"), host("net/ipv4/ip_forward"));
+    let own_adj: i32 = fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let raised = (own_adj + 300).min(1000);
+    let probe = "umask; touch /tmp/f; stat -c %a /tmp/f; cat /proc/self/oom_score_adj \
+                 /proc/sys/kernel/shmmax /proc/sys/net/ipv4/ip_forward";
+    let f = Fixture::new(|v| {
+        set_args(v, &format!("{probe}; sleep 30"));
+        v["root"]["readonly"] = false.into();
+        v["process"]["user"]["umask"] = 0o077.into();
+        v["process"]["oomScoreAdj"] = raised.into();
+        v["linux"]["sysctl"] =
+            serde_json::json!({"kernel.shmmax": "65536", "net.ipv4.ip_forward": "1"});
+    });
+    let (status, err) = f.create("knobs", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("knobs")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "knobs"]).status.success());
+    let want = format!("0077\n600\n{raised}\n65536\n1\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.output() != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(f.output(), want);
+    // An exec'd process: the same umask and oom_score_adj, the same namespaces' sysctls.
+    let o = f.runc(&[
+        "exec",
+        "knobs",
+        "sh",
+        "-c",
+        &probe.replace("/tmp/f", "/tmp/g"),
+    ]);
+    assert!(o.status.success(), "exec: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), want);
+    assert!(f.runc(&["delete", "--force", "knobs"]).status.success());
+    assert_eq!(wait_init(init), 137);
+    assert_eq!(
+        (host("kernel/shmmax"), host("net/ipv4/ip_forward")),
+        (shmmax, forward),
+        "the host's sysctls changed"
+    );
+
+    // Lowering oom_score_adj needs CAP_SYS_RESOURCE: without it, create fails as runc's does.
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:\t"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    f.edit_config(|v| {
+        set_args(v, "cat /proc/self/oom_score_adj");
+        v["process"]["oomScoreAdj"] = (own_adj - 1).max(-1000).into();
+        v["linux"]["sysctl"] = Value::Null;
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "lower"]);
+    // CAP_SYS_RESOURCE is capability 24.
+    if eff & (1 << 24) != 0 {
+        assert!(o.status.success(), "run: {}", common::stderr(&o));
+    } else {
+        assert!(!o.status.success());
+        assert!(
+            common::stderr(&o).contains("Cannot set oom_score_adj"),
+            "{}",
+            common::stderr(&o)
+        );
+    }
+    f.assert_root_empty();
+    common::assert_no_leftovers("knobs");
+}

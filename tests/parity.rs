@@ -706,3 +706,32 @@ fn the_image_keeps_its_times() {
     }
     assert_eq!(stdout(&o).lines().count(), 5, "{}", stderr(&o));
 }
+
+/// `--security-opt seccomp=PROFILE.json` means the same on both backends: the profile is
+/// compiled on the host and the kvm backend's guest init installs it (tests/container_security.rs
+/// has the container backend's own check).
+#[test]
+fn a_seccomp_profile_from_a_file_is_the_same_on_both() {
+    let Some(k) = kvm_kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["sync"], "action": "SCMP_ACT_KILL_PROCESS"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let script = "grep ^Seccomp: /proc/self/status; mkdir /tmp/d; echo mkdir=$?; \
+                  kill -USR1 $$ 2>/dev/null; echo usr1=$?; kill -0 $$; echo zero=$?; exec sync";
+    let o = same(
+        &k,
+        &["--security-opt", &opt, "busybox", "--", "sh", "-c", script],
+        None,
+    );
+    assert_eq!(code(&o), 159, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "Seccomp:\t2\nmkdir=1\nusr1=1\nzero=0\n");
+}

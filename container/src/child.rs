@@ -18,7 +18,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{Mode, umask};
-use seccompiler::BpfProgram;
 
 use crate::cgroups::Entry;
 use crate::config::{
@@ -58,13 +57,18 @@ pub(crate) struct ChildSpec<'a> {
     user: Option<String>,
     groups: Option<Vec<u32>>,
     rlimits: Vec<Rlimit>,
+    umask: Option<u32>,
+    oom_score_adj: Option<i32>,
+    sysctl: Vec<(String, String)>,
+    masked_paths: Vec<PathBuf>,
+    readonly_paths: Vec<PathBuf>,
     privileges: Privileges,
     /// The start gate (a FIFO on the host) of a container created to be started later
     /// ([`crate::process::create`]): the init waits on it before it starts the workload.
     gate: Option<PathBuf>,
     preserve_fds: u32,
     /// The seccomp filter; none: unconfined.
-    filter: Option<&'a BpfProgram>,
+    filter: Option<&'a security::seccomp::Filter>,
     pty: Option<&'a Pty>,
     /// argv of the init: INIT_ARGV0, INIT_MARKER, report fd, tty flag, gate fd, startContainer
     /// hooks fd, then the workload's argv.
@@ -86,7 +90,7 @@ impl<'a> ChildSpec<'a> {
         cfg: &ContainerConfig,
         run: Option<&RunDir>,
         gate: Option<&Path>,
-        filter: Option<&'a BpfProgram>,
+        filter: Option<&'a security::seccomp::Filter>,
         pty: Option<&'a Pty>,
         cgroup2: bool,
     ) -> Result<Self, ContainerError> {
@@ -136,7 +140,12 @@ impl<'a> ChildSpec<'a> {
             user: cfg.user.clone(),
             groups: cfg.groups.clone(),
             rlimits: cfg.rlimits.clone(),
-            privileges: cfg.privileges,
+            umask: cfg.umask,
+            oom_score_adj: cfg.oom_score_adj,
+            sysctl: cfg.sysctl.clone(),
+            masked_paths: cfg.masked_paths.clone(),
+            readonly_paths: cfg.readonly_paths.clone(),
+            privileges: cfg.privileges.clone(),
             gate: gate.map(Path::to_path_buf),
             preserve_fds: cfg.preserve_fds,
             filter,
@@ -227,6 +236,14 @@ fn setup(
     if spec.network != NetworkMode::Host && !joined(SharedNamespace::Net) {
         network::loopback_up()?;
     }
+    // Through the host's /proc, which is still in view: a namespaced sysctl is the writer's
+    // namespace's, whichever /proc it is written through.
+    for (key, value) in &spec.sysctl {
+        write_sysctl(key, value)?;
+    }
+    if let Some(adj) = spec.oom_score_adj {
+        set_oom_score_adj(adj)?;
+    }
     mark(report, "child-prepare");
 
     umask(Mode::empty());
@@ -242,6 +259,8 @@ fn setup(
         rootless: spec.rootless,
         host_network: spec.network == NetworkMode::Host,
         console: console.as_deref(),
+        masked: &spec.masked_paths,
+        readonly: &spec.readonly_paths,
     };
     rootfs::mount_all(&rootfs_spec)?;
     // The init's pid on the host (the host's /proc is still in view), for the hooks' state.
@@ -264,7 +283,7 @@ fn setup(
         umask(Mode::empty());
     }
     rootfs::enter(&rootfs_spec)?;
-    umask(Mode::from_bits_truncate(0o022));
+    umask(Mode::from_bits_truncate(spec.umask.unwrap_or(0o022)));
     mark(report, "rootfs");
 
     let init_exe = go.wait();
@@ -310,7 +329,7 @@ fn setup(
     // profile allows the steps that follow).
     let filter_first = !spec.privileges.no_new_privs;
     if filter_first && let Some(filter) = spec.filter {
-        security::seccomp::install(filter)?;
+        security::seccomp::install_with_flags(&filter.program, filter.flags)?;
     }
     match &ids {
         // Changing ids needs CAP_SETUID/CAP_SETGID, which the set may lack.
@@ -360,7 +379,7 @@ fn setup(
     }
     // The filter goes on last: from here on only what the workload may do is allowed.
     if !filter_first && let Some(filter) = spec.filter {
-        security::seccomp::install(filter)?;
+        security::seccomp::install_with_flags(&filter.program, filter.flags)?;
     }
     mark(report, "seccomp");
     Ok(security::exe::exec_self_as_init(
@@ -418,6 +437,41 @@ pub(crate) fn set_rlimit(r: &Rlimit) -> Result<(), SetupError> {
             ),
             e,
         )
+    })
+}
+
+/// Writes the calling process's `oom_score_adj` (-1000 to 1000; lowering it needs
+/// `CAP_SYS_RESOURCE`).
+pub(crate) fn set_oom_score_adj(adj: i32) -> Result<(), SetupError> {
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
+        SetupError::process(
+            format!(
+                "Cannot set oom_score_adj to {adj} (lowering it needs CAP_SYS_RESOURCE; give a value no lower than the runtime's own)"
+            ),
+            e,
+        )
+    })
+}
+
+/// Writes `value` to `/proc/sys/<key with dots as slashes>`; `key` is made of letters, digits,
+/// `_`, `-` and dots only.
+fn write_sysctl(key: &str, value: &str) -> Result<(), SetupError> {
+    let valid = !key.is_empty()
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if !valid {
+        return Err(SetupError::process(
+            format!("Invalid sysctl name {key:?}"),
+            nix::errno::Errno::EINVAL,
+        ));
+    }
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| {
+        SetupError::process(format!("Cannot set sysctl {key} to {value:?} ({path})"), e)
     })
 }
 

@@ -100,15 +100,16 @@ pub struct Mount {
 
 /// The workload's privileges: docker's defaults unless `--cap-add`, `--cap-drop` or
 /// `--security-opt` change them (the CLI gives the kvm backend's guest init the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Privileges {
     /// The capabilities kept (bit n = capability n): the bounding set, and the permitted and
     /// effective sets of a root workload; a non-root workload holds none.
     pub capabilities: u64,
     /// Set `no_new_privs` (docker's `--security-opt no-new-privileges`; on by default here).
     pub no_new_privs: bool,
-    /// Install the default seccomp profile ([`crate::security::seccomp`]); off: unconfined.
-    pub seccomp: bool,
+    /// The seccomp filter: isol's default profile ([`crate::security::seccomp`]), none, or a
+    /// profile of the run's own.
+    pub seccomp: crate::security::seccomp::Seccomp,
 }
 
 impl Default for Privileges {
@@ -117,7 +118,7 @@ impl Default for Privileges {
         Privileges {
             capabilities: crate::security::capabilities::DEFAULT_MASK,
             no_new_privs: true,
-            seccomp: true,
+            seccomp: crate::security::seccomp::Seccomp::Default,
         }
     }
 }
@@ -182,4 +183,19 @@ pub struct ContainerConfig {
     /// Hooks run while the container is created and started ([`crate::process::create`]
     /// only; `isol run` has none).
     pub hooks: crate::hooks::Hooks,
+    /// The umask of the container's processes (an OCI config's `process.user.umask`); `None`:
+    /// 0022.
+    pub umask: Option<u32>,
+    /// The init's (and so the workload's) `oom_score_adj`; `None`: isol's own, inherited.
+    /// Lowering it needs `CAP_SYS_RESOURCE`.
+    pub oom_score_adj: Option<i32>,
+    /// Namespaced sysctls (`net.ipv4.ip_forward`, `1`), written in the container's namespaces
+    /// before its rootfs is made. The caller checks that each is one of the container's own
+    /// namespaces (an OCI config's `linux.sysctl`, as runc allows them).
+    pub sysctl: Vec<(String, String)>,
+    /// Paths masked (an empty read-only tmpfs, or /dev/null) and paths made read-only, beyond
+    /// isol's own [`crate::MASKED_PATHS`] and [`crate::READONLY_PATHS`] (an OCI config's
+    /// `maskedPaths` and `readonlyPaths`); absolute, inside the container.
+    pub masked_paths: Vec<PathBuf>,
+    pub readonly_paths: Vec<PathBuf>,
 }

@@ -46,6 +46,12 @@ pub struct ExecSpec {
     /// The caller's descriptors 3 to 3+N-1 stay open in the process (runc's
     /// `--preserve-fds`); every other one above stderr closes at its exec.
     pub preserve_fds: u32,
+    /// The container's seccomp filter: its own profile, isol's, or none.
+    pub seccomp: security::seccomp::Seccomp,
+    /// `process.user.umask`; `None`: the one inherited.
+    pub umask: Option<u32>,
+    /// `process.oomScoreAdj`; `None`: the one inherited.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// A process [`exec`] started.
@@ -99,7 +105,7 @@ pub fn exec(
     let argv = cstrings(&spec.args, "argument")?;
     let envp = cstrings(&spec.env, "environment variable")?;
     let cwd = crate::sys::cstring(spec.cwd.as_os_str(), "working directory")?;
-    let filter = security::seccomp::default_filter()?;
+    let filter = spec.seccomp.filter()?;
     let pty = match spec.terminal {
         Some(size) => {
             let ws = size.map(|(rows, cols)| nix::pty::Winsize {
@@ -134,7 +140,7 @@ pub fn exec(
                     &argv,
                     &envp,
                     &cwd,
-                    &filter,
+                    filter.as_ref(),
                     pty.as_ref().map(|p| &p.slave),
                     report,
                 )
@@ -241,7 +247,7 @@ fn process(
     argv: &[CString],
     envp: &[CString],
     cwd: &CString,
-    filter: &[seccompiler::sock_filter],
+    filter: Option<&security::seccomp::Filter>,
     slave: Option<&OwnedFd>,
     report: &File,
 ) -> Result<std::convert::Infallible, String> {
@@ -277,6 +283,12 @@ fn process(
     for r in &spec.rlimits {
         crate::child::set_rlimit(r).map_err(|e| e.to_string())?;
     }
+    if let Some(adj) = spec.oom_score_adj {
+        crate::child::set_oom_score_adj(adj).map_err(|e| e.to_string())?;
+    }
+    if let Some(mask) = spec.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     nix::unistd::chdir(Path::new(std::ffi::OsStr::from_bytes(cwd.as_bytes())))
         .map_err(|e| format!("Cannot enter the working directory {cwd:?}: {e}"))?;
     let ids = crate::user::Ids {
@@ -289,7 +301,9 @@ fn process(
     // The signals isol-runc may have blocked are the process's own business.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let _ = report.as_raw_fd();
-    security::seccomp::install(filter).map_err(|e| e.to_string())?;
+    if let Some(f) = filter {
+        security::seccomp::install_with_flags(&f.program, f.flags).map_err(|e| e.to_string())?;
+    }
     let prog = std::ffi::OsStr::from_bytes(argv[0].as_bytes()).to_owned();
     let e = execvpe(argv, envp);
     let (code, msg) = crate::init::exec_failure(&prog, &e);

@@ -207,11 +207,7 @@ fn launch(
     guard.cgroup = cgroup;
     phases.push("cgroup");
 
-    let filter = if cfg.privileges.seccomp {
-        Some(security::seccomp::default_filter()?)
-    } else {
-        None
-    };
+    let filter = cfg.privileges.seccomp.filter()?;
     let pty = if cfg.tty { Some(Pty::open()?) } else { None };
     let spec = ChildSpec::new(
         cfg,

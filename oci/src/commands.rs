@@ -380,6 +380,8 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             what: "only a running container can execute a process".into(),
         });
     }
+    // The container's config: its process for the command-line form, its seccomp profile.
+    let container = spec::load(&saved.bundle)?;
     let process = match &e.process {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -395,8 +397,7 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
                     "exec needs a command, or --process FILE".into(),
                 ));
             }
-            let spec = spec::load(&saved.bundle)?;
-            let mut p = spec.process().clone().unwrap_or_default();
+            let mut p = container.process().clone().unwrap_or_default();
             p.set_args(Some(e.command.clone()));
             let mut env = p.env().clone().unwrap_or_default();
             env.extend(e.env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -415,7 +416,7 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             p
         }
     };
-    let mut spec = spec::to_exec(&process, saved.pid)?;
+    let mut spec = spec::to_exec(&process, saved.pid, &container)?;
     spec.preserve_fds = e.preserve_fds as u32;
     // As runc: a terminal's master goes to the console socket, which a terminal needs.
     match (spec.terminal.is_some(), &e.console_socket) {

@@ -29,14 +29,18 @@ pub fn load(bundle: &Path) -> Result<Spec, OciError> {
 }
 
 /// The process `exec` starts in the container whose init is `init_pid`: `process` as the config
-/// gives it (the same checks and refusals as the container's own process).
+/// gives it (the same checks and refusals as the container's own process), under the seccomp
+/// profile of the container's config, `container`.
 pub fn to_exec(
     process: &Process,
     init_pid: i32,
+    container: &Spec,
 ) -> Result<isol_container::exec::ExecSpec, OciError> {
     check_process(process)?;
     let user = process.user();
     let (args, env) = args_and_env(process)?;
+    let capabilities = capabilities(process, user.uid())?;
+    let linux = container.linux().clone().unwrap_or_default();
     Ok(isol_container::exec::ExecSpec {
         init_pid,
         args,
@@ -45,7 +49,7 @@ pub fn to_exec(
         uid: user.uid(),
         gid: user.gid(),
         groups: user.additional_gids().clone().unwrap_or_default(),
-        capabilities: capabilities(process, user.uid())?,
+        capabilities,
         rlimits: rlimits(process)?,
         terminal: (process.terminal() == Some(true)).then(|| {
             process
@@ -53,6 +57,9 @@ pub fn to_exec(
                 .map(|s| (s.height() as u16, s.width() as u16))
         }),
         preserve_fds: 0,
+        seccomp: seccomp(&linux, capabilities)?,
+        umask: user.umask(),
+        oom_score_adj: oom_score_adj(process)?,
     })
 }
 
@@ -126,7 +133,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
             // As runc: only when the config asks; without it the filter goes on while isol
             // still holds the capabilities to install it.
             no_new_privs: process.no_new_privileges() == Some(true),
-            seccomp: true,
+            seccomp: seccomp(&linux, capabilities)?,
         },
         devices,
         network,
@@ -140,7 +147,140 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         preserve_fds: 0,
         rootless: false,
         timeout: None,
+        umask: user.umask(),
+        oom_score_adj: oom_score_adj(process)?,
+        sysctl: sysctl(&linux, network)?,
+        masked_paths: beyond(
+            "linux.maskedPaths",
+            linux.masked_paths(),
+            isol_container::MASKED_PATHS,
+        )?,
+        readonly_paths: beyond(
+            "linux.readonlyPaths",
+            linux.readonly_paths(),
+            &[isol_container::MASKED_PATHS, isol_container::READONLY_PATHS].concat(),
+        )?,
     })
+}
+
+/// The paths of `asked` that isol does not mask or protect anyway (`have`): isol masks and
+/// write-protects its own lists (runc's defaults) whatever the config says, so a config may
+/// list fewer (isol stays stricter) and more (podman's `/sys/dev/block`).
+fn beyond(
+    field: &str,
+    asked: &Option<Vec<String>>,
+    have: &[&str],
+) -> Result<Vec<PathBuf>, OciError> {
+    let mut out = Vec::new();
+    for p in asked.iter().flatten() {
+        let path = Path::new(p);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(unsupported(
+                field,
+                &format!("lists {p:?}: give absolute paths without '..'"),
+            ));
+        }
+        if !have.contains(&p.as_str()) {
+            out.push(path.to_path_buf());
+        }
+    }
+    Ok(out)
+}
+
+/// The container's seccomp filter: the config's `linux.seccomp`, compiled here so that a bad
+/// profile fails `create`; without one, isol's own profile (docker's default), never none.
+fn seccomp(
+    linux: &oci_spec::runtime::Linux,
+    capabilities: u64,
+) -> Result<isol_container::security::seccomp::Seccomp, OciError> {
+    use isol_container::security::seccomp::{self, Profile, Seccomp, profile::Context};
+    let Some(config) = linux.seccomp() else {
+        return Ok(Seccomp::Default);
+    };
+    let refuse = |e: &dyn std::fmt::Display| unsupported("linux.seccomp:", &e.to_string());
+    let value = serde_json::to_value(config).map_err(|e| refuse(&e))?;
+    let profile =
+        Profile::from_value(value, &Context::host(capabilities)).map_err(|e| refuse(&e))?;
+    seccomp::compile(&profile).map_err(|e| refuse(&e))?;
+    Ok(Seccomp::Profile(std::sync::Arc::new(profile)))
+}
+
+/// `process.oomScoreAdj`, in the kernel's range.
+fn oom_score_adj(process: &Process) -> Result<Option<i32>, OciError> {
+    match process.oom_score_adj() {
+        Some(v) if !(-1000..=1000).contains(&v) => Err(unsupported(
+            "process.oomScoreAdj",
+            &format!("{v} is out of range (-1000 to 1000)"),
+        )),
+        v => Ok(v),
+    }
+}
+
+/// The sysctls of the container's own namespaces that runc allows: IPC (`kernel.msg*`,
+/// `kernel.sem`, `kernel.shm*`, `fs.mqueue.*`; isol always gives a new or joined IPC namespace)
+/// and, with a network namespace of the container's, `net.*`; sorted by name.
+fn sysctl(
+    linux: &oci_spec::runtime::Linux,
+    network: NetworkMode,
+) -> Result<Vec<(String, String)>, OciError> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let mut out: Vec<(String, String)> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    out.sort();
+    for (key, value) in &out {
+        let well_formed = key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        if !well_formed || value.contains('\n') {
+            return Err(unsupported(
+                "linux.sysctl",
+                &format!("{key:?} = {value:?} is not a sysctl name and value"),
+            ));
+        }
+        if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            continue;
+        }
+        if key.starts_with("net.") {
+            if network == NetworkMode::Host {
+                return Err(unsupported(
+                    "linux.sysctl",
+                    &format!(
+                        "{key} is not allowed in the host's network namespace; give the container a network namespace"
+                    ),
+                ));
+            }
+            continue;
+        }
+        let why = match key.as_str() {
+            "kernel.hostname" => "conflicts with the hostname field; set hostname instead",
+            "kernel.domainname" => "conflicts with the domainname field; set domainname instead",
+            _ => {
+                "is not in a namespace of the container's own (runc allows kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.* and net.*)"
+            }
+        };
+        return Err(unsupported("linux.sysctl", &format!("{key} {why}")));
+    }
+    Ok(out)
 }
 
 /// The process's argv (not empty) and environment.
@@ -178,11 +318,9 @@ fn refuse_set<T>(field: &str, value: &Option<T>) -> Result<(), OciError> {
 fn check_process(p: &Process) -> Result<(), OciError> {
     refuse_set("process.apparmorProfile", p.apparmor_profile())?;
     refuse_set("process.selinuxLabel", p.selinux_label())?;
-    refuse_set("process.oomScoreAdj", &p.oom_score_adj())?;
     refuse_set("process.ioPriority", p.io_priority())?;
     refuse_set("process.scheduler", p.scheduler())?;
     refuse_set("process.execCPUAffinity", p.exec_cpu_affinity())?;
-    refuse_set("process.user.umask", &p.user().umask())?;
     refuse_set("process.user.username", p.user().username())?;
     for (name, id) in [("uid", p.user().uid()), ("gid", p.user().gid())] {
         if id > isol_container::MAX_ID {
@@ -579,16 +717,12 @@ const DEFAULT_NODES: &[&str] = &[
 fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
     refuse_set("linux.uidMappings", linux.uid_mappings())?;
     refuse_set("linux.gidMappings", linux.gid_mappings())?;
-    refuse_set("linux.seccomp", linux.seccomp())?;
     refuse_set("linux.intelRdt", linux.intel_rdt())?;
     refuse_set("linux.memoryPolicy", linux.memory_policy())?;
     refuse_set("linux.personality", linux.personality())?;
     refuse_set("linux.timeOffsets", linux.time_offsets())?;
     refuse_set("linux.netDevices", linux.net_devices())?;
     refuse_set("linux.mountLabel", linux.mount_label())?;
-    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported("linux.sysctl", "is not supported by isol yet"));
-    }
     if let Some(p) = linux.rootfs_propagation()
         && !matches!(p.as_str(), "" | "private" | "rprivate")
     {
@@ -609,33 +743,6 @@ fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
             ));
         }
     }
-    // isol masks and write-protects its own list (runc's defaults); a config may ask for less
-    // (isol stays stricter), not for more.
-    let within = |field: &str, asked: &Option<Vec<String>>, have: &[&str]| {
-        for p in asked.iter().flatten() {
-            if !have.contains(&p.as_str()) {
-                return Err(unsupported(
-                    field,
-                    &format!("lists {p}, which isol cannot mask or protect yet"),
-                ));
-            }
-        }
-        Ok(())
-    };
-    within(
-        "linux.maskedPaths",
-        linux.masked_paths(),
-        &[
-            isol_container::MASKED_PATHS,
-            &["/proc/kcore", "/proc/scsi", "/sys/fs/selinux"],
-        ]
-        .concat(),
-    )?;
-    within(
-        "linux.readonlyPaths",
-        linux.readonly_paths(),
-        isol_container::READONLY_PATHS,
-    )?;
     Ok(())
 }
 
@@ -845,6 +952,53 @@ mod tests {
     }
 
     #[test]
+    fn seccomp_umask_oom_score_and_sysctls_convert() {
+        use isol_container::security::seccomp::{Action, Seccomp};
+        let cfg = convert(&spec_with(|_| {})).unwrap();
+        assert_eq!(cfg.privileges.seccomp, Seccomp::Default);
+        assert_eq!((cfg.umask, cfg.oom_score_adj), (None, None));
+        let cfg = convert(&spec_with(|v| {
+            v["linux"]["seccomp"] = serde_json::json!({
+                "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [{"names": ["read", "newer_than_any_kernel"], "action": "SCMP_ACT_ALLOW"},
+                             {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+                              "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]}]
+            });
+            v["process"]["user"]["umask"] = 0o077.into();
+            v["process"]["oomScoreAdj"] = 500.into();
+            v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "65536"});
+        }))
+        .unwrap();
+        let Seccomp::Profile(p) = &cfg.privileges.seccomp else {
+            panic!("{:?}", cfg.privileges.seccomp)
+        };
+        assert_eq!(p.default_action, Action::Errno(38));
+        assert!(p.i386);
+        assert_eq!(p.rules[1].action, Action::Errno(13));
+        assert_eq!(cfg.umask, Some(0o077));
+        assert_eq!(cfg.oom_score_adj, Some(500));
+        assert_eq!(
+            cfg.sysctl,
+            [
+                ("kernel.shmmax".to_string(), "65536".to_string()),
+                ("net.ipv4.ip_forward".to_string(), "1".to_string())
+            ]
+        );
+        // net.* only with a network namespace of the container's.
+        let e = convert(&spec_with(|v| {
+            v["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "network");
+            v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("host's network namespace"), "{e}");
+    }
+
+    #[test]
     fn what_isol_cannot_honour_is_refused_by_name() {
         let refused = |edit: fn(&mut serde_json::Value), field: &str| {
             let e = convert(&spec_with(edit)).unwrap_err().to_string();
@@ -875,8 +1029,20 @@ mod tests {
             "domainname cannot be set",
         );
         refused(
-            |v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}),
-            "linux.seccomp",
+            |v| v["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}),
+            "linux.seccomp: Invalid seccomp profile: defaultAction SCMP_ACT_NOTIFY",
+        );
+        refused(
+            |v| v["linux"]["sysctl"] = serde_json::json!({"kernel.pid_max": "100000"}),
+            "linux.sysctl kernel.pid_max is not in a namespace",
+        );
+        refused(
+            |v| v["linux"]["sysctl"] = serde_json::json!({"kernel.hostname": "x"}),
+            "linux.sysctl kernel.hostname conflicts",
+        );
+        refused(
+            |v| v["process"]["oomScoreAdj"] = 1001.into(),
+            "process.oomScoreAdj 1001 is out of range",
         );
         refused(
             |v| {

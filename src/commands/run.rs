@@ -193,6 +193,7 @@ fn kv_key(kv: &OsString) -> &[u8] {
 /// `no_new_privs`, docker's seccomp profile); the same privileges on both backends.
 fn parse_privileges(args: &RunArgs) -> anyhow::Result<isol_container::Privileges> {
     use isol_container::security::capabilities;
+    use isol_container::security::seccomp::Seccomp;
     let mut p = isol_container::Privileges {
         capabilities: capabilities::tweak(&args.cap_add, &args.cap_drop)?,
         ..Default::default()
@@ -209,16 +210,40 @@ fn parse_privileges(args: &RunArgs) -> anyhow::Result<isol_container::Privileges
             ("no-new-privileges", Some(v)) => bail!(
                 "Invalid --security-opt no-new-privileges={v}: use no-new-privileges, no-new-privileges=true or no-new-privileges=false"
             ),
-            ("seccomp", Some("unconfined")) => p.seccomp = false,
+            ("seccomp", Some("unconfined")) => p.seccomp = Seccomp::Unconfined,
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                p.seccomp =
+                    Seccomp::Profile(std::sync::Arc::new(seccomp_profile(path, p.capabilities)?))
+            }
             ("seccomp", _) => bail!(
-                "Invalid --security-opt {opt}: isol cannot load a seccomp profile from a file; use seccomp=unconfined, or leave the option out for the default profile"
+                "Invalid --security-opt {opt}: give seccomp=unconfined or seccomp=PROFILE.json (docker's profile format), or leave the option out for the default profile"
             ),
             _ => bail!(
-                "Unknown --security-opt {opt:?}: isol supports no-new-privileges[=true|false] and seccomp=unconfined"
+                "Unknown --security-opt {opt:?}: isol supports no-new-privileges[=true|false], seccomp=unconfined and seccomp=PROFILE.json"
             ),
         }
     }
     Ok(p)
+}
+
+/// `--security-opt seccomp=PATH`: a profile in docker's JSON format, its `includes` and
+/// `excludes` resolved for `capabilities` and this kernel as dockerd does, compiled once here
+/// so that a bad profile fails before anything starts.
+fn seccomp_profile(
+    path: &str,
+    capabilities: u64,
+) -> anyhow::Result<isol_container::security::seccomp::Profile> {
+    use isol_container::security::seccomp::{self, Profile, profile::Context};
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "Invalid --security-opt seccomp={path}: cannot read the profile: {e}; give the path of a seccomp profile in docker's JSON format"
+        )
+    })?;
+    let profile = Profile::from_json(&text, &Context::host(capabilities))
+        .map_err(|e| anyhow::anyhow!("Invalid --security-opt seccomp={path}: {e}"))?;
+    seccomp::compile(&profile)
+        .map_err(|e| anyhow::anyhow!("Invalid --security-opt seccomp={path}: {e}"))?;
+    Ok(profile)
 }
 
 /// `-e KEY=VALUE` sets; `-e KEY` passes the host's value (skipped when unset, as docker does).
@@ -375,6 +400,11 @@ fn run_container(
         preserve_fds: 0,
         rootless,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
+        umask: None,
+        oom_score_adj: None,
+        sysctl: Vec::new(),
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
     };
     let result = isol_container::run(&cfg)?;
     // The child's steps (rootfs, exec) cannot log themselves (see docs/design.md, "Logging"):
@@ -571,10 +601,12 @@ fn run_kvm(
         // the guest init applies them.
         capabilities: Some(spec.privileges.capabilities),
         no_new_privs: spec.privileges.no_new_privs,
-        workload_seccomp: if spec.privileges.seccomp {
-            isol_container::security::seccomp::default_filter_words()?
-        } else {
-            Vec::new()
+        workload_seccomp: match spec.privileges.seccomp.filter()? {
+            None => Vec::new(),
+            Some(f) if f.flags != 0 => bail!(
+                "The seccomp profile's flags (SECCOMP_FILTER_FLAG_LOG, SECCOMP_FILTER_FLAG_SPEC_ALLOW) are not supported with --backend kvm; drop them from the profile or use --backend container"
+            ),
+            Some(f) => f.words(),
         },
         disks: spec
             .volumes

@@ -4,7 +4,6 @@
 //! docker-archive images built from the busybox test image, imported with `ctr`.
 
 use std::fs;
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,14 +19,7 @@ impl Containerd {
     /// plugin's (`{tmp}` in it is replaced by the temp dir). `namespace` is `ctr`'s.
     pub fn start(namespace: &'static str, plugins: &str) -> Containerd {
         for tool in ["containerd", "ctr"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            assert!(
-                found,
-                "{tool} is missing: run ./setup.sh (it installs containerd)"
-            );
+            super::require_tool(tool);
         }
         let tmp = tempfile::Builder::new()
             .prefix("isol-containerd.")
@@ -98,36 +90,8 @@ impl Containerd {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let dir = self.tmp.path().join(format!("image-{slug}"));
-        let rootfs = self.tmp.path().join(format!("image-rootfs-{slug}"));
         fs::create_dir(&dir).unwrap();
-        super::busybox_rootfs(&rootfs);
-        let layer = dir.join("layer.tar");
-        sh(&format!(
-            "tar -C {} -cf {} .",
-            rootfs.display(),
-            layer.display()
-        ));
-        let diff_id = sha256(&layer);
-        let config = serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
-        });
-        let config_path = dir.join("config.json");
-        fs::write(&config_path, config.to_string()).unwrap();
-        let config_name = format!("{}.json", sha256(&config_path));
-        fs::rename(&config_path, dir.join(&config_name)).unwrap();
-        let manifest = serde_json::json!([
-            {"Config": config_name, "RepoTags": [name], "Layers": ["layer.tar"]}
-        ]);
-        fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-        let archive = self.tmp.path().join(format!("{slug}.tar"));
-        sh(&format!(
-            "tar -C {} -cf {} .",
-            dir.display(),
-            archive.display()
-        ));
+        let archive = super::busybox_docker_archive_with(&dir, name, config);
         let o = self.ctr(&["image", "import", archive.to_str().unwrap()]);
         assert!(o.status.success(), "import: {}", super::stderr(&o));
     }
@@ -160,14 +124,4 @@ impl Drop for Containerd {
         // The overlay snapshots are unmounted by then; containerd's root is only files.
         let _ = fs::remove_dir_all(self.tmp.path());
     }
-}
-
-pub fn sh(script: &str) {
-    let o = Command::new("sh").args(["-c", script]).output().unwrap();
-    assert!(o.status.success(), "{script}: {}", super::stderr(&o));
-}
-
-fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(fs::read(path).unwrap()))
 }

@@ -88,6 +88,69 @@ pub fn busybox_rootfs(to: &Path) {
     }
 }
 
+/// Fails the test unless `tool` is on the PATH (a client of isol-runc that setup.sh installs).
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "{tool} is missing: run ./setup.sh (it installs it)");
+}
+
+/// A docker-archive (`docker save`'s format) of the busybox test image, tagged `tag`, made in
+/// `dir` (its `image/` and `busybox.tar`): what a client of isol-runc imports.
+pub fn busybox_docker_archive(dir: &Path, tag: &str) -> PathBuf {
+    busybox_docker_archive_with(
+        dir,
+        tag,
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}),
+    )
+}
+
+/// [`busybox_docker_archive`] whose image config's `config` section (Cmd, Entrypoint, Env…) is
+/// `config`.
+pub fn busybox_docker_archive_with(dir: &Path, tag: &str, config: serde_json::Value) -> PathBuf {
+    let image = dir.join("image");
+    let rootfs = dir.join("image-rootfs");
+    std::fs::create_dir(&image).unwrap();
+    busybox_rootfs(&rootfs);
+    let sh = |script: String| {
+        let o = Command::new("sh").args(["-c", &script]).output().unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+    };
+    let sha256 = |path: &Path| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+    };
+    let layer = image.join("layer.tar");
+    sh(format!(
+        "tar -C {} -cf {} .",
+        rootfs.display(),
+        layer.display()
+    ));
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer))]},
+    });
+    let config_path = image.join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let config_name = format!("{}.json", sha256(&config_path));
+    std::fs::rename(&config_path, image.join(&config_name)).unwrap();
+    let manifest = serde_json::json!([
+        {"Config": config_name, "RepoTags": [tag], "Layers": ["layer.tar"]}
+    ]);
+    std::fs::write(image.join("manifest.json"), manifest.to_string()).unwrap();
+    let archive = dir.join("busybox.tar");
+    sh(format!(
+        "tar -C {} -cf {} .",
+        image.display(),
+        archive.display()
+    ));
+    archive
+}
+
 /// Runs `isol ARGS…` to completion.
 pub fn run(args: &[&str]) -> Output {
     isol(args).output().expect("isol runs")

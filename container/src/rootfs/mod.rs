@@ -34,6 +34,9 @@ pub struct RootfsSpec<'a> {
     pub host_network: bool,
     /// The pty slave to bind at /dev/console, when the run has a terminal.
     pub console: Option<&'a Path>,
+    /// Paths masked and made read-only beyond isol's own lists (an OCI config's).
+    pub masked: &'a [std::path::PathBuf],
+    pub readonly: &'a [std::path::PathBuf],
 }
 
 /// Builds the rootfs, below its directory: the first half of its assembly, in the child, in
@@ -59,7 +62,7 @@ pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
 /// The second half of the assembly, after [`mount_all`]: `pivot_root` into the rootfs, masked and read-only paths.
 pub fn enter(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     pivot::pivot_root(spec.merged)?;
-    mounts::mask_paths()?;
+    mounts::mask_paths(spec.masked, spec.readonly)?;
     if spec.bind_root == Some(true) {
         mounts::remount_root_readonly()?;
     }

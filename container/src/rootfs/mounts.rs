@@ -289,10 +289,12 @@ pub(crate) fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
     Ok(root.join(resolved))
 }
 
-/// Masks and write-protects the sensitive paths of /proc and /sys. Runs after pivot_root.
-pub(super) fn mask_paths() -> Result<(), SetupError> {
-    for p in MASKED_PATHS {
-        let path = Path::new(p);
+/// Masks and write-protects the sensitive paths of /proc and /sys, and `masked` and `readonly`
+/// beyond them (missing ones are skipped, as runc does). Runs after pivot_root.
+pub(super) fn mask_paths(masked: &[PathBuf], readonly: &[PathBuf]) -> Result<(), SetupError> {
+    let own = MASKED_PATHS.iter().map(Path::new);
+    for path in own.chain(masked.iter().map(PathBuf::as_path)) {
+        let p = path.to_string_lossy();
         let Ok(meta) = fs::metadata(path) else {
             continue;
         };
@@ -320,8 +322,9 @@ pub(super) fn mask_paths() -> Result<(), SetupError> {
             return Err(SetupError::rootfs(format!("Cannot mask {p}"), e));
         }
     }
-    for p in READONLY_PATHS {
-        let path = Path::new(p);
+    let own = READONLY_PATHS.iter().map(Path::new);
+    for path in own.chain(readonly.iter().map(PathBuf::as_path)) {
+        let p = path.to_string_lossy();
         if !path.exists() {
             continue;
         }

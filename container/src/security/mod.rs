@@ -57,10 +57,10 @@ pub enum SecurityError {
     #[error("Could not set no_new_privs: {0}; isol needs Linux 3.5 or newer")]
     NoNewPrivs(Errno),
     #[error(
-        "Could not compile the container seccomp profile: {0}; this is a bug in isol's syscall \
-         table, please report it"
+        "The seccomp profile compiles to {0} BPF instructions, over the kernel's limit of 4096; \
+         use fewer argument rules (each condition costs up to 6 instructions)"
     )]
-    SeccompCompile(#[from] seccompiler::BackendError),
+    SeccompTooLarge(usize),
     #[error(
         "Could not install the seccomp filter: {0}; call set_no_new_privs first and make sure \
          the kernel has CONFIG_SECCOMP_FILTER"

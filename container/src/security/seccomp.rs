@@ -24,21 +24,30 @@
 //! the filter instead of a runc patch.
 //!
 //! [`default_filter`] compiles the profile in the parent (tens of microseconds; see the
-//! `build_time` test): a binary search on the syscall number, with seccompiler compiling the
-//! argument checks; [`install`] loads it in the child with one `seccomp(2)` call. The program uses
-//! only the syscall number and architecture for every unconditionally allowed syscall, so
+//! `build_time` test): a binary search on the syscall number, then blocks of argument checks;
+//! [`install`] loads it in the child with one `seccomp(2)` call. The program uses only the
+//! syscall number and architecture for every syscall decided without its arguments, so
 //! Linux ≥ 5.11 caches those as "always allow" and never runs the filter for them, and the short
 //! search keeps that cache cheap to build at install time.
+//!
+//! A profile of the container's own ([`Profile`]: an OCI config's `linux.seccomp`, or docker's
+//! JSON for `isol run --security-opt seccomp=FILE`) goes through the same compiler
+//! ([`compile`]), with syscall numbers from the `syscalls` crate's x86_64 and i386 tables
+//! (generated from the kernel's `syscall_64.tbl`/`syscall_32.tbl`, up to Linux 6.17), so that a
+//! profile can name any syscall. seccompiler is not the compiler: its filters have one action
+//! for every matching rule, and a profile gives each rule its own; isol uses its instruction
+//! type and size check.
 
-use std::collections::BTreeMap;
+use std::str::FromStr;
 
 use nix::errno::Errno;
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch, sock_filter,
-};
+use seccompiler::{BpfProgram, sock_filter};
 
 use super::SecurityError;
+
+pub mod profile;
+
+pub use profile::{Action, Arg, Op, Profile, ProfileError, Rule};
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("isol's seccomp profile has a syscall table for x86_64 only");
@@ -593,13 +602,17 @@ const fn highest_known() -> i64 {
 
 /// `AUDIT_ARCH_X86_64` from `<linux/audit.h>`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
 const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+/// `AUDIT_ARCH_I386`: `EM_386 | __AUDIT_ARCH_LE` (`int 0x80` from any process).
+const AUDIT_ARCH_I386: u32 = 3 | 0x4000_0000;
 /// Set in the syscall number of x32-ABI syscalls (`__X32_SYSCALL_BIT`).
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-/// Offsets in `struct seccomp_data`.
+/// Offsets in `struct seccomp_data`: the number, the architecture, then six 64-bit arguments.
 const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
-/// Classic BPF opcodes used by the prologue.
+const DATA_ARGS: u32 = 16;
+/// Classic BPF opcodes the compiler emits.
 const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_AND_K: u16 = 0x54;
 const BPF_JEQ_K: u16 = 0x15;
 const BPF_JGT_K: u16 = 0x25;
 const BPF_JGE_K: u16 = 0x35;
@@ -608,99 +621,452 @@ const BPF_JA: u16 = 0x05;
 /// The kernel's limit on the length of one filter (`BPF_MAXINSNS`).
 const MAX_INSTRUCTIONS: usize = 4096;
 
-/// Compiles the container profile (see the module documentation) into a BPF program for
-/// [`install`]. Meant for the parent, before clone: it allocates and costs tens of microseconds.
-///
-/// The program is a binary search on the syscall number ([`dispatch`]), not the linear chain of
-/// compares seccompiler emits for a whole profile: when the filter is installed, Linux ≥ 5.11
-/// runs it once for every syscall number to find those it always allows (the action cache), and
-/// over a ~1500-instruction chain that took ~1 ms on the critical path of every container start.
-/// seccompiler still compiles the argument checks ([`arg_checks`]), which the search jumps to.
-pub fn default_filter() -> Result<BpfProgram, SecurityError> {
-    let checks = BpfProgram::try_from(SeccompFilter::new(
-        arg_checks()?,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )?)?;
-    let mut program = prologue().to_vec();
-    program.extend(dispatch(checks.len()));
-    program.extend(checks);
-    if program.len() > MAX_INSTRUCTIONS {
-        return Err(seccompiler::BackendError::FilterTooLarge(program.len()).into());
+/// A compiled profile: the BPF program for [`install`] and its `seccomp(2)` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub program: BpfProgram,
+    /// [`profile::FLAG_LOG`], [`profile::FLAG_SPEC_ALLOW`].
+    pub flags: u32,
+}
+
+impl Filter {
+    /// The program with each instruction as the kernel lays out `struct sock_filter`, read as
+    /// one little-endian `u64` (`code | jt << 16 | jf << 24 | k << 32`): the form in which isol
+    /// hands the program to a microVM's guest init, which installs it there.
+    pub fn words(&self) -> Vec<u64> {
+        self.program
+            .iter()
+            .map(|i| {
+                u64::from(i.code)
+                    | u64::from(i.jt) << 16
+                    | u64::from(i.jf) << 24
+                    | u64::from(i.k) << 32
+            })
+            .collect()
     }
-    Ok(program)
 }
 
-/// [`default_filter`] with each instruction as the kernel lays out `struct sock_filter`, read as
-/// one little-endian `u64` (`code | jt << 16 | jf << 24 | k << 32`): the form in which isol hands
-/// the program to a microVM's guest init, which installs it there.
+/// Which seccomp filter a container's processes get.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// isol's profile ([`default_filter`]), docker's default.
+    #[default]
+    Default,
+    /// None (`--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// A profile of its own (an OCI config's `linux.seccomp`, `--security-opt seccomp=FILE`).
+    Profile(std::sync::Arc<Profile>),
+}
+
+impl Seccomp {
+    /// The filter to install; `None` when unconfined.
+    pub fn filter(&self) -> Result<Option<Filter>, SecurityError> {
+        match self {
+            Seccomp::Default => Ok(Some(Filter {
+                program: default_filter()?,
+                flags: 0,
+            })),
+            Seccomp::Unconfined => Ok(None),
+            Seccomp::Profile(p) => compile(p).map(Some),
+        }
+    }
+}
+
+/// isol's profile (see the module documentation) as a [`Profile`] over syscall numbers.
+fn default_rules() -> (Action, Vec<NumberedRule>) {
+    let allow = |s: &Syscall| NumberedRule {
+        nr: s.nr as u32,
+        action: Action::Allow,
+        args: Vec::new(),
+    };
+    let mut rules: Vec<NumberedRule> = ALLOWED.iter().map(allow).collect();
+    let cond = |index, op, value, low32| Arg {
+        index,
+        op,
+        value,
+        low32,
+    };
+    // clone(flags, ...): `flags & CLONE_NAMESPACE_FLAGS == 0`. `unsigned long`, all 64 bits.
+    rules.push(NumberedRule {
+        nr: libc::SYS_clone as u32,
+        action: Action::Allow,
+        args: vec![cond(
+            0,
+            Op::MaskedEq {
+                mask: CLONE_NAMESPACE_FLAGS,
+            },
+            0,
+            false,
+        )],
+    });
+    // socket(domain, ...): an `int`, so only the low 32 bits count, as in the kernel.
+    rules.push(NumberedRule {
+        nr: libc::SYS_socket as u32,
+        action: Action::Allow,
+        args: vec![cond(0, Op::Ne, libc::AF_VSOCK as u64, true)],
+    });
+    // personality(persona): an `unsigned int`.
+    for persona in PERSONALITY_ALLOWED {
+        rules.push(NumberedRule {
+            nr: libc::SYS_personality as u32,
+            action: Action::Allow,
+            args: vec![cond(0, Op::Eq, persona, true)],
+        });
+    }
+    rules.push(NumberedRule {
+        nr: CLONE3.nr as u32,
+        action: Action::Errno(libc::ENOSYS as u16),
+        args: Vec::new(),
+    });
+    // Named, so that they count for the highest known number (everything above: ENOSYS).
+    for (s, _) in DENIED {
+        rules.push(NumberedRule {
+            nr: s.nr as u32,
+            action: Action::Errno(libc::EPERM as u16),
+            args: Vec::new(),
+        });
+    }
+    (Action::Errno(libc::EPERM as u16), rules)
+}
+
+/// Compiles isol's profile (see the module documentation) into a BPF program for [`install`].
+/// Meant for the parent, before clone: it allocates and costs tens of microseconds.
+pub fn default_filter() -> Result<BpfProgram, SecurityError> {
+    let (default, rules) = default_rules();
+    let x86_64 = section(&rules, default, Abi::X86_64)?;
+    finish(x86_64, None)
+}
+
+/// [`default_filter`] as the guest init takes it ([`Filter::words`]).
 pub fn default_filter_words() -> Result<Vec<u64>, SecurityError> {
-    Ok(default_filter()?
-        .iter()
-        .map(|i| {
-            u64::from(i.code) | u64::from(i.jt) << 16 | u64::from(i.jf) << 24 | u64::from(i.k) << 32
-        })
-        .collect())
+    Ok(Filter {
+        program: default_filter()?,
+        flags: 0,
+    }
+    .words())
 }
 
-/// What the filter does with one syscall number in `0..=HIGHEST_KNOWN`.
+/// Compiles `profile` (an OCI config's or docker's JSON, [`Profile`]) for x86_64, and for i386
+/// when it lists `SCMP_ARCH_X86`: the same program shape as isol's own profile.
+///
+/// Semantics, as runc with libseccomp: unknown syscall names are skipped; a syscall's rules
+/// with conditions are tried in the profile's order, the first whose conditions all hold
+/// decides; several conditions on the same argument in one rule are alternatives (runc splits
+/// them into rules of one condition); then the syscall's first rule without conditions, else
+/// the default action. Numbers above every syscall the profile names fail with `ENOSYS` unless
+/// the default action allows, as runc does, so that programs fall back from newer syscalls.
+/// x32-ABI syscalls fail with `EPERM` (isol runs no x32 binaries), and syscalls of any other
+/// ABI (i386 unless listed) kill the process.
+pub fn compile(profile: &Profile) -> Result<Filter, SecurityError> {
+    let x86_64 = section(
+        &number(profile, |n| {
+            syscalls::x86_64::Sysno::from_str(n)
+                .ok()
+                .map(|s| s.id() as u32)
+        }),
+        profile.default_action,
+        Abi::X86_64,
+    )?;
+    let i386 = if profile.i386 {
+        Some(section(
+            &number(profile, |n| {
+                syscalls::x86::Sysno::from_str(n)
+                    .ok()
+                    .map(|s| s.id() as u32)
+            }),
+            profile.default_action,
+            Abi::I386,
+        )?)
+    } else {
+        None
+    };
+    Ok(Filter {
+        program: finish(x86_64, i386)?,
+        flags: profile.flags,
+    })
+}
+
+/// One rule for one syscall number.
+#[derive(Debug, Clone)]
+struct NumberedRule {
+    nr: u32,
+    action: Action,
+    args: Vec<Arg>,
+}
+
+/// The profile's rules by number in one ABI's table (`lookup`), unknown names skipped, rules
+/// with several conditions on one argument split as runc does.
+fn number(profile: &Profile, lookup: impl Fn(&str) -> Option<u32>) -> Vec<NumberedRule> {
+    let mut out = Vec::new();
+    for rule in &profile.rules {
+        let mut indices: Vec<u8> = rule.args.iter().map(|a| a.index).collect();
+        indices.sort_unstable();
+        let repeated = indices.windows(2).any(|w| w[0] == w[1]);
+        let alternatives: Vec<Vec<Arg>> = if repeated {
+            rule.args.iter().map(|a| vec![*a]).collect()
+        } else {
+            vec![rule.args.clone()]
+        };
+        for name in &rule.names {
+            let Some(nr) = lookup(name) else {
+                tracing::trace!(syscall = %name, "seccomp: unknown syscall skipped");
+                continue;
+            };
+            for args in &alternatives {
+                out.push(NumberedRule {
+                    nr,
+                    action: rule.action,
+                    args: args.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abi {
+    X86_64,
+    I386,
+}
+
+/// What the filter does with one syscall number in `0..=highest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     /// Return this action (`SECCOMP_RET_*`).
     Return(u32),
-    /// Jump to the argument checks (seccompiler's program after the search).
-    CheckArgs,
+    /// Jump to this block of argument checks.
+    CheckArgs(usize),
 }
 
-/// The verdict for every syscall number up to [`HIGHEST_KNOWN`], as runs of equal verdicts:
-/// `(first number, verdict)`, ascending; a run lasts until the next one starts.
-fn verdict_runs() -> Vec<(u32, Verdict)> {
-    let allowed: std::collections::HashSet<i64> = ALLOWED.iter().map(|s| s.nr).collect();
-    let checked: std::collections::HashSet<i64> = ARG_CHECKED.iter().map(|s| s.nr).collect();
-    let mut runs: Vec<(u32, Verdict)> = Vec::new();
-    for nr in 0..=HIGHEST_KNOWN {
-        let verdict = if allowed.contains(&nr) {
-            Verdict::Return(libc::SECCOMP_RET_ALLOW)
-        } else if checked.contains(&nr) {
-            Verdict::CheckArgs
-        } else if nr == CLONE3.nr {
-            Verdict::Return(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)
+/// The code for one ABI, the syscall number not yet loaded:
+///
+/// ```text
+/// 0: A = nr
+/// 1: if A >= X32_SYSCALL_BIT goto 3        (x86_64 only: x32, and -1)
+/// 2: if A > highest goto 4 else goto 5
+/// 3: return ERRNO(EPERM)
+/// 4: return ENOSYS (or the default action when it allows)
+/// 5: the binary search ([`emit_search`]), then the blocks of argument checks
+/// ```
+///
+/// Everything before the argument checks reads only the architecture and the number, so the
+/// kernel's per-syscall action cache (Linux ≥ 5.11) covers every syscall decided without them.
+fn section(
+    rules: &[NumberedRule],
+    default: Action,
+    abi: Abi,
+) -> Result<Vec<sock_filter>, SecurityError> {
+    use std::collections::BTreeMap;
+    /// A syscall's first rule without conditions, and its rules with conditions in order.
+    type Rules<'r> = (Option<Action>, Vec<(&'r [Arg], Action)>);
+    let mut by_nr: BTreeMap<u32, Rules<'_>> = BTreeMap::new();
+    for r in rules {
+        let entry = by_nr.entry(r.nr).or_default();
+        if r.args.is_empty() {
+            entry.0.get_or_insert(r.action);
         } else {
-            Verdict::Return(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32)
-        };
-        if runs.last().is_none_or(|(_, v)| *v != verdict) {
-            runs.push((nr as u32, verdict));
+            entry.1.push((&r.args, r.action));
         }
     }
-    runs
+    let highest = by_nr.keys().next_back().copied().unwrap_or(0);
+    let above = if default.allows() {
+        default
+    } else {
+        Action::Errno(libc::ENOSYS as u16)
+    };
+    let mut blocks: Vec<Vec<sock_filter>> = Vec::new();
+    let mut runs: Vec<(u32, Verdict)> = Vec::new();
+    for nr in 0..=highest {
+        let verdict = match by_nr.get(&nr) {
+            None => Verdict::Return(default.ret()),
+            Some((unconditional, conditional)) => {
+                let fallback = unconditional.unwrap_or(default);
+                let checks: Vec<_> = conditional.iter().filter(|(_, a)| *a != fallback).collect();
+                if checks.is_empty() {
+                    Verdict::Return(fallback.ret())
+                } else {
+                    let mut block = Vec::new();
+                    for (args, action) in checks {
+                        block.extend(rule_code(args, *action));
+                    }
+                    block.push(stmt(BPF_RET_K, fallback.ret()));
+                    blocks.push(block);
+                    Verdict::CheckArgs(blocks.len() - 1)
+                }
+            }
+        };
+        if runs.last().is_none_or(|(_, v)| *v != verdict) {
+            runs.push((nr, verdict));
+        }
+    }
+    let mut code = vec![stmt(BPF_LD_W_ABS, DATA_NR)];
+    match abi {
+        Abi::X86_64 => code.extend([
+            jump(BPF_JGE_K, X32_SYSCALL_BIT, 1, 0),
+            jump(BPF_JGT_K, highest, 1, 2),
+            stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+            stmt(BPF_RET_K, above.ret()),
+        ]),
+        Abi::I386 => code.extend([jump(BPF_JGT_K, highest, 0, 1), stmt(BPF_RET_K, above.ret())]),
+    }
+    let mut to_blocks = Vec::new();
+    emit_search(&runs, &mut code, &mut to_blocks);
+    let mut starts = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        starts.push(code.len());
+        code.extend(block);
+    }
+    for (at, block) in to_blocks {
+        code[at].k = (starts[block] - at - 1) as u32;
+    }
+    if code.len() > MAX_INSTRUCTIONS {
+        return Err(SecurityError::SeccompTooLarge(code.len()));
+    }
+    Ok(code)
 }
 
-/// The binary search over [`verdict_runs`], with the syscall number in the accumulator; it
-/// ends in a `return` or in a jump to the `checks_len` instructions that follow it. Every path
-/// is about log2(runs) ≈ 7 compares, and reads nothing but the number, so every syscall it
-/// allows without condition stays in the kernel's action cache.
-fn dispatch(checks_len: usize) -> Vec<sock_filter> {
-    let mut code = Vec::new();
-    let mut to_checks = Vec::new();
-    emit_search(&verdict_runs(), &mut code, &mut to_checks);
-    // Patch the jumps to the argument checks, which start right after the search.
-    let end = code.len();
-    for at in to_checks {
-        code[at].k = (end - at - 1) as u32;
+/// The architecture check before the ABIs' sections: x86_64, then i386 when present; any other
+/// architecture kills the process.
+fn finish(
+    x86_64: Vec<sock_filter>,
+    i386: Option<Vec<sock_filter>>,
+) -> Result<BpfProgram, SecurityError> {
+    let mut program = vec![stmt(BPF_LD_W_ABS, DATA_ARCH)];
+    match &i386 {
+        None => program.extend([
+            jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+            stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+        ]),
+        Some(_) => program.extend([
+            jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 3, 0),
+            jump(BPF_JEQ_K, AUDIT_ARCH_I386, 0, 1),
+            stmt(BPF_JA, x86_64.len() as u32 + 1),
+            stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+        ]),
     }
-    debug_assert!(checks_len > 0);
+    program.extend(x86_64);
+    program.extend(i386.into_iter().flatten());
+    if program.len() > MAX_INSTRUCTIONS {
+        return Err(SecurityError::SeccompTooLarge(program.len()));
+    }
+    Ok(program)
+}
+
+/// A placeholder for "this rule does not hold": patched into a jump to the next rule.
+const FAIL: u8 = u8::MAX;
+
+/// One rule: its conditions, each jumping past the rule when it fails, then `return action`.
+/// At most 6 conditions of at most 6 instructions: every jump stays short.
+fn rule_code(args: &[Arg], action: Action) -> Vec<sock_filter> {
+    let mut code = Vec::new();
+    for a in args {
+        code.extend(condition(a));
+    }
+    code.push(stmt(BPF_RET_K, action.ret()));
+    let end = code.len();
+    for (at, ins) in code.iter_mut().enumerate() {
+        if ins.code == BPF_RET_K || ins.code == BPF_LD_W_ABS || ins.code == BPF_AND_K {
+            continue;
+        }
+        let to_end = (end - at - 1) as u8;
+        if ins.jt == FAIL {
+            ins.jt = to_end;
+        }
+        if ins.jf == FAIL {
+            ins.jf = to_end;
+        }
+    }
     code
 }
 
+/// Code that falls through when `a` holds and jumps to [`FAIL`] when not. 64-bit compares
+/// look at the high half first (`seccomp_data` args are little-endian `u64`s).
+fn condition(a: &Arg) -> Vec<sock_filter> {
+    let lo_at = DATA_ARGS + 8 * u32::from(a.index);
+    let hi_at = lo_at + 4;
+    let (hi, lo) = ((a.value >> 32) as u32, a.value as u32);
+    let ld = |at| stmt(BPF_LD_W_ABS, at);
+    if a.low32 {
+        return match a.op {
+            Op::Eq => vec![ld(lo_at), jump(BPF_JEQ_K, lo, 0, FAIL)],
+            Op::Ne => vec![ld(lo_at), jump(BPF_JEQ_K, lo, FAIL, 0)],
+            Op::Gt => vec![ld(lo_at), jump(BPF_JGT_K, lo, 0, FAIL)],
+            Op::Ge => vec![ld(lo_at), jump(BPF_JGE_K, lo, 0, FAIL)],
+            Op::Lt => vec![ld(lo_at), jump(BPF_JGE_K, lo, FAIL, 0)],
+            Op::Le => vec![ld(lo_at), jump(BPF_JGT_K, lo, FAIL, 0)],
+            Op::MaskedEq { mask } => vec![
+                ld(lo_at),
+                stmt(BPF_AND_K, mask as u32),
+                jump(BPF_JEQ_K, lo, 0, FAIL),
+            ],
+        };
+    }
+    match a.op {
+        Op::Eq => vec![
+            ld(hi_at),
+            jump(BPF_JEQ_K, hi, 0, FAIL),
+            ld(lo_at),
+            jump(BPF_JEQ_K, lo, 0, FAIL),
+        ],
+        // Holds when either half differs.
+        Op::Ne => vec![
+            ld(hi_at),
+            jump(BPF_JEQ_K, hi, 0, 2),
+            ld(lo_at),
+            jump(BPF_JEQ_K, lo, FAIL, 0),
+        ],
+        // hi > HI, or hi == HI and lo > LO (>= for Ge).
+        Op::Gt | Op::Ge => vec![
+            ld(hi_at),
+            jump(BPF_JGT_K, hi, 3, 0),
+            jump(BPF_JEQ_K, hi, 0, FAIL),
+            ld(lo_at),
+            jump(
+                if a.op == Op::Gt { BPF_JGT_K } else { BPF_JGE_K },
+                lo,
+                0,
+                FAIL,
+            ),
+        ],
+        // hi < HI, or hi == HI and lo < LO (<= for Le).
+        Op::Lt | Op::Le => vec![
+            ld(hi_at),
+            jump(BPF_JGT_K, hi, FAIL, 0),
+            jump(BPF_JEQ_K, hi, 0, 2),
+            ld(lo_at),
+            jump(
+                if a.op == Op::Lt { BPF_JGE_K } else { BPF_JGT_K },
+                lo,
+                FAIL,
+                0,
+            ),
+        ],
+        Op::MaskedEq { mask } => vec![
+            ld(hi_at),
+            stmt(BPF_AND_K, (mask >> 32) as u32),
+            jump(BPF_JEQ_K, hi, 0, FAIL),
+            ld(lo_at),
+            stmt(BPF_AND_K, mask as u32),
+            jump(BPF_JEQ_K, lo, 0, FAIL),
+        ],
+    }
+}
+
 /// Emits the search over `runs` (non-empty): `if nr >= first of the upper half` → upper half,
-/// else the lower half, down to one run, which is its verdict.
-fn emit_search(runs: &[(u32, Verdict)], code: &mut Vec<sock_filter>, to_checks: &mut Vec<usize>) {
+/// else the lower half, down to one run, which is its verdict. Every path is about
+/// log2(runs) ≈ 7 compares and reads nothing but the number. `to_blocks` gets the `JA`s to
+/// patch: (position, block).
+fn emit_search(
+    runs: &[(u32, Verdict)],
+    code: &mut Vec<sock_filter>,
+    to_blocks: &mut Vec<(usize, usize)>,
+) {
     if let [(_, verdict)] = runs {
         match verdict {
             Verdict::Return(action) => code.push(stmt(BPF_RET_K, *action)),
-            Verdict::CheckArgs => {
-                to_checks.push(code.len());
+            Verdict::CheckArgs(block) => {
+                to_blocks.push((code.len(), *block));
                 code.push(stmt(BPF_JA, 0));
             }
         }
@@ -708,8 +1074,8 @@ fn emit_search(runs: &[(u32, Verdict)], code: &mut Vec<sock_filter>, to_checks: 
     }
     let (lower, upper) = runs.split_at(runs.len() / 2);
     let mut lower_code = Vec::new();
-    let mut lower_checks = Vec::new();
-    emit_search(lower, &mut lower_code, &mut lower_checks);
+    let mut lower_blocks = Vec::new();
+    emit_search(lower, &mut lower_code, &mut lower_blocks);
     // A conditional jump reaches at most 255 instructions ahead; beyond, it goes through a JA.
     let far = lower_code.len() > usize::from(u8::MAX);
     if far {
@@ -720,8 +1086,8 @@ fn emit_search(runs: &[(u32, Verdict)], code: &mut Vec<sock_filter>, to_checks: 
     }
     let base = code.len();
     code.extend(lower_code);
-    to_checks.extend(lower_checks.into_iter().map(|at| base + at));
-    emit_search(upper, code, to_checks);
+    to_blocks.extend(lower_blocks.into_iter().map(|(at, b)| (base + at, b)));
+    emit_search(upper, code, to_blocks);
 }
 
 fn stmt(code: u16, k: u32) -> sock_filter {
@@ -737,75 +1103,16 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-/// The argument rules of the [`ARG_CHECKED`] syscalls, for seccompiler. A syscall matches (is
-/// allowed) when any of its rules matches; a rule matches when all its conditions do; any other
-/// syscall gets `EPERM` (the search sends only these three here).
-fn arg_checks() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
-    use SeccompCmpArgLen::{Dword, Qword};
-
-    let first_arg = |len, op, value| -> Result<SeccompRule, seccompiler::BackendError> {
-        SeccompRule::new(vec![SeccompCondition::new(0, len, op, value)?])
-    };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    // clone(flags, ...): `flags & CLONE_NAMESPACE_FLAGS == 0`. `unsigned long`, all 64 bits.
-    rules.insert(
-        libc::SYS_clone,
-        vec![first_arg(
-            Qword,
-            SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS),
-            0,
-        )?],
-    );
-    // socket(domain, ...): an `int`, so only the low 32 bits count, as in the kernel.
-    rules.insert(
-        libc::SYS_socket,
-        vec![first_arg(Dword, SeccompCmpOp::Ne, libc::AF_VSOCK as u64)?],
-    );
-    // personality(persona): an `unsigned int`.
-    rules.insert(
-        libc::SYS_personality,
-        PERSONALITY_ALLOWED
-            .iter()
-            .map(|&persona| first_arg(Dword, SeccompCmpOp::Eq, persona))
-            .collect::<Result<_, _>>()?,
-    );
-    Ok(rules)
-}
-
-/// Runs before the search:
-///
-/// ```text
-/// 0: A = arch
-/// 1: if A == AUDIT_ARCH_X86_64 goto 3
-/// 2: return KILL_PROCESS                  (another ABI: i386 int 0x80)
-/// 3: A = nr
-/// 4: if A >= X32_SYSCALL_BIT goto 6        (x32, and -1)
-/// 5: if A > HIGHEST_KNOWN goto 7 else goto 8
-/// 6: return ERRNO(EPERM)
-/// 7: return ERRNO(ENOSYS)
-/// 8: the search ([`dispatch`])
-/// ```
-///
-/// It reads only the architecture and syscall number, so the kernel's per-syscall action cache
-/// applies.
-fn prologue() -> [sock_filter; 8] {
-    [
-        stmt(BPF_LD_W_ABS, DATA_ARCH),
-        jump(BPF_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
-        stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
-        stmt(BPF_LD_W_ABS, DATA_NR),
-        jump(BPF_JGE_K, X32_SYSCALL_BIT, 1, 0),
-        jump(BPF_JGT_K, HIGHEST_KNOWN as u32, 1, 2),
-        stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-    ]
-}
-
 /// Installs `program` as a seccomp filter on the calling thread; it is inherited by everything
 /// the thread execs or forks and cannot be removed. Needs `no_new_privs` (see
 /// [`super::set_no_new_privs`]) or `CAP_SYS_ADMIN`. Makes one syscall and does not allocate: meant
 /// for the child, just before exec.
 pub fn install(program: &[sock_filter]) -> Result<(), SecurityError> {
+    install_with_flags(program, 0)
+}
+
+/// [`install`] with `seccomp(2)` flags ([`Filter::flags`]).
+pub fn install_with_flags(program: &[sock_filter], flags: u32) -> Result<(), SecurityError> {
     let len =
         u16::try_from(program.len()).map_err(|_| SecurityError::SeccompInstall(Errno::EINVAL))?;
     let fprog = libc::sock_fprog {
@@ -820,7 +1127,7 @@ pub fn install(program: &[sock_filter]) -> Result<(), SecurityError> {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            0,
+            flags,
             &raw const fprog,
         )
     };
@@ -951,13 +1258,13 @@ mod tests {
                     Verdict::Return(if i % 2 == 0 { ALLOW } else { EPERM }),
                 )
             })
-            .chain([(2400, Verdict::CheckArgs)])
+            .chain([(2400, Verdict::CheckArgs(0))])
             .collect();
         let mut code = vec![stmt(BPF_LD_W_ABS, DATA_NR)];
         let mut to_checks = Vec::new();
         emit_search(&runs, &mut code, &mut to_checks);
         let end = code.len();
-        for at in to_checks {
+        for (at, _) in to_checks {
             code[at].k = (end - at - 1) as u32;
         }
         code.push(stmt(BPF_RET_K, KILL));
@@ -1115,5 +1422,242 @@ mod tests {
         let args = [0; 6];
         assert_eq!(evaluate(&program, audit_arch_i386, 1, args), KILL);
         assert_eq!(evaluate(&program, audit_arch_i386, 435, args), KILL);
+    }
+
+    use crate::security::capabilities;
+
+    const MOBY: &str = include_str!("testdata/moby-default.json");
+    const PODMAN: &str = include_str!("testdata/podman-default.json");
+
+    fn ctx(capabilities: u64) -> profile::Context {
+        profile::Context {
+            capabilities,
+            kernel: Some((6, 1)),
+        }
+    }
+
+    fn compiled(text: &str, capabilities: u64) -> Filter {
+        compile(&Profile::from_json(text, &ctx(capabilities)).unwrap()).unwrap()
+    }
+
+    fn nr(name: &str) -> i64 {
+        i64::from(syscalls::x86_64::Sysno::from_str(name).unwrap().id())
+    }
+
+    /// isol's hand-kept table and the generated one agree on every name.
+    #[test]
+    fn own_table_matches_the_generated_one() {
+        for s in ALLOWED
+            .iter()
+            .chain(&ARG_CHECKED)
+            .chain([&CLONE3])
+            .chain(DENIED.iter().map(|(s, _)| s))
+        {
+            assert_eq!(nr(s.name), s.nr, "{}", s.name);
+        }
+    }
+
+    /// docker's default profile (moby), as dockerd resolves it for the default capabilities:
+    /// the same verdicts as isol's own profile for what both decide alike.
+    #[test]
+    fn moby_default_profile() {
+        let f = compiled(MOBY, capabilities::DEFAULT_MASK);
+        let p = &f.program;
+        assert!(p.len() <= MAX_INSTRUCTIONS);
+        println!(
+            "seccomp: moby's default profile is {} instructions",
+            p.len()
+        );
+        for name in ["read", "execve", "mkdir", "ptrace", "chroot", "arch_prctl"] {
+            assert_eq!(x86_64(p, nr(name), 0), ALLOW, "{name}");
+        }
+        for name in [
+            "mount",
+            "unshare",
+            "setns",
+            "bpf",
+            "kexec_load",
+            "reboot",
+            "syslog",
+        ] {
+            assert_eq!(x86_64(p, nr(name), 0), EPERM, "{name}");
+        }
+        assert_eq!(x86_64(p, nr("clone3"), 0), ENOSYS);
+        assert_eq!(x86_64(p, nr("clone"), libc::SIGCHLD as u64), ALLOW);
+        let newns = (libc::SIGCHLD | libc::CLONE_NEWNS) as u64;
+        assert_eq!(x86_64(p, nr("clone"), newns), EPERM);
+        assert_eq!(x86_64(p, nr("socket"), libc::AF_INET as u64), ALLOW);
+        assert_eq!(x86_64(p, nr("socket"), libc::AF_VSOCK as u64), EPERM);
+        assert_eq!(x86_64(p, nr("personality"), 0xffff_ffff), ALLOW);
+        assert_eq!(x86_64(p, nr("personality"), 0x0004_0000), EPERM);
+        // Newer than anything it names: ENOSYS.
+        assert_eq!(x86_64(p, 1000, 0), ENOSYS);
+        // It lists SCMP_ARCH_X86 (archMap): i386 syscalls go through the i386 table.
+        let i386 = |nr: i64, arg0: u64| evaluate(p, AUDIT_ARCH_I386, nr, [arg0, 0, 0, 0, 0, 0]);
+        let i386_nr = |name: &str| i64::from(syscalls::x86::Sysno::from_str(name).unwrap().id());
+        assert_eq!(i386(i386_nr("read"), 0), ALLOW);
+        assert_eq!(i386(i386_nr("socketcall"), 0), ALLOW);
+        assert_eq!(i386(i386_nr("mount"), 0), EPERM);
+        // The x86_64 number of mount (165) is getresuid on i386.
+        assert_eq!(i386(165, 0), ALLOW);
+        // x32: refused.
+        assert_eq!(x86_64(p, i64::from(X32_SYSCALL_BIT), 0), EPERM);
+
+        // With CAP_SYS_ADMIN: mount, unshare and clone with any flags.
+        let admin = capabilities::DEFAULT_MASK | 1 << 21;
+        let f = compiled(MOBY, admin);
+        assert_eq!(x86_64(&f.program, nr("mount"), 0), ALLOW);
+        assert_eq!(x86_64(&f.program, nr("clone"), newns), ALLOW);
+        assert_eq!(x86_64(&f.program, nr("clone3"), 0), ALLOW);
+    }
+
+    /// podman's default profile (containers-common, Debian 12): ENOSYS by default, EPERM for
+    /// the syscalls a missing capability forbids, and a two-argument rule on socket.
+    #[test]
+    fn podman_default_profile() {
+        let f = compiled(PODMAN, capabilities::DEFAULT_MASK);
+        let p = &f.program;
+        println!(
+            "seccomp: podman's default profile is {} instructions",
+            p.len()
+        );
+        assert_eq!(x86_64(p, nr("read"), 0), ALLOW);
+        // podman allows mount and unshare: capabilities guard them.
+        assert_eq!(x86_64(p, nr("mount"), 0), ALLOW);
+        assert_eq!(x86_64(p, nr("add_key"), 0), ENOSYS);
+        assert_eq!(x86_64(p, nr("io_uring_setup"), 0), ENOSYS);
+        assert_eq!(x86_64(p, nr("bpf"), 0), EPERM);
+        // socket(AF_NETLINK, _, NETLINK_AUDIT) fails with EINVAL without CAP_AUDIT_WRITE, which
+        // the default set holds: allowed here.
+        let args = [16, 3, 9, 0, 0, 0];
+        assert_eq!(evaluate(p, AUDIT_ARCH_X86_64, nr("socket"), args), ALLOW);
+        let f = compiled(PODMAN, capabilities::DEFAULT_MASK & !(1 << 29));
+        let einval = libc::SECCOMP_RET_ERRNO | libc::EINVAL as u32;
+        assert_eq!(
+            evaluate(&f.program, AUDIT_ARCH_X86_64, nr("socket"), args),
+            einval
+        );
+        let other = [16, 3, 0, 0, 0, 0];
+        assert_eq!(
+            evaluate(&f.program, AUDIT_ARCH_X86_64, nr("socket"), other),
+            ALLOW
+        );
+    }
+
+    /// Every action, errnoRet, unknown names, flags, and rule order.
+    #[test]
+    fn actions_and_rule_order() {
+        let text = r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_TSYNC"],
+          "syscalls":[
+            {"names":["mkdir","no_such_syscall"],"action":"SCMP_ACT_ERRNO","errnoRet":13},
+            {"names":["rmdir"],"action":"SCMP_ACT_ERRNO"},
+            {"names":["sync"],"action":"SCMP_ACT_KILL"},
+            {"names":["syncfs"],"action":"SCMP_ACT_KILL_PROCESS"},
+            {"names":["fsync"],"action":"SCMP_ACT_KILL_THREAD"},
+            {"names":["getpid"],"action":"SCMP_ACT_TRAP"},
+            {"names":["getppid"],"action":"SCMP_ACT_LOG"},
+            {"names":["gettid"],"action":"SCMP_ACT_TRACE","errnoRet":7},
+            {"names":["kill"],"action":"SCMP_ACT_ERRNO","errnoRet":1,"args":[{"index":1,"value":10,"op":"SCMP_CMP_EQ"}]},
+            {"names":["kill"],"action":"SCMP_ACT_ERRNO","errnoRet":2,"args":[{"index":1,"value":9,"op":"SCMP_CMP_GE"}]},
+            {"names":["kill"],"action":"SCMP_ACT_ERRNO","errnoRet":3},
+            {"names":["tkill"],"action":"SCMP_ACT_ERRNO","errnoRet":4,
+             "args":[{"index":1,"value":1,"op":"SCMP_CMP_EQ"},{"index":1,"value":2,"op":"SCMP_CMP_EQ"}]}]}"#;
+        let f = compiled(text, 0);
+        assert_eq!(f.flags, profile::FLAG_LOG);
+        let p = &f.program;
+        let errno = |e: u32| libc::SECCOMP_RET_ERRNO | e;
+        assert_eq!(x86_64(p, nr("mkdir"), 0), errno(13));
+        assert_eq!(x86_64(p, nr("rmdir"), 0), errno(1));
+        assert_eq!(x86_64(p, nr("sync"), 0), libc::SECCOMP_RET_KILL_THREAD);
+        assert_eq!(x86_64(p, nr("syncfs"), 0), KILL);
+        assert_eq!(x86_64(p, nr("fsync"), 0), libc::SECCOMP_RET_KILL_THREAD);
+        assert_eq!(x86_64(p, nr("getpid"), 0), libc::SECCOMP_RET_TRAP);
+        assert_eq!(x86_64(p, nr("getppid"), 0), libc::SECCOMP_RET_LOG);
+        assert_eq!(x86_64(p, nr("gettid"), 0), libc::SECCOMP_RET_TRACE | 7);
+        assert_eq!(x86_64(p, nr("read"), 0), ALLOW);
+        // The default allows: numbers above the profile's are allowed too, not ENOSYS.
+        assert_eq!(x86_64(p, 1000, 0), ALLOW);
+        let kill = |sig: u64| evaluate(p, AUDIT_ARCH_X86_64, nr("kill"), [1, sig, 0, 0, 0, 0]);
+        // The first rule whose conditions hold, then the unconditional one.
+        assert_eq!(kill(10), errno(1));
+        assert_eq!(kill(15), errno(2));
+        assert_eq!(kill(0), errno(3));
+        // Two conditions on one argument: either (runc).
+        let tkill = |sig: u64| evaluate(p, AUDIT_ARCH_X86_64, nr("tkill"), [1, sig, 0, 0, 0, 0]);
+        assert_eq!(tkill(1), errno(4));
+        assert_eq!(tkill(2), errno(4));
+        assert_eq!(tkill(3), ALLOW);
+        // No SCMP_ARCH_X86: i386 kills.
+        assert_eq!(evaluate(p, AUDIT_ARCH_I386, 1, [0; 6]), KILL);
+    }
+
+    /// Each comparison on 64-bit values, against the same comparison in Rust, for values around
+    /// the halves' boundaries.
+    #[test]
+    fn comparisons_are_64_bit() {
+        let edges = [
+            0u64,
+            1,
+            0xffff_ffff,
+            0x1_0000_0000,
+            0x1_0000_0001,
+            0x7fff_ffff_ffff_ffff,
+            0xffff_ffff_0000_0000,
+            u64::MAX,
+            0x2_0000_0005,
+            5,
+        ];
+        type Holds = fn(u64, u64, u64) -> bool;
+        let ops: [(&str, Holds); 7] = [
+            ("SCMP_CMP_NE", |a, v, _| a != v),
+            ("SCMP_CMP_LT", |a, v, _| a < v),
+            ("SCMP_CMP_LE", |a, v, _| a <= v),
+            ("SCMP_CMP_EQ", |a, v, _| a == v),
+            ("SCMP_CMP_GE", |a, v, _| a >= v),
+            ("SCMP_CMP_GT", |a, v, _| a > v),
+            ("SCMP_CMP_MASKED_EQ", |a, m, v| a & m == v),
+        ];
+        for (op, holds) in ops {
+            for &value in &edges {
+                for &two in &[0u64, 5, 0x1_0000_0000] {
+                    let text = format!(
+                        r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["kill"],"action":"SCMP_ACT_ERRNO","args":[{{"index":3,"value":{value},"valueTwo":{two},"op":"{op}"}}]}}]}}"#
+                    );
+                    let f = compiled(&text, 0);
+                    for &arg in &edges {
+                        let got = evaluate(
+                            &f.program,
+                            AUDIT_ARCH_X86_64,
+                            nr("kill"),
+                            [0, 0, 0, arg, 0, 0],
+                        );
+                        let want = if holds(arg, value, two) { EPERM } else { ALLOW };
+                        assert_eq!(got, want, "{op} arg {arg:#x} value {value:#x} two {two:#x}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A profile too long for the kernel is refused, not truncated.
+    #[test]
+    fn oversized_profile_is_refused() {
+        let rules: Vec<String> = (0..700)
+            .map(|i| {
+                format!(
+                    r#"{{"names":["kill"],"action":"SCMP_ACT_ERRNO","args":[{{"index":1,"value":{i},"op":"SCMP_CMP_EQ"}},{{"index":2,"value":{i},"op":"SCMP_CMP_EQ"}}]}}"#
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{}]}}"#,
+            rules.join(",")
+        );
+        let p = Profile::from_json(&text, &ctx(0)).unwrap();
+        let e = compile(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("too large") || e.contains("4096") || e.contains("instructions"),
+            "{e}"
+        );
     }
 }
