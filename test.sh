@@ -132,5 +132,6 @@ lab "$(test_exe isol test:container)" --test-threads=1 \
     memory cpus pids_limit json_report killing every_namespace mounts concurrent
 # The device cgroup is an eBPF program on cgroup v2.
 lab "$(test_exe isol test:container_security)" --test-threads=1 devices
-# isol-runc's lifecycle (create/start/kill/delete, exec, limits, device rules) on cgroup v2.
+# isol-runc's lifecycle (create/start/kill/delete, exec, limits, device rules, pause/resume,
+# update, hooks, shared PID namespaces) on cgroup v2.
 lab "$(test_exe isol test:oci)" --test-threads=1

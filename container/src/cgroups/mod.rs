@@ -1498,6 +1498,54 @@ mod tests {
         assert_eq!(err, "mknod null\nopen /dev/null\n");
     }
 
+    /// The freezer stops every task of a long-lived cgroup (v1 `freezer.state`, v2
+    /// `cgroup.freeze`) and lets them go again; a frozen cgroup is removed all the same. On v1
+    /// a cgroup made for `isol run` (no freezer hierarchy) says why it cannot be frozen.
+    #[test]
+    fn cgroups_real_freezer() {
+        let Some((_guard, layout)) = real_host() else {
+            return;
+        };
+        let id = unique_id("freeze");
+        let path = Path::new(ISOL_DIR).join(&id);
+        let mut run =
+            Run::new(create_long_lived_at(Path::new(ROOT), &path, &Limits::default()).unwrap());
+        let pid = run.spawn("while :; do :; done");
+        run.release();
+        assert!(!run.cgroup.is_frozen().unwrap());
+        run.cgroup.set_frozen(true).unwrap();
+        assert!(run.cgroup.is_frozen().unwrap());
+        // Stopped: its CPU time stands still.
+        let cpu = || {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        };
+        let before = cpu();
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(cpu(), before, "a frozen task ran");
+        run.cgroup.set_frozen(false).unwrap();
+        assert!(!run.cgroup.is_frozen().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cpu() == before {
+            assert!(Instant::now() < deadline, "the thawed task never ran");
+            thread::sleep(POLL);
+        }
+        run.cgroup.set_frozen(true).unwrap();
+        let dir = run.cgroup.path().to_owned();
+        run.cgroup.remove().unwrap();
+        assert!(!dir.exists());
+
+        if matches!(layout, Layout::V1 { .. }) {
+            let short =
+                create(Path::new(ROOT), &unique_id("nofreeze"), &Limits::default()).unwrap();
+            let e = short.set_frozen(true).unwrap_err().to_string();
+            short.remove().unwrap();
+            assert!(e.contains("has no freezer"), "{e}");
+        }
+    }
+
     #[test]
     fn cgroups_real_pids_limit() {
         let Some((_guard, _layout)) = real_host() else {
