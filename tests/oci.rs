@@ -399,6 +399,13 @@ fn spec_features_and_version() {
     let o = runc(&["features"]);
     let features: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(features["linux"]["namespaces"].as_array().unwrap().len() >= 5);
+    assert_eq!(features["linux"]["seccomp"]["enabled"], true);
+    assert!(
+        features["linux"]["seccomp"]["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&"SCMP_ACT_ERRNO".into())
+    );
     let o = runc(&["--version"]);
     assert!(
         common::stdout(&o).contains("spec: 1.2.0"),

@@ -575,7 +575,19 @@ pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
 /// The memory, CPU and pids limits of `r`; what isol cannot set is refused by name.
 fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
     let mut limits = Limits::default();
-    refuse_set("linux.resources.blockIO", r.block_io())?;
+    // docker sends `{"weight": 0}`: zero and empty mean "not set" there.
+    if let Some(b) = r.block_io() {
+        let v = serde_json::to_value(b).unwrap_or_default();
+        let unset = |x: &serde_json::Value| {
+            x.is_null() || x.as_u64() == Some(0) || x.as_array().is_some_and(|a| a.is_empty())
+        };
+        if v.as_object().is_some_and(|o| !o.values().all(unset)) {
+            return Err(unsupported(
+                "linux.resources.blockIO",
+                "is not supported by isol yet",
+            ));
+        }
+    }
     refuse_set("linux.resources.network", r.network())?;
     refuse_set("linux.resources.rdma", r.rdma())?;
     refuse_set("linux.resources.unified", r.unified())?;
@@ -1071,6 +1083,10 @@ mod tests {
             },
             "hooks.createRuntime has the timeout 0",
         );
+        refused(
+            |v| v["linux"]["resources"]["blockIO"] = serde_json::json!({"weight": 500}),
+            "linux.resources.blockIO",
+        );
     }
 
     #[test]
@@ -1098,6 +1114,17 @@ mod tests {
             data.flags,
             libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | libc::MS_NODEV
         );
+    }
+
+    /// What docker 20.10 sends for "nothing asked" is accepted.
+    #[test]
+    fn dockers_unset_resources_are_accepted() {
+        convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({
+                "memory": {"disableOOMKiller": false}, "cpu": {"shares": 0}, "blockIO": {"weight": 0}
+            });
+        }))
+        .unwrap();
     }
 
     #[test]

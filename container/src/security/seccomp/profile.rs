@@ -212,6 +212,36 @@ struct RawFilter {
     min_kernel: Option<String>,
 }
 
+/// The actions isol compiles (for `isol-runc features`).
+pub const ACTIONS: [&str; 8] = [
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_TRAP",
+];
+
+/// The comparisons isol compiles.
+pub const OPERATORS: [&str; 7] = [
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_MASKED_EQ",
+    "SCMP_CMP_NE",
+];
+
+/// The filter flags isol takes.
+pub const FLAGS: [&str; 3] = [
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_TSYNC",
+];
+
 /// libseccomp's architecture names (the OCI spec's list).
 const ARCHES: [&str; 20] = [
     "SCMP_ARCH_X86",
@@ -531,6 +561,25 @@ mod tests {
             assert!(e.contains(needle), "{e}");
             assert!(e.starts_with("Invalid seccomp profile: "), "{e}");
             assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    /// What `isol-runc features` says isol takes, it takes.
+    #[test]
+    fn the_advertised_actions_operators_and_flags_are_accepted() {
+        for a in ACTIONS {
+            let text = format!(r#"{{"defaultAction":"{a}"}}"#);
+            assert!(Profile::from_json(&text, &ROOT_DEFAULT).is_ok(), "{a}");
+        }
+        for op in OPERATORS {
+            let text = format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["kill"],"action":"SCMP_ACT_ERRNO","args":[{{"index":0,"value":1,"op":"{op}"}}]}}]}}"#
+            );
+            assert!(Profile::from_json(&text, &ROOT_DEFAULT).is_ok(), "{op}");
+        }
+        for f in FLAGS {
+            let text = format!(r#"{{"defaultAction":"SCMP_ACT_ALLOW","flags":["{f}"]}}"#);
+            assert!(Profile::from_json(&text, &ROOT_DEFAULT).is_ok(), "{f}");
         }
     }
 
