@@ -342,3 +342,111 @@ fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
     drop(ctrd);
     common::assert_no_leftovers("ctr terminals, pause, limits");
 }
+
+/// The soak: `ctr run --rm` 200 times in a row (`ISOL_SOAK_RUNS` to change the count), each
+/// with its output and exit status checked, and nothing left after — no container, no
+/// isol-runc state, no shim, no cgroup, mount or link; nor a process, file descriptor or
+/// thread more in containerd than after the first run. Minutes long, so ignored:
+/// `flock /tmp/isol-ctr.lock cargo test --test containerd -- --ignored soak`.
+#[test]
+#[ignore = "a soak of minutes: run it with --ignored"]
+fn soak_ctr_run_rm_200_times_leaves_nothing() {
+    let _g = common::root_test();
+    let runs: usize = std::env::var("ISOL_SOAK_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let ctrd = Containerd::start(NAMESPACE, NO_CRI);
+    import_busybox(&ctrd);
+    let daemon = ctrd.pid();
+    let fds = || fs::read_dir(format!("/proc/{daemon}/fd")).unwrap().count();
+    let threads = || {
+        fs::read_dir(format!("/proc/{daemon}/task"))
+            .unwrap()
+            .count()
+    };
+    // ISOL_SOAK_RUNTIME=/usr/sbin/runc runs the same soak on runc, for comparison.
+    let runtime = std::env::var("ISOL_SOAK_RUNTIME")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_isol-runc").to_string());
+    let started = Instant::now();
+    let mut after_first = (0, 0);
+    let mut lost = Vec::new();
+    for i in 0..runs {
+        let id = format!("soak-{i}");
+        let script = format!("echo run {i}; exit {}", i % 4);
+        let o = ctrd
+            .ctr_command(&[
+                "run",
+                "--rm",
+                "--runc-binary",
+                &runtime,
+                IMAGE,
+                &id,
+                "sh",
+                "-c",
+                &script,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some((i % 4) as i32),
+            "run {i}: {}\n{}",
+            common::stderr(&o),
+            ctrd.log()
+        );
+        if common::stdout(&o) != format!("run {i}\n") {
+            lost.push((i, common::stdout(&o), common::stderr(&o)));
+        }
+        if i == 0 {
+            after_first = (fds(), threads());
+        }
+    }
+    let elapsed = started.elapsed();
+    let o = ctrd.ctr(&["container", "ls", "-q"]);
+    assert_eq!(common::stdout(&o).trim(), "", "containers left");
+    let left: Vec<_> = fs::read_dir(runc_state_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+    // containerd's own descriptors and threads come and go a little (its gRPC connections, the
+    // Go runtime's threads): a leak of one per run would be 200.
+    let (fds_now, threads_now) = (fds(), threads());
+    assert!(
+        fds_now <= after_first.0 + 20,
+        "containerd's descriptors grew from {} to {fds_now} over {runs} runs",
+        after_first.0
+    );
+    assert!(
+        threads_now <= after_first.1 + 20,
+        "containerd's threads grew from {} to {threads_now} over {runs} runs",
+        after_first.1
+    );
+    let shims = Command::new("pgrep")
+        .args(["-f", &ctrd.socket().display().to_string()])
+        .output()
+        .unwrap();
+    let shims: Vec<_> = common::stdout(&shims)
+        .lines()
+        .filter(|p| p.trim() != daemon.to_string())
+        .map(str::to_string)
+        .collect();
+    assert!(shims.is_empty(), "shims left: {shims:?}");
+    eprintln!(
+        "soak: {} of {runs} runs lost their output; {runs} runs in {:.1} s ({:.0} ms each); containerd's fds {} → {fds_now}, threads {} → {threads_now}",
+        lost.len(),
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / runs as f64,
+        after_first.0,
+        after_first.1
+    );
+    drop(ctrd);
+    common::assert_no_leftovers("ctr run soak");
+    // Known broken (docs/oci.md, "Soak"): about one run in 100 to 150 ends with its exit
+    // status but without its output under isol-runc, none under runc.
+    assert!(
+        lost.is_empty(),
+        "{} of {runs} runs lost their output (run, its stdout, its stderr): {lost:?}",
+        lost.len()
+    );
+}

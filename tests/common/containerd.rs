@@ -60,6 +60,11 @@ impl Containerd {
         c
     }
 
+    /// containerd's pid.
+    pub fn pid(&self) -> u32 {
+        self.daemon.id()
+    }
+
     pub fn socket(&self) -> std::path::PathBuf {
         self.tmp.path().join("sock")
     }
