@@ -45,6 +45,14 @@ fn import_busybox(ctrd: &Containerd) {
     );
 }
 
+/// No isol-runc state is left under the shim's root for the test's namespace.
+fn assert_no_runtime_state() {
+    let left: Vec<_> = fs::read_dir(runc_state_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+}
+
 fn runc_state_dir() -> PathBuf {
     Path::new("/run/containerd/runc").join(NAMESPACE)
 }
@@ -142,10 +150,7 @@ fn ctr_runs_containers_on_isol_runc() {
     // --rm deleted every container: no task, no runtime state, nothing on the host.
     let o = ctrd.ctr(&["container", "ls", "-q"]);
     assert_eq!(common::stdout(&o).trim(), "", "containers left");
-    let left: Vec<_> = fs::read_dir(runc_state_dir())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+    assert_no_runtime_state();
     drop(ctrd);
     common::assert_no_leftovers("ctr run");
 }
@@ -335,10 +340,7 @@ fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
             common::stderr(&o)
         );
     }
-    let left: Vec<_> = fs::read_dir(runc_state_dir())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+    assert_no_runtime_state();
     drop(ctrd);
     common::assert_no_leftovers("ctr terminals, pause, limits");
 }
@@ -405,10 +407,7 @@ fn soak_ctr_run_rm_200_times_leaves_nothing() {
     let elapsed = started.elapsed();
     let o = ctrd.ctr(&["container", "ls", "-q"]);
     assert_eq!(common::stdout(&o).trim(), "", "containers left");
-    let left: Vec<_> = fs::read_dir(runc_state_dir())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+    assert_no_runtime_state();
     // containerd's own descriptors and threads come and go a little (its gRPC connections, the
     // Go runtime's threads): a leak of one per run would be 200.
     let (fds_now, threads_now) = (fds(), threads());
