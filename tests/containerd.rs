@@ -236,13 +236,21 @@ fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
             "on-a-tty",
             "sh",
             "-c",
-            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; exit 6",
+            // ctr sizes the terminal once the task has started (as with runc): until then
+            // it is 0x0, for which busybox's stty prints only an error (and exits 0).
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; i=0; \
+             until s=$(stty size 2>/dev/null); [ -n \"$s\" ] || [ $i = 100 ]; do \
+             i=$((i+1)); sleep 0.05; done; \
+             echo size $s; exit 6",
         ]),
         33,
         77,
     );
     let (code, out) = finish_on_pty(t);
-    assert!(out.contains("is-a-tty") && out.contains("33 77"), "{out:?}");
+    assert!(
+        out.contains("is-a-tty") && out.contains("size 33 77"),
+        "{out:?}"
+    );
     assert_eq!(code, Some(6), "{out}");
 
     // Two containers at once, one with a memory limit and an environment variable.

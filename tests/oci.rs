@@ -1185,9 +1185,17 @@ fn with_fd3(mut command: Command, file: &fs::File) -> Command {
     use std::os::unix::process::CommandExt;
     let fd = file.as_raw_fd();
     let dup = move || {
-        // SAFETY: dup2 onto the child's own descriptor 3 (which then has no close-on-exec
-        // flag), from a descriptor the test holds open.
-        if unsafe { libc::dup2(fd, 3) } < 0 {
+        // dup2 onto the child's own descriptor 3 (which then has no close-on-exec flag), from a
+        // descriptor the test holds open; when that is 3 itself (a test process with few open
+        // files: the lab), dup2 does nothing and the flag is cleared instead.
+        let r = if fd == 3 {
+            // SAFETY: F_SETFD only changes the flags of a descriptor the child holds.
+            unsafe { libc::fcntl(3, libc::F_SETFD, 0) }
+        } else {
+            // SAFETY: dup2 between descriptors the child holds and owns.
+            unsafe { libc::dup2(fd, 3) }
+        };
+        if r < 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
@@ -1307,6 +1315,19 @@ fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
     assert_eq!(common::stdout(&o), "through fd 3\n5\n");
     let o = f.runc(&["exec", "tty-exec", "sh", "-c", "ls /proc/self/fd | wc -l"]);
     assert_eq!(common::stdout(&o), "4\n", "{}", common::stderr(&o));
+    // Descriptors it was told of but not given: refused before isol-runc opens one of its own
+    // (which would take the missing number and reach the process).
+    let o = with_fd3(
+        f.command(&["exec", "--preserve-fds", "2", "tty-exec", "true"]),
+        &fs::File::open(&message).unwrap(),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        common::stderr(&o).contains("--preserve-fds 2: descriptor 4 is not open"),
+        "{}",
+        common::stderr(&o)
+    );
 
     let o = f.runc(&["delete", "--force", "tty-exec"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));

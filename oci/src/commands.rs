@@ -32,6 +32,13 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
     log.debug(&format!("{:?}", cli.command));
+    let preserve_fds = match &cli.command {
+        Command::Create(c) => c.preserve_fds,
+        Command::Run(r) => r.preserve_fds,
+        Command::Exec(e) => e.preserve_fds,
+        _ => 0,
+    };
+    check_preserved(preserve_fds)?;
     match &cli.command {
         Command::Create(c) => {
             let opts = CreateOpts {
@@ -82,6 +89,27 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
     }
 }
 
+/// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 must all be open, before this
+/// process opens any of its own (which would otherwise take a missing one's number and reach
+/// the container in its place).
+fn check_preserved(n: i32) -> Result<(), OciError> {
+    if n < 0 {
+        return Err(OciError::Usage(format!(
+            "invalid --preserve-fds {n}: give a number of descriptors, 0 or more"
+        )));
+    }
+    for fd in 3..3 + n {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(OciError::Usage(format!(
+                "--preserve-fds {n}: descriptor {fd} is not open; pass descriptors 3 to {} open",
+                2 + n
+            )));
+        }
+    }
+    Ok(())
+}
+
 struct CreateOpts<'a> {
     bundle: &'a Path,
     pid_file: Option<&'a Path>,
@@ -99,12 +127,7 @@ fn absolute(path: &Path) -> Result<PathBuf, OciError> {
 
 fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciError> {
     let dir = ContainerDir::new(root, id)?;
-    if opts.preserve_fds < 0 {
-        return Err(OciError::Usage(format!(
-            "invalid --preserve-fds {}: give a number of descriptors, 0 or more",
-            opts.preserve_fds
-        )));
-    }
+
     let bundle = absolute(opts.bundle)?;
     // Everything that can be checked is, before anything is made.
     let spec = spec::load(&bundle)?;
@@ -361,12 +384,7 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             "exec {what} is not supported by isol-runc yet"
         )))
     };
-    if e.preserve_fds < 0 {
-        return Err(OciError::Usage(format!(
-            "invalid --preserve-fds {}: give a number of descriptors, 0 or more",
-            e.preserve_fds
-        )));
-    }
+
     if e.process_label.is_some() || e.apparmor.is_some() || e.cgroup.is_some() {
         return refuse("--process-label, --apparmor or --cgroup");
     }
