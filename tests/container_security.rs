@@ -343,8 +343,17 @@ fn a_seccomp_profile_from_a_file_replaces_the_default() {
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("profile.json");
     std::fs::write(&profile, SECCOMP_PROFILE).unwrap();
+    let o = run_under_profile(&profile, SECCOMP_PROBE);
+    assert_eq!(code(&o), 159, "{}", stderr(&o));
+    assert_eq!(stdout(&o), SECCOMP_OUT);
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    assert_no_leftovers("seccomp profile");
+}
+
+/// `isol run --security-opt seccomp=PROFILE busybox -- sh -c SCRIPT`.
+fn run_under_profile(profile: &std::path::Path, script: &str) -> std::process::Output {
     let opt = format!("seccomp={}", profile.display());
-    let o = run(&[
+    run(&[
         "run",
         "--security-opt",
         &opt,
@@ -352,12 +361,8 @@ fn a_seccomp_profile_from_a_file_replaces_the_default() {
         "--",
         "sh",
         "-c",
-        SECCOMP_PROBE,
-    ]);
-    assert_eq!(code(&o), 159, "{}", stderr(&o));
-    assert_eq!(stdout(&o), SECCOMP_OUT);
-    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
-    assert_no_leftovers("seccomp profile");
+        script,
+    ])
 }
 
 /// Denies mkdir with EACCES and SIGUSR1 (10) with EPERM, kills on sync; chmod is denied only
@@ -376,3 +381,22 @@ const SECCOMP_PROFILE: &str = r#"{
 const SECCOMP_PROBE: &str = "mkdir /tmp/d; echo mkdir=$?; kill -USR1 $$ 2>/dev/null; \
      echo usr1=$?; kill -0 $$; echo zero=$?; chmod 600 /tmp; echo chmod=$?; exec sync";
 const SECCOMP_OUT: &str = "mkdir=1\nusr1=1\nzero=0\nchmod=0\n";
+
+/// docker's and podman's own default profiles (the unit tests' data) go onto the real kernel
+/// and run a workload: what they allow works, what they deny (a new mount namespace) fails.
+#[test]
+fn dockers_and_podmans_default_profiles_run_a_workload() {
+    let _g = root_test();
+    for name in ["moby-default.json", "podman-default.json"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("container/src/security/testdata")
+            .join(name);
+        let o = run_under_profile(
+            &path,
+            "grep ^Seccomp: /proc/self/status; mkdir /tmp/x && echo made; unshare -m true 2>/dev/null; echo unshare=$?",
+        );
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "Seccomp:\t2\nmade\nunshare=1\n", "{name}");
+    }
+    assert_no_leftovers("default profiles");
+}
