@@ -35,6 +35,8 @@ packages=(
     linux-source-6.1 bc flex bison libelf-dev libssl-dev build-essential   # guest kernel
     crun runc hyperfine       # benchmark peers
     containerd                # a real OCI client of isol-runc (tests/containerd.rs)
+    containernetworking-plugins   # the CNI bridge of the pod that tests/cri.rs runs through CRI
+    protobuf-compiler         # protoc, for the k8s-cri crate's generated CRI client (tests/cri.rs)
     podman                    # another one, through conmon (tests/podman.rs)
     chromium                  # renders the benchmark report in its test
 )

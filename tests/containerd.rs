@@ -9,124 +9,48 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::containerd::Containerd;
 
 /// The containerd namespace of the test's containers (the shim keeps runc state under
 /// /run/containerd/runc/<namespace>).
 const NAMESPACE: &str = "isol-test";
 const IMAGE: &str = "isol.test/busybox:latest";
 
-struct Containerd {
-    tmp: tempfile::TempDir,
-    daemon: Child,
+/// containerd without its CRI plugin: only `ctr` talks to it.
+const NO_CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n";
+
+/// `ctr run --rm --runc-binary isol-runc IMAGE ID sh -c SCRIPT`.
+fn run_command(ctrd: &Containerd, id: &str, script: &str) -> Command {
+    ctrd.ctr_command(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        env!("CARGO_BIN_EXE_isol-runc"),
+        IMAGE,
+        id,
+        "sh",
+        "-c",
+        script,
+    ])
 }
 
-impl Containerd {
-    fn start() -> Containerd {
-        for tool in ["containerd", "ctr"] {
-            common::require_tool(tool);
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let t = tmp.path();
-        let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n\
-             [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n",
-            root = t.join("root").display(),
-            state = t.join("state").display(),
-            sock = t.join("sock").display(),
-        );
-        fs::write(t.join("config.toml"), config).unwrap();
-        let log = fs::File::create(t.join("containerd.log")).unwrap();
-        let daemon = Command::new("containerd")
-            .arg("--config")
-            .arg(t.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("containerd starts");
-        let c = Containerd { tmp, daemon };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !c.ctr(&["version"]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up: {}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.tmp.path().join("containerd.log")).unwrap_or_default()
-    }
-
-    fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(self.tmp.path().join("sock"))
-            .args(["--namespace", NAMESPACE])
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_command(args).output().expect("ctr runs")
-    }
-
-    /// `ctr run --rm --runc-binary isol-runc IMAGE ID sh -c SCRIPT`.
-    fn run_command(&self, id: &str, script: &str) -> Command {
-        self.ctr_command(&[
-            "run",
-            "--rm",
-            "--runc-binary",
-            env!("CARGO_BIN_EXE_isol-runc"),
-            IMAGE,
-            id,
-            "sh",
-            "-c",
-            script,
-        ])
-    }
-
-    /// A docker-archive of the busybox test image, imported.
-    fn import_busybox(&self) {
-        let archive = common::busybox_docker_archive(self.tmp.path(), IMAGE);
-        let o = self.ctr(&["image", "import", archive.to_str().unwrap()]);
-        assert!(o.status.success(), "import: {}", common::stderr(&o));
-    }
-
-    /// Waits until the task `id` runs.
-    fn wait_running(&self, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let o = self.ctr(&["task", "ls"]);
-            let out = common::stdout(&o);
-            if out
-                .lines()
-                .any(|l| l.starts_with(id) && l.contains("RUNNING"))
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "task {id} never ran: {out}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// The busybox test image as [`IMAGE`], `sh` its command.
+fn import_busybox(ctrd: &Containerd) {
+    ctrd.import_busybox(
+        IMAGE,
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}),
+    );
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.daemon.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.daemon.wait();
-        // The overlay snapshots are unmounted by then; containerd's root is only files.
-        let _ = fs::remove_dir_all(self.tmp.path());
-    }
+/// No isol-runc state is left under the shim's root for the test's namespace.
+fn assert_no_runtime_state() {
+    let left: Vec<_> = fs::read_dir(runc_state_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "isol-runc state left: {left:?}");
 }
 
 fn runc_state_dir() -> PathBuf {
@@ -136,13 +60,16 @@ fn runc_state_dir() -> PathBuf {
 #[test]
 fn ctr_runs_containers_on_isol_runc() {
     let _g = common::root_test();
-    let ctrd = Containerd::start();
-    ctrd.import_busybox();
+    let ctrd = Containerd::start(NAMESPACE, NO_CRI);
+    import_busybox(&ctrd);
 
-    let o = ctrd
-        .run_command("hello", "echo hello from $(cat /proc/1/comm); exit 0")
-        .output()
-        .unwrap();
+    let o = run_command(
+        &ctrd,
+        "hello",
+        "echo hello from $(cat /proc/1/comm); exit 0",
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -152,13 +79,12 @@ fn ctr_runs_containers_on_isol_runc() {
     );
     assert_eq!(common::stdout(&o), "hello from isol-init\n");
 
-    let o = ctrd.run_command("three", "exit 3").output().unwrap();
+    let o = run_command(&ctrd, "three", "exit 3").output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
 
     for (signal, expected) in [("SIGKILL", 137), ("SIGTERM", 143)] {
         let id = format!("killed-{}", signal.to_lowercase());
-        let mut child = ctrd
-            .run_command(&id, "sleep 60")
+        let mut child = run_command(&ctrd, &id, "sleep 60")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -224,10 +150,7 @@ fn ctr_runs_containers_on_isol_runc() {
     // --rm deleted every container: no task, no runtime state, nothing on the host.
     let o = ctrd.ctr(&["container", "ls", "-q"]);
     assert_eq!(common::stdout(&o).trim(), "", "containers left");
-    let left: Vec<_> = fs::read_dir(runc_state_dir())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+    assert_no_runtime_state();
     drop(ctrd);
     common::assert_no_leftovers("ctr run");
 }
@@ -297,8 +220,8 @@ fn finish_on_pty(t: common::pty::OnPty) -> (Option<i32>, String) {
 #[test]
 fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
     let _g = common::root_test();
-    let ctrd = Containerd::start();
-    ctrd.import_busybox();
+    let ctrd = Containerd::start(NAMESPACE, NO_CRI);
+    import_busybox(&ctrd);
     let runc = env!("CARGO_BIN_EXE_isol-runc");
 
     // ctr run -t, on a real terminal: the workload's stdio is a terminal of its size.
@@ -425,10 +348,112 @@ fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
             common::stderr(&o)
         );
     }
-    let left: Vec<_> = fs::read_dir(runc_state_dir())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "isol-runc state left: {left:?}");
+    assert_no_runtime_state();
     drop(ctrd);
     common::assert_no_leftovers("ctr terminals, pause, limits");
+}
+
+/// The soak: `ctr run --rm` 200 times in a row (`ISOL_SOAK_RUNS` to change the count), each
+/// with its output and exit status checked, and nothing left after — no container, no
+/// isol-runc state, no shim, no cgroup, mount or link; nor a process, file descriptor or
+/// thread more in containerd than after the first run. Minutes long, so ignored:
+/// `flock /tmp/isol-ctr.lock cargo test --test containerd -- --ignored soak`.
+#[test]
+#[ignore = "a soak of minutes: run it with --ignored"]
+fn soak_ctr_run_rm_200_times_leaves_nothing() {
+    let _g = common::root_test();
+    let runs: usize = std::env::var("ISOL_SOAK_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let ctrd = Containerd::start(NAMESPACE, NO_CRI);
+    import_busybox(&ctrd);
+    let daemon = ctrd.pid();
+    let fds = || fs::read_dir(format!("/proc/{daemon}/fd")).unwrap().count();
+    let threads = || {
+        fs::read_dir(format!("/proc/{daemon}/task"))
+            .unwrap()
+            .count()
+    };
+    // ISOL_SOAK_RUNTIME=/usr/sbin/runc runs the same soak on runc, for comparison.
+    let runtime = std::env::var("ISOL_SOAK_RUNTIME")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_isol-runc").to_string());
+    let started = Instant::now();
+    let mut after_first = (0, 0);
+    let mut lost = Vec::new();
+    for i in 0..runs {
+        let id = format!("soak-{i}");
+        let script = format!("echo run {i}; exit {}", i % 4);
+        let o = ctrd
+            .ctr_command(&[
+                "run",
+                "--rm",
+                "--runc-binary",
+                &runtime,
+                IMAGE,
+                &id,
+                "sh",
+                "-c",
+                &script,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some((i % 4) as i32),
+            "run {i}: {}\n{}",
+            common::stderr(&o),
+            ctrd.log()
+        );
+        if common::stdout(&o) != format!("run {i}\n") {
+            lost.push((i, common::stdout(&o), common::stderr(&o)));
+        }
+        if i == 0 {
+            after_first = (fds(), threads());
+        }
+    }
+    let elapsed = started.elapsed();
+    let o = ctrd.ctr(&["container", "ls", "-q"]);
+    assert_eq!(common::stdout(&o).trim(), "", "containers left");
+    assert_no_runtime_state();
+    // containerd's own descriptors and threads come and go a little (its gRPC connections, the
+    // Go runtime's threads): a leak of one per run would be 200.
+    let (fds_now, threads_now) = (fds(), threads());
+    assert!(
+        fds_now <= after_first.0 + 20,
+        "containerd's descriptors grew from {} to {fds_now} over {runs} runs",
+        after_first.0
+    );
+    assert!(
+        threads_now <= after_first.1 + 20,
+        "containerd's threads grew from {} to {threads_now} over {runs} runs",
+        after_first.1
+    );
+    let shims = Command::new("pgrep")
+        .args(["-f", &ctrd.socket().display().to_string()])
+        .output()
+        .unwrap();
+    let shims: Vec<_> = common::stdout(&shims)
+        .lines()
+        .filter(|p| p.trim() != daemon.to_string())
+        .map(str::to_string)
+        .collect();
+    assert!(shims.is_empty(), "shims left: {shims:?}");
+    eprintln!(
+        "soak: {} of {runs} runs lost their output; {runs} runs in {:.1} s ({:.0} ms each); containerd's fds {} → {fds_now}, threads {} → {threads_now}",
+        lost.len(),
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / runs as f64,
+        after_first.0,
+        after_first.1
+    );
+    drop(ctrd);
+    common::assert_no_leftovers("ctr run soak");
+    // Known broken (docs/oci.md, "Soak"): about one run in 100 to 150 ends with its exit
+    // status but without its output under isol-runc, none under runc.
+    assert!(
+        lost.is_empty(),
+        "{} of {runs} runs lost their output (run, its stdout, its stderr): {lost:?}",
+        lost.len()
+    );
 }

@@ -220,6 +220,14 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
             assert_eq!(output, "hello from oci-test\n");
         }
         assert_eq!(f.state(&id)["status"], "stopped");
+        // runc's words, which containerd's shim reads as "already gone" (its kill before a
+        // delete, on every container's exit under CRI): anything else fails the exit.
+        let o = f.runc(&["kill", "--all", &id, "KILL"]);
+        assert!(
+            !o.status.success() && common::stderr(&o).contains("container not running"),
+            "{}",
+            common::stderr(&o)
+        );
 
         let o = f.runc(&["delete", &id]);
         assert!(o.status.success(), "delete: {}", common::stderr(&o));

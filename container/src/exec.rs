@@ -40,18 +40,18 @@ pub struct ExecSpec {
     /// A [`security::capabilities::mask`].
     pub capabilities: u64,
     pub rlimits: Vec<Rlimit>,
-    /// The container's seccomp filter: its own profile, isol's, or none.
-    pub seccomp: security::seccomp::Seccomp,
-    /// `process.user.umask`; `None`: the one inherited.
-    pub umask: Option<u32>,
-    /// `process.oomScoreAdj`; `None`: the one inherited.
-    pub oom_score_adj: Option<i32>,
     /// A new pseudo-terminal, of this size (rows, columns) when given, whose slave becomes the
     /// process's controlling terminal and stdio; [`Executed::console`] holds its master.
     pub terminal: Option<Option<(u16, u16)>>,
     /// The caller's descriptors 3 to 3+N-1 stay open in the process (runc's
     /// `--preserve-fds`); every other one above stderr closes at its exec.
     pub preserve_fds: u32,
+    /// The container's seccomp filter: its own profile, isol's, or none.
+    pub seccomp: security::seccomp::Seccomp,
+    /// `process.user.umask`; `None`: the one inherited.
+    pub umask: Option<u32>,
+    /// `process.oomScoreAdj`; `None`: the one inherited.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// A process [`exec`] started.

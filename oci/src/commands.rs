@@ -360,7 +360,9 @@ fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
         return Err(OciError::Status {
             id: saved.id,
             status: Status::Stopped.as_str().into(),
-            what: "there is no process to signal".into(),
+            // runc's words: containerd's shim takes "container not running" for a process
+            // already gone (it kills before each delete), anything else for a failure.
+            what: "container not running, there is no process to signal".into(),
         });
     }
     let init = Pid::from_raw(saved.pid);
@@ -662,9 +664,23 @@ fn update(root: &Path, u: &liboci_cli::Update) -> Result<(), OciError> {
             })?
         }
     };
-    let limits = spec::update_limits(&resources)?;
+    let mut resources = resources;
     let dir = ContainerDir::new(root, &u.container_id)?;
     let saved = dir.load()?;
+    // containerd's CRI sends the container's whole resources, its device rules included:
+    // those the container was created with change nothing.
+    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        let created = spec::load(&saved.bundle).ok().and_then(|s| {
+            s.linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|r| r.devices().clone())
+        });
+        if created.as_ref() == resources.devices().as_ref() {
+            resources.set_devices(None);
+        }
+    }
+    let limits = spec::update_limits(&resources)?;
     let status = dir.status(&saved);
     if status == Status::Stopped {
         return Err(OciError::Status {

@@ -642,9 +642,11 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
         if let Some(quota) = c.quota().filter(|q| *q > 0) {
             limits.cpus = Some(quota as f64 / period as f64);
         }
+        // 1024, the kernel's default weight, which containerd always sends, is what a new
+        // cgroup has: nothing to write (on v1, not even the cpu hierarchy to join). CRI gives
+        // a pod's sandbox 2.
+        limits.cpu_shares = c.shares().filter(|s| *s > 0 && *s != 1024);
         for (name, set) in [
-            // 1024 is the kernel's default weight, which containerd always sends.
-            ("shares", c.shares().is_some_and(|s| s > 0 && s != 1024)),
             ("cpus", c.cpus().as_ref().is_some_and(|s| !s.is_empty())),
             ("mems", c.mems().as_ref().is_some_and(|s| !s.is_empty())),
             ("realtimeRuntime", c.realtime_runtime().is_some()),
@@ -1131,7 +1133,7 @@ mod tests {
         let cfg = convert(&spec_with(|v| {
             v["linux"]["resources"] = serde_json::json!({
                 "memory": {"limit": 67108864},
-                "cpu": {"quota": 50000, "period": 100000},
+                "cpu": {"quota": 50000, "period": 100000, "shares": 1024},
                 "pids": {"limit": 64},
                 "devices": [{"allow": false, "access": "rwm"},
                             {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}]
@@ -1141,6 +1143,13 @@ mod tests {
         assert_eq!(cfg.limits.memory, Some(64 << 20));
         assert_eq!(cfg.limits.cpus, Some(0.5));
         assert_eq!(cfg.limits.pids, Some(64));
+        // containerd's 1024 is the kernel's default: nothing to write.
+        assert_eq!(cfg.limits.cpu_shares, None);
+        let pod = convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({"cpu": {"shares": 2}});
+        }))
+        .unwrap();
+        assert_eq!(pod.limits.cpu_shares, Some(2));
         let defaults = isol_container::cgroups::devices::DEFAULT_RULES;
         assert_eq!(cfg.devices.len(), 2 + defaults.len());
         assert_eq!(&cfg.devices[2..], defaults);

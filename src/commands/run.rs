@@ -385,6 +385,7 @@ fn run_container(
             memory: spec.memory,
             cpus: spec.cpus,
             pids: spec.pids,
+            cpu_shares: None,
         },
         cgroup_path: None,
         hooks: Default::default(),

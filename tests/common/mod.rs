@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod lab_watch;
 pub mod pty;
 
@@ -99,6 +100,16 @@ pub fn require_tool(tool: &str) {
 /// A docker-archive (`docker save`'s format) of the busybox test image, tagged `tag`, made in
 /// `dir` (its `image/` and `busybox.tar`): what a client of isol-runc imports.
 pub fn busybox_docker_archive(dir: &Path, tag: &str) -> PathBuf {
+    busybox_docker_archive_with(
+        dir,
+        tag,
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}),
+    )
+}
+
+/// [`busybox_docker_archive`] whose image config's `config` section (Cmd, Entrypoint, Env…) is
+/// `config`.
+pub fn busybox_docker_archive_with(dir: &Path, tag: &str, config: serde_json::Value) -> PathBuf {
     let image = dir.join("image");
     let rootfs = dir.join("image-rootfs");
     std::fs::create_dir(&image).unwrap();
@@ -120,7 +131,7 @@ pub fn busybox_docker_archive(dir: &Path, tag: &str) -> PathBuf {
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer))]},
     });
     let config_path = image.join("config.json");

@@ -42,13 +42,32 @@ pub struct Limits {
     pub cpus: Option<f64>,
     /// Maximum number of tasks (`--pids-limit`).
     pub pids: Option<u64>,
+    /// CPU weight against sibling cgroups, in cgroup v1's `cpu.shares` units
+    /// ([`CPU_SHARES_MIN`]–[`CPU_SHARES_MAX`], the kernel's default 1024): an OCI config's
+    /// `linux.resources.cpu.shares` (containerd's CRI gives every pod sandbox 2). On v2 it
+    /// becomes `cpu.weight` ([`cpu_weight`]).
+    pub cpu_shares: Option<u64>,
 }
 
 impl Limits {
     /// True when no limit is set.
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.cpus.is_none() && self.pids.is_none()
+        self.memory.is_none()
+            && self.cpus.is_none()
+            && self.pids.is_none()
+            && self.cpu_shares.is_none()
     }
+}
+
+/// The range of v1's `cpu.shares` the kernel accepts.
+pub const CPU_SHARES_MIN: u64 = 2;
+pub const CPU_SHARES_MAX: u64 = 262_144;
+
+/// v2's `cpu.weight` (1–10000, default 100) for v1's `cpu.shares` (2–262144, default 1024), by
+/// the linear map runc and crun use, so that a config means the same weight on either.
+pub fn cpu_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(CPU_SHARES_MIN, CPU_SHARES_MAX);
+    1 + ((shares - CPU_SHARES_MIN) * 9999) / (CPU_SHARES_MAX - CPU_SHARES_MIN)
 }
 
 pub use v1::V1Manager;
@@ -631,6 +650,15 @@ pub(crate) fn validate_limits(limits: &Limits) -> Result<(), CgroupError> {
     }
     if let Some(cpus) = limits.cpus {
         cpu_quota_us(cpus)?;
+    }
+    if let Some(shares) = limits.cpu_shares
+        && !(CPU_SHARES_MIN..=CPU_SHARES_MAX).contains(&shares)
+    {
+        return Err(CgroupError::InvalidLimit {
+            limit: "cpu shares",
+            value: shares.to_string(),
+            reason: "the kernel accepts 2 to 262144",
+        });
     }
     if limits.pids == Some(0) {
         return Err(CgroupError::InvalidLimit {
@@ -1219,6 +1247,19 @@ mod tests {
     }
 
     #[test]
+    fn cgroups_cpu_shares_become_v2_weights_as_runc_maps_them() {
+        // runc's ConvertCPUSharesToCgroupV2Value: 2 → 1, 1024 (the default) → 39, 262144 → 10000.
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(1024), 39);
+        assert_eq!(cpu_weight(CPU_SHARES_MAX), 10000);
+        validate_limits(&Limits {
+            cpu_shares: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn cgroups_mountinfo_escapes() {
         assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
         assert_eq!(unescape_mountinfo(r"/x\\y"), r"/x\\y");
@@ -1257,6 +1298,14 @@ mod tests {
             },
             Limits {
                 cpus: Some(0.001),
+                ..Default::default()
+            },
+            Limits {
+                cpu_shares: Some(1),
+                ..Default::default()
+            },
+            Limits {
+                cpu_shares: Some(CPU_SHARES_MAX + 1),
                 ..Default::default()
             },
         ];
@@ -1353,6 +1402,7 @@ mod tests {
             memory: None,
             cpus: Some(1.0),
             pids: Some(1000),
+            cpu_shares: None,
         };
         let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let dir = run.cgroup.path().to_owned();

@@ -141,7 +141,8 @@ impl V1Manager {
         let wanted = |c: &str| {
             c == "memory"
                 || c == "devices"
-                || (limits.cpus.is_some() && (c == "cpu" || c == "cpuacct"))
+                || ((limits.cpus.is_some() || limits.cpu_shares.is_some())
+                    && (c == "cpu" || c == "cpuacct"))
                 || (limits.pids.is_some() && c == "pids")
         };
         let kept: Vec<ControllerDir> = self
@@ -181,6 +182,7 @@ impl V1Manager {
         let needs = [
             (limits.memory.is_some(), "memory", "memory"),
             (limits.cpus.is_some(), "cpu", "cpu"),
+            (limits.cpu_shares.is_some(), "cpu", "cpu shares"),
             (limits.pids.is_some(), "pids", "pids"),
         ];
         for (set, controller, limit) in needs {
@@ -282,6 +284,9 @@ impl CgroupManager for V1Manager {
             let quota = cpu_quota_us(cpus)?;
             write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
             write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        if let (Some(shares), Some(dir)) = (limits.cpu_shares, self.dir("cpu")) {
+            write_file(&dir.join("cpu.shares"), &shares.to_string())?;
         }
         if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {
             write_file(&dir.join("pids.max"), &pids.to_string())?;
@@ -545,6 +550,7 @@ mod tests {
             ),
             ("cpu", "cpu.cfs_period_us", "100000\n"),
             ("cpu", "cpu.cfs_quota_us", "-1\n"),
+            ("cpu", "cpu.shares", "1024\n"),
             (
                 "cpu",
                 "cpu.stat",
@@ -562,9 +568,11 @@ mod tests {
             memory: Some(64 << 20),
             cpus: Some(0.25),
             pids: Some(10),
+            cpu_shares: Some(2),
         })
         .unwrap();
         let read = |c: &str, f: &str| fs::read_to_string(m.dir(c).unwrap().join(f)).unwrap();
+        assert_eq!(read("cpu", "cpu.shares"), "2");
         assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
         assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "67108864");
         assert_eq!(read("cpu", "cpu.cfs_quota_us"), "25000");
@@ -606,6 +614,7 @@ mod tests {
             memory: Some(64 << 20),
             cpus: Some(1.5),
             pids: Some(100),
+            cpu_shares: None,
         };
         let run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let AnyCgroupManager::V1(m) = &run.cgroup else {

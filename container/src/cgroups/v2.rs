@@ -165,6 +165,10 @@ impl CgroupManager for V2Manager {
             .pids
             .map(|n| self.require("pids.max", "pids").map(|p| (n, p)))
             .transpose()?;
+        let weight = limits
+            .cpu_shares
+            .map(|s| self.require("cpu.weight", "cpu").map(|p| (s, p)))
+            .transpose()?;
         if let Some((bytes, path)) = memory {
             write_file(&path, &bytes.to_string())?;
             // Without this, swapping would let the workload go beyond the limit.
@@ -178,6 +182,9 @@ impl CgroupManager for V2Manager {
         }
         if let Some((n, path)) = pids {
             write_file(&path, &n.to_string())?;
+        }
+        if let Some((shares, path)) = weight {
+            write_file(&path, &super::cpu_weight(shares).to_string())?;
         }
         Ok(())
     }
@@ -358,15 +365,24 @@ mod tests {
         let tmp = fake_root("cpu memory pids", "cpu memory pids");
         let m = V2Manager::new(tmp.path(), "run3").unwrap();
         m.create().unwrap();
-        for f in ["memory.max", "memory.swap.max", "cpu.max", "pids.max"] {
+        for f in [
+            "memory.max",
+            "memory.swap.max",
+            "cpu.max",
+            "pids.max",
+            "cpu.weight",
+        ] {
             fs::write(m.path().join(f), "max\n").unwrap();
         }
         m.apply(&Limits {
             memory: Some(64 << 20),
             cpus: Some(0.5),
             pids: Some(10),
+            // A CRI pod sandbox's shares: the smallest weight.
+            cpu_shares: Some(2),
         })
         .unwrap();
+        assert_eq!(read(&m.path().join("cpu.weight")), "1");
         assert_eq!(read(&m.path().join("memory.max")), "67108864");
         assert_eq!(read(&m.path().join("memory.swap.max")), "0");
         assert_eq!(read(&m.path().join("cpu.max")), "50000 100000");
@@ -402,6 +418,7 @@ mod tests {
                 memory: Some(64 << 20),
                 cpus: Some(1.0),
                 pids: None,
+                cpu_shares: None,
             })
             .unwrap_err();
         assert!(
@@ -492,6 +509,7 @@ mod tests {
             memory: Some(64 << 20),
             cpus: Some(1.5),
             pids: Some(100),
+            cpu_shares: None,
         };
         let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let AnyCgroupManager::V2(m) = &run.cgroup else {
