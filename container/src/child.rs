@@ -47,6 +47,7 @@ pub(crate) struct ChildSpec<'a> {
     volumes: Vec<Volume>,
     mounts: Vec<Mount>,
     join: Vec<(SharedNamespace, PathBuf)>,
+    host_namespaces: crate::config::HostNamespaces,
     rootless: bool,
     network: NetworkMode,
     cgroup2: bool,
@@ -121,6 +122,7 @@ impl<'a> ChildSpec<'a> {
             volumes: cfg.volumes.clone(),
             mounts: cfg.mounts.clone(),
             join: cfg.join.clone(),
+            host_namespaces: cfg.host_namespaces,
             rootless: cfg.rootless,
             network: cfg.network,
             cgroup2,
@@ -205,7 +207,7 @@ fn setup(
         namespaces::join(*ns, path)?;
     }
     let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
-    if !joined(SharedNamespace::Uts) {
+    if !joined(SharedNamespace::Uts) && !spec.host_namespaces.uts {
         namespaces::set_hostname(&spec.hostname)?;
     }
     if spec.network != NetworkMode::Host && !joined(SharedNamespace::Net) {
@@ -240,7 +242,9 @@ fn setup(
     }
     // The cgroup namespace is created after the parent moved us into our cgroup, so that the
     // container sees that cgroup as its root.
-    namespaces::enter_cgroup_namespace()?;
+    if !spec.host_namespaces.cgroup {
+        namespaces::enter_cgroup_namespace()?;
+    }
     rootfs::mount_cgroup(&rootfs_spec, spec.cgroup2)?;
 
     // A new session: signals typed at isol's terminal reach isol, which forwards them, and not

@@ -40,6 +40,8 @@ pub struct ExecSpec {
     /// A [`security::capabilities::mask`].
     pub capabilities: u64,
     pub rlimits: Vec<Rlimit>,
+    /// Install isol's seccomp filter (as the workload has it unless `seccomp=unconfined`).
+    pub seccomp: bool,
 }
 
 /// The namespaces a process in the container joins, in the order it joins them: the user
@@ -81,7 +83,11 @@ pub fn exec(spec: &ExecSpec, cgroup: Option<&AnyCgroupManager>) -> Result<i32, C
     let argv = cstrings(&spec.args, "argument")?;
     let envp = cstrings(&spec.env, "environment variable")?;
     let cwd = crate::sys::cstring(spec.cwd.as_os_str(), "working directory")?;
-    let filter = security::seccomp::default_filter()?;
+    let filter = if spec.seccomp {
+        security::seccomp::default_filter()?
+    } else {
+        Vec::new()
+    };
     let (rep_r, rep_w) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::sys("pipe2", e))?;
     let (go_r, go_w) =
@@ -215,7 +221,9 @@ fn process(
     // The signals isol-runc may have blocked are the process's own business.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let _ = report.as_raw_fd();
-    security::seccomp::install(filter).map_err(|e| e.to_string())?;
+    if !filter.is_empty() {
+        security::seccomp::install(filter).map_err(|e| e.to_string())?;
+    }
     let prog = std::ffi::OsStr::from_bytes(argv[0].as_bytes()).to_owned();
     let e = execvpe(argv, envp);
     let (code, msg) = crate::init::exec_failure(&prog, &e);

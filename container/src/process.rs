@@ -184,6 +184,11 @@ fn launch(
     cgroup_root: &Path,
     gate: Option<&Path>,
 ) -> Result<Launched, ContainerError> {
+    if cfg.host_namespaces.pid && cfg.rootless {
+        return Err(ContainerError::Unsupported(
+            "The host's PID namespace (--pid host) needs root: isol ends the container's processes through its cgroup, which a rootless run has none of; run isol as root or drop the flag".into(),
+        ));
+    }
     // Everything that costs time and needs no child is done before the clone.
     let cgroup = if cfg.rootless {
         if !cfg.limits.is_empty() {
@@ -253,7 +258,9 @@ fn launch(
         .join
         .iter()
         .fold(0u64, |f, (ns, _)| f | ns.clone_flag() as u64);
-    let flags = namespaces::clone_flags(cfg.network, cfg.rootless) & !joined;
+    let flags = namespaces::clone_flags(cfg.network, cfg.rootless)
+        & !joined
+        & !cfg.host_namespaces.clone_flags();
     let (pid, born_in_cgroup) = namespaces::clone_child(flags, into);
     if pid < 0 {
         let _ = mask.thread_unblock();
@@ -330,6 +337,11 @@ fn run_in(
         pty,
     } = launch(cfg, guard, phases, cgroup_root, None)?;
     let address = guard.net.as_ref().map(|a| a.address().to_string());
+    // For `isol exec`, `isol stop` and `isol ps`: where the container's init is, and its
+    // address; removed with the run directory.
+    if let Some(dir) = &guard.run_dir {
+        state::write_run_info(&dir.dir, child.as_raw(), address.as_deref())?;
+    }
 
     let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
     let stops = Cell::new(0);

@@ -53,6 +53,7 @@ pub fn to_exec(
         groups: user.additional_gids().clone().unwrap_or_default(),
         capabilities: capabilities(process, user.uid())?,
         rlimits: rlimits(process)?,
+        seccomp: true,
     })
 }
 
@@ -125,6 +126,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         devices,
         network,
         join,
+        host_namespaces: Default::default(),
         volumes: Vec::new(),
         mounts,
         // The stdio `create` was given is the workload's, stdin included; with a terminal, the
