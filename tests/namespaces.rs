@@ -146,6 +146,12 @@ fn detached_run_exec_and_stop() {
     ]);
     let id = id.trim();
     assert!(t.elapsed() < Duration::from_secs(20));
+    // At once: `-d` returns only when the workload runs, so an exec sees the container's root
+    // and /proc (not the host's, as it did while the child still built its root).
+    assert_eq!(
+        ok(&["exec", id, "--", "cat", "/proc/1/comm"]),
+        "isol-init\n"
+    );
     assert!(isol_container::state::is_run_id(id), "{id}");
     let runs = ps_json();
     assert_eq!(runs.len(), 1, "{runs:?}");

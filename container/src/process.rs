@@ -337,11 +337,6 @@ fn run_in(
         pty,
     } = launch(cfg, guard, phases, cgroup_root, None)?;
     let address = guard.net.as_ref().map(|a| a.address().to_string());
-    // For `isol exec`, `isol stop` and `isol ps`: where the container's init is, and its
-    // address; removed with the run directory.
-    if let Some(dir) = &guard.run_dir {
-        state::write_run_info(&dir.dir, child.as_raw(), address.as_deref())?;
-    }
 
     let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
     let stops = Cell::new(0);
@@ -353,6 +348,13 @@ fn run_in(
         deadline,
     };
     let started = read_reports(reports, phases)?;
+    // For `isol exec`, `isol stop` and `isol ps`: where the container's init is, and its
+    // address; removed with the run directory. Written only now that the workload runs: before,
+    // the child may still be building its root (an exec that joined it then would see the
+    // host's files).
+    if let Some(dir) = &guard.run_dir {
+        state::write_run_info(&dir.dir, child.as_raw(), address.as_deref())?;
+    }
     let exit_from_report = started.exec_error.as_ref().map(|(_, code)| *code);
     let exec_error = started.exec_error.map(|(msg, _)| msg);
     if let Some(p) = &pty {
