@@ -19,6 +19,7 @@ const CONTAINER_LABS: &[&str] = &[
     "04-pid",
     "05-net",
     "06-mnt",
+    "08-cgroup",
     "09-cgroups",
     "10-layers",
     "16-defaults",
