@@ -241,8 +241,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub cgroupns: Option<NsMode>,
     /// User namespace: host (default as root: root in the container is the host's root, held
-    /// in by capabilities and seccomp), or private (root in the container is an unprivileged
-    /// host uid).
+    /// in by capabilities and seccomp), or private (root in the container is the caller's uid
+    /// on the host: the default and only mode when isol runs as a user; refused as root, for
+    /// now).
     #[arg(long, value_enum, value_name = "MODE")]
     pub userns: Option<NsMode>,
     /// Bind a host path into the container: HOST:CONTAINER[:ro|rw].
