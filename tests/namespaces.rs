@@ -363,3 +363,45 @@ fn refusals_say_why() {
     assert_eq!(code(&o), 125);
     assert_no_leftovers("refusals");
 }
+
+/// On kvm (in the lab): a detached microVM is listed by `ps`, refuses `exec` saying why, is ended
+/// by `stop`, and leaves no VMM behind. Skips where the host cannot run guests (saying why).
+#[test]
+fn kvm_detached_run_is_listed_and_stopped() {
+    if !kvm_ready() {
+        return;
+    }
+    let _g = root_test();
+    let _stop = StopAll;
+    let id = ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vm1",
+        "--backend",
+        "kvm",
+        "busybox",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let id = id.trim();
+    let runs = ps_json();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["id"], id);
+    assert_eq!(runs[0]["name"], "vm1");
+    assert_eq!(runs[0]["backend"], "kvm");
+    let o = run(&["exec", "vm1", "--", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("microVM"), "{}", stderr(&o));
+    let t = Instant::now();
+    assert_eq!(ok(&["stop", "-t", "5", "vm1"]).trim(), "vm1");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(ps_json().is_empty());
+    let vmms = std::process::Command::new("pgrep")
+        .args(["-f", "isol-vmm.*--name vm1"])
+        .output()
+        .unwrap();
+    assert!(vmms.stdout.is_empty(), "a VMM is left: {}", stdout(&vmms));
+    assert_no_leftovers("kvm detached run");
+}
