@@ -57,6 +57,62 @@ pub enum Command {
     Lab(LabArgs),
     /// Measure isol's start-up against crun and runc on this machine, and write a report.
     Bench(BenchArgs),
+    /// List the live runs (containers and microVMs, in the foreground or detached).
+    Ps(PsArgs),
+    /// Stop runs: SIGTERM to the workload, then SIGKILL after a grace period.
+    Stop(StopArgs),
+    /// Run a further command in a running container (its namespaces, cgroup, root, user,
+    /// capabilities and seccomp filter).
+    Exec(ExecArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub time: u32,
+    /// Runs to stop, by name or id (or a unique id prefix).
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub runs: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open and connected.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal (not supported yet: refused).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE), beyond the run's own.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory (default: the run's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// The run, by name or id (or a unique id prefix).
+    #[arg(value_name = "NAME|ID")]
+    pub run: String,
+    /// The command and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +123,8 @@ pub enum Backend {
     Kvm,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+/// `--network`: none, host, bridge, or `container:NAME|ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// Own network namespace with loopback only.
     None,
@@ -75,6 +132,68 @@ pub enum Network {
     Host,
     /// A veth pair on the isol0 bridge, with NAT to the outside.
     Bridge,
+    /// The network namespace of another running container (by name or id).
+    Container(String),
+}
+
+fn parse_network(s: &str) -> Result<Network, String> {
+    match s {
+        "none" => Ok(Network::None),
+        "host" => Ok(Network::Host),
+        "bridge" => Ok(Network::Bridge),
+        _ => container_ref(s).map(Network::Container).ok_or_else(|| {
+            format!("'{s}' is not a network mode: use none, host, bridge or container:NAME")
+        }),
+    }
+}
+
+/// The NAME of `container:NAME`.
+fn container_ref(s: &str) -> Option<String> {
+    s.strip_prefix("container:")
+        .filter(|run| !run.is_empty())
+        .map(str::to_owned)
+}
+
+/// `--ipc`, docker's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpcMode {
+    /// Its own IPC namespace, which no other run may join (docker's default).
+    Private,
+    /// Its own IPC namespace, which other runs may join with `container:NAME`.
+    Shareable,
+    /// The host's IPC namespace.
+    Host,
+    /// The IPC namespace of another running container, started with `--ipc shareable`.
+    Container(String),
+}
+
+fn parse_ipc(s: &str) -> Result<IpcMode, String> {
+    match s {
+        "private" => Ok(IpcMode::Private),
+        "shareable" => Ok(IpcMode::Shareable),
+        "host" => Ok(IpcMode::Host),
+        _ => container_ref(s).map(IpcMode::Container).ok_or_else(|| {
+            format!("'{s}' is not an IPC mode: use private, shareable, host or container:NAME")
+        }),
+    }
+}
+
+/// `--pid`, `--uts`: the host's namespace, or the run's own (the default).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostOrOwn {
+    /// The host's namespace.
+    Host,
+    /// A namespace of the run's own (the default; docker has no word for it).
+    Private,
+}
+
+/// `--cgroupns`, `--userns`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsMode {
+    /// The host's namespace.
+    Host,
+    /// A namespace of the run's own.
+    Private,
 }
 
 #[derive(Args, Debug)]
@@ -100,9 +219,33 @@ pub struct RunArgs {
     /// Maximum number of processes (at least 2: the container's init and the workload).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
-    /// Network mode.
-    #[arg(long, value_enum, default_value_t = Network::None)]
+    /// Network mode: none, host, bridge, or container:NAME (join another container's).
+    #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_network)]
     pub network: Network,
+    /// Name the run (unique among live runs); `isol ps/stop/exec` take it as well as the id.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Run in the background: print the run's id and return; `isol stop` ends it.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// PID namespace: host (see and signal the host's processes), or the run's own.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub pid: Option<HostOrOwn>,
+    /// IPC namespace: private (default), shareable, host, or container:NAME.
+    #[arg(long, value_name = "MODE", value_parser = parse_ipc)]
+    pub ipc: Option<IpcMode>,
+    /// UTS namespace (hostname): host, or the run's own.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub uts: Option<HostOrOwn>,
+    /// Cgroup namespace: private (default: the run sees its cgroup as /), or host.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub cgroupns: Option<NsMode>,
+    /// User namespace: host (default as root: root in the container is the host's root, held
+    /// in by capabilities and seccomp), or private (root in the container is the caller's uid
+    /// on the host: the default and only mode when isol runs as a user; refused as root, for
+    /// now).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub userns: Option<NsMode>,
     /// Bind a host path into the container: HOST:CONTAINER[:ro|rw].
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
     pub volumes: Vec<String>,

@@ -49,6 +49,7 @@ pub(crate) struct ChildSpec<'a> {
     mounts: Vec<Mount>,
     join: Vec<(SharedNamespace, PathBuf)>,
     hooks: Hooks,
+    host_namespaces: crate::config::HostNamespaces,
     rootless: bool,
     network: NetworkMode,
     /// The run's /etc/hostname, /etc/hosts and /etc/resolv.conf, written once its network is
@@ -135,6 +136,7 @@ impl<'a> ChildSpec<'a> {
             mounts: cfg.mounts.clone(),
             join: cfg.join.clone(),
             hooks: cfg.hooks.clone(),
+            host_namespaces: cfg.host_namespaces,
             rootless: cfg.rootless,
             network: cfg.network,
             etc: cfg
@@ -233,7 +235,7 @@ fn setup(
         namespaces::join(*ns, path)?;
     }
     let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
-    if !joined(SharedNamespace::Uts) {
+    if !joined(SharedNamespace::Uts) && !spec.host_namespaces.uts {
         namespaces::set_hostname(&spec.hostname)?;
         if !spec.domainname.is_empty() {
             namespaces::set_domainname(&spec.domainname)?;
@@ -304,7 +306,9 @@ fn setup(
     }
     // The cgroup namespace is created after the parent moved us into our cgroup, so that the
     // container sees that cgroup as its root.
-    namespaces::enter_cgroup_namespace()?;
+    if !spec.host_namespaces.cgroup {
+        namespaces::enter_cgroup_namespace()?;
+    }
     rootfs::mount_cgroup(&rootfs_spec, &spec.cgroup)?;
 
     // A new session: signals typed at isol's terminal reach isol, which forwards them, and not

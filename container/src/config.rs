@@ -52,6 +52,42 @@ impl SharedNamespace {
     }
 }
 
+/// Namespaces the container shares with the host instead of getting its own (docker's `--pid
+/// host`, `--ipc host`, `--uts host`, `--cgroupns host`; the network's is [`NetworkMode::Host`]).
+/// Each one shared is a wall less: see docs/cli.md, "Namespaces".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    /// The host's PID namespace: the container sees (and, holding CAP_KILL, may signal) every
+    /// process of the host, and its init is not PID 1. Needs a cgroup (root): isol ends the
+    /// container's processes through it, as killing the init no longer ends them.
+    pub pid: bool,
+    /// The host's System V IPC objects and POSIX message queues.
+    pub ipc: bool,
+    /// The host's hostname (the container's own is not set).
+    pub uts: bool,
+    /// The host's cgroup namespace: the container sees the whole cgroup tree, and its own cgroup
+    /// by its full path (`/isol/<id>`) rather than as `/`.
+    pub cgroup: bool,
+}
+
+impl HostNamespaces {
+    /// The `CLONE_NEW*` flags of the namespaces shared with the host (the cgroup namespace is
+    /// made after the clone, see `namespaces`).
+    pub fn clone_flags(self) -> u64 {
+        let mut f = 0;
+        if self.pid {
+            f |= libc::CLONE_NEWPID;
+        }
+        if self.ipc {
+            f |= libc::CLONE_NEWIPC;
+        }
+        if self.uts {
+            f |= libc::CLONE_NEWUTS;
+        }
+        f as u64
+    }
+}
+
 /// A bind mount from the host into the container (`-v HOST:CTR[:ro]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
@@ -169,6 +205,8 @@ pub struct ContainerConfig {
     /// network namespace, `network` must be [`NetworkMode::None`] (nothing is wired), and with
     /// a joined UTS namespace the hostname is left alone.
     pub join: Vec<(SharedNamespace, PathBuf)>,
+    /// Namespaces shared with the host (none by default).
+    pub host_namespaces: HostNamespaces,
     pub volumes: Vec<Volume>,
     /// Further mounts, in order, after the volumes (`isol run` has none).
     pub mounts: Vec<Mount>,

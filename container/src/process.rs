@@ -184,6 +184,11 @@ fn launch(
     cgroup_root: &Path,
     gate: Option<&Path>,
 ) -> Result<Launched, ContainerError> {
+    if cfg.host_namespaces.pid && cfg.rootless {
+        return Err(ContainerError::Unsupported(
+            "The host's PID namespace (--pid host) needs root: isol ends the container's processes through its cgroup, which a rootless run has none of; run isol as root or drop the flag".into(),
+        ));
+    }
     // Everything that costs time and needs no child is done before the clone.
     let cgroup = if cfg.rootless {
         if !cfg.limits.is_empty() {
@@ -253,7 +258,9 @@ fn launch(
         .join
         .iter()
         .fold(0u64, |f, (ns, _)| f | ns.clone_flag() as u64);
-    let flags = namespaces::clone_flags(cfg.network, cfg.rootless) & !joined;
+    let flags = namespaces::clone_flags(cfg.network, cfg.rootless)
+        & !joined
+        & !cfg.host_namespaces.clone_flags();
     // A PID namespace is joined for the child before it is made: it is born there.
     let pid_ns = match cfg.join.iter().find(|(ns, _)| *ns == SharedNamespace::Pid) {
         Some((_, path)) => Some(namespaces::PidForChildren::enter(path).inspect_err(|_| {
@@ -369,6 +376,13 @@ fn run_in(
         deadline,
     };
     let started = read_reports(reports, phases)?;
+    // For `isol exec`, `isol stop` and `isol ps`: where the container's init is, and its
+    // address; removed with the run directory. Written only now that the workload runs: before,
+    // the child may still be building its root (an exec that joined it then would see the
+    // host's files).
+    if let Some(dir) = &guard.run_dir {
+        state::write_run_info(&dir.dir, child.as_raw(), address.as_deref())?;
+    }
     let exit_from_report = started.exec_error.as_ref().map(|(_, code)| *code);
     let exec_error = started.exec_error.map(|(msg, _)| msg);
     if let Some(p) = &pty {

@@ -123,14 +123,63 @@ const NEW_PREFIX: &str = ".new-";
 /// Prefix of a run dir being removed.
 const OLD_PREFIX: &str = ".old-";
 
+/// The file in a run's directory naming its container's init (`pid`) and, with a bridge network,
+/// its address (a second line).
+const RUN_INFO: &str = "init";
+
+/// Records where a running container's init is (and its address), in its run directory.
+pub(crate) fn write_run_info(
+    dir: &Path,
+    init_pid: i32,
+    address: Option<&str>,
+) -> Result<(), ContainerError> {
+    let path = dir.join(RUN_INFO);
+    let tmp = dir.join(".init.tmp");
+    let text = format!("{init_pid}\n{}\n", address.unwrap_or(""));
+    fs::write(&tmp, text)
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|e| ContainerError::State {
+            what: format!("write {}", path.display()),
+            source: e,
+        })
+}
+
+/// A running container's init (its pid on the host) and address, while the isol process that
+/// runs it is alive; `None` for a run that is not (or not yet, or no longer) running.
+pub fn run_info(state_root: &Path, id: &str) -> Option<(i32, Option<String>)> {
+    let dir = state_root.join(id);
+    let text = fs::read_to_string(dir.join(RUN_INFO)).ok()?;
+    if !owner_alive(&dir) {
+        return None;
+    }
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    let address = lines.next().map(str::trim).filter(|a| !a.is_empty());
+    Some((pid, address.map(str::to_owned)))
+}
+
 /// `pid:starttime` of a process: the pair survives pid reuse, the pid alone does not.
-fn owner_token(pid: u32) -> Option<String> {
+pub fn owner_token(pid: u32) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The comm field may hold spaces and parentheses; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
+    // A zombie (exited, not yet reaped by a parent that does not reap, such as an init that
+    // never waits) is dead for this purpose: it owns nothing any more.
+    if rest.starts_with(['Z', 'X']) {
+        return None;
+    }
     // starttime is field 22 of the file, the 20th after the comm field.
     let start = rest.split_whitespace().nth(19)?;
     Some(format!("{pid}:{start}"))
+}
+
+/// Whether the process a [`owner_token`] names is still running (and is the same process).
+pub fn token_alive(token: &str) -> bool {
+    let token = token.trim();
+    let Some(pid) = token.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    owner_token(pid).as_deref() == Some(token)
 }
 
 /// Whether the owner recorded in `<dir>/owner` is still running.
@@ -139,11 +188,7 @@ fn owner_alive(dir: &Path) -> bool {
         // A run dir without an owner file is one whose creation was cut short.
         return false;
     };
-    let token = token.trim();
-    let Some(pid) = token.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
-        return false;
-    };
-    owner_token(pid).as_deref() == Some(token)
+    token_alive(&token)
 }
 
 /// Whether `path` was last modified more than `secs` seconds ago.

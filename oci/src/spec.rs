@@ -139,6 +139,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         network,
         etc_files: false,
         join,
+        host_namespaces: Default::default(),
         volumes: Vec::new(),
         mounts,
         // The stdio `create` was given is the workload's, stdin included; with a terminal, the

@@ -1,10 +1,12 @@
 //! One module per `isol` subcommand.
 
 pub mod bench;
+pub mod detach;
 pub mod doctor;
 pub mod image;
 pub mod lab;
 pub mod run;
+pub mod runs;
 
 use crate::cli::{Cli, Command};
 
@@ -17,6 +19,9 @@ pub fn dispatch(cli: Cli, log_filter: String) -> anyhow::Result<i32> {
         Command::Image(cmd) => image::run(cmd),
         Command::Doctor(args) => doctor::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Ps(args) => runs::ps(args),
+        Command::Stop(args) => runs::stop(args),
+        Command::Exec(args) => runs::exec(args),
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::cli::{Backend, Network, RunArgs};
 use crate::size::parse_size;
+use isol_container::security::seccomp::Seccomp;
 
 /// Default PATH when the image sets none (docker's).
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -42,6 +43,32 @@ pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
     let id = isol_container::state::new_run_id();
     let store = super::open_store()?;
     let spec = build_spec(&args, &store, &id)?;
+    let ns = namespace_options(&args, &store, rootless)?;
+    if args.detach {
+        check_detach_flags(&args)?;
+        let root = store.root().to_path_buf();
+        return super::detach::detach(&root, &id, || {
+            supervise(&args, spec, ns, &store, id.clone(), rootless, log_filter)
+        });
+    }
+    supervise(&args, spec, ns, &store, id, rootless, log_filter)
+}
+
+/// Runs the run in this process (the foreground, or a detached run's supervisor), registered
+/// for `isol ps` while it runs.
+fn supervise(
+    args: &RunArgs,
+    spec: RunSpec,
+    ns: NamespaceOptions,
+    store: &isol_image::Store,
+    id: String,
+    rootless: bool,
+    log_filter: &str,
+) -> anyhow::Result<i32> {
+    let record = run_record(args, &spec, &ns, store, &id);
+    // Removed when the run ends; a microVM's stays across the exec into isol-vmm, which keeps
+    // this pid, and goes stale when it exits.
+    let _registered = super::runs::register(&super::runs::dir(store.root()), record)?;
     // Held while the workload runs, so that `isol image rm` does not delete its image.
     let backend = match args.backend {
         Backend::Container => "container",
@@ -49,9 +76,186 @@ pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
     };
     let in_use = store.mark_in_use(&spec.image, &id, backend)?;
     match args.backend {
-        Backend::Container => run_container(&args, spec, &store, id, rootless),
-        Backend::Kvm => run_kvm(&args, spec, &store, &in_use, &id, log_filter),
+        Backend::Container => run_container(args, spec, ns, store, id, rootless),
+        Backend::Kvm => run_kvm(args, spec, store, &in_use, &id, log_filter),
     }
+}
+
+/// The namespace flags (`--pid`, `--ipc`, `--uts`, `--cgroupns`, `--userns`, `--network
+/// container:`), resolved for the container runtime.
+#[derive(Debug, Default)]
+pub struct NamespaceOptions {
+    host: isol_container::HostNamespaces,
+    join: Vec<(isol_container::SharedNamespace, PathBuf)>,
+    /// `--ipc` as the run's record keeps it (`container:NAME` may join only a `shareable` one).
+    ipc: String,
+}
+
+fn namespace_options(
+    args: &RunArgs,
+    store: &isol_image::Store,
+    rootless: bool,
+) -> anyhow::Result<NamespaceOptions> {
+    use crate::cli::{HostOrOwn, IpcMode, NsMode};
+    use isol_container::SharedNamespace;
+    let ipc = match &args.ipc {
+        None | Some(IpcMode::Private) => "private".to_owned(),
+        Some(IpcMode::Shareable) => "shareable".to_owned(),
+        Some(IpcMode::Host) => "host".to_owned(),
+        Some(IpcMode::Container(n)) => format!("container:{n}"),
+    };
+    if args.backend == Backend::Kvm {
+        check_kvm_namespace_flags(args)?;
+        return Ok(NamespaceOptions {
+            ipc,
+            ..NamespaceOptions::default()
+        });
+    }
+    if let Some(n) = &args.name {
+        super::runs::validate_name(n)?;
+    }
+    let host = isol_container::HostNamespaces {
+        pid: args.pid == Some(HostOrOwn::Host),
+        ipc: args.ipc == Some(IpcMode::Host),
+        uts: args.uts == Some(HostOrOwn::Host),
+        cgroup: args.cgroupns == Some(NsMode::Host),
+    };
+    if host.pid && rootless {
+        bail!(
+            "--pid host needs root: isol ends a run's processes through its cgroup, which a rootless run has none of; run isol as root or drop the flag"
+        );
+    }
+    if host.uts && args.hostname.is_some() {
+        bail!(
+            "--hostname and --uts host conflict: a run in the host's UTS namespace has the host's hostname; drop one"
+        );
+    }
+    match args.userns {
+        Some(NsMode::Host) if rootless => bail!(
+            "--userns host needs root: isol run as a user puts every container in a user namespace of its own (the caller's uid is root inside); run isol as root or drop the flag"
+        ),
+        Some(NsMode::Private) if !rootless => bail!(
+            "--userns private is not supported as root yet: isol's containers run as root get no user namespace (root inside is the host's root, held in by capabilities, seccomp and no_new_privs); run isol as an unprivileged user for a container whose root is that user on the host, or drop the flag"
+        ),
+        _ => {}
+    }
+    let mut join = Vec::new();
+    let runs = super::runs::dir(store.root());
+    let other = |what: &str, flag: &str| -> anyhow::Result<i32> {
+        let rec = super::runs::find(&runs, what).with_context(|| flag.to_owned())?;
+        if rec.backend != "container" {
+            bail!(
+                "{flag}: run {what} is a microVM, whose namespaces are in its own kernel; name a container"
+            );
+        }
+        Ok(super::runs::container_info(&rec)
+            .with_context(|| flag.to_owned())?
+            .0)
+    };
+    if let Some(IpcMode::Container(n)) = &args.ipc {
+        let flag = format!("--ipc container:{n}");
+        let pid = other(n, &flag)?;
+        let rec = super::runs::find(&runs, n)?;
+        if rec.ipc != "shareable" && rec.ipc != "host" {
+            bail!(
+                "{flag}: run {n}'s IPC namespace is private (--ipc {}); start it with --ipc shareable to share it",
+                rec.ipc
+            );
+        }
+        join.push((SharedNamespace::Ipc, format!("/proc/{pid}/ns/ipc").into()));
+    }
+    if let Network::Container(n) = &args.network {
+        let pid = other(n, &format!("--network container:{n}"))?;
+        join.push((SharedNamespace::Net, format!("/proc/{pid}/ns/net").into()));
+    }
+    Ok(NamespaceOptions { host, join, ipc })
+}
+
+/// On kvm, every namespace flag that would share something with the host or another run is
+/// refused: the VM's kernel has its own of everything.
+fn check_kvm_namespace_flags(args: &RunArgs) -> anyhow::Result<()> {
+    use crate::cli::{HostOrOwn, IpcMode, NsMode};
+    let refuse = |flag: &str, what: &str| -> anyhow::Result<()> {
+        bail!(
+            "{flag} is not supported with --backend kvm: a VM has its own kernel, so there is no host {what} to share; drop it or use --backend container"
+        )
+    };
+    if args.pid == Some(HostOrOwn::Host) {
+        refuse("--pid host", "PID namespace")?;
+    }
+    if args.uts == Some(HostOrOwn::Host) {
+        refuse("--uts host", "UTS namespace (hostname)")?;
+    }
+    if args.cgroupns == Some(NsMode::Host) {
+        refuse("--cgroupns host", "cgroup namespace")?;
+    }
+    if args.userns == Some(NsMode::Host) {
+        refuse("--userns host", "user namespace")?;
+    }
+    match &args.ipc {
+        Some(IpcMode::Host) => refuse("--ipc host", "IPC namespace")?,
+        Some(IpcMode::Shareable) | Some(IpcMode::Container(_)) => bail!(
+            "--ipc shareable|container:NAME is not supported with --backend kvm: a VM's IPC objects live in its own kernel, which no other run shares; drop it or use --backend container"
+        ),
+        _ => {}
+    }
+    if let Network::Container(_) = &args.network {
+        bail!(
+            "--network container:NAME is not supported with --backend kvm: a VM's network stack is in its own kernel; drop it or use --backend container"
+        );
+    }
+    if let Some(n) = &args.name {
+        super::runs::validate_name(n)?;
+    }
+    Ok(())
+}
+
+/// `-d` runs without a terminal or stdin: `-t` and `-i` have nothing to attach to.
+fn check_detach_flags(args: &RunArgs) -> anyhow::Result<()> {
+    if args.tty || args.interactive {
+        bail!(
+            "-d with -i or -t is not supported: a detached run has no terminal or stdin to attach (isol has no attach yet); drop -i/-t"
+        );
+    }
+    if args.json {
+        bail!(
+            "-d with --json is not supported: a detached run's report would have nowhere to go; drop one"
+        );
+    }
+    Ok(())
+}
+
+/// The record `isol ps`, `stop` and `exec` read.
+fn run_record(
+    args: &RunArgs,
+    spec: &RunSpec,
+    ns: &NamespaceOptions,
+    store: &isol_image::Store,
+    id: &str,
+) -> super::runs::Record {
+    let container = args.backend == Backend::Container;
+    let mut r = super::runs::new_record(
+        id,
+        args.name.as_deref(),
+        if container { "container" } else { "kvm" },
+    );
+    r.image = spec.image.summary.name.clone();
+    r.command = spec
+        .args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    r.env = spec
+        .env
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    r.workdir = spec.workdir.display().to_string();
+    r.ipc.clone_from(&ns.ipc);
+    r.seccomp = !matches!(spec.privileges.seccomp, Seccomp::Unconfined);
+    r.seccomp_profile = seccomp_file(&args.security_opt);
+    r.state_root = container.then(|| store.root().join("containers"));
+    r
 }
 
 fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Result<RunSpec> {
@@ -229,7 +433,15 @@ fn parse_privileges(args: &RunArgs) -> anyhow::Result<isol_container::Privileges
 /// `--security-opt seccomp=PATH`: a profile in docker's JSON format, its `includes` and
 /// `excludes` resolved for `capabilities` and this kernel as dockerd does, compiled once here
 /// so that a bad profile fails before anything starts.
-fn seccomp_profile(
+/// The profile file of `--security-opt seccomp=FILE`, if one was given.
+fn seccomp_file(opts: &[String]) -> Option<String> {
+    opts.iter()
+        .filter_map(|o| o.strip_prefix("seccomp="))
+        .rfind(|p| *p != "unconfined" && !p.is_empty())
+        .map(str::to_owned)
+}
+
+pub(crate) fn seccomp_profile(
     path: &str,
     capabilities: u64,
 ) -> anyhow::Result<isol_container::security::seccomp::Profile> {
@@ -351,12 +563,14 @@ fn check_user_namespaces() -> anyhow::Result<()> {
 fn run_container(
     args: &RunArgs,
     spec: RunSpec,
+    ns: NamespaceOptions,
     store: &isol_image::Store,
     id: String,
     rootless: bool,
 ) -> anyhow::Result<i32> {
     let network = match args.network {
-        Network::None => isol_container::NetworkMode::None,
+        // The joined namespace is wired already.
+        Network::None | Network::Container(_) => isol_container::NetworkMode::None,
         Network::Host => isol_container::NetworkMode::Host,
         Network::Bridge => {
             if rootless {
@@ -393,7 +607,8 @@ fn run_container(
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
         etc_files: true,
-        join: Vec::new(),
+        join: ns.join,
+        host_namespaces: ns.host,
         volumes: spec.volumes,
         mounts: Vec::new(),
         interactive: args.interactive,

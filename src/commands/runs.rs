@@ -1,0 +1,483 @@
+//! The live runs: a record per run (container or microVM, in the foreground or detached) under
+//! `<store>/runs/`, written by the process that supervises the run and removed when it ends;
+//! `isol ps`, `isol stop` and `isol exec` read them.
+//!
+//! A record names its supervisor by `pid:starttime` (the isol process that runs a container, or
+//! the VMM process of a microVM): a record whose supervisor is gone (SIGKILLed) is stale, and the
+//! next listing removes it, with the detached run's log. Names are unique among live runs: the
+//! check and the write happen under `runs/.lock`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ExecArgs, PsArgs, StopArgs};
+use isol_container::security::seccomp::Seccomp;
+
+/// One live run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    /// "container" or "kvm".
+    pub backend: String,
+    pub image: String,
+    pub command: Vec<String>,
+    /// Seconds since the epoch.
+    pub started: u64,
+    /// The supervising process, `pid:starttime`.
+    pub owner: String,
+    /// The IPC mode it was started with (`private`, `shareable`, `host`, `container:…`).
+    pub ipc: String,
+    /// The run's environment and working directory, for `isol exec`.
+    pub env: Vec<String>,
+    pub workdir: String,
+    /// Where the container runtime keeps the run's state (containers only).
+    pub state_root: Option<PathBuf>,
+    /// Whether the workload runs under a seccomp filter.
+    pub seccomp: bool,
+    /// The profile file it was given (`--security-opt seccomp=FILE`), compiled again for
+    /// `isol exec`; none: isol's default profile.
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
+}
+
+/// The directory of the records.
+pub fn dir(store_root: &Path) -> PathBuf {
+    store_root.join("runs")
+}
+
+fn record_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+/// The log of a detached run (its stdout and stderr).
+pub fn log_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.log"))
+}
+
+/// Names follow docker's rule: a letter or digit, then letters, digits, `_`, `.`, `-`.
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        bail!(
+            "Invalid --name {name:?}: use up to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        );
+    }
+    if isol_container::state::is_run_id(name) {
+        bail!("Invalid --name {name}: it looks like a run id; choose another name");
+    }
+    Ok(())
+}
+
+/// Holds `runs/.lock` while names are checked and records written.
+struct Lock(#[allow(dead_code)] Flock<File>);
+
+fn lock(dir: &Path) -> anyhow::Result<Lock> {
+    fs::create_dir_all(dir).with_context(|| format!("Cannot create {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let f = File::create(&path).with_context(|| format!("Cannot create {}", path.display()))?;
+    let f = Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("Cannot lock {}: {e}", path.display()))?;
+    Ok(Lock(f))
+}
+
+/// The live runs, oldest first; stale records (their supervisor is gone) are removed.
+pub fn list(dir: &Path) -> Vec<Record> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let rec: Option<Record> = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match rec {
+            Some(r) if isol_container::state::token_alive(&r.owner) => out.push(r),
+            Some(r) => remove_files(dir, &r.id),
+            // Unreadable: being written right now (records are renamed into place, so only a
+            // foreign file); left alone.
+            None => {}
+        }
+    }
+    out.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
+    out
+}
+
+fn remove_files(dir: &Path, id: &str) {
+    let _ = fs::remove_file(record_path(dir, id));
+    let _ = fs::remove_file(log_path(dir, id));
+}
+
+/// A registered run: removes its record when dropped (the run ended).
+#[derive(Debug)]
+pub struct Registered {
+    dir: PathBuf,
+    id: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        remove_files(&self.dir, &self.id);
+    }
+}
+
+/// Writes `rec` (its owner: this process), refusing a name a live run holds.
+pub fn register(dir: &Path, mut rec: Record) -> anyhow::Result<Registered> {
+    let _lock = lock(dir)?;
+    if let Some(other) = list(dir).iter().find(|r| r.name == rec.name) {
+        bail!(
+            "The name {} is already in use by run {}: choose another --name, or stop that run (isol stop {})",
+            rec.name,
+            other.id,
+            rec.name
+        );
+    }
+    rec.owner = isol_container::state::owner_token(std::process::id())
+        .context("Cannot read this process's start time in /proc")?;
+    let path = record_path(dir, &rec.id);
+    let tmp = dir.join(format!(".{}.tmp", rec.id));
+    fs::write(&tmp, serde_json::to_vec(&rec)?)
+        .and_then(|()| fs::rename(&tmp, &path))
+        .with_context(|| format!("Cannot write {}", path.display()))?;
+    Ok(Registered {
+        dir: dir.to_owned(),
+        id: rec.id,
+    })
+}
+
+/// The live run named `what`: a name, an id, or a unique prefix of an id.
+pub fn find(dir: &Path, what: &str) -> anyhow::Result<Record> {
+    let runs = list(dir);
+    if let Some(r) = runs.iter().find(|r| r.name == what || r.id == what) {
+        return Ok(r.clone());
+    }
+    let by_prefix: Vec<_> = runs.iter().filter(|r| r.id.starts_with(what)).collect();
+    match by_prefix.as_slice() {
+        [one] if !what.is_empty() => Ok((*one).clone()),
+        [] | [_] => bail!("No such run: {what}; `isol ps` lists the live runs"),
+        _ => bail!("{what} is the start of several runs' ids; give more of it, or the name"),
+    }
+}
+
+/// A running container's init (host pid) and address.
+pub fn container_info(rec: &Record) -> anyhow::Result<(i32, Option<String>)> {
+    rec.state_root
+        .as_deref()
+        .and_then(|root| isol_container::state::run_info(root, &rec.id))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "Run {} ({}) is not running (yet, or any more); `isol ps` lists the live runs",
+                rec.name,
+                rec.id
+            )
+        })
+}
+
+fn pid_of(token: &str) -> Option<Pid> {
+    token
+        .split(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .map(Pid::from_raw)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `isol ps`.
+pub fn ps(args: PsArgs) -> anyhow::Result<i32> {
+    let store = super::open_store()?;
+    let runs = list(&dir(store.root()));
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            let address = if r.backend == "container" {
+                container_info(r).ok().and_then(|(_, a)| a)
+            } else {
+                None
+            };
+            let status = if r.backend == "container" && container_info(r).is_err() {
+                "starting"
+            } else {
+                "running"
+            };
+            serde_json::json!({
+                "id": r.id,
+                "name": r.name,
+                "backend": r.backend,
+                "image": r.image,
+                "command": r.command,
+                "status": status,
+                "started": humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(r.started)
+                ).to_string(),
+                "address": address,
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(0);
+    }
+    let mut table = vec![
+        [
+            "ID", "NAME", "BACKEND", "IMAGE", "COMMAND", "STATUS", "STARTED", "ADDRESS",
+        ]
+        .map(String::from),
+    ];
+    for (r, row) in runs.iter().zip(&rows) {
+        let mut cmd = r.command.join(" ");
+        if cmd.chars().count() > 30 {
+            cmd = cmd.chars().take(29).collect::<String>() + "…";
+        }
+        let up = now_secs().saturating_sub(r.started);
+        table.push([
+            r.id.clone(),
+            r.name.clone(),
+            r.backend.clone(),
+            r.image.clone(),
+            format!("\"{cmd}\""),
+            row["status"].as_str().unwrap_or("").to_owned(),
+            format!("{up}s ago"),
+            row["address"].as_str().unwrap_or("-").to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+    Ok(0)
+}
+
+/// `isol stop`: SIGTERM to the workload, SIGKILL after the grace period; waits until the run's
+/// supervisor has cleaned up.
+pub fn stop(args: StopArgs) -> anyhow::Result<i32> {
+    let store = super::open_store()?;
+    let dir = dir(store.root());
+    let mut failed = false;
+    for what in &args.runs {
+        match stop_one(&dir, what, Duration::from_secs(args.time.into())) {
+            Ok(()) => println!("{what}"),
+            Err(e) => {
+                eprintln!("isol: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { crate::EXIT_ISOL as i32 } else { 0 })
+}
+
+fn stop_one(dir: &Path, what: &str, grace: Duration) -> anyhow::Result<()> {
+    let rec = find(dir, what)?;
+    let owner = pid_of(&rec.owner).context("The run's record names no process")?;
+    let gone = |limit: Duration| {
+        let end = Instant::now() + limit;
+        loop {
+            if !isol_container::state::token_alive(&rec.owner) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // The supervisor forwards SIGTERM to the workload (a container's init, or the VMM's guest).
+    let _ = kill(owner, Signal::SIGTERM);
+    if gone(grace) {
+        return Ok(());
+    }
+    // Then the container's init (the supervisor cleans up after it), or the VMM itself.
+    match container_info(&rec) {
+        Ok((init, _)) => {
+            let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
+        }
+        Err(_) => {
+            let _ = kill(owner, Signal::SIGKILL);
+        }
+    }
+    if gone(Duration::from_secs(10)) {
+        return Ok(());
+    }
+    // A supervisor that does not end: killed; what it leaves is swept by the next run.
+    let _ = kill(owner, Signal::SIGKILL);
+    if gone(Duration::from_secs(5)) {
+        return Ok(());
+    }
+    bail!("Run {what} did not stop; its supervisor is process {owner}")
+}
+
+/// `isol exec`.
+pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+    if args.tty {
+        bail!("isol exec -t is not supported yet; drop -t (-i keeps stdin connected)");
+    }
+    let store = super::open_store()?;
+    let rec = find(&dir(store.root()), &args.run)?;
+    if rec.backend != "container" {
+        bail!(
+            "isol exec into a microVM is not supported yet: the VM's own kernel runs its processes, and isol has no channel to the guest init to start one; use --backend container, or give the command to isol run"
+        );
+    }
+    let (init_pid, _) = container_info(&rec)?;
+    let status = read_status(init_pid)?;
+    let mut env: Vec<std::ffi::OsString> = rec.env.iter().map(Into::into).collect();
+    for e in &args.env {
+        if !e.contains('=') || e.starts_with('=') {
+            bail!("Invalid -e {e:?}: give KEY=VALUE");
+        }
+        let key = &e[..e.find('=').unwrap_or(0) + 1];
+        env.retain(|v| !v.to_string_lossy().starts_with(key));
+        env.push(e.into());
+    }
+    let cwd = match &args.workdir {
+        Some(w) if !w.is_absolute() => bail!(
+            "Working directory {} is not absolute; use a path starting with /",
+            w.display()
+        ),
+        Some(w) => w.clone(),
+        None => PathBuf::from(&rec.workdir),
+    };
+    let spec = isol_container::exec::ExecSpec {
+        init_pid,
+        args: args.command.clone(),
+        env,
+        cwd,
+        uid: status.uid,
+        gid: status.gid,
+        groups: status.groups,
+        capabilities: status.cap_bnd,
+        rlimits: Vec::new(),
+        seccomp: match (&rec.seccomp_profile, rec.seccomp) {
+            (_, false) => Seccomp::Unconfined,
+            (None, true) => Seccomp::Default,
+            (Some(path), true) => Seccomp::Profile(std::sync::Arc::new(
+                super::run::seccomp_profile(path, status.cap_bnd)?,
+            )),
+        },
+        umask: None,
+        oom_score_adj: None,
+        terminal: None,
+        preserve_fds: 0,
+    };
+    let cgroup =
+        isol_container::cgroups::open(Path::new(isol_container::process::CGROUP_ROOT), &rec.id)
+            .ok();
+    if !args.interactive {
+        let null = File::open("/dev/null").context("Cannot open /dev/null")?;
+        nix::unistd::dup2_stdin(&null).context("Cannot redirect stdin")?;
+    }
+    // The process is this one's grandchild: re-parented here, to be waited for.
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    let pid = match isol_container::exec::exec(&spec, cgroup.as_ref()) {
+        Ok(executed) => executed.pid,
+        Err(isol_container::ContainerError::Setup(msg)) if exec_code(&msg).is_some() => {
+            eprintln!("isol: {msg}");
+            return Ok(exec_code(&msg).unwrap_or(126));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    loop {
+        match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => return Ok(c),
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("Cannot wait for the process in the container: {e}"),
+        }
+    }
+}
+
+/// 127 for a command that is not found, 126 for one that cannot be executed: the messages of
+/// `isol_container::init::exec_failure`, which all start with `exec: `.
+fn exec_code(msg: &str) -> Option<i32> {
+    let rest = msg.strip_prefix("exec: ")?;
+    if rest.ends_with("not found in $PATH") || rest.ends_with("no such file or directory") {
+        Some(127)
+    } else {
+        Some(126)
+    }
+}
+
+/// The ids and bounding set of a running container's init: the workload's own.
+struct InitStatus {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    cap_bnd: u64,
+}
+
+fn read_status(pid: i32) -> anyhow::Result<InitStatus> {
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).with_context(|| format!("Cannot read {path}"))?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .with_context(|| format!("{path} has no {name}"))
+    };
+    let first = |s: &str| s.split_whitespace().next().and_then(|v| v.parse().ok());
+    Ok(InitStatus {
+        uid: first(field("Uid:")?).context("bad Uid")?,
+        gid: first(field("Gid:")?).context("bad Gid")?,
+        groups: field("Groups:")?
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect(),
+        cap_bnd: u64::from_str_radix(field("CapBnd:")?, 16).context("bad CapBnd")?,
+    })
+}
+
+/// A new record for a run, before it is registered.
+pub fn new_record(id: &str, name: Option<&str>, backend: &str) -> Record {
+    Record {
+        id: id.to_owned(),
+        name: name.unwrap_or(id).to_owned(),
+        backend: backend.to_owned(),
+        image: String::new(),
+        command: Vec::new(),
+        started: now_secs(),
+        owner: String::new(),
+        ipc: "private".into(),
+        env: Vec::new(),
+        workdir: "/".into(),
+        state_root: None,
+        seccomp: true,
+        seccomp_profile: None,
+    }
+}
