@@ -772,6 +772,12 @@ fn etc_files_name_the_container_and_its_resolvers() {
         servers.iter().all(|s| s.is_ipv4() && !s.is_loopback()),
         "{out}"
     );
+    // Only the files are new: /etc keeps the image's times (the unpacker's 0 or 1 s).
+    let out = ok(&["run", "busybox", "--", "stat", "-c", "%Y", "/etc"]);
+    assert!(
+        out.trim().parse::<i64>().unwrap() <= 1,
+        "/etc's mtime: {out}"
+    );
 
     // With the host's network: the host's hosts file and resolvers, as they are.
     let out = ok(&[

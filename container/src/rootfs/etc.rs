@@ -20,7 +20,8 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, futimens};
+use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::config::{Mount, NetworkMode, Volume};
@@ -93,6 +94,10 @@ impl EtcFiles {
         let Some(etc) = open_etc().map_err(|e| SetupError::rootfs("Cannot open /etc", e))? else {
             return Ok(());
         };
+        // The image's /etc keeps its times, as a bind of the files (docker's way) would leave
+        // them: only the files are new.
+        let before = nix::sys::stat::fstat(&etc)
+            .map_err(|e| SetupError::rootfs("Cannot stat /etc", io::Error::from(e)))?;
         let mut hosts = self.hosts.clone();
         if self.hosts_add_address
             && let Some(addr) = own_address()
@@ -110,7 +115,12 @@ impl EtcFiles {
             replace(&etc, name, content.as_bytes())
                 .map_err(|e| SetupError::rootfs(format!("Cannot write /etc/{name}"), e))?;
         }
-        Ok(())
+        let (atime, mtime) = (
+            TimeSpec::new(before.st_atime, before.st_atime_nsec),
+            TimeSpec::new(before.st_mtime, before.st_mtime_nsec),
+        );
+        futimens(&etc, &atime, &mtime)
+            .map_err(|e| SetupError::rootfs("Cannot keep the times of /etc", io::Error::from(e)))
     }
 }
 
