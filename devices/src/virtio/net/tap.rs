@@ -253,6 +253,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ioctl_numbers_are_the_kernel_s() {
+        assert_eq!(TUNSETIFF, libc::TUNSETIFF as u64);
+        assert_eq!(TUNGETIFF, libc::TUNGETIFF as u64);
+        assert_eq!(TUNSETOFFLOAD, libc::TUNSETOFFLOAD as u64);
+        assert_eq!(TUNSETVNETHDRSZ, libc::TUNSETVNETHDRSZ as u64);
+        assert_eq!(IFF_VNET_HDR as i32, libc::IFF_VNET_HDR);
+        assert_eq!(TUN_F_UFO, libc::TUN_F_UFO as u32);
+    }
+
+    #[test]
     fn names_are_checked_before_anything_is_opened() {
         for bad in ["", "a-very-long-name-x", "a b", "x/y", "é"] {
             let e = Tap::create(bad).unwrap_err();
