@@ -802,6 +802,15 @@ mod tests {
                 memory_max: 200 << 20,
                 pids_max: 40,
             }),
+            net: Some(LaunchNet {
+                tap_fd: 7,
+                tap: "isolt01234567".into(),
+                mac: [2, 0x69, 10, 88, 0, 2],
+                address: [10, 88, 0, 2].into(),
+                prefix: 24,
+                gateway: [10, 88, 0, 1].into(),
+                state_root: "/var/lib/isol/containers".into(),
+            }),
         }
     }
 

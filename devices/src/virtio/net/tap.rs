@@ -254,12 +254,12 @@ mod tests {
 
     #[test]
     fn ioctl_numbers_are_the_kernel_s() {
-        assert_eq!(TUNSETIFF, libc::TUNSETIFF as u64);
-        assert_eq!(TUNGETIFF, libc::TUNGETIFF as u64);
-        assert_eq!(TUNSETOFFLOAD, libc::TUNSETOFFLOAD as u64);
-        assert_eq!(TUNSETVNETHDRSZ, libc::TUNSETVNETHDRSZ as u64);
+        assert_eq!(TUNSETIFF, libc::TUNSETIFF);
+        assert_eq!(TUNGETIFF, libc::TUNGETIFF);
+        assert_eq!(TUNSETOFFLOAD, libc::TUNSETOFFLOAD);
+        assert_eq!(TUNSETVNETHDRSZ, libc::TUNSETVNETHDRSZ);
         assert_eq!(IFF_VNET_HDR as i32, libc::IFF_VNET_HDR);
-        assert_eq!(TUN_F_UFO, libc::TUN_F_UFO as u32);
+        assert_eq!(TUN_F_UFO, libc::TUN_F_UFO);
     }
 
     #[test]
