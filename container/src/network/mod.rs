@@ -12,6 +12,10 @@
 //!   `Drop`) removes the veth and, for the last container, the bridge, the table, and restores
 //!   ip_forward. [`sweep`] does the same for allocations whose isol was killed.
 //!
+//! A VM on the bridge ([`attach_vm`], `isol run --backend kvm --network bridge`) gets an address
+//! from the same table and a tap `isolt<first 8 chars of id>` on the bridge instead of a veth
+//! pair; its release, sweep and teardown are the same.
+//!
 //! Allocation state lives in `<state_root>/net/` (see `state.rs`), always under an flock, so
 //! concurrent isol processes never hand out the same address or tear the bridge down under each
 //! other. One host should use one `state_root`: the bridge and the nft table are host-wide.

@@ -332,10 +332,11 @@ impl VirtioDevice for Net {
                 return Err(DeviceFault::QueueNotReady(q));
             }
         }
-        // On the vCPU thread: the ioctl waits for the device thread (its seccomp list).
+        // This runs on the vCPU thread that wrote DRIVER_OK, whose seccomp list has no tap
+        // I/O: the offloads wait for the device thread's next read, and the queues for the
+        // driver's first notifications (Linux fills and kicks them once the device is live).
         self.pending_offload = Some(Self::offload_for(acked));
-        // Frames the driver queued before DRIVER_OK.
-        self.tx(ctx)
+        Ok(())
     }
 
     fn process_queue(
