@@ -295,7 +295,7 @@ mod tests {
             eprintln!("skipped: needs root and /dev/net/tun");
             return;
         }
-        let name = format!("isoltt{}", std::process::id() % 100_000);
+        let name = format!("vnettap{}", std::process::id() % 100_000);
         let tap = match Tap::create(&name) {
             Ok(t) => t,
             Err(TapError::Open(e)) => {

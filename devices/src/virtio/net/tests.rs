@@ -2,7 +2,9 @@
 //! written here that follows the split-ring layout and one that does not.
 //!
 //! The host end is a packet socket bound to the tap: what the device writes to the tap, the
-//! host receives; what the host sends on the tap, the device reads.
+//! host receives; what the host sends on the tap, the device reads. The taps are named
+//! `vnett…`, not `isol…`: the integration tests' leftover checks look for `isol` in link names,
+//! and may run on the same host at the same time.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -72,7 +74,7 @@ struct Host {
 fn tap() -> (Tap, Host) {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
-        "isoltn{}x{}",
+        "vnett{}x{}",
         std::process::id() % 10_000,
         N.fetch_add(1, Ordering::Relaxed)
     );
