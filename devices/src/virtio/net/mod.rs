@@ -349,8 +349,9 @@ impl VirtioDevice for Net {
             RX => {
                 let starved = self.rx(ctx)?;
                 if let Some(ops) = ops {
-                    // Buffers again: watch the tap (level-triggered: what waits is seen).
-                    self.watch(ops, !starved || !self.rx_watched);
+                    // Buffers left: watch the tap (level-triggered: what waits is seen);
+                    // none: the driver's next notification comes with some.
+                    self.watch(ops, !starved);
                 }
                 Ok(())
             }
