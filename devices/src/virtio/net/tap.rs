@@ -39,6 +39,24 @@ pub const TUN_F_UFO: u32 = 0x10;
 /// hdr_len, gso_size, csum_start, csum_offset, num_buffers).
 pub const VNET_HDR_LEN: usize = 12;
 
+/// The tun/tap control device.
+pub const TUN_PATH: &str = "/dev/net/tun";
+
+/// Creates `/dev/net/tun` (character device 10:200, mode 0600), as udev's static nodes do.
+fn make_tun_node() -> io::Result<()> {
+    std::fs::create_dir_all("/dev/net")?;
+    let path = std::ffi::CString::new(TUN_PATH).map_err(io::Error::other)?;
+    // SAFETY: a NUL-terminated path alive for the call; integer mode and device number.
+    let r = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(10, 200)) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Longest interface name (IFNAMSIZ - 1).
 pub const MAX_NAME: usize = 15;
 
@@ -104,12 +122,23 @@ impl Tap {
         if name.is_empty() || name.len() > MAX_NAME || !name.bytes().all(valid) {
             return Err(TapError::Name(name.to_owned()));
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(TapError::Open)?;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(TUN_PATH)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // devtmpfs has the node only once the tun module is loaded (a host without
+                // udev's static nodes, the lab): the node's first open loads the module.
+                make_tun_node().map_err(TapError::Open)?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(TapError::Open)?;
         let mut req = IfReq::new(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `req` is (40 bytes,
         // the name NUL-terminated: at most 15 bytes copied into 16), alive for the call.
