@@ -136,19 +136,34 @@ fn a_vm_on_the_bridge_reaches_the_gateway_and_the_host_reaches_it() {
     assert_no_leftovers("a bridged VM");
 }
 
-/// 256 MiB from the VM to a container over TCP, and 64 MiB back, byte for byte (sha256 on
-/// both ends); the VM's checksum and segmentation offloads carry the bulk of it.
+/// 256 MiB from the VM to a container over TCP, and 64 MiB back, byte for byte (sha256 and
+/// length on both ends); the VM's checksum and segmentation offloads carry the bulk of it.
+///
+/// The receiving side is `nc -e` (busybox's nc quits when the peer half-closes, and a
+/// receiving nc whose own stdin ends half-closes at once: the sender would stop early). Both
+/// ends stream (a fifo to sha256sum and `wc -c`) and say on stderr where they are, which a
+/// run that takes too long shows.
 #[test]
 fn a_vm_and_a_container_exchange_256_mib_byte_exact() {
     let _g = root_test();
     if !kvm_ready() {
         return;
     }
+    // Receives one connection's bytes: `got SHA256 LENGTH`.
+    let receive = "sh -c 'mkfifo /tmp/c; wc -c </tmp/c >/tmp/n & \
+                   tee /tmp/c | sha256sum | sed \"s/ .*//\" >/tmp/h; wait'";
+    // Sends N bytes from stdin's pipe through CMD: `sent SHA256 N`.
+    let send = |n: u64, cmd: &str| {
+        format!(
+            "mkfifo /tmp/f; (sha256sum </tmp/f | sed 's/ .*//' >/tmp/s) & \
+             head -c {n} /dev/urandom | tee /tmp/f | {cmd}; wait; echo sent $(cat /tmp/s) {n}"
+        )
+    };
     let server = format!(
-        "{PRINT_ADDRESS}; nc -l -p 7002 | sha256sum | sed 's/ .*//; s/^/got /'; \
-         mkfifo /tmp/f; sha256sum </tmp/f >/tmp/sum & \
-         head -c 67108864 /dev/urandom | tee /tmp/f | nc -l -p 7003; wait; \
-         sed 's/ .*//; s/^/sent /' /tmp/sum"
+        "{PRINT_ADDRESS}; echo ctr: listening >&2; nc -l -p 7002 -e {receive}; \
+         echo got $(cat /tmp/h) $(cat /tmp/n); echo ctr: received, sending >&2; {}; \
+         echo ctr: sent >&2",
+        send(64 << 20, "nc -l -p 7003"),
     );
     let mut ctr = isol(&[
         "run",
@@ -167,34 +182,63 @@ fn a_vm_and_a_container_exchange_256_mib_byte_exact() {
     let mut cout = BufReader::new(ctr.stdout.take().unwrap());
     let peer = first_address(&mut ctr, &mut cout);
     let client = format!(
-        "mkfifo /tmp/f; sha256sum </tmp/f >/tmp/sum & \
-         head -c 268435456 /dev/urandom | tee /tmp/f | nc {peer} 7002; wait; \
-         sed 's/ .*//; s/^/sent /' /tmp/sum; \
-         i=0; until nc {peer} 7003 >/tmp/r 2>/dev/null; do i=$((i+1)); [ $i -gt 60 ] && exit 9; sleep 1; done; \
-         sha256sum /tmp/r | sed 's/ .*//; s/^/got /'"
+        "echo vm: sending >&2; {}; echo vm: sent, receiving >&2; rm /tmp/f; \
+         i=0; until nc {peer} 7003 -e {receive} 2>/dev/null; do \
+         i=$((i+1)); [ $i -gt 60 ] && exit 9; sleep 1; done; \
+         echo got $(cat /tmp/h) $(cat /tmp/n); echo vm: received >&2",
+        send(256 << 20, &format!("nc {peer} 7002")),
     );
     let started = Instant::now();
-    let vm = bridged_vm(&["--memory", "512m"], &client);
-    let (rc, vm_out, vm_err) = finish(vm);
+    let mut vm = bridged_vm(&[], &client);
+    // A stalled transfer ends the test with what both ends said so far.
+    let (vm_pid, ctr_pid) = (vm.id() as i32, ctr.id() as i32);
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(400);
+        while Instant::now() < deadline {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(vm_pid), None).is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        for pid in [vm_pid, ctr_pid] {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        true
+    });
+    let vm_out = {
+        let mut o = String::new();
+        vm.stdout.take().unwrap().read_to_string(&mut o).unwrap();
+        o
+    };
+    let (rc, _, vm_err) = finish(vm);
     let secs = started.elapsed().as_secs_f64();
+    let stalled = watchdog.join().unwrap();
+    if stalled {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(ctr_pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
     ctr.stdout = Some(cout.into_inner());
     let (crc, ctr_out, ctr_err) = finish(ctr);
-    assert_eq!(rc, 0, "VM: {vm_out} {vm_err}");
-    assert_eq!(crc, 0, "container: {ctr_out} {ctr_err}");
+    let both = format!("VM ({rc}): {vm_out}{vm_err}\ncontainer ({crc}): {ctr_out}{ctr_err}");
+    assert!(!stalled, "no end after 400 s: {both}");
+    assert_eq!((rc, crc), (0, 0), "{both}");
     let field = |text: &str, key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key:?} in {text:?}"))
+            .unwrap_or_else(|| panic!("no {key:?}: {both}"))
             .to_string()
     };
-    let (vm_sent, ctr_got) = (field(&vm_out, "sent "), field(&ctr_out, "got "));
-    assert_eq!(vm_sent.len(), 64, "{vm_out}");
-    assert_eq!(vm_sent, ctr_got, "256 MiB VM → container");
-    assert_eq!(
-        field(&ctr_out, "sent "),
-        field(&vm_out, "got "),
-        "64 MiB container → VM"
-    );
+    let vm_sent = field(&vm_out, "sent ");
+    assert!(vm_sent.ends_with(" 268435456"), "{both}");
+    assert_eq!(vm_sent, field(&ctr_out, "got "), "256 MiB VM → container");
+    let ctr_sent = field(&ctr_out, "sent ");
+    assert!(ctr_sent.ends_with(" 67108864"), "{both}");
+    assert_eq!(ctr_sent, field(&vm_out, "got "), "64 MiB container → VM");
     eprintln!("320 MiB exchanged in {secs:.1} s (boot included)");
     assert_no_leftovers("a VM and a container on the bridge");
 }
