@@ -150,13 +150,13 @@ fn a_vm_and_a_container_exchange_256_mib_byte_exact() {
         return;
     }
     // Receives one connection's bytes: `got SHA256 LENGTH`.
-    let receive = "sh -c 'mkfifo /tmp/c; wc -c </tmp/c >/tmp/n & \
-                   tee /tmp/c | sha256sum | sed \"s/ .*//\" >/tmp/h; wait'";
+    let receive = "sh -c 'mkfifo /tmp/c; wc -c </tmp/c >/tmp/n & w=$!; \
+                   tee /tmp/c | sha256sum | sed \"s/ .*//\" >/tmp/h; wait $w'";
     // Sends N bytes from stdin's pipe through CMD: `sent SHA256 N`.
     let send = |n: u64, cmd: &str| {
         format!(
-            "mkfifo /tmp/f; (sha256sum </tmp/f | sed 's/ .*//' >/tmp/s) & \
-             head -c {n} /dev/urandom | tee /tmp/f | {cmd}; wait; echo sent $(cat /tmp/s) {n}"
+            "mkfifo /tmp/f; (sha256sum </tmp/f | sed 's/ .*//' >/tmp/s) & s=$!; \
+             head -c {n} /dev/urandom | tee /tmp/f | {cmd}; wait $s; echo sent $(cat /tmp/s) {n}"
         )
     };
     let server = format!(
