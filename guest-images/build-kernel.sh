@@ -42,6 +42,8 @@ required=(
     KVM_GUEST PVH BLK_DEV_INITRD BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS DEVTMPFS
     DEVTMPFS_MOUNT TMPFS EXT4_FS OVERLAY_FS FUTEX EPOLL UNIX VIRTIO VIRTIO_MMIO
     VIRTIO_MMIO_CMDLINE_DEVICES VIRTIO_BLK VIRTIO_CONSOLE
+    # --network bridge on kvm (a virtio-net NIC on a tap).
+    NETDEVICES NET_CORE VIRTIO_NET
     # Not in the list but the guest is useless without them.
     TTY MULTIUSER SHMEM BLOCK NET X86_MPPARSE
     # The workload's capabilities/seccomp/no_new_privs, as in a container.

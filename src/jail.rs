@@ -247,7 +247,7 @@ fn start(
     let (pid, born) = walls::clone_into(walls::NAMESPACES, into).map_err(|e| e.to_string())?;
     if pid == 0 {
         drop(life_w);
-        return match child(jail, &root, &entry, life_r, &files, kvm, &old_mask) {
+        return match child(launch, &root, &entry, life_r, &files, kvm, &old_mask) {
             Ok(hook) => {
                 // The jail's cost on the way to the VM (docs/design.md, "The VMM's jail").
                 tracing::debug!(
@@ -318,7 +318,7 @@ extern "C" fn exit_on_signal(sig: libc::c_int) {
 /// The jailed child, before the VMM starts any thread: its cgroup, its session, its root, its
 /// capability bounds. Returns the privilege drop for when the VM is built.
 fn child(
-    jail: &LaunchJail,
+    launch: &Launch,
     root: &Path,
     entry: &Entry,
     life: OwnedFd,
@@ -326,6 +326,7 @@ fn child(
     kvm: u64,
     old_mask: &SigSet,
 ) -> Result<BeforeGuest, String> {
+    let jail = launch.jail.as_ref().ok_or("no jail in the launch")?;
     die_with_relay(&life)?;
     entry
         .join_self()
@@ -340,6 +341,8 @@ fn child(
         .map_err(|e| format!("sigprocmask: {e}"))?;
     // The cgroup's files are the entry's, closed with it once the child is in the VM's build.
     let mut keep = vec![life.as_raw_fd()];
+    // `--network bridge`: the tap isol opened on the host, which the jail cannot open.
+    keep.extend(launch.net.as_ref().map(|n| n.tap_fd));
     match entry {
         Entry::CloneInto(dir) => keep.push(dir.as_raw_fd()),
         Entry::SelfJoin(files) => keep.extend(files.iter().map(AsRawFd::as_raw_fd)),
@@ -464,8 +467,8 @@ fn build_root(root: &Path, files: &[Bind], kvm: u64) -> Result<(), String> {
         kvm,
     )
     .map_err(|e| err("create", Path::new("/dev/kvm"), &e))?;
-    // A tap device (virtio-net, not there yet) comes here: /dev/net/tun (10:200) as a node,
-    // and the tap moved into this network namespace by the relay before the go.
+    // No /dev/net/tun: the tap of `--network bridge` is opened on the host by isol and
+    // inherited as a descriptor (it stays in the host's network namespace, on the bridge).
     walls::pivot_root(root).map_err(|e| e.to_string())?;
     mount(
         None::<&str>,
@@ -557,6 +560,7 @@ mod tests {
             seccomp: true,
             seccomp_test_violation: None,
             jail: None,
+            net: None,
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

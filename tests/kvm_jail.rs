@@ -482,6 +482,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
             memory_max: 192 << 20,
             pids_max: 40,
         }),
+        net: None,
     };
     let mut relay = spawn_vmm(&launch);
     let vmm = jailed_vmm(&mut relay);

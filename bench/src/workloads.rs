@@ -478,8 +478,9 @@ pub fn timed_metrics(
     Some(metrics)
 }
 
-/// Network throughput: two containers on isol's bridge vs two processes over loopback in a
-/// fresh network namespace on the host. The kvm backend has no network device: skipped.
+/// Network throughput: a container sending to a server on isol's bridge — another container,
+/// or a VM (`--network bridge` on kvm: virtio-net on a tap) — vs two processes over loopback
+/// in a fresh network namespace on the host.
 pub fn net_metric(
     runners: &[Runner],
     sizes: Sizes,
@@ -489,15 +490,7 @@ pub fn net_metric(
     let bytes = sizes.net_mib << 20;
     let mut series = Vec::new();
     for r in runners {
-        let mut s = Series::new(r.subject(), r.label());
-        if r.is_kvm() {
-            s = Series::skipped(
-                r.subject(),
-                r.label(),
-                "the microVM has no network device yet".into(),
-            );
-        }
-        series.push(s);
+        series.push(Series::new(r.subject(), r.label()));
     }
     for round in 0..=runs {
         progress(format!("net: round {round}/{runs}"));
@@ -524,7 +517,7 @@ pub fn net_metric(
         benchmark: "net",
         title: format!("Network: {} MiB over TCP", sizes.net_mib),
         method: format!(
-            "busybox `head -c {bytes} /dev/zero | nc ADDR 5001` to a busybox `nc -l -p 5001 >/dev/null`, timed inside the sender from before the first byte to nc's exit (the last socket buffer may still be in flight); container: server and client in two isol containers on isol's bridge (`--network bridge`, the server's own bridge address); host: both processes on loopback in a fresh network namespace (`unshare -n`, 127.0.0.1). Nothing else is contacted. Samples are MiB/s (higher is better). One warm-up round, then {runs} rounds."
+            "busybox `head -c {bytes} /dev/zero | nc ADDR 5001` to a busybox `nc -l -p 5001 >/dev/null`, timed inside the sender from before the first byte to nc's exit (the last socket buffer may still be in flight); container: server and client in two isol containers on isol's bridge (`--network bridge`, the server's own bridge address); kvm: the server in a VM on the bridge (virtio-net on a tap), the client in a container as above, so the two differ only in the receiver; host: both processes on loopback in a fresh network namespace (`unshare -n`, 127.0.0.1). Nothing else is contacted. Samples are MiB/s (higher is better). One warm-up round, then {runs} rounds."
         ),
         unit: "MiB/s",
         lower_is_better: false,
@@ -532,7 +525,7 @@ pub fn net_metric(
         ratios: Vec::new(),
         notes: Vec::new(),
     };
-    m.finish(&[("isol-container", "host")]);
+    m.finish(&[("isol-container", "host"), ("isol-kvm", "isol-container")]);
     Some(m)
 }
 
@@ -576,7 +569,22 @@ fn net_bridge(r: &Runner, bytes: u64) -> Result<f64, String> {
         let client = format!(
             "sleep 0.2; {{ echo S; head -c {bytes} /dev/zero | nc {addr} 5001 || echo FAIL nc; echo E; }} | ts %.s"
         );
-        let (o, e) = output_with_timeout(&mut r.command(&client, false, true))?;
+        // The sender is always a container: for the kvm series only the receiver differs.
+        let sender = match r {
+            Runner::Isol {
+                exe,
+                store_root,
+                kvm: true,
+                ..
+            } => Runner::Isol {
+                exe: exe.clone(),
+                store_root: store_root.clone(),
+                kvm: false,
+                kernel: None,
+            },
+            other => other.clone(),
+        };
+        let (o, e) = output_with_timeout(&mut sender.command(&client, false, true))?;
         parse_marks(&o)
             .map(|x| x.0)
             .map_err(|m| format!("{m} {}", last_line(&e)))

@@ -12,12 +12,36 @@ mod jail;
 mod logging;
 
 fn main() -> std::process::ExitCode {
+    // `--network bridge`: the lease isol took (same pid: this process is its owner), given
+    // back here after the VM by the process isol exec'd — the relay, or the VMM without a
+    // jail — never by the jailed child.
+    let mut lease: Option<isol_vmm::launch::LaunchNet> = None;
     let code = isol_vmm::launch::main(
         std::env::args_os(),
         |filter| {
             logging::init(filter);
         },
-        jail::enter,
+        |launch| {
+            let jailed = jail::enter(launch);
+            if !matches!(jailed, isol_vmm::launch::Jailed::Run(Some(_))) {
+                lease = launch.net.clone();
+            }
+            jailed
+        },
     );
+    if let Some(net) = lease {
+        release(&net);
+    }
     std::process::ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// Closes this process's descriptor of the tap (it goes with the last one) and gives the
+/// address back; the bridge and its NAT go with the last user.
+fn release(net: &isol_vmm::launch::LaunchNet) {
+    // SAFETY: the tap's descriptor isol handed over, used by nothing else in this process
+    // any more (the VM is over); closed once.
+    unsafe { libc::close(net.tap_fd) };
+    if let Err(e) = isol_container::network::release_held(&net.state_root, net.address, &net.tap) {
+        tracing::warn!("releasing the VM's network: {e}; the next isol run retries");
+    }
 }

@@ -699,8 +699,11 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
             "{flag} is not supported with --backend kvm ({why}); drop it or use --backend container"
         )
     };
-    if args.network != Network::None {
-        refuse("--network host|bridge", "the microVM has no network device")?;
+    if args.network == Network::Host {
+        refuse(
+            "--network host",
+            "a VM has its own kernel and network stack, so it cannot share the host's; use --network bridge to reach it from the host",
+        )?;
     }
     for v in &spec.volumes {
         // A block device or an image file becomes a virtio disk, seen at the target as
@@ -784,7 +787,7 @@ fn run_kvm(
     drop(file);
     // A kernel whose config can be found and lacks what isol needs is refused here, with
     // the options named, rather than failing inside the guest.
-    isol_vmm::kconfig::check(&kernel, vcpus)?;
+    isol_vmm::kconfig::check_for(&kernel, vcpus, args.network == Network::Bridge)?;
     // Then, before any work on the image: a host whose KVM only emulates is told so at once.
     // The environment is read here, once: ISOL_CACHE.
     let speed_cache = isol_vmm::config::cache_dir().join("kvm-speed");
@@ -846,12 +849,16 @@ fn run_kvm(
         seccomp,
         seccomp_test_violation,
         jail: None,
+        net: None,
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.
     let launch = absolute_paths(launch)?;
+    // Last before the VMM: the tap and the address exist from here on.
+    let network = kvm_network(args, store, id)?;
     let launch = isol_vmm::launch::Launch {
         jail: vmm_jail(store, &launch, id)?,
+        net: network.as_ref().map(|n| n.launch.clone()),
         ..launch
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
@@ -861,6 +868,9 @@ fn run_kvm(
     match isol_vmm::launch::vmm_binary() {
         Some(vmm) => {
             in_use.keep_across_exec()?;
+            if let Some(n) = &network {
+                n.keep_across_exec()?;
+            }
             tracing::debug!(vmm = %vmm.display(), "handing the VM over to isol-vmm (exec)");
             Err(isol_vmm::launch::exec(&vmm, &launch, std::env::args_os()).into())
         }
@@ -869,6 +879,69 @@ fn run_kvm(
             Ok(isol_vmm::launch::run(&launch))
         }
     }
+}
+
+/// A VM's place on isol's bridge (`--network bridge`): the lease and the open tap. Dropped
+/// (in this process: a failed start, or the VM run without isol-vmm), the lease is given back
+/// and the tap goes with its descriptor; across the exec of isol-vmm neither is dropped, and
+/// isol-vmm gives the lease back after the VM (`src/bin/isol-vmm.rs`), or the next isol's
+/// sweep does if it was killed (same pid, same owner record).
+struct KvmNetwork {
+    launch: isol_vmm::launch::LaunchNet,
+    tap: std::os::fd::OwnedFd,
+    _lease: isol_container::network::Attachment,
+}
+
+impl KvmNetwork {
+    /// The tap's descriptor stays open in isol-vmm.
+    fn keep_across_exec(&self) -> anyhow::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
+        if unsafe { libc::fcntl(self.tap.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            bail!(
+                "Cannot hand the VM's tap over to isol-vmm: {}; raise the open-file limit",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `--network bridge` on kvm: the VM's tap on `isol0` and an address from the containers'
+/// allocation table (`isol_container::network::attach_vm`), NAT as for containers. `none`:
+/// nothing (the guest has loopback only).
+fn kvm_network(
+    args: &RunArgs,
+    store: &isol_image::Store,
+    id: &str,
+) -> anyhow::Result<Option<KvmNetwork>> {
+    // The containers' network state: one allocation table and one bridge for both backends.
+    let state_root = store.root().join("containers");
+    // Leases of runs whose isol was killed, whichever backend they were.
+    isol_container::network::sweep(&state_root);
+    if args.network != Network::Bridge {
+        return Ok(None);
+    }
+    let (lease, tap) = isol_container::network::attach_vm(id, &state_root, |name| {
+        isol_devices::virtio::net::Tap::create(name).map_err(|e| e.to_string())
+    })?;
+    let a = lease.address().octets();
+    let launch = isol_vmm::launch::LaunchNet {
+        tap_fd: std::os::fd::AsRawFd::as_raw_fd(&tap),
+        tap: tap.name().to_owned(),
+        // Locally administered, from the address: unique on the bridge, stable per address.
+        mac: [0x02, 0x69, a[0], a[1], a[2], a[3]],
+        address: lease.address(),
+        prefix: lease.prefix(),
+        gateway: lease.gateway(),
+        state_root,
+    };
+    tracing::debug!(tap = %launch.tap, address = %launch.address, "VM network attached");
+    Ok(Some(KvmNetwork {
+        launch,
+        tap: tap.into_fd(),
+        _lease: lease,
+    }))
 }
 
 /// Environment switch: `ISOL_VMM_JAIL=off` runs the VMM without its jail (for debugging).

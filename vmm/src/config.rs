@@ -11,7 +11,7 @@ use std::time::Duration;
 pub use isol_guest_init::spec::{Security, SockFilter};
 
 use crate::arch::x86_64::mptable;
-pub use crate::device_manager::{DiskSpec, GuestTty};
+pub use crate::device_manager::{DiskSpec, GuestIp, GuestTty, NetConfig};
 
 /// Smallest guest: the kernel at 16 MiB plus room for the initramfs and the kernel.
 pub const MIN_MEMORY_MIB: u32 = 32;
@@ -217,6 +217,9 @@ pub struct VmConfig {
     pub disks: Vec<DiskSpec>,
     /// A pseudo-terminal for the workload (needs [`GuestStdio::VirtioConsole`]).
     pub tty: Option<GuestTty>,
+    /// A network card: virtio-net on an open tap, and what the guest init gives `eth0`
+    /// (`--network bridge`); `None`: loopback only.
+    pub net: Option<NetConfig>,
     /// Where boot profiles are kept (`vstate::boot_profile`: the guest RAM a boot touches
     /// before init, faulted in ahead of the next boot of the same machine); `None` turns
     /// them off. Callers pick it ([`default_boot_profiles`] is isol's convention); the VMM
@@ -264,6 +267,7 @@ impl Default for VmConfig {
             stdio: GuestStdio::Serial,
             disks: Vec::new(),
             tty: None,
+            net: None,
             boot_profiles: None,
             seccomp: crate::seccomp::Seccomp::default(),
             seccomp_test_violation: None,

@@ -22,6 +22,7 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 use isol_devices::virtio::block::{Block, BlockStats};
 use isol_devices::virtio::console::{Console, FdWriter, PortConfig, PortIo};
 use isol_devices::virtio::mmio::{BATCHABLE_WRITES, MMIO_WINDOW, reg as mmio_reg};
+use isol_devices::virtio::net::{Net, NetStats, Tap};
 use isol_devices::virtio::subscriber::VirtioSubscriber;
 use isol_devices::virtio::{MmioTransport, VirtioDevice};
 use kvm_ioctls::IoEventAddress;
@@ -213,6 +214,41 @@ pub struct GuestTty {
     pub control: Option<Arc<std::fs::File>>,
 }
 
+/// A network card for the guest: virtio-net on an open tap (`IFF_TAP | IFF_NO_PI |
+/// IFF_VNET_HDR`, made by the caller, e.g. on the host side of isol's bridge), its MAC
+/// address, and the address the guest init gives `eth0`.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The tap's descriptor, borrowed: it must stay open while the VM is built (the device
+    /// works on a duplicate).
+    pub tap: std::os::fd::RawFd,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+    /// `eth0`'s configuration (`isol.net=` on the command line); `None`: the guest
+    /// init leaves the card down.
+    pub ip: Option<GuestIp>,
+    /// Traffic counters, shared with the caller.
+    pub stats: Arc<NetStats>,
+}
+
+/// IPv4 configuration of the guest's `eth0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestIp {
+    /// The guest's address.
+    pub address: std::net::Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The default gateway.
+    pub gateway: std::net::Ipv4Addr,
+}
+
+impl GuestIp {
+    /// `isol.net=ADDRESS/PREFIX,GATEWAY`, what the guest init reads.
+    pub fn cmdline_arg(&self) -> String {
+        format!("isol.net={}/{},{}", self.address, self.prefix, self.gateway)
+    }
+}
+
 /// The virtio devices of a VM and the thread that serves them.
 pub struct VirtioDevices {
     transports: Vec<(&'static str, Arc<Mutex<MmioTransport>>)>,
@@ -308,6 +344,29 @@ pub fn attach_virtio_devices(
         list.push(("virtio-blk-extra", Box::new(b.with_stats(d.stats.clone()))));
         if let Some(p) = &d.guest_path {
             cmdline.push(disk_node_arg(i, p));
+        }
+    }
+    if let Some(n) = &cfg.net {
+        let err = |msg: String| DeviceError::Virtio {
+            what: "network card",
+            msg,
+        };
+        // SAFETY: the caller keeps `tap` open while the VM is built (NetConfig's contract);
+        // the borrow ends with the duplicate made here.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(n.tap) };
+        let fd = borrowed.try_clone_to_owned().map_err(|e| {
+            err(format!(
+                "cannot duplicate the tap's descriptor {}: {e}",
+                n.tap
+            ))
+        })?;
+        let tap = Tap::from_fd(fd).map_err(|e| err(e.to_string()))?;
+        list.push((
+            "virtio-net",
+            Box::new(Net::new(tap, n.mac).with_stats(n.stats.clone())),
+        ));
+        if let Some(ip) = &n.ip {
+            cmdline.push(ip.cmdline_arg());
         }
     }
     if cfg.stdio == GuestStdio::VirtioConsole {

@@ -52,6 +52,15 @@ pub const SMP_REQUIRED: &[(&str, &str)] = &[
     ("CONFIG_X86_MPPARSE", "the MP table that lists the vCPUs"),
 ];
 
+/// Needed for a network card (`--network bridge`: virtio-net on a tap).
+pub const NET_REQUIRED: &[(&str, &str)] = &[
+    ("CONFIG_NETDEVICES", "network cards (--network bridge)"),
+    (
+        "CONFIG_VIRTIO_NET",
+        "the virtio-net card of --network bridge",
+    ),
+];
+
 /// A kernel that lacks options isol needs.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -162,12 +171,20 @@ pub fn find_config(kernel: &Path) -> Option<(String, String)> {
 /// Refuses `kernel` when its configuration is found and lacks an option isol needs for a
 /// guest with `vcpus` vCPUs.
 pub fn check(kernel: &Path, vcpus: u8) -> Result<(), MissingOptions> {
+    check_for(kernel, vcpus, false)
+}
+
+/// [`check`], with the options of a network card ([`NET_REQUIRED`]) when `nic`.
+pub fn check_for(kernel: &Path, vcpus: u8, nic: bool) -> Result<(), MissingOptions> {
     let Some((config, source_name)) = find_config(kernel) else {
         return Ok(());
     };
     let mut gone = missing(&config, REQUIRED);
     if vcpus > 1 {
         gone.extend(missing(&config, SMP_REQUIRED));
+    }
+    if nic {
+        gone.extend(missing(&config, NET_REQUIRED));
     }
     if gone.is_empty() {
         return Ok(());
@@ -244,6 +261,15 @@ mod tests {
         std::fs::write(&elf, &vmlinux).unwrap();
         std::fs::write(&bzimage, &bz).unwrap();
         assert!(check(&elf, 1).is_ok());
+        // No virtio-net in that config: refused only when a card is asked for.
+        let e = check_for(&elf, 1, true).unwrap_err();
+        assert_eq!(
+            e.missing,
+            [
+                "CONFIG_NETDEVICES (network cards (--network bridge))",
+                "CONFIG_VIRTIO_NET (the virtio-net card of --network bridge)"
+            ]
+        );
         for k in [&elf, &bzimage] {
             let e = check(k, 2).unwrap_err();
             assert_eq!(
@@ -286,5 +312,6 @@ mod tests {
             missing(own, REQUIRED)
         );
         assert!(missing(own, SMP_REQUIRED).is_empty());
+        assert!(missing(own, NET_REQUIRED).is_empty());
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskSpec, GuestTty, Security, SockFilter};
+use crate::config::{DiskSpec, GuestIp, GuestTty, NetConfig, Security, SockFilter};
 use crate::seccomp::{Filters, Seccomp, ThreadKind};
 use crate::{BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, VmConfig, VmmError};
 
@@ -34,7 +34,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -150,6 +150,48 @@ pub struct Launch {
     /// The jail isol-vmm runs the VM in (`src/jail.rs`); `None`: no jail
     /// (`ISOL_VMM_JAIL=off`, a caller that is not root, or the VMM in isol's own process).
     pub jail: Option<LaunchJail>,
+    /// `--network bridge`: the guest's network card; `None`: loopback only.
+    #[serde(default)]
+    pub net: Option<LaunchNet>,
+}
+
+/// The VM's network card on isol's bridge (`--network bridge`): the tap isol made and
+/// attached, inherited across the exec, and the lease to give back after the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchNet {
+    /// The tap's descriptor, open (not close-on-exec) in the process that runs the VM.
+    pub tap_fd: i32,
+    /// The tap's name on the host.
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+    /// The guest's address on the bridge.
+    pub address: std::net::Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The bridge's address: the guest's default gateway.
+    pub gateway: std::net::Ipv4Addr,
+    /// The network state directory holding the lease (`isol_container::network`), which
+    /// the process isol exec'd releases after the VM.
+    #[serde(with = "os_bytes")]
+    pub state_root: PathBuf,
+}
+
+impl LaunchNet {
+    /// The card as the VMM takes it.
+    pub fn config(&self) -> NetConfig {
+        NetConfig {
+            tap: self.tap_fd,
+            mac: self.mac,
+            ip: Some(GuestIp {
+                address: self.address,
+                prefix: self.prefix,
+                gateway: self.gateway,
+            }),
+            stats: Arc::default(),
+        }
+    }
 }
 
 /// Where and how `isol-vmm` jails itself (docs/design.md, "The VMM's jail").
@@ -244,6 +286,7 @@ impl Launch {
                 })
                 .collect(),
             tty,
+            net: self.net.as_ref().map(LaunchNet::config),
             boot_profiles: self.boot_profiles.clone(),
             // isol-vmm filters its main thread too (`run_in_vmm`).
             seccomp: if self.seccomp {
@@ -561,6 +604,8 @@ fn report(
         "total_ms": t.map(|t| round3(t.vm_exit.as_secs_f64() * 1e3)),
         // The executable the VM ran in: isol-vmm, or isol itself without it.
         "vmm_exe": vmm_exe,
+        // The guest's address on isol's bridge (`--network bridge`), as for containers.
+        "address": launch.net.as_ref().map(|n| n.address.to_string()),
     })
     .to_string()
 }
@@ -756,6 +801,15 @@ mod tests {
                 gid: 65534,
                 memory_max: 200 << 20,
                 pids_max: 40,
+            }),
+            net: Some(LaunchNet {
+                tap_fd: 7,
+                tap: "isolt01234567".into(),
+                mac: [2, 0x69, 10, 88, 0, 2],
+                address: [10, 88, 0, 2].into(),
+                prefix: 24,
+                gateway: [10, 88, 0, 1].into(),
+                state_root: "/var/lib/isol/containers".into(),
             }),
         }
     }

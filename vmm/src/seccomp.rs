@@ -146,6 +146,16 @@ impl ThreadKind {
                 any(SYS_pread64),
                 any(SYS_pwrite64),
                 any(SYS_fdatasync),
+                // virtio-net: one frame per readv/writev between the tap and guest memory.
+                any(SYS_readv),
+                any(SYS_writev),
+                // virtio-net: the offloads the driver accepted, set on the tap before the
+                // next read (the driver's DRIVER_OK comes on a vCPU thread, which has no
+                // such ioctl).
+                (
+                    SYS_ioctl,
+                    ioctls(&[isol_devices::virtio::net::tap::TUNSETOFFLOAD]),
+                ),
             ],
             ThreadKind::ConsoleOutput => vec![
                 // Waits for room on a non-blocking stdout/stderr (FdWriter).
@@ -862,6 +872,14 @@ mod tests {
                     raw(libc::SYS_pwrite64, u64::MAX, 0, 0);
                     raw(libc::SYS_fdatasync, u64::MAX, 0, 0);
                     raw(libc::SYS_epoll_ctl, u64::MAX, 0, 0);
+                    raw(libc::SYS_readv, u64::MAX, 0, 0);
+                    raw(libc::SYS_writev, u64::MAX, 0, 0);
+                    raw(
+                        libc::SYS_ioctl,
+                        u64::MAX,
+                        isol_devices::virtio::net::tap::TUNSETOFFLOAD,
+                        0,
+                    );
                 }),
             ),
             (

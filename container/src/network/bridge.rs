@@ -41,6 +41,15 @@ pub(crate) fn delete_link(name: &str) -> Result<(), NetworkError> {
     }
 }
 
+/// Puts the host link `name` (a VM's tap) on the bridge and brings it up.
+pub(crate) fn enslave(name: &str) -> Result<(), NetworkError> {
+    let script = format!(
+        "link set dev {name} master {BRIDGE}\n\
+         link set dev {name} up\n"
+    );
+    run("ip", &["-batch", "-"], Some(&script)).map(drop)
+}
+
 /// Fails when a host interface other than the bridge already has an address in `subnet`:
 /// routing the subnet to the bridge would cut the host off from that network.
 pub(crate) fn check_no_overlap(subnet: &Subnet) -> Result<(), NetworkError> {

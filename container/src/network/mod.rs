@@ -12,6 +12,10 @@
 //!   `Drop`) removes the veth and, for the last container, the bridge, the table, and restores
 //!   ip_forward. [`sweep`] does the same for allocations whose isol was killed.
 //!
+//! A VM on the bridge ([`attach_vm`], `isol run --backend kvm --network bridge`) gets an address
+//! from the same table and a tap `isolt<first 8 chars of id>` on the bridge instead of a veth
+//! pair; its release, sweep and teardown are the same.
+//!
 //! Allocation state lives in `<state_root>/net/` (see `state.rs`), always under an flock, so
 //! concurrent isol processes never hand out the same address or tear the bridge down under each
 //! other. One host should use one `state_root`: the bridge and the nft table are host-wide.
@@ -121,7 +125,12 @@ pub enum NetworkError {
         "Cannot bring up loopback in the container's network namespace: {error}; loopback_up must run before capabilities are dropped"
     )]
     Loopback { error: io::Error },
+    #[error("Cannot create the VM's tap {name}: {reason}")]
+    Tap { name: String, reason: String },
 }
+
+/// The prefix of every VM's tap on the bridge (`--network bridge` on kvm).
+pub const TAP_PREFIX: &str = "isolt";
 
 /// A container's place on the bridge. Released explicitly with [`Attachment::release`], or
 /// best-effort on drop.
@@ -130,6 +139,7 @@ pub struct Attachment {
     id: String,
     address: Ipv4Addr,
     gateway: Ipv4Addr,
+    prefix: u8,
     host_veth: String,
     state_root: PathBuf,
     released: bool,
@@ -146,7 +156,12 @@ impl Attachment {
         self.gateway
     }
 
-    /// The name of the host side of the container's veth pair.
+    /// The subnet's prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// The name of the host side of the container's veth pair (a VM's tap).
     pub fn host_veth(&self) -> &str {
         &self.host_veth
     }
@@ -160,6 +175,13 @@ impl Attachment {
     /// bridge and the nft table and restores ip_forward. Call it after the child was reaped.
     pub fn release(mut self) -> Result<(), NetworkError> {
         self.release_once()
+    }
+
+    /// Leaves the release to the process this one becomes (exec of `isol-vmm`, same pid and
+    /// so the same owner): no release on drop; that process calls [`release_held`]. If it
+    /// never does (SIGKILL), the next isol's [`sweep`] does, as for any dead owner.
+    pub fn hand_over(mut self) {
+        self.released = true;
     }
 
     fn release_once(&mut self) -> Result<(), NetworkError> {
@@ -251,7 +273,73 @@ fn attach_bridge(
         return Err(NetworkError::NotRoot);
     }
     let netns = veth::netns_of(child_pid)?;
+    let (a, ()) = attach_link(subnet, id, host_veth, state_root, |host_veth, address| {
+        veth::create(host_veth, child_pid)?;
+        veth::configure_peer(&netns, address, subnet)
+    })?;
+    Ok(a)
+}
 
+/// `--network bridge` for a VM: an address on the bridge like a container's, and a tap
+/// `isolt<first 8 chars of id>` on the bridge, made by `create_tap(name)` (the caller opens
+/// it: it holds the descriptor the VMM serves, and the tap goes with its last descriptor).
+/// Recorded in the same allocation table, so the same release, sweep and teardown apply.
+pub fn attach_vm<T>(
+    id: &str,
+    state_root: &Path,
+    create_tap: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<(Attachment, T), NetworkError> {
+    let tap = veth::host_name(id)?.replacen(VETH_PREFIX, TAP_PREFIX, 1);
+    if !nix::unistd::geteuid().is_root() {
+        return Err(NetworkError::NotRoot);
+    }
+    let subnet = Subnet::from_env()?;
+    let (a, t) = attach_link(&subnet, id, tap, state_root, |name, _| {
+        let t = create_tap(name).map_err(|reason| NetworkError::Tap {
+            name: name.to_owned(),
+            reason,
+        })?;
+        bridge::enslave(name)?;
+        Ok(t)
+    })?;
+    tracing::debug!(
+        mode = "bridge",
+        address = %a.address,
+        gateway = %a.gateway,
+        tap = %a.host_veth,
+        bridge = BRIDGE,
+        "VM network attached"
+    );
+    Ok((a, t))
+}
+
+/// After a [`Attachment::hand_over`]: frees `address` if the calling process still holds it
+/// for `link` (deleting the link, and the bridge with the last user), as
+/// [`Attachment::release`] would have.
+pub fn release_held(state_root: &Path, address: Ipv4Addr, link: &str) -> Result<(), NetworkError> {
+    let state = Locked::acquire(state_root)?;
+    let me = Allocation::owned_by_me("", link);
+    let held = state.entries()?.into_iter().any(|e| {
+        e.address == address
+            && e.allocation
+                .is_some_and(|a| a.veth == link && a.pid == me.pid && a.start_time == me.start_time)
+    });
+    if !held {
+        return Ok(());
+    }
+    release_locked(&state, address, link)
+}
+
+/// The allocation and the shared setup around one host link on the bridge: records the lowest
+/// free address for `host_link` under the lock, sets up the bridge and NAT if needed, then
+/// `create(host_link, address)`; undoes all of it if that fails.
+fn attach_link<T>(
+    subnet: &Subnet,
+    id: &str,
+    host_link: String,
+    state_root: &Path,
+    create: impl FnOnce(&str, Ipv4Addr) -> Result<T, NetworkError>,
+) -> Result<(Attachment, T), NetworkError> {
     let state = Locked::acquire(state_root)?;
     // A dead owner's record must not block the start of a live container; sweep reports it.
     let (occupied, _) = prune(&state)?;
@@ -263,15 +351,15 @@ fn attach_bridge(
                 active: active.to_owned(),
             });
         }
-        if let Some((_, owner)) = occupied.iter().find(|(_, a)| a.veth == host_veth) {
+        if let Some((_, owner)) = occupied.iter().find(|(_, a)| a.veth == host_link) {
             return Err(NetworkError::VethInUse {
-                veth: host_veth,
+                veth: host_link,
                 owner: owner.id.clone(),
             });
         }
     }
-    if bridge::link_exists(&host_veth) {
-        return Err(NetworkError::StrayLink { name: host_veth });
+    if bridge::link_exists(&host_link) {
+        return Err(NetworkError::StrayLink { name: host_link });
     }
     let taken: HashSet<Ipv4Addr> = occupied.iter().map(|(address, _)| *address).collect();
     let address = subnet
@@ -281,9 +369,9 @@ fn attach_bridge(
             subnet: subnet.to_string(),
         })?;
     // Recorded before anything is created, so a crash from here on leaves a trace for sweep.
-    state.insert(address, &Allocation::owned_by_me(id, &host_veth))?;
+    state.insert(address, &Allocation::owned_by_me(id, &host_link))?;
 
-    let set_up = || -> Result<(), NetworkError> {
+    let set_up = || -> Result<T, NetworkError> {
         if occupied.is_empty() || active.is_none() || !bridge::link_exists(BRIDGE) {
             setup_shared(&state, subnet)?;
             // Reattach live containers if the bridge had vanished under them.
@@ -297,22 +385,27 @@ fn attach_bridge(
                 }
             }
         }
-        veth::create(&host_veth, child_pid)?;
-        veth::configure_peer(&netns, address, subnet)
+        create(&host_link, address)
     };
-    if let Err(error) = set_up() {
-        // Undo this attachment (and the shared setup if nobody else uses it); report the cause.
-        let _ = release_locked(&state, address, &host_veth);
-        return Err(error);
+    match set_up() {
+        Ok(t) => Ok((
+            Attachment {
+                id: id.to_owned(),
+                address,
+                gateway: subnet.gateway(),
+                prefix: subnet.prefix(),
+                host_veth: host_link,
+                state_root: state_root.to_owned(),
+                released: false,
+            },
+            t,
+        )),
+        Err(error) => {
+            // Undo this attachment (and the shared setup if nobody else uses it); report the cause.
+            let _ = release_locked(&state, address, &host_link);
+            Err(error)
+        }
     }
-    Ok(Attachment {
-        id: id.to_owned(),
-        address,
-        gateway: subnet.gateway(),
-        host_veth,
-        state_root: state_root.to_owned(),
-        released: false,
-    })
 }
 
 /// Allocations that hold an address: `(address, owner)`.

@@ -7,6 +7,7 @@
 //! * [`block`]: virtio-blk over a raw host file.
 //! * [`console`]: virtio-console with `VIRTIO_CONSOLE_F_MULTIPORT`, one named port per
 //!   workload stdio stream.
+//! * [`net`]: virtio-net over a tap, with the tap's checksum and segmentation offloads.
 //! * [`subscriber`]: the event-manager glue: queue ioeventfds and host fds to the device.
 //!
 //! The transport and its device sit behind one mutex: the vCPU threads take it for
@@ -17,6 +18,7 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod subscriber;
 
@@ -58,6 +60,8 @@ pub const INT_CONFIG: u32 = 2;
 
 /// Device type ids (virtio 1.x, 5).
 pub mod device_type {
+    /// Network card.
+    pub const NET: u32 = 1;
     /// Block device.
     pub const BLOCK: u32 = 2;
     /// Console.

@@ -540,6 +540,8 @@ struct BootArgs {
     tty: bool,
     /// `isol.disk=INDEX:HEXPATH`: a block device node for extra disk INDEX at PATH.
     disk_nodes: Vec<(usize, Vec<u8>)>,
+    /// `isol.net=ADDRESS/PREFIX,GATEWAY`: configure eth0 (`--network bridge`).
+    net: Option<String>,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -561,6 +563,8 @@ fn parse_cmdline(cmdline: &str) -> BootArgs {
             a.virtio_stdio = true;
         } else if w == "isol.tty=1" {
             a.tty = true;
+        } else if let Some(n) = w.strip_prefix("isol.net=") {
+            a.net = Some(n.to_owned());
         } else if let Some(d) = w.strip_prefix("isol.disk=")
             && let Some((i, hex)) = d.split_once(':')
             && let (Ok(i), Some(path)) = (i.parse(), unhex(hex))
@@ -920,6 +924,12 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     }
     make_disk_nodes(&boot.disk_nodes)?;
     loopback_up()?;
+    if let Some(n) = &boot.net {
+        let args = isol_guest_init::net::NetArgs::parse(n).ok_or_else(|| {
+            format!("isol.net={n} is not ADDRESS/PREFIX,GATEWAY; this is a bug in the VMM")
+        })?;
+        isol_guest_init::net::configure(&args)?;
+    }
     set_hostname(&spec.hostname)?;
     let mut relay = None;
     let mut port_relay = None;
@@ -1046,6 +1056,8 @@ mod tests {
             vec![(0, b"/a b".to_vec()), (2, b"/x".to_vec())]
         );
         assert_eq!(parse_cmdline("console=ttyS0"), BootArgs::default());
+        let a = parse_cmdline("quiet isol.net=10.88.0.2/24,10.88.0.1 isol.stdio=virtio");
+        assert_eq!(a.net.as_deref(), Some("10.88.0.2/24,10.88.0.1"));
     }
 
     #[test]

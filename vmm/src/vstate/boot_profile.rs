@@ -452,7 +452,7 @@ pub fn profile_path(cfg: &VmConfig) -> Option<PathBuf> {
     format!("{:?}", cfg.boot_protocol).hash(&mut h);
     (cfg.memory_mib, cfg.vcpus, cfg.console, &cfg.extra_cmdline).hash(&mut h);
     format!("{:?} {:?}", cfg.stdio, cfg.rootfs).hash(&mut h);
-    (cfg.disks.len(), cfg.tty.is_some()).hash(&mut h);
+    (cfg.disks.len(), cfg.tty.is_some(), cfg.net.is_some()).hash(&mut h);
     Some(dir.join(format!("{:016x}", h.finish())))
 }
 

@@ -1,0 +1,396 @@
+//! virtio-net over a tap.
+//!
+//! Two queues of [`QUEUE_SIZE`]: receive (0) and transmit (1). Frames cross between the tap and
+//! guest memory with one `readv`/`writev` each, straight from and into the guest's buffers, the
+//! 12-byte virtio-net header included: the tap speaks the same header (`IFF_VNET_HDR`,
+//! `TUNSETVNETHDRSZ` 12), so checksum and segmentation offloads pass through unchanged.
+//!
+//! * **tx** (guest notify on queue 1, on the device thread): each chain's readable part is one
+//!   frame with its header, written to the tap. A chain shorter than the header or longer than
+//!   a header plus [`MAX_FRAME`] is returned unused (length 0) and counted; a write the tap
+//!   refuses (a malformed GSO header, the interface down) drops the frame, as a NIC would.
+//! * **rx** (tap readable, or the guest posting buffers): a chain is popped, the tap read into
+//!   its writable buffers; with nothing to read the chain goes back (`set_next_avail`). When
+//!   the guest has no buffer left the tap is no longer watched (the kernel queues, then drops,
+//!   as for a slow NIC) until the guest posts buffers again. A chain with less room than the
+//!   header, or with a readable part, is returned unused and counted.
+//!
+//! Offered features: MAC, CSUM/GUEST_CSUM, GUEST_TSO4/6, GUEST_UFO, HOST_TSO4/6, HOST_UFO
+//! (the HOST_ ones need nothing of the tap: it takes GSO frames from the header; the GUEST_
+//! ones become the tap's `TUNSETOFFLOAD`, applied on the device thread before the next read
+//! once the driver has acknowledged them). No MRG_RXBUF: Linux then posts 64 KiB receive
+//! chains when it accepts TSO ("big packets"), which hold any frame the tap gives.
+//!
+//! Malformed chains (out of guest memory, loops, too many bytes) are refused by
+//! [`super::queue::pop_chain`] and break the device (`DEVICE_NEEDS_RESET`) without touching
+//! memory, as for the other devices.
+
+pub mod tap;
+
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use event_manager::{EventOps, EventSet, Events};
+use virtio_queue::QueueT;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
+
+use super::queue::{self, ValidChain};
+use super::{DeviceFault, QueueCtx, VirtioDevice, device_type};
+pub use tap::{Tap, TapError, VNET_HDR_LEN};
+
+/// `VIRTIO_NET_F_CSUM`: the device takes frames with a partial checksum.
+pub const F_CSUM: u32 = 0;
+/// `VIRTIO_NET_F_GUEST_CSUM`: the driver takes frames with a partial checksum.
+pub const F_GUEST_CSUM: u32 = 1;
+/// `VIRTIO_NET_F_MAC`: the configuration space holds the MAC address.
+pub const F_MAC: u32 = 5;
+/// `VIRTIO_NET_F_GUEST_TSO4`.
+pub const F_GUEST_TSO4: u32 = 7;
+/// `VIRTIO_NET_F_GUEST_TSO6`.
+pub const F_GUEST_TSO6: u32 = 8;
+/// `VIRTIO_NET_F_GUEST_UFO`.
+pub const F_GUEST_UFO: u32 = 10;
+/// `VIRTIO_NET_F_HOST_TSO4`.
+pub const F_HOST_TSO4: u32 = 11;
+/// `VIRTIO_NET_F_HOST_TSO6`.
+pub const F_HOST_TSO6: u32 = 12;
+/// `VIRTIO_NET_F_HOST_UFO`.
+pub const F_HOST_UFO: u32 = 14;
+
+/// Descriptors per queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// The receive queue.
+pub const RX: usize = 0;
+/// The transmit queue.
+pub const TX: usize = 1;
+/// The longest frame after the header: a 64 KiB GSO frame with its Ethernet and VLAN headers
+/// (what Firecracker allows, 65562 bytes).
+pub const MAX_FRAME: usize = 65562;
+
+/// Traffic counters (shared with whoever attached the device, for tests and the report).
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Frames handed to the guest.
+    pub rx_frames: AtomicU64,
+    /// Their bytes (headers excluded).
+    pub rx_bytes: AtomicU64,
+    /// Frames written to the tap.
+    pub tx_frames: AtomicU64,
+    /// Their bytes (headers excluded).
+    pub tx_bytes: AtomicU64,
+    /// Frames the tap refused (dropped).
+    pub tx_dropped: AtomicU64,
+    /// Chains returned unused: too short for the header, too long, or of the wrong direction.
+    pub bad_chains: AtomicU64,
+}
+
+impl NetStats {
+    fn bump(c: &AtomicU64, by: u64) {
+        c.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// A virtio-net device on a tap.
+#[derive(Debug)]
+pub struct Net {
+    tap: Tap,
+    mac: [u8; 6],
+    /// Whether the tap fd is in the device thread's epoll set.
+    rx_watched: bool,
+    /// Offloads the driver accepted, to apply on the device thread before the next read.
+    pending_offload: Option<u32>,
+    stats: Arc<NetStats>,
+}
+
+impl Net {
+    /// The device on `tap`, announcing `mac`.
+    pub fn new(tap: Tap, mac: [u8; 6]) -> Self {
+        Self {
+            tap,
+            mac,
+            rx_watched: false,
+            pending_offload: None,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Counts traffic into `stats` instead of a private counter.
+    pub fn with_stats(mut self, stats: Arc<NetStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The traffic counters.
+    pub fn stats(&self) -> &Arc<NetStats> {
+        &self.stats
+    }
+
+    /// The tap's offload flags for the driver's features.
+    pub fn offload_for(acked: u64) -> u32 {
+        let has = |bit: u32| acked & (1u64 << bit) != 0;
+        let mut f = 0;
+        if has(F_GUEST_CSUM) {
+            f |= tap::TUN_F_CSUM;
+            if has(F_GUEST_TSO4) {
+                f |= tap::TUN_F_TSO4;
+            }
+            if has(F_GUEST_TSO6) {
+                f |= tap::TUN_F_TSO6;
+            }
+            if has(F_GUEST_UFO) {
+                f |= tap::TUN_F_UFO;
+            }
+        }
+        f
+    }
+
+    fn apply_offload(&mut self) {
+        if let Some(f) = self.pending_offload.take()
+            && self.tap.set_offload(f).is_err()
+        {
+            // A host without UFO offload (it came and went in Linux): the rest still helps.
+            let _ = self.tap.set_offload(f & !tap::TUN_F_UFO);
+        }
+    }
+
+    fn watch(&mut self, ops: &mut EventOps, on: bool) {
+        let ev = Events::new_raw(self.tap.as_raw_fd(), EventSet::IN);
+        if on && !self.rx_watched {
+            self.rx_watched = ops.add(ev).is_ok();
+        } else if !on && self.rx_watched {
+            let _ = ops.remove(ev);
+            self.rx_watched = false;
+        }
+    }
+
+    /// Moves frames from the tap into the guest's receive buffers until either runs out (or a
+    /// queue's worth, so the loop ends). Returns whether the guest ran out of buffers.
+    fn rx(&mut self, ctx: &mut QueueCtx<'_>) -> Result<bool, DeviceFault> {
+        self.apply_offload();
+        let fault = |error| DeviceFault::Chain { queue: RX, error };
+        let budget = usize::from(ctx.queues[RX].size());
+        let mut used = false;
+        let mut starved = false;
+        for _ in 0..budget {
+            let Some(c) = queue::pop_chain(&mut ctx.queues[RX], ctx.mem).map_err(fault)? else {
+                starved = true;
+                break;
+            };
+            if c.readable_len() > 0 || c.writable_len() < VNET_HDR_LEN as u64 {
+                NetStats::bump(&self.stats.bad_chains, 1);
+                queue::add_used(&mut ctx.queues[RX], ctx.mem, c.head, 0).map_err(fault)?;
+                used = true;
+                continue;
+            }
+            match self.read_frame(ctx.mem, &c) {
+                Ok(n) => {
+                    // num_buffers: one chain per frame without MRG_RXBUF (the tap leaves it).
+                    c.write_at(ctx.mem, 10, &1u16.to_le_bytes());
+                    NetStats::bump(&self.stats.rx_frames, 1);
+                    NetStats::bump(&self.stats.rx_bytes, (n - VNET_HDR_LEN) as u64);
+                    queue::add_used(&mut ctx.queues[RX], ctx.mem, c.head, n as u32)
+                        .map_err(fault)?;
+                    used = true;
+                }
+                Err(_) => {
+                    // Nothing to read (or the tap is down): the chain stays the guest's.
+                    let q = &mut ctx.queues[RX];
+                    q.set_next_avail(q.next_avail().wrapping_sub(1));
+                    break;
+                }
+            }
+        }
+        if used {
+            ctx.notify(RX);
+        }
+        Ok(starved)
+    }
+
+    fn read_frame(&self, mem: &GuestMemoryMmap, c: &ValidChain) -> std::io::Result<usize> {
+        let mut slices = Vec::with_capacity(c.descs.len());
+        for d in c.writable() {
+            let s = mem
+                .get_slice(d.addr, d.len as usize)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            slices.push(s);
+        }
+        let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
+        let iovs: Vec<libc::iovec> = guards
+            .iter()
+            .zip(&slices)
+            .map(|(g, s)| libc::iovec {
+                iov_base: g.as_ptr().cast(),
+                iov_len: s.len(),
+            })
+            .collect();
+        // SAFETY: each iovec is a writable descriptor's buffer, proved inside guest memory
+        // when the chain was popped; the guards keep the mappings alive during the call.
+        let n = unsafe { self.tap.readv(&iovs) }?;
+        if n < VNET_HDR_LEN {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(n)
+    }
+
+    /// Writes every frame the guest queued to the tap.
+    fn tx(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
+        let fault = |error| DeviceFault::Chain { queue: TX, error };
+        let budget = usize::from(ctx.queues[TX].size());
+        let mut used = false;
+        for _ in 0..budget {
+            let Some(c) = queue::pop_chain(&mut ctx.queues[TX], ctx.mem).map_err(fault)? else {
+                break;
+            };
+            let len = c.readable_len();
+            if c.writable_len() > 0
+                || len < VNET_HDR_LEN as u64
+                || len > (VNET_HDR_LEN + MAX_FRAME) as u64
+            {
+                NetStats::bump(&self.stats.bad_chains, 1);
+            } else {
+                match self.write_frame(ctx.mem, &c) {
+                    Ok(_) => {
+                        NetStats::bump(&self.stats.tx_frames, 1);
+                        NetStats::bump(&self.stats.tx_bytes, len - VNET_HDR_LEN as u64);
+                    }
+                    Err(_) => NetStats::bump(&self.stats.tx_dropped, 1),
+                }
+            }
+            queue::add_used(&mut ctx.queues[TX], ctx.mem, c.head, 0).map_err(fault)?;
+            used = true;
+        }
+        if used {
+            ctx.notify(TX);
+        }
+        Ok(())
+    }
+
+    fn write_frame(&self, mem: &GuestMemoryMmap, c: &ValidChain) -> std::io::Result<usize> {
+        let mut slices = Vec::with_capacity(c.descs.len());
+        for d in c.readable() {
+            let s = mem
+                .get_slice(d.addr, d.len as usize)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            slices.push(s);
+        }
+        let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard()).collect();
+        let iovs: Vec<libc::iovec> = guards
+            .iter()
+            .zip(&slices)
+            .map(|(g, s)| libc::iovec {
+                iov_base: g.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            })
+            .collect();
+        // SAFETY: each iovec is a readable descriptor's buffer inside guest memory (checked
+        // when popped); the guards keep the mappings alive; the tap only reads them.
+        unsafe { self.tap.writev(&iovs) }
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        device_type::NET
+    }
+
+    fn features(&self) -> u64 {
+        [
+            F_CSUM,
+            F_GUEST_CSUM,
+            F_MAC,
+            F_GUEST_TSO4,
+            F_GUEST_TSO6,
+            F_GUEST_UFO,
+            F_HOST_TSO4,
+            F_HOST_TSO6,
+            F_HOST_UFO,
+        ]
+        .iter()
+        .fold(0u64, |f, bit| f | (1 << bit))
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_net_config: mac[6] (status and the rest are not offered).
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|o| self.mac.get(o))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn activate(&mut self, ctx: &mut QueueCtx<'_>, acked: u64) -> Result<(), DeviceFault> {
+        for q in [RX, TX] {
+            if !ctx.queues[q].ready() {
+                return Err(DeviceFault::QueueNotReady(q));
+            }
+        }
+        // This runs on the vCPU thread that wrote DRIVER_OK, whose seccomp list has no tap
+        // I/O: the offloads wait for the device thread's next read, and the queues for the
+        // driver's first notifications (Linux fills and kicks them once the device is live).
+        self.pending_offload = Some(Self::offload_for(acked));
+        Ok(())
+    }
+
+    fn process_queue(
+        &mut self,
+        index: usize,
+        ctx: &mut QueueCtx<'_>,
+        ops: Option<&mut EventOps>,
+    ) -> Result<(), DeviceFault> {
+        match index {
+            RX => {
+                let starved = self.rx(ctx)?;
+                if let Some(ops) = ops {
+                    // Buffers left: watch the tap (level-triggered: what waits is seen);
+                    // none: the driver's next notification comes with some.
+                    self.watch(ops, !starved);
+                }
+                Ok(())
+            }
+            TX => self.tx(ctx),
+            _ => Ok(()),
+        }
+    }
+
+    fn init_host_events(&mut self, ops: &mut EventOps) {
+        self.watch(ops, true);
+    }
+
+    fn owns_fd(&self, fd: RawFd) -> bool {
+        fd == self.tap.as_raw_fd()
+    }
+
+    fn process_host_event(
+        &mut self,
+        _events: Events,
+        ctx: Option<&mut QueueCtx<'_>>,
+        ops: &mut EventOps,
+    ) -> Result<(), DeviceFault> {
+        let Some(ctx) = ctx else {
+            // Not live: stop watching until the driver posts buffers.
+            self.watch(ops, false);
+            return Ok(());
+        };
+        if self.rx(ctx)? {
+            // No buffer left: the guest's next rx notify watches the tap again.
+            self.watch(ops, false);
+        }
+        Ok(())
+    }
+
+    // Frames are handled as they come: nothing of the guest's waits in the device.
+    fn reset(&mut self, _ctx: Option<&mut QueueCtx<'_>>) {
+        self.pending_offload = None;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+//! virtio-net against a real tap (root and /dev/net/tun: the CI host, the lab), a driver
+//! written here that follows the split-ring layout and one that does not.
+//!
+//! The host end is a packet socket bound to the tap: what the device writes to the tap, the
+//! host receives; what the host sends on the tap, the device reads. The taps are named
+//! `vnett…`, not `isol…`: the integration tests' leftover checks look for `isol` in link names,
+//! and may run on the same host at the same time.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use super::*;
+use crate::virtio::IrqTrigger;
+
+const F_NEXT: u16 = 1;
+const F_WRITE: u16 = 2;
+const RXQ: u64 = 0x0;
+const TXQ: u64 = 0x1_0000;
+const BUF: u64 = 0x10_0000;
+
+fn mem() -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
+}
+
+fn raw(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+}
+
+/// A ready queue of 16 at `base` whose descriptor table holds `descs`, with `heads` available.
+fn queue(m: &GuestMemoryMmap, base: u64, descs: &[RawDescriptor], heads: &[u16]) -> Queue {
+    let vq = MockSplitQueue::create(m, GuestAddress(base), 16);
+    for (i, d) in descs.iter().enumerate() {
+        vq.desc_table().store(i as u16, *d).unwrap();
+    }
+    for (i, h) in heads.iter().enumerate() {
+        vq.avail().ring().ref_at(i).unwrap().store(h.to_le());
+    }
+    vq.avail().idx().store((heads.len() as u16).to_le());
+    vq.create_queue::<Queue>().unwrap()
+}
+
+/// Used element `i` of `q`: (id, len).
+fn used(m: &GuestMemoryMmap, q: &Queue, i: u64) -> (u32, u32) {
+    let at = q.used_ring() + 4 + 8 * i;
+    (
+        m.read_obj(GuestAddress(at)).unwrap(),
+        m.read_obj(GuestAddress(at + 4)).unwrap(),
+    )
+}
+
+fn root_with_tun() -> bool {
+    // SAFETY: geteuid touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("skipped: needs root and /dev/net/tun");
+        return false;
+    }
+    true
+}
+
+/// An up tap of its own and a packet socket on it.
+struct Host {
+    name: String,
+    sock: OwnedFd,
+}
+
+fn tap() -> (Tap, Host) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "vnett{}x{}",
+        std::process::id() % 10_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let tap = Tap::create(&name).unwrap();
+    // No IPv6 chatter (router solicitations, MLD) on the host side: the tests count frames.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+    let ok = std::process::Command::new("ip")
+        .args(["link", "set", "dev", &name, "up"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip link set {name} up");
+    let c = std::ffi::CString::new(name.clone()).unwrap();
+    // SAFETY: a NUL-terminated name alive for the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(index, 0);
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket creation.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            i32::from(proto),
+        )
+    };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = proto;
+    sa.sll_ifindex = index as i32;
+    // SAFETY: `sa` is a sockaddr_ll of the size given.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&sa as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    (tap, Host { name, sock })
+}
+
+impl Host {
+    /// The next frame the host received on the tap that is ours (skips IPv6 chatter).
+    fn recv(&self, ether_type: u16) -> Option<Vec<u8>> {
+        for _ in 0..200 {
+            let mut b = vec![0u8; 70_000];
+            // SAFETY: `b` is writable for its length.
+            let n = unsafe { libc::recv(self.sock.as_raw_fd(), b.as_mut_ptr().cast(), b.len(), 0) };
+            if n < 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            }
+            b.truncate(n as usize);
+            if b.len() >= 14 && u16::from_be_bytes([b[12], b[13]]) == ether_type {
+                return Some(b);
+            }
+        }
+        None
+    }
+
+    fn send(&self, frame: &[u8]) {
+        // SAFETY: `frame` is readable for its length.
+        let n = unsafe { libc::send(self.sock.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // The tap goes with its descriptor; this is for a test that panicked holding it.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", "dev", &self.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A frame of a private EtherType (0x88b5, "local experimental") with `payload`.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&0x88b5u16.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn serve(
+    net: &mut Net,
+    m: &GuestMemoryMmap,
+    qs: &mut [Queue; 2],
+    q: usize,
+) -> Result<(), DeviceFault> {
+    let irq = IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let mut ctx = QueueCtx {
+        mem: m,
+        queues: qs,
+        irq: &irq,
+    };
+    net.process_queue(q, &mut ctx, None)
+}
+
+#[test]
+fn features_and_config_space() {
+    if !root_with_tun() {
+        return;
+    }
+    let (t, _h) = tap();
+    let net = Net::new(t, [2, 0x69, 0x73, 1, 2, 3]);
+    let f = net.features();
+    for bit in [F_MAC, F_CSUM, F_GUEST_CSUM, F_HOST_TSO4, F_GUEST_TSO4] {
+        assert_ne!(f & (1 << bit), 0, "bit {bit}");
+    }
+    assert_eq!(net.queue_max_sizes(), [256, 256]);
+    let mut mac = [0u8; 8];
+    net.read_config(0, &mut mac);
+    assert_eq!(mac, [2, 0x69, 0x73, 1, 2, 3, 0, 0]);
+    let mut tail = [9u8; 2];
+    net.read_config(u64::MAX, &mut tail);
+    assert_eq!(tail, [0, 0]);
+    // Offloads only with the checksum they rest on.
+    assert_eq!(Net::offload_for(1 << F_GUEST_TSO4), 0);
+    assert_eq!(
+        Net::offload_for((1 << F_GUEST_CSUM) | (1 << F_GUEST_TSO4)),
+        tap::TUN_F_CSUM | tap::TUN_F_TSO4
+    );
+}
+
+#[test]
+fn tx_writes_the_frame_to_the_tap_and_rx_brings_one_back() {
+    if !root_with_tun() {
+        return;
+    }
+    let (t, host) = tap();
+    let mut net = Net::new(t, [2, 0, 0, 0, 0, 9]);
+    let m = mem();
+    // tx: header (zeroed: no offload) and the frame split over two descriptors.
+    let payload: Vec<u8> = (0..1000u32).map(|i| (i % 253) as u8).collect();
+    let f = frame(&payload);
+    m.write_slice(&[0u8; VNET_HDR_LEN], GuestAddress(BUF))
+        .unwrap();
+    m.write_slice(&f[..20], GuestAddress(BUF + 0x1000)).unwrap();
+    m.write_slice(&f[20..], GuestAddress(BUF + 0x2000)).unwrap();
+    let txd = [
+        raw(BUF, VNET_HDR_LEN as u32, F_NEXT, 1),
+        raw(BUF + 0x1000, 20, F_NEXT, 2),
+        raw(BUF + 0x2000, (f.len() - 20) as u32, 0, 0),
+    ];
+    let mut qs = [queue(&m, RXQ, &[], &[]), queue(&m, TXQ, &txd, &[0])];
+    serve(&mut net, &m, &mut qs, TX).unwrap();
+    assert_eq!(used(&m, &qs[TX], 0), (0, 0));
+    assert_eq!(
+        host.recv(0x88b5).as_deref(),
+        Some(&f[..]),
+        "the host got the frame"
+    );
+    assert_eq!(net.stats().tx_frames.load(Ordering::Relaxed), 1);
+
+    // rx: the host sends; the guest's two-descriptor chain receives header + frame.
+    let back = frame(b"from the host, through the tap");
+    host.send(&back);
+    let rxd = [
+        raw(BUF + 0x10_000, 8, F_NEXT | F_WRITE, 1),
+        raw(BUF + 0x20_000, 2000, F_WRITE, 0),
+    ];
+    m.write_slice(&[0xee; 12], GuestAddress(BUF + 0x20_000))
+        .unwrap();
+    qs[RX] = queue(&m, RXQ, &rxd, &[0]);
+    let mut got = None;
+    for _ in 0..100 {
+        serve(&mut net, &m, &mut qs, RX).unwrap();
+        if qs[RX].next_used() == 1 {
+            got = Some(used(&m, &qs[RX], 0));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (id, len) = got.expect("the frame reached the guest");
+    assert_eq!((id, len as usize), (0, VNET_HDR_LEN + back.len()));
+    let mut buf = vec![0u8; VNET_HDR_LEN + back.len()];
+    m.read_slice(&mut buf[..8], GuestAddress(BUF + 0x10_000))
+        .unwrap();
+    m.read_slice(&mut buf[8..], GuestAddress(BUF + 0x20_000))
+        .unwrap();
+    assert_eq!(&buf[10..12], &[1, 0], "num_buffers is 1");
+    assert_eq!(&buf[VNET_HDR_LEN..], &back[..]);
+}
+
+#[test]
+fn rx_with_nothing_to_read_gives_the_chain_back() {
+    if !root_with_tun() {
+        return;
+    }
+    let (t, _host) = tap();
+    let mut net = Net::new(t, [2, 0, 0, 0, 0, 9]);
+    let m = mem();
+    let mut qs = [
+        queue(&m, RXQ, &[raw(BUF, 2000, F_WRITE, 0)], &[0]),
+        queue(&m, TXQ, &[], &[]),
+    ];
+    serve(&mut net, &m, &mut qs, RX).unwrap();
+    assert_eq!(qs[RX].next_used(), 0);
+    assert_eq!(qs[RX].next_avail(), 0, "the chain is available again");
+}
+
+/// A hostile driver's chains: each is refused (returned unused, or the device breaks) and
+/// nothing reaches the tap or guest memory outside the chain; the VMM goes on.
+#[test]
+fn malformed_tx_and_rx_chains_are_refused_without_a_crash() {
+    if !root_with_tun() {
+        return;
+    }
+    let (t, host) = tap();
+    let mut net = Net::new(t, [2, 0, 0, 0, 0, 9]);
+    let m = mem();
+    let f = frame(b"x");
+    m.write_slice(&f, GuestAddress(BUF + 0x1000)).unwrap();
+    // tx: shorter than the header; a writable descriptor; longer than a 64 KiB frame.
+    let txd = [
+        raw(BUF, 11, 0, 0),
+        raw(BUF, 12, F_NEXT, 2),
+        raw(BUF + 0x1000, 100, F_WRITE, 0),
+        raw(BUF, (VNET_HDR_LEN + MAX_FRAME + 1) as u32, 0, 0),
+    ];
+    let mut qs = [queue(&m, RXQ, &[], &[]), queue(&m, TXQ, &txd, &[0, 1, 3])];
+    serve(&mut net, &m, &mut qs, TX).unwrap();
+    assert_eq!(qs[TX].next_used(), 3);
+    for i in 0..3 {
+        assert_eq!(used(&m, &qs[TX], i).1, 0);
+    }
+    assert_eq!(net.stats().bad_chains.load(Ordering::Relaxed), 3);
+    assert_eq!(net.stats().tx_frames.load(Ordering::Relaxed), 0);
+    assert!(host.recv(0x88b5).is_none(), "nothing reached the host");
+
+    // rx: less room than the header; a readable descriptor in a receive chain.
+    host.send(&frame(b"waiting"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let rxd = [raw(BUF, 4, F_WRITE, 0), raw(BUF, 2000, 0, 0)];
+    qs[RX] = queue(&m, RXQ, &rxd, &[0, 1]);
+    serve(&mut net, &m, &mut qs, RX).unwrap();
+    assert_eq!(qs[RX].next_used(), 2);
+    assert_eq!(used(&m, &qs[RX], 0).1, 0);
+    assert_eq!(used(&m, &qs[RX], 1).1, 0);
+    assert_eq!(net.stats().rx_frames.load(Ordering::Relaxed), 0);
+
+    // Out of guest memory, a loop, a huge length: the device breaks, memory untouched.
+    let cases: [&[RawDescriptor]; 3] = [
+        &[raw(0xfff_f000, 0x2000, 0, 0)],
+        &[raw(BUF, 12, F_NEXT, 1), raw(BUF, 12, F_NEXT, 0)],
+        &[raw(BUF, u32::MAX, 0, 0)],
+    ];
+    for (i, descs) in cases.iter().enumerate() {
+        for q in [RX, TX] {
+            let mut d = descs.to_vec();
+            if q == RX {
+                for x in &mut d {
+                    let s = SplitDescriptor::from(*x);
+                    *x = raw(s.addr().0, s.len(), s.flags() | F_WRITE, s.next());
+                }
+            }
+            let mut qs = [queue(&m, RXQ, &[], &[]), queue(&m, TXQ, &[], &[])];
+            qs[q] = queue(&m, if q == RX { RXQ } else { TXQ }, &d, &[0]);
+            let r = serve(&mut net, &m, &mut qs, q);
+            assert!(
+                matches!(r, Err(DeviceFault::Chain { queue, .. }) if queue == q),
+                "case {i} on queue {q}: {r:?}"
+            );
+        }
+    }
+    // An available index far ahead of the device.
+    let vq = MockSplitQueue::create(&m, GuestAddress(TXQ), 16);
+    vq.avail().idx().store(1000u16.to_le());
+    let mut qs = [
+        queue(&m, RXQ, &[], &[]),
+        vq.create_queue::<Queue>().unwrap(),
+    ];
+    assert!(serve(&mut net, &m, &mut qs, TX).is_err());
+}

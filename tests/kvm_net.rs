@@ -1,0 +1,308 @@
+//! `--network bridge` on the kvm backend: the VM's virtio-net card on a tap on isol's bridge
+//! `isol0`, with an address from the containers' table, the same NAT, the same cleanup.
+//!
+//! The VM tests boot guests: they run in the lab (`./test.sh`, `isol lab -- <this test
+//! binary>`) and skip elsewhere unless `ISOL_REQUIRE_KVM` is set. The refusal of
+//! `--network host` needs no KVM and runs everywhere.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::{Child, ChildStdout, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `isol run --backend kvm --network bridge --timeout 600 FLAGS… busybox -- sh -c SCRIPT`,
+/// stdout piped.
+fn bridged_vm(flags: &[&str], script: &str) -> Child {
+    let mut args = vec![
+        "run",
+        "--backend",
+        "kvm",
+        "--network",
+        "bridge",
+        "--timeout",
+        "600",
+    ];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "--", "sh", "-c", script]);
+    isol(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn line(out: &mut BufReader<ChildStdout>) -> String {
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    l.trim_end().to_string()
+}
+
+/// The address `child` prints first; if it prints none, fails with what it said on stderr.
+fn first_address(child: &mut Child, out: &mut BufReader<ChildStdout>) -> Ipv4Addr {
+    let first = line(out);
+    match first.split('/').next().and_then(|a| a.parse().ok()) {
+        Some(a) => a,
+        None => {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("no address but {first:?}; stderr: {err}");
+        }
+    }
+}
+
+/// The first line a bridged workload prints: its `ADDRESS/PREFIX` on eth0.
+const PRINT_ADDRESS: &str = "ip -4 -o addr show eth0 | awk '{print $4}'";
+
+fn finish(child: Child) -> (i32, String, String) {
+    let o = child.wait_with_output().unwrap();
+    (code(&o), stdout(&o), stderr(&o))
+}
+
+#[test]
+fn network_host_is_refused_on_kvm_with_the_reason() {
+    require_root();
+    let o = isol(&[
+        "run",
+        "--backend",
+        "kvm",
+        "--network",
+        "host",
+        "busybox",
+        "true",
+    ])
+    .env("ISOL_GUEST_INIT", "/bin/busybox")
+    .output()
+    .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains("own kernel and network stack"), "{err}");
+    assert!(err.contains("--network bridge"), "{err}");
+}
+
+/// The VM gets eth0 with an address on the bridge, pings the bridge (its gateway), and the
+/// host connects to a server in the VM; `--json` reports the address; nothing is left.
+#[test]
+fn a_vm_on_the_bridge_reaches_the_gateway_and_the_host_reaches_it() {
+    let _g = root_test();
+    if !kvm_ready() {
+        return;
+    }
+    let script = format!(
+        "{PRINT_ADDRESS}; gw=$(ip route | awk '/default/ {{print $3}}'); \
+         ping -c1 -W10 $gw >/dev/null && echo gw-ok-$gw; \
+         echo hello-from-the-vm | nc -l -p 7001"
+    );
+    let mut vm = bridged_vm(&["--json"], &script);
+    let mut out = BufReader::new(vm.stdout.take().unwrap());
+    let address = first_address(&mut vm, &mut out);
+    let gw = line(&mut out);
+    assert!(
+        gw.starts_with("gw-ok-"),
+        "the VM cannot ping its gateway: {gw:?}"
+    );
+    // The host reaches the VM's server (it listens right after the ping).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        match TcpStream::connect_timeout(&(address, 7001).into(), Duration::from_secs(10)) {
+            Ok(mut s) => {
+                let mut got = String::new();
+                s.read_to_string(&mut got).unwrap();
+                break got;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot reach the VM at {address}: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert_eq!(got, "hello-from-the-vm\n");
+    vm.stdout = Some(out.into_inner());
+    let (rc, _, err) = finish(vm);
+    assert_eq!(rc, 0, "{err}");
+    let report = err.lines().rev().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(report).unwrap();
+    assert_eq!(v["address"], address.to_string(), "{v}");
+    assert_no_leftovers("a bridged VM");
+}
+
+/// 256 MiB from the VM to a container over TCP, and 16 MiB back, byte for byte (sha256 and
+/// length on both ends); the VM's checksum and segmentation offloads carry the bulk of it.
+///
+/// The receiving side is `nc -e` (busybox's nc quits when the peer half-closes, and a
+/// receiving nc whose own stdin ends half-closes at once: the sender would stop early). Both
+/// ends stream (a fifo to sha256sum and `wc -c`) and say on stderr where they are, which a
+/// run that takes too long shows.
+#[test]
+#[ignore = "known broken (issue 17): VM -> container arrives byte-exact, but container -> VM has not completed in the lab yet; run it with --ignored while that is fixed"]
+fn a_vm_and_a_container_exchange_256_mib_byte_exact() {
+    let _g = root_test();
+    if !kvm_ready() {
+        return;
+    }
+    // Receives one connection's bytes: `got SHA256 LENGTH`.
+    let receive = "sh -c 'mkfifo /tmp/c; wc -c </tmp/c >/tmp/n & w=$!; \
+                   tee /tmp/c | sha256sum | sed \"s/ .*//\" >/tmp/h; wait $w'";
+    // Sends N bytes from stdin's pipe through CMD: `sent SHA256 N`.
+    let send = |n: u64, cmd: &str| {
+        format!(
+            "mkfifo /tmp/f; (sha256sum </tmp/f | sed 's/ .*//' >/tmp/s) & s=$!; \
+             head -c {n} /dev/urandom | tee /tmp/f | {cmd}; wait $s; echo sent $(cat /tmp/s) {n}"
+        )
+    };
+    let server = format!(
+        "{PRINT_ADDRESS}; echo ctr: listening >&2; nc -l -p 7002 -e {receive}; \
+         echo got $(cat /tmp/h) $(cat /tmp/n); echo ctr: received, sending >&2; {}; \
+         echo ctr: sent >&2",
+        send(16 << 20, "nc -l -p 7003"),
+    );
+    let mut ctr = isol(&[
+        "run",
+        "--network",
+        "bridge",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        &server,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut cout = BufReader::new(ctr.stdout.take().unwrap());
+    let peer = first_address(&mut ctr, &mut cout);
+    let client = format!(
+        "(while sleep 10; do echo vm: $(grep eth0 /proc/net/dev) >&2; done) & \
+         echo vm: sending >&2; {}; echo vm: sent, receiving >&2; rm /tmp/f; \
+         i=0; until nc {peer} 7003 -e {receive} 2>/dev/null; do \
+         i=$((i+1)); [ $i -gt 60 ] && exit 9; sleep 1; done; \
+         echo got $(cat /tmp/h) $(cat /tmp/n); echo vm: received >&2",
+        send(256 << 20, &format!("nc {peer} 7002")),
+    );
+    let started = Instant::now();
+    let mut vm = bridged_vm(&[], &client);
+    // A stalled transfer ends the test with what both ends said so far.
+    let (vm_pid, ctr_pid) = (vm.id() as i32, ctr.id() as i32);
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(500);
+        while Instant::now() < deadline {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(vm_pid), None).is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // The host's view of the links (the tap's drops and errors) before the end.
+        let links = std::process::Command::new("ip")
+            .args(["-s", "link", "show", "master", "isol0"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("host links on isol0 at the stall:\n{links}");
+        for pid in [vm_pid, ctr_pid] {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        true
+    });
+    let vm_out = {
+        let mut o = String::new();
+        vm.stdout.take().unwrap().read_to_string(&mut o).unwrap();
+        o
+    };
+    let (rc, _, vm_err) = finish(vm);
+    let secs = started.elapsed().as_secs_f64();
+    let stalled = watchdog.join().unwrap();
+    if stalled {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(ctr_pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    ctr.stdout = Some(cout.into_inner());
+    let (crc, ctr_out, ctr_err) = finish(ctr);
+    let both = format!("VM ({rc}): {vm_out}{vm_err}\ncontainer ({crc}): {ctr_out}{ctr_err}");
+    assert!(!stalled, "no end after 500 s: {both}");
+    assert_eq!((rc, crc), (0, 0), "{both}");
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key:?}: {both}"))
+            .to_string()
+    };
+    let vm_sent = field(&vm_out, "sent ");
+    assert!(vm_sent.ends_with(" 268435456"), "{both}");
+    assert_eq!(vm_sent, field(&ctr_out, "got "), "256 MiB VM → container");
+    let ctr_sent = field(&ctr_out, "sent ");
+    assert!(ctr_sent.ends_with(" 16777216"), "{both}");
+    assert_eq!(ctr_sent, field(&vm_out, "got "), "16 MiB container → VM");
+    eprintln!("272 MiB exchanged in {secs:.1} s (boot included)");
+    assert_no_leftovers("a VM and a container on the bridge");
+}
+
+/// A run whose VMM cannot start (after the tap and the address were taken), and an isol
+/// SIGKILLed while its VM runs (the next isol sweeps the lease; the tap went with the VMM):
+/// no tap, veth, nft table or address left.
+#[test]
+fn nothing_is_left_after_a_failed_run_or_a_sigkill() {
+    let _g = root_test();
+    if !kvm_ready() {
+        return;
+    }
+    let o = isol(&[
+        "run",
+        "--backend",
+        "kvm",
+        "--network",
+        "bridge",
+        "busybox",
+        "true",
+    ])
+    .env("ISOL_VMM", "/nonexistent/isol-vmm")
+    .output()
+    .unwrap();
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/isol-vmm"),
+        "{}",
+        stderr(&o)
+    );
+    assert_no_leftovers("a bridged VM that could not start");
+
+    let mut vm = bridged_vm(&[], &format!("{PRINT_ADDRESS}; sleep 600"));
+    let mut out = BufReader::new(vm.stdout.take().unwrap());
+    let address = first_address(&mut vm, &mut out);
+    let tap = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", "isol0"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(tap.contains(": isolt"), "the VM's tap on isol0: {tap}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vm.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    vm.wait().unwrap();
+    // The next isol start sweeps the dead run's lease, and with it the bridge and NAT (a kvm
+    // run: it also sweeps the killed VMM's jail, its run dir and cgroup).
+    ok(&["run", "--backend", "kvm", "busybox", "true"]);
+    assert_no_leftovers(&format!(
+        "after SIGKILL of isol with a bridged VM at {address}"
+    ));
+}
