@@ -610,6 +610,14 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
             regs[libc::REG_RSI as usize] as u64,
         ]
     };
+    // One line per process: where two threads trap at once (the console writers of stdout
+    // and stderr), the second waits for the first's _exit, which ends it too.
+    static REPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if REPORTING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::hint::spin_loop();
+        }
+    }
     let kind = KIND.with(|k| k.get());
     let line = violation_line(kind, i64::from(nr), args);
     let mut done = 0;
