@@ -561,6 +561,7 @@ mod tests {
             seccomp_test_violation: None,
             jail: None,
             net: None,
+            etc_files: Vec::new(),
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

@@ -483,6 +483,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
             pids_max: 40,
         }),
         net: None,
+        etc_files: Vec::new(),
     };
     let mut relay = spawn_vmm(&launch);
     let vmm = jailed_vmm(&mut relay);

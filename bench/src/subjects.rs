@@ -653,6 +653,7 @@ impl QemuPeer {
             hostname: oci::HOSTNAME.into(),
             user: "".into(),
             security: self.security.clone(),
+            etc_files: Vec::new(),
         };
         let image = isol_vmm::initramfs::build_initramfs(
             &isol_vmm::Rootfs::Disk(self.disk.clone()),

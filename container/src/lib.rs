@@ -37,5 +37,5 @@ pub use config::{
 pub use error::ContainerError;
 pub use process::{Created, RunResult, create, run};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
-pub use rootfs::{MASKED_PATHS, READONLY_PATHS};
+pub use rootfs::{MASKED_PATHS, READONLY_PATHS, vm_etc_files};
 pub use user::{MAX_ID, UserError, check_spec as check_user_spec};

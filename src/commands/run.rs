@@ -850,15 +850,31 @@ fn run_kvm(
         seccomp_test_violation,
         jail: None,
         net: None,
+        etc_files: Vec::new(),
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.
     let launch = absolute_paths(launch)?;
     // Last before the VMM: the tap and the address exist from here on.
     let network = kvm_network(args, store, id)?;
+    // /etc/hostname, /etc/hosts, /etc/resolv.conf: what a container run with these flags gets.
+    let mode = match network {
+        Some(_) => isol_container::NetworkMode::Bridge,
+        None => isol_container::NetworkMode::None,
+    };
+    let etc_files = isol_container::vm_etc_files(
+        mode,
+        &launch.hostname.to_string_lossy(),
+        network.as_ref().map(|n| n.launch.address),
+        &spec.volumes,
+    )
+    .into_iter()
+    .map(|(name, content)| (name.to_owned(), content))
+    .collect();
     let launch = isol_vmm::launch::Launch {
         jail: vmm_jail(store, &launch, id)?,
         net: network.as_ref().map(|n| n.launch.clone()),
+        etc_files,
         ..launch
     };
     // Everything that can be checked before the VMM starts fails here, as isol's error.

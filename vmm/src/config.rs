@@ -132,6 +132,9 @@ pub struct RunSpec {
     /// Capabilities, `no_new_privs` and seccomp filter, applied by the guest init; the
     /// default keeps every capability and installs no filter.
     pub security: Security,
+    /// `/etc` files the guest init writes before the workload, `(name, content)`: the run's
+    /// `hostname`, `hosts` and `resolv.conf`; empty: the image's own.
+    pub etc_files: Vec<(String, String)>,
 }
 
 /// A buffer the serial console can write into (for tests and for callers that want the

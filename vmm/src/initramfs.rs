@@ -66,6 +66,11 @@ pub fn wire_spec(spec: &RunSpec) -> Spec {
         hostname: b(&spec.hostname),
         user: b(&spec.user),
         security: spec.security.clone(),
+        etc_files: spec
+            .etc_files
+            .iter()
+            .map(|(n, c)| (n.as_bytes().to_vec(), c.as_bytes().to_vec()))
+            .collect(),
     }
 }
 

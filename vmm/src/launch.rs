@@ -153,6 +153,10 @@ pub struct Launch {
     /// `--network bridge`: the guest's network card; `None`: loopback only.
     #[serde(default)]
     pub net: Option<LaunchNet>,
+    /// `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf` for the guest, `(name, content)`, as a
+    /// container run with the same flags gets them (`isol_container::vm_etc_files`).
+    #[serde(default)]
+    pub etc_files: Vec<(String, String)>,
 }
 
 /// The VM's network card on isol's bridge (`--network bridge`): the tap isol made and
@@ -266,6 +270,7 @@ impl Launch {
                         .map(|&i| SockFilter::from_u64(i))
                         .collect(),
                 },
+                etc_files: self.etc_files.clone(),
             },
             console: self.console,
             trace_exits: self.trace_exits,
@@ -811,6 +816,13 @@ mod tests {
                 gateway: [10, 88, 0, 1].into(),
                 state_root: "/var/lib/isol/containers".into(),
             }),
+            etc_files: vec![
+                ("hostname".into(), "h1\n".into()),
+                (
+                    "hosts".into(),
+                    "127.0.0.1\tlocalhost\n10.88.0.2\th1\n".into(),
+                ),
+            ],
         }
     }
 
@@ -829,6 +841,7 @@ mod tests {
         assert_eq!(cfg.rootfs, Rootfs::Disk(l.root_disk.clone()));
         assert_eq!(cfg.spec.args, l.args);
         assert_eq!(cfg.spec.user, l.user);
+        assert_eq!(cfg.spec.etc_files, l.etc_files);
         assert_eq!(cfg.spec.security.capabilities, Some(0xa804_25fb));
         assert!(cfg.spec.security.no_new_privs);
         let filter: Vec<u64> = cfg

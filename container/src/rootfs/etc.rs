@@ -98,17 +98,12 @@ impl EtcFiles {
         // them: only the files are new.
         let before = nix::sys::stat::fstat(&etc)
             .map_err(|e| SetupError::rootfs("Cannot stat /etc", io::Error::from(e)))?;
-        let mut hosts = self.hosts.clone();
-        if self.hosts_add_address
-            && let Some(addr) = own_address()
-        {
-            hosts.push_str(&format!("{addr}\t{}\n", self.hostname));
-        }
-        for (name, content) in [
-            ("hostname", format!("{}\n", self.hostname)),
-            ("hosts", hosts),
-            ("resolv.conf", self.resolv_conf.clone()),
-        ] {
+        let address = if self.hosts_add_address {
+            own_address()
+        } else {
+            None
+        };
+        for (name, content) in self.contents(address) {
             if provided(name) {
                 continue;
             }
@@ -122,6 +117,47 @@ impl EtcFiles {
         futimens(&etc, &atime, &mtime)
             .map_err(|e| SetupError::rootfs("Cannot keep the times of /etc", io::Error::from(e)))
     }
+}
+
+impl EtcFiles {
+    /// The three files, `(name in /etc, content)`; `address` (the run's own on the bridge) gets
+    /// its line `ADDRESS<TAB>HOSTNAME` in the hosts file when the network wants one.
+    fn contents(&self, address: Option<Ipv4Addr>) -> [(&'static str, String); 3] {
+        let mut hosts = self.hosts.clone();
+        if self.hosts_add_address
+            && let Some(addr) = address
+        {
+            hosts.push_str(&format!("{addr}\t{}\n", self.hostname));
+        }
+        [
+            ("hostname", format!("{}\n", self.hostname)),
+            ("hosts", hosts),
+            ("resolv.conf", self.resolv_conf.clone()),
+        ]
+    }
+}
+
+/// `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for a microVM run with this network,
+/// hostname and (on the bridge) address: the same contents a container run with the same flags
+/// gets, for the guest init to write into the VM's root. A file that a volume provides (a volume
+/// on `/etc` or on the file itself) is left out, as the container backend leaves it.
+pub fn vm_etc_files(
+    network: NetworkMode,
+    hostname: &str,
+    address: Option<Ipv4Addr>,
+    volumes: &[Volume],
+) -> Vec<(&'static str, String)> {
+    let provided = |name: &str| {
+        let file = Path::new("/etc").join(name);
+        volumes
+            .iter()
+            .any(|v| v.target == Path::new("/etc") || v.target == file)
+    };
+    EtcFiles::for_run(network, hostname)
+        .contents(address)
+        .into_iter()
+        .filter(|(name, _)| !provided(name))
+        .collect()
 }
 
 /// The host's resolv.conf as a container on its own network gets it: nameservers on the host's
@@ -227,6 +263,32 @@ fn own_address() -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_gets_the_container_s_files_with_its_address_and_without_what_volumes_provide() {
+        let addr = Ipv4Addr::new(10, 88, 0, 7);
+        let files = vm_etc_files(NetworkMode::Bridge, "web", Some(addr), &[]);
+        let names: Vec<_> = files.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["hostname", "hosts", "resolv.conf"]);
+        assert_eq!(files[0].1, "web\n");
+        assert_eq!(files[1].1, format!("{HOSTS_BASE}10.88.0.7\tweb\n"));
+        let ctr = EtcFiles::for_run(NetworkMode::Bridge, "web");
+        assert_eq!(files[2].1, ctr.resolv_conf, "the container's resolvers");
+        // No network: no address line.
+        let none = vm_etc_files(NetworkMode::None, "web", Some(addr), &[]);
+        assert_eq!(none[1].1, HOSTS_BASE);
+        let vol = |t: &str| Volume {
+            source: "/srv".into(),
+            target: t.into(),
+            read_only: false,
+        };
+        let files = vm_etc_files(NetworkMode::Bridge, "web", None, &[vol("/etc/hosts")]);
+        assert_eq!(
+            files.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            ["hostname", "resolv.conf"]
+        );
+        assert!(vm_etc_files(NetworkMode::Bridge, "web", None, &[vol("/etc")]).is_empty());
+    }
 
     #[test]
     fn resolv_conf_drops_loopback_and_ipv6_servers_and_keeps_the_rest() {

@@ -11,6 +11,7 @@ mod pivot;
 use std::path::Path;
 
 pub(crate) use etc::EtcFiles;
+pub use etc::vm_etc_files;
 pub(crate) use mounts::make_mounts_private;
 pub use mounts::{MASKED_PATHS, READONLY_PATHS};
 pub(crate) use pivot::pivot_root;

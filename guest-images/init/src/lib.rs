@@ -4,6 +4,7 @@
 //! workload's identity ([`user`]) and privileges ([`privileges`]). Depends on nothing but
 //! `std` and `libc`, so the static init stays tiny.
 
+pub mod etc;
 pub mod net;
 pub mod port;
 pub mod privileges;

@@ -931,6 +931,7 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         isol_guest_init::net::configure(&args)?;
     }
     set_hostname(&spec.hostname)?;
+    isol_guest_init::etc::write_etc_files(std::path::Path::new("/"), &spec.etc_files)?;
     let mut relay = None;
     let mut port_relay = None;
     let (stdio, console) = if boot.virtio_stdio && boot.tty {

@@ -13,6 +13,7 @@
 //! caps     u8 (0: keep every capability, 1: the mask follows), u64 mask
 //! nnp      u8 (0 or 1)                                   no_new_privs
 //! seccomp  u32 count (≤ 4096), then count × (u16 code, u8 jt, u8 jf, u32 k)
+//! etc      u32 count (≤ 16), then count × (name: u32 len, bytes; content: u32 len, bytes)
 //! ```
 //!
 //! Strings are raw bytes (no encoding, no terminator), so arguments with spaces,
@@ -22,6 +23,10 @@
 //! decides them (the same flags give the container backend the same ones), the guest
 //! init applies them just before `execve`. An init that reads version 1 would run the
 //! workload as root with every capability, so a version mismatch is refused.
+//!
+//! Version 3 added the files the init writes into the root's `/etc` before the workload
+//! ([`Spec::etc_files`]: `hostname`, `hosts`, `resolv.conf`, as a container run with the same
+//! flags gets them). A name is one path component of `/etc`: no `/`, not `.` or `..`.
 
 use std::fmt;
 
@@ -30,11 +35,16 @@ pub const SPEC_PATH: &str = "/isol/spec";
 /// First bytes of a spec.
 pub const MAGIC: &[u8; 8] = b"ISOLSPEC";
 /// Format version this code reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Largest spec accepted, to bound what a corrupt file can make init allocate.
 pub const MAX_SPEC_LEN: usize = 16 << 20;
 /// The kernel's limit on the instructions of one seccomp filter (`BPF_MAXINSNS`).
 pub const MAX_FILTER_LEN: usize = 4096;
+/// Most files [`Spec::etc_files`] may hold.
+pub const MAX_ETC_FILES: usize = 16;
+
+/// Files for the guest's `/etc`: `(name, content)`.
+pub type EtcFiles = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One classic-BPF instruction, the kernel's `struct sock_filter`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,6 +116,9 @@ pub struct Spec {
     pub user: Vec<u8>,
     /// Capabilities, `no_new_privs`, seccomp.
     pub security: Security,
+    /// Files the init writes into `/etc` of the guest's root before the workload, `(name,
+    /// content)` (`hostname`, `hosts`, `resolv.conf`); empty: the image's own stay.
+    pub etc_files: EtcFiles,
 }
 
 /// Why a spec could not be decoded.
@@ -127,6 +140,10 @@ pub enum SpecError {
     BadFlag(u8),
     /// A seccomp filter longer than the kernel accepts.
     FilterTooLong(usize),
+    /// More than [`MAX_ETC_FILES`] files for `/etc`.
+    TooManyEtcFiles(usize),
+    /// A name for an `/etc` file that is not one path component.
+    BadEtcName(Vec<u8>),
 }
 
 impl fmt::Display for SpecError {
@@ -160,6 +177,15 @@ impl fmt::Display for SpecError {
             SpecError::FilterTooLong(n) => write!(
                 f,
                 "Run spec's seccomp filter has {n} instructions, over the kernel's {MAX_FILTER_LEN}; use a shorter seccomp profile"
+            ),
+            SpecError::TooManyEtcFiles(n) => write!(
+                f,
+                "Run spec has {n} files for /etc, over {MAX_ETC_FILES}; use the guest init built with this isol"
+            ),
+            SpecError::BadEtcName(name) => write!(
+                f,
+                "Run spec names /etc file {:?}, not one path component; use the guest init built with this isol",
+                String::from_utf8_lossy(name)
             ),
         }
     }
@@ -232,6 +258,18 @@ impl<'a> Reader<'a> {
             .collect()
     }
 
+    fn etc_files(&mut self) -> Result<EtcFiles, SpecError> {
+        let n = self.u32()? as usize;
+        if n > MAX_ETC_FILES {
+            return Err(SpecError::TooManyEtcFiles(n));
+        }
+        let files = (0..n)
+            .map(|_| Ok((self.bytes()?, self.bytes()?)))
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        check_etc_files(&files)?;
+        Ok(files)
+    }
+
     fn list(&mut self) -> Result<Vec<Vec<u8>>, SpecError> {
         let n = self.u32()? as usize;
         // Each item needs at least its 4-byte length; reject counts the buffer can't hold
@@ -241,6 +279,24 @@ impl<'a> Reader<'a> {
         }
         (0..n).map(|_| self.bytes()).collect()
     }
+}
+
+/// At most [`MAX_ETC_FILES`], each named by one path component.
+fn check_etc_files(files: &[(Vec<u8>, Vec<u8>)]) -> Result<(), SpecError> {
+    if files.len() > MAX_ETC_FILES {
+        return Err(SpecError::TooManyEtcFiles(files.len()));
+    }
+    for (name, _) in files {
+        let bad = name.is_empty()
+            || name.contains(&b'/')
+            || name.contains(&0)
+            || name == b"."
+            || name == b"..";
+        if bad {
+            return Err(SpecError::BadEtcName(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 impl Spec {
@@ -266,7 +322,12 @@ impl Spec {
             + self.hostname.len()
             + self.user.len()
             + sec.seccomp.len() * 8
-            + 46;
+            + self
+                .etc_files
+                .iter()
+                .map(|(n, c)| n.len() + c.len() + 8)
+                .sum::<usize>()
+            + 50;
         if total > MAX_SPEC_LEN {
             return Err(SpecError::TooLarge(total));
         }
@@ -281,6 +342,12 @@ impl Spec {
         out.extend_from_slice(&(sec.seccomp.len() as u32).to_le_bytes());
         for insn in &sec.seccomp {
             out.extend_from_slice(&insn.to_u64().to_le_bytes());
+        }
+        check_etc_files(&self.etc_files)?;
+        out.extend_from_slice(&(self.etc_files.len() as u32).to_le_bytes());
+        for (name, content) in &self.etc_files {
+            put_bytes(&mut out, name);
+            put_bytes(&mut out, content);
         }
         Ok(out)
     }
@@ -313,6 +380,7 @@ impl Spec {
                 no_new_privs: r.flag()?,
                 seccomp: r.filter()?,
             },
+            etc_files: r.etc_files()?,
         };
         if !r.buf.is_empty() {
             return Err(SpecError::TrailingBytes(r.buf.len()));
@@ -365,6 +433,11 @@ mod tests {
                     },
                 ],
             },
+            etc_files: vec![
+                (b"hostname".to_vec(), b"isol-vm\n".to_vec()),
+                (b"hosts".to_vec(), b"127.0.0.1\tlocalhost\n".to_vec()),
+                (b"resolv.conf".to_vec(), Vec::new()),
+            ],
         }
     }
 
@@ -413,13 +486,15 @@ mod tests {
     fn bad_flags_and_long_filters_are_rejected() {
         let mut s = sample();
         s.security.seccomp.clear();
+        s.etc_files.clear();
         let mut enc = s.encode().unwrap();
-        // Layout from the end: caps flag, 8 mask bytes, nnp flag, 4 count bytes.
-        let n = enc.len();
+        // Layout from the end: caps flag, 8 mask bytes, nnp flag, 4 filter count bytes, 4
+        // etc count bytes.
+        let n = enc.len() - 4;
         enc[n - 5] = 2;
         assert_eq!(Spec::decode(&enc), Err(SpecError::BadFlag(2)));
         enc[n - 5] = 1;
-        enc[n - 4..].copy_from_slice(&(MAX_FILTER_LEN as u32 + 1).to_le_bytes());
+        enc[n - 4..n].copy_from_slice(&(MAX_FILTER_LEN as u32 + 1).to_le_bytes());
         assert_eq!(
             Spec::decode(&enc),
             Err(SpecError::FilterTooLong(MAX_FILTER_LEN + 1))
@@ -429,6 +504,36 @@ mod tests {
             s.encode(),
             Err(SpecError::FilterTooLong(MAX_FILTER_LEN + 1))
         );
+    }
+
+    #[test]
+    fn etc_file_names_are_one_component_and_few() {
+        for bad in [&b""[..], b"..", b".", b"../passwd", b"a/b", b"x\0"] {
+            let mut s = sample();
+            s.etc_files = vec![(bad.to_vec(), b"x".to_vec())];
+            assert_eq!(s.encode(), Err(SpecError::BadEtcName(bad.to_vec())));
+            // The same bytes written by hand are refused on decode too.
+            s.etc_files = vec![(b"z".repeat(bad.len().max(1)), b"x".to_vec())];
+            let mut enc = s.encode().unwrap();
+            if !bad.is_empty() {
+                let at = enc.len() - 1 - 4 - bad.len();
+                enc[at..at + bad.len()].copy_from_slice(bad);
+                assert_eq!(Spec::decode(&enc), Err(SpecError::BadEtcName(bad.to_vec())));
+            }
+        }
+        let mut s = sample();
+        s.etc_files = vec![(b"f".to_vec(), Vec::new()); MAX_ETC_FILES + 1];
+        assert_eq!(
+            s.encode(),
+            Err(SpecError::TooManyEtcFiles(MAX_ETC_FILES + 1))
+        );
+    }
+
+    #[test]
+    fn a_version_2_spec_is_refused_with_what_to_do() {
+        let mut enc = sample().encode().unwrap();
+        enc[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(Spec::decode(&enc), Err(SpecError::BadVersion(2)));
     }
 
     #[test]
@@ -490,6 +595,8 @@ mod tests {
             SpecError::NoArgs,
             SpecError::BadFlag(7),
             SpecError::FilterTooLong(5000),
+            SpecError::TooManyEtcFiles(17),
+            SpecError::BadEtcName(b"a/b".to_vec()),
         ] {
             let m = e.to_string();
             assert!(
