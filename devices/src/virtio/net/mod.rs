@@ -83,6 +83,10 @@ pub struct NetStats {
     pub tx_dropped: AtomicU64,
     /// Chains returned unused: too short for the header, too long, or of the wrong direction.
     pub bad_chains: AtomicU64,
+    /// Frames from the tap that were lost: longer than the guest's buffer (the tap would
+    /// have cut them), or refused by the tap itself (a GSO type the header
+    /// cannot carry).
+    pub rx_dropped: AtomicU64,
 }
 
 impl NetStats {
@@ -98,6 +102,8 @@ pub struct Net {
     mac: [u8; 6],
     /// Whether the tap fd is in the device thread's epoll set.
     rx_watched: bool,
+    /// The tap's reads fail for good (its interface was deleted): never watched again.
+    tap_gone: bool,
     /// Offloads the driver accepted, to apply on the device thread before the next read.
     pending_offload: Option<u32>,
     stats: Arc<NetStats>,
@@ -110,6 +116,7 @@ impl Net {
             tap,
             mac,
             rx_watched: false,
+            tap_gone: false,
             pending_offload: None,
             stats: Arc::default(),
         }
@@ -156,7 +163,7 @@ impl Net {
 
     fn watch(&mut self, ops: &mut EventOps, on: bool) {
         let ev = Events::new_raw(self.tap.as_raw_fd(), EventSet::IN);
-        if on && !self.rx_watched {
+        if on && !self.rx_watched && !self.tap_gone {
             self.rx_watched = ops.add(ev).is_ok();
         } else if !on && self.rx_watched {
             let _ = ops.remove(ev);
@@ -165,7 +172,15 @@ impl Net {
     }
 
     /// Moves frames from the tap into the guest's receive buffers until either runs out (or a
-    /// queue's worth, so the loop ends). Returns whether the guest ran out of buffers.
+    /// queue's worth, so the loop ends). Returns whether the tap should stay watched: not when
+    /// the guest ran out of buffers (its next rx notification brings some), nor when the tap
+    /// is gone.
+    ///
+    /// A read that fails for one frame (the tap refused to encode it) loses that frame and
+    /// goes on with the next; a frame longer than the chain (the tap cuts it to the room it
+    /// is given, silently) is dropped and the chain given to the next frame. Any other error (`EBADFD`, `EIO`: the interface was deleted under us)
+    /// ends receiving for good: the descriptor stays readable and level-triggered epoll would
+    /// spin the device thread on it.
     fn rx(&mut self, ctx: &mut QueueCtx<'_>) -> Result<bool, DeviceFault> {
         self.apply_offload();
         let fault = |error| DeviceFault::Chain { queue: RX, error };
@@ -184,6 +199,11 @@ impl Net {
                 continue;
             }
             match self.read_frame(ctx.mem, &c) {
+                Ok(n) if n as u64 > c.writable_len() => {
+                    NetStats::bump(&self.stats.rx_dropped, 1);
+                    let q = &mut ctx.queues[RX];
+                    q.set_next_avail(q.next_avail().wrapping_sub(1));
+                }
                 Ok(n) => {
                     // num_buffers: one chain per frame without MRG_RXBUF (the tap leaves it).
                     c.write_at(ctx.mem, 10, &1u16.to_le_bytes());
@@ -193,18 +213,35 @@ impl Net {
                         .map_err(fault)?;
                     used = true;
                 }
-                Err(_) => {
-                    // Nothing to read (or the tap is down): the chain stays the guest's.
+                Err(e) if e.raw_os_error().is_none() => {
+                    // The chain cannot be mapped: returned unused, the frame stays queued.
+                    NetStats::bump(&self.stats.bad_chains, 1);
+                    queue::add_used(&mut ctx.queues[RX], ctx.mem, c.head, 0).map_err(fault)?;
+                    used = true;
+                }
+                Err(e) => {
+                    // The chain stays the guest's.
                     let q = &mut ctx.queues[RX];
                     q.set_next_avail(q.next_avail().wrapping_sub(1));
-                    break;
+                    match e.raw_os_error() {
+                        // Nothing (more) to read.
+                        Some(libc::EAGAIN) => break,
+                        // This frame only: the tap has dropped it.
+                        Some(libc::EINVAL) | Some(libc::EFAULT) => {
+                            NetStats::bump(&self.stats.rx_dropped, 1);
+                        }
+                        _ => {
+                            self.tap_gone = true;
+                            break;
+                        }
+                    }
                 }
             }
         }
         if used {
             ctx.notify(RX);
         }
-        Ok(starved)
+        Ok(!starved && !self.tap_gone)
     }
 
     fn read_frame(&self, mem: &GuestMemoryMmap, c: &ValidChain) -> std::io::Result<usize> {
@@ -212,11 +249,14 @@ impl Net {
         for d in c.writable() {
             let s = mem
                 .get_slice(d.addr, d.len as usize)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                // A buffer across two memory regions: the chain's fault, not the tap's.
+                .map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+                })?;
             slices.push(s);
         }
         let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
-        let iovs: Vec<libc::iovec> = guards
+        let mut iovs: Vec<libc::iovec> = guards
             .iter()
             .zip(&slices)
             .map(|(g, s)| libc::iovec {
@@ -224,11 +264,21 @@ impl Net {
                 iov_len: s.len(),
             })
             .collect();
-        // SAFETY: each iovec is a writable descriptor's buffer, proved inside guest memory
-        // when the chain was popped; the guards keep the mappings alive during the call.
+        // One byte past the chain: the tap cuts a frame to the room it is given and returns
+        // only what it copied, so a frame that fills the chain exactly and one that was cut
+        // would look the same; with this byte, a cut frame reads one byte more than the chain.
+        let mut past = [0u8; 1];
+        iovs.push(libc::iovec {
+            iov_base: past.as_mut_ptr().cast(),
+            iov_len: past.len(),
+        });
+        // SAFETY: each iovec but the last is a writable descriptor's buffer, proved inside
+        // guest memory when the chain was popped, the guards keeping the mappings alive during
+        // the call; the last is `past`, alive on this stack for the call.
         let n = unsafe { self.tap.readv(&iovs) }?;
         if n < VNET_HDR_LEN {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            // Not from a tap with a vnet header: one bad frame.
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
         Ok(n)
     }
@@ -347,11 +397,11 @@ impl VirtioDevice for Net {
     ) -> Result<(), DeviceFault> {
         match index {
             RX => {
-                let starved = self.rx(ctx)?;
+                let watch = self.rx(ctx)?;
                 if let Some(ops) = ops {
                     // Buffers left: watch the tap (level-triggered: what waits is seen);
                     // none: the driver's next notification comes with some.
-                    self.watch(ops, !starved);
+                    self.watch(ops, watch);
                 }
                 Ok(())
             }
@@ -379,8 +429,9 @@ impl VirtioDevice for Net {
             self.watch(ops, false);
             return Ok(());
         };
-        if self.rx(ctx)? {
-            // No buffer left: the guest's next rx notify watches the tap again.
+        if !self.rx(ctx)? {
+            // No buffer left: the guest's next rx notify watches the tap again (or the tap
+            // is gone).
             self.watch(ops, false);
         }
         Ok(())

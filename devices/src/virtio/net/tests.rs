@@ -9,6 +9,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use event_manager::{EventOps, Events};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::mock::MockSplitQueue;
@@ -360,4 +361,118 @@ fn malformed_tx_and_rx_chains_are_refused_without_a_crash() {
         vq.create_queue::<Queue>().unwrap(),
     ];
     assert!(serve(&mut net, &m, &mut qs, TX).is_err());
+}
+
+/// The tap cuts a frame longer than the guest's chain to the room it is given and says
+/// nothing: before, the cut frame went to the guest as if whole. Now the frame is dropped
+/// and counted, and the chain takes the next one.
+#[test]
+fn a_frame_longer_than_the_chain_is_dropped_and_the_chain_takes_the_next() {
+    if !root_with_tun() {
+        return;
+    }
+    let (t, host) = tap();
+    let mut net = Net::new(t, [2, 0, 0, 0, 0, 9]);
+    let m = mem();
+    let big = frame(&[7u8; 1000]);
+    let small = frame(b"fits");
+    host.send(&big);
+    host.send(&small);
+    let room = (VNET_HDR_LEN + 200) as u32;
+    let mut qs = [
+        queue(&m, RXQ, &[raw(BUF, room, F_WRITE, 0)], &[0]),
+        queue(&m, TXQ, &[], &[]),
+    ];
+    for _ in 0..100 {
+        serve(&mut net, &m, &mut qs, RX).unwrap();
+        if qs[RX].next_used() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(qs[RX].next_used(), 1, "a frame reached the guest");
+    let (id, len) = used(&m, &qs[RX], 0);
+    assert_eq!(
+        (id, len as usize),
+        (0, VNET_HDR_LEN + small.len()),
+        "the used length is the small frame's, within the chain"
+    );
+    let mut got = vec![0u8; small.len()];
+    m.read_slice(&mut got, GuestAddress(BUF + VNET_HDR_LEN as u64))
+        .unwrap();
+    assert_eq!(got, small);
+    assert_eq!(net.stats().rx_dropped.load(Ordering::Relaxed), 1);
+}
+
+/// The device's event loop, as the VMM runs it: the tap watched, each event served.
+struct Loop {
+    net: Net,
+    mem: GuestMemoryMmap,
+    queues: [Queue; 2],
+    irq: IrqTrigger,
+    wakes: usize,
+}
+
+impl event_manager::MutEventSubscriber for Loop {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        self.wakes += 1;
+        let mut ctx = QueueCtx {
+            mem: &self.mem,
+            queues: &mut self.queues,
+            irq: &self.irq,
+        };
+        self.net
+            .process_host_event(events, Some(&mut ctx), ops)
+            .unwrap();
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        self.net.init_host_events(ops);
+    }
+}
+
+/// An interface deleted under the VMM (`ip link delete` on the host) leaves its descriptor
+/// readable for good (`EPOLLERR`, reads fail with `EBADFD`): the device stops watching it
+/// instead of spinning its thread on a level-triggered epoll. Before, every wait woke at once.
+#[test]
+fn a_deleted_tap_stops_being_watched_instead_of_spinning_the_device_thread() {
+    use event_manager::{EventManager, SubscriberOps};
+    use std::sync::{Arc, Mutex};
+    if !root_with_tun() {
+        return;
+    }
+    let (t, host) = tap();
+    let m = mem();
+    let sub = Arc::new(Mutex::new(Loop {
+        net: Net::new(t, [2, 0, 0, 0, 0, 9]),
+        queues: [
+            queue(&m, RXQ, &[raw(BUF, 2000, F_WRITE, 0)], &[0]),
+            queue(&m, TXQ, &[], &[]),
+        ],
+        mem: m,
+        irq: IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+        wakes: 0,
+    }));
+    let mut em = EventManager::<Arc<Mutex<Loop>>>::new().unwrap();
+    em.add_subscriber(sub.clone());
+    // Alive and idle: nothing wakes the loop.
+    em.run_with_timeout(20).unwrap();
+    assert_eq!(sub.lock().unwrap().wakes, 0);
+    let ok = std::process::Command::new("ip")
+        .args(["link", "delete", "dev", &host.name])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip link delete {}", host.name);
+    for _ in 0..20 {
+        em.run_with_timeout(20).unwrap();
+    }
+    let s = sub.lock().unwrap();
+    assert_eq!(s.wakes, 1, "one wake to find the tap gone, then none");
+    assert_eq!(
+        s.queues[RX].next_avail(),
+        0,
+        "the guest's chain is still its own"
+    );
+    assert_eq!(s.queues[RX].next_used(), 0);
 }
