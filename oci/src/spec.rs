@@ -1042,6 +1042,32 @@ mod tests {
     }
 
     #[test]
+    fn inheritable_and_ambient_capabilities_convert_within_the_kernels_rules() {
+        let with = |inh: &[&str], amb: &[&str]| {
+            convert(&spec_with(|v| {
+                v["process"]["capabilities"]["inheritable"] = serde_json::json!(inh);
+                v["process"]["capabilities"]["ambient"] = serde_json::json!(amb);
+            }))
+        };
+        let cfg = with(&["CAP_KILL", "CAP_NET_BIND_SERVICE"], &["CAP_KILL"]).unwrap();
+        assert_eq!(cfg.privileges.capabilities, 0x2000_0420);
+        assert_eq!(cfg.privileges.inheritable, 0x420);
+        assert_eq!(cfg.privileges.ambient, 0x20);
+        let e = with(&["CAP_SYS_ADMIN"], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("inheritable names a capability outside bounding"),
+            "{e}"
+        );
+        let e = with(&["CAP_KILL"], &["CAP_NET_BIND_SERVICE"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ambient names a capability outside inheritable"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn what_isol_cannot_honour_is_refused_by_name() {
         let refused = |edit: fn(&mut serde_json::Value), field: &str| {
             let e = convert(&spec_with(edit)).unwrap_err().to_string();
