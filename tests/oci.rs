@@ -303,6 +303,90 @@ fn run_returns_the_workload_status_with_limits_applied() {
     common::assert_no_leftovers("run");
 }
 
+/// runtime-tools' validation suite writes every config with inheritable and ambient sets equal
+/// to bounding; isol-runc refused them all before. They are set as given (the init and the
+/// workload, root, keep them across their execs), and what the kernel would refuse is refused
+/// before anything is made.
+#[test]
+fn inheritable_and_ambient_capabilities_are_set_as_the_config_gives_them() {
+    let _g = common::root_test();
+    let f = Fixture::new(|v| {
+        set_args(v, "grep -E '^Cap(Inh|Prm|Eff|Amb)' /proc/self/status");
+        let caps = &mut v["process"]["capabilities"];
+        caps["inheritable"] = serde_json::json!(["CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        caps["ambient"] = serde_json::json!(["CAP_NET_BIND_SERVICE"]);
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "caps"]);
+    assert_eq!(o.status.code(), Some(0), "run: {}", common::stderr(&o));
+    // KILL is bit 5 (0x20), NET_BIND_SERVICE bit 10 (0x400), AUDIT_WRITE bit 29.
+    assert_eq!(
+        common::stdout(&o),
+        "CapInh:\t0000000000000420\nCapPrm:\t0000000020000420\n\
+         CapEff:\t0000000020000420\nCapAmb:\t0000000000000400\n"
+    );
+    f.assert_root_empty();
+
+    for (set, names, what) in [
+        (
+            "ambient",
+            ["CAP_KILL"],
+            "ambient names a capability outside inheritable",
+        ),
+        (
+            "inheritable",
+            ["CAP_SYS_ADMIN"],
+            "inheritable names a capability outside bounding",
+        ),
+    ] {
+        f.edit_config(|v| {
+            let caps = &mut v["process"]["capabilities"];
+            caps["inheritable"] = serde_json::json!(["CAP_NET_BIND_SERVICE"]);
+            caps["ambient"] = serde_json::json!([]);
+            caps[set] = serde_json::json!(names);
+        });
+        let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "caps"]);
+        assert_eq!(o.status.code(), Some(1), "{set}: {}", common::stderr(&o));
+        let err = common::stderr(&o);
+        assert!(
+            err.contains(what) && err.lines().count() == 1,
+            "{set}: {err}"
+        );
+        f.assert_root_empty();
+    }
+    common::assert_no_leftovers("caps");
+}
+
+/// The runtime-spec: mounts are made in the listed order. isol's own (/proc, /dev and below it,
+/// /sys) come in runc's order, the one configs list them in; /sys used to come before /dev,
+/// which runtime-tools' validation (mountinfo against config.json) failed in every test.
+#[test]
+fn the_configs_mounts_appear_in_mountinfo_in_the_listed_order() {
+    let _g = common::root_test();
+    let f = Fixture::new(|v| set_args(v, "cat /proc/self/mountinfo"));
+    let config: Value =
+        serde_json::from_slice(&fs::read(f.bundle.join("config.json")).unwrap()).unwrap();
+    let listed: Vec<String> = config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap().to_string())
+        .collect();
+    assert!(listed.len() >= 6, "{listed:?}");
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "order"]);
+    assert_eq!(o.status.code(), Some(0), "run: {}", common::stderr(&o));
+    let out = common::stdout(&o);
+    // The mount point is mountinfo's fifth field; the first mount at each listed destination.
+    let mut seen: Vec<String> = Vec::new();
+    for point in out.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if listed.iter().any(|d| d == point) && !seen.iter().any(|s| s == point) {
+            seen.push(point.to_string());
+        }
+    }
+    assert_eq!(seen, listed, "{out}");
+    f.assert_root_empty();
+    common::assert_no_leftovers("order");
+}
+
 #[test]
 fn bad_bundles_fail_with_a_json_error_and_leave_nothing() {
     let _g = common::root_test();
@@ -1181,11 +1265,29 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
     assert!(err.contains("timed out after 1s"), "{err}");
     f.assert_root_empty();
 
-    // poststart and poststop: a warning, and the container lives on / is deleted.
+    // poststart and poststop: a warning, the hooks after the failing one still run (the
+    // runtime-spec; runtime-tools' poststart_fail and poststop_fail), and the container lives on
+    // / is deleted.
     let f = Fixture::new(|v| {
         set_args(v, "sleep 30");
-        v["hooks"] = serde_json::json!({"poststart": failing, "poststop": failing});
+        let after = |kind: &str| {
+            serde_json::json!({"path": "/bin/sh",
+                "args": ["sh", "-c", format!("echo {kind} >> \"$0\"/after"), "DIR"]})
+        };
+        let mut poststart = failing.clone();
+        poststart.as_array_mut().unwrap().push(after("poststart"));
+        let mut poststop = failing.clone();
+        poststop.as_array_mut().unwrap().push(after("poststop"));
+        v["hooks"] = serde_json::json!({"poststart": poststart, "poststop": poststop});
     });
+    // The second hooks append to <bundle>/after ($0 is the bundle).
+    f.edit_config(|v| {
+        let dir = f.bundle.to_str().unwrap();
+        for kind in ["poststart", "poststop"] {
+            v["hooks"][kind][1]["args"][3] = dir.into();
+        }
+    });
+    let after = f.bundle.join("after");
     let (status, err) = f.create("warned", &[]);
     assert!(status.success(), "create: {err}");
     let init = f.state("warned")["pid"].as_i64().unwrap() as i32;
@@ -1198,6 +1300,7 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
         common::stderr(&o)
     );
     assert_eq!(f.state("warned")["status"], "running");
+    assert_eq!(fs::read_to_string(&after).unwrap(), "poststart\n");
     let o = f.runc(&["delete", "--force", "warned"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
     assert!(
@@ -1206,6 +1309,7 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
         common::stderr(&o)
     );
     assert_eq!(wait_init(init), 137);
+    assert_eq!(fs::read_to_string(&after).unwrap(), "poststart\npoststop\n");
     f.assert_root_empty();
     common::assert_no_leftovers("failing hooks");
 }

@@ -349,6 +349,10 @@ fn setup(
         Some(ids) => user::switch_with_capabilities(spec.privileges.capabilities, ids)?,
         None => security::capabilities::drop_to(spec.privileges.capabilities)?,
     }
+    security::capabilities::set_inheritable_ambient(
+        spec.privileges.inheritable,
+        spec.privileges.ambient,
+    )?;
     if spec.privileges.no_new_privs {
         security::set_no_new_privs()?;
     }

@@ -141,6 +141,12 @@ pub struct Privileges {
     /// The capabilities kept (bit n = capability n): the bounding set, and the permitted and
     /// effective sets of a root workload; a non-root workload holds none.
     pub capabilities: u64,
+    /// The inheritable set, empty unless an OCI config asks (isol's own runs keep it empty:
+    /// [`crate::security::capabilities`]); within `capabilities`.
+    pub inheritable: u64,
+    /// The ambient set, empty unless an OCI config asks; within `capabilities` and
+    /// `inheritable`.
+    pub ambient: u64,
     /// Set `no_new_privs` (docker's `--security-opt no-new-privileges`; on by default here).
     pub no_new_privs: bool,
     /// The seccomp filter: isol's default profile ([`crate::security::seccomp`]), none, or a
@@ -153,6 +159,8 @@ impl Default for Privileges {
     fn default() -> Self {
         Privileges {
             capabilities: crate::security::capabilities::DEFAULT_MASK,
+            inheritable: 0,
+            ambient: 0,
             no_new_privs: true,
             seccomp: crate::security::seccomp::Seccomp::Default,
         }

@@ -87,6 +87,21 @@ pub fn run_all(kind: &str, hooks: &[Hook], state: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs every one of `hooks` in order, each with `state` on stdin, whatever the others did: the
+/// runtime-spec's rule for `poststart` and `poststop` (a failure is a warning, and the remaining
+/// hooks run as if it had succeeded). Returns one message per failed hook, as [`run_all`]'s.
+pub fn run_each(kind: &str, hooks: &[Hook], state: &[u8]) -> Vec<String> {
+    hooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, hook)| {
+            run_one(hook, state)
+                .err()
+                .map(|why| format!("{kind} hook #{i} ({}) failed: {why}", hook.path.display()))
+        })
+        .collect()
+}
+
 fn run_one(hook: &Hook, state: &[u8]) -> Result<(), String> {
     let output = memfd().map_err(|e| format!("memfd_create: {e}"))?;
     let mut output = std::fs::File::from(output);

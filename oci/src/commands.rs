@@ -271,9 +271,10 @@ fn start(root: &Path, id: &str, log: &Log) -> Result<(), OciError> {
     }
     open_gate(&dir.fifo(), &saved)?;
     let _ = std::fs::remove_file(dir.fifo());
-    // As the runtime-spec says: a failing poststart hook is logged, and the container runs on.
+    // As the runtime-spec says: a failing poststart hook is logged, the remaining ones run, and
+    // the container runs on.
     let state = saved.hook_state(Status::Running);
-    if let Err(e) = isol_container::hooks::run_all("poststart", &saved.poststart, &state) {
+    for e in isol_container::hooks::run_each("poststart", &saved.poststart, &state) {
         log.line("warning", &e);
     }
     Ok(())
@@ -753,10 +754,11 @@ fn delete(root: &Path, id: &str, force: bool, log: &Log) -> Result<(), OciError>
     if !cgroup_path.as_os_str().is_empty() {
         remove_cgroup(&cgroup_path)?;
     }
-    // After the container is gone; a failing poststop hook is logged, the delete goes on.
+    // After the container is gone; a failing poststop hook is logged, the remaining ones run,
+    // and the delete goes on.
     if let Some(saved) = poststop {
         let state = saved.hook_state(Status::Stopped);
-        if let Err(e) = isol_container::hooks::run_all("poststop", &saved.poststop, &state) {
+        for e in isol_container::hooks::run_each("poststop", &saved.poststop, &state) {
             log.line("warning", &e);
         }
     }

@@ -39,7 +39,14 @@ pub fn to_exec(
     check_process(process)?;
     let user = process.user();
     let (args, env) = args_and_env(process)?;
-    let capabilities = capabilities(process, user.uid())?;
+    let caps = capabilities(process, user.uid())?;
+    if caps.inheritable != 0 || caps.ambient != 0 {
+        return Err(unsupported(
+            "process.capabilities",
+            "with inheritable or ambient capabilities is not supported by isol-runc exec yet",
+        ));
+    }
+    let capabilities = caps.bounding;
     let linux = container.linux().clone().unwrap_or_default();
     Ok(isol_container::exec::ExecSpec {
         init_pid,
@@ -88,7 +95,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let (args, env) = args_and_env(process)?;
     let user = process.user();
     let groups = user.additional_gids().clone().unwrap_or_default();
-    let capabilities = capabilities(process, user.uid())?;
+    let caps = capabilities(process, user.uid())?;
 
     let linux = spec.linux().clone().unwrap_or_default();
     let (network, join) = namespaces(&linux)?;
@@ -129,11 +136,13 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         hooks: hooks(spec, serde_json::Value::Null)?,
         rlimits: rlimits(process)?,
         privileges: isol_container::Privileges {
-            capabilities,
+            capabilities: caps.bounding,
+            inheritable: caps.inheritable,
+            ambient: caps.ambient,
             // As runc: only when the config asks; without it the filter goes on while isol
             // still holds the capabilities to install it.
             no_new_privs: process.no_new_privileges() == Some(true),
-            seccomp: seccomp(&linux, capabilities)?,
+            seccomp: seccomp(&linux, caps.bounding)?,
         },
         devices,
         network,
@@ -338,11 +347,19 @@ fn check_process(p: &Process) -> Result<(), OciError> {
     Ok(())
 }
 
-/// One capability set for bounding, permitted and effective, as isol keeps them; inheritable and
-/// ambient empty.
-fn capabilities(p: &Process, uid: u32) -> Result<u64, OciError> {
+/// A process's capability sets: bounding = permitted = effective, and the inheritable and
+/// ambient sets as the config gives them (runc's `spec` writes both empty; runtime-tools'
+/// generator and older clients fill them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Caps {
+    bounding: u64,
+    inheritable: u64,
+    ambient: u64,
+}
+
+fn capabilities(p: &Process, uid: u32) -> Result<Caps, OciError> {
     let Some(c) = p.capabilities() else {
-        return Ok(0);
+        return Ok(Caps::default());
     };
     let mask = |set: &Option<oci_spec::runtime::Capabilities>| -> Result<u64, OciError> {
         let mut m = 0u64;
@@ -368,10 +385,18 @@ fn capabilities(p: &Process, uid: u32) -> Result<u64, OciError> {
             "with bounding, permitted and effective sets that differ is not supported by isol yet",
         ));
     }
-    if mask(c.inheritable())? != 0 || mask(c.ambient())? != 0 {
+    let (inheritable, ambient) = (mask(c.inheritable())?, mask(c.ambient())?);
+    // The kernel's rules (capset(2), PR_CAP_AMBIENT_RAISE), checked before anything is made.
+    if inheritable & !bounding != 0 {
         return Err(unsupported(
             "process.capabilities",
-            "with inheritable or ambient capabilities is not supported by isol yet",
+            "inheritable names a capability outside bounding: the kernel refuses it; add it to bounding or remove it",
+        ));
+    }
+    if ambient & !inheritable != 0 {
+        return Err(unsupported(
+            "process.capabilities",
+            "ambient names a capability outside inheritable: the kernel refuses it; add it to inheritable or remove it",
         ));
     }
     if uid != 0 && bounding != 0 {
@@ -380,7 +405,11 @@ fn capabilities(p: &Process, uid: u32) -> Result<u64, OciError> {
             "for a non-root process.user is not supported by isol yet (the process would lose them)",
         ));
     }
-    Ok(bounding)
+    Ok(Caps {
+        bounding,
+        inheritable,
+        ambient,
+    })
 }
 
 fn rlimits(p: &Process) -> Result<Vec<Rlimit>, OciError> {
@@ -1010,6 +1039,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("host's network namespace"), "{e}");
+    }
+
+    #[test]
+    fn inheritable_and_ambient_capabilities_convert_within_the_kernels_rules() {
+        let with = |inh: &[&str], amb: &[&str]| {
+            convert(&spec_with(|v| {
+                v["process"]["capabilities"]["inheritable"] = serde_json::json!(inh);
+                v["process"]["capabilities"]["ambient"] = serde_json::json!(amb);
+            }))
+        };
+        let cfg = with(&["CAP_KILL", "CAP_NET_BIND_SERVICE"], &["CAP_KILL"]).unwrap();
+        assert_eq!(cfg.privileges.capabilities, 0x2000_0420);
+        assert_eq!(cfg.privileges.inheritable, 0x420);
+        assert_eq!(cfg.privileges.ambient, 0x20);
+        let e = with(&["CAP_SYS_ADMIN"], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("inheritable names a capability outside bounding"),
+            "{e}"
+        );
+        let e = with(&["CAP_KILL"], &["CAP_NET_BIND_SERVICE"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ambient names a capability outside inheritable"),
+            "{e}"
+        );
     }
 
     #[test]

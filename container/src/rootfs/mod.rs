@@ -50,9 +50,11 @@ pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
         Some(_) => mounts::bind_root(spec.merged)?,
         None => overlay::mount(spec)?,
     }
+    // runc's order, which OCI configs list them in and the runtime-spec wants kept: /proc,
+    // /dev and below it, /sys (runtime-tools' validation checks it in mountinfo).
     mounts::mount_proc(spec.merged)?;
-    mounts::mount_sys(spec.merged, sysfs_is_host_bind(spec))?;
     devices::populate_dev(spec.merged, spec.rootless, spec.console)?;
+    mounts::mount_sys(spec.merged, sysfs_is_host_bind(spec))?;
     for v in spec.volumes {
         mounts::bind_volume(spec.merged, v)?;
     }

@@ -114,6 +114,36 @@ pub fn drop_to(keep: u64) -> Result<(), SecurityError> {
     capset(keep, keep, 0)
 }
 
+/// Gives the calling thread the inheritable set `inheritable` and raises `ambient` into its
+/// ambient set, keeping its effective and permitted sets: an OCI config's own inheritable and
+/// ambient sets (isol's own runs keep both empty, see the module documentation). Call it after
+/// [`drop_to`] (which clears both) and the uid switch; `inheritable` must lie within the
+/// bounding set and `ambient` within permitted and inheritable, or the kernel refuses.
+pub fn set_inheritable_ambient(inheritable: u64, ambient: u64) -> Result<(), SecurityError> {
+    if inheritable == 0 && ambient == 0 {
+        return Ok(());
+    }
+    let (effective, permitted, _) = current()?;
+    capset(effective, permitted, inheritable)?;
+    for cap in 0..64u8 {
+        if ambient & (1u64 << cap) == 0 {
+            continue;
+        }
+        // SAFETY: PR_CAP_AMBIENT_RAISE takes only integer arguments and touches no memory of ours.
+        let ret = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                libc::c_ulong::from(cap),
+                0,
+                0,
+            )
+        };
+        Errno::result(ret).map_err(|errno| SecurityError::AmbientRaise { cap, errno })?;
+    }
+    Ok(())
+}
+
 /// Empties the calling thread's bounding, ambient and inheritable sets and leaves its permitted
 /// and effective sets as they are: the thread keeps its privileges for now, but once a change
 /// to a non-root uid clears those sets nothing can bring a capability back, and threads it

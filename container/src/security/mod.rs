@@ -49,6 +49,11 @@ pub enum SecurityError {
     )]
     AmbientClear(Errno),
     #[error(
+        "Could not raise capability {cap} into the ambient set: {errno}; an ambient capability \
+         must be in the permitted and inheritable sets too"
+    )]
+    AmbientRaise { cap: u8, errno: Errno },
+    #[error(
         "Could not set the permitted and effective capabilities: {0}; the runtime must still hold \
          every default capability here (run isol as root and drop capabilities before the uid \
          switch)"
