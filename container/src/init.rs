@@ -28,8 +28,9 @@ use crate::sys::{monotonic_ns, set_cloexec};
 ///
 /// With a start gate (a container created to be started later, as runc's `create`), init
 /// checks that the workload can be executed, reports `G` (created), and waits until `start`
-/// opens the gate; it then reports nothing more: the isol that created the container is gone,
-/// and its client waits for init's exit status.
+/// opens the gate; it holds the gate open until the workload has been exec'd, so that `start`
+/// returns only then, as runc's does. It reports nothing more: the isol that created the
+/// container is gone, and its client waits for init's exit status.
 pub fn main(args: Vec<OsString>) -> ! {
     let code = match run(args) {
         Ok(code) => code,
@@ -103,6 +104,9 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     // instead of failing, as docker's runtimes fail (126, exec format error).
     let exec = Exec::new(prog, &argv)?;
     let mut report = Some(report);
+    // Held open (close-on-exec) until the workload has been exec'd: `start` reads the gate to
+    // its end, so that it returns, as runc's does, once the workload runs.
+    let mut opened_gate = None;
     if let Some(gate) = gate {
         if let Err(e) = exec.probe() {
             let (code, msg) = exec_failure(prog, &e);
@@ -112,7 +116,7 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
         say(&mut report, format_args!("G"));
         // Nobody reads the reports once the creator has returned.
         report = None;
-        wait_at_gate(gate)?;
+        opened_gate = Some(wait_at_gate(gate)?);
     }
     if let Some(fd) = start_hooks {
         // Once started, just before the workload: a failure ends the container.
@@ -131,7 +135,11 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
             Err(exec.execve())
         })
     };
-    let child = match cmd.spawn() {
+    // spawn returns once the workload's exec has succeeded or failed: the workload's copy of
+    // the gate closed at its exec, ours closes here, and `start` sees the gate's end.
+    let spawned = cmd.spawn();
+    drop(opened_gate);
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let (code, msg) = exec_failure(prog, &e);
@@ -174,8 +182,9 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
 }
 
 /// Blocks until `start` opens the gate (a FIFO, held as an O_PATH descriptor), and tells it so
-/// with one byte.
-fn wait_at_gate(fd: i32) -> Result<(), String> {
+/// with one byte. Returns the gate open for writing (close-on-exec): `start` waits for its end,
+/// which comes once the caller has exec'd the workload and closed it.
+fn wait_at_gate(fd: i32) -> Result<File, String> {
     let path = format!("/proc/self/fd/{fd}");
     let mut fifo = std::fs::OpenOptions::new()
         .write(true)
@@ -185,7 +194,7 @@ fn wait_at_gate(fd: i32) -> Result<(), String> {
         .map_err(|e| format!("cannot write to the start gate: {e}"))?;
     // SAFETY: the gate's O_PATH descriptor was handed to us and nothing else uses it.
     unsafe { libc::close(fd) };
-    Ok(())
+    Ok(fifo)
 }
 
 /// One line to the parent, while it listens.

@@ -280,7 +280,9 @@ fn start(root: &Path, id: &str, log: &Log) -> Result<(), OciError> {
     Ok(())
 }
 
-/// Opens the start gate and reads the byte the init writes once it passed it.
+/// Opens the start gate, reads the byte the init writes once it passed it, then waits for the
+/// gate's end: the init holds it open (close-on-exec) until the workload has been exec'd, so
+/// that, as with runc, the workload runs when `start` returns and its poststart hooks run.
 fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
     use nix::fcntl::OFlag;
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -291,6 +293,7 @@ fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
     )
     .map_err(|e| OciError::sys(format!("cannot open the start gate {}", fifo.display()), e))?;
     let mut file = std::fs::File::from(fd);
+    let mut passed = false;
     loop {
         let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u16)) {
@@ -299,10 +302,16 @@ fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
         }
         let mut byte = [0u8; 1];
         match file.read(&mut byte) {
-            Ok(1) => return Ok(()),
+            Ok(1) => passed = true,
+            // Without a writer: none yet before the byte, the end of the gate after it.
+            Ok(_) if passed => return Ok(()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(OciError::state("read the start gate", e)),
+        }
+        if passed {
+            // The init has started; it exits (closing the gate) if the workload cannot run.
+            continue;
         }
         if !state::init_alive(saved.pid, saved.pid_start) {
             return Err(OciError::Status {
