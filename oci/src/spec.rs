@@ -148,6 +148,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         tty: process.terminal() == Some(true),
         preserve_fds: 0,
         rootless: false,
+        user_namespace: None,
         timeout: None,
         umask: user.umask(),
         oom_score_adj: oom_score_adj(process)?,
