@@ -19,6 +19,7 @@ const CONTAINER_LABS: &[&str] = &[
     "04-pid",
     "05-net",
     "06-mnt",
+    "07-user",
     "08-cgroup",
     "09-cgroups",
     "10-layers",
@@ -65,6 +66,13 @@ fn run_pages(labs: &[&str]) {
         .prefix("isol-labs-")
         .tempdir_in("/run")
         .expect("a directory in /run for the labs' image store");
+    // Searchable by others: lab 7's containers have a root of their own (uid 100000 on the host),
+    // which must reach its run directory below the store (docs/cli.md, `--userns`).
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("the labs' image store made searchable");
     // One language at a time: a page and its translation run the same commands, which share
     // names on the host (lab 10's work directory and image), while trycmd runs pages in parallel.
     // A page that fails half-way may leave detached runs (labs 3, 4): stopped here, whatever

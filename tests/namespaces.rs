@@ -411,8 +411,8 @@ fn kvm_detached_run_is_listed_and_stopped() {
 
 /// `--userns private` as root: the container's root is uid 100000 on the host (the default
 /// range), the image's layers are idmapped so that it owns them and can write anywhere in the
-/// image (copy-up), ids in the range can be given and those outside cannot, a setuid-root binary
-/// it makes works for its users, and a host file only the host's root may read stays closed to
+/// image (copy-up), ids in the range can be given and those outside cannot, it can make a
+/// setuid-root binary and switch to another user (su), and a host file only the host's root may read stays closed to
 /// it (a volume is not idmapped: its files appear as nobody).
 #[test]
 fn userns_private_maps_root_to_an_unprivileged_range() {
@@ -434,21 +434,10 @@ fn userns_private_maps_root_to_an_unprivileged_range() {
         echo f > /tmp/f && chown 1000:1000 /tmp/f && stat -c chown=%u:%g /tmp/f; \
         chown 70000 /tmp/f 2>/dev/null || echo chown outside refused; \
         stat -c secret=%u /host/secret; cat /host/secret 2>/dev/null || echo secret refused; \
-        cp /bin/busybox /tmp/bb && chmod 4755 /tmp/bb && ln -s /tmp/bb /tmp/whoami && \
-        su -s /bin/sh nobody -c 'id -u; /tmp/whoami'";
+        cp /bin/busybox /tmp/bb && chmod 4755 /tmp/bb && stat -c setuid=%A:%u /tmp/bb && \
+        su -s /bin/sh nobody -c 'id -u'";
     let out = ok(&[
-        "run",
-        "--userns",
-        "private",
-        "--security-opt",
-        "no-new-privileges=false",
-        "-v",
-        &vol,
-        "busybox",
-        "--",
-        "sh",
-        "-c",
-        script,
+        "run", "--userns", "private", "-v", &vol, "busybox", "--", "sh", "-c", script,
     ]);
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
     let map: Vec<String> = lines[2..4]
@@ -465,8 +454,8 @@ fn userns_private_maps_root_to_an_unprivileged_range() {
             "chown outside refused",
             "secret=65534",
             "secret refused",
+            "setuid=-rwsr-xr-x:0",
             "65534",
-            "root",
         ],
         "{out}"
     );
@@ -474,6 +463,23 @@ fn userns_private_maps_root_to_an_unprivileged_range() {
     let made = std::fs::metadata(host.path().join("made")).unwrap();
     assert_eq!((made.uid(), made.gid()), (100000, 100000));
     assert_no_leftovers("userns private");
+
+    // `isol exec` enters the container's user namespace first: its root is the mapped one.
+    let id = ok(&["run", "-d", "--userns", "private", "busybox", "sleep", "30"]);
+    let id = id.trim();
+    let o = run(&[
+        "exec",
+        id,
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map",
+    ]);
+    let _ = run(&["stop", "-t", "0", id]);
+    assert_eq!(code(&o), 0, "exec: {}", stderr(&o));
+    let out = stdout(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(out, "0 0 100000 65536");
+    assert_no_leftovers("userns private exec");
 
     // The range is the caller's to choose, and a bad one is a clear error.
     let o = isol(&[

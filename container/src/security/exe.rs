@@ -182,40 +182,13 @@ pub fn exec_self_as_init(
 /// Sends `fd` with a one-byte message over the unix socket `sock` (`SCM_RIGHTS`): how the parent
 /// hands the sealed copy to a child cloned before the copy existed.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let fds = [fd.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"g")];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(drop)
+    send_fds(sock, &[fd])
 }
 
 /// Receives the descriptor [`send_fd`] sent, close-on-exec. Fails with `EPIPE` when the other end
 /// closed without sending one.
 pub fn receive_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = loop {
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => continue,
-            result => break result?,
-        }
-    };
-    for cmsg in msg.cmsgs().map_err(|_| Errno::EBADMSG)? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this descriptor in our table for us alone.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-    }
-    Err(Errno::EPIPE)
+    receive_fds(sock)?.into_iter().next().ok_or(Errno::EPIPE)
 }
 
 /// The most descriptors one message of [`send_fds`] carries (the kernel's `SCM_MAX_FD`).
