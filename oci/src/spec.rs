@@ -1094,6 +1094,45 @@ mod tests {
     }
 
     #[test]
+    fn user_namespaces_need_their_mappings_and_new_namespaces() {
+        let refused = |edit: fn(&mut serde_json::Value), want: &str| {
+            let e = convert(&spec_with(edit)).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        fn add_user(v: &mut serde_json::Value) {
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.push(serde_json::json!({"type": "user"}));
+        }
+        refused(
+            |v| {
+                v["linux"]["uidMappings"] =
+                    serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+            },
+            "without a user namespace",
+        );
+        refused(add_user, "without linux.uidMappings and gidMappings");
+        refused(
+            |v| {
+                add_user(v);
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.last_mut().unwrap()["path"] = "/proc/1/ns/user".into();
+            },
+            "joins a user namespace by path",
+        );
+        refused(
+            |v| {
+                add_user(v);
+                let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+                v["linux"]["uidMappings"] = map.clone();
+                v["linux"]["gidMappings"] = map;
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "pid");
+            },
+            "belongs to another user namespace",
+        );
+    }
+
+    #[test]
     fn what_isol_cannot_honour_is_refused_by_name() {
         let refused = |edit: fn(&mut serde_json::Value), field: &str| {
             let e = convert(&spec_with(edit)).unwrap_err().to_string();
