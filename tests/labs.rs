@@ -90,6 +90,9 @@ fn run_pages(labs: &[&str]) {
             // the lab takes 2-6 s.
             .timeout(std::time::Duration::from_secs(120));
         for lab in labs {
+            if *lab == "07-user" && !idmapped_layers(home.path()) {
+                continue;
+            }
             cases.case(docs().join(format!("{dir}{lab}.md")));
         }
         cases.run();
@@ -104,6 +107,23 @@ fn run_pages(labs: &[&str]) {
         })
         .unwrap_or_default();
     assert!(runs.is_empty(), "the labs left run directories: {runs:?}");
+}
+
+/// Whether `--userns private` works with the store at `home`: its layers must be mounted
+/// idmapped, which the lab's kernel (6.1) cannot do on its tmpfs /run (tmpfs has idmapped
+/// mounts from Linux 6.3). Where it cannot, lab 7 is skipped, saying why.
+fn idmapped_layers(home: &Path) -> bool {
+    let o = std::process::Command::new(common::isol_bin())
+        .args(["run", "--userns", "private", "busybox", "true"])
+        .env("ISOL_HOME", home)
+        .output()
+        .expect("isol runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() && err.contains("idmapped") {
+        eprintln!("skipping lab 7 here: {}", err.trim());
+        return false;
+    }
+    true
 }
 
 /// Stops every live run of the labs' store when dropped.

@@ -418,6 +418,13 @@ fn kvm_detached_run_is_listed_and_stopped() {
 fn userns_private_maps_root_to_an_unprivileged_range() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let _g = root_test();
+    // The lab's kernel (6.1) cannot idmap its overlayfs root, where the test store lives:
+    // skipped there, saying why (any other failure fails the test below).
+    let probe = run(&["run", "--userns", "private", "busybox", "true"]);
+    if code(&probe) == 125 && stderr(&probe).contains("support idmapped mounts") {
+        eprintln!("skipping: {}", stderr(&probe).trim());
+        return;
+    }
     let host = tempfile::tempdir().unwrap();
     // Reachable and writable by the container's root, which is "others" on the host.
     std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();

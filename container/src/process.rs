@@ -119,6 +119,17 @@ pub fn create(cfg: &ContainerConfig, gate: &Path) -> Result<Created, ContainerEr
                 .into(),
         ));
     }
+    // The init reopens the gate as the container's root: with a user namespace of its own, an
+    // unprivileged uid on the host, which must own it.
+    if let Some(ns) = &cfg.user_namespace {
+        let (uid, gid) = (ns.host_root_uid(), ns.host_root_gid());
+        nix::unistd::chown(
+            gate,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(|e| ContainerError::sys(format!("chown {}", gate.display()), e))?;
+    }
     let cgroup_root = Path::new(CGROUP_ROOT);
     let mut phases = Phases::new(monotonic_ns());
     let mut guard = Teardown {
