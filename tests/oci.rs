@@ -1700,3 +1700,59 @@ fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
     f.assert_root_empty();
     common::assert_no_leftovers("exec -t");
 }
+
+/// `linux.uidMappings`/`gidMappings` with a new user namespace: the container's root is the
+/// mapped host uid, and, as runc, isol changes no owner: a rootfs that does not belong to the
+/// mapped root is refused, saying so, and one that does is the container's root's.
+#[test]
+fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _g = common::root_test();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "id -u; cat /proc/self/uid_map /proc/self/gid_map; touch /made && stat -c %u /made",
+        );
+        v["root"]["readonly"] = false.into();
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["uidMappings"] = map.clone();
+        v["linux"]["gidMappings"] = map;
+    });
+    let bundle = f.bundle.to_str().unwrap();
+    let o = f.runc(&["run", "--bundle", bundle, "userns"]);
+    assert!(!o.status.success());
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("belongs to uid 0") && err.contains("chown"),
+        "{err}"
+    );
+    f.assert_root_empty();
+
+    // The mapped root's rootfs, which it can reach.
+    fs::set_permissions(f._tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(f.bundle.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let o = f.runc(&["run", "--bundle", bundle, "userns"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    let out: Vec<String> = common::stdout(&o)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        out,
+        ["0", "0 100000 65536", "0 100000 65536", "0"],
+        "{out:?}"
+    );
+    let made = fs::metadata(f.bundle.join("rootfs/made")).unwrap();
+    assert_eq!(made.uid(), 100000);
+    f.assert_root_empty();
+    common::assert_no_leftovers("user namespace");
+}

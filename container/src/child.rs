@@ -51,6 +51,9 @@ pub(crate) struct ChildSpec<'a> {
     hooks: Hooks,
     host_namespaces: crate::config::HostNamespaces,
     rootless: bool,
+    /// A user namespace of the container's own (as root): wait for its maps and the idmapped
+    /// layers, then become its root.
+    own_user_namespace: bool,
     network: NetworkMode,
     /// The run's /etc/hostname, /etc/hosts and /etc/resolv.conf, written once its network is
     /// wired.
@@ -138,6 +141,7 @@ impl<'a> ChildSpec<'a> {
             hooks: cfg.hooks.clone(),
             host_namespaces: cfg.host_namespaces,
             rootless: cfg.rootless,
+            own_user_namespace: cfg.user_namespace.is_some(),
             network: cfg.network,
             etc: cfg
                 .etc_files
@@ -226,6 +230,17 @@ fn setup(
     if spec.rootless {
         go.wait();
     }
+    // A user namespace of the container's own: the parent's first message says its maps are
+    // written and brings the idmapped layers; then this process, still the host's root by its
+    // ids, becomes the namespace's root (uid 0 inside, the mapped uid outside), so that what
+    // it creates belongs to the container's root.
+    let idmapped = if spec.own_user_namespace {
+        let layers = go.receive_mounts();
+        become_namespace_root()?;
+        layers
+    } else {
+        Vec::new()
+    };
     // (A PID namespace was joined by the parent, before the clone.)
     for (ns, path) in spec
         .join
@@ -265,6 +280,8 @@ fn setup(
         volumes: &spec.volumes,
         mounts: &spec.mounts,
         rootless: spec.rootless,
+        user_namespace: spec.rootless || spec.own_user_namespace,
+        idmapped: &idmapped,
         host_network: spec.network == NetworkMode::Host,
         console: console.as_deref(),
         masked: &spec.masked_paths,
@@ -413,6 +430,21 @@ fn host_pid() -> Result<i32, SetupError> {
         .ok_or_else(|| SetupError::Hook(format!("/proc/self is {}: not a pid", link.display())))
 }
 
+/// setresgid, setgroups and setresuid to 0 in the user namespace just mapped.
+fn become_namespace_root() -> Result<(), SetupError> {
+    let root = user::Ids {
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+    };
+    root.apply().map_err(|e| {
+        SetupError::process(
+            "Cannot become root in the container's user namespace (is its root mapped?)",
+            std::io::Error::other(e.to_string()),
+        )
+    })
+}
+
 /// The parent's go, which brings the sealed copy of the init binary to exec.
 enum Go {
     Waiting(OwnedFd),
@@ -420,6 +452,20 @@ enum Go {
 }
 
 impl Go {
+    /// Before the go, in a user namespace of the container's own: the message that says its
+    /// maps are written, with the idmapped layers (none for a rootfs directory). When the
+    /// parent died or gave up instead, exits quietly: the parent reports the error.
+    fn receive_mounts(&self) -> Vec<OwnedFd> {
+        let Go::Waiting(sock) = self else {
+            unreachable!("the mounts come before the go")
+        };
+        match security::exe::receive_fds(sock.as_fd()) {
+            Ok(fds) => fds,
+            // SAFETY: see `main`.
+            Err(_) => unsafe { libc::_exit(125) },
+        }
+    }
+
     /// Blocks until the go has come (only the first call waits) and returns the sealed copy.
     /// When the parent died or gave up instead, exits quietly: the parent reports the error.
     fn wait(&mut self) -> BorrowedFd<'_> {

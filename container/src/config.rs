@@ -167,6 +167,58 @@ impl Default for Privileges {
     }
 }
 
+/// One line of a user namespace's `uid_map` or `gid_map`: ids `inside..inside+count` in the
+/// container are `outside..outside+count` on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMapping {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// A user namespace of the container's own, made by a runtime run as root
+/// ([`ContainerConfig::user_namespace`]). The parent writes the maps after the clone; the
+/// child waits for them before it builds the rootfs. An image's layers (they belong to the
+/// host's root, which the maps leave unmapped) are mounted idmapped into the namespace, so
+/// that their root is the container's root; a rootfs directory ([`Rootfs::Dir`]) is used as
+/// it is and must belong to the mapped range, as runc requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNamespace {
+    pub uid_map: Vec<IdMapping>,
+    pub gid_map: Vec<IdMapping>,
+}
+
+impl UserNamespace {
+    /// Container ids `0..count` mapped to host ids `start..start+count`, for uids and gids.
+    pub fn range(start: u32, count: u32) -> Self {
+        let map = vec![IdMapping {
+            inside: 0,
+            outside: start,
+            count,
+        }];
+        UserNamespace {
+            uid_map: map.clone(),
+            gid_map: map,
+        }
+    }
+
+    /// The host uid of the container's root, if root is mapped.
+    pub fn host_root_uid(&self) -> Option<u32> {
+        host_id(&self.uid_map, 0)
+    }
+
+    /// The host gid of the container's root group, if it is mapped.
+    pub fn host_root_gid(&self) -> Option<u32> {
+        host_id(&self.gid_map, 0)
+    }
+}
+
+fn host_id(map: &[IdMapping], id: u32) -> Option<u32> {
+    map.iter()
+        .find(|m| id >= m.inside && id - m.inside < m.count)
+        .map(|m| m.outside + (id - m.inside))
+}
+
 /// Everything one container run needs.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -227,6 +279,10 @@ pub struct ContainerConfig {
     pub preserve_fds: u32,
     /// Run without root on the host: a user namespace maps the caller to root inside.
     pub rootless: bool,
+    /// Run as root on the host with a user namespace of the container's own, mapping its ids to
+    /// an unprivileged range of the host's (`isol run --userns private`, an OCI config's
+    /// `linux.uidMappings`); `None`: no user namespace (unless `rootless`).
+    pub user_namespace: Option<UserNamespace>,
     /// Kill the container after this long; the run then ends with exit code 124.
     pub timeout: Option<std::time::Duration>,
     /// The umask of the container's processes (an OCI config's `process.user.umask`); `None`:

@@ -13,6 +13,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -63,8 +64,8 @@ pub struct Executed {
     pub console: Option<OwnedFd>,
 }
 
-/// The namespaces a process in the container joins, in the order it joins them: the user
-/// namespace does not apply (isol's containers have none unless rootless), the mount namespace
+/// The namespaces a process in the container joins, in the order it joins them, after its user
+/// namespace where it has one of its own ([`exec`]): the mount namespace
 /// after those whose files it would hide, PID last (it applies to the next child).
 const NAMESPACES: [(&str, CloneFlags); 6] = [
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
@@ -86,6 +87,23 @@ pub fn exec(
         return Err(ContainerError::Unsupported("No command to execute".into()));
     }
     let mut ns_files = Vec::new();
+    // A container with a user namespace of its own (`--userns private`, OCI uidMappings, or
+    // rootless) is entered through it first: its other namespaces belong to it, and the
+    // process's ids are then mapped as the container's are (uid 0 is the container's root,
+    // never the host's).
+    let user_path = format!("/proc/{}/ns/user", spec.init_pid);
+    let own_user = std::fs::metadata("/proc/self/ns/user")
+        .map(|m| m.ino())
+        .ok();
+    if let Ok(meta) = std::fs::metadata(&user_path)
+        && Some(meta.ino()) != own_user
+    {
+        let f = File::open(&user_path).map_err(|e| ContainerError::State {
+            what: format!("open {user_path} (is the container running?)"),
+            source: e,
+        })?;
+        ns_files.push((f, CloneFlags::CLONE_NEWUSER));
+    }
     for (name, flag) in NAMESPACES {
         let path = format!("/proc/{}/ns/{name}", spec.init_pid);
         let f = File::open(&path).map_err(|e| ContainerError::State {

@@ -31,8 +31,8 @@ mod user;
 
 pub use child::{INIT_ARGV0, INIT_MARKER};
 pub use config::{
-    ContainerConfig, HostNamespaces, Limits, Mount, NetworkMode, Privileges, Rlimit, Rootfs,
-    SharedNamespace, Volume,
+    ContainerConfig, HostNamespaces, IdMapping, Limits, Mount, NetworkMode, Privileges, Rlimit,
+    Rootfs, SharedNamespace, UserNamespace, Volume,
 };
 pub use error::ContainerError;
 pub use process::{Created, RunResult, create, run};

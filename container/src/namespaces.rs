@@ -12,9 +12,12 @@
 //!   or a veth pair to isol's bridge (`--network bridge`);
 //! - **cgroup** (`CLONE_NEWCGROUP`), made by the child itself once it is in its cgroup
 //!   ([`enter_cgroup_namespace`]), so that the container sees its cgroup as the root;
-//! - **user** (`CLONE_NEWUSER`), only in rootless mode: the caller's uid and gid become root
-//!   inside ([`write_id_maps`]). Run as root, a container has no user namespace, as docker's
-//!   default: its root is the host's root, held in by capabilities, seccomp and no_new_privs.
+//! - **user** (`CLONE_NEWUSER`), in rootless mode: the caller's uid and gid become root
+//!   inside ([`write_id_maps`]). Run as root, a container has no user namespace by default, as
+//!   docker's: its root is the host's root, held in by capabilities, seccomp and no_new_privs;
+//!   with one of its own ([`crate::config::UserNamespace`], `--userns private`), its ids map to
+//!   an unprivileged range of the host's ([`write_maps`]) and the image's layers are mounted
+//!   idmapped into it ([`idmapped_layers`]), so that their root is the container's root.
 //!
 //! The parent clones the child into the first ones with [`clone_child`] (into its cgroup as well,
 //! on cgroup v2); the child then sets the hostname and later creates its cgroup namespace.
@@ -27,18 +30,18 @@ use nix::errno::Errno;
 use nix::sched::{CloneFlags, unshare};
 use nix::unistd::Pid;
 
-use crate::config::NetworkMode;
+use crate::config::{NetworkMode, UserNamespace};
 use crate::error::{ContainerError, SetupError};
 
 /// The namespaces the child is cloned into (the cgroup namespace comes later, see the module's
 /// documentation).
-pub(crate) fn clone_flags(network: NetworkMode, rootless: bool) -> u64 {
+pub(crate) fn clone_flags(network: NetworkMode, user_namespace: bool) -> u64 {
     let mut flags =
         libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
     if network != NetworkMode::Host {
         flags |= libc::CLONE_NEWNET;
     }
-    if rootless {
+    if user_namespace {
         flags |= libc::CLONE_NEWUSER;
     }
     flags as u64
@@ -140,6 +143,141 @@ pub(crate) fn write_id_maps(child: Pid) -> Result<(), ContainerError> {
     write("setgroups", "deny".into())?;
     write("uid_map", format!("0 {uid} 1\n"))?;
     write("gid_map", format!("0 {gid} 1\n"))
+}
+
+/// Writes the child's `uid_map` and `gid_map` (a runtime run as root: `setgroups` stays
+/// allowed, so that the container's root may set a user's groups).
+pub(crate) fn write_maps(child: Pid, ns: &UserNamespace) -> Result<(), ContainerError> {
+    let base = PathBuf::from(format!("/proc/{child}"));
+    for (file, map) in [("uid_map", &ns.uid_map), ("gid_map", &ns.gid_map)] {
+        let data: String = map
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
+            .collect();
+        // One write: the kernel takes a map only whole, and only once.
+        std::fs::write(base.join(file), &data).map_err(|e| {
+            ContainerError::Setup(format!(
+                "Cannot write the user namespace's {file} ({}): {e}; give ranges that do not overlap, at most 340 lines",
+                data.trim_end().replace('\n', ", ")
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+// The new mount API (linux/mount.h), for idmapped mounts.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// `struct mount_attr` (linux/mount.h, `MOUNT_ATTR_SIZE_VER0`).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// In the parent, after the maps are written: a detached copy of each image layer (a bind
+/// mount not yet attached anywhere, `open_tree(OPEN_TREE_CLONE)`) idmapped into the child's user
+/// namespace (`mount_setattr(MOUNT_ATTR_IDMAP)`), for the child to attach ([`attach`]) and use
+/// as the overlay's lowers: a file the host's root owns in a layer is the container's root's
+/// there, one of uid 1000 is uid 1000's, and overlayfs can copy them up. Only the host's root
+/// may idmap a mount of the host's filesystem; the child cannot, so the parent does.
+pub(crate) fn idmapped_layers(
+    child: Pid,
+    layers: &[PathBuf],
+) -> Result<Vec<std::os::fd::OwnedFd>, ContainerError> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let userns = std::fs::File::open(format!("/proc/{child}/ns/user")).map_err(|e| {
+        ContainerError::Setup(format!("Cannot open the container's user namespace: {e}"))
+    })?;
+    if layers.len() > crate::security::exe::MAX_FDS {
+        return Err(ContainerError::Setup(format!(
+            "--userns private: the image has {} layers, more than the {} isol can idmap; flatten it",
+            layers.len(),
+            crate::security::exe::MAX_FDS
+        )));
+    }
+    let mut fds = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let cannot = |what: &str, e: Errno| {
+            let hint = match e {
+                Errno::ENOSYS => {
+                    "; this kernel has no idmapped mounts (Linux ≥ 5.12, and ≥ 5.19 for overlayfs over them): use --userns host"
+                }
+                Errno::EINVAL | Errno::EPERM | Errno::EOPNOTSUPP => {
+                    "; the filesystem holding the image store does not support idmapped mounts (ext4, xfs, btrfs and tmpfs ≥ 6.3 do; overlayfs does not): put the store (ISOL_HOME) on one of those, or use --userns host"
+                }
+                _ => "",
+            };
+            ContainerError::Setup(format!(
+                "--userns private: cannot {what} the image layer {}: {e}{hint}",
+                layer.display()
+            ))
+        };
+        let path = std::ffi::CString::new(layer.as_os_str().as_bytes())
+            .map_err(|_| cannot("open", Errno::EINVAL))?;
+        // SAFETY: open_tree reads the NUL-terminated path and returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+            )
+        };
+        if fd < 0 {
+            return Err(cannot("clone", Errno::last()));
+        }
+        // SAFETY: the kernel just returned this descriptor, which nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        // SAFETY: mount_setattr reads `attr` (valid, of the size given) and changes only the
+        // detached mount behind `fd`, with the empty path meaning `fd` itself.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(cannot("idmap", Errno::last()));
+        }
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
+/// In the child: attaches a detached mount ([`idmapped_layers`]) at `target`, a directory.
+pub(crate) fn attach(mount: BorrowedFd<'_>, target: &std::path::Path) -> Result<(), Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    let target =
+        std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: move_mount reads the two NUL-terminated paths; the empty one means `mount`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    Errno::result(r).map(drop)
 }
 
 /// In the child: joins the namespace at `path` (`/proc/PID/ns/net`…) instead of a new one.

@@ -119,6 +119,17 @@ pub fn create(cfg: &ContainerConfig, gate: &Path) -> Result<Created, ContainerEr
                 .into(),
         ));
     }
+    // The init reopens the gate as the container's root: with a user namespace of its own, an
+    // unprivileged uid on the host, which must own it.
+    if let Some(ns) = &cfg.user_namespace {
+        let (uid, gid) = (ns.host_root_uid(), ns.host_root_gid());
+        nix::unistd::chown(
+            gate,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(|e| ContainerError::sys(format!("chown {}", gate.display()), e))?;
+    }
     let cgroup_root = Path::new(CGROUP_ROOT);
     let mut phases = Phases::new(monotonic_ns());
     let mut guard = Teardown {
@@ -184,6 +195,16 @@ fn launch(
     cgroup_root: &Path,
     gate: Option<&Path>,
 ) -> Result<Launched, ContainerError> {
+    if cfg.user_namespace.is_some() && cfg.rootless {
+        return Err(ContainerError::Unsupported(
+            "A user namespace with mappings of its own needs root: a rootless run maps only the caller; run as root or drop the mappings".into(),
+        ));
+    }
+    if cfg.user_namespace.is_some() && !cfg.join.is_empty() {
+        return Err(ContainerError::Unsupported(
+            "A container with a user namespace of its own cannot join another container's namespaces (they belong to the host's user namespace); drop one".into(),
+        ));
+    }
     if cfg.host_namespaces.pid && cfg.rootless {
         return Err(ContainerError::Unsupported(
             "The host's PID namespace (--pid host) needs root: isol ends the container's processes through its cgroup, which a rootless run has none of; run isol as root or drop the flag".into(),
@@ -258,7 +279,7 @@ fn launch(
         .join
         .iter()
         .fold(0u64, |f, (ns, _)| f | ns.clone_flag() as u64);
-    let flags = namespaces::clone_flags(cfg.network, cfg.rootless)
+    let flags = namespaces::clone_flags(cfg.network, cfg.rootless || cfg.user_namespace.is_some())
         & !joined
         & !cfg.host_namespaces.clone_flags();
     // A PID namespace is joined for the child before it is made: it is born there.
@@ -308,6 +329,17 @@ fn launch(
         let copier = s.spawn(security::exe::sealed_init_copy);
         if cfg.rootless {
             namespaces::write_id_maps(child)?;
+        }
+        if let Some(userns) = &cfg.user_namespace {
+            namespaces::write_maps(child, userns)?;
+            let layers = match &cfg.rootfs {
+                Rootfs::Layers(layers) => namespaces::idmapped_layers(child, layers)?,
+                Rootfs::Dir { .. } => Vec::new(),
+            };
+            let fds: Vec<_> = layers.iter().map(AsFd::as_fd).collect();
+            security::exe::send_fds(go_w.as_fd(), &fds).map_err(|e| {
+                ContainerError::Setup(format!("Cannot hand the container its layers: {e}"))
+            })?;
         }
         // Only where neither clone3 nor the child's own move could be used.
         if let Some(cg) = &guard.cgroup

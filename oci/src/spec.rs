@@ -99,6 +99,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
 
     let linux = spec.linux().clone().unwrap_or_default();
     let (network, join) = namespaces(&linux)?;
+    let user_namespace = user_namespace(&linux, &join, &rootfs)?;
     if join.iter().any(|(ns, _)| *ns == SharedNamespace::Uts) {
         for (field, value) in [
             ("hostname", spec.hostname()),
@@ -157,6 +158,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         tty: process.terminal() == Some(true),
         preserve_fds: 0,
         rootless: false,
+        user_namespace,
         timeout: None,
         umask: user.umask(),
         oom_score_adj: oom_score_adj(process)?,
@@ -468,7 +470,14 @@ fn namespaces(
             LinuxNamespaceType::Ipc => Some(SharedNamespace::Ipc),
             LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
             LinuxNamespaceType::Pid => Some(SharedNamespace::Pid),
-            LinuxNamespaceType::User | LinuxNamespaceType::Time => {
+            LinuxNamespaceType::User if ns.path().is_some() => {
+                return Err(unsupported(
+                    "linux.namespaces",
+                    "joins a user namespace by path, not supported by isol yet: give the container a new one with linux.uidMappings and gidMappings",
+                ));
+            }
+            LinuxNamespaceType::User => continue,
+            LinuxNamespaceType::Time => {
                 return Err(unsupported(
                     "linux.namespaces",
                     &format!(
@@ -757,9 +766,81 @@ const DEFAULT_NODES: &[&str] = &[
     "/dev/tty",
 ];
 
+/// A new user namespace (`linux.namespaces` has type `user`), with the config's
+/// `uidMappings` and `gidMappings`. As runc, isol chowns nothing: the rootfs directory must
+/// belong to the mapped root (the host uid container uid 0 maps to), or the container's root
+/// could not write its own `/`.
+fn user_namespace(
+    linux: &oci_spec::runtime::Linux,
+    join: &[(SharedNamespace, PathBuf)],
+    rootfs: &Path,
+) -> Result<Option<isol_container::UserNamespace>, OciError> {
+    use std::os::unix::fs::MetadataExt;
+    let new = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|ns| ns.typ() == LinuxNamespaceType::User);
+    let map = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .map(|m| isol_container::IdMapping {
+                inside: m.container_id(),
+                outside: m.host_id(),
+                count: m.size(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let (uid_map, gid_map) = (map(linux.uid_mappings()), map(linux.gid_mappings()));
+    if !new {
+        if !uid_map.is_empty() || !gid_map.is_empty() {
+            return Err(unsupported(
+                "linux.uidMappings and gidMappings",
+                "are given without a user namespace: add {\"type\": \"user\"} to linux.namespaces, or drop them",
+            ));
+        }
+        return Ok(None);
+    }
+    if uid_map.is_empty() || gid_map.is_empty() {
+        return Err(unsupported(
+            "linux.namespaces",
+            "asks for a user namespace without linux.uidMappings and gidMappings: give both (isol maps no ids by itself)",
+        ));
+    }
+    if !join.is_empty() {
+        return Err(unsupported(
+            "linux.namespaces",
+            "asks for a user namespace and shares or joins a pid, ipc, uts or network namespace, which belongs to another user namespace: give the container new ones of each",
+        ));
+    }
+    let ns = isol_container::UserNamespace { uid_map, gid_map };
+    let Some(root) = ns.host_root_uid() else {
+        return Err(unsupported(
+            "linux.uidMappings",
+            "do not map the container's uid 0: map it to the host uid that owns the rootfs",
+        ));
+    };
+    let owner = std::fs::metadata(rootfs)
+        .map(|m| m.uid())
+        .map_err(|e| OciError::Bundle {
+            what: format!("cannot read the rootfs {}", rootfs.display()),
+            detail: e.to_string(),
+        })?;
+    if owner != root {
+        return Err(OciError::Bundle {
+            what: format!(
+                "the rootfs {} belongs to uid {owner}, not to the container's root (host uid {root} by linux.uidMappings)",
+                rootfs.display()
+            ),
+            detail: format!(
+                "as runc, isol changes no owner: chown -R the rootfs to the mapped range (e.g. from {root}) before create"
+            ),
+        });
+    }
+    Ok(Some(ns))
+}
+
 fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
-    refuse_set("linux.uidMappings", linux.uid_mappings())?;
-    refuse_set("linux.gidMappings", linux.gid_mappings())?;
     refuse_set("linux.intelRdt", linux.intel_rdt())?;
     refuse_set("linux.memoryPolicy", linux.memory_policy())?;
     refuse_set("linux.personality", linux.personality())?;
@@ -1064,6 +1145,45 @@ mod tests {
         assert!(
             e.contains("ambient names a capability outside inheritable"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn user_namespaces_need_their_mappings_and_new_namespaces() {
+        let refused = |edit: fn(&mut serde_json::Value), want: &str| {
+            let e = convert(&spec_with(edit)).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        fn add_user(v: &mut serde_json::Value) {
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.push(serde_json::json!({"type": "user"}));
+        }
+        refused(
+            |v| {
+                v["linux"]["uidMappings"] =
+                    serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+            },
+            "without a user namespace",
+        );
+        refused(add_user, "without linux.uidMappings and gidMappings");
+        refused(
+            |v| {
+                add_user(v);
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.last_mut().unwrap()["path"] = "/proc/1/ns/user".into();
+            },
+            "joins a user namespace by path",
+        );
+        refused(
+            |v| {
+                add_user(v);
+                let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+                v["linux"]["uidMappings"] = map.clone();
+                v["linux"]["gidMappings"] = map;
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "pid");
+            },
+            "belongs to another user namespace",
         );
     }
 

@@ -89,6 +89,8 @@ pub struct NamespaceOptions {
     join: Vec<(isol_container::SharedNamespace, PathBuf)>,
     /// `--ipc` as the run's record keeps it (`container:NAME` may join only a `shareable` one).
     ipc: String,
+    /// `--userns private` as root: the host range the container's ids map to.
+    user_namespace: Option<isol_container::UserNamespace>,
 }
 
 fn namespace_options(
@@ -134,11 +136,25 @@ fn namespace_options(
         Some(NsMode::Host) if rootless => bail!(
             "--userns host needs root: isol run as a user puts every container in a user namespace of its own (the caller's uid is root inside); run isol as root or drop the flag"
         ),
-        Some(NsMode::Private) if !rootless => bail!(
-            "--userns private is not supported as root yet: isol's containers run as root get no user namespace (root inside is the host's root, held in by capabilities, seccomp and no_new_privs); run isol as an unprivileged user for a container whose root is that user on the host, or drop the flag"
-        ),
         _ => {}
     }
+    let user_namespace = if args.userns == Some(NsMode::Private) && !rootless {
+        if host.pid {
+            bail!(
+                "--userns private and --pid host conflict: the container's root could not mount a /proc for the host's PID namespace, which belongs to the host's user namespace; drop one"
+            );
+        }
+        if matches!(args.network, Network::Container(_))
+            || matches!(args.ipc, Some(IpcMode::Container(_)))
+        {
+            bail!(
+                "--userns private cannot join another run's namespaces (--network/--ipc container:NAME): they belong to the host's user namespace; drop one"
+            );
+        }
+        Some(userns_range()?)
+    } else {
+        None
+    };
     let mut join = Vec::new();
     let runs = super::runs::dir(store.root());
     let other = |what: &str, flag: &str| -> anyhow::Result<i32> {
@@ -168,7 +184,51 @@ fn namespace_options(
         let pid = other(n, &format!("--network container:{n}"))?;
         join.push((SharedNamespace::Net, format!("/proc/{pid}/ns/net").into()));
     }
-    Ok(NamespaceOptions { host, join, ipc })
+    Ok(NamespaceOptions {
+        host,
+        join,
+        ipc,
+        user_namespace,
+    })
+}
+
+/// The host ids a root-run container's user namespace maps to (`--userns private`): 65536 of
+/// them from `ISOL_USERNS_RANGE=START[:COUNT]`, else from the `isol` entries of /etc/subuid and
+/// /etc/subgid (as dockerd's `userns-remap` takes its user's), else from 100000.
+fn userns_range() -> anyhow::Result<isol_container::UserNamespace> {
+    const DEFAULT: (u32, u32) = (100_000, 65_536);
+    if let Ok(v) = std::env::var("ISOL_USERNS_RANGE") {
+        let (start, count) =
+            parse_userns_range(&v).with_context(|| format!("ISOL_USERNS_RANGE={v:?}"))?;
+        return Ok(isol_container::UserNamespace::range(start, count));
+    }
+    let sub = |file: &str| -> anyhow::Result<(u32, u32)> {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        match text.lines().find_map(|l| l.strip_prefix("isol:")) {
+            Some(range) => parse_userns_range(range)
+                .with_context(|| format!("the isol entry of {file} ({range:?})")),
+            None => Ok(DEFAULT),
+        }
+    };
+    let (uid, uids) = sub("/etc/subuid")?;
+    let (gid, gids) = sub("/etc/subgid")?;
+    let mut ns = isol_container::UserNamespace::range(uid, uids);
+    ns.gid_map = isol_container::UserNamespace::range(gid, gids).gid_map;
+    Ok(ns)
+}
+
+/// `START[:COUNT]` (COUNT defaults to 65536): host ids START… for the container's 0….
+fn parse_userns_range(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (start, count) = s.split_once(':').unwrap_or((s, "65536"));
+    let (Ok(start), Ok(count)) = (start.trim().parse::<u32>(), count.trim().parse::<u32>()) else {
+        bail!("not a range: give START[:COUNT] in host ids, e.g. 100000:65536");
+    };
+    if start == 0 || count == 0 || u64::from(start) + u64::from(count) > u64::from(u32::MAX) {
+        bail!(
+            "not a usable range: START must be above 0 (the host's root), COUNT at least 1, and START+COUNT below 4294967295; e.g. 100000:65536"
+        );
+    }
+    Ok((start, count))
 }
 
 /// On kvm, every namespace flag that would share something with the host or another run is
@@ -615,6 +675,7 @@ fn run_container(
         tty: args.tty,
         preserve_fds: 0,
         rootless,
+        user_namespace: ns.user_namespace,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         umask: None,
         oom_score_adj: None,

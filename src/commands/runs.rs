@@ -452,15 +452,38 @@ fn read_status(pid: i32) -> anyhow::Result<InitStatus> {
             .with_context(|| format!("{path} has no {name}"))
     };
     let first = |s: &str| s.split_whitespace().next().and_then(|v| v.parse().ok());
+    // The ids as the container's user namespace numbers them (status shows the host's), for
+    // the process that joins it (`--userns private`: host 100000 is the container's 0).
+    let uid_map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap_or_default();
+    let gid_map = fs::read_to_string(format!("/proc/{pid}/gid_map")).unwrap_or_default();
+    let uid: u32 = first(field("Uid:")?).context("bad Uid")?;
+    let gid: u32 = first(field("Gid:")?).context("bad Gid")?;
     Ok(InitStatus {
-        uid: first(field("Uid:")?).context("bad Uid")?,
-        gid: first(field("Gid:")?).context("bad Gid")?,
+        uid: inside(&uid_map, uid),
+        gid: inside(&gid_map, gid),
         groups: field("Groups:")?
             .split_whitespace()
             .filter_map(|g| g.parse().ok())
+            .map(|g| inside(&gid_map, g))
             .collect(),
         cap_bnd: u64::from_str_radix(field("CapBnd:")?, 16).context("bad CapBnd")?,
     })
+}
+
+/// The id inside a user namespace of host id `id`, by its `uid_map` or `gid_map` as the host
+/// reads it (`inside outside count` lines); unchanged where no line maps it (no user namespace
+/// of its own: `0 0 4294967295`).
+fn inside(map: &str, id: u32) -> u32 {
+    map.lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            (f.len() == 3).then(|| (f[0], f[1], f[2]))
+        })
+        .find(|&(_, out, n)| u64::from(id) >= out && u64::from(id) - out < n)
+        .map_or(id, |(ins, out, _)| (ins + u64::from(id) - out) as u32)
 }
 
 /// A new record for a run, before it is registered.

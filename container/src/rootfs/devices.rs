@@ -32,6 +32,7 @@ const SYMLINKS: &[(&str, &str)] = &[
 
 pub(super) fn populate_dev(
     root: &Path,
+    user_namespace: bool,
     rootless: bool,
     console: Option<&Path>,
 ) -> Result<(), SetupError> {
@@ -48,7 +49,7 @@ pub(super) fn populate_dev(
 
     for &(name, major, minor) in DEVICES {
         let path = dev.join(name);
-        if rootless {
+        if user_namespace {
             // A user namespace may not create device nodes; bind the host's instead.
             fs::File::create(&path)
                 .map_err(|e| SetupError::rootfs(format!("Cannot create /dev/{name}"), e))?;

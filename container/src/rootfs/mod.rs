@@ -31,8 +31,15 @@ pub struct RootfsSpec<'a> {
     pub bind_root: Option<bool>,
     pub volumes: &'a [Volume],
     pub mounts: &'a [Mount],
-    /// In a user namespace: device nodes are bind-mounted and overlay uses `userxattr`.
+    /// Rootless (the caller is root inside): the writable layer is on the host's disk, and the
+    /// tty group (gid 5) is not mapped.
     pub rootless: bool,
+    /// In a user namespace (rootless, or one of the container's own): device nodes are
+    /// bind-mounted, overlay uses `userxattr`, /sys is the host's.
+    pub user_namespace: bool,
+    /// The image's layers, lowest first, as detached mounts idmapped into the container's user
+    /// namespace (`namespaces::idmapped_layers`), used instead of `layers`' paths when given.
+    pub idmapped: &'a [std::os::fd::OwnedFd],
     /// The container shares the host's network namespace, so sysfs cannot be mounted anew.
     pub host_network: bool,
     /// The pty slave to bind at /dev/console, when the run has a terminal.
@@ -53,7 +60,12 @@ pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     // runc's order, which OCI configs list them in and the runtime-spec wants kept: /proc,
     // /dev and below it, /sys (runtime-tools' validation checks it in mountinfo).
     mounts::mount_proc(spec.merged)?;
-    devices::populate_dev(spec.merged, spec.rootless, spec.console)?;
+    devices::populate_dev(
+        spec.merged,
+        spec.user_namespace,
+        spec.rootless,
+        spec.console,
+    )?;
     mounts::mount_sys(spec.merged, sysfs_is_host_bind(spec))?;
     for v in spec.volumes {
         mounts::bind_volume(spec.merged, v)?;
@@ -77,7 +89,7 @@ pub fn enter(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
 /// Where sysfs cannot be mounted anew (a user namespace, or the host's network namespace), the
 /// container gets a read-only bind of the host's /sys instead.
 fn sysfs_is_host_bind(spec: &RootfsSpec<'_>) -> bool {
-    spec.rootless || spec.host_network
+    spec.user_namespace || spec.host_network
 }
 
 /// What the container sees at /sys/fs/cgroup: the hierarchies that hold its cgroup.

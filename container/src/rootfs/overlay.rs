@@ -48,8 +48,13 @@ pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     if !spec.rootless || upper_needs_tmpfs(spec.upper) {
         writable_layer_on_tmpfs(spec)?;
     }
+    let idmapped = attach_idmapped(spec)?;
+    let (layers, top) = match idmapped.last() {
+        Some(top) => (&idmapped[..], top.as_path()),
+        None => (spec.layers, top.as_path()),
+    };
     root_like_the_image(spec, top)?;
-    let opts = overlay_options(spec.layers, spec.upper, spec.work, spec.rootless);
+    let opts = overlay_options(layers, spec.upper, spec.work, spec.user_namespace);
     if opts.len() >= 4096 {
         return Err(SetupError::TooManyLayers(spec.layers.len()));
     }
@@ -69,14 +74,49 @@ pub(super) fn mount(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
             Some(o),
         )
     };
-    match mount_with(&volatile) {
+    let mounted = match mount_with(&volatile) {
         Err(nix::errno::Errno::EINVAL) => mount_with(&opts),
         result => result,
+    };
+    if let Err(e) = mounted
+        && !spec.idmapped.is_empty()
+    {
+        return Err(SetupError::rootfs(
+            format!(
+                "Cannot mount the overlay over idmapped image layers at {} (--userns private needs overlayfs over idmapped lowers, Linux ≥ 5.19); use --userns host",
+                spec.merged.display()
+            ),
+            e,
+        ));
     }
-    .map_err(|source| SetupError::Overlay {
+    mounted.map_err(|source| SetupError::Overlay {
         at: spec.merged.to_path_buf(),
         source,
     })
+}
+
+/// Attaches the idmapped layers (a user namespace of the container's own) in the run's tmpfs,
+/// as `l0`, `l1`… (lowest first), and returns their paths; none without idmapped layers.
+fn attach_idmapped(spec: &RootfsSpec<'_>) -> Result<Vec<PathBuf>, SetupError> {
+    use std::os::fd::AsFd;
+    let run_dir = spec.upper.parent().ok_or(SetupError::UpperWithoutParent)?;
+    let mut paths = Vec::with_capacity(spec.idmapped.len());
+    for (i, fd) in spec.idmapped.iter().enumerate() {
+        let dir = run_dir.join(format!("l{i}"));
+        std::fs::create_dir(&dir)
+            .map_err(|e| SetupError::rootfs(format!("Cannot create {}", dir.display()), e))?;
+        crate::namespaces::attach(fd.as_fd(), &dir).map_err(|e| {
+            SetupError::rootfs(
+                format!(
+                    "Cannot attach the idmapped image layer at {}",
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+        paths.push(dir);
+    }
+    Ok(paths)
 }
 
 /// The overlay's root directory is the upper dir's, which isol made: give it the mode and owner
@@ -95,7 +135,7 @@ fn root_like_the_image(spec: &RootfsSpec<'_>, top: &Path) -> Result<(), SetupErr
     match std::os::unix::fs::chown(spec.upper, Some(meta.uid()), Some(meta.gid())) {
         // In a user namespace the layer's owner may not be mapped; the caller (root inside)
         // owns the upper dir then, which is what the container sees as root anyway.
-        Err(_) if spec.rootless => Ok(()),
+        Err(_) if spec.user_namespace => Ok(()),
         r => r.map_err(|e| SetupError::rootfs("Cannot set the owner of the container's root", e)),
     }
 }
@@ -126,9 +166,14 @@ fn writable_layer_on_tmpfs(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
         Some("mode=0700"),
     )
     .map_err(|e| {
+        let hint = if e == nix::errno::Errno::EACCES && spec.user_namespace {
+            " (the container's root, an unprivileged uid on the host, must be able to reach it: make every directory above it searchable by others, chmod o+x)"
+        } else {
+            ""
+        };
         SetupError::rootfs(
             format!(
-                "Cannot mount a tmpfs for the writable layer at {}",
+                "Cannot mount a tmpfs for the writable layer at {}{hint}",
                 run_dir.display()
             ),
             e,

@@ -30,7 +30,7 @@
 use std::convert::Infallible;
 use std::ffi::{CStr, CString, c_char};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -182,20 +182,35 @@ pub fn exec_self_as_init(
 /// Sends `fd` with a one-byte message over the unix socket `sock` (`SCM_RIGHTS`): how the parent
 /// hands the sealed copy to a child cloned before the copy existed.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let fds = [fd.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"g")];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(drop)
+    send_fds(sock, &[fd])
 }
 
 /// Receives the descriptor [`send_fd`] sent, close-on-exec. Fails with `EPIPE` when the other end
 /// closed without sending one.
 pub fn receive_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    receive_fds(sock)?.into_iter().next().ok_or(Errno::EPIPE)
+}
+
+/// The most descriptors one message of [`send_fds`] carries (the kernel's `SCM_MAX_FD`).
+pub const MAX_FDS: usize = 253;
+
+/// Sends `fds` (none, or up to [`MAX_FDS`]) in one message over the unix socket `sock`.
+pub fn send_fds(sock: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Errno> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [std::io::IoSlice::new(b"m")];
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsg: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsg, MsgFlags::empty(), None).map(drop)
+}
+
+/// Receives the descriptors one [`send_fds`] sent (maybe none), close-on-exec. Fails with
+/// `EPIPE` when the other end closed without sending.
+pub fn receive_fds(sock: BorrowedFd<'_>) -> Result<Vec<OwnedFd>, Errno> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let msg = loop {
         match recvmsg::<()>(
             sock.as_raw_fd(),
@@ -207,15 +222,20 @@ pub fn receive_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
             result => break result?,
         }
     };
+    if msg.bytes == 0 {
+        return Err(Errno::EPIPE);
+    }
+    let mut out = Vec::new();
     for cmsg in msg.cmsgs().map_err(|_| Errno::EBADMSG)? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this descriptor in our table for us alone.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in our table for us alone.
+            out.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    Err(Errno::EPIPE)
+    Ok(out)
 }
 
 /// The `char *const[]` form of `strings`, borrowing them.
