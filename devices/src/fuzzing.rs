@@ -301,6 +301,24 @@ fn console_device(stdin: &[u8]) -> Console {
     .expect("console setup")
 }
 
+/// The device's queues (each set up from the input, capped at [`FUZZ_QUEUE_MAX`]), then a
+/// count byte and that many operation bytes.
+fn queues_and_ops<'a>(inp: &mut Input<'a>, maxes: Vec<u16>) -> (Vec<Queue>, &'a [u8]) {
+    let qs = maxes
+        .into_iter()
+        .map(|max| queue_from(inp, max.min(FUZZ_QUEUE_MAX)))
+        .collect();
+    let nops = usize::from(inp.u8() % 64);
+    (qs, inp.bytes(nops))
+}
+
+/// A patch of guest memory: offset (u16), length (u8 % 32), bytes.
+fn patch<'a>(inp: &mut Input<'a>) -> (u16, &'a [u8]) {
+    let off = inp.u16();
+    let len = usize::from(inp.u8() % 32);
+    (off, inp.bytes(len))
+}
+
 /// Fuzz target `console`: virtio-console control messages and data queues (three ports:
 /// stdin from a file, stdout, stderr), each of its 8 queues set up from the input.
 ///
@@ -313,20 +331,12 @@ pub fn console(data: &[u8]) {
     let stdin = inp.bytes(n);
     let mut c = console_device(stdin);
     let nq = c.queue_max_sizes().len();
-    let mut qs: Vec<Queue> = c
-        .queue_max_sizes()
-        .into_iter()
-        .map(|max| queue_from(&mut inp, max.min(FUZZ_QUEUE_MAX)))
-        .collect();
-    let nops = usize::from(inp.u8() % 64);
-    let ops = inp.bytes(nops);
-    // Memory patches: (offset u16, len u8, bytes), taken from after the ops.
+    let (mut qs, ops) = queues_and_ops(&mut inp, c.queue_max_sizes());
+    // Memory patches, taken from after the ops.
     let mut patches = Vec::new();
     for &op in ops {
         if op >= 0xf0 {
-            let off = inp.u16();
-            let len = usize::from(inp.u8() % 32);
-            patches.push((off, inp.bytes(len)));
+            patches.push(patch(&mut inp));
         }
     }
     let mem = guest_memory(inp.rest());
@@ -449,13 +459,7 @@ fn net_run(data: &[u8]) -> std::sync::Arc<NetStats> {
     let (tap, host) = fake_tap();
     let stats = std::sync::Arc::new(NetStats::default());
     let mut dev = Net::new(tap, [0x02, 0, 0, 0, 0, 1]).with_stats(stats.clone());
-    let mut qs: Vec<Queue> = dev
-        .queue_max_sizes()
-        .into_iter()
-        .map(|max| queue_from(&mut inp, max.min(FUZZ_QUEUE_MAX)))
-        .collect();
-    let nops = usize::from(inp.u8() % 64);
-    let ops = inp.bytes(nops);
+    let (mut qs, ops) = queues_and_ops(&mut inp, dev.queue_max_sizes());
     // Frames: (length u16 + 64 KiB if the op's bit 0 says so, up to 64 head bytes);
     // patches: (offset u16, len u8 % 32, bytes).
     let mut frames = Vec::new();
@@ -467,11 +471,7 @@ fn net_run(data: &[u8]) -> std::sync::Arc<NetStats> {
                 let head = usize::from(inp.u8() % 64);
                 frames.push((len, inp.bytes(head)));
             }
-            0xf0..=0xff => {
-                let off = inp.u16();
-                let len = usize::from(inp.u8() % 32);
-                patches.push((off, inp.bytes(len)));
-            }
+            0xf0..=0xff => patches.push(patch(&mut inp)),
             _ => {}
         }
     }
