@@ -15,6 +15,8 @@ mod child;
 pub mod config;
 pub mod error;
 pub mod exec;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod hooks;
 pub mod init;
 pub mod jail;

@@ -190,6 +190,10 @@ pub struct Console {
     ports: Vec<Port>,
     ctrl_out: VecDeque<Vec<u8>>,
     resume_evt: EventFd,
+    /// The device's own "more work" signal: a receive pass (port or control) that stops at
+    /// its cap of a queue size of chains writes it, and the device thread serves the
+    /// receive queues again (see [`Console::reschedule`]).
+    more_evt: EventFd,
 }
 
 /// Errors creating the console.
@@ -232,6 +236,11 @@ fn writer_thread(
         })
 }
 
+/// The size the driver gave queue `q`: the most chains one serve pass takes from it.
+fn queue_size(ctx: &QueueCtx<'_>, q: usize) -> usize {
+    usize::from(virtio_queue::QueueT::size(&ctx.queues[q]))
+}
+
 fn control(id: u32, ev: u16, value: u16) -> Vec<u8> {
     let mut m = Vec::with_capacity(8);
     m.extend_from_slice(&id.to_le_bytes());
@@ -252,6 +261,7 @@ impl Console {
         start: Option<ThreadStart>,
     ) -> Result<Self, ConsoleError> {
         let resume_evt = EventFd::new(EFD_NONBLOCK).map_err(ConsoleError::Setup)?;
+        let more_evt = EventFd::new(EFD_NONBLOCK).map_err(ConsoleError::Setup)?;
         let mut out = Vec::new();
         for p in ports {
             let (input, output) = match p.io {
@@ -302,6 +312,7 @@ impl Console {
             ports: out,
             ctrl_out: VecDeque::new(),
             resume_evt,
+            more_evt,
         })
     }
 
@@ -319,15 +330,22 @@ impl Console {
         move |error| DeviceFault::Chain { queue: q, error }
     }
 
-    /// Sends queued control messages into the guest's control receive buffers.
+    /// Sends queued control messages into the guest's control receive buffers, at most a
+    /// queue size of them per pass (see [`Console::reschedule`]).
     fn flush_ctrl(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
         let mut sent = false;
+        let mut budget = queue_size(ctx, CTRL_RX);
         // Buffers that arrive while notifications are turned on are looked for once more;
         // a second miss waits for the notification (bounded: a guest cannot keep the
         // device thread here).
         for _ in 0..2 {
             let mut starving = false;
             while let Some(msg) = self.ctrl_out.front() {
+                if budget == 0 {
+                    self.reschedule();
+                    break;
+                }
+                budget -= 1;
                 let Some(c) = queue::pop_chain(&mut ctx.queues[CTRL_RX], ctx.mem)
                     .map_err(Self::fault(CTRL_RX))?
                 else {
@@ -370,14 +388,27 @@ impl Console {
         })
     }
 
+    /// Asks the device thread to serve the receive queues again: a receive pass stopped at
+    /// its cap of a queue size of chains with work left. Those queues' notifications are
+    /// off while the device is not starving (see [`Console::want_buffers`]), so buffers the
+    /// driver added meanwhile would otherwise wait for a kick that never comes. A driver
+    /// that follows the ring layout never gets here (it cannot have more buffers posted
+    /// than the queue holds); one whose used ring overlaps its available ring raises its
+    /// own available index with every used entry, and is served a queue's worth per pass,
+    /// between the device thread's other events, instead of spinning it (finding 1 in
+    /// docs/fuzzing.md).
+    fn reschedule(&self) {
+        // Fails only when the counter is at its maximum: then it is already signalled.
+        let _ = self.more_evt.write(1);
+    }
+
     /// Handles the driver's control messages.
     fn serve_ctrl_tx(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
         let mut any = false;
         // At most a queue's worth per notification, as the block device (a used ring over the
         // available ring would loop forever, here on the vCPU thread); the control transmit
         // queue's notifications are never suppressed.
-        let budget = usize::from(virtio_queue::QueueT::size(&ctx.queues[CTRL_TX]));
-        for _ in 0..budget {
+        for _ in 0..queue_size(ctx, CTRL_TX) {
             let Some(c) = queue::pop_chain(&mut ctx.queues[CTRL_TX], ctx.mem)
                 .map_err(Self::fault(CTRL_TX))?
             else {
@@ -444,7 +475,10 @@ impl Console {
     }
 
     /// Moves guest output of `port` to its writer thread, within the budget (or all of
-    /// it when `drain`).
+    /// it when `drain`), at most a queue size of chains per pass: transmit queues never
+    /// suppress notifications, so whatever the driver adds during the pass comes with a
+    /// kick of its own, and a used ring over the available ring cannot hold the thread
+    /// here.
     fn serve_tx(
         &mut self,
         port: usize,
@@ -453,7 +487,7 @@ impl Console {
     ) -> Result<(), DeviceFault> {
         let q = tx_queue(port);
         let mut any = false;
-        loop {
+        for _ in 0..queue_size(ctx, q) {
             if let Some(o) = &self.ports[port].output
                 && !drain
                 && o.in_flight.load(Ordering::SeqCst) >= OUTPUT_BUDGET
@@ -507,6 +541,8 @@ impl Console {
         let open = self.ports[port].guest_open;
         let mut starving = false;
         let mut looked_again = false;
+        // At most a queue size of chains per pass (see `reschedule`).
+        let mut budget = queue_size(ctx, q);
         loop {
             let Some(inp) = self.ports[port].input.as_mut() else {
                 // An output port: nothing ever goes into its receive buffers.
@@ -527,6 +563,11 @@ impl Console {
                 }
                 continue;
             }
+            if budget == 0 {
+                self.reschedule();
+                break;
+            }
+            budget -= 1;
             let Some(c) = queue::pop_chain(&mut ctx.queues[q], ctx.mem).map_err(Self::fault(q))?
             else {
                 // Data to deliver (or a file to read) and no buffer: hear of the next one
@@ -592,6 +633,21 @@ impl Console {
                 false
             }
         }
+    }
+
+    /// Another pass over the receive queues that are set up: control messages and input
+    /// (the work [`Console::reschedule`] asked for).
+    fn serve_receive_queues(&mut self, ctx: &mut QueueCtx<'_>) -> Result<(), DeviceFault> {
+        use virtio_queue::QueueT;
+        if ctx.queues[CTRL_RX].ready() {
+            self.flush_ctrl(ctx)?;
+        }
+        for p in 0..self.ports.len() {
+            if self.ports[p].input.is_some() && ctx.queues[rx_queue(p)].ready() {
+                self.deliver_input(p, ctx)?;
+            }
+        }
+        Ok(())
     }
 
     /// Watches the input fd when there is room for more input, stops when there is not.
@@ -686,6 +742,7 @@ impl VirtioDevice for Console {
 
     fn init_host_events(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(&self.resume_evt, EventSet::IN));
+        let _ = ops.add(Events::new(&self.more_evt, EventSet::IN));
         for p in &mut self.ports {
             if let Some(inp) = p.input.as_mut()
                 && let Some(f) = inp.file.as_ref()
@@ -702,7 +759,9 @@ impl VirtioDevice for Console {
     }
 
     fn owns_fd(&self, fd: RawFd) -> bool {
-        fd == self.resume_evt.as_raw_fd() || self.input_port(fd).is_some()
+        fd == self.resume_evt.as_raw_fd()
+            || fd == self.more_evt.as_raw_fd()
+            || self.input_port(fd).is_some()
     }
 
     fn process_host_event(
@@ -720,6 +779,14 @@ impl VirtioDevice for Console {
                     }
                 }
             }
+            return Ok(());
+        }
+        if events.fd() == self.more_evt.as_raw_fd() {
+            let _ = self.more_evt.read();
+            if let Some(ctx) = ctx {
+                self.serve_receive_queues(ctx)?;
+            }
+            self.update_input_watch(Some(ops));
             return Ok(());
         }
         // An input fd: only that port's (the others' fds may not be ready, and they
@@ -792,8 +859,8 @@ mod tests {
     use crate::virtio::IrqTrigger;
     use crate::virtio::queue::tests::{F_WRITE, mem, raw};
     use std::sync::Mutex;
-    use virtio_queue::Queue;
     use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::{Queue, QueueT};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     #[derive(Clone, Default)]
@@ -1181,5 +1248,89 @@ mod tests {
         }
         c.shutdown(None);
         assert!(*sink.0.lock().unwrap() == want, "output lost or reordered");
+    }
+
+    /// Runs `f` on a thread; whether it returned within `secs` (a hang leaves the thread
+    /// spinning until the test process exits).
+    fn finishes(secs: u64, f: impl FnOnce() + Send + 'static) -> bool {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .is_ok()
+    }
+
+    /// A used ring over the available ring (finding 1 in docs/fuzzing.md): every used
+    /// entry raises `avail.idx` one past the device's next index, so a receive pass that
+    /// took chains while it had input to deliver (here zero-length buffers, which deliver
+    /// nothing) never ran out of them and held the device thread forever. A pass now
+    /// takes a queue size of chains, then signals the device's own "more work" eventfd.
+    #[test]
+    fn a_used_ring_over_the_avail_ring_does_not_hold_the_receive_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in");
+        std::fs::write(&p, b"abcdefgh").unwrap();
+        let file = File::open(&p).unwrap();
+        let done = finishes(20, move || {
+            let mut c = Console::new(vec![PortConfig {
+                name: "isol.stdin".into(),
+                io: PortIo::Input(Some(file)),
+            }])
+            .unwrap();
+            let m = mem();
+            let mut rig = Rig::new(&m, 4);
+            for i in 0..4 {
+                rig.post(CTRL_RX, 0x80_0000 + 0x100 * i, 0x100, F_WRITE);
+            }
+            for (i, ev) in [event::PORT_READY, event::PORT_OPEN]
+                .into_iter()
+                .enumerate()
+            {
+                let at = 0x90_0000 + 0x100 * i as u64;
+                m.write_slice(&control(0, ev, 1), GuestAddress(at)).unwrap();
+                rig.post(CTRL_TX, at, 8, 0);
+                c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+            }
+            // One zero-length receive buffer, the used ring at the available ring's
+            // address, the device's used index one ahead.
+            rig.post(0, 0xa0_0000, 0, F_WRITE);
+            let avail = rig.vqs[0].avail_addr().0;
+            rig.qs[0].set_used_ring_address(Some(avail as u32), Some((avail >> 32) as u32));
+            rig.qs[0].set_next_used(1);
+            let more = c.more_evt.try_clone().unwrap();
+            let _ = c.process_queue(0, &mut rig.ctx(), None);
+            // The pass stopped at the cap and asked to be run again.
+            assert_eq!(more.read().unwrap(), 1, "no reschedule at the cap");
+            c.shutdown(None);
+        });
+        assert!(done, "the receive pass never returned");
+    }
+
+    /// The same ring layout on a transmit queue with no writer behind it (port 0 is
+    /// stdin, so no output budget ends the pass): at most a queue size of chains per
+    /// notification, and no reschedule (transmit queues always ask for kicks).
+    #[test]
+    fn a_used_ring_over_the_avail_ring_does_not_hold_the_transmit_path() {
+        let done = finishes(20, || {
+            let mut c = Console::new(vec![PortConfig {
+                name: "isol.stdin".into(),
+                io: PortIo::Input(None),
+            }])
+            .unwrap();
+            let m = mem();
+            let mut rig = Rig::new(&m, 4);
+            rig.post(1, 0xa0_0000, 4, 0);
+            let avail = rig.vqs[1].avail_addr().0;
+            rig.qs[1].set_used_ring_address(Some(avail as u32), Some((avail >> 32) as u32));
+            rig.qs[1].set_next_used(1);
+            let more = c.more_evt.try_clone().unwrap();
+            c.process_queue(1, &mut rig.ctx(), None).unwrap();
+            assert_eq!(rig.qs[1].next_avail(), 16, "one queue size of chains");
+            assert!(more.read().is_err(), "a transmit pass needs no reschedule");
+            c.shutdown(None);
+        });
+        assert!(done, "the transmit pass never returned");
     }
 }

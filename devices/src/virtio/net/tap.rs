@@ -269,6 +269,19 @@ impl Tap {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl Tap {
+    /// A stand-in for a tap, for the fuzz harnesses and tests: any descriptor that keeps frame
+    /// boundaries (one end of a `SOCK_DGRAM` socketpair), non-blocking. The tap ioctls fail on
+    /// it (`set_offload`: the device carries on without offloads, as on a host without them).
+    pub fn fake(fd: OwnedFd) -> Tap {
+        Tap {
+            file: File::from(fd),
+            name: "fake".to_owned(),
+        }
+    }
+}
+
 impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
