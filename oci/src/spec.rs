@@ -338,7 +338,8 @@ fn check_process(p: &Process) -> Result<(), OciError> {
     Ok(())
 }
 
-/// One capability set for bounding, permitted and effective, as isol keeps them; inheritable and
+/// One capability set, as isol keeps them: for root, bounding, permitted and effective alike;
+/// for a non-root user, the bounding set (it holds none permitted or effective). Inheritable and
 /// ambient empty.
 fn capabilities(p: &Process, uid: u32) -> Result<u64, OciError> {
     let Some(c) = p.capabilities() else {
@@ -362,22 +363,26 @@ fn capabilities(p: &Process, uid: u32) -> Result<u64, OciError> {
         Ok(m)
     };
     let bounding = mask(c.bounding())?;
-    if mask(c.permitted())? != bounding || mask(c.effective())? != bounding {
-        return Err(unsupported(
-            "process.capabilities",
-            "with bounding, permitted and effective sets that differ is not supported by isol yet",
-        ));
-    }
+    let (permitted, effective) = (mask(c.permitted())?, mask(c.effective())?);
     if mask(c.inheritable())? != 0 || mask(c.ambient())? != 0 {
         return Err(unsupported(
             "process.capabilities",
             "with inheritable or ambient capabilities is not supported by isol yet",
         ));
     }
-    if uid != 0 && bounding != 0 {
+    // A non-root process holds no capability: its set is only the bounding set, which is what
+    // docker sends for `--user` (permitted and effective empty).
+    if uid != 0 && (permitted != 0 || effective != 0) {
         return Err(unsupported(
             "process.capabilities",
-            "for a non-root process.user is not supported by isol yet (the process would lose them)",
+            "with permitted or effective capabilities for a non-root process.user is not \
+             supported by isol yet (the process would lose them)",
+        ));
+    }
+    if uid == 0 && (permitted != bounding || effective != bounding) {
+        return Err(unsupported(
+            "process.capabilities",
+            "with bounding, permitted and effective sets that differ is not supported by isol yet",
         ));
     }
     Ok(bounding)
@@ -604,13 +609,21 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
             Some(l) if l > 0 => Some(l as u64),
             _ => None,
         };
-        // -1 (unlimited) or the same as the limit is what isol does: memory+swap = memory.
-        if m.swap().is_some_and(|s| s > 0 && Some(s) != m.limit()) {
-            return Err(unsupported(
-                "linux.resources.memory.swap",
-                "other than the memory limit is not supported by isol yet",
-            ));
-        }
+        // memory+swap: -1 (unlimited) or the same as the limit is isol's default, no swap; a
+        // larger one (docker's `--memory` sends twice the limit) is set as given.
+        limits.memory_swap = match (m.swap(), limits.memory) {
+            (None | Some(-1), _) => None,
+            (Some(s), Some(l)) if s as u64 == l => None,
+            (Some(s), Some(l)) if s > 0 && s as u64 > l => Some(s as u64),
+            (Some(s), _) => {
+                return Err(unsupported(
+                    "linux.resources.memory.swap",
+                    &format!(
+                        "{s} must be -1 or at least linux.resources.memory.limit (memory+swap)"
+                    ),
+                ));
+            }
+        };
         for (name, set) in [
             ("reservation", m.reservation().is_some_and(|v| v > 0)),
             ("kernel", m.kernel().is_some_and(|v| v > 0)),
