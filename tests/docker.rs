@@ -36,9 +36,6 @@ const GATEWAY: &str = "10.213.0.1";
 /// the host's).
 const CGROUP_PARENT: &str = "isol-docker-test";
 
-/// containerd's CRI plugin is not docker's business.
-const NO_CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n";
-
 struct Docker {
     tmp: tempfile::TempDir,
     daemon: Option<Child>,
@@ -60,7 +57,7 @@ impl Docker {
             let o = Command::new("ip").args(&args).output().unwrap();
             assert!(o.status.success(), "ip {args:?}: {}", common::stderr(&o));
         }
-        let containerd = Containerd::start("moby", NO_CRI);
+        let containerd = Containerd::start("moby", common::containerd::NO_CRI);
         let tmp = tempfile::Builder::new()
             .prefix("isol-docker.")
             .tempdir()
@@ -148,10 +145,25 @@ impl Docker {
 
     /// `docker run --rm --runtime isol EXTRA… IMAGE sh -c SCRIPT`.
     fn run(&self, extra: &[&str], script: &str) -> Output {
-        let mut args = vec!["run", "--rm", "--runtime", "isol"];
-        args.extend(extra);
-        args.extend([IMAGE, "sh", "-c", script]);
-        self.docker(&args)
+        self.run_command(extra, &["sh", "-c", script])
+            .output()
+            .expect("docker runs")
+    }
+
+    /// `docker run --rm --runtime isol EXTRA… IMAGE ARGS…`, to be run.
+    fn run_command(&self, extra: &[&str], args: &[&str]) -> Command {
+        let mut all = vec!["run", "--rm", "--runtime", "isol"];
+        all.extend(extra);
+        all.push(IMAGE);
+        all.extend(args);
+        self.command(&all)
+    }
+
+    /// [`Docker::run`], which must exit 0; its stdout.
+    fn out(&self, extra: &[&str], script: &str) -> String {
+        let o = self.run(extra, script);
+        assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+        common::stdout(&o)
     }
 
     /// The containers' state in the runtimes' roots that dockerd gives its shims
@@ -187,7 +199,7 @@ impl Docker {
             let _ = d.wait();
         }
         // dockerd keeps its default network namespace bind-mounted in its exec root.
-        unmount_below(self.tmp.path());
+        common::unmount_below(self.tmp.path());
         self.containerd.take();
     }
 }
@@ -217,25 +229,6 @@ fn remove_cgroup_parent() {
         let _ = fs::remove_dir(e.path().join(CGROUP_PARENT));
     }
     let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(CGROUP_PARENT));
-}
-
-/// Unmounts whatever is mounted below `dir`, deepest first.
-fn unmount_below(dir: &Path) {
-    let mut points = mounts_below(dir);
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-fn mounts_below(dir: &Path) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The links enslaved to the test's bridge (the containers' veths).
@@ -270,19 +263,10 @@ fn docker_runs_containers_on_isol_runc() {
     assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
 
     // -i: the client's stdin reaches the workload.
-    let mut c = d.command(&[
-        "run",
-        "--rm",
-        "-i",
-        "--runtime",
-        "isol",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-        "-c",
-        "read line; echo got $line",
-    ]);
+    let mut c = d.run_command(
+        &["-i", "--network", "none"],
+        &["sh", "-c", "read line; echo got $line"],
+    );
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -295,62 +279,57 @@ fn docker_runs_containers_on_isol_runc() {
     assert_eq!(common::stdout(&o), "got input\n");
 
     // Limits: memory (and memory+swap, twice it, as docker sends), pids.
-    let o = d.run(
+    assert_eq!(
+        d.out(
         &["--network", "none", "--memory", "64m", "--pids-limit", "20"],
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
          cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
-    assert_eq!(common::stdout(&o), format!("{}\n20\n", 64 << 20));
+    ), format!("{}\n20\n", 64 << 20));
 
     // Another user, a read-only root, capabilities dropped and added: docker sends a non-root
     // user a bounding set and nothing permitted or effective.
-    let o = d.run(
-        &[
-            "--network",
-            "none",
-            "--user",
-            "1000:1000",
-            "--read-only",
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "NET_RAW",
-        ],
-        "id; grep -E '^Cap(Eff|Bnd)' /proc/self/status; touch /x 2>&1 || true",
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     assert_eq!(
-        common::stdout(&o),
+        d.out(
+            &[
+                "--network",
+                "none",
+                "--user",
+                "1000:1000",
+                "--read-only",
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "NET_RAW",
+            ],
+            "id; grep -E '^Cap(Eff|Bnd)' /proc/self/status; touch /x 2>&1 || true",
+        ),
         "uid=1000 gid=1000 groups=1000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000002000\n\
          touch: /x: Read-only file system\n"
     );
-    let o = d.run(
-        &[
-            "--network",
-            "none",
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "NET_RAW",
-        ],
-        "grep -E '^Cap(Eff|Bnd)' /proc/self/status",
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     assert_eq!(
-        common::stdout(&o),
+        d.out(
+            &[
+                "--network",
+                "none",
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "NET_RAW",
+            ],
+            "grep -E '^Cap(Eff|Bnd)' /proc/self/status",
+        ),
         "CapEff:\t0000000000002000\nCapBnd:\t0000000000002000\n"
     );
 
     // The default bridge: libnetwork's prestart hook gives the container its veth on the
     // test's bridge, and the container reaches the gateway.
-    let o = d.run(
-        &[],
-        &format!("ip route | grep ^default; ping -c 1 -W 5 {GATEWAY} >/dev/null && echo reached"),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     assert_eq!(
-        common::stdout(&o),
+        d.out(
+            &[],
+            &format!(
+                "ip route | grep ^default; ping -c 1 -W 5 {GATEWAY} >/dev/null && echo reached"
+            ),
+        ),
         format!("default via {GATEWAY} dev eth0 \nreached\n")
     );
     // --network none: loopback only; host: the host's links.
@@ -411,17 +390,7 @@ fn docker_runs_containers_on_isol_runc() {
     assert_eq!(bridge_ports(), "", "a veth left on the bridge");
 
     // -t on a pty: a terminal of the pty's size, the exit status through it.
-    let c = d.command(&[
-        "run",
-        "--rm",
-        "-it",
-        "--runtime",
-        "isol",
-        "--network",
-        "none",
-        IMAGE,
-        "sh",
-    ]);
+    let c = d.run_command(&["-it", "--network", "none"], &["sh"]);
     let mut t = common::pty::spawn_command(c, 30, 90);
     // (Its size stays 0x0: docker 20.10 sends no consoleSize, and its client's later resize
     // did not arrive here with runc as the runtime either, 2026-12-07.)
@@ -457,7 +426,7 @@ fn docker_runs_containers_on_isol_runc() {
         Vec::<PathBuf>::new(),
         "isol-runc state left"
     );
-    assert_eq!(mounts_below(&tmp), Vec::<String>::new());
+    assert_eq!(common::mounts_below(&tmp), Vec::<String>::new());
     assert_eq!(bridge_ports(), "", "a veth left on the bridge");
     let o = Command::new("pgrep")
         .args(["-f", &tmp.display().to_string()])
