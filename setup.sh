@@ -38,6 +38,7 @@ packages=(
     containernetworking-plugins   # the CNI bridge of the pod that tests/cri.rs runs through CRI
     protobuf-compiler         # protoc, for the k8s-cri crate's generated CRI client (tests/cri.rs)
     podman                    # another one, through conmon (tests/podman.rs)
+    docker.io                 # and dockerd's `runtimes` (tests/docker.rs)
     chromium                  # renders the benchmark report in its test
 )
 missing=()
@@ -48,6 +49,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    # docker.io's package starts the machine's own dockerd, whose docker0 and iptables rules
+    # (FORWARD policy DROP) would change what isol's own networks see; tests/docker.rs starts
+    # a dockerd of its own. Installed here just now, it is stopped and left disabled.
+    if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+    fi
 fi
 
 echo "setup: building isol" >&2

@@ -184,6 +184,7 @@ fn setup(launch: &Launch, jail: &LaunchJail) -> Result<Jailed, String> {
         cpus: None,
         pids: Some(jail.pids_max),
         cpu_shares: None,
+        memory_swap: None,
     };
     let cgroup = match cgroups::create(&jail.cgroup_root, &jail.id, &limits) {
         Ok(c) => c,

@@ -20,7 +20,7 @@ const NAMESPACE: &str = "isol-test";
 const IMAGE: &str = "isol.test/busybox:latest";
 
 /// containerd without its CRI plugin: only `ctr` talks to it.
-const NO_CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n";
+use common::containerd::NO_CRI;
 
 /// `ctr run --rm --runc-binary isol-runc IMAGE ID sh -c SCRIPT`.
 fn run_command(ctrd: &Containerd, id: &str, script: &str) -> Command {

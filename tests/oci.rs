@@ -396,10 +396,14 @@ fn run_returns_the_workload_status_with_limits_applied() {
     let f = Fixture::new(|v| {
         set_args(
             v,
-            "ulimit -n; cat /proc/self/status | grep ^CapEff; hostname; exit 7",
+            "ulimit -n; cat /proc/self/status | grep ^CapEff; hostname; \
+             cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes 2>/dev/null \
+             || cat /sys/fs/cgroup/memory.swap.max; exit 7",
         );
         v["hostname"] = "runner".into();
-        v["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64 << 20});
+        // memory+swap, as docker's `--memory 64m` sends it: twice the limit.
+        v["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 64 << 20, "swap": 128 << 20});
         v["linux"]["resources"]["pids"] = serde_json::json!({"limit": 32});
         v["process"]["rlimits"] =
             serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}]);
@@ -412,6 +416,14 @@ fn run_returns_the_workload_status_with_limits_applied() {
     // spec's default capabilities: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
     assert_eq!(lines[1], "CapEff:\t0000000020000420", "{out}");
     assert_eq!(lines[2], "runner");
+    // v1: memory+swap; v2: the swap alone (where the host accounts swap at all).
+    let v1 = Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v1 {
+        assert_eq!(lines[3], (128u64 << 20).to_string(), "{out}");
+    } else if v2 && lines.len() > 3 {
+        assert_eq!(lines[3], (64u64 << 20).to_string(), "{out}");
+    }
     f.assert_root_empty();
     common::assert_no_leftovers("run");
 }
@@ -498,6 +510,70 @@ fn the_configs_mounts_appear_in_mountinfo_in_the_listed_order() {
     assert_eq!(seen, listed, "{out}");
     f.assert_root_empty();
     common::assert_no_leftovers("order");
+}
+
+/// What docker sends for `--user 1000:1000`: a bounding set, nothing permitted or effective.
+/// The process runs as that user with exactly that bounding set and holds nothing; an `exec`
+/// of the same shape too. Permitted capabilities for a non-root user stay refused.
+#[test]
+fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
+    let _g = common::root_test();
+    become_subreaper();
+    let caps = |v: &mut Value| {
+        v["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+        v["process"]["capabilities"] = serde_json::json!({
+            "bounding": ["CAP_CHOWN", "CAP_KILL"], "permitted": [], "effective": []
+        });
+    };
+    let f = Fixture::new(|v| {
+        caps(v);
+        set_args(
+            v,
+            "id -u; grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status; sleep 30",
+        );
+    });
+    let (status, err) = f.create("nonroot", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("nonroot")["pid"].as_i64().unwrap() as i32;
+    let o = f.runc(&["start", "nonroot"]);
+    assert!(
+        o.status.success(),
+        "start: {}{}",
+        common::stderr(&o),
+        fs::read_to_string(f.bundle.join("stderr")).unwrap()
+    );
+    wait_for("the workload's output", || f.output().contains("CapBnd"));
+    assert_eq!(
+        f.output(),
+        "1000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000021\n"
+    );
+    let spec: Value =
+        serde_json::from_slice(&fs::read(f.bundle.join("config.json")).unwrap()).unwrap();
+    let mut p = spec["process"].clone();
+    p["args"] = serde_json::json!([
+        "sh",
+        "-c",
+        "id -u; grep -E '^Cap(Eff|Bnd)' /proc/self/status"
+    ]);
+    let process = f.bundle.join("process.json");
+    fs::write(&process, p.to_string()).unwrap();
+    let o = f.runc(&["exec", "--process", process.to_str().unwrap(), "nonroot"]);
+    assert!(o.status.success(), "exec: {}", common::stderr(&o));
+    assert_eq!(
+        common::stdout(&o),
+        "1000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000021\n"
+    );
+    let o = f.runc(&["delete", "--force", "nonroot"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+
+    // Capabilities a non-root process would hold: refused, as before.
+    f.edit_config(|v| v["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_KILL"]));
+    let (status, err) = f.create("holds", &[]);
+    assert!(!status.success());
+    assert!(err.contains("non-root process.user"), "{err}");
+    f.assert_root_empty();
+    common::assert_no_leftovers("non-root capabilities");
 }
 
 #[test]

@@ -129,7 +129,7 @@ impl Drop for Podman {
         // Whatever a failed test left: containers first, then podman's mounts of its storage.
         let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
         let _ = self.podman(&["system", "reset", "--force"]);
-        unmount_below(self.tmp.path());
+        common::unmount_below(self.tmp.path());
         remove_cgroup_parent();
     }
 }
@@ -151,31 +151,6 @@ fn remove_cgroup_parent() {
             .join(CGROUP_PARENT)
             .join("conmon"),
     );
-}
-
-/// Unmounts whatever is mounted below `dir` (podman's overlay storage), deepest first.
-fn unmount_below(dir: &Path) {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// Every mount below `dir`.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
@@ -247,7 +222,7 @@ fn podman_runs_containers_on_isol_runc() {
     assert_eq!(p.ok(&["ps", "--all", "--quiet"]).trim(), "");
     p.ok(&["rmi", "--all", "--force"]);
     p.ok(&["system", "reset", "--force"]);
-    assert_eq!(mounts_below(p.tmp.path()), Vec::<String>::new());
+    assert_eq!(common::mounts_below(p.tmp.path()), Vec::<String>::new());
     // Beside conmon's, nothing in the cgroup parent: each container's cgroup went with it.
     for e in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         for c in fs::read_dir(e.path().join(CGROUP_PARENT))

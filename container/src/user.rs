@@ -66,16 +66,18 @@ pub const MAX_ID: u32 = i32::MAX as u32;
 
 /// Drops to the capabilities `keep` (a [`crate::security::capabilities::mask`]) and switches to
 /// `ids`, in the order that lets both happen: changing ids needs CAP_SETUID and CAP_SETGID,
-/// which `keep` may lack. They stay (with CAP_SETPCAP, to drop them after) until the switch; a
-/// non-root uid loses every capability at it (`keep` must then be empty), root drops to `keep`
-/// after it.
+/// which `keep` may lack. The bounding set becomes `keep` first; CAP_SETUID, CAP_SETGID (and
+/// CAP_SETPCAP, to drop them after) stay permitted and effective until the switch. A non-root
+/// uid loses every permitted and effective capability at it and keeps `keep` as its bounding
+/// set (what docker sends for `--user`: what a setuid binary could regain), root drops to
+/// `keep` after it.
 pub(crate) fn switch_with_capabilities(
     keep: u64,
     ids: &Ids,
 ) -> Result<(), crate::error::SetupError> {
-    use crate::security::capabilities::{drop_to, mask};
+    use crate::security::capabilities::{drop_bounding_holding, drop_to, mask};
     use caps::Capability::{CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
-    drop_to(keep | mask(&[CAP_SETUID, CAP_SETGID, CAP_SETPCAP]))?;
+    drop_bounding_holding(keep, mask(&[CAP_SETUID, CAP_SETGID, CAP_SETPCAP]))?;
     ids.apply()?;
     if ids.uid == 0 {
         drop_to(keep)?;

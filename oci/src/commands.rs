@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -174,6 +175,11 @@ fn create_in(
     let fifo = dir.fifo();
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| OciError::sys(format!("mkfifo {}", fifo.display()), e))?;
+    // The init opens the gate to write as the workload's user, which may not be root (docker's
+    // `--user`): writable by all, as runc's exec.fifo (0622), whatever the umask. Only `start`
+    // reads it, as root.
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622))
+        .map_err(|e| OciError::state(format!("chmod {}", fifo.display()), e))?;
     let hooks = spec.hooks().clone().unwrap_or_default();
     let poststart = spec::hook_list("hooks.poststart", hooks.poststart())?;
     let poststop = spec::hook_list("hooks.poststop", hooks.poststop())?;

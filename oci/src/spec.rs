@@ -349,9 +349,10 @@ fn check_process(p: &Process) -> Result<(), OciError> {
     Ok(())
 }
 
-/// A process's capability sets: bounding = permitted = effective, and the inheritable and
-/// ambient sets as the config gives them (runc's `spec` writes both empty; runtime-tools'
-/// generator and older clients fill them).
+/// A process's capability sets: for root, bounding = permitted = effective; for a non-root user,
+/// the bounding set only (it holds none permitted or effective: what docker sends for `--user`);
+/// the inheritable and ambient sets as the config gives them (runc's `spec` writes both empty;
+/// runtime-tools' generator and older clients fill them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Caps {
     bounding: u64,
@@ -381,12 +382,7 @@ fn capabilities(p: &Process, uid: u32) -> Result<Caps, OciError> {
         Ok(m)
     };
     let bounding = mask(c.bounding())?;
-    if mask(c.permitted())? != bounding || mask(c.effective())? != bounding {
-        return Err(unsupported(
-            "process.capabilities",
-            "with bounding, permitted and effective sets that differ is not supported by isol yet",
-        ));
-    }
+    let (permitted, effective) = (mask(c.permitted())?, mask(c.effective())?);
     let (inheritable, ambient) = (mask(c.inheritable())?, mask(c.ambient())?);
     // The kernel's rules (capset(2), PR_CAP_AMBIENT_RAISE), checked before anything is made.
     if inheritable & !bounding != 0 {
@@ -401,10 +397,25 @@ fn capabilities(p: &Process, uid: u32) -> Result<Caps, OciError> {
             "ambient names a capability outside inheritable: the kernel refuses it; add it to inheritable or remove it",
         ));
     }
-    if uid != 0 && bounding != 0 {
+    if ambient & !permitted != 0 {
         return Err(unsupported(
             "process.capabilities",
-            "for a non-root process.user is not supported by isol yet (the process would lose them)",
+            "ambient names a capability outside permitted: the kernel refuses it; add it to permitted or remove it",
+        ));
+    }
+    // A non-root process holds no capability: its set is only the bounding set, which is what
+    // docker sends for `--user` (permitted and effective empty).
+    if uid != 0 && (permitted != 0 || effective != 0) {
+        return Err(unsupported(
+            "process.capabilities",
+            "with permitted or effective capabilities for a non-root process.user is not \
+             supported by isol yet (the process would lose them)",
+        ));
+    }
+    if uid == 0 && (permitted != bounding || effective != bounding) {
+        return Err(unsupported(
+            "process.capabilities",
+            "with bounding, permitted and effective sets that differ is not supported by isol yet",
         ));
     }
     Ok(Caps {
@@ -642,13 +653,21 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
             Some(l) if l > 0 => Some(l as u64),
             _ => None,
         };
-        // -1 (unlimited) or the same as the limit is what isol does: memory+swap = memory.
-        if m.swap().is_some_and(|s| s > 0 && Some(s) != m.limit()) {
-            return Err(unsupported(
-                "linux.resources.memory.swap",
-                "other than the memory limit is not supported by isol yet",
-            ));
-        }
+        // memory+swap: -1 (unlimited) or the same as the limit is isol's default, no swap; a
+        // larger one (docker's `--memory` sends twice the limit) is set as given.
+        limits.memory_swap = match (m.swap(), limits.memory) {
+            (None | Some(-1), _) => None,
+            (Some(s), Some(l)) if s as u64 == l => None,
+            (Some(s), Some(l)) if s > 0 && s as u64 > l => Some(s as u64),
+            (Some(s), _) => {
+                return Err(unsupported(
+                    "linux.resources.memory.swap",
+                    &format!(
+                        "{s} must be -1 or at least linux.resources.memory.limit (memory+swap)"
+                    ),
+                ));
+            }
+        };
         for (name, set) in [
             ("reservation", m.reservation().is_some_and(|v| v > 0)),
             ("kernel", m.kernel().is_some_and(|v| v > 0)),

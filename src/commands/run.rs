@@ -660,6 +660,7 @@ fn run_container(
             cpus: spec.cpus,
             pids: spec.pids,
             cpu_shares: None,
+            memory_swap: None,
         },
         cgroup_path: None,
         hooks: Default::default(),

@@ -7,6 +7,9 @@ use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The config's plugin section for a containerd without its CRI plugin (ctr, dockerd).
+pub const NO_CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n";
+
 pub struct Containerd {
     pub tmp: tempfile::TempDir,
     daemon: Child,

@@ -151,6 +151,26 @@ pub fn busybox_docker_archive_with(dir: &Path, tag: &str, config: serde_json::Va
     archive
 }
 
+/// Every mount point below `dir` (a client's storage, a daemon's state).
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Unmounts whatever is mounted below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let mut points = mounts_below(dir);
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// Runs `isol ARGS…` to completion.
 pub fn run(args: &[&str]) -> Output {
     isol(args).output().expect("isol runs")

@@ -47,6 +47,11 @@ pub struct Limits {
     /// `linux.resources.cpu.shares` (containerd's CRI gives every pod sandbox 2). On v2 it
     /// becomes `cpu.weight` ([`cpu_weight`]).
     pub cpu_shares: Option<u64>,
+    /// The memory+swap limit in bytes, at least `memory` (an OCI config's
+    /// `linux.resources.memory.swap`: docker's `--memory-swap`, twice `--memory` by default).
+    /// `None`: the same as `memory`, no swap. v1 `memory.memsw.limit_in_bytes`, v2
+    /// `memory.swap.max` (the swap alone: this minus `memory`), where the host accounts swap.
+    pub memory_swap: Option<u64>,
 }
 
 impl Limits {
@@ -646,6 +651,15 @@ pub(crate) fn validate_limits(limits: &Limits) -> Result<(), CgroupError> {
             limit: "memory",
             value: "0".into(),
             reason: "it must be greater than zero bytes",
+        });
+    }
+    if let Some(swap) = limits.memory_swap
+        && limits.memory.is_none_or(|m| swap < m)
+    {
+        return Err(CgroupError::InvalidLimit {
+            limit: "memory+swap",
+            value: swap.to_string(),
+            reason: "it needs a memory limit, and must be at least that limit",
         });
     }
     if let Some(cpus) = limits.cpus {
@@ -1403,6 +1417,7 @@ mod tests {
             cpus: Some(1.0),
             pids: Some(1000),
             cpu_shares: None,
+            memory_swap: None,
         };
         let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let dir = run.cgroup.path().to_owned();

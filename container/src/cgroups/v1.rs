@@ -260,18 +260,19 @@ impl CgroupManager for V1Manager {
         self.check_controllers(limits)?;
         if let (Some(memory), Some(dir)) = (limits.memory, self.dir("memory")) {
             let value = memory.to_string();
+            let swap_value = limits.memory_swap.unwrap_or(memory).to_string();
             let limit = dir.join("memory.limit_in_bytes");
             let memsw = dir.join("memory.memsw.limit_in_bytes");
             if memsw.exists() {
-                // memory+swap gets the same limit, so swapping does not dodge it. The kernel
-                // wants memsw >= limit at all times: raising the limit above the current memsw
-                // fails with EINVAL, so then memsw goes first.
+                // memory+swap gets the same limit unless a larger one is given, so swapping
+                // does not dodge it. The kernel wants memsw >= limit at all times: raising the
+                // limit above the current memsw fails with EINVAL, so then memsw goes first.
                 match write_file(&limit, &value) {
-                    Ok(()) => write_file(&memsw, &value)?,
+                    Ok(()) => write_file(&memsw, &swap_value)?,
                     Err(CgroupError::Write { error, .. })
                         if error.raw_os_error() == Some(Errno::EINVAL as i32) =>
                     {
-                        write_file(&memsw, &value)?;
+                        write_file(&memsw, &swap_value)?;
                         write_file(&limit, &value)?;
                     }
                     Err(e) => return Err(e),
@@ -569,6 +570,7 @@ mod tests {
             cpus: Some(0.25),
             pids: Some(10),
             cpu_shares: Some(2),
+            memory_swap: None,
         })
         .unwrap();
         let read = |c: &str, f: &str| fs::read_to_string(m.dir(c).unwrap().join(f)).unwrap();
@@ -615,6 +617,7 @@ mod tests {
             cpus: Some(1.5),
             pids: Some(100),
             cpu_shares: None,
+            memory_swap: None,
         };
         let run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let AnyCgroupManager::V1(m) = &run.cgroup else {

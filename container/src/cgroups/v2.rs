@@ -171,10 +171,12 @@ impl CgroupManager for V2Manager {
             .transpose()?;
         if let Some((bytes, path)) = memory {
             write_file(&path, &bytes.to_string())?;
-            // Without this, swapping would let the workload go beyond the limit.
+            // Without this, swapping would let the workload go beyond the limit; a
+            // memory+swap limit allows the difference.
             let swap = self.dir.join("memory.swap.max");
             if swap.exists() {
-                write_file(&swap, "0")?;
+                let allowed = limits.memory_swap.map_or(0, |s| s.saturating_sub(bytes));
+                write_file(&swap, &allowed.to_string())?;
             }
         }
         if let Some((cpus, path)) = cpu {
@@ -380,6 +382,7 @@ mod tests {
             pids: Some(10),
             // A CRI pod sandbox's shares: the smallest weight.
             cpu_shares: Some(2),
+            memory_swap: None,
         })
         .unwrap();
         assert_eq!(read(&m.path().join("cpu.weight")), "1");
@@ -419,6 +422,7 @@ mod tests {
                 cpus: Some(1.0),
                 pids: None,
                 cpu_shares: None,
+                memory_swap: None,
             })
             .unwrap_err();
         assert!(
@@ -510,6 +514,7 @@ mod tests {
             cpus: Some(1.5),
             pids: Some(100),
             cpu_shares: None,
+            memory_swap: None,
         };
         let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let AnyCgroupManager::V2(m) = &run.cgroup else {

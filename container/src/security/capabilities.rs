@@ -144,6 +144,16 @@ pub fn set_inheritable_ambient(inheritable: u64, ambient: u64) -> Result<(), Sec
     Ok(())
 }
 
+/// Drops the calling thread's bounding set to `keep` (ambient and inheritable cleared) while its
+/// permitted and effective sets become `keep | extra`: the bounding set is final, and the
+/// thread still holds `extra` (CAP_SETUID, CAP_SETGID) for the steps before it drops those too,
+/// or loses them with every other capability at a change to a non-root uid. Dropping from the
+/// bounding set removes nothing from the permitted set, so the order works.
+pub fn drop_bounding_holding(keep: u64, extra: u64) -> Result<(), SecurityError> {
+    drop_bounding_to(keep)?;
+    capset(keep | extra, keep | extra, 0)
+}
+
 /// Empties the calling thread's bounding, ambient and inheritable sets and leaves its permitted
 /// and effective sets as they are: the thread keeps its privileges for now, but once a change
 /// to a non-root uid clears those sets nothing can bring a capability back, and threads it
