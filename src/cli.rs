@@ -222,6 +222,11 @@ pub struct RunArgs {
     /// Network mode: none, host, bridge, or container:NAME (join another container's).
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_network)]
     pub network: Network,
+    /// Publish a port of the run on the host ([IP:][HOSTPORT:]PORT[/tcp|/udp], docker's
+    /// syntax; ranges 8000-8001:80-81; no HOSTPORT: a free one, shown by `isol ps`); with
+    /// --network bridge. Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
     /// Name the run (unique among live runs); `isol ps/stop/exec` take it as well as the id.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

@@ -136,6 +136,86 @@ fn a_vm_on_the_bridge_reaches_the_gateway_and_the_host_reaches_it() {
     assert_no_leftovers("a bridged VM");
 }
 
+/// `-p 18080:8080` on kvm: a server in the VM answers the host at 127.0.0.1:18080 and at the
+/// host's own address, through the DNAT rules to the VM's address on the bridge; `--json`
+/// reports the port; the rule goes with the run.
+#[test]
+fn a_published_port_reaches_the_vm_from_the_host() {
+    let _g = root_test();
+    if !kvm_ready() {
+        return;
+    }
+    let script = format!(
+        "{PRINT_ADDRESS}; mkdir -p /www && echo hello-from-the-vm > /www/index.html && \
+         httpd -p 8080 -h /www && echo serving; nc -l -p 7002 >/dev/null"
+    );
+    let mut vm = bridged_vm(&["--json", "-p", "18080:8080"], &script);
+    let mut out = BufReader::new(vm.stdout.take().unwrap());
+    let address = first_address(&mut vm, &mut out);
+    assert_eq!(line(&mut out), "serving");
+    let host = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .unwrap();
+    // The host's own non-loopback address: its network card's, or in a lab without one, the
+    // bridge's (as much the host's own; the DNAT of `output` applies the same).
+    let text = String::from_utf8_lossy(&host.stdout);
+    let addresses: Vec<(bool, Ipv4Addr)> = text
+        .lines()
+        .filter_map(|l| {
+            let a = l
+                .split_whitespace()
+                .nth(3)?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((l.contains("isol"), a))
+        })
+        .collect();
+    let host = addresses
+        .iter()
+        .min_by_key(|(bridge, _)| *bridge)
+        .map(|(_, a)| *a)
+        .expect("the host has a global IPv4 address");
+    for to in [Ipv4Addr::LOCALHOST, host] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            let attempt = || -> std::io::Result<String> {
+                let mut s =
+                    TcpStream::connect_timeout(&(to, 18080).into(), Duration::from_secs(10))?;
+                s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                std::io::Write::write_all(&mut s, b"GET /index.html HTTP/1.0\r\n\r\n")?;
+                let mut got = String::new();
+                s.read_to_string(&mut got)?;
+                Ok(got)
+            };
+            match attempt() {
+                Ok(got) if got.contains("hello-from-the-vm") => break got,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "{to}:18080 does not lead to the VM at {address}: {other:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    }
+    // The workload ends when the host connects to its port 7002 and closes.
+    drop(TcpStream::connect_timeout(&(address, 7002).into(), Duration::from_secs(10)).unwrap());
+    vm.stdout = Some(out.into_inner());
+    let (rc, _, err) = finish(vm);
+    assert_eq!(rc, 0, "{err}");
+    let report = err.lines().rev().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(report).unwrap();
+    assert_eq!(
+        v["ports"],
+        serde_json::json!(["0.0.0.0:18080->8080/tcp"]),
+        "{v}"
+    );
+    assert_no_leftovers("a VM with a published port");
+}
+
 /// MiB sent from the VM to a container and back, `ISOL_NET_EXCHANGE_MIB=UP,DOWN`: 32 and 16 by
 /// default. 256 MiB up takes ~20 s in a quiet lab, but the lab shares a 2-core host, and at
 /// the ~0.4 MB/s of a loaded one it outlasts the suite's bound (docs/devices.md, "Network").

@@ -113,26 +113,6 @@ fn cgroupns_host_shows_the_full_path() {
     assert_no_leftovers("--cgroupns");
 }
 
-fn ps_json() -> Vec<serde_json::Value> {
-    let out = ok(&["ps", "--json"]);
-    serde_json::from_str::<serde_json::Value>(&out)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// Stops whatever a failed test left running.
-struct StopAll;
-
-impl Drop for StopAll {
-    fn drop(&mut self) {
-        for r in ps_json() {
-            let _ = run(&["stop", "-t", "0", r["id"].as_str().unwrap()]);
-        }
-    }
-}
-
 /// `-d` prints the id and returns while the run goes on; `ps` lists it by name; `exec` runs in
 /// its namespaces as its user with its capabilities and returns the command's status; `stop`
 /// ends it and nothing is left.
@@ -302,21 +282,7 @@ fn killed_supervisor_leaves_nothing() {
     let _stop = StopAll;
     let id = ok(&["run", "-d", "busybox", "sleep", "300"]);
     let id = id.trim();
-    let record = std::fs::read_to_string(test_home().join(format!("runs/{id}.json"))).unwrap();
-    let rec: serde_json::Value = serde_json::from_str(&record).unwrap();
-    let owner: i32 = rec["owner"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(owner),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill_supervisor(id);
     let end = Instant::now() + Duration::from_secs(10);
     while !ps_json().is_empty() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));

@@ -258,6 +258,8 @@ pub struct ContainerConfig {
     /// default set into /dev.
     pub devices: Vec<crate::cgroups::devices::DeviceRule>,
     pub network: NetworkMode,
+    /// Ports published on the host (`-p`), [`NetworkMode::Bridge`] only.
+    pub publish: Vec<crate::network::PortMapping>,
     /// Give the run its own `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`, as `docker
     /// run` does (`isol run`); an OCI bundle's client mounts its own.
     pub etc_files: bool,

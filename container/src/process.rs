@@ -56,6 +56,8 @@ pub struct RunResult {
     pub total_ms: f64,
     pub stats: Stats,
     pub address: Option<String>,
+    /// The published ports, docker's way (`0.0.0.0:18080->8080/tcp`), host ports as bound.
+    pub ports: Vec<String>,
 }
 
 /// Runs one container to completion.
@@ -349,7 +351,13 @@ fn launch(
             cg.add_task(child.as_raw())?;
         }
         phases.push("cgroup-attach");
-        guard.net = network::attach(cfg.network, &cfg.id, child.as_raw(), &cfg.state_root)?;
+        guard.net = network::attach(
+            cfg.network,
+            &cfg.id,
+            child.as_raw(),
+            &cfg.state_root,
+            &cfg.publish,
+        )?;
         phases.push("network");
         // The container's namespaces exist; it has not pivoted yet (it waits for the go).
         if cfg.hooks.before_pivot() {
@@ -397,6 +405,9 @@ fn run_in(
         pty,
     } = launch(cfg, guard, phases, cgroup_root, None)?;
     let address = guard.net.as_ref().map(|a| a.address().to_string());
+    let ports = guard.net.as_ref().map_or_else(Vec::new, |a| {
+        a.ports().iter().map(ToString::to_string).collect()
+    });
 
     let deadline = cfg.timeout.map(|t| std::time::Instant::now() + t);
     let stops = Cell::new(0);
@@ -467,6 +478,7 @@ fn run_in(
         total_ms: (t_exit - phases.start) as f64 / 1e6,
         stats,
         address,
+        ports,
     })
 }
 

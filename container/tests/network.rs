@@ -158,7 +158,7 @@ mod network {
     }
 
     fn bridge(id: &str, netns: &Netns, state_root: &Path) -> Attachment {
-        attach(NetworkMode::Bridge, id, netns.pid(), state_root)
+        attach(NetworkMode::Bridge, id, netns.pid(), state_root, &[])
             .unwrap_or_else(|error| panic!("attach {id}: {error}"))
             .expect("bridge mode returns an attachment")
     }
@@ -203,7 +203,13 @@ mod network {
         println!();
         let state_root = std::env::var_os("ISOL_NET_TEST_STATE").unwrap();
         let pid: i32 = std::env::var("ISOL_NET_TEST_PID").unwrap().parse().unwrap();
-        let attached = attach(NetworkMode::Bridge, "helper01", pid, Path::new(&state_root));
+        let attached = attach(
+            NetworkMode::Bridge,
+            "helper01",
+            pid,
+            Path::new(&state_root),
+            &[],
+        );
         let attachment = match attached {
             Ok(attachment) => attachment.unwrap(),
             Err(error) => {
@@ -325,7 +331,13 @@ mod network {
                 let (pid, state, barrier) = (netns.pid(), state.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    attach(NetworkMode::Bridge, &format!("c0ncur{i:02}"), pid, &state)
+                    attach(
+                        NetworkMode::Bridge,
+                        &format!("c0ncur{i:02}"),
+                        pid,
+                        &state,
+                        &[],
+                    )
                 })
             })
             .collect();
@@ -505,17 +517,24 @@ mod network {
         let scene = Scene::new();
 
         for mode in [NetworkMode::None, NetworkMode::Host] {
-            assert!(attach(mode, "abc", 1, scene.root()).unwrap().is_none());
+            assert!(attach(mode, "abc", 1, scene.root(), &[]).unwrap().is_none());
         }
         // The test process is in the host netns: wiring "its" eth0 would wreck the host.
         let me = std::process::id() as i32;
-        let error = attach(NetworkMode::Bridge, "abc", me, scene.root()).unwrap_err();
+        let error = attach(NetworkMode::Bridge, "abc", me, scene.root(), &[]).unwrap_err();
         assert!(matches!(error, NetworkError::SharedNetns { .. }), "{error}");
 
         // Two ids with the same first 8 characters would share a veth name.
         let (one, two) = (Netns::new(), Netns::new());
         let first = bridge("abcdef0123", &one, scene.root());
-        let error = attach(NetworkMode::Bridge, "abcdef0199", two.pid(), scene.root()).unwrap_err();
+        let error = attach(
+            NetworkMode::Bridge,
+            "abcdef0199",
+            two.pid(),
+            scene.root(),
+            &[],
+        )
+        .unwrap_err();
         assert!(matches!(error, NetworkError::VethInUse { .. }), "{error}");
         assert!(
             error

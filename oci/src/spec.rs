@@ -147,6 +147,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         },
         devices,
         network,
+        publish: Vec::new(),
         etc_files: false,
         join,
         host_namespaces: Default::default(),

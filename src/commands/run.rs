@@ -43,6 +43,7 @@ pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
     let id = isol_container::state::new_run_id();
     let store = super::open_store()?;
     let spec = build_spec(&args, &store, &id)?;
+    publish_ports(&args)?;
     let ns = namespace_options(&args, &store, rootless)?;
     if args.detach {
         check_detach_flags(&args)?;
@@ -268,6 +269,27 @@ fn check_kvm_namespace_flags(args: &RunArgs) -> anyhow::Result<()> {
         super::runs::validate_name(n)?;
     }
     Ok(())
+}
+
+/// `-p`/`--publish`, parsed (docker's syntax); refused without `--network bridge`, where the
+/// run has no address of its own on the host for the ports to lead to.
+fn publish_ports(args: &RunArgs) -> anyhow::Result<Vec<isol_container::network::PortMapping>> {
+    let mut ports = Vec::new();
+    for p in &args.publish {
+        ports.extend(isol_container::network::PortMapping::parse(p).map_err(anyhow::Error::msg)?);
+    }
+    if !ports.is_empty() && args.network != Network::Bridge {
+        let mode = match &args.network {
+            Network::None => "none".to_owned(),
+            Network::Host => "host".to_owned(),
+            Network::Bridge => "bridge".to_owned(),
+            Network::Container(n) => format!("container:{n}"),
+        };
+        bail!(
+            "-p/--publish needs --network bridge: with --network {mode} the run has no address of its own on isol's bridge for the host's ports to lead to; add --network bridge or drop -p"
+        );
+    }
+    Ok(ports)
 }
 
 /// `-d` runs without a terminal or stdin: `-t` and `-i` have nothing to attach to.
@@ -667,6 +689,7 @@ fn run_container(
         rlimits: Vec::new(),
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
         network,
+        publish: publish_ports(args)?,
         etc_files: true,
         join: ns.join,
         host_namespaces: ns.host,
@@ -721,6 +744,7 @@ fn run_container(
             "cpu_throttled_usec": result.stats.cpu_throttled_usec,
             "pids_limit_hits": result.stats.pids_limit_hits,
             "address": result.address,
+            "ports": result.ports,
         });
         eprintln!("{report}");
     }
@@ -971,15 +995,19 @@ struct KvmNetwork {
 }
 
 impl KvmNetwork {
-    /// The tap's descriptor stays open in isol-vmm.
+    /// The tap's descriptor, and the sockets holding the published host ports, stay open in
+    /// isol-vmm (the ports' until it exits: the jailed VMM closes its copies).
     fn keep_across_exec(&self) -> anyhow::Result<()> {
         use std::os::fd::AsRawFd;
-        // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
-        if unsafe { libc::fcntl(self.tap.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
-            bail!(
-                "Cannot hand the VM's tap over to isol-vmm: {}; raise the open-file limit",
-                std::io::Error::last_os_error()
-            );
+        let reservations = self._lease.reservations().fds();
+        for fd in std::iter::once(self.tap.as_raw_fd()).chain(reservations) {
+            // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+                bail!(
+                    "Cannot hand the VM's network over to isol-vmm: {}; raise the open-file limit",
+                    std::io::Error::last_os_error()
+                );
+            }
         }
         Ok(())
     }
@@ -1000,7 +1028,8 @@ fn kvm_network(
     if args.network != Network::Bridge {
         return Ok(None);
     }
-    let (lease, tap) = isol_container::network::attach_vm(id, &state_root, |name| {
+    let ports = publish_ports(args)?;
+    let (lease, tap) = isol_container::network::attach_vm(id, &state_root, &ports, |name| {
         isol_devices::virtio::net::Tap::create(name).map_err(|e| e.to_string())
     })?;
     let a = lease.address().octets();
@@ -1013,6 +1042,7 @@ fn kvm_network(
         prefix: lease.prefix(),
         gateway: lease.gateway(),
         state_root,
+        ports: lease.ports().iter().map(ToString::to_string).collect(),
     };
     tracing::debug!(tap = %launch.tap, address = %launch.address, "VM network attached");
     Ok(Some(KvmNetwork {

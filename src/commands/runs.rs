@@ -212,11 +212,16 @@ pub fn ps(args: PsArgs) -> anyhow::Result<i32> {
     let rows: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| {
+            // Both backends' runs on the bridge are in the containers' network table.
+            let net = isol_container::network::lookup(&store.root().join("containers"), &r.id);
             let address = if r.backend == "container" {
                 container_info(r).ok().and_then(|(_, a)| a)
             } else {
-                None
+                net.as_ref().map(|(a, _)| a.to_string())
             };
+            let ports: Vec<String> = net
+                .map(|(_, p)| p.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
             let status = if r.backend == "container" && container_info(r).is_err() {
                 "starting"
             } else {
@@ -233,6 +238,7 @@ pub fn ps(args: PsArgs) -> anyhow::Result<i32> {
                     std::time::UNIX_EPOCH + Duration::from_secs(r.started)
                 ).to_string(),
                 "address": address,
+                "ports": ports,
             })
         })
         .collect();
@@ -242,7 +248,7 @@ pub fn ps(args: PsArgs) -> anyhow::Result<i32> {
     }
     let mut table = vec![
         [
-            "ID", "NAME", "BACKEND", "IMAGE", "COMMAND", "STATUS", "STARTED", "ADDRESS",
+            "ID", "NAME", "BACKEND", "IMAGE", "COMMAND", "STATUS", "STARTED", "ADDRESS", "PORTS",
         ]
         .map(String::from),
     ];
@@ -261,9 +267,17 @@ pub fn ps(args: PsArgs) -> anyhow::Result<i32> {
             row["status"].as_str().unwrap_or("").to_owned(),
             format!("{up}s ago"),
             row["address"].as_str().unwrap_or("-").to_owned(),
+            match row["ports"].as_array() {
+                Some(p) if !p.is_empty() => p
+                    .iter()
+                    .filter_map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "-".to_owned(),
+            },
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|i| {
             table
                 .iter()

@@ -262,6 +262,58 @@ fn cgroup_dirs() -> Vec<PathBuf> {
     out
 }
 
+/// `isol ps --json`: the live runs.
+pub fn ps_json() -> Vec<serde_json::Value> {
+    let out = ok(&["ps", "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Stops whatever a failed test left running.
+pub struct StopAll;
+
+impl Drop for StopAll {
+    fn drop(&mut self) {
+        for r in ps_json() {
+            let _ = run(&["stop", "-t", "0", r["id"].as_str().unwrap()]);
+        }
+    }
+}
+
+/// SIGKILLs the isol process that supervises run `id` (its record's owner) and waits until
+/// it is gone; returns its pid.
+pub fn kill_supervisor(id: &str) -> i32 {
+    let record = std::fs::read_to_string(test_home().join(format!("runs/{id}.json"))).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(&record).unwrap();
+    let owner: i32 = rec["owner"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(owner),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Gone, or a zombie nobody reaps yet (it holds nothing any more).
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < end {
+        match std::fs::read_to_string(format!("/proc/{owner}/stat")) {
+            Ok(stat) if !stat.rsplit(')').next().unwrap_or("").starts_with(" Z") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => break,
+        }
+    }
+    owner
+}
+
 /// Asserts that the host holds nothing of isol's.
 pub fn assert_no_leftovers(context: &str) {
     // Teardown of a killed PID namespace is asynchronous in the kernel; give it a moment.

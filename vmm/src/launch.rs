@@ -180,6 +180,9 @@ pub struct LaunchNet {
     /// the process isol exec'd releases after the VM.
     #[serde(with = "os_bytes")]
     pub state_root: PathBuf,
+    /// The published ports (`-p`), docker's way (`0.0.0.0:18080->8080/tcp`), for `--json`.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 impl LaunchNet {
@@ -611,6 +614,7 @@ fn report(
         "vmm_exe": vmm_exe,
         // The guest's address on isol's bridge (`--network bridge`), as for containers.
         "address": launch.net.as_ref().map(|n| n.address.to_string()),
+        "ports": launch.net.as_ref().map_or(&[][..], |n| &n.ports[..]),
     })
     .to_string()
 }
@@ -815,6 +819,7 @@ mod tests {
                 prefix: 24,
                 gateway: [10, 88, 0, 1].into(),
                 state_root: "/var/lib/isol/containers".into(),
+                ports: vec!["0.0.0.0:18080->8080/tcp".into()],
             }),
             etc_files: vec![
                 ("hostname".into(), "h1\n".into()),

@@ -104,6 +104,15 @@ pub(crate) fn set_forwarding(value: &str) -> Result<(), NetworkError> {
     })
 }
 
+/// `route_localnet` on the bridge: on while ports are published, so that a connection from
+/// the host to 127.0.0.1 can be sent to a run (its loopback source is masqueraded); the nft
+/// table drops what arrives on the bridge for 127.0.0.0/8. It goes with the bridge.
+pub(crate) fn set_route_localnet(on: bool) -> Result<(), NetworkError> {
+    const PATH: &str = "/proc/sys/net/ipv4/conf/isol0/route_localnet";
+    fs::write(PATH, if on { "1\n" } else { "0\n" })
+        .map_err(|error| NetworkError::Sysctl { path: PATH, error })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,12 @@
 //!   `Drop`) removes the veth and, for the last container, the bridge, the table, and restores
 //!   ip_forward. [`sweep`] does the same for allocations whose isol was killed.
 //!
+//! Published ports (`-p`, [`PortMapping`]) are bound on the host by the attaching isol (the
+//! check that nothing else holds them, kept for the run's life), recorded with the run's
+//! allocation, and become DNAT rules in the nft table, which is rendered from the live
+//! allocations whenever one with ports comes or goes: released, or swept after a SIGKILL, a
+//! run's rules go with its record.
+//!
 //! A VM on the bridge ([`attach_vm`], `isol run --backend kvm --network bridge`) gets an address
 //! from the same table and a tap `isolt<first 8 chars of id>` on the bridge instead of a veth
 //! pair; its release, sweep and teardown are the same.
@@ -35,6 +41,7 @@ mod bridge;
 mod cmd;
 mod loopback;
 mod nat;
+mod publish;
 mod state;
 mod subnet;
 mod veth;
@@ -49,6 +56,7 @@ use crate::config::NetworkMode;
 pub use bridge::BRIDGE;
 pub use loopback::loopback_up;
 pub use nat::TABLE as NFT_TABLE;
+pub use publish::{PortMapping, Protocol, Reservations};
 pub use subnet::{DEFAULT_SUBNET, SUBNET_ENV};
 pub use veth::VETH_PREFIX;
 
@@ -127,6 +135,18 @@ pub enum NetworkError {
     Loopback { error: io::Error },
     #[error("Cannot create the VM's tap {name}: {reason}")]
     Tap { name: String, reason: String },
+    #[error(
+        "Host port {mapping} is already in use ({error}): a host process or another run holds it; choose another host port with -p, or stop what holds it"
+    )]
+    PortInUse { mapping: String, error: io::Error },
+    #[error(
+        "Host port {mapping} is already published by running run {owner}; choose another host port with -p, or stop that run"
+    )]
+    PortPublished { mapping: String, owner: String },
+    #[error(
+        "Ports can only be published (-p) with --network bridge; add --network bridge or drop -p"
+    )]
+    PublishNeedsBridge,
 }
 
 /// The prefix of every VM's tap on the bridge (`--network bridge` on kvm).
@@ -142,6 +162,8 @@ pub struct Attachment {
     prefix: u8,
     host_veth: String,
     state_root: PathBuf,
+    ports: Vec<PortMapping>,
+    reservations: Reservations,
     released: bool,
 }
 
@@ -169,6 +191,17 @@ impl Attachment {
     /// The container id this attachment belongs to.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The published ports, with the host ports actually used (a port 0 asked for is the free
+    /// one chosen).
+    pub fn ports(&self) -> &[PortMapping] {
+        &self.ports
+    }
+
+    /// The sockets holding the published host ports; they must stay open while the run lives.
+    pub fn reservations(&self) -> &Reservations {
+        &self.reservations
     }
 
     /// Deletes the host veth and frees the address; the last container also takes down the
@@ -212,8 +245,12 @@ pub fn attach(
     id: &str,
     child_pid: i32,
     state_root: &Path,
+    publish: &[PortMapping],
 ) -> Result<Option<Attachment>, NetworkError> {
     match mode {
+        NetworkMode::None | NetworkMode::Host if !publish.is_empty() => {
+            Err(NetworkError::PublishNeedsBridge)
+        }
         NetworkMode::None | NetworkMode::Host => {
             let mode = if mode == NetworkMode::Host {
                 "host"
@@ -224,13 +261,14 @@ pub fn attach(
             Ok(None)
         }
         NetworkMode::Bridge => {
-            let a = attach_bridge(&Subnet::from_env()?, id, child_pid, state_root)?;
+            let a = attach_bridge(&Subnet::from_env()?, id, child_pid, state_root, publish)?;
             tracing::debug!(
                 mode = "bridge",
                 address = %a.address,
                 gateway = %a.gateway,
                 veth = %a.host_veth,
                 bridge = BRIDGE,
+                ports = ?a.ports,
                 "network attached"
             );
             Ok(Some(a))
@@ -257,6 +295,9 @@ fn try_sweep(state_root: &Path) -> Result<(), NetworkError> {
     if occupied.is_empty() && (state.active_subnet()?.is_some() || state.saved_forward()?.is_some())
     {
         teardown_shared(&state)?;
+    } else if !occupied.is_empty() {
+        // A dead run's published ports go with its record.
+        refresh_nat(&state)?;
     }
     prune_error.map_or(Ok(()), Err)
 }
@@ -266,6 +307,7 @@ fn attach_bridge(
     id: &str,
     child_pid: i32,
     state_root: &Path,
+    publish: &[PortMapping],
 ) -> Result<Attachment, NetworkError> {
     // Everything that can be checked without touching the host comes first.
     let host_veth = veth::host_name(id)?;
@@ -273,10 +315,17 @@ fn attach_bridge(
         return Err(NetworkError::NotRoot);
     }
     let netns = veth::netns_of(child_pid)?;
-    let (a, ()) = attach_link(subnet, id, host_veth, state_root, |host_veth, address| {
-        veth::create(host_veth, child_pid)?;
-        veth::configure_peer(&netns, address, subnet)
-    })?;
+    let (a, ()) = attach_link(
+        subnet,
+        id,
+        host_veth,
+        state_root,
+        publish,
+        |host_veth, address| {
+            veth::create(host_veth, child_pid)?;
+            veth::configure_peer(&netns, address, subnet)
+        },
+    )?;
     Ok(a)
 }
 
@@ -287,6 +336,7 @@ fn attach_bridge(
 pub fn attach_vm<T>(
     id: &str,
     state_root: &Path,
+    publish: &[PortMapping],
     create_tap: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<(Attachment, T), NetworkError> {
     let tap = veth::host_name(id)?.replacen(VETH_PREFIX, TAP_PREFIX, 1);
@@ -294,7 +344,7 @@ pub fn attach_vm<T>(
         return Err(NetworkError::NotRoot);
     }
     let subnet = Subnet::from_env()?;
-    let (a, t) = attach_link(&subnet, id, tap, state_root, |name, _| {
+    let (a, t) = attach_link(&subnet, id, tap, state_root, publish, |name, _| {
         let t = create_tap(name).map_err(|reason| NetworkError::Tap {
             name: name.to_owned(),
             reason,
@@ -308,6 +358,7 @@ pub fn attach_vm<T>(
         gateway = %a.gateway,
         tap = %a.host_veth,
         bridge = BRIDGE,
+        ports = ?a.ports,
         "VM network attached"
     );
     Ok((a, t))
@@ -331,13 +382,15 @@ pub fn release_held(state_root: &Path, address: Ipv4Addr, link: &str) -> Result<
 }
 
 /// The allocation and the shared setup around one host link on the bridge: records the lowest
-/// free address for `host_link` under the lock, sets up the bridge and NAT if needed, then
-/// `create(host_link, address)`; undoes all of it if that fails.
+/// free address for `host_link` and the `publish`ed ports (bound on the host first) under the
+/// lock, sets up the bridge and NAT if needed, then `create(host_link, address)`, then the
+/// ports' DNAT rules; undoes all of it if that fails.
 fn attach_link<T>(
     subnet: &Subnet,
     id: &str,
     host_link: String,
     state_root: &Path,
+    publish: &[PortMapping],
     create: impl FnOnce(&str, Ipv4Addr) -> Result<T, NetworkError>,
 ) -> Result<(Attachment, T), NetworkError> {
     let state = Locked::acquire(state_root)?;
@@ -361,6 +414,26 @@ fn attach_link<T>(
     if bridge::link_exists(&host_link) {
         return Err(NetworkError::StrayLink { name: host_link });
     }
+    // A port another live run publishes is refused by name; one a host process holds, by the
+    // bind. (The other run holds its ports bound too; the record catches one whose holder
+    // has exited while its VM or container still runs.)
+    let conflict = |ports: &[PortMapping]| -> Result<(), NetworkError> {
+        for m in ports.iter().filter(|m| m.host_port != 0) {
+            if let Some((_, owner)) = occupied
+                .iter()
+                .find(|(_, a)| a.ports.iter().any(|p| p.conflicts_with(m)))
+            {
+                return Err(NetworkError::PortPublished {
+                    mapping: m.to_string(),
+                    owner: owner.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    };
+    conflict(publish)?;
+    let (ports, reservations) = publish::reserve(publish)?;
+    conflict(&ports)?;
     let taken: HashSet<Ipv4Addr> = occupied.iter().map(|(address, _)| *address).collect();
     let address = subnet
         .container_addresses()
@@ -369,7 +442,11 @@ fn attach_link<T>(
             subnet: subnet.to_string(),
         })?;
     // Recorded before anything is created, so a crash from here on leaves a trace for sweep.
-    state.insert(address, &Allocation::owned_by_me(id, &host_link))?;
+    let allocation = Allocation {
+        ports: ports.clone(),
+        ..Allocation::owned_by_me(id, &host_link)
+    };
+    state.insert(address, &allocation)?;
 
     let set_up = || -> Result<T, NetworkError> {
         if occupied.is_empty() || active.is_none() || !bridge::link_exists(BRIDGE) {
@@ -385,7 +462,10 @@ fn attach_link<T>(
                 }
             }
         }
-        create(&host_link, address)
+        let t = create(&host_link, address)?;
+        // This run's ports, and those of the others if the table was just rebuilt.
+        refresh_nat(&state)?;
+        Ok(t)
     };
     match set_up() {
         Ok(t) => Ok((
@@ -396,6 +476,8 @@ fn attach_link<T>(
                 prefix: subnet.prefix(),
                 host_veth: host_link,
                 state_root: state_root.to_owned(),
+                ports,
+                reservations,
                 released: false,
             },
             t,
@@ -453,8 +535,55 @@ fn release_locked(state: &Locked, address: Ipv4Addr, host_veth: &str) -> Result<
     let (occupied, prune_error) = prune(state)?;
     if occupied.is_empty() {
         teardown_shared(state)?;
+    } else {
+        // The released run's published ports, if it had any, leave the table.
+        refresh_nat(state)?;
     }
     prune_error.map_or(Ok(()), Err)
+}
+
+/// Renders the nft table again from the recorded allocations (the live ones, after a
+/// prune): the DNAT rules of every published port, and `route_localnet` on the bridge while
+/// there are any. Nothing to do while the shared setup is not in place (it installs the table
+/// itself) or when neither the table nor the records have ports.
+fn refresh_nat(state: &Locked) -> Result<(), NetworkError> {
+    let Some(active) = state.active_subnet()? else {
+        return Ok(());
+    };
+    if !bridge::link_exists(BRIDGE) {
+        return Ok(());
+    }
+    let subnet = Subnet::from_setting(Some(&active))?;
+    let published = published_of(state)?;
+    let any = published.iter().any(|(_, p)| !p.is_empty());
+    if !any && !state.has_published()? {
+        return Ok(());
+    }
+    nat::install(&subnet, BRIDGE, &published)?;
+    bridge::set_route_localnet(any)?;
+    state.set_has_published(any)
+}
+
+/// Every recorded allocation's address and published ports.
+fn published_of(state: &Locked) -> Result<Vec<(Ipv4Addr, Vec<PortMapping>)>, NetworkError> {
+    Ok(state
+        .entries()?
+        .into_iter()
+        .filter_map(|e| e.allocation.map(|a| (e.address, a.ports)))
+        .collect())
+}
+
+/// The address and published ports of run `id` on the bridge, while its isol lives (for
+/// `isol ps`); read without the lock (records are replaced atomically).
+pub fn lookup(state_root: &Path, id: &str) -> Option<(Ipv4Addr, Vec<PortMapping>)> {
+    let dir = Locked::dir_of(state_root).join("addr");
+    std::fs::read_dir(dir).ok()?.find_map(|item| {
+        let item = item.ok()?;
+        let address: Ipv4Addr = item.file_name().to_str()?.parse().ok()?;
+        let allocation: Allocation =
+            serde_json::from_slice(&std::fs::read(item.path()).ok()?).ok()?;
+        (allocation.id == id && allocation.owner_alive()).then_some((address, allocation.ports))
+    })
 }
 
 /// Creates the bridge, the nft table and turns forwarding on, replacing any leftovers.
@@ -468,7 +597,8 @@ fn setup_shared(state: &Locked, subnet: &Subnet) -> Result<(), NetworkError> {
         state.save_forward(&bridge::forwarding()?)?;
     }
     bridge::create(subnet)?;
-    nat::install(subnet, BRIDGE)?;
+    nat::install(subnet, BRIDGE, &[])?;
+    state.set_has_published(false)?;
     // Forwarding last, once the NAT rules are in place.
     bridge::set_forwarding("1")
 }
@@ -492,7 +622,9 @@ fn teardown_shared(state: &Locked) -> Result<(), NetworkError> {
     keep(nat::remove());
     keep(bridge::delete_link(BRIDGE));
     match first_error {
-        None => state.clear_active_subnet(),
+        None => state
+            .set_has_published(false)
+            .and_then(|()| state.clear_active_subnet()),
         Some(error) => Err(error),
     }
 }
@@ -504,8 +636,11 @@ mod tests {
     #[test]
     fn none_and_host_need_nothing() {
         let root = tempfile::tempdir().unwrap();
+        let publish = PortMapping::parse("8080:80").unwrap();
         for mode in [NetworkMode::None, NetworkMode::Host] {
-            assert!(attach(mode, "abc", 1, root.path()).unwrap().is_none());
+            assert!(attach(mode, "abc", 1, root.path(), &[]).unwrap().is_none());
+            let error = attach(mode, "abc", 1, root.path(), &publish).unwrap_err();
+            assert!(matches!(error, NetworkError::PublishNeedsBridge), "{error}");
         }
         assert!(!root.path().join("net").exists());
     }
@@ -521,12 +656,12 @@ mod tests {
     fn bad_arguments_fail_before_touching_the_host() {
         let root = tempfile::tempdir().unwrap();
         let subnet = Subnet::parse("10.88.0.0/24").unwrap();
-        let error = attach_bridge(&subnet, "", 1, root.path()).unwrap_err();
+        let error = attach_bridge(&subnet, "", 1, root.path(), &[]).unwrap_err();
         assert!(matches!(error, NetworkError::InvalidId { .. }), "{error}");
         let me = std::process::id() as i32;
-        let error = attach_bridge(&subnet, "abc", me, root.path()).unwrap_err();
+        let error = attach_bridge(&subnet, "abc", me, root.path(), &[]).unwrap_err();
         assert!(matches!(error, NetworkError::SharedNetns { .. }), "{error}");
-        let error = attach_bridge(&subnet, "abc", i32::MAX, root.path()).unwrap_err();
+        let error = attach_bridge(&subnet, "abc", i32::MAX, root.path(), &[]).unwrap_err();
         assert!(matches!(error, NetworkError::NoNetns { .. }), "{error}");
         assert!(!root.path().join("net").exists());
     }

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! net/lock            flock'd for every read-modify-write below (attach, release, sweep)
-//! net/addr/<ipv4>     one allocation: JSON {id, veth, pid, start_time} of the owning isol
+//! net/addr/<ipv4>     one allocation: JSON {id, veth, pid, start_time, ports} of the owning isol
 //! net/subnet          present while isol0/nft/ip_forward are set up: the subnet they use
 //! net/ip_forward      net.ipv4.ip_forward as it was before isol first enabled it
+//! net/published       present while the nft table has DNAT rules (published ports)
 //! ```
 //!
 //! The allocation file is written before anything is created on the host and removed only after
@@ -24,6 +25,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::NetworkError;
+use super::publish::PortMapping;
 
 /// Who holds an address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,9 @@ pub(crate) struct Allocation {
     pub pid: i32,
     /// That process's start time (clock ticks after boot, /proc/<pid>/stat field 22).
     pub start_time: u64,
+    /// The run's published ports (`-p`), with their actual host ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
 }
 
 impl Allocation {
@@ -47,12 +52,14 @@ impl Allocation {
             veth: veth.to_owned(),
             pid,
             start_time: start_time(pid).unwrap_or(0),
+            ports: Vec::new(),
         }
     }
 
-    /// True while the owning isol process is still running.
+    /// True while the owning isol process is still running (a zombie is not: it holds
+    /// nothing any more, and a parent that does not reap may keep it for ever).
     pub(crate) fn owner_alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
+        start_time(self.pid) == Some(self.start_time) && !zombie(self.pid)
     }
 }
 
@@ -66,6 +73,14 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
     // last ')'. The first field after it is field 3 (state), so field 22 is at index 19.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `pid` has exited and waits to be reaped.
+fn zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat[stat.rfind(')')? + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// One entry of `net/addr/`: `None` when the file is unreadable (a torn write by a dead isol).
@@ -209,6 +224,19 @@ impl Locked {
     pub(crate) fn clear_saved_forward(&self) -> Result<(), NetworkError> {
         remove_if_present(&self.dir.join("ip_forward"))
     }
+
+    /// Whether the nft table installed last had DNAT rules (published ports).
+    pub(crate) fn has_published(&self) -> Result<bool, NetworkError> {
+        Ok(self.dir.join("published").exists())
+    }
+
+    pub(crate) fn set_has_published(&self, yes: bool) -> Result<(), NetworkError> {
+        if yes {
+            self.write("published", "1")
+        } else {
+            remove_if_present(&self.dir.join("published"))
+        }
+    }
 }
 
 fn remove_if_present(path: &Path) -> Result<(), NetworkError> {
@@ -279,6 +307,20 @@ mod tests {
         };
         assert!(!reused.owner_alive());
         assert_eq!(start_time(0), None);
+        // An exited owner nobody has reaped yet is dead too.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let zombie = Allocation {
+            pid,
+            start_time: start_time(pid).unwrap(),
+            ..Allocation::owned_by_me("x", "isolvx")
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while zombie.owner_alive() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!zombie.owner_alive());
+        child.wait().unwrap();
     }
 
     #[test]
