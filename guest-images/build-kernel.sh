@@ -48,6 +48,8 @@ required=(
     TTY MULTIUSER SHMEM BLOCK NET X86_MPPARSE
     # The workload's capabilities/seccomp/no_new_privs, as in a container.
     SECCOMP SECCOMP_FILTER
+    # /proc/sysrq-trigger for teaching lab 14 (a guest panic that ends only its VM).
+    MAGIC_SYSRQ
 )
 # Options that must be off (ACPI/PCI make a microVM boot slower, modules are
 # never loaded).
