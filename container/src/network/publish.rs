@@ -8,7 +8,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, getsockname, socket};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, getsockname, listen, setsockopt,
+    socket, sockopt,
+};
 use serde::{Deserialize, Serialize};
 
 use super::NetworkError;
@@ -182,8 +185,20 @@ pub(crate) fn reserve(
             m.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             m.host_port,
         ));
-        // No SO_REUSEADDR: any socket already on the port, listening or not, is a conflict.
+        if m.protocol == Protocol::Tcp {
+            // As docker's (Go's) listeners: SO_REUSEADDR, so that the TIME_WAIT connections of
+            // an earlier server on the port (a host process that just ended, whose clients
+            // closed last) do not refuse it for a minute; and listening, so that a host
+            // process binding it later fails, SO_REUSEADDR or not. Nothing is ever accepted:
+            // the DNAT rules take the port's traffic before it reaches the socket.
+            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| in_use(e.into()))?;
+        }
+        // UDP without SO_REUSEADDR: any socket already on the port is a conflict.
         bind(fd.as_raw_fd(), &address).map_err(|e| in_use(e.into()))?;
+        if m.protocol == Protocol::Tcp {
+            listen(&fd, Backlog::new(1).expect("1 is a valid backlog"))
+                .map_err(|e| in_use(e.into()))?;
+        }
         let bound: SockaddrIn = getsockname(fd.as_raw_fd()).map_err(|e| in_use(e.into()))?;
         published.push(PortMapping {
             host_port: bound.port(),
@@ -279,5 +294,31 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains(&format!(":{port}/tcp")), "{error}");
+    }
+
+    /// A port whose last server just ended, its connections in TIME_WAIT (the server closed
+    /// first), is free to publish at once, as with docker; a reserved TCP port still refuses a
+    /// host process's listener, SO_REUSEADDR (std's default) or not.
+    #[test]
+    fn time_wait_does_not_hold_a_port_and_a_reserved_one_refuses_listeners() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        drop(served);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).unwrap();
+        drop(client);
+        drop(listener);
+        let mapping = PortMapping {
+            host_port: port,
+            ..one("127.0.0.1::80")
+        };
+        let (published, held) = reserve(&[mapping]).unwrap();
+        assert_eq!(published[0].host_port, port);
+        let error = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
+        drop(held);
     }
 }
