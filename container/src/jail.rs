@@ -44,7 +44,7 @@ pub fn clone_into(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<(i32, bo
     if pid < 0 {
         let e = Errno::from_raw(-pid as i32);
         return Err(JailError(
-            crate::namespaces::clone_error(e, false).to_string(),
+            crate::namespaces::clone_error(e, false, flags).to_string(),
         ));
     }
     Ok((pid as i32, born))

@@ -47,11 +47,15 @@ pub(crate) fn clone_flags(network: NetworkMode, user_namespace: bool) -> u64 {
     flags as u64
 }
 
-/// The error of a failed clone, with a hint where the host forbids new namespaces.
-pub(crate) fn clone_error(e: Errno, rootless: bool) -> ContainerError {
+/// The error of a failed clone, with a hint where the host forbids new namespaces. `flags` are
+/// the clone's: a user namespace has refusals of its own.
+pub(crate) fn clone_error(e: Errno, rootless: bool, flags: u64) -> ContainerError {
     let hint = if e == Errno::EPERM || e == Errno::ENOSPC || e == Errno::EUSERS {
         if rootless {
             "; this host forbids unprivileged user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone): run isol as root"
+        } else if flags & libc::CLONE_NEWUSER as u64 != 0 {
+            // clone(2): EPERM for CLONE_NEWUSER in a chroot, whatever the caller's privileges.
+            "; the kernel refuses a new user namespace to a process in a chroot (as inside `isol lab`, whose root is one) or past sysctl user.max_user_namespaces: run isol outside a chroot, or use --userns host"
         } else {
             "; the host refuses new namespaces: check user.max_*_namespaces sysctls"
         }

@@ -308,6 +308,7 @@ fn launch(
         return Err(namespaces::clone_error(
             Errno::from_raw(-pid as i32),
             cfg.rootless,
+            flags,
         ));
     }
     if pid == 0 {
