@@ -70,15 +70,28 @@ fn kvm_labs_match_their_pages() {
     }
     let _host = common::root_test();
     let mut labs = KVM_LABS.to_vec();
-    if in_the_lab() {
-        labs.extend(LAB_ONLY_LABS);
-    } else {
+    if !in_the_lab() {
         eprintln!(
             "skipping {LAB_ONLY_LABS:?}: they panic a kernel on purpose and run only in the lab \
              (isol lab -- <this test> --test-threads=1, as test.sh does)"
         );
+        run_pages(&labs);
+        return;
     }
-    run_pages(&labs);
+    labs.extend(LAB_ONLY_LABS);
+    // The lab's nested KVM now and then triple-faults a guest at the very start of its boot
+    // (docs/lab.md, "Known fault"), and these pages boot a dozen VMs: in the lab only, a failed
+    // run of the pages is tried again, up to three times; a page that drifts fails every time.
+    for attempt in 1..=3 {
+        match std::panic::catch_unwind(|| run_pages(&labs)) {
+            Ok(()) => return,
+            Err(e) if attempt == 3 => std::panic::resume_unwind(e),
+            Err(_) => eprintln!(
+                "kvm labs: attempt {attempt} failed (above); the lab's nested KVM faults now \
+                 and then (docs/lab.md): trying again"
+            ),
+        }
+    }
 }
 
 /// Runs the pages of `labs`, English then Chinese, with a store of their own, and checks that
