@@ -60,7 +60,7 @@ for line in sys.stdin:
 # dies of it (a vCPU thread's stack overflowing in exc_page_fault; isol lab says "the lab kernel
 # panicked"), or a test that retries the lab's faults itself says this lab is worn (they come in
 # clusters). Each time the run is tried again in a fresh lab, up to three attempts, saying so.
-lab_fault="^isol lab: error: the lab (froze|kernel panicked)|^parity: the lab's nested KVM failed every attempt"
+lab_fault="^isol lab: error: the lab (froze|kernel panicked)|^(parity|boot): the lab's nested KVM failed every attempt"
 lab() {
     local rc err
     err=$(mktemp)
@@ -123,7 +123,7 @@ lab "$(test_exe isol test:parity)" --test-threads=1 --skip a_100_mib_stdout_stre
 # inside the lab a run that met one of the lab's own faults - a guest triple fault, or a vCPU
 # spinning inside the lab's KVM (30 s without output, the guest's RIP the lab kernel's own KVM
 # code) - is run again, up to 5 attempts, then in a fresh lab (lab() above), saying so; a stall
-# of any other kind fails at once (tests/common/lab_watch.rs, docs/devices.md "Tests"). Hence a
+# of any other kind fails at once (lab/src/watch.rs, docs/devices.md "Tests"). Hence a
 # longer bound than the suites'.
 echo "== lab: a 100 MiB stdout stream on both backends, byte for byte" >&2
 LAB_LIMIT=1200 lab "$(test_exe isol test:parity)" --test-threads=1 --exact a_100_mib_stdout_stream_arrives_whole

@@ -12,11 +12,11 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::lab_watch::{self, Watched};
+use common::lab_watch::{self, Watched, in_the_lab};
 
 use common::*;
 
@@ -98,11 +98,6 @@ fn alike(args: &[&str], c: &Output, k: Output) -> Output {
     );
     assert_eq!(stderr(c), stderr(&k), "stderr differs for {args:?}");
     k
-}
-
-/// Whether this runs inside `isol lab` (its init's state directory).
-fn in_the_lab() -> bool {
-    Path::new("/run/isol-lab/heartbeat.pid").exists()
 }
 
 /// Attempts of the kvm side in [`same_retrying_lab_faults`], per lab; past these test.sh tries a

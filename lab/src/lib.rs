@@ -16,6 +16,8 @@
 //! three virtio-serial ports, each a FIFO on the host; the kernel console on a
 //! fourth FIFO.
 
+pub mod watch;
+
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};

@@ -1,5 +1,7 @@
-//! A watchdog for long kvm runs in the lab: a run whose stdout stops moving is looked at
-//! before it is stopped, and what the lab's KVM shows decides whose fault the stall is.
+//! A watchdog for kvm runs inside the lab: a run whose stdout stops moving (or, for a VMM in
+//! the caller's own process, that has not ended in time) is looked at, and what the lab's KVM
+//! shows decides whose fault the stall is. Tests use it to tell the lab's known faults from
+//! isol's own (docs/lab.md, "Known fault").
 //!
 //! The lab's nested KVM (kvm_amd on QEMU's emulated SVM) now and then spins a guest's vCPU
 //! for good (docs/lab.md, "Known fault"): the vCPU thread burns a CPU inside KVM_RUN while
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Child, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a stalled VMM's thread CPU times are compared, and then its guest's exits traced.
@@ -87,6 +89,40 @@ pub fn watch(mut child: Child, stall: Duration) -> Watched {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Whether this runs inside `isol lab` (its init's state directory).
+pub fn in_the_lab() -> bool {
+    std::path::Path::new("/run/isol-lab/heartbeat.pid").exists()
+}
+
+/// [`watch`] for a VMM in this process (a test calling `isol_vmm::run`): runs `run` and, if it
+/// has not returned `stall` after a vCPU thread (`isol-vcpuN`) appeared, looks once at this
+/// process's threads and the lab's trace of their exits. Returns what `run` returned and
+/// the look, if one was taken: whether it shows the lab's vCPU spin, and what was seen.
+pub fn watch_here<T>(stall: Duration, run: impl FnOnce() -> T) -> (T, Option<(bool, String)>) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut booted: Option<Instant> = None;
+            while !done.load(Ordering::Relaxed) {
+                let me = std::process::id();
+                match booted {
+                    None if has_vcpu(me) => booted = Some(Instant::now()),
+                    Some(t) if t.elapsed() >= stall => {
+                        let look = look_at(me);
+                        return Some((look.lab_spin, look.text));
+                    }
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            None
+        });
+        let out = run();
+        done.store(true, Ordering::Relaxed);
+        (out, watcher.join().expect("the watcher does not panic"))
+    })
 }
 
 /// Whether process `pid` has a vCPU thread (it is isol-vmm and its guest runs).
