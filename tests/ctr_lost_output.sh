@@ -82,8 +82,8 @@ for _ in $(seq "$load"); do ( while :; do :; done ) & pids+=($!); done
 # only and makes their open return a second late, long after the container ended and `ctr`
 # began deleting its task.
 hold_fifo_openers() {
-    local pid=$1 t held=() n
-    for n in $(seq 1000); do
+    local pid=$1 t held=()
+    for _ in $(seq 1000); do
         held=()
         for t in /proc/"$pid"/task/*; do
             read -r nr _ _ flags _ <"$t/syscall" 2>/dev/null || continue
