@@ -4,21 +4,29 @@
 # side by side, LOAD busy loops beside them, one containerd in a temp dir, the runtimes given
 # taking turns run by run (so that two runtimes see the same load). Prints one line per run
 # whose output or status was wrong, then the counts per runtime. Not part of test.sh.
+# The loss is `ctr`'s own (docs/oci.md, "The lost output"): --nice N runs each `ctr` at
+# nice N, so that its FIFO-opening thread waits longer for a CPU, and runc loses output too;
+# --hold makes it happen on nearly every run: strace holds the two threads of `ctr` that open
+# its stdout and stderr FIFOs (their open returns a second late), whatever the runtime.
 #
-#   flock /tmp/isol-ctr.lock tests/ctr_lost_output.sh [--loops 2] [--runs 250] [--load 1] RUNTIME...
+#   flock /tmp/isol-ctr.lock tests/ctr_lost_output.sh [--loops 2] [--runs 250] [--load 1]
+#       [--nice N] [--hold] RUNTIME...
 #
 # e.g. tests/ctr_lost_output.sh "$PWD/target/x86_64-unknown-linux-gnu/debug/isol-runc" /usr/sbin/runc
-# Needs root, containerd 1.6 and ctr (setup.sh installs them) and a static /usr/bin/busybox.
+# Needs root, containerd 1.6 and ctr (setup.sh installs them) and a static /usr/bin/busybox;
+# --hold needs strace.
 # Exit status: 0 when no run lost anything, 1 otherwise, 2 on bad usage.
 set -uo pipefail
 
-loops=2 runs=250 load=1
+loops=2 runs=250 load=1 nice=0 hold=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --loops) loops=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
         --load) load=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --nice) nice=$2; shift 2 ;;
+        --hold) hold=1; shift ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "ctr_lost_output.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -26,7 +34,9 @@ done
 [ $# -gt 0 ] || { echo "ctr_lost_output.sh: give at least one runtime binary (see --help)" >&2; exit 2; }
 runtimes=("$@")
 [ "$(id -u)" = 0 ] || { echo "ctr_lost_output.sh: run it as root" >&2; exit 2; }
-for t in containerd ctr /usr/bin/busybox; do
+tools=(containerd ctr /usr/bin/busybox)
+[ "$hold" = 1 ] && tools+=(strace)
+for t in "${tools[@]}"; do
     command -v "$t" >/dev/null || { echo "ctr_lost_output.sh: $t is missing: run ./setup.sh" >&2; exit 2; }
 done
 
@@ -67,18 +77,42 @@ for _ in $(seq 100); do "${ctr[@]}" version >/dev/null 2>&1 && break; sleep 0.1;
 "${ctr[@]}" image import "$tmp/busybox.tar" >/dev/null || { echo "ctr_lost_output.sh: image import failed" >&2; exit 1; }
 
 for _ in $(seq "$load"); do ( while :; do :; done ) & pids+=($!); done
+# The threads of `ctr` (pid $1) blocked in openat(…, O_RDONLY|O_CLOEXEC): its stdout and
+# stderr FIFO openers, waiting for the shim's writer. strace attaches to those two threads
+# only and makes their open return a second late, long after the container ended and `ctr`
+# began deleting its task.
+hold_fifo_openers() {
+    local pid=$1 t held=()
+    for _ in $(seq 1000); do
+        held=()
+        for t in /proc/"$pid"/task/*; do
+            read -r nr _ _ flags _ <"$t/syscall" 2>/dev/null || continue
+            [ "$nr" = 257 ] && [ "$flags" = 0x80000 ] && held+=(-p "${t##*/}")
+        done
+        [ ${#held[@]} -ge 4 ] && break
+        kill -0 "$pid" 2>/dev/null || return
+        sleep 0.002
+    done
+    [ ${#held[@]} -gt 0 ] || return
+    timeout 10 strace -qq -e trace=openat -e inject=openat:delay_exit=1000000 "${held[@]}" \
+        >/dev/null 2>&1 &
+}
 loop() {
     local first=$1 i rt out rc
     for ((i = first; i < first + runs; i++)); do
         rt=${runtimes[$((i % ${#runtimes[@]}))]}
-        out=$("${ctr[@]}" run --rm --runc-binary "$rt" docker.io/lost-output/busybox:1 "c$i" \
-            sh -c "echo run $i; exit $((i % 4))" </dev/null 2>"$tmp/err.$i")
+        nice -n "$nice" "${ctr[@]}" run --rm --runc-binary "$rt" docker.io/lost-output/busybox:1 \
+            "c$i" sh -c "echo run $i; exit $((i % 4))" </dev/null >"$tmp/out.$i" 2>"$tmp/err.$i" &
+        local c=$!
+        [ "$hold" = 1 ] && hold_fifo_openers "$c"
+        wait "$c"
         rc=$?
+        out=$(cat "$tmp/out.$i")
         if [ "$out" != "run $i" ] || [ "$rc" != $((i % 4)) ]; then
             echo "LOST $rt run $i: status $rc (want $((i % 4))), stdout [$out], stderr [$(cat "$tmp/err.$i")]"
         fi
         echo "$rt" >>"$tmp/ran"
-        rm -f "$tmp/err.$i"
+        rm -f "$tmp/out.$i" "$tmp/err.$i"
     done
 }
 touch "$tmp/lost" "$tmp/ran"
