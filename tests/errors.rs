@@ -131,7 +131,15 @@ fn hostile_and_careless_input_is_refused_clearly() {
         "Invalid --cpuset-cpus 1000: this host's online CPUs are",
     );
     assert_bad(
-        &["run", "--backend", "kvm", "--cpuset-cpus", "0", "busybox", "true"],
+        &[
+            "run",
+            "--backend",
+            "kvm",
+            "--cpuset-cpus",
+            "0",
+            "busybox",
+            "true",
+        ],
         "--cpuset-cpus is not supported with --backend kvm",
     );
     assert_bad(
