@@ -4,12 +4,14 @@
 //! relative to isol's own cgroup):
 //!
 //! * pure cgroup v2 (`<root>` is a cgroup2 mount): `<root>/isol/<id>`, with `memory`, `cpu` and
-//!   `pids` enabled in `<root>/cgroup.subtree_control` and `<root>/isol/cgroup.subtree_control`;
+//!   `pids` (and `cpuset` where offered) enabled in `<root>/cgroup.subtree_control` and
+//!   `<root>/isol/cgroup.subtree_control`;
 //! * cgroup v1, legacy or hybrid (`<root>` is a tmpfs holding one mount per controller
 //!   hierarchy, possibly plus a controller-less cgroup2 mount at `<root>/unified`):
-//!   `<mount>/isol/<id>` in each of the `memory`, `cpu`, `cpuacct`, `pids` and `freezer`
-//!   hierarchies that exist, found from `/proc/self/mountinfo` (co-mounted hierarchies such as
-//!   `cpu,cpuacct` get one directory).
+//!   `<mount>/isol/<id>` in each of the `memory`, `cpu`, `cpuacct`, `pids`, `freezer`,
+//!   `devices` and `cpuset` hierarchies that exist and the run needs, found from
+//!   `/proc/self/mountinfo` (co-mounted hierarchies such as `cpu,cpuacct` get one directory; a
+//!   new cpuset directory gets its parent's CPUs and memory nodes before any task joins it).
 //!
 //! The runtime's order of calls is: [`create`] (mkdir + limits) and [`CgroupManager::entry`]
 //! before the clone, so that the child is born in its cgroup (v2) or moves itself there first
