@@ -219,6 +219,9 @@ pub struct RunArgs {
     /// Maximum number of processes (at least 2: the container's init and the workload).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
+    /// CPUs the container may run on, e.g. 0-1,3 (container: cgroup cpuset; not with kvm).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
     /// Network mode: none, host, bridge, or container:NAME (join another container's).
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_network)]
     pub network: Network,

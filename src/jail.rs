@@ -183,8 +183,7 @@ fn setup(launch: &Launch, jail: &LaunchJail) -> Result<Jailed, String> {
         memory: Some(jail.memory_max),
         cpus: None,
         pids: Some(jail.pids_max),
-        cpu_shares: None,
-        memory_swap: None,
+        ..Default::default()
     };
     let cgroup = match cgroups::create(&jail.cgroup_root, &jail.id, &limits) {
         Ok(c) => c,

@@ -476,6 +476,26 @@ fn pids_limit_contains_a_fork_bomb() {
     assert_no_leftovers("fork bomb");
 }
 
+/// `--cpuset-cpus`: the workload may run on the CPUs given only (the cgroup's cpuset, v1 or v2).
+#[test]
+fn cpuset_cpus_pins_the_workload() {
+    let _g = root_test();
+    assert_eq!(
+        ok(&[
+            "run",
+            "--cpuset-cpus",
+            "0",
+            "busybox",
+            "--",
+            "grep",
+            "^Cpus_allowed_list",
+            "/proc/self/status",
+        ]),
+        "Cpus_allowed_list:\t0\n"
+    );
+    assert_no_leftovers("cpuset");
+}
+
 #[test]
 fn cpus_half_throttles_by_cgroup_stats() {
     let _g = root_test();

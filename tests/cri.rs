@@ -4,7 +4,7 @@
 //! over containerd's unix socket) runs a pod whose sandbox ("pause") image it built and
 //! imported, with a CNI bridge network (Debian's containernetworking-plugins), then a
 //! container in that pod: it joins the sandbox's network, IPC and UTS namespaces by path,
-//! `ExecSync` runs in it, `UpdateContainerResources` changes its memory limit, its exit code
+//! `ExecSync` runs in it, `UpdateContainerResources` changes its memory limit and cpuset, its exit code
 //! and its CRI log are checked, and everything is stopped and removed. Nothing may be left:
 //! containerd's and isol-runc's state, cgroups, mounts, the pod's network namespace and veth,
 //! CNI's cache, processes.
@@ -229,14 +229,25 @@ async fn container_state(cri: &mut RuntimeServiceClient<Channel>, id: &str) -> C
 
 /// The memory limit of the container's cgroup (v1 or v2), in bytes.
 fn cgroup_memory_limit(container_id: &str) -> String {
-    let v1 = Path::new("/sys/fs/cgroup/memory")
+    cgroup_file(
+        container_id,
+        "memory",
+        "memory.limit_in_bytes",
+        "memory.max",
+    )
+}
+
+/// A file of the container's cgroup: `v1_file` in the v1 hierarchy `v1`, else `v2_file`.
+fn cgroup_file(container_id: &str, v1: &str, v1_file: &str, v2_file: &str) -> String {
+    let v1 = Path::new("/sys/fs/cgroup")
+        .join(v1)
         .join(CGROUP_PARENT.trim_start_matches('/'))
         .join(container_id)
-        .join("memory.limit_in_bytes");
+        .join(v1_file);
     let v2 = Path::new("/sys/fs/cgroup")
         .join(CGROUP_PARENT.trim_start_matches('/'))
         .join(container_id)
-        .join("memory.max");
+        .join(v2_file);
     fs::read_to_string(&v1)
         .or_else(|_| fs::read_to_string(&v2))
         .unwrap_or_else(|e| panic!("{} nor {}: {e}", v1.display(), v2.display()))
@@ -471,12 +482,13 @@ async fn pod_lifecycle(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> 
     assert_eq!(String::from_utf8_lossy(&exec.stderr), "err\n");
     assert_eq!(exec.exit_code, 5);
 
-    // UpdateContainerResources: a new memory limit in the container's cgroup.
+    // UpdateContainerResources: a new memory limit and a cpuset in the container's cgroup.
     assert_eq!(cgroup_memory_limit(&ctr), (64u64 << 20).to_string());
     cri.update_container_resources(UpdateContainerResourcesRequest {
         container_id: ctr.clone(),
         linux: Some(LinuxContainerResources {
             memory_limit_in_bytes: 96 << 20,
+            cpuset_cpus: "0".into(),
             ..Default::default()
         }),
         ..Default::default()
@@ -484,6 +496,10 @@ async fn pod_lifecycle(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> 
     .await
     .map_err(|e| format!("UpdateContainerResources: {e}"))?;
     assert_eq!(cgroup_memory_limit(&ctr), (96u64 << 20).to_string());
+    assert_eq!(
+        cgroup_file(&ctr, "cpuset", "cpuset.cpus", "cpuset.cpus"),
+        "0"
+    );
 
     // The workload ends (exit 7) once told to; its status says so.
     let done = cri

@@ -286,6 +286,27 @@ fn docker_runs_containers_on_isol_runc() {
          cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
     ), format!("{}\n20\n", 64 << 20));
 
+    // --cpuset-cpus and --device: the container runs on CPU 0 only, and has the devices (the
+    // host's /dev/fuse with its numbers and mode; /dev/null renamed) that docker's device
+    // cgroup rules let it open.
+    assert_eq!(
+        d.out(
+            &[
+                "--network",
+                "none",
+                "--cpuset-cpus",
+                "0",
+                "--device",
+                "/dev/fuse",
+                "--device",
+                "/dev/null:/dev/xnull",
+            ],
+            "grep ^Cpus_allowed_list /proc/self/status; stat -c '%F %t:%T %a' /dev/fuse; \
+             echo x > /dev/xnull && echo wrote",
+        ),
+        "Cpus_allowed_list:\t0\ncharacter special file a:e5 600\nwrote\n"
+    );
+
     // Another user, a read-only root, capabilities dropped and added: docker sends a non-root
     // user a bounding set and nothing permitted or effective.
     assert_eq!(

@@ -123,6 +123,26 @@ fn hostile_and_careless_input_is_refused_clearly() {
         "at least 2",
     );
     assert_bad(
+        &["run", "--cpuset-cpus", "3-1", "busybox", "true"],
+        "Invalid --cpuset-cpus limit \"3-1\": a range must go upwards",
+    );
+    assert_bad(
+        &["run", "--cpuset-cpus", "1000", "busybox", "true"],
+        "Invalid --cpuset-cpus 1000: this host's online CPUs are",
+    );
+    assert_bad(
+        &[
+            "run",
+            "--backend",
+            "kvm",
+            "--cpuset-cpus",
+            "0",
+            "busybox",
+            "true",
+        ],
+        "--cpuset-cpus is not supported with --backend kvm",
+    );
+    assert_bad(
         &["run", "-v", "/tmp:/", "busybox", "true"],
         "whole filesystem",
     );

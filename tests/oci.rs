@@ -781,13 +781,35 @@ fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
     assert_eq!(lines[4], "the-pod");
     member.assert_root_empty();
 
-    // A hostname cannot be set in a namespace the container only joins.
-    member.edit_config(|v| v["hostname"] = "mine".into());
+    // As runc: a hostname is set in the namespace the container joins, which every process
+    // there then sees (the next member, which sets none, reads it).
+    member.edit_config(|v| v["hostname"] = "renamed-pod".into());
+    let o = member.runc(&["run", "--bundle", member.bundle.to_str().unwrap(), "member"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o).lines().nth(4), Some("renamed-pod"));
+    member.edit_config(|v| v["hostname"] = Value::Null);
+    let o = member.runc(&["run", "--bundle", member.bundle.to_str().unwrap(), "member"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o).lines().nth(4), Some("renamed-pod"));
+    // The host's UTS namespace (no uts in the list) is refused one.
+    member.edit_config(|v| {
+        v["hostname"] = "mine".into();
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "uts");
+    });
     let o = member.runc(&["run", "--bundle", member.bundle.to_str().unwrap(), "member"]);
     assert!(
-        common::stderr(&o).contains("hostname"),
+        common::stderr(&o).contains("hostname cannot be set in the host's uts namespace"),
         "{}",
         common::stderr(&o)
+    );
+    assert_ne!(
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "mine"
     );
 
     let o = sandbox.runc(&["delete", "--force", "sandbox"]);
@@ -1273,7 +1295,10 @@ fn update_changes_memory_cpu_and_pids_limits() {
             &["update", "--cpu-period", "50000", "updated"][..],
             "cpu.period",
         ),
-        (&["update", "--cpuset-cpus", "0", "updated"][..], "cpu.cpus"),
+        (
+            &["update", "--cpuset-cpus", "0-", "updated"][..],
+            "cpu.cpus",
+        ),
         (
             &["update", "--memory-reservation", "1000", "updated"][..],
             "memory.reservation",
@@ -1839,4 +1864,281 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     assert_eq!(made.uid(), 100000);
     f.assert_root_empty();
     common::assert_no_leftovers("user namespace");
+}
+
+/// The CPUs of the cgroup `path`'s parent that a test may pin to (`cpuset.cpus` of the
+/// hierarchy's root; v2 `cpuset.cpus.effective`).
+fn host_cpus() -> String {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let file = if v2 {
+        "/sys/fs/cgroup/cpuset.cpus.effective"
+    } else {
+        "/sys/fs/cgroup/cpuset/cpuset.cpus"
+    };
+    fs::read_to_string(file).unwrap().trim().to_string()
+}
+
+/// docker's `--cpuset-cpus`, CRI's `cpuset_cpus`: `linux.resources.cpu.cpus` and `mems` pin the
+/// container's cgroup (v1: its cpuset, filled from its parents before the init joins it), the
+/// workload's allowed CPUs say so, and `update` moves it; CPUs beyond the host's are refused by
+/// name and leave nothing.
+#[test]
+fn cpuset_pins_the_container_and_update_moves_it() {
+    let _g = common::root_test();
+    become_subreaper();
+    let cgroup = "/isol-oci-test/pinned";
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "grep -E '^(Cpus|Mems)_allowed_list' /proc/self/status; read line; \
+             grep ^Cpus_allowed_list /proc/self/status",
+        );
+        v["linux"]["cgroupsPath"] = cgroup.into();
+        v["linux"]["resources"]["cpu"] = serde_json::json!({"cpus": "0", "mems": "0"});
+    });
+    // The workload reads a line before its second look: its stdin is a FIFO we hold.
+    let fifo = f.bundle.join("stdin");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::OpenOptions::new().read(true).write(true).open(fifo))
+    };
+    let stdin = fs::File::open(&fifo).unwrap();
+    let writer = reader.join().unwrap().unwrap();
+    let stdout = fs::File::create(f.bundle.join("stdout")).unwrap();
+    let status = f
+        .command(&["create", "--bundle", f.bundle.to_str().unwrap(), "pinned"])
+        .stdin(stdin)
+        .stdout(stdout)
+        .status()
+        .unwrap();
+    assert!(status.success(), "create failed");
+    let init = f.state("pinned")["pid"].as_i64().unwrap() as i32;
+    let read = |name: &str| {
+        fs::read_to_string(cgroup_file(cgroup, name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("cpuset.cpus"), "0");
+    assert_eq!(read("cpuset.mems"), "0");
+    assert!(f.runc(&["start", "pinned"]).status.success());
+    wait_for("the first look", || f.output().lines().count() >= 2);
+    assert_eq!(
+        f.output(),
+        "Cpus_allowed_list:\t0\nMems_allowed_list:\t0\n",
+        "{}",
+        f.output()
+    );
+
+    // update --cpuset-cpus, runc's flag: to every CPU the host has (its canonical form).
+    let all = host_cpus();
+    let o = f.runc(&["update", "--cpuset-cpus", &all, "pinned"]);
+    assert!(o.status.success(), "update: {}", common::stderr(&o));
+    assert_eq!(read("cpuset.cpus"), all);
+    use std::io::Write;
+    (&writer).write_all(b"go\n").unwrap();
+    assert_eq!(wait_init(init), 0);
+    assert!(
+        f.output()
+            .ends_with(&format!("Cpus_allowed_list:\t{all}\n")),
+        "{}",
+        f.output()
+    );
+    let o = f.runc(&["delete", "pinned"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+
+    // A CPU the host lacks, and a list that is none, fail create by name and leave nothing.
+    for (cpus, msg) in [
+        (
+            "1023",
+            "Invalid cpuset CPUs 1023: the container may use only",
+        ),
+        ("2-1", "linux.resources.cpu.cpus: Invalid cpu.cpus limit"),
+    ] {
+        f.edit_config(|v| v["linux"]["resources"]["cpu"] = serde_json::json!({"cpus": cpus}));
+        let (status, err) = f.create("pinned", &[]);
+        assert!(!status.success(), "create with cpus {cpus} succeeded");
+        assert!(err.contains(msg), "{cpus}: {err}");
+        f.assert_root_empty();
+    }
+    f.assert_root_empty();
+    common::assert_no_leftovers("cpuset");
+}
+
+/// docker's `--device`: `linux.devices` are made in the container's /dev with their type,
+/// numbers, mode and owner, as runc makes them; whether they open is the device cgroup's
+/// rules' (the config's `linux.resources.devices`).
+#[test]
+fn linux_devices_are_made_with_their_mode_and_owner() {
+    let _g = common::root_test();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "for d in /dev/mynull /dev/blk/b0 /dev/fifo0 /dev/mymem; do \
+               stat -c '%n %F %t:%T %a %u:%g' $d; done; \
+             echo hi > /dev/mynull && echo wrote; \
+             head -c 1 /dev/mymem >/dev/null 2>&1 || echo denied",
+        );
+        v["linux"]["devices"] = serde_json::json!([
+            {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+            {"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o606,
+             "uid": 1000, "gid": 5},
+            {"path": "/dev/blk/b0", "type": "b", "major": 7, "minor": 0, "fileMode": 0o600},
+            {"path": "/dev/fifo0", "type": "p", "major": 0, "minor": 0},
+            {"path": "/dev/mymem", "type": "c", "major": 1, "minor": 1}
+        ]);
+        // Only runc's defaults are allowed (null's 1:3 among them, /dev/mem's 1:1 not). The
+        // workload is root without CAP_DAC_OVERRIDE: "others" may write the renamed null.
+        v["linux"]["resources"]["devices"] = serde_json::json!([{"allow": false, "access": "rwm"}]);
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "devices"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    assert_eq!(
+        common::stdout(&o),
+        "/dev/mynull character special file 1:3 606 1000:5\n\
+         /dev/blk/b0 block special file 7:0 600 0:0\n\
+         /dev/fifo0 fifo 0:0 666 0:0\n\
+         /dev/mymem character special file 1:1 666 0:0\n\
+         wrote\ndenied\n"
+    );
+    f.assert_root_empty();
+
+    // A node that is already there (isol's /dev/console of a terminal… here /dev/pts's) fails
+    // create by name and leaves nothing.
+    f.edit_config(|v| {
+        v["linux"]["devices"] =
+            serde_json::json!([{"path": "/dev/pts", "type": "c", "major": 1, "minor": 3}])
+    });
+    let (status, err) = f.create("devices", &[]);
+    assert!(!status.success());
+    assert!(err.contains("Cannot create the device /dev/pts"), "{err}");
+    f.assert_root_empty();
+    common::assert_no_leftovers("devices");
+}
+
+/// Says whether the container's `/` is in a peer group (mountinfo's `shared:N`).
+const ROOT_PROPAGATION: &str = "awk '$5 == \"/\" { print ($0 ~ / shared:/) ? \"/ shared\" : \"/ not shared\" }' /proc/self/mountinfo";
+
+/// A directory of the test's own, bound onto itself and made shared: a mount point whose new
+/// mounts propagate, as a kubelet's `/var/lib/kubelet` is. Unmounted (with what is below) on
+/// drop.
+struct SharedDir {
+    path: PathBuf,
+}
+
+impl SharedDir {
+    fn new(path: PathBuf) -> SharedDir {
+        use nix::mount::{MsFlags, mount};
+        fs::create_dir_all(&path).unwrap();
+        mount(
+            Some(&path),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let d = SharedDir { path };
+        mount(
+            None::<&str>,
+            &d.path,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        d
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// kubelet's mount propagation: a bind with `rslave` sees what the host mounts below its source
+/// after the container started (HostToContainer), one with `rprivate` does not; the config's
+/// `rootfsPropagation` is the container's `/`'s (mountinfo's `shared:`), and the rootfs's own
+/// mounts stay the container's.
+#[test]
+fn mount_propagation_follows_the_config() {
+    let _g = common::root_test();
+    become_subreaper();
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = SharedDir::new(tmp.path().join("isol-shared"));
+    let src = shared.path.to_str().unwrap().to_string();
+    let f = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["mounts"].as_array_mut().unwrap().extend([
+            serde_json::json!({"destination": "/mnt/slave", "type": "bind", "source": src,
+                               "options": ["rbind", "rslave"]}),
+            serde_json::json!({"destination": "/mnt/private", "type": "bind", "source": src,
+                               "options": ["rbind", "rprivate"]}),
+        ]);
+    });
+    let (status, err) = f.create("propagated", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("propagated")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "propagated"]).status.success());
+
+    // The host mounts a tmpfs below the shared directory, after the container started.
+    let sub = shared.path.join("sub");
+    fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .unwrap();
+    fs::write(sub.join("file"), "from the host\n").unwrap();
+    let o = f.runc(&[
+        "exec",
+        "propagated",
+        "sh",
+        "-c",
+        &format!(
+            "cat /mnt/slave/sub/file; cat /mnt/private/sub/file 2>/dev/null || echo not in private; {ROOT_PROPAGATION}"
+        ),
+    ]);
+    let _ = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH);
+    assert!(o.status.success(), "exec: {}", common::stderr(&o));
+    assert_eq!(
+        common::stdout(&o),
+        "from the host\nnot in private\n/ not shared\n",
+        "{}",
+        common::stderr(&o)
+    );
+    let o = f.runc(&["delete", "--force", "propagated"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+
+    // rootfsPropagation: the container's / is shared (a peer group of the container's own), and
+    // a mount the workload makes below it stays in the container.
+    f.edit_config(|v| {
+        v["linux"]["rootfsPropagation"] = "rshared".into();
+        v["mounts"].as_array_mut().unwrap().retain(|m| {
+            !m["destination"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("/mnt/")
+        });
+        set_args(v, ROOT_PROPAGATION);
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "propagated"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), "/ shared\n");
+    // The rootfs's own mounts (its /proc, /dev…) never reached the host.
+    let bundle = f.bundle.to_str().unwrap().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&bundle),
+        "the container's mounts reached the host: {mounts}"
+    );
+    f.assert_root_empty();
+    drop(shared);
+    common::assert_no_leftovers("propagation");
 }

@@ -47,6 +47,9 @@ pub(crate) struct ChildSpec<'a> {
     bind_root: Option<bool>,
     volumes: Vec<Volume>,
     mounts: Vec<Mount>,
+    device_nodes: Vec<crate::config::DeviceNode>,
+    rootfs_propagation: u64,
+    set_joined_hostname: bool,
     join: Vec<(SharedNamespace, PathBuf)>,
     hooks: Hooks,
     host_namespaces: crate::config::HostNamespaces,
@@ -137,6 +140,9 @@ impl<'a> ChildSpec<'a> {
             bind_root,
             volumes: cfg.volumes.clone(),
             mounts: cfg.mounts.clone(),
+            device_nodes: cfg.device_nodes.clone(),
+            rootfs_propagation: cfg.rootfs_propagation,
+            set_joined_hostname: cfg.set_joined_hostname,
             join: cfg.join.clone(),
             hooks: cfg.hooks.clone(),
             host_namespaces: cfg.host_namespaces,
@@ -255,6 +261,15 @@ fn setup(
         if !spec.domainname.is_empty() {
             namespaces::set_domainname(&spec.domainname)?;
         }
+    } else if joined(SharedNamespace::Uts) && spec.set_joined_hostname {
+        // As runc: an OCI config's names are set in the namespace it joins (every process
+        // there sees them), only when given.
+        if !spec.hostname.is_empty() {
+            namespaces::set_hostname(&spec.hostname)?;
+        }
+        if !spec.domainname.is_empty() {
+            namespaces::set_domainname(&spec.domainname)?;
+        }
     }
     if spec.network != NetworkMode::Host && !joined(SharedNamespace::Net) {
         network::loopback_up()?;
@@ -279,6 +294,8 @@ fn setup(
         bind_root: spec.bind_root,
         volumes: &spec.volumes,
         mounts: &spec.mounts,
+        device_nodes: &spec.device_nodes,
+        rootfs_propagation: spec.rootfs_propagation,
         rootless: spec.rootless,
         user_namespace: spec.rootless || spec.own_user_namespace,
         idmapped: &idmapped,

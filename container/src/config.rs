@@ -132,6 +132,60 @@ pub struct Mount {
     pub flags: u64,
     /// The filesystem's own options (`size=64m,mode=755`).
     pub data: String,
+    /// Its propagation, set once it is mounted: `MS_SHARED`, `MS_SLAVE`, `MS_PRIVATE` or
+    /// `MS_UNBINDABLE`, with `MS_REC` for the whole tree (an OCI mount's `rslave`…); 0: as
+    /// the container's root ([`ContainerConfig::rootfs_propagation`]) gives it.
+    pub propagation: u64,
+}
+
+/// A device node made in the container (an OCI config's `linux.devices`, docker's
+/// `--device`), beyond the six every container gets. Whether the container may open it is the
+/// device cgroup's rules' business ([`ContainerConfig::devices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Absolute, below `/dev` in the container.
+    pub path: PathBuf,
+    pub kind: DeviceNodeKind,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits (0o7777 at most).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl DeviceNode {
+    /// The device cgroup rule that lets isol make this node inside the container's cgroup,
+    /// which restricts devices before any process joins it: mknod (`m`) of exactly this
+    /// device, appended after the configured rules (read and write stay theirs). runc makes
+    /// its nodes before its rules apply; the container's root can make only what it has anyway.
+    pub fn mknod_rule(&self) -> Option<crate::cgroups::devices::DeviceRule> {
+        use crate::cgroups::devices::{ACCESS_MKNOD, DeviceKind, DeviceRule};
+        let kind = match self.kind {
+            DeviceNodeKind::Char => DeviceKind::Char,
+            DeviceNodeKind::Block => DeviceKind::Block,
+            DeviceNodeKind::Fifo => return None,
+        };
+        // Never a wildcard: a number out of a rule's range gets no rule (mknod then fails).
+        let (Ok(major), Ok(minor)) = (u32::try_from(self.major), u32::try_from(self.minor)) else {
+            return None;
+        };
+        Some(DeviceRule {
+            allow: true,
+            kind,
+            major: Some(major),
+            minor: Some(minor),
+            access: ACCESS_MKNOD,
+        })
+    }
+}
+
+/// What a [`DeviceNode`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceNodeKind {
+    Char,
+    Block,
+    Fifo,
 }
 
 /// The workload's privileges: docker's defaults unless `--cap-add`, `--cap-drop` or
@@ -257,6 +311,20 @@ pub struct ContainerConfig {
     /// so not in rootless runs, where the user namespace forbids mknod and isol binds only the
     /// default set into /dev.
     pub devices: Vec<crate::cgroups::devices::DeviceRule>,
+    /// Device nodes made in the container's /dev beyond isol's own (not in a user namespace,
+    /// where mknod is refused).
+    pub device_nodes: Vec<DeviceNode>,
+    /// The propagation of the container's mounts (an OCI config's `rootfsPropagation`):
+    /// `MS_SHARED`, `MS_SLAVE`, `MS_PRIVATE` or `MS_UNBINDABLE`, with `MS_REC` or not. Every
+    /// mount the container's namespace copied from the host's gets it first (so `rslave`
+    /// lets the host's new mounts reach the container's binds, `rshared` lets a shared bind's
+    /// reach the host), and the container's `/` after `pivot_root`. 0: isol's default, every
+    /// mount private (`rslave` when a mount asks for a propagation of its own, as runc).
+    pub rootfs_propagation: u64,
+    /// Set `hostname` and `domainname` (when not empty) in a UTS namespace joined by path, as
+    /// runc does for an OCI config; false: a joined namespace's names are left alone (`isol
+    /// run --uts container:NAME`).
+    pub set_joined_hostname: bool,
     pub network: NetworkMode,
     /// Ports published on the host (`-p`), [`NetworkMode::Bridge`] only.
     pub publish: Vec<crate::network::PortMapping>,

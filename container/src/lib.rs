@@ -33,8 +33,8 @@ mod user;
 
 pub use child::{INIT_ARGV0, INIT_MARKER};
 pub use config::{
-    ContainerConfig, HostNamespaces, IdMapping, Limits, Mount, NetworkMode, Privileges, Rlimit,
-    Rootfs, SharedNamespace, UserNamespace, Volume,
+    ContainerConfig, DeviceNode, DeviceNodeKind, HostNamespaces, IdMapping, Limits, Mount,
+    NetworkMode, Privileges, Rlimit, Rootfs, SharedNamespace, UserNamespace, Volume,
 };
 pub use error::ContainerError;
 pub use process::{Created, RunResult, create, run};

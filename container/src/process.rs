@@ -226,7 +226,9 @@ fn launch(
             None => cgroups::create(cgroup_root, &cfg.id, &cfg.limits)?,
         };
         // Before any process enters it; on failure the guard removes the cgroup.
-        let restricted = cgroup.restrict_devices(&cfg.devices);
+        let mut rules = cfg.devices.clone();
+        rules.extend(cfg.device_nodes.iter().filter_map(|n| n.mknod_rule()));
+        let restricted = cgroup.restrict_devices(&rules);
         guard.cgroup = Some(cgroup);
         restricted?;
         guard.cgroup.take()

@@ -915,7 +915,8 @@ fn features() -> serde_json::Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": state::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": ["bind", "rbind", "ro", "rw", "private", "rprivate"],
+        "mountOptions": ["bind", "rbind", "ro", "rw", "private", "rprivate", "shared", "rshared",
+                         "slave", "rslave", "unbindable", "runbindable"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),

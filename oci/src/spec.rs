@@ -100,7 +100,14 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let linux = spec.linux().clone().unwrap_or_default();
     let (network, join) = namespaces(&linux)?;
     let user_namespace = user_namespace(&linux, &join, &rootfs)?;
-    if join.iter().any(|(ns, _)| *ns == SharedNamespace::Uts) {
+    // As runc: names are set in a UTS namespace joined by path (every process there sees
+    // them); the host's (the type absent from the list) is refused them.
+    let uts_listed = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|ns| ns.typ() == LinuxNamespaceType::Uts);
+    if !uts_listed {
         for (field, value) in [
             ("hostname", spec.hostname()),
             ("domainname", spec.domainname()),
@@ -108,7 +115,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
             if value.as_ref().is_some_and(|h| !h.is_empty()) {
                 return Err(unsupported(
                     field,
-                    "cannot be set in a joined or the host's uts namespace (it is the namespace owner's)",
+                    "cannot be set in the host's uts namespace: add a uts namespace to linux.namespaces (a new one, or one joined by path)",
                 ));
             }
         }
@@ -116,6 +123,16 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let (limits, devices) = resources(&linux)?;
     check_linux(&linux)?;
     let mounts = mounts(spec.mounts().as_deref().unwrap_or_default())?;
+    let device_nodes = device_nodes(&linux, user_namespace.is_some())?;
+    let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => 0,
+        Some(p) => propagation(p).ok_or_else(|| {
+            unsupported(
+                "linux.rootfsPropagation",
+                &format!("{p:?} is not a propagation: give shared, slave, private or unbindable (r… for the whole tree)"),
+            )
+        })?,
+    };
 
     Ok(ContainerConfig {
         id: id.to_string(),
@@ -146,6 +163,9 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
             seccomp: seccomp(&linux, caps.bounding)?,
         },
         devices,
+        device_nodes,
+        rootfs_propagation,
+        set_joined_hostname: true,
         network,
         publish: Vec::new(),
         etc_files: false,
@@ -618,7 +638,7 @@ pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
     let limits = limits(r)?;
     if limits.is_empty() {
         return Err(OciError::Usage(
-            "update changes nothing: give a memory limit, a CPU quota or a pids limit".into(),
+            "update changes nothing: give a memory limit, a CPU quota or shares, a pids limit or a cpuset".into(),
         ));
     }
     Ok(limits)
@@ -705,9 +725,21 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
         // cgroup has: nothing to write (on v1, not even the cpu hierarchy to join). CRI gives
         // a pod's sandbox 2.
         limits.cpu_shares = c.shares().filter(|s| *s > 0 && *s != 1024);
+        // docker sends "" for a flag not given: unset.
+        let list = |name: &'static str, field: &Option<String>| {
+            field
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    isol_container::cgroups::cpuset::CpuList::parse(name, s).map_err(|e| {
+                        unsupported(&format!("linux.resources.{name}:"), &e.to_string())
+                    })
+                })
+                .transpose()
+        };
+        limits.cpuset_cpus = list("cpu.cpus", c.cpus())?;
+        limits.cpuset_mems = list("cpu.mems", c.mems())?;
         for (name, set) in [
-            ("cpus", c.cpus().as_ref().is_some_and(|s| !s.is_empty())),
-            ("mems", c.mems().as_ref().is_some_and(|s| !s.is_empty())),
             ("realtimeRuntime", c.realtime_runtime().is_some()),
             ("realtimePeriod", c.realtime_period().is_some()),
             ("idle", c.idle().is_some_and(|i| i != 0)),
@@ -867,27 +899,94 @@ fn check_linux(linux: &oci_spec::runtime::Linux) -> Result<(), OciError> {
     refuse_set("linux.timeOffsets", linux.time_offsets())?;
     refuse_set("linux.netDevices", linux.net_devices())?;
     refuse_set("linux.mountLabel", linux.mount_label())?;
-    if let Some(p) = linux.rootfs_propagation()
-        && !matches!(p.as_str(), "" | "private" | "rprivate")
-    {
-        return Err(unsupported(
-            "linux.rootfsPropagation",
-            &format!("{p:?} is not supported by isol yet (only private)"),
-        ));
-    }
+    Ok(())
+}
+
+/// A propagation's mount(2) flags: `shared`, `slave`, `private`, `unbindable`, and their `r…`
+/// (recursive) forms.
+fn propagation(name: &str) -> Option<u64> {
+    let (rec, base) = match name.strip_prefix('r') {
+        Some(base) => (libc::MS_REC, base),
+        None => (0, name),
+    };
+    let flag = match base {
+        "shared" => libc::MS_SHARED,
+        "slave" => libc::MS_SLAVE,
+        "private" => libc::MS_PRIVATE,
+        "unbindable" => libc::MS_UNBINDABLE,
+        _ => return None,
+    };
+    Some(flag | rec)
+}
+
+/// The config's `linux.devices` beyond the nodes isol makes anyway: made below /dev with their
+/// mode (runc's default 0666) and owner (root by default).
+fn device_nodes(
+    linux: &oci_spec::runtime::Linux,
+    user_namespace: bool,
+) -> Result<Vec<isol_container::DeviceNode>, OciError> {
+    use isol_container::DeviceNodeKind;
+    use oci_spec::runtime::LinuxDeviceType;
+    let mut out: Vec<isol_container::DeviceNode> = Vec::new();
     for d in linux.devices().iter().flatten() {
-        if !DEFAULT_NODES.iter().any(|n| d.path() == Path::new(n)) {
-            return Err(unsupported(
-                "linux.devices",
-                &format!(
-                    "asks for {}: isol creates only {} yet",
-                    d.path().display(),
-                    DEFAULT_NODES.join(", ")
-                ),
+        let path = d.path();
+        if DEFAULT_NODES.iter().any(|n| path == Path::new(n)) {
+            continue;
+        }
+        let name = path.display();
+        let refuse = |why: &str| Err(unsupported("linux.devices", &format!("{name}: {why}")));
+        if !path.starts_with("/dev/")
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            return refuse(
+                "isol makes device nodes only below /dev (give an absolute path there, without '..')",
+            );
+        }
+        if out.iter().any(|n| n.path == *path) {
+            return refuse("is listed twice");
+        }
+        if user_namespace {
+            return refuse(
+                "a container with a user namespace cannot make device nodes, and isol does not bind the host's yet",
+            );
+        }
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => DeviceNodeKind::Char,
+            LinuxDeviceType::B => DeviceNodeKind::Block,
+            LinuxDeviceType::P => DeviceNodeKind::Fifo,
+            t => {
+                return refuse(&format!(
+                    "type {t:?} is not a device node: give c, u, b or p"
+                ));
+            }
+        };
+        let number = |n: i64| {
+            u32::try_from(n).map(u64::from).map_err(|_| {
+                unsupported(
+                    "linux.devices",
+                    &format!("{name}: device number {n} is out of range"),
+                )
+            })
+        };
+        let mode = d.file_mode().unwrap_or(0o666);
+        if mode & !0o7777 != 0 {
+            return refuse(&format!(
+                "fileMode {mode:#o} has bits beyond the permissions (0o7777)"
             ));
         }
+        out.push(isol_container::DeviceNode {
+            path: path.clone(),
+            kind,
+            major: number(d.major())?,
+            minor: number(d.minor())?,
+            mode,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The config's hooks, checked (an absolute path, a positive timeout), as the runtime runs
@@ -980,7 +1079,7 @@ fn mounts(list: &[Mount]) -> Result<Vec<isol_container::Mount>, OciError> {
             continue;
         }
         let source: PathBuf = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        let (flags, data) = mount_options(dest, &options)?;
+        let (flags, data, propagation) = mount_options(dest, &options)?;
         if is_bind && !source.exists() {
             return Err(OciError::Bundle {
                 what: format!("the bind mount source {} does not exist", source.display()),
@@ -999,16 +1098,23 @@ fn mounts(list: &[Mount]) -> Result<Vec<isol_container::Mount>, OciError> {
             target: dest.clone(),
             flags,
             data,
+            propagation,
         });
     }
     Ok(out)
 }
 
-/// A mount's options as mount(2) flags and the filesystem's own data, as runc reads them.
-fn mount_options(dest: &Path, options: &[String]) -> Result<(u64, String), OciError> {
+/// A mount's options as mount(2) flags, the filesystem's own data and its propagation (set once
+/// it is mounted, the last one given), as runc reads them.
+fn mount_options(dest: &Path, options: &[String]) -> Result<(u64, String, u64), OciError> {
     let mut flags: u64 = 0;
     let mut data = Vec::new();
+    let mut propagated = 0;
     for o in options {
+        if let Some(p) = propagation(o) {
+            propagated = p;
+            continue;
+        }
         let (set, clear): (u64, u64) = match o.as_str() {
             "bind" => (libc::MS_BIND, 0),
             "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
@@ -1031,17 +1137,6 @@ fn mount_options(dest: &Path, options: &[String]) -> Result<(u64, String), OciEr
             "norelatime" => (0, libc::MS_RELATIME),
             "strictatime" => (libc::MS_STRICTATIME, 0),
             "nostrictatime" => (0, libc::MS_STRICTATIME),
-            // Every mount of an isol container is private already.
-            "private" | "rprivate" => (0, 0),
-            "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
-                return Err(unsupported(
-                    "mounts",
-                    &format!(
-                        "{}: propagation {o:?} is not supported by isol yet (only private)",
-                        dest.display()
-                    ),
-                ));
-            }
             // The filesystem's own options (size=, mode=, newinstance…) go to it as they are.
             other if other.contains('=') || !other.chars().all(|c| c.is_ascii_lowercase()) => {
                 data.push(other.to_string());
@@ -1059,7 +1154,7 @@ fn mount_options(dest: &Path, options: &[String]) -> Result<(u64, String), OciEr
         };
         flags = (flags | set) & !clear;
     }
-    Ok((flags, data.join(",")))
+    Ok((flags, data.join(","), propagated))
 }
 
 #[cfg(test)]
@@ -1254,12 +1349,34 @@ mod tests {
             "process.oomScoreAdj 1001 is out of range",
         );
         refused(
+            |v| v["linux"]["rootfsPropagation"] = "rsharedd".into(),
+            "linux.rootfsPropagation \"rsharedd\" is not a propagation",
+        );
+        refused(
             |v| {
-                v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
-                    {"destination": "/run", "type": "tmpfs", "options": ["rshared"]}
-                ))
+                v["linux"]["devices"] = serde_json::json!([{"path": "/tmp/fuse", "type": "c", "major": 10, "minor": 229}])
             },
-            "mounts",
+            "linux.devices /tmp/fuse: isol makes device nodes only below /dev",
+        );
+        refused(
+            |v| {
+                v["linux"]["devices"] = serde_json::json!([{"path": "/dev/../etc/x", "type": "c", "major": 1, "minor": 3}])
+            },
+            "without '..'",
+        );
+        refused(
+            |v| {
+                v["linux"]["devices"] = serde_json::json!([{"path": "/dev/fuse", "type": "c",
+                    "major": 10, "minor": 229, "fileMode": 0o10666}])
+            },
+            "fileMode 0o10666 has bits beyond",
+        );
+        refused(
+            |v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.retain(|n| n["type"] != "uts");
+            },
+            "hostname cannot be set in the host's uts namespace",
         );
         refused(
             |v| v["linux"]["cgroupsPath"] = "system.slice:isol:c1".into(),
@@ -1313,6 +1430,73 @@ mod tests {
         );
     }
 
+    #[test]
+    fn devices_propagation_and_a_joined_hostname_convert() {
+        let cfg = convert(&spec_with(|v| {
+            v["linux"]["devices"] = serde_json::json!([
+                {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+                {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
+                {"path": "/dev/sda", "type": "b", "major": 8, "minor": 0, "fileMode": 0o640,
+                 "uid": 1000, "gid": 6},
+                {"path": "/dev/pipes/p0", "type": "p", "major": 0, "minor": 0}
+            ]);
+            v["linux"]["rootfsPropagation"] = "rslave".into();
+            v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+                {"destination": "/mnt", "type": "bind", "source": "/tmp",
+                 "options": ["rbind", "rshared", "ro"]}
+            ));
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            let uts = ns.iter_mut().find(|n| n["type"] == "uts").unwrap();
+            uts["path"] = "/proc/self/ns/uts".into();
+        }))
+        .unwrap();
+        use isol_container::{DeviceNode, DeviceNodeKind};
+        assert_eq!(
+            cfg.device_nodes,
+            [
+                DeviceNode {
+                    path: "/dev/fuse".into(),
+                    kind: DeviceNodeKind::Char,
+                    major: 10,
+                    minor: 229,
+                    mode: 0o666,
+                    uid: 0,
+                    gid: 0
+                },
+                DeviceNode {
+                    path: "/dev/sda".into(),
+                    kind: DeviceNodeKind::Block,
+                    major: 8,
+                    minor: 0,
+                    mode: 0o640,
+                    uid: 1000,
+                    gid: 6
+                },
+                DeviceNode {
+                    path: "/dev/pipes/p0".into(),
+                    kind: DeviceNodeKind::Fifo,
+                    major: 0,
+                    minor: 0,
+                    mode: 0o666,
+                    uid: 0,
+                    gid: 0
+                },
+            ]
+        );
+        assert_eq!(cfg.rootfs_propagation, libc::MS_SLAVE | libc::MS_REC);
+        let mnt = cfg.mounts.last().unwrap();
+        assert_eq!(mnt.propagation, libc::MS_SHARED | libc::MS_REC);
+        assert_eq!(mnt.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
+        // runc's spec has a hostname: set in the joined namespace.
+        assert!(cfg.set_joined_hostname && !cfg.hostname.is_empty());
+        assert_eq!(propagation("unbindable"), Some(libc::MS_UNBINDABLE));
+        assert_eq!(
+            propagation("rprivate"),
+            Some(libc::MS_PRIVATE | libc::MS_REC)
+        );
+        assert_eq!(propagation("ro"), None);
+    }
+
     /// What docker 20.10 sends for "nothing asked" is accepted.
     #[test]
     fn dockers_unset_resources_are_accepted() {
@@ -1346,6 +1530,37 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(pod.limits.cpu_shares, Some(2));
+        // docker's --cpuset-cpus and CRI's cpuset_cpus: in the kernel's canonical form.
+        let pinned = convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({"cpu": {"cpus": "1,0", "mems": "0"}});
+        }))
+        .unwrap();
+        assert_eq!(
+            pinned.limits.cpuset_cpus.map(|l| l.to_string()).as_deref(),
+            Some("0-1")
+        );
+        assert_eq!(
+            pinned.limits.cpuset_mems.map(|l| l.to_string()).as_deref(),
+            Some("0")
+        );
+        // docker sends "" for no --cpuset-cpus.
+        let unset = convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({"cpu": {"cpus": "", "mems": ""}});
+        }))
+        .unwrap();
+        assert_eq!(
+            (unset.limits.cpuset_cpus, unset.limits.cpuset_mems),
+            (None, None)
+        );
+        let e = convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({"cpu": {"cpus": "3-1"}});
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("linux.resources.cpu.cpus: Invalid cpu.cpus limit"),
+            "{e}"
+        );
         let defaults = isol_container::cgroups::devices::DEFAULT_RULES;
         assert_eq!(cfg.devices.len(), 2 + defaults.len());
         assert_eq!(&cfg.devices[2..], defaults);

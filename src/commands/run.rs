@@ -31,6 +31,8 @@ pub struct RunSpec {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids: Option<u64>,
+    /// `--cpuset-cpus`: the CPUs the container may run on.
+    pub cpuset_cpus: Option<isol_container::cgroups::cpuset::CpuList>,
     pub volumes: Vec<isol_container::Volume>,
 }
 
@@ -372,6 +374,22 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
         ),
         Some(n) => bail!("Invalid --pids-limit {n}: it must be a positive number of processes"),
     };
+    let cpuset_cpus = args
+        .cpuset_cpus
+        .as_deref()
+        .map(|l| isol_container::cgroups::cpuset::CpuList::parse("--cpuset-cpus", l))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(list) = cpuset_cpus {
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+        if let Ok(online) = isol_container::cgroups::cpuset::CpuList::parse("cpu", &online)
+            && !list.is_subset(&online)
+        {
+            bail!(
+                "Invalid --cpuset-cpus {list}: this host's online CPUs are {online}; give a list within them"
+            );
+        }
+    }
     let volumes = args
         .volumes
         .iter()
@@ -465,6 +483,7 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
         memory,
         cpus: args.cpus,
         pids,
+        cpuset_cpus,
         volumes,
     })
 }
@@ -683,11 +702,16 @@ fn run_container(
             pids: spec.pids,
             cpu_shares: None,
             memory_swap: None,
+            cpuset_cpus: spec.cpuset_cpus,
+            cpuset_mems: None,
         },
         cgroup_path: None,
         hooks: Default::default(),
         rlimits: Vec::new(),
         devices: isol_container::cgroups::devices::DEFAULT_RULES.to_vec(),
+        device_nodes: Vec::new(),
+        rootfs_propagation: 0,
+        set_joined_hostname: false,
         network,
         publish: publish_ports(args)?,
         etc_files: true,
@@ -807,6 +831,12 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     }
     if spec.pids.is_some() {
         refuse("--pids-limit", "the guest kernel runs only the workload")?;
+    }
+    if spec.cpuset_cpus.is_some() {
+        refuse(
+            "--cpuset-cpus",
+            "isol's VMM does not pin its vCPU threads to host CPUs yet; --cpus sets the number of vCPUs",
+        )?;
     }
     Ok(())
 }

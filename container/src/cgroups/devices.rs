@@ -203,10 +203,17 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
         block.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(rule.allow)));
         block.push(insn(JMP_EXIT, 0, 0, 0, 0));
         let len = block.len();
+        let unconditional = skips.is_empty();
         for at in skips {
             block[at].off = (len - at - 1) as i16;
         }
         prog.extend(block);
+        if unconditional {
+            // A rule for every device and access (docker's and containerd's first rule, "deny
+            // all") decides whatever reaches it: the rules before it and the final deny would
+            // be unreachable, which the verifier refuses ("unreachable insn").
+            return prog;
+        }
     }
     prog.push(insn(ALU64_MOV_K, R0, 0, 0, 0));
     prog.push(insn(JMP_EXIT, 0, 0, 0, 0));
@@ -422,6 +429,51 @@ mod tests {
         assert_eq!(eval(&p, DEV_CHAR, ACCESS_WRITE, 10, 200), 1);
         assert_eq!(eval(&p, DEV_BLOCK, ACCESS_ALL, 8, 0), 1);
         assert_eq!(eval(&program(&[]), DEV_CHAR, ACCESS_READ, 1, 3), 0);
+    }
+
+    /// Every instruction of `prog` is reached from the first, as the kernel's verifier demands.
+    fn assert_all_reachable(prog: &[Insn]) {
+        let mut seen = vec![false; prog.len()];
+        let mut todo = vec![0usize];
+        while let Some(pc) = todo.pop() {
+            if pc >= prog.len() || std::mem::replace(&mut seen[pc], true) {
+                continue;
+            }
+            match prog[pc].code {
+                JMP_EXIT => {}
+                JMP_JEQ_K | JMP_JNE_K => {
+                    todo.push(pc + 1);
+                    todo.push(pc + 1 + prog[pc].off as usize);
+                }
+                _ => todo.push(pc + 1),
+            }
+        }
+        let unreached: Vec<usize> = (0..prog.len()).filter(|&i| !seen[i]).collect();
+        assert!(unreached.is_empty(), "unreachable insns {unreached:?}");
+    }
+
+    /// docker's, containerd's and CRI's rules open with "deny everything": the program ends at
+    /// it (the kernel refused the unreachable final deny after it, on cgroup v2).
+    #[test]
+    fn cgroups_devices_a_rule_for_everything_ends_the_program() {
+        let deny_all = DeviceRule {
+            allow: false,
+            kind: DeviceKind::All,
+            major: None,
+            minor: None,
+            access: ACCESS_ALL,
+        };
+        let mut rules = vec![deny_all];
+        rules.extend_from_slice(DEFAULT_RULES);
+        let p = program(&rules);
+        assert_all_reachable(&p);
+        assert_all_reachable(&program(DEFAULT_RULES));
+        assert_eq!(eval(&p, DEV_CHAR, ACCESS_READ, 1, 3), 1);
+        assert_eq!(eval(&p, DEV_CHAR, ACCESS_READ, 1, 1), 0);
+        // A rule for everything after the others: they can never decide.
+        let p = program(&[DEFAULT_RULES[0], deny_all]);
+        assert_all_reachable(&p);
+        assert_eq!(eval(&p, DEV_CHAR, ACCESS_READ, 1, 3), 0);
     }
 
     #[test]

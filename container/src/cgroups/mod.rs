@@ -4,12 +4,14 @@
 //! relative to isol's own cgroup):
 //!
 //! * pure cgroup v2 (`<root>` is a cgroup2 mount): `<root>/isol/<id>`, with `memory`, `cpu` and
-//!   `pids` enabled in `<root>/cgroup.subtree_control` and `<root>/isol/cgroup.subtree_control`;
+//!   `pids` (and `cpuset` where offered) enabled in `<root>/cgroup.subtree_control` and
+//!   `<root>/isol/cgroup.subtree_control`;
 //! * cgroup v1, legacy or hybrid (`<root>` is a tmpfs holding one mount per controller
 //!   hierarchy, possibly plus a controller-less cgroup2 mount at `<root>/unified`):
-//!   `<mount>/isol/<id>` in each of the `memory`, `cpu`, `cpuacct`, `pids` and `freezer`
-//!   hierarchies that exist, found from `/proc/self/mountinfo` (co-mounted hierarchies such as
-//!   `cpu,cpuacct` get one directory).
+//!   `<mount>/isol/<id>` in each of the `memory`, `cpu`, `cpuacct`, `pids`, `freezer`,
+//!   `devices` and `cpuset` hierarchies that exist and the run needs, found from
+//!   `/proc/self/mountinfo` (co-mounted hierarchies such as `cpu,cpuacct` get one directory; a
+//!   new cpuset directory gets its parent's CPUs and memory nodes before any task joins it).
 //!
 //! The runtime's order of calls is: [`create`] (mkdir + limits) and [`CgroupManager::entry`]
 //! before the clone, so that the child is born in its cgroup (v2) or moves itself there first
@@ -17,6 +19,7 @@
 //! [`CgroupManager::stats`] after the child exited; [`CgroupManager::remove`] last. [`sweep`] at
 //! start-up removes the cgroups of runs whose isol process was SIGKILLed.
 
+pub mod cpuset;
 pub mod devices;
 pub mod v1;
 pub mod v2;
@@ -52,6 +55,13 @@ pub struct Limits {
     /// `None`: the same as `memory`, no swap. v1 `memory.memsw.limit_in_bytes`, v2
     /// `memory.swap.max` (the swap alone: this minus `memory`), where the host accounts swap.
     pub memory_swap: Option<u64>,
+    /// The CPUs the workload may run on (`--cpuset-cpus`, an OCI config's
+    /// `linux.resources.cpu.cpus`): v1 and v2 `cpuset.cpus`. Within the host's (the parent
+    /// cgroup's) CPUs, or the kernel refuses it.
+    pub cpuset_cpus: Option<cpuset::CpuList>,
+    /// The memory nodes the workload may allocate from (`linux.resources.cpu.mems`):
+    /// `cpuset.mems`.
+    pub cpuset_mems: Option<cpuset::CpuList>,
 }
 
 impl Limits {
@@ -61,6 +71,8 @@ impl Limits {
             && self.cpus.is_none()
             && self.pids.is_none()
             && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
+            && self.cpuset_mems.is_none()
     }
 }
 
@@ -94,7 +106,9 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(10);
 
 /// v1 controllers whose hierarchies isol uses.
-const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
+const V1_CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset",
+];
 
 /// Names of all v1 controllers (to tell controllers from other super options in mountinfo).
 const KNOWN_V1_CONTROLLERS: [&str; 14] = [
@@ -138,6 +152,15 @@ pub enum CgroupError {
         limit: &'static str,
         value: String,
         reason: &'static str,
+    },
+    #[error(
+        "Invalid cpuset {what} {asked}: the container may use only {allowed} (those of {parent}); give a list within them"
+    )]
+    CpusetOutside {
+        what: &'static str,
+        asked: String,
+        allowed: String,
+        parent: PathBuf,
     },
     #[error("Invalid pid {pid}: only a positive process id can be moved into a cgroup")]
     InvalidPid { pid: i32 },
@@ -684,6 +707,36 @@ pub(crate) fn validate_limits(limits: &Limits) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Fails, naming what may be used, when `list` is not within the list in `parent_file` (the
+/// parent cgroup's `cpuset.cpus` or `cpuset.mems`; v2: `cpuset.cpus.effective`…). Nothing is
+/// checked where the file is missing or empty: the kernel still has the last word.
+pub(crate) fn check_cpuset_within(
+    list: &cpuset::CpuList,
+    parent_file: &Path,
+    what: &'static str,
+) -> Result<(), CgroupError> {
+    let Some(text) = read_opt_string(parent_file)? else {
+        return Ok(());
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let allowed = cpuset::CpuList::parse("cpuset", text).map_err(|_| CgroupError::Parse {
+        path: parent_file.to_owned(),
+        content: text.to_owned(),
+    })?;
+    if list.is_subset(&allowed) {
+        return Ok(());
+    }
+    Err(CgroupError::CpusetOutside {
+        what,
+        asked: list.to_string(),
+        allowed: allowed.to_string(),
+        parent: parent_file.parent().unwrap_or(parent_file).to_owned(),
+    })
+}
+
 /// The CFS quota (per [`CPU_PERIOD_US`]) for `cpus` CPUs.
 pub(crate) fn cpu_quota_us(cpus: f64) -> Result<u64, CgroupError> {
     let invalid = |reason| CgroupError::InvalidLimit {
@@ -974,7 +1027,7 @@ pub(crate) fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -1418,6 +1471,7 @@ mod tests {
             pids: Some(1000),
             cpu_shares: None,
             memory_swap: None,
+            ..Default::default()
         };
         let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let dir = run.cgroup.path().to_owned();
@@ -1581,6 +1635,46 @@ mod tests {
         let stats = run.cgroup.stats().unwrap();
         assert!(stats.pids_current.unwrap() <= 4, "{stats:?}");
         assert!(stats.pids_current.unwrap() >= 1, "{stats:?}");
+        let dir = run.cgroup.path().to_owned();
+        run.cgroup.remove().unwrap();
+        assert!(!dir.exists());
+    }
+
+    /// A cpuset pins the tasks that join (v1: the new cgroup's lists were filled from its parents
+    /// first, or the join would fail with ENOSPC); a CPU beyond the parent's is named.
+    #[test]
+    fn cgroups_real_cpuset_pins_the_task() {
+        let Some((_guard, _layout)) = real_host() else {
+            return;
+        };
+        let id = unique_id("cpuset");
+        let limits = Limits {
+            cpuset_cpus: Some(cpuset::CpuList::parse("cpus", "0").unwrap()),
+            cpuset_mems: Some(cpuset::CpuList::parse("mems", "0").unwrap()),
+            ..Default::default()
+        };
+        let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
+        let pid = run.spawn("exit 0");
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status.contains("Cpus_allowed_list:\t0\n")
+                && status.contains("Mems_allowed_list:\t0\n"),
+            "{status}"
+        );
+        let err = run
+            .cgroup
+            .apply(&Limits {
+                cpuset_cpus: Some(cpuset::CpuList::parse("cpus", "1023").unwrap()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Invalid cpuset CPUs 1023: the container may use only"),
+            "{err}"
+        );
+        run.release();
+        assert!(run.wait().0.success());
         let dir = run.cgroup.path().to_owned();
         run.cgroup.remove().unwrap();
         assert!(!dir.exists());

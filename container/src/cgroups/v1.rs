@@ -25,6 +25,8 @@ struct ControllerDir {
     parent: PathBuf,
     /// `<mount>/isol/<id>`.
     dir: PathBuf,
+    /// The hierarchy's mount point (its root cgroup).
+    mount: PathBuf,
     /// The hierarchy as a container mounts it: the name of its mount point (`memory`,
     /// `cpu,cpuacct`) and its mount options (every controller it serves).
     view: V1View,
@@ -89,6 +91,7 @@ impl V1Manager {
                 None => dirs.push(ControllerDir {
                     controllers: vec![controller],
                     dir: mount.join(path),
+                    mount: mount.to_owned(),
                     parent,
                     view: V1View {
                         name: mount
@@ -144,6 +147,7 @@ impl V1Manager {
                 || ((limits.cpus.is_some() || limits.cpu_shares.is_some())
                     && (c == "cpu" || c == "cpuacct"))
                 || (limits.pids.is_some() && c == "pids")
+                || ((limits.cpuset_cpus.is_some() || limits.cpuset_mems.is_some()) && c == "cpuset")
         };
         let kept: Vec<ControllerDir> = self
             .dirs
@@ -184,6 +188,8 @@ impl V1Manager {
             (limits.cpus.is_some(), "cpu", "cpu"),
             (limits.cpu_shares.is_some(), "cpu", "cpu shares"),
             (limits.pids.is_some(), "pids", "pids"),
+            (limits.cpuset_cpus.is_some(), "cpuset", "cpuset cpus"),
+            (limits.cpuset_mems.is_some(), "cpuset", "cpuset mems"),
         ];
         for (set, controller, limit) in needs {
             if set && self.dir(controller).is_none() {
@@ -200,10 +206,34 @@ impl V1Manager {
     /// Creates the directories; on failure removes those already made.
     pub(crate) fn create(&self) -> Result<(), CgroupError> {
         for d in &self.dirs {
-            if let Err(e) = mkdir_cgroup(&d.parent, &d.dir) {
+            let made = mkdir_cgroup(&d.parent, &d.dir).and_then(|()| {
+                if d.controllers.contains(&"cpuset") {
+                    cpuset_inherit(&d.mount, &d.dir)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = made {
                 let _ = self.remove();
                 return Err(e);
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the cpuset limits, each checked against the parent's list first, so that a CPU
+    /// the host (or the cgroup parent) lacks is named rather than the kernel's EINVAL.
+    fn apply_cpuset(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let Some(d) = self.dirs.iter().find(|d| d.controllers.contains(&"cpuset")) else {
+            return Ok(());
+        };
+        for (list, file, what) in [
+            (limits.cpuset_cpus, "cpuset.cpus", "CPUs"),
+            (limits.cpuset_mems, "cpuset.mems", "memory nodes"),
+        ] {
+            let Some(list) = list else { continue };
+            super::check_cpuset_within(&list, &d.parent.join(file), what)?;
+            write_file(&d.dir.join(file), &list.to_string())?;
         }
         Ok(())
     }
@@ -254,6 +284,31 @@ impl V1Manager {
     }
 }
 
+/// v1's cpuset hierarchy gives a new cgroup empty `cpuset.cpus` and `cpuset.mems` (unless its
+/// parent has `cgroup.clone_children`), and no task can join a cgroup without CPUs or memory
+/// nodes (ENOSPC): each level from below the hierarchy's root down to `dir` whose lists are
+/// empty gets its parent's, as runc does, before any task joins.
+fn cpuset_inherit(mount: &Path, dir: &Path) -> Result<(), CgroupError> {
+    let Ok(rel) = dir.strip_prefix(mount) else {
+        return Ok(());
+    };
+    let mut parent = mount.to_owned();
+    for part in rel.components() {
+        let child = parent.join(part);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let Some(own) = read_opt_string(&child.join(file))? else {
+                continue;
+            };
+            if own.trim().is_empty() {
+                let inherited = read_string(&parent.join(file))?;
+                write_file(&child.join(file), inherited.trim())?;
+            }
+        }
+        parent = child;
+    }
+    Ok(())
+}
+
 impl CgroupManager for V1Manager {
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
         validate_limits(limits)?;
@@ -292,7 +347,7 @@ impl CgroupManager for V1Manager {
         if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {
             write_file(&dir.join("pids.max"), &pids.to_string())?;
         }
-        Ok(())
+        self.apply_cpuset(limits)
     }
 
     fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
@@ -477,8 +532,11 @@ mod tests {
             m.dir("cpuacct"),
             Some(Path::new("/sys/fs/cgroup/cpuacct/isol/abc"))
         );
-        assert_eq!(m.dir("cpuset"), None, "cpuset is not used");
-        assert_eq!(m.dirs().count(), 5);
+        assert_eq!(
+            m.dir("cpuset"),
+            Some(Path::new("/sys/fs/cgroup/cpuset/isol/abc"))
+        );
+        assert_eq!(m.dirs().count(), 6);
 
         let comounted = [
             hierarchy(&root.join("cpu,cpuacct"), &["cpu", "cpuacct"]),
@@ -496,9 +554,7 @@ mod tests {
             [root.join("memory"), root.join("cpu,cpuacct")]
         );
         assert!(V1Manager::new(root, &comounted, "../x").is_err());
-        assert!(
-            V1Manager::new(root, &[hierarchy(&root.join("cpuset"), &["cpuset"])], "a").is_err()
-        );
+        assert!(V1Manager::new(root, &[hierarchy(&root.join("blkio"), &["blkio"])], "a").is_err());
     }
 
     #[test]
@@ -571,6 +627,7 @@ mod tests {
             pids: Some(10),
             cpu_shares: Some(2),
             memory_swap: None,
+            ..Default::default()
         })
         .unwrap();
         let read = |c: &str, f: &str| fs::read_to_string(m.dir(c).unwrap().join(f)).unwrap();
@@ -618,6 +675,7 @@ mod tests {
             pids: Some(100),
             cpu_shares: None,
             memory_swap: None,
+            ..Default::default()
         };
         let run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let AnyCgroupManager::V1(m) = &run.cgroup else {

@@ -130,6 +130,12 @@ fn enable_controllers(cgroup: &Path) -> Result<(), CgroupError> {
         .into_iter()
         .filter(|c| has(&available, c) && !has(&enabled, c))
         .collect();
+    // cpuset, where offered, on a best-effort basis: hosts where it cannot be enabled (a
+    // parent with processes of its own, a delegation without it) still run everything but a
+    // cpuset limit, which then fails in `apply` naming the controller.
+    if has(&available, "cpuset") && !has(&enabled, "cpuset") {
+        let _ = write_file(&subtree, "+cpuset");
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -169,6 +175,16 @@ impl CgroupManager for V2Manager {
             .cpu_shares
             .map(|s| self.require("cpu.weight", "cpu").map(|p| (s, p)))
             .transpose()?;
+        let mut cpuset = Vec::new();
+        for (list, file, what) in [
+            (limits.cpuset_cpus, "cpuset.cpus", "CPUs"),
+            (limits.cpuset_mems, "cpuset.mems", "memory nodes"),
+        ] {
+            if let Some(list) = list {
+                self.require(file, "cpuset")?;
+                cpuset.push((list, file, what));
+            }
+        }
         if let Some((bytes, path)) = memory {
             write_file(&path, &bytes.to_string())?;
             // Without this, swapping would let the workload go beyond the limit; a
@@ -187,6 +203,14 @@ impl CgroupManager for V2Manager {
         }
         if let Some((shares, path)) = weight {
             write_file(&path, &super::cpu_weight(shares).to_string())?;
+        }
+        for (list, file, what) in cpuset {
+            super::check_cpuset_within(
+                &list,
+                &self.parent.join(format!("{file}.effective")),
+                what,
+            )?;
+            write_file(&self.dir.join(file), &list.to_string())?;
         }
         Ok(())
     }
@@ -383,6 +407,7 @@ mod tests {
             // A CRI pod sandbox's shares: the smallest weight.
             cpu_shares: Some(2),
             memory_swap: None,
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(read(&m.path().join("cpu.weight")), "1");
@@ -423,6 +448,7 @@ mod tests {
                 pids: None,
                 cpu_shares: None,
                 memory_swap: None,
+                ..Default::default()
             })
             .unwrap_err();
         assert!(
@@ -515,6 +541,7 @@ mod tests {
             pids: Some(100),
             cpu_shares: None,
             memory_swap: None,
+            ..Default::default()
         };
         let mut run = Run::new(create(Path::new(ROOT), &id, &limits).unwrap());
         let AnyCgroupManager::V2(m) = &run.cgroup else {

@@ -131,3 +131,53 @@ pub(super) fn populate_dev(
     }
     Ok(())
 }
+
+/// The device nodes of the config beyond isol's own (an OCI config's `linux.devices`), made
+/// below the container's /dev (a tmpfs of isol's), with their mode and owner, as runc makes
+/// them: the parents created as needed, a symlink on the way resolved inside the rootfs (so
+/// never out of it), and a path that exists already refused.
+pub(super) fn make_nodes(
+    root: &Path,
+    nodes: &[crate::config::DeviceNode],
+) -> Result<(), SetupError> {
+    use crate::config::DeviceNodeKind;
+    for node in nodes {
+        let name = node.path.display();
+        let path = super::mounts::resolve_in_root(root, &node.path)
+            .map_err(|e| SetupError::rootfs(format!("Cannot create the device {name}"), e))?;
+        if !path.starts_with(root.join("dev")) {
+            let outside = std::io::Error::other(format!(
+                "it resolves to /{} in the container, outside /dev",
+                path.strip_prefix(root).unwrap_or(&path).display()
+            ));
+            return Err(SetupError::rootfs(
+                format!("Cannot create the device {name}"),
+                outside,
+            ));
+        }
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| SetupError::rootfs(format!("Cannot create the device {name}"), e))?;
+        }
+        let kind = match node.kind {
+            DeviceNodeKind::Char => SFlag::S_IFCHR,
+            DeviceNodeKind::Block => SFlag::S_IFBLK,
+            DeviceNodeKind::Fifo => SFlag::S_IFIFO,
+        };
+        // The child's umask is 0 here: the mode is the node's.
+        mknod(
+            &path,
+            kind,
+            Mode::from_bits_truncate(node.mode & 0o7777),
+            makedev(node.major, node.minor),
+        )
+        .map_err(|e| SetupError::rootfs(format!("Cannot create the device {name}"), e))?;
+        nix::unistd::chown(
+            &path,
+            Some(nix::unistd::Uid::from_raw(node.uid)),
+            Some(nix::unistd::Gid::from_raw(node.gid)),
+        )
+        .map_err(|e| SetupError::rootfs(format!("Cannot give the device {name} its owner"), e))?;
+    }
+    Ok(())
+}

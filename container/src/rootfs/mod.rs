@@ -31,6 +31,10 @@ pub struct RootfsSpec<'a> {
     pub bind_root: Option<bool>,
     pub volumes: &'a [Volume],
     pub mounts: &'a [Mount],
+    /// Device nodes beyond isol's own ([`crate::ContainerConfig::device_nodes`]).
+    pub device_nodes: &'a [crate::config::DeviceNode],
+    /// [`crate::ContainerConfig::rootfs_propagation`].
+    pub rootfs_propagation: u64,
     /// Rootless (the caller is root inside): the writable layer is on the host's disk, and the
     /// tty group (gid 5) is not mapped.
     pub rootless: bool,
@@ -52,7 +56,7 @@ pub struct RootfsSpec<'a> {
 /// Builds the rootfs, below its directory: the first half of its assembly, in the child, in
 /// its own mount namespace; [`enter`] makes it `/` (createContainer hooks run in between).
 pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
-    mounts::make_mounts_private()?;
+    mounts::set_root_propagation(spec.rootfs_propagation, spec.mounts, spec.merged)?;
     match spec.bind_root {
         Some(_) => mounts::bind_root(spec.merged)?,
         None => overlay::mount(spec)?,
@@ -73,6 +77,7 @@ pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     for m in spec.mounts {
         mounts::mount_extra(spec.merged, m)?;
     }
+    devices::make_nodes(spec.merged, spec.device_nodes)?;
     Ok(())
 }
 
@@ -83,7 +88,7 @@ pub fn enter(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
     if spec.bind_root == Some(true) {
         mounts::remount_root_readonly()?;
     }
-    Ok(())
+    mounts::propagate_root(spec.rootfs_propagation)
 }
 
 /// Where sysfs cannot be mounted anew (a user namespace, or the host's network namespace), the

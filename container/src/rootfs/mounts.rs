@@ -51,6 +51,94 @@ pub(crate) fn make_mounts_private() -> Result<(), SetupError> {
     .map_err(|e| SetupError::rootfs("Cannot make the container's mounts private", e))
 }
 
+/// The propagation bits a mount's `propagation` (and a config's `rootfsPropagation`) may hold.
+const PROPAGATION: u64 = libc::MS_SHARED | libc::MS_SLAVE | libc::MS_PRIVATE | libc::MS_UNBINDABLE;
+
+/// The first step of the rootfs's assembly: the propagation of every mount the container's
+/// namespace copied from the host's. isol's default makes them all private; `rootfs`, a config's
+/// `rootfsPropagation`, as given (an unbindable one private, as the rootfs is bound next;
+/// `/` becomes unbindable after `pivot_root`, [`propagate_root`]); without one, slave when a
+/// mount asks for a propagation of its own, as runc does (its default), so that such a mount
+/// has the host's mounts to follow. Slave and private mounts send nothing to the host. With a
+/// shared root, the mount holding the rootfs is made private, so that the rootfs's own mounts
+/// stay the container's and `pivot_root` (which refuses a shared parent) works.
+pub(crate) fn set_root_propagation(
+    rootfs: u64,
+    mounts: &[Mount],
+    merged: &Path,
+) -> Result<(), SetupError> {
+    let flags = if rootfs & PROPAGATION != 0 {
+        if rootfs & libc::MS_UNBINDABLE != 0 {
+            (rootfs & !libc::MS_UNBINDABLE) | libc::MS_PRIVATE
+        } else {
+            rootfs
+        }
+    } else if mounts
+        .iter()
+        .any(|m| m.propagation & (libc::MS_SHARED | libc::MS_SLAVE) != 0)
+    {
+        libc::MS_SLAVE | libc::MS_REC
+    } else {
+        return make_mounts_private();
+    };
+    set_propagation(Path::new("/"), flags).map_err(|e| {
+        SetupError::rootfs("Cannot set the propagation of the container's mounts", e)
+    })?;
+    if flags & libc::MS_SHARED != 0 {
+        let holder = mount_point_of(merged)
+            .map_err(|e| SetupError::rootfs("Cannot read /proc/self/mountinfo", e))?;
+        set_propagation(&holder, libc::MS_PRIVATE).map_err(|e| {
+            SetupError::rootfs(
+                format!(
+                    "Cannot make {} (the rootfs's mount) private",
+                    holder.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// After `pivot_root`: the container's `/` (and with `MS_REC` every mount below it) gets the
+/// config's `rootfsPropagation`, as runc does; nothing to do without one.
+pub(super) fn propagate_root(rootfs: u64) -> Result<(), SetupError> {
+    if rootfs & PROPAGATION == 0 {
+        return Ok(());
+    }
+    set_propagation(Path::new("/"), rootfs)
+        .map_err(|e| SetupError::rootfs("Cannot set the propagation of the container's /", e))
+}
+
+/// Changes the propagation of the mount at `target` (`MS_SHARED`… with `MS_REC` or not).
+fn set_propagation(target: &Path, flags: u64) -> nix::Result<()> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::from_bits_truncate(flags as _),
+        None::<&str>,
+    )
+}
+
+/// The mount point that holds `path` (the longest one that is a prefix of it, after symlinks).
+fn mount_point_of(path: &Path) -> io::Result<PathBuf> {
+    let path = fs::canonicalize(path)?;
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut best = PathBuf::from("/");
+    for line in info.lines() {
+        // id parent major:minor root mount-point …
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(crate::cgroups::unescape_mountinfo(point));
+        if path.starts_with(&point) && point.components().count() > best.components().count() {
+            best = point;
+        }
+    }
+    Ok(best)
+}
+
 /// Binds a rootfs directory onto itself, so that it is a mount point pivot_root can use.
 pub(super) fn bind_root(root: &Path) -> Result<(), SetupError> {
     bind_onto_itself(root).map_err(|e| {
@@ -272,25 +360,37 @@ pub(super) fn mount_extra(root: &Path, m: &Mount) -> Result<(), SetupError> {
     };
     match &m.fstype {
         Some(fstype) => {
-            mount(Some(&m.source), &target, Some(fstype.as_str()), flags, data).map_err(cannot)
+            mount(Some(&m.source), &target, Some(fstype.as_str()), flags, data).map_err(cannot)?
         }
         None => {
             let bind = MsFlags::MS_BIND | (flags & MsFlags::MS_REC);
             mount(Some(&m.source), &target, None::<&str>, bind, None::<&str>).map_err(cannot)?;
             let extra = flags - MsFlags::MS_BIND - MsFlags::MS_REC;
-            if extra.is_empty() {
-                return Ok(());
+            if !extra.is_empty() {
+                mount(
+                    None::<&str>,
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                    None::<&str>,
+                )
+                .map_err(cannot)?;
             }
-            mount(
-                None::<&str>,
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-                None::<&str>,
-            )
-            .map_err(cannot)
         }
     }
+    // Its propagation (rslave, rshared…), once mounted, as runc sets it.
+    if m.propagation & PROPAGATION != 0 {
+        set_propagation(&target, m.propagation).map_err(|e| {
+            SetupError::rootfs(
+                format!(
+                    "Cannot set the propagation of the mount at {}",
+                    m.target.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Resolves `path` (absolute, as seen inside the container) to a host path below `root`,
