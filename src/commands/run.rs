@@ -818,6 +818,68 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The image's layers as a cached read-only ext4 root disk. Its first run unpacks the layers
+/// and builds the disk (seconds for a big image: docs/benchmarks-vm.md), with a progress bar
+/// on stderr when it is a terminal.
+fn vm_root_disk(store: &isol_image::Store, image: &isol_image::Image) -> anyhow::Result<PathBuf> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let cache = store.vm_cache();
+    let digest = &image.summary.digest;
+    if let Some(disk) = isol_image::vm::cached_disk(&cache, digest) {
+        return Ok(disk);
+    }
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let b = ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(100));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message(format!(
+        "first run of {}: unpacking its layers",
+        image.summary.name
+    ));
+    let layers = store
+        .unpack(image)
+        .context("Cannot unpack the image's layers")?;
+    let vm_image = isol_image::vm::VmImage {
+        digest,
+        layers: &layers,
+    };
+    let mut writing = false;
+    let disk = isol_image::vm::root_reporting(
+        &cache,
+        vm_image,
+        isol_image::vm::RootForm::Disk,
+        &mut |p| match p {
+            isol_image::vm::Progress::Merging => bar.set_message(format!(
+                "first run of {}: merging its layers",
+                image.summary.name
+            )),
+            isol_image::vm::Progress::Writing { done, total } => {
+                if !writing {
+                    writing = true;
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message(format!(
+                        "first run of {}: building its root disk",
+                        image.summary.name
+                    ));
+                }
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    disk.context("Cannot build the VM's root disk")
+}
+
 /// A VM's vCPUs: `--cpus`, a whole number, or 1.
 fn vm_vcpus(spec: &RunSpec) -> anyhow::Result<u8> {
     match spec.cpus {
@@ -898,16 +960,7 @@ fn run_kvm(
     let init = isol_vmm::config::default_guest_init().ok_or_else(|| {
         anyhow::anyhow!("The guest init isol-guest-init was not found beside isol; build it (cargo build -p isol-guest-init) or set ISOL_GUEST_INIT")
     })?;
-    let layers = store
-        .unpack(&spec.image)
-        .context("Cannot unpack the image's layers")?;
-    // The layers as a cached read-only ext4 root disk.
-    let image = isol_image::vm::VmImage {
-        digest: &spec.image.summary.digest,
-        layers: &layers,
-    };
-    let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
-        .context("Cannot build the VM's root disk")?;
+    let root_disk = vm_root_disk(store, &spec.image)?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
