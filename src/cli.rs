@@ -59,6 +59,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the live runs (containers and microVMs, in the foreground or detached).
     Ps(PsArgs),
+    /// Show live runs in detail, as a JSON array: state, pids, network (address, gateway,
+    /// MAC, published ports), limits, and a microVM's vCPUs, memory and kernel.
+    Inspect(InspectArgs),
     /// Stop runs: SIGTERM to the workload, then SIGKILL after a grace period.
     Stop(StopArgs),
     /// Run a further command in a running container (its namespaces, cgroup, root, user,
@@ -71,6 +74,18 @@ pub struct PsArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Print this instead of the JSON, once per run: text with `{{.FIELD}}` or
+    /// `{{.FIELD.SUBFIELD}}` replaced by that field of the run's JSON object, e.g.
+    /// '{{.network.address}}' (only field paths: no functions or ranges).
+    #[arg(short = 'f', long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+    /// Runs to show, by name or id (or a unique id prefix).
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub runs: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +149,17 @@ pub enum Network {
     Bridge,
     /// The network namespace of another running container (by name or id).
     Container(String),
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Network::None => f.write_str("none"),
+            Network::Host => f.write_str("host"),
+            Network::Bridge => f.write_str("bridge"),
+            Network::Container(n) => write!(f, "container:{n}"),
+        }
+    }
 }
 
 fn parse_network(s: &str) -> Result<Network, String> {

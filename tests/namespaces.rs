@@ -191,6 +191,129 @@ fn detached_run_exec_and_stop() {
     assert_no_leftovers("detached run");
 }
 
+/// `isol inspect` of a detached container on the bridge: what it says is what the container
+/// has (its address, gateway and MAC on eth0, its init's pid), its limits and published port;
+/// `-f` prints one field; several runs give one array; an unknown name is one line and 125
+/// (after the array of those found, as docker does); nothing is left.
+#[test]
+fn inspect_shows_a_running_container() {
+    let _g = root_test();
+    let _stop = StopAll;
+    let id = ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "bridge",
+        "-p",
+        "18090:8090/udp",
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "busybox",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let id = id.trim();
+    let quiet = ok(&["run", "-d", "--name", "quiet", "busybox", "sleep", "300"]);
+    let all: serde_json::Value = serde_json::from_str(&ok(&["inspect", "web", "quiet"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let (v, q) = (&all[0], &all[1]);
+    assert_eq!(v["id"], id, "{v}");
+    assert_eq!(v["name"], "web", "{v}");
+    assert_eq!(v["backend"], "container", "{v}");
+    assert_eq!(v["image"], "busybox:latest", "{v}");
+    assert_eq!(v["command"], serde_json::json!(["sleep", "300"]), "{v}");
+    assert_eq!(v["state"]["status"], "running", "{v}");
+    assert_eq!(
+        v["limits"],
+        serde_json::json!({"memory": 64 << 20, "cpus": 0.5, "pids": 50}),
+        "{v}"
+    );
+    assert!(v["vm"].is_null(), "{v}");
+    let net = &v["network"];
+    assert_eq!(net["mode"], "bridge", "{v}");
+    assert_eq!(
+        net["ports"],
+        serde_json::json!(["0.0.0.0:18090->8090/udp"]),
+        "{v}"
+    );
+    // What the container itself has.
+    let inside = ok(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0 | awk '{print $4}'; ip route | awk '/default/ {print $3}'; \
+         cat /sys/class/net/eth0/address",
+    ]);
+    let lines: Vec<&str> = inside.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{}/{}", net["address"].as_str().unwrap(), net["prefix"]),
+            net["gateway"].as_str().unwrap().to_owned(),
+            net["mac"].as_str().unwrap().to_owned(),
+        ],
+        "{v}"
+    );
+    let init = isol_container::state::run_info(&test_home().join("containers"), id)
+        .unwrap()
+        .0;
+    assert_eq!(v["state"]["init_pid"], init, "{v}");
+    let address = net["address"].as_str().unwrap();
+    let ping = std::process::Command::new("ping")
+        .args(["-c1", "-W5", address])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{address}: {}", stdout(&ping));
+    // No network of its own on the bridge: no address.
+    assert_eq!(q["id"], quiet.trim(), "{q}");
+    assert_eq!(q["network"]["mode"], "none", "{q}");
+    assert!(q["network"]["address"].is_null(), "{q}");
+    assert_eq!(q["network"]["ports"], serde_json::json!([]), "{q}");
+    assert!(q["limits"]["memory"].is_null(), "{q}");
+
+    assert_eq!(
+        ok(&["inspect", "-f", "{{.name}} {{.network.address}}", &id[..8]]),
+        format!("web {address}\n")
+    );
+    let o = run(&["inspect", "-f", "{{.network.nope}}", "web"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no field .network.nope"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "");
+    let o = run(&["inspect", "nosuch"]);
+    assert_eq!(code(&o), 125);
+    assert_eq!(stdout(&o).trim(), "[]");
+    assert_eq!(
+        stderr(&o).trim(),
+        "isol: No such run: nosuch; `isol ps` lists the live runs"
+    );
+    let o = run(&["inspect", "quiet", "nosuch"]);
+    assert_eq!(code(&o), 125);
+    let found: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(found[0]["name"], "quiet", "{found}");
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let o = run(&["inspect"]);
+    assert_eq!(code(&o), 125);
+
+    ok(&["stop", "-t", "0", "web", "quiet"]);
+    let o = run(&["inspect", "web"]);
+    assert_eq!(code(&o), 125);
+    assert_no_leftovers("inspect");
+}
+
 /// A workload that ignores SIGTERM is killed after `-t`.
 #[test]
 fn stop_kills_after_the_grace_period() {

@@ -153,6 +153,9 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
     let what = format!("layer {diff_id}");
     let blob_size = file.metadata().map_or(0, |m| m.len());
     let limit = fsutil::expansion_limit(blob_size);
+    // Buffered: the tar reader asks for each 512-byte header and each file's data in 8 KiB
+    // reads, a system call each on a bare file (an uncompressed docker-save layer).
+    let file = io::BufReader::with_capacity(1 << 20, file);
     let reader = HashingReader::new(fsutil::LimitedReader {
         inner: fsutil::decompress(file, compression, &what)?,
         limit,
@@ -193,6 +196,7 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
     // Directories get their mode and mtime at the end: entries below them
     // change the mtime, and a read-only dir would block them when not root.
     let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    let mut parents = Parents::default();
     let mut skipped_devices = 0usize;
     for entry in archive.entries().map_err(malformed)? {
         let mut entry = entry.map_err(malformed)?;
@@ -226,7 +230,9 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
         }
         let name_bytes = name.as_bytes();
         if name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
-            let parent = ensure_parent(dst, &dst_canon, &comps).map_err(|_| unsafe_path(&path))?;
+            let parent = parents
+                .ensure(dst, &dst_canon, &comps)
+                .map_err(|_| unsafe_path(&path))?;
             if name_bytes == OPAQUE.as_bytes() {
                 set_xattr(&parent, opaque_xattr(), b"y")?;
             } else {
@@ -235,6 +241,7 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
                     return Err(unsafe_path(&path));
                 }
                 let target = parent.join(hidden);
+                parents.forget(&comps[..comps.len() - 1], hidden);
                 fsutil::remove_any(&target)?;
                 mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
                     .map_err(|e| ImageError::io("create the whiteout", &target)(e.into()))?;
@@ -247,9 +254,11 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
                     skipped_devices += 1;
                     continue;
                 }
-                let parent =
-                    ensure_parent(dst, &dst_canon, &comps).map_err(|_| unsafe_path(&path))?;
+                let parent = parents
+                    .ensure(dst, &dst_canon, &comps)
+                    .map_err(|_| unsafe_path(&path))?;
                 let target = parent.join(&name);
+                parents.forget(&comps[..comps.len() - 1], &name);
                 fsutil::remove_any(&target)?;
                 let h = entry.header();
                 let dev = makedev(
@@ -276,10 +285,9 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
                     .map_err(ImageError::io("chmod", &target))?;
             }
-            _ => {
-                let is_dir = kind.is_dir();
-                let mode = entry.header().mode().unwrap_or(0o755);
-                let mtime = entry.header().mtime().unwrap_or(0);
+            // A hard link: the tar crate checks that its target is inside the layer too.
+            tar::EntryType::Link => {
+                parents.forget(&comps[..comps.len() - 1], &name);
                 let inside = entry.unpack_in(dst).map_err(|e| {
                     if format!("{e:?}").contains("outside of destination") {
                         unsafe_path(&path)
@@ -290,6 +298,21 @@ pub(crate) fn unpack_layer(blob: &Path, diff_id: &str, dst: &Path) -> Result<(),
                 if !inside {
                     return Err(unsafe_path(&path));
                 }
+            }
+            _ => {
+                let is_dir = kind.is_dir();
+                let mode = entry.header().mode().unwrap_or(0o755);
+                let mtime = entry.header().mtime().unwrap_or(0);
+                // The parents checked here (as the tar crate's `unpack_in` would, which
+                // resolves the layer's root and the entry's parent with realpath for every
+                // entry: ~16 readlinks each), once per directory.
+                let parent = parents
+                    .ensure(dst, &dst_canon, &comps)
+                    .map_err(|_| unsafe_path(&path))?;
+                if !is_dir {
+                    parents.forget(&comps[..comps.len() - 1], &name);
+                }
+                entry.unpack(parent.join(&name)).map_err(malformed)?;
                 if is_dir {
                     let target = comps.iter().fold(dst.to_path_buf(), |p, c| p.join(c));
                     if !root {
@@ -372,6 +395,42 @@ pub(crate) fn error_chain(e: &io::Error) -> String {
         s = s.chars().take(160).collect::<String>() + "…";
     }
     s
+}
+
+/// The directories of a layer being unpacked that [`ensure_parent`] found to be real
+/// directories inside it (relative paths), so that each is checked once rather than for
+/// every entry below it. An entry that puts something else at such a path (a file, a link,
+/// a whiteout or device node) removes it and everything below it first.
+#[derive(Default)]
+struct Parents {
+    known: std::collections::HashSet<PathBuf>,
+}
+
+impl Parents {
+    /// [`ensure_parent`], remembered.
+    fn ensure(&mut self, dst: &Path, dst_canon: &Path, comps: &[OsString]) -> io::Result<PathBuf> {
+        let dirs = &comps[..comps.len().saturating_sub(1)];
+        let rel: PathBuf = dirs.iter().collect();
+        if !self.known.contains(&rel) {
+            let parent = ensure_parent(dst, dst_canon, comps)?;
+            let mut r = PathBuf::new();
+            self.known.insert(r.clone());
+            for c in dirs {
+                r.push(c);
+                self.known.insert(r.clone());
+            }
+            return Ok(parent);
+        }
+        Ok(dst.join(rel))
+    }
+
+    /// `dirs/name` is about to be replaced by something that is not a directory.
+    fn forget(&mut self, dirs: &[OsString], name: &OsStr) {
+        let rel: PathBuf = dirs.iter().map(OsString::as_os_str).chain([name]).collect();
+        if self.known.contains(&rel) {
+            self.known.retain(|k| !k.starts_with(&rel));
+        }
+    }
 }
 
 /// Creates the parent directories of `comps` under `dst` (mode 0755) and

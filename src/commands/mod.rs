@@ -4,6 +4,7 @@ pub mod bench;
 pub mod detach;
 pub mod doctor;
 pub mod image;
+pub mod inspect;
 pub mod lab;
 pub mod run;
 pub mod runs;
@@ -20,6 +21,7 @@ pub fn dispatch(cli: Cli, log_filter: String) -> anyhow::Result<i32> {
         Command::Doctor(args) => doctor::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Ps(args) => runs::ps(args),
+        Command::Inspect(args) => inspect::inspect(args),
         Command::Stop(args) => runs::stop(args),
         Command::Exec(args) => runs::exec(args),
     }

@@ -281,14 +281,9 @@ fn publish_ports(args: &RunArgs) -> anyhow::Result<Vec<isol_container::network::
         ports.extend(isol_container::network::PortMapping::parse(p).map_err(anyhow::Error::msg)?);
     }
     if !ports.is_empty() && args.network != Network::Bridge {
-        let mode = match &args.network {
-            Network::None => "none".to_owned(),
-            Network::Host => "host".to_owned(),
-            Network::Bridge => "bridge".to_owned(),
-            Network::Container(n) => format!("container:{n}"),
-        };
         bail!(
-            "-p/--publish needs --network bridge: with --network {mode} the run has no address of its own on isol's bridge for the host's ports to lead to; add --network bridge or drop -p"
+            "-p/--publish needs --network bridge: with --network {} the run has no address of its own on isol's bridge for the host's ports to lead to; add --network bridge or drop -p",
+            args.network
         );
     }
     Ok(ports)
@@ -339,6 +334,18 @@ fn run_record(
     r.seccomp = !matches!(spec.privileges.seccomp, Seccomp::Unconfined);
     r.seccomp_profile = seccomp_file(&args.security_opt);
     r.state_root = container.then(|| store.root().join("containers"));
+    r.network = args.network.to_string();
+    r.limits = super::runs::Limits {
+        memory: spec.memory,
+        cpus: spec.cpus,
+        pids: spec.pids,
+    };
+    // What run_kvm will start (flags it refuses end the run before anyone can inspect it).
+    r.vm = (!container).then(|| super::runs::VmShape {
+        vcpus: vm_vcpus(spec).unwrap_or(1),
+        memory_mib: vm_memory_mib(spec),
+        kernel: guest_kernel(args).ok(),
+    });
     r
 }
 
@@ -841,6 +848,87 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The image's layers as a cached read-only ext4 root disk. Its first run unpacks the layers
+/// and builds the disk (seconds for a big image: docs/benchmarks-vm.md), with a progress bar
+/// on stderr when it is a terminal.
+fn vm_root_disk(store: &isol_image::Store, image: &isol_image::Image) -> anyhow::Result<PathBuf> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let cache = store.vm_cache();
+    let digest = &image.summary.digest;
+    if let Some(disk) = isol_image::vm::cached_disk(&cache, digest) {
+        return Ok(disk);
+    }
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let b = ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(100));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message(format!(
+        "first run of {}: unpacking its layers",
+        image.summary.name
+    ));
+    let layers = store
+        .unpack(image)
+        .context("Cannot unpack the image's layers")?;
+    let vm_image = isol_image::vm::VmImage {
+        digest,
+        layers: &layers,
+    };
+    let mut writing = false;
+    let disk = isol_image::vm::root_reporting(
+        &cache,
+        vm_image,
+        isol_image::vm::RootForm::Disk,
+        &mut |p| match p {
+            isol_image::vm::Progress::Merging => bar.set_message(format!(
+                "first run of {}: merging its layers",
+                image.summary.name
+            )),
+            isol_image::vm::Progress::Writing { done, total } => {
+                if !writing {
+                    writing = true;
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message(format!(
+                        "first run of {}: building its root disk",
+                        image.summary.name
+                    ));
+                }
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    disk.context("Cannot build the VM's root disk")
+}
+
+/// A VM's vCPUs: `--cpus`, a whole number, or 1.
+fn vm_vcpus(spec: &RunSpec) -> anyhow::Result<u8> {
+    match spec.cpus {
+        None => Ok(1),
+        Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => Ok(c as u8),
+        Some(c) => {
+            bail!("--cpus {c} is not a whole number of vCPUs; the kvm backend needs 1, 2, …")
+        }
+    }
+}
+
+/// A VM's RAM in MiB: `--memory`, or 256.
+fn vm_memory_mib(spec: &RunSpec) -> u32 {
+    match spec.memory {
+        None => 256,
+        Some(m) => u32::try_from(m >> 20).unwrap_or(u32::MAX),
+    }
+}
+
 /// The guest kernel: --kernel, $ISOL_KERNEL, or the one build-kernel.sh cached.
 fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(k) = &args.kernel {
@@ -870,17 +958,8 @@ fn run_kvm(
     // The environment is read here, once: ISOL_VMM_SECCOMP (docs/vmm.md, "Seccomp").
     let (seccomp, seccomp_test_violation) =
         isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
-    let vcpus = match spec.cpus {
-        None => 1,
-        Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => c as u8,
-        Some(c) => {
-            bail!("--cpus {c} is not a whole number of vCPUs; the kvm backend needs 1, 2, …")
-        }
-    };
-    let memory_mib = match spec.memory {
-        None => 256,
-        Some(m) => u32::try_from(m >> 20).unwrap_or(u32::MAX),
-    };
+    let vcpus = vm_vcpus(&spec)?;
+    let memory_mib = vm_memory_mib(&spec);
     let min = isol_vmm::config::MIN_MEMORY_MIB;
     if memory_mib < min {
         bail!("Memory {memory_mib} MiB is too small for a microVM: give --memory {min}m or more");
@@ -911,16 +990,7 @@ fn run_kvm(
     let init = isol_vmm::config::default_guest_init().ok_or_else(|| {
         anyhow::anyhow!("The guest init isol-guest-init was not found beside isol; build it (cargo build -p isol-guest-init) or set ISOL_GUEST_INIT")
     })?;
-    let layers = store
-        .unpack(&spec.image)
-        .context("Cannot unpack the image's layers")?;
-    // The layers as a cached read-only ext4 root disk.
-    let image = isol_image::vm::VmImage {
-        digest: &spec.image.summary.digest,
-        layers: &layers,
-    };
-    let root_disk = isol_image::vm::root(&store.vm_cache(), image, isol_image::vm::RootForm::Disk)
-        .context("Cannot build the VM's root disk")?;
+    let root_disk = vm_root_disk(store, &spec.image)?;
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
@@ -1062,12 +1132,11 @@ fn kvm_network(
     let (lease, tap) = isol_container::network::attach_vm(id, &state_root, &ports, |name| {
         isol_devices::virtio::net::Tap::create(name).map_err(|e| e.to_string())
     })?;
-    let a = lease.address().octets();
     let launch = isol_vmm::launch::LaunchNet {
         tap_fd: std::os::fd::AsRawFd::as_raw_fd(&tap),
         tap: tap.name().to_owned(),
-        // Locally administered, from the address: unique on the bridge, stable per address.
-        mac: [0x02, 0x69, a[0], a[1], a[2], a[3]],
+        // Locally administered, from the address, as a container's eth0 has.
+        mac: isol_container::network::mac_of(lease.address()),
         address: lease.address(),
         prefix: lease.prefix(),
         gateway: lease.gateway(),

@@ -1,6 +1,6 @@
 //! The live runs: a record per run (container or microVM, in the foreground or detached) under
 //! `<store>/runs/`, written by the process that supervises the run and removed when it ends;
-//! `isol ps`, `isol stop` and `isol exec` read them.
+//! `isol ps`, `isol inspect`, `isol stop` and `isol exec` read them.
 //!
 //! A record names its supervisor by `pid:starttime` (the isol process that runs a container, or
 //! the VMM process of a microVM): a record whose supervisor is gone (SIGKILLed) is stale, and the
@@ -46,6 +46,35 @@ pub struct Record {
     /// `isol exec`; none: isol's default profile.
     #[serde(default)]
     pub seccomp_profile: Option<String>,
+    /// The network mode (`none`, `host`, `bridge`, `container:NAME`), for `isol inspect`.
+    #[serde(default)]
+    pub network: String,
+    /// The limits it was given, for `isol inspect`.
+    #[serde(default)]
+    pub limits: Limits,
+    /// A microVM's shape, for `isol inspect`.
+    #[serde(default)]
+    pub vm: Option<VmShape>,
+}
+
+/// A run's resource limits, as given (none: unlimited, or the backend's default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes: a container's cgroup limit, a VM's RAM.
+    pub memory: Option<u64>,
+    /// A container's CPU quota, a VM's vCPUs.
+    pub cpus: Option<f64>,
+    /// A container's pids.max.
+    pub pids: Option<u64>,
+}
+
+/// What a microVM was started with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmShape {
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    /// The guest kernel's path.
+    pub kernel: Option<PathBuf>,
 }
 
 /// The directory of the records.
@@ -191,7 +220,7 @@ pub fn container_info(rec: &Record) -> anyhow::Result<(i32, Option<String>)> {
         })
 }
 
-fn pid_of(token: &str) -> Option<Pid> {
+pub(crate) fn pid_of(token: &str) -> Option<Pid> {
     token
         .split(':')
         .next()
@@ -203,6 +232,21 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A live run's status: a container whose init is not running yet is `starting`.
+pub fn status(r: &Record) -> &'static str {
+    if r.backend == "container" && container_info(r).is_err() {
+        "starting"
+    } else {
+        "running"
+    }
+}
+
+/// When it started, RFC 3339 to the second.
+pub fn started_rfc3339(r: &Record) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(r.started))
+        .to_string()
 }
 
 /// `isol ps`.
@@ -217,26 +261,19 @@ pub fn ps(args: PsArgs) -> anyhow::Result<i32> {
             let address = if r.backend == "container" {
                 container_info(r).ok().and_then(|(_, a)| a)
             } else {
-                net.as_ref().map(|(a, _)| a.to_string())
+                net.as_ref().map(|n| n.address.to_string())
             };
             let ports: Vec<String> = net
-                .map(|(_, p)| p.iter().map(ToString::to_string).collect())
+                .map(|n| n.ports.iter().map(ToString::to_string).collect())
                 .unwrap_or_default();
-            let status = if r.backend == "container" && container_info(r).is_err() {
-                "starting"
-            } else {
-                "running"
-            };
             serde_json::json!({
                 "id": r.id,
                 "name": r.name,
                 "backend": r.backend,
                 "image": r.image,
                 "command": r.command,
-                "status": status,
-                "started": humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + Duration::from_secs(r.started)
-                ).to_string(),
+                "status": status(r),
+                "started": started_rfc3339(r),
                 "address": address,
                 "ports": ports,
             })
@@ -516,5 +553,8 @@ pub fn new_record(id: &str, name: Option<&str>, backend: &str) -> Record {
         state_root: None,
         seccomp: true,
         seccomp_profile: None,
+        network: "none".into(),
+        limits: Limits::default(),
+        vm: None,
     }
 }

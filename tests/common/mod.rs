@@ -111,10 +111,26 @@ pub fn busybox_docker_archive(dir: &Path, tag: &str) -> PathBuf {
 /// [`busybox_docker_archive`] whose image config's `config` section (Cmd, Entrypoint, Env…) is
 /// `config`.
 pub fn busybox_docker_archive_with(dir: &Path, tag: &str, config: serde_json::Value) -> PathBuf {
+    busybox_docker_archive_adding(dir, tag, config, &[])
+}
+
+/// [`busybox_docker_archive_with`] with the host's files `add` (source, path in the image)
+/// copied into its layer.
+pub fn busybox_docker_archive_adding(
+    dir: &Path,
+    tag: &str,
+    config: serde_json::Value,
+    add: &[(&Path, &str)],
+) -> PathBuf {
     let image = dir.join("image");
     let rootfs = dir.join("image-rootfs");
     std::fs::create_dir(&image).unwrap();
     busybox_rootfs(&rootfs);
+    for (from, to) in add {
+        let to = rootfs.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, &to).unwrap();
+    }
     let sh = |script: String| {
         let o = Command::new("sh").args(["-c", &script]).output().unwrap();
         assert!(o.status.success(), "{script}: {}", stderr(&o));

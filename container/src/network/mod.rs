@@ -322,7 +322,7 @@ fn attach_bridge(
         state_root,
         publish,
         |host_veth, address| {
-            veth::create(host_veth, child_pid)?;
+            veth::create(host_veth, child_pid, mac_of(address))?;
             veth::configure_peer(&netns, address, subnet)
         },
     )?;
@@ -573,16 +573,58 @@ fn published_of(state: &Locked) -> Result<Vec<(Ipv4Addr, Vec<PortMapping>)>, Net
         .collect())
 }
 
-/// The address and published ports of run `id` on the bridge, while its isol lives (for
-/// `isol ps`); read without the lock (records are replaced atomically).
-pub fn lookup(state_root: &Path, id: &str) -> Option<(Ipv4Addr, Vec<PortMapping>)> {
-    let dir = Locked::dir_of(state_root).join("addr");
-    std::fs::read_dir(dir).ok()?.find_map(|item| {
+/// The MAC address of a run's interface on the bridge (a container's `eth0`, a VM's
+/// virtio-net): locally administered, `02:69` then the four bytes of its address, as docker
+/// derives its `02:42:…` ones. Unique on the bridge and stable per address.
+pub fn mac_of(address: Ipv4Addr) -> [u8; 6] {
+    let a = address.octets();
+    [0x02, 0x69, a[0], a[1], a[2], a[3]]
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// A live run's place on the bridge, as [`lookup`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunNetwork {
+    /// The run's address.
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length and the bridge's address (the run's default gateway); none
+    /// if the subnet record cannot be read (the bridge is being taken down).
+    pub prefix: Option<u8>,
+    /// See `prefix`.
+    pub gateway: Option<Ipv4Addr>,
+    /// The MAC address of its interface ([`mac_of`]).
+    pub mac: [u8; 6],
+    /// The host side of its link: a container's veth, a VM's tap.
+    pub link: String,
+    /// Its published ports, with the host ports actually used.
+    pub ports: Vec<PortMapping>,
+}
+
+/// The place on the bridge of run `id`, while its isol lives (for `isol ps` and `isol
+/// inspect`); read without the lock (records are replaced atomically).
+pub fn lookup(state_root: &Path, id: &str) -> Option<RunNetwork> {
+    let dir = Locked::dir_of(state_root);
+    let (address, allocation) = std::fs::read_dir(dir.join("addr")).ok()?.find_map(|item| {
         let item = item.ok()?;
         let address: Ipv4Addr = item.file_name().to_str()?.parse().ok()?;
         let allocation: Allocation =
             serde_json::from_slice(&std::fs::read(item.path()).ok()?).ok()?;
-        (allocation.id == id && allocation.owner_alive()).then_some((address, allocation.ports))
+        (allocation.id == id && allocation.owner_alive()).then_some((address, allocation))
+    })?;
+    let subnet = std::fs::read_to_string(dir.join("subnet"))
+        .ok()
+        .and_then(|s| Subnet::parse(s.trim()).ok());
+    Some(RunNetwork {
+        address,
+        prefix: subnet.map(|s| s.prefix()),
+        gateway: subnet.map(|s| s.gateway()),
+        mac: mac_of(address),
+        link: allocation.veth,
+        ports: allocation.ports,
     })
 }
 

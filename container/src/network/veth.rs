@@ -48,10 +48,13 @@ pub(crate) fn netns_of(pid: i32) -> Result<String, NetworkError> {
 }
 
 /// Creates the pair with the peer directly inside `pid`'s namespace as `eth0` (so no temporary
-/// name ever exists on the host), attaches the host side to the bridge and brings it up.
-pub(crate) fn create(host: &str, pid: i32) -> Result<(), NetworkError> {
+/// name ever exists on the host) with the MAC address `mac` (`super::mac_of` its address, so
+/// that `isol inspect` can name it without entering the namespace), attaches the host side
+/// to the bridge and brings it up.
+pub(crate) fn create(host: &str, pid: i32, mac: [u8; 6]) -> Result<(), NetworkError> {
+    let mac = super::format_mac(mac);
     let script = format!(
-        "link add name {host} type veth peer name {CONTAINER_IF} netns {pid}\n\
+        "link add name {host} type veth peer name {CONTAINER_IF} address {mac} netns {pid}\n\
          link set dev {host} master {BRIDGE}\n\
          link set dev {host} up\n"
     );

@@ -17,7 +17,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::merge::{self, MergeError};
 
@@ -103,6 +104,7 @@ pub(crate) fn ensure_disk(
     cache_dir: &Path,
     digest: &str,
     layers: &[PathBuf],
+    report: &mut dyn FnMut(super::Progress),
 ) -> Result<PathBuf, DiskError> {
     let path = disk_path(cache_dir, digest)?;
     if path.is_file() {
@@ -117,8 +119,18 @@ pub(crate) fn ensure_disk(
     let staging = tmp_base.with_extension("d");
     let tmp_img = tmp_base.with_extension("ext4");
     let _ = fs::remove_dir_all(&staging);
+    report(super::Progress::Merging);
+    let started = Instant::now();
     let result = stage(layers, &staging).and_then(|stats| {
-        build_image(&staging, &tmp_img, stats)?;
+        let staged = started.elapsed();
+        build_image(&staging, &tmp_img, stats, report)?;
+        tracing::debug!(
+            entries = stats.entries,
+            bytes = stats.bytes,
+            ?staged,
+            mkfs = ?started.elapsed() - staged,
+            "root disk built"
+        );
         fs::rename(&tmp_img, &path).map_err(io_err(&path))
     });
     let _ = fs::remove_dir_all(&staging);
@@ -251,7 +263,38 @@ fn remove_lost_found(mkfs: &Path, img: &Path) {
         .output();
 }
 
-fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), DiskError> {
+/// Runs `mkfs` to its end, telling `report` how much of `total` bytes the image `img` holds
+/// (its allocated blocks: it starts sparse) every tenth of a second.
+fn run_reporting(
+    mkfs: &mut Command,
+    img: &Path,
+    total: u64,
+    report: &mut dyn FnMut(super::Progress),
+) -> io::Result<std::process::Output> {
+    let mut child = mkfs
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // mkfs -q prints a line or two at most: the pipes never fill while it runs.
+    while child.try_wait()?.is_none() {
+        let done = fs::metadata(img).map_or(0, |m| m.blocks() * 512);
+        report(super::Progress::Writing {
+            done: done.min(total),
+            total,
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    report(super::Progress::Writing { done: total, total });
+    child.wait_with_output()
+}
+
+fn build_image(
+    staging: &Path,
+    img: &Path,
+    st: Stats,
+    report: &mut dyn FnMut(super::Progress),
+) -> Result<(), DiskError> {
     let mkfs = find_mkfs().ok_or(DiskError::NoMkfs)?;
     let inodes = st.entries + 1024;
     // Data, one 4 KiB block per entry for directories and symlinks, inode tables
@@ -264,28 +307,29 @@ fn build_image(staging: &Path, img: &Path, st: Stats) -> Result<(), DiskError> {
         f.set_len(size.next_multiple_of(4096))
             .map_err(io_err(img))?;
         drop(f);
-        let out = Command::new(&mkfs)
-            .args([
-                "-q",
-                "-F",
-                "-t",
-                "ext4",
-                "-b",
-                "4096",
-                "-m",
-                "0",
-                "-O",
-                // No journal: the disk is only ever read. No metadata checksums: mke2fs -d
-                // checks every block of a directory for each entry it links into it, so
-                // a directory of N entries costs N² checksums (a 570 MB tree with a
-                // 17 877-entry directory: 23 s of CPU with them, 5.5 s without).
-                "^has_journal,^metadata_csum",
-            ])
-            .args(["-N", &inodes.to_string(), "-L", "isol-root", "-d"])
-            .arg(staging)
-            .arg(img)
-            .output()
-            .map_err(io_err(&mkfs))?;
+        let mut cmd = Command::new(&mkfs);
+        cmd.args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-m",
+            "0",
+            "-O",
+            // No journal: the disk is only ever read. No metadata checksums: mke2fs -d
+            // checks every block of a directory for each entry it links into it, so
+            // a directory of N entries costs N² checksums (a 570 MB tree with a
+            // 17 877-entry directory: 23 s of CPU with them, 5.5 s without).
+            "^has_journal,^metadata_csum",
+        ])
+        .args(["-N", &inodes.to_string(), "-L", "isol-root", "-d"])
+        .arg(staging)
+        .arg(img);
+        // What the disk will hold: the files' data and the inode tables.
+        let total = st.bytes + inodes * 256;
+        let out = run_reporting(&mut cmd, img, total, report).map_err(io_err(&mkfs))?;
         if out.status.success() {
             remove_lost_found(&mkfs, img);
             return Ok(());
@@ -338,11 +382,24 @@ mod tests {
         std::os::unix::fs::symlink("new", l2.join("link")).unwrap();
         let cache = t.path().join("cache");
         let digest = format!("sha256:{}", "0".repeat(64));
-        let img = ensure_disk(&cache, &digest, &[l1.clone(), l2.clone()]).unwrap();
+        let mut steps = Vec::new();
+        let layers = [l1, l2];
+        let img = ensure_disk(&cache, &digest, &layers, &mut |p| steps.push(p)).unwrap();
         assert!(img.is_file());
-        // Cached: the same path, not rebuilt.
+        // Merging, then writing, which ends with all of it written.
+        assert_eq!(steps[0], crate::vm::Progress::Merging, "{steps:?}");
+        let Some(&crate::vm::Progress::Writing { done, total }) = steps.last() else {
+            panic!("{steps:?}");
+        };
+        assert!(done == total && total > 0, "{steps:?}");
+        // Cached: the same path, not rebuilt, nothing reported.
         let mtime = fs::metadata(&img).unwrap().modified().unwrap();
-        assert_eq!(ensure_disk(&cache, &digest, &[l1, l2]).unwrap(), img);
+        let mut again = Vec::new();
+        assert_eq!(
+            ensure_disk(&cache, &digest, &layers, &mut |p| again.push(p)).unwrap(),
+            img
+        );
+        assert!(again.is_empty(), "{again:?}");
         assert_eq!(fs::metadata(&img).unwrap().modified().unwrap(), mtime);
         // No staging left behind.
         let left: Vec<_> = fs::read_dir(&cache)
@@ -437,7 +494,7 @@ mod tests {
             set_mtime(p, *secs);
         }
         let digest = format!("sha256:{}", "1".repeat(64));
-        let img = ensure_disk(&t.path().join("cache"), &digest, &[l1, l2]).unwrap();
+        let img = ensure_disk(&t.path().join("cache"), &digest, &[l1, l2], &mut |_| {}).unwrap();
         let want = [
             ("/usr/bin/tool", 1_000_000_001),
             ("/usr/bin", 1_000_000_002),

@@ -67,10 +67,41 @@ pub enum VmRootError {
     Cpio(#[from] CpioError),
 }
 
+/// Where [`root_reporting`] is in building a root disk, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Merging the layers into one tree (of hard links to the layers' files).
+    Merging,
+    /// Writing the disk: about `done` of `total` bytes.
+    Writing {
+        /// Bytes written so far.
+        done: u64,
+        /// Bytes it will hold, about.
+        total: u64,
+    },
+}
+
 /// The root filesystem of `image` in the form `form`, from `cache_dir` or built into it
 /// now (under a unique name, renamed into place: concurrent callers never see a partial
 /// file). Returns its path.
 pub fn root(cache_dir: &Path, image: VmImage<'_>, form: RootForm) -> Result<PathBuf, VmRootError> {
+    root_reporting(cache_dir, image, form, &mut |_| {})
+}
+
+/// The cached root disk of the image `digest`, if it was built.
+pub fn cached_disk(cache_dir: &Path, digest: &str) -> Option<PathBuf> {
+    disk::disk_path(cache_dir, digest)
+        .ok()
+        .filter(|p| p.is_file())
+}
+
+/// [`root`], telling `report` how the build of a root disk goes (a cpio archive: nothing).
+pub fn root_reporting(
+    cache_dir: &Path,
+    image: VmImage<'_>,
+    form: RootForm,
+    report: &mut dyn FnMut(Progress),
+) -> Result<PathBuf, VmRootError> {
     for l in image.layers {
         fs::read_dir(l).map_err(|source| VmRootError::Layer {
             path: l.clone(),
@@ -78,7 +109,7 @@ pub fn root(cache_dir: &Path, image: VmImage<'_>, form: RootForm) -> Result<Path
         })?;
     }
     Ok(match form {
-        RootForm::Disk => disk::ensure_disk(cache_dir, image.digest, image.layers)?,
+        RootForm::Disk => disk::ensure_disk(cache_dir, image.digest, image.layers, report)?,
         RootForm::Cpio => cpio::ensure_cpio(cache_dir, image.layers)?,
     })
 }
