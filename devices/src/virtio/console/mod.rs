@@ -134,6 +134,9 @@ pub enum PortIo {
     Input(Option<File>),
     /// Guest → host into this writer (stdout/stderr).
     Output(Box<dyn Write + Send>),
+    /// Both ways: host → guest from the file, guest → host into the writer (the VMM's
+    /// exec channel, `isol.control`).
+    Duplex(File, Box<dyn Write + Send>),
 }
 
 impl std::fmt::Debug for PortIo {
@@ -141,6 +144,7 @@ impl std::fmt::Debug for PortIo {
         match self {
             PortIo::Input(file) => f.debug_tuple("Input").field(file).finish(),
             PortIo::Output(_) => f.write_str("Output(..)"),
+            PortIo::Duplex(file, _) => f.debug_tuple("Duplex").field(file).finish(),
         }
     }
 }
@@ -264,19 +268,22 @@ impl Console {
         let more_evt = EventFd::new(EFD_NONBLOCK).map_err(ConsoleError::Setup)?;
         let mut out = Vec::new();
         for p in ports {
-            let (input, output) = match p.io {
-                PortIo::Input(file) => (
-                    Some(Input {
-                        eof: file.is_none(),
-                        file,
-                        pollable: false,
-                        watched: false,
-                        pending: Vec::new(),
-                        off: 0,
-                    }),
-                    None,
-                ),
-                PortIo::Output(w) => {
+            let (file, writer) = match p.io {
+                PortIo::Input(file) => (Some(file), None),
+                PortIo::Output(w) => (None, Some(w)),
+                PortIo::Duplex(file, w) => (Some(Some(file)), Some(w)),
+            };
+            let input = file.map(|file| Input {
+                eof: file.is_none(),
+                file,
+                pollable: false,
+                watched: false,
+                pending: Vec::new(),
+                off: 0,
+            });
+            let output = match writer {
+                None => None,
+                Some(w) => {
                     let (tx, rx) = mpsc::channel();
                     let in_flight = Arc::new(AtomicUsize::new(0));
                     let thread = writer_thread(
@@ -288,14 +295,11 @@ impl Console {
                         start.clone(),
                     )
                     .map_err(ConsoleError::Setup)?;
-                    (
-                        None,
-                        Some(Output {
-                            tx: Some(tx),
-                            in_flight,
-                            thread: Some(thread),
-                        }),
-                    )
+                    Some(Output {
+                        tx: Some(tx),
+                        in_flight,
+                        thread: Some(thread),
+                    })
                 }
             };
             out.push(Port {
