@@ -344,7 +344,7 @@ impl Channel {
             return self.close_stream(fd);
         }
         for f in frames {
-            if let Err(e) = self.from_client(fd, f) {
+            if let Err(e) = self.on_client_frame(fd, f) {
                 if let Some(c) = self.clients.get_mut(&fd) {
                     c.fail(&format!("isol exec sent {e}"));
                 }
@@ -365,7 +365,7 @@ impl Channel {
         }
     }
 
-    fn from_client(&mut self, fd: RawFd, mut f: Frame) -> Result<(), FrameError> {
+    fn on_client_frame(&mut self, fd: RawFd, mut f: Frame) -> Result<(), FrameError> {
         let Some(c) = self.clients.get_mut(&fd) else {
             return Ok(());
         };
@@ -410,7 +410,7 @@ impl Channel {
             let mut frames = Vec::new();
             let r = self.guest_decoder.push(&buf[..n], &mut frames);
             for f in frames {
-                self.from_guest(f);
+                self.on_guest_frame(f);
             }
             if let Err(e) = r {
                 return self.break_guest(&format!("the guest sent {e}"));
@@ -427,7 +427,7 @@ impl Channel {
             let mut frames = Vec::new();
             let r = self.guest_decoder.push(&buf[..n], &mut frames);
             for f in frames {
-                self.from_guest(f);
+                self.on_guest_frame(f);
             }
             if r.is_err() {
                 return;
@@ -450,7 +450,7 @@ impl Channel {
         }
     }
 
-    fn from_guest(&mut self, f: Frame) {
+    fn on_guest_frame(&mut self, f: Frame) {
         let Some(&fd) = self.by_stream.get(&f.stream) else {
             // A stream whose client is gone (or never was): dropped.
             return;
@@ -514,8 +514,11 @@ pub fn socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
         return Err(std::io::Error::last_os_error());
     }
     use std::os::fd::FromRawFd;
-    // SAFETY: both were just made by socketpair and are owned here only.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: made by socketpair just now, owned here only.
+    let a = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let b = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((a, b))
 }
 
 #[cfg(test)]

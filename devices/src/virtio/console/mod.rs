@@ -1000,6 +1000,49 @@ mod tests {
     }
 
     #[test]
+    fn a_duplex_port_carries_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in");
+        std::fs::write(&p, b"from host").unwrap();
+        let out = Sink::default();
+        let mut c = Console::new(vec![PortConfig {
+            name: "isol.control".into(),
+            io: PortIo::Duplex(File::open(&p).unwrap(), Box::new(out.clone())),
+        }])
+        .unwrap();
+        let m = mem();
+        let mut rig = Rig::new(&m, 4);
+        for i in 0..4 {
+            rig.post(CTRL_RX, 0x80_0000 + 0x100 * i, 0x100, F_WRITE);
+        }
+        m.write_slice(&control(0, event::PORT_READY, 1), GuestAddress(0x90_0000))
+            .unwrap();
+        rig.post(CTRL_TX, 0x90_0000, 8, 0);
+        c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+        // Opened by the host (its input is live), then named.
+        assert_eq!(ctrl(&m, 0x80_0000), (0, event::PORT_OPEN, 1));
+        assert_eq!(ctrl(&m, 0x80_0100), (0, event::PORT_NAME, 0));
+        m.write_slice(&control(0, event::PORT_OPEN, 1), GuestAddress(0x90_0100))
+            .unwrap();
+        rig.post(CTRL_TX, 0x90_0100, 8, 0);
+        c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+        // Host → guest.
+        rig.post(0, 0xa0_0000, 0x100, F_WRITE);
+        c.process_queue(0, &mut rig.ctx(), None).unwrap();
+        assert_eq!(rig.used_len(0, 0), 9);
+        let mut got = [0u8; 9];
+        m.read_slice(&mut got, GuestAddress(0xa0_0000)).unwrap();
+        assert_eq!(&got, b"from host");
+        // Guest → host, on the same port.
+        m.write_slice(b"from guest", GuestAddress(0xb0_0000))
+            .unwrap();
+        rig.post(1, 0xb0_0000, 10, 0);
+        c.process_queue(1, &mut rig.ctx(), None).unwrap();
+        c.shutdown(Some(&mut rig.ctx()));
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"from guest");
+    }
+
+    #[test]
     fn input_is_delivered_then_the_port_closes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("in");
