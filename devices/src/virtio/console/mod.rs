@@ -1012,20 +1012,18 @@ mod tests {
         .unwrap();
         let m = mem();
         let mut rig = Rig::new(&m, 4);
-        for i in 0..4 {
-            rig.post(CTRL_RX, 0x80_0000 + 0x100 * i, 0x100, F_WRITE);
-        }
-        m.write_slice(&control(0, event::PORT_READY, 1), GuestAddress(0x90_0000))
-            .unwrap();
-        rig.post(CTRL_TX, 0x90_0000, 8, 0);
-        c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
-        // Opened by the host (its input is live), then named.
+        (0..4).for_each(|i| rig.post(CTRL_RX, 0x80_0000 + 0x100 * i, 0x100, F_WRITE));
+        // The guest's control messages, each in a transmit buffer of its own.
+        let mut from_guest = |at: u64, ev: u16| {
+            m.write_slice(&control(0, ev, 1), GuestAddress(at)).unwrap();
+            rig.post(CTRL_TX, at, 8, 0);
+            c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+        };
+        from_guest(0x90_0000, event::PORT_READY);
+        // Opened by the host (its input is live), then named; the guest opens it too.
         assert_eq!(ctrl(&m, 0x80_0000), (0, event::PORT_OPEN, 1));
         assert_eq!(ctrl(&m, 0x80_0100), (0, event::PORT_NAME, 0));
-        m.write_slice(&control(0, event::PORT_OPEN, 1), GuestAddress(0x90_0100))
-            .unwrap();
-        rig.post(CTRL_TX, 0x90_0100, 8, 0);
-        c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+        from_guest(0x90_0100, event::PORT_OPEN);
         // Host → guest.
         rig.post(0, 0xa0_0000, 0x100, F_WRITE);
         c.process_queue(0, &mut rig.ctx(), None).unwrap();
