@@ -27,6 +27,10 @@ pub use isol_guest_init::control as wire;
 pub const MAX_CLIENTS: usize = 64;
 /// Bytes waiting for the guest above which clients are not read.
 const TO_GUEST_LIMIT: usize = 4 * MAX_PAYLOAD;
+/// Most bytes queued for one client: its output window and room for the small frames (STARTED,
+/// ACKs, EXIT). A guest that fills it (frames a client does not read, beyond its credit) ends
+/// that exec.
+const CLIENT_OUT_LIMIT: usize = WINDOW + MAX_PAYLOAD;
 /// After the VM: how long clients get to take their last frames.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
@@ -488,6 +492,10 @@ impl Channel {
             }
             _ => {}
         }
+        if c.out.len() + control::HEADER_LEN + f.payload.len() > CLIENT_OUT_LIMIT {
+            bad(c, FrameError::WindowOverrun);
+            return self.close_stream(fd);
+        }
         c.send(&Frame::new(0, f.kind, f.payload));
         if matches!(f.kind, KIND_EXIT | KIND_ERROR) {
             c.done = true;
@@ -678,6 +686,27 @@ mod tests {
             .write_all(&Frame::new(sb, KIND_STDERR, b"ok".to_vec()).encode())
             .unwrap();
         assert_eq!(read_frame(&mut b).payload, b"ok");
+    }
+
+    #[test]
+    fn a_guest_that_floods_small_frames_is_bounded_too() {
+        let mut rig = Rig::new();
+        let mut a = rig.client();
+        a.write_all(&start().encode()).unwrap();
+        let sa = read_frame(&mut rig.guest).stream;
+        // ACKs carry no output, so no credit limits them; the client's queue does.
+        let ack = Frame::new(sa, KIND_ACK, 1u32.to_le_bytes()).encode();
+        let flood: Vec<u8> = ack.repeat(CLIENT_OUT_LIMIT / ack.len() + 1);
+        rig.guest.write_all(&flood).unwrap();
+        let f = read_frame(&mut rig.guest);
+        assert_eq!((f.stream, f.kind), (sa, KIND_CLOSE));
+        let msg = loop {
+            let f = read_frame(&mut a);
+            if f.kind != KIND_ACK {
+                break message(&f);
+            }
+        };
+        assert!(msg.contains("without acknowledgement"), "{msg}");
     }
 
     #[test]
