@@ -108,6 +108,8 @@ lab "$(test_exe isol-vmm test:virtio)" --test-threads=1
 echo "== lab: kvm backend through the CLI" >&2
 lab "$(test_exe isol test:kvm)" --test-threads=1
 lab "$(test_exe isol test:kvm_tty)" --test-threads=1
+echo "== lab: isol exec into a running microVM (the exec channel; nothing left)" >&2
+lab "$(test_exe isol test:kvm_exec)" --test-threads=1
 echo "== lab: the VMM's jail (namespaces, root, user, capabilities, cgroup; nothing left)" >&2
 lab "$(test_exe isol test:kvm_jail)" --test-threads=1
 echo "== lab: named and detached runs, ps/stop/exec, the namespace flags (cgroup v2; a detached microVM)" >&2

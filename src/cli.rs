@@ -108,9 +108,16 @@ pub struct ExecArgs {
     /// Keep stdin open and connected.
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// Allocate a pseudo-terminal (not supported yet: refused).
+    /// Allocate a pseudo-terminal (microVMs; refused for containers).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Start the process and return at once (microVMs; refused for containers).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// The user to run as, `uid[:gid]` or `name[:group]` (microVMs; default: the run's user;
+    /// refused for containers).
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
     /// Set an environment variable (KEY=VALUE), beyond the run's own.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,

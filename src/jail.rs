@@ -265,6 +265,13 @@ fn start(
         };
     }
     drop(life_r);
+    if let Some(c) = &launch.control {
+        // The jailed VMM serves the exec channel; the relay's copy would keep the socket
+        // accepting clients (into its backlog) after the VM.
+        // SAFETY: the listening socket isol handed over, used by nothing in the relay; closed
+        // once.
+        unsafe { libc::close(c.fd) };
+    }
     let child = Pid::from_raw(pid);
     if !born && matches!(entry, Entry::CloneInto(_)) {
         // No clone3 here: moved by pid.
@@ -343,6 +350,8 @@ fn child(
     let mut keep = vec![life.as_raw_fd()];
     // `--network bridge`: the tap isol opened on the host, which the jail cannot open.
     keep.extend(launch.net.as_ref().map(|n| n.tap_fd));
+    // `isol exec`'s listening socket, bound on the host where its clients find it.
+    keep.extend(launch.control.as_ref().map(|c| c.fd));
     match entry {
         Entry::CloneInto(dir) => keep.push(dir.as_raw_fd()),
         Entry::SelfJoin(files) => keep.extend(files.iter().map(AsRawFd::as_raw_fd)),
@@ -562,6 +571,7 @@ mod tests {
             jail: None,
             net: None,
             etc_files: Vec::new(),
+            control: None,
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

@@ -16,6 +16,10 @@ fn main() -> std::process::ExitCode {
     // back here after the VM by the process isol exec'd — the relay, or the VMM without a
     // jail — never by the jailed child.
     let mut lease: Option<isol_vmm::launch::LaunchNet> = None;
+    // The exec channel's socket path, removed after the VM by the relay (a VMM without a jail
+    // ends with its main thread filtered: its record and socket go stale together, and the
+    // next listing of the runs removes both, as after a SIGKILL).
+    let mut control: Option<std::path::PathBuf> = None;
     let code = isol_vmm::launch::main(
         std::env::args_os(),
         |filter| {
@@ -26,11 +30,17 @@ fn main() -> std::process::ExitCode {
             if !matches!(jailed, isol_vmm::launch::Jailed::Run(Some(_))) {
                 lease = launch.net.clone();
             }
+            if matches!(jailed, isol_vmm::launch::Jailed::Exit(_)) {
+                control = launch.control.as_ref().map(|c| c.path.clone());
+            }
             jailed
         },
     );
     if let Some(net) = lease {
         release(&net);
+    }
+    if let Some(path) = control {
+        let _ = std::fs::remove_file(path);
     }
     std::process::ExitCode::from(code.clamp(0, 255) as u8)
 }

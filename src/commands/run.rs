@@ -1037,6 +1037,7 @@ fn run_kvm(
         jail: None,
         net: None,
         etc_files: Vec::new(),
+        control: None,
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.
@@ -1063,6 +1064,15 @@ fn run_kvm(
         etc_files,
         ..launch
     };
+    // `isol exec`'s way into the VM: a socket beside the run's record, served by the VMM.
+    let control = exec_socket(store, id)?;
+    let launch = isol_vmm::launch::Launch {
+        control: Some(isol_vmm::launch::LaunchControl {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&control.0),
+            path: control.1.clone(),
+        }),
+        ..launch
+    };
     // Everything that can be checked before the VMM starts fails here, as isol's error.
     launch.vm_config(None).validate()?;
     // The VM runs in isol-vmm, which this process becomes (same pid), so that none of
@@ -1070,6 +1080,7 @@ fn run_kvm(
     match isol_vmm::launch::vmm_binary() {
         Some(vmm) => {
             in_use.keep_across_exec()?;
+            keep_fd_across_exec(&control.0)?;
             if let Some(n) = &network {
                 n.keep_across_exec()?;
             }
@@ -1081,6 +1092,41 @@ fn run_kvm(
             Ok(isol_vmm::launch::run(&launch))
         }
     }
+}
+
+/// The exec channel's listening socket, `<store>/runs/<id>.sock`, for root (or the rootless
+/// user) only; the VMM inherits it (docs/vmm.md, "The exec channel").
+fn exec_socket(store: &isol_image::Store, id: &str) -> anyhow::Result<ExecSocket> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = super::runs::socket_path(&super::runs::dir(store.root()), id);
+    let _ = std::fs::remove_file(&path);
+    let l = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("Cannot create the exec socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("Cannot restrict {}", path.display()))?;
+    Ok(ExecSocket(l, path))
+}
+
+/// The exec socket and its path, removed when dropped: a start that fails, or the VM run in
+/// this process; across the exec of isol-vmm nothing is dropped, and isol-vmm removes it.
+struct ExecSocket(std::os::unix::net::UnixListener, PathBuf);
+
+impl Drop for ExecSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+/// Clears close-on-exec on `fd`, which isol-vmm inherits.
+fn keep_fd_across_exec(fd: &impl std::os::fd::AsRawFd) -> anyhow::Result<()> {
+    // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+        bail!(
+            "Cannot hand the exec socket over to isol-vmm: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// A VM's place on isol's bridge (`--network bridge`): the lease and the open tap. Dropped

@@ -153,6 +153,12 @@ pub fn list(dir: &Path) -> Vec<Record> {
 fn remove_files(dir: &Path, id: &str) {
     let _ = fs::remove_file(record_path(dir, id));
     let _ = fs::remove_file(log_path(dir, id));
+    let _ = fs::remove_file(socket_path(dir, id));
+}
+
+/// A microVM's exec channel (`isol exec`; docs/vmm.md, "The exec channel").
+pub fn socket_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.sock"))
 }
 
 /// A registered run: removes its record when dropped (the run ended).
@@ -394,27 +400,10 @@ fn stop_one(dir: &Path, what: &str, grace: Duration) -> anyhow::Result<()> {
 
 /// `isol exec`.
 pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
-    if args.tty {
-        bail!("isol exec -t is not supported yet; drop -t (-i keeps stdin connected)");
-    }
     let store = super::open_store()?;
-    let rec = find(&dir(store.root()), &args.run)?;
-    if rec.backend != "container" {
-        bail!(
-            "isol exec into a microVM is not supported yet: the VM's own kernel runs its processes, and isol has no channel to the guest init to start one; use --backend container, or give the command to isol run"
-        );
-    }
-    let (init_pid, _) = container_info(&rec)?;
-    let status = read_status(init_pid)?;
-    let mut env: Vec<std::ffi::OsString> = rec.env.iter().map(Into::into).collect();
-    for e in &args.env {
-        if !e.contains('=') || e.starts_with('=') {
-            bail!("Invalid -e {e:?}: give KEY=VALUE");
-        }
-        let key = &e[..e.find('=').unwrap_or(0) + 1];
-        env.retain(|v| !v.to_string_lossy().starts_with(key));
-        env.push(e.into());
-    }
+    let dir = dir(store.root());
+    let rec = find(&dir, &args.run)?;
+    let env = exec_env(&rec, &args)?;
     let cwd = match &args.workdir {
         Some(w) if !w.is_absolute() => bail!(
             "Working directory {} is not absolute; use a path starting with /",
@@ -423,6 +412,22 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         Some(w) => w.clone(),
         None => PathBuf::from(&rec.workdir),
     };
+    if rec.backend == "kvm" {
+        return super::vm_exec::exec(&args, &socket_path(&dir, &rec.id), &rec, env, cwd);
+    }
+    for (set, flag) in [
+        (args.tty, "-t"),
+        (args.detach, "-d"),
+        (args.user.is_some(), "-u"),
+    ] {
+        if set {
+            bail!(
+                "isol exec {flag} is not supported for containers yet (it is for microVMs); drop {flag}"
+            );
+        }
+    }
+    let (init_pid, _) = container_info(&rec)?;
+    let status = read_status(init_pid)?;
     let spec = isol_container::exec::ExecSpec {
         init_pid,
         args: args.command.clone(),
@@ -472,6 +477,20 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             Err(e) => bail!("Cannot wait for the process in the container: {e}"),
         }
     }
+}
+
+/// The run's environment with `-e`'s on top (a key given again replaces the run's).
+fn exec_env(rec: &Record, args: &ExecArgs) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    let mut env: Vec<std::ffi::OsString> = rec.env.iter().map(Into::into).collect();
+    for e in &args.env {
+        if !e.contains('=') || e.starts_with('=') {
+            bail!("Invalid -e {e:?}: give KEY=VALUE");
+        }
+        let key = &e[..e.find('=').unwrap_or(0) + 1];
+        env.retain(|v| !v.to_string_lossy().starts_with(key));
+        env.push(e.into());
+    }
+    Ok(env)
 }
 
 /// 127 for a command that is not found, 126 for one that cannot be executed: the messages of

@@ -220,6 +220,11 @@ pub struct VmConfig {
     pub disks: Vec<DiskSpec>,
     /// A pseudo-terminal for the workload (needs [`GuestStdio::VirtioConsole`]).
     pub tty: Option<GuestTty>,
+    /// The exec channel (`isol exec`; docs/vmm.md, "The exec channel"): a listening unix
+    /// socket, borrowed (it must stay open while the VM is built; the VMM serves a duplicate),
+    /// whose clients start processes in the guest through the `isol.control` port. Needs
+    /// [`GuestStdio::VirtioConsole`]. `None`: no channel.
+    pub control: Option<std::os::fd::RawFd>,
     /// A network card: virtio-net on an open tap, and what the guest init gives `eth0`
     /// (`--network bridge`); `None`: loopback only.
     pub net: Option<NetConfig>,
@@ -270,6 +275,7 @@ impl Default for VmConfig {
             stdio: GuestStdio::Serial,
             disks: Vec::new(),
             tty: None,
+            control: None,
             net: None,
             boot_profiles: None,
             seccomp: crate::seccomp::Seccomp::default(),

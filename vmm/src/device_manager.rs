@@ -255,6 +255,8 @@ pub struct VirtioDevices {
     cmdline: Vec<String>,
     stop: Option<(EventFd, std::thread::JoinHandle<()>)>,
     late: Vec<LateIo>,
+    /// The exec channel's thread ([`crate::control`]) and its stop signal.
+    control: Option<(EventFd, std::thread::JoinHandle<()>)>,
 }
 
 /// A KVM I/O-bus registration of a virtio device that the VM does not need from its
@@ -326,6 +328,7 @@ pub fn attach_virtio_devices(
 ) -> Result<VirtioDevices, DeviceError> {
     let mut list: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
     let mut cmdline = Vec::new();
+    let mut control = None;
     if let Rootfs::Disk(path) = &cfg.rootfs {
         let b = Block::open(path, true, "isol-root").map_err(|e| DeviceError::Virtio {
             what: "root disk",
@@ -408,6 +411,16 @@ pub fn attach_virtio_devices(
             });
             cmdline.push("isol.tty=1".to_string());
         }
+        if let Some(listener) = cfg.control {
+            let (port, thread) =
+                control_channel(listener, filters).map_err(|e| DeviceError::Virtio {
+                    what: "exec channel",
+                    msg: format!("{e}; raise the open-file or thread limit"),
+                })?;
+            ports.push(port);
+            control = Some(thread);
+            cmdline.push("isol.control=1".to_string());
+        }
         // Its output writers install their seccomp filter first thing.
         let start = filters
             .cloned()
@@ -474,7 +487,39 @@ pub fn attach_virtio_devices(
         cmdline,
         stop: None,
         late,
+        control,
     })
+}
+
+/// The exec channel: the `isol.control` port on one end of a socketpair, and the thread
+/// (`isol-control`, [`crate::control`]) serving the other end and `listener`'s clients.
+fn control_channel(
+    listener: std::os::fd::RawFd,
+    filters: Option<&crate::seccomp::Filters>,
+) -> std::io::Result<(PortConfig, (EventFd, std::thread::JoinHandle<()>))> {
+    // SAFETY: the caller keeps `listener` open while the VM is built (VmConfig's contract);
+    // the borrow ends with the duplicate made here.
+    let listener = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener) }.try_clone_to_owned()?;
+    let (ours, device) = crate::control::socketpair()?;
+    // The device's end never blocks the device thread (its reads) nor the vCPU (the
+    // control queue is served there); its writer thread waits for room (FdWriter).
+    crate::control::nonblocking(std::os::fd::AsRawFd::as_raw_fd(&device))?;
+    let input = std::fs::File::from(device.try_clone()?);
+    let port = PortConfig {
+        name: isol_guest_init::control::PORT_NAME.into(),
+        io: PortIo::Duplex(input, Box::new(FdWriter::new(std::fs::File::from(device)))),
+    };
+    let channel = crate::control::Channel::new(listener, ours)?;
+    let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+    let stop2 = stop.try_clone()?;
+    let filters = filters.cloned();
+    let thread = std::thread::Builder::new()
+        .name("isol-control".into())
+        .spawn(move || {
+            crate::seccomp::enter(filters.as_ref(), crate::seccomp::ThreadKind::Control);
+            channel.serve(&stop2);
+        })?;
+    Ok((port, (stop, thread)))
 }
 
 struct Stopper {
@@ -565,6 +610,11 @@ impl VirtioDevices {
             t.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
         }
         self.transports.clear();
+        // After the console's writers: what the guest sent on the channel is in its socket.
+        if let Some((evt, thread)) = self.control.take() {
+            let _ = evt.write(1);
+            let _ = thread.join();
+        }
     }
 }
 

@@ -157,6 +157,21 @@ pub struct Launch {
     /// container run with the same flags gets them (`isol_container::vm_etc_files`).
     #[serde(default)]
     pub etc_files: Vec<(String, String)>,
+    /// The exec channel (`isol exec`): a listening unix socket isol made; `None`: none.
+    #[serde(default)]
+    pub control: Option<LaunchControl>,
+}
+
+/// The exec channel's listening socket, inherited across the exec (docs/vmm.md, "The exec
+/// channel"): the jailed VMM serves it, the process isol exec'd removes its path after the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchControl {
+    /// The socket's descriptor, open (not close-on-exec) in the process that runs the VM.
+    pub fd: i32,
+    /// Where it is bound (`<store>/runs/<id>.sock`).
+    #[serde(with = "os_bytes")]
+    pub path: PathBuf,
 }
 
 /// The VM's network card on isol's bridge (`--network bridge`): the tap isol made and
@@ -294,6 +309,7 @@ impl Launch {
                 })
                 .collect(),
             tty,
+            control: self.control.as_ref().map(|c| c.fd),
             net: self.net.as_ref().map(LaunchNet::config),
             boot_profiles: self.boot_profiles.clone(),
             // isol-vmm filters its main thread too (`run_in_vmm`).
@@ -828,6 +844,10 @@ mod tests {
                     "127.0.0.1\tlocalhost\n10.88.0.2\th1\n".into(),
                 ),
             ],
+            control: Some(LaunchControl {
+                fd: 7,
+                path: "/var/lib/isol/runs/abc.sock".into(),
+            }),
         }
     }
 

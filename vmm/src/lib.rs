@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod builder;
 pub mod config;
+pub mod control;
 pub mod device_manager;
 pub mod event_loop;
 pub mod initramfs;

@@ -68,11 +68,13 @@ pub enum ThreadKind {
     LateIo,
     /// `-t`'s window-size thread (`isol-winsize`).
     Winsize,
+    /// The exec channel's thread (`isol-control`: `control.rs`).
+    Control,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 7] = [
+    pub const ALL: [ThreadKind; 8] = [
         ThreadKind::Main,
         ThreadKind::Vcpu,
         ThreadKind::Virtio,
@@ -80,6 +82,7 @@ impl ThreadKind {
         ThreadKind::BootSet,
         ThreadKind::LateIo,
         ThreadKind::Winsize,
+        ThreadKind::Control,
     ];
 
     /// Its name in messages and in `ISOL_VMM_SECCOMP=test-violation:NAME`.
@@ -92,6 +95,7 @@ impl ThreadKind {
             ThreadKind::BootSet => "boot-set",
             ThreadKind::LateIo => "late-io",
             ThreadKind::Winsize => "winsize",
+            ThreadKind::Control => "control",
         }
     }
 
@@ -196,6 +200,16 @@ impl ThreadKind {
                     SYS_ioctl,
                     vec![fd_ioctl(STDIN_FILENO as u64, libc::TIOCGWINSZ)],
                 ),
+            ],
+            ThreadKind::Control => vec![
+                // Waits on the listening socket, its clients and the console port's socket.
+                any(SYS_poll),
+                any(SYS_ppoll),
+                // Takes a client (non-blocking, close-on-exec: no fcntl).
+                any(SYS_accept4),
+                // Reads frames; sends them without SIGPIPE (send: sendto).
+                any(SYS_read),
+                any(SYS_sendto),
             ],
         }
     }
@@ -910,6 +924,14 @@ mod tests {
                 Box::new(ioctl(u64::MAX, KVM_REGISTER_COALESCED_MMIO)),
             ),
             (ThreadKind::Winsize, Box::new(ioctl(0, libc::TIOCGWINSZ))),
+            (
+                ThreadKind::Control,
+                Box::new(|| {
+                    raw(libc::SYS_poll, 0, 0, 0);
+                    raw(libc::SYS_accept4, u64::MAX, 0, 0);
+                    raw(libc::SYS_sendto, u64::MAX, 0, 0);
+                }),
+            ),
         ];
         for (kind, call) in allowed {
             let (code, err) = in_child(&f, kind, call);
@@ -934,6 +956,14 @@ mod tests {
                 "openat",
             ),
             (ThreadKind::LateIo, Box::new(ioctl(3, KVM_RUN)), "ioctl"),
+            // The exec channel's thread opens and connects nothing: its sockets are given.
+            (
+                ThreadKind::Control,
+                Box::new(|| {
+                    raw(libc::SYS_connect, u64::MAX, 0, 0);
+                }),
+                "connect",
+            ),
             // TIOCGWINSZ only on stdin, TCSETS only on stdin.
             (
                 ThreadKind::Winsize,

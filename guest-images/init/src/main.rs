@@ -39,6 +39,8 @@ use isol_guest_init::privileges;
 use isol_guest_init::spec::{SPEC_PATH, Spec};
 use isol_guest_init::user::{self, Ids};
 
+mod exec;
+
 const CONSOLE: &str = "/dev/ttyS0";
 /// Names of the virtio-console ports for the workload's stdin, stdout, stderr (the
 /// VMM's `device_manager::STDIO_PORTS`).
@@ -330,9 +332,10 @@ enum Stdio {
     Pty(fs::File),
 }
 
-/// Runs in the forked child; never returns.
-fn child(spec: &Spec, stdio: &Stdio, port: &Port) -> ! {
-    let code = match child_setup_and_exec(spec, stdio, port) {
+/// Runs in the forked child; never returns. `workload`: the run's workload (its exec is a
+/// boot phase), not a process of `isol exec`.
+fn child(spec: &Spec, stdio: &Stdio, port: &Port, workload: bool) -> ! {
+    let code = match child_setup_and_exec(spec, stdio, port, workload) {
         Ok(never) => match never {},
         Err((code, msg)) => {
             let _ = writeln!(io::stderr(), "isol-init: {msg}");
@@ -363,7 +366,12 @@ fn reset_signals() {
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
 }
 
-fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never, (u8, String)> {
+fn child_setup_and_exec(
+    spec: &Spec,
+    stdio: &Stdio,
+    port: &Port,
+    workload: bool,
+) -> Result<Never, (u8, String)> {
     let setup = |m: String| (EXIT_SETUP_FAILED, m);
     reset_signals();
     // SAFETY: setsid has no memory effects; fails only if already a group leader.
@@ -445,7 +453,9 @@ fn child_setup_and_exec(spec: &Spec, stdio: &Stdio, port: &Port) -> Result<Never
     };
 
     let ids = resolve_user(&spec.user).map_err(setup)?;
-    port.phase(PHASE_WORKLOAD_EXEC);
+    if workload {
+        port.phase(PHASE_WORKLOAD_EXEC);
+    }
     port.close_for_workload();
     privileges::apply(ids.as_ref(), &spec.security).map_err(setup)?;
     // The first candidate that exists but cannot run decides the error (126);
@@ -503,7 +513,9 @@ fn wait_workload(main_pid: libc::pid_t) -> u8 {
             // ECHILD: the workload is gone without us seeing it; cannot happen for PID 1.
             return EXIT_SETUP_FAILED;
         }
-        if pid == main_pid {
+        if pid != main_pid {
+            exec::reaped(pid, st);
+        } else {
             if libc::WIFEXITED(st) {
                 return libc::WEXITSTATUS(st) as u8;
             }
@@ -525,6 +537,9 @@ fn kill_and_reap_all() {
         if pid < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
+        if pid > 0 {
+            exec::reaped(pid, st);
+        }
     }
 }
 
@@ -542,6 +557,8 @@ struct BootArgs {
     disk_nodes: Vec<(usize, Vec<u8>)>,
     /// `isol.net=ADDRESS/PREFIX,GATEWAY`: configure eth0 (`--network bridge`).
     net: Option<String>,
+    /// `isol.control=1`: serve `isol exec` on the `isol.control` port.
+    control: bool,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -563,6 +580,8 @@ fn parse_cmdline(cmdline: &str) -> BootArgs {
             a.virtio_stdio = true;
         } else if w == "isol.tty=1" {
             a.tty = true;
+        } else if w == "isol.control=1" {
+            a.control = true;
         } else if let Some(n) = w.strip_prefix("isol.net=") {
             a.net = Some(n.to_owned());
         } else if let Some(d) = w.strip_prefix("isol.disk=")
@@ -685,6 +704,42 @@ fn make_disk_nodes(nodes: &[(usize, Vec<u8>)]) -> Result<(), String> {
 /// asynchronously after the driver probes) and opens them: the first for reading,
 /// the others for writing.
 fn open_stdio_ports<const N: usize>(names: [&str; N]) -> Result<[fs::File; N], String> {
+    let found = find_ports(names);
+    let open = |i: usize| -> Result<fs::File, String> {
+        let p = found[i]
+            .as_ref()
+            .ok_or_else(|| format!("no virtio-console port named {}", names[i]))?;
+        // isol.stdin and isol.tty are read, the others written.
+        let input = i == 0 || i == 3;
+        fs::OpenOptions::new()
+            .read(input)
+            .write(!input)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(p)
+            .map_err(|e| format!("cannot open {p}: {e}"))
+    };
+    let mut out = Vec::with_capacity(N);
+    for i in 0..N {
+        out.push(open(i)?);
+    }
+    out.try_into()
+        .map_err(|_| "internal error: port count".to_string())
+}
+
+/// The virtio-console port named `name`, open for reading and writing.
+fn open_port(name: &str) -> Result<fs::File, String> {
+    let [found] = find_ports([name]);
+    let p = found.ok_or_else(|| format!("no virtio-console port named {name}"))?;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&p)
+        .map_err(|e| format!("cannot open {p}: {e}"))
+}
+
+/// The device paths of the ports named `names`, waiting up to ~10 s for them to appear.
+fn find_ports<const N: usize>(names: [&str; N]) -> [Option<String>; N] {
     let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     // The ports are announced by control messages handled in a kernel workqueue; they
     // are normally there long before init runs. Give up after ~10 s.
@@ -707,25 +762,7 @@ fn open_stdio_ports<const N: usize>(names: [&str; N]) -> Result<[fs::File; N], S
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let open = |i: usize| -> Result<fs::File, String> {
-        let p = found[i]
-            .as_ref()
-            .ok_or_else(|| format!("no virtio-console port named {}", names[i]))?;
-        // isol.stdin and isol.tty are read, the others written.
-        let input = i == 0 || i == 3;
-        fs::OpenOptions::new()
-            .read(input)
-            .write(!input)
-            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-            .open(p)
-            .map_err(|e| format!("cannot open {p}: {e}"))
-    };
-    let mut out = Vec::with_capacity(N);
-    for i in 0..N {
-        out.push(open(i)?);
-    }
-    out.try_into()
-        .map_err(|_| "internal error: port count".to_string())
+    found
 }
 
 /// The master of a new pseudo-terminal and the path of its slave.
@@ -970,7 +1007,7 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         return Err(format!("cannot fork: {}", io::Error::last_os_error()));
     }
     if pid == 0 {
-        child(&spec, &stdio, port);
+        child(&spec, &stdio, port, true);
     }
     // Our copies of the ports must not keep them open (a port allows one opener), nor
     // ours of the pty slave (the master would never see the workload hang up).
@@ -982,7 +1019,16 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     if let Some(r) = port_relay {
         output.extend(r.start()?);
     }
+    if boot.control {
+        // `isol exec`: a failure to serve it is no reason to fail the workload.
+        if let Err(e) = open_port(isol_guest_init::control::PORT_NAME)
+            .and_then(|p| exec::start(p, spec.clone(), port.is_direct()))
+        {
+            log(&format!("isol exec will not work in this VM: {e}"));
+        }
+    }
     let status = wait_workload(pid);
+    exec::workload_ended();
     port.phase(PHASE_WORKLOAD_EXIT);
     kill_and_reap_all();
     for t in output {

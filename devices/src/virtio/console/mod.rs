@@ -134,6 +134,9 @@ pub enum PortIo {
     Input(Option<File>),
     /// Guest → host into this writer (stdout/stderr).
     Output(Box<dyn Write + Send>),
+    /// Both ways: host → guest from the file, guest → host into the writer (the VMM's
+    /// exec channel, `isol.control`).
+    Duplex(File, Box<dyn Write + Send>),
 }
 
 impl std::fmt::Debug for PortIo {
@@ -141,6 +144,7 @@ impl std::fmt::Debug for PortIo {
         match self {
             PortIo::Input(file) => f.debug_tuple("Input").field(file).finish(),
             PortIo::Output(_) => f.write_str("Output(..)"),
+            PortIo::Duplex(file, _) => f.debug_tuple("Duplex").field(file).finish(),
         }
     }
 }
@@ -264,19 +268,22 @@ impl Console {
         let more_evt = EventFd::new(EFD_NONBLOCK).map_err(ConsoleError::Setup)?;
         let mut out = Vec::new();
         for p in ports {
-            let (input, output) = match p.io {
-                PortIo::Input(file) => (
-                    Some(Input {
-                        eof: file.is_none(),
-                        file,
-                        pollable: false,
-                        watched: false,
-                        pending: Vec::new(),
-                        off: 0,
-                    }),
-                    None,
-                ),
-                PortIo::Output(w) => {
+            let (file, writer) = match p.io {
+                PortIo::Input(file) => (Some(file), None),
+                PortIo::Output(w) => (None, Some(w)),
+                PortIo::Duplex(file, w) => (Some(Some(file)), Some(w)),
+            };
+            let input = file.map(|file| Input {
+                eof: file.is_none(),
+                file,
+                pollable: false,
+                watched: false,
+                pending: Vec::new(),
+                off: 0,
+            });
+            let output = match writer {
+                None => None,
+                Some(w) => {
                     let (tx, rx) = mpsc::channel();
                     let in_flight = Arc::new(AtomicUsize::new(0));
                     let thread = writer_thread(
@@ -288,14 +295,11 @@ impl Console {
                         start.clone(),
                     )
                     .map_err(ConsoleError::Setup)?;
-                    (
-                        None,
-                        Some(Output {
-                            tx: Some(tx),
-                            in_flight,
-                            thread: Some(thread),
-                        }),
-                    )
+                    Some(Output {
+                        tx: Some(tx),
+                        in_flight,
+                        thread: Some(thread),
+                    })
                 }
             };
             out.push(Port {
@@ -993,6 +997,47 @@ mod tests {
         c.process_queue(tx_queue(1), &mut rig.ctx(), None).unwrap();
         c.shutdown(Some(&mut rig.ctx()));
         assert_eq!(out.0.lock().unwrap().as_slice(), b"hello world");
+    }
+
+    #[test]
+    fn a_duplex_port_carries_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in");
+        std::fs::write(&p, b"from host").unwrap();
+        let out = Sink::default();
+        let mut c = Console::new(vec![PortConfig {
+            name: "isol.control".into(),
+            io: PortIo::Duplex(File::open(&p).unwrap(), Box::new(out.clone())),
+        }])
+        .unwrap();
+        let m = mem();
+        let mut rig = Rig::new(&m, 4);
+        (0..4).for_each(|i| rig.post(CTRL_RX, 0x80_0000 + 0x100 * i, 0x100, F_WRITE));
+        // The guest's control messages, each in a transmit buffer of its own.
+        let mut from_guest = |at: u64, ev: u16| {
+            m.write_slice(&control(0, ev, 1), GuestAddress(at)).unwrap();
+            rig.post(CTRL_TX, at, 8, 0);
+            c.process_queue(CTRL_TX, &mut rig.ctx(), None).unwrap();
+        };
+        from_guest(0x90_0000, event::PORT_READY);
+        // Opened by the host (its input is live), then named; the guest opens it too.
+        assert_eq!(ctrl(&m, 0x80_0000), (0, event::PORT_OPEN, 1));
+        assert_eq!(ctrl(&m, 0x80_0100), (0, event::PORT_NAME, 0));
+        from_guest(0x90_0100, event::PORT_OPEN);
+        // Host → guest.
+        rig.post(0, 0xa0_0000, 0x100, F_WRITE);
+        c.process_queue(0, &mut rig.ctx(), None).unwrap();
+        assert_eq!(rig.used_len(0, 0), 9);
+        let mut got = [0u8; 9];
+        m.read_slice(&mut got, GuestAddress(0xa0_0000)).unwrap();
+        assert_eq!(&got, b"from host");
+        // Guest → host, on the same port.
+        m.write_slice(b"from guest", GuestAddress(0xb0_0000))
+            .unwrap();
+        rig.post(1, 0xb0_0000, 10, 0);
+        c.process_queue(1, &mut rig.ctx(), None).unwrap();
+        c.shutdown(Some(&mut rig.ctx()));
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"from guest");
     }
 
     #[test]
