@@ -344,6 +344,8 @@ fn child(
     let mut keep = vec![life.as_raw_fd()];
     // `--network bridge`: the tap isol opened on the host, which the jail cannot open.
     keep.extend(launch.net.as_ref().map(|n| n.tap_fd));
+    // `-v DIR:DIR`: the sockets connected to the virtiofsds isol started.
+    keep.extend(launch.shares.iter().map(|s| s.socket_fd));
     match entry {
         Entry::CloneInto(dir) => keep.push(dir.as_raw_fd()),
         Entry::SelfJoin(files) => keep.extend(files.iter().map(AsRawFd::as_raw_fd)),
@@ -562,6 +564,7 @@ mod tests {
             seccomp_test_violation: None,
             jail: None,
             net: None,
+            shares: Vec::new(),
             etc_files: Vec::new(),
         };
         let p = plan(&launch);

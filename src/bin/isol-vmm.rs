@@ -16,6 +16,8 @@ fn main() -> std::process::ExitCode {
     // back here after the VM by the process isol exec'd — the relay, or the VMM without a
     // jail — never by the jailed child.
     let mut lease: Option<isol_vmm::launch::LaunchNet> = None;
+    // `-v DIR:DIR`: the virtiofsds isol started are this pid's children, ended likewise.
+    let mut shares: Option<isol_vmm::launch::Launch> = None;
     let code = isol_vmm::launch::main(
         std::env::args_os(),
         |filter| {
@@ -25,12 +27,16 @@ fn main() -> std::process::ExitCode {
             let jailed = jail::enter(launch);
             if !matches!(jailed, isol_vmm::launch::Jailed::Run(Some(_))) {
                 lease = launch.net.clone();
+                shares = (!launch.shares.is_empty()).then(|| launch.clone());
             }
             jailed
         },
     );
     if let Some(net) = lease {
         release(&net);
+    }
+    if let Some(l) = shares {
+        isol_vmm::launch::end_backends(&l);
     }
     std::process::ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -7,6 +7,7 @@ pub mod image;
 pub mod lab;
 pub mod run;
 pub mod runs;
+pub mod shares;
 
 use crate::cli::{Cli, Command};
 
