@@ -191,23 +191,28 @@ fn spawn(bin: &Path, s: &Share, listener: &UnixListener) -> std::io::Result<Chil
     if s.read_only {
         cmd.arg("--readonly");
     }
-    // SAFETY: between fork and exec only async-signal-safe calls: fcntl, prctl, getppid,
-    // _exit.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The listening socket survives the exec (it is close-on-exec in isol).
-            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Killed with isol (or the isol-vmm it becomes, same pid and thread).
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe system calls (`before_exec`).
+    unsafe { cmd.pre_exec(move || before_exec(fd, parent)) };
     cmd.spawn()
+}
+
+/// virtiofsd's child side, between fork and exec: the listening socket survives the exec (it
+/// is close-on-exec in isol), and the child is killed with isol (or the isol-vmm it becomes:
+/// same pid, same thread), or ends at once if isol is already gone.
+fn before_exec(fd: i32, parent: u32) -> std::io::Result<()> {
+    // SAFETY: F_SETFD on a descriptor this process inherited; integer arguments only.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments, on this process only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no arguments and cannot fail.
+    if unsafe { libc::getppid() } as u32 != parent {
+        // SAFETY: ends this forked child at once, as exec would have replaced it.
+        unsafe { libc::_exit(1) };
+    }
+    Ok(())
 }

@@ -336,8 +336,9 @@ mod tests {
         // SAFETY: CMSG_FIRSTHDR/NXTHDR walk the control buffer the kernel just filled.
         let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
         while !c.is_null() {
-            // SAFETY: `c` points at a control message inside `cbuf`.
-            let (level, ty, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+            // SAFETY: `c` points at a control message header inside `cbuf`.
+            let hdr = unsafe { &*c };
+            let (level, ty, len) = (hdr.cmsg_level, hdr.cmsg_type, hdr.cmsg_len);
             if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
                 // SAFETY: CMSG_LEN(0) is a constant computation.
                 let data = len - unsafe { libc::CMSG_LEN(0) } as usize;
@@ -345,8 +346,10 @@ mod tests {
                 // SAFETY: the message carries `k` fds right after its header.
                 let src = unsafe { libc::CMSG_DATA(c) }.cast::<libc::c_int>();
                 for j in 0..k {
-                    // SAFETY: j < k, inside the message's data.
-                    fds[nfds] = unsafe { src.add(j).read_unaligned() };
+                    // SAFETY: j < k: inside the message's data.
+                    let p = unsafe { src.add(j) };
+                    // SAFETY: `p` points at one of the message's fds (maybe unaligned).
+                    fds[nfds] = unsafe { p.read_unaligned() };
                     nfds += 1;
                 }
             }
