@@ -40,6 +40,7 @@ packages=(
     podman                    # another one, through conmon (tests/podman.rs)
     docker.io                 # and dockerd's `runtimes` (tests/docker.rs)
     chromium                  # renders the benchmark report in its test
+    libseccomp-dev libcap-ng-dev   # to build virtiofsd (below)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -55,6 +56,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null; then
         systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
     fi
+fi
+
+# virtiofsd serves `-v DIR:DIR` on --backend kvm (virtio-fs; docs/devices.md): the virtio-fs
+# project's release from crates.io, pinned (isol uses --fd, --sandbox namespace, --readonly),
+# built once (~5 minutes on 2 cores).
+virtiofsd_version=1.14.0
+if [ "$(/usr/local/bin/virtiofsd --version 2>/dev/null | awk '{print $2}')" != "$virtiofsd_version" ]; then
+    echo "setup: building virtiofsd $virtiofsd_version" >&2
+    cargo install --locked --quiet --root /usr/local virtiofsd --version "$virtiofsd_version"
 fi
 
 echo "setup: building isol" >&2

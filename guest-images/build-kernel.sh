@@ -44,6 +44,8 @@ required=(
     VIRTIO_MMIO_CMDLINE_DEVICES VIRTIO_BLK VIRTIO_CONSOLE
     # --network bridge on kvm (a virtio-net NIC on a tap).
     NETDEVICES NET_CORE VIRTIO_NET
+    # -v HOSTDIR:DIR on kvm (virtio-fs, served by virtiofsd).
+    FUSE_FS VIRTIO_FS
     # Not in the list but the guest is useless without them.
     TTY MULTIUSER SHMEM BLOCK NET X86_MPPARSE
     # The workload's capabilities/seccomp/no_new_privs, as in a container.

@@ -352,6 +352,9 @@ fn child(
     keep.extend(launch.net.as_ref().map(|n| n.tap_fd));
     // `isol exec`'s listening socket, bound on the host where its clients find it.
     keep.extend(launch.control.as_ref().map(|c| c.fd));
+
+    // `-v DIR:DIR`: the sockets connected to the virtiofsds isol started.
+    keep.extend(launch.shares.iter().map(|s| s.socket_fd));
     match entry {
         Entry::CloneInto(dir) => keep.push(dir.as_raw_fd()),
         Entry::SelfJoin(files) => keep.extend(files.iter().map(AsRawFd::as_raw_fd)),
@@ -570,6 +573,7 @@ mod tests {
             seccomp_test_violation: None,
             jail: None,
             net: None,
+            shares: Vec::new(),
             etc_files: Vec::new(),
             control: None,
         };

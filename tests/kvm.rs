@@ -325,18 +325,7 @@ fn assert_bad(args: &[&str], needle: &str) {
 
 /// [`assert_bad`] with more environment.
 fn assert_bad_with(args: &[&str], env: &[(&str, &str)], needle: &str) {
-    let mut all = vec!["run", "--backend", "kvm"];
-    all.extend_from_slice(args);
-    // Any existing file passes for the init: these errors come before it is used.
-    let o = isol(&all)
-        .env("ISOL_GUEST_INIT", "/bin/busybox")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(code(&o), 125, "isol {args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(needle), "{needle:?} not in: {err}");
+    assert_kvm_refused(args, env, needle);
 }
 
 #[test]

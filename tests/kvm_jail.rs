@@ -485,6 +485,8 @@ fn jail_on_a_host_whose_kvm_emulates() {
         net: None,
         etc_files: Vec::new(),
         control: None,
+
+        shares: Vec::new(),
     };
     let mut relay = spawn_vmm(&launch);
     let vmm = jailed_vmm(&mut relay);

@@ -20,6 +20,8 @@ fn main() -> std::process::ExitCode {
     // ends with its main thread filtered: its record and socket go stale together, and the
     // next listing of the runs removes both, as after a SIGKILL).
     let mut control: Option<std::path::PathBuf> = None;
+    // `-v DIR:DIR`: the virtiofsds isol started are this pid's children, ended likewise.
+    let mut shares: Option<isol_vmm::launch::Launch> = None;
     let code = isol_vmm::launch::main(
         std::env::args_os(),
         |filter| {
@@ -29,6 +31,7 @@ fn main() -> std::process::ExitCode {
             let jailed = jail::enter(launch);
             if !matches!(jailed, isol_vmm::launch::Jailed::Run(Some(_))) {
                 lease = launch.net.clone();
+                shares = (!launch.shares.is_empty()).then(|| launch.clone());
             }
             if matches!(jailed, isol_vmm::launch::Jailed::Exit(_)) {
                 control = launch.control.as_ref().map(|c| c.path.clone());
@@ -41,6 +44,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(path) = control {
         let _ = std::fs::remove_file(path);
+    }
+    if let Some(l) = shares {
+        isol_vmm::launch::end_backends(&l);
     }
     std::process::ExitCode::from(code.clamp(0, 255) as u8)
 }

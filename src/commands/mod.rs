@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod lab;
 pub mod run;
 pub mod runs;
+pub mod shares;
 pub mod vm_exec;
 
 use crate::cli::{Cli, Command};

@@ -823,17 +823,9 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
         )?;
     }
     for v in &spec.volumes {
-        // A block device or an image file becomes a virtio disk, seen at the target as
-        // a block device; a directory would need a shared filesystem (virtio-fs).
-        use std::os::unix::fs::FileTypeExt;
-        let t = std::fs::metadata(&v.source)
-            .with_context(|| format!("Cannot read volume source {}", v.source.display()))?
-            .file_type();
-        if !(t.is_block_device() || t.is_file()) {
-            refuse(
-                "-v/--volume with a directory",
-                "the microVM has no shared filesystem; a block device or an image file is attached as a disk",
-            )?;
+        // A host without virtiofsd is told at once.
+        if kvm_volume_kind(v)? == KvmVolume::Shared {
+            super::shares::virtiofsd()?;
         }
     }
     if spec.pids.is_some() {
@@ -929,6 +921,32 @@ fn vm_memory_mib(spec: &RunSpec) -> u32 {
     }
 }
 
+/// How a `-v` source reaches a VM: a directory is shared (virtio-fs, served by virtiofsd), a
+/// block device or an image file is attached as a disk (virtio-blk, seen at the target as a
+/// block device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KvmVolume {
+    Shared,
+    Disk,
+}
+
+fn kvm_volume_kind(v: &isol_container::Volume) -> anyhow::Result<KvmVolume> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(&v.source)
+        .with_context(|| format!("Cannot read volume source {}", v.source.display()))?
+        .file_type();
+    if t.is_dir() {
+        Ok(KvmVolume::Shared)
+    } else if t.is_block_device() || t.is_file() {
+        Ok(KvmVolume::Disk)
+    } else {
+        bail!(
+            "-v {}: a socket, FIFO or character device cannot be given to a VM; with --backend kvm give a directory (shared), an image file or a block device (a disk), or use --backend container",
+            v.source.display()
+        )
+    }
+}
+
 /// The guest kernel: --kernel, $ISOL_KERNEL, or the one build-kernel.sh cached.
 fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(k) = &args.kernel {
@@ -982,7 +1000,28 @@ fn run_kvm(
     drop(file);
     // A kernel whose config can be found and lacks what isol needs is refused here, with
     // the options named, rather than failing inside the guest.
-    isol_vmm::kconfig::check_for(&kernel, vcpus, args.network == Network::Bridge)?;
+    let mut shared = Vec::new();
+    let mut disks = Vec::new();
+    for v in &spec.volumes {
+        match kvm_volume_kind(v)? {
+            KvmVolume::Shared => shared.push(super::shares::Share {
+                source: v.source.clone(),
+                target: v.target.clone(),
+                read_only: v.read_only,
+            }),
+            KvmVolume::Disk => disks.push(isol_vmm::launch::LaunchDisk {
+                path: v.source.clone(),
+                read_only: v.read_only,
+                guest_path: v.target.clone().into_os_string(),
+            }),
+        }
+    }
+    isol_vmm::kconfig::check_for(
+        &kernel,
+        vcpus,
+        args.network == Network::Bridge,
+        !shared.is_empty(),
+    )?;
     // Then, before any work on the image: a host whose KVM only emulates is told so at once.
     // The environment is read here, once: ISOL_CACHE.
     let speed_cache = isol_vmm::config::cache_dir().join("kvm-speed");
@@ -1013,15 +1052,7 @@ fn run_kvm(
             ),
             Some(f) => f.words(),
         },
-        disks: spec
-            .volumes
-            .iter()
-            .map(|v| isol_vmm::launch::LaunchDisk {
-                path: v.source.clone(),
-                read_only: v.read_only,
-                guest_path: v.target.clone().into_os_string(),
-            })
-            .collect(),
+        disks,
         timeout: args.timeout.map(std::time::Duration::from_secs_f64),
         console: args.console,
         trace_exits: args.trace_exits,
@@ -1038,6 +1069,7 @@ fn run_kvm(
         net: None,
         etc_files: Vec::new(),
         control: None,
+        shares: Vec::new(),
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.
@@ -1049,7 +1081,7 @@ fn run_kvm(
         Some(_) => isol_container::NetworkMode::Bridge,
         None => isol_container::NetworkMode::None,
     };
-    let etc_files = isol_container::vm_etc_files(
+    let etc_files: Vec<(String, String)> = isol_container::vm_etc_files(
         mode,
         &launch.hostname.to_string_lossy(),
         network.as_ref().map(|n| n.launch.address),
@@ -1058,10 +1090,34 @@ fn run_kvm(
     .into_iter()
     .map(|(name, content)| (name.to_owned(), content))
     .collect();
+    let jail = vmm_jail(store, &launch, id)?;
+    // Everything that can be checked before the VMM starts fails here, as isol's error.
+    isol_vmm::launch::Launch {
+        jail: jail.clone(),
+        net: network.as_ref().map(|n| n.launch.clone()),
+        etc_files: etc_files.clone(),
+        ..launch.clone()
+    }
+    .vm_config(None)
+    .validate()?;
+    // Last: the virtiofsds of `-v DIR:DIR` (they need the directories absolute).
+    let shared = shared
+        .into_iter()
+        .map(|s| {
+            Ok(super::shares::Share {
+                source: std::path::absolute(&s.source).with_context(|| {
+                    format!("Cannot make {} an absolute path", s.source.display())
+                })?,
+                ..s
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shares = super::shares::KvmShares::start(&shared, id)?;
     let launch = isol_vmm::launch::Launch {
-        jail: vmm_jail(store, &launch, id)?,
+        jail,
         net: network.as_ref().map(|n| n.launch.clone()),
         etc_files,
+        shares: shares.launch.clone(),
         ..launch
     };
     // `isol exec`'s way into the VM: a socket beside the run's record, served by the VMM.
@@ -1073,8 +1129,6 @@ fn run_kvm(
         }),
         ..launch
     };
-    // Everything that can be checked before the VMM starts fails here, as isol's error.
-    launch.vm_config(None).validate()?;
     // The VM runs in isol-vmm, which this process becomes (same pid), so that none of
     // isol's own code is mapped while it runs; without isol-vmm, here.
     match isol_vmm::launch::vmm_binary() {
@@ -1084,12 +1138,16 @@ fn run_kvm(
             if let Some(n) = &network {
                 n.keep_across_exec()?;
             }
+            shares.keep_across_exec()?;
             tracing::debug!(vmm = %vmm.display(), "handing the VM over to isol-vmm (exec)");
             Err(isol_vmm::launch::exec(&vmm, &launch, std::env::args_os()).into())
         }
         None => {
             tracing::debug!("running the VM in this process (no isol-vmm)");
-            Ok(isol_vmm::launch::run(&launch))
+            let code = isol_vmm::launch::run(&launch);
+            // Disconnects and reaps the virtiofsds.
+            drop(shares);
+            Ok(code)
         }
     }
 }

@@ -232,6 +232,24 @@ pub fn ok(args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// `isol run --backend kvm ARGS…` with `env` fails before any guest runs: one line saying
+/// `needle`, status 125.
+pub fn assert_kvm_refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
+    let mut all = vec!["run", "--backend", "kvm"];
+    all.extend_from_slice(args);
+    // Any existing file passes for the init: these errors come before it is used.
+    let o = isol(&all)
+        .env("ISOL_GUEST_INIT", "/bin/busybox")
+        .env_remove("ISOL_VIRTIOFSD")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "isol {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+}
+
 /// What a run may leave behind on the host, named so a failure says what leaked.
 pub fn leftovers() -> Vec<String> {
     let mut found = Vec::new();

@@ -113,7 +113,12 @@ fn run_valid(
 ) -> Result<VmOutcome, VmmError> {
     // 3 (first). Guest memory, mapped but not yet registered: the kernel can go in
     // while KVM is set up.
-    let mem = memory::create_guest_memory(cfg.memory_bytes())?;
+    // A vhost-user backend (virtio-fs) maps guest RAM too: then it is a shared memfd.
+    let mem = if cfg.shares.is_empty() {
+        memory::create_guest_memory(cfg.memory_bytes())?
+    } else {
+        memory::create_guest_memory_shared(cfg.memory_bytes())?
+    };
 
     // Fresh guest RAM must be zeroed by the host when it is first touched: most of the
     // setup's time where that is slow (nested or emulated hosts; docs/vmm.md, "Boot time

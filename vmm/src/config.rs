@@ -11,7 +11,7 @@ use std::time::Duration;
 pub use isol_guest_init::spec::{Security, SockFilter};
 
 use crate::arch::x86_64::mptable;
-pub use crate::device_manager::{DiskSpec, GuestIp, GuestTty, NetConfig};
+pub use crate::device_manager::{DiskSpec, FsShare, GuestIp, GuestTty, NetConfig};
 
 /// Smallest guest: the kernel at 16 MiB plus room for the initramfs and the kernel.
 pub const MIN_MEMORY_MIB: u32 = 32;
@@ -228,6 +228,9 @@ pub struct VmConfig {
     /// A network card: virtio-net on an open tap, and what the guest init gives `eth0`
     /// (`--network bridge`); `None`: loopback only.
     pub net: Option<NetConfig>,
+    /// Host directories shared through virtio-fs (`-v DIR:DIR`), each on a socket connected
+    /// to its vhost-user backend; with any, guest RAM is a memfd the backends map.
+    pub shares: Vec<FsShare>,
     /// Where boot profiles are kept (`vstate::boot_profile`: the guest RAM a boot touches
     /// before init, faulted in ahead of the next boot of the same machine); `None` turns
     /// them off. Callers pick it ([`default_boot_profiles`] is isol's convention); the VMM
@@ -277,6 +280,7 @@ impl Default for VmConfig {
             tty: None,
             control: None,
             net: None,
+            shares: Vec::new(),
             boot_profiles: None,
             seccomp: crate::seccomp::Seccomp::default(),
             seccomp_test_violation: None,

@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use isol_devices::virtio::block::{Block, BlockStats};
 use isol_devices::virtio::console::{Console, FdWriter, PortConfig, PortIo};
+use isol_devices::virtio::fs::VhostUserFs;
 use isol_devices::virtio::mmio::{BATCHABLE_WRITES, MMIO_WINDOW, reg as mmio_reg};
 use isol_devices::virtio::net::{Net, NetStats, Tap};
 use isol_devices::virtio::subscriber::VirtioSubscriber;
@@ -191,17 +192,50 @@ pub struct DiskSpec {
     pub guest_path: Option<std::ffi::OsString>,
 }
 
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A host directory shared with the guest: a virtio-fs device whose queues a vhost-user
+/// backend (virtiofsd) serves, on a socket connected to it. The device is the tag and the
+/// socket; the guest init mounts it when `guest_path` is set. Any VM with one gets its RAM
+/// from a memfd, which the backend maps.
+#[derive(Debug, Clone)]
+pub struct FsShare {
+    /// The connected vhost-user socket, borrowed: it must stay open while the VM is built
+    /// (the device works on a duplicate).
+    pub socket: std::os::fd::RawFd,
+    /// The tag the guest mounts it by (1 to 36 bytes).
+    pub tag: String,
+    /// Where the guest init mounts it (`mount -t virtiofs TAG PATH`); `None`: not mounted.
+    pub guest_path: Option<std::ffi::OsString>,
+    /// Mount it read-only in the guest (the backend should refuse writes as well).
+    pub read_only: bool,
+}
+
+/// `isol.fs=HEXTAG:MODE:HEXPATH`: tells init to mount the virtio-fs device TAG at PATH,
+/// `ro` or `rw`.
+fn fs_mount_arg(tag: &str, read_only: bool, path: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mode = if read_only { "ro" } else { "rw" };
+    format!(
+        "isol.fs={}:{mode}:{}",
+        hex(tag.as_bytes()),
+        hex(path.as_bytes())
+    )
+}
+
 /// `isol.disk=INDEX:HEXPATH`: tells init to create a node for extra disk INDEX (whose
 /// GET_ID serial is `isol-diskINDEX`) at the hex-encoded path (any bytes survive the
 /// command line).
 fn disk_node_arg(index: usize, path: &std::ffi::OsStr) -> String {
-    use std::fmt::Write;
     use std::os::unix::ffi::OsStrExt;
-    let mut s = format!("isol.disk={index}:");
-    for b in path.as_bytes() {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    format!("isol.disk={index}:{}", hex(path.as_bytes()))
 }
 
 /// A pseudo-terminal for the workload: the guest init allocates a pty, makes it the
@@ -315,6 +349,20 @@ fn dup_stdio(fd: i32) -> std::io::Result<std::fs::File> {
     Ok(unsafe { <std::fs::File as std::os::unix::io::FromRawFd>::from_raw_fd(new) })
 }
 
+/// A duplicate of `fd`, a descriptor the caller lends while the VM is built (`what` names
+/// it in the error).
+///
+/// # Safety
+///
+/// `fd` must be open for the duration of the call.
+unsafe fn dup_borrowed(fd: std::os::fd::RawFd, what: &str) -> Result<std::os::fd::OwnedFd, String> {
+    // SAFETY: open for the call (the caller's contract); the borrow ends with the duplicate.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot duplicate {what} {fd}: {e}"))
+}
+
 /// Creates the virtio devices `cfg` asks for — the root disk ([`Rootfs::Disk`], read
 /// only) and the stdio console ([`GuestStdio::VirtioConsole`]) — each on its MMIO
 /// window with an irqfd and one ioeventfd per queue, and puts them on the MMIO bus.
@@ -354,15 +402,8 @@ pub fn attach_virtio_devices(
             what: "network card",
             msg,
         };
-        // SAFETY: the caller keeps `tap` open while the VM is built (NetConfig's contract);
-        // the borrow ends with the duplicate made here.
-        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(n.tap) };
-        let fd = borrowed.try_clone_to_owned().map_err(|e| {
-            err(format!(
-                "cannot duplicate the tap's descriptor {}: {e}",
-                n.tap
-            ))
-        })?;
+        // SAFETY: the caller keeps `tap` open while the VM is built (NetConfig's contract).
+        let fd = unsafe { dup_borrowed(n.tap, "the tap's descriptor") }.map_err(err)?;
         let tap = Tap::from_fd(fd).map_err(|e| err(e.to_string()))?;
         list.push((
             "virtio-net",
@@ -370,6 +411,20 @@ pub fn attach_virtio_devices(
         ));
         if let Some(ip) = &n.ip {
             cmdline.push(ip.cmdline_arg());
+        }
+    }
+    for share in &cfg.shares {
+        let err = |msg: String| DeviceError::Virtio {
+            what: "shared directory",
+            msg,
+        };
+        // SAFETY: the caller keeps `socket` open while the VM is built (FsShare's contract).
+        let fd = unsafe { dup_borrowed(share.socket, "the vhost-user socket") }.map_err(err)?;
+        let fs = VhostUserFs::connect(std::os::unix::net::UnixStream::from(fd), &share.tag)
+            .map_err(|e| err(e.to_string()))?;
+        list.push(("virtio-fs", Box::new(fs)));
+        if let Some(p) = &share.guest_path {
+            cmdline.push(fs_mount_arg(&share.tag, share.read_only, p));
         }
     }
     if cfg.stdio == GuestStdio::VirtioConsole {
@@ -633,6 +688,10 @@ mod tests {
         assert_eq!(
             disk_node_arg(2, std::ffi::OsStr::new("/a b")),
             "isol.disk=2:2f612062"
+        );
+        assert_eq!(
+            fs_mount_arg("fs0", true, std::ffi::OsStr::new("/a b")),
+            "isol.fs=667330:ro:2f612062"
         );
     }
 

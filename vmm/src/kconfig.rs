@@ -61,6 +61,18 @@ pub const NET_REQUIRED: &[(&str, &str)] = &[
     ),
 ];
 
+/// What a guest kernel needs for shared directories (`-v DIR:DIR`, virtio-fs).
+pub const FS_REQUIRED: &[(&str, &str)] = &[
+    (
+        "CONFIG_FUSE_FS",
+        "FUSE, which virtio-fs is built on (-v DIR:DIR)",
+    ),
+    (
+        "CONFIG_VIRTIO_FS",
+        "virtio-fs, the shared directories of -v DIR:DIR",
+    ),
+];
+
 /// A kernel that lacks options isol needs.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -171,11 +183,12 @@ pub fn find_config(kernel: &Path) -> Option<(String, String)> {
 /// Refuses `kernel` when its configuration is found and lacks an option isol needs for a
 /// guest with `vcpus` vCPUs.
 pub fn check(kernel: &Path, vcpus: u8) -> Result<(), MissingOptions> {
-    check_for(kernel, vcpus, false)
+    check_for(kernel, vcpus, false, false)
 }
 
-/// [`check`], with the options of a network card ([`NET_REQUIRED`]) when `nic`.
-pub fn check_for(kernel: &Path, vcpus: u8, nic: bool) -> Result<(), MissingOptions> {
+/// [`check`], with the options of a network card ([`NET_REQUIRED`]) when `nic`, and of
+/// shared directories ([`FS_REQUIRED`]) when `fs`.
+pub fn check_for(kernel: &Path, vcpus: u8, nic: bool, fs: bool) -> Result<(), MissingOptions> {
     let Some((config, source_name)) = find_config(kernel) else {
         return Ok(());
     };
@@ -185,6 +198,9 @@ pub fn check_for(kernel: &Path, vcpus: u8, nic: bool) -> Result<(), MissingOptio
     }
     if nic {
         gone.extend(missing(&config, NET_REQUIRED));
+    }
+    if fs {
+        gone.extend(missing(&config, FS_REQUIRED));
     }
     if gone.is_empty() {
         return Ok(());
@@ -262,12 +278,20 @@ mod tests {
         std::fs::write(&bzimage, &bz).unwrap();
         assert!(check(&elf, 1).is_ok());
         // No virtio-net in that config: refused only when a card is asked for.
-        let e = check_for(&elf, 1, true).unwrap_err();
+        let e = check_for(&elf, 1, true, false).unwrap_err();
         assert_eq!(
             e.missing,
             [
                 "CONFIG_NETDEVICES (network cards (--network bridge))",
                 "CONFIG_VIRTIO_NET (the virtio-net card of --network bridge)"
+            ]
+        );
+        let e = check_for(&elf, 1, false, true).unwrap_err();
+        assert_eq!(
+            e.missing,
+            [
+                "CONFIG_FUSE_FS (FUSE, which virtio-fs is built on (-v DIR:DIR))",
+                "CONFIG_VIRTIO_FS (virtio-fs, the shared directories of -v DIR:DIR)"
             ]
         );
         for k in [&elf, &bzimage] {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskSpec, GuestIp, GuestTty, NetConfig, Security, SockFilter};
+use crate::config::{DiskSpec, FsShare, GuestIp, GuestTty, NetConfig, Security, SockFilter};
 use crate::seccomp::{Filters, Seccomp, ThreadKind};
 use crate::{BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, VmConfig, VmmError};
 
@@ -34,7 +34,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 6;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -160,6 +160,10 @@ pub struct Launch {
     /// The exec channel (`isol exec`): a listening unix socket isol made; `None`: none.
     #[serde(default)]
     pub control: Option<LaunchControl>,
+    /// `-v DIR:DIR`: host directories shared through virtio-fs, each served by a virtiofsd
+    /// that isol started.
+    #[serde(default)]
+    pub shares: Vec<LaunchShare>,
 }
 
 /// The exec channel's listening socket, inherited across the exec (docs/vmm.md, "The exec
@@ -172,6 +176,77 @@ pub struct LaunchControl {
     /// Where it is bound (`<store>/runs/<id>.sock`).
     #[serde(with = "os_bytes")]
     pub path: PathBuf,
+}
+
+/// A host directory shared with the guest (virtio-fs): the socket connected to its
+/// virtiofsd, and where the guest mounts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchShare {
+    /// The vhost-user socket, connected, open (not close-on-exec) in the process that runs
+    /// the VM.
+    pub socket_fd: i32,
+    /// The device's tag.
+    pub tag: String,
+    /// Where the guest init mounts it.
+    #[serde(with = "os_bytes")]
+    pub guest_path: OsString,
+    /// Mounted read-only (virtiofsd runs `--readonly` too).
+    pub read_only: bool,
+    /// virtiofsd's pid: a child of the process that execs isol-vmm, which waits for it
+    /// when the run ends ([`end_backends`]).
+    pub backend_pid: u32,
+}
+
+impl LaunchShare {
+    /// The share as the VMM takes it.
+    pub fn config(&self) -> FsShare {
+        FsShare {
+            socket: self.socket_fd,
+            tag: self.tag.clone(),
+            guest_path: Some(self.guest_path.clone()),
+            read_only: self.read_only,
+        }
+    }
+}
+
+/// How long [`end_backends`] waits for a backend that lost its VMM to exit before it kills
+/// it: virtiofsd exits as soon as its socket closes, this is for one that hangs.
+const BACKEND_GRACE: Duration = Duration::from_secs(5);
+
+/// The run is over in the process that started the backends (the relay, or the VMM
+/// without a jail): closes this process's end of each share's socket — with the VMM's
+/// gone, that disconnects the backend, which exits — and reaps each backend, killing one
+/// that is still there after [`BACKEND_GRACE`]. Nothing is left running or unreaped.
+pub fn end_backends(launch: &Launch) {
+    for s in &launch.shares {
+        // SAFETY: closing the launch's own descriptor, which nothing else in this process
+        // uses once the VM is gone (EBADF if it was closed already is harmless).
+        unsafe { libc::close(s.socket_fd) };
+    }
+    for s in &launch.shares {
+        let Ok(pid) = i32::try_from(s.backend_pid) else {
+            continue;
+        };
+        let start = std::time::Instant::now();
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid on a child of ours writes only to `st`.
+            let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+            if r != 0 {
+                // Reaped, or not our child (ECHILD): done either way.
+                break;
+            }
+            if start.elapsed() > BACKEND_GRACE {
+                // SAFETY: `pid` is our unreaped child, so the pid is still its.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: as above; blocks until the killed child is reaped.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// The VM's network card on isol's bridge (`--network bridge`): the tap isol made and
@@ -311,6 +386,7 @@ impl Launch {
             tty,
             control: self.control.as_ref().map(|c| c.fd),
             net: self.net.as_ref().map(LaunchNet::config),
+            shares: self.shares.iter().map(LaunchShare::config).collect(),
             boot_profiles: self.boot_profiles.clone(),
             // isol-vmm filters its main thread too (`run_in_vmm`).
             seccomp: if self.seccomp {
@@ -848,6 +924,13 @@ mod tests {
                 fd: 7,
                 path: "/var/lib/isol/runs/abc.sock".into(),
             }),
+            shares: vec![LaunchShare {
+                socket_fd: 9,
+                tag: "isol-fs0".into(),
+                guest_path: OsString::from_vec(b"/sh\xffared".to_vec()),
+                read_only: true,
+                backend_pid: 4242,
+            }],
         }
     }
 
@@ -883,6 +966,10 @@ mod tests {
         );
         assert!(cfg.forward_stdin && cfg.tty.is_none());
         assert_eq!(cfg.boot_profiles, l.boot_profiles);
+        let share = &cfg.shares[0];
+        assert_eq!((share.socket, share.tag.as_str()), (9, "isol-fs0"));
+        assert_eq!(share.guest_path, Some(l.shares[0].guest_path.clone()));
+        assert!(share.read_only);
         // Profiles off travel too.
         let off = Launch {
             boot_profiles: None,

@@ -121,6 +121,12 @@ impl ThreadKind {
                 any(SYS_getpid),
                 // Puts the SIGINT/SIGTERM dispositions back after the VM.
                 any(SYS_rt_sigaction),
+                // Without a jail, isol-vmm reaps the virtiofsds of `-v DIR:DIR` after the VM
+                // (`launch::end_backends`): waits, and kills one that hangs.
+                any(SYS_wait4),
+                any(SYS_kill),
+                any(SYS_nanosleep),
+                any(SYS_clock_nanosleep),
             ],
             ThreadKind::Vcpu => vec![
                 (
@@ -138,6 +144,10 @@ impl ThreadKind {
                 // The UART's output waits for room on a non-blocking stdout (FdWriter).
                 any(SYS_poll),
                 any(SYS_ppoll),
+                // virtio-fs: the vhost-user requests of the driver's DRIVER_OK and reset (the
+                // memory table and the rings' eventfds go as SCM_RIGHTS) and their replies.
+                any(SYS_sendmsg),
+                any(SYS_recvmsg),
             ],
             ThreadKind::Virtio => vec![
                 // Its event manager: queue ioeventfds, stdin, the -t window-size pipe.

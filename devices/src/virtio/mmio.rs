@@ -133,6 +133,10 @@ impl MmioTransport {
                     .map_err(TransportError::EventFd)?,
             );
         }
+        let mut device = device;
+        device
+            .set_queue_evts(&queue_evts)
+            .map_err(TransportError::EventFd)?;
         Ok(Self {
             device,
             mem,
@@ -161,6 +165,12 @@ impl MmioTransport {
     /// ioeventfd may take it.
     pub fn serve_on_notify(&self, index: usize) -> bool {
         self.device.serve_on_notify(index)
+    }
+
+    /// Whether another process serves the queues ([`VirtioDevice::backend_serves_queues`]):
+    /// the device thread must leave the queue eventfds alone.
+    pub fn backend_serves_queues(&self) -> bool {
+        self.device.backend_serves_queues()
     }
 
     /// The interrupt trigger (its eventfd is to be registered as an irqfd).
@@ -238,6 +248,7 @@ impl MmioTransport {
         self.acked_features = 0;
         self.queue_sel = 0;
         self.broken = false;
+        self.irq.set_sticky(0);
         self.irq.ack(INT_VRING | INT_CONFIG);
     }
 

@@ -8,6 +8,8 @@
 //! * [`console`]: virtio-console with `VIRTIO_CONSOLE_F_MULTIPORT`, one named port per
 //!   workload stdio stream.
 //! * [`net`]: virtio-net over a tap, with the tap's checksum and segmentation offloads.
+//! * [`fs`]: virtio-fs as a vhost-user frontend: the queues are served by a backend
+//!   process (virtiofsd) on a unix socket, straight from guest memory.
 //! * [`subscriber`]: the event-manager glue: queue ioeventfds and host fds to the device.
 //!
 //! The transport and its device sit behind one mutex: the vCPU threads take it for
@@ -17,6 +19,7 @@
 
 pub mod block;
 pub mod console;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod queue;
@@ -66,6 +69,8 @@ pub mod device_type {
     pub const BLOCK: u32 = 2;
     /// Console.
     pub const CONSOLE: u32 = 3;
+    /// File system device (virtio-fs).
+    pub const FS: u32 = 26;
 }
 
 /// The interrupt line of one device: an interrupt-status word the transport exposes
@@ -73,6 +78,8 @@ pub mod device_type {
 #[derive(Debug)]
 pub struct IrqTrigger {
     status: Arc<AtomicU32>,
+    /// Bits the interrupt status always shows (see [`IrqTrigger::set_sticky`]).
+    sticky: AtomicU32,
     evt: EventFd,
 }
 
@@ -81,6 +88,7 @@ impl IrqTrigger {
     pub fn new(evt: EventFd) -> Self {
         Self {
             status: Arc::new(AtomicU32::new(0)),
+            sticky: AtomicU32::new(0),
             evt,
         }
     }
@@ -95,7 +103,17 @@ impl IrqTrigger {
 
     /// The current interrupt status.
     pub fn status(&self) -> u32 {
-        self.status.load(Ordering::SeqCst)
+        self.status.load(Ordering::SeqCst) | self.sticky.load(Ordering::SeqCst)
+    }
+
+    /// Makes the interrupt status show `bits` whatever was acknowledged, until the next
+    /// call (0: none). For a device whose used-ring interrupts are raised by another
+    /// process writing the eventfd directly (a vhost-user backend): the status word never
+    /// sees those, and Linux's virtio-mmio driver looks at the queues only when the status
+    /// it reads says `INT_VRING`. With the bit always set, each interrupt makes the driver
+    /// check every queue of the device, which costs it nothing when a queue has no news.
+    pub fn set_sticky(&self, bits: u32) {
+        self.sticky.store(bits, Ordering::SeqCst);
     }
 
     /// Clears the bits the driver acknowledged.
@@ -125,6 +143,10 @@ pub enum DeviceFault {
     /// The driver set DRIVER_OK with a queue the device needs left unusable.
     #[error("queue {0} is not set up")]
     QueueNotReady(usize),
+    /// The process serving the device's queues (a vhost-user backend) refused or failed
+    /// a request.
+    #[error("backend: {0}")]
+    Backend(String),
 }
 
 /// What a device may touch while it serves a queue or a host event.
@@ -196,6 +218,17 @@ pub trait VirtioDevice: Send {
     /// that needs its event loop. No ioeventfd is registered for it.
     fn serve_on_notify(&self, _index: usize) -> bool {
         false
+    }
+    /// Whether another process serves the queues (a vhost-user backend): the queue
+    /// notification eventfds are handed to it (as KVM ioeventfds still), and the device
+    /// thread must not read them.
+    fn backend_serves_queues(&self) -> bool {
+        false
+    }
+    /// The transport's queue notification eventfds, one per queue, given once when the
+    /// transport is made (a vhost-user device hands them to its backend).
+    fn set_queue_evts(&mut self, _evts: &[EventFd]) -> std::io::Result<()> {
+        Ok(())
     }
     /// Registers the device's own host fds (called once, on the device thread).
     fn init_host_events(&mut self, _ops: &mut EventOps) {}

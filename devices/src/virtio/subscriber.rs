@@ -42,7 +42,13 @@ impl MutEventSubscriber for VirtioSubscriber {
 
     fn init(&mut self, ops: &mut EventOps) {
         let mut t = self.transport.lock().unwrap_or_else(|p| p.into_inner());
-        for e in t.queue_evts() {
+        // A vhost-user backend reads them itself.
+        let queues = if t.backend_serves_queues() {
+            &[][..]
+        } else {
+            t.queue_evts()
+        };
+        for e in queues {
             // A fresh eventfd on a fresh epoll: fails only on ENOMEM, and then the
             // device is just never served.
             let _ = ops.add(Events::new(e, EventSet::IN));

@@ -192,6 +192,7 @@ fn fs_option(fstype: &str) -> &'static str {
         "tmpfs" => "CONFIG_TMPFS=y",
         "ext4" => "CONFIG_EXT4_FS=y",
         "overlay" => "CONFIG_OVERLAY_FS=y",
+        "virtiofs" => "CONFIG_VIRTIO_FS=y",
         _ => "support for it built in (=y: isol's guests load no modules)",
     }
 }
@@ -559,6 +560,35 @@ struct BootArgs {
     net: Option<String>,
     /// `isol.control=1`: serve `isol exec` on the `isol.control` port.
     control: bool,
+    /// `isol.fs=HEXTAG:MODE:HEXPATH`: mount the virtio-fs device TAG at PATH, read-only
+    /// when MODE is `ro` (`-v DIR:DIR` on kvm).
+    shares: Vec<Share>,
+}
+
+/// One virtio-fs mount (`isol.fs=`).
+#[derive(Debug, PartialEq, Eq)]
+struct Share {
+    tag: String,
+    read_only: bool,
+    path: Vec<u8>,
+}
+
+impl Share {
+    fn parse(s: &str) -> Option<Share> {
+        let mut it = s.split(':');
+        let tag = String::from_utf8(unhex(it.next()?)?).ok()?;
+        let read_only = match it.next()? {
+            "ro" => true,
+            "rw" => false,
+            _ => return None,
+        };
+        let path = unhex(it.next()?)?;
+        (it.next().is_none() && !tag.is_empty() && path.first() == Some(&b'/')).then_some(Share {
+            tag,
+            read_only,
+            path,
+        })
+    }
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -584,6 +614,12 @@ fn parse_cmdline(cmdline: &str) -> BootArgs {
             a.control = true;
         } else if let Some(n) = w.strip_prefix("isol.net=") {
             a.net = Some(n.to_owned());
+        } else if let Some(f) = w.strip_prefix("isol.fs=") {
+            if let Some(share) = Share::parse(f) {
+                a.shares.push(share);
+            } else {
+                log(&format!("ignoring {w}: not isol.fs=HEXTAG:ro|rw:HEXPATH"));
+            }
         } else if let Some(d) = w.strip_prefix("isol.disk=")
             && let Some((i, hex)) = d.split_once(':')
             && let (Ok(i), Some(path)) = (i.parse(), unhex(hex))
@@ -694,6 +730,43 @@ fn make_disk_nodes(nodes: &[(usize, Vec<u8>)]) -> Result<(), String> {
                 "cannot create {}: {}",
                 p.display(),
                 io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Mounts each virtio-fs share at its path in the workload's root (created if missing),
+/// read-only for `:ro`: virtiofsd refuses writes as well (`--readonly`), this makes the
+/// guest say EROFS before asking.
+fn mount_shares(shares: &[Share]) -> Result<(), String> {
+    for s in shares {
+        let target = std::path::Path::new(OsStr::from_bytes(&s.path));
+        fs::create_dir_all(target)
+            .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+        let (src, dst) = (cstr(s.tag.as_bytes())?, cstr(&s.path)?);
+        let flags = if s.read_only { libc::MS_RDONLY } else { 0 };
+        // SAFETY: valid NUL-terminated strings; no data.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                c"virtiofs".as_ptr(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            let hint = if e.raw_os_error() == Some(libc::ENODEV) {
+                format!("; build the guest kernel with {}", fs_option("virtiofs"))
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "cannot mount the shared directory {} (virtio-fs tag {}): {e}{hint}",
+                target.display(),
+                s.tag
             ));
         }
     }
@@ -960,6 +1033,7 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         switch_to_disk(dev)?;
     }
     make_disk_nodes(&boot.disk_nodes)?;
+    mount_shares(&boot.shares)?;
     loopback_up()?;
     if let Some(n) = &boot.net {
         let args = isol_guest_init::net::NetArgs::parse(n).ok_or_else(|| {
@@ -1105,6 +1179,18 @@ mod tests {
         assert_eq!(parse_cmdline("console=ttyS0"), BootArgs::default());
         let a = parse_cmdline("quiet isol.net=10.88.0.2/24,10.88.0.1 isol.stdio=virtio");
         assert_eq!(a.net.as_deref(), Some("10.88.0.2/24,10.88.0.1"));
+        // Tag "fs0", /a b; then a bad mode, a relative path and a bad hex are ignored.
+        let a = parse_cmdline(
+            "isol.fs=667330:ro:2f612062 isol.fs=667330:rx:2f61 isol.fs=667330:rw:61 isol.fs=6:rw:2f",
+        );
+        assert_eq!(
+            a.shares,
+            vec![Share {
+                tag: "fs0".into(),
+                read_only: true,
+                path: b"/a b".to_vec()
+            }]
+        );
     }
 
     #[test]

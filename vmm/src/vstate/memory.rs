@@ -7,6 +7,13 @@
 //! with one nested page-table entry. A plain `mmap` is only 4 KiB-aligned (Linux < 6.7),
 //! and then every 4 KiB the guest touches costs a nested page fault; QEMU aligns its RAM
 //! the same way.
+//!
+//! With a vhost-user device (virtio-fs) another process must map the same RAM: then it is
+//! one memfd, each region mapped `MAP_SHARED` from it at the region's offset, at the same
+//! aligned addresses ([`create_guest_memory_shared`]); the regions carry the fd and offset
+//! (`FileOffset`) that the device hands to the backend. Only then: shared memory is backed
+//! by shmem, which gets no transparent huge pages under Debian's default
+//! (`shmem_enabled=never`), so an anonymous mapping stays the default.
 
 use std::ops::Deref;
 
@@ -14,7 +21,8 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    Address, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
 };
 
 use crate::arch::x86_64::layout;
@@ -148,19 +156,73 @@ impl Deref for GuestRam {
 
 /// Allocates `mem_size` bytes of guest RAM around the MMIO gap.
 pub fn create_guest_memory(mem_size: u64) -> Result<GuestRam, MemoryError> {
+    create(mem_size, false)
+}
+
+/// As [`create_guest_memory`], but the RAM is one memfd that another process can map
+/// (a vhost-user backend): each region carries the fd and its offset in it.
+pub fn create_guest_memory_shared(mem_size: u64) -> Result<GuestRam, MemoryError> {
+    create(mem_size, true)
+}
+
+/// A close-on-exec memfd of `len` bytes (sparse: nothing is allocated until touched).
+fn memfd(len: u64) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a NUL-terminated name and flags; the fd returned is fresh and ours.
+    let fd = unsafe { libc::memfd_create(c"isol-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.set_len(len)?;
+    Ok(f)
+}
+
+fn create(mem_size: u64, shared: bool) -> Result<GuestRam, MemoryError> {
     let alloc_err = |source| MemoryError::Allocate {
         mib: mem_size >> 20,
         source,
     };
+    let file = if shared {
+        Some(std::sync::Arc::new(memfd(mem_size).map_err(alloc_err)?))
+    } else {
+        None
+    };
+    let mut offset = 0u64;
     let mut maps = Vec::new();
     let mut regions = Vec::new();
     for (gpa, len) in layout::arch_memory_regions(mem_size) {
         let map = AlignedMapping::new(len).map_err(alloc_err)?;
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let mut builder = MmapRegionBuilder::new(len);
+        if let Some(f) = &file {
+            use std::os::fd::AsRawFd;
+            flags = libc::MAP_SHARED | libc::MAP_NORESERVE;
+            // SAFETY: MAP_FIXED over [map.addr, map.addr + len), the anonymous mapping
+            // made just above and owned by `map` (nothing else refers to it); the file
+            // holds `mem_size` bytes, of which [offset, offset + len) belong to this region.
+            let p = unsafe {
+                libc::mmap(
+                    map.addr.cast(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags | libc::MAP_FIXED,
+                    f.as_raw_fd(),
+                    offset as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(alloc_err(std::io::Error::last_os_error()));
+            }
+            builder = builder.with_file_offset(FileOffset::from_arc(f.clone(), offset));
+            offset += len as u64;
+        }
         // SAFETY: [map.addr, map.addr + len) is a live read/write mapping owned by
         // `maps`, which outlives the region (see `GuestRam`).
-        let region = unsafe { MmapRegionBuilder::new(len).with_raw_mmap_pointer(map.addr) }
+        let region = unsafe { builder.with_raw_mmap_pointer(map.addr) }
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
+            .with_mmap_flags(flags)
             .build()
             .map_err(|e| alloc_err(std::io::Error::other(e.to_string())))?;
         maps.push(map);
@@ -325,5 +387,37 @@ mod tests {
             m.read_obj::<u8>(GuestAddress((64 << 20) - 1)).unwrap(),
             0xcd
         );
+    }
+
+    /// What a vhost-user backend maps: the memfd at each region's offset shows exactly the
+    /// guest's bytes (the two regions around the MMIO gap laid end to end in the file).
+    #[test]
+    fn shared_memory_is_one_memfd_seen_by_a_second_mapping() {
+        use std::os::unix::fs::FileExt;
+        use vm_memory::Bytes;
+        let m = create_guest_memory_shared(4 << 30).unwrap();
+        assert_eq!(m.num_regions(), 2);
+        let mut expect_offset = 0;
+        for (i, r) in m.iter().enumerate() {
+            assert_eq!(r.as_ptr() as usize % HOST_ALIGN, 0);
+            let fo = r.file_offset().expect("a file-backed region");
+            assert_eq!(fo.start(), expect_offset);
+            expect_offset += r.len();
+            let gpa = r.start_addr().unchecked_add(r.len() - 8);
+            m.write_obj(0x1122_3344_5566_7700u64 + i as u64, gpa)
+                .unwrap();
+            let mut b = [0u8; 8];
+            fo.file()
+                .read_exact_at(&mut b, fo.start() + r.len() - 8)
+                .unwrap();
+            assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7700 + i as u64);
+            // And the other way: a write through the file is in guest memory.
+            fo.file().write_all_at(&[0xab], fo.start()).unwrap();
+            assert_eq!(m.read_obj::<u8>(r.start_addr()).unwrap(), 0xab);
+        }
+        assert_eq!(expect_offset, 4 << 30);
+        // Anonymous memory has no file to share.
+        let anon = create_guest_memory(64 << 20).unwrap();
+        assert!(anon.iter().all(|r| r.file_offset().is_none()));
     }
 }
