@@ -563,6 +563,8 @@ mod tests {
             jail: None,
             net: None,
             etc_files: Vec::new(),
+            pids_limit: None,
+            memory_limit: None,
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

@@ -805,9 +805,6 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
             )?;
         }
     }
-    if spec.pids.is_some() {
-        refuse("--pids-limit", "the guest kernel runs only the workload")?;
-    }
     Ok(())
 }
 
@@ -873,7 +870,15 @@ fn run_kvm(
     drop(file);
     // A kernel whose config can be found and lacks what isol needs is refused here, with
     // the options named, rather than failing inside the guest.
-    isol_vmm::kconfig::check_for(&kernel, vcpus, args.network == Network::Bridge)?;
+    isol_vmm::kconfig::check_for_run(
+        &kernel,
+        &isol_vmm::kconfig::Needs {
+            vcpus,
+            nic: args.network == Network::Bridge,
+            pids_limit: spec.pids.is_some(),
+            memory_limit: spec.memory.is_some(),
+        },
+    )?;
     // Then, before any work on the image: a host whose KVM only emulates is told so at once.
     // The environment is read here, once: ISOL_CACHE.
     let speed_cache = isol_vmm::config::cache_dir().join("kvm-speed");
@@ -937,6 +942,10 @@ fn run_kvm(
         jail: None,
         net: None,
         etc_files: Vec::new(),
+        // The guest init enforces them in the guest kernel's cgroup v2, as the container
+        // backend's cgroup does on the host; --memory also sizes the guest's RAM (above).
+        pids_limit: spec.pids,
+        memory_limit: spec.memory,
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskSpec, GuestIp, GuestTty, NetConfig, Security, SockFilter};
+use crate::config::{DiskSpec, GuestIp, GuestTty, Limits, NetConfig, Security, SockFilter};
 use crate::seccomp::{Filters, Seccomp, ThreadKind};
 use crate::{BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, VmConfig, VmmError};
 
@@ -157,6 +157,13 @@ pub struct Launch {
     /// container run with the same flags gets them (`isol_container::vm_etc_files`).
     #[serde(default)]
     pub etc_files: Vec<(String, String)>,
+    /// `--pids-limit`: the workload's `pids.max` in the guest's cgroup; none: no limit.
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
+    /// `--memory` in bytes: the workload's `memory.max` in the guest's cgroup (the guest's
+    /// RAM is [`Launch::memory_mib`]); none: no limit.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
 }
 
 /// The VM's network card on isol's bridge (`--network bridge`): the tap isol made and
@@ -274,6 +281,10 @@ impl Launch {
                         .collect(),
                 },
                 etc_files: self.etc_files.clone(),
+                limits: Limits {
+                    pids_max: self.pids_limit,
+                    memory_max: self.memory_limit,
+                },
             },
             console: self.console,
             trace_exits: self.trace_exits,
@@ -828,6 +839,8 @@ mod tests {
                     "127.0.0.1\tlocalhost\n10.88.0.2\th1\n".into(),
                 ),
             ],
+            pids_limit: Some(10),
+            memory_limit: Some(64 << 20),
         }
     }
 
@@ -847,6 +860,13 @@ mod tests {
         assert_eq!(cfg.spec.args, l.args);
         assert_eq!(cfg.spec.user, l.user);
         assert_eq!(cfg.spec.etc_files, l.etc_files);
+        assert_eq!(
+            cfg.spec.limits,
+            Limits {
+                pids_max: Some(10),
+                memory_max: Some(64 << 20)
+            }
+        );
         assert_eq!(cfg.spec.security.capabilities, Some(0xa804_25fb));
         assert!(cfg.spec.security.no_new_privs);
         let filter: Vec<u64> = cfg
