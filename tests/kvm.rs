@@ -105,6 +105,33 @@ fn cpus_and_memory_reach_the_guest() {
     );
 }
 
+/// Without limits too, the workload is in a cgroup of its own in the guest, shown as a
+/// container's is: one read-only cgroup2 at /sys/fs/cgroup, the namespace's root, every
+/// limit `max` (tests/parity.rs compares the limits with a container's).
+#[test]
+fn the_workload_sees_its_own_cgroup_read_only() {
+    if !kvm_ready() {
+        return;
+    }
+    let o = kvm(&[
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max /proc/self/cgroup; \
+         grep cgroup /proc/self/mounts; mkdir /sys/fs/cgroup/x || echo read-only",
+    ]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["max", "max", "0::/"], "{out}");
+    assert!(
+        lines[3].starts_with("cgroup2 /sys/fs/cgroup cgroup2 ro,nosuid,nodev,noexec"),
+        "{out}"
+    );
+    assert_eq!(lines[4..], ["read-only"], "{out}");
+}
+
 #[test]
 fn console_is_quiet_unless_asked() {
     if !kvm_ready() {
