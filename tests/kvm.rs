@@ -132,6 +132,33 @@ fn the_workload_sees_its_own_cgroup_read_only() {
     assert_eq!(lines[4..], ["read-only"], "{out}");
 }
 
+/// The container suite's fork bomb (tests/container.rs, `pids_limit_contains_a_fork_bomb`) in
+/// the VM: `--pids-limit` holds it in the guest's cgroup, where the workload sees the refused
+/// forks counted in `pids.events`, and the run ends when the shell does. Without the limit the
+/// bomb fills the guest until its memory runs out, and the shell never sees the count.
+#[test]
+fn pids_limit_contains_a_fork_bomb_in_the_guest() {
+    if !kvm_ready() {
+        return;
+    }
+    // Only builtins after the bomb: its processes hold every slot.
+    let o = kvm(&[
+        "--pids-limit",
+        "64",
+        "--timeout",
+        "120",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "bomb() { bomb | bomb & }; bomb 2>/dev/null; \
+         until read e < /sys/fs/cgroup/pids.events && [ \"$e\" != 'max 0' ]; do :; done; \
+         echo limit-hit",
+    ]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "limit-hit\n");
+}
+
 #[test]
 fn console_is_quiet_unless_asked() {
     if !kvm_ready() {
