@@ -52,6 +52,8 @@ required=(
     SECCOMP SECCOMP_FILTER
     # /proc/sysrq-trigger for teaching lab 14 (a guest panic that ends only its VM).
     MAGIC_SYSRQ
+    # --pids-limit / --memory enforced by the guest's own cgroup v2.
+    CGROUPS CGROUP_PIDS MEMCG
 )
 # Options that must be off (ACPI/PCI make a microVM boot slower, modules are
 # never loaded).

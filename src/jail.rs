@@ -576,6 +576,8 @@ mod tests {
             shares: Vec::new(),
             etc_files: Vec::new(),
             control: None,
+            pids_limit: None,
+            memory_limit: None,
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

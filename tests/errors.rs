@@ -365,29 +365,56 @@ fn a_lab_kernel_argument_that_cannot_be_passed_is_refused_at_once() {
 #[test]
 fn a_kernel_without_the_options_isol_needs_is_refused_naming_them() {
     let _g = root_test();
-    let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("vmlinux");
-    // Any ELF passes for the kernel's format.
-    std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &kernel).unwrap();
-    let config: String = isol_vmm::kconfig::REQUIRED
+    let config = isol_vmm::kconfig::REQUIRED
         .iter()
         .chain(isol_vmm::kconfig::SMP_REQUIRED)
-        .filter(|(o, _)| *o != "CONFIG_EXT4_FS" && *o != "CONFIG_X86_MPPARSE")
-        .map(|(o, _)| format!("{o}=y\n"))
-        .collect();
-    std::fs::write(dir.path().join("config"), config).unwrap();
-    let o = isol(&["run", "--backend", "kvm", "--cpus", "2", "busybox", "true"])
-        .env("ISOL_KERNEL", &kernel)
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(code(&o), 125, "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+        .filter(|(o, _)| *o != "CONFIG_EXT4_FS" && *o != "CONFIG_X86_MPPARSE");
+    let err = kvm_refusal(config, &["--cpus", "2"]);
     assert!(
         err.contains("CONFIG_EXT4_FS (the root disk's filesystem), CONFIG_X86_MPPARSE"),
         "{err}"
     );
     assert!(err.contains("guest-images/build-kernel.sh"), "{err}");
+}
+
+/// `--pids-limit` and `-m` on kvm need the guest kernel's cgroups (docs/vmm.md, "Limits inside
+/// the guest"): a kernel built without them is refused before booting, each option named once.
+#[test]
+fn limits_on_a_kernel_without_cgroups_are_refused_naming_the_options() {
+    let _g = root_test();
+    let err = kvm_refusal(
+        isol_vmm::kconfig::REQUIRED.iter(),
+        &["--pids-limit", "10", "-m", "64m"],
+    );
+    assert!(
+        err.contains(
+            "CONFIG_CGROUPS (the workload's cgroup for --pids-limit and --memory), \
+             CONFIG_CGROUP_PIDS (the pids controller of --pids-limit), \
+             CONFIG_MEMCG (the memory controller of --memory)"
+        ),
+        "{err}"
+    );
+}
+
+/// `isol run --backend kvm FLAGS… busybox true` with a kernel (any ELF passes for its format)
+/// whose `config` beside it sets `options`: asserts a one-line refusal with 125, returns it.
+fn kvm_refusal<'a>(
+    options: impl Iterator<Item = &'a (&'a str, &'a str)>,
+    flags: &[&str],
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &kernel).unwrap();
+    let config: String = options.map(|(o, _)| format!("{o}=y\n")).collect();
+    std::fs::write(dir.path().join("config"), config).unwrap();
+    let mut args = vec!["run", "--backend", "kvm"];
+    args.extend_from_slice(flags);
+    args.extend(["busybox", "true"]);
+    let o = isol(&args).env("ISOL_KERNEL", &kernel).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
 }
 
 #[test]

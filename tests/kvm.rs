@@ -105,6 +105,60 @@ fn cpus_and_memory_reach_the_guest() {
     );
 }
 
+/// Without limits too, the workload is in a cgroup of its own in the guest, shown as a
+/// container's is: one read-only cgroup2 at /sys/fs/cgroup, the namespace's root, every
+/// limit `max` (tests/parity.rs compares the limits with a container's).
+#[test]
+fn the_workload_sees_its_own_cgroup_read_only() {
+    if !kvm_ready() {
+        return;
+    }
+    let o = kvm(&[
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max /proc/self/cgroup; \
+         grep cgroup /proc/self/mounts; mkdir /sys/fs/cgroup/x || echo read-only",
+    ]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["max", "max", "0::/"], "{out}");
+    assert!(
+        lines[3].starts_with("cgroup2 /sys/fs/cgroup cgroup2 ro,nosuid,nodev,noexec"),
+        "{out}"
+    );
+    assert_eq!(lines[4..], ["read-only"], "{out}");
+}
+
+/// The container suite's fork bomb (tests/container.rs, `pids_limit_contains_a_fork_bomb`) in
+/// the VM: `--pids-limit` holds it in the guest's cgroup, where the workload sees the refused
+/// forks counted in `pids.events`, and the run ends when the shell does. Without the limit the
+/// bomb fills the guest until its memory runs out, and the shell never sees the count.
+#[test]
+fn pids_limit_contains_a_fork_bomb_in_the_guest() {
+    if !kvm_ready() {
+        return;
+    }
+    // Only builtins after the bomb: its processes hold every slot.
+    let o = kvm(&[
+        "--pids-limit",
+        "64",
+        "--timeout",
+        "120",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "bomb() { bomb | bomb & }; bomb 2>/dev/null; \
+         until read e < /sys/fs/cgroup/pids.events && [ \"$e\" != 'max 0' ]; do :; done; \
+         echo limit-hit",
+    ]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "limit-hit\n");
+}
+
 #[test]
 fn console_is_quiet_unless_asked() {
     if !kvm_ready() {

@@ -485,8 +485,9 @@ fn jail_on_a_host_whose_kvm_emulates() {
         net: None,
         etc_files: Vec::new(),
         control: None,
-
         shares: Vec::new(),
+        pids_limit: None,
+        memory_limit: None,
     };
     let mut relay = spawn_vmm(&launch);
     let vmm = jailed_vmm(&mut relay);

@@ -730,3 +730,90 @@ fn a_seccomp_profile_from_a_file_is_the_same_on_both() {
     assert_eq!(code(&o), 159, "{}", stderr(&o));
     assert_eq!(stdout(&o), "Seccomp:\t2\nmkdir=1\nusr1=1\nzero=0\n");
 }
+
+/// Whether this host's /sys/fs/cgroup is cgroup2 (the lab's is): where the container backend
+/// shows a workload the same files as the guest's cgroup v2.
+fn cgroup2_host() -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some("/sys/fs/cgroup") && l.contains(" cgroup2 "))
+}
+
+/// `--pids-limit` and `--memory` are enforced inside the VM by the guest kernel's cgroup v2,
+/// as by the host's in a container: the workload reads its limits at /sys/fs/cgroup, its own
+/// cgroup (the namespace's root), and cannot change them.
+#[test]
+fn limits_are_shown_read_only_at_sys_fs_cgroup() {
+    let Some(k) = kvm_kernel() else { return };
+    if !cgroup2_host() {
+        eprintln!("skipped: the container side needs a cgroup v2 host to show the same files");
+        return;
+    }
+    let o = same(
+        &k,
+        &[
+            "--pids-limit",
+            "10",
+            "-m",
+            "64m",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max /proc/self/cgroup; \
+             echo 1 > /sys/fs/cgroup/pids.max || echo read-only",
+        ],
+        None,
+    );
+    assert_eq!(stdout(&o), "10\n67108864\n0::/\nread-only\n");
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The fork past `--pids-limit` fails with EAGAIN on both backends, and the same number of
+/// processes is left: in a container the limit counts isol's init (the 9th fork of the
+/// workload fails), in the VM only the workload (the 10th fails: the guest init is outside
+/// its cgroup), so after the failing subshell both hold 9.
+#[test]
+fn the_fork_past_pids_limit_fails_with_eagain() {
+    let Some(k) = kvm_kernel() else { return };
+    // Only builtins after the subshell: every fork fails while the sleeps hold the slots.
+    let script = "(i=0; while [ $i -lt 20 ]; do sleep 60 & i=$((i+1)); done); \
+                  echo \"subshell: $?\"; n=0; while read p; do n=$((n+1)); done < {procs}; \
+                  echo procs=$n";
+    let procs = if cgroup2_host() {
+        "/sys/fs/cgroup/cgroup.procs"
+    } else {
+        "/sys/fs/cgroup/pids/cgroup.procs"
+    };
+    let kvm_script = script.replace("{procs}", "/sys/fs/cgroup/cgroup.procs");
+    let ctr_script = script.replace("{procs}", procs);
+    let args = |s: &str| ["--pids-limit", "10", "busybox", "--", "sh", "-c", s].map(String::from);
+    let (ka, ca) = (args(&kvm_script), args(&ctr_script));
+    let ka: Vec<&str> = ka.iter().map(String::as_str).collect();
+    let ca: Vec<&str> = ca.iter().map(String::as_str).collect();
+    let c = on("container", &k, &ca, None);
+    let v = alike(&ka, &c, on("kvm", &k, &ka, None));
+    assert_eq!(stdout(&v), "subshell: 2\nprocs=9\n", "{}", stderr(&v));
+    assert_eq!(
+        stderr(&v),
+        "sh: can't fork: Resource temporarily unavailable\n"
+    );
+}
+
+/// `-m` inside the VM: a workload that outgrows it is OOM-killed, exit 137 as in a container,
+/// and the guest kernel lives on (no panic: the VM ends through its init, which reports it).
+#[test]
+fn a_memory_hog_is_oom_killed_with_137_on_both() {
+    let Some(k) = kvm_kernel() else { return };
+    let o = same(
+        &k,
+        &["-m", "64m", "busybox", "--", "sh", "-c", "tail /dev/zero"],
+        None,
+    );
+    assert_eq!(code(&o), 137, "{}", stderr(&o));
+}

@@ -654,6 +654,7 @@ impl QemuPeer {
             user: "".into(),
             security: self.security.clone(),
             etc_files: Vec::new(),
+            limits: Default::default(),
         };
         let image = isol_vmm::initramfs::build_initramfs(
             &isol_vmm::Rootfs::Disk(self.disk.clone()),

@@ -828,9 +828,6 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
             super::shares::virtiofsd()?;
         }
     }
-    if spec.pids.is_some() {
-        refuse("--pids-limit", "the guest kernel runs only the workload")?;
-    }
     if spec.cpuset_cpus.is_some() {
         refuse(
             "--cpuset-cpus",
@@ -1016,11 +1013,15 @@ fn run_kvm(
             }),
         }
     }
-    isol_vmm::kconfig::check_for(
+    isol_vmm::kconfig::check_for_run(
         &kernel,
-        vcpus,
-        args.network == Network::Bridge,
-        !shared.is_empty(),
+        &isol_vmm::kconfig::Needs {
+            vcpus,
+            nic: args.network == Network::Bridge,
+            pids_limit: spec.pids.is_some(),
+            memory_limit: spec.memory.is_some(),
+            fs: !shared.is_empty(),
+        },
     )?;
     // Then, before any work on the image: a host whose KVM only emulates is told so at once.
     // The environment is read here, once: ISOL_CACHE.
@@ -1070,6 +1071,10 @@ fn run_kvm(
         etc_files: Vec::new(),
         control: None,
         shares: Vec::new(),
+        // The guest init enforces them in the guest kernel's cgroup v2, as the container
+        // backend's cgroup does on the host; --memory also sizes the guest's RAM (above).
+        pids_limit: spec.pids,
+        memory_limit: spec.memory,
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.

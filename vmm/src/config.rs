@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use isol_guest_init::spec::{Security, SockFilter};
+pub use isol_guest_init::spec::{Limits, Security, SockFilter};
 
 use crate::arch::x86_64::mptable;
 pub use crate::device_manager::{DiskSpec, FsShare, GuestIp, GuestTty, NetConfig};
@@ -135,6 +135,9 @@ pub struct RunSpec {
     /// `/etc` files the guest init writes before the workload, `(name, content)`: the run's
     /// `hostname`, `hosts` and `resolv.conf`; empty: the image's own.
     pub etc_files: Vec<(String, String)>,
+    /// `--pids-limit` and `--memory` for the workload's cgroup in the guest, which the guest
+    /// init makes and shows at `/sys/fs/cgroup`; the default limits nothing.
+    pub limits: Limits,
 }
 
 /// A buffer the serial console can write into (for tests and for callers that want the

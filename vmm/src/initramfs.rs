@@ -71,6 +71,7 @@ pub fn wire_spec(spec: &RunSpec) -> Spec {
             .iter()
             .map(|(n, c)| (n.as_bytes().to_vec(), c.as_bytes().to_vec()))
             .collect(),
+        limits: spec.limits,
     }
 }
 

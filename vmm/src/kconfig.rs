@@ -73,6 +73,39 @@ pub const FS_REQUIRED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Needed for `--pids-limit` (the guest init's cgroup v2 with the pids controller).
+pub const PIDS_REQUIRED: &[(&str, &str)] = &[
+    (
+        "CONFIG_CGROUPS",
+        "the workload's cgroup for --pids-limit and --memory",
+    ),
+    ("CONFIG_CGROUP_PIDS", "the pids controller of --pids-limit"),
+];
+
+/// Needed for `--memory` inside the guest (the memory controller's `memory.max`).
+pub const MEMORY_REQUIRED: &[(&str, &str)] = &[
+    (
+        "CONFIG_CGROUPS",
+        "the workload's cgroup for --pids-limit and --memory",
+    ),
+    ("CONFIG_MEMCG", "the memory controller of --memory"),
+];
+
+/// What a run needs of its guest kernel beyond [`REQUIRED`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// vCPUs: more than one needs [`SMP_REQUIRED`].
+    pub vcpus: u8,
+    /// A network card: [`NET_REQUIRED`].
+    pub nic: bool,
+    /// `--pids-limit`: [`PIDS_REQUIRED`].
+    pub pids_limit: bool,
+    /// `--memory`: [`MEMORY_REQUIRED`].
+    pub memory_limit: bool,
+    /// `-v DIR:DIR` (virtio-fs): [`FS_REQUIRED`].
+    pub fs: bool,
+}
+
 /// A kernel that lacks options isol needs.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -183,24 +216,43 @@ pub fn find_config(kernel: &Path) -> Option<(String, String)> {
 /// Refuses `kernel` when its configuration is found and lacks an option isol needs for a
 /// guest with `vcpus` vCPUs.
 pub fn check(kernel: &Path, vcpus: u8) -> Result<(), MissingOptions> {
-    check_for(kernel, vcpus, false, false)
+    check_for(kernel, vcpus, false)
 }
 
-/// [`check`], with the options of a network card ([`NET_REQUIRED`]) when `nic`, and of
-/// shared directories ([`FS_REQUIRED`]) when `fs`.
-pub fn check_for(kernel: &Path, vcpus: u8, nic: bool, fs: bool) -> Result<(), MissingOptions> {
+/// [`check`], with the options of a network card ([`NET_REQUIRED`]) when `nic`.
+pub fn check_for(kernel: &Path, vcpus: u8, nic: bool) -> Result<(), MissingOptions> {
+    check_for_run(
+        kernel,
+        &Needs {
+            vcpus,
+            nic,
+            ..Needs::default()
+        },
+    )
+}
+
+/// Refuses `kernel` when its configuration is found and lacks an option a run with
+/// `needs` needs; each missing option is named once.
+pub fn check_for_run(kernel: &Path, needs: &Needs) -> Result<(), MissingOptions> {
     let Some((config, source_name)) = find_config(kernel) else {
         return Ok(());
     };
     let mut gone = missing(&config, REQUIRED);
-    if vcpus > 1 {
-        gone.extend(missing(&config, SMP_REQUIRED));
-    }
-    if nic {
-        gone.extend(missing(&config, NET_REQUIRED));
-    }
-    if fs {
-        gone.extend(missing(&config, FS_REQUIRED));
+    let extra = [
+        (needs.vcpus > 1, SMP_REQUIRED),
+        (needs.nic, NET_REQUIRED),
+        (needs.pids_limit, PIDS_REQUIRED),
+        (needs.memory_limit, MEMORY_REQUIRED),
+        (needs.fs, FS_REQUIRED),
+    ];
+    for (wanted, required) in extra {
+        if wanted {
+            for m in missing(&config, required) {
+                if !gone.contains(&m) {
+                    gone.push(m);
+                }
+            }
+        }
     }
     if gone.is_empty() {
         return Ok(());
@@ -278,7 +330,7 @@ mod tests {
         std::fs::write(&bzimage, &bz).unwrap();
         assert!(check(&elf, 1).is_ok());
         // No virtio-net in that config: refused only when a card is asked for.
-        let e = check_for(&elf, 1, true, false).unwrap_err();
+        let e = check_for(&elf, 1, true).unwrap_err();
         assert_eq!(
             e.missing,
             [
@@ -286,7 +338,7 @@ mod tests {
                 "CONFIG_VIRTIO_NET (the virtio-net card of --network bridge)"
             ]
         );
-        let e = check_for(&elf, 1, false, true).unwrap_err();
+        let e = check_for_run(&elf, &Needs { fs: true, ..Needs::default() }).unwrap_err();
         assert_eq!(
             e.missing,
             [
@@ -337,5 +389,34 @@ mod tests {
         );
         assert!(missing(own, SMP_REQUIRED).is_empty());
         assert!(missing(own, NET_REQUIRED).is_empty());
+        assert!(missing(own, PIDS_REQUIRED).is_empty());
+        assert!(missing(own, MEMORY_REQUIRED).is_empty());
+    }
+
+    #[test]
+    fn limits_need_their_cgroup_options_each_named_once() {
+        let t = tempfile::tempdir().unwrap();
+        let elf = t.path().join("vmlinux");
+        std::fs::write(&elf, b"\x7fELF").unwrap();
+        std::fs::write(t.path().join("config"), full_config()).unwrap();
+        let needs = Needs {
+            vcpus: 1,
+            pids_limit: true,
+            memory_limit: true,
+            ..Needs::default()
+        };
+        let e = check_for_run(&elf, &needs).unwrap_err();
+        let names: Vec<&str> = e
+            .missing
+            .iter()
+            .map(|m| m.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["CONFIG_CGROUPS", "CONFIG_CGROUP_PIDS", "CONFIG_MEMCG"],
+            "{e}"
+        );
+        // Without limits the same kernel is fine.
+        assert!(check_for_run(&elf, &Needs::default()).is_ok());
     }
 }

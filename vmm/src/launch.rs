@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskSpec, FsShare, GuestIp, GuestTty, NetConfig, Security, SockFilter};
+use crate::config::{
+    DiskSpec, FsShare, GuestIp, GuestTty, Limits, NetConfig, Security, SockFilter,
+};
 use crate::seccomp::{Filters, Seccomp, ThreadKind};
 use crate::{BootProtocol, GuestStdio, Rootfs, RunSpec, SerialOutput, VmConfig, VmmError};
 
@@ -34,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 6;
+pub const FORMAT: u32 = 7;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -164,6 +166,13 @@ pub struct Launch {
     /// that isol started.
     #[serde(default)]
     pub shares: Vec<LaunchShare>,
+    /// `--pids-limit`: the workload's `pids.max` in the guest's cgroup; none: no limit.
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
+    /// `--memory` in bytes: the workload's `memory.max` in the guest's cgroup (the guest's
+    /// RAM is [`Launch::memory_mib`]); none: no limit.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
 }
 
 /// The exec channel's listening socket, inherited across the exec (docs/vmm.md, "The exec
@@ -364,6 +373,10 @@ impl Launch {
                         .collect(),
                 },
                 etc_files: self.etc_files.clone(),
+                limits: Limits {
+                    pids_max: self.pids_limit,
+                    memory_max: self.memory_limit,
+                },
             },
             console: self.console,
             trace_exits: self.trace_exits,
@@ -931,6 +944,8 @@ mod tests {
                 read_only: true,
                 backend_pid: 4242,
             }],
+            pids_limit: Some(10),
+            memory_limit: Some(64 << 20),
         }
     }
 
@@ -950,6 +965,13 @@ mod tests {
         assert_eq!(cfg.spec.args, l.args);
         assert_eq!(cfg.spec.user, l.user);
         assert_eq!(cfg.spec.etc_files, l.etc_files);
+        assert_eq!(
+            cfg.spec.limits,
+            Limits {
+                pids_max: Some(10),
+                memory_max: Some(64 << 20)
+            }
+        );
         assert_eq!(cfg.spec.security.capabilities, Some(0xa804_25fb));
         assert!(cfg.spec.security.no_new_privs);
         let filter: Vec<u64> = cfg

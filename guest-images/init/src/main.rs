@@ -10,8 +10,10 @@
 //!    (docs/devices.md). Sets the hostname, brings the loopback interface up, and adds
 //!    the container's /dev links (`/dev/fd`, `/dev/stdin`, …). With `isol.stdio=virtio`,
 //!    the workload's stdio are pipes that init relays to and from the virtio-console
-//!    ports named `isol.stdin/stdout/stderr` instead of ttyS0.
-//! 3. Forks the workload: new session, `/dev/ttyS0` (raw, so output is byte-exact) as
+//!    ports named `isol.stdin/stdout/stderr` instead of ttyS0. Mounts cgroup2 and makes
+//!    the workload's cgroup with the spec's `pids.max` and `memory.max`, shown read-only at
+//!    `/sys/fs/cgroup` ([`isol_guest_init::cgroup`]).
+//! 3. Forks the workload: into its cgroup and a cgroup namespace, new session, `/dev/ttyS0` (raw, so output is byte-exact) as
 //!    its controlling terminal and stdin/stdout/stderr, the spec's environment and
 //!    working directory, the spec's user and privileges (bounding set, groups/gid/uid,
 //!    capabilities, `no_new_privs`, seccomp last: [`isol_guest_init::privileges`]),
@@ -30,6 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 
+use isol_guest_init::cgroup::WorkloadCgroup;
 use isol_guest_init::port::{
     EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, EXIT_STATUS_PORT, PHASE_INIT_START,
     PHASE_PORT, PHASE_SPEC_LOADED, PHASE_WORKLOAD_EXEC, PHASE_WORKLOAD_EXIT, PORT_COUNT, POWER_OFF,
@@ -333,10 +336,10 @@ enum Stdio {
     Pty(fs::File),
 }
 
-/// Runs in the forked child; never returns. `workload`: the run's workload (its exec is a
-/// boot phase), not a process of `isol exec`.
-fn child(spec: &Spec, stdio: &Stdio, port: &Port, workload: bool) -> ! {
-    let code = match child_setup_and_exec(spec, stdio, port, workload) {
+/// Runs in the forked child; never returns. `cgroup`: the workload's cgroup, joined first.
+/// `workload`: the run's workload (its exec is a boot phase), not a process of `isol exec`.
+fn child(spec: &Spec, cgroup: Option<&WorkloadCgroup>, stdio: &Stdio, port: &Port, workload: bool) -> ! {
+    let code = match child_setup_and_exec(spec, cgroup, stdio, port, workload) {
         Ok(never) => match never {},
         Err((code, msg)) => {
             let _ = writeln!(io::stderr(), "isol-init: {msg}");
@@ -369,11 +372,16 @@ fn reset_signals() {
 
 fn child_setup_and_exec(
     spec: &Spec,
+    cgroup: Option<&WorkloadCgroup>,
     stdio: &Stdio,
     port: &Port,
     workload: bool,
 ) -> Result<Never, (u8, String)> {
     let setup = |m: String| (EXIT_SETUP_FAILED, m);
+    // The cgroup first: whatever the workload does from here on counts against its limits.
+    if let Some(c) = cgroup {
+        c.join().map_err(setup)?;
+    }
     reset_signals();
     // SAFETY: setsid has no memory effects; fails only if already a group leader.
     unsafe { libc::setsid() };
@@ -1043,6 +1051,7 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     }
     set_hostname(&spec.hostname)?;
     isol_guest_init::etc::write_etc_files(std::path::Path::new("/"), &spec.etc_files)?;
+    let cgroup = WorkloadCgroup::setup(&spec.limits)?;
     let mut relay = None;
     let mut port_relay = None;
     let (stdio, console) = if boot.virtio_stdio && boot.tty {
@@ -1081,11 +1090,12 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         return Err(format!("cannot fork: {}", io::Error::last_os_error()));
     }
     if pid == 0 {
-        child(&spec, &stdio, port, true);
+        child(&spec, cgroup.as_ref(), &stdio, port, true);
     }
     // Our copies of the ports must not keep them open (a port allows one opener), nor
     // ours of the pty slave (the master would never see the workload hang up).
     drop(stdio);
+    drop(cgroup);
     let mut output = match relay {
         Some(r) => vec![r.start()?],
         None => Vec::new(),

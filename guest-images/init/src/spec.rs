@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! magic    8 bytes  "ISOLSPEC"
-//! version  u32      2
+//! version  u32      4
 //! args     u32 count, then count × (u32 len, len bytes)
 //! env      u32 count, then count × (u32 len, len bytes)   each "KEY=VALUE"
 //! workdir  u32 len, len bytes                            absolute path, "" = "/"
@@ -14,6 +14,8 @@
 //! nnp      u8 (0 or 1)                                   no_new_privs
 //! seccomp  u32 count (≤ 4096), then count × (u16 code, u8 jt, u8 jf, u32 k)
 //! etc      u32 count (≤ 16), then count × (name: u32 len, bytes; content: u32 len, bytes)
+//! pids     u8 (0: no limit, 1: the limit follows), u64 limit   pids.max, ≥ 1
+//! memory   u8 (0: no limit, 1: the limit follows), u64 bytes   memory.max, ≥ 1
 //! ```
 //!
 //! Strings are raw bytes (no encoding, no terminator), so arguments with spaces,
@@ -27,6 +29,10 @@
 //! Version 3 added the files the init writes into the root's `/etc` before the workload
 //! ([`Spec::etc_files`]: `hostname`, `hosts`, `resolv.conf`, as a container run with the same
 //! flags gets them). A name is one path component of `/etc`: no `/`, not `.` or `..`.
+//!
+//! Version 4 added the workload's cgroup limits ([`Limits`]: `--pids-limit`, `--memory`),
+//! which the init enforces with the guest kernel's own cgroup v2. An init that reads
+//! version 3 would run the workload without them, so the mismatch is refused as before.
 
 use std::fmt;
 
@@ -35,7 +41,7 @@ pub const SPEC_PATH: &str = "/isol/spec";
 /// First bytes of a spec.
 pub const MAGIC: &[u8; 8] = b"ISOLSPEC";
 /// Format version this code reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Largest spec accepted, to bound what a corrupt file can make init allocate.
 pub const MAX_SPEC_LEN: usize = 16 << 20;
 /// The kernel's limit on the instructions of one seccomp filter (`BPF_MAXINSNS`).
@@ -100,6 +106,25 @@ pub struct Security {
     pub seccomp: Vec<SockFilter>,
 }
 
+/// The workload's cgroup limits, enforced by the guest init in a cgroup v2 of the guest
+/// kernel that holds only the workload (`pids.max`, `memory.max`), as the container
+/// backend's cgroup does on the host. `None`: no limit (`max`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `--pids-limit`: most tasks (processes and threads) the workload may have.
+    pub pids_max: Option<u64>,
+    /// `--memory`: most bytes of memory the workload may use before the kernel's OOM
+    /// killer ends one of its processes.
+    pub memory_max: Option<u64>,
+}
+
+impl Limits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.pids_max.is_none() && self.memory_max.is_none()
+    }
+}
+
 /// What to run in the guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Spec {
@@ -119,6 +144,8 @@ pub struct Spec {
     /// Files the init writes into `/etc` of the guest's root before the workload, `(name,
     /// content)` (`hostname`, `hosts`, `resolv.conf`); empty: the image's own stay.
     pub etc_files: EtcFiles,
+    /// The cgroup limits the init puts the workload under.
+    pub limits: Limits,
 }
 
 /// Why a spec could not be decoded.
@@ -144,6 +171,8 @@ pub enum SpecError {
     TooManyEtcFiles(usize),
     /// A name for an `/etc` file that is not one path component.
     BadEtcName(Vec<u8>),
+    /// A limit of 0 (`name` is the cgroup file: `pids.max`, `memory.max`).
+    ZeroLimit(&'static str),
 }
 
 impl fmt::Display for SpecError {
@@ -186,6 +215,10 @@ impl fmt::Display for SpecError {
                 f,
                 "Run spec names /etc file {:?}, not one path component; use the guest init built with this isol",
                 String::from_utf8_lossy(name)
+            ),
+            SpecError::ZeroLimit(name) => write!(
+                f,
+                "Run spec sets {name} to 0, which would let the workload never start; use the guest init built with this isol"
             ),
         }
     }
@@ -258,6 +291,17 @@ impl<'a> Reader<'a> {
             .collect()
     }
 
+    /// An optional limit: a presence flag, then the value (0 when absent).
+    fn limit(&mut self, name: &'static str) -> Result<Option<u64>, SpecError> {
+        let present = self.flag()?;
+        let value = self.u64()?;
+        match (present, value) {
+            (true, 0) => Err(SpecError::ZeroLimit(name)),
+            (true, v) => Ok(Some(v)),
+            (false, _) => Ok(None),
+        }
+    }
+
     fn etc_files(&mut self) -> Result<EtcFiles, SpecError> {
         let n = self.u32()? as usize;
         if n > MAX_ETC_FILES {
@@ -327,7 +371,7 @@ impl Spec {
                 .iter()
                 .map(|(n, c)| n.len() + c.len() + 8)
                 .sum::<usize>()
-            + 50;
+            + 68;
         if total > MAX_SPEC_LEN {
             return Err(SpecError::TooLarge(total));
         }
@@ -348,6 +392,16 @@ impl Spec {
         for (name, content) in &self.etc_files {
             put_bytes(&mut out, name);
             put_bytes(&mut out, content);
+        }
+        for (name, limit) in [
+            ("pids.max", self.limits.pids_max),
+            ("memory.max", self.limits.memory_max),
+        ] {
+            if limit == Some(0) {
+                return Err(SpecError::ZeroLimit(name));
+            }
+            out.push(u8::from(limit.is_some()));
+            out.extend_from_slice(&limit.unwrap_or(0).to_le_bytes());
         }
         Ok(out)
     }
@@ -381,6 +435,10 @@ impl Spec {
                 seccomp: r.filter()?,
             },
             etc_files: r.etc_files()?,
+            limits: Limits {
+                pids_max: r.limit("pids.max")?,
+                memory_max: r.limit("memory.max")?,
+            },
         };
         if !r.buf.is_empty() {
             return Err(SpecError::TrailingBytes(r.buf.len()));
@@ -438,6 +496,10 @@ mod tests {
                 (b"hosts".to_vec(), b"127.0.0.1\tlocalhost\n".to_vec()),
                 (b"resolv.conf".to_vec(), Vec::new()),
             ],
+            limits: Limits {
+                pids_max: Some(10),
+                memory_max: Some(64 << 20),
+            },
         }
     }
 
@@ -489,8 +551,8 @@ mod tests {
         s.etc_files.clear();
         let mut enc = s.encode().unwrap();
         // Layout from the end: caps flag, 8 mask bytes, nnp flag, 4 filter count bytes, 4
-        // etc count bytes.
-        let n = enc.len() - 4;
+        // etc count bytes, then the two limits of 9 bytes each.
+        let n = enc.len() - 4 - 18;
         enc[n - 5] = 2;
         assert_eq!(Spec::decode(&enc), Err(SpecError::BadFlag(2)));
         enc[n - 5] = 1;
@@ -516,7 +578,7 @@ mod tests {
             s.etc_files = vec![(b"z".repeat(bad.len().max(1)), b"x".to_vec())];
             let mut enc = s.encode().unwrap();
             if !bad.is_empty() {
-                let at = enc.len() - 1 - 4 - bad.len();
+                let at = enc.len() - 18 - 1 - 4 - bad.len();
                 enc[at..at + bad.len()].copy_from_slice(bad);
                 assert_eq!(Spec::decode(&enc), Err(SpecError::BadEtcName(bad.to_vec())));
             }
@@ -530,22 +592,41 @@ mod tests {
     }
 
     #[test]
-    fn a_version_2_spec_is_refused_with_what_to_do() {
-        let mut enc = sample().encode().unwrap();
-        enc[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(Spec::decode(&enc), Err(SpecError::BadVersion(2)));
+    fn limits_round_trip_and_zero_is_refused() {
+        let mut s = sample();
+        s.limits = Limits {
+            pids_max: None,
+            memory_max: Some(u64::MAX),
+        };
+        assert_eq!(Spec::decode(&s.encode().unwrap()).unwrap().limits, s.limits);
+        s.limits = Limits::default();
+        let d = Spec::decode(&s.encode().unwrap()).unwrap();
+        assert!(d.limits.is_empty());
+        s.limits.pids_max = Some(0);
+        assert_eq!(s.encode(), Err(SpecError::ZeroLimit("pids.max")));
+        // A hand-made 0 with its flag set is refused on decode; a bad flag too.
+        s.limits.pids_max = Some(1);
+        let mut enc = s.encode().unwrap();
+        let at = enc.len() - 18;
+        enc[at + 1..at + 9].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(Spec::decode(&enc), Err(SpecError::ZeroLimit("pids.max")));
+        enc[at] = 2;
+        assert_eq!(Spec::decode(&enc), Err(SpecError::BadFlag(2)));
     }
 
     #[test]
-    fn a_version_1_spec_is_refused_with_what_to_do() {
-        let mut enc = sample().encode().unwrap();
-        enc[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let e = Spec::decode(&enc).unwrap_err();
-        assert_eq!(e, SpecError::BadVersion(1));
-        assert!(
-            e.to_string().contains("guest init built with this isol"),
-            "{e}"
-        );
+    fn older_versions_are_refused_with_what_to_do() {
+        for old in 1..VERSION {
+            let mut enc = sample().encode().unwrap();
+            enc[8..12].copy_from_slice(&old.to_le_bytes());
+            let e = Spec::decode(&enc).unwrap_err();
+            assert_eq!(e, SpecError::BadVersion(old));
+            let m = e.to_string();
+            assert!(
+                m.contains("is not 4") && m.contains("guest init built with this isol"),
+                "{m}"
+            );
+        }
     }
 
     #[test]
@@ -597,6 +678,7 @@ mod tests {
             SpecError::FilterTooLong(5000),
             SpecError::TooManyEtcFiles(17),
             SpecError::BadEtcName(b"a/b".to_vec()),
+            SpecError::ZeroLimit("pids.max"),
         ] {
             let m = e.to_string();
             assert!(
