@@ -338,7 +338,14 @@ mod tests {
                 "CONFIG_VIRTIO_NET (the virtio-net card of --network bridge)"
             ]
         );
-        let e = check_for_run(&elf, &Needs { fs: true, ..Needs::default() }).unwrap_err();
+        let e = check_for_run(
+            &elf,
+            &Needs {
+                fs: true,
+                ..Needs::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(
             e.missing,
             [

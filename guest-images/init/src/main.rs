@@ -338,7 +338,13 @@ enum Stdio {
 
 /// Runs in the forked child; never returns. `cgroup`: the workload's cgroup, joined first.
 /// `workload`: the run's workload (its exec is a boot phase), not a process of `isol exec`.
-fn child(spec: &Spec, cgroup: Option<&WorkloadCgroup>, stdio: &Stdio, port: &Port, workload: bool) -> ! {
+fn child(
+    spec: &Spec,
+    cgroup: Option<&WorkloadCgroup>,
+    stdio: &Stdio,
+    port: &Port,
+    workload: bool,
+) -> ! {
     let code = match child_setup_and_exec(spec, cgroup, stdio, port, workload) {
         Ok(never) => match never {},
         Err((code, msg)) => {
