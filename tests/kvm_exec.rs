@@ -348,3 +348,44 @@ fn sigkill_of_the_runs_isol_leaves_no_socket_and_no_vmm() {
     ok(&["run", "--backend", "kvm", "busybox", "--", "true"]);
     assert_no_leftovers("SIGKILL of a kvm run with an exec, and the next run");
 }
+
+/// `isol exec`'s processes join the workload's cgroup in the guest, as a container's do on the
+/// host: they see its limit and count against it.
+#[test]
+fn exec_joins_the_workloads_cgroup() {
+    if !kvm_ready() {
+        return;
+    }
+    let _g = root_test();
+    let _stop = StopAll;
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vmcg",
+        "--backend",
+        "kvm",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let out = ok(&[
+        "exec",
+        "vmcg",
+        "--",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/pids.max /proc/self/cgroup /sys/fs/cgroup/pids.current",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["20", "0::/"], "{out}");
+    // The workload's sleep, and the exec's sh and cat.
+    let current: u32 = lines[2].parse().unwrap();
+    assert!(current >= 3, "{out}");
+    ok(&["stop", "vmcg"]);
+    no_vmm_left("vmcg");
+    assert_no_leftovers("kvm exec in the workload's cgroup");
+}

@@ -301,7 +301,7 @@ fn spawn(
         }
         if pid == 0 {
             let port = if direct { Port::Direct } else { Port::None };
-            crate::child(&spec, None, &stdio, &port, false);
+            crate::child(&spec, crate::WORKLOAD_CGROUP.get(), &stdio, &port, false);
         }
         children.push((pid, status_tx));
         pid

@@ -336,6 +336,10 @@ enum Stdio {
     Pty(fs::File),
 }
 
+/// The workload's cgroup once the workload runs: `isol exec`'s processes join it too, so its
+/// limits count them as a container's cgroup counts `isol exec`'s (exec.rs).
+static WORKLOAD_CGROUP: std::sync::OnceLock<WorkloadCgroup> = std::sync::OnceLock::new();
+
 /// Runs in the forked child; never returns. `cgroup`: the workload's cgroup, joined first.
 /// `workload`: the run's workload (its exec is a boot phase), not a process of `isol exec`.
 fn child(
@@ -1101,7 +1105,10 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     // Our copies of the ports must not keep them open (a port allows one opener), nor
     // ours of the pty slave (the master would never see the workload hang up).
     drop(stdio);
-    drop(cgroup);
+    // Kept for `isol exec`'s processes, which join it as the workload did.
+    if let Some(c) = cgroup {
+        let _ = WORKLOAD_CGROUP.set(c);
+    }
     let mut output = match relay {
         Some(r) => vec![r.start()?],
         None => Vec::new(),
