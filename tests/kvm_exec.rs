@@ -382,9 +382,10 @@ fn exec_joins_the_workloads_cgroup() {
     ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[..2], ["20", "0::/"], "{out}");
-    // The workload's sleep, and the exec's sh and cat.
+    // The workload's sleep and the exec's cat (sh execs its last command): outside the
+    // cgroup the exec would count for nothing, and see no pids.max at all (the root's view).
     let current: u32 = lines[2].parse().unwrap();
-    assert!(current >= 3, "{out}");
+    assert!(current >= 2, "{out}");
     ok(&["stop", "vmcg"]);
     no_vmm_left("vmcg");
     assert_no_leftovers("kvm exec in the workload's cgroup");
