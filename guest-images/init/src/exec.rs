@@ -206,7 +206,8 @@ fn handle(f: Frame, spec: &Spec, direct: bool, out: &Out, procs: &Procs) {
     }
 }
 
-fn set_size(master: &fs::File, (rows, cols): (u16, u16)) {
+/// Sets the pty master's window size; a zero dimension (no size known) leaves it as it is.
+pub(crate) fn set_size(master: &fs::File, (rows, cols): (u16, u16)) {
     if rows == 0 || cols == 0 {
         return;
     }

@@ -887,14 +887,7 @@ fn set_winsize(master: &fs::File, line: &[u8]) {
     let (Some(Ok(rows)), Some(Ok(cols))) = (it.next(), it.next()) else {
         return;
     };
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from a live local; the fd is a pty master.
-    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    exec::set_size(master, (rows, cols));
 }
 
 /// Reads one `\n`-terminated line (without it); `None` at EOF or error.
