@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -140,4 +141,28 @@ fn the_watchdogs_clock_starts_with_the_guest() {
         panic!("a run before its guest starts is not stopped")
     };
     assert_eq!(stdout(&o), "late\n");
+}
+
+#[test]
+fn the_watchdog_finds_the_vcpus_in_a_child_process() {
+    // With the VMM's jail, the process a test starts is the relay and the vCPU threads live in
+    // its jailed child: the watchdog must look there. The "vCPU" here exits after 20 s, so a
+    // watchdog that does not see it returns the run as ended instead of stalled.
+    let dir = tempfile::tempdir().unwrap();
+    let vcpu = dir.path().join("isol-vcpu0");
+    std::os::unix::fs::symlink(which("sleep"), &vcpu).unwrap();
+    let child = Command::new("sh")
+        .args(["-c", &format!("echo started; {} 20 & wait", vcpu.display())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let watched = lab_watch::watch(child, Duration::from_secs(1));
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    match watched {
+        Watched::Stalled(what) => assert!(what.contains("isol-vcpu0 S"), "{what}"),
+        other => panic!("{other:?}"),
+    }
 }

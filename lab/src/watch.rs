@@ -36,7 +36,8 @@ pub enum Watched {
 
 /// Waits for `child` (stdout and stderr piped), stopping it once its stdout has not moved
 /// for `stall` while its guest runs. The child is the VMM itself (`isol run --backend kvm`
-/// execs `isol-vmm`, whose vCPU threads are `isol-vcpuN`).
+/// execs `isol-vmm`, whose vCPU threads are `isol-vcpuN`) or, with the VMM's jail, the relay
+/// whose jailed child process holds the vCPU threads: the child and its descendants are looked at.
 pub fn watch(mut child: Child, stall: Duration) -> Watched {
     let progress = Arc::new(AtomicUsize::new(0));
     let mut out = child.stdout.take().expect("stdout is piped");
@@ -55,7 +56,7 @@ pub fn watch(mut child: Child, stall: Duration) -> Watched {
         let _ = err.read_to_end(&mut all);
         all
     });
-    let (mut seen, mut since, mut booted) = (0, Instant::now(), false);
+    let (mut seen, mut since, mut vmm) = (0, Instant::now(), None);
     loop {
         if let Some(status) = child.try_wait().expect("wait for isol") {
             return Watched::Ended(Output {
@@ -67,11 +68,16 @@ pub fn watch(mut child: Child, stall: Duration) -> Watched {
         let now = progress.load(Ordering::Relaxed);
         // The clock starts with the guest: before its vCPU thread exists isol prepares the
         // image and the VM's disk, which can take a while on a fresh store.
-        booted = booted || has_vcpu(child.id());
-        if now != seen || !booted {
+        vmm = vmm.or_else(|| vcpu_process(child.id()));
+        if now != seen || vmm.is_none() {
             (seen, since) = (now, Instant::now());
-        } else if since.elapsed() >= stall {
-            let look = look_at(child.id());
+        } else if let Some(pid) = vmm.filter(|_| since.elapsed() >= stall) {
+            let look = look_at(pid);
+            if pid != child.id() {
+                // SAFETY: kill(2) on a pid we found among the child's descendants; it takes
+                // no pointers.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
             drop(out_t.join());
@@ -123,6 +129,36 @@ pub fn watch_here<T>(stall: Duration, run: impl FnOnce() -> T) -> (T, Option<(bo
         done.store(true, Ordering::Relaxed);
         (out, watcher.join().expect("the watcher does not panic"))
     })
+}
+
+/// The process, `pid` or one of its descendants, that has a vCPU thread (isol-vmm, or its
+/// jailed child, with its guest running).
+fn vcpu_process(pid: u32) -> Option<u32> {
+    let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // After the comm's ')': state, then the parent's pid.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|c| stat[c + 1..].split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.entry(ppid).or_default().push(p);
+        }
+    }
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if has_vcpu(p) {
+            return Some(p);
+        }
+        todo.extend(parents.get(&p).into_iter().flatten());
+    }
+    None
 }
 
 /// Whether process `pid` has a vCPU thread (it is isol-vmm and its guest runs).
