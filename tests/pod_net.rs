@@ -202,7 +202,9 @@ fn a_tap_in_a_pod_namespace_is_redirected_both_ways_and_removed() {
     assert_eq!(ns.ingress().trim(), "", "tc left in the namespace");
     assert!(isol_container::network::lookup(state.path(), "podtest01").is_none());
     assert_eq!(
-        std::fs::read_dir(state.path().join("net/pods")).unwrap().count(),
+        std::fs::read_dir(state.path().join("net/pods"))
+            .unwrap()
+            .count(),
         0
     );
     // The pod's own configuration is untouched.
@@ -231,7 +233,9 @@ fn a_pod_interface_already_redirected_is_refused_and_kept() {
     assert_eq!(ns.links().len(), 2, "{:?}", ns.links());
     assert!(ns.sh("tc qdisc show dev eth0 ingress").contains("ingress"));
     assert_eq!(
-        std::fs::read_dir(state.path().join("net/pods")).unwrap().count(),
+        std::fs::read_dir(state.path().join("net/pods"))
+            .unwrap()
+            .count(),
         0
     );
     let _ = Command::new("ip").args(["link", "del", "podh2"]).output();
@@ -257,7 +261,7 @@ fn unusable_namespaces_are_refused_in_one_line() {
         "no interface besides loopback",
     );
     let two = Netns::with_veth("podnt4", "podh4", "10.251.79");
-    two.sh("ip link add name eth1 type dummy");
+    two.sh("ip tuntap add mode tap name eth1");
     assert_kvm_refused(
         &["--network", &flag(&two.path()), "busybox", "true"],
         &[],
@@ -273,9 +277,15 @@ fn unusable_namespaces_are_refused_in_one_line() {
         &[],
         "not a network namespace",
     );
-    let o = isol(&["run", "--network", "ns:/nonexistent/netns", "busybox", "true"])
-        .output()
-        .unwrap();
+    let o = isol(&[
+        "run",
+        "--network",
+        "ns:/nonexistent/netns",
+        "busybox",
+        "true",
+    ])
+    .output()
+    .unwrap();
     assert_eq!(code(&o), 125, "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("/nonexistent/netns"), "{}", stderr(&o));
@@ -469,7 +479,11 @@ fn a_vm_on_a_cni_pod_has_the_pod_s_address_and_both_ways_reach() {
     }
     assert_eq!(first, format!("{}/24", pod.address));
     assert_eq!(line(&mut out), mac, "the guest NIC has eth0's MAC");
-    assert_eq!(line(&mut out), "gw-ok", "the VM cannot ping the pod's gateway");
+    assert_eq!(
+        line(&mut out),
+        "gw-ok",
+        "the VM cannot ping the pod's gateway"
+    );
     assert_eq!(line(&mut out), "hello-from-the-host");
     // While it runs: the tap and the redirection in the pod, the address in `isol inspect`.
     assert!(pod.ns.links().iter().any(|l| l.starts_with("isolt")));
@@ -487,7 +501,11 @@ fn a_vm_on_a_cni_pod_has_the_pod_s_address_and_both_ways_reach() {
                 break got;
             }
             Err(e) => {
-                assert!(Instant::now() < deadline, "cannot reach the VM at {}: {e}", pod.address);
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot reach the VM at {}: {e}",
+                    pod.address
+                );
                 std::thread::sleep(Duration::from_millis(200));
             }
         }

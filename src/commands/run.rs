@@ -707,9 +707,7 @@ fn run_container(
 ) -> anyhow::Result<i32> {
     let network = match args.network {
         // The joined namespace is wired already.
-        Network::None | Network::Container(_) | Network::Ns(_) => {
-            isol_container::NetworkMode::None
-        }
+        Network::None | Network::Container(_) | Network::Ns(_) => isol_container::NetworkMode::None,
         Network::Host => isol_container::NetworkMode::Host,
         Network::Bridge => {
             if rootless {
@@ -1241,7 +1239,9 @@ struct KvmNetwork {
 /// in a pod's namespace (`--network ns:PATH`), both released on drop.
 enum KvmNetworkHold {
     Lease(isol_container::network::Attachment),
-    Pod(isol_container::network::pod::PodAttachment),
+    Pod {
+        _attachment: isol_container::network::pod::PodAttachment,
+    },
 }
 
 impl KvmNetwork {
@@ -1251,7 +1251,7 @@ impl KvmNetwork {
         use std::os::fd::AsRawFd;
         let reservations = match &self._hold {
             KvmNetworkHold::Lease(lease) => lease.reservations().fds(),
-            KvmNetworkHold::Pod(_) => Vec::new(),
+            KvmNetworkHold::Pod { .. } => Vec::new(),
         };
         for fd in std::iter::once(self.tap.as_raw_fd()).chain(reservations) {
             // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
@@ -1331,7 +1331,7 @@ fn kvm_pod_network(path: &Path, state_root: PathBuf, id: &str) -> anyhow::Result
     Ok(KvmNetwork {
         launch,
         tap: tap.into_fd(),
-        _hold: KvmNetworkHold::Pod(pod),
+        _hold: KvmNetworkHold::Pod { _attachment: pod },
     })
 }
 

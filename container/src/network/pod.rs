@@ -132,7 +132,12 @@ pub fn open_netns(path: &Path) -> Result<OwnedFd, NetworkError> {
 
 /// `nsenter --net=/proc/<isol>/fd/<fd> PROGRAM -batch -` with `script` on stdin; `force`:
 /// go on past errors (teardown).
-fn run_in(netns: &impl AsFd, program: &str, script: &str, force: bool) -> Result<String, NetworkError> {
+fn run_in(
+    netns: &impl AsFd,
+    program: &str,
+    script: &str,
+    force: bool,
+) -> Result<String, NetworkError> {
     let net = format!(
         "--net=/proc/{}/fd/{}",
         std::process::id(),
@@ -211,7 +216,11 @@ fn parse_config(path: &Path, links: &str, routes: &str) -> Result<PodConfig, Net
             return Err(bad(format!(
                 "it has {} interfaces besides loopback ({}); a VM takes over exactly one, so give it a namespace with one",
                 links.len(),
-                links.iter().map(|l| l.ifname.as_str()).collect::<Vec<_>>().join(", ")
+                links
+                    .iter()
+                    .map(|l| l.ifname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     };
@@ -371,13 +380,11 @@ pub fn attach_vm_to_netns<T: Send>(
     }
     let netns = open_netns(netns_path)?;
     let config = read_config(netns_path, &netns)?;
-    let meta = fs::metadata(format!(
-        "/proc/self/fd/{}",
-        netns.as_raw_fd()
-    ))
-    .map_err(|e| NetworkError::Netns {
-        path: netns_path.to_owned(),
-        reason: e.to_string(),
+    let meta = fs::metadata(format!("/proc/self/fd/{}", netns.as_raw_fd())).map_err(|e| {
+        NetworkError::Netns {
+            path: netns_path.to_owned(),
+            reason: e.to_string(),
+        }
     })?;
     let pid = std::process::id() as i32;
     let record = PodRecord {
@@ -398,9 +405,12 @@ pub fn attach_vm_to_netns<T: Send>(
         .map_err(|e| state_error(&dir, e))?;
     let path = dir.join(format!("{id}.json"));
     let tmp = dir.join(format!(".{id}.json.tmp"));
-    fs::write(&tmp, serde_json::to_vec(&record).expect("a record serializes"))
-        .and_then(|()| fs::rename(&tmp, &path))
-        .map_err(|e| state_error(&path, e))?;
+    fs::write(
+        &tmp,
+        serde_json::to_vec(&record).expect("a record serializes"),
+    )
+    .and_then(|()| fs::rename(&tmp, &path))
+    .map_err(|e| state_error(&path, e))?;
     let mut attachment = PodAttachment {
         record: path,
         netns,
@@ -583,10 +593,16 @@ mod tests {
         assert!(e.contains("no interface besides loopback"), "{e}");
         let two = LINKS.replace("}]}]", "}]},{\"ifname\":\"eth1\",\"link_type\":\"ether\"}]");
         let e = parse_config(p, &two, ROUTES).unwrap_err().to_string();
-        assert!(e.contains("2 interfaces besides loopback (eth0, eth1)"), "{e}");
+        assert!(
+            e.contains("2 interfaces besides loopback (eth0, eth1)"),
+            "{e}"
+        );
         let e = parse_config(p, LINKS, "[]").unwrap_err().to_string();
         assert!(e.contains("no IPv4 default route through eth0"), "{e}");
-        let no_v4 = LINKS.replace("\"family\":\"inet\",\"local\":\"10", "\"family\":\"x\",\"local\":\"10");
+        let no_v4 = LINKS.replace(
+            "\"family\":\"inet\",\"local\":\"10",
+            "\"family\":\"x\",\"local\":\"10",
+        );
         let e = parse_config(p, &no_v4, ROUTES).unwrap_err().to_string();
         assert!(e.contains("no IPv4 address"), "{e}");
         let small = LINKS.replace("\"mtu\":1500", "\"mtu\":1400");
@@ -599,11 +615,20 @@ mod tests {
 
     #[test]
     fn isol_s_own_namespace_and_other_files_are_refused() {
-        let e = open_netns(Path::new("/proc/self/ns/net")).unwrap_err().to_string();
+        let e = open_netns(Path::new("/proc/self/ns/net"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("isol's own"), "{e}");
-        let e = open_netns(Path::new("/proc/self/ns/uts")).unwrap_err().to_string();
+        let e = open_netns(Path::new("/proc/self/ns/uts"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a network namespace"), "{e}");
-        let e = open_netns(Path::new("/nonexistent/netns")).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/netns") && e.contains("No such file"), "{e}");
+        let e = open_netns(Path::new("/nonexistent/netns"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/netns") && e.contains("No such file"),
+            "{e}"
+        );
     }
 }
