@@ -80,14 +80,7 @@ struct PodRecord {
 
 impl PodRecord {
     fn owner_alive(&self) -> bool {
-        super::state::Allocation {
-            id: String::new(),
-            veth: String::new(),
-            pid: self.pid,
-            start_time: self.start_time,
-            ports: Vec::new(),
-        }
-        .owner_alive()
+        super::state::alive(self.pid, self.start_time)
     }
 }
 
@@ -130,34 +123,27 @@ pub fn open_netns(path: &Path) -> Result<OwnedFd, NetworkError> {
     Ok(file.into())
 }
 
-/// `nsenter --net=/proc/<isol>/fd/<fd> PROGRAM -batch -` with `script` on stdin; `force`:
-/// go on past errors (teardown).
-fn run_in(
-    netns: &impl AsFd,
-    program: &str,
-    script: &str,
-    force: bool,
-) -> Result<String, NetworkError> {
-    let net = format!(
+/// `--net=/proc/<isol>/fd/<fd>`: nsenter's way into the namespace as isol holds it open.
+fn nsenter_net(netns: &impl AsFd) -> String {
+    format!(
         "--net=/proc/{}/fd/{}",
         std::process::id(),
         netns.as_fd().as_raw_fd()
-    );
-    let mut args = vec![net.as_str(), program];
-    if force {
-        args.push("-force");
-    }
-    args.extend(["-batch", "-"]);
-    run("nsenter", &args, Some(script))
+    )
 }
 
-/// `nsenter … ARGS…` (one command, its stdout).
+/// `nsenter --net=… PROGRAM -batch -` with `script` on stdin.
+fn run_in(netns: &impl AsFd, program: &str, script: &str) -> Result<String, NetworkError> {
+    run(
+        "nsenter",
+        &[&nsenter_net(netns), program, "-batch", "-"],
+        Some(script),
+    )
+}
+
+/// `nsenter --net=… ARGS…` (one command, its stdout).
 fn query(netns: &impl AsFd, args: &[&str]) -> Result<String, NetworkError> {
-    let net = format!(
-        "--net=/proc/{}/fd/{}",
-        std::process::id(),
-        netns.as_fd().as_raw_fd()
-    );
+    let net = nsenter_net(netns);
     let mut all = vec![net.as_str()];
     all.extend_from_slice(args);
     run("nsenter", &all, None)
@@ -359,7 +345,7 @@ fn teardown(netns: &impl AsFd, interface: &str, tap: &str) -> Result<(), Network
     if script.is_empty() {
         return Ok(());
     }
-    run_in(netns, "tc", &script, false).map(drop)
+    run_in(netns, "tc", &script).map(drop)
 }
 
 /// Puts a VM on the pod network of the namespace at `netns_path`: reads the pod's interface
@@ -449,7 +435,6 @@ pub fn attach_vm_to_netns<T: Send>(
         &attachment.netns,
         "ip",
         &format!("link set dev {tap} mtu {mtu} up\n"),
-        false,
     )?;
     // The pod's interface must have no ingress qdisc yet: another VM's (two VMs cannot be
     // the same pod on the wire) or the pod's own, which is not ours to replace.
@@ -457,7 +442,6 @@ pub fn attach_vm_to_netns<T: Send>(
         &attachment.netns,
         "tc",
         &format!("qdisc add dev {interface} ingress\n"),
-        false,
     ) {
         // Not ours: keep it.
         attachment.released = true;
@@ -480,7 +464,7 @@ pub fn attach_vm_to_netns<T: Send>(
         redirect(&tap, interface)
     );
     // On error the attachment's drop removes the qdiscs and the record.
-    run_in(&attachment.netns, "tc", &script, false)?;
+    run_in(&attachment.netns, "tc", &script)?;
     tracing::debug!(
         mode = "pod",
         netns = %netns_path.display(),
@@ -589,27 +573,26 @@ mod tests {
     fn what_a_vm_cannot_take_over_is_refused_in_one_line() {
         let p = Path::new("/run/netns/p");
         let lo_only = r#"[{"ifname":"lo","link_type":"loopback","address":"00:00:00:00:00:00"}]"#;
-        let e = parse_config(p, lo_only, ROUTES).unwrap_err().to_string();
-        assert!(e.contains("no interface besides loopback"), "{e}");
         let two = LINKS.replace("}]}]", "}]},{\"ifname\":\"eth1\",\"link_type\":\"ether\"}]");
-        let e = parse_config(p, &two, ROUTES).unwrap_err().to_string();
-        assert!(
-            e.contains("2 interfaces besides loopback (eth0, eth1)"),
-            "{e}"
-        );
-        let e = parse_config(p, LINKS, "[]").unwrap_err().to_string();
-        assert!(e.contains("no IPv4 default route through eth0"), "{e}");
         let no_v4 = LINKS.replace(
             "\"family\":\"inet\",\"local\":\"10",
             "\"family\":\"x\",\"local\":\"10",
         );
-        let e = parse_config(p, &no_v4, ROUTES).unwrap_err().to_string();
-        assert!(e.contains("no IPv4 address"), "{e}");
         let small = LINKS.replace("\"mtu\":1500", "\"mtu\":1400");
-        let e = parse_config(p, &small, ROUTES).unwrap_err().to_string();
-        assert!(e.contains("MTU 1400"), "{e}");
-        for e in [parse_config(p, lo_only, ROUTES).unwrap_err().to_string()] {
-            assert!(!e.contains('\n') && e.contains("/run/netns/p"), "{e}");
+        for (links, routes, why) in [
+            (lo_only, ROUTES, "no interface besides loopback"),
+            (&two, ROUTES, "2 interfaces besides loopback (eth0, eth1)"),
+            (LINKS, "[]", "no IPv4 default route through eth0"),
+            (&no_v4, ROUTES, "no IPv4 address"),
+            (&small, ROUTES, "MTU 1400"),
+        ] {
+            let e = parse_config(p, links, routes).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(
+                e.starts_with("Network namespace /run/netns/p cannot be used: "),
+                "{e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
         }
     }
 
