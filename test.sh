@@ -116,6 +116,8 @@ echo "== lab: named and detached runs, ps/stop/exec, the namespace flags (cgroup
 lab "$(test_exe isol test:namespaces)" --test-threads=1
 echo "== lab: --network bridge on kvm (virtio-net on a tap on isol0, with a container; nothing left)" >&2
 lab "$(test_exe isol test:kvm_net)" --test-threads=1
+echo "== lab: --network ns:PATH on kvm (a VM on a CNI pod's network: tap + tc redirect; nothing left)" >&2
+lab "$(test_exe isol test:pod_net)" --test-threads=1
 echo "== lab: -v DIR:DIR on kvm (virtio-fs served by virtiofsd; both ways, :ro, nothing left)" >&2
 lab "$(test_exe isol test:kvm_fs)" --test-threads=1
 echo "== lab: the teaching labs (docs/labs/): lab 12's KVM program, the container labs on cgroup v2" >&2

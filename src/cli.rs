@@ -145,7 +145,7 @@ pub enum Backend {
     Kvm,
 }
 
-/// `--network`: none, host, bridge, or `container:NAME|ID`.
+/// `--network`: none, host, bridge, `container:NAME|ID`, or `ns:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// Own network namespace with loopback only.
@@ -156,6 +156,9 @@ pub enum Network {
     Bridge,
     /// The network namespace of another running container (by name or id).
     Container(String),
+    /// An existing network namespace by path (podman's `ns:PATH`): a container joins it; a
+    /// VM's NIC takes over its single interface (a tap there, tc-redirected: a CNI pod's).
+    Ns(PathBuf),
 }
 
 impl std::fmt::Display for Network {
@@ -165,6 +168,7 @@ impl std::fmt::Display for Network {
             Network::Host => f.write_str("host"),
             Network::Bridge => f.write_str("bridge"),
             Network::Container(n) => write!(f, "container:{n}"),
+            Network::Ns(p) => write!(f, "ns:{}", p.display()),
         }
     }
 }
@@ -174,9 +178,17 @@ fn parse_network(s: &str) -> Result<Network, String> {
         "none" => Ok(Network::None),
         "host" => Ok(Network::Host),
         "bridge" => Ok(Network::Bridge),
-        _ => container_ref(s).map(Network::Container).ok_or_else(|| {
-            format!("'{s}' is not a network mode: use none, host, bridge or container:NAME")
-        }),
+        _ => match s.strip_prefix("ns:") {
+            Some("") => Err(
+                "'ns:' names no network namespace: give its path, e.g. ns:/run/netns/NAME".into(),
+            ),
+            Some(path) => Ok(Network::Ns(PathBuf::from(path))),
+            None => container_ref(s).map(Network::Container).ok_or_else(|| {
+                format!(
+                    "'{s}' is not a network mode: use none, host, bridge, container:NAME or ns:PATH"
+                )
+            }),
+        },
     }
 }
 
@@ -255,7 +267,9 @@ pub struct RunArgs {
     /// CPUs the container may run on, e.g. 0-1,3 (container: cgroup cpuset; not with kvm).
     #[arg(long, value_name = "LIST")]
     pub cpuset_cpus: Option<String>,
-    /// Network mode: none, host, bridge, or container:NAME (join another container's).
+    /// Network mode: none, host, bridge, container:NAME (join another container's), or
+    /// ns:PATH (an existing network namespace, e.g. a CNI pod's: a container joins it, a VM
+    /// takes over its interface).
     #[arg(long, value_name = "MODE", default_value = "none", value_parser = parse_network)]
     pub network: Network,
     /// Publish a port of the run on the host ([IP:][HOSTPORT:]PORT[/tcp|/udp], docker's

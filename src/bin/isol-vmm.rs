@@ -52,12 +52,18 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Closes this process's descriptor of the tap (it goes with the last one) and gives the
-/// address back; the bridge and its NAT go with the last user.
+/// address back; the bridge and its NAT go with the last user. On a pod's network, removes
+/// the tc redirection to the pod's interface instead.
 fn release(net: &isol_vmm::launch::LaunchNet) {
     // SAFETY: the tap's descriptor isol handed over, used by nothing else in this process
     // any more (the VM is over); closed once.
     unsafe { libc::close(net.tap_fd) };
-    if let Err(e) = isol_container::network::release_held(&net.state_root, net.address, &net.tap) {
+    // `--network ns:PATH`: the redirection in the pod's namespace, not a lease on the bridge.
+    let released = match &net.pod {
+        Some(record) => isol_container::network::pod::release_held(record),
+        None => isol_container::network::release_held(&net.state_root, net.address, &net.tap),
+    };
+    if let Err(e) = released {
         tracing::warn!("releasing the VM's network: {e}; the next isol run retries");
     }
 }

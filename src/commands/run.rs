@@ -154,6 +154,12 @@ fn namespace_options(
                 "--userns private cannot join another run's namespaces (--network/--ipc container:NAME): they belong to the host's user namespace; drop one"
             );
         }
+        if let Network::Ns(path) = &args.network {
+            bail!(
+                "--userns private cannot join the network namespace {}: it belongs to the host's user namespace; drop one",
+                path.display()
+            );
+        }
         Some(userns_range()?)
     } else {
         None
@@ -186,6 +192,11 @@ fn namespace_options(
     if let Network::Container(n) = &args.network {
         let pid = other(n, &format!("--network container:{n}"))?;
         join.push((SharedNamespace::Net, format!("/proc/{pid}/ns/net").into()));
+    }
+    if let Network::Ns(path) = &args.network {
+        // Checked here, so that a wrong path is isol's one-line error, not the child's.
+        check_netns_flag(path, rootless, false)?;
+        join.push((SharedNamespace::Net, path.clone()));
     }
     Ok(NamespaceOptions {
         host,
@@ -232,6 +243,24 @@ fn parse_userns_range(s: &str) -> anyhow::Result<(u32, u32)> {
         );
     }
     Ok((start, count))
+}
+
+/// `--network ns:PATH`, either backend: root (the namespace belongs to the host's user
+/// namespace), and PATH a network namespace other than isol's own; for a VM (`vm`), one the
+/// VM can take over (one interface, with an IPv4 address and a default route), checked before
+/// anything is built.
+fn check_netns_flag(path: &Path, rootless: bool, vm: bool) -> anyhow::Result<()> {
+    if rootless {
+        bail!(
+            "--network ns:{} needs root: the namespace belongs to the host's user namespace; run isol as root or use --network none",
+            path.display()
+        );
+    }
+    let netns = isol_container::network::pod::open_netns(path)?;
+    if vm {
+        isol_container::network::pod::read_config(path, &netns)?;
+    }
+    Ok(())
 }
 
 /// On kvm, every namespace flag that would share something with the host or another run is
@@ -678,7 +707,7 @@ fn run_container(
 ) -> anyhow::Result<i32> {
     let network = match args.network {
         // The joined namespace is wired already.
-        Network::None | Network::Container(_) => isol_container::NetworkMode::None,
+        Network::None | Network::Container(_) | Network::Ns(_) => isol_container::NetworkMode::None,
         Network::Host => isol_container::NetworkMode::Host,
         Network::Bridge => {
             if rootless {
@@ -821,6 +850,9 @@ fn check_kvm_flags(args: &RunArgs, spec: &RunSpec) -> anyhow::Result<()> {
             "--network host",
             "a VM has its own kernel and network stack, so it cannot share the host's; use --network bridge to reach it from the host",
         )?;
+    }
+    if let Network::Ns(path) = &args.network {
+        check_netns_flag(path, !nix::unistd::geteuid().is_root(), true)?;
     }
     for v in &spec.volumes {
         // A host without virtiofsd is told at once.
@@ -1017,7 +1049,7 @@ fn run_kvm(
         &kernel,
         &isol_vmm::kconfig::Needs {
             vcpus,
-            nic: args.network == Network::Bridge,
+            nic: matches!(args.network, Network::Bridge | Network::Ns(_)),
             pids_limit: spec.pids.is_some(),
             memory_limit: spec.memory.is_some(),
             fs: !shared.is_empty(),
@@ -1200,7 +1232,16 @@ fn keep_fd_across_exec(fd: &impl std::os::fd::AsRawFd) -> anyhow::Result<()> {
 struct KvmNetwork {
     launch: isol_vmm::launch::LaunchNet,
     tap: std::os::fd::OwnedFd,
-    _lease: isol_container::network::Attachment,
+    _hold: KvmNetworkHold,
+}
+
+/// What a VM's network holds until it is released: a lease on the bridge, or the redirection
+/// in a pod's namespace (`--network ns:PATH`), both released on drop.
+enum KvmNetworkHold {
+    Lease(isol_container::network::Attachment),
+    Pod {
+        _attachment: isol_container::network::pod::PodAttachment,
+    },
 }
 
 impl KvmNetwork {
@@ -1208,7 +1249,10 @@ impl KvmNetwork {
     /// isol-vmm (the ports' until it exits: the jailed VMM closes its copies).
     fn keep_across_exec(&self) -> anyhow::Result<()> {
         use std::os::fd::AsRawFd;
-        let reservations = self._lease.reservations().fds();
+        let reservations = match &self._hold {
+            KvmNetworkHold::Lease(lease) => lease.reservations().fds(),
+            KvmNetworkHold::Pod { .. } => Vec::new(),
+        };
         for fd in std::iter::once(self.tap.as_raw_fd()).chain(reservations) {
             // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
             if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
@@ -1234,6 +1278,9 @@ fn kvm_network(
     let state_root = store.root().join("containers");
     // Leases of runs whose isol was killed, whichever backend they were.
     isol_container::network::sweep(&state_root);
+    if let Network::Ns(path) = &args.network {
+        return kvm_pod_network(path, state_root, id).map(Some);
+    }
     if args.network != Network::Bridge {
         return Ok(None);
     }
@@ -1251,13 +1298,41 @@ fn kvm_network(
         gateway: lease.gateway(),
         state_root,
         ports: lease.ports().iter().map(ToString::to_string).collect(),
+        pod: None,
     };
     tracing::debug!(tap = %launch.tap, address = %launch.address, "VM network attached");
     Ok(Some(KvmNetwork {
         launch,
         tap: tap.into_fd(),
-        _lease: lease,
+        _hold: KvmNetworkHold::Lease(lease),
     }))
+}
+
+/// `--network ns:PATH` on kvm: the VM takes over the namespace's interface — a tap there,
+/// tc-redirected both ways, the interface's MAC, address and gateway for the guest
+/// (`isol_container::network::pod`, docs/devices.md "Network").
+fn kvm_pod_network(path: &Path, state_root: PathBuf, id: &str) -> anyhow::Result<KvmNetwork> {
+    let (pod, tap) =
+        isol_container::network::pod::attach_vm_to_netns(id, &state_root, path, |name| {
+            isol_devices::virtio::net::Tap::create(name).map_err(|e| e.to_string())
+        })?;
+    let c = pod.config();
+    let launch = isol_vmm::launch::LaunchNet {
+        tap_fd: std::os::fd::AsRawFd::as_raw_fd(&tap),
+        tap: tap.name().to_owned(),
+        mac: c.mac,
+        address: c.address,
+        prefix: c.prefix,
+        gateway: c.gateway,
+        state_root,
+        ports: Vec::new(),
+        pod: Some(pod.record().to_owned()),
+    };
+    Ok(KvmNetwork {
+        launch,
+        tap: tap.into_fd(),
+        _hold: KvmNetworkHold::Pod { _attachment: pod },
+    })
 }
 
 /// Environment switch: `ISOL_VMM_JAIL=off` runs the VMM without its jail (for debugging).

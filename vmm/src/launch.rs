@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 7;
+pub const FORMAT: u32 = 8;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -282,6 +282,11 @@ pub struct LaunchNet {
     /// The published ports (`-p`), docker's way (`0.0.0.0:18080->8080/tcp`), for `--json`.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// `--network ns:PATH`: the tap is in a pod's network namespace, redirected to its
+    /// interface (`isol_container::network::pod`); this is the run's record there, which the
+    /// process isol exec'd releases after the VM instead of a lease on the bridge.
+    #[serde(default, with = "os_bytes_opt")]
+    pub pod: Option<PathBuf>,
 }
 
 impl LaunchNet {
@@ -925,6 +930,7 @@ mod tests {
                 gateway: [10, 88, 0, 1].into(),
                 state_root: "/var/lib/isol/containers".into(),
                 ports: vec!["0.0.0.0:18080->8080/tcp".into()],
+                pod: Some("/var/lib/isol/containers/net/pods/0123456789ab.json".into()),
             }),
             etc_files: vec![
                 ("hostname".into(), "h1\n".into()),

@@ -41,6 +41,7 @@ mod bridge;
 mod cmd;
 mod loopback;
 mod nat;
+pub mod pod;
 mod publish;
 mod state;
 mod subnet;
@@ -147,6 +148,8 @@ pub enum NetworkError {
         "Ports can only be published (-p) with --network bridge; add --network bridge or drop -p"
     )]
     PublishNeedsBridge,
+    #[error("Network namespace {path} cannot be used: {reason}")]
+    Netns { path: PathBuf, reason: String },
 }
 
 /// The prefix of every VM's tap on the bridge (`--network bridge` on kvm).
@@ -286,6 +289,8 @@ pub fn sweep(state_root: &Path) {
 }
 
 fn try_sweep(state_root: &Path) -> Result<(), NetworkError> {
+    // VMs on pod networks whose isol died: their redirections (no lock: one record each).
+    pod::sweep(state_root);
     // Fast path for hosts that never used bridge networking: no lock, no commands.
     if !Locked::dir_of(state_root).exists() {
         return Ok(());
@@ -607,6 +612,9 @@ pub struct RunNetwork {
 /// The place on the bridge of run `id`, while its isol lives (for `isol ps` and `isol
 /// inspect`); read without the lock (records are replaced atomically).
 pub fn lookup(state_root: &Path, id: &str) -> Option<RunNetwork> {
+    if let Some(pod) = pod::lookup(state_root, id) {
+        return Some(pod);
+    }
     let dir = Locked::dir_of(state_root);
     let (address, allocation) = std::fs::read_dir(dir.join("addr")).ok()?.find_map(|item| {
         let item = item.ok()?;

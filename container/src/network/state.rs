@@ -59,8 +59,13 @@ impl Allocation {
     /// True while the owning isol process is still running (a zombie is not: it holds
     /// nothing any more, and a parent that does not reap may keep it for ever).
     pub(crate) fn owner_alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time) && !zombie(self.pid)
+        alive(self.pid, self.start_time)
     }
+}
+
+/// True while process `pid`, started at `start`, runs (not a zombie, not a reused pid).
+pub(crate) fn alive(pid: i32, start: u64) -> bool {
+    start_time(pid) == Some(start) && !zombie(pid)
 }
 
 /// The start time of `pid`, or `None` when no such process exists.
