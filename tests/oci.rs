@@ -1866,6 +1866,72 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     common::assert_no_leftovers("user namespace");
 }
 
+/// A user namespace joined by path (a pod's sandbox's, in Kubernetes with user namespaces):
+/// the container's root is that namespace's, with its maps; mappings given with a path are
+/// refused, as runc refuses them.
+#[test]
+fn a_user_namespace_is_joined_by_path() {
+    let _g = common::root_test();
+    // A namespace of its own, held by a sleep: `unshare` maps root to root in it.
+    let mut holder = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sleep", "120"])
+        .spawn()
+        .expect("unshare runs");
+    let proc_dir = PathBuf::from(format!("/proc/{}", holder.id()));
+    // unshare writes the maps, then execs sleep.
+    wait_for("the namespace's maps", || {
+        fs::read_to_string(proc_dir.join("comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    let ns_path = proc_dir.join("ns/user");
+    let maps = [
+        fs::read_to_string(proc_dir.join("uid_map")).unwrap(),
+        fs::read_to_string(proc_dir.join("gid_map")).unwrap(),
+    ];
+    let ns_link = fs::read_link(&ns_path).unwrap();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u; readlink /proc/self/ns/user; hostname",
+        );
+        v["hostname"] = "joined".into();
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user", "path": ns_path}));
+    });
+    let bundle = f.bundle.to_str().unwrap();
+    let o = f.runc(&["run", "--bundle", bundle, "joinuser"]);
+    // With mappings too: refused before anything is made.
+    f.edit_config(|v| {
+        let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 1}]);
+        v["linux"]["uidMappings"] = map.clone();
+        v["linux"]["gidMappings"] = map;
+    });
+    let refused = f.runc(&["run", "--bundle", bundle, "joinuser"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "run: {err}");
+    let norm = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let mut want = norm(&maps[0]);
+    want.extend(norm(&maps[1]));
+    want.push("0".into());
+    want.push(ns_link.to_string_lossy().into_owned());
+    want.push("joined".into());
+    assert_eq!(norm(&common::stdout(&o)), want);
+    f.assert_root_empty();
+
+    assert!(!refused.status.success());
+    let err = common::stderr(&refused);
+    assert!(err.contains("joined by path"), "{err}");
+    f.assert_root_empty();
+    common::assert_no_leftovers("joined user namespace");
+}
+
 /// The CPUs of the cgroup `path`'s parent that a test may pin to (`cpuset.cpus` of the
 /// hierarchy's root; v2 `cpuset.cpus.effective`).
 fn host_cpus() -> String {

@@ -123,7 +123,9 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let (limits, devices) = resources(&linux)?;
     check_linux(&linux)?;
     let mounts = mounts(spec.mounts().as_deref().unwrap_or_default())?;
-    let device_nodes = device_nodes(&linux, user_namespace.is_some())?;
+    let in_user_namespace =
+        user_namespace.is_some() || join.iter().any(|(ns, _)| *ns == SharedNamespace::User);
+    let device_nodes = device_nodes(&linux, in_user_namespace)?;
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => 0,
         Some(p) => propagation(p).ok_or_else(|| {
@@ -502,12 +504,7 @@ fn namespaces(
             LinuxNamespaceType::Ipc => Some(SharedNamespace::Ipc),
             LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
             LinuxNamespaceType::Pid => Some(SharedNamespace::Pid),
-            LinuxNamespaceType::User if ns.path().is_some() => {
-                return Err(unsupported(
-                    "linux.namespaces",
-                    "joins a user namespace by path, not supported by isol yet: give the container a new one with linux.uidMappings and gidMappings",
-                ));
-            }
+            LinuxNamespaceType::User if ns.path().is_some() => Some(SharedNamespace::User),
             LinuxNamespaceType::User => continue,
             LinuxNamespaceType::Time => {
                 return Err(unsupported(
@@ -525,7 +522,7 @@ fn namespaces(
                 let why = if ns.typ() == LinuxNamespaceType::Mount {
                     "isol builds every container's root in a mount namespace of its own (its pivot_root would change the root of every process in a shared one)"
                 } else {
-                    "isol joins only network, ipc, uts and pid namespaces"
+                    "isol joins only user, network, ipc, uts and pid namespaces"
                 };
                 return Err(unsupported(
                     "linux.namespaces",
@@ -550,6 +547,7 @@ fn namespaces(
         }
     }
     let has = |t: LinuxNamespaceType| list.iter().any(|ns| ns.typ() == t);
+    let joins_user = join.iter().any(|(ns, _)| *ns == SharedNamespace::User);
     if !has(LinuxNamespaceType::Mount) {
         return Err(unsupported(
             "linux.namespaces",
@@ -564,6 +562,16 @@ fn namespaces(
         (LinuxNamespaceType::Uts, SharedNamespace::Uts, "uts"),
     ] {
         if !has(t) {
+            if joins_user {
+                // The runtime's own namespace belongs to the host's user namespace, which the
+                // container's root holds no capability in (runc refuses to join it too).
+                return Err(unsupported(
+                    "linux.namespaces",
+                    &format!(
+                        "joins a user namespace and has no {name} namespace (the host's, which belongs to the host's user namespace): add a new one, or one joined by path"
+                    ),
+                ));
+            }
             join.push((
                 shared,
                 PathBuf::from(format!("/proc/{}/ns/{name}", std::process::id())),
@@ -844,6 +852,16 @@ fn user_namespace(
             .collect::<Vec<_>>()
     };
     let (uid_map, gid_map) = (map(linux.uid_mappings()), map(linux.gid_mappings()));
+    if join.iter().any(|(ns, _)| *ns == SharedNamespace::User) {
+        // As runc: the joined namespace's maps are its maker's, written once for good.
+        if !uid_map.is_empty() || !gid_map.is_empty() {
+            return Err(unsupported(
+                "linux.uidMappings and gidMappings",
+                "are given with a user namespace joined by path, whose maps are already written: drop them, or drop the path for a new user namespace",
+            ));
+        }
+        return Ok(None);
+    }
     if !new {
         if !uid_map.is_empty() || !gid_map.is_empty() {
             return Err(unsupported(
@@ -1285,9 +1303,33 @@ mod tests {
             |v| {
                 add_user(v);
                 let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
-                ns.last_mut().unwrap()["path"] = "/proc/1/ns/user".into();
+                ns.last_mut().unwrap()["path"] = "/proc/self/ns/user".into();
+                let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 1}]);
+                v["linux"]["uidMappings"] = map.clone();
+                v["linux"]["gidMappings"] = map;
             },
-            "joins a user namespace by path",
+            "are given with a user namespace joined by path",
+        );
+        refused(
+            |v| {
+                add_user(v);
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.last_mut().unwrap()["path"] = "/proc/self/ns/user".into();
+                ns.retain(|n| n["type"] != "uts");
+            },
+            "joins a user namespace and has no uts namespace",
+        );
+        // Joined without maps: accepted, the other namespaces new ones born in it.
+        let cfg = convert(&spec_with(|v| {
+            add_user(v);
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.last_mut().unwrap()["path"] = "/proc/self/ns/user".into();
+        }))
+        .unwrap();
+        assert!(cfg.user_namespace.is_none());
+        assert_eq!(
+            cfg.join,
+            vec![(SharedNamespace::User, PathBuf::from("/proc/self/ns/user"))]
         );
         refused(
             |v| {
