@@ -685,15 +685,18 @@ fn spec_features_and_version() {
         "{}",
         common::stdout(&o)
     );
-    // Commands it does not support yet say so.
     assert_eq!(features["hooks"].as_array().unwrap().len(), 6, "{features}");
+    // events of no container, or with a bad interval, fail saying why.
     let o = runc(&["--root", dir, "events", "x"]);
     assert!(!o.status.success());
     assert!(
-        common::stderr(&o).contains("not supported"),
+        common::stderr(&o).contains("container x does not exist"),
         "{}",
         common::stderr(&o)
     );
+    let o = runc(&["--root", dir, "events", "--interval", "soon", "x"]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("5s"), "{}", common::stderr(&o));
 }
 
 #[test]
@@ -1328,6 +1331,313 @@ fn update_changes_memory_cpu_and_pids_limits() {
     assert!(common::stderr(&o).contains("does not exist"));
     f.assert_root_empty();
     common::assert_no_leftovers("update");
+}
+
+/// `events --stats` gives runc's shape with the cgroup files' values; `events --interval`
+/// streams stats and an `oom` object when the OOM killer kills in the container, and ends
+/// when the container does.
+#[test]
+fn events_give_the_cgroups_statistics_and_oom_kills() {
+    use std::io::{BufRead, BufReader};
+    let _g = common::root_test();
+    become_subreaper();
+    let cgroup = "/isol-oci-test/events";
+    let f = Fixture::new(|v| {
+        // Waits for the go (a file), then fills memory past the limit: the OOM killer kills
+        // `tail`, the shell goes on.
+        set_args(
+            v,
+            "while [ ! -e /tmp/go ]; do sleep 0.1; done; tail /dev/zero; echo survived; sleep 30",
+        );
+        v["root"]["readonly"] = false.into();
+        v["linux"]["cgroupsPath"] = cgroup.into();
+        v["linux"]["resources"] = serde_json::json!({
+            "memory": {"limit": 33554432, "swap": 33554432},
+            "pids": {"limit": 20},
+        });
+    });
+    fs::create_dir_all(f.bundle.join("rootfs/tmp")).unwrap();
+    let (status, err) = f.create("events", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("events")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "events"]).status.success());
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let read = |name: &str| -> u64 {
+        fs::read_to_string(cgroup_file(cgroup, name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // The container is idle (a sleep and its shell): its pids and limits hold still.
+    let o = f.runc(&["events", "--stats", "events"]);
+    assert!(o.status.success(), "events --stats: {}", common::stderr(&o));
+    let lines: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let ev: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["id"], "events");
+    let data = &ev["data"];
+    assert_eq!(data["pids"]["current"], read("pids.current"), "{data}");
+    assert_eq!(data["pids"]["limit"], 20);
+    assert_eq!(data["memory"]["usage"]["limit"], 33554432u64);
+    let usage = data["memory"]["usage"]["usage"].as_u64().unwrap();
+    assert!(usage > 0 && usage <= 33554432, "{data}");
+    let cpu = data["cpu"]["usage"]["total"].as_u64().unwrap();
+    let cpu_now = if v2 {
+        fs::read_to_string(cgroup_file(cgroup, "cpu.stat"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1000
+    } else {
+        read("cpuacct.usage")
+    };
+    assert!(cpu > 0 && cpu <= cpu_now, "{cpu} vs {cpu_now}");
+    if v2 {
+        assert_eq!(data["memory"]["raw"]["anon"], {
+            let stat = fs::read_to_string(cgroup_file(cgroup, "memory.stat")).unwrap();
+            let anon: u64 = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("anon "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            anon
+        });
+    } else {
+        assert_eq!(
+            data["memory"]["raw"]["hierarchical_memory_limit"],
+            33554432u64
+        );
+    }
+    assert!(
+        data["blkio"].is_object() && data["hugetlb"].is_object(),
+        "{data}"
+    );
+
+    // The stream: stats at once, then the OOM kill.
+    let mut stream = f
+        .command(&["events", "--interval", "200ms", "events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(stream.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["type"], "stats");
+    fs::write(f.bundle.join("rootfs/tmp/go"), "").unwrap();
+    let mut seen = Vec::new();
+    let oom = loop {
+        let Some(Ok(line)) = lines.next() else {
+            break false;
+        };
+        let ev: Value = serde_json::from_str(&line).unwrap();
+        if ev["type"] == "oom" {
+            assert_eq!(ev["id"], "events");
+            break true;
+        }
+        assert_eq!(ev["type"], "stats", "{line}");
+        seen.push(line);
+        if seen.len() > 300 {
+            break false;
+        }
+    };
+    assert!(oom, "no oom event after {} stats", seen.len());
+    wait_for("the shell after the OOM kill", || {
+        f.output().contains("survived")
+    });
+
+    // The container's end ends the stream.
+    let o = f.runc(&["kill", "events", "KILL"]);
+    assert!(o.status.success(), "kill: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+    let rest: Vec<_> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().all(|l| l.contains("\"stats\"")), "{rest:?}");
+    assert!(stream.wait().unwrap().success());
+    let o = f.runc(&["events", "--stats", "events"]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("stopped"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(f.runc(&["delete", "events"]).status.success());
+    f.assert_root_empty();
+    common::assert_no_leftovers("events");
+}
+
+/// A whole disk of this host (`MAJ:MIN` from /sys/block: vda, sda, nvme…, not a loop, ram
+/// or zram device), for block IO throttles.
+fn a_disk() -> Option<(String, u64, u64)> {
+    let mut disks: Vec<_> = fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !["loop", "ram", "zram", "dm-", "md"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    disks.sort();
+    let name = disks.into_iter().next()?;
+    let dev = fs::read_to_string(format!("/sys/block/{name}/dev")).ok()?;
+    let (major, minor) = dev.trim().split_once(':')?;
+    Some((name, major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// blockIO throttles and weight, hugepageLimits: written where the host's cgroups have them
+/// (v1 `blkio`/`hugetlb` hierarchies, v2 `io`/`hugetlb`), refused by name where not; `update`
+/// changes them.
+#[test]
+fn block_io_and_huge_page_limits_follow_the_host() {
+    let _g = common::root_test();
+    become_subreaper();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let cgroup = "/isol-oci-test/blkio";
+    let Some((disk, major, minor)) = a_disk() else {
+        panic!("this host has no disk in /sys/block to throttle");
+    };
+    eprintln!("throttling {disk} ({major}:{minor})");
+    let f = Fixture::new(|v| {
+        set_args(v, "sleep 30");
+        v["linux"]["cgroupsPath"] = cgroup.into();
+        v["linux"]["resources"] = serde_json::json!({"blockIO": {
+            "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+            "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
+        }});
+    });
+    let (status, err) = f.create("blkio", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("blkio")["pid"].as_i64().unwrap() as i32;
+    let read = |name: &str| {
+        fs::read_to_string(cgroup_file(cgroup, name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let dev = format!("{major}:{minor}");
+    if v2 {
+        let max = read("io.max");
+        assert!(
+            max.contains(&format!("{dev} rbps=1048576 wbps=max riops=max wiops=100")),
+            "{max}"
+        );
+    } else {
+        assert_eq!(
+            read("blkio.throttle.read_bps_device"),
+            format!("{dev} 1048576")
+        );
+        assert_eq!(
+            read("blkio.throttle.write_iops_device"),
+            format!("{dev} 100")
+        );
+    }
+
+    // update: a new write rate; the weight and huge pages where the host has them.
+    let update = f.bundle.join("update.json");
+    fs::write(
+        &update,
+        serde_json::json!({"blockIO": {
+            "throttleWriteBpsDevice": [{"major": major, "minor": minor, "rate": 2097152}],
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let o = f.runc(&["update", "--resources", update.to_str().unwrap(), "blkio"]);
+    assert!(o.status.success(), "update: {}", common::stderr(&o));
+    if v2 {
+        assert!(
+            read("io.max").contains("wbps=2097152"),
+            "{}",
+            read("io.max")
+        );
+    } else {
+        assert_eq!(
+            read("blkio.throttle.write_bps_device"),
+            format!("{dev} 2097152")
+        );
+    }
+    let weight_file = if v2 {
+        ["io.bfq.weight", "io.weight"]
+            .iter()
+            .map(|n| cgroup_file(cgroup, n))
+            .find(|p| p.exists())
+    } else {
+        ["blkio.bfq.weight", "blkio.weight"]
+            .iter()
+            .map(|n| cgroup_file(cgroup, n))
+            .find(|p| p.exists())
+    };
+    let o = f.runc(&["update", "--blkio-weight", "300", "blkio"]);
+    match &weight_file {
+        Some(file) => {
+            assert!(o.status.success(), "update: {}", common::stderr(&o));
+            let w = fs::read_to_string(file).unwrap();
+            assert!(w.contains("300") || w.contains("default 2930"), "{w}");
+        }
+        None => {
+            assert!(!o.status.success());
+            let err = common::stderr(&o);
+            assert!(
+                err.contains("block IO weight") && err.contains("BFQ"),
+                "{err}"
+            );
+        }
+    }
+    let hugetlb = if v2 {
+        fs::read_to_string(cgroup_file(cgroup, "cgroup.controllers"))
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == "hugetlb")
+    } else {
+        fs::read_dir("/sys/fs/cgroup").unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .split(',')
+                .any(|c| c == "hugetlb")
+        })
+    };
+    let has_2mb = Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
+    fs::write(
+        &update,
+        r#"{"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]}"#,
+    )
+    .unwrap();
+    let o = f.runc(&["update", "--resources", update.to_str().unwrap(), "blkio"]);
+    let err = common::stderr(&o);
+    if hugetlb && has_2mb {
+        assert!(o.status.success(), "update: {err}");
+        let file = if v2 {
+            "hugetlb.2MB.max"
+        } else {
+            "hugetlb.2MB.limit_in_bytes"
+        };
+        assert_eq!(read(file), "4194304");
+    } else {
+        assert!(!o.status.success());
+        assert!(err.contains("huge page") || err.contains("2MB"), "{err}");
+    }
+    // A page size no host has: refused by name.
+    fs::write(
+        &update,
+        r#"{"hugepageLimits": [{"pageSize": "3MB", "limit": 4194304}]}"#,
+    )
+    .unwrap();
+    let o = f.runc(&["update", "--resources", update.to_str().unwrap(), "blkio"]);
+    assert!(!o.status.success());
+    let err = common::stderr(&o);
+    assert!(err.contains("3MB") && err.contains("this host's"), "{err}");
+
+    let o = f.runc(&["delete", "--force", "blkio"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_init(init), 137);
+    f.assert_root_empty();
+    common::assert_no_leftovers("blkio");
 }
 
 /// A hook that records, under `dir`, what it read on stdin (`<name>.json`) and its mount and

@@ -646,7 +646,7 @@ pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
     let limits = limits(r)?;
     if limits.is_empty() {
         return Err(OciError::Usage(
-            "update changes nothing: give a memory limit, a CPU quota or shares, a pids limit or a cpuset".into(),
+            "update changes nothing: give a memory limit, a CPU quota or shares, a pids limit, a cpuset, block IO or huge page limits".into(),
         ));
     }
     Ok(limits)
@@ -655,27 +655,25 @@ pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
 /// The memory, CPU and pids limits of `r`; what isol cannot set is refused by name.
 fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
     let mut limits = Limits::default();
-    // docker sends `{"weight": 0}`: zero and empty mean "not set" there.
     if let Some(b) = r.block_io() {
-        let v = serde_json::to_value(b).unwrap_or_default();
-        let unset = |x: &serde_json::Value| {
-            x.is_null() || x.as_u64() == Some(0) || x.as_array().is_some_and(|a| a.is_empty())
-        };
-        if v.as_object().is_some_and(|o| !o.values().all(unset)) {
-            return Err(unsupported(
-                "linux.resources.blockIO",
-                "is not supported by isol yet",
-            ));
-        }
+        limits.block_io = block_io(b)?;
     }
     refuse_set("linux.resources.network", r.network())?;
     refuse_set("linux.resources.rdma", r.rdma())?;
     refuse_set("linux.resources.unified", r.unified())?;
-    if r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
-        return Err(unsupported(
-            "linux.resources.hugepageLimits",
-            "is not supported by isol yet",
-        ));
+    for (i, h) in r.hugepage_limits().iter().flatten().enumerate() {
+        let Ok(limit) = u64::try_from(h.limit()) else {
+            return Err(unsupported(
+                &format!("linux.resources.hugepageLimits[{i}].limit"),
+                &format!("{} is negative: give a number of bytes", h.limit()),
+            ));
+        };
+        limits
+            .hugepages
+            .push(isol_container::cgroups::blkio::HugepageLimit {
+                page_size: h.page_size().clone(),
+                limit,
+            });
     }
     if let Some(m) = r.memory() {
         limits.memory = match m.limit() {
@@ -767,6 +765,79 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
         limits.pids = Some(p.limit() as u64);
     }
     Ok(limits)
+}
+
+/// `linux.resources.blockIO`: the weight, devices' weights and throttles. docker sends
+/// `{"weight": 0}` for no `--blkio-weight`: zero means "not set" there, as for runc.
+fn block_io(
+    b: &oci_spec::runtime::LinuxBlockIo,
+) -> Result<isol_container::cgroups::blkio::BlockIo, OciError> {
+    use isol_container::cgroups::blkio::{BlockIo, DeviceRate, DeviceWeight};
+    let field = |name: &str| format!("linux.resources.blockIO.{name}");
+    let number = |name: &str, n: i64| {
+        u64::try_from(n).map_err(|_| {
+            unsupported(
+                &field(name),
+                &format!("has a negative device number {n}: give the device's major and minor"),
+            )
+        })
+    };
+    if b.leaf_weight().is_some_and(|w| w != 0) {
+        return Err(unsupported(
+            &field("leafWeight"),
+            "is not supported by isol (the kernel dropped it with CFQ, Linux 5.0)",
+        ));
+    }
+    let mut io = BlockIo {
+        weight: b.weight().filter(|w| *w != 0),
+        ..BlockIo::default()
+    };
+    for d in b.weight_device().iter().flatten() {
+        if d.leaf_weight().is_some_and(|w| w != 0) {
+            return Err(unsupported(
+                &field("weightDevice[].leafWeight"),
+                "is not supported by isol (the kernel dropped it with CFQ, Linux 5.0)",
+            ));
+        }
+        if let Some(weight) = d.weight().filter(|w| *w != 0) {
+            io.weight_device.push(DeviceWeight {
+                major: number("weightDevice", d.major())?,
+                minor: number("weightDevice", d.minor())?,
+                weight,
+            });
+        }
+    }
+    for (name, list, to) in [
+        (
+            "throttleReadBpsDevice",
+            b.throttle_read_bps_device(),
+            &mut io.read_bps,
+        ),
+        (
+            "throttleWriteBpsDevice",
+            b.throttle_write_bps_device(),
+            &mut io.write_bps,
+        ),
+        (
+            "throttleReadIOPSDevice",
+            b.throttle_read_iops_device(),
+            &mut io.read_iops,
+        ),
+        (
+            "throttleWriteIOPSDevice",
+            b.throttle_write_iops_device(),
+            &mut io.write_iops,
+        ),
+    ] {
+        for d in list.iter().flatten() {
+            to.push(DeviceRate {
+                major: number(name, d.major())?,
+                minor: number(name, d.minor())?,
+                rate: d.rate(),
+            });
+        }
+    }
+    Ok(io)
 }
 
 fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> Result<DeviceRule, OciError> {
@@ -1440,8 +1511,59 @@ mod tests {
             "hooks.createRuntime has the timeout 0",
         );
         refused(
-            |v| v["linux"]["resources"]["blockIO"] = serde_json::json!({"weight": 500}),
-            "linux.resources.blockIO",
+            |v| v["linux"]["resources"]["blockIO"] = serde_json::json!({"leafWeight": 500}),
+            "linux.resources.blockIO.leafWeight",
+        );
+        refused(
+            |v| {
+                v["linux"]["resources"]["hugepageLimits"] =
+                    serde_json::json!([{"pageSize": "2MB", "limit": -1}])
+            },
+            "hugepageLimits[0].limit",
+        );
+    }
+
+    #[test]
+    fn block_io_and_huge_pages_become_limits() {
+        use isol_container::cgroups::blkio::{DeviceRate, DeviceWeight, HugepageLimit};
+        let cfg = convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({
+                "blockIO": {
+                    "weight": 300,
+                    "weightDevice": [{"major": 8, "minor": 0, "weight": 200}],
+                    "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+                    "throttleWriteIOPSDevice": [{"major": 8, "minor": 16, "rate": 50}]
+                },
+                "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]
+            });
+        }))
+        .unwrap();
+        let io = &cfg.limits.block_io;
+        assert_eq!(io.weight, Some(300));
+        assert_eq!(
+            io.weight_device,
+            [DeviceWeight {
+                major: 8,
+                minor: 0,
+                weight: 200
+            }]
+        );
+        assert_eq!(
+            io.read_bps,
+            [DeviceRate {
+                major: 8,
+                minor: 0,
+                rate: 1048576
+            }]
+        );
+        assert_eq!(io.write_iops[0].rate, 50);
+        assert!(io.write_bps.is_empty() && io.read_iops.is_empty());
+        assert_eq!(
+            cfg.limits.hugepages,
+            [HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4194304
+            }]
         );
     }
 

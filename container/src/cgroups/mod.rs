@@ -19,6 +19,7 @@
 //! [`CgroupManager::stats`] after the child exited; [`CgroupManager::remove`] last. [`sweep`] at
 //! start-up removes the cgroups of runs whose isol process was SIGKILLed.
 
+pub mod blkio;
 pub mod cpuset;
 pub mod devices;
 pub mod v1;
@@ -37,7 +38,7 @@ use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use nix::unistd::Pid;
 
 /// Resource limits, applied through the cgroup manager.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
     /// Memory limit in bytes (`-m/--memory`).
     pub memory: Option<u64>,
@@ -62,6 +63,11 @@ pub struct Limits {
     /// The memory nodes the workload may allocate from (`linux.resources.cpu.mems`):
     /// `cpuset.mems`.
     pub cpuset_mems: Option<cpuset::CpuList>,
+    /// Block IO weights and throttles (an OCI config's `linux.resources.blockIO`): v1
+    /// `blkio`, v2 `io` ([`blkio`]).
+    pub block_io: blkio::BlockIo,
+    /// Huge page limits (`linux.resources.hugepageLimits`): v1 and v2 `hugetlb`.
+    pub hugepages: Vec<blkio::HugepageLimit>,
 }
 
 impl Limits {
@@ -73,6 +79,8 @@ impl Limits {
             && self.cpu_shares.is_none()
             && self.cpuset_cpus.is_none()
             && self.cpuset_mems.is_none()
+            && self.block_io.is_empty()
+            && self.hugepages.is_empty()
     }
 }
 
@@ -106,8 +114,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(10);
 
 /// v1 controllers whose hierarchies isol uses.
-const V1_CONTROLLERS: [&str; 7] = [
-    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset",
+const V1_CONTROLLERS: [&str; 9] = [
+    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset", "blkio", "hugetlb",
 ];
 
 /// Names of all v1 controllers (to tell controllers from other super options in mountinfo).
@@ -162,6 +170,9 @@ pub enum CgroupError {
         allowed: String,
         parent: PathBuf,
     },
+    /// A limit this host's cgroups cannot hold, or one the kernel would not take, with what to do.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("Invalid pid {pid}: only a positive process id can be moved into a cgroup")]
     InvalidPid { pid: i32 },
     #[error(
@@ -704,7 +715,7 @@ pub(crate) fn validate_limits(limits: &Limits) -> Result<(), CgroupError> {
             reason: "it must allow at least one task",
         });
     }
-    Ok(())
+    blkio::validate(&limits.block_io, &limits.hugepages)
 }
 
 /// Fails, naming what may be used, when `list` is not within the list in `parent_file` (the

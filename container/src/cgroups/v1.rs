@@ -148,6 +148,8 @@ impl V1Manager {
                     && (c == "cpu" || c == "cpuacct"))
                 || (limits.pids.is_some() && c == "pids")
                 || ((limits.cpuset_cpus.is_some() || limits.cpuset_mems.is_some()) && c == "cpuset")
+                || (!limits.block_io.is_empty() && c == "blkio")
+                || (!limits.hugepages.is_empty() && c == "hugetlb")
         };
         let kept: Vec<ControllerDir> = self
             .dirs
@@ -344,6 +346,13 @@ impl CgroupManager for V1Manager {
         if let (Some(shares), Some(dir)) = (limits.cpu_shares, self.dir("cpu")) {
             write_file(&dir.join("cpu.shares"), &shares.to_string())?;
         }
+        super::blkio::apply_v1(
+            &limits.block_io,
+            &limits.hugepages,
+            self.dir("blkio"),
+            self.dir("hugetlb"),
+            &self.root,
+        )?;
         if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {
             write_file(&dir.join("pids.max"), &pids.to_string())?;
         }
@@ -554,7 +563,9 @@ mod tests {
             [root.join("memory"), root.join("cpu,cpuacct")]
         );
         assert!(V1Manager::new(root, &comounted, "../x").is_err());
-        assert!(V1Manager::new(root, &[hierarchy(&root.join("blkio"), &["blkio"])], "a").is_err());
+        assert!(
+            V1Manager::new(root, &[hierarchy(&root.join("net_cls"), &["net_cls"])], "a").is_err()
+        );
     }
 
     #[test]

@@ -133,8 +133,11 @@ fn enable_controllers(cgroup: &Path) -> Result<(), CgroupError> {
     // cpuset, where offered, on a best-effort basis: hosts where it cannot be enabled (a
     // parent with processes of its own, a delegation without it) still run everything but a
     // cpuset limit, which then fails in `apply` naming the controller.
-    if has(&available, "cpuset") && !has(&enabled, "cpuset") {
-        let _ = write_file(&subtree, "+cpuset");
+    // The same for io and hugetlb (block IO and huge page limits).
+    for c in ["cpuset", "io", "hugetlb"] {
+        if has(&available, c) && !has(&enabled, c) {
+            let _ = write_file(&subtree, &format!("+{c}"));
+        }
     }
     if missing.is_empty() {
         return Ok(());
@@ -185,6 +188,7 @@ impl CgroupManager for V2Manager {
                 cpuset.push((list, file, what));
             }
         }
+        super::blkio::apply_v2(&limits.block_io, &limits.hugepages, &self.dir, &self.root)?;
         if let Some((bytes, path)) = memory {
             write_file(&path, &bytes.to_string())?;
             // Without this, swapping would let the workload go beyond the limit; a
