@@ -2134,17 +2134,25 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
         v["linux"]["gidMappings"] = map;
     });
     let bundle = f.bundle.to_str().unwrap();
+    // A rootfs the host's root owns is used as it is, as runc does: the container's root
+    // (host uid 100000) reads it but cannot write to it.
+    fs::set_permissions(f._tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
     let o = f.runc(&["run", "--bundle", bundle, "userns"]);
-    assert!(!o.status.success());
     let err = common::stderr(&o);
-    assert!(
-        err.contains("belongs to uid 0") && err.contains("chown"),
-        "{err}"
-    );
+    if !o.status.success() && err.contains("a process in a chroot") {
+        // Inside `isol lab` the host is a chroot, where the kernel refuses new user namespaces.
+        eprintln!("skipping the mapped runs here: {}", err.trim());
+        f.assert_root_empty();
+        common::assert_no_leftovers("user namespace");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(1), "run: {err}");
+    let out = common::stdout(&o);
+    assert!(out.starts_with("0\n"), "{out}");
+    assert!(!f.bundle.join("rootfs/made").exists());
     f.assert_root_empty();
 
-    // The mapped root's rootfs, which it can reach.
-    fs::set_permissions(f._tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    // The mapped root's rootfs.
     let chown = Command::new("chown")
         .args(["-R", "-h", "100000:100000"])
         .arg(f.bundle.join("rootfs"))

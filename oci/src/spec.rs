@@ -99,7 +99,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
 
     let linux = spec.linux().clone().unwrap_or_default();
     let (network, join) = namespaces(&linux)?;
-    let user_namespace = user_namespace(&linux, &join, &rootfs)?;
+    let user_namespace = user_namespace(&linux, &join)?;
     // As runc: names are set in a UTS namespace joined by path (every process there sees
     // them); the host's (the type absent from the list) is refused them.
     let uts_listed = linux
@@ -898,15 +898,12 @@ const DEFAULT_NODES: &[&str] = &[
 ];
 
 /// A new user namespace (`linux.namespaces` has type `user`), with the config's
-/// `uidMappings` and `gidMappings`. As runc, isol chowns nothing: the rootfs directory must
-/// belong to the mapped root (the host uid container uid 0 maps to), or the container's root
-/// could not write its own `/`.
+/// `uidMappings` and `gidMappings`. As runc, isol chowns nothing: a rootfs directory the
+/// mapped root (the host uid container uid 0 maps to) does not own is read-only to it.
 fn user_namespace(
     linux: &oci_spec::runtime::Linux,
     join: &[(SharedNamespace, PathBuf)],
-    rootfs: &Path,
 ) -> Result<Option<isol_container::UserNamespace>, OciError> {
-    use std::os::unix::fs::MetadataExt;
     let new = linux
         .namespaces()
         .iter()
@@ -955,28 +952,13 @@ fn user_namespace(
         ));
     }
     let ns = isol_container::UserNamespace { uid_map, gid_map };
-    let Some(root) = ns.host_root_uid() else {
+    // The rootfs is used as it is, as runc does (isol chowns nothing of a bundle): where the
+    // mapped root does not own it, the container's root reads it but cannot write to it.
+    if ns.host_root_uid().is_none() {
         return Err(unsupported(
             "linux.uidMappings",
             "do not map the container's uid 0: map it to the host uid that owns the rootfs",
         ));
-    };
-    let owner = std::fs::metadata(rootfs)
-        .map(|m| m.uid())
-        .map_err(|e| OciError::Bundle {
-            what: format!("cannot read the rootfs {}", rootfs.display()),
-            detail: e.to_string(),
-        })?;
-    if owner != root {
-        return Err(OciError::Bundle {
-            what: format!(
-                "the rootfs {} belongs to uid {owner}, not to the container's root (host uid {root} by linux.uidMappings)",
-                rootfs.display()
-            ),
-            detail: format!(
-                "as runc, isol changes no owner: chown -R the rootfs to the mapped range (e.g. from {root}) before create"
-            ),
-        });
     }
     Ok(Some(ns))
 }
