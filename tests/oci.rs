@@ -1260,6 +1260,15 @@ fn update_changes_memory_cpu_and_pids_limits() {
         assert_eq!(read("memory.limit_in_bytes"), "67108864");
         assert_eq!(read("cpu.cfs_quota_us"), "50000");
     }
+    // A period alone: the quota stays.
+    let o = f.runc(&["update", "--cpu-period", "200000", "updated"]);
+    assert!(o.status.success(), "update: {}", common::stderr(&o));
+    if v2 {
+        assert_eq!(read("cpu.max"), "50000 200000");
+    } else {
+        assert_eq!(read("cpu.cfs_period_us"), "200000");
+        assert_eq!(read("cpu.cfs_quota_us"), "50000");
+    }
     assert_eq!(read("pids.max"), "20");
 
     // --resources -, as containerd sends it.
@@ -1295,8 +1304,8 @@ fn update_changes_memory_cpu_and_pids_limits() {
     .unwrap();
     for (args, msg) in [
         (
-            &["update", "--cpu-period", "50000", "updated"][..],
-            "cpu.period",
+            &["update", "--cpu-period", "5000000", "updated"][..],
+            "cpu period",
         ),
         (
             &["update", "--cpuset-cpus", "0-", "updated"][..],

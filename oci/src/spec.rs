@@ -646,7 +646,7 @@ pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
     let limits = limits(r)?;
     if limits.is_empty() {
         return Err(OciError::Usage(
-            "update changes nothing: give a memory limit, a CPU quota or shares, a pids limit, a cpuset, block IO or huge page limits".into(),
+            "update changes nothing: give a memory limit, a CPU quota, period or shares, a pids limit, a cpuset, block IO or huge page limits".into(),
         ));
     }
     Ok(limits)
@@ -711,19 +711,13 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
         }
     }
     if let Some(c) = r.cpu() {
-        let period = c
+        // The kernel's default period, 100 ms, is written with a quota anyway.
+        limits.cpu_period = c
             .period()
-            .filter(|p| *p != 0)
+            .filter(|p| *p != 0 && *p != isol_container::cgroups::CPU_PERIOD_US);
+        let period = limits
+            .cpu_period
             .unwrap_or(isol_container::cgroups::CPU_PERIOD_US);
-        if period != isol_container::cgroups::CPU_PERIOD_US {
-            return Err(unsupported(
-                "linux.resources.cpu.period",
-                &format!(
-                    "{period} is not supported by isol yet (only {})",
-                    isol_container::cgroups::CPU_PERIOD_US
-                ),
-            ));
-        }
         if let Some(quota) = c.quota().filter(|q| *q > 0) {
             limits.cpus = Some(quota as f64 / period as f64);
         }

@@ -44,6 +44,9 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// CPU quota in CPUs, e.g. 0.5 for half a CPU (`--cpus`).
     pub cpus: Option<f64>,
+    /// The CFS period of the quota, in microseconds (an OCI config's `cpu.period`, 1000 to
+    /// 1000000); `None`: [`CPU_PERIOD_US`]. Alone (no quota), only the period changes.
+    pub cpu_period: Option<u64>,
     /// Maximum number of tasks (`--pids-limit`).
     pub pids: Option<u64>,
     /// CPU weight against sibling cgroups, in cgroup v1's `cpu.shares` units
@@ -75,6 +78,7 @@ impl Limits {
     pub fn is_empty(&self) -> bool {
         self.memory.is_none()
             && self.cpus.is_none()
+            && self.cpu_period.is_none()
             && self.pids.is_none()
             && self.cpu_shares.is_none()
             && self.cpuset_cpus.is_none()
@@ -104,8 +108,11 @@ pub const ISOL_DIR: &str = "isol";
 /// CFS period used for CPU quotas, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// Smallest CFS quota the kernel accepts, in microseconds (1 ms).
+/// Smallest CFS quota (and period) the kernel accepts, in microseconds (1 ms).
 const CPU_MIN_QUOTA_US: u64 = 1_000;
+
+/// Largest CFS period the kernel accepts, in microseconds (1 s).
+const CPU_MAX_PERIOD_US: u64 = 1_000_000;
 
 /// How long `remove` waits for killed processes to leave the cgroup.
 const KILL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -696,8 +703,17 @@ pub(crate) fn validate_limits(limits: &Limits) -> Result<(), CgroupError> {
             reason: "it needs a memory limit, and must be at least that limit",
         });
     }
+    if let Some(period) = limits.cpu_period
+        && !(CPU_MIN_QUOTA_US..=CPU_MAX_PERIOD_US).contains(&period)
+    {
+        return Err(CgroupError::InvalidLimit {
+            limit: "cpu period",
+            value: period.to_string(),
+            reason: "the kernel accepts 1000 to 1000000 microseconds",
+        });
+    }
     if let Some(cpus) = limits.cpus {
-        cpu_quota_us(cpus)?;
+        cpu_quota_us(cpus, limits.cpu_period)?;
     }
     if let Some(shares) = limits.cpu_shares
         && !(CPU_SHARES_MIN..=CPU_SHARES_MAX).contains(&shares)
@@ -748,8 +764,8 @@ pub(crate) fn check_cpuset_within(
     })
 }
 
-/// The CFS quota (per [`CPU_PERIOD_US`]) for `cpus` CPUs.
-pub(crate) fn cpu_quota_us(cpus: f64) -> Result<u64, CgroupError> {
+/// The CFS quota (per `period`, [`CPU_PERIOD_US`] by default) for `cpus` CPUs.
+pub(crate) fn cpu_quota_us(cpus: f64, period: Option<u64>) -> Result<u64, CgroupError> {
     let invalid = |reason| CgroupError::InvalidLimit {
         limit: "cpu",
         value: cpus.to_string(),
@@ -758,7 +774,7 @@ pub(crate) fn cpu_quota_us(cpus: f64) -> Result<u64, CgroupError> {
     if !cpus.is_finite() || cpus <= 0.0 {
         return Err(invalid("it must be a positive number of CPUs"));
     }
-    let quota = (cpus * CPU_PERIOD_US as f64).round();
+    let quota = (cpus * period.unwrap_or(CPU_PERIOD_US) as f64).round();
     if quota < CPU_MIN_QUOTA_US as f64 {
         return Err(invalid(
             "the smallest quota the kernel accepts is 0.01 CPUs",
@@ -1396,9 +1412,10 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.starts_with("Invalid") && !msg.contains('\n'), "{msg}");
         }
-        assert_eq!(cpu_quota_us(0.5).unwrap(), 50_000);
-        assert_eq!(cpu_quota_us(1.5).unwrap(), 150_000);
-        assert_eq!(cpu_quota_us(0.01).unwrap(), 1_000);
+        assert_eq!(cpu_quota_us(0.5, None).unwrap(), 50_000);
+        assert_eq!(cpu_quota_us(1.5, None).unwrap(), 150_000);
+        assert_eq!(cpu_quota_us(0.01, None).unwrap(), 1_000);
+        assert_eq!(cpu_quota_us(0.1, Some(500_000)).unwrap(), 50_000);
     }
 
     #[test]

@@ -170,6 +170,10 @@ impl CgroupManager for V2Manager {
             .cpus
             .map(|c| self.require("cpu.max", "cpu").map(|p| (c, p)))
             .transpose()?;
+        let period_only = match (limits.cpus, limits.cpu_period) {
+            (None, Some(period)) => Some((period, self.require("cpu.max", "cpu")?)),
+            _ => None,
+        };
         let pids = limits
             .pids
             .map(|n| self.require("pids.max", "pids").map(|p| (n, p)))
@@ -200,7 +204,15 @@ impl CgroupManager for V2Manager {
             }
         }
         if let Some((cpus, path)) = cpu {
-            write_file(&path, &format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)?))?;
+            let period = limits.cpu_period.unwrap_or(CPU_PERIOD_US);
+            let quota = cpu_quota_us(cpus, limits.cpu_period)?;
+            write_file(&path, &format!("{quota} {period}"))?;
+        }
+        if let Some((period, path)) = period_only {
+            // The quota stays (`max`, or the one set before).
+            let now = super::read_string(&path)?;
+            let quota = now.split_whitespace().next().unwrap_or("max").to_string();
+            write_file(&path, &format!("{quota} {period}"))?;
         }
         if let Some((n, path)) = pids {
             write_file(&path, &n.to_string())?;
