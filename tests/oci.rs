@@ -567,11 +567,33 @@ fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
     assert_eq!(wait_init(init), 137);
 
-    // Capabilities a non-root process would hold: refused, as before.
+    // Capabilities a non-root process would lose at its exec (not ambient): refused.
     f.edit_config(|v| v["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_KILL"]));
     let (status, err) = f.create("holds", &[]);
     assert!(!status.success());
     assert!(err.contains("non-root process.user"), "{err}");
+    f.assert_root_empty();
+
+    // All five sets alike (runtime-tools' generator, runc's `spec`): the ambient set is held
+    // across the init's exec and the workload's, as runc's process holds it.
+    f.edit_config(|v| {
+        let set = serde_json::json!(["CAP_CHOWN", "CAP_KILL"]);
+        v["process"]["capabilities"] = serde_json::json!({
+            "bounding": set, "permitted": set, "effective": set, "inheritable": set,
+            "ambient": set,
+        });
+        set_args(
+            v,
+            "id -u; grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status",
+        );
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "ambient"]);
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    assert_eq!(
+        common::stdout(&o),
+        "1000\nCapInh:\t0000000000000021\nCapPrm:\t0000000000000021\n\
+         CapEff:\t0000000000000021\nCapBnd:\t0000000000000021\nCapAmb:\t0000000000000021\n"
+    );
     f.assert_root_empty();
     common::assert_no_leftovers("non-root capabilities");
 }

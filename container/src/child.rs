@@ -385,7 +385,11 @@ fn setup(
     }
     match &ids {
         // Changing ids needs CAP_SETUID/CAP_SETGID, which the set may lack.
-        Some(ids) => user::switch_with_capabilities(spec.privileges.capabilities, ids)?,
+        Some(ids) => user::switch_with_capabilities(
+            spec.privileges.capabilities,
+            spec.privileges.ambient,
+            ids,
+        )?,
         None => security::capabilities::drop_to(spec.privileges.capabilities)?,
     }
     security::capabilities::set_inheritable_ambient(

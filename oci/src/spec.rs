@@ -426,13 +426,18 @@ fn capabilities(p: &Process, uid: u32) -> Result<Caps, OciError> {
             "ambient names a capability outside permitted: the kernel refuses it; add it to permitted or remove it",
         ));
     }
-    // A non-root process holds no capability: its set is only the bounding set, which is what
-    // docker sends for `--user` (permitted and effective empty).
-    if uid != 0 && (permitted != 0 || effective != 0) {
+    // A non-root process holds, after its exec, only its ambient set (it has no file
+    // capabilities): permitted and effective empty (docker's `--user`), or equal to ambient
+    // (what runtime-tools' generator and runc's `spec` with all five sets send).
+    if uid != 0
+        && (permitted != 0 || effective != 0)
+        && (permitted != ambient || effective != ambient)
+    {
         return Err(unsupported(
             "process.capabilities",
-            "with permitted or effective capabilities for a non-root process.user is not \
-             supported by isol yet (the process would lose them)",
+            "with permitted or effective capabilities other than the ambient set for a \
+             non-root process.user is not supported (after its exec a non-root process holds \
+             only its ambient capabilities): make them equal to ambient, or empty",
         ));
     }
     if uid == 0 && (permitted != bounding || effective != bounding) {
