@@ -2274,6 +2274,22 @@ fn a_user_namespace_is_joined_by_path() {
     });
     let bundle = f.bundle.to_str().unwrap();
     let o = f.runc(&["run", "--bundle", bundle, "joinuser"]);
+    // A process exec'd into such a container is in the joined namespace too.
+    become_subreaper();
+    f.edit_config(|v| set_args(v, "sleep 30"));
+    let (status, err) = f.create("joinexec", &[]);
+    assert!(status.success(), "create: {err}");
+    let init = f.state("joinexec")["pid"].as_i64().unwrap() as i32;
+    assert!(f.runc(&["start", "joinexec"]).status.success());
+    let exec = f.runc(&[
+        "exec",
+        "joinexec",
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; readlink /proc/self/ns/user",
+    ]);
+    assert!(f.runc(&["delete", "--force", "joinexec"]).status.success());
+    assert_eq!(wait_init(init), 137);
     // With mappings too: refused before anything is made.
     f.edit_config(|v| {
         let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 1}]);
@@ -2296,6 +2312,10 @@ fn a_user_namespace_is_joined_by_path() {
     want.push(ns_link.to_string_lossy().into_owned());
     want.push("joined".into());
     assert_eq!(norm(&common::stdout(&o)), want);
+    assert!(exec.status.success(), "exec: {}", common::stderr(&exec));
+    let mut want = norm(&maps[0]);
+    want.push(ns_link.to_string_lossy().into_owned());
+    assert_eq!(norm(&common::stdout(&exec)), want);
     f.assert_root_empty();
 
     assert!(!refused.status.success());
