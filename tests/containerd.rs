@@ -515,3 +515,84 @@ fn soak_ctr_run_rm_200_times_leaves_nothing() {
         lost.len()
     );
 }
+
+/// `ctr run --rm` start→exit of `/bin/true`, isol-runc against runc and crun as the runtime
+/// binary, in one interleaved run (isol-runc, runc, crun, isol-runc, …), the clients' own
+/// overhead included (ctr, containerd, the runc v2 shim): docs/benchmarks.md, "ctr run".
+/// A runtime whose first run fails (crun on a hybrid cgroup host) is left out, saying why.
+/// Timing, so ignored: `flock /tmp/isol-ctr.lock cargo test --test containerd -- --ignored
+/// bench_ctr_run --nocapture` (`ISOL_BENCH_RUNS=N`, 30 by default; `ISOL_BENCH_RUNTIME`, below).
+#[test]
+#[ignore = "a benchmark: run it with --ignored"]
+fn bench_ctr_run_true_isol_runc_runc_crun() {
+    let _g = common::root_test();
+    let runs: usize = std::env::var("ISOL_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30);
+    let ctrd = Containerd::start(NAMESPACE, NO_CRI);
+    import_busybox(&ctrd);
+    let run = |runtime: &str, id: &str| {
+        let started = Instant::now();
+        let o = ctrd.ctr(&["run", "--rm", "--runc-binary", runtime, IMAGE, id, "true"]);
+        (started.elapsed(), o)
+    };
+    // ISOL_BENCH_RUNTIME: another isol-runc (a release build, `cargo build --release --bin
+    // isol-runc --bin isol-init`), as the debug one this test is built with is slower.
+    let isol = std::env::var("ISOL_BENCH_RUNTIME")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_isol-runc").to_string());
+    let mut runtimes: Vec<(&str, &str)> = Vec::new();
+    for (name, bin) in [
+        ("isol-runc", isol.as_str()),
+        ("runc", "/usr/sbin/runc"),
+        ("crun", "/usr/bin/crun"),
+    ] {
+        // A first run each, untimed: warms the caches, and leaves out what cannot run here.
+        let (_, o) = run(bin, &format!("bench-warm-{name}"));
+        if o.status.success() {
+            runtimes.push((name, bin));
+        } else {
+            eprintln!(
+                "bench: {name} left out, its run fails here: {}",
+                common::stderr(&o).trim()
+            );
+            let _ = ctrd.ctr(&["task", "delete", "--force", &format!("bench-warm-{name}")]);
+            let _ = ctrd.ctr(&["container", "rm", &format!("bench-warm-{name}")]);
+        }
+    }
+    assert!(
+        runtimes.iter().any(|(n, _)| *n == "isol-runc"),
+        "isol-runc did not run"
+    );
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
+    for i in 0..runs {
+        for (k, (name, bin)) in runtimes.iter().enumerate() {
+            let (t, o) = run(bin, &format!("bench-{name}-{i}"));
+            assert!(o.status.success(), "{name}: {}", common::stderr(&o));
+            times[k].push(t.as_secs_f64() * 1000.0);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&mut times[0].clone());
+    for (k, (name, _)) in runtimes.iter().enumerate() {
+        let v = &mut times[k];
+        let m = median(v);
+        eprintln!(
+            "bench ctr run --rm true: {name:9} median {m:6.1} ms  min {:6.1}  max {:6.1}  ({:.2}× isol-runc, {runs} runs)",
+            v[0],
+            v[v.len() - 1],
+            m / base
+        );
+    }
+    assert_no_runtime_state();
+    drop(ctrd);
+    // runc removes a container's cgroup, not its parent, the namespace's (isol-runc removes
+    // that too when empty): what runc left, empty, goes.
+    for h in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = fs::remove_dir(h.path().join(NAMESPACE));
+    }
+    common::assert_no_leftovers("ctr run bench");
+}

@@ -240,22 +240,27 @@ fn setup(
     // written and brings the idmapped layers; then this process, still the host's root by its
     // ids, becomes the namespace's root (uid 0 inside, the mapped uid outside), so that what
     // it creates belongs to the container's root.
+    let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
     let idmapped = if spec.own_user_namespace {
         let layers = go.receive_mounts();
         become_namespace_root()?;
         layers
     } else {
+        // A user namespace joined by path (the parent's helper joined it for the clone): its
+        // root, whose ids the namespace's own maps give.
+        if joined(SharedNamespace::User) {
+            become_namespace_root()?;
+        }
         Vec::new()
     };
-    // (A PID namespace was joined by the parent, before the clone.)
+    // (PID and user namespaces were joined before the clone.)
     for (ns, path) in spec
         .join
         .iter()
-        .filter(|(ns, _)| *ns != SharedNamespace::Pid)
+        .filter(|(ns, _)| !matches!(ns, SharedNamespace::Pid | SharedNamespace::User))
     {
         namespaces::join(*ns, path)?;
     }
-    let joined = |t: SharedNamespace| spec.join.iter().any(|(ns, _)| *ns == t);
     if !joined(SharedNamespace::Uts) && !spec.host_namespaces.uts {
         namespaces::set_hostname(&spec.hostname)?;
         if !spec.domainname.is_empty() {
@@ -297,7 +302,7 @@ fn setup(
         device_nodes: &spec.device_nodes,
         rootfs_propagation: spec.rootfs_propagation,
         rootless: spec.rootless,
-        user_namespace: spec.rootless || spec.own_user_namespace,
+        user_namespace: spec.rootless || spec.own_user_namespace || joined(SharedNamespace::User),
         idmapped: &idmapped,
         host_network: spec.network == NetworkMode::Host,
         console: console.as_deref(),
@@ -380,7 +385,11 @@ fn setup(
     }
     match &ids {
         // Changing ids needs CAP_SETUID/CAP_SETGID, which the set may lack.
-        Some(ids) => user::switch_with_capabilities(spec.privileges.capabilities, ids)?,
+        Some(ids) => user::switch_with_capabilities(
+            spec.privileges.capabilities,
+            spec.privileges.ambient,
+            ids,
+        )?,
         None => security::capabilities::drop_to(spec.privileges.capabilities)?,
     }
     security::capabilities::set_inheritable_ambient(

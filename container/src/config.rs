@@ -29,6 +29,11 @@ pub enum SharedNamespace {
     /// Joined by the parent before the clone (setns of a PID namespace applies to the children
     /// made after it): the container's init is then not PID 1 of its namespace.
     Pid,
+    /// Joined before the clone, by a helper process the parent forks for it (setns of a user
+    /// namespace needs a single-threaded caller and is for good): the container's other new
+    /// namespaces are then born in, and belong to, the joined user namespace (an OCI config's
+    /// `linux.namespaces` type `user` with a `path`).
+    User,
 }
 
 impl SharedNamespace {
@@ -39,6 +44,7 @@ impl SharedNamespace {
             SharedNamespace::Ipc => libc::CLONE_NEWIPC,
             SharedNamespace::Uts => libc::CLONE_NEWUTS,
             SharedNamespace::Pid => libc::CLONE_NEWPID,
+            SharedNamespace::User => libc::CLONE_NEWUSER,
         }
     }
 
@@ -48,6 +54,7 @@ impl SharedNamespace {
             SharedNamespace::Ipc => "IPC",
             SharedNamespace::Uts => "UTS",
             SharedNamespace::Pid => "PID",
+            SharedNamespace::User => "user",
         }
     }
 }

@@ -314,7 +314,7 @@ fn process(
         gid: spec.gid,
         groups: spec.groups.clone(),
     };
-    crate::user::switch_with_capabilities(spec.capabilities, &ids).map_err(|e| e.to_string())?;
+    crate::user::switch_with_capabilities(spec.capabilities, 0, &ids).map_err(|e| e.to_string())?;
     security::set_no_new_privs().map_err(|e| e.to_string())?;
     // The signals isol-runc may have blocked are the process's own business.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();

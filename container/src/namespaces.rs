@@ -93,9 +93,15 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// failure) and whether it was born in the cgroup.
 pub(crate) fn clone_child(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> (i64, bool) {
     if let Some(dir) = cgroup {
+        // clone3 refuses an exit signal with CLONE_PARENT: the child then gets its caller's.
+        let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        };
         let args = CloneArgs {
             flags: flags | CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
+            exit_signal,
             cgroup: dir.as_raw_fd() as u64,
             ..CloneArgs::default()
         };
@@ -134,6 +140,63 @@ pub(crate) fn clone_child(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> (i64, b
     (pid, false)
 }
 
+/// [`clone_child`] into a user namespace joined by `path` (an OCI config's `linux.namespaces`
+/// type `user` with a `path`): the namespaces `flags` asks for must be born in, and belong to,
+/// that user namespace, or the container's root (whose capabilities are the joined
+/// namespace's) could not use them (mount its /proc, set its hostname). setns of a user
+/// namespace is for good and needs a single-threaded caller, so a helper forked here joins it
+/// and clones the child as a sibling (`CLONE_PARENT`: this process is the child's parent, as
+/// with [`clone_child`]), reports its pid and exits. Returns as [`clone_child`] does; in the
+/// child, 0.
+pub(crate) fn clone_in_user_namespace(
+    path: &std::path::Path,
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> (i64, bool) {
+    use std::io::{Read, Write};
+    let Ok(userns) = std::fs::File::open(path) else {
+        return (-(Errno::last() as i64), false);
+    };
+    let Ok((r, w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return (-(Errno::last() as i64), false);
+    };
+    // SAFETY: a plain fork of this single-threaded process; the helper only calls setns, clone
+    // and write, then _exits (or, as the cloned child, returns 0 to the caller's child branch,
+    // which never returns).
+    let helper = unsafe { libc::fork() };
+    if helper < 0 {
+        return (-(Errno::last() as i64), false);
+    }
+    if helper == 0 {
+        drop(r);
+        let (pid, born) = match nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER) {
+            Ok(()) => clone_child(flags | libc::CLONE_PARENT as u64, cgroup),
+            Err(e) => (-(e as i64), false),
+        };
+        if pid == 0 {
+            drop(w);
+            return (0, born);
+        }
+        let mut msg = [0u8; 9];
+        msg[..8].copy_from_slice(&pid.to_ne_bytes());
+        msg[8] = born.into();
+        let _ = std::fs::File::from(w).write_all(&msg);
+        // SAFETY: _exit ends the helper without running the parent's destructors.
+        unsafe { libc::_exit(0) }
+    }
+    drop(w);
+    drop(userns);
+    let mut msg = [0u8; 9];
+    let read = std::fs::File::from(r).read_exact(&mut msg);
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(helper), None);
+    if read.is_err() {
+        return (-(Errno::EIO as i64), false);
+    }
+    let mut pid = [0u8; 8];
+    pid.copy_from_slice(&msg[..8]);
+    (i64::from_ne_bytes(pid), msg[8] != 0)
+}
+
 /// Maps the caller's uid and gid to root inside the child's user namespace (rootless mode).
 pub(crate) fn write_id_maps(child: Pid) -> Result<(), ContainerError> {
     let uid = nix::unistd::getuid().as_raw();
@@ -167,6 +230,37 @@ pub(crate) fn write_maps(child: Pid, ns: &UserNamespace) -> Result<(), Container
         })?;
     }
     Ok(())
+}
+
+/// The maps of the child's user namespace, as the host sees them (one joined by path, whose
+/// maps its maker wrote).
+pub(crate) fn read_maps(child: Pid) -> Result<UserNamespace, ContainerError> {
+    let read = |file: &str| -> Result<Vec<crate::config::IdMapping>, ContainerError> {
+        let path = format!("/proc/{child}/{file}");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ContainerError::Setup(format!("Cannot read the user namespace's {path}: {e}"))
+        })?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().map(str::parse::<u32>);
+                match (f.next(), f.next(), f.next()) {
+                    (Some(Ok(inside)), Some(Ok(outside)), Some(Ok(count))) => {
+                        Some(crate::config::IdMapping {
+                            inside,
+                            outside,
+                            count,
+                        })
+                    }
+                    _ => None,
+                }
+            })
+            .collect())
+    };
+    Ok(UserNamespace {
+        uid_map: read("uid_map")?,
+        gid_map: read("gid_map")?,
+    })
 }
 
 // The new mount API (linux/mount.h), for idmapped mounts.

@@ -293,7 +293,10 @@ fn launch(
         })?),
         None => None,
     };
-    let (pid, born_in_cgroup) = namespaces::clone_child(flags, into);
+    let (pid, born_in_cgroup) = match cfg.join.iter().find(|(ns, _)| *ns == SharedNamespace::User) {
+        Some((_, path)) => namespaces::clone_in_user_namespace(path, flags, into),
+        None => namespaces::clone_child(flags, into),
+    };
     if pid != 0
         && let Some(ns) = pid_ns
         && let Err(e) = ns.restore()
@@ -323,6 +326,20 @@ fn launch(
     guard.child = Some(child);
     drop(go_r);
     drop(rep_w);
+    // In a user namespace joined by path, the init reopens the gate as that namespace's root,
+    // which the namespace's own maps place on the host: it must own the gate (as `create`
+    // does it for a user namespace of the container's own).
+    if let Some(gate) = gate
+        && cfg.join.iter().any(|(ns, _)| *ns == SharedNamespace::User)
+    {
+        let ns = namespaces::read_maps(child)?;
+        nix::unistd::chown(
+            gate,
+            ns.host_root_uid().map(nix::unistd::Uid::from_raw),
+            ns.host_root_gid().map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(|e| ContainerError::sys(format!("chown {}", gate.display()), e))?;
+    }
     phases.push("namespaces");
 
     // Meanwhile the child builds its rootfs, and a thread of ours copies isol's init binary (or,

@@ -71,13 +71,28 @@ pub const MAX_ID: u32 = i32::MAX as u32;
 /// uid loses every permitted and effective capability at it and keeps `keep` as its bounding
 /// set (what docker sends for `--user`: what a setuid binary could regain), root drops to
 /// `keep` after it.
+///
+/// With `ambient` (an OCI config's ambient set) and a non-root uid, the permitted set is kept
+/// across the switch (`PR_SET_KEEPCAPS`, which the next exec clears) so that the caller can
+/// raise `ambient`: the only capabilities a non-root process holds after its exec.
 pub(crate) fn switch_with_capabilities(
     keep: u64,
+    ambient: u64,
     ids: &Ids,
 ) -> Result<(), crate::error::SetupError> {
     use crate::security::capabilities::{drop_bounding_holding, drop_to, mask};
     use caps::Capability::{CAP_SETGID, CAP_SETPCAP, CAP_SETUID};
     drop_bounding_holding(keep, mask(&[CAP_SETUID, CAP_SETGID, CAP_SETPCAP]))?;
+    if ids.uid != 0 && ambient != 0 {
+        // SAFETY: PR_SET_KEEPCAPS takes an integer and changes only this thread's flag.
+        let r = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+        nix::errno::Errno::result(r).map_err(|e| {
+            crate::error::SetupError::process(
+                "Cannot keep the capabilities across the uid switch",
+                e,
+            )
+        })?;
+    }
     ids.apply()?;
     if ids.uid == 0 {
         drop_to(keep)?;

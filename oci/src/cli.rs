@@ -44,8 +44,22 @@ pub enum Command {
     Resume(liboci_cli::Resume),
     /// Change a container's memory, CPU and pids limits.
     Update(liboci_cli::Update),
-    /// Not supported yet.
-    Events(liboci_cli::Events),
+    /// Show a container's cgroup statistics (and OOM kills) as JSON, one object a line.
+    Events(Events),
+}
+
+/// `events [--stats] [--interval D] ID`, as runc's: `--interval` is a duration (`5s`,
+/// `100ms`; a bare number is seconds).
+#[derive(Args, Debug)]
+pub struct Events {
+    /// How often to print the statistics.
+    #[arg(long, default_value = "5s", value_parser = crate::events::parse_interval)]
+    pub interval: std::time::Duration,
+    /// Print the statistics once and exit.
+    #[arg(long)]
+    pub stats: bool,
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new(), required = true)]
+    pub container_id: String,
 }
 
 /// `kill [--all] ID [SIGNAL]`.

@@ -84,9 +84,9 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
         Command::Pause(p) => pause(&root, &p.container_id, true).map(|()| 0),
         Command::Resume(r) => pause(&root, &r.container_id, false).map(|()| 0),
         Command::Update(u) => update(&root, u).map(|()| 0),
-        Command::Events(_) => Err(OciError::Usage(
-            "events is not supported by isol-runc yet (see docs/oci.md)".into(),
-        )),
+        Command::Events(e) => {
+            crate::events::events(&root, &e.container_id, e.interval, e.stats).map(|()| 0)
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod cli;
 mod commands;
 mod error;
+mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod log;

@@ -99,7 +99,7 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
 
     let linux = spec.linux().clone().unwrap_or_default();
     let (network, join) = namespaces(&linux)?;
-    let user_namespace = user_namespace(&linux, &join, &rootfs)?;
+    let user_namespace = user_namespace(&linux, &join)?;
     // As runc: names are set in a UTS namespace joined by path (every process there sees
     // them); the host's (the type absent from the list) is refused them.
     let uts_listed = linux
@@ -123,7 +123,9 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let (limits, devices) = resources(&linux)?;
     check_linux(&linux)?;
     let mounts = mounts(spec.mounts().as_deref().unwrap_or_default())?;
-    let device_nodes = device_nodes(&linux, user_namespace.is_some())?;
+    let in_user_namespace =
+        user_namespace.is_some() || join.iter().any(|(ns, _)| *ns == SharedNamespace::User);
+    let device_nodes = device_nodes(&linux, in_user_namespace)?;
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => 0,
         Some(p) => propagation(p).ok_or_else(|| {
@@ -424,13 +426,18 @@ fn capabilities(p: &Process, uid: u32) -> Result<Caps, OciError> {
             "ambient names a capability outside permitted: the kernel refuses it; add it to permitted or remove it",
         ));
     }
-    // A non-root process holds no capability: its set is only the bounding set, which is what
-    // docker sends for `--user` (permitted and effective empty).
-    if uid != 0 && (permitted != 0 || effective != 0) {
+    // A non-root process holds, after its exec, only its ambient set (it has no file
+    // capabilities): permitted and effective empty (docker's `--user`), or equal to ambient
+    // (what runtime-tools' generator and runc's `spec` with all five sets send).
+    if uid != 0
+        && (permitted != 0 || effective != 0)
+        && (permitted != ambient || effective != ambient)
+    {
         return Err(unsupported(
             "process.capabilities",
-            "with permitted or effective capabilities for a non-root process.user is not \
-             supported by isol yet (the process would lose them)",
+            "with permitted or effective capabilities other than the ambient set for a \
+             non-root process.user is not supported (after its exec a non-root process holds \
+             only its ambient capabilities): make them equal to ambient, or empty",
         ));
     }
     if uid == 0 && (permitted != bounding || effective != bounding) {
@@ -502,12 +509,7 @@ fn namespaces(
             LinuxNamespaceType::Ipc => Some(SharedNamespace::Ipc),
             LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
             LinuxNamespaceType::Pid => Some(SharedNamespace::Pid),
-            LinuxNamespaceType::User if ns.path().is_some() => {
-                return Err(unsupported(
-                    "linux.namespaces",
-                    "joins a user namespace by path, not supported by isol yet: give the container a new one with linux.uidMappings and gidMappings",
-                ));
-            }
+            LinuxNamespaceType::User if ns.path().is_some() => Some(SharedNamespace::User),
             LinuxNamespaceType::User => continue,
             LinuxNamespaceType::Time => {
                 return Err(unsupported(
@@ -525,7 +527,7 @@ fn namespaces(
                 let why = if ns.typ() == LinuxNamespaceType::Mount {
                     "isol builds every container's root in a mount namespace of its own (its pivot_root would change the root of every process in a shared one)"
                 } else {
-                    "isol joins only network, ipc, uts and pid namespaces"
+                    "isol joins only user, network, ipc, uts and pid namespaces"
                 };
                 return Err(unsupported(
                     "linux.namespaces",
@@ -550,6 +552,7 @@ fn namespaces(
         }
     }
     let has = |t: LinuxNamespaceType| list.iter().any(|ns| ns.typ() == t);
+    let joins_user = join.iter().any(|(ns, _)| *ns == SharedNamespace::User);
     if !has(LinuxNamespaceType::Mount) {
         return Err(unsupported(
             "linux.namespaces",
@@ -564,6 +567,16 @@ fn namespaces(
         (LinuxNamespaceType::Uts, SharedNamespace::Uts, "uts"),
     ] {
         if !has(t) {
+            if joins_user {
+                // The runtime's own namespace belongs to the host's user namespace, which the
+                // container's root holds no capability in (runc refuses to join it too).
+                return Err(unsupported(
+                    "linux.namespaces",
+                    &format!(
+                        "joins a user namespace and has no {name} namespace (the host's, which belongs to the host's user namespace): add a new one, or one joined by path"
+                    ),
+                ));
+            }
             join.push((
                 shared,
                 PathBuf::from(format!("/proc/{}/ns/{name}", std::process::id())),
@@ -638,7 +651,7 @@ pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
     let limits = limits(r)?;
     if limits.is_empty() {
         return Err(OciError::Usage(
-            "update changes nothing: give a memory limit, a CPU quota or shares, a pids limit or a cpuset".into(),
+            "update changes nothing: give a memory limit, a CPU quota, period or shares, a pids limit, a cpuset, block IO or huge page limits".into(),
         ));
     }
     Ok(limits)
@@ -647,27 +660,25 @@ pub fn update_limits(r: &LinuxResources) -> Result<Limits, OciError> {
 /// The memory, CPU and pids limits of `r`; what isol cannot set is refused by name.
 fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
     let mut limits = Limits::default();
-    // docker sends `{"weight": 0}`: zero and empty mean "not set" there.
     if let Some(b) = r.block_io() {
-        let v = serde_json::to_value(b).unwrap_or_default();
-        let unset = |x: &serde_json::Value| {
-            x.is_null() || x.as_u64() == Some(0) || x.as_array().is_some_and(|a| a.is_empty())
-        };
-        if v.as_object().is_some_and(|o| !o.values().all(unset)) {
-            return Err(unsupported(
-                "linux.resources.blockIO",
-                "is not supported by isol yet",
-            ));
-        }
+        limits.block_io = block_io(b)?;
     }
     refuse_set("linux.resources.network", r.network())?;
     refuse_set("linux.resources.rdma", r.rdma())?;
     refuse_set("linux.resources.unified", r.unified())?;
-    if r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
-        return Err(unsupported(
-            "linux.resources.hugepageLimits",
-            "is not supported by isol yet",
-        ));
+    for (i, h) in r.hugepage_limits().iter().flatten().enumerate() {
+        let Ok(limit) = u64::try_from(h.limit()) else {
+            return Err(unsupported(
+                &format!("linux.resources.hugepageLimits[{i}].limit"),
+                &format!("{} is negative: give a number of bytes", h.limit()),
+            ));
+        };
+        limits
+            .hugepages
+            .push(isol_container::cgroups::blkio::HugepageLimit {
+                page_size: h.page_size().clone(),
+                limit,
+            });
     }
     if let Some(m) = r.memory() {
         limits.memory = match m.limit() {
@@ -705,19 +716,13 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
         }
     }
     if let Some(c) = r.cpu() {
-        let period = c
+        // The kernel's default period, 100 ms, is written with a quota anyway.
+        limits.cpu_period = c
             .period()
-            .filter(|p| *p != 0)
+            .filter(|p| *p != 0 && *p != isol_container::cgroups::CPU_PERIOD_US);
+        let period = limits
+            .cpu_period
             .unwrap_or(isol_container::cgroups::CPU_PERIOD_US);
-        if period != isol_container::cgroups::CPU_PERIOD_US {
-            return Err(unsupported(
-                "linux.resources.cpu.period",
-                &format!(
-                    "{period} is not supported by isol yet (only {})",
-                    isol_container::cgroups::CPU_PERIOD_US
-                ),
-            ));
-        }
         if let Some(quota) = c.quota().filter(|q| *q > 0) {
             limits.cpus = Some(quota as f64 / period as f64);
         }
@@ -759,6 +764,79 @@ fn limits(r: &LinuxResources) -> Result<Limits, OciError> {
         limits.pids = Some(p.limit() as u64);
     }
     Ok(limits)
+}
+
+/// `linux.resources.blockIO`: the weight, devices' weights and throttles. docker sends
+/// `{"weight": 0}` for no `--blkio-weight`: zero means "not set" there, as for runc.
+fn block_io(
+    b: &oci_spec::runtime::LinuxBlockIo,
+) -> Result<isol_container::cgroups::blkio::BlockIo, OciError> {
+    use isol_container::cgroups::blkio::{BlockIo, DeviceRate, DeviceWeight};
+    let field = |name: &str| format!("linux.resources.blockIO.{name}");
+    let number = |name: &str, n: i64| {
+        u64::try_from(n).map_err(|_| {
+            unsupported(
+                &field(name),
+                &format!("has a negative device number {n}: give the device's major and minor"),
+            )
+        })
+    };
+    if b.leaf_weight().is_some_and(|w| w != 0) {
+        return Err(unsupported(
+            &field("leafWeight"),
+            "is not supported by isol (the kernel dropped it with CFQ, Linux 5.0)",
+        ));
+    }
+    let mut io = BlockIo {
+        weight: b.weight().filter(|w| *w != 0),
+        ..BlockIo::default()
+    };
+    for d in b.weight_device().iter().flatten() {
+        if d.leaf_weight().is_some_and(|w| w != 0) {
+            return Err(unsupported(
+                &field("weightDevice[].leafWeight"),
+                "is not supported by isol (the kernel dropped it with CFQ, Linux 5.0)",
+            ));
+        }
+        if let Some(weight) = d.weight().filter(|w| *w != 0) {
+            io.weight_device.push(DeviceWeight {
+                major: number("weightDevice", d.major())?,
+                minor: number("weightDevice", d.minor())?,
+                weight,
+            });
+        }
+    }
+    for (name, list, to) in [
+        (
+            "throttleReadBpsDevice",
+            b.throttle_read_bps_device(),
+            &mut io.read_bps,
+        ),
+        (
+            "throttleWriteBpsDevice",
+            b.throttle_write_bps_device(),
+            &mut io.write_bps,
+        ),
+        (
+            "throttleReadIOPSDevice",
+            b.throttle_read_iops_device(),
+            &mut io.read_iops,
+        ),
+        (
+            "throttleWriteIOPSDevice",
+            b.throttle_write_iops_device(),
+            &mut io.write_iops,
+        ),
+    ] {
+        for d in list.iter().flatten() {
+            to.push(DeviceRate {
+                major: number(name, d.major())?,
+                minor: number(name, d.minor())?,
+                rate: d.rate(),
+            });
+        }
+    }
+    Ok(io)
 }
 
 fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> Result<DeviceRule, OciError> {
@@ -819,15 +897,12 @@ const DEFAULT_NODES: &[&str] = &[
 ];
 
 /// A new user namespace (`linux.namespaces` has type `user`), with the config's
-/// `uidMappings` and `gidMappings`. As runc, isol chowns nothing: the rootfs directory must
-/// belong to the mapped root (the host uid container uid 0 maps to), or the container's root
-/// could not write its own `/`.
+/// `uidMappings` and `gidMappings`. As runc, isol chowns nothing: a rootfs directory the
+/// mapped root (the host uid container uid 0 maps to) does not own is read-only to it.
 fn user_namespace(
     linux: &oci_spec::runtime::Linux,
     join: &[(SharedNamespace, PathBuf)],
-    rootfs: &Path,
 ) -> Result<Option<isol_container::UserNamespace>, OciError> {
-    use std::os::unix::fs::MetadataExt;
     let new = linux
         .namespaces()
         .iter()
@@ -844,6 +919,16 @@ fn user_namespace(
             .collect::<Vec<_>>()
     };
     let (uid_map, gid_map) = (map(linux.uid_mappings()), map(linux.gid_mappings()));
+    if join.iter().any(|(ns, _)| *ns == SharedNamespace::User) {
+        // As runc: the joined namespace's maps are its maker's, written once for good.
+        if !uid_map.is_empty() || !gid_map.is_empty() {
+            return Err(unsupported(
+                "linux.uidMappings and gidMappings",
+                "are given with a user namespace joined by path, whose maps are already written: drop them, or drop the path for a new user namespace",
+            ));
+        }
+        return Ok(None);
+    }
     if !new {
         if !uid_map.is_empty() || !gid_map.is_empty() {
             return Err(unsupported(
@@ -866,28 +951,13 @@ fn user_namespace(
         ));
     }
     let ns = isol_container::UserNamespace { uid_map, gid_map };
-    let Some(root) = ns.host_root_uid() else {
+    // The rootfs is used as it is, as runc does (isol chowns nothing of a bundle): where the
+    // mapped root does not own it, the container's root reads it but cannot write to it.
+    if ns.host_root_uid().is_none() {
         return Err(unsupported(
             "linux.uidMappings",
             "do not map the container's uid 0: map it to the host uid that owns the rootfs",
         ));
-    };
-    let owner = std::fs::metadata(rootfs)
-        .map(|m| m.uid())
-        .map_err(|e| OciError::Bundle {
-            what: format!("cannot read the rootfs {}", rootfs.display()),
-            detail: e.to_string(),
-        })?;
-    if owner != root {
-        return Err(OciError::Bundle {
-            what: format!(
-                "the rootfs {} belongs to uid {owner}, not to the container's root (host uid {root} by linux.uidMappings)",
-                rootfs.display()
-            ),
-            detail: format!(
-                "as runc, isol changes no owner: chown -R the rootfs to the mapped range (e.g. from {root}) before create"
-            ),
-        });
     }
     Ok(Some(ns))
 }
@@ -1285,9 +1355,33 @@ mod tests {
             |v| {
                 add_user(v);
                 let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
-                ns.last_mut().unwrap()["path"] = "/proc/1/ns/user".into();
+                ns.last_mut().unwrap()["path"] = "/proc/self/ns/user".into();
+                let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 1}]);
+                v["linux"]["uidMappings"] = map.clone();
+                v["linux"]["gidMappings"] = map;
             },
-            "joins a user namespace by path",
+            "are given with a user namespace joined by path",
+        );
+        refused(
+            |v| {
+                add_user(v);
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                ns.last_mut().unwrap()["path"] = "/proc/self/ns/user".into();
+                ns.retain(|n| n["type"] != "uts");
+            },
+            "joins a user namespace and has no uts namespace",
+        );
+        // Joined without maps: accepted, the other namespaces new ones born in it.
+        let cfg = convert(&spec_with(|v| {
+            add_user(v);
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.last_mut().unwrap()["path"] = "/proc/self/ns/user".into();
+        }))
+        .unwrap();
+        assert!(cfg.user_namespace.is_none());
+        assert_eq!(
+            cfg.join,
+            vec![(SharedNamespace::User, PathBuf::from("/proc/self/ns/user"))]
         );
         refused(
             |v| {
@@ -1398,8 +1492,59 @@ mod tests {
             "hooks.createRuntime has the timeout 0",
         );
         refused(
-            |v| v["linux"]["resources"]["blockIO"] = serde_json::json!({"weight": 500}),
-            "linux.resources.blockIO",
+            |v| v["linux"]["resources"]["blockIO"] = serde_json::json!({"leafWeight": 500}),
+            "linux.resources.blockIO.leafWeight",
+        );
+        refused(
+            |v| {
+                v["linux"]["resources"]["hugepageLimits"] =
+                    serde_json::json!([{"pageSize": "2MB", "limit": -1}])
+            },
+            "hugepageLimits[0].limit",
+        );
+    }
+
+    #[test]
+    fn block_io_and_huge_pages_become_limits() {
+        use isol_container::cgroups::blkio::{DeviceRate, DeviceWeight, HugepageLimit};
+        let cfg = convert(&spec_with(|v| {
+            v["linux"]["resources"] = serde_json::json!({
+                "blockIO": {
+                    "weight": 300,
+                    "weightDevice": [{"major": 8, "minor": 0, "weight": 200}],
+                    "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+                    "throttleWriteIOPSDevice": [{"major": 8, "minor": 16, "rate": 50}]
+                },
+                "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]
+            });
+        }))
+        .unwrap();
+        let io = &cfg.limits.block_io;
+        assert_eq!(io.weight, Some(300));
+        assert_eq!(
+            io.weight_device,
+            [DeviceWeight {
+                major: 8,
+                minor: 0,
+                weight: 200
+            }]
+        );
+        assert_eq!(
+            io.read_bps,
+            [DeviceRate {
+                major: 8,
+                minor: 0,
+                rate: 1048576
+            }]
+        );
+        assert_eq!(io.write_iops[0].rate, 50);
+        assert!(io.write_bps.is_empty() && io.read_iops.is_empty());
+        assert_eq!(
+            cfg.limits.hugepages,
+            [HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4194304
+            }]
         );
     }
 

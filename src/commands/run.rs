@@ -740,6 +740,7 @@ fn run_container(
             memory_swap: None,
             cpuset_cpus: spec.cpuset_cpus,
             cpuset_mems: None,
+            ..Default::default()
         },
         cgroup_path: None,
         hooks: Default::default(),

@@ -19,6 +19,7 @@
 //! [`CgroupManager::stats`] after the child exited; [`CgroupManager::remove`] last. [`sweep`] at
 //! start-up removes the cgroups of runs whose isol process was SIGKILLed.
 
+pub mod blkio;
 pub mod cpuset;
 pub mod devices;
 pub mod v1;
@@ -37,12 +38,15 @@ use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use nix::unistd::Pid;
 
 /// Resource limits, applied through the cgroup manager.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
     /// Memory limit in bytes (`-m/--memory`).
     pub memory: Option<u64>,
     /// CPU quota in CPUs, e.g. 0.5 for half a CPU (`--cpus`).
     pub cpus: Option<f64>,
+    /// The CFS period of the quota, in microseconds (an OCI config's `cpu.period`, 1000 to
+    /// 1000000); `None`: [`CPU_PERIOD_US`]. Alone (no quota), only the period changes.
+    pub cpu_period: Option<u64>,
     /// Maximum number of tasks (`--pids-limit`).
     pub pids: Option<u64>,
     /// CPU weight against sibling cgroups, in cgroup v1's `cpu.shares` units
@@ -62,6 +66,11 @@ pub struct Limits {
     /// The memory nodes the workload may allocate from (`linux.resources.cpu.mems`):
     /// `cpuset.mems`.
     pub cpuset_mems: Option<cpuset::CpuList>,
+    /// Block IO weights and throttles (an OCI config's `linux.resources.blockIO`): v1
+    /// `blkio`, v2 `io` ([`blkio`]).
+    pub block_io: blkio::BlockIo,
+    /// Huge page limits (`linux.resources.hugepageLimits`): v1 and v2 `hugetlb`.
+    pub hugepages: Vec<blkio::HugepageLimit>,
 }
 
 impl Limits {
@@ -69,10 +78,13 @@ impl Limits {
     pub fn is_empty(&self) -> bool {
         self.memory.is_none()
             && self.cpus.is_none()
+            && self.cpu_period.is_none()
             && self.pids.is_none()
             && self.cpu_shares.is_none()
             && self.cpuset_cpus.is_none()
             && self.cpuset_mems.is_none()
+            && self.block_io.is_empty()
+            && self.hugepages.is_empty()
     }
 }
 
@@ -96,8 +108,11 @@ pub const ISOL_DIR: &str = "isol";
 /// CFS period used for CPU quotas, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// Smallest CFS quota the kernel accepts, in microseconds (1 ms).
+/// Smallest CFS quota (and period) the kernel accepts, in microseconds (1 ms).
 const CPU_MIN_QUOTA_US: u64 = 1_000;
+
+/// Largest CFS period the kernel accepts, in microseconds (1 s).
+const CPU_MAX_PERIOD_US: u64 = 1_000_000;
 
 /// How long `remove` waits for killed processes to leave the cgroup.
 const KILL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -106,8 +121,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(10);
 
 /// v1 controllers whose hierarchies isol uses.
-const V1_CONTROLLERS: [&str; 7] = [
-    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset",
+const V1_CONTROLLERS: [&str; 9] = [
+    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "cpuset", "blkio", "hugetlb",
 ];
 
 /// Names of all v1 controllers (to tell controllers from other super options in mountinfo).
@@ -162,6 +177,9 @@ pub enum CgroupError {
         allowed: String,
         parent: PathBuf,
     },
+    /// A limit this host's cgroups cannot hold, or one the kernel would not take, with what to do.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("Invalid pid {pid}: only a positive process id can be moved into a cgroup")]
     InvalidPid { pid: i32 },
     #[error(
@@ -685,8 +703,17 @@ pub(crate) fn validate_limits(limits: &Limits) -> Result<(), CgroupError> {
             reason: "it needs a memory limit, and must be at least that limit",
         });
     }
+    if let Some(period) = limits.cpu_period
+        && !(CPU_MIN_QUOTA_US..=CPU_MAX_PERIOD_US).contains(&period)
+    {
+        return Err(CgroupError::InvalidLimit {
+            limit: "cpu period",
+            value: period.to_string(),
+            reason: "the kernel accepts 1000 to 1000000 microseconds",
+        });
+    }
     if let Some(cpus) = limits.cpus {
-        cpu_quota_us(cpus)?;
+        cpu_quota_us(cpus, limits.cpu_period)?;
     }
     if let Some(shares) = limits.cpu_shares
         && !(CPU_SHARES_MIN..=CPU_SHARES_MAX).contains(&shares)
@@ -704,7 +731,7 @@ pub(crate) fn validate_limits(limits: &Limits) -> Result<(), CgroupError> {
             reason: "it must allow at least one task",
         });
     }
-    Ok(())
+    blkio::validate(&limits.block_io, &limits.hugepages)
 }
 
 /// Fails, naming what may be used, when `list` is not within the list in `parent_file` (the
@@ -737,8 +764,8 @@ pub(crate) fn check_cpuset_within(
     })
 }
 
-/// The CFS quota (per [`CPU_PERIOD_US`]) for `cpus` CPUs.
-pub(crate) fn cpu_quota_us(cpus: f64) -> Result<u64, CgroupError> {
+/// The CFS quota (per `period`, [`CPU_PERIOD_US`] by default) for `cpus` CPUs.
+pub(crate) fn cpu_quota_us(cpus: f64, period: Option<u64>) -> Result<u64, CgroupError> {
     let invalid = |reason| CgroupError::InvalidLimit {
         limit: "cpu",
         value: cpus.to_string(),
@@ -747,7 +774,7 @@ pub(crate) fn cpu_quota_us(cpus: f64) -> Result<u64, CgroupError> {
     if !cpus.is_finite() || cpus <= 0.0 {
         return Err(invalid("it must be a positive number of CPUs"));
     }
-    let quota = (cpus * CPU_PERIOD_US as f64).round();
+    let quota = (cpus * period.unwrap_or(CPU_PERIOD_US) as f64).round();
     if quota < CPU_MIN_QUOTA_US as f64 {
         return Err(invalid(
             "the smallest quota the kernel accepts is 0.01 CPUs",
@@ -1385,9 +1412,10 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.starts_with("Invalid") && !msg.contains('\n'), "{msg}");
         }
-        assert_eq!(cpu_quota_us(0.5).unwrap(), 50_000);
-        assert_eq!(cpu_quota_us(1.5).unwrap(), 150_000);
-        assert_eq!(cpu_quota_us(0.01).unwrap(), 1_000);
+        assert_eq!(cpu_quota_us(0.5, None).unwrap(), 50_000);
+        assert_eq!(cpu_quota_us(1.5, None).unwrap(), 150_000);
+        assert_eq!(cpu_quota_us(0.01, None).unwrap(), 1_000);
+        assert_eq!(cpu_quota_us(0.1, Some(500_000)).unwrap(), 50_000);
     }
 
     #[test]

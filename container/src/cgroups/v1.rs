@@ -144,10 +144,14 @@ impl V1Manager {
         let wanted = |c: &str| {
             c == "memory"
                 || c == "devices"
-                || ((limits.cpus.is_some() || limits.cpu_shares.is_some())
+                || ((limits.cpus.is_some()
+                    || limits.cpu_shares.is_some()
+                    || limits.cpu_period.is_some())
                     && (c == "cpu" || c == "cpuacct"))
                 || (limits.pids.is_some() && c == "pids")
                 || ((limits.cpuset_cpus.is_some() || limits.cpuset_mems.is_some()) && c == "cpuset")
+                || (!limits.block_io.is_empty() && c == "blkio")
+                || (!limits.hugepages.is_empty() && c == "hugetlb")
         };
         let kept: Vec<ControllerDir> = self
             .dirs
@@ -187,6 +191,7 @@ impl V1Manager {
             (limits.memory.is_some(), "memory", "memory"),
             (limits.cpus.is_some(), "cpu", "cpu"),
             (limits.cpu_shares.is_some(), "cpu", "cpu shares"),
+            (limits.cpu_period.is_some(), "cpu", "cpu period"),
             (limits.pids.is_some(), "pids", "pids"),
             (limits.cpuset_cpus.is_some(), "cpuset", "cpuset cpus"),
             (limits.cpuset_mems.is_some(), "cpuset", "cpuset mems"),
@@ -337,13 +342,23 @@ impl CgroupManager for V1Manager {
             }
         }
         if let (Some(cpus), Some(dir)) = (limits.cpus, self.dir("cpu")) {
-            let quota = cpu_quota_us(cpus)?;
-            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            let quota = cpu_quota_us(cpus, limits.cpu_period)?;
+            let period = limits.cpu_period.unwrap_or(CPU_PERIOD_US);
+            write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
             write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        } else if let (Some(period), Some(dir)) = (limits.cpu_period, self.dir("cpu")) {
+            write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
         }
         if let (Some(shares), Some(dir)) = (limits.cpu_shares, self.dir("cpu")) {
             write_file(&dir.join("cpu.shares"), &shares.to_string())?;
         }
+        super::blkio::apply_v1(
+            &limits.block_io,
+            &limits.hugepages,
+            self.dir("blkio"),
+            self.dir("hugetlb"),
+            &self.root,
+        )?;
         if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {
             write_file(&dir.join("pids.max"), &pids.to_string())?;
         }
@@ -554,7 +569,9 @@ mod tests {
             [root.join("memory"), root.join("cpu,cpuacct")]
         );
         assert!(V1Manager::new(root, &comounted, "../x").is_err());
-        assert!(V1Manager::new(root, &[hierarchy(&root.join("blkio"), &["blkio"])], "a").is_err());
+        assert!(
+            V1Manager::new(root, &[hierarchy(&root.join("net_cls"), &["net_cls"])], "a").is_err()
+        );
     }
 
     #[test]

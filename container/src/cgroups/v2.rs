@@ -133,8 +133,11 @@ fn enable_controllers(cgroup: &Path) -> Result<(), CgroupError> {
     // cpuset, where offered, on a best-effort basis: hosts where it cannot be enabled (a
     // parent with processes of its own, a delegation without it) still run everything but a
     // cpuset limit, which then fails in `apply` naming the controller.
-    if has(&available, "cpuset") && !has(&enabled, "cpuset") {
-        let _ = write_file(&subtree, "+cpuset");
+    // The same for io and hugetlb (block IO and huge page limits).
+    for c in ["cpuset", "io", "hugetlb"] {
+        if has(&available, c) && !has(&enabled, c) {
+            let _ = write_file(&subtree, &format!("+{c}"));
+        }
     }
     if missing.is_empty() {
         return Ok(());
@@ -167,6 +170,10 @@ impl CgroupManager for V2Manager {
             .cpus
             .map(|c| self.require("cpu.max", "cpu").map(|p| (c, p)))
             .transpose()?;
+        let period_only = match (limits.cpus, limits.cpu_period) {
+            (None, Some(period)) => Some((period, self.require("cpu.max", "cpu")?)),
+            _ => None,
+        };
         let pids = limits
             .pids
             .map(|n| self.require("pids.max", "pids").map(|p| (n, p)))
@@ -185,6 +192,7 @@ impl CgroupManager for V2Manager {
                 cpuset.push((list, file, what));
             }
         }
+        super::blkio::apply_v2(&limits.block_io, &limits.hugepages, &self.dir, &self.root)?;
         if let Some((bytes, path)) = memory {
             write_file(&path, &bytes.to_string())?;
             // Without this, swapping would let the workload go beyond the limit; a
@@ -196,7 +204,15 @@ impl CgroupManager for V2Manager {
             }
         }
         if let Some((cpus, path)) = cpu {
-            write_file(&path, &format!("{} {CPU_PERIOD_US}", cpu_quota_us(cpus)?))?;
+            let period = limits.cpu_period.unwrap_or(CPU_PERIOD_US);
+            let quota = cpu_quota_us(cpus, limits.cpu_period)?;
+            write_file(&path, &format!("{quota} {period}"))?;
+        }
+        if let Some((period, path)) = period_only {
+            // The quota stays (`max`, or the one set before).
+            let now = super::read_string(&path)?;
+            let quota = now.split_whitespace().next().unwrap_or("max").to_string();
+            write_file(&path, &format!("{quota} {period}"))?;
         }
         if let Some((n, path)) = pids {
             write_file(&path, &n.to_string())?;

@@ -80,8 +80,9 @@ pub(super) fn populate_dev(
 
     let pts = dev.join("pts");
     fs::create_dir(&pts).map_err(|e| SetupError::rootfs("Cannot create /dev/pts", e))?;
-    // gid 5 is the conventional tty group; in a user namespace it may not be mapped.
-    let pts_opts = if rootless {
+    // gid 5 is the conventional tty group; in a user namespace it may not be mapped (the
+    // kernel then refuses the option), as in a rootless run or one joined by path.
+    let pts_opts = if rootless || !gid_mapped(5) {
         "newinstance,ptmxmode=0666,mode=0620"
     } else {
         "newinstance,ptmxmode=0666,mode=0620,gid=5"
@@ -180,4 +181,18 @@ pub(super) fn make_nodes(
         .map_err(|e| SetupError::rootfs(format!("Cannot give the device {name} its owner"), e))?;
     }
     Ok(())
+}
+
+/// Whether `gid` has an id in this process's user namespace (its `gid_map`, read through
+/// the host's /proc, still in view).
+fn gid_mapped(gid: u32) -> bool {
+    fs::read_to_string("/proc/self/gid_map").is_ok_and(|map| {
+        map.lines().any(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(gid))
+        })
+    })
 }
