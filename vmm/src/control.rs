@@ -20,6 +20,9 @@ use isol_guest_init::control::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing;
+
 /// The wire format, for clients (`isol exec`).
 pub use isol_guest_init::control as wire;
 
@@ -145,95 +148,101 @@ impl Channel {
     /// Serves until `stop` is written, then gives the clients their last frames.
     pub fn serve(mut self, stop: &EventFd) {
         let mut buf = vec![0u8; MAX_PAYLOAD + control::HEADER_LEN];
-        loop {
-            let mut fds = vec![
-                libc::pollfd {
-                    fd: stop.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
+        while self.turn(stop, &mut buf, -1).is_some() {}
+        self.finish(&mut buf);
+    }
+
+    /// One turn of the loop: waits up to `timeout` ms (-1: for ever) for an event and serves
+    /// what is ready. `None` once `stop` is written (or poll fails), else how many
+    /// descriptors were ready.
+    fn turn(&mut self, stop: &EventFd, buf: &mut [u8], timeout: libc::c_int) -> Option<usize> {
+        let mut fds = vec![
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                // A broken channel is not watched (poll skips a negative fd).
+                fd: if self.guest_broken {
+                    -1
+                } else {
+                    self.guest.as_raw_fd()
                 },
-                libc::pollfd {
-                    // A broken channel is not watched (poll skips a negative fd).
-                    fd: if self.guest_broken {
-                        -1
+                events: libc::POLLIN
+                    | if self.to_guest.is_empty() {
+                        0
                     } else {
-                        self.guest.as_raw_fd()
+                        libc::POLLOUT
                     },
-                    events: libc::POLLIN
-                        | if self.to_guest.is_empty() {
-                            0
-                        } else {
-                            libc::POLLOUT
-                        },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let read_clients = self.to_guest.len() < TO_GUEST_LIMIT;
-            for (fd, c) in &self.clients {
-                let mut events = 0;
-                if read_clients && !c.done {
-                    events |= libc::POLLIN;
-                }
-                if !c.out.is_empty() {
-                    events |= libc::POLLOUT;
-                }
-                fds.push(libc::pollfd {
-                    fd: *fd,
-                    events,
-                    revents: 0,
-                });
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let read_clients = self.to_guest.len() < TO_GUEST_LIMIT;
+        for (fd, c) in &self.clients {
+            let mut events = 0;
+            if read_clients && !c.done {
+                events |= libc::POLLIN;
             }
-            // SAFETY: polls the live array of pollfds, its length given.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                tracing::warn!(
-                    "the exec channel stops: poll: {}",
-                    std::io::Error::last_os_error()
-                );
-                break;
+            if !c.out.is_empty() {
+                events |= libc::POLLOUT;
             }
-            if fds[0].revents != 0 {
-                break;
+            fds.push(libc::pollfd {
+                fd: *fd,
+                events,
+                revents: 0,
+            });
+        }
+        // SAFETY: polls the live array of pollfds, its length given.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                return Some(0);
             }
-            if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                self.read_guest(&mut buf);
+            tracing::warn!(
+                "the exec channel stops: poll: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        if fds[0].revents != 0 {
+            return None;
+        }
+        if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.read_guest(buf);
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            self.accept();
+        }
+        for p in &fds[3..] {
+            if p.revents & libc::POLLOUT != 0 {
+                self.write_client(p.fd);
             }
-            if fds[2].revents & libc::POLLIN != 0 {
-                self.accept();
-            }
-            for p in &fds[3..] {
-                if p.revents & libc::POLLOUT != 0 {
-                    self.write_client(p.fd);
-                }
-                if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                    self.read_client(p.fd, &mut buf);
-                }
-            }
-            if !self.to_guest.is_empty()
-                && !self.guest_broken
-                && flush(self.guest.as_raw_fd(), &mut self.to_guest).is_err()
-            {
-                self.break_guest("the guest's end of the channel is gone");
-            }
-            let done: Vec<RawFd> = self
-                .clients
-                .iter()
-                .filter(|(_, c)| c.done && c.out.is_empty())
-                .map(|(fd, _)| *fd)
-                .collect();
-            for fd in done {
-                self.drop_client(fd, false);
+            if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                self.read_client(p.fd, buf);
             }
         }
-        self.finish(&mut buf);
+        if !self.to_guest.is_empty()
+            && !self.guest_broken
+            && flush(self.guest.as_raw_fd(), &mut self.to_guest).is_err()
+        {
+            self.break_guest("the guest's end of the channel is gone");
+        }
+        let done: Vec<RawFd> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.done && c.out.is_empty())
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in done {
+            self.drop_client(fd, false);
+        }
+        Some(n as usize)
     }
 
     /// After the VM: what the guest still sent goes out, every other client is told its
@@ -288,7 +297,11 @@ impl Channel {
         }
         use std::os::fd::FromRawFd;
         // SAFETY: a descriptor accept4 just made, owned here only.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        self.add_client(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+
+    /// Serves a connected client on `fd` (non-blocking), or tells it why not.
+    fn add_client(&mut self, fd: OwnedFd) {
         let mut c = Client {
             decoder: Decoder::new(),
             out: Vec::new(),
