@@ -189,9 +189,18 @@ pub fn register(dir: &Path, mut rec: Record) -> anyhow::Result<Registered> {
         .context("Cannot read this process's start time in /proc")?;
     let path = record_path(dir, &rec.id);
     let tmp = dir.join(format!(".{}.tmp", rec.id));
-    fs::write(&tmp, serde_json::to_vec(&rec)?)
-        .and_then(|()| fs::rename(&tmp, &path))
-        .with_context(|| format!("Cannot write {}", path.display()))?;
+    if let Err(source) =
+        fs::write(&tmp, serde_json::to_vec(&rec)?).and_then(|()| fs::rename(&tmp, &path))
+    {
+        // Nothing half-written stays (a full store's filesystem: the file made, its bytes not).
+        let _ = fs::remove_file(&tmp);
+        return Err(isol_image::ImageError::Io {
+            action: "write",
+            path,
+            source,
+        }
+        .into());
+    }
     Ok(Registered {
         dir: dir.to_owned(),
         id: rec.id,
