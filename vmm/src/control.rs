@@ -505,11 +505,18 @@ impl Channel {
             }
             _ => {}
         }
-        if c.out.len() + control::HEADER_LEN + f.payload.len() > CLIENT_OUT_LIMIT {
+        let payload = if f.kind == KIND_ERROR {
+            // The guest's words, printed by `isol exec` on the user's terminal: one line,
+            // bounded, nothing a terminal would act on.
+            error_line(&f.payload).into_bytes()
+        } else {
+            f.payload
+        };
+        if c.out.len() + control::HEADER_LEN + payload.len() > CLIENT_OUT_LIMIT {
             bad(c, FrameError::WindowOverrun);
             return self.close_stream(fd);
         }
-        c.send(&Frame::new(0, f.kind, f.payload));
+        c.send(&Frame::new(0, f.kind, payload));
         if matches!(f.kind, KIND_EXIT | KIND_ERROR) {
             c.done = true;
             if let Some(s) = c.stream.take() {
@@ -517,6 +524,32 @@ impl Channel {
             }
         }
     }
+}
+
+/// Longest error message relayed from the guest, in characters.
+pub const MAX_ERROR_LINE: usize = 512;
+
+/// An ERROR frame's payload (from the guest: anything) as one line fit for a terminal: UTF-8
+/// (invalid bytes replaced), newlines as spaces, other control characters escaped (`\u{1b}`),
+/// at most [`MAX_ERROR_LINE`] characters (cut short: then one more, `…`).
+pub fn error_line(payload: &[u8]) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for c in String::from_utf8_lossy(payload).chars() {
+        let before = out.len();
+        match c {
+            '\n' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+        n += out[before..].chars().count();
+        if n > MAX_ERROR_LINE {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
+    }
+    out
 }
 
 /// A connected pair of stream sockets, both close-on-exec.
@@ -784,6 +817,30 @@ mod tests {
             .write_all(&Frame::new(sc, KIND_ACK, vec![1]).encode())
             .unwrap();
         assert!(message(&read_frame(&mut c)).contains("malformed payload"));
+    }
+
+    /// Found by the fuzz target `control` (2026-12-07): the guest's ERROR message went to the
+    /// client as it was, and `isol exec` printed it on the user's terminal: many lines,
+    /// escape sequences and all.
+    #[test]
+    fn a_guest_error_reaches_the_client_as_one_escaped_line() {
+        let mut rig = Rig::new();
+        let mut a = rig.client();
+        a.write_all(&start().encode()).unwrap();
+        let sa = read_frame(&mut rig.guest).stream;
+        let mut evil = b"fine\n\x1b]0;owned\x07\x1b[2J\r".to_vec();
+        evil.extend(vec![b'x'; 4 * MAX_ERROR_LINE]);
+        rig.guest
+            .write_all(&Frame::new(sa, KIND_ERROR, evil).encode())
+            .unwrap();
+        let msg = message(&read_frame(&mut a));
+        assert!(
+            msg.starts_with("fine \\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r"),
+            "{msg}"
+        );
+        assert!(!msg.chars().any(char::is_control), "{msg}");
+        assert_eq!(msg.chars().count(), MAX_ERROR_LINE + 1, "{msg}");
+        assert!(msg.ends_with("x…"), "{msg}");
     }
 
     #[test]
