@@ -193,7 +193,8 @@ impl Channel {
                 events |= libc::POLLOUT;
             }
             fds.push(libc::pollfd {
-                fd: *fd,
+                // Nothing wanted: not watched (poll reports a hang-up whatever is asked).
+                fd: if events == 0 { -1 } else { *fd },
                 events,
                 revents: 0,
             });
@@ -219,12 +220,18 @@ impl Channel {
         if fds[2].revents & libc::POLLIN != 0 {
             self.accept();
         }
-        for p in &fds[3..] {
+        for p in fds[3..].iter().filter(|p| p.fd >= 0) {
+            let gone = p.revents & (libc::POLLHUP | libc::POLLERR) != 0;
             if p.revents & libc::POLLOUT != 0 {
                 self.write_client(p.fd);
             }
-            if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if p.revents & libc::POLLIN != 0 || (gone && read_clients) {
                 self.read_client(p.fd, buf);
+            } else if gone {
+                // A client that hung up while the guest's queue is full is not read (what it
+                // sent would grow the queue past its limit): its output fails to go, and it is
+                // dropped.
+                self.write_client(p.fd);
             }
         }
         if !self.to_guest.is_empty()
@@ -578,7 +585,7 @@ pub fn socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use isol_guest_init::control::{KIND_STARTED, StartRequest};
+    use isol_guest_init::control::{KIND_SIGNAL, KIND_STARTED, StartRequest};
     use isol_guest_init::spec::Spec;
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
@@ -841,6 +848,42 @@ mod tests {
         assert!(!msg.chars().any(char::is_control), "{msg}");
         assert_eq!(msg.chars().count(), MAX_ERROR_LINE + 1, "{msg}");
         assert!(msg.ends_with("x…"), "{msg}");
+    }
+
+    /// Found by the fuzz target `control` (2026-12-07): a client that hung up was read on its
+    /// hang-up even while the bytes waiting for the guest were over their limit, so what it had
+    /// sent before (frames without credit, such as SIGNAL: as much as its socket held) all went
+    /// into the guest's queue.
+    #[test]
+    fn a_client_that_hangs_up_is_not_read_past_the_guests_limit() {
+        let (ours, _guest) = socketpair().unwrap(); // the guest never reads
+        let (listener, _never) = socketpair().unwrap();
+        let mut ch = Channel::new(listener, ours).unwrap();
+        let stop = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut buf = vec![0u8; MAX_PAYLOAD + control::HEADER_LEN];
+        let (client, mine) = socketpair().unwrap();
+        ch.add_client(client);
+        let mut mine = UnixStream::from(mine);
+        mine.set_nonblocking(true).unwrap();
+        mine.write_all(&start().encode()).unwrap();
+        let signals = Frame::new(0, KIND_SIGNAL, vec![15]).encode().repeat(4096);
+        // Until the guest's socket and then its queue are full and the client is not read.
+        let mut stalled = 0;
+        while stalled < 50 {
+            let sent = mine.write(&signals).unwrap_or(0);
+            ch.turn(&stop, &mut buf, 0);
+            stalled = if sent == 0 { stalled + 1 } else { 0 };
+        }
+        assert!(ch.to_guest.len() >= TO_GUEST_LIMIT, "{}", ch.to_guest.len());
+        drop(mine);
+        for _ in 0..100 {
+            ch.turn(&stop, &mut buf, 0);
+        }
+        assert!(
+            ch.to_guest.len() <= TO_GUEST_LIMIT + buf.len() + control::HEADER_LEN,
+            "{} bytes wait for the guest",
+            ch.to_guest.len()
+        );
     }
 
     #[test]
