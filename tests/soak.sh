@@ -140,6 +140,17 @@ leaks=$(comm -13 <(echo "$before") <(echo "$after"))
 if [ -n "$leaks" ]; then
     fail "left behind on the host:"
     echo "$leaks" >&2
+    # What holds them: the run records' owners, the processes that hold a mark open, isol's
+    # and virtiofsd processes.
+    for r in "$home"/runs/*.json; do [ -e "$r" ] && echo "record $r: $(cat "$r")" >&2; done
+    for m in "$home"/in-use/*; do
+        [ -e "$m" ] || continue
+        echo "mark $m: $(cat "$m")" >&2
+        for fd in /proc/[0-9]*/fd/*; do
+            [ "$(readlink "$fd" 2>/dev/null)" = "$m" ] && echo "  held by ${fd%/fd/*}: $(tr '\0' ' ' <"${fd%/fd/*}/cmdline")" >&2
+        done
+    done
+    ps -eo pid,ppid,stat,etimes,comm,args | awk 'NR == 1 || $5 ~ /^(isol|virtiofsd)/' >&2
 fi
 if [ -e "$home/lock" ] && awk '{print $6}' /proc/locks | grep -q ":$(stat -c %i "$home/lock")\$"; then
     fail "the store lock is still held"
