@@ -7,7 +7,8 @@
 #   -n RUNS     executions per target (libFuzzer -runs=RUNS; default 10000000)
 #   -t SECONDS  also stop a target after this long (libFuzzer -max_total_time; default none)
 #   -j JOBS     targets fuzzed at once (default 1)
-#   TARGET      queue block console mmio net import oci_config seccomp_profile (default: all)
+#   TARGET      queue block console mmio net import oci_config seccomp_profile control
+#               (default: all)
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`); on a stable toolchain
 # RUSTC_BOOTSTRAP=1 lets rustc accept the nightly flags cargo-fuzz passes. Everything runs
@@ -32,7 +33,7 @@ while getopts "n:t:j:m" o; do
 done
 shift $((OPTIND - 1))
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(queue block console mmio net import oci_config seccomp_profile)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(queue block console mmio net import oci_config seccomp_profile control)
 
 export RUSTC_BOOTSTRAP=1
 # The import target writes temporary stores: keep them in memory.

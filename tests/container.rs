@@ -874,3 +874,107 @@ fn etc_files_leave_volumes_alone() {
     assert_eq!(std::fs::read_to_string(&hosts).unwrap(), "10.9.8.7 mine\n");
     assert_no_leftovers("etc files and volumes");
 }
+
+/// A run on a store whose filesystem is full (a small tmpfs as ISOL_HOME, filled up to within
+/// 0 to 16 KiB, so each of a run's writes in turn — its record, its image's in-use mark, its
+/// run dir's owner and init files — is the one that fails): the run either succeeds or ends
+/// with one line, exit 125, saying the filesystem is full and which file it could not write;
+/// nothing half-written stays in the store (run records, temporaries, run dirs, in-use marks),
+/// and the host holds nothing of it (mounts, cgroups).
+#[test]
+fn a_run_on_a_full_store_fails_clearly_and_leaves_nothing() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let _g = root_test();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    mount(
+        Some("tmpfs"),
+        &home,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=8m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(home.clone());
+    let isol_at = |args: &[&str]| {
+        let o = isol(args).env("ISOL_HOME", &home).output().unwrap();
+        (code(&o), stdout(&o), stderr(&o))
+    };
+    // The image built and unpacked while there is room.
+    assert_eq!(isol_at(&["run", "busybox", "true"]).0, 0);
+    let store_files = || -> Vec<String> {
+        let mut found = Vec::new();
+        for sub in ["runs", "in-use", "containers", "tmp", "."] {
+            for e in std::fs::read_dir(home.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let kept = match sub {
+                    "runs" => name == ".lock",
+                    "containers" => name == "net",
+                    "." => !name.starts_with(".tmp-"),
+                    _ => false,
+                };
+                if !kept {
+                    found.push(format!("{sub}/{name}"));
+                }
+            }
+        }
+        found
+    };
+    assert_eq!(store_files(), Vec::<String>::new());
+    let filler = home.join("filler");
+    let (mut failed, mut passed) = (0, 0);
+    for room in (0..=16).step_by(4) {
+        let _ = std::fs::remove_file(&filler);
+        let st = nix::sys::statvfs::statvfs(&home).unwrap();
+        let free = st.blocks_available() * st.fragment_size();
+        std::fs::write(
+            &filler,
+            vec![0u8; (free as usize).saturating_sub(room << 10)],
+        )
+        .unwrap();
+        let (rc, out, err) = isol_at(&["run", "busybox", "sh", "-c", "echo hi"]);
+        if rc == 0 {
+            assert_eq!(out, "hi\n", "{room} KiB free: {err}");
+            passed += 1;
+        } else {
+            assert_eq!(rc, 125, "{room} KiB free: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{room} KiB free: {err}");
+            assert!(
+                err.contains("is full: cannot write "),
+                "{room} KiB free: {err}"
+            );
+            assert!(
+                err.contains(home.to_str().unwrap()),
+                "{room} KiB free: {err}"
+            );
+            assert!(err.contains("ISOL_HOME"), "{room} KiB free: {err}");
+            failed += 1;
+        }
+        assert_eq!(
+            store_files(),
+            Vec::<String>::new(),
+            "{room} KiB free: {err}"
+        );
+        let leaks: Vec<String> = leftovers()
+            .into_iter()
+            .filter(|l| !l.starts_with("run dir:"))
+            .collect();
+        assert!(leaks.is_empty(), "{room} KiB free: {leaks:?}");
+    }
+    // With no room at all the run cannot start; with 16 KiB it can.
+    assert!(
+        failed >= 1 && passed >= 1,
+        "{failed} failed, {passed} passed"
+    );
+}

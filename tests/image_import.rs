@@ -341,6 +341,13 @@ fn a_full_disk_leaves_the_store_whole() {
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("No space left on device"), "{err}");
+    // Says that the store's filesystem is full, and which one.
+    let full = format!(
+        "The filesystem of the image store is full: cannot write {}",
+        home.display()
+    );
+    let holding = format!("free space on the filesystem holding {},", home.display());
+    assert!(err.contains(&full) && err.contains(&holding), "{err}");
     assert!(leftovers(&home).is_empty(), "{:?}", leftovers(&home));
     let out = isol(&home, &["image", "ls"]);
     assert!(!stdout(&out).contains("big:v1"), "{}", stdout(&out));
@@ -363,6 +370,7 @@ fn a_full_disk_leaves_the_store_whole() {
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains(&holding), "{err}");
     assert!(leftovers(&home).is_empty(), "{:?}", leftovers(&home));
     let store = Store::open(&home).unwrap();
     let img = store.resolve("small:v1").unwrap();

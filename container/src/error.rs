@@ -5,7 +5,7 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// Run state on the host could not be created or removed.
-    #[error("Cannot {what}: {source}; check that the isol state directory is writable")]
+    #[error("{}", state_message(what, source))]
     State { what: String, source: io::Error },
     /// A system call in the parent failed.
     #[error("{what} failed: {source}")]
@@ -107,6 +107,22 @@ impl SetupError {
             what: what.into(),
             source: source.into(),
         }
+    }
+}
+
+/// Whether `e` says the filesystem (or the user's quota on it) is full.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// [`ContainerError::State`]'s message: a full filesystem (ENOSPC, EDQUOT) is named as such.
+pub(crate) fn state_message(what: &str, source: &io::Error) -> String {
+    if is_disk_full(source) {
+        format!(
+            "The filesystem of isol's run state (in the image store) is full: cannot {what}: {source}; free space on it, or point ISOL_HOME at a larger one"
+        )
+    } else {
+        format!("Cannot {what}: {source}; check that the isol state directory is writable")
     }
 }
 

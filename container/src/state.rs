@@ -36,18 +36,25 @@ impl RunDir {
         fs::create_dir_all(state_root).map_err(|e| io_err("create", state_root, e))?;
         let tmp = state_root.join(format!("{NEW_PREFIX}{id}"));
         fs::create_dir(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-        let owner = tmp.join("owner");
-        let token = owner_token(std::process::id()).unwrap_or_default();
-        fs::write(&owner, format!("{token}\n")).map_err(|e| io_err("write", &owner, e))?;
-        for d in ["upper", "work", "merged"]
-            .into_iter()
-            .filter(|_| layer_dirs)
-        {
-            let p = tmp.join(d);
-            fs::create_dir(&p).map_err(|e| io_err("create", &p, e))?;
-        }
         let dir = state_root.join(id);
-        fs::rename(&tmp, &dir).map_err(|e| io_err("create", &dir, e))?;
+        let filled = (|| {
+            let owner = tmp.join("owner");
+            let token = owner_token(std::process::id()).unwrap_or_default();
+            fs::write(&owner, format!("{token}\n")).map_err(|e| io_err("write", &owner, e))?;
+            for d in ["upper", "work", "merged"]
+                .into_iter()
+                .filter(|_| layer_dirs)
+            {
+                let p = tmp.join(d);
+                fs::create_dir(&p).map_err(|e| io_err("create", &p, e))?;
+            }
+            fs::rename(&tmp, &dir).map_err(|e| io_err("create", &dir, e))
+        })();
+        if let Err(e) = filled {
+            // Nothing half-made stays (a full filesystem: the owner file made, its bytes not).
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
         tracing::debug!(dir = %dir.display(), "run directory created");
         Ok(RunDir {
             upper: dir.join("upper"),

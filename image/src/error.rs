@@ -165,9 +165,8 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "Cannot {action} {path}: {source}; check permissions and free space, or point ISOL_HOME at a writable directory"
-    )]
+    /// The message says so when the filesystem is full (ENOSPC, EDQUOT): see [`io_message`].
+    #[error("{}", io_message(action, path, source))]
     Io {
         /// What was being done ("create", "read", …).
         action: &'static str,
@@ -177,6 +176,50 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Whether `e` says the filesystem (or the user's quota on it) is full.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// [`ImageError::Io`]'s message: a full filesystem is named as such, with where it is.
+fn io_message(action: &str, path: &std::path::Path, source: &io::Error) -> String {
+    if is_disk_full(source) {
+        format!(
+            "The filesystem of the image store is full: cannot {action} {}: {source}; free space on the filesystem holding {}, or point ISOL_HOME at a larger one",
+            path.display(),
+            mount_point(path).display()
+        )
+    } else {
+        format!(
+            "Cannot {action} {}: {source}; check permissions and free space, or point ISOL_HOME at a writable directory",
+            path.display()
+        )
+    }
+}
+
+/// The mount point `path` is on (the deepest existing ancestor that is a mount point), for
+/// messages; `path`'s deepest existing ancestor when that cannot be told.
+fn mount_point(path: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = path;
+    while std::fs::symlink_metadata(p).is_err() {
+        match p.parent() {
+            Some(q) => p = q,
+            None => return path.to_path_buf(),
+        }
+    }
+    let Ok(dev) = std::fs::metadata(p).map(|m| m.dev()) else {
+        return p.to_path_buf();
+    };
+    while let Some(q) = p.parent() {
+        match std::fs::metadata(q) {
+            Ok(m) if m.dev() == dev => p = q,
+            _ => break,
+        }
+    }
+    p.to_path_buf()
 }
 
 impl ImageError {
@@ -214,6 +257,11 @@ mod tests {
                 tag: "a:b".into(),
                 count: 2,
             },
+            ImageError::Io {
+                action: "write",
+                path: "/x".into(),
+                source: io::Error::from_raw_os_error(libc::ENOSPC),
+            },
         ];
         for e in errs {
             let m = e.to_string();
@@ -232,5 +280,27 @@ mod tests {
             m,
             "Image 'foo' not found in /var/lib/isol; list images with `isol image ls` or import one with `isol image import FILE`"
         );
+    }
+
+    #[test]
+    fn a_full_filesystem_is_named_with_its_mount_point() {
+        let dir = std::env::temp_dir().join("isol-no-such-dir/blobs/sha256/x");
+        let e = ImageError::Io {
+            action: "write",
+            path: dir.clone(),
+            source: io::Error::from_raw_os_error(libc::EDQUOT),
+        };
+        let m = e.to_string();
+        assert!(
+            m.starts_with(&format!(
+                "The filesystem of the image store is full: cannot write {}: ",
+                dir.display()
+            )),
+            "{m}"
+        );
+        // The deepest existing ancestor's mount point ("/" or the temporary directory's own).
+        let at = mount_point(&dir);
+        assert!(dir.starts_with(&at) && at.exists(), "{}", at.display());
+        assert!(m.contains(&format!("holding {},", at.display())), "{m}");
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::{Image, ImageError, Store};
+use crate::{Image, ImageError, Store, fsutil};
 
 /// A running container or VM using an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,17 +70,28 @@ impl Store {
     pub fn mark_in_use(&self, image: &Image, id: &str, backend: &str) -> Result<InUse, ImageError> {
         let dir = self.in_use_dir();
         fs::create_dir_all(&dir).map_err(ImageError::io("create", &dir))?;
-        let path = dir.join(id);
-        let file = File::create(&path).map_err(ImageError::io("create", &path))?;
+        // Made under a temporary name of this process's, renamed once written: a mark under
+        // its run's name always has its content, and one this process left (SIGKILLed, or its
+        // filesystem full) is known dead at once by its pid, not after a minute.
+        let tmp = dir.join(fsutil::tmp_name("in-use"));
+        let file = File::create(&tmp).map_err(ImageError::io("create", &tmp))?;
         // Blocking: a reader may hold a shared lock for a moment.
-        let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| ImageError::Io {
-            action: "lock",
-            path: path.clone(),
-            source: e.into(),
+        let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(file, e)| {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            ImageError::Io {
+                action: "lock",
+                path: tmp.clone(),
+                source: e.into(),
+            }
         })?;
-        let mark = InUse { path, file };
+        let mut mark = InUse { path: tmp, file };
         writeln!(&*mark.file, "{} {backend}", image.summary.digest)
             .map_err(ImageError::io("write", &mark.path))?;
+        let path = dir.join(id);
+        // The lock goes with the file (it is the open file's, not the name's).
+        fs::rename(&mark.path, &path).map_err(ImageError::io("rename into place", &path))?;
+        mark.path = path;
         if !self
             .read_index()?
             .iter()
@@ -104,6 +115,15 @@ impl Store {
         let mut out = Vec::new();
         for entry in crate::read_dir(&dir)? {
             let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(fsutil::TMP_PREFIX) {
+                // A mark being made (its run has not read the index yet: not a user), or one a
+                // dead process left.
+                if !fsutil::tmp_owner_alive(&name) {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
             let Ok(file) = File::open(&path) else {
                 continue;
             };

@@ -984,6 +984,45 @@ mod tests {
         ));
     }
 
+    /// Found by tests/soak.sh (2026-12-07): an isol SIGKILLed while making its mark left an
+    /// empty `in-use/<id>`, taken for a mark being made for a minute. Marks are made under a
+    /// temporary name of their process now: a dead one's goes at the next look.
+    #[test]
+    fn a_mark_a_dead_process_was_making_goes_at_once() {
+        let (_d, s) = store();
+        let img = s.resolve("busybox").unwrap();
+        let dir = s.root().join("in-use");
+        let mark = s.mark_in_use(&img, "0123456789ab", "container").unwrap();
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // Under its run's name, with its content, only.
+        assert_eq!(names(), ["0123456789ab"]);
+        let text = fs::read_to_string(dir.join("0123456789ab")).unwrap();
+        assert_eq!(text, format!("{} container\n", img.summary.digest));
+        // A dead process's half-made mark, and a live one's (this process's).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let dead_mark = dir.join(format!(".tmp-in-use-{dead}-1-0"));
+        let live_mark = dir.join(format!(".tmp-in-use-{}-1-0", std::process::id()));
+        fs::write(&dead_mark, b"").unwrap();
+        fs::write(&live_mark, b"").unwrap();
+        let users = s.users().unwrap();
+        assert_eq!(users.len(), 1, "{users:?}");
+        assert_eq!(users[0].1.id, "0123456789ab");
+        assert!(!dead_mark.exists(), "a dead process's mark was left");
+        assert!(live_mark.exists(), "a mark being made was deleted");
+        fs::remove_file(&live_mark).unwrap();
+        drop(mark);
+        assert!(names().is_empty(), "{:?}", names());
+    }
+
     #[test]
     fn default_root_honours_isol_home() {
         // Only this test touches ISOL_HOME in this crate's unit tests.

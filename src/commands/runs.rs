@@ -132,6 +132,18 @@ pub fn list(dir: &Path) -> Vec<Record> {
     let mut out = Vec::new();
     for e in entries.flatten() {
         let path = e.path();
+        if let Some(owner) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix('.')?.strip_suffix(".tmp"))
+            .and_then(|n| n.split_once('.').map(|(_, owner)| owner.to_owned()))
+        {
+            // A record its writer did not finish: a dead writer's is a leftover.
+            if !isol_container::state::token_alive(&owner) {
+                let _ = fs::remove_file(&path);
+            }
+            continue;
+        }
         if path.extension().is_none_or(|x| x != "json") {
             continue;
         }
@@ -188,10 +200,20 @@ pub fn register(dir: &Path, mut rec: Record) -> anyhow::Result<Registered> {
     rec.owner = isol_container::state::owner_token(std::process::id())
         .context("Cannot read this process's start time in /proc")?;
     let path = record_path(dir, &rec.id);
-    let tmp = dir.join(format!(".{}.tmp", rec.id));
-    fs::write(&tmp, serde_json::to_vec(&rec)?)
-        .and_then(|()| fs::rename(&tmp, &path))
-        .with_context(|| format!("Cannot write {}", path.display()))?;
+    // Named by its writer too: one a SIGKILLed isol left is known dead (`list` removes it).
+    let tmp = dir.join(format!(".{}.{}.tmp", rec.id, rec.owner));
+    if let Err(source) =
+        fs::write(&tmp, serde_json::to_vec(&rec)?).and_then(|()| fs::rename(&tmp, &path))
+    {
+        // Nothing half-written stays (a full store's filesystem: the file made, its bytes not).
+        let _ = fs::remove_file(&tmp);
+        return Err(isol_image::ImageError::Io {
+            action: "write",
+            path,
+            source,
+        }
+        .into());
+    }
     Ok(Registered {
         dir: dir.to_owned(),
         id: rec.id,
@@ -575,5 +597,30 @@ pub fn new_record(id: &str, name: Option<&str>, backend: &str) -> Record {
         network: "none".into(),
         limits: Limits::default(),
         vm: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by tests/soak.sh in the lab (2026-12-07): an isol SIGKILLed between writing its
+    /// record and renaming it left `.<id>.tmp` for good (nothing looked at it). The temporary
+    /// names its writer now, and a listing removes a dead writer's.
+    #[test]
+    fn a_record_a_dead_isol_was_writing_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = isol_container::state::owner_token(std::process::id()).unwrap();
+        // pid 1 did not start at tick 1: a dead writer's token.
+        let dead = dir.path().join(".0123456789ab.1:1.tmp");
+        let live = dir.path().join(format!(".0123456789ac.{own}.tmp"));
+        let foreign = dir.path().join("notes.txt");
+        for p in [&dead, &live, &foreign] {
+            fs::write(p, b"{").unwrap();
+        }
+        assert!(list(dir.path()).is_empty());
+        assert!(!dead.exists(), "a dead writer's record was left");
+        assert!(live.exists(), "a record being written was removed");
+        assert!(foreign.exists());
     }
 }

@@ -254,7 +254,8 @@ fn read_frames(mut sock: UnixStream, out: &Out, credit: &Credit) -> anyhow::Resu
                 KIND_STARTED => {}
                 KIND_EXIT => return f.i32().map_err(|e| anyhow::anyhow!("The VMM sent {e}")),
                 KIND_ERROR => {
-                    let msg = String::from_utf8_lossy(&f.payload);
+                    // One printable line whatever came (the VMM makes it so already).
+                    let msg = isol_vmm::control::error_line(&f.payload);
                     eprintln!("isol: {msg}");
                     // Killed with the VM, as docker's exec'd processes are with their container.
                     return Ok(if msg.starts_with(ENDED_WITH_THE_VM) {

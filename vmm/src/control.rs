@@ -20,6 +20,9 @@ use isol_guest_init::control::{
 };
 use vmm_sys_util::eventfd::EventFd;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing;
+
 /// The wire format, for clients (`isol exec`).
 pub use isol_guest_init::control as wire;
 
@@ -145,95 +148,108 @@ impl Channel {
     /// Serves until `stop` is written, then gives the clients their last frames.
     pub fn serve(mut self, stop: &EventFd) {
         let mut buf = vec![0u8; MAX_PAYLOAD + control::HEADER_LEN];
-        loop {
-            let mut fds = vec![
-                libc::pollfd {
-                    fd: stop.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
+        while self.turn(stop, &mut buf, -1).is_some() {}
+        self.finish(&mut buf);
+    }
+
+    /// One turn of the loop: waits up to `timeout` ms (-1: for ever) for an event and serves
+    /// what is ready. `None` once `stop` is written (or poll fails), else how many
+    /// descriptors were ready.
+    fn turn(&mut self, stop: &EventFd, buf: &mut [u8], timeout: libc::c_int) -> Option<usize> {
+        let mut fds = vec![
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                // A broken channel is not watched (poll skips a negative fd).
+                fd: if self.guest_broken {
+                    -1
+                } else {
+                    self.guest.as_raw_fd()
                 },
-                libc::pollfd {
-                    // A broken channel is not watched (poll skips a negative fd).
-                    fd: if self.guest_broken {
-                        -1
+                events: libc::POLLIN
+                    | if self.to_guest.is_empty() {
+                        0
                     } else {
-                        self.guest.as_raw_fd()
+                        libc::POLLOUT
                     },
-                    events: libc::POLLIN
-                        | if self.to_guest.is_empty() {
-                            0
-                        } else {
-                            libc::POLLOUT
-                        },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let read_clients = self.to_guest.len() < TO_GUEST_LIMIT;
-            for (fd, c) in &self.clients {
-                let mut events = 0;
-                if read_clients && !c.done {
-                    events |= libc::POLLIN;
-                }
-                if !c.out.is_empty() {
-                    events |= libc::POLLOUT;
-                }
-                fds.push(libc::pollfd {
-                    fd: *fd,
-                    events,
-                    revents: 0,
-                });
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let read_clients = self.to_guest.len() < TO_GUEST_LIMIT;
+        for (fd, c) in &self.clients {
+            let mut events = 0;
+            if read_clients && !c.done {
+                events |= libc::POLLIN;
             }
-            // SAFETY: polls the live array of pollfds, its length given.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                tracing::warn!(
-                    "the exec channel stops: poll: {}",
-                    std::io::Error::last_os_error()
-                );
-                break;
+            if !c.out.is_empty() {
+                events |= libc::POLLOUT;
             }
-            if fds[0].revents != 0 {
-                break;
+            fds.push(libc::pollfd {
+                // Nothing wanted: not watched (poll reports a hang-up whatever is asked).
+                fd: if events == 0 { -1 } else { *fd },
+                events,
+                revents: 0,
+            });
+        }
+        // SAFETY: polls the live array of pollfds, its length given.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                return Some(0);
             }
-            if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                self.read_guest(&mut buf);
+            tracing::warn!(
+                "the exec channel stops: poll: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        if fds[0].revents != 0 {
+            return None;
+        }
+        if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.read_guest(buf);
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            self.accept();
+        }
+        for p in fds[3..].iter().filter(|p| p.fd >= 0) {
+            let gone = p.revents & (libc::POLLHUP | libc::POLLERR) != 0;
+            if p.revents & libc::POLLOUT != 0 {
+                self.write_client(p.fd);
             }
-            if fds[2].revents & libc::POLLIN != 0 {
-                self.accept();
-            }
-            for p in &fds[3..] {
-                if p.revents & libc::POLLOUT != 0 {
-                    self.write_client(p.fd);
-                }
-                if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                    self.read_client(p.fd, &mut buf);
-                }
-            }
-            if !self.to_guest.is_empty()
-                && !self.guest_broken
-                && flush(self.guest.as_raw_fd(), &mut self.to_guest).is_err()
-            {
-                self.break_guest("the guest's end of the channel is gone");
-            }
-            let done: Vec<RawFd> = self
-                .clients
-                .iter()
-                .filter(|(_, c)| c.done && c.out.is_empty())
-                .map(|(fd, _)| *fd)
-                .collect();
-            for fd in done {
-                self.drop_client(fd, false);
+            if p.revents & libc::POLLIN != 0 || (gone && read_clients) {
+                self.read_client(p.fd, buf);
+            } else if gone {
+                // A client that hung up while the guest's queue is full is not read (what it
+                // sent would grow the queue past its limit): its output fails to go, and it is
+                // dropped.
+                self.write_client(p.fd);
             }
         }
-        self.finish(&mut buf);
+        if !self.to_guest.is_empty()
+            && !self.guest_broken
+            && flush(self.guest.as_raw_fd(), &mut self.to_guest).is_err()
+        {
+            self.break_guest("the guest's end of the channel is gone");
+        }
+        let done: Vec<RawFd> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.done && c.out.is_empty())
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in done {
+            self.drop_client(fd, false);
+        }
+        Some(n as usize)
     }
 
     /// After the VM: what the guest still sent goes out, every other client is told its
@@ -288,7 +304,11 @@ impl Channel {
         }
         use std::os::fd::FromRawFd;
         // SAFETY: a descriptor accept4 just made, owned here only.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        self.add_client(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+
+    /// Serves a connected client on `fd` (non-blocking), or tells it why not.
+    fn add_client(&mut self, fd: OwnedFd) {
         let mut c = Client {
             decoder: Decoder::new(),
             out: Vec::new(),
@@ -492,11 +512,18 @@ impl Channel {
             }
             _ => {}
         }
-        if c.out.len() + control::HEADER_LEN + f.payload.len() > CLIENT_OUT_LIMIT {
+        let payload = if f.kind == KIND_ERROR {
+            // The guest's words, printed by `isol exec` on the user's terminal: one line,
+            // bounded, nothing a terminal would act on.
+            error_line(&f.payload).into_bytes()
+        } else {
+            f.payload
+        };
+        if c.out.len() + control::HEADER_LEN + payload.len() > CLIENT_OUT_LIMIT {
             bad(c, FrameError::WindowOverrun);
             return self.close_stream(fd);
         }
-        c.send(&Frame::new(0, f.kind, f.payload));
+        c.send(&Frame::new(0, f.kind, payload));
         if matches!(f.kind, KIND_EXIT | KIND_ERROR) {
             c.done = true;
             if let Some(s) = c.stream.take() {
@@ -504,6 +531,32 @@ impl Channel {
             }
         }
     }
+}
+
+/// Longest error message relayed from the guest, in characters.
+pub const MAX_ERROR_LINE: usize = 512;
+
+/// An ERROR frame's payload (from the guest: anything) as one line fit for a terminal: UTF-8
+/// (invalid bytes replaced), newlines as spaces, other control characters escaped (`\u{1b}`),
+/// at most [`MAX_ERROR_LINE`] characters (cut short: then one more, `…`).
+pub fn error_line(payload: &[u8]) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for c in String::from_utf8_lossy(payload).chars() {
+        let before = out.len();
+        match c {
+            '\n' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+        n += out[before..].chars().count();
+        if n > MAX_ERROR_LINE {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
+    }
+    out
 }
 
 /// A connected pair of stream sockets, both close-on-exec.
@@ -532,7 +585,7 @@ pub fn socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use isol_guest_init::control::{KIND_STARTED, StartRequest};
+    use isol_guest_init::control::{KIND_SIGNAL, KIND_STARTED, StartRequest};
     use isol_guest_init::spec::Spec;
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
@@ -771,6 +824,66 @@ mod tests {
             .write_all(&Frame::new(sc, KIND_ACK, vec![1]).encode())
             .unwrap();
         assert!(message(&read_frame(&mut c)).contains("malformed payload"));
+    }
+
+    /// Found by the fuzz target `control` (2026-12-07): the guest's ERROR message went to the
+    /// client as it was, and `isol exec` printed it on the user's terminal: many lines,
+    /// escape sequences and all.
+    #[test]
+    fn a_guest_error_reaches_the_client_as_one_escaped_line() {
+        let mut rig = Rig::new();
+        let mut a = rig.client();
+        a.write_all(&start().encode()).unwrap();
+        let sa = read_frame(&mut rig.guest).stream;
+        let mut evil = b"fine\n\x1b]0;owned\x07\x1b[2J\r".to_vec();
+        evil.extend(vec![b'x'; 4 * MAX_ERROR_LINE]);
+        rig.guest
+            .write_all(&Frame::new(sa, KIND_ERROR, evil).encode())
+            .unwrap();
+        let msg = message(&read_frame(&mut a));
+        assert!(
+            msg.starts_with("fine \\u{1b}]0;owned\\u{7}\\u{1b}[2J\\r"),
+            "{msg}"
+        );
+        assert!(!msg.chars().any(char::is_control), "{msg}");
+        assert_eq!(msg.chars().count(), MAX_ERROR_LINE + 1, "{msg}");
+        assert!(msg.ends_with("x…"), "{msg}");
+    }
+
+    /// Found by the fuzz target `control` (2026-12-07): a client that hung up was read on its
+    /// hang-up even while the bytes waiting for the guest were over their limit, so what it had
+    /// sent before (frames without credit, such as SIGNAL: as much as its socket held) all went
+    /// into the guest's queue.
+    #[test]
+    fn a_client_that_hangs_up_is_not_read_past_the_guests_limit() {
+        let (ours, _guest) = socketpair().unwrap(); // the guest never reads
+        let (listener, _never) = socketpair().unwrap();
+        let mut ch = Channel::new(listener, ours).unwrap();
+        let stop = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut buf = vec![0u8; MAX_PAYLOAD + control::HEADER_LEN];
+        let (client, mine) = socketpair().unwrap();
+        ch.add_client(client);
+        let mut mine = UnixStream::from(mine);
+        mine.set_nonblocking(true).unwrap();
+        mine.write_all(&start().encode()).unwrap();
+        let signals = Frame::new(0, KIND_SIGNAL, vec![15]).encode().repeat(4096);
+        // Until the guest's socket and then its queue are full and the client is not read.
+        let mut stalled = 0;
+        while stalled < 50 {
+            let sent = mine.write(&signals).unwrap_or(0);
+            ch.turn(&stop, &mut buf, 0);
+            stalled = if sent == 0 { stalled + 1 } else { 0 };
+        }
+        assert!(ch.to_guest.len() >= TO_GUEST_LIMIT, "{}", ch.to_guest.len());
+        drop(mine);
+        for _ in 0..100 {
+            ch.turn(&stop, &mut buf, 0);
+        }
+        assert!(
+            ch.to_guest.len() <= TO_GUEST_LIMIT + buf.len() + control::HEADER_LEN,
+            "{} bytes wait for the guest",
+            ch.to_guest.len()
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod config;
 pub mod control;
 pub mod device_manager;
 pub mod event_loop;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod initramfs;
 pub mod kconfig;
 pub mod launch;

@@ -109,9 +109,7 @@ pub enum NetworkError {
         "Process {pid} shares isol's network namespace; clone the container with CLONE_NEWNET before attaching bridge networking"
     )]
     SharedNetns { pid: i32 },
-    #[error(
-        "Cannot use network state at {path}: {error}; check that the state directory is on a writable local filesystem"
-    )]
+    #[error("{}", state_message(path, error))]
     State { path: PathBuf, error: io::Error },
     #[error(
         "Cannot read or write {path}: {error}; bridge networking needs root and a writable /proc/sys"
@@ -676,6 +674,18 @@ fn teardown_shared(state: &Locked) -> Result<(), NetworkError> {
             .set_has_published(false)
             .and_then(|()| state.clear_active_subnet()),
         Some(error) => Err(error),
+    }
+}
+
+/// [`NetworkError::State`]'s message: a full filesystem is named as such.
+fn state_message(path: &std::path::Path, error: &io::Error) -> String {
+    if crate::error::is_disk_full(error) {
+        crate::error::state_message(&format!("write {}", path.display()), error)
+    } else {
+        format!(
+            "Cannot use network state at {}: {error}; check that the state directory is on a writable local filesystem",
+            path.display()
+        )
     }
 }
 

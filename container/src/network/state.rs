@@ -180,8 +180,14 @@ impl Locked {
         let path = self.address_path(address);
         let temporary = self.dir.join("addr").join(format!(".{address}.tmp"));
         let json = serde_json::to_vec(allocation).expect("an allocation always serializes");
-        fs::write(&temporary, json).map_err(|e| state_error(&temporary, e))?;
-        fs::rename(&temporary, &path).map_err(|e| state_error(&path, e))
+        let written = fs::write(&temporary, json)
+            .map_err(|e| state_error(&temporary, e))
+            .and_then(|()| fs::rename(&temporary, &path).map_err(|e| state_error(&path, e)));
+        if written.is_err() {
+            // Nothing half-written stays (a full filesystem: the file made, its bytes not).
+            let _ = fs::remove_file(&temporary);
+        }
+        written
     }
 
     /// Forgets the allocation of `address` (no error if it is already gone).

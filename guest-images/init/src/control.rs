@@ -178,6 +178,11 @@ impl Decoder {
         self.buf.is_empty()
     }
 
+    /// Bytes of an unfinished frame held: never more than a header and [`MAX_PAYLOAD`].
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Adds `bytes`, appending the frames they complete to `out`. After an error the
     /// decoder is useless (the stream has lost its framing).
     pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), FrameError> {
@@ -259,6 +264,52 @@ impl StartRequest {
                 u16::from_le_bytes([b[1], b[2]]),
                 u16::from_le_bytes([b[3], b[4]]),
             ),
+        })
+    }
+}
+
+/// A frame from the host to the guest init, its payload checked against its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Start a process.
+    Start(Box<StartRequest>),
+    /// Bytes for its stdin.
+    Stdin(Vec<u8>),
+    /// Its stdin is at its end.
+    StdinEof,
+    /// A signal for it.
+    Signal(u8),
+    /// The terminal's size (rows, cols).
+    Resize(u16, u16),
+    /// Output credit back.
+    Ack(u32),
+    /// The client is gone: kill it.
+    Close,
+}
+
+impl Request {
+    /// What `f` asks of the guest: [`FrameError::BadKind`] for a kind the host may not send,
+    /// [`FrameError::BadPayload`] or [`FrameError::BadStart`] for a payload that does not
+    /// fit its kind (STDIN_EOF's and CLOSE's payloads are ignored).
+    pub fn parse(f: Frame) -> Result<Request, FrameError> {
+        let bad = FrameError::BadPayload(f.kind);
+        Ok(match f.kind {
+            KIND_START => Request::Start(Box::new(StartRequest::decode(&f.payload)?)),
+            KIND_STDIN => Request::Stdin(f.payload),
+            KIND_STDIN_EOF => Request::StdinEof,
+            KIND_SIGNAL => match f.payload[..] {
+                [sig] => Request::Signal(sig),
+                _ => return Err(bad),
+            },
+            KIND_RESIZE => match f.payload[..] {
+                [a, b, c, d] => {
+                    Request::Resize(u16::from_le_bytes([a, b]), u16::from_le_bytes([c, d]))
+                }
+                _ => return Err(bad),
+            },
+            KIND_ACK => Request::Ack(f.u32()?),
+            KIND_CLOSE => Request::Close,
+            k => return Err(FrameError::BadKind(k)),
         })
     }
 }

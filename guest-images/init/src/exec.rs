@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use isol_guest_init::control::{
-    self, Decoder, Frame, KIND_ACK, KIND_CLOSE, KIND_ERROR, KIND_EXIT, KIND_RESIZE, KIND_SIGNAL,
-    KIND_START, KIND_STARTED, KIND_STDERR, KIND_STDIN, KIND_STDIN_EOF, KIND_STDOUT, StartRequest,
+    self, Decoder, Frame, FrameError, KIND_ACK, KIND_ERROR, KIND_EXIT, KIND_STARTED, KIND_STDERR,
+    KIND_STDOUT, Request, StartRequest,
 };
 use isol_guest_init::spec::Spec;
 
@@ -150,59 +150,55 @@ fn serve(mut port: fs::File, spec: &Spec, direct: bool, out: &Out) {
 }
 
 fn handle(f: Frame, spec: &Spec, direct: bool, out: &Out, procs: &Procs) {
-    if f.kind == KIND_START {
+    let stream = f.stream;
+    let req = match Request::parse(f) {
+        Ok(r) => r,
+        // A start request that cannot be decoded is answered; anything else malformed (the
+        // VMM relays only well-formed kinds) is dropped, as a frame for no process is.
+        Err(e @ FrameError::BadStart(_)) => return out.error(stream, &e.to_string()),
+        Err(_) => return,
+    };
+    if let Request::Start(req) = req {
         if ENDED.load(Ordering::SeqCst) {
             return out.error(
-                f.stream,
+                stream,
                 "the run's workload has ended; nothing more runs in its VM",
             );
         }
-        let r = StartRequest::decode(&f.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|req| spawn(f.stream, req, spec, direct, out, procs));
-        if let Err(e) = r {
-            out.error(f.stream, &e);
+        if let Err(e) = spawn(stream, *req, spec, direct, out, procs) {
+            out.error(stream, &e);
         }
         return;
     }
     let mut map = procs.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(p) = map.get_mut(&f.stream) else {
+    let Some(p) = map.get_mut(&stream) else {
         return;
     };
-    match f.kind {
-        KIND_STDIN => {
+    match req {
+        Request::Stdin(data) => {
             if let Some(tx) = &p.stdin {
-                let _ = tx.send(f.payload);
+                let _ = tx.send(data);
             }
         }
-        KIND_STDIN_EOF => p.stdin = None,
-        KIND_SIGNAL => {
-            if let [sig] = f.payload[..] {
-                // SAFETY: kill has no memory effects; the pid is ours until reaped (it is in
-                // the map until then).
-                unsafe { libc::kill(p.pid, libc::c_int::from(sig)) };
+        Request::StdinEof => p.stdin = None,
+        Request::Signal(sig) => {
+            // SAFETY: kill has no memory effects; the pid is ours until reaped (it is in
+            // the map until then).
+            unsafe { libc::kill(p.pid, libc::c_int::from(sig)) };
+        }
+        Request::Resize(rows, cols) => {
+            if let Some(m) = &p.master {
+                set_size(m, (rows, cols));
             }
         }
-        KIND_RESIZE => {
-            if let (Some(m), [a, b, c, d]) = (&p.master, &f.payload[..]) {
-                set_size(
-                    m,
-                    (u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d])),
-                );
-            }
-        }
-        KIND_ACK => {
-            if let Ok(n) = f.u32() {
-                p.credit.give(n as usize);
-            }
-        }
-        KIND_CLOSE => {
-            // SAFETY: as for KIND_SIGNAL.
+        Request::Ack(n) => p.credit.give(n as usize),
+        Request::Close => {
+            // SAFETY: as for a signal.
             unsafe { libc::kill(p.pid, libc::SIGKILL) };
             p.credit.close();
             p.stdin = None;
         }
-        _ => {}
+        Request::Start(_) => {}
     }
 }
 

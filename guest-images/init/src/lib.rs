@@ -8,6 +8,8 @@
 pub mod cgroup;
 pub mod control;
 pub mod etc;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod net;
 pub mod port;
 pub mod privileges;
