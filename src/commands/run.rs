@@ -1251,6 +1251,7 @@ fn kvm_network(
         gateway: lease.gateway(),
         state_root,
         ports: lease.ports().iter().map(ToString::to_string).collect(),
+        masked_features: net_without()?,
     };
     tracing::debug!(tap = %launch.tap, address = %launch.address, "VM network attached");
     Ok(Some(KvmNetwork {
@@ -1258,6 +1259,18 @@ fn kvm_network(
         tap: tap.into_fd(),
         _lease: lease,
     }))
+}
+
+/// Environment switch for measurements: `ISOL_NET_WITHOUT=event_idx` makes the VM's
+/// network card not offer those virtio features (docs/benchmarks.md, "Network").
+pub const NET_WITHOUT_ENV: &str = "ISOL_NET_WITHOUT";
+
+fn net_without() -> anyhow::Result<u64> {
+    let Some(v) = std::env::var_os(NET_WITHOUT_ENV) else {
+        return Ok(0);
+    };
+    isol_devices::virtio::net::feature_mask(&v.to_string_lossy())
+        .map_err(|e| anyhow::anyhow!("{NET_WITHOUT_ENV}: {e}"))
 }
 
 /// Environment switch: `ISOL_VMM_JAIL=off` runs the VMM without its jail (for debugging).

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 7;
+pub const FORMAT: u32 = 8;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -282,6 +282,9 @@ pub struct LaunchNet {
     /// The published ports (`-p`), docker's way (`0.0.0.0:18080->8080/tcp`), for `--json`.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// virtio feature bits the card does not offer (`ISOL_NET_WITHOUT`); 0 normally.
+    #[serde(default)]
+    pub masked_features: u64,
 }
 
 impl LaunchNet {
@@ -296,6 +299,7 @@ impl LaunchNet {
                 gateway: self.gateway,
             }),
             stats: Arc::default(),
+            masked_features: self.masked_features,
         }
     }
 }
@@ -925,6 +929,7 @@ mod tests {
                 gateway: [10, 88, 0, 1].into(),
                 state_root: "/var/lib/isol/containers".into(),
                 ports: vec!["0.0.0.0:18080->8080/tcp".into()],
+                masked_features: 1 << 29,
             }),
             etc_files: vec![
                 ("hostname".into(), "h1\n".into()),

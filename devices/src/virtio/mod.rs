@@ -26,8 +26,8 @@ pub mod queue;
 pub mod subscriber;
 
 use std::os::unix::io::RawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, Events};
 use vm_memory::GuestMemoryMmap;
@@ -122,6 +122,49 @@ impl IrqTrigger {
     }
 
     /// The eventfd (for irqfd registration).
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// How a device tells the VMM that the process serving it is gone and the VM cannot go on
+/// (a vhost-user backend that exited mid-run: the guest would wait for it forever). The
+/// first reason raised is kept; the eventfd is what the VMM's event loop watches. Clones
+/// share both.
+#[derive(Debug, Clone)]
+pub struct BackendLost {
+    evt: Arc<EventFd>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl BackendLost {
+    /// A notice nobody raised yet.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            evt: Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?),
+            reason: Arc::default(),
+        })
+    }
+
+    /// Says why the VM cannot go on (one line, for the user) and wakes the watcher.
+    pub fn raise(&self, reason: String) {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(reason);
+        // Fails only if the counter would overflow: it is non-zero, so the watcher wakes.
+        let _ = self.evt.write(1);
+    }
+
+    /// The first reason raised, if any.
+    pub fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The eventfd the watcher polls (readable once raised).
     pub fn eventfd(&self) -> &EventFd {
         &self.evt
     }
