@@ -509,6 +509,9 @@ fn event_idx_publishes_avail_event_and_honours_used_event() {
         txd.push(raw(at, (VNET_HDR_LEN + f.len()) as u32, 0, 0));
     }
     let mut qs = [queue(&m, RXQ, &[], &[]), queue(&m, TXQ, &txd, &[0, 1])];
+    // The mock's used ring starts where the avail ring's used_event is (it leaves no room
+    // for it): a used ring of its own.
+    qs[TX].set_used_ring_address(Some((TXQ + 0x8000) as u32), Some(0));
     // used_event (after the 16 available entries): interrupt once used passes 2.
     let used_event = qs[TX].avail_ring() + 4 + 2 * 16;
     m.write_obj(2u16.to_le(), GuestAddress(used_event)).unwrap();
