@@ -549,6 +549,12 @@ pub fn attach_virtio_devices(
                     len: len as u32,
                 });
             }
+            if t.batch_interrupt_ack() {
+                late.push(LateIo::Batched {
+                    addr: base + mmio_reg::INTERRUPT_ACK,
+                    len: 4,
+                });
+            }
         }
         let t = Arc::new(Mutex::new(t));
         new_bus.insert(t.clone(), base, MMIO_WINDOW, name)?;

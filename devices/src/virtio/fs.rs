@@ -275,6 +275,11 @@ impl VirtioDevice for VhostUserFs {
         true
     }
 
+    // INT_VRING is sticky while live (`start`).
+    fn batch_interrupt_ack(&self) -> bool {
+        true
+    }
+
     fn set_queue_evts(&mut self, evts: &[EventFd]) -> std::io::Result<()> {
         self.kicks = evts
             .iter()

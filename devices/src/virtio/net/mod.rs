@@ -67,6 +67,11 @@ pub const F_HOST_UFO: u32 = 14;
 /// `VIRTIO_RING_F_EVENT_IDX`: each side says up to where it wants to be notified
 /// (`used_event` in the available ring, `avail_event` in the used ring).
 pub const F_EVENT_IDX: u32 = 29;
+/// Not a virtio feature: isol's own switch (bit 63 of a [`Net::without`] mask, which no
+/// virtio feature uses): `INT_VRING` kept set in the interrupt status while the device is
+/// live, and the driver's `INTERRUPT_ACK` batched by KVM instead of an exit
+/// ([`VirtioDevice::batch_interrupt_ack`]).
+pub const STICKY_IRQ: u32 = 63;
 /// Passes over a queue in one call when `EVENT_IDX` finds more work after the device
 /// published how far it got (a driver refilling as fast as the device drains): bounds the
 /// call, as the chain budget bounds each pass.
@@ -83,7 +88,7 @@ pub const TX: usize = 1;
 pub const MAX_FRAME: usize = 65562;
 
 /// The features [`Net::without`] may leave out, by the names `ISOL_NET_WITHOUT` takes.
-pub const MASKABLE: [(&str, u32); 1] = [("event_idx", F_EVENT_IDX)];
+pub const MASKABLE: [(&str, u32); 2] = [("event_idx", F_EVENT_IDX), ("sticky_irq", STICKY_IRQ)];
 
 /// The feature bits named in `names` (comma-separated, from [`MASKABLE`]).
 pub fn feature_mask(names: &str) -> Result<u64, String> {
@@ -177,6 +182,11 @@ impl Net {
     /// The traffic counters.
     pub fn stats(&self) -> &Arc<NetStats> {
         &self.stats
+    }
+
+    /// Whether `INT_VRING` stays set while live ([`STICKY_IRQ`], on unless masked).
+    fn sticky_irq(&self) -> bool {
+        self.masked & (1 << STICKY_IRQ) == 0
     }
 
     /// The tap's offload flags for the driver's features.
@@ -477,6 +487,11 @@ impl VirtioDevice for Net {
         for q in ctx.queues.iter_mut() {
             q.set_event_idx(self.event_idx);
         }
+        if self.sticky_irq() {
+            // Each interrupt makes the driver look at both queues, which costs it nothing
+            // when one has no news; its acknowledgement then needs no exit.
+            ctx.irq.set_sticky(super::INT_VRING);
+        }
         Ok(())
     }
 
@@ -503,6 +518,10 @@ impl VirtioDevice for Net {
 
     fn init_host_events(&mut self, ops: &mut EventOps) {
         self.watch(ops, true);
+    }
+
+    fn batch_interrupt_ack(&self) -> bool {
+        self.sticky_irq()
     }
 
     fn owns_fd(&self, fd: RawFd) -> bool {
