@@ -1367,6 +1367,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_directories_are_filled_as_the_workloads_expect() {
+        let dir = std::env::temp_dir().join(format!("isol-bench-fill-{}", std::process::id()));
+        Fill::File(2).make(&dir.join("f")).unwrap();
+        let size = fs::metadata(dir.join("f/r.dat")).map(|m| m.len());
+        Fill::Tree(3, 4).make(&dir.join("t")).unwrap();
+        let files: usize = fs::read_dir(dir.join("t/tree"))
+            .unwrap()
+            .map(|e| fs::read_dir(e.unwrap().path()).unwrap().count())
+            .sum();
+        Fill::Empty.make(&dir.join("e")).unwrap();
+        let empty = fs::read_dir(dir.join("e")).unwrap().count();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(size.unwrap(), 2 << 20);
+        assert_eq!(files, 12);
+        assert_eq!(empty, 0);
+        // Every shared workload writes where the share is, and only there.
+        for w in timed_workloads(Sizes::new(true), &["shared"]) {
+            assert!(w.share.is_some(), "{}", w.id);
+            assert!(w.body.contains("$D/"), "{}", w.id);
+        }
+    }
+
+    #[test]
     fn marks_give_the_time_between_them() {
         let out = "1000.000100 S\n1000.250100 E\n";
         let (ms, notes) = parse_marks(out).unwrap();
