@@ -480,7 +480,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net", value_parser = isol_bench::parse_benchmark)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net,shared", value_parser = isol_bench::parse_benchmark)]
     pub benchmarks: Vec<isol_bench::Benchmark>,
     /// Internal: this bench runs inside the lab for an outer `isol bench`, and prints its
     /// reports on stdout.

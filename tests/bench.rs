@@ -425,7 +425,7 @@ fn check_metric(m: &Value) {
 fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
     require_root();
     let _g = serial();
-    let bench = Bench::quick_container("memory,cpu,syscall,io,net", &[]);
+    let bench = Bench::quick_container("memory,cpu,syscall,io,net,shared", &[]);
     let report = bench.json();
     assert!(report["benchmarks"].as_array().unwrap().is_empty());
     let metrics = report["metrics"].as_array().unwrap();
@@ -441,6 +441,10 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
         "io-rand-write",
         "io-fsync",
         "net",
+        "net-host",
+        "shared-write",
+        "shared-read",
+        "shared-meta",
     ] {
         assert!(ids.contains(&want), "{want} missing from {ids:?}");
     }
@@ -462,11 +466,18 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
         // kvm was not: a marked skip, never a silent gap.
         let k = get("isol-kvm").unwrap_or_else(|| panic!("{id}: no kvm row"));
         assert_eq!(k["status"], "skipped", "{id}");
-        if !id.starts_with("memory-growth") {
+        if id == "net-host" {
+            // The host sends: its row is a marked skip saying so.
+            let h = get("host").unwrap_or_else(|| panic!("{id}: no host row"));
+            assert_eq!(h["status"], "skipped", "{id}: {h}");
+        } else if !id.starts_with("memory-growth") {
             let h = get("host").unwrap_or_else(|| panic!("{id}: no host reference"));
             assert_eq!(h["status"], "ok", "{id}: {h}");
         }
-        if ["cpu", "syscall", "net"].contains(&id) || id.starts_with("io-") {
+        if ["cpu", "syscall", "net"].contains(&id)
+            || id.starts_with("io-")
+            || id.starts_with("shared-")
+        {
             assert!(
                 m["ratios"]
                     .as_array()

@@ -271,6 +271,56 @@ fn a_failed_run_and_a_killed_isol_leave_nothing() {
     }
 }
 
+#[test]
+fn virtiofsd_dying_mid_run_ends_the_run_with_a_clear_error() {
+    let Some((_g, dir, vol)) = share_test("/data") else {
+        return;
+    };
+    // The workload reads the share until it cannot; the timeout only bounds a run whose
+    // backend's death went unseen (124, not the 125 wanted).
+    let mut child = isol(&[
+        "run",
+        "--backend",
+        "kvm",
+        "--timeout",
+        "180",
+        "-v",
+        &vol,
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "cat /data/in.txt; while true; do cat /data/in.txt > /dev/null; ls /data > /dev/null; done",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(read_line(&mut out), "from the host\n");
+    // virtiofsd and its sandboxed child, killed as an OOM kill or a crash would.
+    let backends = virtiofsds_for(dir.path());
+    assert!(!backends.is_empty());
+    for b in &backends {
+        let pid: i32 = b.split(':').next().unwrap().parse().unwrap();
+        // SAFETY: kill(2) with integer arguments; the pid is a virtiofsd of this run.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 125, "stderr: {err}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("exited while the VM ran"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line: {err}");
+    assert!(
+        said[0].contains("virtiofsd serving the shared directory /data (virtio-fs isol-fs0)"),
+        "{err}"
+    );
+    assert_nothing_left(dir.path(), "after virtiofsd died mid-run");
+}
+
 // Bad input: one clear line and 125, before any VM. No KVM needed.
 
 fn assert_bad(args: &[&str], env: &[(&str, &str)], needle: &str) {

@@ -574,6 +574,7 @@ ul{font-size:13px}.ratios{font-size:14px}dt{font-weight:bold;float:left;width:15
                 "syscall" => "Syscall-heavy work",
                 "io" => "IO on the root filesystem",
                 "net" => "Network",
+                "shared" => "A directory shared with the host",
                 other => other,
             };
             let _ = write!(html, "<h2>{title}</h2>");

@@ -109,6 +109,8 @@ pub enum Benchmark {
     Syscall,
     Io,
     Net,
+    /// A directory shared with the run: bind mount vs virtio-fs.
+    Shared,
 }
 
 impl Benchmark {
@@ -121,6 +123,7 @@ impl Benchmark {
             Benchmark::Syscall => "syscall",
             Benchmark::Io => "io",
             Benchmark::Net => "net",
+            Benchmark::Shared => "shared",
         }
     }
 
@@ -158,7 +161,8 @@ pub fn parse_peer(s: &str) -> Result<Peer, String> {
     }
 }
 
-/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io` or `net`.
+/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io`, `net` or
+/// `shared`.
 pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     match s.trim() {
         "start" => Ok(Benchmark::Start),
@@ -168,8 +172,9 @@ pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
         "syscall" => Ok(Benchmark::Syscall),
         "io" => Ok(Benchmark::Io),
         "net" => Ok(Benchmark::Net),
+        "shared" => Ok(Benchmark::Shared),
         other => Err(format!(
-            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net"
+            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net, shared"
         )),
     }
 }
@@ -795,20 +800,26 @@ fn workload_metrics(
             None => return Ok(None),
         }
     }
-    let timed: Vec<&str> = [Benchmark::Cpu, Benchmark::Syscall, Benchmark::Io]
-        .into_iter()
-        .filter(|b| want(*b))
-        .map(Benchmark::name)
-        .collect();
+    let timed: Vec<&str> = [
+        Benchmark::Cpu,
+        Benchmark::Syscall,
+        Benchmark::Io,
+        Benchmark::Shared,
+    ]
+    .into_iter()
+    .filter(|b| want(*b))
+    .map(Benchmark::name)
+    .collect();
     if !timed.is_empty() {
-        match workloads::timed_metrics(&runners, sizes, &timed, work_runs, &progress) {
+        match workloads::timed_metrics(&runners, sizes, &timed, work_runs, &setup.work.0, &progress)
+        {
             Some(ms) => metrics.extend(ms),
             None => return Ok(None),
         }
     }
     if want(Benchmark::Net) {
-        match workloads::net_metric(&runners, sizes, work_runs, &progress) {
-            Some(m) => metrics.push(m),
+        match workloads::net_metrics(&runners, sizes, work_runs, &progress) {
+            Some(ms) => metrics.extend(ms),
             None => return Ok(None),
         }
     }

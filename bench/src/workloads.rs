@@ -56,8 +56,19 @@ impl Runner {
         matches!(self, Runner::Isol { kvm: true, .. })
     }
 
-    /// The command running `sh -c script`; `stdin` asks for a piped stdin (`-i`).
+    /// The command running `sh -c script`; `stdin` asks for a piped stdin (`-i`); `volume`
+    /// shares a host directory at [`SHARED`] (`-v DIR:/shared`; the host runs in it).
     fn command(&self, script: &str, stdin: bool, bridge: bool) -> Command {
+        self.command_with(script, stdin, bridge, None)
+    }
+
+    fn command_with(
+        &self,
+        script: &str,
+        stdin: bool,
+        bridge: bool,
+        volume: Option<&Path>,
+    ) -> Command {
         match self {
             Runner::Isol {
                 exe,
@@ -79,6 +90,9 @@ impl Runner {
                 if bridge {
                     c.args(["--network", "bridge"]);
                 }
+                if let Some(v) = volume {
+                    c.arg("-v").arg(format!("{}:{SHARED}", v.display()));
+                }
                 c.args(["busybox", "--", "sh", "-c", script]);
                 c
             }
@@ -92,14 +106,19 @@ impl Runner {
         }
     }
 
-    /// The directory the IO workloads write in.
-    fn io_dir(&self) -> String {
-        match self {
-            Runner::Host { io_dir, .. } => io_dir.display().to_string(),
-            Runner::Isol { .. } => String::new(),
+    /// The directory the IO workloads write in (`volume`: the shared directory's).
+    fn io_dir(&self, volume: Option<&Path>) -> String {
+        match (self, volume) {
+            (Runner::Host { .. }, Some(v)) => v.display().to_string(),
+            (Runner::Isol { .. }, Some(_)) => SHARED.to_string(),
+            (Runner::Host { io_dir, .. }, None) => io_dir.display().to_string(),
+            (Runner::Isol { .. }, None) => String::new(),
         }
     }
 }
+
+/// Where the `shared` benchmark's directory appears in a run.
+const SHARED: &str = "/shared";
 
 /// Makes `dir` hold a link to /bin/busybox for each applet the workloads use.
 pub fn host_bin_dir(dir: &Path) -> Result<PathBuf, String> {
@@ -120,6 +139,9 @@ pub fn host_bin_dir(dir: &Path) -> Result<PathBuf, String> {
         "cat",
         "tr",
         "unshare",
+        "ls",
+        "cp",
+        "rm",
     ] {
         let link = dir.join(applet);
         let _ = fs::remove_file(&link);
@@ -138,6 +160,8 @@ pub struct Sizes {
     pub rand_ops: u64,
     pub fsync_ops: u64,
     pub net_mib: u64,
+    /// The `shared` benchmark's tree: directories, files in each.
+    pub tree: (u32, u32),
 }
 
 impl Sizes {
@@ -150,6 +174,7 @@ impl Sizes {
                 rand_ops: 20,
                 fsync_ops: 10,
                 net_mib: 16,
+                tree: (10, 20),
             }
         } else {
             Sizes {
@@ -159,6 +184,7 @@ impl Sizes {
                 rand_ops: 200,
                 fsync_ops: 100,
                 net_mib: 64,
+                tree: (20, 50),
             }
         }
     }
@@ -179,6 +205,50 @@ struct Timed {
     /// Not run on kvm: why.
     kvm_skip: Option<String>,
     kvm_note: Option<String>,
+    /// Run in a fresh host directory shared with the run (`-v DIR:/shared`), filled with
+    /// this first, untimed (the `shared` benchmark).
+    share: Option<Fill>,
+}
+
+/// What a shared directory holds before a `shared` workload runs (written by the bench on
+/// the host, so a VM's guest has never seen it: nothing of it is in the guest's cache).
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    /// Nothing.
+    Empty,
+    /// `r.dat` of this many MiB.
+    File(u64),
+    /// `tree/dN/fM`: (directories, files in each), 100 bytes each.
+    Tree(u32, u32),
+}
+
+impl Fill {
+    fn make(self, dir: &Path) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("cannot fill {}: {e}", dir.display());
+        fs::create_dir_all(dir).map_err(err)?;
+        match self {
+            Fill::Empty => {}
+            Fill::File(mib) => {
+                let f = File::create(dir.join("r.dat")).map_err(err)?;
+                let chunk = vec![0x5au8; 1 << 20];
+                let mut w = std::io::BufWriter::new(f);
+                for _ in 0..mib {
+                    w.write_all(&chunk).map_err(err)?;
+                }
+                w.flush().map_err(err)?;
+            }
+            Fill::Tree(dirs, files) => {
+                for d in 0..dirs {
+                    let sub = dir.join("tree").join(format!("d{d}"));
+                    fs::create_dir_all(&sub).map_err(err)?;
+                    for f in 0..files {
+                        fs::write(sub.join(format!("f{f}")), [b'x'; 100]).map_err(err)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `run CMD…`: runs CMD, and on failure prints `FAIL …` and stops the workload.
@@ -190,15 +260,16 @@ fn timed_script(dir: &str, prep: &str, body: &str) -> String {
     format!("D={d}; {PRELUDE}{{ {prep} echo S; {body} echo E; }} 2>&1 | ts %.s")
 }
 
-/// Runs a marked workload once; returns the ms between the markers and NOTE lines.
+/// Runs a marked workload once (`volume`: with that directory shared); returns the ms between
+/// the markers and NOTE lines.
 fn run_timed(
     r: &Runner,
     prep: &str,
     body: &str,
-    bridge: bool,
+    volume: Option<&Path>,
 ) -> Result<(f64, Vec<String>), String> {
-    let script = timed_script(&r.io_dir(), prep, body);
-    let mut cmd = r.command(&script, false, bridge);
+    let script = timed_script(&r.io_dir(volume), prep, body);
+    let mut cmd = r.command_with(&script, false, false, volume);
     let out = output_with_timeout(&mut cmd)?;
     parse_marks(&out.0).map_err(|e| {
         if out.1.trim().is_empty() {
@@ -290,6 +361,7 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             unit: "ms",
             kvm_skip: None,
             kvm_note: None,
+            share: None,
         });
     }
     if which.contains(&"syscall") {
@@ -310,6 +382,7 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             unit: "µs/byte",
             kvm_skip: None,
             kvm_note: None,
+            share: None,
         });
     }
     if which.contains(&"io") {
@@ -326,6 +399,7 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             unit: "ms",
             kvm_skip: None,
             kvm_note: Some(tmpfs_note.clone()),
+            share: None,
         });
         let write_file =
             |m: u64| format!("run dd if=/dev/zero of=$D/bench.dat bs=1M count={m} conv=fsync; ");
@@ -346,6 +420,7 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             unit: "ms",
             kvm_skip: None,
             kvm_note: Some(tmpfs_note.clone()),
+            share: None,
         });
         let n = s.rand_ops;
         let lp = |cmd: &str| {
@@ -365,6 +440,7 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             unit: "ms/op",
             kvm_skip: None,
             kvm_note: Some(tmpfs_note.clone()),
+            share: None,
         });
         v.push(Timed {
             id: "io-rand-write",
@@ -381,6 +457,7 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             unit: "ms/op",
             kvm_skip: None,
             kvm_note: Some(tmpfs_note.clone()),
+            share: None,
         });
         let f = s.fsync_ops;
         v.push(Timed {
@@ -397,6 +474,55 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
             unit: "ms/op",
             kvm_skip: None,
             kvm_note: Some(tmpfs_note),
+            share: None,
+        });
+    }
+    if which.contains(&"shared") {
+        let mib = s.seq_mib;
+        let (dirs, files) = s.tree;
+        let how = "a fresh host directory per run, filled untimed by the bench on the host, shared at /shared: container: a bind mount (`-v DIR:/shared`); kvm: virtio-fs (`-v DIR:/shared`: isol's VMM a vhost-user frontend, virtiofsd 1.x with `--cache auto` serving it); host: the directory itself";
+        let kvm_note = Some("kvm: every FUSE request is a virtqueue round trip to virtiofsd (kick by ioeventfd, interrupt by irqfd): no VMM on the path, but a guest exit and a host wake-up per request; the container's bind mount is the host's own filesystem".to_string());
+        v.push(Timed {
+            id: "shared-write",
+            title: format!("Shared directory: write {mib} MiB + fsync"),
+            method: format!(
+                "busybox `dd if=/dev/zero of=/shared/w.dat bs=1M count={mib} conv=fsync` into {how}"
+            ),
+            prep: String::new(),
+            body: format!("run dd if=/dev/zero of=$D/w.dat bs=1M count={mib} conv=fsync;"),
+            per: 1.0,
+            unit: "ms",
+            kvm_skip: None,
+            kvm_note: kvm_note.clone(),
+            share: Some(Fill::Empty),
+        });
+        v.push(Timed {
+            id: "shared-read",
+            title: format!("Shared directory: read {mib} MiB"),
+            method: format!(
+                "busybox `dd if=/shared/r.dat of=/dev/null bs=1M` of a {mib} MiB file the bench wrote on the host before the run (in the host's page cache; never seen by the guest), in {how}"
+            ),
+            prep: String::new(),
+            body: "run dd if=$D/r.dat of=/dev/null bs=1M;".into(),
+            per: 1.0,
+            unit: "ms",
+            kvm_skip: None,
+            kvm_note: kvm_note.clone(),
+            share: Some(Fill::File(mib)),
+        });
+        v.push(Timed {
+            id: "shared-meta",
+            title: format!("Shared directory: metadata walk of {} files", dirs * files),
+            method: format!(
+                "a tree of {dirs} directories of {files} files of 100 bytes, written on the host before the run, then busybox `ls -lR` (lookups, getattr, readdir), `cp -a` of the tree (create, write, set times) and `rm -rf` of the copy (unlink, rmdir), timed together, in {how}"
+            ),
+            prep: String::new(),
+            body: "run ls -lR $D/tree; run cp -a $D/tree $D/copy; run rm -rf $D/copy;".into(),
+            per: 1.0,
+            unit: "ms",
+            kvm_skip: None,
+            kvm_note,
+            share: Some(Fill::Tree(dirs, files)),
         });
     }
     v
@@ -405,12 +531,14 @@ fn timed_workloads(s: Sizes, which: &[&str]) -> Vec<Timed> {
 /// Progress callback: a message per step.
 pub type Progress<'a> = &'a dyn Fn(String);
 
-/// The marker-timed benchmarks (cpu, syscall, io) over `runners`; `None` when cancelled.
+/// The marker-timed benchmarks (cpu, syscall, io, shared) over `runners`, the shared
+/// directories made under `scratch`; `None` when cancelled.
 pub fn timed_metrics(
     runners: &[Runner],
     sizes: Sizes,
     which: &[&str],
     runs: u32,
+    scratch: &Path,
     progress: Progress,
 ) -> Option<Vec<Metric>> {
     let mut metrics = Vec::new();
@@ -429,7 +557,16 @@ pub fn timed_metrics(
                 if s.status != Status::Ok {
                     continue;
                 }
-                let res = run_timed(r, &w.prep, &w.body, false);
+                let dir = scratch.join(format!("shared-{}-{round}", r.subject()));
+                let res = match w.share {
+                    None => run_timed(r, &w.prep, &w.body, None),
+                    Some(fill) => fill
+                        .make(&dir)
+                        .and_then(|()| run_timed(r, &w.prep, &w.body, Some(&dir))),
+                };
+                if w.share.is_some() {
+                    let _ = fs::remove_dir_all(&dir);
+                }
                 if cancel::cancelled() {
                     return None;
                 }
@@ -456,7 +593,11 @@ pub fn timed_metrics(
         }
         let mut m = Metric {
             id: w.id.into(),
-            benchmark: if w.id.starts_with("io") { "io" } else { w.id },
+            benchmark: match w.id {
+                id if id.starts_with("io") => "io",
+                id if id.starts_with("shared") => "shared",
+                id => id,
+            },
             title: w.title,
             method: format!(
                 "{}. One warm-up round discarded, then {runs} rounds, subjects interleaved.",
@@ -480,27 +621,55 @@ pub fn timed_metrics(
 
 /// Network throughput: a container sending to a server on isol's bridge — another container,
 /// or a VM (`--network bridge` on kvm: virtio-net on a tap) — vs two processes over loopback
-/// in a fresh network namespace on the host.
-pub fn net_metric(
+/// in a fresh network namespace on the host (`net`); and the host itself sending to the same
+/// servers over the bridge (`net-host`).
+pub fn net_metrics(
     runners: &[Runner],
     sizes: Sizes,
     runs: u32,
     progress: Progress,
-) -> Option<Metric> {
+) -> Option<Vec<Metric>> {
     let bytes = sizes.net_mib << 20;
+    let host = runners.iter().find(|r| matches!(r, Runner::Host { .. }));
     let mut series = Vec::new();
+    let mut from_host = Vec::new();
     for r in runners {
         series.push(Series::new(r.subject(), r.label()));
+        from_host.push(match r {
+            Runner::Host { .. } => Series::skipped(
+                r.subject(),
+                r.label(),
+                "the host is the sender here; its loopback baseline is in `net`".into(),
+            ),
+            Runner::Isol { .. } => Series::new(r.subject(), r.label()),
+        });
     }
     for round in 0..=runs {
         progress(format!("net: round {round}/{runs}"));
-        for (r, s) in runners.iter().zip(series.iter_mut()) {
+        for ((r, s), h) in runners
+            .iter()
+            .zip(series.iter_mut())
+            .zip(from_host.iter_mut())
+        {
+            if h.status == Status::Ok
+                && let Some(host) = host
+            {
+                let res = net_bridge(r, bytes, Some(host));
+                if cancel::cancelled() {
+                    return None;
+                }
+                match res {
+                    Ok(ms) if round > 0 => h.push(bytes as f64 / (1 << 20) as f64 / (ms / 1e3)),
+                    Ok(_) => {}
+                    Err(e) => h.fail(format!("round {round}: {e}")),
+                }
+            }
             if s.status != Status::Ok {
                 continue;
             }
             let res = match r {
                 Runner::Host { .. } => net_host(r, bytes),
-                Runner::Isol { .. } => net_bridge(r, bytes),
+                Runner::Isol { .. } => net_bridge(r, bytes, None),
             };
             if cancel::cancelled() {
                 return None;
@@ -526,7 +695,21 @@ pub fn net_metric(
         notes: Vec::new(),
     };
     m.finish(&[("isol-container", "host"), ("isol-kvm", "isol-container")]);
-    Some(m)
+    let mut h = Metric {
+        id: "net-host".into(),
+        benchmark: "net",
+        title: format!("Network: {} MiB over TCP from the host", sizes.net_mib),
+        method: format!(
+            "the host's busybox `head -c {bytes} /dev/zero | nc ADDR 5001` (in the host's own network namespace, through the bridge `isol0`) to a busybox `nc -l -p 5001 >/dev/null` in an isol container (its veth) or in a VM (virtio-net on a tap) on the bridge, timed inside the sender as for `net`; the same sender for both, so the two differ only in the receiver. Samples are MiB/s (higher is better). One warm-up round, then {runs} rounds."
+        ),
+        unit: "MiB/s",
+        lower_is_better: false,
+        series: from_host,
+        ratios: Vec::new(),
+        notes: Vec::new(),
+    };
+    h.finish(&[("isol-kvm", "isol-container")]);
+    Some(vec![m, h])
 }
 
 fn net_host(r: &Runner, bytes: u64) -> Result<f64, String> {
@@ -550,7 +733,8 @@ fn net_host(r: &Runner, bytes: u64) -> Result<f64, String> {
         .and_then(|ms| closed.map(|()| ms))
 }
 
-fn net_bridge(r: &Runner, bytes: u64) -> Result<f64, String> {
+/// `r` receiving on the bridge from a container (`from` `None`) or from the host's `from`.
+fn net_bridge(r: &Runner, bytes: u64, from: Option<&Runner>) -> Result<f64, String> {
     let mut server = Instance::spawn(&mut r.command(
         "ip -4 -o addr show eth0; echo ready; nc -l -p 5001 >/dev/null",
         true,
@@ -584,7 +768,17 @@ fn net_bridge(r: &Runner, bytes: u64) -> Result<f64, String> {
             },
             other => other.clone(),
         };
-        let (o, e) = output_with_timeout(&mut sender.command(&client, false, true))?;
+        let mut cmd = match from {
+            Some(Runner::Host { bin_dir, io_dir }) => {
+                let mut c = Command::new(bin_dir.join("sh"));
+                c.env("PATH", bin_dir)
+                    .current_dir(io_dir)
+                    .args(["-c", &client]);
+                c
+            }
+            _ => sender.command(&client, false, true),
+        };
+        let (o, e) = output_with_timeout(&mut cmd)?;
         parse_marks(&o)
             .map(|x| x.0)
             .map_err(|m| format!("{m} {}", last_line(&e)))
@@ -1171,6 +1365,29 @@ fn base_of(out: &[Metric]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_directories_are_filled_as_the_workloads_expect() {
+        let dir = std::env::temp_dir().join(format!("isol-bench-fill-{}", std::process::id()));
+        Fill::File(2).make(&dir.join("f")).unwrap();
+        let size = fs::metadata(dir.join("f/r.dat")).map(|m| m.len());
+        Fill::Tree(3, 4).make(&dir.join("t")).unwrap();
+        let files: usize = fs::read_dir(dir.join("t/tree"))
+            .unwrap()
+            .map(|e| fs::read_dir(e.unwrap().path()).unwrap().count())
+            .sum();
+        Fill::Empty.make(&dir.join("e")).unwrap();
+        let empty = fs::read_dir(dir.join("e")).unwrap().count();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(size.unwrap(), 2 << 20);
+        assert_eq!(files, 12);
+        assert_eq!(empty, 0);
+        // Every shared workload writes where the share is, and only there.
+        for w in timed_workloads(Sizes::new(true), &["shared"]) {
+            assert!(w.share.is_some(), "{}", w.id);
+            assert!(w.body.contains("$D/"), "{}", w.id);
+        }
+    }
 
     #[test]
     fn marks_give_the_time_between_them() {

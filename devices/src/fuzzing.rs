@@ -449,7 +449,7 @@ fn host_drain(host: &std::os::fd::OwnedFd) -> (u64, u64) {
 /// every frame the device wrote is whole (a header, at most [`MAX_FRAME`] after it) and
 /// counted, and that the device delivers no more frames and bytes than the host sent.
 ///
-/// Input: 2 bytes of feature bits acked, 8–12 bytes of setup per queue (receive, transmit),
+/// Input: 2 bytes of feature bits acked (the second's bit 7: `EVENT_IDX`), 8–12 bytes of setup per queue (receive, transmit),
 /// 1 byte op count, that many op bytes (serve receive, serve transmit, send a frame, reset,
 /// patch guest memory), the frames' and patches' bytes, then guest memory.
 pub fn net(data: &[u8]) {
@@ -459,7 +459,12 @@ pub fn net(data: &[u8]) {
 /// [`net`]; returns the device's counters.
 fn net_run(data: &[u8]) -> std::sync::Arc<NetStats> {
     let mut inp = Input(data);
-    let acked = u64::from(inp.u8()) << 7 | u64::from(inp.u8() & 0x23);
+    // Offloads from the first byte; CSUM, GUEST_CSUM, MAC and (bit 7) EVENT_IDX from the
+    // second.
+    let offloads = inp.u8();
+    let low = inp.u8();
+    let acked =
+        u64::from(offloads) << 7 | u64::from(low & 0x23) | u64::from(low & 0x80) << (29 - 7);
     let (tap, host) = fake_tap();
     let stats = std::sync::Arc::new(NetStats::default());
     let mut dev = Net::new(tap, [0x02, 0, 0, 0, 0, 1]).with_stats(stats.clone());

@@ -1300,6 +1300,7 @@ fn kvm_network(
         state_root,
         ports: lease.ports().iter().map(ToString::to_string).collect(),
         pod: None,
+        masked_features: net_without()?,
     };
     tracing::debug!(tap = %launch.tap, address = %launch.address, "VM network attached");
     Ok(Some(KvmNetwork {
@@ -1328,12 +1329,25 @@ fn kvm_pod_network(path: &Path, state_root: PathBuf, id: &str) -> anyhow::Result
         state_root,
         ports: Vec::new(),
         pod: Some(pod.record().to_owned()),
+        masked_features: net_without()?,
     };
     Ok(KvmNetwork {
         launch,
         tap: tap.into_fd(),
         _hold: KvmNetworkHold::Pod { _attachment: pod },
     })
+}
+
+/// Environment switch for measurements: `ISOL_NET_WITHOUT=event_idx` makes the VM's
+/// network card not offer those virtio features (docs/benchmarks.md, "Network").
+pub const NET_WITHOUT_ENV: &str = "ISOL_NET_WITHOUT";
+
+fn net_without() -> anyhow::Result<u64> {
+    let Some(v) = std::env::var_os(NET_WITHOUT_ENV) else {
+        return Ok(0);
+    };
+    isol_devices::virtio::net::feature_mask(&v.to_string_lossy())
+        .map_err(|e| anyhow::anyhow!("{NET_WITHOUT_ENV}: {e}"))
 }
 
 /// Environment switch: `ISOL_VMM_JAIL=off` runs the VMM without its jail (for debugging).

@@ -334,6 +334,7 @@ fn run_in(
         let result = event_loop::run_vm(
             vcpus,
             &devices.reset_evt,
+            Some(virtio.backend_lost()),
             devices.serial.clone(),
             cfg.forward_stdin && cfg.stdio == crate::config::GuestStdio::Serial, // virtio: console owns stdin
             cfg.timeout,
@@ -366,6 +367,9 @@ fn run_in(
         };
         match (result.end, exit_status) {
             (VmEnd::Signal(sig), _) => Err(VmmError::Interrupted(sig)),
+            // The workload had finished: the backend going is part of the VM's end.
+            (VmEnd::BackendLost(_), Some(code)) => Ok(outcome(code)),
+            (VmEnd::BackendLost(why), None) => Err(VmmError::BackendLost(why)),
             (VmEnd::Timeout(d), Some(_)) | (VmEnd::Timeout(d), None) => Err(VmmError::Timeout(d)),
             // The workload finished and the guest went down: whichever way it went down
             // (reset line, triple fault after it, a halt), the reported status stands.

@@ -25,7 +25,7 @@ use isol_devices::virtio::fs::VhostUserFs;
 use isol_devices::virtio::mmio::{BATCHABLE_WRITES, MMIO_WINDOW, reg as mmio_reg};
 use isol_devices::virtio::net::{Net, NetStats, Tap};
 use isol_devices::virtio::subscriber::VirtioSubscriber;
-use isol_devices::virtio::{MmioTransport, VirtioDevice};
+use isol_devices::virtio::{BackendLost, MmioTransport, VirtioDevice};
 use kvm_ioctls::IoEventAddress;
 use vm_memory::GuestMemoryMmap;
 
@@ -263,6 +263,9 @@ pub struct NetConfig {
     pub ip: Option<GuestIp>,
     /// Traffic counters, shared with the caller.
     pub stats: Arc<NetStats>,
+    /// virtio feature bits the card does not offer (`ISOL_NET_WITHOUT`, for measuring
+    /// what a feature brings with the same build); 0 normally.
+    pub masked_features: u64,
 }
 
 /// IPv4 configuration of the guest's `eth0`.
@@ -291,6 +294,9 @@ pub struct VirtioDevices {
     late: Vec<LateIo>,
     /// The exec channel's thread ([`crate::control`]) and its stop signal.
     control: Option<(EventFd, std::thread::JoinHandle<()>)>,
+    /// Raised by a device whose backend is gone (a virtiofsd that exited): the event
+    /// loop ends the VM with its reason.
+    lost: BackendLost,
 }
 
 /// A KVM I/O-bus registration of a virtio device that the VM does not need from its
@@ -377,6 +383,10 @@ pub fn attach_virtio_devices(
     let mut list: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
     let mut cmdline = Vec::new();
     let mut control = None;
+    let lost = BackendLost::new().map_err(|e| DeviceError::Virtio {
+        what: "device watch",
+        msg: format!("cannot create an eventfd: {e}; raise the open-file limit"),
+    })?;
     if let Rootfs::Disk(path) = &cfg.rootfs {
         let b = Block::open(path, true, "isol-root").map_err(|e| DeviceError::Virtio {
             what: "root disk",
@@ -407,7 +417,11 @@ pub fn attach_virtio_devices(
         let tap = Tap::from_fd(fd).map_err(|e| err(e.to_string()))?;
         list.push((
             "virtio-net",
-            Box::new(Net::new(tap, n.mac).with_stats(n.stats.clone())),
+            Box::new(
+                Net::new(tap, n.mac)
+                    .with_stats(n.stats.clone())
+                    .without(n.masked_features),
+            ),
         ));
         if let Some(ip) = &n.ip {
             cmdline.push(ip.cmdline_arg());
@@ -420,8 +434,13 @@ pub fn attach_virtio_devices(
         };
         // SAFETY: the caller keeps `socket` open while the VM is built (FsShare's contract).
         let fd = unsafe { dup_borrowed(share.socket, "the vhost-user socket") }.map_err(err)?;
+        let name = share.guest_path.as_ref().map_or_else(
+            || share.tag.clone(),
+            |p| std::path::Path::new(p).display().to_string(),
+        );
         let fs = VhostUserFs::connect(std::os::unix::net::UnixStream::from(fd), &share.tag)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.to_string()))?
+            .on_backend_lost(lost.clone(), &name);
         list.push(("virtio-fs", Box::new(fs)));
         if let Some(p) = &share.guest_path {
             cmdline.push(fs_mount_arg(&share.tag, share.read_only, p));
@@ -530,6 +549,12 @@ pub fn attach_virtio_devices(
                     len: len as u32,
                 });
             }
+            if t.batch_interrupt_ack() {
+                late.push(LateIo::Batched {
+                    addr: base + mmio_reg::INTERRUPT_ACK,
+                    len: 4,
+                });
+            }
         }
         let t = Arc::new(Mutex::new(t));
         new_bus.insert(t.clone(), base, MMIO_WINDOW, name)?;
@@ -543,6 +568,7 @@ pub fn attach_virtio_devices(
         stop: None,
         late,
         control,
+        lost,
     })
 }
 
@@ -598,6 +624,11 @@ impl VirtioDevices {
     /// the root disk and the stdio ports).
     pub fn cmdline(&self) -> &[String] {
         &self.cmdline
+    }
+
+    /// The notice a device raises when its backend is gone (for the event loop to watch).
+    pub fn backend_lost(&self) -> &BackendLost {
+        &self.lost
     }
 
     /// The transports, by name (for tests and tracing).

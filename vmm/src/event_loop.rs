@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use isol_devices::legacy::SerialDevice;
+use isol_devices::virtio::BackendLost;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::seccomp::{Filters, ThreadKind};
@@ -47,6 +48,8 @@ pub enum VmEnd {
     Signal(i32),
     /// The timeout passed.
     Timeout(Duration),
+    /// A device's backend went away (a virtiofsd that exited): the reason, one line.
+    BackendLost(String),
 }
 
 // ---- SIGINT / SIGTERM -------------------------------------------------------------
@@ -146,6 +149,7 @@ pub struct Controller {
     vcpu_evt: EventFd,
     signal_evt: EventFd,
     vcpu_events: Receiver<VcpuEvent>,
+    lost: Option<BackendLost>,
     end: Option<VmEnd>,
 }
 
@@ -155,12 +159,14 @@ impl Controller {
         vcpu_evt: EventFd,
         signal_evt: EventFd,
         rx: Receiver<VcpuEvent>,
+        lost: Option<BackendLost>,
     ) -> Self {
         Self {
             reset_evt,
             vcpu_evt,
             signal_evt,
             vcpu_events: rx,
+            lost,
             end: None,
         }
     }
@@ -195,11 +201,21 @@ impl MutEventSubscriber for Controller {
             }
         } else if fd == self.signal_evt.as_raw_fd() && self.signal_evt.read().is_ok() {
             self.finish(VmEnd::Signal(SignalGuard::last_signal()));
+        } else if let Some(lost) = &self.lost
+            && fd == lost.eventfd().as_raw_fd()
+            && lost.eventfd().read().is_ok()
+        {
+            let reason = lost.reason().unwrap_or_default();
+            self.finish(VmEnd::BackendLost(reason));
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        for fd in [&self.reset_evt, &self.vcpu_evt, &self.signal_evt] {
+        let lost = self.lost.as_ref().map(BackendLost::eventfd);
+        for fd in [&self.reset_evt, &self.vcpu_evt, &self.signal_evt]
+            .into_iter()
+            .chain(lost)
+        {
             // Registering a fresh eventfd on a fresh epoll cannot fail short of ENOMEM;
             // the loop would then only end by timeout, which the caller always sets or
             // the guest ends by a vCPU stop, so carry on.
@@ -260,10 +276,12 @@ fn setup_err<E: std::fmt::Display>(e: E) -> EventLoopError {
 /// thread before returning, whatever happened. With `filters`, each vCPU thread installs
 /// its seccomp filter and waits; this thread installs its own too when `filter_main` (once
 /// every thread is started: a thread inherits its creator's filter), and then lets the
-/// vCPUs enter the guest.
+/// vCPUs enter the guest. `lost`, raised by a device whose backend died, ends the VM.
+#[allow(clippy::too_many_arguments)]
 pub fn run_vm(
     vcpus: Vec<Vcpu>,
     reset_evt: &EventFd,
+    lost: Option<&BackendLost>,
     serial: Arc<Mutex<SerialDevice>>,
     forward_stdin: bool,
     timeout: Option<Duration>,
@@ -279,6 +297,7 @@ pub fn run_vm(
         vcpu_evt.try_clone().map_err(setup_err)?,
         signal_evt.try_clone().map_err(setup_err)?,
         rx,
+        lost.cloned(),
     )));
     let mut em =
         EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().map_err(setup_err)?;
@@ -384,6 +403,7 @@ mod tests {
             vcpu.try_clone().unwrap(),
             sig.try_clone().unwrap(),
             rx,
+            None,
         );
         let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().unwrap();
         c.end = None;

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 8;
+pub const FORMAT: u32 = 9;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -287,6 +287,9 @@ pub struct LaunchNet {
     /// process isol exec'd releases after the VM instead of a lease on the bridge.
     #[serde(default, with = "os_bytes_opt")]
     pub pod: Option<PathBuf>,
+    /// virtio feature bits the card does not offer (`ISOL_NET_WITHOUT`); 0 normally.
+    #[serde(default)]
+    pub masked_features: u64,
 }
 
 impl LaunchNet {
@@ -301,6 +304,7 @@ impl LaunchNet {
                 gateway: self.gateway,
             }),
             stats: Arc::default(),
+            masked_features: self.masked_features,
         }
     }
 }
@@ -931,6 +935,7 @@ mod tests {
                 state_root: "/var/lib/isol/containers".into(),
                 ports: vec!["0.0.0.0:18080->8080/tcp".into()],
                 pod: Some("/var/lib/isol/containers/net/pods/0123456789ab.json".into()),
+                masked_features: 1 << 29,
             }),
             etc_files: vec![
                 ("hostname".into(), "h1\n".into()),

@@ -105,6 +105,9 @@ pub enum VmmError {
     /// The timeout passed.
     #[error("The guest did not power off within {}s; raise the timeout or check that the workload ends", .0.as_secs_f64())]
     Timeout(Duration),
+    /// A device's backend went away mid-run (a virtiofsd that exited); the VM was stopped.
+    #[error("{0}")]
+    BackendLost(String),
     /// SIGINT/SIGTERM.
     #[error("Interrupted by signal {0}; the VM was shut down")]
     Interrupted(i32),

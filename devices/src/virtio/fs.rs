@@ -17,15 +17,21 @@
 //!   the guest's notifies reach the backend without the VMM — and `SET_VRING_ENABLE`;
 //! * at reset: `GET_VRING_BASE` per started queue, which stops it in the backend.
 //!
+//! * mid-run: the socket's hang-up, watched on the device thread: the backend is gone (it
+//!   exited, or was killed), and the guest's requests would wait for it forever; the
+//!   device raises its [`BackendLost`] notice, which ends the VM with a one-line error
+//!   naming the share ([`VhostUserFs::on_backend_lost`]).
+//!
 //! The transport's interrupt status word never sees the backend's interrupts, and Linux
 //! reads it to know whether to look at the queues: the device keeps `INT_VRING` set in it
 //! while live ([`IrqTrigger::set_sticky`]).
 //!
 //! [`IrqTrigger::set_sticky`]: super::IrqTrigger::set_sticky
 
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use event_manager::EventOps;
+use event_manager::{EventOps, EventSet, Events};
 use vhost::vhost_user::message::{
     VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
@@ -35,7 +41,9 @@ use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{DeviceFault, INT_VRING, QueueCtx, VIRTIO_F_VERSION_1, VirtioDevice, device_type};
+use super::{
+    BackendLost, DeviceFault, INT_VRING, QueueCtx, VIRTIO_F_VERSION_1, VirtioDevice, device_type,
+};
 
 /// Longest tag the configuration space holds (virtio 1.x, 5.11.4; not NUL-terminated when
 /// it is this long).
@@ -85,6 +93,8 @@ pub struct VhostUserFs {
     kicks: Vec<EventFd>,
     /// Queues handed to the backend since the last activation.
     started: Vec<usize>,
+    /// Raised, with the share's name, when the backend hangs up.
+    lost: Option<(BackendLost, String)>,
 }
 
 impl std::fmt::Debug for VhostUserFs {
@@ -135,7 +145,15 @@ impl VhostUserFs {
             features: offered & PASSED_FEATURES,
             kicks: Vec::new(),
             started: Vec::new(),
+            lost: None,
         })
+    }
+
+    /// When the backend hangs up (it exited or was killed while the VM runs), raise
+    /// `notice` with a line naming `share` (what the user asked for, e.g. the guest path).
+    pub fn on_backend_lost(mut self, notice: BackendLost, share: &str) -> Self {
+        self.lost = Some((notice, share.to_string()));
+        self
     }
 
     /// The tag the guest mounts.
@@ -257,6 +275,11 @@ impl VirtioDevice for VhostUserFs {
         true
     }
 
+    // INT_VRING is sticky while live (`start`).
+    fn batch_interrupt_ack(&self) -> bool {
+        true
+    }
+
     fn set_queue_evts(&mut self, evts: &[EventFd]) -> std::io::Result<()> {
         self.kicks = evts
             .iter()
@@ -267,6 +290,45 @@ impl VirtioDevice for VhostUserFs {
 
     fn reset(&mut self, _ctx: Option<&mut QueueCtx<'_>>) {
         self.stop();
+    }
+
+    fn init_host_events(&mut self, ops: &mut EventOps) {
+        // Only the hang-up: the replies to requests are read where they are made. A
+        // backend already gone is reported at once (epoll reports a pending hang-up).
+        // Fails only on ENOMEM; a death would then go unseen, as before this watch.
+        let _ = ops.add(Events::new_raw(
+            self.frontend.as_raw_fd(),
+            EventSet::READ_HANG_UP,
+        ));
+    }
+
+    fn owns_fd(&self, fd: RawFd) -> bool {
+        fd == self.frontend.as_raw_fd()
+    }
+
+    fn process_host_event(
+        &mut self,
+        events: Events,
+        _ctx: Option<&mut QueueCtx<'_>>,
+        ops: &mut EventOps,
+    ) -> Result<(), DeviceFault> {
+        let gone = EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR;
+        if !events.event_set().intersects(gone) {
+            return Ok(());
+        }
+        // Level-triggered: once is enough.
+        let _ = ops.remove(events);
+        let tag = self.tag();
+        if let Some((notice, share)) = &self.lost {
+            notice.raise(format!(
+                "virtiofsd serving the shared directory {share} (virtio-fs {tag}) exited while the VM ran; the run was stopped. Check virtiofsd's message above and that the directory is still there, then run again"
+            ));
+        }
+        // Nothing will serve the queues again.
+        self.started.clear();
+        Err(DeviceFault::Backend(format!(
+            "the vhost-user backend of {tag} hung up"
+        )))
     }
 
     // No `shutdown`: the VM is over, the socket closes with the device and the backend
@@ -548,6 +610,54 @@ mod tests {
         let codes: Vec<u32> = rx.try_iter().map(|r| r.code).collect();
         assert_eq!(codes, [GET_VRING_BASE, GET_VRING_BASE]);
         assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), 0);
+    }
+
+    #[test]
+    fn a_backend_that_hangs_up_raises_the_notice_with_the_share() {
+        use crate::virtio::subscriber::VirtioSubscriber;
+        use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+        use std::sync::{Arc, Mutex};
+        // A backend that answers the handshake, then dies.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let dies = std::thread::spawn(move || {
+            for _ in 0..4 {
+                recv(&theirs, &tx).unwrap();
+            }
+        });
+        let notice = BackendLost::new().unwrap();
+        let fs = VhostUserFs::connect(ours, "isol-fs0")
+            .unwrap()
+            .on_backend_lost(notice.clone(), "/data");
+        assert_eq!(rx.iter().count(), 4);
+        let t = MmioTransport::new(
+            Box::new(fs),
+            shared_mem(),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+        )
+        .unwrap();
+        let mut em = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().unwrap();
+        em.add_subscriber(Arc::new(Mutex::new(VirtioSubscriber::new(Arc::new(
+            Mutex::new(t),
+        )))));
+        // Alive: nothing to report.
+        assert_eq!(notice.reason(), None);
+        dies.join().unwrap();
+        for _ in 0..50 {
+            if notice.reason().is_some() {
+                break;
+            }
+            em.run_with_timeout(100).unwrap();
+        }
+        let why = notice.reason().expect("the hang-up was seen");
+        assert!(
+            why.contains("virtiofsd serving the shared directory /data (virtio-fs isol-fs0)"),
+            "{why}"
+        );
+        assert!(!why.contains('\n'), "one line: {why}");
+        assert_eq!(notice.eventfd().read().unwrap(), 1);
+        // Seen once: the socket is no longer watched.
+        assert_eq!(em.run_with_timeout(50).unwrap(), 0);
     }
 
     #[test]

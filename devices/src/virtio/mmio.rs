@@ -173,6 +173,11 @@ impl MmioTransport {
         self.device.backend_serves_queues()
     }
 
+    /// Whether `INTERRUPT_ACK` may be batched ([`VirtioDevice::batch_interrupt_ack`]).
+    pub fn batch_interrupt_ack(&self) -> bool {
+        self.device.batch_interrupt_ack()
+    }
+
     /// The interrupt trigger (its eventfd is to be registered as an irqfd).
     pub fn irq(&self) -> &IrqTrigger {
         &self.irq

@@ -26,8 +26,8 @@ pub mod queue;
 pub mod subscriber;
 
 use std::os::unix::io::RawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, Events};
 use vm_memory::GuestMemoryMmap;
@@ -122,6 +122,49 @@ impl IrqTrigger {
     }
 
     /// The eventfd (for irqfd registration).
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// How a device tells the VMM that the process serving it is gone and the VM cannot go on
+/// (a vhost-user backend that exited mid-run: the guest would wait for it forever). The
+/// first reason raised is kept; the eventfd is what the VMM's event loop watches. Clones
+/// share both.
+#[derive(Debug, Clone)]
+pub struct BackendLost {
+    evt: Arc<EventFd>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl BackendLost {
+    /// A notice nobody raised yet.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            evt: Arc::new(EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?),
+            reason: Arc::default(),
+        })
+    }
+
+    /// Says why the VM cannot go on (one line, for the user) and wakes the watcher.
+    pub fn raise(&self, reason: String) {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(reason);
+        // Fails only if the counter would overflow: it is non-zero, so the watcher wakes.
+        let _ = self.evt.write(1);
+    }
+
+    /// The first reason raised, if any.
+    pub fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The eventfd the watcher polls (readable once raised).
     pub fn eventfd(&self) -> &EventFd {
         &self.evt
     }
@@ -229,6 +272,15 @@ pub trait VirtioDevice: Send {
     /// transport is made (a vhost-user device hands them to its backend).
     fn set_queue_evts(&mut self, _evts: &[EventFd]) -> std::io::Result<()> {
         Ok(())
+    }
+    /// Whether the device keeps `INT_VRING` set in the interrupt status while live
+    /// ([`IrqTrigger::set_sticky`]), so that the driver's `INTERRUPT_ACK` of it changes
+    /// nothing and may be applied late: the VMM then lets KVM batch that register's writes
+    /// (coalesced MMIO) instead of taking an exit for each, one of the two exits to the VMM
+    /// per interrupt. (An ack of `INT_CONFIG` applied late can only meet a second
+    /// configuration interrupt, which the devices here raise only when they break.)
+    fn batch_interrupt_ack(&self) -> bool {
+        false
     }
     /// Registers the device's own host fds (called once, on the device thread).
     fn init_host_events(&mut self, _ops: &mut EventOps) {}
