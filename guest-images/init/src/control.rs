@@ -263,6 +263,24 @@ impl StartRequest {
     }
 }
 
+/// The START flag (bit 2) of a request that starts nothing but sends a signal to the run's
+/// workload (`isol-runc kill` on kvm): the payload is this flag and the signal's number. The
+/// guest answers with an EXIT of 0 once sent, or an ERROR when the workload has ended.
+pub const START_SIGNAL_WORKLOAD: u8 = 4;
+
+/// The payload of a START frame that signals the workload.
+pub fn signal_workload(signal: u8) -> Vec<u8> {
+    vec![START_SIGNAL_WORKLOAD, signal]
+}
+
+/// The signal of a START payload made by [`signal_workload`]; none for any other.
+pub fn workload_signal(payload: &[u8]) -> Option<u8> {
+    match payload {
+        [START_SIGNAL_WORKLOAD, sig] => Some(*sig),
+        _ => None,
+    }
+}
+
 /// The frames of `data` for `stream`, each at most [`MAX_PAYLOAD`].
 pub fn data_frames(stream: u32, kind: u8, data: &[u8]) -> impl Iterator<Item = Frame> + '_ {
     data.chunks(MAX_PAYLOAD)
@@ -376,6 +394,14 @@ mod tests {
             ..r
         };
         assert!(huge.encode().is_err());
+    }
+
+    #[test]
+    fn a_workload_signal_is_no_start_request() {
+        let p = signal_workload(15);
+        assert_eq!(workload_signal(&p), Some(15));
+        assert!(StartRequest::decode(&p).is_err());
+        assert_eq!(workload_signal(&[START_SIGNAL_WORKLOAD, 1, 2]), None);
     }
 
     #[test]
