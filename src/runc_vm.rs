@@ -5,7 +5,8 @@
 //! `create` forks the process that becomes the VMM. It keeps create's stdio (the workload's
 //! stdin, stdout and stderr, through the VM's console ports), and, in a mount namespace of
 //! its own, stages the VM's root in the container's state directory (Kata's way): the
-//! bundle's rootfs bound at `share/rootfs` (read-only with `root.readonly`) and each bind
+//! bundle's rootfs bound at `share/rootfs` (`root.readonly` is the guest's to apply, once
+//! it made its mount points) and each bind
 //! mount's source at `share/mounts/N`, all served by one virtiofsd as one virtio-fs device;
 //! the guest init makes `rootfs` its root and binds the mounts into it (spec version 5). The
 //! process binds the exec channel's socket (`control.sock`), tells `create` it is ready,
@@ -331,7 +332,11 @@ fn stage(staging: &Path, cfg: &isol_container::ContainerConfig) -> anyhow::Resul
     mkdir(staging)?;
     let root = staging.join("rootfs");
     mkdir(&root)?;
-    bind(path, &root, *readonly)?;
+    // Writable here: the guest init makes its mount points in it (inside the guest, where a
+    // symlink of the rootfs cannot lead to the host's files) and then makes its root
+    // read-only, as runc does once its mounts are made. The binds' sources are read-only here
+    // already.
+    bind(path, &root, false)?;
     let mounts_dir = staging.join("mounts");
     mkdir(&mounts_dir)?;
     let mut mounts = Vec::new();
