@@ -319,7 +319,7 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
                 let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
                 for n in ns.iter_mut() {
                     if n["type"] == "network" {
-                        n["path"] = "/proc/1/ns/net".into();
+                        n["path"] = "/proc/self/ns/net".into();
                     }
                 }
             }),
