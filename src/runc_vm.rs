@@ -286,7 +286,7 @@ fn prepare(req: &VmCreate<'_>, mut launch: Launch) -> anyhow::Result<Prepared> {
     }
     Ok(Prepared {
         launch,
-        shares: shares,
+        shares,
         control,
     })
 }

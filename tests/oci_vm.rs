@@ -302,10 +302,13 @@ fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
     assert_nothing_left(&f, "after deleting a created VM");
 }
 
+/// A change to config.json.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
     let _g = common::root_test();
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["annotations"]["io.isol.backend"] = "qemu".into()),
             "is not a backend: give kvm or container",
