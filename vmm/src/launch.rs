@@ -1060,6 +1060,37 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_launch_has_no_root_disk_and_carries_its_mounts_to_the_spec() {
+        let l = Launch {
+            root_disk: PathBuf::new(),
+            bundle: Some(LaunchBundle {
+                tag: "isol-fs0".into(),
+                readonly: true,
+                mounts: vec![LaunchMount {
+                    fstype: String::new(),
+                    source: "mounts/0".into(),
+                    target: "/etc/hosts".into(),
+                    flags: 1,
+                    data: String::new(),
+                }],
+            }),
+            rlimits: vec![(7, 1024, 4096)],
+            groups: Some(vec![10]),
+            ..sample()
+        };
+        let back = Launch::decode(&l.encode()).unwrap();
+        assert_eq!(back, l);
+        let cfg = back.vm_config(None);
+        assert_eq!(cfg.rootfs, Rootfs::Empty);
+        let root = cfg.spec.bundle.unwrap();
+        assert_eq!(root.tag, b"isol-fs0");
+        assert!(root.readonly);
+        assert_eq!(root.mounts[0].target, b"/etc/hosts");
+        assert_eq!(cfg.spec.rlimits[0].hard, 4096);
+        assert_eq!(cfg.spec.groups, Some(vec![10]));
+    }
+
+    #[test]
     fn a_launch_survives_the_memfd_round_trip_byte_for_byte() {
         let l = sample();
         let fd = l.to_memfd().unwrap();
