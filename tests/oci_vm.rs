@@ -239,6 +239,12 @@ fn a_bundle_runs_in_a_vm_through_create_start_kill_and_delete() {
     );
     assert!(f.errors().contains("err"), "stderr: {}", f.errors());
     assert_eq!(f.state("vm1")["status"], "running");
+    // ps: the VMM's host pids, the pid file's first, then the jailed VMM's.
+    let o = f.runc(&["ps", "--format", "json", "vm1"]);
+    assert!(o.status.success(), "ps: {}", common::stderr(&o));
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pids.first(), Some(&pid), "ps: {pids:?}");
+    assert!(pids.len() >= 2, "the jailed VMM is listed too: {pids:?}");
 
     // SIGTERM reaches the workload in the guest: its trap runs and sets the status.
     let o = f.runc(&["kill", "vm1", "TERM"]);
