@@ -74,6 +74,9 @@ cargo build --release --locked -p isol -p isol-guest-init
 release=target/x86_64-unknown-linux-gnu/release
 install -m 0755 "$release/isol" "$release/isol-init" "$release/isol-runc" "$release/isol-vmm" "$release/isol-guest-init" \
     /usr/local/bin/
+# isol-runc under the VM runtime's name runs bundles in microVMs by default (docs/oci.md,
+# "The kvm backend").
+ln -sf isol-runc /usr/local/bin/isol-runc-vm
 
 if [ -x guest-images/build-kernel.sh ]; then
     echo "setup: guest kernel (cached after the first build, ~4 minutes on 2 cores)" >&2

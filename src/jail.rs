@@ -101,7 +101,9 @@ fn plan(launch: &Launch) -> Vec<Bind> {
         }
     };
     add(&launch.kernel, true);
-    add(&launch.root_disk, true);
+    if launch.bundle.is_none() {
+        add(&launch.root_disk, true);
+    }
     add(&launch.init, true);
     for d in &launch.disks {
         add(&d.path, d.read_only);
@@ -537,6 +539,9 @@ mod tests {
         let launch = Launch {
             kernel: "/k/vmlinux".into(),
             root_disk: "/s/root.ext4".into(),
+            bundle: None,
+            rlimits: Vec::new(),
+            groups: None,
             init: "/b/init".into(),
             vcpus: 1,
             memory_mib: 128,

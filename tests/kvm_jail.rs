@@ -444,6 +444,9 @@ fn jail_on_a_host_whose_kvm_emulates() {
     let launch = isol_vmm::launch::Launch {
         kernel: kernel.clone(),
         root_disk: disk.clone(),
+        bundle: None,
+        rlimits: Vec::new(),
+        groups: None,
         init: init.clone(),
         vcpus: 1,
         memory_mib: 128,

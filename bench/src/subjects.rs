@@ -655,6 +655,7 @@ impl QemuPeer {
             security: self.security.clone(),
             etc_files: Vec::new(),
             limits: Default::default(),
+            ..Default::default()
         };
         let image = isol_vmm::initramfs::build_initramfs(
             &isol_vmm::Rootfs::Disk(self.disk.clone()),

@@ -18,10 +18,28 @@ use crate::cli::{Cli, Command, Kill};
 use crate::error::OciError;
 use crate::log::Log;
 use crate::state::{self, ContainerDir, Saved, StateJson, Status};
+use crate::vm::{self, Backend, VmRuntime};
 use crate::{spec, state::DEFAULT_ROOT};
 
+/// The backends this runtime offers: its default (by its name) and the kvm backend's
+/// implementation, when the binary has one.
+pub(crate) struct Runtime<'a> {
+    pub default: Backend,
+    pub vm: Option<&'a dyn VmRuntime>,
+}
+
+impl Runtime<'_> {
+    fn vm(&self) -> Result<&dyn VmRuntime, OciError> {
+        self.vm.ok_or_else(|| {
+            OciError::Usage(
+                "this runtime was built without the kvm backend: use isol-runc from the isol package".into(),
+            )
+        })
+    }
+}
+
 /// Runs the command; `Ok` holds the exit status.
-pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
+pub(crate) fn dispatch(cli: &Cli, log: &Log, rt: &Runtime<'_>) -> Result<i32, OciError> {
     if cli.global.systemd_cgroup {
         return Err(OciError::Usage(
             "--systemd-cgroup is not supported: isol manages cgroupfs itself; configure the client without the systemd cgroup driver (containerd: SystemdCgroup = false)".into(),
@@ -48,7 +66,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
                 console_socket: c.console_socket.as_deref(),
                 preserve_fds: c.preserve_fds,
             };
-            create(&root, &c.container_id, &opts).map(|_| 0)
+            create(&root, &c.container_id, &opts, rt).map(|_| 0)
         }
         Command::Start(s) => start(&root, &s.container_id, log).map(|()| 0),
         Command::State(s) => {
@@ -59,8 +77,8 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             );
             Ok(0)
         }
-        Command::Kill(k) => kill_cmd(&root, k).map(|()| 0),
-        Command::Delete(d) => delete(&root, &d.container_id, d.force, log).map(|()| 0),
+        Command::Kill(k) => kill_cmd(&root, k, rt).map(|()| 0),
+        Command::Delete(d) => delete(&root, &d.container_id, d.force, log, rt).map(|()| 0),
         Command::Run(r) => {
             let opts = CreateOpts {
                 bundle: &r.bundle,
@@ -68,7 +86,7 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
                 console_socket: r.console_socket.as_deref(),
                 preserve_fds: r.preserve_fds,
             };
-            run(&root, &r.container_id, &opts, r.detach, r.keep, log)
+            run(&root, &r.container_id, &opts, r.detach, r.keep, log, rt)
         }
         Command::List(l) => list(&root, &l.format, l.quiet).map(|()| 0),
         Command::Spec(s) => spec_cmd(s).map(|()| 0),
@@ -80,14 +98,38 @@ pub fn dispatch(cli: &Cli, log: &Log) -> Result<i32, OciError> {
             Ok(0)
         }
         Command::Ps(p) => ps(&root, p).map(|()| 0),
-        Command::Exec(e) => exec(&root, e),
-        Command::Pause(p) => pause(&root, &p.container_id, true).map(|()| 0),
-        Command::Resume(r) => pause(&root, &r.container_id, false).map(|()| 0),
-        Command::Update(u) => update(&root, u).map(|()| 0),
+        Command::Exec(e) => {
+            refuse_on_vm(&root, &e.container_id, "exec")?;
+            exec(&root, e)
+        }
+        Command::Pause(p) => {
+            refuse_on_vm(&root, &p.container_id, "pause")?;
+            pause(&root, &p.container_id, true).map(|()| 0)
+        }
+        Command::Resume(r) => {
+            refuse_on_vm(&root, &r.container_id, "resume")?;
+            pause(&root, &r.container_id, false).map(|()| 0)
+        }
+        Command::Update(u) => {
+            refuse_on_vm(&root, &u.container_id, "update")?;
+            update(&root, u).map(|()| 0)
+        }
         Command::Events(e) => {
+            refuse_on_vm(&root, &e.container_id, "events")?;
             crate::events::events(&root, &e.container_id, e.interval, e.stats).map(|()| 0)
         }
     }
+}
+
+/// What the kvm backend does not offer yet is refused for a container in a VM.
+fn refuse_on_vm(root: &Path, id: &str, what: &str) -> Result<(), OciError> {
+    let dir = ContainerDir::new(root, id)?;
+    if dir.load()?.backend == Backend::Kvm {
+        return Err(OciError::Usage(format!(
+            "{what} is not supported for a container in a VM (the kvm backend) yet; see docs/oci.md, \"The kvm backend\""
+        )));
+    }
+    Ok(())
 }
 
 /// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 must all be open, before this
@@ -126,14 +168,31 @@ fn absolute(path: &Path) -> Result<PathBuf, OciError> {
     })
 }
 
-fn create(root: &Path, id: &str, opts: &CreateOpts<'_>) -> Result<Saved, OciError> {
+fn create(
+    root: &Path,
+    id: &str,
+    opts: &CreateOpts<'_>,
+    rt: &Runtime<'_>,
+) -> Result<Saved, OciError> {
     let dir = ContainerDir::new(root, id)?;
 
     let bundle = absolute(opts.bundle)?;
     // Everything that can be checked is, before anything is made.
     let spec = spec::load(&bundle)?;
+    let backend = Backend::select(&annotations(&spec), rt.default)?;
     let mut cfg = spec::to_config(id, &bundle, &spec)?;
     cfg.preserve_fds = opts.preserve_fds as u32;
+    if backend == Backend::Kvm {
+        vm::check(&spec, &cfg)?;
+        let runtime = rt.vm()?;
+        dir.create()?;
+        let made = create_vm(&dir, &bundle, &spec, &cfg, opts, runtime);
+        if made.is_err() {
+            let _ = runtime.clean(&dir.dir);
+            let _ = dir.remove();
+        }
+        return made;
+    }
     cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     match (cfg.tty, opts.console_socket) {
         (true, None) => {
@@ -202,6 +261,7 @@ fn create_in(
             .any(|(ns, _)| *ns == isol_container::SharedNamespace::Pid),
         poststart,
         poststop,
+        backend: Backend::Container,
     };
     let console = match (&created.console, opts.console_socket) {
         (Some(master), Some(socket)) => send_console(
@@ -220,6 +280,65 @@ fn create_in(
     if let Err(e) = written {
         // Removing the cgroup kills the container with it.
         let _ = remove_cgroup(&saved.cgroup_path);
+        return Err(e);
+    }
+    Ok(saved)
+}
+
+/// `create` on the kvm backend: the gate, then the VM's process, which waits at it.
+fn create_vm(
+    dir: &ContainerDir,
+    bundle: &Path,
+    spec: &oci_spec::runtime::Spec,
+    cfg: &isol_container::ContainerConfig,
+    opts: &CreateOpts<'_>,
+    runtime: &dyn VmRuntime,
+) -> Result<Saved, OciError> {
+    let fifo = dir.fifo();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| OciError::sys(format!("mkfifo {}", fifo.display()), e))?;
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let poststart = spec::hook_list("hooks.poststart", hooks.poststart())?;
+    let poststop = spec::hook_list("hooks.poststop", hooks.poststop())?;
+    // The jailed VMM's cgroup (`isol_vmm::launch::LaunchJail`): `delete` removes it, `ps`
+    // lists it.
+    let cgroup_path = PathBuf::from("isol").join(&dir.id);
+    state::write_atomic(
+        &dir.cgroup_file(),
+        cgroup_path.as_os_str().as_encoded_bytes(),
+    )?;
+    let pid = runtime.create(&vm::VmCreate {
+        id: &dir.id,
+        dir: &dir.dir,
+        fifo: &fifo,
+        config: cfg,
+    })?;
+    let saved = Saved {
+        id: dir.id.clone(),
+        pid,
+        pid_start: state::start_time(pid).unwrap_or_default(),
+        bundle: bundle.to_path_buf(),
+        cgroup_path,
+        rootfs: match &cfg.rootfs {
+            isol_container::Rootfs::Dir { path, .. } => path.clone(),
+            isol_container::Rootfs::Layers(_) => PathBuf::new(),
+        },
+        created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+        annotations: annotations(spec),
+        // Its processes on the host are the VMM's: the process `create` made and those of
+        // the jail's cgroup.
+        shared_pid: true,
+        poststart,
+        poststop,
+        backend: Backend::Kvm,
+    };
+    let written = dir.save(&saved).and_then(|()| match opts.pid_file {
+        Some(f) => state::write_atomic(f, pid.to_string().as_bytes()),
+        None => Ok(()),
+    });
+    if let Err(e) = written {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         return Err(e);
     }
     Ok(saved)
@@ -368,11 +487,20 @@ fn parse_signal(s: &str) -> Result<Signal, OciError> {
     name.parse().map_err(|_| bad())
 }
 
-fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
+fn kill_cmd(root: &Path, k: &Kill, rt: &Runtime<'_>) -> Result<(), OciError> {
     let signal = parse_signal(&k.signal)?;
     let dir = ContainerDir::new(root, &k.container_id)?;
     let saved = dir.load()?;
-    if dir.status(&saved) == Status::Stopped {
+    let status = dir.status(&saved);
+    // In a running VM a signal goes to the workload, through the exec channel to the guest
+    // init; SIGKILL ends the VMM (and the VM) at once, as a created one's waiting process.
+    if saved.backend == Backend::Kvm
+        && matches!(status, Status::Running | Status::Paused)
+        && signal != Signal::SIGKILL
+    {
+        return rt.vm()?.signal(&dir.dir, signal as i32);
+    }
+    if status == Status::Stopped {
         return Err(OciError::Status {
             id: saved.id,
             status: Status::Stopped.as_str().into(),
@@ -382,7 +510,11 @@ fn kill_cmd(root: &Path, k: &Kill) -> Result<(), OciError> {
         });
     }
     let init = Pid::from_raw(saved.pid);
-    let targets = if k.all { members(&saved) } else { vec![init] };
+    let targets = if k.all && saved.backend == Backend::Container {
+        members(&saved)
+    } else {
+        vec![init]
+    };
     for pid in targets {
         match kill(pid, signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -728,7 +860,7 @@ fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn delete(root: &Path, id: &str, force: bool, log: &Log) -> Result<(), OciError> {
+fn delete(root: &Path, id: &str, force: bool, log: &Log, rt: &Runtime<'_>) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
     let mut poststop = None;
     let cgroup_path = match dir.load() {
@@ -769,6 +901,10 @@ fn delete(root: &Path, id: &str, force: bool, log: &Log) -> Result<(), OciError>
     if !cgroup_path.as_os_str().is_empty() {
         remove_cgroup(&cgroup_path)?;
     }
+    // A VM's staged root, unmounted with its process, never removed through a mount.
+    if let Some(vm) = rt.vm {
+        vm.clean(&dir.dir)?;
+    }
     // After the container is gone; a failing poststop hook is logged, the remaining ones run,
     // and the delete goes on.
     if let Some(saved) = poststop {
@@ -806,10 +942,11 @@ fn run(
     detach: bool,
     keep: bool,
     log: &Log,
+    rt: &Runtime<'_>,
 ) -> Result<i32, OciError> {
-    let saved = create(root, id, opts)?;
+    let saved = create(root, id, opts, rt)?;
     if let Err(e) = start(root, id, log) {
-        let _ = delete(root, id, true, log);
+        let _ = delete(root, id, true, log, rt);
         return Err(e);
     }
     if detach {
@@ -822,12 +959,12 @@ fn run(
         Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
         Ok(_) => 1,
         Err(e) => {
-            let _ = delete(root, id, true, log);
+            let _ = delete(root, id, true, log, rt);
             return Err(OciError::sys("wait for the container's init", e));
         }
     };
     if !keep {
-        delete(root, id, true, log)?;
+        delete(root, id, true, log, rt)?;
     }
     Ok(code)
 }

@@ -41,6 +41,9 @@ pub enum OciError {
     Sys { what: String, source: nix::Error },
     #[error(transparent)]
     Container(#[from] isol_container::ContainerError),
+    /// The kvm backend failed (its message says what to do).
+    #[error("{0}")]
+    Vm(String),
 }
 
 impl OciError {

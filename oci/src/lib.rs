@@ -6,7 +6,9 @@
 //! * `spec`: config.json → [`isol_container::ContainerConfig`], refusing what isol cannot honour;
 //! * `state`: each container's state under `--root`;
 //! * `commands`: create/start/state/kill/delete/run/list/spec/features, the create/start split
-//!   resting on [`isol_container::create`] and its start gate.
+//!   resting on [`isol_container::create`] and its start gate;
+//! * [`vm`]: the kvm backend's selection (`io.isol.backend`, the `isol-runc-vm` name), what a
+//!   VM refuses, and the [`vm::VmRuntime`] the binary that holds the VMM implements.
 
 pub mod cli;
 mod commands;
@@ -17,6 +19,7 @@ pub mod fuzzing;
 pub mod log;
 mod spec;
 mod state;
+pub mod vm;
 
 pub use error::OciError;
 pub use state::DEFAULT_ROOT;
@@ -30,9 +33,24 @@ pub const VERSION_TEXT: &str = concat!(
 /// Exit status of a failed command, as runc's.
 pub const EXIT_FAILURE: i32 = 1;
 
-/// Runs one command line (argv[0] included) and returns the exit status.
+/// Runs one command line (argv[0] included) and returns the exit status, with the container
+/// backend only.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    main_with(args, None)
+}
+
+/// [`main`], with the kvm backend when `vm` is given; argv\[0\] named
+/// [`vm::VM_RUNTIME_NAME`] makes it the default.
+pub fn main_with(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    vm: Option<&dyn vm::VmRuntime>,
+) -> i32 {
     use clap::Parser;
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let runtime = commands::Runtime {
+        default: vm::Backend::default_for(args.first().map(|a| a.as_os_str())),
+        vm,
+    };
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -52,7 +70,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         format,
         debug: cli.global.debug,
     };
-    match commands::dispatch(&cli, &log) {
+    match commands::dispatch(&cli, &log, &runtime) {
         Ok(code) => code,
         Err(e) => {
             log.error(&one_line(&e));

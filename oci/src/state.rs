@@ -41,6 +41,9 @@ pub struct Saved {
     pub poststart: Vec<isol_container::hooks::Hook>,
     #[serde(default)]
     pub poststop: Vec<isol_container::hooks::Hook>,
+    /// What runs it (a VM: `pid` is its VMM, `cgroup_path` the VMM's jail's).
+    #[serde(default)]
+    pub backend: crate::vm::Backend,
 }
 
 impl Saved {

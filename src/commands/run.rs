@@ -1067,6 +1067,9 @@ fn run_kvm(
     let launch = isol_vmm::launch::Launch {
         kernel,
         root_disk,
+        bundle: None,
+        rlimits: Vec::new(),
+        groups: None,
         init,
         vcpus,
         memory_mib,
@@ -1352,19 +1355,6 @@ fn net_without() -> anyhow::Result<u64> {
 
 /// Environment switch: `ISOL_VMM_JAIL=off` runs the VMM without its jail (for debugging).
 pub const JAIL_ENV: &str = "ISOL_VMM_JAIL";
-/// The user and group the jailed VMM becomes once its VM is built: `nobody`/`nogroup`,
-/// an id that owns no files on any distribution. Two VMMs under the same id cannot signal or
-/// trace each other: each is PID 1 of its own PID namespace and sees no other process.
-pub const JAIL_ID: u32 = 65534;
-/// The jailed VMM's memory beyond guest RAM, for its cgroup's limit: the VMM's own pages
-/// (~2 MiB), KVM's per-VM and per-vCPU kernel memory, and the page cache of the files it reads
-/// (the kernel, the root disk), which the limit reclaims rather than counts against the
-/// guest. Measured in the lab: docs/design.md, "The VMM's jail".
-pub const JAIL_MEMORY_MARGIN: u64 = 64 << 20;
-/// Tasks beyond one per vCPU: the VMM's own threads (kernel loading, prefault, late I/O, the
-/// terminal, the virtio devices, the event loop), with room.
-pub const JAIL_EXTRA_TASKS: u64 = 32;
-
 /// The jail `isol-vmm` builds around the VM (src/jail.rs), unless `ISOL_VMM_JAIL=off`; only
 /// root can build one (namespaces without a user namespace, cgroups, /dev/kvm as a node).
 fn vmm_jail(
@@ -1383,15 +1373,12 @@ fn vmm_jail(
         tracing::debug!("not root: the VMM runs without its jail");
         return Ok(None);
     }
-    Ok(Some(isol_vmm::launch::LaunchJail {
-        id: id.to_owned(),
-        state_root: store.root().join("vms"),
-        cgroup_root: isol_container::process::CGROUP_ROOT.into(),
-        uid: JAIL_ID,
-        gid: JAIL_ID,
-        memory_max: (u64::from(launch.memory_mib) << 20) + JAIL_MEMORY_MARGIN,
-        pids_max: u64::from(launch.vcpus) + JAIL_EXTRA_TASKS,
-    }))
+    Ok(Some(isol_vmm::launch::LaunchJail::new(
+        id,
+        store.root().join("vms"),
+        isol_container::process::CGROUP_ROOT.into(),
+        launch,
+    )))
 }
 
 /// The launch with every host path absolute.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use isol_guest_init::spec::{Limits, Security, SockFilter};
+pub use isol_guest_init::spec::{BundleRoot, Limits, MountSpec, Rlimit, Security, SockFilter};
 
 use crate::arch::x86_64::mptable;
 pub use crate::device_manager::{DiskSpec, FsShare, GuestIp, GuestTty, NetConfig};
@@ -138,6 +138,14 @@ pub struct RunSpec {
     /// `--pids-limit` and `--memory` for the workload's cgroup in the guest, which the guest
     /// init makes and shows at `/sys/fs/cgroup`; the default limits nothing.
     pub limits: Limits,
+    /// An OCI bundle's root on a virtio-fs share (`isol-runc` on kvm), with the config's
+    /// mounts; the VM then has no root disk ([`Rootfs::Empty`]).
+    pub bundle: Option<BundleRoot>,
+    /// Resource limits of the workload (an OCI config's `process.rlimits`).
+    pub rlimits: Vec<Rlimit>,
+    /// Exactly these supplementary groups (an OCI config's `additionalGids`); none: those
+    /// the guest root's /etc/group gives.
+    pub groups: Option<Vec<u32>>,
 }
 
 /// A buffer the serial console can write into (for tests and for callers that want the

@@ -72,6 +72,9 @@ pub fn wire_spec(spec: &RunSpec) -> Spec {
             .map(|(n, c)| (n.as_bytes().to_vec(), c.as_bytes().to_vec()))
             .collect(),
         limits: spec.limits,
+        root: spec.bundle.clone(),
+        rlimits: spec.rlimits.clone(),
+        groups: spec.groups.clone(),
     }
 }
 

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 9;
+pub const FORMAT: u32 = 10;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -90,9 +90,19 @@ pub struct Launch {
     /// Guest kernel.
     #[serde(with = "os_bytes")]
     pub kernel: PathBuf,
-    /// The image's read-only ext4 root disk.
+    /// The image's read-only ext4 root disk; empty with [`Launch::bundle`].
     #[serde(with = "os_bytes")]
     pub root_disk: PathBuf,
+    /// `isol-runc` on kvm: the guest's root is an OCI bundle's root filesystem on one of
+    /// [`Launch::shares`], instead of a root disk.
+    #[serde(default)]
+    pub bundle: Option<LaunchBundle>,
+    /// Resource limits of the workload, `(RLIMIT_*, soft, hard)`.
+    #[serde(default)]
+    pub rlimits: Vec<(u32, u64, u64)>,
+    /// Exactly these supplementary groups; none: those the guest root's /etc/group gives.
+    #[serde(default)]
+    pub groups: Option<Vec<u32>>,
     /// The static guest init.
     #[serde(with = "os_bytes")]
     pub init: PathBuf,
@@ -175,6 +185,60 @@ pub struct Launch {
     pub memory_limit: Option<u64>,
 }
 
+/// An OCI bundle's root in the guest (`isol-runc` on kvm): the share of [`Launch::shares`]
+/// tagged `tag` holds the root filesystem as `rootfs` and each bind mount's source; the guest
+/// init builds the root from it (docs/oci.md, "The kvm backend").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchBundle {
+    /// The share's virtio-fs tag.
+    pub tag: String,
+    /// `root.readonly`.
+    pub readonly: bool,
+    /// The config's mounts beyond the guest init's own, in order.
+    pub mounts: Vec<LaunchMount>,
+}
+
+/// One mount of a [`LaunchBundle`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchMount {
+    /// The filesystem type; empty: a bind mount of `source`, a path inside the share.
+    pub fstype: String,
+    /// The share's path of a bind's source, or the filesystem's source name.
+    #[serde(with = "os_bytes")]
+    pub source: OsString,
+    /// Absolute path in the guest.
+    #[serde(with = "os_bytes")]
+    pub target: OsString,
+    /// mount(2) flags.
+    pub flags: u64,
+    /// The filesystem's own options.
+    pub data: String,
+}
+
+impl LaunchBundle {
+    /// The bundle as the run spec carries it.
+    pub fn spec(&self) -> crate::config::BundleRoot {
+        use std::os::unix::ffi::OsStrExt;
+        crate::config::BundleRoot {
+            tag: self.tag.as_bytes().to_vec(),
+            readonly: self.readonly,
+            mounts: self
+                .mounts
+                .iter()
+                .map(|m| crate::config::MountSpec {
+                    fstype: m.fstype.as_bytes().to_vec(),
+                    source: m.source.as_bytes().to_vec(),
+                    target: m.target.as_bytes().to_vec(),
+                    flags: m.flags,
+                    data: m.data.as_bytes().to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The exec channel's listening socket, inherited across the exec (docs/vmm.md, "The exec
 /// channel"): the jailed VMM serves it, the process isol exec'd removes its path after the VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,7 +261,7 @@ pub struct LaunchShare {
     pub socket_fd: i32,
     /// The device's tag.
     pub tag: String,
-    /// Where the guest init mounts it.
+    /// Where the guest init mounts it; empty: nowhere of itself (a [`LaunchBundle`]'s).
     #[serde(with = "os_bytes")]
     pub guest_path: OsString,
     /// Mounted read-only (virtiofsd runs `--readonly` too).
@@ -213,7 +277,7 @@ impl LaunchShare {
         FsShare {
             socket: self.socket_fd,
             tag: self.tag.clone(),
-            guest_path: Some(self.guest_path.clone()),
+            guest_path: (!self.guest_path.is_empty()).then(|| self.guest_path.clone()),
             read_only: self.read_only,
         }
     }
@@ -331,6 +395,35 @@ pub struct LaunchJail {
     pub pids_max: u64,
 }
 
+/// The user and group the jailed VMM becomes once its VM is built: `nobody`/`nogroup`,
+/// an id that owns no files on any distribution. Two VMMs under the same id cannot signal or
+/// trace each other: each is PID 1 of its own PID namespace and sees no other process.
+pub const JAIL_ID: u32 = 65534;
+/// The jailed VMM's memory beyond guest RAM, for its cgroup's limit: the VMM's own pages
+/// (~2 MiB), KVM's per-VM and per-vCPU kernel memory, and the page cache of the files it reads
+/// (the kernel, the root disk), which the limit reclaims rather than counts against the
+/// guest. Measured in the lab: docs/design.md, "The VMM's jail".
+pub const JAIL_MEMORY_MARGIN: u64 = 64 << 20;
+/// Tasks beyond one per vCPU: the VMM's own threads (kernel loading, prefault, late I/O, the
+/// terminal, the virtio devices, the event loop), with room.
+pub const JAIL_EXTRA_TASKS: u64 = 32;
+
+impl LaunchJail {
+    /// The jail of `launch`'s VM, run `id`: its run dir under `state_root`, its cgroup
+    /// `isol/<id>` under `cgroup_root`, its user [`JAIL_ID`], its limits from the VM's size.
+    pub fn new(id: &str, state_root: PathBuf, cgroup_root: PathBuf, launch: &Launch) -> Self {
+        LaunchJail {
+            id: id.to_owned(),
+            state_root,
+            cgroup_root,
+            uid: JAIL_ID,
+            gid: JAIL_ID,
+            memory_max: (u64::from(launch.memory_mib) << 20) + JAIL_MEMORY_MARGIN,
+            pids_max: u64::from(launch.vcpus) + JAIL_EXTRA_TASKS,
+        }
+    }
+}
+
 /// What the jail's setup ([`main`]'s `enter_jail`) decided for this process.
 #[derive(Debug)]
 pub enum Jailed {
@@ -362,7 +455,10 @@ impl Launch {
         VmConfig {
             kernel: self.kernel.clone(),
             boot_protocol: BootProtocol::Auto,
-            rootfs: Rootfs::Disk(self.root_disk.clone()),
+            rootfs: match self.bundle {
+                Some(_) => Rootfs::Empty,
+                None => Rootfs::Disk(self.root_disk.clone()),
+            },
             init: Some(self.init.clone()),
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
@@ -386,6 +482,17 @@ impl Launch {
                     pids_max: self.pids_limit,
                     memory_max: self.memory_limit,
                 },
+                bundle: self.bundle.as_ref().map(LaunchBundle::spec),
+                rlimits: self
+                    .rlimits
+                    .iter()
+                    .map(|&(resource, soft, hard)| crate::config::Rlimit {
+                        resource,
+                        soft,
+                        hard,
+                    })
+                    .collect(),
+                groups: self.groups.clone(),
             },
             console: self.console,
             trace_exits: self.trace_exits,
@@ -882,6 +989,9 @@ mod tests {
         Launch {
             kernel: PathBuf::from(OsString::from_vec(b"/k/vm\xfflinux".to_vec())),
             root_disk: "/store/vm-disks/abc.ext4".into(),
+            bundle: None,
+            rlimits: Vec::new(),
+            groups: None,
             init: "/usr/local/bin/isol-guest-init".into(),
             vcpus: 2,
             memory_mib: 128,
@@ -958,6 +1068,37 @@ mod tests {
             pids_limit: Some(10),
             memory_limit: Some(64 << 20),
         }
+    }
+
+    #[test]
+    fn a_bundle_launch_has_no_root_disk_and_carries_its_mounts_to_the_spec() {
+        let l = Launch {
+            root_disk: PathBuf::new(),
+            bundle: Some(LaunchBundle {
+                tag: "isol-fs0".into(),
+                readonly: true,
+                mounts: vec![LaunchMount {
+                    fstype: String::new(),
+                    source: "mounts/0".into(),
+                    target: "/etc/hosts".into(),
+                    flags: 1,
+                    data: String::new(),
+                }],
+            }),
+            rlimits: vec![(7, 1024, 4096)],
+            groups: Some(vec![10]),
+            ..sample()
+        };
+        let back = Launch::decode(&l.encode()).unwrap();
+        assert_eq!(back, l);
+        let cfg = back.vm_config(None);
+        assert_eq!(cfg.rootfs, Rootfs::Empty);
+        let root = cfg.spec.bundle.unwrap();
+        assert_eq!(root.tag, b"isol-fs0");
+        assert!(root.readonly);
+        assert_eq!(root.mounts[0].target, b"/etc/hosts");
+        assert_eq!(cfg.spec.rlimits[0].hard, 4096);
+        assert_eq!(cfg.spec.groups, Some(vec![10]));
     }
 
     #[test]

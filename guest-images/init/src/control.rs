@@ -273,6 +273,8 @@ impl StartRequest {
 pub enum Request {
     /// Start a process.
     Start(Box<StartRequest>),
+    /// Send this signal to the run's workload (a START made by [`signal_workload`]).
+    SignalWorkload(u8),
     /// Bytes for its stdin.
     Stdin(Vec<u8>),
     /// Its stdin is at its end.
@@ -294,7 +296,10 @@ impl Request {
     pub fn parse(f: Frame) -> Result<Request, FrameError> {
         let bad = FrameError::BadPayload(f.kind);
         Ok(match f.kind {
-            KIND_START => Request::Start(Box::new(StartRequest::decode(&f.payload)?)),
+            KIND_START => match workload_signal(&f.payload) {
+                Some(sig) => Request::SignalWorkload(sig),
+                None => Request::Start(Box::new(StartRequest::decode(&f.payload)?)),
+            },
             KIND_STDIN => Request::Stdin(f.payload),
             KIND_STDIN_EOF => Request::StdinEof,
             KIND_SIGNAL => match f.payload[..] {
@@ -311,6 +316,24 @@ impl Request {
             KIND_CLOSE => Request::Close,
             k => return Err(FrameError::BadKind(k)),
         })
+    }
+}
+
+/// The START flag (bit 2) of a request that starts nothing but sends a signal to the run's
+/// workload (`isol-runc kill` on kvm): the payload is this flag and the signal's number. The
+/// guest answers with an EXIT of 0 once sent, or an ERROR when the workload has ended.
+pub const START_SIGNAL_WORKLOAD: u8 = 4;
+
+/// The payload of a START frame that signals the workload.
+pub fn signal_workload(signal: u8) -> Vec<u8> {
+    vec![START_SIGNAL_WORKLOAD, signal]
+}
+
+/// The signal of a START payload made by [`signal_workload`]; none for any other.
+pub fn workload_signal(payload: &[u8]) -> Option<u8> {
+    match payload {
+        [START_SIGNAL_WORKLOAD, sig] => Some(*sig),
+        _ => None,
     }
 }
 
@@ -427,6 +450,14 @@ mod tests {
             ..r
         };
         assert!(huge.encode().is_err());
+    }
+
+    #[test]
+    fn a_workload_signal_is_no_start_request() {
+        let p = signal_workload(15);
+        assert_eq!(workload_signal(&p), Some(15));
+        assert!(StartRequest::decode(&p).is_err());
+        assert_eq!(workload_signal(&[START_SIGNAL_WORKLOAD, 1, 2]), None);
     }
 
     #[test]

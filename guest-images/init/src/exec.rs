@@ -158,6 +158,9 @@ fn handle(f: Frame, spec: &Spec, direct: bool, out: &Out, procs: &Procs) {
         Err(e @ FrameError::BadStart(_)) => return out.error(stream, &e.to_string()),
         Err(_) => return,
     };
+    if let Request::SignalWorkload(sig) = req {
+        return signal_workload(stream, sig, out);
+    }
     if let Request::Start(req) = req {
         if ENDED.load(Ordering::SeqCst) {
             return out.error(
@@ -198,8 +201,23 @@ fn handle(f: Frame, spec: &Spec, direct: bool, out: &Out, procs: &Procs) {
             p.credit.close();
             p.stdin = None;
         }
-        Request::Start(_) => {}
+        Request::Start(_) | Request::SignalWorkload(_) => {}
     }
+}
+
+/// Sends `sig` to the run's workload (`isol-runc kill`), and ends the stream.
+fn signal_workload(stream: u32, sig: u8, out: &Out) {
+    let pid = crate::WORKLOAD_PID.load(Ordering::SeqCst);
+    if pid <= 0 {
+        return out.error(stream, "the workload has not started");
+    }
+    // SAFETY: kill has no memory effects. The workload is init's child: its pid stays its own
+    // until init reaps it, and ENDED is set right after (a pid recycled in between would
+    // have to be forked in those few instructions, by a process init is about to kill).
+    if ENDED.load(Ordering::SeqCst) || unsafe { libc::kill(pid, libc::c_int::from(sig)) } != 0 {
+        return out.error(stream, "the run's workload has ended");
+    }
+    out.send(&Frame::new(stream, KIND_EXIT, 0i32.to_le_bytes()));
 }
 
 /// Sets the pty master's window size; a zero dimension (no size known) leaves it as it is.

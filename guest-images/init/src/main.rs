@@ -39,7 +39,7 @@ use isol_guest_init::port::{
     POWER_OFF_PORT,
 };
 use isol_guest_init::privileges;
-use isol_guest_init::spec::{SPEC_PATH, Spec};
+use isol_guest_init::spec::{BundleRoot, MountSpec, SPEC_PATH, Spec};
 use isol_guest_init::user::{self, Ids};
 
 mod exec;
@@ -340,6 +340,9 @@ enum Stdio {
 /// limits count them as a container's cgroup counts `isol exec`'s (exec.rs).
 static WORKLOAD_CGROUP: std::sync::OnceLock<WorkloadCgroup> = std::sync::OnceLock::new();
 
+/// The workload's pid, for a signal sent to it over the exec channel (`isol-runc kill`).
+static WORKLOAD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 /// Runs in the forked child; never returns. `cgroup`: the workload's cgroup, joined first.
 /// `workload`: the run's workload (its exec is a boot phase), not a process of `isol exec`.
 fn child(
@@ -471,7 +474,14 @@ fn child_setup_and_exec(
             .collect()
     };
 
-    let ids = resolve_user(&spec.user).map_err(setup)?;
+    let mut ids = resolve_user(&spec.user).map_err(setup)?;
+    if let (Some(ids), Some(groups)) = (ids.as_mut(), &spec.groups) {
+        // An OCI config's additionalGids: exactly these, the gid first.
+        ids.groups = std::iter::once(ids.gid)
+            .chain(groups.iter().copied())
+            .collect();
+    }
+    set_rlimits(&spec.rlimits).map_err(setup)?;
     if workload {
         port.phase(PHASE_WORKLOAD_EXEC);
     }
@@ -504,6 +514,28 @@ fn child_setup_and_exec(
         )
     };
     Err((status, msg))
+}
+
+/// The spec's resource limits (an OCI config's `process.rlimits`), set while the init's
+/// capabilities still allow raising a hard limit.
+fn set_rlimits(limits: &[isol_guest_init::spec::Rlimit]) -> Result<(), String> {
+    for r in limits {
+        let lim = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        // SAFETY: setrlimit reads a valid rlimit struct.
+        if unsafe { libc::setrlimit(r.resource as _, &lim) } != 0 {
+            return Err(format!(
+                "cannot set resource limit {} to {}/{}: {}",
+                r.resource,
+                r.soft,
+                r.hard,
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The spec's user resolved in the guest root's /etc/passwd and /etc/group, as the
@@ -668,6 +700,114 @@ fn switch_to_disk(dev: &str) -> Result<(), String> {
         0,
         "lowerdir=/isol/lower,upperdir=/isol/rw/upper,workdir=/isol/rw/work",
     )?;
+    move_kernel_mounts()?;
+    enter_root()
+}
+
+/// An OCI bundle's root (`isol-runc` on kvm, spec version 5): the virtio-fs share holds the
+/// bundle's root filesystem as `rootfs` and each bind mount's source; the root is a bind of
+/// `rootfs` with /dev, /proc and /sys moved in, then the config's mounts, then (with
+/// `root.readonly`) the root itself made read-only, as runc does.
+fn switch_to_bundle(root: &BundleRoot) -> Result<(), String> {
+    let tag = String::from_utf8_lossy(&root.tag).into_owned();
+    mount(&tag, "/isol/share", "virtiofs", 0, "")?;
+    mkdir("/isol/root")?;
+    bind(b"/isol/share/rootfs", b"/isol/root", 0)?;
+    move_kernel_mounts()?;
+    for m in &root.mounts {
+        bundle_mount(m)?;
+    }
+    if root.readonly {
+        remount_bind(b"/isol/root", libc::MS_RDONLY)?;
+    }
+    enter_root()
+}
+
+/// One mount of the bundle's config, under /isol/root: a bind of a path of the share (its
+/// target made a file or a directory as its source is), or a filesystem with its options.
+fn bundle_mount(m: &MountSpec) -> Result<(), String> {
+    let mut target = b"/isol/root".to_vec();
+    target.extend_from_slice(&m.target);
+    let t = std::path::Path::new(OsStr::from_bytes(&target));
+    if !m.fstype.is_empty() {
+        let flags = m.flags as libc::c_ulong;
+        return mount(
+            &String::from_utf8_lossy(&m.source),
+            &t.to_string_lossy(),
+            &String::from_utf8_lossy(&m.fstype),
+            flags,
+            &String::from_utf8_lossy(&m.data),
+        );
+    }
+    let mut source = b"/isol/share/".to_vec();
+    source.extend_from_slice(&m.source);
+    let s = std::path::Path::new(OsStr::from_bytes(&source));
+    if s.is_dir() {
+        fs::create_dir_all(t).map_err(|e| format!("cannot create {}: {e}", t.display()))?;
+    } else if !t.exists() {
+        if let Some(parent) = t.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        fs::File::create(t).map_err(|e| format!("cannot create {}: {e}", t.display()))?;
+    }
+    let extra = m.flags as libc::c_ulong
+        & (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+    bind(&source, &target, extra)
+}
+
+/// Binds `source` (recursively) at `target`, then remounts it with `flags` when any.
+fn bind(source: &[u8], target: &[u8], flags: libc::c_ulong) -> Result<(), String> {
+    let (s, t) = (cstr(source)?, cstr(target)?);
+    // SAFETY: valid NUL-terminated paths; a bind mount takes no type or data.
+    let rc = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "cannot bind {} at {}: {}",
+            String::from_utf8_lossy(source),
+            String::from_utf8_lossy(target),
+            io::Error::last_os_error()
+        ));
+    }
+    if flags != 0 {
+        remount_bind(target, flags)?;
+    }
+    Ok(())
+}
+
+/// Remounts the bind mount at `target` with `flags` (`MS_RDONLY`…).
+fn remount_bind(target: &[u8], flags: libc::c_ulong) -> Result<(), String> {
+    let t = cstr(target)?;
+    // SAFETY: a valid NUL-terminated path; a remount takes no source, type or data.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            t.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND | flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "cannot make {} read-only: {}",
+            String::from_utf8_lossy(target),
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Moves /dev, /proc and /sys (with what is mounted below them) into /isol/root.
+fn move_kernel_mounts() -> Result<(), String> {
     for m in ["/dev", "/proc", "/sys"] {
         let to = format!("/isol/root{m}");
         mkdir(&to)?;
@@ -686,6 +826,11 @@ fn switch_to_disk(dev: &str) -> Result<(), String> {
             return Err(format!("cannot move {m}: {}", io::Error::last_os_error()));
         }
     }
+    Ok(())
+}
+
+/// Makes /isol/root the root: move-mount onto `/`, then chroot.
+fn enter_root() -> Result<(), String> {
     std::env::set_current_dir("/isol/root").map_err(|e| format!("cannot enter the root: {e}"))?;
     // SAFETY: valid NUL-terminated strings.
     let rc = unsafe {
@@ -1042,6 +1187,8 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     let boot = parse_cmdline(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
     if let Some(dev) = &boot.root {
         switch_to_disk(dev)?;
+    } else if let Some(root) = &spec.root {
+        switch_to_bundle(root)?;
     }
     make_disk_nodes(&boot.disk_nodes)?;
     mount_shares(&boot.shares)?;
@@ -1095,6 +1242,7 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     if pid == 0 {
         child(&spec, cgroup.as_ref(), &stdio, port, true);
     }
+    WORKLOAD_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
     // Our copies of the ports must not keep them open (a port allows one opener), nor
     // ours of the pty slave (the master would never see the workload hang up).
     drop(stdio);

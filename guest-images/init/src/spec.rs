@@ -16,6 +16,12 @@
 //! etc      u32 count (≤ 16), then count × (name: u32 len, bytes; content: u32 len, bytes)
 //! pids     u8 (0: no limit, 1: the limit follows), u64 limit   pids.max, ≥ 1
 //! memory   u8 (0: no limit, 1: the limit follows), u64 bytes   memory.max, ≥ 1
+//! root     u8 (0: the root disk or the initramfs, 1: a bundle root follows):
+//!            tag u32 len, bytes; readonly u8;
+//!            mounts u32 count (≤ 256), then count × (fstype, source, target: u32 len,
+//!            bytes each; flags u64; data u32 len, bytes)
+//! rlimits  u32 count (≤ 64), then count × (u32 resource, u64 soft, u64 hard)
+//! groups   u8 (0: /etc/group's, 1: the list follows), u32 count (≤ 1024), count × u32
 //! ```
 //!
 //! Strings are raw bytes (no encoding, no terminator), so arguments with spaces,
@@ -33,6 +39,11 @@
 //! Version 4 added the workload's cgroup limits ([`Limits`]: `--pids-limit`, `--memory`),
 //! which the init enforces with the guest kernel's own cgroup v2. An init that reads
 //! version 3 would run the workload without them, so the mismatch is refused as before.
+//!
+//! Version 5 added an OCI bundle's root ([`BundleRoot`]: the guest's root is the `rootfs`
+//! directory of a virtio-fs share, with the config's mounts, `isol-runc` on kvm), the
+//! workload's resource limits ([`Rlimit`]) and its exact supplementary groups
+//! (`additionalGids`).
 
 use std::fmt;
 
@@ -41,13 +52,60 @@ pub const SPEC_PATH: &str = "/isol/spec";
 /// First bytes of a spec.
 pub const MAGIC: &[u8; 8] = b"ISOLSPEC";
 /// Format version this code reads and writes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Largest spec accepted, to bound what a corrupt file can make init allocate.
 pub const MAX_SPEC_LEN: usize = 16 << 20;
 /// The kernel's limit on the instructions of one seccomp filter (`BPF_MAXINSNS`).
 pub const MAX_FILTER_LEN: usize = 4096;
 /// Most files [`Spec::etc_files`] may hold.
 pub const MAX_ETC_FILES: usize = 16;
+
+/// Most mounts a [`BundleRoot`] may hold.
+pub const MAX_MOUNTS: usize = 256;
+/// Most resource limits a spec may hold.
+pub const MAX_RLIMITS: usize = 64;
+/// Most supplementary groups a spec may hold.
+pub const MAX_GROUPS: usize = 1024;
+
+/// An OCI bundle's root in the guest (`isol-runc` on kvm): the virtio-fs share `tag` holds
+/// the bundle's root filesystem as its `rootfs` directory and each bind mount's source, and
+/// the init makes that directory the root, with the mounts, read-only when `readonly`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleRoot {
+    /// The virtio-fs device's tag.
+    pub tag: Vec<u8>,
+    /// `root.readonly`.
+    pub readonly: bool,
+    /// The config's mounts beyond the init's own (/proc, /sys, /dev…), in order.
+    pub mounts: Vec<MountSpec>,
+}
+
+/// One mount of a [`BundleRoot`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountSpec {
+    /// The filesystem type (`tmpfs`, `mqueue`…); empty: a bind mount of `source`, a path
+    /// inside the share.
+    pub fstype: Vec<u8>,
+    /// The share's path of a bind mount's source, or the filesystem's source name.
+    pub source: Vec<u8>,
+    /// Absolute path in the guest's root.
+    pub target: Vec<u8>,
+    /// mount(2) flags (`MS_RDONLY`, `MS_NOSUID`…).
+    pub flags: u64,
+    /// The filesystem's own options (`size=64m,mode=755`).
+    pub data: Vec<u8>,
+}
+
+/// One resource limit, set with setrlimit(2) before the workload's `execve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*`.
+    pub resource: u32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
 
 /// Files for the guest's `/etc`: `(name, content)`.
 pub type EtcFiles = Vec<(Vec<u8>, Vec<u8>)>;
@@ -146,6 +204,12 @@ pub struct Spec {
     pub etc_files: EtcFiles,
     /// The cgroup limits the init puts the workload under.
     pub limits: Limits,
+    /// An OCI bundle's root, instead of the root disk's overlay; none: as before.
+    pub root: Option<BundleRoot>,
+    /// Resource limits of the workload.
+    pub rlimits: Vec<Rlimit>,
+    /// Exactly these supplementary groups (with the gid); none: those /etc/group gives.
+    pub groups: Option<Vec<u32>>,
 }
 
 /// Why a spec could not be decoded.
@@ -173,6 +237,8 @@ pub enum SpecError {
     BadEtcName(Vec<u8>),
     /// A limit of 0 (`name` is the cgroup file: `pids.max`, `memory.max`).
     ZeroLimit(&'static str),
+    /// More than `max` items of `what`.
+    TooMany(&'static str, usize),
 }
 
 impl fmt::Display for SpecError {
@@ -219,6 +285,10 @@ impl fmt::Display for SpecError {
             SpecError::ZeroLimit(name) => write!(
                 f,
                 "Run spec sets {name} to 0, which would let the workload never start; use the guest init built with this isol"
+            ),
+            SpecError::TooMany(what, n) => write!(
+                f,
+                "Run spec has {n} {what}, more than the guest init takes; give fewer"
             ),
         }
     }
@@ -314,6 +384,60 @@ impl<'a> Reader<'a> {
         Ok(files)
     }
 
+    fn root(&mut self) -> Result<Option<BundleRoot>, SpecError> {
+        if !self.flag()? {
+            return Ok(None);
+        }
+        let tag = self.bytes()?;
+        let readonly = self.flag()?;
+        let n = self.u32()? as usize;
+        if n > MAX_MOUNTS {
+            return Err(SpecError::TooMany("mounts", n));
+        }
+        let mounts = (0..n)
+            .map(|_| {
+                Ok(MountSpec {
+                    fstype: self.bytes()?,
+                    source: self.bytes()?,
+                    target: self.bytes()?,
+                    flags: self.u64()?,
+                    data: self.bytes()?,
+                })
+            })
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        Ok(Some(BundleRoot {
+            tag,
+            readonly,
+            mounts,
+        }))
+    }
+
+    fn rlimits(&mut self) -> Result<Vec<Rlimit>, SpecError> {
+        let n = self.u32()? as usize;
+        if n > MAX_RLIMITS {
+            return Err(SpecError::TooMany("resource limits", n));
+        }
+        (0..n)
+            .map(|_| {
+                Ok(Rlimit {
+                    resource: self.u32()?,
+                    soft: self.u64()?,
+                    hard: self.u64()?,
+                })
+            })
+            .collect()
+    }
+
+    fn groups(&mut self) -> Result<Option<Vec<u32>>, SpecError> {
+        let present = self.flag()?;
+        let n = self.u32()? as usize;
+        if n > MAX_GROUPS {
+            return Err(SpecError::TooMany("groups", n));
+        }
+        let groups = (0..n).map(|_| self.u32()).collect::<Result<Vec<_>, _>>()?;
+        Ok(present.then_some(groups))
+    }
+
     fn list(&mut self) -> Result<Vec<Vec<u8>>, SpecError> {
         let n = self.u32()? as usize;
         // Each item needs at least its 4-byte length; reject counts the buffer can't hold
@@ -403,7 +527,50 @@ impl Spec {
             out.push(u8::from(limit.is_some()));
             out.extend_from_slice(&limit.unwrap_or(0).to_le_bytes());
         }
+        self.encode_v5(&mut out)?;
+        if out.len() > MAX_SPEC_LEN {
+            return Err(SpecError::TooLarge(out.len()));
+        }
         Ok(out)
+    }
+
+    /// The fields version 5 added: the bundle root, rlimits, groups.
+    fn encode_v5(&self, out: &mut Vec<u8>) -> Result<(), SpecError> {
+        out.push(u8::from(self.root.is_some()));
+        if let Some(root) = &self.root {
+            if root.mounts.len() > MAX_MOUNTS {
+                return Err(SpecError::TooMany("mounts", root.mounts.len()));
+            }
+            put_bytes(out, &root.tag);
+            out.push(u8::from(root.readonly));
+            out.extend_from_slice(&(root.mounts.len() as u32).to_le_bytes());
+            for m in &root.mounts {
+                put_bytes(out, &m.fstype);
+                put_bytes(out, &m.source);
+                put_bytes(out, &m.target);
+                out.extend_from_slice(&m.flags.to_le_bytes());
+                put_bytes(out, &m.data);
+            }
+        }
+        if self.rlimits.len() > MAX_RLIMITS {
+            return Err(SpecError::TooMany("resource limits", self.rlimits.len()));
+        }
+        out.extend_from_slice(&(self.rlimits.len() as u32).to_le_bytes());
+        for r in &self.rlimits {
+            out.extend_from_slice(&r.resource.to_le_bytes());
+            out.extend_from_slice(&r.soft.to_le_bytes());
+            out.extend_from_slice(&r.hard.to_le_bytes());
+        }
+        out.push(u8::from(self.groups.is_some()));
+        let groups = self.groups.as_deref().unwrap_or_default();
+        if groups.len() > MAX_GROUPS {
+            return Err(SpecError::TooMany("groups", groups.len()));
+        }
+        out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+        for g in groups {
+            out.extend_from_slice(&g.to_le_bytes());
+        }
+        Ok(())
     }
 
     /// Parses a spec written by [`Spec::encode`].
@@ -439,6 +606,9 @@ impl Spec {
                 pids_max: r.limit("pids.max")?,
                 memory_max: r.limit("memory.max")?,
             },
+            root: r.root()?,
+            rlimits: r.rlimits()?,
+            groups: r.groups()?,
         };
         if !r.buf.is_empty() {
             return Err(SpecError::TrailingBytes(r.buf.len()));
@@ -500,7 +670,53 @@ mod tests {
                 pids_max: Some(10),
                 memory_max: Some(64 << 20),
             },
+            root: Some(BundleRoot {
+                tag: b"isol-root".to_vec(),
+                readonly: true,
+                mounts: vec![
+                    MountSpec {
+                        source: b"mounts/0".to_vec(),
+                        target: b"/etc/hosts".to_vec(),
+                        flags: 1,
+                        ..MountSpec::default()
+                    },
+                    MountSpec {
+                        fstype: b"tmpfs".to_vec(),
+                        source: b"tmpfs".to_vec(),
+                        target: b"/run".to_vec(),
+                        flags: 6,
+                        data: b"size=64m,mode=755".to_vec(),
+                    },
+                ],
+            }),
+            rlimits: vec![Rlimit {
+                resource: 7,
+                soft: 1024,
+                hard: 4096,
+            }],
+            groups: Some(vec![10, 20]),
         }
+    }
+
+    #[test]
+    fn version_5_fields_are_checked() {
+        let mut s = sample();
+        s.rlimits = vec![Rlimit::default(); MAX_RLIMITS + 1];
+        assert_eq!(
+            s.encode(),
+            Err(SpecError::TooMany("resource limits", MAX_RLIMITS + 1))
+        );
+        let mut s = sample();
+        s.root = None;
+        s.groups = None;
+        let enc = s.encode().unwrap();
+        assert_eq!(Spec::decode(&enc).unwrap(), s);
+        // A truncated bundle root is an error, not a shorter spec.
+        let full = sample().encode().unwrap();
+        assert_eq!(
+            Spec::decode(&full[..full.len() - 20]),
+            Err(SpecError::Truncated)
+        );
     }
 
     #[test]
@@ -544,6 +760,13 @@ mod tests {
         assert_eq!(std::mem::size_of::<SockFilter>(), 8);
     }
 
+    /// How many bytes version 5's fields take at the end of `s`'s encoding.
+    fn v5_len(s: &Spec) -> usize {
+        let mut v = Vec::new();
+        s.encode_v5(&mut v).unwrap();
+        v.len()
+    }
+
     #[test]
     fn bad_flags_and_long_filters_are_rejected() {
         let mut s = sample();
@@ -551,8 +774,8 @@ mod tests {
         s.etc_files.clear();
         let mut enc = s.encode().unwrap();
         // Layout from the end: caps flag, 8 mask bytes, nnp flag, 4 filter count bytes, 4
-        // etc count bytes, then the two limits of 9 bytes each.
-        let n = enc.len() - 4 - 18;
+        // etc count bytes, then the two limits of 9 bytes each, then version 5's fields.
+        let n = enc.len() - v5_len(&s) - 4 - 18;
         enc[n - 5] = 2;
         assert_eq!(Spec::decode(&enc), Err(SpecError::BadFlag(2)));
         enc[n - 5] = 1;
@@ -578,7 +801,7 @@ mod tests {
             s.etc_files = vec![(b"z".repeat(bad.len().max(1)), b"x".to_vec())];
             let mut enc = s.encode().unwrap();
             if !bad.is_empty() {
-                let at = enc.len() - 18 - 1 - 4 - bad.len();
+                let at = enc.len() - v5_len(&s) - 18 - 1 - 4 - bad.len();
                 enc[at..at + bad.len()].copy_from_slice(bad);
                 assert_eq!(Spec::decode(&enc), Err(SpecError::BadEtcName(bad.to_vec())));
             }
@@ -607,7 +830,7 @@ mod tests {
         // A hand-made 0 with its flag set is refused on decode; a bad flag too.
         s.limits.pids_max = Some(1);
         let mut enc = s.encode().unwrap();
-        let at = enc.len() - 18;
+        let at = enc.len() - v5_len(&s) - 18;
         enc[at + 1..at + 9].copy_from_slice(&0u64.to_le_bytes());
         assert_eq!(Spec::decode(&enc), Err(SpecError::ZeroLimit("pids.max")));
         enc[at] = 2;
@@ -623,7 +846,8 @@ mod tests {
             assert_eq!(e, SpecError::BadVersion(old));
             let m = e.to_string();
             assert!(
-                m.contains("is not 4") && m.contains("guest init built with this isol"),
+                m.contains(&format!("is not {VERSION}"))
+                    && m.contains("guest init built with this isol"),
                 "{m}"
             );
         }

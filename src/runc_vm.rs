@@ -1,0 +1,494 @@
+//! `isol-runc`'s kvm backend ([`isol_oci::vm::VmRuntime`]): a bundle's workload in an isol
+//! microVM, run by `isol-vmm` as `isol run --backend kvm` runs one (docs/oci.md, "The kvm
+//! backend").
+//!
+//! `create` forks the process that becomes the VMM. It keeps create's stdio (the workload's
+//! stdin, stdout and stderr, through the VM's console ports), and, in a mount namespace of
+//! its own, stages the VM's root in the container's state directory (Kata's way): the
+//! bundle's rootfs bound at `share/rootfs` (`root.readonly` is the guest's to apply, once
+//! it made its mount points) and each bind
+//! mount's source at `share/mounts/N`, all served by one virtiofsd as one virtio-fs device;
+//! the guest init makes `rootfs` its root and binds the mounts into it (spec version 5). The
+//! process binds the exec channel's socket (`control.sock`), tells `create` it is ready,
+//! and waits at the start gate; `start` opens it, and it execs `isol-vmm` with the launch,
+//! the jail included, as `isol run` does. Its pid is the run's: it exits with the workload's
+//! status. Its mounts vanish with it and virtiofsd (the namespace is theirs alone), so a
+//! SIGKILL leaves none on the host.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use isol_oci::OciError;
+use isol_oci::vm::{VmCreate, VmRuntime};
+use isol_vmm::launch::{Launch, LaunchBundle, LaunchControl, LaunchMount};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use crate::shares::{KvmShares, Share};
+
+/// The staging directory in the container's state directory: what virtiofsd serves.
+const STAGING: &str = "share";
+/// The exec channel's socket in the container's state directory.
+const CONTROL: &str = "control.sock";
+/// The jail's run directories, in the container's state directory.
+const JAIL_DIR: &str = "vm";
+/// A VM's RAM without a memory limit, as `isol run`'s.
+const DEFAULT_MEMORY_MIB: u32 = 256;
+/// How long `kill` waits for the guest to say the signal was sent.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The kvm backend.
+pub struct Vm;
+
+fn vm_error(e: anyhow::Error) -> OciError {
+    OciError::Vm(format!("{e:#}"))
+}
+
+impl VmRuntime for Vm {
+    fn create(&self, req: &VmCreate<'_>) -> Result<i32, OciError> {
+        // Everything that can be checked is, before the fork.
+        let launch = plan(req).map_err(vm_error)?;
+        let vmm = isol_vmm::launch::vmm_binary().ok_or_else(|| {
+            OciError::Vm(format!(
+                "{} was not found beside isol-runc; install it there (cargo build --bins), or set {}",
+                isol_vmm::launch::VMM_BINARY,
+                isol_vmm::launch::VMM_ENV
+            ))
+        })?;
+        crate::shares::virtiofsd().map_err(vm_error)?;
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| OciError::Vm(format!("cannot make a pipe: {e}")))?;
+        // SAFETY: isol-runc is single-threaded here; the child runs Rust code that allocates,
+        // which is fine without other threads, and ends with exec or _exit.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(ready_r);
+                vmm_process(req, launch, &vmm, ready_w)
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                drop(ready_w);
+                let mut answer = Vec::new();
+                let _ = std::fs::File::from(ready_r).read_to_end(&mut answer);
+                if answer == b"R" {
+                    return Ok(child.as_raw());
+                }
+                let _ = nix::sys::wait::waitpid(child, None);
+                let msg = String::from_utf8_lossy(&answer).trim().to_string();
+                Err(OciError::Vm(if msg.is_empty() {
+                    "the VM's process ended before it was ready".into()
+                } else {
+                    msg
+                }))
+            }
+            Err(e) => Err(OciError::Vm(format!(
+                "cannot fork the VM's process: {e}; raise the process limit"
+            ))),
+        }
+    }
+
+    fn signal(&self, dir: &Path, signal: i32) -> Result<(), OciError> {
+        send_signal(dir, signal).map_err(vm_error)
+    }
+
+    fn clean(&self, dir: &Path) -> Result<(), OciError> {
+        clean(&dir.join(STAGING)).map_err(vm_error)
+    }
+}
+
+/// The launch of `req`'s VM, without what the VM's process makes (the share, the exec
+/// channel): every check that can fail `create` before the fork.
+fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
+    let cfg = req.config;
+    let (seccomp, seccomp_test_violation) =
+        isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
+    let memory_mib = match cfg.limits.memory {
+        None => DEFAULT_MEMORY_MIB,
+        Some(m) => u32::try_from(m.div_ceil(1 << 20)).unwrap_or(u32::MAX),
+    };
+    let min = isol_vmm::config::MIN_MEMORY_MIB;
+    if memory_mib < min {
+        bail!(
+            "linux.resources.memory.limit of {memory_mib} MiB is too small for a microVM: give {min} MiB or more"
+        );
+    }
+    let kernel = match std::env::var_os("ISOL_KERNEL") {
+        Some(k) => PathBuf::from(k),
+        None => isol_vmm::config::cached_kernel_dir()
+            .map(|d| d.join("vmlinux"))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no guest kernel: set ISOL_KERNEL, or build one into the cache with guest-images/build-kernel.sh"
+                )
+            })?,
+    };
+    let mut file =
+        std::fs::File::open(&kernel).map_err(|source| isol_vmm::config::ConfigError::Kernel {
+            path: kernel.clone(),
+            source,
+        })?;
+    isol_vmm::loader::detect_format(&mut file, &kernel)?;
+    drop(file);
+    isol_vmm::kconfig::check_for_run(
+        &kernel,
+        &isol_vmm::kconfig::Needs {
+            vcpus: 1,
+            nic: false,
+            pids_limit: cfg.limits.pids.is_some(),
+            memory_limit: cfg.limits.memory.is_some(),
+            fs: true,
+        },
+    )?;
+    let speed_cache = isol_vmm::config::cache_dir().join("kvm-speed");
+    isol_vmm::vstate::kvm::check_runs_guests(Some(&speed_cache)).map_err(anyhow::Error::msg)?;
+    let init = isol_vmm::config::default_guest_init().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the guest init isol-guest-init was not found beside isol-runc; build it (cargo build -p isol-guest-init) or set ISOL_GUEST_INIT"
+        )
+    })?;
+    let workload_seccomp = match cfg.privileges.seccomp.filter()? {
+        None => Vec::new(),
+        Some(f) if f.flags != 0 => bail!(
+            "the seccomp profile's flags (SECCOMP_FILTER_FLAG_LOG, SECCOMP_FILTER_FLAG_SPEC_ALLOW) are not supported on the kvm backend; drop them from linux.seccomp or use the container backend"
+        ),
+        Some(f) => f.words(),
+    };
+    let abs = |p: &Path| {
+        std::path::absolute(p).with_context(|| format!("cannot make {} absolute", p.display()))
+    };
+    let mut launch = Launch {
+        kernel: abs(&kernel)?,
+        root_disk: PathBuf::new(),
+        bundle: None,
+        rlimits: cfg
+            .rlimits
+            .iter()
+            .map(|r| (r.resource, r.soft, r.hard))
+            .collect(),
+        groups: cfg.groups.clone(),
+        init: abs(&init)?,
+        vcpus: 1,
+        memory_mib,
+        args: cfg.args.clone(),
+        env: cfg.env.clone(),
+        workdir: cfg.workdir.clone().into_os_string(),
+        hostname: cfg.hostname.clone().into(),
+        user: cfg.user.clone().unwrap_or_default().into(),
+        // The same privileges as the container backend's: the bounding set, no_new_privs and
+        // the config's own seccomp profile, compiled here, applied by the guest init.
+        capabilities: Some(cfg.privileges.capabilities),
+        no_new_privs: cfg.privileges.no_new_privs,
+        workload_seccomp,
+        disks: Vec::new(),
+        timeout: None,
+        console: false,
+        trace_exits: false,
+        // create's stdin is the workload's, whatever it is (often /dev/null).
+        interactive: true,
+        tty: false,
+        json: false,
+        image: req.id.to_string(),
+        boot_profiles: isol_vmm::config::default_boot_profiles(),
+        log_filter: Some(std::env::var("ISOL_LOG").unwrap_or_else(|_| "warn".into())),
+        seccomp,
+        seccomp_test_violation,
+        jail: None,
+        net: None,
+        etc_files: Vec::new(),
+        control: None,
+        shares: Vec::new(),
+        pids_limit: cfg.limits.pids,
+        memory_limit: cfg.limits.memory,
+    };
+    let jail_off = std::env::var("ISOL_VMM_JAIL").is_ok_and(|v| v == "off");
+    if nix::unistd::geteuid().is_root() && !jail_off {
+        launch.jail = Some(isol_vmm::launch::LaunchJail::new(
+            req.id,
+            req.dir.join(JAIL_DIR),
+            isol_container::process::CGROUP_ROOT.into(),
+            &launch,
+        ));
+    }
+    Ok(launch)
+}
+
+/// The VM's process, after the fork: never returns. Until it is ready, a failure goes to
+/// `create` on `ready`; after, to the workload's stderr, and the process exits 125.
+fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -> ! {
+    let mut ready = std::fs::File::from(ready);
+    let prepared = match prepare(req, launch) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = write!(ready, "{e:#}");
+            // SAFETY: ends this forked child; nothing of the parent's is to be flushed.
+            unsafe { libc::_exit(125) }
+        }
+    };
+    let _ = ready.write_all(b"R");
+    drop(ready);
+    let e = gate_and_exec(req, &prepared, vmm);
+    eprintln!("isol-runc: {e:#}");
+    // SAFETY: as above.
+    unsafe { libc::_exit(125) }
+}
+
+/// What the VM's process made before it is ready.
+struct Prepared {
+    launch: Launch,
+    shares: KvmShares,
+    control: std::os::unix::net::UnixListener,
+}
+
+/// The mount namespace, the staged root, virtiofsd, the exec channel's socket, the launch.
+fn prepare(req: &VmCreate<'_>, mut launch: Launch) -> anyhow::Result<Prepared> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("cannot make the VM's mount namespace")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("cannot make the VM's mounts private")?;
+    let staging = req.dir.join(STAGING);
+    let bundle = stage(&staging, req.config)?;
+    let shares = KvmShares::start(
+        &[Share {
+            source: staging,
+            // Mounted by the guest init as the root, not at a path of its own.
+            target: PathBuf::new(),
+            read_only: false,
+        }],
+        req.id,
+    )?;
+    let control_path = req.dir.join(CONTROL);
+    let control = std::os::unix::net::UnixListener::bind(&control_path)
+        .with_context(|| format!("cannot create {}", control_path.display()))?;
+    std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", control_path.display()))?;
+    launch.bundle = Some(LaunchBundle {
+        tag: shares.launch[0].tag.clone(),
+        ..bundle
+    });
+    launch.shares = shares.launch.clone();
+    launch.control = Some(LaunchControl {
+        fd: control.as_raw_fd(),
+        path: control_path,
+    });
+    launch.vm_config(None).validate()?;
+    if let Some(adj) = req.config.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .context("cannot set process.oomScoreAdj on the VMM")?;
+    }
+    Ok(Prepared {
+        launch,
+        shares,
+        control,
+    })
+}
+
+/// Waits at the start gate, passes it, and becomes `isol-vmm` (the gate closes with the
+/// exec: `start` returns once the VMM runs). Returns only on failure.
+fn gate_and_exec(req: &VmCreate<'_>, p: &Prepared, vmm: &Path) -> anyhow::Error {
+    let gate = std::fs::OpenOptions::new()
+        .write(true)
+        .open(req.fifo)
+        .and_then(|mut g| g.write_all(&[0]).map(|()| g));
+    let gate = match gate {
+        Ok(g) => g,
+        Err(e) => return anyhow::anyhow!("cannot pass the start gate: {e}"),
+    };
+    if let Err(e) = p.shares.keep_across_exec() {
+        return e;
+    }
+    // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
+    if unsafe { libc::fcntl(p.control.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+        return anyhow::anyhow!(
+            "cannot hand the exec channel to isol-vmm: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let e = isol_vmm::launch::exec(vmm, &p.launch, [OsString::from(req.id)]);
+    drop(gate);
+    e.into()
+}
+
+/// Stages the root and the bind mounts' sources under `staging` (in the VM process's own
+/// mount namespace), and returns the mounts as the guest makes them.
+fn stage(staging: &Path, cfg: &isol_container::ContainerConfig) -> anyhow::Result<LaunchBundle> {
+    let isol_container::Rootfs::Dir { path, readonly } = &cfg.rootfs else {
+        bail!("a bundle's root is a directory");
+    };
+    let mkdir = |p: &Path| {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(p)
+            .with_context(|| format!("cannot create {}", p.display()))
+    };
+    mkdir(staging)?;
+    let root = staging.join("rootfs");
+    mkdir(&root)?;
+    // Writable here: the guest init makes its mount points in it (inside the guest, where a
+    // symlink of the rootfs cannot lead to the host's files) and then makes its root
+    // read-only, as runc does once its mounts are made. The binds' sources are read-only here
+    // already.
+    bind(path, &root, false)?;
+    let mounts_dir = staging.join("mounts");
+    mkdir(&mounts_dir)?;
+    let mut mounts = Vec::new();
+    let guest_flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    for (i, m) in cfg.mounts.iter().enumerate() {
+        let Some(fstype) = &m.fstype else {
+            let at = mounts_dir.join(i.to_string());
+            if m.source.is_dir() {
+                mkdir(&at)?;
+            } else {
+                std::fs::File::create(&at)
+                    .with_context(|| format!("cannot create {}", at.display()))?;
+            }
+            bind(&m.source, &at, m.flags & libc::MS_RDONLY != 0)?;
+            mounts.push(LaunchMount {
+                fstype: String::new(),
+                source: format!("mounts/{i}").into(),
+                target: m.target.clone().into_os_string(),
+                flags: m.flags & guest_flags,
+                data: String::new(),
+            });
+            continue;
+        };
+        mounts.push(LaunchMount {
+            fstype: fstype.clone(),
+            source: m.source.clone().into_os_string(),
+            target: m.target.clone().into_os_string(),
+            flags: m.flags,
+            data: m.data.clone(),
+        });
+    }
+    Ok(LaunchBundle {
+        tag: String::new(),
+        readonly: *readonly,
+        mounts,
+    })
+}
+
+/// Binds `source` at `target` (recursively), read-only when asked.
+fn bind(source: &Path, target: &Path, read_only: bool) -> anyhow::Result<()> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot bind {} for the VM", source.display()))?;
+    if read_only {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot make {} read-only", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the staging directory: each mount point is detached first (should one be
+/// mounted in this namespace), then removed as the empty directory or file it is. Nothing
+/// is removed recursively, so nothing a mount shared can be.
+fn clean(staging: &Path) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(staging).is_err() {
+        return Ok(());
+    }
+    let mut points = vec![staging.join("rootfs")];
+    let mounts = staging.join("mounts");
+    if let Ok(entries) = std::fs::read_dir(&mounts) {
+        points.extend(entries.flatten().map(|e| e.path()));
+    }
+    for p in &points {
+        let _ = umount2(p, MntFlags::MNT_DETACH);
+        let removed = match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir(p),
+            Ok(_) => std::fs::remove_file(p),
+            Err(_) => Ok(()),
+        };
+        removed.with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    for d in [&mounts, staging] {
+        match std::fs::remove_dir(d) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", d.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Sends `signal` to the workload over the exec channel (a START frame that starts nothing
+/// but signals the workload: `isol_guest_init::control::signal_workload`).
+fn send_signal(dir: &Path, signal: i32) -> anyhow::Result<()> {
+    use isol_vmm::control::wire::{self, Decoder, Frame, KIND_ERROR, KIND_EXIT, KIND_START};
+    let sig = u8::try_from(signal).context("signal number out of range")?;
+    let path = dir.join(CONTROL);
+    let mut s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "cannot reach the VM's exec channel {}; is the VM running?",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(SIGNAL_TIMEOUT))?;
+    s.write_all(&Frame::new(0, KIND_START, wire::signal_workload(sig)).encode())?;
+    let mut decoder = Decoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s
+            .read(&mut buf)
+            .context("the VM did not answer the signal in time")?;
+        if n == 0 {
+            bail!("the VM ended before the signal was delivered");
+        }
+        let mut frames = Vec::new();
+        decoder
+            .push(&buf[..n], &mut frames)
+            .map_err(|e| anyhow::anyhow!("the VM's exec channel broke: {e}"))?;
+        for f in frames {
+            match f.kind {
+                KIND_EXIT => return Ok(()),
+                KIND_ERROR => bail!(
+                    "cannot signal the workload: {}",
+                    String::from_utf8_lossy(&f.payload)
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_removes_mount_points_but_never_what_is_in_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = tmp.path().join("share");
+        std::fs::create_dir_all(staging.join("rootfs")).unwrap();
+        std::fs::create_dir_all(staging.join("mounts/0")).unwrap();
+        std::fs::write(staging.join("mounts/1"), b"").unwrap();
+        clean(&staging).unwrap();
+        assert!(!staging.exists());
+        // A staging directory whose root holds files (a mount seen through) is not emptied.
+        std::fs::create_dir_all(staging.join("rootfs")).unwrap();
+        std::fs::write(staging.join("rootfs/precious"), b"x").unwrap();
+        assert!(clean(&staging).is_err());
+        assert!(staging.join("rootfs/precious").exists());
+        // Nothing there: nothing to do.
+        assert!(clean(&tmp.path().join("none")).is_ok());
+    }
+}

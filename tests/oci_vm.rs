@@ -1,0 +1,414 @@
+//! `isol-runc`'s kvm backend (docs/oci.md, "The kvm backend"): a bundle's workload in an isol
+//! microVM behind runc's command line. This test plays containerd's shim (a subreaper that
+//! creates, starts, waits for and deletes the container) on a busybox bundle with the
+//! `io.isol.backend=kvm` annotation, then runs a real client: containerd 1.6's `ctr run` with
+//! `isol-runc-vm` as its runc binary, and with the annotation, against the container backend
+//! on the same image and command.
+//!
+//! The boot tests run in the lab (`./test.sh`), like tests/kvm.rs; they skip elsewhere unless
+//! `ISOL_REQUIRE_KVM` is set. The refusal tests run anywhere.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+fn runc_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_isol-runc")
+}
+
+/// A state root and a busybox bundle with the kvm annotation, in a temp dir of their own.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    bundle: PathBuf,
+}
+
+impl Fixture {
+    fn new(edit: impl FnOnce(&mut Value)) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let bundle = tmp.path().join("bundle");
+        fs::create_dir(&bundle).unwrap();
+        common::busybox_rootfs(&bundle.join("rootfs"));
+        let f = Fixture { tmp, root, bundle };
+        let o = f.runc(&["spec", "--bundle", f.bundle.to_str().unwrap()]);
+        assert!(o.status.success(), "spec: {}", common::stderr(&o));
+        let path = f.bundle.join("config.json");
+        let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        v["annotations"] = serde_json::json!({"io.isol.backend": "kvm"});
+        edit(&mut v);
+        fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        f
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(runc_bin());
+        c.arg("--root").arg(&self.root).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn runc(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("isol-runc runs")
+    }
+
+    /// `create --bundle B --pid-file P ID` with stdout and stderr to files (the VM's process
+    /// keeps them: they are the workload's); the exit status, create's stderr, and the pid.
+    fn create(&self, id: &str) -> (bool, String, i32) {
+        let stdout = fs::File::create(self.bundle.join("stdout")).unwrap();
+        let stderr_path = self.bundle.join("stderr");
+        let stderr = fs::File::create(&stderr_path).unwrap();
+        let pid_file = self.tmp.path().join("pid");
+        let status = self
+            .command(&["create", "--bundle", self.bundle.to_str().unwrap()])
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .expect("isol-runc runs");
+        let pid = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        (
+            status.success(),
+            fs::read_to_string(&stderr_path).unwrap(),
+            pid,
+        )
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(self.bundle.join("stdout")).unwrap()
+    }
+
+    fn errors(&self) -> String {
+        fs::read_to_string(self.bundle.join("stderr")).unwrap_or_default()
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let o = self.runc(&["state", id]);
+        assert!(o.status.success(), "state {id}: {}", common::stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Waits until the workload printed `line`.
+    fn wait_output(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.output().lines().any(|l| l == line) {
+            assert!(
+                Instant::now() < deadline,
+                "no {line:?} from the VM; stdout: {} stderr: {}",
+                self.output(),
+                self.errors()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for e in fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let _ = self.runc(&["delete", "--force", &id]);
+        }
+    }
+}
+
+fn set_args(v: &mut Value, script: &str) {
+    v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+}
+
+fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    assert_eq!(r, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
+}
+
+fn wait_pid(pid: i32) -> i32 {
+    match waitpid(Pid::from_raw(pid), None).expect("the VMM is our child now") {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+        other => panic!("unexpected wait status {other:?}"),
+    }
+}
+
+/// The virtiofsd processes serving below `dir`.
+fn virtiofsds_below(dir: &Path) -> Vec<String> {
+    let d = dir.to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("virtiofsd") && c.contains(&d))
+        .collect()
+}
+
+/// Nothing of the container is left: no state, no virtiofsd, no mount, cgroup or link of
+/// isol's.
+fn assert_nothing_left(f: &Fixture, context: &str) {
+    let left: Vec<_> = fs::read_dir(&f.root)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{context}: state left behind: {left:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !virtiofsds_below(&f.root).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(virtiofsds_below(&f.root), Vec::<String>::new(), "{context}");
+    common::assert_no_leftovers(context);
+}
+
+#[test]
+fn a_bundle_runs_in_a_vm_through_create_start_kill_and_delete() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    fs::write(vol.path().join("in.txt"), "from the host\n").unwrap();
+    let hosts = vol.path().join("hosts");
+    fs::write(&hosts, "10.1.2.3 pod\n").unwrap();
+    let script = "echo out; echo err >&2; uname -r; cat /v/in.txt; cat /etc/hosts; \
+                  touch /x 2>/dev/null || echo root-ro; touch /v/y 2>/dev/null || echo vol-ro; \
+                  echo rw > /scratch/f && cat /scratch/f; \
+                  trap 'echo got TERM; exit 7' TERM; echo ready; \
+                  while :; do sleep 0.1; done";
+    let f = Fixture::new(|v| {
+        set_args(v, script);
+        v["root"]["readonly"] = serde_json::json!(true);
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.push(serde_json::json!({"destination": "/v", "type": "bind",
+            "source": vol.path(), "options": ["rbind", "ro"]}));
+        mounts.push(
+            serde_json::json!({"destination": "/etc/hosts", "type": "bind",
+            "source": hosts, "options": ["rbind", "ro"]}),
+        );
+        mounts.push(
+            serde_json::json!({"destination": "/scratch", "type": "tmpfs",
+            "source": "tmpfs", "options": ["nosuid", "size=1m"]}),
+        );
+    });
+    let (ok, err, pid) = f.create("vm1");
+    assert!(ok, "create: {err}");
+    assert!(pid > 0, "the pid file holds the VM's process");
+    let state = f.state("vm1");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["pid"], pid);
+
+    let o = f.runc(&["start", "vm1"]);
+    assert!(o.status.success(), "start: {}", common::stderr(&o));
+    // The pid is the VMM's: isol-vmm, exec'd by the process create made (same pid).
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().ends_with("isol-vmm"),
+        "the pid file's process is {}",
+        exe.display()
+    );
+    f.wait_output("ready");
+    let out = f.output();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "out");
+    assert_ne!(
+        lines[1],
+        host_kernel.trim(),
+        "the workload runs on the guest's kernel"
+    );
+    assert_eq!(
+        &lines[2..],
+        [
+            "from the host",
+            "10.1.2.3 pod",
+            "root-ro",
+            "vol-ro",
+            "rw",
+            "ready"
+        ]
+    );
+    assert!(f.errors().contains("err"), "stderr: {}", f.errors());
+    assert_eq!(f.state("vm1")["status"], "running");
+    // ps: the VMM's host pids, the pid file's first, then the jailed VMM's.
+    let o = f.runc(&["ps", "--format", "json", "vm1"]);
+    assert!(o.status.success(), "ps: {}", common::stderr(&o));
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pids.first(), Some(&pid), "ps: {pids:?}");
+    assert!(pids.len() >= 2, "the jailed VMM is listed too: {pids:?}");
+
+    // SIGTERM reaches the workload in the guest: its trap runs and sets the status.
+    let o = f.runc(&["kill", "vm1", "TERM"]);
+    assert!(o.status.success(), "kill: {}", common::stderr(&o));
+    assert_eq!(wait_pid(pid), 7, "stdout: {}", f.output());
+    assert!(f.output().ends_with("got TERM\n"), "{}", f.output());
+    assert_eq!(f.state("vm1")["status"], "stopped");
+    let o = f.runc(&["delete", "vm1"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_nothing_left(&f, "after delete");
+}
+
+#[test]
+fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    // The workload's own status.
+    let f = Fixture::new(|v| set_args(v, "echo bye; exit 3"));
+    let (ok, err, pid) = f.create("vm2");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vm2"]).status.success());
+    assert_eq!(wait_pid(pid), 3);
+    assert_eq!(f.output(), "bye\n");
+    assert!(f.runc(&["delete", "vm2"]).status.success());
+    assert_nothing_left(&f, "after an exit");
+
+    // SIGKILL ends the VMM: 137.
+    let f = Fixture::new(|v| set_args(v, "echo ready; while :; do sleep 1; done"));
+    let (ok, err, pid) = f.create("vm3");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vm3"]).status.success());
+    f.wait_output("ready");
+    assert!(f.runc(&["kill", "vm3", "KILL"]).status.success());
+    assert_eq!(wait_pid(pid), 137);
+    assert!(f.runc(&["delete", "vm3"]).status.success());
+    assert_nothing_left(&f, "after SIGKILL");
+
+    // A running VM is deleted only by force; a created one at once.
+    let f = Fixture::new(|v| set_args(v, "echo ready; while :; do sleep 1; done"));
+    let (ok, err, pid) = f.create("vm4");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vm4"]).status.success());
+    f.wait_output("ready");
+    let o = f.runc(&["delete", "vm4"]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("delete it with --force"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(f.runc(&["delete", "--force", "vm4"]).status.success());
+    assert_eq!(wait_pid(pid), 137);
+    assert_nothing_left(&f, "after delete --force");
+    let (ok, err, pid) = f.create("vm5");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["delete", "vm5"]).status.success());
+    assert_eq!(wait_pid(pid), 137);
+    assert_nothing_left(&f, "after deleting a created VM");
+}
+
+/// A change to config.json.
+type Edit = Box<dyn Fn(&mut Value)>;
+
+#[test]
+fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
+    let _g = common::root_test();
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|v| v["annotations"]["io.isol.backend"] = "qemu".into()),
+            "is not a backend: give kvm or container",
+        ),
+        (
+            Box::new(|v| v["process"]["terminal"] = true.into()),
+            "process.terminal (a terminal, --console-socket) is not supported on the kvm backend",
+        ),
+        (
+            Box::new(|v| {
+                let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+                for n in ns.iter_mut() {
+                    if n["type"] == "network" {
+                        n["path"] = "/proc/self/ns/net".into();
+                    }
+                }
+            }),
+            "a network namespace path in linux.namespaces (a pod's network) is not supported on the kvm backend yet",
+        ),
+        (
+            Box::new(|v| {
+                v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"destination": "/mnt", "type": "ext4", "source": "/dev/sda"}))
+            }),
+            "mounts: a ext4 mount at /mnt is not supported on the kvm backend",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let f = Fixture::new(edit);
+        let (ok, err, _) = f.create("bad");
+        assert!(!ok, "{needle}: create succeeded");
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let left: Vec<_> = fs::read_dir(&f.root)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{needle}: state left behind: {left:?}");
+    }
+}
+
+/// containerd's `ctr run`, with `isol-runc-vm` (a link to isol-runc under the VM runtime's
+/// name), with the annotation on `isol-runc`, and on the container backend: the same output
+/// and exit status, nothing left.
+#[test]
+fn ctr_runs_the_same_image_and_command_in_a_vm_and_a_container() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    let ctrd = common::containerd::Containerd::start("isol-vm-test", common::containerd::NO_CRI);
+    let image = "isol.test/busybox:vm";
+    ctrd.import_busybox(image, serde_json::json!({}));
+    let links = tempfile::tempdir().unwrap();
+    let vm_runtime = links.path().join("isol-runc-vm");
+    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
+    let script = "echo hello; ls /bin/busybox; id -u; echo to-stderr >&2; exit 3";
+    let run = |id: &str, runtime: &Path, annotation: Option<&str>| {
+        let mut args = vec!["run", "--rm", "--runc-binary", runtime.to_str().unwrap()];
+        if let Some(a) = annotation {
+            args.extend(["--annotation", a]);
+        }
+        args.extend([image, id, "sh", "-c", script]);
+        let o = ctrd
+            .ctr_command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            common::stdout(&o),
+            common::stderr(&o),
+            o.status.code().unwrap_or(-1),
+        )
+    };
+    let container = run("c-ctr", Path::new(runc_bin()), None);
+    let by_name = run("vm-ctr", &vm_runtime, None);
+    let by_annotation = run("vm-ann", Path::new(runc_bin()), Some("io.isol.backend=kvm"));
+    assert_eq!(container.2, 3, "container: {container:?}");
+    assert_eq!(container.0, "hello\n/bin/busybox\n0\n");
+    assert_eq!(by_name, container, "isol-runc-vm against the container");
+    assert_eq!(
+        by_annotation, container,
+        "the annotation against the container"
+    );
+    // The annotation wins over the name: a container, under the VM runtime's name.
+    let back = run("c-ann", &vm_runtime, Some("io.isol.backend=container"));
+    assert_eq!(back, container);
+    let o = ctrd.ctr(&["container", "ls", "-q"]);
+    assert_eq!(common::stdout(&o), "", "containers left in containerd");
+    drop(ctrd);
+    assert_eq!(
+        virtiofsds_below(Path::new("/run")),
+        Vec::<String>::new(),
+        "virtiofsd left"
+    );
+    common::assert_no_leftovers("after ctr run");
+}
