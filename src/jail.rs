@@ -583,6 +583,7 @@ mod tests {
             control: None,
             pids_limit: None,
             memory_limit: None,
+            leftovers: Vec::new(),
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

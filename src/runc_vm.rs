@@ -202,6 +202,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         shares: Vec::new(),
         pids_limit: cfg.limits.pids,
         memory_limit: cfg.limits.memory,
+        leftovers: Vec::new(),
     };
     let jail_off = std::env::var("ISOL_VMM_JAIL").is_ok_and(|v| v == "off");
     if nix::unistd::geteuid().is_root() && !jail_off {

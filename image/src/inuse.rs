@@ -35,6 +35,11 @@ pub struct InUse {
 }
 
 impl InUse {
+    /// The mark's file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Lets the mark's file (and its lock) survive an `exec` of this process, so the program it
     /// becomes holds the mark until it exits.
     pub fn keep_across_exec(&self) -> Result<(), ImageError> {

@@ -20,6 +20,9 @@ fn main() -> std::process::ExitCode {
     // ends with its main thread filtered: its record and socket go stale together, and the
     // next listing of the runs removes both, as after a SIGKILL).
     let mut control: Option<std::path::PathBuf> = None;
+    // The run's record and its mark on its image, which isol would have removed itself had it
+    // not become this process: removed after the VM by the relay, as the socket is.
+    let mut leftovers = Vec::new();
     // `-v DIR:DIR`: the virtiofsds isol started are this pid's children, ended likewise.
     let mut shares: Option<isol_vmm::launch::Launch> = None;
     let code = isol_vmm::launch::main(
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
             }
             if matches!(jailed, isol_vmm::launch::Jailed::Exit(_)) {
                 control = launch.control.as_ref().map(|c| c.path.clone());
+                leftovers = launch.leftovers.clone();
             }
             jailed
         },
@@ -42,8 +46,8 @@ fn main() -> std::process::ExitCode {
     if let Some(net) = lease {
         release(&net);
     }
-    if let Some(path) = control {
-        let _ = std::fs::remove_file(path);
+    for path in control.into_iter().map(Into::into).chain(leftovers) {
+        let _ = std::fs::remove_file::<std::ffi::OsString>(path);
     }
     if let Some(l) = shares {
         isol_vmm::launch::end_backends(&l);

@@ -1111,6 +1111,7 @@ fn run_kvm(
         // backend's cgroup does on the host; --memory also sizes the guest's RAM (above).
         pids_limit: spec.pids,
         memory_limit: spec.memory,
+        leftovers: Vec::new(),
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.
@@ -1175,6 +1176,17 @@ fn run_kvm(
     match isol_vmm::launch::vmm_binary() {
         Some(vmm) => {
             in_use.keep_across_exec()?;
+            // Nothing of this process is dropped across the exec: isol-vmm removes the run's
+            // record, its log and its mark on the image after the VM (the socket is `control`).
+            let runs = super::runs::dir(store.root());
+            let launch = isol_vmm::launch::Launch {
+                leftovers: vec![
+                    super::runs::record_path(&runs, id).into(),
+                    super::runs::log_path(&runs, id).into(),
+                    in_use.path().into(),
+                ],
+                ..launch
+            };
             keep_fd_across_exec(&control.0)?;
             if let Some(n) = &network {
                 n.keep_across_exec()?;

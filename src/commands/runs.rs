@@ -82,7 +82,8 @@ pub fn dir(store_root: &Path) -> PathBuf {
     store_root.join("runs")
 }
 
-fn record_path(dir: &Path, id: &str) -> PathBuf {
+/// A run's record (`isol ps`, `inspect`, `stop`, `exec` read it).
+pub fn record_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
 

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 10;
+pub const FORMAT: u32 = 11;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -183,6 +183,11 @@ pub struct Launch {
     /// RAM is [`Launch::memory_mib`]); none: no limit.
     #[serde(default)]
     pub memory_limit: Option<u64>,
+    /// Files of isol's the process isol exec'd removes once the VM has ended (the run's record
+    /// for `isol ps`, its mark on its image): what isol would have removed itself had it not
+    /// become the VMM. After a SIGKILL the next isol's sweep removes them.
+    #[serde(default, with = "os_bytes_vec")]
+    pub leftovers: Vec<OsString>,
 }
 
 /// An OCI bundle's root in the guest (`isol-runc` on kvm): the share of [`Launch::shares`]
@@ -1067,6 +1072,7 @@ mod tests {
             }],
             pids_limit: Some(10),
             memory_limit: Some(64 << 20),
+            leftovers: Vec::new(),
         }
     }
 
