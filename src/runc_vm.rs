@@ -503,9 +503,15 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
             drop(started_w);
             drop(sock);
             drop(req.terminal);
-            let mut answer = Vec::new();
-            let _ = std::fs::File::from(started_r).read_to_end(&mut answer);
+            // `S` as soon as the process started (the relay holds the pipe on, to write a
+            // failure of its own); else, to the pipe's end, why not.
+            let mut started = std::fs::File::from(started_r);
+            let mut answer = vec![0u8];
+            if !matches!(started.read(&mut answer), Ok(1)) {
+                answer.clear();
+            }
             if answer.first() != Some(&b'S') {
+                let _ = started.read_to_end(&mut answer);
                 let _ = nix::sys::wait::waitpid(child, None);
                 let msg = String::from_utf8_lossy(&answer).trim().to_string();
                 bail!(
