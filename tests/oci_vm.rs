@@ -345,12 +345,10 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_ne!(lines[3], host_kernel.trim(), "exec runs in the guest");
     assert_eq!(common::stderr(&o), "e\n");
-    eprintln!("step: // Not found: 127");
     // Not found: 127, as docker's.
     let o = f.runc(&["exec", "vm6", "no-such-command"]);
     assert_eq!(o.status.code(), Some(127), "{}", common::stderr(&o));
 
-    eprintln!("step: // --process, as con");
     // --process, as containerd sends it.
     let process = f.tmp.path().join("process.json");
     fs::write(
@@ -368,7 +366,6 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert_eq!(o.status.code(), Some(4), "{}", common::stderr(&o));
     assert_eq!(common::stdout(&o), "from-process 2\n");
 
-    eprintln!("step: // --detach: the rel");
     // --detach: the relay outlives isol-runc (re-parented to us, the subreaper); SIGTERM
     // to it reaches the process, whose status is its.
     let pid_file = f.tmp.path().join("exec.pid");
@@ -424,7 +421,6 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert_eq!(wait_pid(relay), 9);
     assert_eq!(fs::read_to_string(&log).unwrap(), "started\ngot TERM\n");
 
-    eprintln!("step: // -t: a terminal of");
     // -t: a terminal of the guest's, relayed to the pty whose master went to the socket.
     let socket = f.tmp.path().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
@@ -473,7 +469,6 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("is-a-tty"), "{out:?}");
 
-    eprintln!("step: assert!f.runc[ki");
     assert!(f.runc(&["kill", "vm6", "KILL"]).status.success());
     assert_eq!(wait_pid(pid), 137);
     let o = f.runc(&["exec", "vm6", "true"]);
