@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use isol_oci::OciError;
-use isol_oci::vm::{VmCreate, VmRuntime};
+use isol_oci::vm::{VmCreate, VmExec, VmRuntime};
 use isol_vmm::launch::{Launch, LaunchBundle, LaunchControl, LaunchMount};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -92,6 +92,10 @@ impl VmRuntime for Vm {
 
     fn signal(&self, dir: &Path, signal: i32) -> Result<(), OciError> {
         send_signal(dir, signal).map_err(vm_error)
+    }
+
+    fn exec(&self, dir: &Path, req: VmExec<'_>) -> Result<i32, OciError> {
+        exec(dir, req).map_err(vm_error)
     }
 
     fn clean(&self, dir: &Path) -> Result<(), OciError> {
@@ -427,6 +431,123 @@ fn clean(staging: &Path) -> anyhow::Result<()> {
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// `exec`: the process through the VM's exec channel (`exec_channel::attach`), relayed by
+/// this process — or, with `detach`, by a child of its own (in a session of its own) that
+/// outlives it: its pid goes to the pid file, its life is the process's and its exit status
+/// is the process's (the client, a subreaper, waits on it). With a terminal the relay's
+/// stdio is the pty's slave (its master went to the console socket): the guest's terminal
+/// does the line discipline, so the slave is raw, and its size follows the slave's.
+fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
+    use isol_vmm::control::wire::{Spec, StartRequest};
+    let path = dir.join(CONTROL);
+    let sock = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "cannot reach the VM's exec channel {}; is the VM running?",
+            path.display()
+        )
+    })?;
+    let mut start = StartRequest {
+        spec: Spec {
+            args: req.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: req.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            workdir: req.cwd.as_os_str().as_encoded_bytes().to_vec(),
+            user: req.user.into_bytes(),
+            ..Default::default()
+        },
+        tty: req.terminal.is_some(),
+        detach: false,
+        size: (0, 0),
+    };
+    start
+        .encode()
+        .map_err(|e| anyhow::anyhow!("the process is too large for the VM's exec channel: {e}"))?;
+    if !req.detach {
+        if let Some(t) = &req.terminal {
+            on_terminal(t, false)?;
+            start.size = crate::exec_channel::term_size();
+        }
+        return crate::exec_channel::attach(sock, &start, true, None);
+    }
+    let (started_r, started_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot make a pipe")?;
+    // SAFETY: isol-runc is single-threaded here; the child runs Rust code that allocates,
+    // which is fine without other threads, and ends with _exit.
+    match unsafe { nix::unistd::fork() }
+        .context("cannot fork the exec's relay; raise the process limit")?
+    {
+        nix::unistd::ForkResult::Child => {
+            drop(started_r);
+            let mut notify = std::fs::File::from(started_w);
+            let code = (|| {
+                // Its own session: the client's signals to isol-runc's group are not its.
+                nix::unistd::setsid().context("cannot make the relay's session")?;
+                if let Some(t) = &req.terminal {
+                    on_terminal(t, true)?;
+                    start.size = crate::exec_channel::term_size();
+                }
+                drop(req.terminal);
+                let n = notify.try_clone().context("cannot keep the start pipe")?;
+                crate::exec_channel::attach(sock, &start, true, Some(n))
+            })();
+            let code = code.unwrap_or_else(|e| {
+                let _ = write!(notify, "{e:#}");
+                125
+            });
+            // SAFETY: ends this forked child; nothing of the parent's is to be flushed.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(started_w);
+            drop(sock);
+            drop(req.terminal);
+            // `S` as soon as the process started (the relay holds the pipe on, to write a
+            // failure of its own); else, to the pipe's end, why not.
+            let mut started = std::fs::File::from(started_r);
+            let mut answer = vec![0u8];
+            if !matches!(started.read(&mut answer), Ok(1)) {
+                answer.clear();
+            }
+            if answer.first() != Some(&b'S') {
+                let _ = started.read_to_end(&mut answer);
+                let _ = nix::sys::wait::waitpid(child, None);
+                let msg = String::from_utf8_lossy(&answer).trim().to_string();
+                bail!(
+                    "{}",
+                    if msg.is_empty() {
+                        "the exec's relay ended before the process started".into()
+                    } else {
+                        msg
+                    }
+                );
+            }
+            if let Some(f) = req.pid_file {
+                let tmp = f.with_extension("isol-tmp");
+                std::fs::write(&tmp, child.as_raw().to_string())
+                    .and_then(|()| std::fs::rename(&tmp, f))
+                    .with_context(|| format!("cannot write the pid file {}", f.display()))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Makes the pty's slave `t` this process's stdio (and, with `ctty`, its controlling
+/// terminal, so that a resize of the master sends it SIGWINCH).
+fn on_terminal(t: &OwnedFd, ctty: bool) -> anyhow::Result<()> {
+    nix::unistd::dup2_stdin(t)
+        .and_then(|()| nix::unistd::dup2_stdout(t))
+        .and_then(|()| nix::unistd::dup2_stderr(t))
+        .context("cannot put the terminal on the relay's stdio")?;
+    // SAFETY: TIOCSCTTY takes an integer; the calling process is a session leader.
+    if ctty && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+        bail!(
+            "cannot make the terminal the relay's: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }

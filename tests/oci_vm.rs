@@ -308,6 +308,175 @@ fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
     assert_nothing_left(&f, "after deleting a created VM");
 }
 
+/// `exec` into a running VM: in the foreground (its output, stderr and exit status; `-e`,
+/// `--cwd`, `-u`; `--process`), detached (the relay's pid in the pid file lives as long as
+/// the process and exits with its status; a signal to it reaches the process), and with a
+/// terminal handed to `--console-socket`.
+#[test]
+fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| set_args(v, "echo ready; while :; do sleep 0.1; done"));
+    let (ok, err, pid) = f.create("vm6");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vm6"]).status.success());
+    f.wait_output("ready");
+
+    let o = f.runc(&[
+        "exec",
+        "--cwd",
+        "/tmp",
+        "-e",
+        "X=1",
+        "-u",
+        "1000:1000",
+        "vm6",
+        "sh",
+        "-c",
+        "echo $X; pwd; id -u; uname -r; echo e >&2; exit 5",
+    ]);
+    let out = common::stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(o.status.code(), Some(5), "exec: {}", common::stderr(&o));
+    assert_eq!(&lines[..3], ["1", "/tmp", "1000"], "{out}");
+    let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(lines[3], host_kernel.trim(), "exec runs in the guest");
+    assert_eq!(common::stderr(&o), "e\n");
+    // Not found: 127, as docker's.
+    let o = f.runc(&["exec", "vm6", "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", common::stderr(&o));
+
+    // --process, as containerd sends it.
+    let process = f.tmp.path().join("process.json");
+    fs::write(
+        &process,
+        serde_json::to_vec(&serde_json::json!({
+            "args": ["sh", "-c", "echo from-process $Y; exit 4"],
+            "env": ["PATH=/bin:/usr/bin", "Y=2"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let o = f.runc(&["exec", "--process", process.to_str().unwrap(), "vm6"]);
+    assert_eq!(o.status.code(), Some(4), "{}", common::stderr(&o));
+    assert_eq!(common::stdout(&o), "from-process 2\n");
+
+    // --detach: the relay outlives isol-runc (re-parented to us, the subreaper); SIGTERM
+    // to it reaches the process, whose status is its.
+    let pid_file = f.tmp.path().join("exec.pid");
+    let log = f.tmp.path().join("exec.out");
+    let err_log = f.tmp.path().join("exec.err");
+    let o = f
+        .command(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "vm6",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 9' TERM; echo started; while :; do sleep 0.1; done",
+        ])
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(fs::File::create(&err_log).unwrap())
+        .status()
+        .unwrap();
+    // The relay keeps the stdio it was given (as runc's detached process): no pipe here,
+    // whose end would come with the relay's.
+    assert!(
+        o.success(),
+        "exec --detach: {}",
+        fs::read_to_string(&err_log).unwrap()
+    );
+    let relay: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&log).unwrap().contains("started") {
+        assert!(
+            Instant::now() < deadline,
+            "the detached process never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        waitpid(
+            Pid::from_raw(relay),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+        )
+        .unwrap(),
+        WaitStatus::StillAlive,
+        "the relay lives as long as the process"
+    );
+    nix::sys::signal::kill(Pid::from_raw(relay), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(wait_pid(relay), 9);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "started\ngot TERM\n");
+
+    // -t: a terminal of the guest's, relayed to the pty whose master went to the socket.
+    let socket = f.tmp.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let receiver = std::thread::spawn(move || {
+        use std::os::fd::AsFd;
+        let (conn, _) = listener.accept().unwrap();
+        isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
+    });
+    let o = f
+        .command(&[
+            "exec",
+            "-t",
+            "--detach",
+            "--console-socket",
+            socket.to_str().unwrap(),
+        ])
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .args([
+            "vm6",
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; exit 6",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "exec -t: {}", common::stderr(&o));
+    let mut master = fs::File::from(receiver.join().unwrap());
+    let relay: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(wait_pid(relay), 6);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        use std::io::Read;
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("is-a-tty"), "{out:?}");
+
+    assert!(f.runc(&["kill", "vm6", "KILL"]).status.success());
+    assert_eq!(wait_pid(pid), 137);
+    let o = f.runc(&["exec", "vm6", "true"]);
+    assert!(!o.status.success(), "exec into a stopped VM");
+    assert!(f.runc(&["delete", "vm6"]).status.success());
+    assert_nothing_left(&f, "after exec");
+}
+
 /// A change to config.json.
 type Edit = Box<dyn Fn(&mut Value)>;
 
@@ -402,6 +571,64 @@ fn ctr_runs_the_same_image_and_command_in_a_vm_and_a_container() {
     // The annotation wins over the name: a container, under the VM runtime's name.
     let back = run("c-ann", &vm_runtime, Some("io.isol.backend=container"));
     assert_eq!(back, container);
+    // ctr task exec into a `ctr run -d` VM task: its output and status; ctr task kill.
+    let o = ctrd.ctr(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        vm_runtime.to_str().unwrap(),
+        image,
+        "vm-d",
+        "sh",
+        "-c",
+        "trap 'exit 8' TERM; while :; do sleep 0.1; done",
+    ]);
+    assert!(o.status.success(), "run -d: {}", common::stderr(&o));
+    ctrd.wait_running("vm-d");
+    let o = ctrd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "vm-d",
+        "sh",
+        "-c",
+        "echo in-the-vm; uname -r; exit 4",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "task exec: {}",
+        common::stderr(&o)
+    );
+    let out = common::stdout(&o);
+    assert!(out.starts_with("in-the-vm\n"), "{out}");
+    let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(
+        !out.contains(host_kernel.trim()),
+        "exec ran on the host: {out}"
+    );
+    let o = ctrd.ctr(&["task", "kill", "vm-d"]);
+    assert!(o.status.success(), "task kill: {}", common::stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = common::stdout(&ctrd.ctr(&["task", "ls"]));
+        if out
+            .lines()
+            .any(|l| l.starts_with("vm-d") && l.contains("STOPPED"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "vm-d never stopped: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for args in [
+        &["task", "delete", "vm-d"][..],
+        &["container", "rm", "vm-d"],
+    ] {
+        let o = ctrd.ctr(args);
+        assert!(o.status.success(), "{args:?}: {}", common::stderr(&o));
+    }
     let o = ctrd.ctr(&["container", "ls", "-q"]);
     assert_eq!(common::stdout(&o), "", "containers left in containerd");
     drop(ctrd);

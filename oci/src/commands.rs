@@ -98,10 +98,7 @@ pub(crate) fn dispatch(cli: &Cli, log: &Log, rt: &Runtime<'_>) -> Result<i32, Oc
             Ok(0)
         }
         Command::Ps(p) => ps(&root, p).map(|()| 0),
-        Command::Exec(e) => {
-            refuse_on_vm(&root, &e.container_id, "exec")?;
-            exec(&root, e)
-        }
+        Command::Exec(e) => exec(&root, e, rt),
         Command::Pause(p) => {
             refuse_on_vm(&root, &p.container_id, "pause")?;
             pause(&root, &p.container_id, true).map(|()| 0)
@@ -526,7 +523,7 @@ fn kill_cmd(root: &Path, k: &Kill, rt: &Runtime<'_>) -> Result<(), OciError> {
 
 /// `exec`: a further process in a running container, from `--process F` (a runtime-spec
 /// process, what containerd sends) or from the command line over the container's own process.
-fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
+fn exec(root: &Path, e: &liboci_cli::Exec, rt: &Runtime<'_>) -> Result<i32, OciError> {
     let refuse = |what: &str| {
         Err(OciError::Usage(format!(
             "exec {what} is not supported by isol-runc yet"
@@ -582,6 +579,9 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
             p
         }
     };
+    if saved.backend == Backend::Kvm {
+        return exec_vm(&dir, e, &process, rt.vm()?);
+    }
     let mut spec = spec::to_exec(&process, saved.pid, &container)?;
     spec.preserve_fds = e.preserve_fds as u32;
     // As runc: a terminal's master goes to the console socket, which a terminal needs.
@@ -633,6 +633,58 @@ fn exec(root: &Path, e: &liboci_cli::Exec) -> Result<i32, OciError> {
         Ok(_) => Ok(1),
         Err(err) => Err(OciError::sys("wait for the executed process", err)),
     }
+}
+
+/// `exec` on the kvm backend: the process goes to the guest init over the VM's exec channel,
+/// through a relay on the host (`VmRuntime::exec`). The guest gives it the workload's
+/// capabilities, seccomp filter and no_new_privs; the process's own are not used.
+fn exec_vm(
+    dir: &ContainerDir,
+    e: &liboci_cli::Exec,
+    process: &oci_spec::runtime::Process,
+    runtime: &dyn VmRuntime,
+) -> Result<i32, OciError> {
+    if e.preserve_fds > 0 {
+        return Err(vm::refuse("exec --preserve-fds"));
+    }
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(OciError::Usage(
+            "exec needs a command: process.args is empty".into(),
+        ));
+    }
+    let terminal = process.terminal().unwrap_or(false);
+    let terminal = match (terminal, &e.console_socket) {
+        (true, None) => {
+            return Err(OciError::Usage(
+                "exec with a terminal (--tty, or process.terminal) needs --console-socket, where the terminal's master goes".into(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(OciError::Usage(
+                "--console-socket is given but the process has no terminal (give --tty)".into(),
+            ));
+        }
+        (true, Some(socket)) => {
+            let pty = nix::pty::openpty(None, None).map_err(|err| OciError::sys("openpty", err))?;
+            send_console(pty.master.as_fd(), socket, process.console_size())?;
+            Some(pty.slave)
+        }
+        (false, None) => None,
+    };
+    let user = process.user();
+    runtime.exec(
+        &dir.dir,
+        vm::VmExec {
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().clone(),
+            user: format!("{}:{}", user.uid(), user.gid()),
+            terminal,
+            detach: e.detach,
+            pid_file: e.pid_file.as_deref(),
+        },
+    )
 }
 
 /// `ps`: the container's processes, as host pids (`--format json`, what containerd reads), or

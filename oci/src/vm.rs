@@ -85,6 +85,25 @@ pub struct VmCreate<'a> {
     pub config: &'a isol_container::ContainerConfig,
 }
 
+/// What `exec` hands the kvm backend: a process for the guest init to start beside the
+/// workload, with the workload's privileges (capabilities, seccomp, no_new_privs).
+#[derive(Debug)]
+pub struct VmExec<'a> {
+    pub args: Vec<String>,
+    /// `KEY=VALUE` each.
+    pub env: Vec<String>,
+    pub cwd: std::path::PathBuf,
+    /// `uid:gid`.
+    pub user: String,
+    /// With a terminal: the slave of the pty whose master went to the console socket; the
+    /// process gets a terminal of the guest's, relayed to it.
+    pub terminal: Option<std::os::fd::OwnedFd>,
+    /// Return once the process started, its relay (whose pid goes to `pid_file` and whose
+    /// exit status is the process's) left running.
+    pub detach: bool,
+    pub pid_file: Option<&'a Path>,
+}
+
 /// The VM side, implemented where the VMM is (the `isol` crate's `isol-runc`).
 pub trait VmRuntime {
     /// Starts the process that becomes the VMM and returns its pid once it is ready (the
@@ -96,12 +115,16 @@ pub trait VmRuntime {
     /// is `dir`.
     fn signal(&self, dir: &Path, signal: i32) -> Result<(), OciError>;
 
+    /// Runs a process in the guest of the running VM whose state directory is `dir`;
+    /// returns its exit status (0 with `detach`, once it started).
+    fn exec(&self, dir: &Path, req: VmExec<'_>) -> Result<i32, OciError>;
+
     /// Removes what the VM kept in its state directory `dir`, the VMM gone, without ever
     /// following a mount into what it shared.
     fn clean(&self, dir: &Path) -> Result<(), OciError>;
 }
 
-fn refuse(what: &str) -> OciError {
+pub(crate) fn refuse(what: &str) -> OciError {
     OciError::Unsupported(format!(
         "{what} is not supported on the kvm backend ({BACKEND_ANNOTATION}=kvm); drop it or use the container backend"
     ))

@@ -5,6 +5,8 @@
 //! workload in an isol microVM: the `io.isol.backend=kvm` annotation, or this binary invoked
 //! as `isol-runc-vm`) is `runc_vm`, which hands the VM to `isol-vmm`.
 
+#[path = "../commands/exec_channel.rs"]
+mod exec_channel;
 #[path = "../runc_vm.rs"]
 mod runc_vm;
 #[path = "../commands/shares.rs"]

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod detach;
 pub mod doctor;
+pub mod exec_channel;
 pub mod image;
 pub mod inspect;
 pub mod lab;
