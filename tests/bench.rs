@@ -442,6 +442,7 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
         "io-fsync",
         "net",
         "net-host",
+        "net-rr",
         "shared-write",
         "shared-read",
         "shared-meta",

@@ -142,6 +142,11 @@ pub fn host_bin_dir(dir: &Path) -> Result<PathBuf, String> {
         "ls",
         "cp",
         "rm",
+        "mkdir",
+        "echo",
+        "httpd",
+        "wget",
+        "kill",
     ] {
         let link = dir.join(applet);
         let _ = fs::remove_file(&link);
@@ -160,6 +165,8 @@ pub struct Sizes {
     pub rand_ops: u64,
     pub fsync_ops: u64,
     pub net_mib: u64,
+    /// HTTP requests per round of `net-rr`.
+    pub net_requests: u32,
     /// The `shared` benchmark's tree: directories, files in each.
     pub tree: (u32, u32),
 }
@@ -174,6 +181,7 @@ impl Sizes {
                 rand_ops: 20,
                 fsync_ops: 10,
                 net_mib: 16,
+                net_requests: 20,
                 tree: (10, 20),
             }
         } else {
@@ -184,6 +192,7 @@ impl Sizes {
                 rand_ops: 200,
                 fsync_ops: 100,
                 net_mib: 64,
+                net_requests: 100,
                 tree: (20, 50),
             }
         }
@@ -633,8 +642,10 @@ pub fn net_metrics(
     let host = runners.iter().find(|r| matches!(r, Runner::Host { .. }));
     let mut series = Vec::new();
     let mut from_host = Vec::new();
+    let mut rr = Vec::new();
     for r in runners {
         series.push(Series::new(r.subject(), r.label()));
+        rr.push(Series::new(r.subject(), r.label()));
         from_host.push(match r {
             Runner::Host { .. } => Series::skipped(
                 r.subject(),
@@ -646,11 +657,23 @@ pub fn net_metrics(
     }
     for round in 0..=runs {
         progress(format!("net: round {round}/{runs}"));
-        for ((r, s), h) in runners
+        for (((r, s), h), q) in runners
             .iter()
             .zip(series.iter_mut())
             .zip(from_host.iter_mut())
+            .zip(rr.iter_mut())
         {
+            if q.status == Status::Ok {
+                let res = net_rr(r, sizes.net_requests);
+                if cancel::cancelled() {
+                    return None;
+                }
+                match res {
+                    Ok(ms) if round > 0 => q.push(ms / f64::from(sizes.net_requests)),
+                    Ok(_) => {}
+                    Err(e) => q.fail(format!("round {round}: {e}")),
+                }
+            }
             if h.status == Status::Ok
                 && let Some(host) = host
             {
@@ -709,7 +732,96 @@ pub fn net_metrics(
         notes: Vec::new(),
     };
     h.finish(&[("isol-kvm", "isol-container")]);
-    Some(vec![m, h])
+    let n = sizes.net_requests;
+    let mut q = Metric {
+        id: "net-rr".into(),
+        benchmark: "net",
+        title: "Network: HTTP request latency".into(),
+        method: format!(
+            "{n} sequential busybox `wget -q -O /dev/null http://ADDR:8080/f` (a new TCP connection, one GET of a 3-byte file, the answer) from a client isol container on isol's bridge to a busybox `httpd` in an isol container (its veth) or a VM (virtio-net on a tap) on the bridge; host: client and server on loopback in a fresh network namespace (`unshare -n`). Timed inside the client from before the first request to the last answer; each sample is the mean per request, ms (lower is better), the client's fork and exec of wget included (the same client for every series, so only the server's side differs). One warm-up round, then {runs} rounds."
+        ),
+        unit: "ms",
+        lower_is_better: true,
+        series: rr,
+        ratios: Vec::new(),
+        notes: Vec::new(),
+    };
+    q.finish(&[("isol-container", "host"), ("isol-kvm", "isol-container")]);
+    Some(vec![m, h, q])
+}
+
+/// `n` sequential HTTP GETs to a busybox httpd in `r` (for the host: both on loopback in a
+/// fresh network namespace; for isol: the server on the bridge, the client a container).
+fn net_rr(r: &Runner, n: u32) -> Result<f64, String> {
+    let client = |addr: &str| {
+        format!(
+            "sleep 0.2; {{ echo S; i=0; while [ $i -lt {n} ]; do wget -q -O /dev/null http://{addr}:8080/f || {{ echo FAIL wget; break; }}; i=$((i+1)); done; [ $i -eq {n} ] && echo E; }} | ts %.s"
+        )
+    };
+    let prep = "mkdir -p rr && echo ok > rr/f";
+    match r {
+        Runner::Host { bin_dir, io_dir } => {
+            let script = format!(
+                "ip link set lo up; {prep} || exit; httpd -f -p 8080 -h rr & {}; kill $!",
+                client("127.0.0.1")
+            );
+            let mut cmd = Command::new(bin_dir.join("unshare"));
+            cmd.env("PATH", bin_dir)
+                .current_dir(io_dir)
+                .args(["-n", "sh", "-c", &script]);
+            let (o, e) = output_with_timeout(&mut cmd)?;
+            parse_marks(&o)
+                .map(|x| x.0)
+                .map_err(|m| format!("{m} {}", last_line(&e)))
+        }
+        Runner::Isol { .. } => {
+            // The server ends when its stdin closes (cat), taking its daemonized httpd with the
+            // container's PID namespace or the VM.
+            let mut server = Instance::spawn(&mut r.command(
+                &format!(
+                    "cd /tmp && {prep} && httpd -p 8080 -h rr; ip -4 -o addr show eth0; echo ready; cat >/dev/null"
+                ),
+                true,
+                true,
+            ))?;
+            let out = server.read_until("ready", Instant::now() + Duration::from_secs(60));
+            let res = out.and_then(|out| {
+                let addr = out
+                    .split_whitespace()
+                    .skip_while(|w| *w != "inet")
+                    .nth(1)
+                    .and_then(|a| a.split('/').next())
+                    .ok_or_else(|| format!("the server printed no address: {out}"))?
+                    .to_string();
+                let mut cmd = container_of(r).command(&client(&addr), false, true);
+                let (o, e) = output_with_timeout(&mut cmd)?;
+                parse_marks(&o)
+                    .map(|x| x.0)
+                    .map_err(|m| format!("{m} {}", last_line(&e)))
+            });
+            let closed = server.close(Instant::now() + close_time());
+            res.and_then(|ms| closed.map(|()| ms))
+        }
+    }
+}
+
+/// The container runner of the same isol as `r` (the client side of the network benchmarks:
+/// for the kvm series only the server differs).
+fn container_of(r: &Runner) -> Runner {
+    match r {
+        Runner::Isol {
+            exe,
+            store_root,
+            kvm: true,
+            ..
+        } => Runner::Isol {
+            exe: exe.clone(),
+            store_root: store_root.clone(),
+            kvm: false,
+            kernel: None,
+        },
+        other => other.clone(),
+    }
 }
 
 fn net_host(r: &Runner, bytes: u64) -> Result<f64, String> {
@@ -754,20 +866,7 @@ fn net_bridge(r: &Runner, bytes: u64, from: Option<&Runner>) -> Result<f64, Stri
             "sleep 0.2; {{ echo S; head -c {bytes} /dev/zero | nc {addr} 5001 || echo FAIL nc; echo E; }} | ts %.s"
         );
         // The sender is always a container: for the kvm series only the receiver differs.
-        let sender = match r {
-            Runner::Isol {
-                exe,
-                store_root,
-                kvm: true,
-                ..
-            } => Runner::Isol {
-                exe: exe.clone(),
-                store_root: store_root.clone(),
-                kvm: false,
-                kernel: None,
-            },
-            other => other.clone(),
-        };
+        let sender = container_of(r);
         let mut cmd = match from {
             Some(Runner::Host { bin_dir, io_dir }) => {
                 let mut c = Command::new(bin_dir.join("sh"));
