@@ -14,6 +14,13 @@
 //! the jail included, as `isol run` does. Its pid is the run's: it exits with the workload's
 //! status. Its mounts vanish with it and virtiofsd (the namespace is theirs alone), so a
 //! SIGKILL leaves none on the host.
+//!
+//! A network namespace joined by path (`linux.namespaces`: a CRI pod's, made by the pause
+//! container and configured by a CNI plugin) is the VM's network: the VM's process makes
+//! the VM's tap inside it and redirects the pod's interface to it (`crate::pod_net`), the
+//! guest taking the interface's address, MAC and gateway. The redirection is recorded in
+//! the container's state directory (`net/pods/<id>.json`); `isol-vmm` undoes it after the
+//! VM, and `delete` does after a SIGKILL (the namespace stays: it is the pod's).
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -51,6 +58,9 @@ fn vm_error(e: anyhow::Error) -> OciError {
 impl VmRuntime for Vm {
     fn create(&self, req: &VmCreate<'_>) -> Result<i32, OciError> {
         // Everything that can be checked is, before the fork.
+        if let Some(path) = isol_oci::vm::pod_netns(req.config) {
+            check_pod(path).map_err(vm_error)?;
+        }
         let launch = plan(req).map_err(vm_error)?;
         let vmm = isol_vmm::launch::vmm_binary().ok_or_else(|| {
             OciError::Vm(format!(
@@ -99,8 +109,21 @@ impl VmRuntime for Vm {
     }
 
     fn clean(&self, dir: &Path) -> Result<(), OciError> {
+        // A pod network's redirection whose VMM was killed before it could undo it.
+        isol_container::network::pod::sweep(dir);
         clean(&dir.join(STAGING)).map_err(vm_error)
     }
+}
+
+/// A pod's network namespace the VM can take over: one of its own (not the host's) whose one
+/// interface has an address and a default route, and isol-runc is root.
+fn check_pod(path: &Path) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(isol_container::network::NetworkError::NotRoot.into());
+    }
+    let netns = isol_container::network::pod::open_netns(path)?;
+    isol_container::network::pod::read_config(path, &netns)?;
+    Ok(())
 }
 
 /// The launch of `req`'s VM, without what the VM's process makes (the share, the exec
@@ -140,7 +163,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         &kernel,
         &isol_vmm::kconfig::Needs {
             vcpus: 1,
-            nic: false,
+            nic: isol_oci::vm::pod_netns(cfg).is_some(),
             pids_limit: cfg.limits.pids.is_some(),
             memory_limit: cfg.limits.memory.is_some(),
             fs: true,
@@ -236,6 +259,8 @@ fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -
     drop(ready);
     let e = gate_and_exec(req, &prepared, vmm);
     eprintln!("isol-runc: {e:#}");
+    // The VM never ran: the pod network's redirection and the file server go now.
+    drop(prepared);
     // SAFETY: as above.
     unsafe { libc::_exit(125) }
 }
@@ -245,6 +270,9 @@ struct Prepared {
     launch: Launch,
     shares: KvmShares,
     control: std::os::unix::net::UnixListener,
+    /// On a pod's network: the tap's descriptor (isol-vmm's) and the redirection (isol-vmm
+    /// undoes it after the VM; undone on drop should the VM never run).
+    pod: Option<(OwnedFd, isol_container::network::pod::PodAttachment)>,
 }
 
 /// The mount namespace, the staged root, virtiofsd, the exec channel's socket, the launch.
@@ -259,6 +287,16 @@ fn prepare(req: &VmCreate<'_>, mut launch: Launch) -> anyhow::Result<Prepared> {
         None::<&str>,
     )
     .context("cannot make the VM's mounts private")?;
+    // In this process, which becomes isol-vmm (same pid: the record's owner).
+    let pod = match isol_oci::vm::pod_netns(req.config) {
+        Some(path) => {
+            let (net, tap, attachment) =
+                crate::pod_net::attach(path, req.dir.to_owned(), req.id, 0)?;
+            launch.net = Some(net);
+            Some((tap, attachment))
+        }
+        None => None,
+    };
     let staging = req.dir.join(STAGING);
     let bundle = stage(&staging, req.config)?;
     let shares = KvmShares::start(
@@ -293,6 +331,7 @@ fn prepare(req: &VmCreate<'_>, mut launch: Launch) -> anyhow::Result<Prepared> {
         launch,
         shares,
         control,
+        pod,
     })
 }
 
@@ -310,12 +349,15 @@ fn gate_and_exec(req: &VmCreate<'_>, p: &Prepared, vmm: &Path) -> anyhow::Error 
     if let Err(e) = p.shares.keep_across_exec() {
         return e;
     }
-    // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
-    if unsafe { libc::fcntl(p.control.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
-        return anyhow::anyhow!(
-            "cannot hand the exec channel to isol-vmm: {}",
-            std::io::Error::last_os_error()
-        );
+    let tap = p.pod.as_ref().map(|(tap, _)| tap.as_raw_fd());
+    for fd in std::iter::once(p.control.as_raw_fd()).chain(tap) {
+        // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return anyhow::anyhow!(
+                "cannot hand the exec channel or the VM's tap to isol-vmm: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
     let e = isol_vmm::launch::exec(vmm, &p.launch, [OsString::from(req.id)]);
     drop(gate);

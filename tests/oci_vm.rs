@@ -477,6 +477,79 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert_nothing_left(&f, "after exec");
 }
 
+/// A bundle that joins a CNI pod's network namespace by path (a CRI sandbox's, configured by
+/// Debian's `bridge` and `host-local` plugins): the workload has the pod's address on eth0 and
+/// reaches a server on the pod's gateway (the CNI bridge on the host); while it runs the pod
+/// holds the VM's tap and the tc redirection. After a workload that exits, isol-vmm has undone
+/// the redirection before `delete`; after a SIGKILL of the VMM, `delete` does. Either way the
+/// namespace is left as CNI made it, and still there.
+#[test]
+fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
+    use common::cni::CniPod;
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let pod = CniPod::new("ocipodvm1", "ocipodbr1", "10.251.91.0/24");
+    let gw = pod.gateway;
+    let server = std::net::TcpListener::bind((gw, 0)).unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in server.incoming().flatten() {
+            use std::io::Write;
+            let _ = (&s).write_all(b"hello-from-the-gateway\n");
+        }
+    });
+    let on_pod = |script: String| {
+        let path = pod.ns.path();
+        Fixture::new(move |v| {
+            set_args(v, &script);
+            for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+                if n["type"] == "network" {
+                    n["path"] = path.to_str().unwrap().into();
+                }
+            }
+        })
+    };
+    let reach = format!(
+        "ip -4 -o addr show eth0 | awk '{{print $4}}'; nc {gw} {port} </dev/null; echo ready"
+    );
+    let expected = format!("{}/24\nhello-from-the-gateway\nready\n", pod.address);
+
+    // The workload exits: isol-vmm undoes the redirection after the VM.
+    let f = on_pod(format!("{reach}; exit 0"));
+    let (ok, err, pid) = f.create("podvm1");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "podvm1"]).status.success());
+    assert_eq!(wait_pid(pid), 0, "stderr: {}", f.errors());
+    assert_eq!(f.output(), expected, "stderr: {}", f.errors());
+    pod.assert_untouched("after the VM, before delete");
+    assert!(f.runc(&["delete", "podvm1"]).status.success());
+    assert_nothing_left(&f, "after a VM on a pod");
+    drop(f);
+
+    // SIGKILL of the VMM while the workload runs: delete undoes the redirection.
+    let f = on_pod(format!("{reach}; while :; do sleep 0.1; done"));
+    let (ok, err, pid) = f.create("podvm2");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "podvm2"]).status.success());
+    f.wait_output("ready");
+    assert_eq!(f.output(), expected, "stderr: {}", f.errors());
+    assert!(
+        pod.ns.links().iter().any(|l| l.starts_with("isolt")),
+        "the VM's tap is in the pod: {:?}",
+        pod.ns.links()
+    );
+    assert!(pod.ns.ingress().contains("mirred"), "{}", pod.ns.ingress());
+    assert!(f.runc(&["kill", "podvm2", "KILL"]).status.success());
+    assert_eq!(wait_pid(pid), 137);
+    assert!(f.runc(&["delete", "podvm2"]).status.success());
+    pod.assert_untouched("after SIGKILL of the VMM and delete");
+    assert!(pod.ns.path().exists(), "the pod's namespace is the pod's");
+    assert_nothing_left(&f, "after SIGKILL of a VM on a pod");
+}
+
 /// A change to config.json.
 type Edit = Box<dyn Fn(&mut Value)>;
 
@@ -501,7 +574,7 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
                     }
                 }
             }),
-            "a network namespace path in linux.namespaces (a pod's network) is not supported on the kvm backend yet",
+            "it is isol's own (the host's), whose interface a VM cannot take over",
         ),
         (
             Box::new(|v| {

@@ -13,82 +13,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cni::*;
 use common::*;
-
-/// `sh -c SCRIPT`, its stdout; panics with its stderr on failure.
-fn sh(script: &str) -> String {
-    let o = Command::new("sh").args(["-c", script]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A network namespace `ip netns add NAME`, deleted on drop (with the veths inside).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        sh(&format!("ip netns add {name}"));
-        Netns {
-            name: name.to_owned(),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-
-    /// `SCRIPT` run inside the namespace.
-    fn sh(&self, script: &str) -> String {
-        sh(&format!("ip netns exec {} sh -c '{script}'", self.name))
-    }
-
-    /// A veth pair: `host` on the host with `.1/24` of `net`, `eth0` inside with `.2/24`, up,
-    /// the default route via `.1`: what CNI's bridge plugin leaves, without the bridge.
-    fn with_veth(name: &str, host: &str, net: &str) -> Netns {
-        let ns = Netns::new(name);
-        sh(&format!(
-            "ip link del {host} 2>/dev/null; ip link add name {host} type veth peer name eth0 netns {name} && \
-             ip addr add {net}.1/24 dev {host} && ip link set {host} up"
-        ));
-        ns.sh(&format!(
-            "ip addr add {net}.2/24 dev eth0 && ip link set eth0 up && ip link set lo up && \
-             ip route add default via {net}.1"
-        ));
-        ns
-    }
-
-    /// The namespace's links, one name a line.
-    fn links(&self) -> Vec<String> {
-        self.sh("ip -o link show")
-            .lines()
-            .filter_map(|l| Some(l.split(':').nth(1)?.trim().split('@').next()?.to_owned()))
-            .collect()
-    }
-
-    /// What tc has on the namespace's ingress side: qdiscs and filters.
-    fn ingress(&self) -> String {
-        self.sh("tc qdisc show ingress; for d in $(ls /sys/class/net); do tc filter show dev $d ingress; done")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
 
 fn eth0_mac(ns: &Netns) -> [u8; 6] {
     let text = ns.sh("cat /sys/class/net/eth0/address");
@@ -317,104 +247,6 @@ fn a_container_joins_the_pod_namespace() {
     assert!(ns.sh("ip -4 -o addr show eth0").contains("10.251.80.2/24"));
     assert_no_leftovers("a container on a pod's namespace");
     let _ = Command::new("ip").args(["link", "del", "podh5"]).output();
-}
-
-/// A pod network made as CRI makes it: a namespace, and Debian's CNI `bridge` plugin with
-/// `host-local` addresses run on it (ADD; DEL and the bridge removed on drop).
-struct CniPod {
-    ns: Netns,
-    conf: String,
-    data: tempfile::TempDir,
-    bridge: String,
-    address: Ipv4Addr,
-    gateway: Ipv4Addr,
-}
-
-const CNI_PATH: &str = "/usr/lib/cni";
-
-fn cni(command: &str, ns: &Netns, conf: &str) -> String {
-    let mut child = Command::new(format!("{CNI_PATH}/bridge"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", &ns.name)
-        .env("CNI_NETNS", ns.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", CNI_PATH)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("Debian's containernetworking-plugins (setup.sh installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "CNI bridge {command}: {out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-impl CniPod {
-    fn new(name: &str, bridge: &str, subnet: &str) -> CniPod {
-        let ns = Netns::new(name);
-        let data = tempfile::tempdir().unwrap();
-        let conf = serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": name,
-            "type": "bridge",
-            "bridge": bridge,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "subnet": subnet,
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": data.path(),
-            },
-        })
-        .to_string();
-        let result: serde_json::Value = serde_json::from_str(&cni("ADD", &ns, &conf)).unwrap();
-        let ip = &result["ips"][0];
-        let address = ip["address"].as_str().unwrap();
-        CniPod {
-            address: address.split('/').next().unwrap().parse().unwrap(),
-            gateway: ip["gateway"].as_str().unwrap().parse().unwrap(),
-            ns,
-            conf,
-            data,
-            bridge: bridge.to_owned(),
-        }
-    }
-
-    /// The namespace holds only what CNI put there (lo, eth0) and no tc.
-    fn assert_untouched(&self, context: &str) {
-        let mut links = self.ns.links();
-        links.sort();
-        assert_eq!(links, ["eth0", "lo"], "{context}: links in the pod");
-        assert_eq!(self.ns.ingress().trim(), "", "{context}: tc in the pod");
-        assert!(
-            self.ns
-                .sh("ip -4 -o addr show eth0")
-                .contains(&format!("{}/", self.address)),
-            "{context}: the pod's address"
-        );
-    }
-}
-
-impl Drop for CniPod {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| cni("DEL", &self.ns, &self.conf));
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        let _ = &self.data;
-    }
 }
 
 fn line(out: &mut impl BufRead) -> String {

@@ -124,6 +124,16 @@ pub trait VmRuntime {
     fn clean(&self, dir: &Path) -> Result<(), OciError>;
 }
 
+/// The pod network namespace a kvm config joins by path (`linux.namespaces`' network entry
+/// with a `path`): the VM's tap is made there and takes over its interface, its address, MAC
+/// and gateway (`isol_container::network::pod`).
+pub fn pod_netns(cfg: &isol_container::ContainerConfig) -> Option<&Path> {
+    cfg.join
+        .iter()
+        .find(|(ns, _)| *ns == isol_container::SharedNamespace::Net)
+        .map(|(_, p)| p.as_path())
+}
+
 pub(crate) fn refuse(what: &str) -> OciError {
     OciError::Unsupported(format!(
         "{what} is not supported on the kvm backend ({BACKEND_ANNOTATION}=kvm); drop it or use the container backend"
@@ -142,12 +152,13 @@ pub fn check(
     if cfg.preserve_fds > 0 {
         return Err(refuse("--preserve-fds"));
     }
-    if let Some((ns, _)) = cfg.join.first() {
-        if *ns == isol_container::SharedNamespace::Net {
-            return Err(OciError::Unsupported(
-                "a network namespace path in linux.namespaces (a pod's network) is not supported on the kvm backend yet: the VM cannot join it; give a new network namespace (the VM then has loopback only) or use the container backend".into(),
-            ));
-        }
+    // A network namespace by path is a pod's (the pause container's, configured by a CNI
+    // plugin): the VM takes over its interface (`pod_netns`). Any other is refused.
+    if let Some((ns, _)) = cfg
+        .join
+        .iter()
+        .find(|(ns, _)| *ns != isol_container::SharedNamespace::Net)
+    {
         return Err(refuse(&format!(
             "joining a {ns:?} namespace by path (linux.namespaces): a VM has its own kernel"
         )));

@@ -7,6 +7,8 @@
 
 #[path = "../commands/exec_channel.rs"]
 mod exec_channel;
+#[path = "../commands/pod_net.rs"]
+mod pod_net;
 #[path = "../runc_vm.rs"]
 mod runc_vm;
 #[path = "../commands/shares.rs"]

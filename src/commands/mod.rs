@@ -7,6 +7,7 @@ pub mod exec_channel;
 pub mod image;
 pub mod inspect;
 pub mod lab;
+pub mod pod_net;
 pub mod run;
 pub mod runs;
 pub mod shares;

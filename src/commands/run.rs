@@ -1329,26 +1329,10 @@ fn kvm_network(
 /// tc-redirected both ways, the interface's MAC, address and gateway for the guest
 /// (`isol_container::network::pod`, docs/devices.md "Network").
 fn kvm_pod_network(path: &Path, state_root: PathBuf, id: &str) -> anyhow::Result<KvmNetwork> {
-    let (pod, tap) =
-        isol_container::network::pod::attach_vm_to_netns(id, &state_root, path, |name| {
-            isol_devices::virtio::net::Tap::create(name).map_err(|e| e.to_string())
-        })?;
-    let c = pod.config();
-    let launch = isol_vmm::launch::LaunchNet {
-        tap_fd: std::os::fd::AsRawFd::as_raw_fd(&tap),
-        tap: tap.name().to_owned(),
-        mac: c.mac,
-        address: c.address,
-        prefix: c.prefix,
-        gateway: c.gateway,
-        state_root,
-        ports: Vec::new(),
-        pod: Some(pod.record().to_owned()),
-        masked_features: net_without()?,
-    };
+    let (launch, tap, pod) = super::pod_net::attach(path, state_root, id, net_without()?)?;
     Ok(KvmNetwork {
         launch,
-        tap: tap.into_fd(),
+        tap,
         _hold: KvmNetworkHold::Pod { _attachment: pod },
     })
 }

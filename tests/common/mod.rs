@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cni;
 pub mod containerd;
 pub use isol_lab::watch as lab_watch;
 pub mod pty;

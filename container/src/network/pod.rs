@@ -508,8 +508,9 @@ fn release_record(path: &Path, rec: &PodRecord) -> Result<(), NetworkError> {
     remove_record(path)
 }
 
-/// Part of [`super::sweep`]: undoes the redirections of runs whose isol died.
-pub(crate) fn sweep(state_root: &Path) {
+/// Part of [`super::sweep`]: undoes the redirections of runs whose isol died (also called
+/// alone, on a state root of pod records only: isol-runc's container directory).
+pub fn sweep(state_root: &Path) {
     let Ok(entries) = fs::read_dir(pods_dir(state_root)) else {
         return;
     };
