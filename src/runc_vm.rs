@@ -152,13 +152,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
                 )
             })?,
     };
-    let mut file =
-        std::fs::File::open(&kernel).map_err(|source| isol_vmm::config::ConfigError::Kernel {
-            path: kernel.clone(),
-            source,
-        })?;
-    isol_vmm::loader::detect_format(&mut file, &kernel)?;
-    drop(file);
+    isol_vmm::loader::check_kernel(&kernel)?;
     isol_vmm::kconfig::check_for_run(
         &kernel,
         &isol_vmm::kconfig::Needs {

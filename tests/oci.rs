@@ -14,6 +14,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::shim::{become_subreaper, set_args, wait_status};
+
 fn runc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_isol-runc")
 }
@@ -112,27 +114,6 @@ impl Drop for Fixture {
     }
 }
 
-fn set_args(v: &mut Value, script: &str) {
-    v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
-}
-
-/// This test process becomes what containerd's shim is: the subreaper that inherits the init
-/// when `create` returns.
-fn become_subreaper() {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
-    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    assert_eq!(r, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
-}
-
-/// The exit status as a shim reports it: the code, or 128+N for a death by signal N.
-fn wait_init(pid: i32) -> i32 {
-    match waitpid(Pid::from_raw(pid), None).expect("the init is our child now") {
-        WaitStatus::Exited(_, c) => c,
-        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-        other => panic!("unexpected wait status {other:?}"),
-    }
-}
-
 #[test]
 fn lifecycle_as_a_shim_create_start_wait_delete() {
     let _g = common::root_test();
@@ -214,7 +195,7 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
             let o = f.runc(&["kill", &id, sig]);
             assert!(o.status.success(), "kill: {}", common::stderr(&o));
         }
-        assert_eq!(wait_init(pid), expected, "{script}");
+        assert_eq!(wait_status(pid), expected, "{script}");
         let output = f.output();
         if i == 0 {
             assert_eq!(output, "hello from oci-test\n");
@@ -275,7 +256,7 @@ fn start_returns_once_the_workload_is_execd() {
     assert_eq!(comms, ["tail"], "the init's children when start returned");
     let o = f.runc(&["delete", "--force", "execd"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(pid), 137);
+    assert_eq!(wait_status(pid), 137);
     f.assert_root_empty();
     common::assert_no_leftovers("start returns once exec'd");
 }
@@ -350,7 +331,7 @@ fn short_run(f: &Fixture, id: &str) -> (String, String, i32) {
     let (mut out, mut err) = (String::new(), String::new());
     out_r.read_to_string(&mut out).unwrap();
     err_r.read_to_string(&mut err).unwrap();
-    let code = wait_init(pid);
+    let code = wait_status(pid);
     let o = f.runc(&["delete", id]);
     assert!(o.status.success(), "delete {id}: {}", common::stderr(&o));
     (out, err, code)
@@ -370,7 +351,7 @@ fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
     assert!(err.contains("already exists"), "{err}");
     let o = f.runc(&["delete", "c-created"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(pid), 137);
+    assert_eq!(wait_status(pid), 137);
 
     let (status, err) = f.create("c-running", &[]);
     assert!(status.success(), "create: {err}");
@@ -385,7 +366,7 @@ fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
     );
     let o = f.runc(&["delete", "--force", "c-running"]);
     assert!(o.status.success(), "delete --force: {}", common::stderr(&o));
-    assert_eq!(wait_init(pid), 137);
+    assert_eq!(wait_status(pid), 137);
     f.assert_root_empty();
     common::assert_no_leftovers("delete");
 }
@@ -565,7 +546,7 @@ fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
     );
     let o = f.runc(&["delete", "--force", "nonroot"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
 
     // Capabilities a non-root process would lose at its exec (not ambient): refused.
     f.edit_config(|v| v["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_KILL"]));
@@ -839,7 +820,7 @@ fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
 
     let o = sandbox.runc(&["delete", "--force", "sandbox"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(pid as i32), 137);
+    assert_eq!(wait_status(pid as i32), 137);
     common::assert_no_leftovers("joined namespaces");
 }
 
@@ -889,7 +870,7 @@ fn a_terminal_is_handed_to_the_console_socket() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("is-a-tty"), "{out:?}");
     assert!(out.contains("30 100"), "{out:?}");
-    assert_eq!(wait_init(pid), 5);
+    assert_eq!(wait_status(pid), 5);
     assert!(f.runc(&["delete", "tty"]).status.success());
     f.assert_root_empty();
     common::assert_no_leftovers("terminal");
@@ -989,7 +970,7 @@ fn exec_runs_further_processes_in_a_running_container() {
             _
         ))
     ));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     f.assert_root_empty();
     common::assert_no_leftovers("exec");
 }
@@ -1042,7 +1023,7 @@ fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
     assert_eq!(o.status.code(), Some(159), "exec: {}", common::stderr(&o));
     assert_eq!(common::stdout(&o), PROFILE_OUT);
     assert!(f.runc(&["delete", "--force", "sc2"]).status.success());
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
 
     // A profile isol cannot honour fails create with its reason, and leaves nothing.
     f.edit_config(|v| {
@@ -1107,7 +1088,7 @@ fn umask_oom_score_adj_and_sysctls_apply_inside() {
     assert!(o.status.success(), "exec: {}", common::stderr(&o));
     assert_eq!(common::stdout(&o), want);
     assert!(f.runc(&["delete", "--force", "knobs"]).status.success());
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     assert_eq!(
         (host("kernel/shmmax"), host("net/ipv4/ip_forward")),
         (shmmax, forward),
@@ -1235,7 +1216,7 @@ fn pause_freezes_the_container_and_resume_thaws_it() {
     assert!(f.runc(&["pause", "paused"]).status.success());
     let o = f.runc(&["delete", "--force", "paused"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     f.assert_root_empty();
     common::assert_no_leftovers("pause");
 }
@@ -1357,7 +1338,7 @@ fn update_changes_memory_cpu_and_pids_limits() {
 
     let o = f.runc(&["delete", "--force", "updated"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     let o = f.runc(&["update", "--memory", "1048576", "updated"]);
     assert!(common::stderr(&o).contains("does not exist"));
     f.assert_root_empty();
@@ -1485,7 +1466,7 @@ fn events_give_the_cgroups_statistics_and_oom_kills() {
     // The container's end ends the stream.
     let o = f.runc(&["kill", "events", "KILL"]);
     assert!(o.status.success(), "kill: {}", common::stderr(&o));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     let rest: Vec<_> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().all(|l| l.contains("\"stats\"")), "{rest:?}");
     assert!(stream.wait().unwrap().success());
@@ -1672,7 +1653,7 @@ fn block_io_and_huge_page_limits_follow_the_host() {
 
     let o = f.runc(&["delete", "--force", "blkio"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     f.assert_root_empty();
     common::assert_no_leftovers("blkio");
 }
@@ -1783,7 +1764,7 @@ fn hooks_run_where_and_when_the_runtime_spec_says() {
 
     let o = f.runc(&["delete", "--force", "hooked"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(init as i32), 137);
+    assert_eq!(wait_status(init as i32), 137);
     let s = state("poststop");
     assert_eq!(
         (s["status"].as_str(), s["pid"].as_i64()),
@@ -1869,7 +1850,7 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
         "{}",
         common::stderr(&o)
     );
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     assert_eq!(fs::read_to_string(&after).unwrap(), "poststart\npoststop\n");
     f.assert_root_empty();
     common::assert_no_leftovers("failing hooks");
@@ -1931,7 +1912,7 @@ fn pid_namespaces_are_joined_by_path_or_shared_with_the_host_and_domainname_is_s
     assert_eq!(pids.len(), 3, "init, sh and sleep: {pids:?}");
     let o = member.runc(&["kill", "--all", "pid-member", "KILL"]);
     assert!(o.status.success(), "kill --all: {}", common::stderr(&o));
-    assert_eq!(wait_init(member_init as i32), 137);
+    assert_eq!(wait_status(member_init as i32), 137);
     assert_eq!(sandbox.state("pid-sandbox")["status"], "created");
     assert!(member.runc(&["delete", "pid-member"]).status.success());
 
@@ -1971,7 +1952,7 @@ fn pid_namespaces_are_joined_by_path_or_shared_with_the_host_and_domainname_is_s
 
     let o = sandbox.runc(&["delete", "--force", "pid-sandbox"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(pid as i32), 137);
+    assert_eq!(wait_status(pid as i32), 137);
     common::assert_no_leftovers("pid namespaces");
 }
 
@@ -2144,7 +2125,7 @@ fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
 
     let o = f.runc(&["delete", "--force", "tty-exec"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     f.assert_root_empty();
     common::assert_no_leftovers("exec -t");
 }
@@ -2289,7 +2270,7 @@ fn a_user_namespace_is_joined_by_path() {
         "cat /proc/self/uid_map; readlink /proc/self/ns/user",
     ]);
     assert!(f.runc(&["delete", "--force", "joinexec"]).status.success());
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
     // With mappings too: refused before anything is made.
     f.edit_config(|v| {
         let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 1}]);
@@ -2397,7 +2378,7 @@ fn cpuset_pins_the_container_and_update_moves_it() {
     assert_eq!(read("cpuset.cpus"), all);
     use std::io::Write;
     (&writer).write_all(b"go\n").unwrap();
-    assert_eq!(wait_init(init), 0);
+    assert_eq!(wait_status(init), 0);
     assert!(
         f.output()
             .ends_with(&format!("Cpus_allowed_list:\t{all}\n")),
@@ -2573,7 +2554,7 @@ fn mount_propagation_follows_the_config() {
     );
     let o = f.runc(&["delete", "--force", "propagated"]);
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_init(init), 137);
+    assert_eq!(wait_status(init), 137);
 
     // rootfsPropagation: the container's / is shared (a peer group of the container's own), and
     // a mount the workload makes below it stays in the container.

@@ -19,6 +19,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::shim::{become_subreaper, set_args, wait_status};
+
 fn runc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_isol-runc")
 }
@@ -121,24 +123,6 @@ impl Drop for Fixture {
             let id = e.file_name().to_string_lossy().into_owned();
             let _ = self.runc(&["delete", "--force", &id]);
         }
-    }
-}
-
-fn set_args(v: &mut Value, script: &str) {
-    v["process"]["args"] = serde_json::json!(["sh", "-c", script]);
-}
-
-fn become_subreaper() {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer and changes only this process.
-    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    assert_eq!(r, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
-}
-
-fn wait_pid(pid: i32) -> i32 {
-    match waitpid(Pid::from_raw(pid), None).expect("the VMM is our child now") {
-        WaitStatus::Exited(_, c) => c,
-        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-        other => panic!("unexpected wait status {other:?}"),
     }
 }
 
@@ -249,7 +233,7 @@ fn a_bundle_runs_in_a_vm_through_create_start_kill_and_delete() {
     // SIGTERM reaches the workload in the guest: its trap runs and sets the status.
     let o = f.runc(&["kill", "vm1", "TERM"]);
     assert!(o.status.success(), "kill: {}", common::stderr(&o));
-    assert_eq!(wait_pid(pid), 7, "stdout: {}", f.output());
+    assert_eq!(wait_status(pid), 7, "stdout: {}", f.output());
     assert!(f.output().ends_with("got TERM\n"), "{}", f.output());
     assert_eq!(f.state("vm1")["status"], "stopped");
     let o = f.runc(&["delete", "vm1"]);
@@ -269,7 +253,7 @@ fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
     let (ok, err, pid) = f.create("vm2");
     assert!(ok, "create: {err}");
     assert!(f.runc(&["start", "vm2"]).status.success());
-    assert_eq!(wait_pid(pid), 3);
+    assert_eq!(wait_status(pid), 3);
     assert_eq!(f.output(), "bye\n");
     assert!(f.runc(&["delete", "vm2"]).status.success());
     assert_nothing_left(&f, "after an exit");
@@ -281,7 +265,7 @@ fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
     assert!(f.runc(&["start", "vm3"]).status.success());
     f.wait_output("ready");
     assert!(f.runc(&["kill", "vm3", "KILL"]).status.success());
-    assert_eq!(wait_pid(pid), 137);
+    assert_eq!(wait_status(pid), 137);
     assert!(f.runc(&["delete", "vm3"]).status.success());
     assert_nothing_left(&f, "after SIGKILL");
 
@@ -299,12 +283,12 @@ fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
         common::stderr(&o)
     );
     assert!(f.runc(&["delete", "--force", "vm4"]).status.success());
-    assert_eq!(wait_pid(pid), 137);
+    assert_eq!(wait_status(pid), 137);
     assert_nothing_left(&f, "after delete --force");
     let (ok, err, pid) = f.create("vm5");
     assert!(ok, "create: {err}");
     assert!(f.runc(&["delete", "vm5"]).status.success());
-    assert_eq!(wait_pid(pid), 137);
+    assert_eq!(wait_status(pid), 137);
     assert_nothing_left(&f, "after deleting a created VM");
 }
 
@@ -418,7 +402,7 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
         "the relay lives as long as the process"
     );
     nix::sys::signal::kill(Pid::from_raw(relay), nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert_eq!(wait_pid(relay), 9);
+    assert_eq!(wait_status(relay), 9);
     assert_eq!(fs::read_to_string(&log).unwrap(), "started\ngot TERM\n");
 
     // -t: a terminal of the guest's, relayed to the pty whose master went to the socket.
@@ -454,7 +438,7 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(wait_pid(relay), 6);
+    assert_eq!(wait_status(relay), 6);
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -470,7 +454,7 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert!(out.contains("is-a-tty"), "{out:?}");
 
     assert!(f.runc(&["kill", "vm6", "KILL"]).status.success());
-    assert_eq!(wait_pid(pid), 137);
+    assert_eq!(wait_status(pid), 137);
     let o = f.runc(&["exec", "vm6", "true"]);
     assert!(!o.status.success(), "exec into a stopped VM");
     assert!(f.runc(&["delete", "vm6"]).status.success());
@@ -522,7 +506,7 @@ fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
     let (ok, err, pid) = f.create("podvm1");
     assert!(ok, "create: {err}");
     assert!(f.runc(&["start", "podvm1"]).status.success());
-    assert_eq!(wait_pid(pid), 0, "stderr: {}", f.errors());
+    assert_eq!(wait_status(pid), 0, "stderr: {}", f.errors());
     assert_eq!(f.output(), expected, "stderr: {}", f.errors());
     pod.assert_untouched("after the VM, before delete");
     assert!(f.runc(&["delete", "podvm1"]).status.success());
@@ -543,7 +527,7 @@ fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
     );
     assert!(pod.ns.ingress().contains("mirred"), "{}", pod.ns.ingress());
     assert!(f.runc(&["kill", "podvm2", "KILL"]).status.success());
-    assert_eq!(wait_pid(pid), 137);
+    assert_eq!(wait_status(pid), 137);
     assert!(f.runc(&["delete", "podvm2"]).status.success());
     pod.assert_untouched("after SIGKILL of the VMM and delete");
     assert!(pod.ns.path().exists(), "the pod's namespace is the pod's");

@@ -786,13 +786,7 @@ fn net_rr(r: &Runner, n: u32) -> Result<f64, String> {
             ))?;
             let out = server.read_until("ready", Instant::now() + Duration::from_secs(60));
             let res = out.and_then(|out| {
-                let addr = out
-                    .split_whitespace()
-                    .skip_while(|w| *w != "inet")
-                    .nth(1)
-                    .and_then(|a| a.split('/').next())
-                    .ok_or_else(|| format!("the server printed no address: {out}"))?
-                    .to_string();
+                let addr = eth0_address(&out)?;
                 let mut cmd = container_of(r).command(&client(&addr), false, true);
                 let (o, e) = output_with_timeout(&mut cmd)?;
                 parse_marks(&o)
@@ -803,6 +797,16 @@ fn net_rr(r: &Runner, n: u32) -> Result<f64, String> {
             res.and_then(|ms| closed.map(|()| ms))
         }
     }
+}
+
+/// The address in a server's `ip -4 -o addr show eth0` line.
+fn eth0_address(out: &str) -> Result<String, String> {
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .map(str::to_string)
+        .ok_or_else(|| format!("the server printed no address: {out}"))
 }
 
 /// The container runner of the same isol as `r` (the client side of the network benchmarks:
@@ -854,13 +858,7 @@ fn net_bridge(r: &Runner, bytes: u64, from: Option<&Runner>) -> Result<f64, Stri
     ))?;
     let out = server.read_until("ready", Instant::now() + Duration::from_secs(60));
     let res = out.and_then(|out| {
-        let addr = out
-            .split_whitespace()
-            .skip_while(|w| *w != "inet")
-            .nth(1)
-            .and_then(|a| a.split('/').next())
-            .ok_or_else(|| format!("the server container printed no address: {out}"))?
-            .to_string();
+        let addr = eth0_address(&out)?;
         // The listener needs a moment after printing "ready".
         let client = format!(
             "sleep 0.2; {{ echo S; head -c {bytes} /dev/zero | nc {addr} 5001 || echo FAIL nc; echo E; }} | ts %.s"

@@ -1021,13 +1021,7 @@ fn run_kvm(
     }
     let kernel = guest_kernel(args)?;
     // Bad input first: a kernel that cannot be opened or is no kernel.
-    let mut file =
-        std::fs::File::open(&kernel).map_err(|source| isol_vmm::config::ConfigError::Kernel {
-            path: kernel.clone(),
-            source,
-        })?;
-    isol_vmm::loader::detect_format(&mut file, &kernel)?;
-    drop(file);
+    isol_vmm::loader::check_kernel(&kernel)?;
     // A kernel whose config can be found and lacks what isol needs is refused here, with
     // the options named, rather than failing inside the guest.
     let mut shared = Vec::new();

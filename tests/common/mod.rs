@@ -7,6 +7,7 @@ pub mod cni;
 pub mod containerd;
 pub use isol_lab::watch as lab_watch;
 pub mod pty;
+pub mod shim;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

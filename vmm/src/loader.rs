@@ -143,6 +143,16 @@ pub struct LoadedKernel {
     pub initrd_addr_max: u64,
 }
 
+/// Opens `kernel` and tells its format: what the CLIs check before building anything, so that
+/// a path that cannot be read or is no kernel is the user's one-line error.
+pub fn check_kernel(kernel: &Path) -> Result<KernelFormat, crate::VmmError> {
+    let mut file = File::open(kernel).map_err(|source| crate::config::ConfigError::Kernel {
+        path: kernel.to_owned(),
+        source,
+    })?;
+    Ok(detect_format(&mut file, kernel)?)
+}
+
 /// Looks at the first bytes of `file` to tell ELF from bzImage.
 pub fn detect_format(file: &mut File, path: &Path) -> Result<KernelFormat, LoaderError> {
     let open = |source| LoaderError::Open {
