@@ -551,6 +551,8 @@ mod tests {
             hostname: "h".into(),
             user: "".into(),
             capabilities: None,
+            inheritable: 0,
+            ambient: 0,
             no_new_privs: false,
             workload_seccomp: Vec::new(),
             disks: vec![

@@ -198,9 +198,12 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         workdir: cfg.workdir.clone().into_os_string(),
         hostname: cfg.hostname.clone().into(),
         user: cfg.user.clone().unwrap_or_default().into(),
-        // The same privileges as the container backend's: the bounding set, no_new_privs and
-        // the config's own seccomp profile, compiled here, applied by the guest init.
+        // The same privileges as the container backend's: the bounding set, the inheritable
+        // and ambient sets, no_new_privs and the config's own seccomp profile, compiled here,
+        // applied by the guest init.
         capabilities: Some(cfg.privileges.capabilities),
+        inheritable: cfg.privileges.inheritable,
+        ambient: cfg.privileges.ambient,
         no_new_privs: cfg.privileges.no_new_privs,
         workload_seccomp,
         disks: Vec::new(),

@@ -475,6 +475,8 @@ fn jail_on_a_host_whose_kvm_emulates() {
         hostname: "h".into(),
         user: "".into(),
         capabilities: None,
+        inheritable: 0,
+        ambient: 0,
         no_new_privs: false,
         workload_seccomp: Vec::new(),
         disks: vec![isol_vmm::launch::LaunchDisk {

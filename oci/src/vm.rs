@@ -196,11 +196,6 @@ pub fn check(
     if cfg.umask.is_some_and(|u| u != 0o022) {
         return Err(refuse("process.user.umask other than 0022"));
     }
-    if cfg.privileges.inheritable != 0 || cfg.privileges.ambient != 0 {
-        return Err(refuse(
-            "process.capabilities.inheritable or ambient (the guest gives the workload the bounding set's)",
-        ));
-    }
     let l = &cfg.limits;
     if l.cpus.is_some()
         || l.memory_swap.is_some_and(|s| Some(s) != l.memory)

@@ -1075,6 +1075,8 @@ fn run_kvm(
         // The same privileges as a container's: the profile is compiled here, on the host, and
         // the guest init applies them.
         capabilities: Some(spec.privileges.capabilities),
+        inheritable: spec.privileges.inheritable,
+        ambient: spec.privileges.ambient,
         no_new_privs: spec.privileges.no_new_privs,
         workload_seccomp: match spec.privileges.seccomp.filter()? {
             None => Vec::new(),

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 11;
+pub const FORMAT: u32 = 12;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -127,6 +127,12 @@ pub struct Launch {
     pub user: OsString,
     /// The capabilities the workload may hold (bit n = capability n); none: every one.
     pub capabilities: Option<u64>,
+    /// The workload's inheritable set (an OCI config's, `isol-runc`); else empty.
+    #[serde(default)]
+    pub inheritable: u64,
+    /// The workload's ambient set (an OCI config's, `isol-runc`); else empty.
+    #[serde(default)]
+    pub ambient: u64,
     /// Set `no_new_privs` for the workload.
     pub no_new_privs: bool,
     /// The workload's seccomp filter, each instruction as [`SockFilter::to_u64`]; empty:
@@ -475,6 +481,8 @@ impl Launch {
                 user: self.user.clone(),
                 security: Security {
                     capabilities: self.capabilities,
+                    inheritable: self.inheritable,
+                    ambient: self.ambient,
                     no_new_privs: self.no_new_privs,
                     seccomp: self
                         .workload_seccomp
@@ -1011,6 +1019,8 @@ mod tests {
             hostname: "h1".into(),
             user: OsString::from_vec(b"1000:\xffgroup".to_vec()),
             capabilities: Some(0xa804_25fb),
+            inheritable: 0,
+            ambient: 0,
             no_new_privs: true,
             workload_seccomp: vec![0x0000_0004_0000_0020, u64::MAX, 0],
             disks: vec![LaunchDisk {

@@ -11,8 +11,12 @@
 //!    sets here;
 //! 3. **ambient** cleared and **capset**: permitted and effective the kept set for uid 0 and
 //!    empty for any other uid (docker gives a non-root user no capabilities), inheritable
-//!    empty (CVE-2022-24769). At `execve` a root workload's permitted and effective sets
-//!    become its bounding set, i.e. the kept set again;
+//!    empty (CVE-2022-24769) unless an OCI config gives one (`isol-runc` on kvm: runc's
+//!    rules, as isol's container backend). At `execve` a root workload's permitted and
+//!    effective sets become its bounding set, i.e. the kept set again. An OCI config's
+//!    **ambient** set is raised last: for a non-root uid the permitted set is kept across
+//!    the switch (`PR_SET_KEEPCAPS`) for that, and after `execve` it holds exactly the
+//!    ambient set, as runc's process does;
 //! 4. **`no_new_privs`**;
 //! 5. **seccomp** last (`seccomp(SECCOMP_SET_MODE_FILTER)`), so that only `execve` runs
 //!    under the workload's filter. Without `no_new_privs` the kernel takes a filter only
@@ -55,12 +59,27 @@ pub fn apply(ids: Option<&Ids>, security: &Security) -> Result<(), String> {
     if let Some(keep) = security.capabilities {
         shrink_bounding_set(keep)?;
     }
+    let root = ids.is_none_or(|i| i.uid == 0);
     if let Some(ids) = ids {
+        if !root && security.ambient != 0 {
+            // SAFETY: integer arguments only; changes only this thread's flag.
+            let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+            check(
+                rc.into(),
+                "cannot keep the capabilities across the uid switch",
+            )?;
+        }
         switch_user(ids)?;
     }
     if let Some(keep) = security.capabilities {
-        let root = ids.is_none_or(|i| i.uid == 0);
-        set_capabilities(if root { keep } else { 0 })?;
+        // A non-root uid keeps its permitted set (KEEPCAPS) only to raise the ambient set.
+        let (effective, permitted) = match (root, security.ambient) {
+            (true, _) => (keep, keep),
+            (false, 0) => (0, 0),
+            (false, _) => (0, keep),
+        };
+        set_capabilities(effective, permitted, security.inheritable)?;
+        raise_ambient(security.ambient)?;
     }
     if security.no_new_privs {
         // SAFETY: integer arguments only.
@@ -112,8 +131,30 @@ fn switch_user(ids: &Ids) -> Result<(), String> {
     check(rc.into(), &format!("cannot switch to uid {}", ids.uid))
 }
 
-/// Clears the ambient set and sets permitted and effective to `set`, inheritable to none.
-fn set_capabilities(set: u64) -> Result<(), String> {
+/// Raises each capability of `ambient` into the ambient set (each must be permitted and
+/// inheritable, as the host checked).
+fn raise_ambient(ambient: u64) -> Result<(), String> {
+    for cap in (0..64u32).filter(|c| ambient & (1 << c) != 0) {
+        // SAFETY: integer arguments only.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                libc::c_ulong::from(cap),
+                0,
+                0,
+            )
+        };
+        check(
+            rc.into(),
+            &format!("cannot raise capability {cap} into the ambient set"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Clears the ambient set and sets effective, permitted and inheritable.
+fn set_capabilities(effective: u64, permitted: u64, inheritable: u64) -> Result<(), String> {
     // SAFETY: integer arguments only.
     let rc = unsafe {
         libc::prctl(
@@ -130,12 +171,12 @@ fn set_capabilities(set: u64) -> Result<(), String> {
         pid: 0,
     };
     // The casts take the low and the high 32 capabilities.
-    let half = |bits: u64| CapUserData {
-        effective: bits as u32,
-        permitted: bits as u32,
-        inheritable: 0,
+    let half = |shift: u32| CapUserData {
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
+        inheritable: (inheritable >> shift) as u32,
     };
-    let data = [half(set), half(set >> 32)];
+    let data = [half(0), half(32)];
     // SAFETY: a version-3 header and the two data structs that version reads, both live
     // for the call; the kernel writes at most the header's version.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
@@ -266,6 +307,60 @@ mod tests {
             capabilities: Some(DOCKER),
             no_new_privs: true,
             seccomp: no_mkdir(),
+            ..Security::default()
+        }
+    }
+
+    /// runtime-tools' generator's config: all five sets docker's, on kvm since run spec 6.
+    fn all_five_sets() -> Security {
+        Security {
+            inheritable: DOCKER,
+            ambient: DOCKER,
+            ..docker_default()
+        }
+    }
+
+    #[test]
+    fn an_oci_config_s_inheritable_and_ambient_sets_are_held_across_exec() {
+        if !root() {
+            eprintln!("skipped: needs root to set capabilities");
+            return;
+        }
+        let ids = Ids {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+        };
+        // Root and a non-root user alike hold all five (runc's process_user, runtimetest).
+        for who in [None, Some(&ids)] {
+            let lines = status_after(who, &all_five_sets());
+            for want in [
+                "CapInh: 00000000a80425fb",
+                "CapPrm: 00000000a80425fb",
+                "CapEff: 00000000a80425fb",
+                "CapBnd: 00000000a80425fb",
+                "CapAmb: 00000000a80425fb",
+            ] {
+                assert!(
+                    lines.iter().any(|l| l == want),
+                    "{who:?}: {want} not in {lines:?}"
+                );
+            }
+        }
+        // An ambient set smaller than the inheritable one: a non-root user holds only it.
+        let s = Security {
+            inheritable: DOCKER,
+            ambient: 1 << 10,
+            ..docker_default()
+        };
+        let lines = status_after(Some(&ids), &s);
+        for want in [
+            "CapInh: 00000000a80425fb",
+            "CapPrm: 0000000000000400",
+            "CapEff: 0000000000000400",
+            "CapAmb: 0000000000000400",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "{want} not in {lines:?}");
         }
     }
 
@@ -334,6 +429,7 @@ mod tests {
             capabilities: None,
             no_new_privs: true,
             seccomp: no_mkdir(),
+            ..Security::default()
         };
         let (_, code) = run_as(None, &filtered, &["/bin/mkdir", &d]);
         assert_eq!(code, 1, "mkdir must fail under the filter");
@@ -356,6 +452,7 @@ mod tests {
             capabilities: Some(DOCKER),
             no_new_privs: false,
             seccomp: no_mkdir(),
+            ..Security::default()
         };
         let ids = Ids {
             uid: 1000,

@@ -22,6 +22,7 @@
 //!            bytes each; flags u64; data u32 len, bytes)
 //! rlimits  u32 count (≤ 64), then count × (u32 resource, u64 soft, u64 hard)
 //! groups   u8 (0: /etc/group's, 1: the list follows), u32 count (≤ 1024), count × u32
+//! capsets  u64 inheritable, u64 ambient                  (bit n = capability n)
 //! ```
 //!
 //! Strings are raw bytes (no encoding, no terminator), so arguments with spaces,
@@ -44,6 +45,11 @@
 //! directory of a virtio-fs share, with the config's mounts, `isol-runc` on kvm), the
 //! workload's resource limits ([`Rlimit`]) and its exact supplementary groups
 //! (`additionalGids`).
+//!
+//! Version 6 added the workload's inheritable and ambient capability sets
+//! ([`Security::inheritable`], [`Security::ambient`]: an OCI config's own, `isol-runc` on
+//! kvm). An init that reads version 5 would run the workload with both empty, so the mismatch
+//! is refused as before.
 
 use std::fmt;
 
@@ -52,7 +58,7 @@ pub const SPEC_PATH: &str = "/isol/spec";
 /// First bytes of a spec.
 pub const MAGIC: &[u8; 8] = b"ISOLSPEC";
 /// Format version this code reads and writes.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Largest spec accepted, to bound what a corrupt file can make init allocate.
 pub const MAX_SPEC_LEN: usize = 16 << 20;
 /// The kernel's limit on the instructions of one seccomp filter (`BPF_MAXINSNS`).
@@ -162,6 +168,12 @@ pub struct Security {
     pub no_new_privs: bool,
     /// A seccomp filter to install last; empty: none.
     pub seccomp: Vec<SockFilter>,
+    /// The inheritable set (an OCI config's; isol's own runs keep it empty): within
+    /// `capabilities`.
+    pub inheritable: u64,
+    /// The ambient set (an OCI config's; else empty), raised last: within `capabilities` and
+    /// `inheritable`. A non-root workload holds exactly these after its `execve`.
+    pub ambient: u64,
 }
 
 /// The workload's cgroup limits, enforced by the guest init in a cgroup v2 of the guest
@@ -534,7 +546,8 @@ impl Spec {
         Ok(out)
     }
 
-    /// The fields version 5 added: the bundle root, rlimits, groups.
+    /// The fields versions 5 and 6 added: the bundle root, rlimits, groups; the inheritable
+    /// and ambient capabilities.
     fn encode_v5(&self, out: &mut Vec<u8>) -> Result<(), SpecError> {
         out.push(u8::from(self.root.is_some()));
         if let Some(root) = &self.root {
@@ -570,6 +583,9 @@ impl Spec {
         for g in groups {
             out.extend_from_slice(&g.to_le_bytes());
         }
+        // Version 6.
+        out.extend_from_slice(&self.security.inheritable.to_le_bytes());
+        out.extend_from_slice(&self.security.ambient.to_le_bytes());
         Ok(())
     }
 
@@ -586,7 +602,7 @@ impl Spec {
         if version != VERSION {
             return Err(SpecError::BadVersion(version));
         }
-        let spec = Spec {
+        let mut spec = Spec {
             args: r.list()?,
             env: r.list()?,
             workdir: r.bytes()?,
@@ -600,6 +616,8 @@ impl Spec {
                 },
                 no_new_privs: r.flag()?,
                 seccomp: r.filter()?,
+                inheritable: 0,
+                ambient: 0,
             },
             etc_files: r.etc_files()?,
             limits: Limits {
@@ -610,6 +628,8 @@ impl Spec {
             rlimits: r.rlimits()?,
             groups: r.groups()?,
         };
+        spec.security.inheritable = r.u64()?;
+        spec.security.ambient = r.u64()?;
         if !r.buf.is_empty() {
             return Err(SpecError::TrailingBytes(r.buf.len()));
         }
@@ -660,6 +680,8 @@ mod tests {
                         k: 0x7fff_0000,
                     },
                 ],
+                inheritable: 0x25fb,
+                ambient: 0x0401,
             },
             etc_files: vec![
                 (b"hostname".to_vec(), b"isol-vm\n".to_vec()),
@@ -696,6 +718,20 @@ mod tests {
             }],
             groups: Some(vec![10, 20]),
         }
+    }
+
+    #[test]
+    fn version_6_capability_sets_round_trip() {
+        let s = sample();
+        let d = Spec::decode(&s.encode().unwrap()).unwrap();
+        assert_eq!(d.security.inheritable, 0x25fb);
+        assert_eq!(d.security.ambient, 0x0401);
+        // They are the last 16 bytes: a spec without them (version 5's layout) is truncated.
+        let enc = s.encode().unwrap();
+        assert_eq!(
+            Spec::decode(&enc[..enc.len() - 16]),
+            Err(SpecError::Truncated)
+        );
     }
 
     #[test]
