@@ -385,6 +385,186 @@ fn in_the_lab_every_start_subject_runs_and_both_vmms_memory_is_measured() {
     assert_eq!(bench_leftovers(), Vec::<String>::new());
 }
 
+/// The `ctr-run` benchmark's subjects, by name.
+fn ctr_run_subjects(report: &Value) -> Vec<Value> {
+    let b = report["benchmarks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "ctr-run")
+        .expect("a ctr-run benchmark");
+    assert!(
+        b["description"].as_str().unwrap().contains("ctr run --rm"),
+        "{b}"
+    );
+    b["subjects"].as_array().unwrap().clone()
+}
+
+/// `isol bench --quick --benchmarks ctr-run --peers runc --backends BACKENDS --runs RUNS`.
+fn ctr_run_with_runc(backends: &str, runs: &str) -> Bench {
+    for tool in ["containerd", "ctr", "runc"] {
+        require_tool(tool);
+    }
+    let args = ["--quick", "--benchmarks", "ctr-run", "--peers", "runc"];
+    Bench::run(
+        &[&args[..], &["--backends", backends, "--runs", runs]].concat(),
+        &[],
+    )
+}
+
+fn subject<'a>(subjects: &'a [Value], name: &str) -> &'a Value {
+    subjects
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} row: a silent gap"))
+}
+
+/// Nothing of the bench's containerd is left: no daemon or shim for its socket, no state of its
+/// namespace under the shim's runc root, no cgroup of its namespace.
+fn assert_no_containerd_left() {
+    let ours: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("containerd") && c.contains("isol-bench."))
+        .collect();
+    assert_eq!(ours, Vec::<String>::new(), "containerd or shims left");
+    let state = Path::new("/run/containerd/runc/isol-bench-ctr");
+    let left: Vec<_> = fs::read_dir(state)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
+}
+
+/// `--benchmarks ctr-run` on the host: `ctr run --rm` through a containerd of the bench's own,
+/// with isol-runc and runc as its runc binary, both measured in the same run and compared both
+/// ways; isol-runc-vm a marked skip (the kvm side was not asked for); nothing left.
+#[test]
+fn ctr_run_compares_isol_runc_and_runc_through_containerd() {
+    require_root();
+    let _g = serial();
+    let bench = ctr_run_with_runc("container", "2");
+    let (report, md) = (bench.json(), bench.md());
+    let subjects = ctr_run_subjects(&report);
+    let names: Vec<&str> = subjects
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["isol-runc", "isol-runc-vm", "runc"]);
+    for name in ["isol-runc", "runc"] {
+        let s = subject(&subjects, name);
+        assert_eq!(s["status"], "ok", "{s}");
+        assert_eq!(s["samples"].as_array().unwrap().len(), 2, "{s}");
+        assert!(s["command"].as_str().unwrap().contains("ctr "), "{s}");
+        assert!(s["version"].as_str().unwrap().contains("containerd"), "{s}");
+    }
+    assert_eq!(subject(&subjects, "isol-runc")["kind"], "isol");
+    assert_eq!(subject(&subjects, "runc")["kind"], "peer");
+    let vm = subject(&subjects, "isol-runc-vm");
+    assert_eq!(vm["status"], "skipped", "{vm}");
+    assert_eq!(vm["backend"], "kvm", "{vm}");
+    assert!(
+        vm["error"]
+            .as_str()
+            .unwrap()
+            .contains("kvm backend not measured"),
+        "{vm}"
+    );
+    let b = report["benchmarks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "ctr-run")
+        .unwrap();
+    // Each against the other, in the same run.
+    assert!(
+        b["ratios"]["isol-runc"]["runc"].as_f64().unwrap() > 0.0,
+        "{b}"
+    );
+    assert!(
+        b["ratios"]["runc"]["isol-runc"].as_f64().unwrap() > 0.0,
+        "{b}"
+    );
+    assert!(md.contains("## ctr-run: `ctr run --rm`"), "{md}");
+    assert!(
+        md.contains("| vs isol-runc | vs isol-runc-vm | vs runc |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("`ctr run --rm` with isol-runc starts and ends a container in"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- **isol-runc-vm: skipped** — kvm backend not measured"),
+        "{md}"
+    );
+    assert!(machine_has(&report, "containerd"), "{}", report["machine"]);
+    assert_no_containerd_left();
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+    assert_eq!(scratch_dirs(), Vec::<String>::new());
+}
+
+fn machine_has(report: &Value, runtime: &str) -> bool {
+    report["machine"]["runtimes"].get(runtime).is_some()
+}
+
+/// Without containerd, every `ctr-run` subject is a marked skip saying so, and the bench
+/// still writes its report.
+#[test]
+fn ctr_run_without_containerd_is_a_marked_skip() {
+    require_root();
+    let _g = serial();
+    let empty = tempfile::tempdir().unwrap();
+    let bench = Bench::quick_container("ctr-run", &[("PATH", empty.path())]);
+    let (o, report) = (&bench.out, bench.json());
+    let subjects = ctr_run_subjects(&report);
+    assert!(subjects.len() >= 2, "{subjects:?}");
+    for s in &subjects {
+        assert_eq!(s["status"], "skipped", "{s}");
+        let why = s["error"].as_str().unwrap();
+        assert!(why.contains("no `containerd` in PATH"), "{why}");
+    }
+    assert!(
+        stderr(o).contains("skipping ctr-run: not installed"),
+        "{}",
+        stderr(o)
+    );
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+}
+
+/// In the lab: `ctr-run` with the VM side too — isol-runc-vm boots a microVM per `ctr run`,
+/// measured beside isol-runc and runc, and compared with both.
+#[test]
+fn in_the_lab_ctr_run_measures_isol_runc_vm_beside_the_containers() {
+    if !kvm_ready() {
+        return;
+    }
+    require_root();
+    let _g = serial();
+    let bench = ctr_run_with_runc("container,kvm", "1");
+    let report = bench.json();
+    let subjects = ctr_run_subjects(&report);
+    for s in &subjects {
+        assert_eq!(s["status"], "ok", "{s}");
+        assert_eq!(s["samples"].as_array().unwrap().len(), 1, "{s}");
+    }
+    assert_eq!(subject(&subjects, "isol-runc-vm")["backend"], "kvm");
+    let b = &report["benchmarks"][0];
+    for (a, z) in [("isol-runc-vm", "isol-runc"), ("isol-runc-vm", "runc")] {
+        assert!(b["ratios"][a][z].as_f64().unwrap() > 0.0, "{a}/{z}: {b}");
+    }
+    assert!(
+        bench
+            .md()
+            .contains("With isol-runc-vm (a microVM per container) it takes"),
+        "{}",
+        bench.md()
+    );
+    assert_no_containerd_left();
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+}
+
 /// Every metric's JSON: a method, a unit, and for every subject either samples with a summary
 /// or a reason it has none.
 fn check_metric(m: &Value) {

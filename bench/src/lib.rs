@@ -12,6 +12,7 @@
 //! in it, whatever happens (Ctrl-C included: see [`cancel`]).
 
 mod cancel;
+mod ctr;
 mod error;
 mod host;
 mod html;
@@ -111,6 +112,9 @@ pub enum Benchmark {
     Net,
     /// A directory shared with the run: bind mount vs virtio-fs.
     Shared,
+    /// `ctr run --rm` start → exit of `/bin/true`, with isol-runc, isol-runc-vm, runc and crun
+    /// as containerd's runc binary.
+    CtrRun,
 }
 
 impl Benchmark {
@@ -124,12 +128,16 @@ impl Benchmark {
             Benchmark::Io => "io",
             Benchmark::Net => "net",
             Benchmark::Shared => "shared",
+            Benchmark::CtrRun => report::CTR_RUN,
         }
     }
 
     fn description(self) -> &'static str {
         match self {
             Benchmark::Start => "start → exit of `/bin/true` in the busybox image",
+            Benchmark::CtrRun => {
+                "`ctr run --rm` start → exit of `/bin/true` in the busybox image, through containerd and its runc v2 shim, each runtime as the shim's runc binary"
+            }
             _ => "",
         }
     }
@@ -161,8 +169,8 @@ pub fn parse_peer(s: &str) -> Result<Peer, String> {
     }
 }
 
-/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io`, `net` or
-/// `shared`.
+/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io`, `net`,
+/// `shared` or `ctr-run`.
 pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     match s.trim() {
         "start" => Ok(Benchmark::Start),
@@ -173,8 +181,9 @@ pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
         "io" => Ok(Benchmark::Io),
         "net" => Ok(Benchmark::Net),
         "shared" => Ok(Benchmark::Shared),
+        "ctr-run" => Ok(Benchmark::CtrRun),
         other => Err(format!(
-            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net, shared"
+            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net, shared, ctr-run"
         )),
     }
 }
@@ -434,7 +443,7 @@ impl Slot {
                 label: name.into(),
                 kind: "peer",
                 backend: match name {
-                    "qemu" | "isol-kvm" => Some("kvm"),
+                    "qemu" | "isol-kvm" | "isol-runc-vm" => Some("kvm"),
                     _ => Some("container"),
                 },
                 version,
@@ -602,6 +611,20 @@ fn bench(
         benchmarks.push(start);
         metrics.push(vm_memory);
     }
+    if selected.contains(&Benchmark::CtrRun) {
+        let mut slots = ctr_slots(args, &mut setup, &sides);
+        let Some(report) = run_benchmark(
+            Benchmark::CtrRun,
+            &mut slots,
+            (warmup, runs),
+            &setup.bar,
+            args.lab_inner,
+        )?
+        else {
+            return Ok(None);
+        };
+        benchmarks.push(report);
+    }
     let Some(more) = workload_metrics(args, &setup, &sides, &selected, runs, kvm_env)? else {
         return Ok(None);
     };
@@ -702,6 +725,129 @@ fn start_slots(args: &BenchOptions, setup: &mut Setup, sides: &Sides) -> Vec<Slo
                 format!("isol bench: skipping {}: {e}", peer.name()),
             );
         }
+        slots.push(slot);
+    }
+    slots
+}
+
+/// The `ctr-run` benchmark's subjects, each containerd's runc binary: isol-runc (container),
+/// isol-runc-vm (kvm), then the container peers (runc, crun); each ready or skipped with the
+/// reason. They share one containerd, stopped with the last of them.
+fn ctr_slots(args: &BenchOptions, setup: &mut Setup, sides: &Sides) -> Vec<Slot> {
+    let isol_runc = setup.exe.with_file_name("isol-runc");
+    let peers: Vec<Peer> = dedup(&args.peers)
+        .into_iter()
+        .filter(|p| *p != Peer::Qemu)
+        .collect();
+    let isol_slot = |name: &str, why: String| {
+        let mut s = Slot::skipped(name, String::new(), why);
+        s.info.kind = "isol";
+        s
+    };
+    let all_skipped = |why: &str| {
+        let mut slots = vec![
+            isol_slot("isol-runc", why.to_string()),
+            isol_slot("isol-runc-vm", why.to_string()),
+        ];
+        slots.extend(
+            peers
+                .iter()
+                .map(|p| Slot::skipped(p.name(), String::new(), why.to_string())),
+        );
+        slots
+    };
+    if !isol_runc.is_file() {
+        return all_skipped(&format!(
+            "no isol-runc beside isol ({}): build it (cargo build --bin isol-runc) or install it (setup.sh)",
+            isol_runc.display()
+        ));
+    }
+    // isol-runc-vm is isol-runc under its VM name: a link in the scratch dir.
+    let vm_runtime = setup.work.0.join("ctr-bin").join("isol-runc-vm");
+    let linked = fs::create_dir_all(setup.work.0.join("ctr-bin"))
+        .and_then(|()| std::os::unix::fs::symlink(&isol_runc, &vm_runtime));
+    let kernel: Vec<(&str, &Path)> = setup
+        .kernel
+        .as_deref()
+        .map(|k| ("ISOL_KERNEL", k))
+        .into_iter()
+        .collect();
+    let ctrd = match ctr::Containerd::start(&setup.work.0, &setup.layers, &setup.peer_env, &kernel)
+    {
+        Ok(c) => std::rc::Rc::new(c),
+        Err(e) => {
+            note(&setup.bar, format!("isol bench: skipping ctr-run: {e}"));
+            return all_skipped(&e);
+        }
+    };
+    setup
+        .machine
+        .runtimes
+        .insert("containerd".into(), ctrd.version.clone());
+    let isol_version = format!("isol {}", env!("CARGO_PKG_VERSION"));
+    let mut slots = Vec::new();
+    if sides.container {
+        slots.push(Slot::ready(Box::new(ctr::CtrSubject::new(
+            ctrd.clone(),
+            "isol-runc",
+            isol_runc.clone(),
+            "isol",
+            "container",
+            isol_version.clone(),
+        ))));
+    } else {
+        slots.push(isol_slot("isol-runc", sides.container_skip.clone()));
+    }
+    match (&setup.kernel, linked) {
+        (Some(_), Ok(())) => slots.push(Slot::ready(Box::new(ctr::CtrSubject::new(
+            ctrd.clone(),
+            "isol-runc-vm",
+            vm_runtime,
+            "isol",
+            "kvm",
+            isol_version,
+        )))),
+        (Some(_), Err(e)) => slots.push(isol_slot(
+            "isol-runc-vm",
+            format!("cannot link {} to isol-runc: {e}", vm_runtime.display()),
+        )),
+        (None, _) => slots.push(isol_slot("isol-runc-vm", sides.kvm_skip.clone())),
+    }
+    for peer in peers {
+        let name = peer.name();
+        let slot = if !sides.container {
+            Slot::skipped(
+                name,
+                String::new(),
+                format!(
+                    "{name} is a container runtime, and the container backend was not measured"
+                ),
+            )
+        } else {
+            match subjects::find_in_path(name) {
+                None => Slot::skipped(
+                    name,
+                    String::new(),
+                    format!(
+                        "not installed: no `{name}` in PATH; install it (apt-get install {name})"
+                    ),
+                ),
+                Some(binary) => match subjects::version_of(&binary) {
+                    Ok(v) => {
+                        setup.machine.runtimes.insert(name.into(), v.clone());
+                        Slot::ready(Box::new(ctr::CtrSubject::new(
+                            ctrd.clone(),
+                            name,
+                            binary,
+                            "peer",
+                            "container",
+                            v,
+                        )))
+                    }
+                    Err(e) => Slot::skipped(name, String::new(), e),
+                },
+            }
+        };
         slots.push(slot);
     }
     slots
@@ -1168,9 +1314,16 @@ fn run_benchmark(
             bar.inc(1);
             if let Err(e) = res {
                 if slot.info.kind == "isol" {
+                    let cmd = w.args.join(" ");
+                    let (who, what) = match bm {
+                        Benchmark::Start => ("isol", format!("isol run {IMAGE} {cmd}")),
+                        _ => (
+                            slot.info.name.as_str(),
+                            slot.info.command.replace("CMD", &cmd),
+                        ),
+                    };
                     return Err(BenchError::Failed(format!(
-                        "isol cannot run the benchmark's workload (`isol run {IMAGE} {}`): {e}",
-                        w.args.join(" ")
+                        "{who} cannot run the benchmark's workload (`{what}`): {e}"
                     )));
                 }
                 note(

@@ -10,6 +10,9 @@ use super::host::Machine;
 use super::stats::{Status, Summary, round3};
 use super::subjects::SubjectInfo;
 
+/// The name of the `ctr-run` benchmark, whose subjects are all compared with each other.
+pub const CTR_RUN: &str = "ctr-run";
+
 /// Version of the `report.json` layout.
 pub const SCHEMA: &str = "isol-bench/2";
 
@@ -159,8 +162,23 @@ impl BenchmarkReport {
             .map(|s| s.median)
     }
 
-    /// The peers `s` is compared with: those of its side (container or kvm).
+    /// Whether every subject is compared with every other (`ctr-run`: the same client with
+    /// each runtime, the container and the VM side alike) rather than isol with the peers.
+    fn all_pairs(&self) -> bool {
+        self.name == CTR_RUN
+    }
+
+    /// The subjects `s` is compared with: the peers of its side (container or kvm); in
+    /// `ctr-run`, every other subject.
     fn peers_of(&self, s: &SubjectReport) -> Vec<String> {
+        if self.all_pairs() {
+            return self
+                .subjects
+                .iter()
+                .filter(|p| p.info.name != s.info.name)
+                .map(|p| p.info.name.clone())
+                .collect();
+        }
         self.subjects
             .iter()
             .filter(|p| p.info.kind == "peer")
@@ -213,10 +231,11 @@ impl BenchmarkReport {
         self.ratios_with_root = ratios;
     }
 
+    /// The table's "vs" columns: the peers; in `ctr-run`, every subject.
     fn peer_names(&self) -> Vec<&str> {
         self.subjects
             .iter()
-            .filter(|s| s.info.kind == "peer")
+            .filter(|s| self.all_pairs() || s.info.kind == "peer")
             .map(|s| s.info.name.as_str())
             .collect()
     }
@@ -306,6 +325,9 @@ impl BenchmarkReport {
 
     /// What the numbers mean: one line per side measured.
     pub fn reading(&self) -> String {
+        if self.all_pairs() {
+            return self.ctr_run_reading();
+        }
         let mut lines = vec![self.container_reading()];
         if let Some(kvm) = self.median("isol-kvm") {
             let line = match self.ratios.get("isol-kvm").and_then(|r| r.get("qemu")) {
@@ -319,6 +341,43 @@ impl BenchmarkReport {
             lines.push(line);
         }
         lines.join(" ")
+    }
+
+    /// `ctr-run`: isol-runc against runc and crun, and the VM against the container.
+    fn ctr_run_reading(&self) -> String {
+        let Some(isol) = self.median("isol-runc") else {
+            return "isol-runc has no result in this benchmark, so there is nothing to compare."
+                .into();
+        };
+        let r = self.ratios.get("isol-runc");
+        let peers: Vec<String> = ["runc", "crun"]
+            .iter()
+            .filter_map(|p| Some(format!("{:.2}× {p}'s", r?.get(*p)?)))
+            .collect();
+        let mut line = if peers.is_empty() {
+            format!(
+                "`ctr run --rm` with isol-runc starts and ends a container in {isol:.2} ms (median); no other runtime ran to compare with."
+            )
+        } else {
+            format!(
+                "`ctr run --rm` with isol-runc starts and ends a container in {} time.",
+                join_and(&peers)
+            )
+        };
+        if let Some(vm) = self.ratios.get("isol-runc-vm") {
+            let vs: Vec<String> = ["isol-runc", "runc"]
+                .iter()
+                .filter_map(|p| Some(format!("{:.2}× {p}'s", vm.get(*p)?)))
+                .collect();
+            if !vs.is_empty() {
+                let _ = write!(
+                    line,
+                    " With isol-runc-vm (a microVM per container) it takes {} time.",
+                    join_and(&vs)
+                );
+            }
+        }
+        line
     }
 
     fn container_reading(&self) -> String {

@@ -80,7 +80,7 @@ pub trait Subject {
 pub const VM_MEMORY_MIB: u32 = 256;
 
 /// Runs `cmd` to completion, timed: see the module documentation.
-fn timed(cmd: &mut Command) -> Result<(f64, ExitStatus, String), String> {
+pub(crate) fn timed(cmd: &mut Command) -> Result<(f64, ExitStatus, String), String> {
     timed_to(cmd, Stdio::null())
 }
 
@@ -109,7 +109,7 @@ fn timed_to(cmd: &mut Command, stdout: Stdio) -> Result<(f64, ExitStatus, String
 }
 
 /// The last non-empty line of a program's stderr, for error messages.
-fn last_line(stderr: &str) -> &str {
+pub(crate) fn last_line(stderr: &str) -> &str {
     stderr
         .lines()
         .rev()
@@ -118,7 +118,12 @@ fn last_line(stderr: &str) -> &str {
         .unwrap_or("no error output")
 }
 
-fn check_exit(what: &str, status: ExitStatus, w: &Workload, stderr: &str) -> Result<(), String> {
+pub(crate) fn check_exit(
+    what: &str,
+    status: ExitStatus,
+    w: &Workload,
+    stderr: &str,
+) -> Result<(), String> {
     if status.code() == Some(w.expect) {
         return Ok(());
     }
@@ -637,6 +642,8 @@ impl QemuPeer {
                     .into_iter()
                     .map(isol_vmm::SockFilter::from_u64)
                     .collect(),
+                inheritable: 0,
+                ambient: 0,
             },
             initrds: Vec::new(),
         })
@@ -779,7 +786,7 @@ pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
 }
 
 /// The version number in a `--version` line: `crun 1.8.1` → `1.8.1`.
-fn short_version(version: &str) -> &str {
+pub(crate) fn short_version(version: &str) -> &str {
     version
         .split_whitespace()
         .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
