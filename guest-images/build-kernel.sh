@@ -54,6 +54,8 @@ required=(
     MAGIC_SYSRQ
     # --pids-limit / --memory enforced by the guest's own cgroup v2.
     CGROUPS CGROUP_PIDS MEMCG
+    # An OCI bundle's /dev/mqueue (isol-runc on kvm).
+    POSIX_MQUEUE
 )
 # Options that must be off (ACPI/PCI make a microVM boot slower, modules are
 # never loaded).

@@ -416,6 +416,8 @@ fn stage(staging: &Path, cfg: &isol_container::ContainerConfig) -> anyhow::Resul
         tag: String::new(),
         readonly: *readonly,
         mounts,
+        sysctl: cfg.sysctl.clone(),
+        oom_score_adj: cfg.oom_score_adj,
     })
 }
 

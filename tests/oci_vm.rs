@@ -346,6 +346,73 @@ fn a_vm_workload_holds_the_config_s_inheritable_and_ambient_capabilities() {
     }
 }
 
+/// The guest's root has a container's own mounts, as runc makes them and runtime-tools'
+/// `runtimetest` checks them in `/proc/self/mountinfo`: /proc, a tmpfs /dev with the default
+/// devices, /dev/pts, /dev/shm, /dev/mqueue, /sys, in that order, each with the source and
+/// type a config lists (until 2026-12-07 the init's own devtmpfs and kernel mounts were moved
+/// in, before the root, and there was no mqueue); `linux.sysctl` is written in the guest and
+/// `process.oomScoreAdj` is the workload's there.
+#[test]
+fn a_vm_bundle_has_runc_s_mounts_in_order_and_its_sysctls() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "awk '{ for (i = 7; $i != \"-\"; i++) {}; print $5, $(i+1), $(i+2) }' /proc/self/mountinfo; \
+             echo fwd $(cat /proc/sys/net/ipv4/ip_forward); \
+             echo shmmax $(cat /proc/sys/kernel/shmmax); \
+             echo oom $(cat /proc/self/oom_score_adj); \
+             ls -l /dev/null /dev/ptmx",
+        );
+        v["linux"]["sysctl"] =
+            serde_json::json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "65536"});
+        v["process"]["oomScoreAdj"] = serde_json::json!(100);
+    });
+    let (ok, err, pid) = f.create("vm-mounts");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vm-mounts"]).status.success());
+    assert_eq!(wait_status(pid), 0, "{}", f.errors());
+    let out = f.output();
+    let want = [
+        "/proc proc proc",
+        "/dev tmpfs tmpfs",
+        "/dev/pts devpts devpts",
+        "/dev/shm tmpfs shm",
+        "/dev/mqueue mqueue mqueue",
+        "/sys sysfs sysfs",
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    let at: Vec<Option<usize>> = want
+        .iter()
+        .map(|w| lines.iter().position(|l| l == w))
+        .collect();
+    assert!(at.iter().all(Option::is_some), "{want:?} not all in: {out}");
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "not in order: {out}");
+    assert!(
+        lines.iter().position(|l| l.starts_with("/ ")) < at[0],
+        "the root after its mounts: {out}"
+    );
+    assert!(
+        out.contains("fwd 1\n") && out.contains("shmmax 65536\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("oom 100\n"),
+        "the workload's oom_score_adj: {out}"
+    );
+    assert!(
+        out.contains("crw-rw-rw-") && out.contains("1,   3"),
+        "{out}"
+    );
+    assert!(out.contains("/dev/ptmx -> pts/ptmx"), "{out}");
+    assert!(f.runc(&["delete", "vm-mounts"]).status.success());
+    assert_nothing_left(&f, "vm-mounts");
+}
+
 /// `exec` into a running VM: in the foreground (its output, stderr and exit status; `-e`,
 /// `--cwd`, `-u`; `--process`), detached (the relay's pid in the pid file lives as long as
 /// the process and exits with its status; a signal to it reaches the process), and with a

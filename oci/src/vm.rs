@@ -182,9 +182,6 @@ pub fn check(
     if !cfg.device_nodes.is_empty() {
         return Err(refuse("linux.devices"));
     }
-    if !cfg.sysctl.is_empty() {
-        return Err(refuse("linux.sysctl"));
-    }
     if !cfg.masked_paths.is_empty() || !cfg.readonly_paths.is_empty() {
         return Err(refuse(
             "linux.maskedPaths or linux.readonlyPaths beyond runc's defaults",

@@ -208,6 +208,12 @@ pub struct LaunchBundle {
     pub readonly: bool,
     /// The config's mounts beyond the guest init's own, in order.
     pub mounts: Vec<LaunchMount>,
+    /// `linux.sysctl`, `(key, value)`, written in the guest before the workload.
+    #[serde(default)]
+    pub sysctl: Vec<(String, String)>,
+    /// `process.oomScoreAdj` of the workload and exec'd processes in the guest.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// One mount of a [`LaunchBundle`].
@@ -246,6 +252,12 @@ impl LaunchBundle {
                     data: m.data.as_bytes().to_vec(),
                 })
                 .collect(),
+            sysctl: self
+                .sysctl
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            oom_score_adj: self.oom_score_adj,
         }
     }
 }
@@ -1100,6 +1112,8 @@ mod tests {
                     flags: 1,
                     data: String::new(),
                 }],
+                sysctl: vec![("net.ipv4.ip_forward".into(), "1".into())],
+                oom_score_adj: Some(100),
             }),
             rlimits: vec![(7, 1024, 4096)],
             groups: Some(vec![10]),
@@ -1113,6 +1127,10 @@ mod tests {
         assert_eq!(root.tag, b"isol-fs0");
         assert!(root.readonly);
         assert_eq!(root.mounts[0].target, b"/etc/hosts");
+        assert_eq!(
+            root.sysctl,
+            [(b"net.ipv4.ip_forward".to_vec(), b"1".to_vec())]
+        );
         assert_eq!(cfg.spec.rlimits[0].hard, 4096);
         assert_eq!(cfg.spec.groups, Some(vec![10]));
     }

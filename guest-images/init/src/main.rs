@@ -29,7 +29,7 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, RawFd};
 
 use isol_guest_init::cgroup::WorkloadCgroup;
@@ -482,6 +482,11 @@ fn child_setup_and_exec(
             .collect();
     }
     set_rlimits(&spec.rlimits).map_err(setup)?;
+    if let Some(adj) = spec.root.as_ref().and_then(|r| r.oom_score_adj) {
+        // Before the capabilities go: lowering it needs CAP_SYS_RESOURCE.
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| setup(format!("cannot set oom_score_adj to {adj}: {e}")))?;
+    }
     if workload {
         port.phase(PHASE_WORKLOAD_EXEC);
     }
@@ -706,14 +711,15 @@ fn switch_to_disk(dev: &str) -> Result<(), String> {
 
 /// An OCI bundle's root (`isol-runc` on kvm, spec version 5): the virtio-fs share holds the
 /// bundle's root filesystem as `rootfs` and each bind mount's source; the root is a bind of
-/// `rootfs` with /dev, /proc and /sys moved in, then the config's mounts, then (with
+/// `rootfs` with a container's own /proc, /dev (a tmpfs), /dev/pts, /dev/shm, /dev/mqueue and
+/// /sys made in it ([`bundle_kernel_mounts`]), then the config's mounts, then (with
 /// `root.readonly`) the root itself made read-only, as runc does.
 fn switch_to_bundle(root: &BundleRoot) -> Result<(), String> {
     let tag = String::from_utf8_lossy(&root.tag).into_owned();
     mount(&tag, "/isol/share", "virtiofs", 0, "")?;
     mkdir("/isol/root")?;
     bind(b"/isol/share/rootfs", b"/isol/root", 0)?;
-    move_kernel_mounts()?;
+    bundle_kernel_mounts()?;
     for m in &root.mounts {
         bundle_mount(m)?;
     }
@@ -802,6 +808,96 @@ fn remount_bind(target: &[u8], flags: libc::c_ulong) -> Result<(), String> {
             String::from_utf8_lossy(target),
             io::Error::last_os_error()
         ));
+    }
+    Ok(())
+}
+
+/// The mounts runc makes for every container (runc's `spec`, runtime-tools' generator), in
+/// its order, each with the source and type a config lists: mount order, types and sources
+/// are what runtime-tools' `runtimetest` checks against `/proc/self/mountinfo`. Fresh
+/// mounts, not the init's own moved in: those were mounted first and would come before the
+/// root in mountinfo, and the init's /dev is a devtmpfs.
+const BUNDLE_MOUNTS: [(&str, &str, &str, libc::c_ulong, &str); 6] = [
+    ("proc", "/proc", "proc", NODEV_NOEXEC, ""),
+    (
+        "tmpfs",
+        "/dev",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        "mode=755,size=65536k",
+    ),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    ),
+    (
+        "shm",
+        "/dev/shm",
+        "tmpfs",
+        NODEV_NOEXEC,
+        "mode=1777,size=65536k",
+    ),
+    ("mqueue", "/dev/mqueue", "mqueue", NODEV_NOEXEC, ""),
+    ("sysfs", "/sys", "sysfs", NODEV_NOEXEC, ""),
+];
+
+const NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+/// [`BUNDLE_MOUNTS`] in /isol/root, then in its /dev a node for each character device of the
+/// init's devtmpfs (the default devices — null, zero, full, random, urandom, tty — and the
+/// virtio-console ports the init opens after the switch: what the workload saw before, when
+/// the devtmpfs itself was moved in) and the container's links ([`DEV_LINKS`]).
+fn bundle_kernel_mounts() -> Result<(), String> {
+    for (source, target, fstype, flags, data) in BUNDLE_MOUNTS {
+        mount(source, &format!("/isol/root{target}"), fstype, flags, data)?;
+    }
+    for e in fs::read_dir("/dev").map_err(|e| format!("cannot read /dev: {e}"))? {
+        let e = e.map_err(|e| format!("cannot read /dev: {e}"))?;
+        let Ok(meta) = e.metadata() else { continue };
+        if !meta.file_type().is_char_device() || e.file_name() == "ptmx" {
+            continue;
+        }
+        let mut node = b"/isol/root/dev/".to_vec();
+        node.extend_from_slice(e.file_name().as_bytes());
+        let path = cstr(&node)?;
+        // SAFETY: a valid NUL-terminated path; mknod reads nothing else.
+        let mut rc = unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) };
+        if rc == 0 {
+            // Undoes the umask: a non-root workload writes /dev/null (0666, as devtmpfs has it).
+            // SAFETY: a valid NUL-terminated path; chmod reads nothing else.
+            rc = unsafe { libc::chmod(path.as_ptr(), meta.mode() & 0o7777) };
+        }
+        if rc != 0 {
+            return Err(format!(
+                "cannot create {}: {}",
+                String::from_utf8_lossy(&node),
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    for (link, target) in DEV_LINKS {
+        let at = format!("/isol/root{link}");
+        std::os::unix::fs::symlink(target, &at).map_err(|e| format!("cannot create {at}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// An OCI bundle's `linux.sysctl`, each written to its file under `/proc/sys` (the guest's
+/// own kernel: the VM's, as a container's namespaced sysctls are its own).
+fn write_sysctls(sysctl: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+    for (key, value) in sysctl {
+        let name = String::from_utf8_lossy(key);
+        let path = BundleRoot::sysctl_path(key)
+            .ok_or_else(|| format!("sysctl {name:?} is not dot-separated names"))?;
+        fs::write(OsStr::from_bytes(&path), value).map_err(|e| {
+            format!(
+                "cannot set sysctl {name} to {:?}: {e}",
+                String::from_utf8_lossy(value)
+            )
+        })?;
     }
     Ok(())
 }
@@ -1200,6 +1296,9 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         isol_guest_init::net::configure(&args)?;
     }
     set_hostname(&spec.hostname)?;
+    if let Some(root) = &spec.root {
+        write_sysctls(&root.sysctl)?;
+    }
     isol_guest_init::etc::write_etc_files(std::path::Path::new("/"), &spec.etc_files)?;
     let cgroup = WorkloadCgroup::setup(&spec.limits)?;
     let mut relay = None;

@@ -19,7 +19,9 @@
 //! root     u8 (0: the root disk or the initramfs, 1: a bundle root follows):
 //!            tag u32 len, bytes; readonly u8;
 //!            mounts u32 count (≤ 256), then count × (fstype, source, target: u32 len,
-//!            bytes each; flags u64; data u32 len, bytes)
+//!            bytes each; flags u64; data u32 len, bytes);
+//!            sysctl u32 count (≤ 64), then count × (key, value: u32 len, bytes each);
+//!            oom_score_adj u8 (0: none, 1: the value follows), i32
 //! rlimits  u32 count (≤ 64), then count × (u32 resource, u64 soft, u64 hard)
 //! groups   u8 (0: /etc/group's, 1: the list follows), u32 count (≤ 1024), count × u32
 //! capsets  u64 inheritable, u64 ambient                  (bit n = capability n)
@@ -48,8 +50,9 @@
 //!
 //! Version 6 added the workload's inheritable and ambient capability sets
 //! ([`Security::inheritable`], [`Security::ambient`]: an OCI config's own, `isol-runc` on
-//! kvm). An init that reads version 5 would run the workload with both empty, so the mismatch
-//! is refused as before.
+//! kvm) and a bundle's sysctls and `oomScoreAdj` ([`BundleRoot::sysctl`],
+//! [`BundleRoot::oom_score_adj`]). An init that reads version 5 would
+//! run the workload with neither, so the mismatch is refused as before.
 
 use std::fmt;
 
@@ -70,6 +73,8 @@ pub const MAX_ETC_FILES: usize = 16;
 pub const MAX_MOUNTS: usize = 256;
 /// Most resource limits a spec may hold.
 pub const MAX_RLIMITS: usize = 64;
+/// Most sysctls a [`BundleRoot`] may hold.
+pub const MAX_SYSCTLS: usize = 64;
 /// Most supplementary groups a spec may hold.
 pub const MAX_GROUPS: usize = 1024;
 
@@ -84,6 +89,29 @@ pub struct BundleRoot {
     pub readonly: bool,
     /// The config's mounts beyond the init's own (/proc, /sys, /dev…), in order.
     pub mounts: Vec<MountSpec>,
+    /// `linux.sysctl`: `(key, value)`, e.g. `net.ipv4.ip_forward`, `1`, written by the init
+    /// under the guest's `/proc/sys` before the workload (the VM's own kernel). A key is
+    /// dot-separated names, none empty, `.` or `..`, without `/`.
+    pub sysctl: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `process.oomScoreAdj`: the workload's and every exec'd process's `oom_score_adj` in
+    /// the guest (the VMM on the host has it too); `None`: the init's (0).
+    pub oom_score_adj: Option<i32>,
+}
+
+impl BundleRoot {
+    /// `/proc/sys/…` of a sysctl key (`net.ipv4.ip_forward` → `/proc/sys/net/ipv4/ip_forward`),
+    /// or `None` when the key is not dot-separated names.
+    pub fn sysctl_path(key: &[u8]) -> Option<Vec<u8>> {
+        let mut path = b"/proc/sys".to_vec();
+        for part in key.split(|b| *b == b'.') {
+            if part.is_empty() || part.contains(&b'/') || part.contains(&0) {
+                return None;
+            }
+            path.push(b'/');
+            path.extend_from_slice(part);
+        }
+        Some(path)
+    }
 }
 
 /// One mount of a [`BundleRoot`].
@@ -251,6 +279,8 @@ pub enum SpecError {
     ZeroLimit(&'static str),
     /// More than `max` items of `what`.
     TooMany(&'static str, usize),
+    /// A sysctl key that is not dot-separated names ([`BundleRoot::sysctl_path`]).
+    BadSysctl(Vec<u8>),
 }
 
 impl fmt::Display for SpecError {
@@ -301,6 +331,11 @@ impl fmt::Display for SpecError {
             SpecError::TooMany(what, n) => write!(
                 f,
                 "Run spec has {n} {what}, more than the guest init takes; give fewer"
+            ),
+            SpecError::BadSysctl(key) => write!(
+                f,
+                "Run spec has sysctl {:?}, not dot-separated names; give a name such as net.ipv4.ip_forward",
+                String::from_utf8_lossy(key)
             ),
         }
     }
@@ -417,10 +452,27 @@ impl<'a> Reader<'a> {
                 })
             })
             .collect::<Result<Vec<_>, SpecError>>()?;
+        let n = self.u32()? as usize;
+        if n > MAX_SYSCTLS {
+            return Err(SpecError::TooMany("sysctls", n));
+        }
+        let sysctl = (0..n)
+            .map(|_| {
+                let key = self.bytes()?;
+                if BundleRoot::sysctl_path(&key).is_none() {
+                    return Err(SpecError::BadSysctl(key));
+                }
+                Ok((key, self.bytes()?))
+            })
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        let has_adj = self.flag()?;
+        let adj = self.u32()? as i32;
         Ok(Some(BundleRoot {
             tag,
             readonly,
             mounts,
+            sysctl,
+            oom_score_adj: has_adj.then_some(adj),
         }))
     }
 
@@ -564,6 +616,19 @@ impl Spec {
                 out.extend_from_slice(&m.flags.to_le_bytes());
                 put_bytes(out, &m.data);
             }
+            if root.sysctl.len() > MAX_SYSCTLS {
+                return Err(SpecError::TooMany("sysctls", root.sysctl.len()));
+            }
+            out.extend_from_slice(&(root.sysctl.len() as u32).to_le_bytes());
+            for (key, value) in &root.sysctl {
+                if BundleRoot::sysctl_path(key).is_none() {
+                    return Err(SpecError::BadSysctl(key.clone()));
+                }
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+            out.push(u8::from(root.oom_score_adj.is_some()));
+            out.extend_from_slice(&root.oom_score_adj.unwrap_or(0).to_le_bytes());
         }
         if self.rlimits.len() > MAX_RLIMITS {
             return Err(SpecError::TooMany("resource limits", self.rlimits.len()));
@@ -710,6 +775,8 @@ mod tests {
                         data: b"size=64m,mode=755".to_vec(),
                     },
                 ],
+                sysctl: vec![(b"net.ipv4.ip_forward".to_vec(), b"1".to_vec())],
+                oom_score_adj: Some(-500),
             }),
             rlimits: vec![Rlimit {
                 resource: 7,
@@ -718,6 +785,26 @@ mod tests {
             }],
             groups: Some(vec![10, 20]),
         }
+    }
+
+    #[test]
+    fn sysctl_keys_are_dotted_names_under_proc_sys() {
+        let path = |k: &[u8]| BundleRoot::sysctl_path(k).map(|p| String::from_utf8(p).unwrap());
+        assert_eq!(
+            path(b"net.ipv4.ip_forward").as_deref(),
+            Some("/proc/sys/net/ipv4/ip_forward")
+        );
+        for bad in [&b""[..], b"net..x", b".net", b"net/../x", b"a.", b"a\0b"] {
+            assert_eq!(path(bad), None, "{bad:?}");
+        }
+        let mut s = sample();
+        s.root.as_mut().unwrap().sysctl = vec![(b"../../etc".to_vec(), b"1".to_vec())];
+        assert_eq!(s.encode(), Err(SpecError::BadSysctl(b"../../etc".to_vec())));
+        let s = sample();
+        let d = Spec::decode(&s.encode().unwrap()).unwrap();
+        let (d, s) = (d.root.unwrap(), s.root.unwrap());
+        assert_eq!(d.sysctl, s.sysctl);
+        assert_eq!(d.oom_score_adj, Some(-500));
     }
 
     #[test]
@@ -939,6 +1026,7 @@ mod tests {
             SpecError::TooManyEtcFiles(17),
             SpecError::BadEtcName(b"a/b".to_vec()),
             SpecError::ZeroLimit("pids.max"),
+            SpecError::BadSysctl(b"a..b".to_vec()),
         ] {
             let m = e.to_string();
             assert!(
