@@ -20,7 +20,9 @@
 //! the VM's tap inside it and redirects the pod's interface to it (`crate::pod_net`), the
 //! guest taking the interface's address, MAC and gateway. The redirection is recorded in
 //! the container's state directory (`net/pods/<id>.json`); `isol-vmm` undoes it after the
-//! VM, and `delete` does after a SIGKILL (the namespace stays: it is the pod's).
+//! VM, and `delete` does after a SIGKILL (the namespace stays: it is the pod's). A UTS
+//! namespace joined by path (the pod's) gives the guest its hostname, unless the config names
+//! one; an IPC namespace joined by path is the guest's own (docs/oci.md, "What does not map").
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -196,7 +198,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         args: cfg.args.clone(),
         env: cfg.env.clone(),
         workdir: cfg.workdir.clone().into_os_string(),
-        hostname: cfg.hostname.clone().into(),
+        hostname: hostname(cfg)?.into(),
         user: cfg.user.clone().unwrap_or_default().into(),
         // The same privileges as the container backend's: the bounding set, no_new_privs and
         // the config's own seccomp profile, compiled here, applied by the guest init.
@@ -235,6 +237,17 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         ));
     }
     Ok(launch)
+}
+
+/// The guest's hostname: the config's; else, on a UTS namespace joined by path (a CRI pod's,
+/// its sandbox's), that namespace's, so that the VM answers to the pod's name as the pod's
+/// containers do. The guest's UTS namespace is its own: a name set later in the pod's is not
+/// seen (docs/oci.md, "What does not map").
+fn hostname(cfg: &isol_container::ContainerConfig) -> anyhow::Result<String> {
+    match isol_oci::vm::joined(cfg, isol_container::SharedNamespace::Uts) {
+        Some(path) if cfg.hostname.is_empty() => Ok(isol_container::hostname_in(path)?),
+        _ => Ok(cfg.hostname.clone()),
+    }
 }
 
 /// The VM's process, after the fork: never returns. Until it is ready, a failure goes to

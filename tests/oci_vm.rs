@@ -567,6 +567,17 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
             }),
             "mounts: a ext4 mount at /mnt is not supported on the kvm backend",
         ),
+        (
+            // A pod sharing its process namespace: a VM's processes cannot be in it.
+            Box::new(|v| {
+                for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+                    if n["type"] == "pid" {
+                        n["path"] = "/proc/self/ns/pid".into();
+                    }
+                }
+            }),
+            "joining the PID namespace at /proc/self/ns/pid (linux.namespaces): a VM has its own kernel",
+        ),
     ];
     for (edit, needle) in cases {
         let f = Fixture::new(edit);
@@ -579,6 +590,31 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
             .unwrap_or_default();
         assert!(left.is_empty(), "{needle}: state left behind: {left:?}");
     }
+}
+
+/// A CRI pod's sandbox (containerd's annotation `io.kubernetes.cri.container-type=sandbox`)
+/// under the VM runtime's name is a container: it holds the pod's namespaces for the pod's
+/// VMs. Its init is isol's, on the host's kernel; nothing is left.
+#[test]
+fn a_cri_sandbox_under_the_vm_runtime_name_is_a_container() {
+    let _g = common::root_test();
+    let f = Fixture::new(|v| {
+        v["annotations"] = serde_json::json!({"io.kubernetes.cri.container-type": "sandbox"});
+        set_args(v, "cat /proc/1/comm /proc/sys/kernel/osrelease");
+    });
+    let vm_runtime = f.tmp.path().join("isol-runc-vm");
+    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
+    let o = Command::new(&vm_runtime)
+        .arg("--root")
+        .arg(&f.root)
+        .args(["run", "--bundle", f.bundle.to_str().unwrap(), "sandbox1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(common::stdout(&o), format!("isol-init\n{host_kernel}"));
+    assert_nothing_left(&f, "after a sandbox under isol-runc-vm");
 }
 
 /// containerd's `ctr run`, with `isol-runc-vm` (a link to isol-runc under the VM runtime's

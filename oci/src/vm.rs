@@ -4,7 +4,9 @@
 //! Which backend runs a container: the config's annotation [`BACKEND_ANNOTATION`]
 //! (`kvm` or `container`), else the runtime's name — invoked as [`VM_RUNTIME_NAME`] (a link to
 //! `isol-runc`, for clients that name a runtime binary rather than pass annotations, such as a
-//! Kubernetes RuntimeClass handler), kvm; else container.
+//! Kubernetes RuntimeClass handler), kvm; else container. Under that name a CRI pod's sandbox
+//! (the pause container, [`CRI_CONTAINER_TYPE`] `sandbox`) stays a container: it only holds
+//! the pod's namespaces, which the pod's VMs join (its network) or mirror (its hostname).
 //!
 //! This crate does not run VMs: it does not depend on the VMM. The binary that does
 //! (`isol-runc`, in the `isol` crate) hands it a [`VmRuntime`]; the commands here keep the
@@ -21,6 +23,12 @@ use crate::error::OciError;
 pub const BACKEND_ANNOTATION: &str = "io.isol.backend";
 /// The runtime's name (argv\[0\]'s file name) whose default backend is kvm.
 pub const VM_RUNTIME_NAME: &str = "isol-runc-vm";
+
+/// The annotation containerd's CRI plugin (1.6) puts on every container it makes: `sandbox`
+/// for a pod's pause container, `container` for the others.
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// [`CRI_CONTAINER_TYPE`]'s value for a pod's sandbox.
+pub const CRI_SANDBOX: &str = "sandbox";
 
 /// What runs a container.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,12 +62,18 @@ impl Backend {
         }
     }
 
-    /// The backend of a config with these annotations: the annotation's, else `default`.
+    /// The backend of a config with these annotations: the annotation's, else `default` —
+    /// except for a CRI pod's sandbox under a kvm default, which is a container: it holds the
+    /// pod's namespaces (made by the runtime, its network configured by a CNI plugin) for the
+    /// pod's VMs to join, and runs nothing of the pod's (Kata's sandbox is the VM itself; here
+    /// each container is a VM of its own, so the sandbox needs none).
     pub fn select(
         annotations: &BTreeMap<String, String>,
         default: Backend,
     ) -> Result<Backend, OciError> {
+        let sandbox = annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some(CRI_SANDBOX);
         match annotations.get(BACKEND_ANNOTATION).map(String::as_str) {
+            None if sandbox => Ok(Backend::Container),
             None => Ok(default),
             Some("kvm") => Ok(Backend::Kvm),
             Some("container") => Ok(Backend::Container),
@@ -128,9 +142,17 @@ pub trait VmRuntime {
 /// with a `path`): the VM's tap is made there and takes over its interface, its address, MAC
 /// and gateway (`isol_container::network::pod`).
 pub fn pod_netns(cfg: &isol_container::ContainerConfig) -> Option<&Path> {
+    joined(cfg, isol_container::SharedNamespace::Net)
+}
+
+/// The path of the `kind` namespace a config joins (`linux.namespaces` with a `path`).
+pub fn joined(
+    cfg: &isol_container::ContainerConfig,
+    kind: isol_container::SharedNamespace,
+) -> Option<&Path> {
     cfg.join
         .iter()
-        .find(|(ns, _)| *ns == isol_container::SharedNamespace::Net)
+        .find(|(ns, _)| *ns == kind)
         .map(|(_, p)| p.as_path())
 }
 
@@ -152,15 +174,24 @@ pub fn check(
     if cfg.preserve_fds > 0 {
         return Err(refuse("--preserve-fds"));
     }
-    // A network namespace by path is a pod's (the pause container's, configured by a CNI
-    // plugin): the VM takes over its interface (`pod_netns`). Any other is refused.
-    if let Some((ns, _)) = cfg
-        .join
-        .iter()
-        .find(|(ns, _)| *ns != isol_container::SharedNamespace::Net)
-    {
+    // Namespaces joined by path are a pod's (its sandbox's, as CRI gives every container):
+    // the network's is the VM's network (the VM takes over its interface: `pod_netns`); the
+    // UTS namespace's hostname is the guest's (unless the config names one); the IPC
+    // namespace cannot be shared across the VM's boundary (SysV IPC and POSIX message queues
+    // live in a kernel), the guest has its own. A PID or user namespace (a mount or cgroup
+    // one is refused by the spec's conversion for every backend) cannot be shared either,
+    // and sharing it is what the config asks: refused.
+    use isol_container::SharedNamespace;
+    if let Some((ns, path)) = cfg.join.iter().find(|(ns, _)| {
+        !matches!(
+            ns,
+            SharedNamespace::Net | SharedNamespace::Uts | SharedNamespace::Ipc
+        )
+    }) {
         return Err(refuse(&format!(
-            "joining a {ns:?} namespace by path (linux.namespaces): a VM has its own kernel"
+            "joining the {} namespace at {} (linux.namespaces): a VM has its own kernel, whose processes cannot be in a host's namespace",
+            ns.name(),
+            path.display()
         )));
     }
     let netns = spec
@@ -276,6 +307,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"qemu\" is not a backend"), "{e}");
+    }
+
+    #[test]
+    fn a_cri_sandbox_under_the_vm_runtime_name_is_a_container() {
+        let mut a = BTreeMap::new();
+        a.insert(CRI_CONTAINER_TYPE.to_string(), CRI_SANDBOX.to_string());
+        assert_eq!(
+            Backend::select(&a, Backend::Kvm).unwrap(),
+            Backend::Container
+        );
+        // The annotation still means what it says.
+        a.insert(BACKEND_ANNOTATION.to_string(), "kvm".to_string());
+        assert_eq!(Backend::select(&a, Backend::Kvm).unwrap(), Backend::Kvm);
+        // A pod's other containers are VMs.
+        let mut a = BTreeMap::new();
+        a.insert(CRI_CONTAINER_TYPE.to_string(), "container".to_string());
+        assert_eq!(Backend::select(&a, Backend::Kvm).unwrap(), Backend::Kvm);
     }
 
     #[test]
