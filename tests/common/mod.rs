@@ -5,6 +5,7 @@
 
 pub mod cni;
 pub mod containerd;
+pub mod cri;
 pub use isol_lab::watch as lab_watch;
 pub mod pty;
 pub mod shim;
