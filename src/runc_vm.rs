@@ -492,6 +492,7 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
             env: req.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             workdir: req.cwd.as_os_str().as_encoded_bytes().to_vec(),
             user: req.user.into_bytes(),
+            groups: Some(req.groups),
             ..Default::default()
         },
         tty: req.terminal.is_some(),

@@ -317,17 +317,22 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
         "X=1",
         "-u",
         "1000:1000",
+        "--additional-gids",
+        "10",
+        "-g",
+        "20",
         "vm6",
         "sh",
         "-c",
-        "echo $X; pwd; id -u; uname -r; echo e >&2; exit 5",
+        "echo $X; pwd; id -u; id -G; uname -r; echo e >&2; exit 5",
     ]);
     let out = common::stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(o.status.code(), Some(5), "exec: {}", common::stderr(&o));
-    assert_eq!(&lines[..3], ["1", "/tmp", "1000"], "{out}");
+    // Exactly the groups asked for, as runc: the gid and the additional ones.
+    assert_eq!(&lines[..4], ["1", "/tmp", "1000", "1000 10 20"], "{out}");
     let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    assert_ne!(lines[3], host_kernel.trim(), "exec runs in the guest");
+    assert_ne!(lines[4], host_kernel.trim(), "exec runs in the guest");
     assert_eq!(common::stderr(&o), "e\n");
     // Not found: 127, as docker's.
     let o = f.runc(&["exec", "vm6", "no-such-command"]);
@@ -338,17 +343,17 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     fs::write(
         &process,
         serde_json::to_vec(&serde_json::json!({
-            "args": ["sh", "-c", "echo from-process $Y; exit 4"],
+            "args": ["sh", "-c", "echo from-process $Y $(id -G); exit 4"],
             "env": ["PATH=/bin:/usr/bin", "Y=2"],
             "cwd": "/",
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": 0, "gid": 0, "additionalGids": [7]},
         }))
         .unwrap(),
     )
     .unwrap();
     let o = f.runc(&["exec", "--process", process.to_str().unwrap(), "vm6"]);
     assert_eq!(o.status.code(), Some(4), "{}", common::stderr(&o));
-    assert_eq!(common::stdout(&o), "from-process 2\n");
+    assert_eq!(common::stdout(&o), "from-process 2 0 7\n");
 
     // --detach: the relay outlives isol-runc (re-parented to us, the subreaper); SIGTERM
     // to it reaches the process, whose status is its.

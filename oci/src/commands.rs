@@ -680,6 +680,7 @@ fn exec_vm(
             env: process.env().clone().unwrap_or_default(),
             cwd: process.cwd().clone(),
             user: format!("{}:{}", user.uid(), user.gid()),
+            groups: user.additional_gids().clone().unwrap_or_default(),
             terminal,
             detach: e.detach,
             pid_file: e.pid_file.as_deref(),

@@ -95,6 +95,9 @@ pub struct VmExec<'a> {
     pub cwd: std::path::PathBuf,
     /// `uid:gid`.
     pub user: String,
+    /// Exactly these supplementary groups besides the gid (`process.user.additionalGids`, as
+    /// runc: none listed, none).
+    pub groups: Vec<u32>,
     /// With a terminal: the slave of the pty whose master went to the console socket; the
     /// process gets a terminal of the guest's, relayed to it.
     pub terminal: Option<std::os::fd::OwnedFd>,
