@@ -717,7 +717,9 @@ fn ctr_runs_the_same_image_and_command_in_a_vm_and_a_container() {
     let back = run("c-ann", &vm_runtime, Some("io.isol.backend=container"));
     assert_eq!(back, container);
     // ctr run -t on a real terminal: the workload is on a terminal of ctr's size (which ctr
-    // sets once the task started: a resize of the VM's), the same bytes and status.
+    // sets once the task started: the VM's first size, or a resize of its terminal, whichever
+    // comes first), the same bytes and status. (A resize of a running VM's terminal: the test
+    // above.)
     let on_tty = |id: &str, runtime: &Path| {
         common::pty::spawn_command(
             ctrd.ctr_command(&[
