@@ -627,7 +627,8 @@ fn sysctls_masked_and_read_only_paths_mean_the_same_in_a_vm_and_a_container() {
 /// podman 4.3 with `isol-runc-vm` (a link to isol-runc under the VM runtime's name) as its OCI
 /// runtime, against `isol-runc` (the container backend), on the same image and command:
 /// podman's default config (its sysctl `net.ipv4.ping_group_range`, its masked and read-only
-/// paths) means the same in both; the output, stderr and exit status, stdin with `-i`.
+/// paths) means the same in both; the output, stderr and exit status, stdin with `-i`, `run
+/// -d` with `exec` and `stop`.
 #[test]
 fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
     use common::podman::Podman;
@@ -651,11 +652,23 @@ fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
         args.extend([common::podman::IMAGE, "sh", "-c", "cat; exit 4"]);
         let o = common::output_with_stdin(&mut p.command(&args), b"from stdin\n");
         let stdin = (common::stdout(&o), common::stderr(&o), o.status.code());
+        // run -d, exec (its output and status), stop (SIGTERM to the workload: 143), rm.
+        let mut args = vec!["run", "-d", "--name", "bg"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sleep", "60"]);
+        p.ok(&args);
+        let o = p.podman(&["exec", "bg", "sh", "-c", "echo in-exec; exit 5"]);
+        let exec = (common::stdout(&o), common::stderr(&o), o.status.code());
+        p.ok(&["stop", "--time", "10", "bg"]);
+        let stopped = p.ok(&["inspect", "--format", "{{.State.ExitCode}}", "bg"]);
+        p.ok(&["rm", "bg"]);
         p.assert_clean();
-        (plain, stdin)
+        (plain, stdin, exec, stopped)
     };
     let container = run(Path::new(runc_bin()));
-    let (plain, stdin) = &container;
+    let (plain, stdin, exec, stopped) = &container;
+    assert_eq!(*exec, ("in-exec\n".to_string(), String::new(), Some(5)));
+    assert_eq!(stopped.trim(), "143");
     assert_eq!(plain.2, Some(3), "container: {plain:?}");
     let lines: Vec<&str> = plain.0.lines().collect();
     assert_eq!(lines[..3], ["hi", "0\t0", "block=0"], "{plain:?}");
