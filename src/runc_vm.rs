@@ -24,7 +24,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -209,7 +209,9 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         trace_exits: false,
         // create's stdin is the workload's, whatever it is (often /dev/null).
         interactive: true,
-        tty: false,
+        // `process.terminal`: the VM's process is on the pty whose master went to the
+        // console socket; the guest gives the workload a pty of its own, as `isol run -t`.
+        tty: cfg.tty,
         json: false,
         image: req.id.to_string(),
         boot_profiles: isol_vmm::config::default_boot_profiles(),
@@ -263,7 +265,7 @@ fn oci_setup(cfg: &isol_container::ContainerConfig) -> isol_vmm::launch::LaunchO
 /// `create` on `ready`; after, to the workload's stderr, and the process exits 125.
 fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -> ! {
     let mut ready = std::fs::File::from(ready);
-    let prepared = match prepare(req, launch) {
+    let prepared = match terminal(req).and_then(|()| prepare(req, launch)) {
         Ok(p) => p,
         Err(e) => {
             let _ = write!(ready, "{e:#}");
@@ -279,6 +281,19 @@ fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -
     drop(prepared);
     // SAFETY: as above.
     unsafe { libc::_exit(125) }
+}
+
+/// `process.terminal`: the VM's process leaves create's session and stdio for the pty's
+/// slave, its controlling terminal, before it starts anything (virtiofsd): what was create's
+/// stdio is left to create (a client that reads create's output to its end, as containerd's
+/// shim does with a terminal, sees that end when create exits). A resize of the master
+/// sends the process SIGWINCH; isol-vmm passes the size to the guest.
+fn terminal(req: &VmCreate<'_>) -> anyhow::Result<()> {
+    let Some(t) = req.terminal else {
+        return Ok(());
+    };
+    nix::unistd::setsid().context("cannot make the VM's session")?;
+    on_terminal(t, true)
 }
 
 /// What the VM's process made before it is ready.
@@ -514,6 +529,7 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
             env: req.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             workdir: req.cwd.as_os_str().as_encoded_bytes().to_vec(),
             user: req.user.into_bytes(),
+            groups: Some(req.groups),
             ..Default::default()
         },
         tty: req.terminal.is_some(),
@@ -594,16 +610,18 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
 }
 
 /// Makes the pty's slave `t` this process's stdio (and, with `ctty`, its controlling
-/// terminal, so that a resize of the master sends it SIGWINCH).
-fn on_terminal(t: &OwnedFd, ctty: bool) -> anyhow::Result<()> {
+/// terminal, so that a resize of the master sends it SIGWINCH; the process leads its
+/// session).
+fn on_terminal(t: impl AsFd, ctty: bool) -> anyhow::Result<()> {
+    let t = t.as_fd();
     nix::unistd::dup2_stdin(t)
         .and_then(|()| nix::unistd::dup2_stdout(t))
         .and_then(|()| nix::unistd::dup2_stderr(t))
-        .context("cannot put the terminal on the relay's stdio")?;
+        .context("cannot put the terminal on the process's stdio")?;
     // SAFETY: TIOCSCTTY takes an integer; the calling process is a session leader.
     if ctty && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
         bail!(
-            "cannot make the terminal the relay's: {}",
+            "cannot make the terminal the process's controlling terminal: {}",
             std::io::Error::last_os_error()
         );
     }

@@ -64,12 +64,18 @@ impl Fixture {
     /// `create --bundle B --pid-file P ID` with stdout and stderr to files (the VM's process
     /// keeps them: they are the workload's); the exit status, create's stderr, and the pid.
     fn create(&self, id: &str) -> (bool, String, i32) {
+        self.create_with(id, &[])
+    }
+
+    /// [`Fixture::create`] with more options.
+    fn create_with(&self, id: &str, options: &[&str]) -> (bool, String, i32) {
         let stdout = fs::File::create(self.bundle.join("stdout")).unwrap();
         let stderr_path = self.bundle.join("stderr");
         let stderr = fs::File::create(&stderr_path).unwrap();
         let pid_file = self.tmp.path().join("pid");
         let status = self
             .command(&["create", "--bundle", self.bundle.to_str().unwrap()])
+            .args(options)
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id)
@@ -100,6 +106,22 @@ impl Fixture {
         let o = self.runc(&["state", id]);
         assert!(o.status.success(), "state {id}: {}", common::stderr(&o));
         serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// A console socket (`NAME.sock` in the temp dir) and the thread that receives the one
+    /// terminal master sent there, as containerd's shim does.
+    fn console_socket(
+        &self,
+        name: &str,
+    ) -> (PathBuf, std::thread::JoinHandle<std::os::fd::OwnedFd>) {
+        let socket = self.tmp.path().join(format!("{name}.sock"));
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let receiver = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let (conn, _) = listener.accept().unwrap();
+            isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
+        });
+        (socket, receiver)
     }
 
     /// Waits until the workload printed `line`.
@@ -317,17 +339,22 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
         "X=1",
         "-u",
         "1000:1000",
+        "--additional-gids",
+        "10",
+        "-g",
+        "20",
         "vm6",
         "sh",
         "-c",
-        "echo $X; pwd; id -u; uname -r; echo e >&2; exit 5",
+        "echo $X; pwd; id -u; id -G; uname -r; echo e >&2; exit 5",
     ]);
     let out = common::stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(o.status.code(), Some(5), "exec: {}", common::stderr(&o));
-    assert_eq!(&lines[..3], ["1", "/tmp", "1000"], "{out}");
+    // Exactly the groups asked for, as runc: the gid and the additional ones.
+    assert_eq!(&lines[..4], ["1", "/tmp", "1000", "1000 10 20"], "{out}");
     let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    assert_ne!(lines[3], host_kernel.trim(), "exec runs in the guest");
+    assert_ne!(lines[4], host_kernel.trim(), "exec runs in the guest");
     assert_eq!(common::stderr(&o), "e\n");
     // Not found: 127, as docker's.
     let o = f.runc(&["exec", "vm6", "no-such-command"]);
@@ -338,17 +365,17 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     fs::write(
         &process,
         serde_json::to_vec(&serde_json::json!({
-            "args": ["sh", "-c", "echo from-process $Y; exit 4"],
+            "args": ["sh", "-c", "echo from-process $Y $(id -G); exit 4"],
             "env": ["PATH=/bin:/usr/bin", "Y=2"],
             "cwd": "/",
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": 0, "gid": 0, "additionalGids": [7]},
         }))
         .unwrap(),
     )
     .unwrap();
     let o = f.runc(&["exec", "--process", process.to_str().unwrap(), "vm6"]);
     assert_eq!(o.status.code(), Some(4), "{}", common::stderr(&o));
-    assert_eq!(common::stdout(&o), "from-process 2\n");
+    assert_eq!(common::stdout(&o), "from-process 2 0 7\n");
 
     // --detach: the relay outlives isol-runc (re-parented to us, the subreaper); SIGTERM
     // to it reaches the process, whose status is its.
@@ -406,13 +433,7 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert_eq!(fs::read_to_string(&log).unwrap(), "started\ngot TERM\n");
 
     // -t: a terminal of the guest's, relayed to the pty whose master went to the socket.
-    let socket = f.tmp.path().join("console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let receiver = std::thread::spawn(move || {
-        use std::os::fd::AsFd;
-        let (conn, _) = listener.accept().unwrap();
-        isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
-    });
+    let (socket, receiver) = f.console_socket("console");
     let o = f
         .command(&[
             "exec",
@@ -439,18 +460,8 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
         .parse()
         .unwrap();
     assert_eq!(wait_status(relay), 6);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        use std::io::Read;
-        match master.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
-            Err(e) => panic!("reading the terminal: {e}"),
-        }
-    }
-    let out = String::from_utf8_lossy(&out);
+    let mut out = String::new();
+    common::pty::read_to_end(&mut master, &mut out);
     assert!(out.contains("is-a-tty"), "{out:?}");
 
     assert!(f.runc(&["kill", "vm6", "KILL"]).status.success());
@@ -459,6 +470,75 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert!(!o.status.success(), "exec into a stopped VM");
     assert!(f.runc(&["delete", "vm6"]).status.success());
     assert_nothing_left(&f, "after exec");
+}
+
+/// `process.terminal` on kvm: create's `--console-socket` gets a pty master whose slave is
+/// the VM's process's stdio and controlling terminal; the workload runs on a terminal of the
+/// guest's, sized by `process.consoleSize`, reads what is typed on the master, sees a resize
+/// of the master (`stty size`), and its exit status is the pid's; create's own stdout and
+/// stderr get nothing. A second one, without a size, ends through `kill TERM` and its trap
+/// (status 0). Each leaves nothing.
+#[test]
+fn a_vm_s_workload_on_a_terminal_gets_its_size_input_resizes_and_exit_status() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let script = "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo size $(stty size); \
+                  read l; echo got-$l; read l; i=0; \
+                  until s=$(stty size); [ \"$s\" = '12 34' ] || [ $i = 200 ]; do \
+                  i=$((i+1)); sleep 0.05; done; echo resized $s; exit 4";
+    let f = Fixture::new(|v| {
+        set_args(v, script);
+        v["process"]["terminal"] = true.into();
+        v["process"]["consoleSize"] = serde_json::json!({"height": 20, "width": 60});
+    });
+    let (socket, receiver) = f.console_socket("console");
+    let (ok, err, pid) = f.create_with("vmt", &["--console-socket", socket.to_str().unwrap()]);
+    assert!(ok, "create: {err}");
+    let mut master = fs::File::from(receiver.join().unwrap());
+    assert_eq!(f.state("vmt")["status"], "created");
+    assert!(f.runc(&["start", "vmt"]).status.success());
+    let mut seen = String::new();
+    common::pty::read_until(&mut master, &mut seen, "size 20 60\r\n");
+    assert!(seen.contains("is-a-tty"), "{seen:?}");
+    {
+        use std::io::Write;
+        master.write_all(b"hello\n").unwrap();
+        common::pty::read_until(&mut master, &mut seen, "got-hello");
+        common::pty::resize(&master, 12, 34);
+        master.write_all(b"go\n").unwrap();
+    }
+    common::pty::read_until(&mut master, &mut seen, "resized");
+    assert_eq!(wait_status(pid), 4, "{seen:?}");
+    common::pty::read_to_end(&mut master, &mut seen);
+    assert!(seen.contains("resized 12 34\r\n"), "{seen:?}");
+    assert_eq!((f.output(), f.errors()), (String::new(), String::new()));
+    assert_eq!(f.state("vmt")["status"], "stopped");
+    assert!(f.runc(&["delete", "vmt"]).status.success());
+    assert_nothing_left(&f, "after a terminal");
+
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "trap 'echo trapped; exit 0' TERM; echo waiting; while :; do sleep 0.1; done",
+        );
+        v["process"]["terminal"] = true.into();
+    });
+    let (socket, receiver) = f.console_socket("console");
+    let (ok, err, pid) = f.create_with("vmk", &["--console-socket", socket.to_str().unwrap()]);
+    assert!(ok, "create: {err}");
+    let mut master = fs::File::from(receiver.join().unwrap());
+    assert!(f.runc(&["start", "vmk"]).status.success());
+    let mut seen = String::new();
+    common::pty::read_until(&mut master, &mut seen, "waiting");
+    assert!(f.runc(&["kill", "vmk", "TERM"]).status.success());
+    assert_eq!(wait_status(pid), 0, "{seen:?}");
+    common::pty::read_to_end(&mut master, &mut seen);
+    assert!(seen.contains("trapped"), "{seen:?}");
+    assert!(f.runc(&["delete", "vmk"]).status.success());
+    assert_nothing_left(&f, "after a terminal and kill");
 }
 
 /// A bundle that joins a CNI pod's network namespace by path (a CRI sandbox's, configured by
@@ -628,7 +708,7 @@ fn sysctls_masked_and_read_only_paths_mean_the_same_in_a_vm_and_a_container() {
 /// runtime, against `isol-runc` (the container backend), on the same image and command:
 /// podman's default config (its sysctl `net.ipv4.ping_group_range`, its masked and read-only
 /// paths) means the same in both; the output, stderr and exit status, stdin with `-i`, `run
-/// -d` with `exec` and `stop`.
+/// -d` with `exec` and `stop`, `run -it` on a terminal.
 #[test]
 fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
     use common::podman::Podman;
@@ -662,11 +742,27 @@ fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
         p.ok(&["stop", "--time", "10", "bg"]);
         let stopped = p.ok(&["inspect", "--format", "{{.State.ExitCode}}", "bg"]);
         p.ok(&["rm", "bg"]);
+        // run -it on a pty: a terminal of the pty's size, the exit status through it.
+        let mut args = vec!["run", "--rm", "-it"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sh"]);
+        let mut t = common::pty::spawn_command(p.command(&args), 30, 90);
+        {
+            use std::io::Write;
+            t.master
+                .write_all(b"stty size; echo mark-$((6*7))\n")
+                .unwrap();
+            t.read_until("mark-42");
+            t.master.write_all(b"exit 5\n").unwrap();
+        }
+        let (code, seen) = t.finish();
+        let terminal = (seen.contains("30 90"), code);
         p.assert_clean();
-        (plain, stdin, exec, stopped)
+        (plain, stdin, exec, stopped, terminal)
     };
     let container = run(Path::new(runc_bin()));
-    let (plain, stdin, exec, stopped) = &container;
+    let (plain, stdin, exec, stopped, terminal) = &container;
+    assert_eq!(*terminal, (true, Some(5)), "run -it");
     assert_eq!(*exec, ("in-exec\n".to_string(), String::new(), Some(5)));
     assert_eq!(stopped.trim(), "143");
     assert_eq!(plain.2, Some(3), "container: {plain:?}");
@@ -696,7 +792,7 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
         ),
         (
             Box::new(|v| v["process"]["terminal"] = true.into()),
-            "process.terminal (a terminal, --console-socket) is not supported on the kvm backend",
+            "process.terminal is set: give --console-socket, where the terminal's master goes",
         ),
         (
             Box::new(|v| {
@@ -732,6 +828,19 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
             .unwrap_or_default();
         assert!(left.is_empty(), "{needle}: state left behind: {left:?}");
     }
+    // A console socket without a terminal, as for a container.
+    let f = Fixture::new(|_| {});
+    let (ok, err, _) = f.create_with("bad", &["--console-socket", "/nonexistent.sock"]);
+    assert!(
+        !ok,
+        "create with a console socket and no terminal succeeded"
+    );
+    assert!(
+        err.contains("--console-socket is given but process.terminal is not set"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(fs::read_dir(&f.root).map_or(true, |mut d| d.next().is_none()));
 }
 
 /// containerd's `ctr run`, with `isol-runc-vm` (a link to isol-runc under the VM runtime's
@@ -781,6 +890,40 @@ fn ctr_runs_the_same_image_and_command_in_a_vm_and_a_container() {
     // The annotation wins over the name: a container, under the VM runtime's name.
     let back = run("c-ann", &vm_runtime, Some("io.isol.backend=container"));
     assert_eq!(back, container);
+    // ctr run -t on a real terminal: the workload is on a terminal of ctr's size (which ctr
+    // sets once the task started: the VM's first size, or a resize of its terminal, whichever
+    // comes first), the same bytes and status. (A resize of a running VM's terminal: the test
+    // above.)
+    let on_tty = |id: &str, runtime: &Path| {
+        common::pty::spawn_command(
+            ctrd.ctr_command(&[
+                "run",
+                "-t",
+                "--rm",
+                "--runc-binary",
+                runtime.to_str().unwrap(),
+                image,
+                id,
+                "sh",
+                "-c",
+                common::containerd::TTY_SCRIPT,
+            ]),
+            33,
+            77,
+        )
+        .finish()
+    };
+    let container_tty = on_tty("c-tty", Path::new(runc_bin()));
+    assert_eq!(container_tty.0, Some(6), "{container_tty:?}");
+    assert!(
+        container_tty.1.contains("is-a-tty") && container_tty.1.contains("size 33 77"),
+        "{container_tty:?}"
+    );
+    let vm_tty = on_tty("vm-tty", &vm_runtime);
+    assert_eq!(
+        vm_tty, container_tty,
+        "ctr run -t: the VM against the container"
+    );
     // ctr task exec into a `ctr run -d` VM task: its output and status; ctr task kill.
     let o = ctrd.ctr(&[
         "run",

@@ -83,6 +83,11 @@ pub struct VmCreate<'a> {
     pub fifo: &'a Path,
     /// The config, checked by [`check`]: what the VM gets.
     pub config: &'a isol_container::ContainerConfig,
+    /// With `process.terminal`: the slave of the pty whose master goes to the console
+    /// socket. The VM's process makes it its stdio and controlling terminal (so a resize of
+    /// the master reaches it as SIGWINCH) and the workload runs on a terminal of the guest's,
+    /// sized as the slave is, as `isol run -t` runs one.
+    pub terminal: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// What `exec` hands the kvm backend: a process for the guest init to start beside the
@@ -95,6 +100,9 @@ pub struct VmExec<'a> {
     pub cwd: std::path::PathBuf,
     /// `uid:gid`.
     pub user: String,
+    /// Exactly these supplementary groups besides the gid (`process.user.additionalGids`, as
+    /// runc: none listed, none).
+    pub groups: Vec<u32>,
     /// With a terminal: the slave of the pty whose master went to the console socket; the
     /// process gets a terminal of the guest's, relayed to it.
     pub terminal: Option<std::os::fd::OwnedFd>,
@@ -146,9 +154,6 @@ pub fn check(
     cfg: &isol_container::ContainerConfig,
 ) -> Result<(), OciError> {
     use isol_container::NetworkMode;
-    if cfg.tty {
-        return Err(refuse("process.terminal (a terminal, --console-socket)"));
-    }
     if cfg.preserve_fds > 0 {
         return Err(refuse("--preserve-fds"));
     }

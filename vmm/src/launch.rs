@@ -967,8 +967,6 @@ fn kvm_tty(
     let r = unsafe { File::from_raw_fd(fds[0]) };
     // SAFETY: as above.
     let mut w = unsafe { File::from_raw_fd(fds[1]) };
-    w.write_all(winsize_line().as_bytes())
-        .map_err(LaunchError::TtyPipe)?;
 
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -982,6 +980,13 @@ fn kvm_tty(
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
     let mut saved = None;
     let guard = |saved| TtyGuard { saved, old_mask };
+    // The size once SIGWINCH is blocked: a resize from now on is pending for the thread
+    // below, one before it is in this size (a client such as ctr sizes the terminal only
+    // once the VM is started).
+    if let Err(e) = w.write_all(winsize_line().as_bytes()) {
+        drop(guard(None));
+        return Err(LaunchError::TtyPipe(e));
+    }
     let filters = filters.cloned();
     std::thread::Builder::new()
         .name("isol-winsize".into())
