@@ -228,6 +228,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         pids_limit: cfg.limits.pids,
         memory_limit: cfg.limits.memory,
         leftovers: Vec::new(),
+        oci: oci_setup(cfg),
     };
     let jail_off = std::env::var("ISOL_VMM_JAIL").is_ok_and(|v| v == "off");
     if nix::unistd::geteuid().is_root() && !jail_off {
@@ -249,6 +250,27 @@ fn hostname(cfg: &isol_container::ContainerConfig) -> anyhow::Result<String> {
     match isol_oci::vm::joined(cfg, isol_container::SharedNamespace::Uts) {
         Some(path) if cfg.hostname.is_empty() => Ok(isol_container::hostname_in(path)?),
         _ => Ok(cfg.hostname.clone()),
+    }
+}
+
+/// What the guest init sets up beyond the workload's process, as the container backend does
+/// in a container: the config's sysctls (checked as for a container: namespaced ones only),
+/// domain name and umask, and isol's masked and read-only paths (runc's defaults) with the
+/// config's beyond them.
+fn oci_setup(cfg: &isol_container::ContainerConfig) -> isol_vmm::launch::LaunchOci {
+    let paths = |own: &[&str], more: &[PathBuf]| {
+        own.iter()
+            .map(OsString::from)
+            .chain(more.iter().map(|p| p.clone().into_os_string()))
+            .collect()
+    };
+    isol_vmm::launch::LaunchOci {
+        sysctl: cfg.sysctl.clone(),
+        domainname: cfg.domainname.clone(),
+        // The kernel keeps a umask's permission bits only.
+        umask: cfg.umask.map(|u| u & 0o777),
+        masked_paths: paths(isol_container::MASKED_PATHS, &cfg.masked_paths),
+        readonly_paths: paths(isol_container::READONLY_PATHS, &cfg.readonly_paths),
     }
 }
 

@@ -614,6 +614,171 @@ fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
     assert_nothing_left(&f, "after SIGKILL of a VM on a pod");
 }
 
+/// The config's sysctls, domain name and umask, and masked and read-only paths (runc's
+/// defaults and more), applied by the guest init: the workload in the VM sees exactly what the
+/// same bundle's workload sees in a container. A sysctl the guest kernel lacks fails the run
+/// (125) with one line.
+#[test]
+fn sysctls_masked_and_read_only_paths_mean_the_same_in_a_vm_and_a_container() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    let script = "cat /proc/sys/net/ipv4/ping_group_range /proc/sys/kernel/shmmax; \
+                  cat /proc/sys/kernel/domainname; \
+                  echo version=$(cat /proc/version) secret=$(cat /secret); \
+                  echo tty=$(ls -A /proc/tty | wc -l); \
+                  (touch /proc/tty/x) 2>&1; \
+                  (echo 1 > /proc/sys/kernel/shmmax) 2>&1; \
+                  (touch /etc/x) 2>&1; \
+                  umask; touch /made && stat -c %a /made; rm /made";
+    let edit = |v: &mut Value| {
+        set_args(v, script);
+        v["linux"]["sysctl"] = serde_json::json!({
+            "net.ipv4.ping_group_range": "0 0",
+            "kernel.shmmax": "65536",
+        });
+        // Writable (runc's default is read-only), so that /etc's EROFS is the config's.
+        v["root"]["readonly"] = false.into();
+        v["domainname"] = "example.org".into();
+        v["process"]["user"]["umask"] = 0o077.into();
+        // runc's defaults (in `spec`'s config) and more: a file of /proc and one of the
+        // rootfs, a directory of /proc, a path that does not exist (skipped, as runc).
+        for p in ["/proc/version", "/secret", "/proc/tty", "/no/such/path"] {
+            v["linux"]["maskedPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push(p.into());
+        }
+        v["linux"]["readonlyPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push("/etc".into());
+    };
+    let run = |backend: &str| {
+        let f = Fixture::new(|v| {
+            edit(v);
+            v["annotations"]["io.isol.backend"] = backend.into();
+        });
+        fs::write(f.bundle.join("rootfs/secret"), "from the image\n").unwrap();
+        let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "s1"]);
+        assert_nothing_left(&f, backend);
+        (common::stdout(&o), common::stderr(&o), o.status.code())
+    };
+    let vm = run("kvm");
+    assert_eq!(vm.2, Some(0), "kvm: {vm:?}");
+    let lines: Vec<&str> = vm.0.lines().collect();
+    assert_eq!(
+        lines[..5],
+        ["0\t0", "65536", "example.org", "version= secret=", "tty=0"],
+        "{vm:?}"
+    );
+    // A masked directory is a read-only tmpfs; /proc/sys and the config's /etc are read-only.
+    for (line, path) in lines[5..8]
+        .iter()
+        .zip(["/proc/tty/x", "/proc/sys/kernel/shmmax", "/etc/x"])
+    {
+        assert!(
+            line.contains(path) && line.ends_with("Read-only file system"),
+            "{line:?} ({vm:?})"
+        );
+    }
+    assert_eq!(lines[8..], ["0077", "600"], "{vm:?}");
+    assert_eq!(run("container"), vm, "the container backend");
+
+    // A sysctl the guest kernel lacks: the run fails in one line, nothing left.
+    let f = Fixture::new(|v| {
+        set_args(v, "echo never");
+        v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.no_such_sysctl": "1"});
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "s2"]);
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert_eq!(common::stdout(&o), "");
+    assert!(
+        err.contains("cannot set sysctl net.ipv4.no_such_sysctl to \"1\"")
+            && err.contains("the guest kernel has no such sysctl"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_nothing_left(&f, "after a sysctl the guest lacks");
+}
+
+/// podman 4.3 with `isol-runc-vm` (a link to isol-runc under the VM runtime's name) as its OCI
+/// runtime, against `isol-runc` (the container backend), on the same image and command:
+/// podman's default config (its sysctl `net.ipv4.ping_group_range`, its masked and read-only
+/// paths) means the same in both; the output, stderr and exit status, stdin with `-i`, `run
+/// -d` with `exec` and `stop`, `run -it` on a terminal.
+#[test]
+fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
+    use common::podman::Podman;
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    let links = tempfile::tempdir().unwrap();
+    let vm_runtime = links.path().join("isol-runc-vm");
+    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
+    let script = "echo hi; cat /proc/sys/net/ipv4/ping_group_range; \
+                  echo block=$(ls -A /sys/dev/block | wc -l); \
+                  (echo 1 > /proc/sys/kernel/shmmax) 2>&1; echo to-stderr >&2; exit 3";
+    let run = |runtime: &Path| {
+        let p = Podman::new(runtime);
+        let o = p.run(&[], script);
+        let plain = (common::stdout(&o), common::stderr(&o), o.status.code());
+        // -i: podman's stdin reaches the workload, and its end.
+        let mut args = vec!["run", "--rm", "-i"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sh", "-c", "cat; exit 4"]);
+        let o = common::output_with_stdin(&mut p.command(&args), b"from stdin\n");
+        let stdin = (common::stdout(&o), common::stderr(&o), o.status.code());
+        // run -d, exec (its output and status), stop (SIGTERM to the workload: 143), rm.
+        let mut args = vec!["run", "-d", "--name", "bg"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sleep", "60"]);
+        p.ok(&args);
+        let o = p.podman(&["exec", "bg", "sh", "-c", "echo in-exec; exit 5"]);
+        let exec = (common::stdout(&o), common::stderr(&o), o.status.code());
+        p.ok(&["stop", "--time", "10", "bg"]);
+        let stopped = p.ok(&["inspect", "--format", "{{.State.ExitCode}}", "bg"]);
+        p.ok(&["rm", "bg"]);
+        // run -it on a pty: a terminal of the pty's size, the exit status through it.
+        let mut args = vec!["run", "--rm", "-it"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sh"]);
+        let mut t = common::pty::spawn_command(p.command(&args), 30, 90);
+        {
+            use std::io::Write;
+            t.master
+                .write_all(b"stty size; echo mark-$((6*7))\n")
+                .unwrap();
+            t.read_until("mark-42");
+            t.master.write_all(b"exit 5\n").unwrap();
+        }
+        let (code, seen) = t.finish();
+        let terminal = (seen.contains("30 90"), code);
+        p.assert_clean();
+        (plain, stdin, exec, stopped, terminal)
+    };
+    let container = run(Path::new(runc_bin()));
+    let (plain, stdin, exec, stopped, terminal) = &container;
+    assert_eq!(*terminal, (true, Some(5)), "run -it");
+    assert_eq!(*exec, ("in-exec\n".to_string(), String::new(), Some(5)));
+    assert_eq!(stopped.trim(), "143");
+    assert_eq!(plain.2, Some(3), "container: {plain:?}");
+    let lines: Vec<&str> = plain.0.lines().collect();
+    assert_eq!(lines[..3], ["hi", "0\t0", "block=0"], "{plain:?}");
+    assert!(lines[3].ends_with("Read-only file system"), "{plain:?}");
+    assert_eq!(plain.1, "to-stderr\n");
+    assert_eq!(*stdin, ("from stdin\n".to_string(), String::new(), Some(4)));
+    assert_eq!(
+        run(&vm_runtime),
+        container,
+        "isol-runc-vm against isol-runc"
+    );
+    common::assert_no_leftovers("after podman");
+}
+
 /// A change to config.json.
 type Edit = Box<dyn Fn(&mut Value)>;
 
@@ -657,6 +822,10 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
                 }
             }),
             "joining the PID namespace at /proc/self/ns/pid (linux.namespaces): a VM has its own kernel",
+        ),
+        (
+            Box::new(|v| v["linux"]["sysctl"] = serde_json::json!({"kernel.pid_max": "100000"})),
+            "linux.sysctl kernel.pid_max is not in a namespace of the container's own",
         ),
     ];
     for (edit, needle) in cases {

@@ -218,20 +218,6 @@ pub fn check(
     if !cfg.device_nodes.is_empty() {
         return Err(refuse("linux.devices"));
     }
-    if !cfg.sysctl.is_empty() {
-        return Err(refuse("linux.sysctl"));
-    }
-    if !cfg.masked_paths.is_empty() || !cfg.readonly_paths.is_empty() {
-        return Err(refuse(
-            "linux.maskedPaths or linux.readonlyPaths beyond runc's defaults",
-        ));
-    }
-    if !cfg.domainname.is_empty() {
-        return Err(refuse("domainname"));
-    }
-    if cfg.umask.is_some_and(|u| u != 0o022) {
-        return Err(refuse("process.user.umask other than 0022"));
-    }
     if cfg.privileges.inheritable != 0 || cfg.privileges.ambient != 0 {
         return Err(refuse(
             "process.capabilities.inheritable or ambient (the guest gives the workload the bounding set's)",
