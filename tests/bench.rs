@@ -731,6 +731,7 @@ fn the_cri_benchmark_starts_pods_on_isol_runc_and_runc() {
     let b = check_cri(&report, 1, &[("isol-vm", "kvm backend not measured")]);
     assert!(b["ratios"]["isol"]["runc"].as_f64().unwrap() > 0.0, "{b}");
     assert!(md.contains("through the CRI"), "{md}");
+    assert!(md.contains("Teardown (StopContainer"), "{md}");
     assert!(md.contains("× runc's"), "{md}");
     assert_eq!(cri_leftovers(), Vec::<String>::new());
     assert_eq!(scratch_dirs(), scratch_before);

@@ -725,6 +725,17 @@ impl BenchmarkReport {
                 "In a microVM (handler isol-vm) it takes {vm:.2} ms{vs}."
             ));
         }
+        let teardown: Vec<String> = self
+            .subjects
+            .iter()
+            .filter_map(|s| Some(format!("{} {:.2} ms", s.info.name, s.cleanup_ms?.median)))
+            .collect();
+        if !teardown.is_empty() {
+            lines.push(format!(
+                "Teardown (StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox), medians: {}.",
+                teardown.join(", ")
+            ));
+        }
         lines.join(" ")
     }
 }
