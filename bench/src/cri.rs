@@ -49,6 +49,10 @@ const CNI_SUBNET: &str = "10.90.0.0/24";
 const CGROUP_PARENT: &str = "/isol-bench-cri";
 /// How long containerd gets to answer after its start.
 const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How often `ContainerStatus` is asked while the workload runs: often enough for the
+/// milliseconds a container handler takes on hardware, not so often that the polling (each
+/// call is work for containerd too) competes with the pod for the CPU.
+const POLL_EVERY: Duration = Duration::from_millis(5);
 /// How long a pod's container may take to exit.
 const EXIT_WITHIN: Duration = Duration::from_secs(60);
 
@@ -494,7 +498,7 @@ async fn wait_exited(cri: &mut RuntimeServiceClient<Channel>, id: &str) -> Resul
                 EXIT_WITHIN.as_secs()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 
