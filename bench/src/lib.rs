@@ -12,6 +12,8 @@
 //! in it, whatever happens (Ctrl-C included: see [`cancel`]).
 
 mod cancel;
+pub mod cri;
+pub mod docker_archive;
 mod error;
 mod host;
 mod html;
@@ -111,6 +113,8 @@ pub enum Benchmark {
     Net,
     /// A directory shared with the run: bind mount vs virtio-fs.
     Shared,
+    /// A pod through Kubernetes' CRI (containerd's CRI plugin), start → its container exited.
+    Cri,
 }
 
 impl Benchmark {
@@ -124,12 +128,16 @@ impl Benchmark {
             Benchmark::Io => "io",
             Benchmark::Net => "net",
             Benchmark::Shared => "shared",
+            Benchmark::Cri => "cri",
         }
     }
 
     fn description(self) -> &'static str {
         match self {
             Benchmark::Start => "start → exit of `/bin/true` in the busybox image",
+            Benchmark::Cri => {
+                "a pod through Kubernetes' CRI (containerd 1.6): RunPodSandbox → the first container's `/bin/true` exited (CreateContainer, StartContainer, ContainerStatus polled until EXITED); teardown (StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox) timed apart"
+            }
             _ => "",
         }
     }
@@ -161,8 +169,8 @@ pub fn parse_peer(s: &str) -> Result<Peer, String> {
     }
 }
 
-/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io`, `net` or
-/// `shared`.
+/// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io`, `net`,
+/// `shared` or `cri`.
 pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     match s.trim() {
         "start" => Ok(Benchmark::Start),
@@ -173,8 +181,9 @@ pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
         "io" => Ok(Benchmark::Io),
         "net" => Ok(Benchmark::Net),
         "shared" => Ok(Benchmark::Shared),
+        "cri" => Ok(Benchmark::Cri),
         other => Err(format!(
-            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net, shared"
+            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net, shared, cri"
         )),
     }
 }
@@ -602,6 +611,12 @@ fn bench(
         benchmarks.push(start);
         metrics.push(vm_memory);
     }
+    if selected.contains(&Benchmark::Cri) {
+        let Some(cri) = cri_benchmark(args, &mut setup, &sides, (warmup, runs))? else {
+            return Ok(None);
+        };
+        benchmarks.push(cri);
+    }
     let Some(more) = workload_metrics(args, &setup, &sides, &selected, runs, kvm_env)? else {
         return Ok(None);
     };
@@ -705,6 +720,100 @@ fn start_slots(args: &BenchOptions, setup: &mut Setup, sides: &Sides) -> Vec<Slo
         slots.push(slot);
     }
     slots
+}
+
+/// The cri benchmark: a pod per run on each handler of a containerd of the bench's own
+/// (`isol`, `isol-vm` with the kvm side, `runc` among the peers); `None` when cancelled.
+fn cri_benchmark(
+    args: &BenchOptions,
+    setup: &mut Setup,
+    sides: &Sides,
+    rounds: (u32, u32),
+) -> Result<Option<BenchmarkReport>, BenchError> {
+    let isol_runc = setup.exe.with_file_name("isol-runc");
+    let runc = dedup(&args.peers)
+        .contains(&Peer::Runc)
+        .then(|| subjects::find_in_path("runc"))
+        .flatten();
+    let s = cri::CriSetup {
+        isol_runc: (sides.container && isol_runc.is_file()).then_some(isol_runc.clone()),
+        kernel: setup.kernel.clone(),
+        runc: runc.clone().filter(|_| sides.container),
+        layers: &setup.layers,
+        env: &setup.peer_env,
+        work: &setup.work.0,
+    };
+    let handlers = cri::handlers(&s);
+    let host = if handlers.is_empty() {
+        Err(format!(
+            "no runtime to measure: {} is missing",
+            isol_runc.display()
+        ))
+    } else {
+        cri::CriHost::start(&handlers, &s).map(|h| std::rc::Rc::new(std::cell::RefCell::new(h)))
+    };
+    let mut slots = Vec::new();
+    let runc_version = runc.as_deref().map(subjects::version_of);
+    for (name, kind, backend) in [
+        ("isol", "isol", "container"),
+        ("isol-vm", "isol", "kvm"),
+        ("runc", "peer", "container"),
+    ] {
+        let why = match (name, &host) {
+            (_, Err(e)) => Some(e.clone()),
+            ("isol", _) | ("runc", _) if !sides.container => Some(sides.container_skip.clone()),
+            ("isol-vm", _) if setup.kernel.is_none() => Some(sides.kvm_skip.clone()),
+            ("isol" | "isol-vm", _) if s.isol_runc.is_none() => Some(format!(
+                "not built: no {} beside the isol binary",
+                isol_runc.display()
+            )),
+            ("runc", _) if !args.peers.contains(&Peer::Runc) => Some("not in --peers".into()),
+            ("runc", _) if runc.is_none() => {
+                Some("not installed: no `runc` in PATH; install it (apt-get install runc)".into())
+            }
+            ("runc", _) => runc_version.clone().and_then(Result::err),
+            _ => None,
+        };
+        let slot = match (why, &host) {
+            (None, Ok(h)) => {
+                let version = match name {
+                    "runc" => runc_version
+                        .clone()
+                        .and_then(Result::ok)
+                        .unwrap_or_default(),
+                    _ => format!("isol-runc {}", env!("CARGO_PKG_VERSION")),
+                };
+                let subject = cri::CriSubject::new(h.clone(), name, kind, backend, version);
+                Slot::ready(Box::new(subject))
+            }
+            (why, _) => {
+                let why = why.unwrap_or_default();
+                note(
+                    &setup.bar,
+                    format!("isol bench: cri: skipping {name}: {why}"),
+                );
+                let mut slot = Slot::skipped(name, String::new(), why);
+                slot.info.kind = kind;
+                slot.info.backend = Some(backend);
+                slot
+            }
+        };
+        slots.push(slot);
+    }
+    let report = run_benchmark(
+        Benchmark::Cri,
+        &mut slots,
+        rounds,
+        &setup.bar,
+        args.lab_inner,
+    )?;
+    // The subjects hold the host: all go before the host's drop removes what is left.
+    drop(slots);
+    drop(host);
+    Ok(report.map(|mut r| {
+        r.add_cri_ratios();
+        r
+    }))
 }
 
 /// Where the benchmarks beyond start run: isol's backends and the host.

@@ -151,7 +151,7 @@ pub fn phase_meaning(name: &str) -> &'static str {
 
 impl BenchmarkReport {
     /// Median of an ok (or failed, with samples) subject by name.
-    fn median(&self, name: &str) -> Option<f64> {
+    pub(crate) fn median(&self, name: &str) -> Option<f64> {
         self.subjects
             .iter()
             .find(|s| s.info.name == name && s.status == Status::Ok)
@@ -306,6 +306,9 @@ impl BenchmarkReport {
 
     /// What the numbers mean: one line per side measured.
     pub fn reading(&self) -> String {
+        if self.name == "cri" {
+            return self.cri_reading();
+        }
         let mut lines = vec![self.container_reading()];
         if let Some(kvm) = self.median("isol-kvm") {
             let line = match self.ratios.get("isol-kvm").and_then(|r| r.get("qemu")) {

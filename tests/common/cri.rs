@@ -11,15 +11,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+pub use isol_bench::cri::{Handler, NAMESPACE, namespace_options};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use super::containerd::Containerd;
 
-/// The CRI plugin's containerd namespace: the images a pod uses must be there.
-pub const NAMESPACE: &str = "k8s.io";
 /// Where runc's shim keeps its runc's state for that namespace (`--root`).
 pub const RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
 pub const PAUSE_IMAGE: &str = "isol.test/pause:latest";
@@ -32,71 +30,11 @@ pub const CNI_SUBNET: &str = "10.89.0.0/24";
 pub const CNI_PREFIX: &str = "10.89.0.";
 /// The pods' cgroup parent (cgroupfs driver): below it, one cgroup per container.
 pub const CGROUP_PARENT: &str = "/isol-cri-pod";
-pub const NS_POD: i32 = NamespaceMode::Pod as i32;
-pub const NS_CONTAINER: i32 = NamespaceMode::Container as i32;
 
-/// A runtime handler: its name (what `RunPodSandbox` and a RuntimeClass name) and its runc
-/// binary. `{tmp}` in the binary's path is containerd's temp dir.
-pub struct Handler {
-    pub name: &'static str,
-    pub binary: String,
-}
-
-/// The CRI plugin's configuration: one runtime per handler (runc's shim with the handler's
-/// binary as its runc), the first the default, the pause image, cgroupfs, the CNI config
-/// directory. `{tmp}` is containerd's temp dir.
+/// The CRI plugin's configuration for the tests' pause image: see
+/// [`isol_bench::cri::cri_plugin`].
 pub fn cri_plugin(handlers: &[Handler]) -> String {
-    let mut runtimes = String::new();
-    for h in handlers {
-        let key = format!(
-            r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{}]"#,
-            h.name
-        );
-        runtimes.push_str(&format!(
-            "    {key}\n      runtime_type = \"io.containerd.runc.v2\"\n      {opts}\n        BinaryName = \"{bin}\"\n        SystemdCgroup = false\n",
-            opts = key.replace("]", ".options]"),
-            bin = h.binary,
-        ));
-    }
-    format!(
-        r#"[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
-  # This sandbox lacks CAP_SYS_RESOURCE: no oom_score_adj below containerd's own.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "{default}"
-{runtimes}  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{{tmp}}/cni"
-"#,
-        default = handlers[0].name,
-    )
-}
-
-/// A bridge network whose bridge is the pods' gateway, with a default route through it (a VM
-/// on a pod's network takes the pod's gateway: docs/oci.md, "On a pod's network"); host-local's
-/// leases in containerd's temp dir. containerd adds loopback.
-fn cni_conflist(tmp: &Path) -> String {
-    serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": CNI_NETWORK,
-        "plugins": [{
-            "type": "bridge",
-            "bridge": CNI_BRIDGE,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": CNI_SUBNET}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": tmp.join("cni-ipam"),
-            },
-        }],
-    })
-    .to_string()
+    isol_bench::cri::cri_plugin(handlers, PAUSE_IMAGE)
 }
 
 /// What the host has before the test, to compare after it.
@@ -157,55 +95,12 @@ fn processes_naming(needle: &str, except: u32) -> Vec<String> {
 }
 
 pub async fn connect(socket: PathBuf) -> RuntimeServiceClient<Channel> {
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        // No call may hang the suite: each one fails after this, saying so.
-        .timeout(Duration::from_secs(60))
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("connect to containerd's CRI socket");
-    RuntimeServiceClient::new(channel)
-}
-
-/// A kubelet's defaults: the pod's network and IPC namespaces shared by its containers, a PID
-/// namespace per container.
-pub fn namespace_options() -> NamespaceOption {
-    NamespaceOption {
-        network: NS_POD,
-        pid: NS_CONTAINER,
-        ipc: NS_POD,
-        ..Default::default()
-    }
+    isol_bench::cri::connect(socket).await.unwrap()
 }
 
 /// A pod named `name` (its hostname too) with the uid `uid`, logging to `log_dir`.
 pub fn pod_config(name: &str, uid: &str, log_dir: &Path) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: uid.into(),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: CGROUP_PARENT.into(),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(namespace_options()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    isol_bench::cri::pod_config(name, uid, log_dir, CGROUP_PARENT)
 }
 
 /// `/proc/<pid>/ns/<ns>` of a host process, as `readlink` prints it (`net:[4026…]`).
@@ -506,7 +401,16 @@ impl CriHost {
         let bridge = Bridge;
         let tmp = ctrd.tmp.path().to_path_buf();
         fs::create_dir_all(tmp.join("cni")).unwrap();
-        fs::write(tmp.join("cni/10-isol-cri.conflist"), cni_conflist(&tmp)).unwrap();
+        fs::write(
+            tmp.join("cni/10-isol-cri.conflist"),
+            isol_bench::cri::cni_conflist(
+                CNI_NETWORK,
+                CNI_BRIDGE,
+                CNI_SUBNET,
+                &tmp.join("cni-ipam"),
+            ),
+        )
+        .unwrap();
         let env = serde_json::json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]);
         ctrd.import_busybox(
             PAUSE_IMAGE,
