@@ -737,6 +737,64 @@ fn the_cri_benchmark_starts_pods_on_isol_runc_and_runc() {
     assert_eq!(scratch_dirs(), scratch_before);
 }
 
+/// A SIGKILLed bench in the middle of the cri benchmark: its containerd dies with it
+/// (`PR_SET_PDEATHSIG`); the shims it started, their pods, its mounts and scratch dir are
+/// swept by the next bench, which leaves nothing either.
+#[test]
+fn a_sigkilled_cri_benchmark_is_swept_by_the_next_one() {
+    require_root();
+    let _g = serial();
+    let scratch_before = scratch_dirs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = isol(&["bench"])
+        .args(["--runs", "50", "--quick", "--backends", "container"])
+        .args(["--benchmarks", "cri", "--out"])
+        .arg(tmp.path().join("report"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let scratch = format!("/isol-bench.{}/", child.id());
+    let procs = |what: &str| -> Vec<String> {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(what) && c.contains(&scratch))
+            .collect()
+    };
+    // Wait (bounded) until a pod's shim runs: the bench is inside the cri benchmark.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while procs("containerd-shim").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shim of the bench's containerd appeared"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the bench ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // containerd follows its parent; the shims are not its children.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !procs("containerd --config").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bench's containerd outlived it: {:?}",
+            procs("containerd --config")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !cri_leftovers().is_empty(),
+        "a killed bench leaves its shims for the next one to sweep"
+    );
+    let _next = Bench::quick_container("cri", &[]);
+    assert_eq!(cri_leftovers(), Vec::<String>::new());
+    assert_eq!(scratch_dirs(), scratch_before);
+}
+
 /// In the lab: the cri benchmark's three handlers, the VM one a microVM per pod, and the VM's
 /// time over the container's. Not named `in_the_lab…`: test.sh's lab line leaves it out (it
 /// takes minutes in the lab; docs/benchmarks.md, "The `cri` benchmark").

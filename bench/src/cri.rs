@@ -276,6 +276,18 @@ impl CriHost {
             .stdout(log)
             .stderr(log2)
             .process_group(0);
+        // containerd dies with the bench, even a SIGKILLed one (the next bench sweeps what
+        // its shims kept: `sweep`).
+        let die_with_parent = || {
+            // SAFETY: prctl with PR_SET_PDEATHSIG takes integers and changes only this
+            // (forked) process; it is async-signal-safe.
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: the closure only calls prctl, async-signal-safe, as a pre_exec one must.
+        unsafe { cmd.pre_exec(die_with_parent) };
         if let Some(k) = &s.kernel {
             // isol-runc-vm boots the kernel the rest of the bench boots.
             cmd.env("ISOL_KERNEL", k);
@@ -548,45 +560,131 @@ impl Drop for CriHost {
             }
             cancel::untrack(pid);
         }
-        // A shim outlives containerd (a pod a failed teardown left): end those of this
-        // socket, with their containers.
-        let address = self.socket().display().to_string();
-        for pid in shims_of(&address) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        release(&self.dir);
+    }
+}
+
+/// Ends and removes what a [`CriHost`] in `dir` left: the shims of its socket with their
+/// containers (a pod a failed teardown left, or all of them after a SIGKILLed bench), the
+/// mounts under it, the directory, the CNI bridge and the pods' cgroup parent.
+fn release(dir: &Path) {
+    let address = dir.join("sock").display().to_string();
+    for pid in shims_of(&address) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let prefix = format!("{}/", dir.display());
+    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = umount2(m.as_str(), MntFlags::MNT_DETACH);
+    }
+    let _ = umount2(dir, MntFlags::MNT_DETACH);
+    let _ = fs::remove_dir_all(dir);
+    // CNI's DEL leaves the bridge; the pods' cgroups are gone, their parent is not.
+    let _ = Command::new("ip")
+        .args(["link", "del", CNI_BRIDGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    // After a SIGKILLed bench its pods' processes outlive their shims: the bench's cgroup
+    // parent (v2, or each v1 hierarchy) is emptied, its children removed deepest first.
+    let parent = CGROUP_PARENT.trim_start_matches('/');
+    let roots = fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(parent))
+        .chain([Path::new("/sys/fs/cgroup").join(parent)]);
+    for root in roots {
+        let mut dirs = vec![root.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            for e in fs::read_dir(&dirs[i]).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+            i += 1;
         }
-        let dir = self.dir.display().to_string();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&format!("{dir}/")))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = umount2(m.as_str(), MntFlags::MNT_DETACH);
+        for d in &dirs {
+            for pid in fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
         }
-        let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
-        let _ = fs::remove_dir_all(&self.dir);
-        // CNI's DEL leaves the bridge; the pods' cgroups are gone, their parent is not.
-        let _ = Command::new("ip")
-            .args(["link", "del", CNI_BRIDGE])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let parent = CGROUP_PARENT.trim_start_matches('/');
-        let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(parent));
-        for h in fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = fs::remove_dir(h.path().join(parent));
+        for d in dirs.iter().rev() {
+            // A killed process leaves its cgroup a moment later.
+            let until = Instant::now() + Duration::from_secs(2);
+            while fs::remove_dir(d).is_err() && d.exists() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
+    }
+}
+
+/// The shims a bench that is gone left, by the scratch directory in their socket address:
+/// `(pid of that bench, shim pid)`.
+fn orphan_shims(tmp: &Path) -> Vec<(u32, i32)> {
+    let prefix = format!("{}/isol-bench.", tmp.display());
+    shims()
+        .into_iter()
+        .filter_map(|(pid, address)| {
+            let rest = address.strip_prefix(&prefix)?;
+            Some((rest.split('/').next()?.parse().ok()?, pid))
+        })
+        .collect()
+}
+
+/// What the CRI hosts of SIGKILLed benches left (their containerd died with them:
+/// `PR_SET_PDEATHSIG`; their shims and pods did not): `dead` says whether the bench of a
+/// pid is gone. Found by their scratch directories in `tmp` and by the shims' addresses (a
+/// scratch directory may be gone while its shims run).
+pub(crate) fn sweep(tmp: &Path, dead: impl Fn(u32) -> bool) {
+    let mut benches: Vec<u32> = orphan_shims(tmp)
+        .into_iter()
+        .map(|(bench, _)| bench)
+        .chain(
+            fs::read_dir(tmp)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().join("cri").exists())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()?
+                        .strip_prefix("isol-bench.")?
+                        .parse()
+                        .ok()
+                }),
+        )
+        .filter(|b| dead(*b))
+        .collect();
+    benches.sort_unstable();
+    benches.dedup();
+    for b in benches {
+        release(&tmp.join(format!("isol-bench.{b}")).join("cri"));
     }
 }
 
 /// The pids of the runc v2 shims started for containerd's socket `address`.
 fn shims_of(address: &str) -> Vec<i32> {
+    shims()
+        .into_iter()
+        .filter(|(_, a)| a == address)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every runc v2 shim on the host, with the containerd socket address it was started for.
+fn shims() -> Vec<(i32, String)> {
     fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -595,13 +693,14 @@ fn shims_of(address: &str) -> Vec<i32> {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let cmdline = fs::read(e.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let is_shim = args
+            if !args
                 .first()
-                .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"));
-            let ours = args
-                .windows(2)
-                .any(|w| w[0] == b"-address" && w[1] == address.as_bytes());
-            (is_shim && ours).then_some(pid)
+                .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
+            {
+                return None;
+            }
+            let address = args.windows(2).find(|w| w[0] == b"-address")?[1];
+            Some((pid, String::from_utf8_lossy(address).into_owned()))
         })
         .collect()
 }

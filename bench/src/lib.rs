@@ -391,9 +391,26 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn create() -> Result<WorkDir, BenchError> {
-        let dir = std::env::temp_dir().join(format!("isol-bench.{}", std::process::id()));
-        // A directory of this name was left by a killed bench that had this pid.
-        let _ = fs::remove_dir_all(&dir);
+        // The scratch directories of benches that were killed (their pid is gone): what they
+        // left there (a CRI host's pods and mounts) ends, then they go.
+        let tmp = std::env::temp_dir();
+        let dead =
+            |pid: u32| pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists();
+        cri::sweep(&tmp, dead);
+        for e in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("isol-bench."))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if dead(pid) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = tmp.join(format!("isol-bench.{}", std::process::id()));
         fs::create_dir_all(&dir).step(|| {
             format!(
                 "Cannot create the benchmark's scratch directory {}; set TMPDIR to a writable one",
