@@ -64,6 +64,11 @@ impl Fixture {
     /// `create --bundle B --pid-file P ID` with stdout and stderr to files (the VM's process
     /// keeps them: they are the workload's); the exit status, create's stderr, and the pid.
     fn create(&self, id: &str) -> (bool, String, i32) {
+        self.create_with(id, &[])
+    }
+
+    /// [`Fixture::create`] with more environment for isol-runc.
+    fn create_with(&self, id: &str, env: &[(&str, &str)]) -> (bool, String, i32) {
         let stdout = fs::File::create(self.bundle.join("stdout")).unwrap();
         let stderr_path = self.bundle.join("stderr");
         let stderr = fs::File::create(&stderr_path).unwrap();
@@ -73,6 +78,7 @@ impl Fixture {
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id)
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(stderr)
             .status()
@@ -717,6 +723,34 @@ fn pause_resume_update_and_kill_of_a_paused_vm() {
     assert!(o.status.success(), "delete: {}", common::stderr(&o));
     assert_eq!(wait_status(pid), 137);
     assert_nothing_left(&f, "after delete --force of a paused VM");
+
+    // A VMM without its jail has no cgroup: its vCPUs are parked all the same, and the state
+    // comes from the VM's mark.
+    let f = Fixture::new(|v| set_args(v, counter));
+    let (ok, err, pid) = f.create_with("vmr", &[("ISOL_VMM_JAIL", "off")]);
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vmr"]).status.success());
+    f.wait_output("2");
+    assert!(!Path::new("/sys/fs/cgroup/isol/vmr").exists());
+    let o = f.runc(&["pause", "vmr"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    assert_eq!(f.state("vmr")["status"], "paused");
+    // Nothing frozen: output the guest queued before it was parked may still be written out.
+    std::thread::sleep(Duration::from_millis(500));
+    let paused_at = last_count(&f);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(last_count(&f), paused_at, "the counter ran while paused");
+    assert!(f.runc(&["resume", "vmr"]).status.success());
+    assert_eq!(f.state("vmr")["status"], "running");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_count(&f) <= paused_at {
+        assert!(Instant::now() < deadline, "the counter never went on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(f.runc(&["kill", "vmr", "KILL"]).status.success());
+    assert_eq!(wait_status(pid), 137);
+    assert!(f.runc(&["delete", "vmr"]).status.success());
+    assert_nothing_left(&f, "after a VM without a jail");
 }
 
 #[test]
