@@ -595,6 +595,7 @@ mod tests {
             pids_limit: None,
             memory_limit: None,
             leftovers: Vec::new(),
+            oci: Default::default(),
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

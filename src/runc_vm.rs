@@ -20,11 +20,13 @@
 //! the VM's tap inside it and redirects the pod's interface to it (`crate::pod_net`), the
 //! guest taking the interface's address, MAC and gateway. The redirection is recorded in
 //! the container's state directory (`net/pods/<id>.json`); `isol-vmm` undoes it after the
-//! VM, and `delete` does after a SIGKILL (the namespace stays: it is the pod's).
+//! VM, and `delete` does after a SIGKILL (the namespace stays: it is the pod's). A UTS
+//! namespace joined by path (the pod's) gives the guest its hostname, unless the config names
+//! one; an IPC namespace joined by path is the guest's own (docs/oci.md, "What does not map").
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -199,7 +201,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         args: cfg.args.clone(),
         env: cfg.env.clone(),
         workdir: cfg.workdir.clone().into_os_string(),
-        hostname: cfg.hostname.clone().into(),
+        hostname: hostname(cfg)?.into(),
         user: cfg.user.clone().unwrap_or_default().into(),
         // The same privileges as the container backend's: the bounding set, no_new_privs and
         // the config's own seccomp profile, compiled here, applied by the guest init.
@@ -212,7 +214,9 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         trace_exits: false,
         // create's stdin is the workload's, whatever it is (often /dev/null).
         interactive: true,
-        tty: false,
+        // `process.terminal`: the VM's process is on the pty whose master went to the
+        // console socket; the guest gives the workload a pty of its own, as `isol run -t`.
+        tty: cfg.tty,
         json: false,
         image: req.id.to_string(),
         boot_profiles: isol_vmm::config::default_boot_profiles(),
@@ -227,6 +231,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         pids_limit: cfg.limits.pids,
         memory_limit: cfg.limits.memory,
         leftovers: Vec::new(),
+        oci: oci_setup(cfg),
     };
     let jail_off = std::env::var("ISOL_VMM_JAIL").is_ok_and(|v| v == "off");
     let l = &cfg.limits;
@@ -259,11 +264,43 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
     Ok(launch)
 }
 
+/// The guest's hostname: the config's; else, on a UTS namespace joined by path (a CRI pod's,
+/// its sandbox's), that namespace's, so that the VM answers to the pod's name as the pod's
+/// containers do. The guest's UTS namespace is its own: a name set later in the pod's is not
+/// seen (docs/oci.md, "What does not map").
+fn hostname(cfg: &isol_container::ContainerConfig) -> anyhow::Result<String> {
+    match isol_oci::vm::joined(cfg, isol_container::SharedNamespace::Uts) {
+        Some(path) if cfg.hostname.is_empty() => Ok(isol_container::hostname_in(path)?),
+        _ => Ok(cfg.hostname.clone()),
+    }
+}
+
+/// What the guest init sets up beyond the workload's process, as the container backend does
+/// in a container: the config's sysctls (checked as for a container: namespaced ones only),
+/// domain name and umask, and isol's masked and read-only paths (runc's defaults) with the
+/// config's beyond them.
+fn oci_setup(cfg: &isol_container::ContainerConfig) -> isol_vmm::launch::LaunchOci {
+    let paths = |own: &[&str], more: &[PathBuf]| {
+        own.iter()
+            .map(OsString::from)
+            .chain(more.iter().map(|p| p.clone().into_os_string()))
+            .collect()
+    };
+    isol_vmm::launch::LaunchOci {
+        sysctl: cfg.sysctl.clone(),
+        domainname: cfg.domainname.clone(),
+        // The kernel keeps a umask's permission bits only.
+        umask: cfg.umask.map(|u| u & 0o777),
+        masked_paths: paths(isol_container::MASKED_PATHS, &cfg.masked_paths),
+        readonly_paths: paths(isol_container::READONLY_PATHS, &cfg.readonly_paths),
+    }
+}
+
 /// The VM's process, after the fork: never returns. Until it is ready, a failure goes to
 /// `create` on `ready`; after, to the workload's stderr, and the process exits 125.
 fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -> ! {
     let mut ready = std::fs::File::from(ready);
-    let prepared = match prepare(req, launch) {
+    let prepared = match terminal(req).and_then(|()| prepare(req, launch)) {
         Ok(p) => p,
         Err(e) => {
             let _ = write!(ready, "{e:#}");
@@ -279,6 +316,19 @@ fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -
     drop(prepared);
     // SAFETY: as above.
     unsafe { libc::_exit(125) }
+}
+
+/// `process.terminal`: the VM's process leaves create's session and stdio for the pty's
+/// slave, its controlling terminal, before it starts anything (virtiofsd): what was create's
+/// stdio is left to create (a client that reads create's output to its end, as containerd's
+/// shim does with a terminal, sees that end when create exits). A resize of the master
+/// sends the process SIGWINCH; isol-vmm passes the size to the guest.
+fn terminal(req: &VmCreate<'_>) -> anyhow::Result<()> {
+    let Some(t) = req.terminal else {
+        return Ok(());
+    };
+    nix::unistd::setsid().context("cannot make the VM's session")?;
+    on_terminal(t, true)
 }
 
 /// What the VM's process made before it is ready.
@@ -514,6 +564,7 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
             env: req.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             workdir: req.cwd.as_os_str().as_encoded_bytes().to_vec(),
             user: req.user.into_bytes(),
+            groups: Some(req.groups),
             ..Default::default()
         },
         tty: req.terminal.is_some(),
@@ -594,16 +645,18 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
 }
 
 /// Makes the pty's slave `t` this process's stdio (and, with `ctty`, its controlling
-/// terminal, so that a resize of the master sends it SIGWINCH).
-fn on_terminal(t: &OwnedFd, ctty: bool) -> anyhow::Result<()> {
+/// terminal, so that a resize of the master sends it SIGWINCH; the process leads its
+/// session).
+fn on_terminal(t: impl AsFd, ctty: bool) -> anyhow::Result<()> {
+    let t = t.as_fd();
     nix::unistd::dup2_stdin(t)
         .and_then(|()| nix::unistd::dup2_stdout(t))
         .and_then(|()| nix::unistd::dup2_stderr(t))
-        .context("cannot put the terminal on the relay's stdio")?;
+        .context("cannot put the terminal on the process's stdio")?;
     // SAFETY: TIOCSCTTY takes an integer; the calling process is a session leader.
     if ctty && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
         bail!(
-            "cannot make the terminal the relay's: {}",
+            "cannot make the terminal the process's controlling terminal: {}",
             std::io::Error::last_os_error()
         );
     }

@@ -512,6 +512,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
         pids_limit: None,
         memory_limit: None,
         leftovers: Vec::new(),
+        oci: Default::default(),
     };
     let mut relay = spawn_vmm(&launch);
     let vmm = jailed_vmm(&mut relay);

@@ -170,18 +170,6 @@ fn create(
     let backend = Backend::select(&annotations(&spec), rt.default)?;
     let mut cfg = spec::to_config(id, &bundle, &spec)?;
     cfg.preserve_fds = opts.preserve_fds as u32;
-    if backend == Backend::Kvm {
-        vm::check(&spec, &cfg)?;
-        let runtime = rt.vm()?;
-        dir.create()?;
-        let made = create_vm(&dir, &bundle, &spec, &cfg, opts, runtime);
-        if made.is_err() {
-            let _ = runtime.clean(&dir.dir);
-            let _ = dir.remove();
-        }
-        return made;
-    }
-    cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     match (cfg.tty, opts.console_socket) {
         (true, None) => {
             return Err(OciError::Usage(
@@ -196,6 +184,18 @@ fn create(
         }
         _ => {}
     }
+    if backend == Backend::Kvm {
+        vm::check(&spec, &cfg)?;
+        let runtime = rt.vm()?;
+        dir.create()?;
+        let made = create_vm(&dir, &bundle, &spec, &cfg, opts, runtime);
+        if made.is_err() {
+            let _ = runtime.clean(&dir.dir);
+            let _ = dir.remove();
+        }
+        return made;
+    }
+    cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     dir.create()?;
     // Where `delete` finds the cgroup should create be killed before state.json is written.
     let cgroup_path = cfg.cgroup_path.clone().unwrap_or_default();
@@ -296,11 +296,18 @@ fn create_vm(
         &dir.cgroup_file(),
         cgroup_path.as_os_str().as_encoded_bytes(),
     )?;
+    // A terminal: the VM's process gets the slave, the client the master (once the process
+    // is ready, as the container's). Close-on-exec: the slave stays only on the VM's stdio.
+    let pty = match opts.console_socket {
+        Some(_) => Some(open_pty()?),
+        None => None,
+    };
     let pid = runtime.create(&vm::VmCreate {
         id: &dir.id,
         dir: &dir.dir,
         fifo: &fifo,
         config: cfg,
+        terminal: pty.as_ref().map(|p| p.slave.as_fd()),
     })?;
     let saved = Saved {
         id: dir.id.clone(),
@@ -322,10 +329,21 @@ fn create_vm(
         backend: Backend::Kvm,
         vm_memory: vm::guest_memory(cfg),
     };
-    let written = dir.save(&saved).and_then(|()| match opts.pid_file {
-        Some(f) => state::write_atomic(f, pid.to_string().as_bytes()),
-        None => Ok(()),
-    });
+    let console = match (&pty, opts.console_socket) {
+        (Some(pty), Some(socket)) => send_console(
+            pty.master.as_fd(),
+            socket,
+            spec.process().as_ref().and_then(|p| p.console_size()),
+        ),
+        _ => Ok(()),
+    };
+    drop(pty);
+    let written = console
+        .and_then(|()| dir.save(&saved))
+        .and_then(|()| match opts.pid_file {
+            Some(f) => state::write_atomic(f, pid.to_string().as_bytes()),
+            None => Ok(()),
+        });
     if let Err(e) = written {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
@@ -340,6 +358,20 @@ fn annotations(spec: &oci_spec::runtime::Spec) -> std::collections::BTreeMap<Str
         .unwrap_or_default()
         .into_iter()
         .collect()
+}
+
+/// A pty pair for a process of the kvm backend, both ends close-on-exec: what execs keeps
+/// the slave only where it was put on its stdio.
+fn open_pty() -> Result<nix::pty::OpenptyResult, OciError> {
+    let pty = nix::pty::openpty(None, None).map_err(|e| OciError::sys("openpty", e))?;
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| OciError::sys("make the terminal close-on-exec", e))?;
+    }
+    Ok(pty)
 }
 
 /// Hands the terminal's master to the client through its console socket (`SCM_RIGHTS`, as
@@ -689,7 +721,7 @@ fn exec_vm(
             ));
         }
         (true, Some(socket)) => {
-            let pty = nix::pty::openpty(None, None).map_err(|err| OciError::sys("openpty", err))?;
+            let pty = open_pty()?;
             send_console(pty.master.as_fd(), socket, process.console_size())?;
             Some(pty.slave)
         }
@@ -703,6 +735,7 @@ fn exec_vm(
             env: process.env().clone().unwrap_or_default(),
             cwd: process.cwd().clone(),
             user: format!("{}:{}", user.uid(), user.gid()),
+            groups: user.additional_gids().clone().unwrap_or_default(),
             terminal,
             detach: e.detach,
             pid_file: e.pid_file.as_deref(),

@@ -4,7 +4,9 @@
 //! Which backend runs a container: the config's annotation [`BACKEND_ANNOTATION`]
 //! (`kvm` or `container`), else the runtime's name — invoked as [`VM_RUNTIME_NAME`] (a link to
 //! `isol-runc`, for clients that name a runtime binary rather than pass annotations, such as a
-//! Kubernetes RuntimeClass handler), kvm; else container.
+//! Kubernetes RuntimeClass handler), kvm; else container. Under that name a CRI pod's sandbox
+//! (the pause container, [`CRI_CONTAINER_TYPE`] `sandbox`) stays a container: it only holds
+//! the pod's namespaces, which the pod's VMs join (its network) or mirror (its hostname).
 //!
 //! This crate does not run VMs: it does not depend on the VMM. The binary that does
 //! (`isol-runc`, in the `isol` crate) hands it a [`VmRuntime`]; the commands here keep the
@@ -21,6 +23,12 @@ use crate::error::OciError;
 pub const BACKEND_ANNOTATION: &str = "io.isol.backend";
 /// The runtime's name (argv\[0\]'s file name) whose default backend is kvm.
 pub const VM_RUNTIME_NAME: &str = "isol-runc-vm";
+
+/// The annotation containerd's CRI plugin (1.6) puts on every container it makes: `sandbox`
+/// for a pod's pause container, `container` for the others.
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// [`CRI_CONTAINER_TYPE`]'s value for a pod's sandbox.
+pub const CRI_SANDBOX: &str = "sandbox";
 
 /// What runs a container.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,12 +62,18 @@ impl Backend {
         }
     }
 
-    /// The backend of a config with these annotations: the annotation's, else `default`.
+    /// The backend of a config with these annotations: the annotation's, else `default` —
+    /// except for a CRI pod's sandbox under a kvm default, which is a container: it holds the
+    /// pod's namespaces (made by the runtime, its network configured by a CNI plugin) for the
+    /// pod's VMs to join, and runs nothing of the pod's (Kata's sandbox is the VM itself; here
+    /// each container is a VM of its own, so the sandbox needs none).
     pub fn select(
         annotations: &BTreeMap<String, String>,
         default: Backend,
     ) -> Result<Backend, OciError> {
+        let sandbox = annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some(CRI_SANDBOX);
         match annotations.get(BACKEND_ANNOTATION).map(String::as_str) {
+            None if sandbox => Ok(Backend::Container),
             None => Ok(default),
             Some("kvm") => Ok(Backend::Kvm),
             Some("container") => Ok(Backend::Container),
@@ -83,6 +97,11 @@ pub struct VmCreate<'a> {
     pub fifo: &'a Path,
     /// The config, checked by [`check`]: what the VM gets.
     pub config: &'a isol_container::ContainerConfig,
+    /// With `process.terminal`: the slave of the pty whose master goes to the console
+    /// socket. The VM's process makes it its stdio and controlling terminal (so a resize of
+    /// the master reaches it as SIGWINCH) and the workload runs on a terminal of the guest's,
+    /// sized as the slave is, as `isol run -t` runs one.
+    pub terminal: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// What `exec` hands the kvm backend: a process for the guest init to start beside the
@@ -95,6 +114,9 @@ pub struct VmExec<'a> {
     pub cwd: std::path::PathBuf,
     /// `uid:gid`.
     pub user: String,
+    /// Exactly these supplementary groups besides the gid (`process.user.additionalGids`, as
+    /// runc: none listed, none).
+    pub groups: Vec<u32>,
     /// With a terminal: the slave of the pty whose master went to the console socket; the
     /// process gets a terminal of the guest's, relayed to it.
     pub terminal: Option<std::os::fd::OwnedFd>,
@@ -274,9 +296,17 @@ pub fn update_limits(
 /// with a `path`): the VM's tap is made there and takes over its interface, its address, MAC
 /// and gateway (`isol_container::network::pod`).
 pub fn pod_netns(cfg: &isol_container::ContainerConfig) -> Option<&Path> {
+    joined(cfg, isol_container::SharedNamespace::Net)
+}
+
+/// The path of the `kind` namespace a config joins (`linux.namespaces` with a `path`).
+pub fn joined(
+    cfg: &isol_container::ContainerConfig,
+    kind: isol_container::SharedNamespace,
+) -> Option<&Path> {
     cfg.join
         .iter()
-        .find(|(ns, _)| *ns == isol_container::SharedNamespace::Net)
+        .find(|(ns, _)| *ns == kind)
         .map(|(_, p)| p.as_path())
 }
 
@@ -292,21 +322,27 @@ pub fn check(
     cfg: &isol_container::ContainerConfig,
 ) -> Result<(), OciError> {
     use isol_container::NetworkMode;
-    if cfg.tty {
-        return Err(refuse("process.terminal (a terminal, --console-socket)"));
-    }
     if cfg.preserve_fds > 0 {
         return Err(refuse("--preserve-fds"));
     }
-    // A network namespace by path is a pod's (the pause container's, configured by a CNI
-    // plugin): the VM takes over its interface (`pod_netns`). Any other is refused.
-    if let Some((ns, _)) = cfg
-        .join
-        .iter()
-        .find(|(ns, _)| *ns != isol_container::SharedNamespace::Net)
-    {
+    // Namespaces joined by path are a pod's (its sandbox's, as CRI gives every container):
+    // the network's is the VM's network (the VM takes over its interface: `pod_netns`); the
+    // UTS namespace's hostname is the guest's (unless the config names one); the IPC
+    // namespace cannot be shared across the VM's boundary (SysV IPC and POSIX message queues
+    // live in a kernel), the guest has its own. A PID or user namespace (a mount or cgroup
+    // one is refused by the spec's conversion for every backend) cannot be shared either,
+    // and sharing it is what the config asks: refused.
+    use isol_container::SharedNamespace;
+    if let Some((ns, path)) = cfg.join.iter().find(|(ns, _)| {
+        !matches!(
+            ns,
+            SharedNamespace::Net | SharedNamespace::Uts | SharedNamespace::Ipc
+        )
+    }) {
         return Err(refuse(&format!(
-            "joining a {ns:?} namespace by path (linux.namespaces): a VM has its own kernel"
+            "joining the {} namespace at {} (linux.namespaces): a VM has its own kernel, whose processes cannot be in a host's namespace",
+            ns.name(),
+            path.display()
         )));
     }
     let netns = spec
@@ -327,20 +363,6 @@ pub fn check(
     }
     if !cfg.device_nodes.is_empty() {
         return Err(refuse("linux.devices"));
-    }
-    if !cfg.sysctl.is_empty() {
-        return Err(refuse("linux.sysctl"));
-    }
-    if !cfg.masked_paths.is_empty() || !cfg.readonly_paths.is_empty() {
-        return Err(refuse(
-            "linux.maskedPaths or linux.readonlyPaths beyond runc's defaults",
-        ));
-    }
-    if !cfg.domainname.is_empty() {
-        return Err(refuse("domainname"));
-    }
-    if cfg.umask.is_some_and(|u| u != 0o022) {
-        return Err(refuse("process.user.umask other than 0022"));
     }
     if cfg.privileges.inheritable != 0 || cfg.privileges.ambient != 0 {
         return Err(refuse(
@@ -521,6 +543,23 @@ mod tests {
             park_kthreads(tmp.path(), tmp.path()).unwrap(),
             Vec::<i32>::new()
         );
+    }
+
+    #[test]
+    fn a_cri_sandbox_under_the_vm_runtime_name_is_a_container() {
+        let mut a = BTreeMap::new();
+        a.insert(CRI_CONTAINER_TYPE.to_string(), CRI_SANDBOX.to_string());
+        assert_eq!(
+            Backend::select(&a, Backend::Kvm).unwrap(),
+            Backend::Container
+        );
+        // The annotation still means what it says.
+        a.insert(BACKEND_ANNOTATION.to_string(), "kvm".to_string());
+        assert_eq!(Backend::select(&a, Backend::Kvm).unwrap(), Backend::Kvm);
+        // A pod's other containers are VMs.
+        let mut a = BTreeMap::new();
+        a.insert(CRI_CONTAINER_TYPE.to_string(), "container".to_string());
+        assert_eq!(Backend::select(&a, Backend::Kvm).unwrap(), Backend::Kvm);
     }
 
     #[test]

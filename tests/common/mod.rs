@@ -5,7 +5,9 @@
 
 pub mod cni;
 pub mod containerd;
+pub mod cri;
 pub use isol_lab::watch as lab_watch;
+pub mod podman;
 pub mod pty;
 pub mod shim;
 
@@ -214,6 +216,23 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Runs of one kvm command in [`run`] when the lab's nested KVM triple-faults its guest.
 pub const LAB_TRIPLE_FAULT_ATTEMPTS: usize = 3;
+
+/// Runs `c` with `input` on its stdin (written by a thread of its own, then closed: the end
+/// reaches the command) and its stdout and stderr captured.
+pub fn output_with_stdin(c: &mut Command, input: &[u8]) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&input));
+    let o = child.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    o
+}
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -227,8 +227,9 @@ impl Decoder {
     }
 }
 
-/// A process to start in the guest: `args`, `env`, `workdir` and `user` of [`Spec`] (the
-/// rest of it is ignored: the workload's own privileges apply), and how to attach it.
+/// A process to start in the guest: `args`, `env`, `workdir`, `user` and (with a user) `groups`
+/// of [`Spec`] (the rest of it is ignored: the workload's own privileges apply), and how to
+/// attach it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StartRequest {
     /// What to run; its `user` empty: the workload's user.
