@@ -45,8 +45,6 @@ const STAGING: &str = "share";
 const CONTROL: &str = "control.sock";
 /// The jail's run directories, in the container's state directory.
 const JAIL_DIR: &str = "vm";
-/// A VM's RAM without a memory limit, as `isol run`'s.
-const DEFAULT_MEMORY_MIB: u32 = 256;
 /// How long `kill` waits for the guest to say the signal was sent.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -115,6 +113,14 @@ impl VmRuntime for Vm {
         isol_container::network::pod::sweep(dir);
         clean(&dir.join(STAGING)).map_err(vm_error)
     }
+
+    fn pause(&self, dir: &Path, pause: bool) -> Result<(), OciError> {
+        send_pause(dir, pause).map_err(vm_error)
+    }
+
+    fn vmm_memory_margin(&self) -> u64 {
+        isol_vmm::launch::JAIL_MEMORY_MARGIN
+    }
 }
 
 /// A pod's network namespace the VM can take over: one of its own (not the host's) whose one
@@ -134,10 +140,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
     let cfg = req.config;
     let (seccomp, seccomp_test_violation) =
         isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
-    let memory_mib = match cfg.limits.memory {
-        None => DEFAULT_MEMORY_MIB,
-        Some(m) => u32::try_from(m.div_ceil(1 << 20)).unwrap_or(u32::MAX),
-    };
+    let memory_mib = u32::try_from(isol_oci::vm::guest_memory(cfg) >> 20).unwrap_or(u32::MAX);
     let min = isol_vmm::config::MIN_MEMORY_MIB;
     if memory_mib < min {
         bail!(
@@ -231,13 +234,32 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         oci: oci_setup(cfg),
     };
     let jail_off = std::env::var("ISOL_VMM_JAIL").is_ok_and(|v| v == "off");
+    let l = &cfg.limits;
+    let cpu = isol_vmm::launch::JailCpu {
+        quota_us: l.cpus.map(|c| {
+            (c * l
+                .cpu_period
+                .unwrap_or(isol_container::cgroups::CPU_PERIOD_US) as f64)
+                .round() as u64
+        }),
+        period_us: l.cpu_period,
+        shares: l.cpu_shares,
+        cpus: l.cpuset_cpus.map(|c| c.to_string()),
+        mems: l.cpuset_mems.map(|c| c.to_string()),
+    };
     if nix::unistd::geteuid().is_root() && !jail_off {
-        launch.jail = Some(isol_vmm::launch::LaunchJail::new(
+        let mut jail = isol_vmm::launch::LaunchJail::new(
             req.id,
             req.dir.join(JAIL_DIR),
             isol_container::process::CGROUP_ROOT.into(),
             &launch,
-        ));
+        );
+        jail.cpu = cpu;
+        launch.jail = Some(jail);
+    } else if cpu != isol_vmm::launch::JailCpu::default() {
+        bail!(
+            "linux.resources.cpu (quota, shares, cpus, mems) bounds the VMM's cgroup, which only its jail has: run isol-runc as root, without ISOL_VMM_JAIL=off"
+        );
     }
     Ok(launch)
 }
@@ -644,37 +666,87 @@ fn on_terminal(t: impl AsFd, ctty: bool) -> anyhow::Result<()> {
 /// Sends `signal` to the workload over the exec channel (a START frame that starts nothing
 /// but signals the workload: `isol_guest_init::control::signal_workload`).
 fn send_signal(dir: &Path, signal: i32) -> anyhow::Result<()> {
-    use isol_vmm::control::wire::{self, Decoder, Frame, KIND_ERROR, KIND_EXIT, KIND_START};
+    use isol_vmm::control::wire::{self, Frame, KIND_START};
     let sig = u8::try_from(signal).context("signal number out of range")?;
+    let frame = Frame::new(0, KIND_START, wire::signal_workload(sig));
+    request(dir, &frame, SIGNAL_TIMEOUT, "signal the workload").map_err(|e| match e {
+        Request::Late => anyhow::anyhow!("the VM did not answer the signal in time"),
+        Request::Ended => anyhow::anyhow!("the VM ended before the signal was delivered"),
+        Request::Failed(e) => e,
+    })
+}
+
+/// Asks the VMM, over the exec channel's socket, to park its vCPUs (`pause`) or run them
+/// again (a PAUSE or RESUME frame, which the VMM serves itself: docs/vmm.md, "Pause and
+/// resume"); returns once it says they are.
+fn send_pause(dir: &Path, pause: bool) -> anyhow::Result<()> {
+    use isol_vmm::control::wire::{Frame, KIND_VM_PAUSE, KIND_VM_RESUME};
+    let (kind, what) = if pause {
+        (KIND_VM_PAUSE, "pause")
+    } else {
+        (KIND_VM_RESUME, "resume")
+    };
+    // The VMM's own wait, and room.
+    let timeout = isol_vmm::control::PAUSE_TIMEOUT + SIGNAL_TIMEOUT;
+    let frame = Frame::new(0, kind, Vec::new());
+    request(dir, &frame, timeout, &format!("{what} the VM")).map_err(|e| match e {
+        Request::Late => anyhow::anyhow!("the VMM did not {what} the VM in time"),
+        Request::Ended => anyhow::anyhow!("the VM ended before it could {what}"),
+        Request::Failed(e) => e,
+    })
+}
+
+/// Why a [`request`] got no EXIT.
+enum Request {
+    /// No answer within the timeout.
+    Late,
+    /// The channel closed first.
+    Ended,
+    /// Anything else, said.
+    Failed(anyhow::Error),
+}
+
+/// Sends `frame` on a connection of its own to the VM's exec channel and waits, at most
+/// `timeout`, for its EXIT (`Ok`) or ERROR (`cannot WHAT: …`).
+fn request(
+    dir: &Path,
+    frame: &isol_vmm::control::wire::Frame,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), Request> {
+    use isol_vmm::control::wire::{Decoder, KIND_ERROR, KIND_EXIT};
     let path = dir.join(CONTROL);
-    let mut s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
-        format!(
-            "cannot reach the VM's exec channel {}; is the VM running?",
-            path.display()
-        )
-    })?;
-    s.set_read_timeout(Some(SIGNAL_TIMEOUT))?;
-    s.write_all(&Frame::new(0, KIND_START, wire::signal_workload(sig)).encode())?;
+    let mut s = std::os::unix::net::UnixStream::connect(&path)
+        .with_context(|| {
+            format!(
+                "cannot reach the VM's exec channel {}; is the VM running?",
+                path.display()
+            )
+        })
+        .map_err(Request::Failed)?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.write_all(&frame.encode()))
+        .map_err(|e| Request::Failed(anyhow::anyhow!("cannot {what}: {e}")))?;
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = s
-            .read(&mut buf)
-            .context("the VM did not answer the signal in time")?;
+        let n = s.read(&mut buf).map_err(|_| Request::Late)?;
         if n == 0 {
-            bail!("the VM ended before the signal was delivered");
+            return Err(Request::Ended);
         }
         let mut frames = Vec::new();
         decoder
             .push(&buf[..n], &mut frames)
-            .map_err(|e| anyhow::anyhow!("the VM's exec channel broke: {e}"))?;
+            .map_err(|e| Request::Failed(anyhow::anyhow!("the VM's exec channel broke: {e}")))?;
         for f in frames {
             match f.kind {
                 KIND_EXIT => return Ok(()),
-                KIND_ERROR => bail!(
-                    "cannot signal the workload: {}",
-                    String::from_utf8_lossy(&f.payload)
-                ),
+                KIND_ERROR => {
+                    return Err(Request::Failed(anyhow::anyhow!(
+                        "cannot {what}: {}",
+                        String::from_utf8_lossy(&f.payload)
+                    )));
+                }
                 _ => {}
             }
         }

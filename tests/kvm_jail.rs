@@ -503,6 +503,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
             gid: 65534,
             memory_max: 192 << 20,
             pids_max: 40,
+            cpu: Default::default(),
         }),
         net: None,
         etc_files: Vec::new(),

@@ -69,6 +69,11 @@ impl Fixture {
 
     /// [`Fixture::create`] with more options.
     fn create_with(&self, id: &str, options: &[&str]) -> (bool, String, i32) {
+        self.create_env(id, options, &[])
+    }
+
+    /// [`Fixture::create_with`] with more environment for isol-runc.
+    fn create_env(&self, id: &str, options: &[&str], env: &[(&str, &str)]) -> (bool, String, i32) {
         let stdout = fs::File::create(self.bundle.join("stdout")).unwrap();
         let stderr_path = self.bundle.join("stderr");
         let stderr = fs::File::create(&stderr_path).unwrap();
@@ -79,6 +84,7 @@ impl Fixture {
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id)
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(stderr)
             .status()
@@ -782,6 +788,216 @@ fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
 /// A change to config.json.
 type Edit = Box<dyn Fn(&mut Value)>;
 
+/// The last number the counter loop of `pause_resume_update_and_kill_of_a_paused_vm` printed.
+fn last_count(f: &Fixture) -> u64 {
+    f.output()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+/// A file of the VMM's cgroup (`isol/<id>`, cgroup v2: the lab's), trimmed.
+fn vmm_cgroup(id: &str, file: &str) -> String {
+    let path = Path::new("/sys/fs/cgroup/isol").join(id).join(file);
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// `pause` parks the VM's vCPUs and freezes the VMM's cgroup: a counter in the guest stops
+/// (its last value the same two seconds later), `state` says paused, exec and a signal
+/// other than KILL are refused; `resume` runs it on. `linux.resources.cpu` at create and
+/// `update` of memory and CPU set the VMM's cgroup; what cannot map is refused in one line.
+/// A paused VM dies of `kill KILL` and of `delete --force`; nothing is left.
+#[test]
+fn pause_resume_update_and_kill_of_a_paused_vm() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    assert!(
+        Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        "this test reads the VMM's cgroup v2 files (the lab's layout)"
+    );
+    let counter = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
+    let f = Fixture::new(|v| {
+        set_args(v, counter);
+        v["linux"]["resources"] = serde_json::json!({
+            "memory": {"limit": 128 << 20},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+        });
+    });
+    let (ok, err, pid) = f.create("vmp");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vmp"]).status.success());
+    f.wait_output("3");
+    // create: the CPU limits bound the VMM's cgroup; its memory is the guest's and a margin.
+    assert_eq!(vmm_cgroup("vmp", "cpu.max"), "50000 100000");
+    assert_eq!(
+        vmm_cgroup("vmp", "cpu.weight"),
+        isol_container::cgroups::cpu_weight(512).to_string()
+    );
+    assert_eq!(vmm_cgroup("vmp", "cpuset.cpus"), "0");
+    assert_eq!(
+        vmm_cgroup("vmp", "memory.max"),
+        ((128 + 64) << 20).to_string()
+    );
+
+    let threads = vmm_cgroup("vmp", "cgroup.threads").lines().count();
+    let o = f.runc(&["pause", "vmp"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    assert_eq!(f.state("vmp")["status"], "paused");
+    assert!(
+        vmm_cgroup("vmp", "cgroup.events").contains("frozen 1"),
+        "{}",
+        vmm_cgroup("vmp", "cgroup.events")
+    );
+    let paused_at = last_count(&f);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(last_count(&f), paused_at, "the counter ran while paused");
+    for (args, needle) in [
+        (
+            &["pause", "vmp"][..],
+            "is paused: only a running container can be paused",
+        ),
+        (
+            &["exec", "vmp", "true"][..],
+            "cannot exec in a paused container",
+        ),
+        (
+            &["kill", "vmp", "TERM"][..],
+            "resume it first, or send KILL",
+        ),
+        (&["delete", "vmp"][..], "is paused: stop it first"),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = common::stderr(&o);
+        assert!(e.contains(needle), "{args:?}: {needle:?} not in {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+    let o = f.runc(&["resume", "vmp"]);
+    assert!(o.status.success(), "resume: {}", common::stderr(&o));
+    assert_eq!(f.state("vmp")["status"], "running");
+    assert!(vmm_cgroup("vmp", "cgroup.events").contains("frozen 0"));
+    assert_eq!(
+        vmm_cgroup("vmp", "cgroup.threads").lines().count(),
+        threads,
+        "KVM's kernel thread, out of the cgroup while it froze, is back"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_count(&f) <= paused_at {
+        assert!(Instant::now() < deadline, "the counter never went on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = f.runc(&["resume", "vmp"]);
+    assert!(
+        common::stderr(&o).contains("is running: only a paused container can be resumed"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // update: what maps changes the VMM's cgroup.
+    let o = f.runc(&[
+        "update",
+        "--memory",
+        &(256u64 << 20).to_string(),
+        "--cpu-quota",
+        "20000",
+        "--cpu-share",
+        "2048",
+        "vmp",
+    ]);
+    assert!(o.status.success(), "update: {}", common::stderr(&o));
+    assert_eq!(
+        vmm_cgroup("vmp", "memory.max"),
+        ((256 + 64) << 20).to_string()
+    );
+    assert_eq!(vmm_cgroup("vmp", "cpu.max"), "20000 100000");
+    assert_eq!(
+        vmm_cgroup("vmp", "cpu.weight"),
+        isol_container::cgroups::cpu_weight(2048).to_string()
+    );
+    // What does not map: one line, nothing changed.
+    for (args, needle) in [
+        (
+            &["update", "--memory", &(64u64 << 20).to_string(), "vmp"][..],
+            "memory.limit of 64 MiB is below the VM's RAM (128 MiB, fixed when it booted)",
+        ),
+        (
+            &["update", "--pids-limit", "10", "vmp"][..],
+            "linux.resources.pids.limit cannot be updated on the kvm backend",
+        ),
+        (
+            &["update", "--blkio-weight", "100", "vmp"][..],
+            "linux.resources.blockIO cannot be updated on the kvm backend",
+        ),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = common::stderr(&o);
+        assert!(e.contains(needle), "{args:?}: {needle:?} not in {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+    assert_eq!(
+        vmm_cgroup("vmp", "memory.max"),
+        ((256 + 64) << 20).to_string()
+    );
+
+    // A paused VM dies of KILL.
+    assert!(f.runc(&["pause", "vmp"]).status.success());
+    let o = f.runc(&["kill", "vmp", "KILL"]);
+    assert!(o.status.success(), "kill: {}", common::stderr(&o));
+    assert_eq!(wait_status(pid), 137);
+    assert_eq!(f.state("vmp")["status"], "stopped");
+    assert!(f.runc(&["delete", "vmp"]).status.success());
+    assert_nothing_left(&f, "after KILL of a paused VM");
+
+    // And of delete --force.
+    let f = Fixture::new(|v| set_args(v, counter));
+    let (ok, err, pid) = f.create("vmq");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vmq"]).status.success());
+    f.wait_output("2");
+    assert!(f.runc(&["pause", "vmq"]).status.success());
+    assert_eq!(f.state("vmq")["status"], "paused");
+    let o = f.runc(&["delete", "--force", "vmq"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_status(pid), 137);
+    assert_nothing_left(&f, "after delete --force of a paused VM");
+
+    // A VMM without its jail has no cgroup: its vCPUs are parked all the same, and the state
+    // comes from the VM's mark.
+    let f = Fixture::new(|v| set_args(v, counter));
+    let (ok, err, pid) = f.create_env("vmr", &[], &[("ISOL_VMM_JAIL", "off")]);
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vmr"]).status.success());
+    f.wait_output("2");
+    assert!(!Path::new("/sys/fs/cgroup/isol/vmr").exists());
+    let o = f.runc(&["pause", "vmr"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    assert_eq!(f.state("vmr")["status"], "paused");
+    // Nothing frozen: output the guest queued before it was parked may still be written out.
+    std::thread::sleep(Duration::from_millis(500));
+    let paused_at = last_count(&f);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(last_count(&f), paused_at, "the counter ran while paused");
+    assert!(f.runc(&["resume", "vmr"]).status.success());
+    assert_eq!(f.state("vmr")["status"], "running");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_count(&f) <= paused_at {
+        assert!(Instant::now() < deadline, "the counter never went on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(f.runc(&["kill", "vmr", "KILL"]).status.success());
+    assert_eq!(wait_status(pid), 137);
+    assert!(f.runc(&["delete", "vmr"]).status.success());
+    assert_nothing_left(&f, "after a VM without a jail");
+}
+
 #[test]
 fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
     let _g = common::root_test();
@@ -811,6 +1027,12 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
                     {"destination": "/mnt", "type": "ext4", "source": "/dev/sda"}))
             }),
             "mounts: a ext4 mount at /mnt is not supported on the kvm backend",
+        ),
+        (
+            Box::new(|v| {
+                v["linux"]["resources"] = serde_json::json!({"blockIO": {"weight": 100}});
+            }),
+            "linux.resources.blockIO (the VM has no block device",
         ),
         (
             // A pod sharing its process namespace: a VM's processes cannot be in it.

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 12;
+pub const FORMAT: u32 = 13;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -439,6 +439,25 @@ pub struct LaunchJail {
     pub memory_max: u64,
     /// The cgroup's task limit (the VMM's threads).
     pub pids_max: u64,
+    /// The cgroup's CPU limits, which bound the vCPU threads (an OCI config's
+    /// `linux.resources.cpu` on kvm); none by default.
+    pub cpu: JailCpu,
+}
+
+/// CPU limits of the jailed VMM's cgroup, in the kernel's units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailCpu {
+    /// CFS quota per period, in microseconds.
+    pub quota_us: Option<u64>,
+    /// CFS period, in microseconds.
+    pub period_us: Option<u64>,
+    /// Weight in v1 `cpu.shares` units (v2: `cpu.weight`, mapped as runc does).
+    pub shares: Option<u64>,
+    /// `cpuset.cpus`, in the kernel's list format.
+    pub cpus: Option<String>,
+    /// `cpuset.mems`.
+    pub mems: Option<String>,
 }
 
 /// The user and group the jailed VMM becomes once its VM is built: `nobody`/`nogroup`,
@@ -466,6 +485,7 @@ impl LaunchJail {
             gid: JAIL_ID,
             memory_max: (u64::from(launch.memory_mib) << 20) + JAIL_MEMORY_MARGIN,
             pids_max: u64::from(launch.vcpus) + JAIL_EXTRA_TASKS,
+            cpu: JailCpu::default(),
         }
     }
 }
@@ -1086,6 +1106,13 @@ mod tests {
                 gid: 65534,
                 memory_max: 200 << 20,
                 pids_max: 40,
+                cpu: JailCpu {
+                    quota_us: Some(50_000),
+                    period_us: Some(100_000),
+                    shares: Some(512),
+                    cpus: Some("0-1".into()),
+                    mems: Some("0".into()),
+                },
             }),
             net: Some(LaunchNet {
                 tap_fd: 7,
