@@ -149,3 +149,7 @@ lab "$(test_exe isol test:oci)" --test-threads=1 --skip a_short_workloads_output
 echo "== lab: isol-runc's kvm backend (a bundle in a microVM: lifecycle, kill, mounts; ctr run; nothing left)" >&2
 # containerd's overlay snapshots cannot sit on the lab's overlay root: its temp dirs go on /run.
 lab env TMPDIR=/run "$(test_exe isol test:oci_vm)" --test-threads=1
+echo "== lab: Kubernetes' CRI on isol-runc on cgroup v2 (UpdateContainerResources: memory.max, cpuset.cpus)" >&2
+lab env TMPDIR=/run "$(test_exe isol test:cri)" --test-threads=1
+echo "== lab: Kubernetes' CRI with two handlers, a pod in containers and one in microVMs (ExecSync, pod networking; nothing left)" >&2
+lab env TMPDIR=/run "$(test_exe isol test:cri_vm)" --test-threads=1

@@ -479,8 +479,8 @@ pub struct BenchArgs {
     /// Directory for report.json, report.md and report.html [default: ./isol-bench-<UTC date-time>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net,
-    /// shared, and (not by default: it needs containerd) ctr-run.
+    /// Benchmarks to run, comma-separated: start, memory, density, cpu, syscall, io, net, shared,
+    /// and (not by default: they need containerd) ctr-run and cri (a pod through the CRI).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "start,memory,density,cpu,syscall,io,net,shared", value_parser = isol_bench::parse_benchmark)]
     pub benchmarks: Vec<isol_bench::Benchmark>,
     /// Internal: this bench runs inside the lab for an outer `isol bench`, and prints its

@@ -181,9 +181,20 @@ fn setup(launch: &Launch, jail: &LaunchJail) -> Result<Jailed, String> {
     // The run dirs and cgroups of jails whose relay was SIGKILLed.
     isol_container::state::sweep(&jail.state_root, &jail.cgroup_root);
     let run = RunDir::create(&jail.state_root, &jail.id, false).map_err(|e| e.to_string())?;
+    let cpuset = |what: &'static str, list: &Option<String>| {
+        list.as_deref()
+            .map(|l| cgroups::cpuset::CpuList::parse(what, l))
+            .transpose()
+            .map_err(|e| e.to_string())
+    };
+    let period = jail.cpu.period_us.unwrap_or(cgroups::CPU_PERIOD_US);
     let limits = Limits {
         memory: Some(jail.memory_max),
-        cpus: None,
+        cpus: jail.cpu.quota_us.map(|q| q as f64 / period as f64),
+        cpu_period: jail.cpu.period_us,
+        cpu_shares: jail.cpu.shares,
+        cpuset_cpus: cpuset("cpu.cpus", &jail.cpu.cpus)?,
+        cpuset_mems: cpuset("cpu.mems", &jail.cpu.mems)?,
         pids: Some(jail.pids_max),
         ..Default::default()
     };
@@ -586,6 +597,7 @@ mod tests {
             pids_limit: None,
             memory_limit: None,
             leftovers: Vec::new(),
+            oci: Default::default(),
         };
         let p = plan(&launch);
         let ro: Vec<(&str, bool)> = p

@@ -20,11 +20,13 @@
 //! the VM's tap inside it and redirects the pod's interface to it (`crate::pod_net`), the
 //! guest taking the interface's address, MAC and gateway. The redirection is recorded in
 //! the container's state directory (`net/pods/<id>.json`); `isol-vmm` undoes it after the
-//! VM, and `delete` does after a SIGKILL (the namespace stays: it is the pod's).
+//! VM, and `delete` does after a SIGKILL (the namespace stays: it is the pod's). A UTS
+//! namespace joined by path (the pod's) gives the guest its hostname, unless the config names
+//! one; an IPC namespace joined by path is the guest's own (docs/oci.md, "What does not map").
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,8 +45,6 @@ const STAGING: &str = "share";
 const CONTROL: &str = "control.sock";
 /// The jail's run directories, in the container's state directory.
 const JAIL_DIR: &str = "vm";
-/// A VM's RAM without a memory limit, as `isol run`'s.
-const DEFAULT_MEMORY_MIB: u32 = 256;
 /// How long `kill` waits for the guest to say the signal was sent.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,6 +113,14 @@ impl VmRuntime for Vm {
         isol_container::network::pod::sweep(dir);
         clean(&dir.join(STAGING)).map_err(vm_error)
     }
+
+    fn pause(&self, dir: &Path, pause: bool) -> Result<(), OciError> {
+        send_pause(dir, pause).map_err(vm_error)
+    }
+
+    fn vmm_memory_margin(&self) -> u64 {
+        isol_vmm::launch::JAIL_MEMORY_MARGIN
+    }
 }
 
 /// A pod's network namespace the VM can take over: one of its own (not the host's) whose one
@@ -132,10 +140,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
     let cfg = req.config;
     let (seccomp, seccomp_test_violation) =
         isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
-    let memory_mib = match cfg.limits.memory {
-        None => DEFAULT_MEMORY_MIB,
-        Some(m) => u32::try_from(m.div_ceil(1 << 20)).unwrap_or(u32::MAX),
-    };
+    let memory_mib = u32::try_from(isol_oci::vm::guest_memory(cfg) >> 20).unwrap_or(u32::MAX);
     let min = isol_vmm::config::MIN_MEMORY_MIB;
     if memory_mib < min {
         bail!(
@@ -196,7 +201,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         args: cfg.args.clone(),
         env: cfg.env.clone(),
         workdir: cfg.workdir.clone().into_os_string(),
-        hostname: cfg.hostname.clone().into(),
+        hostname: hostname(cfg)?.into(),
         user: cfg.user.clone().unwrap_or_default().into(),
         // The same privileges as the container backend's: the bounding set, the inheritable
         // and ambient sets, no_new_privs and the config's own seccomp profile, compiled here,
@@ -212,7 +217,9 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         trace_exits: false,
         // create's stdin is the workload's, whatever it is (often /dev/null).
         interactive: true,
-        tty: false,
+        // `process.terminal`: the VM's process is on the pty whose master went to the
+        // console socket; the guest gives the workload a pty of its own, as `isol run -t`.
+        tty: cfg.tty,
         json: false,
         image: req.id.to_string(),
         boot_profiles: isol_vmm::config::default_boot_profiles(),
@@ -227,24 +234,76 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         pids_limit: cfg.limits.pids,
         memory_limit: cfg.limits.memory,
         leftovers: Vec::new(),
+        oci: oci_setup(cfg),
     };
     let jail_off = std::env::var("ISOL_VMM_JAIL").is_ok_and(|v| v == "off");
+    let l = &cfg.limits;
+    let cpu = isol_vmm::launch::JailCpu {
+        quota_us: l.cpus.map(|c| {
+            (c * l
+                .cpu_period
+                .unwrap_or(isol_container::cgroups::CPU_PERIOD_US) as f64)
+                .round() as u64
+        }),
+        period_us: l.cpu_period,
+        shares: l.cpu_shares,
+        cpus: l.cpuset_cpus.map(|c| c.to_string()),
+        mems: l.cpuset_mems.map(|c| c.to_string()),
+    };
     if nix::unistd::geteuid().is_root() && !jail_off {
-        launch.jail = Some(isol_vmm::launch::LaunchJail::new(
+        let mut jail = isol_vmm::launch::LaunchJail::new(
             req.id,
             req.dir.join(JAIL_DIR),
             isol_container::process::CGROUP_ROOT.into(),
             &launch,
-        ));
+        );
+        jail.cpu = cpu;
+        launch.jail = Some(jail);
+    } else if cpu != isol_vmm::launch::JailCpu::default() {
+        bail!(
+            "linux.resources.cpu (quota, shares, cpus, mems) bounds the VMM's cgroup, which only its jail has: run isol-runc as root, without ISOL_VMM_JAIL=off"
+        );
     }
     Ok(launch)
+}
+
+/// The guest's hostname: the config's; else, on a UTS namespace joined by path (a CRI pod's,
+/// its sandbox's), that namespace's, so that the VM answers to the pod's name as the pod's
+/// containers do. The guest's UTS namespace is its own: a name set later in the pod's is not
+/// seen (docs/oci.md, "What does not map").
+fn hostname(cfg: &isol_container::ContainerConfig) -> anyhow::Result<String> {
+    match isol_oci::vm::joined(cfg, isol_container::SharedNamespace::Uts) {
+        Some(path) if cfg.hostname.is_empty() => Ok(isol_container::hostname_in(path)?),
+        _ => Ok(cfg.hostname.clone()),
+    }
+}
+
+/// What the guest init sets up beyond the workload's process, as the container backend does
+/// in a container: the config's sysctls (checked as for a container: namespaced ones only),
+/// domain name and umask, and isol's masked and read-only paths (runc's defaults) with the
+/// config's beyond them.
+fn oci_setup(cfg: &isol_container::ContainerConfig) -> isol_vmm::launch::LaunchOci {
+    let paths = |own: &[&str], more: &[PathBuf]| {
+        own.iter()
+            .map(OsString::from)
+            .chain(more.iter().map(|p| p.clone().into_os_string()))
+            .collect()
+    };
+    isol_vmm::launch::LaunchOci {
+        sysctl: cfg.sysctl.clone(),
+        domainname: cfg.domainname.clone(),
+        // The kernel keeps a umask's permission bits only.
+        umask: cfg.umask.map(|u| u & 0o777),
+        masked_paths: paths(isol_container::MASKED_PATHS, &cfg.masked_paths),
+        readonly_paths: paths(isol_container::READONLY_PATHS, &cfg.readonly_paths),
+    }
 }
 
 /// The VM's process, after the fork: never returns. Until it is ready, a failure goes to
 /// `create` on `ready`; after, to the workload's stderr, and the process exits 125.
 fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -> ! {
     let mut ready = std::fs::File::from(ready);
-    let prepared = match prepare(req, launch) {
+    let prepared = match terminal(req).and_then(|()| prepare(req, launch)) {
         Ok(p) => p,
         Err(e) => {
             let _ = write!(ready, "{e:#}");
@@ -260,6 +319,19 @@ fn vmm_process(req: &VmCreate<'_>, launch: Launch, vmm: &Path, ready: OwnedFd) -
     drop(prepared);
     // SAFETY: as above.
     unsafe { libc::_exit(125) }
+}
+
+/// `process.terminal`: the VM's process leaves create's session and stdio for the pty's
+/// slave, its controlling terminal, before it starts anything (virtiofsd): what was create's
+/// stdio is left to create (a client that reads create's output to its end, as containerd's
+/// shim does with a terminal, sees that end when create exits). A resize of the master
+/// sends the process SIGWINCH; isol-vmm passes the size to the guest.
+fn terminal(req: &VmCreate<'_>) -> anyhow::Result<()> {
+    let Some(t) = req.terminal else {
+        return Ok(());
+    };
+    nix::unistd::setsid().context("cannot make the VM's session")?;
+    on_terminal(t, true)
 }
 
 /// What the VM's process made before it is ready.
@@ -416,7 +488,6 @@ fn stage(staging: &Path, cfg: &isol_container::ContainerConfig) -> anyhow::Resul
         tag: String::new(),
         readonly: *readonly,
         mounts,
-        sysctl: cfg.sysctl.clone(),
         oom_score_adj: cfg.oom_score_adj,
     })
 }
@@ -497,6 +568,7 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
             env: req.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
             workdir: req.cwd.as_os_str().as_encoded_bytes().to_vec(),
             user: req.user.into_bytes(),
+            groups: Some(req.groups),
             ..Default::default()
         },
         tty: req.terminal.is_some(),
@@ -577,16 +649,18 @@ fn exec(dir: &Path, req: VmExec<'_>) -> anyhow::Result<i32> {
 }
 
 /// Makes the pty's slave `t` this process's stdio (and, with `ctty`, its controlling
-/// terminal, so that a resize of the master sends it SIGWINCH).
-fn on_terminal(t: &OwnedFd, ctty: bool) -> anyhow::Result<()> {
+/// terminal, so that a resize of the master sends it SIGWINCH; the process leads its
+/// session).
+fn on_terminal(t: impl AsFd, ctty: bool) -> anyhow::Result<()> {
+    let t = t.as_fd();
     nix::unistd::dup2_stdin(t)
         .and_then(|()| nix::unistd::dup2_stdout(t))
         .and_then(|()| nix::unistd::dup2_stderr(t))
-        .context("cannot put the terminal on the relay's stdio")?;
+        .context("cannot put the terminal on the process's stdio")?;
     // SAFETY: TIOCSCTTY takes an integer; the calling process is a session leader.
     if ctty && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
         bail!(
-            "cannot make the terminal the relay's: {}",
+            "cannot make the terminal the process's controlling terminal: {}",
             std::io::Error::last_os_error()
         );
     }
@@ -596,37 +670,87 @@ fn on_terminal(t: &OwnedFd, ctty: bool) -> anyhow::Result<()> {
 /// Sends `signal` to the workload over the exec channel (a START frame that starts nothing
 /// but signals the workload: `isol_guest_init::control::signal_workload`).
 fn send_signal(dir: &Path, signal: i32) -> anyhow::Result<()> {
-    use isol_vmm::control::wire::{self, Decoder, Frame, KIND_ERROR, KIND_EXIT, KIND_START};
+    use isol_vmm::control::wire::{self, Frame, KIND_START};
     let sig = u8::try_from(signal).context("signal number out of range")?;
+    let frame = Frame::new(0, KIND_START, wire::signal_workload(sig));
+    request(dir, &frame, SIGNAL_TIMEOUT, "signal the workload").map_err(|e| match e {
+        Request::Late => anyhow::anyhow!("the VM did not answer the signal in time"),
+        Request::Ended => anyhow::anyhow!("the VM ended before the signal was delivered"),
+        Request::Failed(e) => e,
+    })
+}
+
+/// Asks the VMM, over the exec channel's socket, to park its vCPUs (`pause`) or run them
+/// again (a PAUSE or RESUME frame, which the VMM serves itself: docs/vmm.md, "Pause and
+/// resume"); returns once it says they are.
+fn send_pause(dir: &Path, pause: bool) -> anyhow::Result<()> {
+    use isol_vmm::control::wire::{Frame, KIND_VM_PAUSE, KIND_VM_RESUME};
+    let (kind, what) = if pause {
+        (KIND_VM_PAUSE, "pause")
+    } else {
+        (KIND_VM_RESUME, "resume")
+    };
+    // The VMM's own wait, and room.
+    let timeout = isol_vmm::control::PAUSE_TIMEOUT + SIGNAL_TIMEOUT;
+    let frame = Frame::new(0, kind, Vec::new());
+    request(dir, &frame, timeout, &format!("{what} the VM")).map_err(|e| match e {
+        Request::Late => anyhow::anyhow!("the VMM did not {what} the VM in time"),
+        Request::Ended => anyhow::anyhow!("the VM ended before it could {what}"),
+        Request::Failed(e) => e,
+    })
+}
+
+/// Why a [`request`] got no EXIT.
+enum Request {
+    /// No answer within the timeout.
+    Late,
+    /// The channel closed first.
+    Ended,
+    /// Anything else, said.
+    Failed(anyhow::Error),
+}
+
+/// Sends `frame` on a connection of its own to the VM's exec channel and waits, at most
+/// `timeout`, for its EXIT (`Ok`) or ERROR (`cannot WHAT: …`).
+fn request(
+    dir: &Path,
+    frame: &isol_vmm::control::wire::Frame,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), Request> {
+    use isol_vmm::control::wire::{Decoder, KIND_ERROR, KIND_EXIT};
     let path = dir.join(CONTROL);
-    let mut s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
-        format!(
-            "cannot reach the VM's exec channel {}; is the VM running?",
-            path.display()
-        )
-    })?;
-    s.set_read_timeout(Some(SIGNAL_TIMEOUT))?;
-    s.write_all(&Frame::new(0, KIND_START, wire::signal_workload(sig)).encode())?;
+    let mut s = std::os::unix::net::UnixStream::connect(&path)
+        .with_context(|| {
+            format!(
+                "cannot reach the VM's exec channel {}; is the VM running?",
+                path.display()
+            )
+        })
+        .map_err(Request::Failed)?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.write_all(&frame.encode()))
+        .map_err(|e| Request::Failed(anyhow::anyhow!("cannot {what}: {e}")))?;
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = s
-            .read(&mut buf)
-            .context("the VM did not answer the signal in time")?;
+        let n = s.read(&mut buf).map_err(|_| Request::Late)?;
         if n == 0 {
-            bail!("the VM ended before the signal was delivered");
+            return Err(Request::Ended);
         }
         let mut frames = Vec::new();
         decoder
             .push(&buf[..n], &mut frames)
-            .map_err(|e| anyhow::anyhow!("the VM's exec channel broke: {e}"))?;
+            .map_err(|e| Request::Failed(anyhow::anyhow!("the VM's exec channel broke: {e}")))?;
         for f in frames {
             match f.kind {
                 KIND_EXIT => return Ok(()),
-                KIND_ERROR => bail!(
-                    "cannot signal the workload: {}",
-                    String::from_utf8_lossy(&f.payload)
-                ),
+                KIND_ERROR => {
+                    return Err(Request::Failed(anyhow::anyhow!(
+                        "cannot {what}: {}",
+                        String::from_utf8_lossy(&f.payload)
+                    )));
+                }
                 _ => {}
             }
         }

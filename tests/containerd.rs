@@ -242,38 +242,6 @@ fn wait_status(ctrd: &Containerd, id: &str, status: &str) {
     }
 }
 
-/// The exit status of a child on a pty, and everything it wrote there.
-fn finish_on_pty(t: common::pty::OnPty) -> (Option<i32>, String) {
-    use std::io::Read;
-    let common::pty::OnPty {
-        mut child,
-        mut master,
-        slave,
-        ..
-    } = t;
-    // The pty holds what it wrote until it is read (its buffer is larger than this output).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "it never ended");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // With the last slave closed, the master reads to EIO.
-    drop(slave);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match master.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
-    (status.code(), String::from_utf8_lossy(&out).into_owned())
-}
-
 #[test]
 fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
     let _g = common::root_test();
@@ -293,17 +261,12 @@ fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
             "on-a-tty",
             "sh",
             "-c",
-            // ctr sizes the terminal once the task has started (as with runc): until then
-            // it is 0x0, for which busybox's stty prints only an error (and exits 0).
-            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; i=0; \
-             until s=$(stty size 2>/dev/null); [ -n \"$s\" ] || [ $i = 100 ]; do \
-             i=$((i+1)); sleep 0.05; done; \
-             echo size $s; exit 6",
+            common::containerd::TTY_SCRIPT,
         ]),
         33,
         77,
     );
-    let (code, out) = finish_on_pty(t);
+    let (code, out) = t.finish();
     assert!(
         out.contains("is-a-tty") && out.contains("size 33 77"),
         "{out:?}"
@@ -384,7 +347,7 @@ fn ctr_terminals_pause_resume_limits_env_and_two_containers() {
         24,
         80,
     );
-    let (code, out) = finish_on_pty(t);
+    let (code, out) = t.finish();
     assert!(out.contains("exec-on-a-tty"), "{out:?}");
     assert_eq!(code, Some(7), "{out}");
 

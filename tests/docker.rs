@@ -267,14 +267,7 @@ fn docker_runs_containers_on_isol_runc() {
         &["-i", "--network", "none"],
         &["sh", "-c", "read line; echo got $line"],
     );
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"input\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = common::output_with_stdin(&mut c, b"input\n");
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     assert_eq!(common::stdout(&o), "got input\n");
 

@@ -53,18 +53,7 @@ fn no_vmm_left(name: &str) {
 
 /// `isol exec ARGS` with `input` on its stdin.
 fn exec_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
-    let mut c = isol(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    let input = input.to_vec();
-    let w = std::thread::spawn(move || stdin.write_all(&input));
-    let o = c.wait_with_output().unwrap();
-    w.join().unwrap().unwrap();
-    o
+    output_with_stdin(&mut isol(args), input)
 }
 
 #[test]

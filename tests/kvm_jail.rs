@@ -505,6 +505,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
             gid: 65534,
             memory_max: 192 << 20,
             pids_max: 40,
+            cpu: Default::default(),
         }),
         net: None,
         etc_files: Vec::new(),
@@ -513,6 +514,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
         pids_limit: None,
         memory_limit: None,
         leftovers: Vec::new(),
+        oci: Default::default(),
     };
     let mut relay = spawn_vmm(&launch);
     let vmm = jailed_vmm(&mut relay);

@@ -64,15 +64,27 @@ impl Fixture {
     /// `create --bundle B --pid-file P ID` with stdout and stderr to files (the VM's process
     /// keeps them: they are the workload's); the exit status, create's stderr, and the pid.
     fn create(&self, id: &str) -> (bool, String, i32) {
+        self.create_with(id, &[])
+    }
+
+    /// [`Fixture::create`] with more options.
+    fn create_with(&self, id: &str, options: &[&str]) -> (bool, String, i32) {
+        self.create_env(id, options, &[])
+    }
+
+    /// [`Fixture::create_with`] with more environment for isol-runc.
+    fn create_env(&self, id: &str, options: &[&str], env: &[(&str, &str)]) -> (bool, String, i32) {
         let stdout = fs::File::create(self.bundle.join("stdout")).unwrap();
         let stderr_path = self.bundle.join("stderr");
         let stderr = fs::File::create(&stderr_path).unwrap();
         let pid_file = self.tmp.path().join("pid");
         let status = self
             .command(&["create", "--bundle", self.bundle.to_str().unwrap()])
+            .args(options)
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id)
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(stderr)
             .status()
@@ -100,6 +112,22 @@ impl Fixture {
         let o = self.runc(&["state", id]);
         assert!(o.status.success(), "state {id}: {}", common::stderr(&o));
         serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// A console socket (`NAME.sock` in the temp dir) and the thread that receives the one
+    /// terminal master sent there, as containerd's shim does.
+    fn console_socket(
+        &self,
+        name: &str,
+    ) -> (PathBuf, std::thread::JoinHandle<std::os::fd::OwnedFd>) {
+        let socket = self.tmp.path().join(format!("{name}.sock"));
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let receiver = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            let (conn, _) = listener.accept().unwrap();
+            isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
+        });
+        (socket, receiver)
     }
 
     /// Waits until the workload printed `line`.
@@ -438,17 +466,22 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
         "X=1",
         "-u",
         "1000:1000",
+        "--additional-gids",
+        "10",
+        "-g",
+        "20",
         "vm6",
         "sh",
         "-c",
-        "echo $X; pwd; id -u; uname -r; echo e >&2; exit 5",
+        "echo $X; pwd; id -u; id -G; uname -r; echo e >&2; exit 5",
     ]);
     let out = common::stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(o.status.code(), Some(5), "exec: {}", common::stderr(&o));
-    assert_eq!(&lines[..3], ["1", "/tmp", "1000"], "{out}");
+    // Exactly the groups asked for, as runc: the gid and the additional ones.
+    assert_eq!(&lines[..4], ["1", "/tmp", "1000", "1000 10 20"], "{out}");
     let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    assert_ne!(lines[3], host_kernel.trim(), "exec runs in the guest");
+    assert_ne!(lines[4], host_kernel.trim(), "exec runs in the guest");
     assert_eq!(common::stderr(&o), "e\n");
     // Not found: 127, as docker's.
     let o = f.runc(&["exec", "vm6", "no-such-command"]);
@@ -459,17 +492,17 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     fs::write(
         &process,
         serde_json::to_vec(&serde_json::json!({
-            "args": ["sh", "-c", "echo from-process $Y; exit 4"],
+            "args": ["sh", "-c", "echo from-process $Y $(id -G); exit 4"],
             "env": ["PATH=/bin:/usr/bin", "Y=2"],
             "cwd": "/",
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": 0, "gid": 0, "additionalGids": [7]},
         }))
         .unwrap(),
     )
     .unwrap();
     let o = f.runc(&["exec", "--process", process.to_str().unwrap(), "vm6"]);
     assert_eq!(o.status.code(), Some(4), "{}", common::stderr(&o));
-    assert_eq!(common::stdout(&o), "from-process 2\n");
+    assert_eq!(common::stdout(&o), "from-process 2 0 7\n");
 
     // --detach: the relay outlives isol-runc (re-parented to us, the subreaper); SIGTERM
     // to it reaches the process, whose status is its.
@@ -527,13 +560,7 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert_eq!(fs::read_to_string(&log).unwrap(), "started\ngot TERM\n");
 
     // -t: a terminal of the guest's, relayed to the pty whose master went to the socket.
-    let socket = f.tmp.path().join("console.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    let receiver = std::thread::spawn(move || {
-        use std::os::fd::AsFd;
-        let (conn, _) = listener.accept().unwrap();
-        isol_container::security::exe::receive_fd(conn.as_fd()).unwrap()
-    });
+    let (socket, receiver) = f.console_socket("console");
     let o = f
         .command(&[
             "exec",
@@ -560,18 +587,8 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
         .parse()
         .unwrap();
     assert_eq!(wait_status(relay), 6);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        use std::io::Read;
-        match master.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
-            Err(e) => panic!("reading the terminal: {e}"),
-        }
-    }
-    let out = String::from_utf8_lossy(&out);
+    let mut out = String::new();
+    common::pty::read_to_end(&mut master, &mut out);
     assert!(out.contains("is-a-tty"), "{out:?}");
 
     assert!(f.runc(&["kill", "vm6", "KILL"]).status.success());
@@ -580,6 +597,75 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
     assert!(!o.status.success(), "exec into a stopped VM");
     assert!(f.runc(&["delete", "vm6"]).status.success());
     assert_nothing_left(&f, "after exec");
+}
+
+/// `process.terminal` on kvm: create's `--console-socket` gets a pty master whose slave is
+/// the VM's process's stdio and controlling terminal; the workload runs on a terminal of the
+/// guest's, sized by `process.consoleSize`, reads what is typed on the master, sees a resize
+/// of the master (`stty size`), and its exit status is the pid's; create's own stdout and
+/// stderr get nothing. A second one, without a size, ends through `kill TERM` and its trap
+/// (status 0). Each leaves nothing.
+#[test]
+fn a_vm_s_workload_on_a_terminal_gets_its_size_input_resizes_and_exit_status() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let script = "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo size $(stty size); \
+                  read l; echo got-$l; read l; i=0; \
+                  until s=$(stty size); [ \"$s\" = '12 34' ] || [ $i = 200 ]; do \
+                  i=$((i+1)); sleep 0.05; done; echo resized $s; exit 4";
+    let f = Fixture::new(|v| {
+        set_args(v, script);
+        v["process"]["terminal"] = true.into();
+        v["process"]["consoleSize"] = serde_json::json!({"height": 20, "width": 60});
+    });
+    let (socket, receiver) = f.console_socket("console");
+    let (ok, err, pid) = f.create_with("vmt", &["--console-socket", socket.to_str().unwrap()]);
+    assert!(ok, "create: {err}");
+    let mut master = fs::File::from(receiver.join().unwrap());
+    assert_eq!(f.state("vmt")["status"], "created");
+    assert!(f.runc(&["start", "vmt"]).status.success());
+    let mut seen = String::new();
+    common::pty::read_until(&mut master, &mut seen, "size 20 60\r\n");
+    assert!(seen.contains("is-a-tty"), "{seen:?}");
+    {
+        use std::io::Write;
+        master.write_all(b"hello\n").unwrap();
+        common::pty::read_until(&mut master, &mut seen, "got-hello");
+        common::pty::resize(&master, 12, 34);
+        master.write_all(b"go\n").unwrap();
+    }
+    common::pty::read_until(&mut master, &mut seen, "resized");
+    assert_eq!(wait_status(pid), 4, "{seen:?}");
+    common::pty::read_to_end(&mut master, &mut seen);
+    assert!(seen.contains("resized 12 34\r\n"), "{seen:?}");
+    assert_eq!((f.output(), f.errors()), (String::new(), String::new()));
+    assert_eq!(f.state("vmt")["status"], "stopped");
+    assert!(f.runc(&["delete", "vmt"]).status.success());
+    assert_nothing_left(&f, "after a terminal");
+
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "trap 'echo trapped; exit 0' TERM; echo waiting; while :; do sleep 0.1; done",
+        );
+        v["process"]["terminal"] = true.into();
+    });
+    let (socket, receiver) = f.console_socket("console");
+    let (ok, err, pid) = f.create_with("vmk", &["--console-socket", socket.to_str().unwrap()]);
+    assert!(ok, "create: {err}");
+    let mut master = fs::File::from(receiver.join().unwrap());
+    assert!(f.runc(&["start", "vmk"]).status.success());
+    let mut seen = String::new();
+    common::pty::read_until(&mut master, &mut seen, "waiting");
+    assert!(f.runc(&["kill", "vmk", "TERM"]).status.success());
+    assert_eq!(wait_status(pid), 0, "{seen:?}");
+    common::pty::read_to_end(&mut master, &mut seen);
+    assert!(seen.contains("trapped"), "{seen:?}");
+    assert!(f.runc(&["delete", "vmk"]).status.success());
+    assert_nothing_left(&f, "after a terminal and kill");
 }
 
 /// A bundle that joins a CNI pod's network namespace by path (a CRI sandbox's, configured by
@@ -655,8 +741,383 @@ fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
     assert_nothing_left(&f, "after SIGKILL of a VM on a pod");
 }
 
+/// The config's sysctls, domain name and umask, and masked and read-only paths (runc's
+/// defaults and more), applied by the guest init: the workload in the VM sees exactly what the
+/// same bundle's workload sees in a container. A sysctl the guest kernel lacks fails the run
+/// (125) with one line.
+#[test]
+fn sysctls_masked_and_read_only_paths_mean_the_same_in_a_vm_and_a_container() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    let script = "cat /proc/sys/net/ipv4/ping_group_range /proc/sys/kernel/shmmax; \
+                  cat /proc/sys/kernel/domainname; \
+                  echo version=$(cat /proc/version) secret=$(cat /secret); \
+                  echo tty=$(ls -A /proc/tty | wc -l); \
+                  (touch /proc/tty/x) 2>&1; \
+                  (echo 1 > /proc/sys/kernel/shmmax) 2>&1; \
+                  (touch /etc/x) 2>&1; \
+                  umask; touch /made && stat -c %a /made; rm /made";
+    let edit = |v: &mut Value| {
+        set_args(v, script);
+        v["linux"]["sysctl"] = serde_json::json!({
+            "net.ipv4.ping_group_range": "0 0",
+            "kernel.shmmax": "65536",
+        });
+        // Writable (runc's default is read-only), so that /etc's EROFS is the config's.
+        v["root"]["readonly"] = false.into();
+        v["domainname"] = "example.org".into();
+        v["process"]["user"]["umask"] = 0o077.into();
+        // runc's defaults (in `spec`'s config) and more: a file of /proc and one of the
+        // rootfs, a directory of /proc, a path that does not exist (skipped, as runc).
+        for p in ["/proc/version", "/secret", "/proc/tty", "/no/such/path"] {
+            v["linux"]["maskedPaths"]
+                .as_array_mut()
+                .unwrap()
+                .push(p.into());
+        }
+        v["linux"]["readonlyPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push("/etc".into());
+    };
+    let run = |backend: &str| {
+        let f = Fixture::new(|v| {
+            edit(v);
+            v["annotations"]["io.isol.backend"] = backend.into();
+        });
+        fs::write(f.bundle.join("rootfs/secret"), "from the image\n").unwrap();
+        let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "s1"]);
+        assert_nothing_left(&f, backend);
+        (common::stdout(&o), common::stderr(&o), o.status.code())
+    };
+    let vm = run("kvm");
+    assert_eq!(vm.2, Some(0), "kvm: {vm:?}");
+    let lines: Vec<&str> = vm.0.lines().collect();
+    assert_eq!(
+        lines[..5],
+        ["0\t0", "65536", "example.org", "version= secret=", "tty=0"],
+        "{vm:?}"
+    );
+    // A masked directory is a read-only tmpfs; /proc/sys and the config's /etc are read-only.
+    for (line, path) in lines[5..8]
+        .iter()
+        .zip(["/proc/tty/x", "/proc/sys/kernel/shmmax", "/etc/x"])
+    {
+        assert!(
+            line.contains(path) && line.ends_with("Read-only file system"),
+            "{line:?} ({vm:?})"
+        );
+    }
+    assert_eq!(lines[8..], ["0077", "600"], "{vm:?}");
+    assert_eq!(run("container"), vm, "the container backend");
+
+    // A sysctl the guest kernel lacks: the run fails in one line, nothing left.
+    let f = Fixture::new(|v| {
+        set_args(v, "echo never");
+        v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.no_such_sysctl": "1"});
+    });
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "s2"]);
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert_eq!(common::stdout(&o), "");
+    assert!(
+        err.contains("cannot set sysctl net.ipv4.no_such_sysctl to \"1\"")
+            && err.contains("the guest kernel has no such sysctl"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_nothing_left(&f, "after a sysctl the guest lacks");
+}
+
+/// podman 4.3 with `isol-runc-vm` (a link to isol-runc under the VM runtime's name) as its OCI
+/// runtime, against `isol-runc` (the container backend), on the same image and command:
+/// podman's default config (its sysctl `net.ipv4.ping_group_range`, its masked and read-only
+/// paths) means the same in both; the output, stderr and exit status, stdin with `-i`, `run
+/// -d` with `exec` and `stop`, `run -it` on a terminal.
+#[test]
+fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
+    use common::podman::Podman;
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    let links = tempfile::tempdir().unwrap();
+    let vm_runtime = links.path().join("isol-runc-vm");
+    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
+    let script = "echo hi; cat /proc/sys/net/ipv4/ping_group_range; \
+                  echo block=$(ls -A /sys/dev/block | wc -l); \
+                  (echo 1 > /proc/sys/kernel/shmmax) 2>&1; echo to-stderr >&2; exit 3";
+    let run = |runtime: &Path| {
+        let p = Podman::new(runtime);
+        let o = p.run(&[], script);
+        let plain = (common::stdout(&o), common::stderr(&o), o.status.code());
+        // -i: podman's stdin reaches the workload, and its end.
+        let mut args = vec!["run", "--rm", "-i"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sh", "-c", "cat; exit 4"]);
+        let o = common::output_with_stdin(&mut p.command(&args), b"from stdin\n");
+        let stdin = (common::stdout(&o), common::stderr(&o), o.status.code());
+        // run -d, exec (its output and status), stop (SIGTERM to the workload: 143), rm.
+        let mut args = vec!["run", "-d", "--name", "bg"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sleep", "60"]);
+        p.ok(&args);
+        let o = p.podman(&["exec", "bg", "sh", "-c", "echo in-exec; exit 5"]);
+        let exec = (common::stdout(&o), common::stderr(&o), o.status.code());
+        p.ok(&["stop", "--time", "10", "bg"]);
+        let stopped = p.ok(&["inspect", "--format", "{{.State.ExitCode}}", "bg"]);
+        p.ok(&["rm", "bg"]);
+        // run -it on a pty: a terminal of the pty's size, the exit status through it.
+        let mut args = vec!["run", "--rm", "-it"];
+        args.extend(common::podman::RUN_FLAGS);
+        args.extend([common::podman::IMAGE, "sh"]);
+        let mut t = common::pty::spawn_command(p.command(&args), 30, 90);
+        {
+            use std::io::Write;
+            t.master
+                .write_all(b"stty size; echo mark-$((6*7))\n")
+                .unwrap();
+            t.read_until("mark-42");
+            t.master.write_all(b"exit 5\n").unwrap();
+        }
+        let (code, seen) = t.finish();
+        let terminal = (seen.contains("30 90"), code);
+        p.assert_clean();
+        (plain, stdin, exec, stopped, terminal)
+    };
+    let container = run(Path::new(runc_bin()));
+    let (plain, stdin, exec, stopped, terminal) = &container;
+    assert_eq!(*terminal, (true, Some(5)), "run -it");
+    assert_eq!(*exec, ("in-exec\n".to_string(), String::new(), Some(5)));
+    assert_eq!(stopped.trim(), "143");
+    assert_eq!(plain.2, Some(3), "container: {plain:?}");
+    let lines: Vec<&str> = plain.0.lines().collect();
+    assert_eq!(lines[..3], ["hi", "0\t0", "block=0"], "{plain:?}");
+    assert!(lines[3].ends_with("Read-only file system"), "{plain:?}");
+    assert_eq!(plain.1, "to-stderr\n");
+    assert_eq!(*stdin, ("from stdin\n".to_string(), String::new(), Some(4)));
+    assert_eq!(
+        run(&vm_runtime),
+        container,
+        "isol-runc-vm against isol-runc"
+    );
+    common::assert_no_leftovers("after podman");
+}
+
 /// A change to config.json.
 type Edit = Box<dyn Fn(&mut Value)>;
+
+/// The last number the counter loop of `pause_resume_update_and_kill_of_a_paused_vm` printed.
+fn last_count(f: &Fixture) -> u64 {
+    f.output()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+/// A file of the VMM's cgroup (`isol/<id>`, cgroup v2: the lab's), trimmed.
+fn vmm_cgroup(id: &str, file: &str) -> String {
+    let path = Path::new("/sys/fs/cgroup/isol").join(id).join(file);
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// `pause` parks the VM's vCPUs and freezes the VMM's cgroup: a counter in the guest stops
+/// (its last value the same two seconds later), `state` says paused, exec and a signal
+/// other than KILL are refused; `resume` runs it on. `linux.resources.cpu` at create and
+/// `update` of memory and CPU set the VMM's cgroup; what cannot map is refused in one line.
+/// A paused VM dies of `kill KILL` and of `delete --force`; nothing is left.
+#[test]
+fn pause_resume_update_and_kill_of_a_paused_vm() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    assert!(
+        Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        "this test reads the VMM's cgroup v2 files (the lab's layout)"
+    );
+    let counter = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
+    let f = Fixture::new(|v| {
+        set_args(v, counter);
+        v["linux"]["resources"] = serde_json::json!({
+            "memory": {"limit": 128 << 20},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+        });
+    });
+    let (ok, err, pid) = f.create("vmp");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vmp"]).status.success());
+    f.wait_output("3");
+    // create: the CPU limits bound the VMM's cgroup; its memory is the guest's and a margin.
+    assert_eq!(vmm_cgroup("vmp", "cpu.max"), "50000 100000");
+    assert_eq!(
+        vmm_cgroup("vmp", "cpu.weight"),
+        isol_container::cgroups::cpu_weight(512).to_string()
+    );
+    assert_eq!(vmm_cgroup("vmp", "cpuset.cpus"), "0");
+    assert_eq!(
+        vmm_cgroup("vmp", "memory.max"),
+        ((128 + 64) << 20).to_string()
+    );
+
+    let threads = vmm_cgroup("vmp", "cgroup.threads").lines().count();
+    let o = f.runc(&["pause", "vmp"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    assert_eq!(f.state("vmp")["status"], "paused");
+    assert!(
+        vmm_cgroup("vmp", "cgroup.events").contains("frozen 1"),
+        "{}",
+        vmm_cgroup("vmp", "cgroup.events")
+    );
+    let paused_at = last_count(&f);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(last_count(&f), paused_at, "the counter ran while paused");
+    for (args, needle) in [
+        (
+            &["pause", "vmp"][..],
+            "is paused: only a running container can be paused",
+        ),
+        (
+            &["exec", "vmp", "true"][..],
+            "cannot exec in a paused container",
+        ),
+        (
+            &["kill", "vmp", "TERM"][..],
+            "resume it first, or send KILL",
+        ),
+        (&["delete", "vmp"][..], "is paused: stop it first"),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = common::stderr(&o);
+        assert!(e.contains(needle), "{args:?}: {needle:?} not in {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+    let o = f.runc(&["resume", "vmp"]);
+    assert!(o.status.success(), "resume: {}", common::stderr(&o));
+    assert_eq!(f.state("vmp")["status"], "running");
+    assert!(vmm_cgroup("vmp", "cgroup.events").contains("frozen 0"));
+    assert_eq!(
+        vmm_cgroup("vmp", "cgroup.threads").lines().count(),
+        threads,
+        "KVM's kernel thread, out of the cgroup while it froze, is back"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_count(&f) <= paused_at {
+        assert!(Instant::now() < deadline, "the counter never went on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = f.runc(&["resume", "vmp"]);
+    assert!(
+        common::stderr(&o).contains("is running: only a paused container can be resumed"),
+        "{}",
+        common::stderr(&o)
+    );
+
+    // update: what maps changes the VMM's cgroup.
+    let o = f.runc(&[
+        "update",
+        "--memory",
+        &(256u64 << 20).to_string(),
+        "--cpu-quota",
+        "20000",
+        "--cpu-share",
+        "2048",
+        "vmp",
+    ]);
+    assert!(o.status.success(), "update: {}", common::stderr(&o));
+    assert_eq!(
+        vmm_cgroup("vmp", "memory.max"),
+        ((256 + 64) << 20).to_string()
+    );
+    assert_eq!(vmm_cgroup("vmp", "cpu.max"), "20000 100000");
+    assert_eq!(
+        vmm_cgroup("vmp", "cpu.weight"),
+        isol_container::cgroups::cpu_weight(2048).to_string()
+    );
+    // What does not map: one line, nothing changed.
+    for (args, needle) in [
+        (
+            &["update", "--memory", &(64u64 << 20).to_string(), "vmp"][..],
+            "memory.limit of 64 MiB is below the VM's RAM (128 MiB, fixed when it booted)",
+        ),
+        (
+            &["update", "--pids-limit", "10", "vmp"][..],
+            "linux.resources.pids.limit cannot be updated on the kvm backend",
+        ),
+        (
+            &["update", "--blkio-weight", "100", "vmp"][..],
+            "linux.resources.blockIO cannot be updated on the kvm backend",
+        ),
+    ] {
+        let o = f.runc(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = common::stderr(&o);
+        assert!(e.contains(needle), "{args:?}: {needle:?} not in {e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+    assert_eq!(
+        vmm_cgroup("vmp", "memory.max"),
+        ((256 + 64) << 20).to_string()
+    );
+
+    // A paused VM dies of KILL.
+    assert!(f.runc(&["pause", "vmp"]).status.success());
+    let o = f.runc(&["kill", "vmp", "KILL"]);
+    assert!(o.status.success(), "kill: {}", common::stderr(&o));
+    assert_eq!(wait_status(pid), 137);
+    assert_eq!(f.state("vmp")["status"], "stopped");
+    assert!(f.runc(&["delete", "vmp"]).status.success());
+    assert_nothing_left(&f, "after KILL of a paused VM");
+
+    // And of delete --force.
+    let f = Fixture::new(|v| set_args(v, counter));
+    let (ok, err, pid) = f.create("vmq");
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vmq"]).status.success());
+    f.wait_output("2");
+    assert!(f.runc(&["pause", "vmq"]).status.success());
+    assert_eq!(f.state("vmq")["status"], "paused");
+    let o = f.runc(&["delete", "--force", "vmq"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_status(pid), 137);
+    assert_nothing_left(&f, "after delete --force of a paused VM");
+
+    // A VMM without its jail has no cgroup: its vCPUs are parked all the same, and the state
+    // comes from the VM's mark.
+    let f = Fixture::new(|v| set_args(v, counter));
+    let (ok, err, pid) = f.create_env("vmr", &[], &[("ISOL_VMM_JAIL", "off")]);
+    assert!(ok, "create: {err}");
+    assert!(f.runc(&["start", "vmr"]).status.success());
+    f.wait_output("2");
+    assert!(!Path::new("/sys/fs/cgroup/isol/vmr").exists());
+    let o = f.runc(&["pause", "vmr"]);
+    assert!(o.status.success(), "pause: {}", common::stderr(&o));
+    assert_eq!(f.state("vmr")["status"], "paused");
+    // Nothing frozen: output the guest queued before it was parked may still be written out.
+    std::thread::sleep(Duration::from_millis(500));
+    let paused_at = last_count(&f);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(last_count(&f), paused_at, "the counter ran while paused");
+    assert!(f.runc(&["resume", "vmr"]).status.success());
+    assert_eq!(f.state("vmr")["status"], "running");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_count(&f) <= paused_at {
+        assert!(Instant::now() < deadline, "the counter never went on");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(f.runc(&["kill", "vmr", "KILL"]).status.success());
+    assert_eq!(wait_status(pid), 137);
+    assert!(f.runc(&["delete", "vmr"]).status.success());
+    assert_nothing_left(&f, "after a VM without a jail");
+}
 
 #[test]
 fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
@@ -668,7 +1129,7 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
         ),
         (
             Box::new(|v| v["process"]["terminal"] = true.into()),
-            "process.terminal (a terminal, --console-socket) is not supported on the kvm backend",
+            "process.terminal is set: give --console-socket, where the terminal's master goes",
         ),
         (
             Box::new(|v| {
@@ -688,6 +1149,27 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
             }),
             "mounts: a ext4 mount at /mnt is not supported on the kvm backend",
         ),
+        (
+            Box::new(|v| {
+                v["linux"]["resources"] = serde_json::json!({"blockIO": {"weight": 100}});
+            }),
+            "linux.resources.blockIO (the VM has no block device",
+        ),
+        (
+            // A pod sharing its process namespace: a VM's processes cannot be in it.
+            Box::new(|v| {
+                for n in v["linux"]["namespaces"].as_array_mut().unwrap() {
+                    if n["type"] == "pid" {
+                        n["path"] = "/proc/self/ns/pid".into();
+                    }
+                }
+            }),
+            "joining the PID namespace at /proc/self/ns/pid (linux.namespaces): a VM has its own kernel",
+        ),
+        (
+            Box::new(|v| v["linux"]["sysctl"] = serde_json::json!({"kernel.pid_max": "100000"})),
+            "linux.sysctl kernel.pid_max is not in a namespace of the container's own",
+        ),
     ];
     for (edit, needle) in cases {
         let f = Fixture::new(edit);
@@ -700,6 +1182,44 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
             .unwrap_or_default();
         assert!(left.is_empty(), "{needle}: state left behind: {left:?}");
     }
+    // A console socket without a terminal, as for a container.
+    let f = Fixture::new(|_| {});
+    let (ok, err, _) = f.create_with("bad", &["--console-socket", "/nonexistent.sock"]);
+    assert!(
+        !ok,
+        "create with a console socket and no terminal succeeded"
+    );
+    assert!(
+        err.contains("--console-socket is given but process.terminal is not set"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(fs::read_dir(&f.root).map_or(true, |mut d| d.next().is_none()));
+}
+
+/// A CRI pod's sandbox (containerd's annotation `io.kubernetes.cri.container-type=sandbox`)
+/// under the VM runtime's name is a container: it holds the pod's namespaces for the pod's
+/// VMs. Its init is isol's, on the host's kernel; nothing is left.
+#[test]
+fn a_cri_sandbox_under_the_vm_runtime_name_is_a_container() {
+    let _g = common::root_test();
+    let f = Fixture::new(|v| {
+        v["annotations"] = serde_json::json!({"io.kubernetes.cri.container-type": "sandbox"});
+        set_args(v, "cat /proc/1/comm /proc/sys/kernel/osrelease");
+    });
+    let vm_runtime = f.tmp.path().join("isol-runc-vm");
+    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
+    let o = Command::new(&vm_runtime)
+        .arg("--root")
+        .arg(&f.root)
+        .args(["run", "--bundle", f.bundle.to_str().unwrap(), "sandbox1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "run: {}", common::stderr(&o));
+    let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(common::stdout(&o), format!("isol-init\n{host_kernel}"));
+    assert_nothing_left(&f, "after a sandbox under isol-runc-vm");
 }
 
 /// containerd's `ctr run`, with `isol-runc-vm` (a link to isol-runc under the VM runtime's
@@ -749,6 +1269,40 @@ fn ctr_runs_the_same_image_and_command_in_a_vm_and_a_container() {
     // The annotation wins over the name: a container, under the VM runtime's name.
     let back = run("c-ann", &vm_runtime, Some("io.isol.backend=container"));
     assert_eq!(back, container);
+    // ctr run -t on a real terminal: the workload is on a terminal of ctr's size (which ctr
+    // sets once the task started: the VM's first size, or a resize of its terminal, whichever
+    // comes first), the same bytes and status. (A resize of a running VM's terminal: the test
+    // above.)
+    let on_tty = |id: &str, runtime: &Path| {
+        common::pty::spawn_command(
+            ctrd.ctr_command(&[
+                "run",
+                "-t",
+                "--rm",
+                "--runc-binary",
+                runtime.to_str().unwrap(),
+                image,
+                id,
+                "sh",
+                "-c",
+                common::containerd::TTY_SCRIPT,
+            ]),
+            33,
+            77,
+        )
+        .finish()
+    };
+    let container_tty = on_tty("c-tty", Path::new(runc_bin()));
+    assert_eq!(container_tty.0, Some(6), "{container_tty:?}");
+    assert!(
+        container_tty.1.contains("is-a-tty") && container_tty.1.contains("size 33 77"),
+        "{container_tty:?}"
+    );
+    let vm_tty = on_tty("vm-tty", &vm_runtime);
+    assert_eq!(
+        vm_tty, container_tty,
+        "ctr run -t: the VM against the container"
+    );
     // ctr task exec into a `ctr run -d` VM task: its output and status; ctr task kill.
     let o = ctrd.ctr(&[
         "run",

@@ -8,157 +8,15 @@
 
 mod common;
 
-use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
-const IMAGE: &str = "localhost/isol-test/busybox:latest";
-
-/// The containers' cgroup parent (`--cgroup-parent`): podman's default with the cgroupfs
-/// manager, `libpod_parent`, would stay on the host, as would conmon's cgroup below it.
-const CGROUP_PARENT: &str = "isol-podman-test";
-
-/// podman's default rlimits (nofile 1048576, nproc 4194304) are above what this sandbox lets
-/// a process raise its hard limits to: every run names its own, as the issue says.
-/// What every `podman run` gets: no network, the limits above, the test's cgroup parent.
-const RUN_FLAGS: [&str; 8] = [
-    "--network",
-    "none",
-    "--ulimit",
-    "nofile=1024:1024",
-    "--ulimit",
-    "nproc=1000:1000",
-    "--cgroup-parent",
-    CGROUP_PARENT,
-];
-
-struct Podman {
-    tmp: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        common::require_tool("podman");
-        let tmp = tempfile::tempdir().unwrap();
-        let t = tmp.path();
-        for d in ["root", "runroot", "tmp", "cni", "runtime-root"] {
-            fs::create_dir(t.join(d)).unwrap();
-        }
-        // Nothing of the host's own podman configuration applies: the runtime, the network
-        // configuration and the storage are the test's, and its locks are files in its tmpdir
-        // (podman's default is a shared memory segment, /dev/shm/libpod_lock, host-wide).
-        fs::write(
-            t.join("containers.conf"),
-            format!(
-                "[network]\nnetwork_config_dir = \"{cni}\"\n\n[engine]\nevents_logger = \"file\"\n\
-                 cgroup_manager = \"cgroupfs\"\nruntime = \"isol\"\nlock_type = \"file\"\n\n\
-                 [engine.runtimes]\nisol = [\"{runc}\"]\n",
-                cni = t.join("cni").display(),
-                runc = env!("CARGO_BIN_EXE_isol-runc"),
-            ),
-        )
-        .unwrap();
-        fs::write(
-            t.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                t.join("root").display(),
-                t.join("runroot").display()
-            ),
-        )
-        .unwrap();
-        fs::write(
-            t.join("registries.conf"),
-            "unqualified-search-registries = []\n",
-        )
-        .unwrap();
-        Podman { tmp }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.path("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
-            .arg("--root")
-            .arg(self.path("root"))
-            .arg("--runroot")
-            .arg(self.path("runroot"))
-            .arg("--tmpdir")
-            .arg(self.path("tmp"))
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-            .arg("--runtime")
-            .arg(env!("CARGO_BIN_EXE_isol-runc"))
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn podman(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("podman runs")
-    }
-
-    /// `podman ARGS…`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.podman(args);
-        assert!(
-            o.status.success(),
-            "podman {args:?}: {}",
-            common::stderr(&o)
-        );
-        common::stdout(&o)
-    }
-
-    /// `podman run --rm RUN_FLAGS… EXTRA… IMAGE sh -c SCRIPT`.
-    fn run(&self, extra: &[&str], script: &str) -> Output {
-        let mut args = vec!["run", "--rm"];
-        args.extend(RUN_FLAGS);
-        args.extend(extra);
-        args.extend([IMAGE, "sh", "-c", script]);
-        self.podman(&args)
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        // Whatever a failed test left: containers first, then podman's mounts of its storage.
-        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
-        let _ = self.podman(&["system", "reset", "--force"]);
-        common::unmount_below(self.tmp.path());
-        remove_cgroup_parent();
-    }
-}
-
-/// Removes the cgroup parent and conmon's cgroup in it from every hierarchy, once their
-/// processes are gone; the containers' own cgroups are isol-runc's, which `delete` removed.
-fn remove_cgroup_parent() {
-    for e in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let parent = e.path().join(CGROUP_PARENT);
-        let _ = fs::remove_dir(parent.join("conmon"));
-        let _ = fs::remove_dir(&parent);
-    }
-    let _ = fs::remove_dir(
-        Path::new("/sys/fs/cgroup")
-            .join(CGROUP_PARENT)
-            .join("conmon"),
-    );
-}
+use common::podman::{IMAGE, Podman, RUN_FLAGS};
 
 #[test]
 fn podman_runs_containers_on_isol_runc() {
     let _g = common::root_test();
-    let p = Podman::new();
-    let archive = common::busybox_docker_archive(p.tmp.path(), IMAGE);
-    p.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let p = Podman::new(Path::new(env!("CARGO_BIN_EXE_isol-runc")));
 
     // run --rm: the output and the exit status; podman's seccomp profile is on.
     let o = p.run(
@@ -219,25 +77,6 @@ fn podman_runs_containers_on_isol_runc() {
     assert_eq!(status.code(), Some(5), "{}", t.seen);
 
     // Nothing left: no container in podman, no isol-runc state, nothing on the host.
-    assert_eq!(p.ok(&["ps", "--all", "--quiet"]).trim(), "");
-    p.ok(&["rmi", "--all", "--force"]);
-    p.ok(&["system", "reset", "--force"]);
-    assert_eq!(common::mounts_below(p.tmp.path()), Vec::<String>::new());
-    // Beside conmon's, nothing in the cgroup parent: each container's cgroup went with it.
-    for e in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        for c in fs::read_dir(e.path().join(CGROUP_PARENT))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = c.file_name().to_string_lossy().into_owned();
-            assert!(
-                !c.path().is_dir() || name == "conmon",
-                "cgroup left: {}",
-                c.path().display()
-            );
-        }
-    }
-    remove_cgroup_parent();
+    p.assert_clean();
     common::assert_no_leftovers("podman");
 }

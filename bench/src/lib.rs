@@ -13,6 +13,8 @@
 
 mod cancel;
 mod ctr;
+pub mod cri;
+pub mod docker_archive;
 mod error;
 mod host;
 mod html;
@@ -115,6 +117,8 @@ pub enum Benchmark {
     /// `ctr run --rm` start → exit of `/bin/true`, with isol-runc, isol-runc-vm, runc and crun
     /// as containerd's runc binary.
     CtrRun,
+    /// A pod through Kubernetes' CRI (containerd's CRI plugin), start → its container exited.
+    Cri,
 }
 
 impl Benchmark {
@@ -129,6 +133,7 @@ impl Benchmark {
             Benchmark::Net => "net",
             Benchmark::Shared => "shared",
             Benchmark::CtrRun => report::CTR_RUN,
+            Benchmark::Cri => "cri",
         }
     }
 
@@ -137,6 +142,9 @@ impl Benchmark {
             Benchmark::Start => "start → exit of `/bin/true` in the busybox image",
             Benchmark::CtrRun => {
                 "`ctr run --rm` start → exit of `/bin/true` in the busybox image, through containerd and its runc v2 shim, each runtime as the shim's runc binary"
+            }
+            Benchmark::Cri => {
+                "a pod through Kubernetes' CRI (containerd 1.6): RunPodSandbox → the first container's `/bin/true` exited (CreateContainer, StartContainer, ContainerStatus polled until EXITED); teardown (StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox) timed apart"
             }
             _ => "",
         }
@@ -170,7 +178,7 @@ pub fn parse_peer(s: &str) -> Result<Peer, String> {
 }
 
 /// A `--benchmarks` word: `start`, `memory`, `density`, `cpu`, `syscall`, `io`, `net`,
-/// `shared` or `ctr-run`.
+/// `shared`, `ctr-run` or `cri`.
 pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
     match s.trim() {
         "start" => Ok(Benchmark::Start),
@@ -182,8 +190,9 @@ pub fn parse_benchmark(s: &str) -> Result<Benchmark, String> {
         "net" => Ok(Benchmark::Net),
         "shared" => Ok(Benchmark::Shared),
         "ctr-run" => Ok(Benchmark::CtrRun),
+        "cri" => Ok(Benchmark::Cri),
         other => Err(format!(
-            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net, shared, ctr-run"
+            "unknown benchmark {other:?}: use start, memory, density, cpu, syscall, io, net, shared, ctr-run, cri"
         )),
     }
 }
@@ -391,9 +400,26 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn create() -> Result<WorkDir, BenchError> {
-        let dir = std::env::temp_dir().join(format!("isol-bench.{}", std::process::id()));
-        // A directory of this name was left by a killed bench that had this pid.
-        let _ = fs::remove_dir_all(&dir);
+        // The scratch directories of benches that were killed (their pid is gone): what they
+        // left there (a CRI host's pods and mounts) ends, then they go.
+        let tmp = std::env::temp_dir();
+        let dead =
+            |pid: u32| pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists();
+        cri::sweep(&tmp, dead);
+        for e in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("isol-bench."))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if dead(pid) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = tmp.join(format!("isol-bench.{}", std::process::id()));
         fs::create_dir_all(&dir).step(|| {
             format!(
                 "Cannot create the benchmark's scratch directory {}; set TMPDIR to a writable one",
@@ -625,6 +651,12 @@ fn bench(
         };
         benchmarks.push(report);
     }
+    if selected.contains(&Benchmark::Cri) {
+        let Some(cri) = cri_benchmark(args, &mut setup, &sides, (warmup, runs))? else {
+            return Ok(None);
+        };
+        benchmarks.push(cri);
+    }
     let Some(more) = workload_metrics(args, &setup, &sides, &selected, runs, kvm_env)? else {
         return Ok(None);
     };
@@ -851,6 +883,100 @@ fn ctr_slots(args: &BenchOptions, setup: &mut Setup, sides: &Sides) -> Vec<Slot>
         slots.push(slot);
     }
     slots
+}
+
+/// The cri benchmark: a pod per run on each handler of a containerd of the bench's own
+/// (`isol`, `isol-vm` with the kvm side, `runc` among the peers); `None` when cancelled.
+fn cri_benchmark(
+    args: &BenchOptions,
+    setup: &mut Setup,
+    sides: &Sides,
+    rounds: (u32, u32),
+) -> Result<Option<BenchmarkReport>, BenchError> {
+    let isol_runc = setup.exe.with_file_name("isol-runc");
+    let runc = dedup(&args.peers)
+        .contains(&Peer::Runc)
+        .then(|| subjects::find_in_path("runc"))
+        .flatten();
+    let s = cri::CriSetup {
+        isol_runc: (sides.container && isol_runc.is_file()).then_some(isol_runc.clone()),
+        kernel: setup.kernel.clone(),
+        runc: runc.clone().filter(|_| sides.container),
+        layers: &setup.layers,
+        env: &setup.peer_env,
+        work: &setup.work.0,
+    };
+    let handlers = cri::handlers(&s);
+    let host = if handlers.is_empty() {
+        Err(format!(
+            "no runtime to measure: {} is missing",
+            isol_runc.display()
+        ))
+    } else {
+        cri::CriHost::start(&handlers, &s).map(|h| std::rc::Rc::new(std::cell::RefCell::new(h)))
+    };
+    let mut slots = Vec::new();
+    let runc_version = runc.as_deref().map(subjects::version_of);
+    for (name, kind, backend) in [
+        ("isol", "isol", "container"),
+        ("isol-vm", "isol", "kvm"),
+        ("runc", "peer", "container"),
+    ] {
+        let why = match (name, &host) {
+            (_, Err(e)) => Some(e.clone()),
+            ("isol", _) | ("runc", _) if !sides.container => Some(sides.container_skip.clone()),
+            ("isol-vm", _) if setup.kernel.is_none() => Some(sides.kvm_skip.clone()),
+            ("isol" | "isol-vm", _) if s.isol_runc.is_none() => Some(format!(
+                "not built: no {} beside the isol binary",
+                isol_runc.display()
+            )),
+            ("runc", _) if !args.peers.contains(&Peer::Runc) => Some("not in --peers".into()),
+            ("runc", _) if runc.is_none() => {
+                Some("not installed: no `runc` in PATH; install it (apt-get install runc)".into())
+            }
+            ("runc", _) => runc_version.clone().and_then(Result::err),
+            _ => None,
+        };
+        let slot = match (why, &host) {
+            (None, Ok(h)) => {
+                let version = match name {
+                    "runc" => runc_version
+                        .clone()
+                        .and_then(Result::ok)
+                        .unwrap_or_default(),
+                    _ => format!("isol-runc {}", env!("CARGO_PKG_VERSION")),
+                };
+                let subject = cri::CriSubject::new(h.clone(), name, kind, backend, version);
+                Slot::ready(Box::new(subject))
+            }
+            (why, _) => {
+                let why = why.unwrap_or_default();
+                note(
+                    &setup.bar,
+                    format!("isol bench: cri: skipping {name}: {why}"),
+                );
+                let mut slot = Slot::skipped(name, String::new(), why);
+                slot.info.kind = kind;
+                slot.info.backend = Some(backend);
+                slot
+            }
+        };
+        slots.push(slot);
+    }
+    let report = run_benchmark(
+        Benchmark::Cri,
+        &mut slots,
+        rounds,
+        &setup.bar,
+        args.lab_inner,
+    )?;
+    // The subjects hold the host: all go before the host's drop removes what is left.
+    drop(slots);
+    drop(host);
+    Ok(report.map(|mut r| {
+        r.add_cri_ratios();
+        r
+    }))
 }
 
 /// Where the benchmarks beyond start run: isol's backends and the host.

@@ -154,7 +154,7 @@ pub fn phase_meaning(name: &str) -> &'static str {
 
 impl BenchmarkReport {
     /// Median of an ok (or failed, with samples) subject by name.
-    fn median(&self, name: &str) -> Option<f64> {
+    pub(crate) fn median(&self, name: &str) -> Option<f64> {
         self.subjects
             .iter()
             .find(|s| s.info.name == name && s.status == Status::Ok)
@@ -327,6 +327,9 @@ impl BenchmarkReport {
     pub fn reading(&self) -> String {
         if self.all_pairs() {
             return self.ctr_run_reading();
+        }
+        if self.name == "cri" {
+            return self.cri_reading();
         }
         let mut lines = vec![self.container_reading()];
         if let Some(kvm) = self.median("isol-kvm") {

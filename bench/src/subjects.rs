@@ -786,7 +786,7 @@ pub fn measure_vm(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
 }
 
 /// The version number in a `--version` line: `crun 1.8.1` → `1.8.1`.
-pub(crate) fn short_version(version: &str) -> &str {
+pub fn short_version(version: &str) -> &str {
     version
         .split_whitespace()
         .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))

@@ -412,6 +412,37 @@ pub(crate) fn set_hostname(name: &CStr) -> Result<(), SetupError> {
     })
 }
 
+/// The hostname of the UTS namespace at `path` (`/proc/PID/ns/uts`, a bind of one): read by a
+/// short-lived thread that joins it (a thread's UTS namespace is its own; the caller's is
+/// untouched). A VM on a pod's UTS namespace takes its name (CRI's containers join the
+/// sandbox's). Needs CAP_SYS_ADMIN.
+pub fn hostname_in(path: &std::path::Path) -> Result<String, ContainerError> {
+    let cannot = |e: String| {
+        ContainerError::Setup(format!(
+            "Cannot read the hostname of the UTS namespace at {}: {e}",
+            path.display()
+        ))
+    };
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| cannot(e.to_string()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&fd, CloneFlags::CLONE_NEWUTS)
+                .map_err(|e| format!("{e}; it must be a UTS namespace, and isol-runc root"))?;
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the thread reading it panicked".into()))
+    })
+    .map_err(cannot)
+}
+
 /// In the child: the container's NIS domain name, in its UTS namespace.
 pub(crate) fn set_domainname(name: &CStr) -> Result<(), SetupError> {
     // SAFETY: setdomainname reads `len` bytes from a valid string.
@@ -487,6 +518,42 @@ mod tests {
     /// The child is in its cgroup before it does anything, without a migration by pid: born
     /// there (`clone3`, cgroup v2) or moved by itself (cgroup v1). Runs for real on this host's
     /// cgroups (v1 here, v2 in the lab).
+    #[test]
+    fn hostname_in_reads_another_uts_namespace_and_keeps_ours() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (setns)");
+            return;
+        }
+        let ours = nix::unistd::gethostname().unwrap();
+        // A child in a UTS namespace of its own, named there; its namespace read by path.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut child = std::process::Command::new("unshare")
+            .args([
+                "--uts",
+                "sh",
+                "-c",
+                "hostname isol-uts-test && echo && exec sleep 30",
+            ])
+            .stdout(std::process::Stdio::from(w))
+            .spawn()
+            .expect("unshare (util-linux)");
+        let mut line = [0u8; 1];
+        let _ = nix::unistd::read(&r, &mut line);
+        let name = hostname_in(std::path::Path::new(&format!(
+            "/proc/{}/ns/uts",
+            child.id()
+        )));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(name.unwrap(), "isol-uts-test");
+        assert_eq!(nix::unistd::gethostname().unwrap(), ours);
+        let e = hostname_in(std::path::Path::new("/proc/self/ns/net"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be a UTS namespace"), "{e}");
+        assert!(hostname_in(std::path::Path::new("/nonexistent")).is_err());
+    }
+
     #[test]
     fn cgroups_entry_puts_the_child_in_its_cgroup() {
         let Some((_guard, _layout)) = real_host() else {

@@ -99,18 +99,9 @@ pub(crate) fn dispatch(cli: &Cli, log: &Log, rt: &Runtime<'_>) -> Result<i32, Oc
         }
         Command::Ps(p) => ps(&root, p).map(|()| 0),
         Command::Exec(e) => exec(&root, e, rt),
-        Command::Pause(p) => {
-            refuse_on_vm(&root, &p.container_id, "pause")?;
-            pause(&root, &p.container_id, true).map(|()| 0)
-        }
-        Command::Resume(r) => {
-            refuse_on_vm(&root, &r.container_id, "resume")?;
-            pause(&root, &r.container_id, false).map(|()| 0)
-        }
-        Command::Update(u) => {
-            refuse_on_vm(&root, &u.container_id, "update")?;
-            update(&root, u).map(|()| 0)
-        }
+        Command::Pause(p) => pause(&root, &p.container_id, true, rt).map(|()| 0),
+        Command::Resume(r) => pause(&root, &r.container_id, false, rt).map(|()| 0),
+        Command::Update(u) => update(&root, u, rt).map(|()| 0),
         Command::Events(e) => {
             refuse_on_vm(&root, &e.container_id, "events")?;
             crate::events::events(&root, &e.container_id, e.interval, e.stats).map(|()| 0)
@@ -179,18 +170,6 @@ fn create(
     let backend = Backend::select(&annotations(&spec), rt.default)?;
     let mut cfg = spec::to_config(id, &bundle, &spec)?;
     cfg.preserve_fds = opts.preserve_fds as u32;
-    if backend == Backend::Kvm {
-        vm::check(&spec, &cfg)?;
-        let runtime = rt.vm()?;
-        dir.create()?;
-        let made = create_vm(&dir, &bundle, &spec, &cfg, opts, runtime);
-        if made.is_err() {
-            let _ = runtime.clean(&dir.dir);
-            let _ = dir.remove();
-        }
-        return made;
-    }
-    cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     match (cfg.tty, opts.console_socket) {
         (true, None) => {
             return Err(OciError::Usage(
@@ -205,6 +184,18 @@ fn create(
         }
         _ => {}
     }
+    if backend == Backend::Kvm {
+        vm::check(&spec, &cfg)?;
+        let runtime = rt.vm()?;
+        dir.create()?;
+        let made = create_vm(&dir, &bundle, &spec, &cfg, opts, runtime);
+        if made.is_err() {
+            let _ = runtime.clean(&dir.dir);
+            let _ = dir.remove();
+        }
+        return made;
+    }
+    cfg.hooks.state = state::hook_state_template(id, &bundle, &annotations(&spec));
     dir.create()?;
     // Where `delete` finds the cgroup should create be killed before state.json is written.
     let cgroup_path = cfg.cgroup_path.clone().unwrap_or_default();
@@ -259,6 +250,7 @@ fn create_in(
         poststart,
         poststop,
         backend: Backend::Container,
+        vm_memory: 0,
     };
     let console = match (&created.console, opts.console_socket) {
         (Some(master), Some(socket)) => send_console(
@@ -304,11 +296,18 @@ fn create_vm(
         &dir.cgroup_file(),
         cgroup_path.as_os_str().as_encoded_bytes(),
     )?;
+    // A terminal: the VM's process gets the slave, the client the master (once the process
+    // is ready, as the container's). Close-on-exec: the slave stays only on the VM's stdio.
+    let pty = match opts.console_socket {
+        Some(_) => Some(open_pty()?),
+        None => None,
+    };
     let pid = runtime.create(&vm::VmCreate {
         id: &dir.id,
         dir: &dir.dir,
         fifo: &fifo,
         config: cfg,
+        terminal: pty.as_ref().map(|p| p.slave.as_fd()),
     })?;
     let saved = Saved {
         id: dir.id.clone(),
@@ -328,11 +327,23 @@ fn create_vm(
         poststart,
         poststop,
         backend: Backend::Kvm,
+        vm_memory: vm::guest_memory(cfg),
     };
-    let written = dir.save(&saved).and_then(|()| match opts.pid_file {
-        Some(f) => state::write_atomic(f, pid.to_string().as_bytes()),
-        None => Ok(()),
-    });
+    let console = match (&pty, opts.console_socket) {
+        (Some(pty), Some(socket)) => send_console(
+            pty.master.as_fd(),
+            socket,
+            spec.process().as_ref().and_then(|p| p.console_size()),
+        ),
+        _ => Ok(()),
+    };
+    drop(pty);
+    let written = console
+        .and_then(|()| dir.save(&saved))
+        .and_then(|()| match opts.pid_file {
+            Some(f) => state::write_atomic(f, pid.to_string().as_bytes()),
+            None => Ok(()),
+        });
     if let Err(e) = written {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
@@ -347,6 +358,20 @@ fn annotations(spec: &oci_spec::runtime::Spec) -> std::collections::BTreeMap<Str
         .unwrap_or_default()
         .into_iter()
         .collect()
+}
+
+/// A pty pair for a process of the kvm backend, both ends close-on-exec: what execs keeps
+/// the slave only where it was put on its stdio.
+fn open_pty() -> Result<nix::pty::OpenptyResult, OciError> {
+    let pty = nix::pty::openpty(None, None).map_err(|e| OciError::sys("openpty", e))?;
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| OciError::sys("make the terminal close-on-exec", e))?;
+    }
+    Ok(pty)
 }
 
 /// Hands the terminal's master to the client through its console socket (`SCM_RIGHTS`, as
@@ -491,10 +516,17 @@ fn kill_cmd(root: &Path, k: &Kill, rt: &Runtime<'_>) -> Result<(), OciError> {
     let status = dir.status(&saved);
     // In a running VM a signal goes to the workload, through the exec channel to the guest
     // init; SIGKILL ends the VMM (and the VM) at once, as a created one's waiting process.
-    if saved.backend == Backend::Kvm
-        && matches!(status, Status::Running | Status::Paused)
-        && signal != Signal::SIGKILL
-    {
+    if saved.backend == Backend::Kvm && status == Status::Paused && signal != Signal::SIGKILL {
+        // The guest init sends it, and a paused VM runs nothing.
+        return Err(OciError::Status {
+            id: saved.id,
+            status: status.as_str().into(),
+            what: format!(
+                "{signal} reaches the workload in the VM only while it runs: resume it first, or send KILL"
+            ),
+        });
+    }
+    if saved.backend == Backend::Kvm && status == Status::Running && signal != Signal::SIGKILL {
         return rt.vm()?.signal(&dir.dir, signal as i32);
     }
     if status == Status::Stopped {
@@ -518,7 +550,21 @@ fn kill_cmd(root: &Path, k: &Kill, rt: &Runtime<'_>) -> Result<(), OciError> {
             Err(e) => return Err(OciError::sys(format!("kill {pid} with {signal}"), e)),
         }
     }
+    if saved.backend == Backend::Kvm && status == Status::Paused {
+        // The jailed VMM dies with its relay (its parent-death signal); frozen, on cgroup v1
+        // only once thawed.
+        thaw(&saved);
+    }
     Ok(())
+}
+
+/// Thaws the cgroup of `saved`, if it has one (a task killed while frozen dies then).
+fn thaw(saved: &Saved) {
+    let _ = cgroups::open_at(
+        Path::new(isol_container::process::CGROUP_ROOT),
+        &saved.cgroup_path,
+    )
+    .and_then(|cg| cg.set_frozen(false));
 }
 
 /// `exec`: a further process in a running container, from `--process F` (a runtime-spec
@@ -536,6 +582,15 @@ fn exec(root: &Path, e: &liboci_cli::Exec, rt: &Runtime<'_>) -> Result<i32, OciE
     let dir = ContainerDir::new(root, &e.container_id)?;
     let saved = dir.load()?;
     let status = dir.status(&saved);
+    if status == Status::Paused && saved.backend == Backend::Kvm {
+        // runc's refusal, without its way around: a paused VM runs nothing, the guest init
+        // that would start the process included.
+        return Err(OciError::Status {
+            id: saved.id,
+            status: status.as_str().into(),
+            what: "cannot exec in a paused container: its VM's vCPUs are parked (resume it first; --ignore-paused cannot help a VM)".into(),
+        });
+    }
     if status != Status::Running {
         return Err(OciError::Status {
             id: saved.id,
@@ -666,7 +721,7 @@ fn exec_vm(
             ));
         }
         (true, Some(socket)) => {
-            let pty = nix::pty::openpty(None, None).map_err(|err| OciError::sys("openpty", err))?;
+            let pty = open_pty()?;
             send_console(pty.master.as_fd(), socket, process.console_size())?;
             Some(pty.slave)
         }
@@ -680,6 +735,7 @@ fn exec_vm(
             env: process.env().clone().unwrap_or_default(),
             cwd: process.cwd().clone(),
             user: format!("{}:{}", user.uid(), user.gid()),
+            groups: user.additional_gids().clone().unwrap_or_default(),
             terminal,
             detach: e.detach,
             pid_file: e.pid_file.as_deref(),
@@ -791,8 +847,9 @@ fn pid_namespace_members(init: i32) -> Vec<Pid> {
 }
 
 /// `pause` (`freeze`) or `resume`: the freezer of the container's cgroup. As runc, only a
-/// running container can be paused and only a paused one resumed.
-fn pause(root: &Path, id: &str, freeze: bool) -> Result<(), OciError> {
+/// running container can be paused and only a paused one resumed. A VM's vCPUs are parked
+/// by its VMM first, then its cgroup frozen (`pause_vm`).
+fn pause(root: &Path, id: &str, freeze: bool, rt: &Runtime<'_>) -> Result<(), OciError> {
     let dir = ContainerDir::new(root, id)?;
     let saved = dir.load()?;
     let status = dir.status(&saved);
@@ -808,6 +865,9 @@ fn pause(root: &Path, id: &str, freeze: bool) -> Result<(), OciError> {
             what: what.into(),
         });
     }
+    if saved.backend == Backend::Kvm {
+        return pause_vm(&dir, &saved, freeze, rt.vm()?);
+    }
     let cgroup = cgroups::open_at(
         Path::new(isol_container::process::CGROUP_ROOT),
         &saved.cgroup_path,
@@ -818,10 +878,71 @@ fn pause(root: &Path, id: &str, freeze: bool) -> Result<(), OciError> {
         .map_err(|e| OciError::Container(isol_container::ContainerError::Cgroup(e)))
 }
 
+/// `pause` and `resume` of a VM. Pause: the VMM parks every vCPU (out of `KVM_RUN`, so that
+/// the freezer can stop the threads: one in `KVM_RUN` on nested KVM did not freeze), then the
+/// VMM's cgroup is frozen, if it has one, and the VM is marked paused. Resume: the cgroup
+/// thawed, then the vCPUs run again, the mark removed.
+fn pause_vm(
+    dir: &ContainerDir,
+    saved: &Saved,
+    freeze: bool,
+    runtime: &dyn VmRuntime,
+) -> Result<(), OciError> {
+    // A VMM without its jail (ISOL_VMM_JAIL=off) has no cgroup: its vCPUs are parked only.
+    let root = Path::new(isol_container::process::CGROUP_ROOT);
+    let exists = !saved.cgroup_path.as_os_str().is_empty()
+        && (root.join(&saved.cgroup_path).is_dir()
+            || root.join("freezer").join(&saved.cgroup_path).is_dir());
+    let cgroup = cgroups::open_at(root, &saved.cgroup_path)
+        .ok()
+        .filter(|_| exists);
+    let cgroup_err = |e| OciError::Container(isol_container::ContainerError::Cgroup(e));
+    // KVM's kernel threads, out of the cgroup while it is frozen (`vm::park_kthreads`).
+    let v2_dir = root.join(&saved.cgroup_path);
+    let kthreads = dir.dir.join("vm-kthreads");
+    if freeze {
+        runtime.pause(&dir.dir, true)?;
+        let frozen = cgroup.as_ref().map_or(Ok(()), |cg| {
+            let moved = vm::park_kthreads(root, &v2_dir)?;
+            let list: Vec<String> = moved.iter().map(i32::to_string).collect();
+            let frozen = state::write_atomic(&kthreads, list.join("\n").as_bytes())
+                .and_then(|()| cg.set_frozen(true).map_err(cgroup_err));
+            if frozen.is_err() {
+                vm::return_kthreads(&v2_dir, &moved);
+                let _ = std::fs::remove_file(&kthreads);
+            }
+            frozen
+        });
+        if let Err(e) = frozen {
+            let _ = runtime.pause(&dir.dir, false);
+            return Err(e);
+        }
+        return state::write_atomic(&dir.vm_paused(), b"");
+    }
+    if let Some(cg) = &cgroup {
+        cg.set_frozen(false).map_err(cgroup_err)?;
+        let moved: Vec<i32> = std::fs::read_to_string(&kthreads)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        vm::return_kthreads(&v2_dir, &moved);
+        let _ = std::fs::remove_file(&kthreads);
+    }
+    runtime.pause(&dir.dir, false)?;
+    match std::fs::remove_file(dir.vm_paused()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(OciError::state(
+            format!("remove {}", dir.vm_paused().display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `update`: new memory, CPU and pids limits for a container's cgroup, from `--resources FILE`
 /// (`-`: stdin; a runtime-spec `linux.resources` object, what containerd sends) or from runc's
 /// flags.
-fn update(root: &Path, u: &liboci_cli::Update) -> Result<(), OciError> {
+fn update(root: &Path, u: &liboci_cli::Update, rt: &Runtime<'_>) -> Result<(), OciError> {
     let resources: oci_spec::runtime::LinuxResources = match &u.resources {
         Some(path) => {
             let text = if path == Path::new("-") {
@@ -880,7 +1001,11 @@ fn update(root: &Path, u: &liboci_cli::Update) -> Result<(), OciError> {
             resources.set_devices(None);
         }
     }
-    let limits = spec::update_limits(&resources)?;
+    let mut limits = spec::update_limits(&resources)?;
+    if saved.backend == Backend::Kvm {
+        // The VMM's cgroup, whose threads are the guest's vCPUs.
+        limits = vm::update_limits(&limits, saved.vm_memory, rt.vm()?.vmm_memory_margin())?;
+    }
     let status = dir.status(&saved);
     if status == Status::Stopped {
         return Err(OciError::Status {

@@ -44,6 +44,10 @@ pub struct Saved {
     /// What runs it (a VM: `pid` is its VMM, `cgroup_path` the VMM's jail's).
     #[serde(default)]
     pub backend: crate::vm::Backend,
+    /// A VM's RAM in bytes, fixed when it booted (`update` keeps its memory limit above);
+    /// 0 for a container.
+    #[serde(default)]
+    pub vm_memory: u64,
 }
 
 impl Saved {
@@ -132,6 +136,12 @@ impl ContainerDir {
         self.dir.join("exec.fifo")
     }
 
+    /// Exists while a VM's vCPUs are parked by `pause` (its cgroup frozen too, if it has
+    /// one): the status of a VM without a cgroup.
+    pub fn vm_paused(&self) -> PathBuf {
+        self.dir.join("vm-paused")
+    }
+
     /// The container's cgroup path, written before anything is made, for a `delete` after a
     /// `create` that was killed before it wrote state.json.
     pub fn cgroup_file(&self) -> PathBuf {
@@ -187,7 +197,9 @@ impl ContainerDir {
             Status::Stopped
         } else if self.fifo().exists() {
             Status::Created
-        } else if is_frozen(&saved.cgroup_path) {
+        } else if is_frozen(&saved.cgroup_path)
+            || (saved.backend == crate::vm::Backend::Kvm && self.vm_paused().exists())
+        {
             Status::Paused
         } else {
             Status::Running

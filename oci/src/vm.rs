@@ -4,7 +4,9 @@
 //! Which backend runs a container: the config's annotation [`BACKEND_ANNOTATION`]
 //! (`kvm` or `container`), else the runtime's name — invoked as [`VM_RUNTIME_NAME`] (a link to
 //! `isol-runc`, for clients that name a runtime binary rather than pass annotations, such as a
-//! Kubernetes RuntimeClass handler), kvm; else container.
+//! Kubernetes RuntimeClass handler), kvm; else container. Under that name a CRI pod's sandbox
+//! (the pause container, [`CRI_CONTAINER_TYPE`] `sandbox`) stays a container: it only holds
+//! the pod's namespaces, which the pod's VMs join (its network) or mirror (its hostname).
 //!
 //! This crate does not run VMs: it does not depend on the VMM. The binary that does
 //! (`isol-runc`, in the `isol` crate) hands it a [`VmRuntime`]; the commands here keep the
@@ -21,6 +23,12 @@ use crate::error::OciError;
 pub const BACKEND_ANNOTATION: &str = "io.isol.backend";
 /// The runtime's name (argv\[0\]'s file name) whose default backend is kvm.
 pub const VM_RUNTIME_NAME: &str = "isol-runc-vm";
+
+/// The annotation containerd's CRI plugin (1.6) puts on every container it makes: `sandbox`
+/// for a pod's pause container, `container` for the others.
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// [`CRI_CONTAINER_TYPE`]'s value for a pod's sandbox.
+pub const CRI_SANDBOX: &str = "sandbox";
 
 /// What runs a container.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,12 +62,18 @@ impl Backend {
         }
     }
 
-    /// The backend of a config with these annotations: the annotation's, else `default`.
+    /// The backend of a config with these annotations: the annotation's, else `default` —
+    /// except for a CRI pod's sandbox under a kvm default, which is a container: it holds the
+    /// pod's namespaces (made by the runtime, its network configured by a CNI plugin) for the
+    /// pod's VMs to join, and runs nothing of the pod's (Kata's sandbox is the VM itself; here
+    /// each container is a VM of its own, so the sandbox needs none).
     pub fn select(
         annotations: &BTreeMap<String, String>,
         default: Backend,
     ) -> Result<Backend, OciError> {
+        let sandbox = annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some(CRI_SANDBOX);
         match annotations.get(BACKEND_ANNOTATION).map(String::as_str) {
+            None if sandbox => Ok(Backend::Container),
             None => Ok(default),
             Some("kvm") => Ok(Backend::Kvm),
             Some("container") => Ok(Backend::Container),
@@ -83,6 +97,11 @@ pub struct VmCreate<'a> {
     pub fifo: &'a Path,
     /// The config, checked by [`check`]: what the VM gets.
     pub config: &'a isol_container::ContainerConfig,
+    /// With `process.terminal`: the slave of the pty whose master goes to the console
+    /// socket. The VM's process makes it its stdio and controlling terminal (so a resize of
+    /// the master reaches it as SIGWINCH) and the workload runs on a terminal of the guest's,
+    /// sized as the slave is, as `isol run -t` runs one.
+    pub terminal: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// What `exec` hands the kvm backend: a process for the guest init to start beside the
@@ -95,6 +114,9 @@ pub struct VmExec<'a> {
     pub cwd: std::path::PathBuf,
     /// `uid:gid`.
     pub user: String,
+    /// Exactly these supplementary groups besides the gid (`process.user.additionalGids`, as
+    /// runc: none listed, none).
+    pub groups: Vec<u32>,
     /// With a terminal: the slave of the pty whose master went to the console socket; the
     /// process gets a terminal of the guest's, relayed to it.
     pub terminal: Option<std::os::fd::OwnedFd>,
@@ -122,15 +144,169 @@ pub trait VmRuntime {
     /// Removes what the VM kept in its state directory `dir`, the VMM gone, without ever
     /// following a mount into what it shared.
     fn clean(&self, dir: &Path) -> Result<(), OciError>;
+
+    /// Parks every vCPU of the running VM whose state directory is `dir` (`pause`), or runs
+    /// them again; returns once they are.
+    fn pause(&self, dir: &Path, pause: bool) -> Result<(), OciError>;
+
+    /// The VMM's own memory beyond guest RAM, in bytes: its cgroup's memory limit is the
+    /// guest's limit and this.
+    fn vmm_memory_margin(&self) -> u64;
+}
+
+/// KVM's kernel threads of a VM in its VMM's cgroup v2 `cgroup`, moved to the root cgroup
+/// (`root`) so that the cgroup can freeze; their thread ids, for [`return_kthreads`].
+///
+/// Before Linux 6.13, KVM runs a kernel thread per VM (`kvm-nx-lpage-recovery`) in the cgroup
+/// of the process that made the VM. The v2 freezer skips kernel threads but counts them, so
+/// `cgroup.events` never says `frozen 1` while one is there (the lab's 6.1: `pause` of a VM
+/// failed after 10 s). The root cgroup takes it (v2's rule against processes beside child
+/// cgroups spares the root, not `isol`, which delegates controllers). On v1, whose freezer
+/// leaves kernel threads out, and on 6.13 and later (a user worker, frozen with the VMM),
+/// there is none to move.
+pub fn park_kthreads(root: &Path, cgroup: &Path) -> Result<Vec<i32>, OciError> {
+    let threads = cgroup.join("cgroup.threads");
+    let Ok(list) = std::fs::read_to_string(&threads) else {
+        return Ok(Vec::new());
+    };
+    let mut moved = Vec::new();
+    for tid in list.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if !is_kthread(tid) {
+            continue;
+        }
+        let into = root.join("cgroup.procs");
+        match std::fs::write(&into, tid.to_string()) {
+            Ok(()) => moved.push(tid),
+            // Gone meanwhile (its VM ended).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => {
+                return_kthreads(cgroup, &moved);
+                return Err(OciError::state(
+                    format!(
+                        "move KVM's kernel thread {tid} out of {} (it keeps the cgroup from freezing) into {}",
+                        cgroup.display(),
+                        into.display()
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Puts the kernel threads [`park_kthreads`] moved back into `cgroup` (those still there and
+/// still kernel threads: a recycled id is left alone).
+pub fn return_kthreads(cgroup: &Path, tids: &[i32]) {
+    for &tid in tids {
+        if is_kthread(tid) {
+            let _ = std::fs::write(cgroup.join("cgroup.procs"), tid.to_string());
+        }
+    }
+}
+
+/// Whether `tid` is a kernel thread (`PF_KTHREAD` in /proc/TID/stat's flags).
+fn is_kthread(tid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_to_string(format!("/proc/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // After the command's closing parenthesis: state is field 3, flags field 9.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// A VM's RAM without a memory limit, as `isol run`'s.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+
+/// The guest RAM of a VM for `cfg`, in bytes: its memory limit in whole MiB, else
+/// [`DEFAULT_MEMORY_MIB`].
+pub fn guest_memory(cfg: &isol_container::ContainerConfig) -> u64 {
+    match cfg.limits.memory {
+        None => DEFAULT_MEMORY_MIB << 20,
+        Some(m) => m.div_ceil(1 << 20) << 20,
+    }
+}
+
+/// What `update` of a VM's resources sets on the VMM's cgroup: the CPU limits as they are
+/// (they bound the vCPU threads); a memory limit as the guest's limit plus `margin`, the
+/// VMM's own, as `create` made it — never below the guest's RAM (`ram`, fixed when it
+/// booted), which the host would then reclaim by killing the VM. Huge page limits hold as
+/// they are (the VMM uses none). What cannot be honoured is refused by name.
+pub fn update_limits(
+    limits: &isol_container::cgroups::Limits,
+    ram: u64,
+    margin: u64,
+) -> Result<isol_container::cgroups::Limits, OciError> {
+    let refuse = |what: &str, why: &str| {
+        Err(OciError::Unsupported(format!(
+            "{what} cannot be updated on the kvm backend ({BACKEND_ANNOTATION}=kvm): {why}"
+        )))
+    };
+    if limits.pids.is_some() {
+        return refuse(
+            "linux.resources.pids.limit",
+            "the workload's processes are in the guest, whose pids limit was set in the guest's own cgroup when it booted",
+        );
+    }
+    if limits.memory_swap.is_some() {
+        return refuse(
+            "linux.resources.memory.swap",
+            "guest RAM is not swapped; give the memory limit only",
+        );
+    }
+    if !limits.block_io.is_empty() {
+        return refuse(
+            "linux.resources.blockIO",
+            "the VM has no block device: its root is shared over virtio-fs by a virtiofsd outside the VMM's cgroup",
+        );
+    }
+    let memory = match limits.memory {
+        Some(_) if ram == 0 => {
+            return refuse(
+                "linux.resources.memory.limit",
+                "this VM was created by an isol-runc that did not record its RAM; recreate it",
+            );
+        }
+        Some(m) if m < ram => {
+            return Err(OciError::Unsupported(format!(
+                "linux.resources.memory.limit of {} MiB is below the VM's RAM ({} MiB, fixed when it booted): the VMM's cgroup would have the host kill the VM to reclaim it; give {} MiB or more",
+                m >> 20,
+                ram >> 20,
+                ram >> 20
+            )));
+        }
+        Some(m) => Some(m.saturating_add(margin)),
+        None => None,
+    };
+    Ok(isol_container::cgroups::Limits {
+        memory,
+        cpus: limits.cpus,
+        cpu_period: limits.cpu_period,
+        cpu_shares: limits.cpu_shares,
+        cpuset_cpus: limits.cpuset_cpus,
+        cpuset_mems: limits.cpuset_mems,
+        ..Default::default()
+    })
 }
 
 /// The pod network namespace a kvm config joins by path (`linux.namespaces`' network entry
 /// with a `path`): the VM's tap is made there and takes over its interface, its address, MAC
 /// and gateway (`isol_container::network::pod`).
 pub fn pod_netns(cfg: &isol_container::ContainerConfig) -> Option<&Path> {
+    joined(cfg, isol_container::SharedNamespace::Net)
+}
+
+/// The path of the `kind` namespace a config joins (`linux.namespaces` with a `path`).
+pub fn joined(
+    cfg: &isol_container::ContainerConfig,
+    kind: isol_container::SharedNamespace,
+) -> Option<&Path> {
     cfg.join
         .iter()
-        .find(|(ns, _)| *ns == isol_container::SharedNamespace::Net)
+        .find(|(ns, _)| *ns == kind)
         .map(|(_, p)| p.as_path())
 }
 
@@ -146,21 +322,27 @@ pub fn check(
     cfg: &isol_container::ContainerConfig,
 ) -> Result<(), OciError> {
     use isol_container::NetworkMode;
-    if cfg.tty {
-        return Err(refuse("process.terminal (a terminal, --console-socket)"));
-    }
     if cfg.preserve_fds > 0 {
         return Err(refuse("--preserve-fds"));
     }
-    // A network namespace by path is a pod's (the pause container's, configured by a CNI
-    // plugin): the VM takes over its interface (`pod_netns`). Any other is refused.
-    if let Some((ns, _)) = cfg
-        .join
-        .iter()
-        .find(|(ns, _)| *ns != isol_container::SharedNamespace::Net)
-    {
+    // Namespaces joined by path are a pod's (its sandbox's, as CRI gives every container):
+    // the network's is the VM's network (the VM takes over its interface: `pod_netns`); the
+    // UTS namespace's hostname is the guest's (unless the config names one); the IPC
+    // namespace cannot be shared across the VM's boundary (SysV IPC and POSIX message queues
+    // live in a kernel), the guest has its own. A PID or user namespace (a mount or cgroup
+    // one is refused by the spec's conversion for every backend) cannot be shared either,
+    // and sharing it is what the config asks: refused.
+    use isol_container::SharedNamespace;
+    if let Some((ns, path)) = cfg.join.iter().find(|(ns, _)| {
+        !matches!(
+            ns,
+            SharedNamespace::Net | SharedNamespace::Uts | SharedNamespace::Ipc
+        )
+    }) {
         return Err(refuse(&format!(
-            "joining a {ns:?} namespace by path (linux.namespaces): a VM has its own kernel"
+            "joining the {} namespace at {} (linux.namespaces): a VM has its own kernel, whose processes cannot be in a host's namespace",
+            ns.name(),
+            path.display()
         )));
     }
     let netns = spec
@@ -182,27 +364,19 @@ pub fn check(
     if !cfg.device_nodes.is_empty() {
         return Err(refuse("linux.devices"));
     }
-    if !cfg.masked_paths.is_empty() || !cfg.readonly_paths.is_empty() {
-        return Err(refuse(
-            "linux.maskedPaths or linux.readonlyPaths beyond runc's defaults",
-        ));
-    }
-    if !cfg.domainname.is_empty() {
-        return Err(refuse("domainname"));
-    }
-    if cfg.umask.is_some_and(|u| u != 0o022) {
-        return Err(refuse("process.user.umask other than 0022"));
-    }
     let l = &cfg.limits;
-    if l.cpus.is_some()
-        || l.memory_swap.is_some_and(|s| Some(s) != l.memory)
-        || l.cpuset_cpus.is_some()
-        || l.cpuset_mems.is_some()
-    {
+    if l.memory_swap.is_some_and(|s| Some(s) != l.memory) {
         return Err(refuse(
-            "linux.resources.cpu (quota, cpus, mems) or memory.swap: give memory and pids limits only",
+            "linux.resources.memory.swap other than the limit (guest RAM is not swapped)",
         ));
     }
+    if !l.block_io.is_empty() {
+        return Err(refuse(
+            "linux.resources.blockIO (the VM has no block device: its root is shared over virtio-fs)",
+        ));
+    }
+    // `hugepageLimits` hold as they are: guest RAM is not backed by huge pages, the VMM uses
+    // none (kubelet sends a limit for every page size).
     let hooks = spec.hooks().clone().unwrap_or_default();
     for (name, list) in [
         ("hooks.prestart", hooks.prestart()),
@@ -268,6 +442,119 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"qemu\" is not a backend"), "{e}");
+    }
+
+    #[test]
+    fn update_maps_memory_and_cpu_to_the_vmm_s_cgroup_and_refuses_the_rest() {
+        use isol_container::cgroups::Limits;
+        const MIB: u64 = 1 << 20;
+        let (ram, margin) = (128 * MIB, 64 * MIB);
+        let cpus = isol_container::cgroups::cpuset::CpuList::parse("cpu.cpus", "0-1").unwrap();
+        let given = Limits {
+            memory: Some(256 * MIB),
+            cpus: Some(0.5),
+            cpu_period: Some(50_000),
+            cpu_shares: Some(2048),
+            cpuset_cpus: Some(cpus),
+            ..Default::default()
+        };
+        let l = update_limits(&given, ram, margin).unwrap();
+        assert_eq!(
+            l.memory,
+            Some(320 * MIB),
+            "the guest's limit and the margin"
+        );
+        assert_eq!(
+            (l.cpus, l.cpu_period, l.cpu_shares, l.cpuset_cpus),
+            (Some(0.5), Some(50_000), Some(2048), Some(cpus))
+        );
+        // The RAM itself is the least: what create gave the cgroup.
+        let at_ram = Limits {
+            memory: Some(ram),
+            ..Default::default()
+        };
+        assert_eq!(
+            update_limits(&at_ram, ram, margin).unwrap().memory,
+            Some(192 * MIB)
+        );
+        let msg = |l: Limits, ram| update_limits(&l, ram, margin).unwrap_err().to_string();
+        let below = msg(
+            Limits {
+                memory: Some(64 * MIB),
+                ..Default::default()
+            },
+            ram,
+        );
+        assert!(
+            below.contains(
+                "memory.limit of 64 MiB is below the VM's RAM (128 MiB, fixed when it booted)"
+            ) && below.contains("give 128 MiB or more"),
+            "{below}"
+        );
+        assert!(
+            msg(at_ram.clone(), 0).contains("did not record its RAM"),
+            "an older state.json"
+        );
+        let pids = msg(
+            Limits {
+                pids: Some(10),
+                ..Default::default()
+            },
+            ram,
+        );
+        assert!(
+            pids.contains("pids.limit cannot be updated on the kvm backend"),
+            "{pids}"
+        );
+        let swap = msg(
+            Limits {
+                memory: Some(ram),
+                memory_swap: Some(2 * ram),
+                ..Default::default()
+            },
+            ram,
+        );
+        assert!(swap.contains("memory.swap"), "{swap}");
+        let mut io = Limits::default();
+        io.block_io.weight = Some(100);
+        assert!(msg(io, ram).contains("blockIO"));
+        for m in [below, pids, swap] {
+            assert!(!m.contains('\n'), "{m}");
+        }
+    }
+
+    #[test]
+    fn kernel_threads_are_told_from_processes() {
+        // kthreadd is PID 2 where the host's PIDs are seen; this test's process is no kernel
+        // thread.
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c == "kthreadd\n") {
+            assert!(is_kthread(2));
+        }
+        assert!(!is_kthread(std::process::id() as i32));
+        assert!(!is_kthread(i32::MAX));
+        // A cgroup without cgroup.threads (v1, or none): nothing to move.
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            park_kthreads(tmp.path(), tmp.path()).unwrap(),
+            Vec::<i32>::new()
+        );
+    }
+
+    #[test]
+    fn a_cri_sandbox_under_the_vm_runtime_name_is_a_container() {
+        let mut a = BTreeMap::new();
+        a.insert(CRI_CONTAINER_TYPE.to_string(), CRI_SANDBOX.to_string());
+        assert_eq!(
+            Backend::select(&a, Backend::Kvm).unwrap(),
+            Backend::Container
+        );
+        // The annotation still means what it says.
+        a.insert(BACKEND_ANNOTATION.to_string(), "kvm".to_string());
+        assert_eq!(Backend::select(&a, Backend::Kvm).unwrap(), Backend::Kvm);
+        // A pod's other containers are VMs.
+        let mut a = BTreeMap::new();
+        a.insert(CRI_CONTAINER_TYPE.to_string(), "container".to_string());
+        assert_eq!(Backend::select(&a, Backend::Kvm).unwrap(), Backend::Kvm);
     }
 
     #[test]

@@ -1108,6 +1108,7 @@ fn run_kvm(
         pids_limit: spec.pids,
         memory_limit: spec.memory,
         leftovers: Vec::new(),
+        oci: Default::default(),
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.

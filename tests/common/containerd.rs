@@ -7,6 +7,15 @@ use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A workload for `ctr run -t`: whether its stdin and stdout are a terminal, the terminal's
+/// size, exit 6. ctr sizes the terminal once the task has started (as with runc): until then
+/// it is 0x0, for which busybox's stty prints only an error (and exits 0), so it waits for a
+/// size (5 s at most).
+pub const TTY_SCRIPT: &str = "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; i=0; \
+     until s=$(stty size 2>/dev/null); [ -n \"$s\" ] || [ $i = 100 ]; do \
+     i=$((i+1)); sleep 0.05; done; \
+     echo size $s; exit 6";
+
 /// The config's plugin section for a containerd without its CRI plugin (ctr, dockerd).
 pub const NO_CRI: &str = "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable = true\n";
 

@@ -5,7 +5,9 @@
 
 pub mod cni;
 pub mod containerd;
+pub mod cri;
 pub use isol_lab::watch as lab_watch;
+pub mod podman;
 pub mod pty;
 pub mod shim;
 
@@ -124,50 +126,14 @@ pub fn busybox_docker_archive_adding(
     config: serde_json::Value,
     add: &[(&Path, &str)],
 ) -> PathBuf {
-    let image = dir.join("image");
     let rootfs = dir.join("image-rootfs");
-    std::fs::create_dir(&image).unwrap();
     busybox_rootfs(&rootfs);
     for (from, to) in add {
         let to = rootfs.join(to.trim_start_matches('/'));
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from, &to).unwrap();
     }
-    let sh = |script: String| {
-        let o = Command::new("sh").args(["-c", &script]).output().unwrap();
-        assert!(o.status.success(), "{script}: {}", stderr(&o));
-    };
-    let sha256 = |path: &Path| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-    };
-    let layer = image.join("layer.tar");
-    sh(format!(
-        "tar -C {} -cf {} .",
-        rootfs.display(),
-        layer.display()
-    ));
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer))]},
-    });
-    let config_path = image.join("config.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let config_name = format!("{}.json", sha256(&config_path));
-    std::fs::rename(&config_path, image.join(&config_name)).unwrap();
-    let manifest = serde_json::json!([
-        {"Config": config_name, "RepoTags": [tag], "Layers": ["layer.tar"]}
-    ]);
-    std::fs::write(image.join("manifest.json"), manifest.to_string()).unwrap();
-    let archive = dir.join("busybox.tar");
-    sh(format!(
-        "tar -C {} -cf {} .",
-        image.display(),
-        archive.display()
-    ));
-    archive
+    isol_bench::docker_archive::docker_archive(dir, tag, &[rootfs], config).unwrap()
 }
 
 /// Every mount point below `dir` (a client's storage, a daemon's state).
@@ -214,6 +180,23 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Runs of one kvm command in [`run`] when the lab's nested KVM triple-faults its guest.
 pub const LAB_TRIPLE_FAULT_ATTEMPTS: usize = 3;
+
+/// Runs `c` with `input` on its stdin (written by a thread of its own, then closed: the end
+/// reaches the command) and its stdout and stderr captured.
+pub fn output_with_stdin(c: &mut Command, input: &[u8]) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let w = std::thread::spawn(move || stdin.write_all(&input));
+    let o = child.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    o
+}
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -63,33 +63,76 @@ pub fn spawn_command(mut cmd: std::process::Command, rows: u16, cols: u16) -> On
     }
 }
 
-impl OnPty {
-    /// Reads until `needle` has appeared, or panics with what came. The deadline only bounds a
-    /// hang; nothing is timed.
-    pub fn read_until(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut buf = [0u8; 4096];
-        while !self.seen.contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "never saw {needle:?}; got:\n{}",
-                self.seen
-            );
-            match self.master.read(&mut buf) {
-                Ok(0) => panic!("EOF before {needle:?}; got:\n{}", self.seen),
-                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
-                    panic!("pty closed before {needle:?}; got:\n{}", self.seen)
-                }
-                Err(e) => panic!("read: {e}"),
+/// Reads a pty's `master` into `seen` until `needle` has appeared there, or panics with what
+/// came. The deadline only bounds a hang; nothing is timed.
+pub fn read_until(master: &mut std::fs::File, seen: &mut String, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "never saw {needle:?}; got:\n{seen}"
+        );
+        match master.read(&mut buf) {
+            Ok(0) => panic!("EOF before {needle:?}; got:\n{seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                panic!("pty closed before {needle:?}; got:\n{seen}")
             }
+            Err(e) => panic!("read: {e}"),
         }
+    }
+}
+
+/// Reads a pty's `master` into `seen` until its last slave is closed (EIO).
+pub fn read_to_end(master: &mut std::fs::File, seen: &mut String) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// Resizes the terminal whose master is `master`, as a user dragging the window does (the
+/// kernel sends SIGWINCH to the slave's foreground process group).
+pub fn resize(master: &impl AsRawFd, rows: u16, cols: u16) {
+    // SAFETY: TIOCSWINSZ reads a Winsize from a valid pointer; the fd is a pty master.
+    unsafe { tiocswinsz(master.as_raw_fd(), &winsize(rows, cols)) }.unwrap();
+}
+
+impl OnPty {
+    /// Reads until `needle` has appeared, or panics with what came.
+    pub fn read_until(&mut self, needle: &str) {
+        read_until(&mut self.master, &mut self.seen, needle);
+    }
+
+    /// Waits for the child to end (the deadline only bounds a hang); its exit status and
+    /// everything it wrote on the pty (which holds it until read: keep the output smaller
+    /// than the pty's buffer).
+    pub fn finish(self) -> (Option<i32>, String) {
+        let OnPty {
+            mut child,
+            mut master,
+            slave,
+            seen,
+        } = self;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "it never ended; got:\n{seen}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // With the last slave closed, the master reads to EIO.
+        drop(slave);
+        let mut out = seen;
+        read_to_end(&mut master, &mut out);
+        (status.code(), out)
     }
 
     /// Resizes the terminal, as a user dragging the window does (the kernel sends SIGWINCH).
     pub fn resize(&self, rows: u16, cols: u16) {
-        // SAFETY: TIOCSWINSZ reads a Winsize from a valid pointer; the fd is our pty master.
-        unsafe { tiocswinsz(self.master.as_raw_fd(), &winsize(rows, cols)) }.unwrap();
+        resize(&self.master, rows, cols);
     }
 }
 

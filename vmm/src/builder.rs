@@ -312,7 +312,8 @@ fn run_in(
                 timeline.clone(),
                 devices.stop_flag.clone(),
                 mmio_order.clone(),
-            )?;
+            )?
+            .with_pauser(virtio.pauser().cloned());
             v.configure(&supported, cfg.vcpus, (index == 0).then_some(kernel.entry))?;
             vcpus.push(v);
         }
@@ -340,6 +341,7 @@ fn run_in(
             cfg.timeout,
             filters,
             cfg.seccomp == Seccomp::Process,
+            virtio.pauser().map(|p| &**p),
         )?;
         virtio.shutdown(); // virtio: drain console output, join the device threads
         // The boot-set recorder waits for init start no longer.

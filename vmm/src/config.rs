@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use isol_guest_init::spec::{BundleRoot, Limits, MountSpec, Rlimit, Security, SockFilter};
+pub use isol_guest_init::spec::{
+    BundleRoot, Limits, MountSpec, OciSetup, Rlimit, Security, SockFilter,
+};
 
 use crate::arch::x86_64::mptable;
 pub use crate::device_manager::{DiskSpec, FsShare, GuestIp, GuestTty, NetConfig};
@@ -146,6 +148,9 @@ pub struct RunSpec {
     /// Exactly these supplementary groups (an OCI config's `additionalGids`); none: those
     /// the guest root's /etc/group gives.
     pub groups: Option<Vec<u32>>,
+    /// An OCI config's sysctls, domain name, umask, masked and read-only paths, which the
+    /// guest init applies (`isol-runc` on kvm); the default sets none.
+    pub oci: OciSetup,
 }
 
 /// A buffer the serial console can write into (for tests and for callers that want the

@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use isol_guest_init::control::{
     self, Decoder, Frame, FrameError, KIND_ACK, KIND_CLOSE, KIND_ERROR, KIND_EXIT, KIND_START,
-    KIND_STDERR, KIND_STDIN, KIND_STDOUT, MAX_PAYLOAD, WINDOW,
+    KIND_STDERR, KIND_STDIN, KIND_STDOUT, KIND_VM_PAUSE, KIND_VM_RESUME, MAX_PAYLOAD, WINDOW,
 };
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::vstate::pause::Pauser;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzzing;
@@ -36,6 +38,8 @@ const TO_GUEST_LIMIT: usize = 4 * MAX_PAYLOAD;
 const CLIENT_OUT_LIMIT: usize = WINDOW + MAX_PAYLOAD;
 /// After the VM: how long clients get to take their last frames.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+/// How long a pause or resume waits for the vCPUs (they park within one exit).
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One connected `isol exec`.
 #[derive(Debug)]
@@ -76,6 +80,8 @@ pub struct Channel {
     clients: HashMap<RawFd, Client>,
     by_stream: HashMap<u32, RawFd>,
     next_stream: u32,
+    /// How a client's PAUSE and RESUME reach the vCPUs (`vstate::pause`).
+    pauser: Option<std::sync::Arc<Pauser>>,
 }
 
 /// Makes `fd` non-blocking.
@@ -142,7 +148,33 @@ impl Channel {
             clients: HashMap::new(),
             by_stream: HashMap::new(),
             next_stream: 1,
+            pauser: None,
         })
+    }
+
+    /// Serves the clients' PAUSE and RESUME with `pauser`.
+    pub fn with_pauser(mut self, pauser: std::sync::Arc<Pauser>) -> Self {
+        self.pauser = Some(pauser);
+        self
+    }
+
+    /// A client's PAUSE or RESUME: the VMM's, never the guest's. Waits (this thread only,
+    /// at most [`PAUSE_TIMEOUT`]) until the vCPUs are parked or run; EXIT 0, or ERROR.
+    fn pause(&mut self, fd: RawFd, pause: bool) {
+        let done = match &self.pauser {
+            None => Err("this VM cannot be paused (the VMM serves no pauses)".to_string()),
+            Some(p) => p.set(pause, PAUSE_TIMEOUT).map_err(|e| e.to_string()),
+        };
+        let Some(c) = self.clients.get_mut(&fd) else {
+            return;
+        };
+        match done {
+            Ok(()) => {
+                c.send(&Frame::new(0, KIND_EXIT, 0i32.to_le_bytes().to_vec()));
+                c.done = true;
+            }
+            Err(e) => c.fail(&e),
+        }
     }
 
     /// Serves until `stop` is written, then gives the clients their last frames.
@@ -393,6 +425,13 @@ impl Channel {
         let Some(c) = self.clients.get_mut(&fd) else {
             return Ok(());
         };
+        if c.done {
+            return Ok(());
+        }
+        if matches!(f.kind, KIND_VM_PAUSE | KIND_VM_RESUME) && c.stream.is_none() {
+            self.pause(fd, f.kind == KIND_VM_PAUSE);
+            return Ok(());
+        }
         if !control::from_client(f.kind) || (f.kind == KIND_START) == c.stream.is_some() {
             return Err(FrameError::BadKind(f.kind));
         }
@@ -602,11 +641,18 @@ mod tests {
 
     impl Rig {
         fn new() -> Self {
+            Self::with(None)
+        }
+
+        fn with(pauser: Option<std::sync::Arc<Pauser>>) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("c.sock");
             let l = UnixListener::bind(&path).unwrap();
             let (ours, theirs) = socketpair().unwrap();
-            let ch = Channel::new(l.into(), ours).unwrap();
+            let mut ch = Channel::new(l.into(), ours).unwrap();
+            if let Some(p) = pauser {
+                ch = ch.with_pauser(p);
+            }
             let stop = EventFd::new(libc::EFD_NONBLOCK).unwrap();
             let s2 = stop.try_clone().unwrap();
             let thread = std::thread::spawn(move || ch.serve(&s2));
@@ -664,6 +710,48 @@ mod tests {
     fn message(f: &Frame) -> String {
         assert_eq!(f.kind, KIND_ERROR, "{f:?}");
         String::from_utf8(f.payload.clone()).unwrap()
+    }
+
+    #[test]
+    fn pause_and_resume_are_the_vmm_s_and_never_reach_the_guest() {
+        use std::sync::Arc;
+        let pauser = Arc::new(Pauser::new().unwrap());
+        pauser.started(1);
+        // The event loop and the one vCPU: it parks and runs as asked.
+        let vcpu = crate::vstate::pause::follow(pauser.clone(), 1, 2);
+        let mut rig = Rig::with(Some(pauser.clone()));
+        let mut c = rig.client();
+        c.write_all(&Frame::new(0, KIND_VM_PAUSE, Vec::new()).encode())
+            .unwrap();
+        assert_eq!(read_frame(&mut c).i32(), Ok(0));
+        assert!(pauser.is_paused());
+        assert_eq!(c.read(&mut [0u8; 1]).unwrap(), 0, "closed after its answer");
+        let mut c = rig.client();
+        c.write_all(&Frame::new(0, KIND_VM_RESUME, Vec::new()).encode())
+            .unwrap();
+        assert_eq!(read_frame(&mut c).i32(), Ok(0));
+        assert!(!pauser.is_paused());
+        vcpu.join().unwrap();
+        // An exec still goes to the guest, and it saw nothing before it.
+        let mut a = rig.client();
+        a.write_all(&start().encode()).unwrap();
+        assert_eq!(read_frame(&mut rig.guest).kind, KIND_START);
+        // Once the VM ends, a pause fails with one line.
+        pauser.end();
+        let mut c = rig.client();
+        c.write_all(&Frame::new(0, KIND_VM_PAUSE, Vec::new()).encode())
+            .unwrap();
+        assert!(message(&read_frame(&mut c)).contains("The VM is ending"));
+        // Inside an exec's stream it is a kind a client may not send.
+        a.write_all(&Frame::new(0, KIND_VM_PAUSE, Vec::new()).encode())
+            .unwrap();
+        assert!(message(&read_frame(&mut a)).contains("kind"));
+        // A channel without a pauser says so.
+        let rig = Rig::new();
+        let mut c = rig.client();
+        c.write_all(&Frame::new(0, KIND_VM_PAUSE, Vec::new()).encode())
+            .unwrap();
+        assert!(message(&read_frame(&mut c)).contains("cannot be paused"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use isol_devices::legacy::{
 use isol_devices::{Bus, BusError};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::vstate::pause::Pauser;
 use crate::vstate::vm::{Vm, VmError};
 
 // virtio.
@@ -294,6 +295,8 @@ pub struct VirtioDevices {
     late: Vec<LateIo>,
     /// The exec channel's thread ([`crate::control`]) and its stop signal.
     control: Option<(EventFd, std::thread::JoinHandle<()>)>,
+    /// With the exec channel: how its clients pause the vCPUs (`vstate::pause`).
+    pauser: Option<Arc<Pauser>>,
     /// Raised by a device whose backend is gone (a virtiofsd that exited): the event
     /// loop ends the VM with its reason.
     lost: BackendLost,
@@ -383,6 +386,7 @@ pub fn attach_virtio_devices(
     let mut list: Vec<(&'static str, Box<dyn VirtioDevice>)> = Vec::new();
     let mut cmdline = Vec::new();
     let mut control = None;
+    let mut pauser = None;
     let lost = BackendLost::new().map_err(|e| DeviceError::Virtio {
         what: "device watch",
         msg: format!("cannot create an eventfd: {e}; raise the open-file limit"),
@@ -486,13 +490,14 @@ pub fn attach_virtio_devices(
             cmdline.push("isol.tty=1".to_string());
         }
         if let Some(listener) = cfg.control {
-            let (port, thread) =
+            let (port, thread, p) =
                 control_channel(listener, filters).map_err(|e| DeviceError::Virtio {
                     what: "exec channel",
                     msg: format!("{e}; raise the open-file or thread limit"),
                 })?;
             ports.push(port);
             control = Some(thread);
+            pauser = Some(p);
             cmdline.push("isol.control=1".to_string());
         }
         // Its output writers install their seccomp filter first thing.
@@ -568,16 +573,23 @@ pub fn attach_virtio_devices(
         stop: None,
         late,
         control,
+        pauser,
         lost,
     })
 }
 
 /// The exec channel: the `isol.control` port on one end of a socketpair, and the thread
-/// (`isol-control`, [`crate::control`]) serving the other end and `listener`'s clients.
+/// (`isol-control`, [`crate::control`]) serving the other end and `listener`'s clients, who
+/// may also pause the vCPUs through the pauser returned.
+#[allow(clippy::type_complexity)]
 fn control_channel(
     listener: std::os::fd::RawFd,
     filters: Option<&crate::seccomp::Filters>,
-) -> std::io::Result<(PortConfig, (EventFd, std::thread::JoinHandle<()>))> {
+) -> std::io::Result<(
+    PortConfig,
+    (EventFd, std::thread::JoinHandle<()>),
+    Arc<Pauser>,
+)> {
     // SAFETY: the caller keeps `listener` open while the VM is built (VmConfig's contract);
     // the borrow ends with the duplicate made here.
     let listener = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener) }.try_clone_to_owned()?;
@@ -590,7 +602,8 @@ fn control_channel(
         name: isol_guest_init::control::PORT_NAME.into(),
         io: PortIo::Duplex(input, Box::new(FdWriter::new(std::fs::File::from(device)))),
     };
-    let channel = crate::control::Channel::new(listener, ours)?;
+    let pauser = Arc::new(Pauser::new()?);
+    let channel = crate::control::Channel::new(listener, ours)?.with_pauser(pauser.clone());
     let stop = EventFd::new(libc::EFD_NONBLOCK)?;
     let stop2 = stop.try_clone()?;
     let filters = filters.cloned();
@@ -600,7 +613,7 @@ fn control_channel(
             crate::seccomp::enter(filters.as_ref(), crate::seccomp::ThreadKind::Control);
             channel.serve(&stop2);
         })?;
-    Ok((port, (stop, thread)))
+    Ok((port, (stop, thread), pauser))
 }
 
 struct Stopper {
@@ -624,6 +637,11 @@ impl VirtioDevices {
     /// the root disk and the stdio ports).
     pub fn cmdline(&self) -> &[String] {
         &self.cmdline
+    }
+
+    /// How the exec channel's clients pause the vCPUs, when the VM has the channel.
+    pub fn pauser(&self) -> Option<&Arc<Pauser>> {
+        self.pauser.as_ref()
     }
 
     /// The notice a device raises when its backend is gone (for the event loop to watch).

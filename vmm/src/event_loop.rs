@@ -15,7 +15,8 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::seccomp::{Filters, ThreadKind};
 use crate::trace::ExitCounts;
-use crate::vstate::vcpu::{Vcpu, VcpuError, VcpuEvent, VcpuHandle};
+use crate::vstate::pause::Pauser;
+use crate::vstate::vcpu::{Vcpu, VcpuCommand, VcpuError, VcpuEvent, VcpuHandle};
 
 /// Errors running the event loop.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +152,10 @@ pub struct Controller {
     vcpu_events: Receiver<VcpuEvent>,
     lost: Option<BackendLost>,
     end: Option<VmEnd>,
+    /// A pause or resume was asked for (`vstate::pause`): its eventfd, and whether it was
+    /// written since the loop last looked.
+    pause_evt: Option<EventFd>,
+    pause_asked: bool,
 }
 
 impl Controller {
@@ -168,7 +173,14 @@ impl Controller {
             vcpu_events: rx,
             lost,
             end: None,
+            pause_evt: None,
+            pause_asked: false,
         }
+    }
+
+    /// Whether a pause or resume was asked for since the last call.
+    fn take_pause_request(&mut self) -> bool {
+        std::mem::take(&mut self.pause_asked)
     }
 
     /// How the VM ended, once it has.
@@ -201,6 +213,12 @@ impl MutEventSubscriber for Controller {
             }
         } else if fd == self.signal_evt.as_raw_fd() && self.signal_evt.read().is_ok() {
             self.finish(VmEnd::Signal(SignalGuard::last_signal()));
+        } else if let Some(p) = &self.pause_evt
+            && fd == p.as_raw_fd()
+        {
+            if p.read().is_ok() {
+                self.pause_asked = true;
+            }
         } else if let Some(lost) = &self.lost
             && fd == lost.eventfd().as_raw_fd()
             && lost.eventfd().read().is_ok()
@@ -215,6 +233,7 @@ impl MutEventSubscriber for Controller {
         for fd in [&self.reset_evt, &self.vcpu_evt, &self.signal_evt]
             .into_iter()
             .chain(lost)
+            .chain(self.pause_evt.as_ref())
         {
             // Registering a fresh eventfd on a fresh epoll cannot fail short of ENOMEM;
             // the loop would then only end by timeout, which the caller always sets or
@@ -277,6 +296,8 @@ fn setup_err<E: std::fmt::Display>(e: E) -> EventLoopError {
 /// its seccomp filter and waits; this thread installs its own too when `filter_main` (once
 /// every thread is started: a thread inherits its creator's filter), and then lets the
 /// vCPUs enter the guest. `lost`, raised by a device whose backend died, ends the VM.
+/// `pauser` (the exec channel's, `vstate::pause`): a pause or resume asked for there is
+/// passed on to every vCPU.
 #[allow(clippy::too_many_arguments)]
 pub fn run_vm(
     vcpus: Vec<Vcpu>,
@@ -287,18 +308,23 @@ pub fn run_vm(
     timeout: Option<Duration>,
     filters: Option<&Filters>,
     filter_main: bool,
+    pauser: Option<&Pauser>,
 ) -> Result<LoopResult, EventLoopError> {
     let vcpu_evt = EventFd::new(EFD_NONBLOCK).map_err(setup_err)?;
     let signal_evt = EventFd::new(EFD_NONBLOCK).map_err(setup_err)?;
     let _signals = SignalGuard::install(&signal_evt)?;
     let (tx, rx) = mpsc::channel();
-    let controller = Arc::new(Mutex::new(Controller::new(
+    let mut controller = Controller::new(
         reset_evt.try_clone().map_err(setup_err)?,
         vcpu_evt.try_clone().map_err(setup_err)?,
         signal_evt.try_clone().map_err(setup_err)?,
         rx,
         lost.cloned(),
-    )));
+    );
+    if let Some(p) = pauser {
+        controller.pause_evt = Some(p.request_evt().try_clone().map_err(setup_err)?);
+    }
+    let controller = Arc::new(Mutex::new(controller));
     let mut em =
         EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().map_err(setup_err)?;
     em.add_subscriber(controller.clone());
@@ -340,6 +366,11 @@ pub fn run_vm(
         }
     }
 
+    if start_error.is_none()
+        && let Some(p) = pauser
+    {
+        p.started(handles.len());
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut result = match start_error {
         Some(e) => Err(e),
@@ -365,8 +396,26 @@ pub fn run_vm(
             if let Err(e) = em.run_with_timeout(wait_ms) {
                 break Err(EventLoopError::Wait(format!("{e:?}")));
             }
+            let asked = controller
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take_pause_request();
+            if let Some(p) = pauser.filter(|_| asked) {
+                let cmd = if p.wanted() {
+                    VcpuCommand::Pause
+                } else {
+                    VcpuCommand::Resume
+                };
+                for h in &handles {
+                    h.send(cmd);
+                }
+            }
         },
     };
+    if let Some(p) = pauser {
+        // Before the vCPUs are told to exit: a request waiting for them fails now.
+        p.end();
+    }
 
     let mut counts = ExitCounts::default();
     for h in handles {

@@ -75,6 +75,7 @@ pub fn wire_spec(spec: &RunSpec) -> Spec {
         root: spec.bundle.clone(),
         rlimits: spec.rlimits.clone(),
         groups: spec.groups.clone(),
+        oci: spec.oci.clone(),
     }
 }
 

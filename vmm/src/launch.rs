@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 12;
+pub const FORMAT: u32 = 14;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -194,6 +194,47 @@ pub struct Launch {
     /// become the VMM. After a SIGKILL the next isol's sweep removes them.
     #[serde(default, with = "os_bytes_vec")]
     pub leftovers: Vec<OsString>,
+    /// `isol-runc` on kvm: the config's sysctls, domain name, umask, masked and read-only
+    /// paths, for the guest init (run spec version 6); the default sets none.
+    #[serde(default)]
+    pub oci: LaunchOci,
+}
+
+/// What an OCI config sets up in the guest beyond the workload's process ([`Launch::oci`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchOci {
+    /// `linux.sysctl`, `(key, value)`, checked by the caller (namespaced keys only).
+    pub sysctl: Vec<(String, String)>,
+    /// `domainname`; empty: the kernel's.
+    pub domainname: String,
+    /// `process.user.umask`; none: the guest init's (0022).
+    pub umask: Option<u32>,
+    /// Paths masked in the guest (runc's defaults and the config's).
+    #[serde(with = "os_bytes_vec")]
+    pub masked_paths: Vec<OsString>,
+    /// Paths made read-only in the guest (runc's defaults and the config's).
+    #[serde(with = "os_bytes_vec")]
+    pub readonly_paths: Vec<OsString>,
+}
+
+impl LaunchOci {
+    /// The settings as the run spec carries them.
+    pub fn spec(&self) -> crate::config::OciSetup {
+        use std::os::unix::ffi::OsStrExt;
+        let paths = |l: &[OsString]| l.iter().map(|p| p.as_bytes().to_vec()).collect();
+        crate::config::OciSetup {
+            sysctl: self
+                .sysctl
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            domainname: self.domainname.as_bytes().to_vec(),
+            umask: self.umask,
+            masked_paths: paths(&self.masked_paths),
+            readonly_paths: paths(&self.readonly_paths),
+        }
+    }
 }
 
 /// An OCI bundle's root in the guest (`isol-runc` on kvm): the share of [`Launch::shares`]
@@ -208,9 +249,6 @@ pub struct LaunchBundle {
     pub readonly: bool,
     /// The config's mounts beyond the guest init's own, in order.
     pub mounts: Vec<LaunchMount>,
-    /// `linux.sysctl`, `(key, value)`, written in the guest before the workload.
-    #[serde(default)]
-    pub sysctl: Vec<(String, String)>,
     /// `process.oomScoreAdj` of the workload and exec'd processes in the guest.
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
@@ -251,11 +289,6 @@ impl LaunchBundle {
                     flags: m.flags,
                     data: m.data.as_bytes().to_vec(),
                 })
-                .collect(),
-            sysctl: self
-                .sysctl
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                 .collect(),
             oom_score_adj: self.oom_score_adj,
         }
@@ -416,6 +449,25 @@ pub struct LaunchJail {
     pub memory_max: u64,
     /// The cgroup's task limit (the VMM's threads).
     pub pids_max: u64,
+    /// The cgroup's CPU limits, which bound the vCPU threads (an OCI config's
+    /// `linux.resources.cpu` on kvm); none by default.
+    pub cpu: JailCpu,
+}
+
+/// CPU limits of the jailed VMM's cgroup, in the kernel's units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailCpu {
+    /// CFS quota per period, in microseconds.
+    pub quota_us: Option<u64>,
+    /// CFS period, in microseconds.
+    pub period_us: Option<u64>,
+    /// Weight in v1 `cpu.shares` units (v2: `cpu.weight`, mapped as runc does).
+    pub shares: Option<u64>,
+    /// `cpuset.cpus`, in the kernel's list format.
+    pub cpus: Option<String>,
+    /// `cpuset.mems`.
+    pub mems: Option<String>,
 }
 
 /// The user and group the jailed VMM becomes once its VM is built: `nobody`/`nogroup`,
@@ -443,6 +495,7 @@ impl LaunchJail {
             gid: JAIL_ID,
             memory_max: (u64::from(launch.memory_mib) << 20) + JAIL_MEMORY_MARGIN,
             pids_max: u64::from(launch.vcpus) + JAIL_EXTRA_TASKS,
+            cpu: JailCpu::default(),
         }
     }
 }
@@ -518,6 +571,7 @@ impl Launch {
                     })
                     .collect(),
                 groups: self.groups.clone(),
+                oci: self.oci.spec(),
             },
             console: self.console,
             trace_exits: self.trace_exits,
@@ -945,8 +999,6 @@ fn kvm_tty(
     let r = unsafe { File::from_raw_fd(fds[0]) };
     // SAFETY: as above.
     let mut w = unsafe { File::from_raw_fd(fds[1]) };
-    w.write_all(winsize_line().as_bytes())
-        .map_err(LaunchError::TtyPipe)?;
 
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -960,6 +1012,13 @@ fn kvm_tty(
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
     let mut saved = None;
     let guard = |saved| TtyGuard { saved, old_mask };
+    // The size once SIGWINCH is blocked: a resize from now on is pending for the thread
+    // below, one before it is in this size (a client such as ctr sizes the terminal only
+    // once the VM is started).
+    if let Err(e) = w.write_all(winsize_line().as_bytes()) {
+        drop(guard(None));
+        return Err(LaunchError::TtyPipe(e));
+    }
     let filters = filters.cloned();
     std::thread::Builder::new()
         .name("isol-winsize".into())
@@ -1061,6 +1120,13 @@ mod tests {
                 gid: 65534,
                 memory_max: 200 << 20,
                 pids_max: 40,
+                cpu: JailCpu {
+                    quota_us: Some(50_000),
+                    period_us: Some(100_000),
+                    shares: Some(512),
+                    cpus: Some("0-1".into()),
+                    mems: Some("0".into()),
+                },
             }),
             net: Some(LaunchNet {
                 tap_fd: 7,
@@ -1095,6 +1161,7 @@ mod tests {
             pids_limit: Some(10),
             memory_limit: Some(64 << 20),
             leftovers: Vec::new(),
+            oci: Default::default(),
         }
     }
 
@@ -1112,11 +1179,17 @@ mod tests {
                     flags: 1,
                     data: String::new(),
                 }],
-                sysctl: vec![("net.ipv4.ip_forward".into(), "1".into())],
                 oom_score_adj: Some(100),
             }),
             rlimits: vec![(7, 1024, 4096)],
             groups: Some(vec![10]),
+            oci: LaunchOci {
+                sysctl: vec![("kernel.shmmax".into(), "65536".into())],
+                domainname: "example.org".into(),
+                umask: Some(0o077),
+                masked_paths: vec!["/proc/kcore".into()],
+                readonly_paths: vec![OsString::from_vec(b"/r\xffo".to_vec())],
+            },
             ..sample()
         };
         let back = Launch::decode(&l.encode()).unwrap();
@@ -1127,12 +1200,17 @@ mod tests {
         assert_eq!(root.tag, b"isol-fs0");
         assert!(root.readonly);
         assert_eq!(root.mounts[0].target, b"/etc/hosts");
-        assert_eq!(
-            root.sysctl,
-            [(b"net.ipv4.ip_forward".to_vec(), b"1".to_vec())]
-        );
+        assert_eq!(root.oom_score_adj, Some(100));
         assert_eq!(cfg.spec.rlimits[0].hard, 4096);
         assert_eq!(cfg.spec.groups, Some(vec![10]));
+        assert_eq!(
+            cfg.spec.oci.sysctl,
+            [(b"kernel.shmmax".to_vec(), b"65536".to_vec())]
+        );
+        assert_eq!(cfg.spec.oci.domainname, b"example.org");
+        assert_eq!(cfg.spec.oci.umask, Some(0o077));
+        assert_eq!(cfg.spec.oci.masked_paths, [b"/proc/kcore".to_vec()]);
+        assert_eq!(cfg.spec.oci.readonly_paths, [b"/r\xffo".to_vec()]);
     }
 
     #[test]

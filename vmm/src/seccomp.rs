@@ -136,6 +136,8 @@ impl ThreadKind {
                         // The registers after a triple fault or a failed entry.
                         KVM_GET_REGS,
                         KVM_GET_SREGS,
+                        // Parked for a pause: the guest's kvmclock told (vstate::pause).
+                        KVM_KVMCLOCK_CTRL,
                     ]),
                 ),
                 // The console's control queue is served on the vCPU (the guest spins on it);
@@ -253,6 +255,7 @@ const IOC_READ: u64 = 2;
 const KVM_RUN: u64 = kvm_ioc(0, 0x80, 0);
 const KVM_GET_REGS: u64 = kvm_ioc(IOC_READ, 0x81, size_of::<kvm_bindings::kvm_regs>());
 const KVM_GET_SREGS: u64 = kvm_ioc(IOC_READ, 0x83, size_of::<kvm_bindings::kvm_sregs>());
+const KVM_KVMCLOCK_CTRL: u64 = kvm_ioc(0, 0xad, 0);
 const KVM_IOEVENTFD: u64 = kvm_ioc(IOC_WRITE, 0x79, size_of::<kvm_bindings::kvm_ioeventfd>());
 const KVM_REGISTER_COALESCED_MMIO: u64 = kvm_ioc(
     IOC_WRITE,
@@ -803,6 +806,7 @@ mod tests {
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);
         assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
+        assert_eq!(KVM_KVMCLOCK_CTRL, 0xaead);
         assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
         assert_eq!(KVM_REGISTER_COALESCED_MMIO, 0x4010_ae67);
         assert_eq!(SYSCALL_NAMES[libc::SYS_ioctl as usize], "ioctl");
@@ -816,7 +820,7 @@ mod tests {
         // Allowed: KVM_RUN and the register reads (EBADF on fd -1, past the filter), write,
         // futex, anonymous memory, its end.
         let (code, err) = in_child(&f, ThreadKind::Vcpu, || {
-            for req in [KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS] {
+            for req in [KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_KVMCLOCK_CTRL] {
                 if raw(libc::SYS_ioctl, u64::MAX, req, 0) != -1 {
                     // SAFETY: ends the child.
                     unsafe { libc::_exit(3) };

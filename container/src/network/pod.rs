@@ -191,6 +191,17 @@ fn parse_config(path: &Path, links: &str, routes: &str) -> Result<PodConfig, Net
         .into_iter()
         .filter(|l| l.link_type != "loopback")
         .collect();
+    // A VM's tap beside the pod's interface: another VM has taken the pod over (its interface
+    // is redirected to that tap), and a pod's one interface can be only one VM's.
+    if let Some(tap) = links
+        .iter()
+        .find(|l| l.ifname.starts_with(super::TAP_PREFIX))
+    {
+        return Err(bad(format!(
+            "another VM already took over its interface (its tap {} is there): a pod's network is one VM's; run the pod's other containers on the container backend, or in a pod of their own",
+            tap.ifname
+        )));
+    }
     let link = match links.len() {
         1 => links.remove(0),
         0 => {
@@ -580,12 +591,21 @@ mod tests {
             "\"family\":\"x\",\"local\":\"10",
         );
         let small = LINKS.replace("\"mtu\":1500", "\"mtu\":1400");
+        let taken = LINKS.replace(
+            "}]}]",
+            "}]},{\"ifname\":\"isolt1234abcd\",\"link_type\":\"ether\"}]",
+        );
         for (links, routes, why) in [
             (lo_only, ROUTES, "no interface besides loopback"),
             (&two, ROUTES, "2 interfaces besides loopback (eth0, eth1)"),
             (LINKS, "[]", "no IPv4 default route through eth0"),
             (&no_v4, ROUTES, "no IPv4 address"),
             (&small, ROUTES, "MTU 1400"),
+            (
+                &taken,
+                ROUTES,
+                "another VM already took over its interface (its tap isolt1234abcd is there)",
+            ),
         ] {
             let e = parse_config(p, links, routes).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");

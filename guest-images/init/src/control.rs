@@ -46,6 +46,11 @@ pub const KIND_RESIZE: u8 = 5;
 pub const KIND_ACK: u8 = 6;
 /// VMM → guest: the client is gone; the process is killed.
 pub const KIND_CLOSE: u8 = 7;
+/// Client → VMM: park every vCPU (`isol-runc pause` on kvm). The VMM answers EXIT 0 once
+/// they are, or ERROR; it never reaches the guest, and is the connection's only frame.
+pub const KIND_VM_PAUSE: u8 = 8;
+/// Client → VMM: run the vCPUs again (`isol-runc resume`); answered as [`KIND_VM_PAUSE`].
+pub const KIND_VM_RESUME: u8 = 9;
 /// Guest → client: the process runs (u32 pid in the guest).
 pub const KIND_STARTED: u8 = 16;
 /// Guest → client: the process's stdout (with a tty: the terminal's output).
@@ -222,8 +227,9 @@ impl Decoder {
     }
 }
 
-/// A process to start in the guest: `args`, `env`, `workdir` and `user` of [`Spec`] (the
-/// rest of it is ignored: the workload's own privileges apply), and how to attach it.
+/// A process to start in the guest: `args`, `env`, `workdir`, `user` and (with a user) `groups`
+/// of [`Spec`] (the rest of it is ignored: the workload's own privileges apply), and how to
+/// attach it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StartRequest {
     /// What to run; its `user` empty: the workload's user.

@@ -265,7 +265,10 @@ fn spawn(
     spec.env = req.spec.env;
     spec.workdir = req.spec.workdir;
     if !req.spec.user.is_empty() {
+        // Another user: its groups are the request's (exactly those, as an OCI process's
+        // additionalGids; none given: /etc/group's), not the workload's.
         spec.user = req.spec.user;
+        spec.groups = req.spec.groups;
     }
     let (stdio, ends) = if req.detach {
         let null = || open_rw("/dev/null");

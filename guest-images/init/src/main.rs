@@ -12,7 +12,8 @@
 //!    the workload's stdio are pipes that init relays to and from the virtio-console
 //!    ports named `isol.stdin/stdout/stderr` instead of ttyS0. Mounts cgroup2 and makes
 //!    the workload's cgroup with the spec's `pids.max` and `memory.max`, shown read-only at
-//!    `/sys/fs/cgroup` ([`isol_guest_init::cgroup`]).
+//!    `/sys/fs/cgroup` ([`isol_guest_init::cgroup`]). An OCI config's sysctls are written
+//!    before the names are set, its masked and read-only paths applied last (spec version 6).
 //! 3. Forks the workload: into its cgroup and a cgroup namespace, new session, `/dev/ttyS0` (raw, so output is byte-exact) as
 //!    its controlling terminal and stdin/stdout/stderr, the spec's environment and
 //!    working directory, the spec's user and privileges (bounding set, groups/gid/uid,
@@ -282,16 +283,78 @@ fn mount_all() -> Result<(), String> {
     make_dev_links()
 }
 
-fn set_hostname(name: &[u8]) -> Result<(), String> {
-    if name.is_empty() {
-        return Ok(());
+/// Sets the guest's hostname and, when given, its NIS domain name (an OCI config's
+/// `domainname`); an empty name leaves the kernel's.
+fn set_names(hostname: &[u8], domainname: &[u8]) -> Result<(), String> {
+    type Setter = unsafe extern "C" fn(*const libc::c_char, libc::size_t) -> libc::c_int;
+    let setters: [(&str, &[u8], Setter); 2] = [
+        ("hostname", hostname, libc::sethostname),
+        ("domainname", domainname, libc::setdomainname),
+    ];
+    for (what, name, set) in setters {
+        if name.is_empty() {
+            continue;
+        }
+        // SAFETY: the pointer/length pair describes `name`.
+        if unsafe { set(name.as_ptr().cast(), name.len()) } != 0 {
+            return Err(format!("cannot set {what}: {}", io::Error::last_os_error()));
+        }
     }
-    // SAFETY: the pointer/length pair describes `name`.
-    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
-        return Err(format!(
-            "cannot set hostname: {}",
-            io::Error::last_os_error()
-        ));
+    Ok(())
+}
+
+/// Writes each sysctl to `/proc/sys/<key with dots as slashes>` (the spec's keys are checked
+/// words: the path stays below /proc/sys). One the guest kernel lacks fails the run, as it
+/// fails a container's create.
+fn write_sysctls(sysctl: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+    for (key, value) in sysctl {
+        let key = String::from_utf8_lossy(key);
+        let value = String::from_utf8_lossy(value);
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        fs::write(&path, value.as_bytes()).map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::NotFound {
+                " (the guest kernel has no such sysctl; drop it from linux.sysctl)"
+            } else {
+                ""
+            };
+            format!("cannot set sysctl {key} to {value:?}: {path}: {e}{hint}")
+        })?;
+    }
+    Ok(())
+}
+
+/// Hides each of `masked` (a file under /dev/null, a directory under an empty read-only
+/// tmpfs) and binds each of `readonly` read-only onto itself; missing paths are skipped, as
+/// runc skips them. sysfs refuses mounts on some of its entries: those stay as they are, as
+/// in a container (`isol_container`'s `mask_paths`).
+fn mask_paths(masked: &[Vec<u8>], readonly: &[Vec<u8>]) -> Result<(), String> {
+    for p in masked {
+        let path = std::path::Path::new(OsStr::from_bytes(p));
+        let Ok(meta) = fs::metadata(path) else {
+            continue;
+        };
+        let res = if meta.is_dir() {
+            mount(
+                "tmpfs",
+                &path.to_string_lossy(),
+                "tmpfs",
+                libc::MS_RDONLY,
+                "size=0",
+            )
+        } else {
+            bind(b"/dev/null", p, 0)
+        };
+        if let Err(e) = res
+            && !p.starts_with(b"/sys/")
+        {
+            return Err(format!("cannot mask {}: {e}", path.display()));
+        }
+    }
+    for p in readonly {
+        if fs::symlink_metadata(OsStr::from_bytes(p)).is_err() {
+            continue;
+        }
+        bind(p, p, libc::MS_RDONLY)?;
     }
     Ok(())
 }
@@ -486,6 +549,10 @@ fn child_setup_and_exec(
         // Before the capabilities go: lowering it needs CAP_SYS_RESOURCE.
         fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| setup(format!("cannot set oom_score_adj to {adj}: {e}")))?;
+    }
+    if let Some(mask) = spec.oci.umask {
+        // SAFETY: umask only sets this process's file mode creation mask.
+        unsafe { libc::umask(mask as libc::mode_t) };
     }
     if workload {
         port.phase(PHASE_WORKLOAD_EXEC);
@@ -885,23 +952,6 @@ fn bundle_kernel_mounts() -> Result<(), String> {
     Ok(())
 }
 
-/// An OCI bundle's `linux.sysctl`, each written to its file under `/proc/sys` (the guest's
-/// own kernel: the VM's, as a container's namespaced sysctls are its own).
-fn write_sysctls(sysctl: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
-    for (key, value) in sysctl {
-        let name = String::from_utf8_lossy(key);
-        let path = BundleRoot::sysctl_path(key)
-            .ok_or_else(|| format!("sysctl {name:?} is not dot-separated names"))?;
-        fs::write(OsStr::from_bytes(&path), value).map_err(|e| {
-            format!(
-                "cannot set sysctl {name} to {:?}: {e}",
-                String::from_utf8_lossy(value)
-            )
-        })?;
-    }
-    Ok(())
-}
-
 /// Moves /dev, /proc and /sys (with what is mounted below them) into /isol/root.
 fn move_kernel_mounts() -> Result<(), String> {
     for m in ["/dev", "/proc", "/sys"] {
@@ -1295,10 +1345,8 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         })?;
         isol_guest_init::net::configure(&args)?;
     }
-    set_hostname(&spec.hostname)?;
-    if let Some(root) = &spec.root {
-        write_sysctls(&root.sysctl)?;
-    }
+    write_sysctls(&spec.oci.sysctl)?;
+    set_names(&spec.hostname, &spec.oci.domainname)?;
     isol_guest_init::etc::write_etc_files(std::path::Path::new("/"), &spec.etc_files)?;
     let cgroup = WorkloadCgroup::setup(&spec.limits)?;
     let mut relay = None;
@@ -1330,6 +1378,9 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
             Some(c),
         )
     };
+    // Last, once init has written what it writes below /proc and /sys; the workload (and
+    // `isol exec`'s processes) inherit the masks in the mount namespace they make.
+    mask_paths(&spec.oci.masked_paths, &spec.oci.readonly_paths)?;
     port.phase(PHASE_SPEC_LOADED);
 
     // SAFETY: single-threaded process; the child only calls async-signal-safe functions

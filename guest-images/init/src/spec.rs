@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! magic    8 bytes  "ISOLSPEC"
-//! version  u32      4
+//! version  u32      6
 //! args     u32 count, then count × (u32 len, len bytes)
 //! env      u32 count, then count × (u32 len, len bytes)   each "KEY=VALUE"
 //! workdir  u32 len, len bytes                            absolute path, "" = "/"
@@ -20,10 +20,14 @@
 //!            tag u32 len, bytes; readonly u8;
 //!            mounts u32 count (≤ 256), then count × (fstype, source, target: u32 len,
 //!            bytes each; flags u64; data u32 len, bytes);
-//!            sysctl u32 count (≤ 64), then count × (key, value: u32 len, bytes each);
 //!            oom_score_adj u8 (0: none, 1: the value follows), i32
 //! rlimits  u32 count (≤ 64), then count × (u32 resource, u64 soft, u64 hard)
 //! groups   u8 (0: /etc/group's, 1: the list follows), u32 count (≤ 1024), count × u32
+//! sysctl   u32 count (≤ 256), then count × (key, value: u32 len, bytes each)
+//! domain   u32 len, bytes                                domainname, "" = the kernel's
+//! umask    u8 (0: the init's, 1: the mask follows), u32 mask (≤ 0o777)
+//! masked   u32 count (≤ 256), then count × (u32 len, bytes)   absolute paths
+//! readonly u32 count (≤ 256), then count × (u32 len, bytes)   absolute paths
 //! capsets  u64 inheritable, u64 ambient                  (bit n = capability n)
 //! ```
 //!
@@ -48,11 +52,16 @@
 //! workload's resource limits ([`Rlimit`]) and its exact supplementary groups
 //! (`additionalGids`).
 //!
-//! Version 6 added the workload's inheritable and ambient capability sets
+//! Version 6 added an OCI config's settings of the guest beyond the workload's process
+//! ([`OciSetup`]: namespaced sysctls, the domain name, masked and read-only paths, the
+//! umask), which the init applies as a container runtime applies them to a container. An
+//! init that reads version 5 would leave the paths readable and writable, so the mismatch is
+//! refused as before.
+//!
+//! Version 7 added the workload's inheritable and ambient capability sets
 //! ([`Security::inheritable`], [`Security::ambient`]: an OCI config's own, `isol-runc` on
-//! kvm) and a bundle's sysctls and `oomScoreAdj` ([`BundleRoot::sysctl`],
-//! [`BundleRoot::oom_score_adj`]). An init that reads version 5 would
-//! run the workload with neither, so the mismatch is refused as before.
+//! kvm) and a bundle's `oomScoreAdj` ([`BundleRoot::oom_score_adj`]). An init that reads
+//! version 6 would run the workload with neither, so the mismatch is refused as before.
 
 use std::fmt;
 
@@ -61,7 +70,7 @@ pub const SPEC_PATH: &str = "/isol/spec";
 /// First bytes of a spec.
 pub const MAGIC: &[u8; 8] = b"ISOLSPEC";
 /// Format version this code reads and writes.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// Largest spec accepted, to bound what a corrupt file can make init allocate.
 pub const MAX_SPEC_LEN: usize = 16 << 20;
 /// The kernel's limit on the instructions of one seccomp filter (`BPF_MAXINSNS`).
@@ -73,10 +82,79 @@ pub const MAX_ETC_FILES: usize = 16;
 pub const MAX_MOUNTS: usize = 256;
 /// Most resource limits a spec may hold.
 pub const MAX_RLIMITS: usize = 64;
-/// Most sysctls a [`BundleRoot`] may hold.
-pub const MAX_SYSCTLS: usize = 64;
 /// Most supplementary groups a spec may hold.
 pub const MAX_GROUPS: usize = 1024;
+/// Most sysctls a spec may hold.
+pub const MAX_SYSCTLS: usize = 256;
+/// Most masked paths, and most read-only paths, a spec may hold.
+pub const MAX_PATHS: usize = 256;
+
+/// An OCI config's settings of the guest beyond the workload's process (`isol-runc` on kvm,
+/// version 6), applied by the init before the workload as a container runtime applies them
+/// to a container: sysctls written once `/proc` is mounted, then the names, then the paths
+/// masked and made read-only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OciSetup {
+    /// `linux.sysctl`, `(key, value)`: each key dot-separated parts of letters, digits, `_`
+    /// and `-` (written to `/proc/sys/<key with dots as slashes>`), each value one line.
+    pub sysctl: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `domainname`; empty: the kernel's.
+    pub domainname: Vec<u8>,
+    /// `process.user.umask`; none: the init's (0022).
+    pub umask: Option<u32>,
+    /// Absolute paths hidden from the workload: a file under `/dev/null`, a directory under
+    /// an empty read-only tmpfs; a missing one is skipped (as runc).
+    pub masked_paths: Vec<Vec<u8>>,
+    /// Absolute paths bound read-only onto themselves; a missing one is skipped.
+    pub readonly_paths: Vec<Vec<u8>>,
+}
+
+impl OciSetup {
+    /// Whether a sysctl key is dot-separated parts of letters, digits, `_` and `-`: a path
+    /// below `/proc/sys` once its dots are slashes, never outside it.
+    pub fn is_sysctl_key(key: &[u8]) -> bool {
+        key.split(|&b| b == b'.').all(|part| {
+            !part.is_empty()
+                && part
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+    }
+
+    /// Refuses what the init must never be given: a malformed sysctl key, a value of more
+    /// than one line, a relative path or one with `..` or a NUL, a umask above 0o777, more
+    /// than [`MAX_SYSCTLS`] sysctls or [`MAX_PATHS`] paths of a kind.
+    fn check(&self) -> Result<(), SpecError> {
+        if self.sysctl.len() > MAX_SYSCTLS {
+            return Err(SpecError::TooMany("sysctls", self.sysctl.len()));
+        }
+        for (key, value) in &self.sysctl {
+            if !Self::is_sysctl_key(key) || value.contains(&b'\n') || value.contains(&0) {
+                return Err(SpecError::BadSysctl(key.clone()));
+            }
+        }
+        for (what, paths) in [
+            ("masked paths", &self.masked_paths),
+            ("read-only paths", &self.readonly_paths),
+        ] {
+            if paths.len() > MAX_PATHS {
+                return Err(SpecError::TooMany(what, paths.len()));
+            }
+            for p in paths {
+                let bad = p.first() != Some(&b'/')
+                    || p.contains(&0)
+                    || p.split(|&b| b == b'/').any(|c| c == b"..");
+                if bad {
+                    return Err(SpecError::BadPath(p.clone()));
+                }
+            }
+        }
+        match self.umask {
+            Some(m) if m > 0o777 => Err(SpecError::BadUmask(m)),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// An OCI bundle's root in the guest (`isol-runc` on kvm): the virtio-fs share `tag` holds
 /// the bundle's root filesystem as its `rootfs` directory and each bind mount's source, and
@@ -89,29 +167,9 @@ pub struct BundleRoot {
     pub readonly: bool,
     /// The config's mounts beyond the init's own (/proc, /sys, /dev…), in order.
     pub mounts: Vec<MountSpec>,
-    /// `linux.sysctl`: `(key, value)`, e.g. `net.ipv4.ip_forward`, `1`, written by the init
-    /// under the guest's `/proc/sys` before the workload (the VM's own kernel). A key is
-    /// dot-separated names, none empty, `.` or `..`, without `/`.
-    pub sysctl: Vec<(Vec<u8>, Vec<u8>)>,
     /// `process.oomScoreAdj`: the workload's and every exec'd process's `oom_score_adj` in
     /// the guest (the VMM on the host has it too); `None`: the init's (0).
     pub oom_score_adj: Option<i32>,
-}
-
-impl BundleRoot {
-    /// `/proc/sys/…` of a sysctl key (`net.ipv4.ip_forward` → `/proc/sys/net/ipv4/ip_forward`),
-    /// or `None` when the key is not dot-separated names.
-    pub fn sysctl_path(key: &[u8]) -> Option<Vec<u8>> {
-        let mut path = b"/proc/sys".to_vec();
-        for part in key.split(|b| *b == b'.') {
-            if part.is_empty() || part.contains(&b'/') || part.contains(&0) {
-                return None;
-            }
-            path.push(b'/');
-            path.extend_from_slice(part);
-        }
-        Some(path)
-    }
 }
 
 /// One mount of a [`BundleRoot`].
@@ -250,6 +308,8 @@ pub struct Spec {
     pub rlimits: Vec<Rlimit>,
     /// Exactly these supplementary groups (with the gid); none: those /etc/group gives.
     pub groups: Option<Vec<u32>>,
+    /// Sysctls, domain name, masked and read-only paths, umask.
+    pub oci: OciSetup,
 }
 
 /// Why a spec could not be decoded.
@@ -279,8 +339,12 @@ pub enum SpecError {
     ZeroLimit(&'static str),
     /// More than `max` items of `what`.
     TooMany(&'static str, usize),
-    /// A sysctl key that is not dot-separated names ([`BundleRoot::sysctl_path`]).
+    /// A sysctl key that is not dot-separated words, or a value of more than one line.
     BadSysctl(Vec<u8>),
+    /// A masked or read-only path that is not absolute or has `..`.
+    BadPath(Vec<u8>),
+    /// A umask above 0o777.
+    BadUmask(u32),
 }
 
 impl fmt::Display for SpecError {
@@ -334,8 +398,17 @@ impl fmt::Display for SpecError {
             ),
             SpecError::BadSysctl(key) => write!(
                 f,
-                "Run spec has sysctl {:?}, not dot-separated names; give a name such as net.ipv4.ip_forward",
+                "Run spec has sysctl {:?}, not a sysctl name with a one-line value; use the guest init built with this isol",
                 String::from_utf8_lossy(key)
+            ),
+            SpecError::BadPath(p) => write!(
+                f,
+                "Run spec masks or protects {:?}, not an absolute path without '..'; use the guest init built with this isol",
+                String::from_utf8_lossy(p)
+            ),
+            SpecError::BadUmask(m) => write!(
+                f,
+                "Run spec has umask {m:#o}, above 0777; use the guest init built with this isol"
             ),
         }
     }
@@ -452,26 +525,12 @@ impl<'a> Reader<'a> {
                 })
             })
             .collect::<Result<Vec<_>, SpecError>>()?;
-        let n = self.u32()? as usize;
-        if n > MAX_SYSCTLS {
-            return Err(SpecError::TooMany("sysctls", n));
-        }
-        let sysctl = (0..n)
-            .map(|_| {
-                let key = self.bytes()?;
-                if BundleRoot::sysctl_path(&key).is_none() {
-                    return Err(SpecError::BadSysctl(key));
-                }
-                Ok((key, self.bytes()?))
-            })
-            .collect::<Result<Vec<_>, SpecError>>()?;
         let has_adj = self.flag()?;
         let adj = self.u32()? as i32;
         Ok(Some(BundleRoot {
             tag,
             readonly,
             mounts,
-            sysctl,
             oom_score_adj: has_adj.then_some(adj),
         }))
     }
@@ -500,6 +559,37 @@ impl<'a> Reader<'a> {
         }
         let groups = (0..n).map(|_| self.u32()).collect::<Result<Vec<_>, _>>()?;
         Ok(present.then_some(groups))
+    }
+
+    fn oci(&mut self) -> Result<OciSetup, SpecError> {
+        let n = self.u32()? as usize;
+        if n > MAX_SYSCTLS {
+            return Err(SpecError::TooMany("sysctls", n));
+        }
+        let sysctl = (0..n)
+            .map(|_| Ok((self.bytes()?, self.bytes()?)))
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        let domainname = self.bytes()?;
+        let present = self.flag()?;
+        let umask = self.u32()?;
+        let mut paths = |what| {
+            let l = self.list()?;
+            if l.len() > MAX_PATHS {
+                return Err(SpecError::TooMany(what, l.len()));
+            }
+            Ok(l)
+        };
+        let masked_paths = paths("masked paths")?;
+        let readonly_paths = paths("read-only paths")?;
+        let o = OciSetup {
+            sysctl,
+            domainname,
+            umask: present.then_some(umask),
+            masked_paths,
+            readonly_paths,
+        };
+        o.check()?;
+        Ok(o)
     }
 
     fn list(&mut self) -> Result<Vec<Vec<u8>>, SpecError> {
@@ -592,14 +682,14 @@ impl Spec {
             out.extend_from_slice(&limit.unwrap_or(0).to_le_bytes());
         }
         self.encode_v5(&mut out)?;
+        self.encode_v6(&mut out)?;
         if out.len() > MAX_SPEC_LEN {
             return Err(SpecError::TooLarge(out.len()));
         }
         Ok(out)
     }
 
-    /// The fields versions 5 and 6 added: the bundle root, rlimits, groups; the inheritable
-    /// and ambient capabilities.
+    /// The fields version 5 added: the bundle root, rlimits, groups.
     fn encode_v5(&self, out: &mut Vec<u8>) -> Result<(), SpecError> {
         out.push(u8::from(self.root.is_some()));
         if let Some(root) = &self.root {
@@ -615,17 +705,6 @@ impl Spec {
                 put_bytes(out, &m.target);
                 out.extend_from_slice(&m.flags.to_le_bytes());
                 put_bytes(out, &m.data);
-            }
-            if root.sysctl.len() > MAX_SYSCTLS {
-                return Err(SpecError::TooMany("sysctls", root.sysctl.len()));
-            }
-            out.extend_from_slice(&(root.sysctl.len() as u32).to_le_bytes());
-            for (key, value) in &root.sysctl {
-                if BundleRoot::sysctl_path(key).is_none() {
-                    return Err(SpecError::BadSysctl(key.clone()));
-                }
-                put_bytes(out, key);
-                put_bytes(out, value);
             }
             out.push(u8::from(root.oom_score_adj.is_some()));
             out.extend_from_slice(&root.oom_score_adj.unwrap_or(0).to_le_bytes());
@@ -648,7 +727,24 @@ impl Spec {
         for g in groups {
             out.extend_from_slice(&g.to_le_bytes());
         }
-        // Version 6.
+        Ok(())
+    }
+
+    /// The fields version 6 added: sysctls, domain name, umask, masked and read-only paths.
+    fn encode_v6(&self, out: &mut Vec<u8>) -> Result<(), SpecError> {
+        let o = &self.oci;
+        o.check()?;
+        out.extend_from_slice(&(o.sysctl.len() as u32).to_le_bytes());
+        for (key, value) in &o.sysctl {
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        put_bytes(out, &o.domainname);
+        out.push(u8::from(o.umask.is_some()));
+        out.extend_from_slice(&o.umask.unwrap_or(0).to_le_bytes());
+        put_list(out, &o.masked_paths);
+        put_list(out, &o.readonly_paths);
+        // Version 7.
         out.extend_from_slice(&self.security.inheritable.to_le_bytes());
         out.extend_from_slice(&self.security.ambient.to_le_bytes());
         Ok(())
@@ -692,6 +788,7 @@ impl Spec {
             root: r.root()?,
             rlimits: r.rlimits()?,
             groups: r.groups()?,
+            oci: r.oci()?,
         };
         spec.security.inheritable = r.u64()?;
         spec.security.ambient = r.u64()?;
@@ -775,7 +872,6 @@ mod tests {
                         data: b"size=64m,mode=755".to_vec(),
                     },
                 ],
-                sysctl: vec![(b"net.ipv4.ip_forward".to_vec(), b"1".to_vec())],
                 oom_score_adj: Some(-500),
             }),
             rlimits: vec![Rlimit {
@@ -784,40 +880,79 @@ mod tests {
                 hard: 4096,
             }],
             groups: Some(vec![10, 20]),
+            oci: OciSetup {
+                sysctl: vec![
+                    (b"kernel.shmmax".to_vec(), b"65536".to_vec()),
+                    (b"net.ipv4.ping_group_range".to_vec(), b"0 0".to_vec()),
+                ],
+                domainname: b"example.org".to_vec(),
+                umask: Some(0o077),
+                masked_paths: vec![b"/proc/kcore".to_vec(), b"/sys/firmware".to_vec()],
+                readonly_paths: vec![b"/proc/sys".to_vec()],
+            },
         }
     }
 
     #[test]
-    fn sysctl_keys_are_dotted_names_under_proc_sys() {
-        let path = |k: &[u8]| BundleRoot::sysctl_path(k).map(|p| String::from_utf8(p).unwrap());
-        assert_eq!(
-            path(b"net.ipv4.ip_forward").as_deref(),
-            Some("/proc/sys/net/ipv4/ip_forward")
-        );
-        for bad in [&b""[..], b"net..x", b".net", b"net/../x", b"a.", b"a\0b"] {
-            assert_eq!(path(bad), None, "{bad:?}");
-        }
-        let mut s = sample();
-        s.root.as_mut().unwrap().sysctl = vec![(b"../../etc".to_vec(), b"1".to_vec())];
-        assert_eq!(s.encode(), Err(SpecError::BadSysctl(b"../../etc".to_vec())));
+    fn version_7_capability_sets_and_oom_score_adj_round_trip() {
         let s = sample();
         let d = Spec::decode(&s.encode().unwrap()).unwrap();
-        let (d, s) = (d.root.unwrap(), s.root.unwrap());
-        assert_eq!(d.sysctl, s.sysctl);
-        assert_eq!(d.oom_score_adj, Some(-500));
-    }
-
-    #[test]
-    fn version_6_capability_sets_round_trip() {
-        let s = sample();
-        let d = Spec::decode(&s.encode().unwrap()).unwrap();
+        assert_eq!(d.root.as_ref().unwrap().oom_score_adj, Some(-500));
         assert_eq!(d.security.inheritable, 0x25fb);
         assert_eq!(d.security.ambient, 0x0401);
-        // They are the last 16 bytes: a spec without them (version 5's layout) is truncated.
+        // They are the last 16 bytes: a spec without them (version 6's layout) is truncated.
         let enc = s.encode().unwrap();
         assert_eq!(
             Spec::decode(&enc[..enc.len() - 16]),
             Err(SpecError::Truncated)
+        );
+    }
+
+    #[test]
+    fn version_6_fields_round_trip_and_are_checked() {
+        let s = sample();
+        assert_eq!(Spec::decode(&s.encode().unwrap()).unwrap().oci, s.oci);
+        let mut s = sample();
+        s.oci = OciSetup::default();
+        assert_eq!(Spec::decode(&s.encode().unwrap()).unwrap(), s);
+        for bad in [
+            &b"../../etc/passwd"[..],
+            b"kernel/shmmax",
+            b"a..b",
+            b"",
+            b"net.",
+            b"x y",
+        ] {
+            let mut s = sample();
+            s.oci.sysctl = vec![(bad.to_vec(), b"1".to_vec())];
+            assert_eq!(s.encode(), Err(SpecError::BadSysctl(bad.to_vec())));
+        }
+        let mut s = sample();
+        s.oci.sysctl = vec![(b"kernel.shmmax".to_vec(), b"1\n2".to_vec())];
+        assert!(matches!(s.encode(), Err(SpecError::BadSysctl(_))));
+        for bad in [&b"proc/kcore"[..], b"/proc/../etc", b"", b"/a\0b"] {
+            let mut s = sample();
+            s.oci.readonly_paths = vec![bad.to_vec()];
+            assert_eq!(s.encode(), Err(SpecError::BadPath(bad.to_vec())));
+        }
+        let mut s = sample();
+        s.oci.umask = Some(0o1000);
+        assert_eq!(s.encode(), Err(SpecError::BadUmask(0o1000)));
+        let mut s = sample();
+        s.oci.masked_paths = vec![b"/x".to_vec(); MAX_PATHS + 1];
+        assert_eq!(
+            s.encode(),
+            Err(SpecError::TooMany("masked paths", MAX_PATHS + 1))
+        );
+        // The same checks on decode: a key written by hand with a slash is refused.
+        let mut s = sample();
+        s.oci.sysctl = vec![(b"kernel.shmmax".to_vec(), b"1".to_vec())];
+        let mut enc = s.encode().unwrap();
+        let at = enc.windows(13).position(|w| w == b"kernel.shmmax").unwrap();
+        enc[at + 6] = b'/';
+        assert_eq!(
+            Spec::decode(&enc),
+            Err(SpecError::BadSysctl(b"kernel/shmmax".to_vec()))
         );
     }
 
@@ -883,10 +1018,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<SockFilter>(), 8);
     }
 
-    /// How many bytes version 5's fields take at the end of `s`'s encoding.
+    /// How many bytes versions 5's and 6's fields take at the end of `s`'s encoding.
     fn v5_len(s: &Spec) -> usize {
         let mut v = Vec::new();
         s.encode_v5(&mut v).unwrap();
+        s.encode_v6(&mut v).unwrap();
         v.len()
     }
 
@@ -1026,7 +1162,9 @@ mod tests {
             SpecError::TooManyEtcFiles(17),
             SpecError::BadEtcName(b"a/b".to_vec()),
             SpecError::ZeroLimit("pids.max"),
-            SpecError::BadSysctl(b"a..b".to_vec()),
+            SpecError::BadSysctl(b"a/b".to_vec()),
+            SpecError::BadPath(b"a".to_vec()),
+            SpecError::BadUmask(0o1000),
         ] {
             let m = e.to_string();
             assert!(

@@ -27,6 +27,7 @@ use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 use crate::arch::x86_64::{cpuid, msr, regs};
 use crate::seccomp::{Filters, ThreadKind};
 use crate::trace::{ExitCounts, ExitKind, Timeline};
+use crate::vstate::pause::Pauser;
 use isol_devices::Bus;
 
 /// Errors configuring or starting a vCPU.
@@ -302,6 +303,8 @@ pub struct Vcpu {
     batched_ring: bool,
     /// Shared by the VM's vCPUs: see [`MmioOrder`].
     order: Arc<MmioOrder>,
+    /// Told when this vCPU parks for a pause and runs again (`vstate::pause`).
+    pauser: Option<Arc<Pauser>>,
 }
 
 /// What the vCPUs of a VM share so that MMIO exits are served in the order the guest
@@ -389,7 +392,34 @@ impl Vcpu {
             stop_flag,
             batched_ring,
             order,
+            pauser: None,
         })
+    }
+
+    /// Reports this vCPU's pauses to `pauser` (`vstate::pause`).
+    pub fn with_pauser(mut self, pauser: Option<Arc<Pauser>>) -> Self {
+        self.pauser = pauser;
+        self
+    }
+
+    /// A command arrived: the next state, and the pauser told when this vCPU parks for a
+    /// pause (`Pause`) or leaves one (`Resume`). `counted`: whether it is parked for one.
+    fn on_command(&self, state: VcpuState, cmd: VcpuCommand, counted: &mut bool) -> VcpuState {
+        let next = state.next(cmd);
+        if let Some(p) = &self.pauser {
+            let parked = next == VcpuState::Paused && cmd == VcpuCommand::Pause;
+            if parked != *counted && next != VcpuState::Exiting {
+                *counted = parked;
+                if parked {
+                    // Tells a guest with kvmclock that it was stopped, so that its soft
+                    // lockup watchdog does not take the pause for a hang; refused (EINVAL)
+                    // where the guest has no kvmclock: nothing to tell.
+                    let _ = self.fd.kvmclock_ctrl();
+                }
+                p.parked(parked);
+            }
+        }
+        next
     }
 
     /// Applies, in order, the MMIO writes KVM batched in the coalesced-MMIO ring since
@@ -609,12 +639,13 @@ impl Vcpu {
         if self.index == 0 {
             self.timeline.first_vcpu_entry.get_or_init(Instant::now);
         }
+        let mut counted = false;
         while state != VcpuState::Exiting {
             match state {
                 VcpuState::Running => {
                     match commands.try_recv() {
                         Ok(cmd) => {
-                            state = state.next(cmd);
+                            state = self.on_command(state, cmd, &mut counted);
                             continue;
                         }
                         Err(TryRecvError::Disconnected) => {
@@ -649,7 +680,7 @@ impl Vcpu {
                 }
                 VcpuState::Paused => {
                     state = match commands.recv() {
-                        Ok(cmd) => state.next(cmd),
+                        Ok(cmd) => self.on_command(state, cmd, &mut counted),
                         Err(_) => VcpuState::Exiting,
                     };
                 }
