@@ -65,7 +65,8 @@ pub struct Handler {
 }
 
 /// The CRI plugin's configuration: one runtime per handler (runc's shim with the handler's
-/// binary as its runc), the first the default, the pause image `pause_image`, cgroupfs, the
+/// binary as its runc, whose state root is `{tmp}/runc`: a killed containerd's containers
+/// leave nothing in the host's `/run/containerd/runc`), the first the default, the pause image `pause_image`, cgroupfs, the
 /// CNI config directory `{tmp}/cni` (`{tmp}` is containerd's directory).
 pub fn cri_plugin(handlers: &[Handler], pause_image: &str) -> String {
     let mut runtimes = String::new();
@@ -75,7 +76,7 @@ pub fn cri_plugin(handlers: &[Handler], pause_image: &str) -> String {
             h.name
         );
         runtimes.push_str(&format!(
-            "    {key}\n      runtime_type = \"io.containerd.runc.v2\"\n      {opts}\n        BinaryName = \"{bin}\"\n        SystemdCgroup = false\n",
+            "    {key}\n      runtime_type = \"io.containerd.runc.v2\"\n      {opts}\n        BinaryName = \"{bin}\"\n        Root = \"{{tmp}}/runc\"\n        SystemdCgroup = false\n",
             opts = key.replace("]", ".options]"),
             bin = h.binary,
         ));

@@ -18,8 +18,11 @@ use tonic::transport::Channel;
 
 use super::containerd::Containerd;
 
-/// Where runc's shim keeps its runc's state for that namespace (`--root`).
-pub const RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
+/// Where runc's shim keeps its runc's state for that namespace (`--root`), under
+/// containerd's temp dir `tmp` (the handlers' `Root`: `isol_bench::cri::cri_plugin`).
+pub fn runc_root(tmp: &Path) -> PathBuf {
+    tmp.join("runc/k8s.io")
+}
 pub const PAUSE_IMAGE: &str = "isol.test/pause:latest";
 pub const IMAGE: &str = "isol.test/busybox:latest";
 /// The CNI network: a bridge of its own, on a subnet that is not isol0's (10.88.0.0/24).
@@ -456,7 +459,7 @@ impl CriHost {
             }
         }
 
-        let left: Vec<_> = fs::read_dir(RUNC_ROOT)
+        let left: Vec<_> = fs::read_dir(runc_root(self.ctrd.tmp.path()))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "isol-runc state left: {left:?}");
@@ -466,9 +469,9 @@ impl CriHost {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mut others = processes_naming(&tmp, self.ctrd.pid());
-            // A VM's virtiofsd names its container's state directory; isol-vmm its id only:
-            // with VMs (in the lab, a host of the test's own) any isol-vmm is the test's.
-            others.extend(processes_naming(RUNC_ROOT, 0));
+            // A VM's virtiofsd names its container's state directory (under `tmp`); isol-vmm
+            // its id only: with VMs (in the lab, a host of the test's own) any isol-vmm is the
+            // test's.
             if self.vms {
                 others.extend(processes_naming("isol-vmm", 0));
             }
