@@ -922,13 +922,23 @@ fn the_cri_benchmark_starts_pods_on_isol_runc_and_runc() {
 /// swept by the next bench, which leaves nothing either.
 #[test]
 fn a_sigkilled_cri_benchmark_is_swept_by_the_next_one() {
+    a_sigkilled_bench_is_swept_by_the_next_one("cri");
+}
+
+/// The same for the ctr-run benchmark's containerd, shims and containers.
+#[test]
+fn a_sigkilled_ctr_run_benchmark_is_swept_by_the_next_one() {
+    a_sigkilled_bench_is_swept_by_the_next_one("ctr-run");
+}
+
+fn a_sigkilled_bench_is_swept_by_the_next_one(benchmark: &str) {
     require_root();
     let _g = serial();
     let scratch_before = scratch_dirs();
     let tmp = tempfile::tempdir().unwrap();
     let mut child = isol(&["bench"])
         .args(["--runs", "50", "--quick", "--backends", "container"])
-        .args(["--benchmarks", "cri", "--out"])
+        .args(["--benchmarks", benchmark, "--out"])
         .arg(tmp.path().join("report"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -970,7 +980,7 @@ fn a_sigkilled_cri_benchmark_is_swept_by_the_next_one() {
         !cri_leftovers().is_empty(),
         "a killed bench leaves its shims for the next one to sweep"
     );
-    let _next = Bench::quick_container("cri", &[]);
+    let _next = Bench::quick_container(benchmark, &[]);
     assert_eq!(cri_leftovers(), Vec::<String>::new());
     assert_eq!(scratch_dirs(), scratch_before);
 }

@@ -569,6 +569,20 @@ impl Drop for CriHost {
 /// containers (a pod a failed teardown left, or all of them after a SIGKILLed bench), the
 /// mounts under it, the directory, the CNI bridge and the pods' cgroup parent.
 fn release(dir: &Path) {
+    release_daemon_dir(dir);
+    // CNI's DEL leaves the bridge; the pods' cgroups are gone, their parent is not.
+    let _ = Command::new("ip")
+        .args(["link", "del", CNI_BRIDGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    end_cgroup_tree(CGROUP_PARENT.trim_start_matches('/'));
+}
+
+/// What a containerd of the bench's own (its config, root, state, socket `dir/sock` on a
+/// tmpfs at `dir`) leaves once it is gone: the shims of its socket with their containers'
+/// first processes, the mounts under `dir`, `dir`.
+pub(crate) fn release_daemon_dir(dir: &Path) {
     let address = dir.join("sock").display().to_string();
     for pid in shims_of(&address) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -586,15 +600,12 @@ fn release(dir: &Path) {
     }
     let _ = umount2(dir, MntFlags::MNT_DETACH);
     let _ = fs::remove_dir_all(dir);
-    // CNI's DEL leaves the bridge; the pods' cgroups are gone, their parent is not.
-    let _ = Command::new("ip")
-        .args(["link", "del", CNI_BRIDGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    // After a SIGKILLed bench its pods' processes outlive their shims: the bench's cgroup
-    // parent (v2, or each v1 hierarchy) is emptied, its children removed deepest first.
-    let parent = CGROUP_PARENT.trim_start_matches('/');
+}
+
+/// Ends every process in the cgroup `parent` (relative to the cgroup root: v2, or each v1
+/// hierarchy) and below, and removes those cgroups, deepest first. After a SIGKILLed bench
+/// its containers' processes outlive their shims there.
+pub(crate) fn end_cgroup_tree(parent: &str) {
     let roots = fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
@@ -644,39 +655,45 @@ fn orphan_shims(tmp: &Path) -> Vec<(u32, i32)> {
         .collect()
 }
 
-/// What the CRI hosts of SIGKILLed benches left (their containerd died with them:
-/// `PR_SET_PDEATHSIG`; their shims and pods did not): `dead` says whether the bench of a
-/// pid is gone. Found by their scratch directories in `tmp` and by the shims' addresses (a
-/// scratch directory may be gone while its shims run).
+/// What the containerds of SIGKILLed benches left (a containerd dies with its bench:
+/// `PR_SET_PDEATHSIG`; its shims and their containers do not): `dead` says whether the bench
+/// of a pid is gone. Found by their scratch directories in `tmp` and by the shims' addresses
+/// (a scratch directory may be gone while its shims run): the cri benchmark's host and the
+/// ctr-run benchmark's containerd.
 pub(crate) fn sweep(tmp: &Path, dead: impl Fn(u32) -> bool) {
-    let mut benches: Vec<u32> = orphan_shims(tmp)
-        .into_iter()
-        .map(|(bench, _)| bench)
-        .chain(
-            fs::read_dir(tmp)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.path().join("cri").exists())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()?
-                        .strip_prefix("isol-bench.")?
-                        .parse()
-                        .ok()
-                }),
-        )
-        .filter(|b| dead(*b))
-        .collect();
+    let mut benches = Vec::new();
+    for (bench, shim) in orphan_shims(tmp) {
+        if dead(bench) {
+            let _ = kill(Pid::from_raw(shim), Signal::SIGKILL);
+            benches.push(bench);
+        }
+    }
+    benches.extend(
+        fs::read_dir(tmp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("cri").exists() || e.path().join("containerd").exists())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("isol-bench.")?
+                    .parse()
+                    .ok()
+            })
+            .filter(|b| dead(*b)),
+    );
     benches.sort_unstable();
     benches.dedup();
     for b in benches {
-        release(&tmp.join(format!("isol-bench.{b}")).join("cri"));
+        let work = tmp.join(format!("isol-bench.{b}"));
+        release(&work.join("cri"));
+        super::ctr::release(&work.join("containerd"));
     }
 }
 
 /// The pids of the runc v2 shims started for containerd's socket `address`.
-fn shims_of(address: &str) -> Vec<i32> {
+pub(crate) fn shims_of(address: &str) -> Vec<i32> {
     shims()
         .into_iter()
         .filter(|(_, a)| a == address)

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MsFlags, mount};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
@@ -103,6 +103,18 @@ impl Containerd {
             .stdout(log)
             .stderr(log2)
             .process_group(0);
+        // containerd dies with the bench, even a SIGKILLed one (the next bench sweeps what
+        // its shims kept: `cri::sweep`).
+        let die_with_parent = || {
+            // SAFETY: prctl with PR_SET_PDEATHSIG takes integers and changes only this
+            // (forked) process; it is async-signal-safe.
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: the closure only calls prctl, async-signal-safe, as a pre_exec one must.
+        unsafe { cmd.pre_exec(die_with_parent) };
         for (k, v) in env_for_shims {
             cmd.env(k, v);
         }
@@ -228,36 +240,17 @@ impl Drop for Containerd {
             }
             cancel::untrack(pid);
         }
-        // A shim outlives containerd (a failed run's task): end those of this socket, with
-        // their containers.
-        let address = self.socket().display().to_string();
-        for pid in shims_of(&address) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let dir = self.dir.display().to_string();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&format!("{dir}/")))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = umount2(m.as_str(), MntFlags::MNT_DETACH);
-        }
-        let _ = umount2(&self.dir, MntFlags::MNT_DETACH);
-        let _ = fs::remove_dir_all(&self.dir);
-        // runc removes a container's cgroup but not the namespace's above it: on cgroup v2
-        // `/sys/fs/cgroup/<namespace>`, on v1 the same in each hierarchy. Empty by now.
-        let _ = fs::remove_dir(Path::new("/sys/fs/cgroup").join(NAMESPACE));
-        for h in fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = fs::remove_dir(h.path().join(NAMESPACE));
-        }
+        release(&self.dir);
     }
+}
+
+/// What a [`Containerd`] at `dir` left, the daemon gone: its shims (a failed run's task, or
+/// all of them after a SIGKILLed bench) and their containers, its mounts and directory, and
+/// the cgroups of its namespace (runc removes a container's cgroup, not the namespace's above
+/// it: on cgroup v2 `/sys/fs/cgroup/<namespace>`, on v1 the same in each hierarchy).
+pub(crate) fn release(dir: &Path) {
+    super::cri::release_daemon_dir(dir);
+    super::cri::end_cgroup_tree(NAMESPACE);
 }
 
 /// `tar -cf ARCHIVE` of everything in `dir`, with numeric owners (a layer's files keep theirs).
@@ -283,26 +276,6 @@ fn tar(dir: &Path, archive: &Path) -> Result<(), String> {
 }
 
 /// The pids of the runc v2 shims started for containerd's socket `address`.
-fn shims_of(address: &str) -> Vec<i32> {
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let is_shim = args
-                .first()
-                .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"));
-            let ours = args
-                .windows(2)
-                .any(|w| w[0] == b"-address" && w[1] == address.as_bytes());
-            (is_shim && ours).then_some(pid)
-        })
-        .collect()
-}
-
 fn sha256_file(path: &Path) -> Result<String, String> {
     let mut f = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut h = Sha256::new();
@@ -378,7 +351,18 @@ impl Subject for CtrSubject {
         self.seq += 1;
         let id = format!("{}-{}", self.info.name, self.seq);
         let runtime = self.runtime.display().to_string();
-        let mut args = vec!["run", "--rm", "--runc-binary", &runtime, IMAGE_REF, &id];
+        // The runtimes' state goes under the daemon's tmpfs, not the host's /run/containerd/runc.
+        let root = self.ctrd.dir.join("runc").display().to_string();
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--runc-binary",
+            &runtime,
+            "--runc-root",
+            &root,
+            IMAGE_REF,
+            &id,
+        ];
         args.extend(w.args.iter().map(String::as_str));
         let res = timed(&mut self.ctrd.ctr_command(&args));
         let checked = res.and_then(|(wall_ms, status, stderr)| {

@@ -12,8 +12,8 @@
 //! in it, whatever happens (Ctrl-C included: see [`cancel`]).
 
 mod cancel;
-mod ctr;
 pub mod cri;
+mod ctr;
 pub mod docker_archive;
 mod error;
 mod host;
