@@ -157,6 +157,11 @@ pub fn check(
     if cfg.preserve_fds > 0 {
         return Err(refuse("--preserve-fds"));
     }
+    if cfg.host_namespaces.mount {
+        return Err(refuse(
+            "a config without a mount namespace (linux.namespaces: the runtime's, as runc runs it): a VM has its own kernel and mounts",
+        ));
+    }
     // A network namespace by path is a pod's (the pause container's, configured by a CNI
     // plugin): the VM takes over its interface (`pod_netns`). Any other is refused.
     if let Some((ns, _)) = cfg
