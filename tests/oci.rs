@@ -2750,4 +2750,34 @@ fn no_mount_namespace_in() {
     assert_eq!(wait_status(pid as i32), 137);
     assert_eq!(mounts_under(&rootfs), Vec::<String>::new());
     f.assert_root_empty();
+    // And a create killed at any point, once `delete --force` has run (as a shim does).
+    for (i, delay_ms) in [0u64, 2, 8, 16, 32, 64, 200].into_iter().enumerate() {
+        let id = format!("killed-{i}");
+        let mut create = f
+            .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = create.kill();
+        let _ = create.wait();
+        let o = f.runc(&["delete", "--force", &id]);
+        let err = common::stderr(&o);
+        assert!(
+            o.status.success() || err.contains("does not exist"),
+            "after {delay_ms} ms: {err}"
+        );
+        while let Ok(status) = waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        assert_eq!(
+            mounts_under(&rootfs),
+            Vec::<String>::new(),
+            "create killed after {delay_ms} ms"
+        );
+        f.assert_root_empty();
+    }
 }
