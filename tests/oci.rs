@@ -2582,3 +2582,218 @@ fn mount_propagation_follows_the_config() {
     drop(shared);
     common::assert_no_leftovers("propagation");
 }
+
+fn ns_link(pid: &str, t: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{t}"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A mount namespace joined by path (runtime-tools' `linux_ns_path`): the container's root is
+/// built and pivoted to inside it, as runc does. The namespace is a helper's (`unshare
+/// --mount`), which the test ends; nothing of the container is left in the test's.
+#[test]
+fn a_mount_namespace_is_joined_by_path_and_the_root_built_in_it() {
+    let _g = common::root_test();
+    become_subreaper();
+    let mut helper = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let hpid = helper.id().to_string();
+    let ours = ns_link("self", "mnt");
+    wait_for("the helper's mount namespace", || {
+        ns_link(&hpid, "mnt") != ours
+    });
+    let theirs = ns_link(&hpid, "mnt");
+
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "readlink /proc/self/ns/mnt; test -x /bin/busybox && grep -c ' /proc ' /proc/self/mountinfo",
+        );
+        let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+        let mnt = ns.iter_mut().find(|n| n["type"] == "mount").unwrap();
+        mnt["path"] = format!("/proc/{hpid}/ns/mnt").into();
+    });
+    // In the lab, whose root is a chroot, setns gives the joiner the namespace's own root,
+    // where the bundle is not (runc fails alike): then the join must fail on the rootfs, in
+    // one line, leaving nothing.
+    let visible = Command::new("nsenter")
+        .arg(format!("--mount=/proc/{hpid}/ns/mnt"))
+        .args(["test", "-d"])
+        .arg(&f.bundle)
+        .status()
+        .unwrap()
+        .success();
+    let o = f.runc(&["run", "--bundle", f.bundle.to_str().unwrap(), "joiner"]);
+    if visible {
+        assert!(o.status.success(), "run: {}", common::stderr(&o));
+        let out = common::stdout(&o);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines, [theirs.as_str(), "1"], "{out}");
+    } else {
+        let err = common::stderr(&o);
+        assert!(!o.status.success(), "run in a chroot: {err}");
+        assert!(err.contains("Cannot bind the rootfs"), "{err}");
+    }
+    f.assert_root_empty();
+    // Built in the helper's namespace, never in the test's.
+    let bundle = f.bundle.to_str().unwrap().to_string();
+    assert!(
+        !fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&bundle),
+        "the container's mounts reached the test's namespace"
+    );
+
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    drop(f);
+    common::assert_no_leftovers("a joined mount namespace");
+}
+
+/// The mount points at or below `dir` in this process's mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = fs::canonicalize(dir).unwrap();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A config without a mount namespace (runtime-tools' `linux_ns_itype`): as runc, the
+/// container's mounts are made in the runtime's mount namespace and it chroots; `delete`, and
+/// a `create` that fails after its mounts, unmount them. Run in a private mount namespace of
+/// the test's own ([`no_mount_namespace_in`]), so that the host's is never touched.
+#[test]
+fn without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts() {
+    let _g = common::root_test();
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "no_mount_namespace_in",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ISOL_TEST_PRIVATE_MOUNT_NS", ns_link("self", "mnt"))
+        .output()
+        .unwrap();
+    let all = format!("{}{}", common::stdout(&o), common::stderr(&o));
+    assert!(o.status.success() && all.contains("1 passed"), "{all}");
+    common::assert_no_leftovers("no mount namespace");
+}
+
+/// Not a test of its own: [`without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts`]
+/// runs it in a mount namespace of its own (it refuses the host's).
+#[test]
+#[ignore = "run by without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts"]
+fn no_mount_namespace_in() {
+    // The caller's mount namespace, which this one must not be.
+    let outer = std::env::var("ISOL_TEST_PRIVATE_MOUNT_NS").unwrap_or_default();
+    assert!(
+        !outer.is_empty() && ns_link("self", "mnt") != outer,
+        "run only in a private mount namespace, as without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts does"
+    );
+    let _g = common::root_test();
+    become_subreaper();
+    let f = Fixture::new(|v| {
+        set_args(
+            v,
+            "readlink /proc/self/ns/mnt; readlink /proc/self/ns/cgroup; test -x /bin/busybox && echo root",
+        );
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "mount" && n["type"] != "cgroup");
+    });
+    let rootfs = f.bundle.join("rootfs");
+    let (status, err) = f.create("shared-mnt", &[]);
+    assert!(status.success(), "create: {err}");
+    // As runc: the mounts are the runtime's namespace's, and the init is chrooted.
+    let mounted = mounts_under(&rootfs);
+    let proc_dir = fs::canonicalize(&rootfs).unwrap().join("proc");
+    assert!(
+        mounted.iter().any(|m| Path::new(m) == proc_dir),
+        "{mounted:?}"
+    );
+    let pid = f.state("shared-mnt")["pid"].as_i64().unwrap().to_string();
+    assert_eq!(ns_link(&pid, "mnt"), ns_link("self", "mnt"));
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/root")).unwrap(),
+        fs::canonicalize(&rootfs).unwrap()
+    );
+    assert!(f.runc(&["start", "shared-mnt"]).status.success());
+    wait_for("the container's output", || f.output().lines().count() == 3);
+    let out = f.output();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            ns_link("self", "mnt").as_str(),
+            ns_link("self", "cgroup").as_str(),
+            "root"
+        ],
+        "{out}"
+    );
+    assert_eq!(wait_status(pid.parse().unwrap()), 0);
+    let o = f.runc(&["delete", "shared-mnt"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(mounts_under(&rootfs), Vec::<String>::new());
+    f.assert_root_empty();
+
+    // A create that fails once its mounts are made (no such program) leaves none.
+    f.edit_config(|v| v["process"]["args"] = serde_json::json!(["/no/such/program"]));
+    let (status, err) = f.create("shared-mnt", &[]);
+    assert!(!status.success());
+    assert!(err.contains("/no/such/program"), "{err}");
+    assert_eq!(mounts_under(&rootfs), Vec::<String>::new());
+    f.assert_root_empty();
+    // And a running one that `delete --force` ends.
+    f.edit_config(|v| set_args(v, "sleep 30"));
+    let (status, err) = f.create("shared-mnt", &[]);
+    assert!(status.success(), "create: {err}");
+    let pid = f.state("shared-mnt")["pid"].as_i64().unwrap();
+    let o = f.runc(&["delete", "--force", "shared-mnt"]);
+    assert!(o.status.success(), "delete: {}", common::stderr(&o));
+    assert_eq!(wait_status(pid as i32), 137);
+    assert_eq!(mounts_under(&rootfs), Vec::<String>::new());
+    f.assert_root_empty();
+    // And a create killed at any point, once `delete --force` has run (as a shim does).
+    for (i, delay_ms) in [0u64, 2, 8, 16, 32, 64, 200].into_iter().enumerate() {
+        let id = format!("killed-{i}");
+        let mut create = f
+            .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = create.kill();
+        let _ = create.wait();
+        let o = f.runc(&["delete", "--force", &id]);
+        let err = common::stderr(&o);
+        assert!(
+            o.status.success() || err.contains("does not exist"),
+            "after {delay_ms} ms: {err}"
+        );
+        while let Ok(status) = waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        assert_eq!(
+            mounts_under(&rootfs),
+            Vec::<String>::new(),
+            "create killed after {delay_ms} ms"
+        );
+        f.assert_root_empty();
+    }
+}

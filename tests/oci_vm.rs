@@ -1144,6 +1144,15 @@ fn what_a_vm_cannot_honour_is_refused_in_one_line_and_leaves_nothing() {
         ),
         (
             Box::new(|v| {
+                v["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != "mount")
+            }),
+            "a config without a mount namespace (linux.namespaces: the runtime's, as runc runs it): a VM has its own kernel and mounts is not supported on the kvm backend",
+        ),
+        (
+            Box::new(|v| {
                 v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
                     {"destination": "/mnt", "type": "ext4", "source": "/dev/sda"}))
             }),

@@ -308,6 +308,7 @@ fn setup(
         console: console.as_deref(),
         masked: &spec.masked_paths,
         readonly: &spec.readonly_paths,
+        host_mount: spec.host_namespaces.mount,
     };
     rootfs::mount_all(&rootfs_spec)?;
     // The init's pid on the host (the host's /proc is still in view), for the hooks' state.

@@ -34,6 +34,11 @@ pub enum SharedNamespace {
     /// namespaces are then born in, and belong to, the joined user namespace (an OCI config's
     /// `linux.namespaces` type `user` with a `path`).
     User,
+    /// Joined by the child before it builds the rootfs, which it then assembles and
+    /// `pivot_root`s to inside the joined namespace, as runc does (an OCI config's mount
+    /// namespace with a `path`): the namespace's other processes see the container's mounts,
+    /// and its root becomes theirs where it was the namespace's.
+    Mount,
 }
 
 impl SharedNamespace {
@@ -45,6 +50,7 @@ impl SharedNamespace {
             SharedNamespace::Uts => libc::CLONE_NEWUTS,
             SharedNamespace::Pid => libc::CLONE_NEWPID,
             SharedNamespace::User => libc::CLONE_NEWUSER,
+            SharedNamespace::Mount => libc::CLONE_NEWNS,
         }
     }
 
@@ -55,6 +61,7 @@ impl SharedNamespace {
             SharedNamespace::Uts => "UTS",
             SharedNamespace::Pid => "PID",
             SharedNamespace::User => "user",
+            SharedNamespace::Mount => "mount",
         }
     }
 }
@@ -75,6 +82,12 @@ pub struct HostNamespaces {
     /// The host's cgroup namespace: the container sees the whole cgroup tree, and its own cgroup
     /// by its full path (`/isol/<id>`) rather than as `/`.
     pub cgroup: bool,
+    /// The runtime's own mount namespace (an OCI config without a mount namespace, as runc
+    /// runs it): the rootfs is assembled there — its mounts land in the caller's namespace,
+    /// stacked on a bind of the rootfs onto itself that is made private first — and entered
+    /// with chroot(2), not `pivot_root` (which would change the root of every process there).
+    /// Whoever created the container unmounts that bind once it is gone (`isol-runc delete`).
+    pub mount: bool,
 }
 
 impl HostNamespaces {
@@ -90,6 +103,9 @@ impl HostNamespaces {
         }
         if self.uts {
             f |= libc::CLONE_NEWUTS;
+        }
+        if self.mount {
+            f |= libc::CLONE_NEWNS;
         }
         f as u64
     }

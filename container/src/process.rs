@@ -207,6 +207,16 @@ fn launch(
             "A container with a user namespace of its own cannot join another container's namespaces (they belong to the host's user namespace); drop one".into(),
         ));
     }
+    if cfg.host_namespaces.mount
+        && (!matches!(cfg.rootfs, Rootfs::Dir { .. })
+            || cfg.rootless
+            || cfg.user_namespace.is_some()
+            || cfg.join.iter().any(|(ns, _)| *ns == SharedNamespace::User))
+    {
+        return Err(ContainerError::Unsupported(
+            "A container in the runtime's mount namespace needs a rootfs directory and no user namespace (its mounts are made in the runtime's namespace, which only the host's root may change)".into(),
+        ));
+    }
     if cfg.host_namespaces.pid && cfg.rootless {
         return Err(ContainerError::Unsupported(
             "The host's PID namespace (--pid host) needs root: isol ends the container's processes through its cgroup, which a rootless run has none of; run isol as root or drop the flag".into(),

@@ -203,10 +203,19 @@ fn create(
         &dir.cgroup_file(),
         cgroup_path.as_os_str().as_encoded_bytes(),
     )
+    .and_then(|()| match &cfg.rootfs {
+        // Before anything is mounted in the runtime's namespace: what delete unmounts.
+        isol_container::Rootfs::Dir { path, .. } if cfg.host_namespaces.mount => {
+            crate::hostroot::record(&dir, path)
+        }
+        _ => Ok(()),
+    })
     .and_then(|()| create_in(&dir, &bundle, &spec, &cfg, opts));
     if made.is_err() {
         // The container crate removed what it made (never a cgroup that existed before, which
-        // another container may own); the state is ours.
+        // another container may own), but for the mounts a container without a mount
+        // namespace made in ours; the state is ours.
+        let _ = crate::hostroot::unmount(&dir);
         let _ = dir.remove();
     }
     made
@@ -1078,6 +1087,8 @@ fn delete(root: &Path, id: &str, force: bool, log: &Log, rt: &Runtime<'_>) -> Re
     if !cgroup_path.as_os_str().is_empty() {
         remove_cgroup(&cgroup_path)?;
     }
+    // What a container without a mount namespace left in ours, its processes gone.
+    crate::hostroot::unmount(&dir)?;
     // A VM's staged root, unmounted with its process, never removed through a mount.
     if let Some(vm) = rt.vm {
         vm.clean(&dir.dir)?;

@@ -16,6 +16,7 @@ mod error;
 mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod hostroot;
 pub mod log;
 mod spec;
 mod state;

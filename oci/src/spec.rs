@@ -2,7 +2,7 @@
 //!
 //! Everything the config asks is either honoured or refused with an [`OciError::Unsupported`]
 //! naming the field: nothing is silently ignored. Where isol is stricter than the config asks
-//! (it always gives a cgroup namespace and its own seccomp filter), docs/oci.md says so.
+//! (it always gives a cgroup namespace to a container of its own mount namespace, and its own seccomp filter), docs/oci.md says so.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,12 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
     let caps = capabilities(process, user.uid())?;
 
     let linux = spec.linux().clone().unwrap_or_default();
-    let (network, join) = namespaces(&linux)?;
+    let Namespaces {
+        network,
+        join,
+        host_mount,
+        host_cgroup,
+    } = namespaces(&linux)?;
     let user_namespace = user_namespace(&linux, &join)?;
     // As runc: names are set in a UTS namespace joined by path (every process there sees
     // them); the host's (the type absent from the list) is refused them.
@@ -135,6 +140,12 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
             )
         })?,
     };
+    if host_mount && rootfs_propagation != 0 {
+        return Err(unsupported(
+            "linux.rootfsPropagation",
+            "is given without a mount namespace: it would change the propagation of the runtime's own mounts; add a mount namespace, or drop it",
+        ));
+    }
 
     Ok(ContainerConfig {
         id: id.to_string(),
@@ -172,7 +183,11 @@ pub fn to_config(id: &str, bundle: &Path, spec: &Spec) -> Result<ContainerConfig
         publish: Vec::new(),
         etc_files: false,
         join,
-        host_namespaces: Default::default(),
+        host_namespaces: isol_container::HostNamespaces {
+            mount: host_mount,
+            cgroup: host_cgroup,
+            ..Default::default()
+        },
         volumes: Vec::new(),
         mounts,
         // The stdio `create` was given is the workload's, stdin included; with a terminal, the
@@ -498,9 +513,7 @@ fn rlimits(p: &Process) -> Result<Vec<Rlimit>, OciError> {
 /// config chooses the network (a new one with loopback, or the host's), and a new, a joined
 /// (by path, as a pod's containers join its sandbox's) or the runtime's own (a type absent
 /// from the list, as runc) UTS, IPC and PID namespace.
-fn namespaces(
-    linux: &oci_spec::runtime::Linux,
-) -> Result<(NetworkMode, Vec<(SharedNamespace, PathBuf)>), OciError> {
+fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<Namespaces, OciError> {
     let list = linux.namespaces().clone().unwrap_or_default();
     let mut join = Vec::new();
     for ns in &list {
@@ -510,6 +523,7 @@ fn namespaces(
             LinuxNamespaceType::Uts => Some(SharedNamespace::Uts),
             LinuxNamespaceType::Pid => Some(SharedNamespace::Pid),
             LinuxNamespaceType::User if ns.path().is_some() => Some(SharedNamespace::User),
+            LinuxNamespaceType::Mount => Some(SharedNamespace::Mount),
             LinuxNamespaceType::User => continue,
             LinuxNamespaceType::Time => {
                 return Err(unsupported(
@@ -524,15 +538,10 @@ fn namespaces(
         };
         if let Some(path) = ns.path() {
             let Some(shared) = shared else {
-                let why = if ns.typ() == LinuxNamespaceType::Mount {
-                    "isol builds every container's root in a mount namespace of its own (its pivot_root would change the root of every process in a shared one)"
-                } else {
-                    "isol joins only user, network, ipc, uts and pid namespaces"
-                };
                 return Err(unsupported(
                     "linux.namespaces",
                     &format!(
-                        "joins the {} namespace at {}: {why}",
+                        "joins the {} namespace at {}: isol joins only user, mount, network, ipc, uts and pid namespaces",
                         ns.typ(),
                         path.display()
                     ),
@@ -553,10 +562,13 @@ fn namespaces(
     }
     let has = |t: LinuxNamespaceType| list.iter().any(|ns| ns.typ() == t);
     let joins_user = join.iter().any(|(ns, _)| *ns == SharedNamespace::User);
-    if !has(LinuxNamespaceType::Mount) {
+    // No mount namespace: the runtime's, as runc (its mounts are made in the caller's
+    // namespace, and the container chroots); a user namespace could not mount there.
+    let host_mount = !has(LinuxNamespaceType::Mount);
+    if host_mount && has(LinuxNamespaceType::User) {
         return Err(unsupported(
             "linux.namespaces",
-            "lacks a mount namespace: isol builds every container's root in a mount namespace of its own (sharing the host's would pivot the host's root)",
+            "has a user namespace and no mount namespace (the runtime's, where the container's root could not mount its rootfs): add a mount namespace",
         ));
     }
     // A type absent from the list: the runtime's own namespace, as runc stays in it. The
@@ -588,7 +600,24 @@ fn namespaces(
     } else {
         NetworkMode::Host
     };
-    Ok((network, join))
+    Ok(Namespaces {
+        network,
+        join,
+        host_mount,
+        // isol adds a cgroup namespace to a container of its own mount namespace whatever the
+        // list says; one in the runtime's mount namespace gets the runtime's, as runc (the
+        // runtime-spec: a type absent from the list is the runtime's), unless it lists one.
+        host_cgroup: host_mount && !has(LinuxNamespaceType::Cgroup),
+    })
+}
+
+/// What `linux.namespaces` gives: see [`namespaces`].
+struct Namespaces {
+    network: NetworkMode,
+    join: Vec<(SharedNamespace, PathBuf)>,
+    /// No mount namespace: the runtime's ([`isol_container::HostNamespaces::mount`]).
+    host_mount: bool,
+    host_cgroup: bool,
 }
 
 /// The container's cgroup: `cgroupsPath` (absolute or not, always below each hierarchy's root),
@@ -1397,6 +1426,35 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_namespace_is_joined_by_path_or_the_runtimes_without_one() {
+        let cfg = convert(&spec_with(|v| {
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            let mnt = ns.iter_mut().find(|n| n["type"] == "mount").unwrap();
+            mnt["path"] = "/proc/self/ns/mnt".into();
+        }))
+        .unwrap();
+        assert!(
+            cfg.join
+                .contains(&(SharedNamespace::Mount, PathBuf::from("/proc/self/ns/mnt")))
+        );
+        assert!(!cfg.host_namespaces.mount && !cfg.host_namespaces.cgroup);
+        // No mount namespace: the runtime's, and its cgroup namespace unless one is listed.
+        let cfg = convert(&spec_with(|v| {
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "mount" && n["type"] != "cgroup");
+        }))
+        .unwrap();
+        assert!(cfg.host_namespaces.mount && cfg.host_namespaces.cgroup);
+        let cfg = convert(&spec_with(|v| {
+            let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "mount");
+            ns.push(serde_json::json!({"type": "cgroup"}));
+        }))
+        .unwrap();
+        assert!(cfg.host_namespaces.mount && !cfg.host_namespaces.cgroup);
+    }
+
+    #[test]
     fn what_isol_cannot_honour_is_refused_by_name() {
         let refused = |edit: fn(&mut serde_json::Value), field: &str| {
             let e = convert(&spec_with(edit)).unwrap_err().to_string();
@@ -1405,17 +1463,18 @@ mod tests {
         refused(
             |v| {
                 let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
-                let mnt = ns.iter_mut().find(|n| n["type"] == "mount").unwrap();
-                mnt["path"] = "/proc/1/ns/mnt".into();
+                ns.retain(|n| n["type"] != "mount");
+                v["linux"]["rootfsPropagation"] = "rshared".into();
             },
-            "joins the mnt namespace at /proc/1/ns/mnt",
+            "linux.rootfsPropagation is given without a mount namespace",
         );
         refused(
             |v| {
                 let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
                 ns.retain(|n| n["type"] != "mount");
+                ns.push(serde_json::json!({"type": "user", "path": "/proc/self/ns/user"}));
             },
-            "lacks a mount namespace",
+            "has a user namespace and no mount namespace",
         );
         refused(
             |v| {

@@ -148,6 +148,13 @@ impl ContainerDir {
         self.dir.join("cgroup")
     }
 
+    /// A container in the runtime's mount namespace: the mount at its rootfs before `create`
+    /// bound it onto itself, and the rootfs, written before anything is mounted
+    /// ([`crate::hostroot`]).
+    pub fn host_root_file(&self) -> PathBuf {
+        self.dir.join("host-root")
+    }
+
     fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }

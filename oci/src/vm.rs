@@ -325,11 +325,16 @@ pub fn check(
     if cfg.preserve_fds > 0 {
         return Err(refuse("--preserve-fds"));
     }
+    if cfg.host_namespaces.mount {
+        return Err(refuse(
+            "a config without a mount namespace (linux.namespaces: the runtime's, as runc runs it): a VM has its own kernel and mounts",
+        ));
+    }
     // Namespaces joined by path are a pod's (its sandbox's, as CRI gives every container):
     // the network's is the VM's network (the VM takes over its interface: `pod_netns`); the
     // UTS namespace's hostname is the guest's (unless the config names one); the IPC
     // namespace cannot be shared across the VM's boundary (SysV IPC and POSIX message queues
-    // live in a kernel), the guest has its own. A PID or user namespace (a mount or cgroup
+    // live in a kernel), the guest has its own. A PID, user or mount namespace (a cgroup
     // one is refused by the spec's conversion for every backend) cannot be shared either,
     // and sharing it is what the config asks: refused.
     use isol_container::SharedNamespace;

@@ -124,6 +124,8 @@ fn namespace_options(
         ipc: args.ipc == Some(IpcMode::Host),
         uts: args.uts == Some(HostOrOwn::Host),
         cgroup: args.cgroupns == Some(NsMode::Host),
+        // `isol run` always builds its root in a mount namespace of its own.
+        mount: false,
     };
     if host.pid && rootless {
         bail!(

@@ -51,15 +51,27 @@ pub struct RootfsSpec<'a> {
     /// Paths masked and made read-only beyond isol's own lists (an OCI config's).
     pub masked: &'a [std::path::PathBuf],
     pub readonly: &'a [std::path::PathBuf],
+    /// The runtime's own mount namespace ([`crate::HostNamespaces::mount`]): the mounts
+    /// stack on a private bind of the rootfs directory onto itself, the propagation of the
+    /// namespace's other mounts is left alone, and [`enter`] chroots.
+    pub host_mount: bool,
 }
 
 /// Builds the rootfs, below its directory: the first half of its assembly, in the child, in
 /// its own mount namespace; [`enter`] makes it `/` (createContainer hooks run in between).
 pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
-    mounts::set_root_propagation(spec.rootfs_propagation, spec.mounts, spec.merged)?;
-    match spec.bind_root {
-        Some(_) => mounts::bind_root(spec.merged)?,
-        None => overlay::mount(spec)?,
+    if spec.host_mount {
+        // (`process::launch` allows it only with a rootfs directory.) The caller's namespace: its mounts keep their propagation; the bind (the one mount
+        // made there that a shared parent passes on, and takes back when it is unmounted) is
+        // made private at once, so that the container's mounts below it stay in this namespace.
+        mounts::bind_root(spec.merged)?;
+        mounts::make_private(spec.merged)?;
+    } else {
+        mounts::set_root_propagation(spec.rootfs_propagation, spec.mounts, spec.merged)?;
+        match spec.bind_root {
+            Some(_) => mounts::bind_root(spec.merged)?,
+            None => overlay::mount(spec)?,
+        }
     }
     // runc's order, which OCI configs list them in and the runtime-spec wants kept: /proc,
     // /dev and below it, /sys (runtime-tools' validation checks it in mountinfo).
@@ -83,10 +95,18 @@ pub fn mount_all(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
 
 /// The second half of the assembly, after [`mount_all`]: `pivot_root` into the rootfs, masked and read-only paths.
 pub fn enter(spec: &RootfsSpec<'_>) -> Result<(), SetupError> {
-    pivot::pivot_root(spec.merged)?;
+    if spec.host_mount {
+        pivot::chroot_into(spec.merged)?;
+    } else {
+        pivot::pivot_root(spec.merged)?;
+    }
     mounts::mask_paths(spec.masked, spec.readonly)?;
     if spec.bind_root == Some(true) {
         mounts::remount_root_readonly()?;
+    }
+    if spec.host_mount {
+        // (The caller refuses a rootfsPropagation here: it would be the runtime's `/`'s.)
+        return Ok(());
     }
     mounts::propagate_root(spec.rootfs_propagation)
 }

@@ -149,6 +149,13 @@ pub(super) fn bind_root(root: &Path) -> Result<(), SetupError> {
     })
 }
 
+/// Makes the mount at `path` (and every mount below it) private: nothing mounted there later
+/// reaches another namespace, nor comes from one.
+pub(super) fn make_private(path: &Path) -> Result<(), SetupError> {
+    set_propagation(path, libc::MS_PRIVATE | libc::MS_REC)
+        .map_err(|e| SetupError::rootfs(format!("Cannot make {} private", path.display()), e))
+}
+
 /// A recursive bind of `path` onto itself: a mount point of its own.
 fn bind_onto_itself(path: &Path) -> nix::Result<()> {
     mount(
