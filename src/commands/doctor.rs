@@ -240,6 +240,14 @@ fn kvm() -> Check {
             "use `isol lab -- isol run --backend kvm …` to run the kvm backend in an emulated lab",
         );
     }
+    if isol_vmm::vstate::kvm::pvm_host() {
+        return Check::new(
+            "kvm",
+            Level::Warn,
+            isol_vmm::vstate::kvm::PVM_HOST,
+            "use `isol lab -- isol run --backend kvm …`",
+        );
+    }
     match isol_vmm::measure_guest_speed() {
         Err(e) => Check::new(
             "kvm",
