@@ -65,8 +65,8 @@ pub struct Handler {
 }
 
 /// The CRI plugin's configuration: one runtime per handler (runc's shim with the handler's
-/// binary as its runc, whose state root is `{tmp}/runc`: a killed containerd's containers
-/// leave nothing in the host's `/run/containerd/runc`), the first the default, the pause image `pause_image`, cgroupfs, the
+/// binary as its runc, its state in the host's `/run/containerd/runc/k8s.io`: a longer root
+/// would put a VM's `control.sock` past `SUN_LEN`), the first the default, the pause image `pause_image`, cgroupfs, the
 /// CNI config directory `{tmp}/cni` (`{tmp}` is containerd's directory).
 pub fn cri_plugin(handlers: &[Handler], pause_image: &str) -> String {
     let mut runtimes = String::new();
@@ -76,7 +76,7 @@ pub fn cri_plugin(handlers: &[Handler], pause_image: &str) -> String {
             h.name
         );
         runtimes.push_str(&format!(
-            "    {key}\n      runtime_type = \"io.containerd.runc.v2\"\n      {opts}\n        BinaryName = \"{bin}\"\n        Root = \"{{tmp}}/runc\"\n        SystemdCgroup = false\n",
+            "    {key}\n      runtime_type = \"io.containerd.runc.v2\"\n      {opts}\n        BinaryName = \"{bin}\"\n        SystemdCgroup = false\n",
             opts = key.replace("]", ".options]"),
             bin = h.binary,
         ));
@@ -689,8 +689,28 @@ pub(crate) fn sweep(tmp: &Path, dead: impl Fn(u32) -> bool) {
         let work = tmp.join(format!("isol-bench.{b}"));
         release(&work.join("cri"));
         super::ctr::release(&work.join("containerd"));
+        // The handlers' runtime state (runc's root for the CRI's namespace): the containers
+        // whose bundle was in that bench's scratch directory.
+        let prefix = format!("{}/", work.display());
+        for e in fs::read_dir(RUNC_STATE).into_iter().flatten().flatten() {
+            // Or no state at all: a create the kill cut short (never a container's).
+            let ours = match fs::read_to_string(e.path().join("state.json")) {
+                Ok(t) => serde_json::from_str::<serde_json::Value>(&t)
+                    .ok()
+                    .and_then(|v| v["bundle"].as_str().map(|b| b.starts_with(&prefix)))
+                    .unwrap_or(false),
+                Err(_) => fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none()),
+            };
+            if ours {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
+
+/// runc's (and isol-runc's) state root for the CRI's containerd namespace, as runc's shim
+/// passes it by default.
+const RUNC_STATE: &str = "/run/containerd/runc/k8s.io";
 
 /// The pids of the runc v2 shims started for containerd's socket `address`.
 pub(crate) fn shims_of(address: &str) -> Vec<i32> {

@@ -18,11 +18,8 @@ use tonic::transport::Channel;
 
 use super::containerd::Containerd;
 
-/// Where runc's shim keeps its runc's state for that namespace (`--root`), under
-/// containerd's temp dir `tmp` (the handlers' `Root`: `isol_bench::cri::cri_plugin`).
-pub fn runc_root(tmp: &Path) -> PathBuf {
-    tmp.join("runc/k8s.io")
-}
+/// Where runc's shim keeps its runc's state for that namespace (`--root`).
+pub const RUNC_ROOT: &str = "/run/containerd/runc/k8s.io";
 pub const PAUSE_IMAGE: &str = "isol.test/pause:latest";
 pub const IMAGE: &str = "isol.test/busybox:latest";
 /// The CNI network: a bridge of its own, on a subnet that is not isol0's (10.88.0.0/24).
@@ -46,6 +43,8 @@ pub struct HostState {
     links: BTreeSet<String>,
     netns: BTreeSet<String>,
     cni_results: BTreeSet<String>,
+    /// The entries of [`RUNC_ROOT`].
+    runc_state: BTreeSet<String>,
 }
 
 fn names(dir: &str) -> BTreeSet<String> {
@@ -72,6 +71,7 @@ pub fn host_state() -> HostState {
         links,
         netns: names("/run/netns"),
         cni_results: names("/var/lib/cni/results"),
+        runc_state: names(RUNC_ROOT),
     }
 }
 
@@ -459,9 +459,12 @@ impl CriHost {
             }
         }
 
-        let left: Vec<_> = fs::read_dir(runc_root(self.ctrd.tmp.path()))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        // What another run left there before this test (a SIGKILLed bench's cut-short create)
+        // is not this test's.
+        let left: Vec<_> = names(RUNC_ROOT)
+            .difference(&self.before.runc_state)
+            .cloned()
+            .collect();
         assert!(left.is_empty(), "isol-runc state left: {left:?}");
         let o = self.ctrd.ctr(&["container", "ls", "-q"]);
         assert_eq!(super::stdout(&o).trim(), "", "containers left");
@@ -469,9 +472,9 @@ impl CriHost {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mut others = processes_naming(&tmp, self.ctrd.pid());
-            // A VM's virtiofsd names its container's state directory (under `tmp`); isol-vmm
-            // its id only: with VMs (in the lab, a host of the test's own) any isol-vmm is the
-            // test's.
+            // A VM's virtiofsd names its container's state directory; isol-vmm its id only:
+            // with VMs (in the lab, a host of the test's own) any isol-vmm is the test's.
+            others.extend(processes_naming(RUNC_ROOT, 0));
             if self.vms {
                 others.extend(processes_naming("isol-vmm", 0));
             }
