@@ -322,6 +322,9 @@ impl MmioTransport {
         let (dev, mut ctx) = self.ctx_parts();
         if let Err(f) = dev.process_queue(index, &mut ctx, ops) {
             self.fault(f);
+        } else if dev.take_unfinished(index) {
+            // As the driver's notification would: the device thread comes back to it.
+            let _ = self.queue_evts[index].write(1);
         }
     }
 
@@ -483,6 +486,8 @@ mod tests {
         /// Resets that came with the queues (the device was live).
         reset_while_live: u32,
         notified: Vec<usize>,
+        /// Queues whose next serving stops short of the work queued.
+        unfinished: Vec<usize>,
     }
 
     struct Dummy(Arc<Mutex<Log>>);
@@ -519,6 +524,11 @@ mod tests {
         /// Queue 1 is one the driver spins on.
         fn serve_on_notify(&self, i: usize) -> bool {
             i == 1
+        }
+        fn take_unfinished(&mut self, i: usize) -> bool {
+            let mut log = self.0.lock().unwrap();
+            let at = log.unfinished.iter().position(|&q| q == i);
+            at.map(|at| log.unfinished.remove(at)).is_some()
         }
         fn reset(&mut self, c: Option<&mut QueueCtx<'_>>) {
             let mut log = self.0.lock().unwrap();
@@ -743,6 +753,27 @@ mod tests {
         assert_eq!(t.irq().eventfd().read().unwrap(), 1);
         w(&mut t, reg::INTERRUPT_ACK, INT_VRING);
         assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), INT_CONFIG);
+    }
+
+    /// A device that stopped short of what the driver queued (a bound on one call) is
+    /// notified again by the transport, once, as the driver's notification would.
+    #[test]
+    fn an_unfinished_queue_is_notified_again() {
+        let (mut t, log) = transport();
+        negotiate(&mut t);
+        setup_queue(&mut t, 0, 0x10_0000);
+        w(&mut t, reg::STATUS, 0xf);
+        t.process_queue(0, None);
+        assert!(
+            t.queue_evts()[0].read().is_err(),
+            "finished: no notification"
+        );
+        log.lock().unwrap().unfinished.push(0);
+        t.process_queue(0, None);
+        assert_eq!(t.queue_evts()[0].read().unwrap(), 1, "unfinished: notified");
+        t.process_queue(0, None);
+        assert!(t.queue_evts()[0].read().is_err(), "once");
+        assert_eq!(log.lock().unwrap().notified, [0, 0, 0]);
     }
 
     #[test]

@@ -262,6 +262,15 @@ pub trait VirtioDevice: Send {
     fn serve_on_notify(&self, _index: usize) -> bool {
         false
     }
+    /// Whether the last [`VirtioDevice::process_queue`] of queue `index` stopped, at a
+    /// bound on one call's work, short of what the driver queued, and no notification of
+    /// the driver's will announce the rest (with `EVENT_IDX` it notifies only past the
+    /// `avail_event` the device published, and it may have queued the rest seeing an older
+    /// one). The transport then notifies the device thread itself, so the rest is served
+    /// after the loop's other events. Asking clears it.
+    fn take_unfinished(&mut self, _index: usize) -> bool {
+        false
+    }
     /// Whether another process serves the queues (a vhost-user backend): the queue
     /// notification eventfds are handed to it (as KVM ioeventfds still), and the device
     /// thread must not read them.

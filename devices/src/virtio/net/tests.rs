@@ -171,6 +171,20 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// `n` one-descriptor transmit chains at `BUF`, each a zeroed header and `f`.
+fn tx_chains(m: &GuestMemoryMmap, f: &[u8], n: u64) -> Vec<RawDescriptor> {
+    (0..n)
+        .map(|i| {
+            let at = BUF + i * 0x1000;
+            m.write_slice(&[0u8; VNET_HDR_LEN], GuestAddress(at))
+                .unwrap();
+            m.write_slice(f, GuestAddress(at + VNET_HDR_LEN as u64))
+                .unwrap();
+            raw(at, (VNET_HDR_LEN + f.len()) as u32, 0, 0)
+        })
+        .collect()
+}
+
 fn serve(
     net: &mut Net,
     m: &GuestMemoryMmap,
@@ -499,15 +513,7 @@ fn event_idx_publishes_avail_event_and_honours_used_event() {
     assert_ne!(net.features() & (1 << F_EVENT_IDX), 0, "offered");
     let m = mem();
     let f = frame(b"event index");
-    let mut txd = Vec::new();
-    for i in 0..3u64 {
-        let at = BUF + i * 0x1000;
-        m.write_slice(&[0u8; VNET_HDR_LEN], GuestAddress(at))
-            .unwrap();
-        m.write_slice(&f, GuestAddress(at + VNET_HDR_LEN as u64))
-            .unwrap();
-        txd.push(raw(at, (VNET_HDR_LEN + f.len()) as u32, 0, 0));
-    }
+    let txd = tx_chains(&m, &f, 3);
     let mut qs = [queue(&m, RXQ, &[], &[]), queue(&m, TXQ, &txd, &[0, 1])];
     // The mock's used ring starts where the avail ring's used_event is (it leaves no room
     // for it): a used ring of its own.
@@ -552,4 +558,91 @@ fn event_idx_publishes_avail_event_and_honours_used_event() {
     let (t2, _h2) = tap();
     let masked = Net::new(t2, [2, 0, 0, 0, 0, 9]).without(feature_mask("event_idx").unwrap());
     assert_eq!(masked.features() & (1 << F_EVENT_IDX), 0, "masked");
+}
+
+/// A driver that queues frames as fast as the device takes them (a guest streaming out)
+/// keeps the transmit call going round its `EVENT_IDX` passes until their bound; the
+/// frames queued then were queued seeing an `avail_event` the device had not yet moved,
+/// so the driver notifies for none of them. The device must say the queue is unfinished
+/// (the transport then notifies the device thread itself), or the guest, its ring full,
+/// waits for them forever: a stream that stalls with nothing left to wake either side.
+#[test]
+fn a_transmit_cut_short_by_its_bound_is_finished_without_a_notification() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, fence};
+    if !root_with_tun() {
+        return;
+    }
+    const FRAMES: u16 = 20_000;
+    let (t, _host) = tap();
+    let mut net = Net::new(t, [2, 0, 0, 0, 0, 7]);
+    let m = mem();
+    let f = frame(b"streamed out");
+    let txd = tx_chains(&m, &f, 16);
+    let mut qs = [queue(&m, RXQ, &[], &[]), queue(&m, TXQ, &txd, &[])];
+    qs[TX].set_used_ring_address(Some((TXQ + 0x8000) as u32), Some(0));
+    let avail = qs[TX].avail_ring();
+    let used_ring = qs[TX].used_ring();
+    let irq = IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let mut ctx = QueueCtx {
+        mem: &m,
+        queues: &mut qs,
+        irq: &irq,
+    };
+    net.activate(&mut ctx, (1 << F_EVENT_IDX) | (1u64 << 32))
+        .unwrap();
+    // The driver, on a thread of its own: Linux's split-ring rules (vring_need_event).
+    let notified = Arc::new(AtomicU64::new(0));
+    let driver = {
+        let (m, notified) = (m.clone(), notified.clone());
+        std::thread::spawn(move || {
+            let used_idx = GuestAddress(used_ring + 2);
+            let avail_event = GuestAddress(used_ring + 4 + 8 * 16);
+            let mut posted: u16 = 0;
+            while posted < FRAMES {
+                fence(Ordering::SeqCst);
+                let done = u16::from_le(m.read_obj::<u16>(used_idx).unwrap());
+                if posted.wrapping_sub(done) >= 16 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let slot = u64::from(posted % 16);
+                m.write_obj((posted % 16).to_le(), GuestAddress(avail + 4 + 2 * slot))
+                    .unwrap();
+                fence(Ordering::SeqCst);
+                let new = posted.wrapping_add(1);
+                m.write_obj(new.to_le(), GuestAddress(avail + 2)).unwrap();
+                fence(Ordering::SeqCst);
+                let event = u16::from_le(m.read_obj::<u16>(avail_event).unwrap());
+                if new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(posted) {
+                    notified.fetch_add(1, Ordering::SeqCst);
+                }
+                posted = new;
+            }
+        })
+    };
+    // The device thread: served when notified, or when it said it was unfinished.
+    let (mut seen, mut again, mut idle) = (0, false, 0u32);
+    loop {
+        let n = notified.load(Ordering::SeqCst);
+        if n > seen || again {
+            seen = n;
+            net.process_queue(TX, &mut ctx, None).unwrap();
+            again = net.take_unfinished(TX);
+            idle = 0;
+            continue;
+        }
+        let done = u16::from_le(m.read_obj::<u16>(GuestAddress(used_ring + 2)).unwrap());
+        if done == FRAMES {
+            break;
+        }
+        idle += 1;
+        assert!(
+            idle < 5_000,
+            "transmit stalled: {done} of {FRAMES} frames used, the driver waiting for the \
+             rest and the device for a notification"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    driver.join().unwrap();
 }
