@@ -707,8 +707,19 @@ fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
     let _g = common::root_test();
     become_subreaper();
     let f = Fixture::new(|v| set_args(v, "sleep 30"));
-    for (i, delay_ms) in [0u64, 1, 2, 4, 8, 16, 32, 64, 200].into_iter().enumerate() {
-        let id = format!("killed-create-{i}");
+    let delays = [0, 1, 2, 4, 8, 16, 32, 64, 200];
+    kill_creates(&f, "killed-create", &delays, |delay_ms| {
+        f.assert_root_empty();
+        common::assert_no_leftovers(&format!("create killed after {delay_ms} ms"));
+    });
+}
+
+/// Creates of `<prefix>-<i>` in `f` killed `delays_ms[i]` ms after their start, each followed
+/// by `delete --force` (as a shim does), which undoes whatever create had done or says there
+/// was nothing; then `check(delay)`.
+fn kill_creates(f: &Fixture, prefix: &str, delays_ms: &[u64], mut check: impl FnMut(u64)) {
+    for (i, &delay_ms) in delays_ms.iter().enumerate() {
+        let id = format!("{prefix}-{i}");
         let mut create = f
             .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
             .stdout(Stdio::null())
@@ -718,7 +729,6 @@ fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = create.kill();
         let _ = create.wait();
-        // Whatever create had done, delete --force undoes it (or says there was nothing).
         let o = f.runc(&["delete", "--force", &id]);
         let err = common::stderr(&o);
         assert!(
@@ -731,8 +741,7 @@ fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
                 break;
             }
         }
-        f.assert_root_empty();
-        common::assert_no_leftovers(&format!("create killed after {delay_ms} ms"));
+        check(delay_ms);
     }
 }
 
@@ -2590,6 +2599,14 @@ fn ns_link(pid: &str, t: &str) -> String {
         .into_owned()
 }
 
+/// `unshare --mount --propagation private`: the command its arguments make runs in a mount
+/// namespace of its own, whose mounts reach no other namespace.
+fn in_a_private_mount_namespace() -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private"]);
+    c
+}
+
 /// A mount namespace joined by path (runtime-tools' `linux_ns_path`): the container's root is
 /// built and pivoted to inside it, as runc does. The namespace is a helper's (`unshare
 /// --mount`), which the test ends; nothing of the container is left in the test's.
@@ -2597,8 +2614,8 @@ fn ns_link(pid: &str, t: &str) -> String {
 fn a_mount_namespace_is_joined_by_path_and_the_root_built_in_it() {
     let _g = common::root_test();
     become_subreaper();
-    let mut helper = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sleep", "60"])
+    let mut helper = in_a_private_mount_namespace()
+        .args(["sleep", "60"])
         .spawn()
         .unwrap();
     let hpid = helper.id().to_string();
@@ -2673,8 +2690,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 #[test]
 fn without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts() {
     let _g = common::root_test();
-    let o = Command::new("unshare")
-        .args(["--mount", "--propagation", "private"])
+    let o = in_a_private_mount_namespace()
         .arg(std::env::current_exe().unwrap())
         .args([
             "no_mount_namespace_in",
@@ -2767,33 +2783,12 @@ fn no_mount_namespace_in() {
     assert_eq!(mounts_under(&rootfs), Vec::<String>::new());
     f.assert_root_empty();
     // And a create killed at any point, once `delete --force` has run (as a shim does).
-    for (i, delay_ms) in [0u64, 2, 8, 16, 32, 64, 200].into_iter().enumerate() {
-        let id = format!("killed-{i}");
-        let mut create = f
-            .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = create.kill();
-        let _ = create.wait();
-        let o = f.runc(&["delete", "--force", &id]);
-        let err = common::stderr(&o);
-        assert!(
-            o.status.success() || err.contains("does not exist"),
-            "after {delay_ms} ms: {err}"
-        );
-        while let Ok(status) = waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            if status == WaitStatus::StillAlive {
-                break;
-            }
-        }
+    kill_creates(&f, "killed", &[0, 2, 8, 16, 32, 64, 200], |delay_ms| {
         assert_eq!(
             mounts_under(&rootfs),
             Vec::<String>::new(),
             "create killed after {delay_ms} ms"
         );
         f.assert_root_empty();
-    }
+    });
 }
