@@ -95,6 +95,18 @@ impl Fixture {
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
+    /// `delete --force ID` of a running container: it succeeds, and its init `init` (a child
+    /// of this subreaper) ends by SIGKILL.
+    fn force_delete(&self, id: &str, init: i32) {
+        let o = self.runc(&["delete", "--force", id]);
+        assert!(
+            o.status.success(),
+            "delete --force {id}: {}",
+            common::stderr(&o)
+        );
+        assert_eq!(wait_status(init), 137, "{id}'s init");
+    }
+
     /// Nothing of any container under the state root.
     fn assert_root_empty(&self) {
         let left: Vec<_> = fs::read_dir(&self.root)
@@ -254,9 +266,7 @@ fn start_returns_once_the_workload_is_execd() {
         })
         .collect();
     assert_eq!(comms, ["tail"], "the init's children when start returned");
-    let o = f.runc(&["delete", "--force", "execd"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(pid), 137);
+    f.force_delete("execd", pid);
     f.assert_root_empty();
     common::assert_no_leftovers("start returns once exec'd");
 }
@@ -364,9 +374,7 @@ fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
         "{}",
         common::stderr(&o)
     );
-    let o = f.runc(&["delete", "--force", "c-running"]);
-    assert!(o.status.success(), "delete --force: {}", common::stderr(&o));
-    assert_eq!(wait_status(pid), 137);
+    f.force_delete("c-running", pid);
     f.assert_root_empty();
     common::assert_no_leftovers("delete");
 }
@@ -544,9 +552,7 @@ fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
         common::stdout(&o),
         "1000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000021\n"
     );
-    let o = f.runc(&["delete", "--force", "nonroot"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("nonroot", init);
 
     // Capabilities a non-root process would lose at its exec (not ambient): refused.
     f.edit_config(|v| v["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_KILL"]));
@@ -1031,8 +1037,7 @@ fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
     let o = f.runc(&["exec", "sc2", "sh", "-c", PROFILE_PROBE]);
     assert_eq!(o.status.code(), Some(159), "exec: {}", common::stderr(&o));
     assert_eq!(common::stdout(&o), PROFILE_OUT);
-    assert!(f.runc(&["delete", "--force", "sc2"]).status.success());
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("sc2", init);
 
     // A profile isol cannot honour fails create with its reason, and leaves nothing.
     f.edit_config(|v| {
@@ -1096,8 +1101,7 @@ fn umask_oom_score_adj_and_sysctls_apply_inside() {
     ]);
     assert!(o.status.success(), "exec: {}", common::stderr(&o));
     assert_eq!(common::stdout(&o), want);
-    assert!(f.runc(&["delete", "--force", "knobs"]).status.success());
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("knobs", init);
     assert_eq!(
         (host("kernel/shmmax"), host("net/ipv4/ip_forward")),
         (shmmax, forward),
@@ -1223,9 +1227,7 @@ fn pause_freezes_the_container_and_resume_thaws_it() {
 
     // delete --force of a paused container thaws and kills it.
     assert!(f.runc(&["pause", "paused"]).status.success());
-    let o = f.runc(&["delete", "--force", "paused"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("paused", init);
     f.assert_root_empty();
     common::assert_no_leftovers("pause");
 }
@@ -1345,9 +1347,7 @@ fn update_changes_memory_cpu_and_pids_limits() {
     }
     assert_eq!(read(memory), "33554432");
 
-    let o = f.runc(&["delete", "--force", "updated"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("updated", init);
     let o = f.runc(&["update", "--memory", "1048576", "updated"]);
     assert!(common::stderr(&o).contains("does not exist"));
     f.assert_root_empty();
@@ -1660,9 +1660,7 @@ fn block_io_and_huge_page_limits_follow_the_host() {
     let err = common::stderr(&o);
     assert!(err.contains("3MB") && err.contains("this host's"), "{err}");
 
-    let o = f.runc(&["delete", "--force", "blkio"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("blkio", init);
     f.assert_root_empty();
     common::assert_no_leftovers("blkio");
 }
@@ -1771,9 +1769,7 @@ fn hooks_run_where_and_when_the_runtime_spec_says() {
     assert_eq!(read("poststart.ns"), host_ns);
     assert!(read("poststop.json").is_empty(), "poststop before delete");
 
-    let o = f.runc(&["delete", "--force", "hooked"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init as i32), 137);
+    f.force_delete("hooked", init as i32);
     let s = state("poststop");
     assert_eq!(
         (s["status"].as_str(), s["pid"].as_i64()),
@@ -2132,9 +2128,7 @@ fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
         common::stderr(&o)
     );
 
-    let o = f.runc(&["delete", "--force", "tty-exec"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("tty-exec", init);
     f.assert_root_empty();
     common::assert_no_leftovers("exec -t");
 }
@@ -2278,8 +2272,7 @@ fn a_user_namespace_is_joined_by_path() {
         "-c",
         "cat /proc/self/uid_map; readlink /proc/self/ns/user",
     ]);
-    assert!(f.runc(&["delete", "--force", "joinexec"]).status.success());
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("joinexec", init);
     // With mappings too: refused before anything is made.
     f.edit_config(|v| {
         let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 1}]);
@@ -2561,9 +2554,7 @@ fn mount_propagation_follows_the_config() {
         "{}",
         common::stderr(&o)
     );
-    let o = f.runc(&["delete", "--force", "propagated"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("propagated", init);
 
     // rootfsPropagation: the container's / is shared (a peer group of the container's own), and
     // a mount the workload makes below it stays in the container.
@@ -2777,9 +2768,7 @@ fn no_mount_namespace_in() {
     let (status, err) = f.create("shared-mnt", &[]);
     assert!(status.success(), "create: {err}");
     let pid = f.state("shared-mnt")["pid"].as_i64().unwrap();
-    let o = f.runc(&["delete", "--force", "shared-mnt"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(pid as i32), 137);
+    f.force_delete("shared-mnt", pid as i32);
     assert_eq!(mounts_under(&rootfs), Vec::<String>::new());
     f.assert_root_empty();
     // And a create killed at any point, once `delete --force` has run (as a shim does).
