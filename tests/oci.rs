@@ -20,6 +20,14 @@ fn runc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_isol-runc")
 }
 
+/// A test that plays containerd's shim: as root, one at a time, this process a subreaper (a
+/// container's init is re-parented to it).
+fn as_a_shim() -> std::sync::MutexGuard<'static, ()> {
+    let g = common::root_test();
+    become_subreaper();
+    g
+}
+
 /// A state root and a bundle, in a temp dir of their own.
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -107,6 +115,13 @@ impl Fixture {
         assert_eq!(wait_status(init), 137, "{id}'s init");
     }
 
+    /// Nothing of any container under the state root, and nothing on the host
+    /// ([`common::assert_no_leftovers`]; `context` says after what).
+    fn assert_clean(&self, context: &str) {
+        self.assert_root_empty();
+        common::assert_no_leftovers(context);
+    }
+
     /// Nothing of any container under the state root.
     fn assert_root_empty(&self) {
         let left: Vec<_> = fs::read_dir(&self.root)
@@ -128,8 +143,7 @@ impl Drop for Fixture {
 
 #[test]
 fn lifecycle_as_a_shim_create_start_wait_delete() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     // (script, signal sent after start, expected status)
     let cases: [(&str, Option<&str>, i32); 4] = [
         ("echo hello from $(hostname); exit 0", None, 0),
@@ -231,8 +245,7 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
             "{}",
             common::stderr(&o)
         );
-        f.assert_root_empty();
-        common::assert_no_leftovers(script);
+        f.assert_clean(script);
     }
 }
 
@@ -242,8 +255,7 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
 /// child is the workload, already exec'd.
 #[test]
 fn start_returns_once_the_workload_is_execd() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         v["process"]["args"] = serde_json::json!(["tail", "-f", "/dev/null"]);
         v["hooks"] = serde_json::json!({
@@ -267,8 +279,7 @@ fn start_returns_once_the_workload_is_execd() {
         .collect();
     assert_eq!(comms, ["tail"], "the init's children when start returned");
     f.force_delete("execd", pid);
-    f.assert_root_empty();
-    common::assert_no_leftovers("start returns once exec'd");
+    f.assert_clean("start returns once exec'd");
 }
 
 /// A short workload's output reaches the stdout and stderr it was created with, read as
@@ -279,8 +290,7 @@ fn start_returns_once_the_workload_is_execd() {
 /// output `ctr run --rm` lost now and then).
 #[test]
 fn a_short_workloads_output_reaches_the_pipes_it_was_created_with() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(v, "echo out $(hostname); echo err >&2; exit 3");
         v["hostname"] = "short".into();
@@ -309,8 +319,7 @@ fn a_short_workloads_output_reaches_the_pipes_it_was_created_with() {
         "{} of 100 runs lost output (run, stdout, stderr, status): {lost:?}",
         lost.len()
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("short workloads");
+    f.assert_clean("short workloads");
 }
 
 /// One container as the shim runs it: create on fresh pipes, start, then read both pipes to
@@ -349,8 +358,7 @@ fn short_run(f: &Fixture, id: &str) -> (String, String, i32) {
 
 #[test]
 fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| set_args(v, "sleep 30"));
     let (status, err) = f.create("c-created", &[]);
     assert!(status.success(), "create: {err}");
@@ -375,8 +383,7 @@ fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
         common::stderr(&o)
     );
     f.force_delete("c-running", pid);
-    f.assert_root_empty();
-    common::assert_no_leftovers("delete");
+    f.assert_clean("delete");
 }
 
 #[test]
@@ -413,8 +420,7 @@ fn run_returns_the_workload_status_with_limits_applied() {
     } else if v2 && lines.len() > 3 {
         assert_eq!(lines[3], (64u64 << 20).to_string(), "{out}");
     }
-    f.assert_root_empty();
-    common::assert_no_leftovers("run");
+    f.assert_clean("run");
 }
 
 /// runtime-tools' validation suite writes every config with inheritable and ambient sets equal
@@ -497,8 +503,7 @@ fn the_configs_mounts_appear_in_mountinfo_in_the_listed_order() {
         }
     }
     assert_eq!(seen, listed, "{out}");
-    f.assert_root_empty();
-    common::assert_no_leftovers("order");
+    f.assert_clean("order");
 }
 
 /// What docker sends for `--user 1000:1000`: a bounding set, nothing permitted or effective.
@@ -506,8 +511,7 @@ fn the_configs_mounts_appear_in_mountinfo_in_the_listed_order() {
 /// of the same shape too. Permitted capabilities for a non-root user stay refused.
 #[test]
 fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let caps = |v: &mut Value| {
         v["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
         v["process"]["capabilities"] = serde_json::json!({
@@ -581,8 +585,7 @@ fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
         "1000\nCapInh:\t0000000000000021\nCapPrm:\t0000000000000021\n\
          CapEff:\t0000000000000021\nCapBnd:\t0000000000000021\nCapAmb:\t0000000000000021\n"
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("non-root capabilities");
+    f.assert_clean("non-root capabilities");
 }
 
 #[test]
@@ -655,8 +658,7 @@ fn bad_bundles_fail_with_a_json_error_and_leave_nothing() {
         );
         let o = f.runc(&["state", &id]);
         assert!(common::stderr(&o).contains("does not exist"), "{what}");
-        f.assert_root_empty();
-        common::assert_no_leftovers(what);
+        f.assert_clean(what);
     }
 }
 
@@ -710,13 +712,11 @@ fn spec_features_and_version() {
 
 #[test]
 fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| set_args(v, "sleep 30"));
     let delays = [0, 1, 2, 4, 8, 16, 32, 64, 200];
     kill_creates(&f, "killed-create", &delays, |delay_ms| {
-        f.assert_root_empty();
-        common::assert_no_leftovers(&format!("create killed after {delay_ms} ms"));
+        f.assert_clean(&format!("create killed after {delay_ms} ms"));
     });
 }
 
@@ -753,8 +753,7 @@ fn kill_creates(f: &Fixture, prefix: &str, delays_ms: &[u64], mut check: impl Fn
 
 #[test]
 fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     // The "pod sandbox": created, its namespaces held by its init.
     let sandbox = Fixture::new(|v| {
         set_args(v, "sleep 30");
@@ -843,8 +842,7 @@ fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
 fn a_terminal_is_handed_to_the_console_socket() {
     use std::io::Read;
     use std::os::fd::AsFd;
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(
             v,
@@ -887,14 +885,12 @@ fn a_terminal_is_handed_to_the_console_socket() {
     assert!(out.contains("30 100"), "{out:?}");
     assert_eq!(wait_status(pid), 5);
     assert!(f.runc(&["delete", "tty"]).status.success());
-    f.assert_root_empty();
-    common::assert_no_leftovers("terminal");
+    f.assert_clean("terminal");
 }
 
 #[test]
 fn exec_runs_further_processes_in_a_running_container() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(v, "echo started; sleep 30");
         v["hostname"] = "exec-host".into();
@@ -986,8 +982,7 @@ fn exec_runs_further_processes_in_a_running_container() {
         ))
     ));
     assert_eq!(wait_status(init), 137);
-    f.assert_root_empty();
-    common::assert_no_leftovers("exec");
+    f.assert_clean("exec");
 }
 
 /// A profile as docker, podman and containerd send them, with each kind of rule: an errno of its
@@ -1013,8 +1008,7 @@ const PROFILE_OUT: &str = "Seccomp:\t2\nmkdir=1\nusr1=1\nzero=0\n";
 
 #[test]
 fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(v, PROFILE_PROBE);
         v["linux"]["seccomp"] = test_profile();
@@ -1053,16 +1047,14 @@ fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
         err.contains("linux.seccomp: Invalid seccomp profile: listenerPath"),
         "{err}"
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("seccomp");
+    f.assert_clean("seccomp");
 }
 
 /// `process.user.umask`, `process.oomScoreAdj` and `linux.sysctl` apply to the container's
 /// processes (exec'd ones too) and its namespaces, never to the host.
 #[test]
 fn umask_oom_score_adj_and_sysctls_apply_inside() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let host = |key: &str| fs::read_to_string(format!("/proc/sys/{key}")).unwrap();
     let (shmmax, forward) = (host("kernel/shmmax"), host("net/ipv4/ip_forward"));
     let own_adj: i32 = fs::read_to_string("/proc/self/oom_score_adj")
@@ -1132,8 +1124,7 @@ fn umask_oom_score_adj_and_sysctls_apply_inside() {
             common::stderr(&o)
         );
     }
-    f.assert_root_empty();
-    common::assert_no_leftovers("knobs");
+    f.assert_clean("knobs");
 }
 
 /// The control file `name` of the cgroup at `path` (below the hierarchy's root): v2's own
@@ -1164,8 +1155,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn pause_freezes_the_container_and_resume_thaws_it() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/paused";
     let f = Fixture::new(|v| {
         set_args(v, "while :; do echo tick; sleep 0.05; done");
@@ -1228,14 +1218,12 @@ fn pause_freezes_the_container_and_resume_thaws_it() {
     // delete --force of a paused container thaws and kills it.
     assert!(f.runc(&["pause", "paused"]).status.success());
     f.force_delete("paused", init);
-    f.assert_root_empty();
-    common::assert_no_leftovers("pause");
+    f.assert_clean("pause");
 }
 
 #[test]
 fn update_changes_memory_cpu_and_pids_limits() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/updated";
     let f = Fixture::new(|v| {
         set_args(v, "sleep 30");
@@ -1350,8 +1338,7 @@ fn update_changes_memory_cpu_and_pids_limits() {
     f.force_delete("updated", init);
     let o = f.runc(&["update", "--memory", "1048576", "updated"]);
     assert!(common::stderr(&o).contains("does not exist"));
-    f.assert_root_empty();
-    common::assert_no_leftovers("update");
+    f.assert_clean("update");
 }
 
 /// `events --stats` gives runc's shape with the cgroup files' values; `events --interval`
@@ -1360,8 +1347,7 @@ fn update_changes_memory_cpu_and_pids_limits() {
 #[test]
 fn events_give_the_cgroups_statistics_and_oom_kills() {
     use std::io::{BufRead, BufReader};
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/events";
     let f = Fixture::new(|v| {
         // Waits for the go (a file), then fills memory past the limit: the OOM killer kills
@@ -1487,8 +1473,7 @@ fn events_give_the_cgroups_statistics_and_oom_kills() {
         common::stderr(&o)
     );
     assert!(f.runc(&["delete", "events"]).status.success());
-    f.assert_root_empty();
-    common::assert_no_leftovers("events");
+    f.assert_clean("events");
 }
 
 /// A block device of this host for block IO throttles (`MAJ:MIN` from /sys/block): a whole
@@ -1516,8 +1501,7 @@ fn a_disk() -> Option<(String, u64, u64)> {
 /// changes them.
 #[test]
 fn block_io_and_huge_page_limits_follow_the_host() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let cgroup = "/isol-oci-test/blkio";
     // The lab has no block device at all: there only the weight and huge pages are tried.
@@ -1661,8 +1645,7 @@ fn block_io_and_huge_page_limits_follow_the_host() {
     assert!(err.contains("3MB") && err.contains("this host's"), "{err}");
 
     f.force_delete("blkio", init);
-    f.assert_root_empty();
-    common::assert_no_leftovers("blkio");
+    f.assert_clean("blkio");
 }
 
 /// A hook that records, under `dir`, what it read on stdin (`<name>.json`) and its mount and
@@ -1680,8 +1663,7 @@ fn recording_hook(sh: &str, dir: &str, name: &str) -> Value {
 
 #[test]
 fn hooks_run_where_and_when_the_runtime_spec_says() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let seen = tempfile::tempdir().unwrap();
     let dir = seen.path().to_str().unwrap().to_string();
     let f = Fixture::new(|v| {
@@ -1775,14 +1757,12 @@ fn hooks_run_where_and_when_the_runtime_spec_says() {
         (s["status"].as_str(), s["pid"].as_i64()),
         (Some("stopped"), Some(0))
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("hooks");
+    f.assert_clean("hooks");
 }
 
 #[test]
 fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let failing = serde_json::json!([{"path": "/bin/sh",
         "args": ["sh", "-c", "echo the network is not ready >&2; exit 3"]}]);
     for kind in ["prestart", "createRuntime", "createContainer"] {
@@ -1798,8 +1778,7 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
             )),
             "{kind}: {err}"
         );
-        f.assert_root_empty();
-        common::assert_no_leftovers(kind);
+        f.assert_clean(kind);
     }
     // A hook that outlives its timeout is killed, and fails create.
     let f = Fixture::new(|v| {
@@ -1857,14 +1836,12 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
     );
     assert_eq!(wait_status(init), 137);
     assert_eq!(fs::read_to_string(&after).unwrap(), "poststart\npoststop\n");
-    f.assert_root_empty();
-    common::assert_no_leftovers("failing hooks");
+    f.assert_clean("failing hooks");
 }
 
 #[test]
 fn pid_namespaces_are_joined_by_path_or_shared_with_the_host_and_domainname_is_set() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let sandbox = Fixture::new(|v| set_args(v, "sleep 30"));
     let (status, err) = sandbox.create("pid-sandbox", &[]);
     assert!(status.success(), "create: {err}");
@@ -2007,8 +1984,7 @@ fn with_fd3(mut command: Command, file: &fs::File) -> Command {
 #[test]
 fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
     use std::os::fd::AsFd;
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| set_args(v, "cat <&3; sleep 30"));
     let message = f.bundle.join("message");
     fs::write(&message, "through fd 3\n").unwrap();
@@ -2129,8 +2105,7 @@ fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
     );
 
     f.force_delete("tty-exec", init);
-    f.assert_root_empty();
-    common::assert_no_leftovers("exec -t");
+    f.assert_clean("exec -t");
 }
 
 /// `linux.uidMappings`/`gidMappings` with a new user namespace: the container's root is the
@@ -2163,8 +2138,7 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     if !o.status.success() && err.contains("a process in a chroot") {
         // Inside `isol lab` the host is a chroot, where the kernel refuses new user namespaces.
         eprintln!("skipping the mapped runs here: {}", err.trim());
-        f.assert_root_empty();
-        common::assert_no_leftovers("user namespace");
+        f.assert_clean("user namespace");
         return;
     }
     assert_eq!(o.status.code(), Some(1), "run: {err}");
@@ -2185,8 +2159,7 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     if !o.status.success() && err.contains("a process in a chroot") {
         // Inside `isol lab` the host is a chroot, where the kernel refuses new user namespaces.
         eprintln!("skipping the mapped run here: {}", err.trim());
-        f.assert_root_empty();
-        common::assert_no_leftovers("user namespace");
+        f.assert_clean("user namespace");
         return;
     }
     assert!(o.status.success(), "run: {err}");
@@ -2201,8 +2174,7 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     );
     let made = fs::metadata(f.bundle.join("rootfs/made")).unwrap();
     assert_eq!(made.uid(), 100000);
-    f.assert_root_empty();
-    common::assert_no_leftovers("user namespace");
+    f.assert_clean("user namespace");
 }
 
 /// A user namespace joined by path (a pod's sandbox's, in Kubernetes with user namespaces):
@@ -2304,8 +2276,7 @@ fn a_user_namespace_is_joined_by_path() {
     assert!(!refused.status.success());
     let err = common::stderr(&refused);
     assert!(err.contains("joined by path"), "{err}");
-    f.assert_root_empty();
-    common::assert_no_leftovers("joined user namespace");
+    f.assert_clean("joined user namespace");
 }
 
 /// The CPUs of the cgroup `path`'s parent that a test may pin to (`cpuset.cpus` of the
@@ -2326,8 +2297,7 @@ fn host_cpus() -> String {
 /// name and leave nothing.
 #[test]
 fn cpuset_pins_the_container_and_update_moves_it() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/pinned";
     let f = Fixture::new(|v| {
         set_args(
@@ -2404,8 +2374,7 @@ fn cpuset_pins_the_container_and_update_moves_it() {
         assert!(err.contains(msg), "{cpus}: {err}");
         f.assert_root_empty();
     }
-    f.assert_root_empty();
-    common::assert_no_leftovers("cpuset");
+    f.assert_clean("cpuset");
 }
 
 /// docker's `--device`: `linux.devices` are made in the container's /dev with their type,
@@ -2455,8 +2424,7 @@ fn linux_devices_are_made_with_their_mode_and_owner() {
     let (status, err) = f.create("devices", &[]);
     assert!(!status.success());
     assert!(err.contains("Cannot create the device /dev/pts"), "{err}");
-    f.assert_root_empty();
-    common::assert_no_leftovers("devices");
+    f.assert_clean("devices");
 }
 
 /// Says whether the container's `/` is in a peer group (mountinfo's `shared:N`).
@@ -2506,8 +2474,7 @@ impl Drop for SharedDir {
 /// mounts stay the container's.
 #[test]
 fn mount_propagation_follows_the_config() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let tmp = tempfile::tempdir().unwrap();
     let shared = SharedDir::new(tmp.path().join("isol-shared"));
     let src = shared.path.to_str().unwrap().to_string();
@@ -2603,8 +2570,7 @@ fn in_a_private_mount_namespace() -> Command {
 /// --mount`), which the test ends; nothing of the container is left in the test's.
 #[test]
 fn a_mount_namespace_is_joined_by_path_and_the_root_built_in_it() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let mut helper = in_a_private_mount_namespace()
         .args(["sleep", "60"])
         .spawn()
@@ -2709,8 +2675,7 @@ fn no_mount_namespace_in() {
         !outer.is_empty() && ns_link("self", "mnt") != outer,
         "run only in a private mount namespace, as without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts does"
     );
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(
             v,
