@@ -10,6 +10,12 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
+/// A lab test's opening: `None` where KVM cannot run guests (the test has nothing to check:
+/// [`kvm_ready`] says why); else, as root, the serial guard.
+fn lab_test() -> Option<std::sync::MutexGuard<'static, ()>> {
+    kvm_ready().then(root_test)
+}
+
 /// What a bench may leave behind: mounts, cgroups and scratch dirs named after it.
 fn bench_leftovers() -> Vec<String> {
     let mut found = Vec::new();
@@ -92,8 +98,7 @@ impl Bench {
 
 #[test]
 fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let scratch_before = scratch_dirs();
     let bench = Bench::run(
         &[
@@ -279,8 +284,7 @@ fn bad_input_fails_with_one_line_and_125() {
 
 #[test]
 fn a_peer_that_is_not_installed_is_a_marked_skip() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // No crun or runc in this PATH.
     let empty = tempfile::tempdir().unwrap();
     let args = [
@@ -333,11 +337,9 @@ fn a_peer_that_is_not_installed_is_a_marked_skip() {
 /// and QEMU microvm booting isol's guest — and the VM side's memory is measured for both VMMs.
 #[test]
 fn in_the_lab_every_start_subject_runs_and_both_vmms_memory_is_measured() {
-    if !kvm_ready() {
+    let Some(_g) = lab_test() else {
         return;
-    }
-    require_root();
-    let _g = serial();
+    };
     let bench = Bench::run(
         &[
             "--runs",
@@ -442,8 +444,7 @@ fn assert_no_containerd_left() {
 /// ways; isol-runc-vm a marked skip (the kvm side was not asked for); nothing left.
 #[test]
 fn ctr_run_compares_isol_runc_and_runc_through_containerd() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let bench = ctr_run_with_runc("container", "2");
     let (report, md) = (bench.json(), bench.md());
     let subjects = ctr_run_subjects(&report);
@@ -513,8 +514,7 @@ fn machine_has(report: &Value, runtime: &str) -> bool {
 /// still writes its report.
 #[test]
 fn ctr_run_without_containerd_is_a_marked_skip() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let empty = tempfile::tempdir().unwrap();
     let bench = Bench::quick_container("ctr-run", &[("PATH", empty.path())]);
     let (o, report) = (&bench.out, bench.json());
@@ -537,11 +537,9 @@ fn ctr_run_without_containerd_is_a_marked_skip() {
 /// measured beside isol-runc and runc, and compared with both.
 #[test]
 fn in_the_lab_ctr_run_measures_isol_runc_vm_beside_the_containers() {
-    if !kvm_ready() {
+    let Some(_g) = lab_test() else {
         return;
-    }
-    require_root();
-    let _g = serial();
+    };
     let bench = ctr_run_with_runc("container,kvm", "1");
     let report = bench.json();
     let subjects = ctr_run_subjects(&report);
@@ -603,8 +601,7 @@ fn check_metric(m: &Value) {
 
 #[test]
 fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let bench = Bench::quick_container("memory,cpu,syscall,io,net,shared", &[]);
     let report = bench.json();
     assert!(report["benchmarks"].as_array().unwrap().is_empty());
@@ -680,8 +677,7 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
 /// alike — while the bench goes on to the end and writes its report.
 #[test]
 fn an_instance_that_never_gets_ready_is_stopped_and_its_rows_say_why() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // A sleep no other test runs, to find leftovers by.
     let never_ready = "exec sleep 3141";
     let bench = Bench::quick_container(
@@ -769,8 +765,7 @@ fn processes(prefix: &str) -> Vec<String> {
 
 #[test]
 fn a_second_ctrl_c_stops_idle_instances_at_once_and_leaves_nothing() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     // Instances that never get ready, with a deadline no test waits out: only the second
     // Ctrl-C can end the wait for them. A sleep no other test runs, to find them by.
     let tmp = tempfile::tempdir().unwrap();
@@ -903,8 +898,7 @@ fn check_cri(report: &Value, runs: usize, skipped: &[(&str, &str)]) -> Value {
 /// left (pods, shims, the bridge, cgroups, mounts).
 #[test]
 fn the_cri_benchmark_starts_pods_on_isol_runc_and_runc() {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let scratch_before = scratch_dirs();
     let bench = Bench::quick_container("cri", &[]);
     let (report, md) = (bench.json(), bench.md());
@@ -932,8 +926,7 @@ fn a_sigkilled_ctr_run_benchmark_is_swept_by_the_next_one() {
 }
 
 fn a_sigkilled_bench_is_swept_by_the_next_one(benchmark: &str) {
-    require_root();
-    let _g = serial();
+    let _g = root_test();
     let scratch_before = scratch_dirs();
     let tmp = tempfile::tempdir().unwrap();
     let mut child = isol(&["bench"])
@@ -954,9 +947,13 @@ fn a_sigkilled_bench_is_swept_by_the_next_one(benchmark: &str) {
             .filter(|c| c.contains(what) && c.contains(&scratch))
             .collect()
     };
-    // Wait (bounded) until a pod's shim runs: the bench is inside the cri benchmark.
+    let bench = child.id();
+    // Wait (bounded) until a pod's shim runs (the bench is inside the benchmark) and, for the
+    // cri one, a pod's network is up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while procs("containerd-shim").is_empty() {
+    while procs("containerd-shim").is_empty()
+        || (benchmark == "cri" && cni_results_of(bench).is_empty())
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "no shim of the bench's containerd appeared"
@@ -980,9 +977,43 @@ fn a_sigkilled_bench_is_swept_by_the_next_one(benchmark: &str) {
         !cri_leftovers().is_empty(),
         "a killed bench leaves its shims for the next one to sweep"
     );
+    // And, for the cri one, its pods' CNI results and the network namespaces they name.
+    let networks = cni_results_of(bench);
+    assert_eq!(networks.is_empty(), benchmark != "cri", "{networks:?}");
     let _next = Bench::quick_container(benchmark, &[]);
     assert_eq!(cri_leftovers(), Vec::<String>::new());
     assert_eq!(scratch_dirs(), scratch_before);
+    assert_eq!(cni_results_of(bench), Vec::<(String, Vec<String>)>::new());
+    for (_, netns) in networks {
+        for ns in netns {
+            assert!(!Path::new(&ns).exists(), "{ns} outlived the sweep");
+        }
+    }
+}
+
+/// The CNI results (containerd's CNI library keeps them in /var/lib/cni/results) of the pods
+/// of the bench whose pid is `bench` (its pods' names hold it), each with the network
+/// namespaces it names.
+fn cni_results_of(bench: u32) -> Vec<(String, Vec<String>)> {
+    let pod = format!("\"isol-bench-{bench}-");
+    fs::read_dir("/var/lib/cni/results")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let text = fs::read_to_string(e.path()).ok()?;
+            if !text.contains(&pod) {
+                return None;
+            }
+            let v: Value = serde_json::from_str(&text).ok()?;
+            let netns = v["result"]["interfaces"]
+                .as_array()?
+                .iter()
+                .filter_map(|i| Some(i["sandbox"].as_str()?.to_string()))
+                .collect();
+            Some((e.path().display().to_string(), netns))
+        })
+        .collect()
 }
 
 /// In the lab: the cri benchmark's three handlers, the VM one a microVM per pod, and the VM's
@@ -990,11 +1021,9 @@ fn a_sigkilled_bench_is_swept_by_the_next_one(benchmark: &str) {
 /// takes minutes in the lab; docs/benchmarks.md, "The `cri` benchmark").
 #[test]
 fn cri_benchmark_runs_pods_in_vms_lab() {
-    if !kvm_ready() {
+    let Some(_g) = lab_test() else {
         return;
-    }
-    require_root();
-    let _g = serial();
+    };
     let args = "--runs 2 --quick --benchmarks cri --backends container,kvm";
     let bench = Bench::run(&args.split(' ').collect::<Vec<_>>(), &[]);
     let b = check_cri(&bench.json(), 2, &[]);

@@ -883,26 +883,10 @@ fn etc_files_leave_volumes_alone() {
 /// and the host holds nothing of it (mounts, cgroups).
 #[test]
 fn a_run_on_a_full_store_fails_clearly_and_leaves_nothing() {
-    use nix::mount::{MntFlags, MsFlags, mount, umount2};
     let _g = root_test();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    mount(
-        Some("tmpfs"),
-        &home,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("size=8m"),
-    )
-    .unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
-        }
-    }
-    let _unmount = Unmount(home.clone());
+    let _tmpfs = Tmpfs::mount(&home, "8m");
     let isol_at = |args: &[&str]| {
         let o = isol(args).env("ISOL_HOME", &home).output().unwrap();
         (code(&o), stdout(&o), stderr(&o))

@@ -5,11 +5,14 @@
 //! `[dev-dependencies]` must have
 //! `isol-image = { workspace = true, features = ["testutil"] }`.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{output_with_stdin, stderr, stdout};
 use isol_image::{Store, testutil};
 
 fn isol(home: &Path, args: &[&str]) -> Output {
@@ -19,14 +22,6 @@ fn isol(home: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run isol")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
@@ -228,25 +223,16 @@ fn an_image_a_running_container_uses_is_not_removed() {
 /// isol image import -`. The stream is spooled into the store, and nothing of it stays there.
 #[test]
 fn import_from_a_pipe() {
-    use std::io::Write;
-    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let tar = testutil::docker_save_tar(&[testutil::sample_image("piped:v1")], true);
     for input in ["-", "/dev/stdin"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_isol"))
-            .env("ISOL_HOME", &home)
-            .args(["image", "import", input, "--tag", "piped:v1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let data = tar.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(&data));
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
+        let out = output_with_stdin(
+            Command::new(env!("CARGO_BIN_EXE_isol"))
+                .env("ISOL_HOME", &home)
+                .args(["image", "import", input, "--tag", "piped:v1"]),
+            &tar,
+        );
         assert!(out.status.success(), "{input}: {}", stderr(&out));
         assert!(
             stdout(&out).contains("Imported piped:v1"),
@@ -271,29 +257,13 @@ fn import_from_a_pipe() {
 /// operation succeeds once there is room.
 #[test]
 fn a_full_disk_leaves_the_store_whole() {
-    use nix::mount::{MntFlags, MsFlags, mount, umount2};
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test mounts a tmpfs: run it as root (./test.sh)"
     );
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    fs::create_dir(&home).unwrap();
-    mount(
-        Some("tmpfs"),
-        &home,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("size=8m"),
-    )
-    .unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
-        }
-    }
-    let _unmount = Unmount(home.clone());
+    let _tmpfs = common::Tmpfs::mount(&home, "8m");
     // Incompressible content, so the blob is as large as the layer.
     let noise = |n: usize| -> Vec<u8> {
         let mut x = 0x2545_f491_4f6c_dd1du64;

@@ -20,6 +20,14 @@ fn runc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_isol-runc")
 }
 
+/// A test that plays containerd's shim: as root, one at a time, this process a subreaper (a
+/// container's init is re-parented to it).
+fn as_a_shim() -> std::sync::MutexGuard<'static, ()> {
+    let g = common::root_test();
+    become_subreaper();
+    g
+}
+
 /// A state root and a bundle, in a temp dir of their own.
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -95,6 +103,25 @@ impl Fixture {
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
+    /// `delete --force ID` of a running container: it succeeds, and its init `init` (a child
+    /// of this subreaper) ends by SIGKILL.
+    fn force_delete(&self, id: &str, init: i32) {
+        let o = self.runc(&["delete", "--force", id]);
+        assert!(
+            o.status.success(),
+            "delete --force {id}: {}",
+            common::stderr(&o)
+        );
+        assert_eq!(wait_status(init), 137, "{id}'s init");
+    }
+
+    /// Nothing of any container under the state root, and nothing on the host
+    /// ([`common::assert_no_leftovers`]; `context` says after what).
+    fn assert_clean(&self, context: &str) {
+        self.assert_root_empty();
+        common::assert_no_leftovers(context);
+    }
+
     /// Nothing of any container under the state root.
     fn assert_root_empty(&self) {
         let left: Vec<_> = fs::read_dir(&self.root)
@@ -116,8 +143,7 @@ impl Drop for Fixture {
 
 #[test]
 fn lifecycle_as_a_shim_create_start_wait_delete() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     // (script, signal sent after start, expected status)
     let cases: [(&str, Option<&str>, i32); 4] = [
         ("echo hello from $(hostname); exit 0", None, 0),
@@ -219,8 +245,7 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
             "{}",
             common::stderr(&o)
         );
-        f.assert_root_empty();
-        common::assert_no_leftovers(script);
+        f.assert_clean(script);
     }
 }
 
@@ -230,8 +255,7 @@ fn lifecycle_as_a_shim_create_start_wait_delete() {
 /// child is the workload, already exec'd.
 #[test]
 fn start_returns_once_the_workload_is_execd() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         v["process"]["args"] = serde_json::json!(["tail", "-f", "/dev/null"]);
         v["hooks"] = serde_json::json!({
@@ -254,11 +278,8 @@ fn start_returns_once_the_workload_is_execd() {
         })
         .collect();
     assert_eq!(comms, ["tail"], "the init's children when start returned");
-    let o = f.runc(&["delete", "--force", "execd"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(pid), 137);
-    f.assert_root_empty();
-    common::assert_no_leftovers("start returns once exec'd");
+    f.force_delete("execd", pid);
+    f.assert_clean("start returns once exec'd");
 }
 
 /// A short workload's output reaches the stdout and stderr it was created with, read as
@@ -269,8 +290,7 @@ fn start_returns_once_the_workload_is_execd() {
 /// output `ctr run --rm` lost now and then).
 #[test]
 fn a_short_workloads_output_reaches_the_pipes_it_was_created_with() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(v, "echo out $(hostname); echo err >&2; exit 3");
         v["hostname"] = "short".into();
@@ -299,8 +319,7 @@ fn a_short_workloads_output_reaches_the_pipes_it_was_created_with() {
         "{} of 100 runs lost output (run, stdout, stderr, status): {lost:?}",
         lost.len()
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("short workloads");
+    f.assert_clean("short workloads");
 }
 
 /// One container as the shim runs it: create on fresh pipes, start, then read both pipes to
@@ -339,8 +358,7 @@ fn short_run(f: &Fixture, id: &str) -> (String, String, i32) {
 
 #[test]
 fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| set_args(v, "sleep 30"));
     let (status, err) = f.create("c-created", &[]);
     assert!(status.success(), "create: {err}");
@@ -364,11 +382,8 @@ fn a_created_container_can_be_deleted_and_a_running_one_only_by_force() {
         "{}",
         common::stderr(&o)
     );
-    let o = f.runc(&["delete", "--force", "c-running"]);
-    assert!(o.status.success(), "delete --force: {}", common::stderr(&o));
-    assert_eq!(wait_status(pid), 137);
-    f.assert_root_empty();
-    common::assert_no_leftovers("delete");
+    f.force_delete("c-running", pid);
+    f.assert_clean("delete");
 }
 
 #[test]
@@ -405,8 +420,7 @@ fn run_returns_the_workload_status_with_limits_applied() {
     } else if v2 && lines.len() > 3 {
         assert_eq!(lines[3], (64u64 << 20).to_string(), "{out}");
     }
-    f.assert_root_empty();
-    common::assert_no_leftovers("run");
+    f.assert_clean("run");
 }
 
 /// runtime-tools' validation suite writes every config with inheritable and ambient sets equal
@@ -489,8 +503,7 @@ fn the_configs_mounts_appear_in_mountinfo_in_the_listed_order() {
         }
     }
     assert_eq!(seen, listed, "{out}");
-    f.assert_root_empty();
-    common::assert_no_leftovers("order");
+    f.assert_clean("order");
 }
 
 /// What docker sends for `--user 1000:1000`: a bounding set, nothing permitted or effective.
@@ -498,8 +511,7 @@ fn the_configs_mounts_appear_in_mountinfo_in_the_listed_order() {
 /// of the same shape too. Permitted capabilities for a non-root user stay refused.
 #[test]
 fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let caps = |v: &mut Value| {
         v["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
         v["process"]["capabilities"] = serde_json::json!({
@@ -544,9 +556,7 @@ fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
         common::stdout(&o),
         "1000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000021\n"
     );
-    let o = f.runc(&["delete", "--force", "nonroot"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("nonroot", init);
 
     // Capabilities a non-root process would lose at its exec (not ambient): refused.
     f.edit_config(|v| v["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_KILL"]));
@@ -575,8 +585,7 @@ fn a_non_root_user_gets_the_bounding_set_and_holds_no_capability() {
         "1000\nCapInh:\t0000000000000021\nCapPrm:\t0000000000000021\n\
          CapEff:\t0000000000000021\nCapBnd:\t0000000000000021\nCapAmb:\t0000000000000021\n"
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("non-root capabilities");
+    f.assert_clean("non-root capabilities");
 }
 
 #[test]
@@ -649,8 +658,7 @@ fn bad_bundles_fail_with_a_json_error_and_leave_nothing() {
         );
         let o = f.runc(&["state", &id]);
         assert!(common::stderr(&o).contains("does not exist"), "{what}");
-        f.assert_root_empty();
-        common::assert_no_leftovers(what);
+        f.assert_clean(what);
     }
 }
 
@@ -704,11 +712,20 @@ fn spec_features_and_version() {
 
 #[test]
 fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| set_args(v, "sleep 30"));
-    for (i, delay_ms) in [0u64, 1, 2, 4, 8, 16, 32, 64, 200].into_iter().enumerate() {
-        let id = format!("killed-create-{i}");
+    let delays = [0, 1, 2, 4, 8, 16, 32, 64, 200];
+    kill_creates(&f, "killed-create", &delays, |delay_ms| {
+        f.assert_clean(&format!("create killed after {delay_ms} ms"));
+    });
+}
+
+/// Creates of `<prefix>-<i>` in `f` killed `delays_ms[i]` ms after their start, each followed
+/// by `delete --force` (as a shim does), which undoes whatever create had done or says there
+/// was nothing; then `check(delay)`.
+fn kill_creates(f: &Fixture, prefix: &str, delays_ms: &[u64], mut check: impl FnMut(u64)) {
+    for (i, &delay_ms) in delays_ms.iter().enumerate() {
+        let id = format!("{prefix}-{i}");
         let mut create = f
             .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
             .stdout(Stdio::null())
@@ -718,7 +735,6 @@ fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = create.kill();
         let _ = create.wait();
-        // Whatever create had done, delete --force undoes it (or says there was nothing).
         let o = f.runc(&["delete", "--force", &id]);
         let err = common::stderr(&o);
         assert!(
@@ -731,15 +747,13 @@ fn a_create_killed_at_any_point_is_cleaned_up_by_delete_force() {
                 break;
             }
         }
-        f.assert_root_empty();
-        common::assert_no_leftovers(&format!("create killed after {delay_ms} ms"));
+        check(delay_ms);
     }
 }
 
 #[test]
 fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     // The "pod sandbox": created, its namespaces held by its init.
     let sandbox = Fixture::new(|v| {
         set_args(v, "sleep 30");
@@ -828,8 +842,7 @@ fn a_container_joins_another_ones_network_ipc_and_uts_namespaces_by_path() {
 fn a_terminal_is_handed_to_the_console_socket() {
     use std::io::Read;
     use std::os::fd::AsFd;
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(
             v,
@@ -872,14 +885,12 @@ fn a_terminal_is_handed_to_the_console_socket() {
     assert!(out.contains("30 100"), "{out:?}");
     assert_eq!(wait_status(pid), 5);
     assert!(f.runc(&["delete", "tty"]).status.success());
-    f.assert_root_empty();
-    common::assert_no_leftovers("terminal");
+    f.assert_clean("terminal");
 }
 
 #[test]
 fn exec_runs_further_processes_in_a_running_container() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(v, "echo started; sleep 30");
         v["hostname"] = "exec-host".into();
@@ -971,8 +982,7 @@ fn exec_runs_further_processes_in_a_running_container() {
         ))
     ));
     assert_eq!(wait_status(init), 137);
-    f.assert_root_empty();
-    common::assert_no_leftovers("exec");
+    f.assert_clean("exec");
 }
 
 /// A profile as docker, podman and containerd send them, with each kind of rule: an errno of its
@@ -998,8 +1008,7 @@ const PROFILE_OUT: &str = "Seccomp:\t2\nmkdir=1\nusr1=1\nzero=0\n";
 
 #[test]
 fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(v, PROFILE_PROBE);
         v["linux"]["seccomp"] = test_profile();
@@ -1022,8 +1031,7 @@ fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
     let o = f.runc(&["exec", "sc2", "sh", "-c", PROFILE_PROBE]);
     assert_eq!(o.status.code(), Some(159), "exec: {}", common::stderr(&o));
     assert_eq!(common::stdout(&o), PROFILE_OUT);
-    assert!(f.runc(&["delete", "--force", "sc2"]).status.success());
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("sc2", init);
 
     // A profile isol cannot honour fails create with its reason, and leaves nothing.
     f.edit_config(|v| {
@@ -1039,16 +1047,14 @@ fn a_configs_own_seccomp_profile_is_enforced_on_its_processes() {
         err.contains("linux.seccomp: Invalid seccomp profile: listenerPath"),
         "{err}"
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("seccomp");
+    f.assert_clean("seccomp");
 }
 
 /// `process.user.umask`, `process.oomScoreAdj` and `linux.sysctl` apply to the container's
 /// processes (exec'd ones too) and its namespaces, never to the host.
 #[test]
 fn umask_oom_score_adj_and_sysctls_apply_inside() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let host = |key: &str| fs::read_to_string(format!("/proc/sys/{key}")).unwrap();
     let (shmmax, forward) = (host("kernel/shmmax"), host("net/ipv4/ip_forward"));
     let own_adj: i32 = fs::read_to_string("/proc/self/oom_score_adj")
@@ -1087,8 +1093,7 @@ fn umask_oom_score_adj_and_sysctls_apply_inside() {
     ]);
     assert!(o.status.success(), "exec: {}", common::stderr(&o));
     assert_eq!(common::stdout(&o), want);
-    assert!(f.runc(&["delete", "--force", "knobs"]).status.success());
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("knobs", init);
     assert_eq!(
         (host("kernel/shmmax"), host("net/ipv4/ip_forward")),
         (shmmax, forward),
@@ -1119,8 +1124,7 @@ fn umask_oom_score_adj_and_sysctls_apply_inside() {
             common::stderr(&o)
         );
     }
-    f.assert_root_empty();
-    common::assert_no_leftovers("knobs");
+    f.assert_clean("knobs");
 }
 
 /// The control file `name` of the cgroup at `path` (below the hierarchy's root): v2's own
@@ -1151,8 +1155,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn pause_freezes_the_container_and_resume_thaws_it() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/paused";
     let f = Fixture::new(|v| {
         set_args(v, "while :; do echo tick; sleep 0.05; done");
@@ -1214,17 +1217,13 @@ fn pause_freezes_the_container_and_resume_thaws_it() {
 
     // delete --force of a paused container thaws and kills it.
     assert!(f.runc(&["pause", "paused"]).status.success());
-    let o = f.runc(&["delete", "--force", "paused"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
-    f.assert_root_empty();
-    common::assert_no_leftovers("pause");
+    f.force_delete("paused", init);
+    f.assert_clean("pause");
 }
 
 #[test]
 fn update_changes_memory_cpu_and_pids_limits() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/updated";
     let f = Fixture::new(|v| {
         set_args(v, "sleep 30");
@@ -1336,13 +1335,10 @@ fn update_changes_memory_cpu_and_pids_limits() {
     }
     assert_eq!(read(memory), "33554432");
 
-    let o = f.runc(&["delete", "--force", "updated"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("updated", init);
     let o = f.runc(&["update", "--memory", "1048576", "updated"]);
     assert!(common::stderr(&o).contains("does not exist"));
-    f.assert_root_empty();
-    common::assert_no_leftovers("update");
+    f.assert_clean("update");
 }
 
 /// `events --stats` gives runc's shape with the cgroup files' values; `events --interval`
@@ -1351,8 +1347,7 @@ fn update_changes_memory_cpu_and_pids_limits() {
 #[test]
 fn events_give_the_cgroups_statistics_and_oom_kills() {
     use std::io::{BufRead, BufReader};
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/events";
     let f = Fixture::new(|v| {
         // Waits for the go (a file), then fills memory past the limit: the OOM killer kills
@@ -1478,8 +1473,7 @@ fn events_give_the_cgroups_statistics_and_oom_kills() {
         common::stderr(&o)
     );
     assert!(f.runc(&["delete", "events"]).status.success());
-    f.assert_root_empty();
-    common::assert_no_leftovers("events");
+    f.assert_clean("events");
 }
 
 /// A block device of this host for block IO throttles (`MAJ:MIN` from /sys/block): a whole
@@ -1507,8 +1501,7 @@ fn a_disk() -> Option<(String, u64, u64)> {
 /// changes them.
 #[test]
 fn block_io_and_huge_page_limits_follow_the_host() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let cgroup = "/isol-oci-test/blkio";
     // The lab has no block device at all: there only the weight and huge pages are tried.
@@ -1651,11 +1644,8 @@ fn block_io_and_huge_page_limits_follow_the_host() {
     let err = common::stderr(&o);
     assert!(err.contains("3MB") && err.contains("this host's"), "{err}");
 
-    let o = f.runc(&["delete", "--force", "blkio"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
-    f.assert_root_empty();
-    common::assert_no_leftovers("blkio");
+    f.force_delete("blkio", init);
+    f.assert_clean("blkio");
 }
 
 /// A hook that records, under `dir`, what it read on stdin (`<name>.json`) and its mount and
@@ -1673,8 +1663,7 @@ fn recording_hook(sh: &str, dir: &str, name: &str) -> Value {
 
 #[test]
 fn hooks_run_where_and_when_the_runtime_spec_says() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let seen = tempfile::tempdir().unwrap();
     let dir = seen.path().to_str().unwrap().to_string();
     let f = Fixture::new(|v| {
@@ -1762,22 +1751,18 @@ fn hooks_run_where_and_when_the_runtime_spec_says() {
     assert_eq!(read("poststart.ns"), host_ns);
     assert!(read("poststop.json").is_empty(), "poststop before delete");
 
-    let o = f.runc(&["delete", "--force", "hooked"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init as i32), 137);
+    f.force_delete("hooked", init as i32);
     let s = state("poststop");
     assert_eq!(
         (s["status"].as_str(), s["pid"].as_i64()),
         (Some("stopped"), Some(0))
     );
-    f.assert_root_empty();
-    common::assert_no_leftovers("hooks");
+    f.assert_clean("hooks");
 }
 
 #[test]
 fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let failing = serde_json::json!([{"path": "/bin/sh",
         "args": ["sh", "-c", "echo the network is not ready >&2; exit 3"]}]);
     for kind in ["prestart", "createRuntime", "createContainer"] {
@@ -1793,8 +1778,7 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
             )),
             "{kind}: {err}"
         );
-        f.assert_root_empty();
-        common::assert_no_leftovers(kind);
+        f.assert_clean(kind);
     }
     // A hook that outlives its timeout is killed, and fails create.
     let f = Fixture::new(|v| {
@@ -1852,14 +1836,12 @@ fn a_failing_creation_hook_fails_create_and_a_failing_poststart_is_logged() {
     );
     assert_eq!(wait_status(init), 137);
     assert_eq!(fs::read_to_string(&after).unwrap(), "poststart\npoststop\n");
-    f.assert_root_empty();
-    common::assert_no_leftovers("failing hooks");
+    f.assert_clean("failing hooks");
 }
 
 #[test]
 fn pid_namespaces_are_joined_by_path_or_shared_with_the_host_and_domainname_is_set() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let sandbox = Fixture::new(|v| set_args(v, "sleep 30"));
     let (status, err) = sandbox.create("pid-sandbox", &[]);
     assert!(status.success(), "create: {err}");
@@ -2002,8 +1984,7 @@ fn with_fd3(mut command: Command, file: &fs::File) -> Command {
 #[test]
 fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
     use std::os::fd::AsFd;
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| set_args(v, "cat <&3; sleep 30"));
     let message = f.bundle.join("message");
     fs::write(&message, "through fd 3\n").unwrap();
@@ -2123,11 +2104,8 @@ fn exec_gets_a_terminal_and_descriptors_are_passed_on() {
         common::stderr(&o)
     );
 
-    let o = f.runc(&["delete", "--force", "tty-exec"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
-    f.assert_root_empty();
-    common::assert_no_leftovers("exec -t");
+    f.force_delete("tty-exec", init);
+    f.assert_clean("exec -t");
 }
 
 /// `linux.uidMappings`/`gidMappings` with a new user namespace: the container's root is the
@@ -2160,8 +2138,7 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     if !o.status.success() && err.contains("a process in a chroot") {
         // Inside `isol lab` the host is a chroot, where the kernel refuses new user namespaces.
         eprintln!("skipping the mapped runs here: {}", err.trim());
-        f.assert_root_empty();
-        common::assert_no_leftovers("user namespace");
+        f.assert_clean("user namespace");
         return;
     }
     assert_eq!(o.status.code(), Some(1), "run: {err}");
@@ -2182,8 +2159,7 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     if !o.status.success() && err.contains("a process in a chroot") {
         // Inside `isol lab` the host is a chroot, where the kernel refuses new user namespaces.
         eprintln!("skipping the mapped run here: {}", err.trim());
-        f.assert_root_empty();
-        common::assert_no_leftovers("user namespace");
+        f.assert_clean("user namespace");
         return;
     }
     assert!(o.status.success(), "run: {err}");
@@ -2198,8 +2174,7 @@ fn a_user_namespace_maps_the_containers_root_to_the_configs_range() {
     );
     let made = fs::metadata(f.bundle.join("rootfs/made")).unwrap();
     assert_eq!(made.uid(), 100000);
-    f.assert_root_empty();
-    common::assert_no_leftovers("user namespace");
+    f.assert_clean("user namespace");
 }
 
 /// A user namespace joined by path (a pod's sandbox's, in Kubernetes with user namespaces):
@@ -2269,8 +2244,7 @@ fn a_user_namespace_is_joined_by_path() {
         "-c",
         "cat /proc/self/uid_map; readlink /proc/self/ns/user",
     ]);
-    assert!(f.runc(&["delete", "--force", "joinexec"]).status.success());
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("joinexec", init);
     // With mappings too: refused before anything is made.
     f.edit_config(|v| {
         let map = serde_json::json!([{"containerID": 0, "hostID": 0, "size": 1}]);
@@ -2302,8 +2276,7 @@ fn a_user_namespace_is_joined_by_path() {
     assert!(!refused.status.success());
     let err = common::stderr(&refused);
     assert!(err.contains("joined by path"), "{err}");
-    f.assert_root_empty();
-    common::assert_no_leftovers("joined user namespace");
+    f.assert_clean("joined user namespace");
 }
 
 /// The CPUs of the cgroup `path`'s parent that a test may pin to (`cpuset.cpus` of the
@@ -2324,8 +2297,7 @@ fn host_cpus() -> String {
 /// name and leave nothing.
 #[test]
 fn cpuset_pins_the_container_and_update_moves_it() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let cgroup = "/isol-oci-test/pinned";
     let f = Fixture::new(|v| {
         set_args(
@@ -2402,8 +2374,7 @@ fn cpuset_pins_the_container_and_update_moves_it() {
         assert!(err.contains(msg), "{cpus}: {err}");
         f.assert_root_empty();
     }
-    f.assert_root_empty();
-    common::assert_no_leftovers("cpuset");
+    f.assert_clean("cpuset");
 }
 
 /// docker's `--device`: `linux.devices` are made in the container's /dev with their type,
@@ -2453,8 +2424,7 @@ fn linux_devices_are_made_with_their_mode_and_owner() {
     let (status, err) = f.create("devices", &[]);
     assert!(!status.success());
     assert!(err.contains("Cannot create the device /dev/pts"), "{err}");
-    f.assert_root_empty();
-    common::assert_no_leftovers("devices");
+    f.assert_clean("devices");
 }
 
 /// Says whether the container's `/` is in a peer group (mountinfo's `shared:N`).
@@ -2504,8 +2474,7 @@ impl Drop for SharedDir {
 /// mounts stay the container's.
 #[test]
 fn mount_propagation_follows_the_config() {
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let tmp = tempfile::tempdir().unwrap();
     let shared = SharedDir::new(tmp.path().join("isol-shared"));
     let src = shared.path.to_str().unwrap().to_string();
@@ -2552,9 +2521,7 @@ fn mount_propagation_follows_the_config() {
         "{}",
         common::stderr(&o)
     );
-    let o = f.runc(&["delete", "--force", "propagated"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(init), 137);
+    f.force_delete("propagated", init);
 
     // rootfsPropagation: the container's / is shared (a peer group of the container's own), and
     // a mount the workload makes below it stays in the container.
@@ -2590,15 +2557,22 @@ fn ns_link(pid: &str, t: &str) -> String {
         .into_owned()
 }
 
+/// `unshare --mount --propagation private`: the command its arguments make runs in a mount
+/// namespace of its own, whose mounts reach no other namespace.
+fn in_a_private_mount_namespace() -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private"]);
+    c
+}
+
 /// A mount namespace joined by path (runtime-tools' `linux_ns_path`): the container's root is
 /// built and pivoted to inside it, as runc does. The namespace is a helper's (`unshare
 /// --mount`), which the test ends; nothing of the container is left in the test's.
 #[test]
 fn a_mount_namespace_is_joined_by_path_and_the_root_built_in_it() {
-    let _g = common::root_test();
-    become_subreaper();
-    let mut helper = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sleep", "60"])
+    let _g = as_a_shim();
+    let mut helper = in_a_private_mount_namespace()
+        .args(["sleep", "60"])
         .spawn()
         .unwrap();
     let hpid = helper.id().to_string();
@@ -2673,8 +2647,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 #[test]
 fn without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts() {
     let _g = common::root_test();
-    let o = Command::new("unshare")
-        .args(["--mount", "--propagation", "private"])
+    let o = in_a_private_mount_namespace()
         .arg(std::env::current_exe().unwrap())
         .args([
             "no_mount_namespace_in",
@@ -2702,8 +2675,7 @@ fn no_mount_namespace_in() {
         !outer.is_empty() && ns_link("self", "mnt") != outer,
         "run only in a private mount namespace, as without_a_mount_namespace_the_runtimes_is_used_and_delete_unmounts does"
     );
-    let _g = common::root_test();
-    become_subreaper();
+    let _g = as_a_shim();
     let f = Fixture::new(|v| {
         set_args(
             v,
@@ -2761,39 +2733,16 @@ fn no_mount_namespace_in() {
     let (status, err) = f.create("shared-mnt", &[]);
     assert!(status.success(), "create: {err}");
     let pid = f.state("shared-mnt")["pid"].as_i64().unwrap();
-    let o = f.runc(&["delete", "--force", "shared-mnt"]);
-    assert!(o.status.success(), "delete: {}", common::stderr(&o));
-    assert_eq!(wait_status(pid as i32), 137);
+    f.force_delete("shared-mnt", pid as i32);
     assert_eq!(mounts_under(&rootfs), Vec::<String>::new());
     f.assert_root_empty();
     // And a create killed at any point, once `delete --force` has run (as a shim does).
-    for (i, delay_ms) in [0u64, 2, 8, 16, 32, 64, 200].into_iter().enumerate() {
-        let id = format!("killed-{i}");
-        let mut create = f
-            .command(&["create", "--bundle", f.bundle.to_str().unwrap(), &id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = create.kill();
-        let _ = create.wait();
-        let o = f.runc(&["delete", "--force", &id]);
-        let err = common::stderr(&o);
-        assert!(
-            o.status.success() || err.contains("does not exist"),
-            "after {delay_ms} ms: {err}"
-        );
-        while let Ok(status) = waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            if status == WaitStatus::StillAlive {
-                break;
-            }
-        }
+    kill_creates(&f, "killed", &[0, 2, 8, 16, 32, 64, 200], |delay_ms| {
         assert_eq!(
             mounts_under(&rootfs),
             Vec::<String>::new(),
             "create killed after {delay_ms} ms"
         );
         f.assert_root_empty();
-    }
+    });
 }

@@ -17,23 +17,21 @@
 
 use std::cell::RefCell;
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::mount::{MntFlags, umount2};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use super::cancel;
+use super::containerd::Containerd;
 use super::report::BenchmarkReport;
 use super::subjects::{Outcome, Subject, SubjectInfo, Workload};
-use super::{cancel, reap};
 
 /// The CRI plugin's containerd namespace: the images a pod uses must be there.
 pub const NAMESPACE: &str = "k8s.io";
@@ -47,8 +45,6 @@ const CNI_BRIDGE: &str = "isolbcri0";
 const CNI_SUBNET: &str = "10.90.0.0/24";
 /// The pods' cgroup parent (cgroupfs driver), removed after the bench.
 const CGROUP_PARENT: &str = "/isol-bench-cri";
-/// How long containerd gets to answer after its start.
-const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How often `ContainerStatus` is asked while the workload runs: often enough for the
 /// milliseconds a container handler takes on hardware, not so often that the polling (each
 /// call is work for containerd too) competes with the pod for the CPU.
@@ -195,10 +191,7 @@ pub struct CriSetup<'a> {
 /// the images; its drop removes all of it.
 #[derive(Debug)]
 pub struct CriHost {
-    dir: PathBuf,
-    daemon: Option<Child>,
-    /// `containerd --version`, first line.
-    pub version: String,
+    ctrd: Containerd,
     rt: tokio::runtime::Runtime,
     client: Option<RuntimeServiceClient<Channel>>,
 }
@@ -206,185 +199,61 @@ pub struct CriHost {
 impl CriHost {
     /// Starts containerd with the CRI plugin and `handlers`, and imports the images.
     pub fn start(handlers: &[Handler], s: &CriSetup) -> Result<CriHost, String> {
-        let Some(binary) = super::subjects::find_in_path("containerd") else {
-            return Err(
-                "not installed: no `containerd` in PATH; install it (apt-get install containerd)"
-                    .into(),
-            );
-        };
         if !Path::new("/usr/lib/cni/bridge").exists() {
             return Err("not installed: no /usr/lib/cni/bridge; install containernetworking-plugins (./setup.sh does)".into());
         }
-        let version = super::subjects::version_of(&binary)?;
-        let dir = s.work.join("cri");
-        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        mount(
-            Some("tmpfs"),
-            &dir,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0700"),
-        )
-        .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the CRI client's runtime: {e}"))?;
+        let ctrd = Containerd::new(
+            s.work.join("cri"),
+            NAMESPACE,
+            CGROUP_PARENT,
+            Some(&cri_plugin(handlers, PAUSE_IMAGE)),
+        )?;
         let mut host = CriHost {
-            dir,
-            daemon: None,
-            version,
+            ctrd,
             rt,
             client: None,
         };
-        let d = host.dir.display().to_string();
-        let config = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{d}/sock\"\n{}",
-            cri_plugin(handlers, PAUSE_IMAGE).replace("{tmp}", &d),
-        );
-        let write = |name: &str, text: String| {
-            fs::write(host.dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
-        };
-        write("config.toml", config)?;
-        fs::create_dir_all(host.dir.join("cni"))
-            .map_err(|e| format!("cannot create the CNI config directory: {e}"))?;
-        write(
+        let dir = host.ctrd.dir().to_path_buf();
+        for d in ["cni", "bin", "pod-logs"] {
+            fs::create_dir_all(dir.join(d))
+                .map_err(|e| format!("cannot create {}: {e}", dir.join(d).display()))?;
+        }
+        host.ctrd.write(
             "cni/10-isol-bench-cri.conflist",
-            cni_conflist(
-                CNI_NETWORK,
-                CNI_BRIDGE,
-                CNI_SUBNET,
-                &host.dir.join("cni-ipam"),
-            ),
+            &cni_conflist(CNI_NETWORK, CNI_BRIDGE, CNI_SUBNET, &dir.join("cni-ipam")),
         )?;
-        fs::create_dir_all(host.dir.join("bin"))
-            .and_then(|()| fs::create_dir_all(host.dir.join("pod-logs")))
-            .map_err(|e| format!("cannot create {}: {e}", host.dir.display()))?;
         if let Some(runc) = &s.isol_runc {
             // The VM runtime's name, as setup.sh links it beside isol-runc.
-            std::os::unix::fs::symlink(runc, host.dir.join("bin/isol-runc-vm"))
+            std::os::unix::fs::symlink(runc, dir.join("bin/isol-runc-vm"))
                 .map_err(|e| format!("cannot link isol-runc-vm: {e}"))?;
         }
-        let log = fs::File::create(host.dir.join("containerd.log"))
-            .map_err(|e| format!("cannot create containerd's log: {e}"))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("cannot create containerd's log: {e}"))?;
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--config")
-            .arg(host.dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0);
-        // containerd dies with the bench, even a SIGKILLed one (the next bench sweeps what
-        // its shims kept: `sweep`).
-        let die_with_parent = || {
-            // SAFETY: prctl with PR_SET_PDEATHSIG takes integers and changes only this
-            // (forked) process; it is async-signal-safe.
-            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        };
-        // SAFETY: the closure only calls prctl, async-signal-safe, as a pre_exec one must.
-        unsafe { cmd.pre_exec(die_with_parent) };
-        if let Some(k) = &s.kernel {
-            // isol-runc-vm boots the kernel the rest of the bench boots.
-            cmd.env("ISOL_KERNEL", k);
-        }
-        let daemon = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        cancel::track(daemon.id());
-        host.daemon = Some(daemon);
-        host.wait_ready()?;
+        // isol-runc-vm boots the kernel the rest of the bench boots.
+        host.ctrd.start(s.kernel.as_deref())?;
+        let (rt, client, socket) = (&host.rt, &mut host.client, host.ctrd.socket());
+        host.ctrd.wait_until("containerd's CRI", || {
+            let Ok(mut c) = rt.block_on(connect(socket.clone())) else {
+                return false;
+            };
+            let up = rt.block_on(c.version(VersionRequest::default())).is_ok();
+            *client = up.then_some(c);
+            up
+        })?;
         let env = serde_json::json!(s.env);
-        host.import(
+        host.ctrd.import(
             PAUSE_IMAGE,
             s.layers,
             serde_json::json!({"Entrypoint": ["sleep", "infinity"], "Env": env}),
         )?;
-        host.import(
+        host.ctrd.import(
             IMAGE,
             s.layers,
             serde_json::json!({"Cmd": ["sh"], "Env": env}),
         )?;
         Ok(host)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("sock")
-    }
-
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
-        log.lines()
-            .rev()
-            .find(|l| l.contains("level=error"))
-            .unwrap_or("no error in containerd's log")
-            .to_string()
-    }
-
-    fn ctr(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", NAMESPACE])
-            .args(args)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if self.socket().exists() {
-                let socket = self.socket();
-                if let Ok(mut c) = self.rt.block_on(connect(socket)) {
-                    let up = self
-                        .rt
-                        .block_on(c.version(VersionRequest::default()))
-                        .is_ok();
-                    if up {
-                        self.client = Some(c);
-                        return Ok(());
-                    }
-                }
-            }
-            if Instant::now() > deadline || cancel::cancelled() {
-                return Err(format!(
-                    "containerd's CRI did not answer within {} s: {}",
-                    READY_WITHIN.as_secs(),
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Imports the image `tag` made of `layers` with the image config's `config` section.
-    fn import(
-        &self,
-        tag: &str,
-        layers: &[PathBuf],
-        config: serde_json::Value,
-    ) -> Result<(), String> {
-        let dir = self.dir.join("image");
-        let archive = super::docker_archive::docker_archive(&dir, tag, layers, config)?;
-        let out = self
-            .ctr(&["image", "import"])
-            .arg(&archive)
-            .output()
-            .map_err(|e| format!("cannot run ctr: {e}"))?;
-        let _ = fs::remove_dir_all(&dir);
-        if !out.status.success() {
-            return Err(format!(
-                "`ctr image import` of {tag} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
     }
 
     fn client(&mut self) -> RuntimeServiceClient<Channel> {
@@ -394,8 +263,8 @@ impl CriHost {
     /// One timed run of `w` in a pod on `handler`: see the module documentation.
     fn run_pod(&mut self, handler: &str, seq: u64, w: &Workload) -> Result<Outcome, String> {
         let mut cri = self.client();
-        let name = format!("bench-{handler}-{seq}");
-        let log_dir = self.dir.join("pod-logs");
+        let name = pod_name(std::process::id(), handler, seq);
+        let log_dir = self.ctrd.dir().join("pod-logs");
         let pod_config = pod_config(&name, &name, &log_dir, CGROUP_PARENT);
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
@@ -455,7 +324,7 @@ impl CriHost {
         let t1 = Instant::now();
         let removed = rt.block_on(remove(&mut cri, pod.as_deref(), ctr.as_deref()));
         let teardown = t1.elapsed();
-        let exit = started.map_err(|e| format!("{e} ({})", self.log_tail()))?;
+        let exit = started.map_err(|e| format!("{e} ({})", self.ctrd.log_tail()))?;
         removed?;
         if exit != w.expect {
             return Err(format!(
@@ -553,157 +422,52 @@ impl Drop for CriHost {
     fn drop(&mut self) {
         self.remove_all();
         self.client = None;
-        if let Some(mut daemon) = self.daemon.take() {
-            let pid = daemon.id();
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            if reap::wait_until(&mut daemon, Instant::now() + Duration::from_secs(10)).is_none() {
-                reap::stop_one(daemon);
-            }
-            cancel::untrack(pid);
-        }
-        release(&self.dir);
+        self.ctrd.stop();
+        delete_bridge();
+        // A pod whose teardown failed keeps its network.
+        let me = std::process::id();
+        release_networks(|bench| bench == me);
     }
 }
 
-/// Ends and removes what a [`CriHost`] in `dir` left: the shims of its socket with their
-/// containers (a pod a failed teardown left, or all of them after a SIGKILLed bench), the
-/// mounts under it, the directory, the CNI bridge and the pods' cgroup parent.
-fn release(dir: &Path) {
-    release_daemon_dir(dir);
-    // CNI's DEL leaves the bridge; the pods' cgroups are gone, their parent is not.
+/// A bench's pod's name (its hostname too): `isol-bench-<bench's pid>-<handler>-<seq>`. CNI
+/// keeps it with a pod's network (`K8S_POD_NAME`), so that the next bench finds a killed
+/// one's: [`release_networks`].
+fn pod_name(bench: u32, handler: &str, seq: u64) -> String {
+    format!("{POD_PREFIX}{bench}-{handler}-{seq}")
+}
+
+const POD_PREFIX: &str = "isol-bench-";
+
+/// CNI's DEL leaves the bridge.
+fn delete_bridge() {
     let _ = Command::new("ip")
         .args(["link", "del", CNI_BRIDGE])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    end_cgroup_tree(CGROUP_PARENT.trim_start_matches('/'));
 }
 
-/// What a containerd of the bench's own (its config, root, state, socket `dir/sock` on a
-/// tmpfs at `dir`) leaves once it is gone: the shims of its socket with their containers'
-/// first processes, the mounts under `dir`, `dir`.
-pub(crate) fn release_daemon_dir(dir: &Path) {
-    let address = dir.join("sock").display().to_string();
-    for pid in shims_of(&address) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    let prefix = format!("{}/", dir.display());
-    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in mounts {
-        let _ = umount2(m.as_str(), MntFlags::MNT_DETACH);
-    }
-    let _ = umount2(dir, MntFlags::MNT_DETACH);
-    let _ = fs::remove_dir_all(dir);
-}
-
-/// Ends every process in the cgroup `parent` (relative to the cgroup root: v2, or each v1
-/// hierarchy) and below, and removes those cgroups, deepest first. After a SIGKILLed bench
-/// its containers' processes outlive their shims there.
-pub(crate) fn end_cgroup_tree(parent: &str) {
-    let roots = fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|h| h.path().join(parent))
-        .chain([Path::new("/sys/fs/cgroup").join(parent)]);
-    for root in roots {
-        let mut dirs = vec![root.clone()];
-        let mut i = 0;
-        while i < dirs.len() {
-            for e in fs::read_dir(&dirs[i]).into_iter().flatten().flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    dirs.push(e.path());
-                }
-            }
-            i += 1;
-        }
-        for d in &dirs {
-            for pid in fs::read_to_string(d.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.trim().parse::<i32>().ok())
-            {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        for d in dirs.iter().rev() {
-            // A killed process leaves its cgroup a moment later.
-            let until = Instant::now() + Duration::from_secs(2);
-            while fs::remove_dir(d).is_err() && d.exists() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-/// The shims a bench that is gone left, by the scratch directory in their socket address:
-/// `(pid of that bench, shim pid)`.
-fn orphan_shims(tmp: &Path) -> Vec<(u32, i32)> {
-    let prefix = format!("{}/isol-bench.", tmp.display());
-    shims()
-        .into_iter()
-        .filter_map(|(pid, address)| {
-            let rest = address.strip_prefix(&prefix)?;
-            Some((rest.split('/').next()?.parse().ok()?, pid))
-        })
-        .collect()
-}
-
-/// What the containerds of SIGKILLed benches left (a containerd dies with its bench:
-/// `PR_SET_PDEATHSIG`; its shims and their containers do not): `dead` says whether the bench
-/// of a pid is gone. Found by their scratch directories in `tmp` and by the shims' addresses
-/// (a scratch directory may be gone while its shims run): the cri benchmark's host and the
-/// ctr-run benchmark's containerd.
-pub(crate) fn sweep(tmp: &Path, dead: impl Fn(u32) -> bool) {
-    let mut benches = Vec::new();
-    for (bench, shim) in orphan_shims(tmp) {
-        if dead(bench) {
-            let _ = kill(Pid::from_raw(shim), Signal::SIGKILL);
-            benches.push(bench);
-        }
-    }
-    benches.extend(
-        fs::read_dir(tmp)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().join("cri").exists() || e.path().join("containerd").exists())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("isol-bench.")?
-                    .parse()
-                    .ok()
-            })
-            .filter(|b| dead(*b)),
-    );
-    benches.sort_unstable();
-    benches.dedup();
-    for b in benches {
-        let work = tmp.join(format!("isol-bench.{b}"));
-        release(&work.join("cri"));
-        super::ctr::release(&work.join("containerd"));
-        // The handlers' runtime state (runc's root for the CRI's namespace): the containers
-        // whose bundle was in that bench's scratch directory.
-        let prefix = format!("{}/", work.display());
-        for e in fs::read_dir(RUNC_STATE).into_iter().flatten().flatten() {
-            // Or no state at all: a create the kill cut short (never a container's).
-            let ours = match fs::read_to_string(e.path().join("state.json")) {
-                Ok(t) => serde_json::from_str::<serde_json::Value>(&t)
-                    .ok()
-                    .and_then(|v| v["bundle"].as_str().map(|b| b.starts_with(&prefix)))
-                    .unwrap_or(false),
-                Err(_) => fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none()),
-            };
-            if ours {
-                let _ = fs::remove_dir_all(e.path());
-            }
+/// Ends and removes what the [`CriHost`] of the SIGKILLed bench whose scratch directory is
+/// `work` left: its containerd's (the shims of its socket with their containers, its mounts,
+/// its directory, the pods' cgroups: [`super::containerd::release`]), the CNI bridge, and the
+/// handlers' runtime state (runc's root for the CRI's namespace) of the containers whose
+/// bundle was in `work`.
+pub(crate) fn release(work: &Path) {
+    super::containerd::release(&work.join("cri"), CGROUP_PARENT);
+    delete_bridge();
+    let prefix = format!("{}/", work.display());
+    for e in fs::read_dir(RUNC_STATE).into_iter().flatten().flatten() {
+        // Or no state at all: a create the kill cut short (never a container's).
+        let ours = match fs::read_to_string(e.path().join("state.json")) {
+            Ok(t) => serde_json::from_str::<serde_json::Value>(&t)
+                .ok()
+                .and_then(|v| v["bundle"].as_str().map(|b| b.starts_with(&prefix)))
+                .unwrap_or(false),
+            Err(_) => fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none()),
+        };
+        if ours {
+            let _ = fs::remove_dir_all(e.path());
         }
     }
 }
@@ -712,35 +476,51 @@ pub(crate) fn sweep(tmp: &Path, dead: impl Fn(u32) -> bool) {
 /// passes it by default.
 const RUNC_STATE: &str = "/run/containerd/runc/k8s.io";
 
-/// The pids of the runc v2 shims started for containerd's socket `address`.
-pub(crate) fn shims_of(address: &str) -> Vec<i32> {
-    shims()
-        .into_iter()
-        .filter(|(_, a)| a == address)
-        .map(|(pid, _)| pid)
-        .collect()
-}
+/// Where containerd 1.6's CNI library keeps what each network's ADD gave a pod, for its DEL
+/// (`<network>-<sandbox id>-<interface>`: loopback's and the bench's bridge's). containerd has
+/// no setting for it: a bench that is killed leaves its pods' results there, with the pods'
+/// network namespaces that they name (`/run/netns/cni-…`, made by containerd).
+const CNI_RESULTS: &str = "/var/lib/cni/results";
 
-/// Every runc v2 shim on the host, with the containerd socket address it was started for.
-fn shims() -> Vec<(i32, String)> {
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if !args
-                .first()
-                .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
-            {
-                return None;
-            }
-            let address = args.windows(2).find(|w| w[0] == b"-address")?[1];
-            Some((pid, String::from_utf8_lossy(address).into_owned()))
-        })
-        .collect()
+/// Removes the CNI results of the pods of the benches `dead` says are gone (by the bench pid
+/// in the pod's name: [`pod_name`]), and the network namespaces they name, unmounted.
+pub(crate) fn release_networks(dead: impl Fn(u32) -> bool) {
+    for e in fs::read_dir(CNI_RESULTS).into_iter().flatten().flatten() {
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let bench = v["cniArgs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a[0] == "K8S_POD_NAME")
+            .and_then(|a| a[1].as_str()?.strip_prefix(POD_PREFIX)?.split('-').next())
+            .and_then(|pid| pid.parse().ok());
+        if !bench.is_some_and(&dead) {
+            continue;
+        }
+        for netns in v["result"]["interfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["sandbox"].as_str())
+            .filter(|p| {
+                let p = Path::new(p);
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("cni-"))
+                    && [Path::new("/run/netns"), Path::new("/var/run/netns")]
+                        .contains(&p.parent().unwrap_or(p))
+            })
+        {
+            let _ = umount2(netns, MntFlags::MNT_DETACH);
+            let _ = fs::remove_file(netns);
+        }
+        let _ = fs::remove_file(e.path());
+    }
 }
 
 /// One handler of the shared [`CriHost`]: a pod per run.
@@ -765,7 +545,7 @@ impl CriSubject {
             "isol" => format!("{handler} {} ({backend})", env!("CARGO_PKG_VERSION")),
             _ => format!("{handler} {}", super::subjects::short_version(&version)),
         };
-        let containerd = host.borrow().version.clone();
+        let containerd = host.borrow().ctrd.version.clone();
         CriSubject {
             info: SubjectInfo {
                 name: handler.into(),

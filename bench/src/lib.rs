@@ -12,6 +12,7 @@
 //! in it, whatever happens (Ctrl-C included: see [`cancel`]).
 
 mod cancel;
+pub mod containerd;
 pub mod cri;
 mod ctr;
 pub mod docker_archive;
@@ -405,7 +406,7 @@ impl WorkDir {
         let tmp = std::env::temp_dir();
         let dead =
             |pid: u32| pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists();
-        cri::sweep(&tmp, dead);
+        containerd::sweep(&tmp, dead);
         for e in fs::read_dir(&tmp).into_iter().flatten().flatten() {
             let name = e.file_name();
             let Some(pid) = name
@@ -798,14 +799,8 @@ fn ctr_slots(args: &BenchOptions, setup: &mut Setup, sides: &Sides) -> Vec<Slot>
     let vm_runtime = setup.work.0.join("ctr-bin").join("isol-runc-vm");
     let linked = fs::create_dir_all(setup.work.0.join("ctr-bin"))
         .and_then(|()| std::os::unix::fs::symlink(&isol_runc, &vm_runtime));
-    let kernel: Vec<(&str, &Path)> = setup
-        .kernel
-        .as_deref()
-        .map(|k| ("ISOL_KERNEL", k))
-        .into_iter()
-        .collect();
-    let ctrd = match ctr::Containerd::start(&setup.work.0, &setup.layers, &setup.peer_env, &kernel)
-    {
+    let kernel = setup.kernel.as_deref();
+    let ctrd = match ctr::start(&setup.work.0, &setup.layers, &setup.peer_env, kernel) {
         Ok(c) => std::rc::Rc::new(c),
         Err(e) => {
             note(&setup.bar, format!("isol bench: skipping ctr-run: {e}"));

@@ -119,25 +119,28 @@ pub fn cni(command: &str, ns: &Netns, conf: &str) -> String {
     out
 }
 
+/// The configuration the one plugin of the network list `conflist` is run with, as libcni
+/// gives it: the plugin's section with the list's `cniVersion` and `name`.
+fn plugin_config(conflist: &str) -> String {
+    let list: serde_json::Value = serde_json::from_str(conflist).unwrap();
+    let mut plugin = list["plugins"][0].clone();
+    plugin["cniVersion"] = list["cniVersion"].clone();
+    plugin["name"] = list["name"].clone();
+    plugin.to_string()
+}
+
 impl CniPod {
+    /// The pod network `name` on a bridge `bridge` that is its gateway on `subnet`: the
+    /// bench's CRI network ([`isol_bench::cri::cni_conflist`]).
     pub fn new(name: &str, bridge: &str, subnet: &str) -> CniPod {
         let ns = Netns::new(name);
         let data = tempfile::tempdir().unwrap();
-        let conf = serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": name,
-            "type": "bridge",
-            "bridge": bridge,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "subnet": subnet,
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": data.path(),
-            },
-        })
-        .to_string();
+        let conf = plugin_config(&isol_bench::cri::cni_conflist(
+            name,
+            bridge,
+            subnet,
+            data.path(),
+        ));
         let result: serde_json::Value = serde_json::from_str(&cni("ADD", &ns, &conf)).unwrap();
         let ip = &result["ips"][0];
         let address = ip["address"].as_str().unwrap();

@@ -139,22 +139,7 @@ impl Drop for Containerd {
         );
         let _ = self.daemon.wait();
         // A test that failed half-way leaves tasks behind: their shims outlive containerd and
-        // their rootfs overlays stay mounted below the temp dir. End the shims (and with them
-        // their containers), then unmount whatever is still mounted there, deepest first.
-        let t = self.tmp.path().display().to_string();
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &format!("containerd-shim.*{t}")])
-            .status();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&t))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = fs::remove_dir_all(self.tmp.path());
+        // their rootfs overlays stay mounted below the temp dir.
+        isol_bench::containerd::release_dir(self.tmp.path());
     }
 }
