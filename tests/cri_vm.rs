@@ -18,6 +18,8 @@
 //! - the host reaches each pod and the pods reach each other;
 //! - a second VM in the VM pod is refused in one line (two VMs cannot both be the pod's
 //!   interface), and the first keeps serving;
+//! - the VM pod's VMM SIGKILLed, its successor (started before the dead one is removed, as
+//!   the kubelet restarts a container) takes the pod's interface over and serves;
 //! - everything is stopped and removed, and nothing is left: containerd's and isol-runc's
 //!   state, shims, VMMs, virtiofsd, cgroups, mounts, network namespaces, veths, taps, tc, CNI's
 //!   cache.
@@ -317,8 +319,25 @@ async fn two_pods(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> {
     .map_err(|e| format!("RemoveContainer: {e}"))?;
     assert_eq!(fetch(&v.ip)?, format!("hello from {}\n", v.name));
 
+    // The VM pod's VMM killed (SIGKILL: the OOM killer's way), the kubelet starts the
+    // container's successor before it removes the dead one: that VM undoes the redirection
+    // the dead one left, takes the pod's interface and serves.
+    let vmm = container_pid(&mut cri, &v.ctr).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vmm as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(wait_exited(&mut cri, &v.ctr).await.exit_code, 137);
+    let restarted = start_container(&mut cri, &v.id, &v.config, workload("restarted")).await?;
+    assert_eq!(fetch(&v.ip)?, format!("hello from {}\n", v.name));
+
     for p in &pods {
-        remove_pod(&mut cri, &p.id, &[&p.init, &p.ctr]).await?;
+        let mut ctrs = vec![p.init.as_str(), p.ctr.as_str()];
+        if p.id == v.id {
+            ctrs.push(&restarted);
+        }
+        remove_pod(&mut cri, &p.id, &ctrs).await?;
     }
     assert_empty(&mut cri).await
 }
