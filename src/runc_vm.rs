@@ -59,7 +59,7 @@ impl VmRuntime for Vm {
     fn create(&self, req: &VmCreate<'_>) -> Result<i32, OciError> {
         // Everything that can be checked is, before the fork.
         if let Some(path) = isol_oci::vm::pod_netns(req.config) {
-            check_pod(path).map_err(vm_error)?;
+            check_pod(path, req.dir).map_err(vm_error)?;
         }
         let launch = plan(req).map_err(vm_error)?;
         let vmm = isol_vmm::launch::vmm_binary().ok_or_else(|| {
@@ -125,9 +125,20 @@ impl VmRuntime for Vm {
 
 /// A pod's network namespace the VM can take over: one of its own (not the host's) whose one
 /// interface has an address and a default route, and isol-runc is root.
-fn check_pod(path: &Path) -> anyhow::Result<()> {
+///
+/// First, the redirections that VMs killed before they could undo them left (a SIGKILL, the
+/// OOM killer), which each one's `delete` would undo, are undone from their records in the
+/// state directories beside `dir` (the container's): a kubelet starts a dead container's
+/// successor in the same pod before it deletes the dead one, whose redirection of the pod's
+/// interface to its gone tap would refuse the new VM and keep the pod off the wire.
+fn check_pod(path: &Path, dir: &Path) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(isol_container::network::NetworkError::NotRoot.into());
+    }
+    if let Some(root) = dir.parent() {
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            isol_container::network::pod::sweep(&entry.path());
+        }
     }
     let netns = isol_container::network::pod::open_netns(path)?;
     isol_container::network::pod::read_config(path, &netns)?;

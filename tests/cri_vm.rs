@@ -6,6 +6,10 @@
 //! - each pod's sandbox runs on the container backend (under `isol-runc-vm` too: it only holds
 //!   the pod's namespaces, docs/oci.md "A CRI pod in VMs"), and gets its address from the CNI
 //!   bridge plugin;
+//! - each pod first runs an init container to completion, as the kubelet does: in the
+//!   `isol-vm` pod a VM of its own on the pod's network, which writes the pod's address and
+//!   hostname to a host directory bound into it and exits; the pod's container, a second VM
+//!   in the same pod after the first has ended, is not refused;
 //! - each pod's container serves HTTP (busybox httpd) on the pod's address: in the `isol-vm`
 //!   pod a VM that took over the pod's interface, joined the pod's IPC and UTS namespaces
 //!   (the guest answers to the pod's hostname);
@@ -14,6 +18,8 @@
 //! - the host reaches each pod and the pods reach each other;
 //! - a second VM in the VM pod is refused in one line (two VMs cannot both be the pod's
 //!   interface), and the first keeps serving;
+//! - the VM pod's VMM SIGKILLed, its successor (started before the dead one is removed, as
+//!   the kubelet restarts a container) takes the pod's interface over and serves;
 //! - everything is stopped and removed, and nothing is left: containerd's and isol-runc's
 //!   state, shims, VMMs, virtiofsd, cgroups, mounts, network namespaces, veths, taps, tc, CNI's
 //!   cache.
@@ -30,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use common::containerd::Containerd;
 use common::cri::*;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
+use tonic::transport::Channel;
 
 const CONTAINERS: &str = "isol";
 const VMS: &str = "isol-vm";
@@ -81,6 +89,40 @@ const PROBE: &str = "echo hostname $(hostname); \
      wget -q -O - http://127.0.0.1:8080/; \
      echo err >&2; exit 5";
 
+/// What each pod's init container runs: it writes where it ran to the host directory bound
+/// at `/shared`, then exits.
+const INIT: &str = "echo ip $(ip -o -4 addr show eth0 | awk '{print $4}') hostname $(hostname) \
+     > /shared/init.txt";
+
+/// The init container of the pod `pod`, with the host directory `shared` at `/shared`.
+fn init_container(pod: &str, shared: &Path) -> ContainerConfig {
+    let mut c = container_config(&format!("{pod}-init"), INIT, 128);
+    c.mounts = vec![Mount {
+        container_path: "/shared".into(),
+        host_path: shared.display().to_string(),
+        ..Default::default()
+    }];
+    c
+}
+
+/// The kubelet's way with an init container: created, started, and waited for until it has
+/// exited (before the pod's other containers are created); its id and exit code.
+async fn run_init(
+    cri: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<(String, i32), String> {
+    let id = create_container(cri, pod, pod_config, config).await?;
+    cri.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .map_err(|e| format!("StartContainer: {e}"))?;
+    let status = wait_exited(cri, &id).await;
+    Ok((id, status.exit_code))
+}
+
 /// The pods' container `name`: the workload, with 128 MiB (a VM's RAM, a container's
 /// `memory.max`).
 fn workload(name: &str) -> ContainerConfig {
@@ -93,6 +135,8 @@ struct Pod {
     id: String,
     ip: String,
     config: PodSandboxConfig,
+    /// Its init container, exited.
+    init: String,
     ctr: String,
 }
 
@@ -171,12 +215,25 @@ async fn two_pods(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> {
         // The sandbox is a container on either handler: it holds the pod's namespaces.
         let pause = sandbox_pid(&mut cri, &id).await;
         assert_eq!(comm(pause), "isol-init", "{name}'s sandbox");
+        // The init container runs to its end first, on the pod's network and hostname, and
+        // leaves its result in the host directory bound into it.
+        let shared = ctrd.tmp.path().join(format!("{name}-shared"));
+        fs::create_dir(&shared).unwrap();
+        let (init, code) = run_init(&mut cri, &id, &config, init_container(name, &shared)).await?;
+        assert_eq!(code, 0, "{name}'s init container's exit code");
+        assert_eq!(
+            fs::read_to_string(shared.join("init.txt")).unwrap_or_default(),
+            format!("ip {ip}/24 hostname {name}\n"),
+            "what {name}'s init container wrote"
+        );
+        // Then the pod's container: in the VM pod a second VM, the first one ended.
         let ctr = start_container(&mut cri, &id, &config, workload(name)).await?;
         pods.push(Pod {
             name,
             id,
             ip,
             config,
+            init,
             ctr,
         });
     }
@@ -239,18 +296,9 @@ async fn two_pods(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> {
     assert_eq!(kernels[0], host_kernel, "the container's kernel");
     assert_ne!(kernels[1], host_kernel, "the VM's kernel");
 
-    // A second VM in the VM pod cannot be the pod's interface too: refused in one line, and
-    // the first serves on.
-    let second = cri
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: v.id.clone(),
-            config: Some(workload("second")),
-            sandbox_config: Some(v.config.clone()),
-        })
-        .await
-        .map_err(|e| format!("CreateContainer: {e}"))?
-        .into_inner()
-        .container_id;
+    // A second VM in the VM pod while the first runs cannot be the pod's interface too:
+    // refused in one line, and the first serves on (the exited init VM did not count).
+    let second = create_container(&mut cri, &v.id, &v.config, workload("second")).await?;
     let refused = cri
         .start_container(StartContainerRequest {
             container_id: second.clone(),
@@ -271,8 +319,25 @@ async fn two_pods(ctrd: &Containerd, log_dir: &Path) -> Result<(), String> {
     .map_err(|e| format!("RemoveContainer: {e}"))?;
     assert_eq!(fetch(&v.ip)?, format!("hello from {}\n", v.name));
 
+    // The VM pod's VMM killed (SIGKILL: the OOM killer's way), the kubelet starts the
+    // container's successor before it removes the dead one: that VM undoes the redirection
+    // the dead one left, takes the pod's interface and serves.
+    let vmm = container_pid(&mut cri, &v.ctr).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vmm as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(wait_exited(&mut cri, &v.ctr).await.exit_code, 137);
+    let restarted = start_container(&mut cri, &v.id, &v.config, workload("restarted")).await?;
+    assert_eq!(fetch(&v.ip)?, format!("hello from {}\n", v.name));
+
     for p in &pods {
-        remove_pod(&mut cri, &p.id, &[&p.ctr]).await?;
+        let mut ctrs = vec![p.init.as_str(), p.ctr.as_str()];
+        if p.id == v.id {
+            ctrs.push(&restarted);
+        }
+        remove_pod(&mut cri, &p.id, &ctrs).await?;
     }
     assert_empty(&mut cri).await
 }

@@ -672,7 +672,8 @@ fn a_vm_s_workload_on_a_terminal_gets_its_size_input_resizes_and_exit_status() {
 /// Debian's `bridge` and `host-local` plugins): the workload has the pod's address on eth0 and
 /// reaches a server on the pod's gateway (the CNI bridge on the host); while it runs the pod
 /// holds the VM's tap and the tc redirection. After a workload that exits, isol-vmm has undone
-/// the redirection before `delete`; after a SIGKILL of the VMM, `delete` does. Either way the
+/// the redirection before `delete`; after a SIGKILL of the VMM, `delete` does, or before it
+/// the next VM on the pod (a kubelet's restart of the dead container). Either way the
 /// namespace is left as CNI made it, and still there.
 #[test]
 fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
@@ -735,6 +736,21 @@ fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
     assert!(pod.ns.ingress().contains("mirred"), "{}", pod.ns.ingress());
     assert!(f.runc(&["kill", "podvm2", "KILL"]).status.success());
     assert_eq!(wait_status(pid), 137);
+    // Its redirection of the pod's interface (to its gone tap) is left to its delete; a
+    // kubelet starts the dead container's successor in the pod first: that VM undoes it from
+    // the dead one's record, and runs on the pod.
+    assert!(pod.ns.ingress().contains("mirred"), "{}", pod.ns.ingress());
+    // The same runtime root (a shim's), the same bundle with a workload that exits.
+    let config = f.bundle.join("config.json");
+    let mut v: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    set_args(&mut v, &format!("{reach}; exit 0"));
+    fs::write(&config, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let (ok, err, next) = f.create("podvm3");
+    assert!(ok, "create after a killed VM on the pod: {err}");
+    assert!(f.runc(&["start", "podvm3"]).status.success());
+    assert_eq!(wait_status(next), 0, "stderr: {}", f.errors());
+    assert_eq!(f.output(), expected, "stderr: {}", f.errors());
+    assert!(f.runc(&["delete", "podvm3"]).status.success());
     assert!(f.runc(&["delete", "podvm2"]).status.success());
     pod.assert_untouched("after SIGKILL of the VMM and delete");
     assert!(pod.ns.path().exists(), "the pod's namespace is the pod's");
@@ -904,6 +920,200 @@ fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
         "isol-runc-vm against isol-runc"
     );
     common::assert_no_leftovers("after podman");
+}
+
+/// podman's own network on kvm: a bridge network of Debian's podman 4.3 (its CNI backend:
+/// `bridge` with a gateway and a default route, `portmap`, `firewall`, `tuning`), whose
+/// namespace podman makes, configures and hands isol-runc-vm in config.json by path, as a CRI
+/// pod's. A VM container and a container (isol-runc, a second podman with the same network's
+/// configuration) on that network reach each other by IP; the host reaches the VM by its IP
+/// and through the port podman publishes (`-p HOST:CTR`, portmap's DNAT to the pod's address,
+/// which the VM took over). While the VM runs, podman's namespace holds its tap and the tc
+/// redirection; `podman rm` leaves nothing: no record of the redirection, no namespace, tap,
+/// process, mount or cgroup.
+#[test]
+fn podman_bridge_network_and_published_port_reach_a_vm() {
+    use common::podman::{IMAGE, Podman, RUN_FLAGS};
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    const NET: &str = "isolpodvm";
+    const PREFIX: &str = "10.251.95.";
+    const PUBLISHED: u16 = 18095;
+    /// The network's bridge, which CNI's DEL leaves: removed on drop.
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+    let links = tempfile::tempdir().unwrap();
+    let vm_runtime = links.path().join("isol-runc-vm");
+    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
+    let vm = Podman::new(&vm_runtime);
+    let ctr = Podman::new(Path::new(runc_bin()));
+    vm.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("{PREFIX}0/24"),
+        NET,
+    ]);
+    // The container's podman gets the same network's configuration (host-local's addresses
+    // are kept per network name on the host: the two share them).
+    let conf = format!("{NET}.conflist");
+    fs::copy(vm.path("cni").join(&conf), ctr.path("cni").join(&conf)).unwrap();
+    let _bridge = Bridge(
+        vm.ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.NetworkInterface}}",
+            NET,
+        ])
+        .trim()
+        .to_string(),
+    );
+    let mut flags = vec!["run", "-d", "--network", NET];
+    flags.extend_from_slice(&RUN_FLAGS[2..]);
+    let serve = |text: &str| {
+        format!("mkdir -p /srv && echo {text} > /srv/index.html && exec httpd -f -p 8080 -h /srv")
+    };
+    let ip_of = |p: &Podman, name: &str| {
+        p.ok(&[
+            "inspect",
+            "--format",
+            &format!("{{{{(index .NetworkSettings.Networks \"{NET}\").IPAddress}}}}"),
+            name,
+        ])
+        .trim()
+        .to_string()
+    };
+
+    let mut args = flags.clone();
+    args.extend(["--name", "web", IMAGE, "sh", "-c"]);
+    let script = serve("hello-from-the-container");
+    args.push(&script);
+    ctr.ok(&args);
+    let web = ip_of(&ctr, "web");
+    assert!(web.starts_with(PREFIX), "the container's IP {web:?}");
+
+    // The VM: its address, the container's page, then a server of its own, published.
+    let script = format!(
+        "echo ip $(ip -o -4 addr show eth0 | awk '{{print $4}}'); \
+         wget -q -O - http://{web}:8080/; {}",
+        serve("hello-from-the-vm")
+    );
+    let publish = format!("{PUBLISHED}:8080");
+    let mut args = flags.clone();
+    args.extend(["--name", "vm", "-p", &publish, IMAGE, "sh", "-c", &script]);
+    vm.ok(&args);
+    let vm_ip = ip_of(&vm, "vm");
+    assert!(vm_ip.starts_with(PREFIX), "the VM's IP {vm_ip:?}");
+    assert_ne!(vm_ip, web);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let logged = loop {
+        let logs = vm.ok(&["logs", "vm"]);
+        if logs.lines().count() >= 2 || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        logged,
+        format!("ip {vm_ip}/24\nhello-from-the-container\n"),
+        "the VM's log"
+    );
+    let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(vm.ok(&["exec", "vm", "uname", "-r"]), host_kernel, "a VM");
+
+    // The host reaches the VM by its IP and through the published port (on the bridge's
+    // address, the host's own), and the container reaches the VM.
+    let gateway = format!("{PREFIX}1");
+    assert_eq!(http_get(&vm_ip, 8080), "hello-from-the-vm\n");
+    assert_eq!(http_get(&gateway, PUBLISHED), "hello-from-the-vm\n");
+    let url = format!("http://{vm_ip}:8080/");
+    assert_eq!(
+        ctr.ok(&["exec", "web", "wget", "-q", "-O", "-", &url]),
+        "hello-from-the-vm\n"
+    );
+
+    // podman's namespace holds the VM's tap and the redirection, recorded in isol-runc's state.
+    let netns = vm
+        .ok(&[
+            "inspect",
+            "--format",
+            "{{.NetworkSettings.SandboxKey}}",
+            "vm",
+        ])
+        .trim()
+        .to_string();
+    let in_netns = |cmd: &str| {
+        let o = Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["sh", "-c", cmd])
+            .output()
+            .unwrap();
+        common::stdout(&o)
+    };
+    assert!(in_netns("ip -o link").contains("isolt"), "the VM's tap");
+    assert!(in_netns("tc filter show dev eth0 ingress").contains("mirred"));
+    let records = || {
+        let o = Command::new("find")
+            .args([
+                "/run",
+                vm.tmp.path().to_str().unwrap(),
+                "-path",
+                "*/net/pods/*.json",
+            ])
+            .output()
+            .unwrap();
+        common::stdout(&o)
+    };
+    assert_eq!(
+        records().lines().count(),
+        1,
+        "the VM's record: {}",
+        records()
+    );
+
+    // Stop (SIGTERM to the workload in the guest), rm: nothing left.
+    vm.ok(&["stop", "--time", "10", "vm"]);
+    assert_eq!(
+        vm.ok(&["inspect", "--format", "{{.State.ExitCode}}", "vm"])
+            .trim(),
+        "143"
+    );
+    vm.ok(&["rm", "vm"]);
+    assert_eq!(records(), "", "records of the redirection left");
+    assert!(
+        !Path::new(&netns).exists(),
+        "podman's namespace {netns} left"
+    );
+    ctr.ok(&["rm", "--force", "--time", "0", "web"]);
+    vm.ok(&["network", "rm", NET]);
+    ctr.ok(&["network", "rm", NET]);
+    vm.assert_clean();
+    ctr.assert_clean();
+    drop((vm, ctr));
+    common::assert_no_leftovers("after podman's network");
+}
+
+/// The body of `GET /` from `ip`:`port`.
+fn http_get(ip: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the host cannot reach {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    match answer.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => panic!("{addr} answered {answer:?}"),
+    }
 }
 
 /// A change to config.json.

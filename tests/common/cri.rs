@@ -224,14 +224,14 @@ pub async fn container_state(cri: &mut RuntimeServiceClient<Channel>, id: &str) 
     .expect("a status")
 }
 
-/// Creates and starts the container `config` in the pod `pod`; its id, once running.
-pub async fn start_container(
+/// Creates the container `config` in the pod `pod`; its id.
+pub async fn create_container(
     cri: &mut RuntimeServiceClient<Channel>,
     pod: &str,
     pod_config: &PodSandboxConfig,
     config: ContainerConfig,
 ) -> Result<String, String> {
-    let ctr = cri
+    Ok(cri
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.into(),
             config: Some(config),
@@ -240,7 +240,17 @@ pub async fn start_container(
         .await
         .map_err(|e| format!("CreateContainer: {e}"))?
         .into_inner()
-        .container_id;
+        .container_id)
+}
+
+/// Creates and starts the container `config` in the pod `pod`; its id, once running.
+pub async fn start_container(
+    cri: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, String> {
+    let ctr = create_container(cri, pod, pod_config, config).await?;
     assert_eq!(
         container_state(cri, &ctr).await.state,
         ContainerState::ContainerCreated as i32
