@@ -1082,6 +1082,9 @@ fn delete(root: &Path, id: &str, force: bool, log: &Log, rt: &Runtime<'_>) -> Re
             let recorded = std::fs::read(dir.cgroup_file()).unwrap_or_default();
             PathBuf::from(String::from_utf8_lossy(&recorded).into_owned())
         }
+        // Nothing to delete: with --force that is success, as runc says (containerd's shim
+        // deletes each container a second time, forced, when it cleans up).
+        Err(OciError::NotFound(_)) if force => return Ok(()),
         Err(e) => return Err(e),
     };
     if !cgroup_path.as_os_str().is_empty() {
