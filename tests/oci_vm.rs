@@ -1000,6 +1000,33 @@ fn pause_resume_update_and_kill_of_a_paused_vm() {
         assert!(e.contains(needle), "{args:?}: {needle:?} not in {e}");
         assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
     }
+    // As runc 1.1 does with a paused container: update sets its cgroup, ps lists its
+    // processes, list says paused.
+    let o = f.runc(&["update", "--cpu-quota", "30000", "vmp"]);
+    assert!(
+        o.status.success(),
+        "update while paused: {}",
+        common::stderr(&o)
+    );
+    assert_eq!(vmm_cgroup("vmp", "cpu.max"), "30000 100000");
+    let o = f.runc(&["ps", "--format", "json", "vmp"]);
+    assert!(
+        o.status.success(),
+        "ps while paused: {}",
+        common::stderr(&o)
+    );
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pids.first(), Some(&pid), "{pids:?}");
+    assert!(pids.len() > 1, "the jailed VMM too: {pids:?}");
+    let o = f.runc(&["list", "--format", "json"]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "vmp" && c["status"] == "paused"),
+        "{list}"
+    );
     let o = f.runc(&["resume", "vmp"]);
     assert!(o.status.success(), "resume: {}", common::stderr(&o));
     assert_eq!(f.state("vmp")["status"], "running");
