@@ -121,6 +121,10 @@ impl VmRuntime for Vm {
     fn vmm_memory_margin(&self) -> u64 {
         isol_vmm::launch::JAIL_MEMORY_MARGIN
     }
+
+    fn max_vcpus(&self) -> u8 {
+        isol_vmm::arch::x86_64::mptable::MAX_CPUS
+    }
 }
 
 /// A pod's network namespace the VM can take over: one of its own (not the host's) whose one
@@ -172,7 +176,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
     isol_vmm::kconfig::check_for_run(
         &kernel,
         &isol_vmm::kconfig::Needs {
-            vcpus: 1,
+            vcpus: req.vcpus,
             nic: isol_oci::vm::pod_netns(cfg).is_some(),
             pids_limit: cfg.limits.pids.is_some(),
             memory_limit: cfg.limits.memory.is_some(),
@@ -207,7 +211,9 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
             .collect(),
         groups: cfg.groups.clone(),
         init: abs(&init)?,
-        vcpus: 1,
+        // The config's CPU limits, as Kata sizes its VM (`isol_oci::vm::guest_vcpus`); they
+        // also bound the VMM's cgroup (below).
+        vcpus: req.vcpus,
         memory_mib,
         args: cfg.args.clone(),
         env: cfg.env.clone(),
@@ -294,19 +300,12 @@ fn hostname(cfg: &isol_container::ContainerConfig) -> anyhow::Result<String> {
 /// domain name and umask, and isol's masked and read-only paths (runc's defaults) with the
 /// config's beyond them.
 fn oci_setup(cfg: &isol_container::ContainerConfig) -> isol_vmm::launch::LaunchOci {
-    let paths = |own: &[&str], more: &[PathBuf]| {
-        own.iter()
-            .map(OsString::from)
-            .chain(more.iter().map(|p| p.clone().into_os_string()))
-            .collect()
-    };
     isol_vmm::launch::LaunchOci {
         sysctl: cfg.sysctl.clone(),
         domainname: cfg.domainname.clone(),
         // The kernel keeps a umask's permission bits only.
         umask: cfg.umask.map(|u| u & 0o777),
-        masked_paths: paths(isol_container::MASKED_PATHS, &cfg.masked_paths),
-        readonly_paths: paths(isol_container::READONLY_PATHS, &cfg.readonly_paths),
+        ..crate::guest_masks::launch(&cfg.masked_paths, &cfg.readonly_paths)
     }
 }
 

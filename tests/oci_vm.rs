@@ -1210,6 +1210,33 @@ fn pause_resume_update_and_kill_of_a_paused_vm() {
         assert!(e.contains(needle), "{args:?}: {needle:?} not in {e}");
         assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
     }
+    // As runc 1.1 does with a paused container: update sets its cgroup, ps lists its
+    // processes, list says paused.
+    let o = f.runc(&["update", "--cpu-quota", "30000", "vmp"]);
+    assert!(
+        o.status.success(),
+        "update while paused: {}",
+        common::stderr(&o)
+    );
+    assert_eq!(vmm_cgroup("vmp", "cpu.max"), "30000 100000");
+    let o = f.runc(&["ps", "--format", "json", "vmp"]);
+    assert!(
+        o.status.success(),
+        "ps while paused: {}",
+        common::stderr(&o)
+    );
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pids.first(), Some(&pid), "{pids:?}");
+    assert!(pids.len() > 1, "the jailed VMM too: {pids:?}");
+    let o = f.runc(&["list", "--format", "json"]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "vmp" && c["status"] == "paused"),
+        "{list}"
+    );
     let o = f.runc(&["resume", "vmp"]);
     assert!(o.status.success(), "resume: {}", common::stderr(&o));
     assert_eq!(f.state("vmp")["status"], "running");
@@ -1327,6 +1354,126 @@ fn pause_resume_update_and_kill_of_a_paused_vm() {
     assert_eq!(wait_status(pid), 137);
     assert!(f.runc(&["delete", "vmr"]).status.success());
     assert_nothing_left(&f, "after a VM without a jail");
+}
+
+/// The guest's vCPUs come from the config's CPU limits, as Kata sizes its VM: a quota of
+/// 200000 per 100000 µs is 2 vCPUs (and still the VMM's cgroup's quota), a cpuset of two CPUs
+/// is 2, no CPU limit 1 (the lab has 2 CPUs). Until 2026-12-07 every guest had one.
+#[test]
+fn a_vm_has_the_vcpus_of_its_cpu_quota_or_cpuset() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let cases = [
+        (
+            "quota",
+            serde_json::json!({"cpu": {"quota": 200000, "period": 100000}}),
+            "2",
+        ),
+        ("cpuset", serde_json::json!({"cpu": {"cpus": "0-1"}}), "2"),
+        ("none", serde_json::json!({}), "1"),
+    ];
+    for (name, resources, want) in cases {
+        let f = Fixture::new(|v| {
+            set_args(v, "nproc; grep -c ^processor /proc/cpuinfo");
+            v["linux"]["resources"] = resources.clone();
+        });
+        let id = format!("vmc-{name}");
+        let (ok, err, pid) = f.create(&id);
+        assert!(ok, "{name}: create: {err}");
+        assert!(f.runc(&["start", &id]).status.success());
+        assert_eq!(wait_status(pid), 0, "{name}: {}", f.errors());
+        assert_eq!(
+            f.output(),
+            format!("{want}\n{want}\n"),
+            "{name}: {}",
+            f.errors()
+        );
+        assert!(f.runc(&["delete", &id]).status.success());
+        assert_nothing_left(&f, name);
+    }
+}
+
+/// `events` of a VM: the VMM's cgroup's statistics (the host's cost of the VM: its memory
+/// limit is the guest's RAM and the VMM's margin), refused in one line before `start` (the
+/// cgroup is made then); and an OOM kill in that cgroup — its memory.max set below what the
+/// VM holds, from outside — is an `oom` event, after which `events` ends with the VM (137).
+#[test]
+fn events_of_a_vm_are_its_vmm_s_cgroup_s_stats_and_oom_kills() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    assert!(
+        Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        "this test sets the VMM's cgroup v2 files (the lab's layout)"
+    );
+    let f = Fixture::new(|v| {
+        set_args(v, "echo ready; while :; do sleep 1; done");
+        v["linux"]["resources"] = serde_json::json!({"memory": {"limit": 128 << 20}});
+    });
+    let (ok, err, pid) = f.create("vme");
+    assert!(ok, "create: {err}");
+    let o = f.runc(&["events", "--stats", "vme"]);
+    assert!(!o.status.success());
+    let e = common::stderr(&o);
+    assert!(e.contains("start it first"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    assert!(f.runc(&["start", "vme"]).status.success());
+    f.wait_output("ready");
+    let o = f.runc(&["events", "--stats", "vme"]);
+    assert!(o.status.success(), "events: {}", common::stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["type"], "stats");
+    assert_eq!(v["id"], "vme");
+    let data = &v["data"];
+    assert_eq!(
+        data["memory"]["usage"]["limit"],
+        (128u64 + 64) << 20,
+        "the VMM's limit: {data}"
+    );
+    assert!(
+        data["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{data}"
+    );
+    assert!(
+        data["cpu"]["usage"]["total"].as_u64().unwrap_or(0) > 0,
+        "{data}"
+    );
+    assert!(data["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{data}");
+
+    let events = f
+        .command(&["events", "--interval", "1s", "vme"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first stats line says the loop runs.
+    std::thread::sleep(Duration::from_secs(2));
+    fs::write(
+        "/sys/fs/cgroup/isol/vme/memory.max",
+        (8u64 << 20).to_string(),
+    )
+    .expect("memory.max of the VMM's cgroup");
+    assert_eq!(wait_status(pid), 137, "{}", f.errors());
+    let o = events.wait_with_output().unwrap();
+    assert!(o.status.success(), "events: {}", common::stderr(&o));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["type"], "stats", "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &serde_json::json!({"type": "oom", "id": "vme"})),
+        "no oom event: {lines:?}"
+    );
+    assert!(f.runc(&["delete", "vme"]).status.success());
+    assert_nothing_left(&f, "after the VMM's OOM kill");
 }
 
 #[test]

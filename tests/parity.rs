@@ -817,3 +817,84 @@ fn a_memory_hog_is_oom_killed_with_137_on_both() {
     );
     assert_eq!(code(&o), 137, "{}", stderr(&o));
 }
+
+/// /proc and /sys look alike on both backends: each of isol's masked paths (runc's and
+/// docker's defaults) that the kernel has is hidden — a file under /dev/null, a directory
+/// under an empty read-only tmpfs — and each read-only path is mounted read-only. The two
+/// kernels have different entries (the guest's has no /proc/kcore, /proc/keys or ACPI): what
+/// both have is the same, and the VM has those its kernel has. Until 2026-12-07 `isol run
+/// --backend kvm` masked nothing.
+#[test]
+fn proc_and_sys_are_masked_and_read_only_alike() {
+    let Some(k) = kvm_kernel() else { return };
+    let script = format!(
+        "for p in {masked}; do \
+           if [ -c $p ]; then echo \"$p masked\"; \
+           elif [ -d $p ]; then \
+             if [ \"$(stat -f -c %T $p)\" = tmpfs ] && [ -z \"$(ls -A $p)\" ]; then echo \"$p masked\"; \
+             else echo \"$p OPEN\"; fi; \
+           elif [ -e $p ]; then echo \"$p OPEN\"; fi; \
+         done; \
+         for p in {readonly}; do \
+           [ -e $p ] || continue; \
+           if awk -v p=$p '$2 == p && $4 ~ /^ro(,|$)/ {{ f = 1 }} END {{ exit !f }}' /proc/self/mounts; \
+           then echo \"$p read-only\"; else echo \"$p WRITABLE\"; fi; \
+         done",
+        masked = isol_container::MASKED_PATHS.join(" "),
+        readonly = isol_container::READONLY_PATHS.join(" "),
+    );
+    let args = ["busybox", "--", "sh", "-c", script.as_str()];
+    let c = on("container", &k, &args, None);
+    let v = on("kvm", &k, &args, None);
+    let (c_out, v_out) = (stdout(&c), stdout(&v));
+    for (backend, o, out) in [("container", &c, &c_out), ("kvm", &v, &v_out)] {
+        assert_eq!(code(o), 0, "{backend}: {}", stderr(o));
+        assert!(
+            !out.contains("OPEN") && !out.contains("WRITABLE"),
+            "{backend} leaves paths open:\n{out}"
+        );
+    }
+    // What the guest kernel has (tinyconfig with isol's fragment): these, masked and
+    // read-only as in the container.
+    for line in [
+        "/proc/interrupts masked",
+        "/sys/firmware masked",
+        "/proc/fs read-only",
+        "/proc/irq read-only",
+        "/proc/sys read-only",
+        "/proc/sysrq-trigger read-only",
+    ] {
+        assert!(
+            v_out.lines().any(|l| l == line),
+            "kvm: no {line:?} in\n{v_out}"
+        );
+    }
+    // A path both kernels have is the same on both.
+    let path = |l: &str| l.split(' ').next().unwrap_or_default().to_string();
+    let container_paths: Vec<String> = c_out.lines().map(path).collect();
+    for l in v_out.lines() {
+        if container_paths.contains(&path(l)) {
+            assert!(
+                c_out.lines().any(|c| c == l),
+                "kvm has {l:?}, the container:\n{c_out}"
+            );
+        }
+    }
+    // The workload cannot write a sysctl on either backend.
+    let o = same(
+        &k,
+        &[
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "echo x > /proc/sys/kernel/domainname; echo $?",
+        ],
+        None,
+    );
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -103,21 +103,9 @@ pub(crate) fn dispatch(cli: &Cli, log: &Log, rt: &Runtime<'_>) -> Result<i32, Oc
         Command::Resume(r) => pause(&root, &r.container_id, false, rt).map(|()| 0),
         Command::Update(u) => update(&root, u, rt).map(|()| 0),
         Command::Events(e) => {
-            refuse_on_vm(&root, &e.container_id, "events")?;
             crate::events::events(&root, &e.container_id, e.interval, e.stats).map(|()| 0)
         }
     }
-}
-
-/// What the kvm backend does not offer yet is refused for a container in a VM.
-fn refuse_on_vm(root: &Path, id: &str, what: &str) -> Result<(), OciError> {
-    let dir = ContainerDir::new(root, id)?;
-    if dir.load()?.backend == Backend::Kvm {
-        return Err(OciError::Usage(format!(
-            "{what} is not supported for a container in a VM (the kvm backend) yet; see docs/oci.md, \"The kvm backend\""
-        )));
-    }
-    Ok(())
 }
 
 /// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 must all be open, before this
@@ -260,6 +248,7 @@ fn create_in(
         poststop,
         backend: Backend::Container,
         vm_memory: 0,
+        vm_vcpus: 0,
     };
     let console = match (&created.console, opts.console_socket) {
         (Some(master), Some(socket)) => send_console(
@@ -311,11 +300,13 @@ fn create_vm(
         Some(_) => Some(open_pty()?),
         None => None,
     };
+    let vcpus = vm::guest_vcpus(&cfg.limits, vm::host_online_cpus(), runtime.max_vcpus());
     let pid = runtime.create(&vm::VmCreate {
         id: &dir.id,
         dir: &dir.dir,
         fifo: &fifo,
         config: cfg,
+        vcpus,
         terminal: pty.as_ref().map(|p| p.slave.as_fd()),
     })?;
     let saved = Saved {
@@ -337,6 +328,7 @@ fn create_vm(
         poststop,
         backend: Backend::Kvm,
         vm_memory: vm::guest_memory(cfg),
+        vm_vcpus: vcpus,
     };
     let console = match (&pty, opts.console_socket) {
         (Some(pty), Some(socket)) => send_console(

@@ -1,19 +1,25 @@
 //! `isol-runc events [--stats] [--interval D] ID`: a container's cgroup statistics and its OOM
 //! kills, one JSON object a line, in runc's shapes (`{"type":"stats","id":…,"data":{…}}`,
-//! `{"type":"oom","id":…}`), read from the cgroup files on v1 and v2 as runc reads them.
+//! `{"type":"oom","id":…}`), read from the cgroup files on v1 and v2 as runc reads them. For
+//! a container in a VM (the kvm backend) the cgroup is the VMM's: the host's cost of the VM
+//! (its vCPU threads, guest RAM and the VMM's own), and an OOM kill there is the VMM's.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use isol_container::cgroups::{self, AnyCgroupManager, CgroupManager};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::{Map, Value, json};
 
 use crate::error::OciError;
-use crate::state::{ContainerDir, Status};
+use crate::state::{ContainerDir, Saved, Status};
+use crate::vm::Backend;
 
-/// How often the OOM counter is looked at between two stats.
+/// How often the OOM counter is looked at between two stats (without a watch on it: v1), and
+/// whether the container still runs.
 const OOM_POLL: Duration = Duration::from_millis(100);
 
 /// `events`: with `stats`, one stats object and return; else a stats object every `interval`
@@ -30,11 +36,12 @@ pub fn events(root: &Path, id: &str, interval: Duration, stats: bool) -> Result<
             what: "a stopped container has no statistics".into(),
         });
     }
-    let cgroup = cgroups::open_at(
-        Path::new(isol_container::process::CGROUP_ROOT),
-        &saved.cgroup_path,
-    )
-    .map_err(isol_container::ContainerError::Cgroup)?;
+    let cgroup_root = Path::new(isol_container::process::CGROUP_ROOT);
+    let cgroup = cgroups::open_at(cgroup_root, &saved.cgroup_path)
+        .map_err(isol_container::ContainerError::Cgroup)?;
+    if saved.backend == Backend::Kvm && !exists(&cgroup) {
+        return Err(no_vmm_cgroup(&saved, status));
+    }
     let emit = |v: Value| -> Result<(), OciError> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{v}")
@@ -50,35 +57,94 @@ pub fn events(root: &Path, id: &str, interval: Duration, stats: bool) -> Result<
             "events --interval must be above zero (e.g. 5s, 500ms)".into(),
         ));
     }
-    let mut ooms = oom_kills(&cgroup);
+    // On v2, a watch on memory.events wakes this loop when the kernel changes it (as runc and
+    // containerd watch it): an OOM kill is read before its victim is gone — a VM's VMM, whose
+    // cgroup goes with it.
+    let watch = oom_watch(&cgroup);
+    let mut ooms = oom_kills(&cgroup).unwrap_or(0);
     let mut next = Instant::now();
     loop {
+        // The counter first: a kill that ended the container is still told.
+        if let Some(now) = oom_kills(&cgroup) {
+            if now > ooms {
+                emit(json!({"type": "oom", "id": id}))?;
+            }
+            ooms = now;
+        }
         if dir.status(&saved) == Status::Stopped || !cgroup.path().exists() {
             return Ok(());
         }
-        let now = oom_kills(&cgroup);
-        if now > ooms {
-            emit(json!({"type": "oom", "id": id}))?;
-        }
-        ooms = now;
         if Instant::now() >= next {
             emit(stats_event())?;
             next += interval;
         }
-        std::thread::sleep(OOM_POLL.min(next.saturating_duration_since(Instant::now())));
+        let wait = OOM_POLL.min(next.saturating_duration_since(Instant::now()));
+        match &watch {
+            Some(w) => wait_for_change(w, wait),
+            None => std::thread::sleep(wait),
+        }
+    }
+}
+
+/// Whether the cgroup is there (v2: its directory; v1: its memory or cpuacct hierarchy's).
+fn exists(cgroup: &AnyCgroupManager) -> bool {
+    match cgroup {
+        AnyCgroupManager::V1(m) => ["memory", "cpuacct", "pids"]
+            .iter()
+            .any(|c| m.dir(c).is_some_and(Path::is_dir)),
+        AnyCgroupManager::V2(m) => m.path().is_dir(),
+    }
+}
+
+/// Why a VM has no statistics: its VMM's cgroup is made when it starts, by its jail.
+fn no_vmm_cgroup(saved: &Saved, status: Status) -> OciError {
+    let what = if status == Status::Created {
+        "a VM's statistics are its VMM's cgroup's, which its jail makes when the VM starts: start it first"
+            .to_string()
+    } else {
+        format!(
+            "a VM's statistics are its VMM's cgroup's ({}), and this VM has none: its VMM runs without its jail (isol-runc not root, or ISOL_VMM_JAIL=off)",
+            saved.cgroup_path.display()
+        )
+    };
+    OciError::Status {
+        id: saved.id.clone(),
+        status: status.as_str().into(),
+        what,
+    }
+}
+
+/// A watch on v2's `memory.events` (none on v1, or where it cannot be made: the loop then
+/// polls).
+fn oom_watch(cgroup: &AnyCgroupManager) -> Option<Inotify> {
+    let AnyCgroupManager::V2(m) = cgroup else {
+        return None;
+    };
+    let i = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+    i.add_watch(&m.path().join("memory.events"), AddWatchFlags::IN_MODIFY)
+        .ok()?;
+    Some(i)
+}
+
+/// Waits at most `timeout` for the watched file to change, then drains the watch's events.
+fn wait_for_change(watch: &Inotify, timeout: Duration) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(watch.as_fd(), PollFlags::POLLIN)];
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    if poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0) {
+        let _ = watch.read_events();
     }
 }
 
 /// Kills by the OOM killer in the cgroup so far: v1 `memory.oom_control` `oom_kill`, v2
-/// `memory.events` `oom_kill`.
-fn oom_kills(cgroup: &AnyCgroupManager) -> u64 {
+/// `memory.events` `oom_kill`; none where the file cannot be read (the cgroup gone).
+fn oom_kills(cgroup: &AnyCgroupManager) -> Option<u64> {
     let (file, dir) = match cgroup {
         AnyCgroupManager::V1(m) => ("memory.oom_control", m.dir("memory")),
         AnyCgroupManager::V2(m) => ("memory.events", Some(m.path())),
     };
-    dir.map_or(0, |d| {
-        keyed(&d.join(file)).get("oom_kill").copied().unwrap_or(0)
-    })
+    let text = std::fs::read_to_string(dir?.join(file)).ok()?;
+    Some(parse_keyed(&text).get("oom_kill").copied().unwrap_or(0))
 }
 
 /// runc's `types.Stats` for the cgroup: cpu, memory, pids, blkio, hugetlb.
@@ -375,9 +441,11 @@ fn read_max(path: &Path) -> u64 {
 
 /// A flat keyed file ("key value" lines): memory.stat, cpu.stat, memory.events…
 fn keyed(path: &Path) -> BTreeMap<String, u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    parse_keyed(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn parse_keyed(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(' ')?;
             Some((k.to_string(), v.trim().parse().ok()?))

@@ -48,6 +48,10 @@ pub struct Saved {
     /// 0 for a container.
     #[serde(default)]
     pub vm_memory: u64,
+    /// A VM's vCPUs, fixed when it booted (`update` changes the VMM's cgroup, not them); 0
+    /// for a container, or a VM of an isol-runc that did not record them.
+    #[serde(default)]
+    pub vm_vcpus: u8,
 }
 
 impl Saved {

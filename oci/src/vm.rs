@@ -97,6 +97,8 @@ pub struct VmCreate<'a> {
     pub fifo: &'a Path,
     /// The config, checked by [`check`]: what the VM gets.
     pub config: &'a isol_container::ContainerConfig,
+    /// The guest's vCPUs, from the config's CPU limits ([`guest_vcpus`]).
+    pub vcpus: u8,
     /// With `process.terminal`: the slave of the pty whose master goes to the console
     /// socket. The VM's process makes it its stdio and controlling terminal (so a resize of
     /// the master reaches it as SIGWINCH) and the workload runs on a terminal of the guest's,
@@ -152,6 +154,9 @@ pub trait VmRuntime {
     /// The VMM's own memory beyond guest RAM, in bytes: its cgroup's memory limit is the
     /// guest's limit and this.
     fn vmm_memory_margin(&self) -> u64;
+
+    /// The most vCPUs the VMM gives a guest.
+    fn max_vcpus(&self) -> u8;
 }
 
 /// KVM's kernel threads of a VM in its VMM's cgroup v2 `cgroup`, moved to the root cgroup
@@ -228,6 +233,34 @@ pub fn guest_memory(cfg: &isol_container::ContainerConfig) -> u64 {
         None => DEFAULT_MEMORY_MIB << 20,
         Some(m) => m.div_ceil(1 << 20) << 20,
     }
+}
+
+/// The host's online CPUs (`/sys/devices/system/cpu/online`), if it says.
+pub fn host_online_cpus() -> Option<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let list = isol_container::cgroups::cpuset::CpuList::parse("cpu", text.trim()).ok()?;
+    u32::try_from(list.iter().count()).ok()
+}
+
+/// The vCPUs of a VM with `limits`, as Kata sizes its VM: a CPU quota's CPUs rounded up
+/// (`quota / period`), else the CPUs of the cpuset (`cpu.cpus`), else 1; at most the host's
+/// `online` CPUs and `max`, the most the VMM gives a guest. The limits still bound the VMM's
+/// cgroup (its vCPU threads), as `update` changes them; the count is fixed at boot.
+pub fn guest_vcpus(limits: &isol_container::cgroups::Limits, online: Option<u32>, max: u8) -> u8 {
+    let period = limits
+        .cpu_period
+        .unwrap_or(isol_container::cgroups::CPU_PERIOD_US)
+        .max(1);
+    let wanted = match (limits.cpus, limits.cpuset_cpus) {
+        (Some(cpus), _) if cpus > 0.0 => {
+            let quota = (cpus * period as f64).round() as u64;
+            quota.div_ceil(period)
+        }
+        (_, Some(set)) => set.iter().count() as u64,
+        _ => 1,
+    };
+    let cap = u64::from(max).min(online.map_or(u64::MAX, u64::from));
+    u8::try_from(wanted.clamp(1, cap.max(1))).unwrap_or(max)
 }
 
 /// What `update` of a VM's resources sets on the VMM's cgroup: the CPU limits as they are
@@ -526,6 +559,39 @@ mod tests {
         for m in [below, pids, swap] {
             assert!(!m.contains('\n'), "{m}");
         }
+    }
+
+    #[test]
+    fn vcpus_come_from_the_quota_else_the_cpuset_else_one() {
+        use isol_container::cgroups::Limits;
+        use isol_container::cgroups::cpuset::CpuList;
+        let quota = |cpus: f64, period: Option<u64>| Limits {
+            cpus: Some(cpus),
+            cpu_period: period,
+            ..Default::default()
+        };
+        let n = |l: &Limits| guest_vcpus(l, Some(8), 32);
+        assert_eq!(n(&Limits::default()), 1, "no CPU limit");
+        assert_eq!(n(&quota(2.0, None)), 2, "200000/100000");
+        assert_eq!(n(&quota(1.5, None)), 2, "150000/100000, rounded up");
+        assert_eq!(n(&quota(0.25, Some(50_000))), 1, "below one CPU");
+        assert_eq!(n(&quota(3.0, Some(50_000))), 3, "150000/50000");
+        let set = Limits {
+            cpuset_cpus: Some(CpuList::parse("cpu.cpus", "0,2-4").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(n(&set), 4, "the cpuset's CPUs");
+        // The quota wins over the cpuset, as in Kata.
+        let both = Limits {
+            cpus: Some(1.0),
+            ..set.clone()
+        };
+        assert_eq!(n(&both), 1);
+        // Capped by the host's online CPUs and by the VMM.
+        assert_eq!(guest_vcpus(&quota(16.0, None), Some(2), 32), 2);
+        assert_eq!(guest_vcpus(&quota(64.0, None), None, 32), 32);
+        assert_eq!(guest_vcpus(&quota(64.0, None), Some(0), 32), 1);
+        assert!(host_online_cpus().is_some_and(|c| c >= 1));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 #[path = "../commands/exec_channel.rs"]
 mod exec_channel;
+#[path = "../commands/guest_masks.rs"]
+mod guest_masks;
 #[path = "../commands/pod_net.rs"]
 mod pod_net;
 #[path = "../runc_vm.rs"]

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod detach;
 pub mod doctor;
 pub mod exec_channel;
+pub mod guest_masks;
 pub mod image;
 pub mod inspect;
 pub mod lab;

@@ -1110,7 +1110,9 @@ fn run_kvm(
         pids_limit: spec.pids,
         memory_limit: spec.memory,
         leftovers: Vec::new(),
-        oci: Default::default(),
+        // /proc and /sys masked and read-only in the guest as in a container (docker's and
+        // runc's defaults): one set of flags, one set of permissions on both backends.
+        oci: super::guest_masks::launch(&[], &[]),
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
     // directory: every path absolute.
