@@ -394,7 +394,8 @@ fn a_vm_bundle_has_runc_s_mounts_in_order_and_its_sysctls() {
              echo fwd $(cat /proc/sys/net/ipv4/ip_forward); \
              echo shmmax $(cat /proc/sys/kernel/shmmax); \
              echo oom $(cat /proc/self/oom_score_adj); \
-             ls -l /dev/null /dev/ptmx",
+             ls -l /dev/null /dev/ptmx; \
+             echo chardevs $(find /dev -maxdepth 1 -type c | sort)",
         );
         v["linux"]["sysctl"] =
             serde_json::json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "65536"});
@@ -437,6 +438,28 @@ fn a_vm_bundle_has_runc_s_mounts_in_order_and_its_sysctls() {
         "{out}"
     );
     assert!(out.contains("/dev/ptmx -> pts/ptmx"), "{out}");
+    // /dev holds runc's default devices, the init's virtio ports and UARTs, nothing more of
+    // the guest's devtmpfs (until 2026-12-07: console, fuse, kmsg).
+    let chardevs: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("chardevs "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .split(' ')
+        .filter_map(|c| c.strip_prefix("/dev/"))
+        .collect();
+    let defaults = ["null", "zero", "full", "random", "urandom", "tty"];
+    let missing: Vec<_> = defaults.iter().filter(|d| !chardevs.contains(d)).collect();
+    assert!(missing.is_empty(), "{missing:?} missing: {chardevs:?}");
+    let other: Vec<&&str> = chardevs
+        .iter()
+        .filter(|c| {
+            !defaults.contains(c) && !["ttyS0", "ttyS1"].contains(c) && !c.starts_with("vport")
+        })
+        .collect();
+    assert!(
+        other.is_empty(),
+        "more devices than a container's: {other:?}"
+    );
     assert!(f.runc(&["delete", "vm-mounts"]).status.success());
     assert_nothing_left(&f, "vm-mounts");
 }

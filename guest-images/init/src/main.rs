@@ -913,10 +913,22 @@ const BUNDLE_MOUNTS: [(&str, &str, &str, libc::c_ulong, &str); 6] = [
 
 const NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
+/// The character devices of a bundle's /dev: runc's defaults (the devices of every
+/// container), the virtio-console ports (`vportNpM`) the init opens after the switch for the
+/// workload's stdio and the exec channel, and the UARTs it may fall back to (the console and
+/// the exit port's stream, [`CONSOLE`], [`EXIT_UART`]). Nothing else of the devtmpfs
+/// (`kmsg`, `fuse`, `console`, …): a container on the host has none of it.
+fn bundle_device(name: &[u8]) -> bool {
+    const DEFAULT: [&[u8]; 6] = [b"null", b"zero", b"full", b"random", b"urandom", b"tty"];
+    DEFAULT.contains(&name)
+        || name.starts_with(b"vport")
+        || name == &CONSOLE.as_bytes()[5..]
+        || name == &EXIT_UART.as_bytes()[5..]
+}
+
 /// [`BUNDLE_MOUNTS`] in /isol/root, then in its /dev a node for each character device of the
-/// init's devtmpfs (the default devices — null, zero, full, random, urandom, tty — and the
-/// virtio-console ports the init opens after the switch: what the workload saw before, when
-/// the devtmpfs itself was moved in) and the container's links ([`DEV_LINKS`]).
+/// init's devtmpfs that a bundle's /dev holds ([`bundle_device`]) and the container's links
+/// ([`DEV_LINKS`]).
 fn bundle_kernel_mounts() -> Result<(), String> {
     for (source, target, fstype, flags, data) in BUNDLE_MOUNTS {
         mount(source, &format!("/isol/root{target}"), fstype, flags, data)?;
@@ -924,7 +936,7 @@ fn bundle_kernel_mounts() -> Result<(), String> {
     for e in fs::read_dir("/dev").map_err(|e| format!("cannot read /dev: {e}"))? {
         let e = e.map_err(|e| format!("cannot read /dev: {e}"))?;
         let Ok(meta) = e.metadata() else { continue };
-        if !meta.file_type().is_char_device() || e.file_name() == "ptmx" {
+        if !meta.file_type().is_char_device() || !bundle_device(e.file_name().as_bytes()) {
             continue;
         }
         let mut node = b"/isol/root/dev/".to_vec();
