@@ -1110,6 +1110,7 @@ fn run_kvm(
         pids_limit: spec.pids,
         memory_limit: spec.memory,
         leftovers: Vec::new(),
+        start_gate: None,
         oci: Default::default(),
     };
     // The jail binds each file at its own path and the VMM runs in it with `/` as its working
