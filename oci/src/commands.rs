@@ -462,10 +462,10 @@ fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
                 .into()
         }
     };
-    Err(OciError::Vm(format!(
-        "container {} did not start: {why}",
-        saved.id
-    )))
+    Err(OciError::NotStarted {
+        id: saved.id.clone(),
+        why,
+    })
 }
 
 /// [`open_gate`]'s wait: what the gate carried after the init's byte, to its end.
@@ -1166,8 +1166,20 @@ fn run(
 ) -> Result<i32, OciError> {
     let saved = create(root, id, opts, rt)?;
     if let Err(e) = start(root, id, log) {
+        // On kvm the workload's setup and exec fail after `create`, in the guest, whose init
+        // said why in one line on the workload's stderr (this process's): the VM's status
+        // (127 not found, 126, 125 setup), as `run` gave before `start` waited for the exec.
+        let code = match &e {
+            OciError::NotStarted { .. } => {
+                match nix::sys::wait::waitpid(Pid::from_raw(saved.pid), None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Some(c),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let _ = delete(root, id, true, log, rt);
-        return Err(e);
+        return code.ok_or(e);
     }
     if detach {
         return Ok(0);
