@@ -285,6 +285,12 @@ fn start(
         // once.
         unsafe { libc::close(c.fd) };
     }
+    if let Some(fd) = launch.start_gate {
+        // The jailed VMM's alone: `start` waits for the gate's end, which the relay's copy
+        // would put off to the VM's end.
+        // SAFETY: the gate isol-runc handed over, used by nothing in the relay; closed once.
+        unsafe { libc::close(fd) };
+    }
     let child = Pid::from_raw(pid);
     if !born && matches!(entry, Entry::CloneInto(_)) {
         // No clone3 here: moved by pid.
@@ -365,6 +371,8 @@ fn child(
     keep.extend(launch.net.as_ref().map(|n| n.tap_fd));
     // `isol exec`'s listening socket, bound on the host where its clients find it.
     keep.extend(launch.control.as_ref().map(|c| c.fd));
+    // `isol-runc start`'s gate: the VMM says on it when the workload runs.
+    keep.extend(launch.start_gate);
 
     // `-v DIR:DIR`: the sockets connected to the virtiofsds isol started.
     keep.extend(launch.shares.iter().map(|s| s.socket_fd));
@@ -597,6 +605,7 @@ mod tests {
             pids_limit: None,
             memory_limit: None,
             leftovers: Vec::new(),
+            start_gate: None,
             oci: Default::default(),
         };
         let p = plan(&launch);

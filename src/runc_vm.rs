@@ -251,6 +251,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         pids_limit: cfg.limits.pids,
         memory_limit: cfg.limits.memory,
         leftovers: Vec::new(),
+        start_gate: None,
         oci: oci_setup(cfg),
     };
     let jail_off = std::env::var("ISOL_VMM_JAIL").is_ok_and(|v| v == "off");
@@ -414,8 +415,9 @@ fn prepare(req: &VmCreate<'_>, mut launch: Launch) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Waits at the start gate, passes it, and becomes `isol-vmm` (the gate closes with the
-/// exec: `start` returns once the VMM runs). Returns only on failure.
+/// Waits at the start gate, passes it, and becomes `isol-vmm`, which holds the gate until
+/// the guest init says the workload's exec succeeded (`isol_vmm::launch::StartGate`: `start`
+/// returns then, as runc's does once its workload was exec'd). Returns only on failure.
 fn gate_and_exec(req: &VmCreate<'_>, p: &Prepared, vmm: &Path) -> anyhow::Error {
     let gate = std::fs::OpenOptions::new()
         .write(true)
@@ -429,16 +431,23 @@ fn gate_and_exec(req: &VmCreate<'_>, p: &Prepared, vmm: &Path) -> anyhow::Error 
         return e;
     }
     let tap = p.pod.as_ref().map(|(tap, _)| tap.as_raw_fd());
-    for fd in std::iter::once(p.control.as_raw_fd()).chain(tap) {
+    for fd in [p.control.as_raw_fd(), gate.as_raw_fd()]
+        .into_iter()
+        .chain(tap)
+    {
         // SAFETY: F_SETFD on a descriptor this process owns; integer arguments only.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
             return anyhow::anyhow!(
-                "cannot hand the exec channel or the VM's tap to isol-vmm: {}",
+                "cannot hand the exec channel, the start gate or the VM's tap to isol-vmm: {}",
                 std::io::Error::last_os_error()
             );
         }
     }
-    let e = isol_vmm::launch::exec(vmm, &p.launch, [OsString::from(req.id)]);
+    let launch = Launch {
+        start_gate: Some(gate.as_raw_fd()),
+        ..p.launch.clone()
+    };
+    let e = isol_vmm::launch::exec(vmm, &launch, [OsString::from(req.id)]);
     drop(gate);
     e.into()
 }

@@ -320,6 +320,93 @@ fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
     assert_nothing_left(&f, "after deleting a created VM");
 }
 
+/// `start` returns once the guest init has exec'd the workload, as runc's returns once its
+/// workload was exec'd (the VMM holds the start gate until the guest says the exec succeeded).
+/// Right after it, what the guest init made before that exec is there: a tmpfs's mount point,
+/// made in the rootfs over virtio-fs (until 2026-12-07 `start` returned once the VMM ran, a
+/// whole boot before), and a poststart hook, which runs after, sees it too. A workload that
+/// cannot be exec'd fails `start` with the line a container's `create` fails with, and the pid
+/// exits 127.
+#[test]
+fn start_returns_once_the_vm_s_workload_is_execd_and_fails_when_it_cannot_be() {
+    if !common::kvm_ready() {
+        return;
+    }
+    let _g = common::root_test();
+    become_subreaper();
+    let vol = tempfile::tempdir().unwrap();
+    let seen = vol.path().join("poststart");
+    let f = Fixture::new(|v| {
+        set_args(v, "echo ready; while :; do sleep 1; done");
+        let mounts = v["mounts"].as_array_mut().unwrap();
+        mounts.push(
+            serde_json::json!({"destination": "/made-by-guest", "type": "tmpfs",
+            "source": "tmpfs", "options": ["nosuid", "size=1m"]}),
+        );
+    });
+    let made = f.bundle.join("rootfs/made-by-guest");
+    let config = f.bundle.join("config.json");
+    let mut v: Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    let hook = format!(
+        "test -d {} && echo seen > {}",
+        made.display(),
+        seen.display()
+    );
+    v["hooks"] =
+        serde_json::json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]});
+    fs::write(&config, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let (ok, err, pid) = f.create("execd");
+    assert!(ok, "create: {err}");
+    assert!(!made.exists(), "the guest has not run yet");
+    let o = f.runc(&["start", "execd"]);
+    assert!(o.status.success(), "start: {}", common::stderr(&o));
+    assert!(
+        made.is_dir(),
+        "right after start, the guest init's mount point is there"
+    );
+    assert_eq!(
+        fs::read_to_string(&seen).unwrap_or_default(),
+        "seen\n",
+        "the poststart hook"
+    );
+    f.wait_output("ready");
+    assert!(f.runc(&["kill", "execd", "KILL"]).status.success());
+    assert_eq!(wait_status(pid), 137);
+    assert!(f.runc(&["delete", "execd"]).status.success());
+    assert_nothing_left(&f, "after a started VM");
+
+    // A command the guest does not have: `start` fails, in the words of a container's `create`.
+    // (runc's log line escapes the quotes around the name.)
+    let not_found = r#"exec: \"nope\": executable file not found in $PATH"#;
+    let f = Fixture::new(|v| v["process"]["args"] = serde_json::json!(["nope"]));
+    let (ok, err, pid) = f.create("nope");
+    assert!(ok, "create: {err}");
+    let o = f.runc(&["start", "nope"]);
+    assert!(
+        !o.status.success(),
+        "start of a command not found succeeded"
+    );
+    assert!(
+        common::stderr(&o).contains(not_found),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(wait_status(pid), 127);
+    assert_eq!(f.state("nope")["status"], "stopped");
+    assert!(f.runc(&["delete", "nope"]).status.success());
+    assert_nothing_left(&f, "after a start that failed");
+    let f = Fixture::new(|v| {
+        v["annotations"] = serde_json::json!({"io.isol.backend": "container"});
+        v["process"]["args"] = serde_json::json!(["nope"]);
+    });
+    let (ok, err, _) = f.create("nope-ctr");
+    assert!(
+        !ok && err.contains(not_found),
+        "a container's create: {err}"
+    );
+    assert_nothing_left(&f, "after a container's create that failed");
+}
+
 /// runtime-tools' generator fills all five capability sets alike (docker's 14): the workload
 /// in the VM holds exactly them, as root and as a non-root user (the ambient set, raised by
 /// the guest init after the uid switch), as runc's process does. Until run spec 6 (2026-12-07)

@@ -431,7 +431,37 @@ fn start(root: &Path, id: &str, log: &Log) -> Result<(), OciError> {
 /// Opens the start gate, reads the byte the init writes once it passed it, then waits for the
 /// gate's end: the init holds it open (close-on-exec) until the workload has been exec'd, so
 /// that, as with runc, the workload runs when `start` returns and its poststart hooks run.
+/// On kvm the VMM holds it until the guest init says the workload's exec succeeded, and says
+/// so on it before its end: `S`, else `E<status> <why>` (`isol_vmm::launch::StartGate`); a
+/// workload that could not be exec'd fails `start`, as it fails `create` on a container.
 fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
+    let said = read_gate(fifo, saved)?;
+    if saved.backend != Backend::Kvm {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&said);
+    if said.starts_with('S') {
+        return Ok(());
+    }
+    let why = match said.strip_prefix('E') {
+        Some(e) => e
+            .split_once(' ')
+            .map_or(e, |(_, why)| why)
+            .trim()
+            .to_string(),
+        None => {
+            "the VM's process ended before its workload started; the container's stderr says why"
+                .into()
+        }
+    };
+    Err(OciError::NotStarted {
+        id: saved.id.clone(),
+        why,
+    })
+}
+
+/// [`open_gate`]'s wait: what the gate carried after the init's byte, to its end.
+fn read_gate(fifo: &Path, saved: &Saved) -> Result<Vec<u8>, OciError> {
     use nix::fcntl::OFlag;
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let fd = nix::fcntl::open(
@@ -442,6 +472,7 @@ fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
     .map_err(|e| OciError::sys(format!("cannot open the start gate {}", fifo.display()), e))?;
     let mut file = std::fs::File::from(fd);
     let mut passed = false;
+    let mut said = Vec::new();
     loop {
         let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u16)) {
@@ -450,9 +481,10 @@ fn open_gate(fifo: &Path, saved: &Saved) -> Result<(), OciError> {
         }
         let mut byte = [0u8; 1];
         match file.read(&mut byte) {
+            Ok(1) if passed => said.push(byte[0]),
             Ok(1) => passed = true,
             // Without a writer: none yet before the byte, the end of the gate after it.
-            Ok(_) if passed => return Ok(()),
+            Ok(_) if passed => return Ok(said),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(OciError::state("read the start gate", e)),
@@ -1129,8 +1161,20 @@ fn run(
 ) -> Result<i32, OciError> {
     let saved = create(root, id, opts, rt)?;
     if let Err(e) = start(root, id, log) {
+        // On kvm the workload's setup and exec fail after `create`, in the guest, whose init
+        // said why in one line on the workload's stderr (this process's): the VM's status
+        // (127 not found, 126, 125 setup), as `run` gave before `start` waited for the exec.
+        let code = match &e {
+            OciError::NotStarted { .. } => {
+                match nix::sys::wait::waitpid(Pid::from_raw(saved.pid), None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Some(c),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let _ = delete(root, id, true, log, rt);
-        return Err(e);
+        return code.ok_or(e);
     }
     if detach {
         return Ok(0);

@@ -44,6 +44,10 @@ pub enum OciError {
     /// The kvm backend failed (its message says what to do).
     #[error("{0}")]
     Vm(String),
+    /// A VM's workload did not start (its exec failed in the guest, or its setup did): the
+    /// VM has ended, or is ending, with the guest's status.
+    #[error("container {id} did not start: {why}")]
+    NotStarted { id: String, why: String },
 }
 
 impl OciError {

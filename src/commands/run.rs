@@ -1110,6 +1110,7 @@ fn run_kvm(
         pids_limit: spec.pids,
         memory_limit: spec.memory,
         leftovers: Vec::new(),
+        start_gate: None,
         // /proc and /sys masked and read-only in the guest as in a container (docker's and
         // runc's defaults): one set of flags, one set of permissions on both backends.
         oci: super::guest_masks::launch(&[], &[]),

@@ -239,6 +239,11 @@ fn run_in(
         let mut port = devices.exit_port.lock().unwrap_or_else(|p| p.into_inner());
         port.notify_phases(tx);
     }
+    if let Some(hook) = &cfg.workload_running {
+        let hook = hook.0.clone();
+        let mut port = devices.exit_port.lock().unwrap_or_else(|p| p.into_inner());
+        port.call_at(Phase::WorkloadRunning, Box::new(move || hook()));
+    }
 
     // The virtio devices' ioeventfds and batching zones, on a thread of their own while
     // the rest is set up and the guest boots (device_manager::LateIo).

@@ -262,6 +262,10 @@ pub struct VmConfig {
     /// threads start: where a jailed VMM drops its privileges (`isol-vmm`'s jail). An error
     /// ends the run as [`crate::VmmError::Jail`].
     pub before_guest: Option<BeforeGuest>,
+    /// Called once, on a vCPU thread, when the guest init says the workload's exec succeeded
+    /// (the exit port's `WorkloadRunning` phase): where `isol-runc start` is told its
+    /// workload runs (`launch::StartGate`).
+    pub workload_running: Option<WorkloadRunning>,
 }
 
 /// The [`VmConfig::before_guest`] hook: everything that needed privileges (opening
@@ -272,6 +276,16 @@ pub struct BeforeGuest(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send 
 impl std::fmt::Debug for BeforeGuest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BeforeGuest(..)")
+    }
+}
+
+/// The [`VmConfig::workload_running`] hook.
+#[derive(Clone)]
+pub struct WorkloadRunning(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for WorkloadRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkloadRunning(..)")
     }
 }
 
@@ -301,6 +315,7 @@ impl Default for VmConfig {
             seccomp: crate::seccomp::Seccomp::default(),
             seccomp_test_violation: None,
             before_guest: None,
+            workload_running: None,
         }
     }
 }

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 14;
+pub const FORMAT: u32 = 15;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -198,6 +198,12 @@ pub struct Launch {
     /// paths, for the guest init (run spec version 6); the default sets none.
     #[serde(default)]
     pub oci: LaunchOci,
+    /// `isol-runc` on kvm: the start gate (`exec.fifo`), open for writing (not close-on-exec)
+    /// in the process that runs the VM; `isol-runc start` reads it to its end. The VMM
+    /// writes `S` to it once the guest init says the workload's exec succeeded, or
+    /// `E<status> <why>` once the VM ended without that, and closes it ([`StartGate`]).
+    #[serde(default)]
+    pub start_gate: Option<i32>,
 }
 
 /// What an OCI config sets up in the guest beyond the workload's process ([`Launch::oci`]).
@@ -604,6 +610,7 @@ impl Launch {
             },
             seccomp_test_violation: self.seccomp_test_violation,
             before_guest: None,
+            workload_running: None,
         }
     }
 
@@ -770,6 +777,17 @@ pub fn main(
     let launch = read_args(args).and_then(Launch::from_fd);
     match launch {
         Ok(l) => {
+            if let Some(fd) = l.start_gate {
+                // SAFETY: F_GETFD/F_SETFD on a descriptor number only: nothing the VMM starts
+                // (a jail keeps it, as a fork) holds `start` up, and a number not open fails.
+                if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+                    eprintln!(
+                        "isol: the start gate {fd} isol-runc handed over is not open: {}",
+                        io::Error::last_os_error()
+                    );
+                    return 125;
+                }
+            }
             init_logging(l.log_filter.as_deref());
             // Read while /proc is there: a jailed VMM has none.
             vmm_exe();
@@ -824,6 +842,69 @@ pub fn run(launch: &Launch) -> i32 {
 /// [`run`] with `whom` filtered (when the launch has filters on), calling `before_guest`
 /// once the VM is built ([`VmConfig::before_guest`]).
 fn run_as(launch: &Launch, whom: Seccomp, before_guest: Option<crate::config::BeforeGuest>) -> i32 {
+    let gate = launch.start_gate.map(|fd| Arc::new(StartGate::adopt(fd)));
+    let code = run_gated(launch, whom, before_guest, gate.clone());
+    if let Some(g) = gate {
+        g.say(format!("E{code} {}", not_started(code, &launch.args)).as_bytes());
+    }
+    code
+}
+
+/// `isol-runc start`'s gate in the VMM ([`Launch::start_gate`]): `S` once the workload runs,
+/// else, once the VM ended, `E<status> <why>`; closed after either (the gate's end is what
+/// `start` waits for). A VMM killed before either closes it saying nothing.
+#[derive(Debug)]
+struct StartGate(std::sync::Mutex<Option<File>>);
+
+impl StartGate {
+    /// The gate from the descriptor the launch names, which nothing else in this process owns.
+    fn adopt(fd: i32) -> Self {
+        // SAFETY: the descriptor isol-runc left open for this process (checked open by
+        // `main`), taken once: `run_as` runs once per process.
+        Self(std::sync::Mutex::new(Some(unsafe {
+            File::from_raw_fd(fd)
+        })))
+    }
+
+    /// Writes `what` and closes the gate, unless that was done already. A `start` that is gone
+    /// (EPIPE: Rust ignores SIGPIPE) misses nothing it could act on.
+    fn say(&self, what: &[u8]) {
+        let taken = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut f) = taken {
+            let _ = f.write_all(what);
+        }
+    }
+}
+
+/// Why a workload did not start, from the VM's exit status (the guest init's, for an exec that
+/// failed: 127 not found, 126 cannot execute, as docker's; `args[0]` is its command), in the
+/// container backend's words.
+fn not_started(code: i32, args: &[OsString]) -> String {
+    let name = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match code {
+        127 if !name.contains('/') => {
+            format!("exec: {name:?}: executable file not found in $PATH")
+        }
+        127 => format!("exec: {name:?}: no such file or directory"),
+        126 => format!(
+            "exec: {name:?}: the guest cannot execute it (permission denied or not a program)"
+        ),
+        _ => format!(
+            "the VM ended (status {code}) before its workload started; the container's stderr says why"
+        ),
+    }
+}
+
+/// [`run_as`], with `start` told once the workload runs.
+fn run_gated(
+    launch: &Launch,
+    whom: Seccomp,
+    before_guest: Option<crate::config::BeforeGuest>,
+    gate: Option<Arc<StartGate>>,
+) -> i32 {
     let whom = if launch.seccomp { whom } else { Seccomp::Off };
     tracing::debug!(
         seccomp = ?whom,
@@ -858,6 +939,8 @@ fn run_as(launch: &Launch, whom: Seccomp, before_guest: Option<crate::config::Be
     let cfg = VmConfig {
         seccomp: whom,
         before_guest,
+        workload_running: gate
+            .map(|g| crate::config::WorkloadRunning(Arc::new(move || g.say(b"S")))),
         ..launch.vm_config(guest_tty)
     };
     let result = crate::builder::build_and_run_validated(&cfg, filters.as_ref());
@@ -1161,6 +1244,7 @@ mod tests {
             pids_limit: Some(10),
             memory_limit: Some(64 << 20),
             leftovers: Vec::new(),
+            start_gate: None,
             oci: Default::default(),
         }
     }

@@ -55,6 +55,9 @@ pub enum Phase {
     WorkloadExec,
     /// The workload exited; init is about to report and reboot.
     WorkloadExit,
+    /// The workload's `execve` succeeded: it runs (init learns it from a close-on-exec pipe
+    /// whose end it reads). Never reported when the exec failed.
+    WorkloadRunning,
     /// A value this VMM does not know.
     Unknown(u8),
 }
@@ -67,6 +70,7 @@ impl Phase {
             Phase::SpecLoaded => 2,
             Phase::WorkloadExec => 3,
             Phase::WorkloadExit => 4,
+            Phase::WorkloadRunning => 5,
             Phase::Unknown(b) => b,
         }
     }
@@ -78,8 +82,19 @@ impl Phase {
             2 => Phase::SpecLoaded,
             3 => Phase::WorkloadExec,
             4 => Phase::WorkloadExit,
+            5 => Phase::WorkloadRunning,
             b => Phase::Unknown(b),
         }
+    }
+}
+
+/// Called once, on the vCPU thread, when the guest reports its phase
+/// ([`ExitPort::call_at`]).
+pub struct PhaseHook(pub Phase, pub Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for PhaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PhaseHook({:?}, ..)", self.0)
     }
 }
 
@@ -92,6 +107,7 @@ pub struct ExitPort {
     power_offs: u64,
     power_off: Option<(EventFd, Arc<AtomicBool>)>,
     phase_tx: Option<std::sync::mpsc::Sender<Phase>>,
+    hooks: Vec<PhaseHook>,
 }
 
 impl ExitPort {
@@ -126,6 +142,12 @@ impl ExitPort {
     /// [`ExitPort::stop_notifying`]), for whoever acts on a phase off the vCPU thread.
     pub fn notify_phases(&mut self, tx: std::sync::mpsc::Sender<Phase>) {
         self.phase_tx = Some(tx);
+    }
+
+    /// Calls `hook` once, on the vCPU thread that serves the write, the first time the guest
+    /// reports `phase` (`isol-runc start` waits for [`Phase::WorkloadRunning`] this way).
+    pub fn call_at(&mut self, phase: Phase, hook: Box<dyn FnOnce() + Send>) {
+        self.hooks.push(PhaseHook(phase, hook));
     }
 
     /// Drops the sender given to [`ExitPort::notify_phases`]: its receiver sees the end.
@@ -165,6 +187,13 @@ impl BusDevice for ExitPort {
                 if let Some(tx) = &self.phase_tx {
                     // A receiver that is gone wants no more.
                     let _ = tx.send(phase);
+                }
+                let (now, later) = std::mem::take(&mut self.hooks)
+                    .into_iter()
+                    .partition(|h| h.0 == phase);
+                self.hooks = later;
+                for PhaseHook(_, hook) in now {
+                    hook();
                 }
             }
             POWER_OFF_OFFSET => {
@@ -265,6 +294,27 @@ mod tests {
             &[Phase::WorkloadExec.to_byte()],
         );
         assert_eq!(rx.recv(), Err(std::sync::mpsc::RecvError));
+    }
+
+    #[test]
+    fn a_hook_runs_once_at_its_phase() {
+        let mut p = ExitPort::new();
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let c = calls.clone();
+        p.call_at(
+            Phase::WorkloadRunning,
+            Box::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        for ph in [Phase::InitStart, Phase::SpecLoaded, Phase::WorkloadExec] {
+            p.write(EXIT_PORT_BASE, PHASE_OFFSET, &[ph.to_byte()]);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        p.write(EXIT_PORT_BASE, PHASE_OFFSET, &[5]);
+        p.write(EXIT_PORT_BASE, PHASE_OFFSET, &[5]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(p.phases()[3].0, Phase::WorkloadRunning);
     }
 
     #[test]

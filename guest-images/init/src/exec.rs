@@ -319,7 +319,14 @@ fn spawn(
         }
         if pid == 0 {
             let port = if direct { Port::Direct } else { Port::None };
-            crate::child(&spec, crate::WORKLOAD_CGROUP.get(), &stdio, &port, false);
+            crate::child(
+                &spec,
+                crate::WORKLOAD_CGROUP.get(),
+                &stdio,
+                &port,
+                false,
+                None,
+            );
         }
         children.push((pid, status_tx));
         pid

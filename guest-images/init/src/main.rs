@@ -36,8 +36,8 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use isol_guest_init::cgroup::WorkloadCgroup;
 use isol_guest_init::port::{
     EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, EXIT_STATUS_PORT, PHASE_INIT_START,
-    PHASE_PORT, PHASE_SPEC_LOADED, PHASE_WORKLOAD_EXEC, PHASE_WORKLOAD_EXIT, PORT_COUNT, POWER_OFF,
-    POWER_OFF_PORT,
+    PHASE_PORT, PHASE_SPEC_LOADED, PHASE_WORKLOAD_EXEC, PHASE_WORKLOAD_EXIT,
+    PHASE_WORKLOAD_RUNNING, PORT_COUNT, POWER_OFF, POWER_OFF_PORT,
 };
 use isol_guest_init::privileges;
 use isol_guest_init::spec::{BundleRoot, MountSpec, SPEC_PATH, Spec};
@@ -408,17 +408,23 @@ static WORKLOAD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32
 
 /// Runs in the forked child; never returns. `cgroup`: the workload's cgroup, joined first.
 /// `workload`: the run's workload (its exec is a boot phase), not a process of `isol exec`.
+/// `exec_pipe`: the write end of init's close-on-exec pipe, whose end init reads once the exec
+/// succeeded; a byte on it says that the exec failed ([`exec_succeeded`]).
 fn child(
     spec: &Spec,
     cgroup: Option<&WorkloadCgroup>,
     stdio: &Stdio,
     port: &Port,
     workload: bool,
+    exec_pipe: Option<&fs::File>,
 ) -> ! {
     let code = match child_setup_and_exec(spec, cgroup, stdio, port, workload) {
         Ok(never) => match never {},
         Err((code, msg)) => {
             let _ = writeln!(io::stderr(), "isol-init: {msg}");
+            if let Some(mut p) = exec_pipe {
+                let _ = p.write_all(&[code]);
+            }
             code
         }
     };
@@ -1235,7 +1241,7 @@ fn pipe() -> Result<(fs::File, fs::File), String> {
     // SAFETY: pipe2 fills the two-element array it is given.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(format!(
-            "cannot make the workload's stdio pipes: {}",
+            "cannot make a pipe for the workload: {}",
             io::Error::last_os_error()
         ));
     }
@@ -1333,6 +1339,19 @@ fn reserve_low_fds() {
     }
 }
 
+/// Whether the workload's exec succeeded: the end of `exec_pipe`'s read end (the workload's
+/// write end closed at its exec, init's own already), not a byte (the child failed first).
+fn exec_succeeded(mut exec_pipe: fs::File) -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match io::Read::read(&mut exec_pipe, &mut byte) {
+            Ok(n) => return n == 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     mount_all()?;
     reserve_low_fds();
@@ -1394,6 +1413,8 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     // `isol exec`'s processes) inherit the masks in the mount namespace they make.
     mask_paths(&spec.oci.masked_paths, &spec.oci.readonly_paths)?;
     port.phase(PHASE_SPEC_LOADED);
+    // Tells init whether the workload's exec succeeded (`exec_succeeded`).
+    let (exec_r, exec_w) = pipe()?;
 
     // SAFETY: single-threaded process; the child only calls async-signal-safe functions
     // and exec (allocation in the child is fine: no other thread can hold the lock).
@@ -1402,8 +1423,10 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         return Err(format!("cannot fork: {}", io::Error::last_os_error()));
     }
     if pid == 0 {
-        child(&spec, cgroup.as_ref(), &stdio, port, true);
+        drop(exec_r);
+        child(&spec, cgroup.as_ref(), &stdio, port, true, Some(&exec_w));
     }
+    drop(exec_w);
     WORKLOAD_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
     // Our copies of the ports must not keep them open (a port allows one opener), nor
     // ours of the pty slave (the master would never see the workload hang up).
@@ -1426,6 +1449,10 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         {
             log(&format!("isol exec will not work in this VM: {e}"));
         }
+    }
+    // `isol-runc start` returns on this phase, as runc's returns once its workload was exec'd.
+    if exec_succeeded(exec_r) {
+        port.phase(PHASE_WORKLOAD_RUNNING);
     }
     let status = wait_workload(pid);
     exec::workload_ended();

@@ -21,6 +21,8 @@ pub const PHASE_SPEC_LOADED: u8 = 2;
 pub const PHASE_WORKLOAD_EXEC: u8 = 3;
 /// Phase: the workload exited.
 pub const PHASE_WORKLOAD_EXIT: u8 = 4;
+/// Phase: the workload's `execve` succeeded (`isol-runc start` returns on it).
+pub const PHASE_WORKLOAD_RUNNING: u8 = 5;
 
 /// Exit status when the command does not exist (as in POSIX shells).
 pub const EXIT_NOT_FOUND: u8 = 127;
