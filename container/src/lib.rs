@@ -37,7 +37,7 @@ pub use config::{
     NetworkMode, Privileges, Rlimit, Rootfs, SharedNamespace, UserNamespace, Volume,
 };
 pub use error::ContainerError;
-pub use namespaces::hostname_in;
+pub use namespaces::{check_namespace_file, hostname_in, namespace_type};
 pub use process::{Created, RunResult, create, run};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
 pub use rootfs::{MASKED_PATHS, READONLY_PATHS, vm_etc_files};

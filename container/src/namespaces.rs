@@ -412,6 +412,50 @@ pub(crate) fn set_hostname(name: &CStr) -> Result<(), SetupError> {
     })
 }
 
+/// `NS_GET_NSTYPE`: `_IO(0xb7, 0x3)`, the namespace type (a `CLONE_NEW*` flag) of an nsfs
+/// descriptor.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// The type (`CLONE_NEW*`) of the namespace open at `fd`; `None` when it is no namespace.
+pub fn namespace_type(fd: &impl std::os::fd::AsFd) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns an int; the descriptor is borrowed
+    // for the call.
+    let kind = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), NS_GET_NSTYPE as _) };
+    (kind >= 0).then_some(kind)
+}
+
+/// Checks that `path` is a namespace of `kind`, as a join by path would find (setns with a
+/// type refuses any other): for a join that is taken as given without a setns (a VM's IPC
+/// namespace, a UTS namespace whose hostname the config replaces).
+pub fn check_namespace_file(
+    path: &std::path::Path,
+    kind: crate::SharedNamespace,
+) -> Result<(), ContainerError> {
+    let file_name = match kind {
+        crate::SharedNamespace::Net => "net",
+        crate::SharedNamespace::Ipc => "ipc",
+        crate::SharedNamespace::Uts => "uts",
+        crate::SharedNamespace::Pid => "pid",
+        crate::SharedNamespace::User => "user",
+        crate::SharedNamespace::Mount => "mnt",
+    };
+    let bad = |e: String| {
+        ContainerError::Setup(format!(
+            "{} is not the {} namespace the config says it is ({e}): give the path of one \
+             (/proc/PID/ns/{file_name}, or a bind mount of it)",
+            path.display(),
+            kind.name(),
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    match namespace_type(&file) {
+        Some(t) if t == kind.clone_flag() => Ok(()),
+        Some(_) => Err(bad("a namespace of another type".into())),
+        None => Err(bad("not a namespace".into())),
+    }
+}
+
 /// The hostname of the UTS namespace at `path` (`/proc/PID/ns/uts`, a bind of one): read by a
 /// short-lived thread that joins it (a thread's UTS namespace is its own; the caller's is
 /// untouched). A VM on a pod's UTS namespace takes its name (CRI's containers join the
@@ -518,6 +562,29 @@ mod tests {
     /// The child is in its cgroup before it does anything, without a migration by pid: born
     /// there (`clone3`, cgroup v2) or moved by itself (cgroup v1). Runs for real on this host's
     /// cgroups (v1 here, v2 in the lab).
+    #[test]
+    fn a_namespace_file_is_checked_for_its_type() {
+        use crate::SharedNamespace;
+        let p = std::path::Path::new("/proc/self/ns/ipc");
+        assert!(check_namespace_file(p, SharedNamespace::Ipc).is_ok());
+        let e = check_namespace_file(Path::new("/proc/self/ns/mnt"), SharedNamespace::Ipc)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is not the IPC namespace") && e.contains("another type"),
+            "{e}"
+        );
+        let e = check_namespace_file(Path::new("/etc/hostname"), SharedNamespace::Uts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a namespace") && e.contains("/proc/PID/ns/uts"),
+            "{e}"
+        );
+        let e = check_namespace_file(Path::new("/nope"), SharedNamespace::Uts).unwrap_err();
+        assert!(e.to_string().contains("/nope"), "{e}");
+    }
+
     #[test]
     fn hostname_in_reads_another_uts_namespace_and_keeps_ours() {
         if !nix::unistd::geteuid().is_root() {

@@ -383,6 +383,16 @@ pub fn check(
             path.display()
         )));
     }
+    // Taken as given (no setns into them): checked to be what the config calls them, as a
+    // container's setns checks them (runtime-tools' `linux_ns_path_type`).
+    for (ns, path) in &cfg.join {
+        if matches!(ns, SharedNamespace::Uts | SharedNamespace::Ipc) {
+            isol_container::check_namespace_file(path, *ns).map_err(|e| OciError::Bundle {
+                what: "config.json: linux.namespaces".into(),
+                detail: e.to_string(),
+            })?;
+        }
+    }
     let netns = spec
         .linux()
         .as_ref()

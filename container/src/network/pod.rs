@@ -43,9 +43,6 @@ use super::NetworkError;
 use super::cmd::run;
 use super::state::{Locked, start_time};
 
-/// `NS_GET_NSTYPE`: `_IO(0xb7, 0x3)`, the namespace type of an nsfs descriptor.
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
-
 /// The guest's network, as read from the pod's interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodConfig {
@@ -108,9 +105,7 @@ pub fn open_netns(path: &Path) -> Result<OwnedFd, NetworkError> {
             "{e}; give the path of a network namespace (/run/netns/NAME, /proc/PID/ns/net)"
         ))
     })?;
-    // SAFETY: NS_GET_NSTYPE takes no argument and returns an int; the descriptor is ours.
-    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
-    if kind != libc::CLONE_NEWNET {
+    if crate::namespaces::namespace_type(&file) != Some(libc::CLONE_NEWNET) {
         return Err(bad("it is not a network namespace".into()));
     }
     let theirs = file.metadata().map_err(|e| bad(e.to_string()))?;
