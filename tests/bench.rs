@@ -141,10 +141,7 @@ fn a_short_bench_writes_a_complete_report_and_leaves_nothing() {
     assert_eq!(b["name"], "start");
     assert_eq!(b["workload"], serde_json::json!(["/bin/true"]));
     let subjects = b["subjects"].as_array().unwrap();
-    let names: Vec<&str> = subjects
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = subject_names(subjects);
     assert_eq!(names, ["isol", "isol-kvm", "crun", "runc", "qemu"]);
 
     for s in subjects {
@@ -414,6 +411,14 @@ fn ctr_run_with_runc(backends: &str, runs: &str) -> Bench {
     )
 }
 
+/// The subjects' names, in the report's order.
+fn subject_names(subjects: &[Value]) -> Vec<&str> {
+    subjects
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
+
 fn subject<'a>(subjects: &'a [Value], name: &str) -> &'a Value {
     subjects
         .iter()
@@ -448,10 +453,7 @@ fn ctr_run_compares_isol_runc_and_runc_through_containerd() {
     let bench = ctr_run_with_runc("container", "2");
     let (report, md) = (bench.json(), bench.md());
     let subjects = ctr_run_subjects(&report);
-    let names: Vec<&str> = subjects
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = subject_names(&subjects);
     assert_eq!(names, ["isol-runc", "isol-runc-vm", "runc"]);
     for name in ["isol-runc", "runc"] {
         let s = subject(&subjects, name);
@@ -865,10 +867,7 @@ fn check_cri(report: &Value, runs: usize, skipped: &[(&str, &str)]) -> Value {
         .clone();
     assert_eq!(b["workload"], serde_json::json!(["/bin/true"]));
     let subjects = b["subjects"].as_array().unwrap();
-    let names: Vec<&str> = subjects
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = subject_names(subjects);
     assert_eq!(names, ["isol", "isol-vm", "runc"], "{b}");
     for s in subjects {
         let name = s["name"].as_str().unwrap();

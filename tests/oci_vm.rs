@@ -21,6 +21,18 @@ use serde_json::Value;
 
 use common::shim::{become_subreaper, set_args, wait_status};
 
+/// A lab test's opening: `None` (the test returns) without a KVM that runs guests; else the
+/// root tests' lock, for the caller to hold, with this process a subreaper (a create's init,
+/// the future VMM, is re-parented to it).
+fn vm_test() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !common::kvm_ready() {
+        return None;
+    }
+    let g = common::root_test();
+    become_subreaper();
+    Some(g)
+}
+
 fn runc_bin() -> &'static str {
     env!("CARGO_BIN_EXE_isol-runc")
 }
@@ -183,11 +195,7 @@ fn assert_nothing_left(f: &Fixture, context: &str) {
 
 #[test]
 fn a_bundle_runs_in_a_vm_through_create_start_kill_and_delete() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let host_kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let vol = tempfile::tempdir().unwrap();
     fs::write(vol.path().join("in.txt"), "from the host\n").unwrap();
@@ -271,11 +279,7 @@ fn a_bundle_runs_in_a_vm_through_create_start_kill_and_delete() {
 
 #[test]
 fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     // The workload's own status.
     let f = Fixture::new(|v| set_args(v, "echo bye; exit 3"));
     let (ok, err, pid) = f.create("vm2");
@@ -329,11 +333,7 @@ fn exit_codes_sigkill_and_delete_force_of_a_running_vm() {
 /// exits 127.
 #[test]
 fn start_returns_once_the_vm_s_workload_is_execd_and_fails_when_it_cannot_be() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let vol = tempfile::tempdir().unwrap();
     let seen = vol.path().join("poststart");
     let f = Fixture::new(|v| {
@@ -413,11 +413,7 @@ fn start_returns_once_the_vm_s_workload_is_execd_and_fails_when_it_cannot_be() {
 /// `create` refused inheritable and ambient sets on kvm, failing every file of the suite.
 #[test]
 fn a_vm_workload_holds_the_config_s_inheritable_and_ambient_capabilities() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let docker = [
         "CAP_CHOWN",
         "CAP_DAC_OVERRIDE",
@@ -469,11 +465,7 @@ fn a_vm_workload_holds_the_config_s_inheritable_and_ambient_capabilities() {
 /// `process.oomScoreAdj` is the workload's there.
 #[test]
 fn a_vm_bundle_has_runc_s_mounts_in_order_and_its_sysctls() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let f = Fixture::new(|v| {
         set_args(
             v,
@@ -557,11 +549,7 @@ fn a_vm_bundle_has_runc_s_mounts_in_order_and_its_sysctls() {
 /// terminal handed to `--console-socket`.
 #[test]
 fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let f = Fixture::new(|v| set_args(v, "echo ready; while :; do sleep 0.1; done"));
     let (ok, err, pid) = f.create("vm6");
     assert!(ok, "create: {err}");
@@ -717,11 +705,7 @@ fn exec_into_a_running_vm_in_the_foreground_detached_and_on_a_terminal() {
 /// (status 0). Each leaves nothing.
 #[test]
 fn a_vm_s_workload_on_a_terminal_gets_its_size_input_resizes_and_exit_status() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let script = "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo size $(stty size); \
                   read l; echo got-$l; read l; i=0; \
                   until s=$(stty size); [ \"$s\" = '12 34' ] || [ $i = 200 ]; do \
@@ -788,11 +772,7 @@ fn a_vm_s_workload_on_a_terminal_gets_its_size_input_resizes_and_exit_status() {
 #[test]
 fn a_vm_joins_a_cni_pod_s_network_namespace_by_path() {
     use common::cni::CniPod;
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let pod = CniPod::new("ocipodvm1", "ocipodbr1", "10.251.91.0/24");
     let gw = pod.gateway;
     let server = std::net::TcpListener::bind((gw, 0)).unwrap();
@@ -1254,11 +1234,7 @@ fn vmm_cgroup(id: &str, file: &str) -> String {
 /// A paused VM dies of `kill KILL` and of `delete --force`; nothing is left.
 #[test]
 fn pause_resume_update_and_kill_of_a_paused_vm() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     assert!(
         Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         "this test reads the VMM's cgroup v2 files (the lab's layout)"
@@ -1471,11 +1447,7 @@ fn pause_resume_update_and_kill_of_a_paused_vm() {
 /// is 2, no CPU limit 1 (the lab has 2 CPUs). Until 2026-12-07 every guest had one.
 #[test]
 fn a_vm_has_the_vcpus_of_its_cpu_quota_or_cpuset() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     let cases = [
         (
             "quota",
@@ -1512,11 +1484,7 @@ fn a_vm_has_the_vcpus_of_its_cpu_quota_or_cpuset() {
 /// VM holds, from outside — is an `oom` event, after which `events` ends with the VM (137).
 #[test]
 fn events_of_a_vm_are_its_vmm_s_cgroup_s_stats_and_oom_kills() {
-    if !common::kvm_ready() {
-        return;
-    }
-    let _g = common::root_test();
-    become_subreaper();
+    let Some(_g) = vm_test() else { return };
     assert!(
         Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
         "this test sets the VMM's cgroup v2 files (the lab's layout)"
