@@ -52,8 +52,19 @@ fn isol_run(backend: &str, kernel: &PathBuf, args: &[&str]) -> Command {
     c
 }
 
-/// `isol run --backend BACKEND ARGS…` with `input` on stdin (none: /dev/null).
+/// `isol run --backend BACKEND ARGS…` with `input` on stdin (none: /dev/null); a kvm run that
+/// met one of the lab's own faults is run again ([`retrying_lab_faults`]).
 fn on(backend: &str, kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> Output {
+    if backend == "kvm" {
+        return retrying_lab_faults(args, || {
+            Watched::Ended(run_once(backend, kernel, args, input))
+        });
+    }
+    run_once(backend, kernel, args, input)
+}
+
+/// One `isol run --backend BACKEND ARGS…` with `input` on stdin (none: /dev/null).
+fn run_once(backend: &str, kernel: &PathBuf, args: &[&str], input: Option<&[u8]>) -> Output {
     let mut c = isol_run(backend, kernel, args);
     if input.is_some() {
         c.stdin(Stdio::piped());
@@ -100,7 +111,7 @@ fn alike(args: &[&str], c: &Output, k: Output) -> Output {
     k
 }
 
-/// Attempts of the kvm side in [`same_retrying_lab_faults`], per lab; past these test.sh tries a
+/// Attempts of a kvm run in [`retrying_lab_faults`], per lab; past these test.sh tries a
 /// fresh lab (up to 3). On 2026-12-06 the lab's faults came with 52 % of the attempts in one
 /// lab (22 of 42) and with 11 of 16 in another, in clusters: one run met 5 in a row.
 const LAB_ATTEMPTS: usize = 5;
@@ -110,20 +121,29 @@ const LAB_ATTEMPTS: usize = 5;
 /// (the lab kernel dies of its vCPU spin about a minute in: this looks first).
 const STALL: Duration = Duration::from_secs(30);
 
-/// [`same`] for a long stream, with the kvm side watched ([`lab_watch::watch`]): inside the
-/// lab a kvm run that met one of the lab's own faults is run again, up to [`LAB_ATTEMPTS`]
-/// in all, saying so (and then saying that a fresh lab is wanted). The lab's nested SVM
-/// (kvm_amd on QEMU's emulated SVM) now and then wrecks a guest during a long stream (docs/lab.md, "Known fault"): a triple fault, its
-/// whole address space gone right after an exit the lab's KVM handled alone; or a vCPU that
-/// spins inside the lab's KVM for good, the guest's RIP the lab kernel's own `__svm_vcpu_run`.
-/// Nothing else is retried, and nothing outside the lab: a stall with the vCPU idle or the
-/// guest in its own code fails at once, with what was seen. Every run that ends is checked
-/// byte for byte; a fault isol caused would recur in every attempt.
+/// [`same`] for a long stream, with the kvm side watched ([`lab_watch::watch`]) and retried
+/// as [`retrying_lab_faults`] says.
 fn same_retrying_lab_faults(kernel: &PathBuf, args: &[&str]) -> Output {
+    let k = retrying_lab_faults(args, || on_kvm_watched(kernel, args));
+    let c = on("container", kernel, args, None);
+    alike(args, &c, k)
+}
+
+/// A kvm run (`run`), run again while, inside the lab, it meets one of the lab's own faults, up
+/// to [`LAB_ATTEMPTS`] in all, saying so (and then saying that a fresh lab is wanted). The
+/// lab's nested SVM (kvm_amd on QEMU's emulated SVM) now and then wrecks a guest (docs/lab.md,
+/// "Known fault"): a triple fault, its whole address space gone right after an exit the lab's
+/// KVM handled alone (in long streams, and seen once as a second vCPU came up under
+/// `--cpus 2`); or a vCPU that spins inside the lab's KVM for good, the guest's RIP the lab
+/// kernel's own `__svm_vcpu_run` (a watched run's). Nothing else is retried, and nothing
+/// outside the lab: a stall with the vCPU idle or the guest in its own code fails at once, with
+/// what was seen. Every run that ends is checked by its caller; a fault isol caused would
+/// recur in every attempt.
+fn retrying_lab_faults(args: &[&str], mut run: impl FnMut() -> Watched) -> Output {
     let triple = |o: &Output| code(o) == 125 && stderr(o).contains("hit a triple fault");
     let mut attempt = 1;
-    let k = loop {
-        let why = match on_kvm_watched(kernel, args) {
+    loop {
+        let why = match run() {
             Watched::Ended(o) if !(in_the_lab() && triple(&o)) => break o,
             Watched::Ended(o) => {
                 format!("triple fault: {}", stderr(&o).lines().next().unwrap_or(""))
@@ -150,9 +170,7 @@ fn same_retrying_lab_faults(kernel: &PathBuf, args: &[&str]) -> Output {
             std::io::stderr(),
             "parity: the lab's nested KVM wrecked the guest; attempt {attempt} of {LAB_ATTEMPTS}. It was a {why}"
         );
-    };
-    let c = on("container", kernel, args, None);
-    alike(args, &c, k)
+    }
 }
 
 /// `isol run --backend kvm ARGS…` under [`lab_watch::watch`].
