@@ -38,6 +38,7 @@ packages=(
     containernetworking-plugins   # the CNI bridge of the pod that tests/cri.rs runs through CRI
     protobuf-compiler         # protoc, for the k8s-cri crate's generated CRI client (tests/cri.rs)
     podman                    # another one, through conmon (tests/podman.rs)
+    netavark                  # podman's other network backend (tests/oci_vm.rs)
     docker.io                 # and dockerd's `runtimes` (tests/docker.rs)
     chromium                  # renders the benchmark report in its test
     libseccomp-dev libcap-ng-dev   # to build virtiofsd (below)

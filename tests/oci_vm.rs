@@ -19,6 +19,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use common::podman::Podman;
 use common::shim::{become_subreaper, set_args, wait_status};
 
 /// A lab test's opening: `None` (the test returns) without a KVM that runs guests; else the
@@ -517,8 +518,8 @@ fn a_vm_bundle_has_runc_s_mounts_in_order_and_its_sysctls() {
         "{out}"
     );
     assert!(out.contains("/dev/ptmx -> pts/ptmx"), "{out}");
-    // /dev holds runc's default devices, the init's virtio ports and UARTs, nothing more of
-    // the guest's devtmpfs (until 2026-12-07: console, fuse, kmsg).
+    // /dev holds runc's default devices and the init's virtio ports, nothing more of the
+    // guest's devtmpfs (until 2026-12-07: console, fuse, kmsg, and the UARTs ttyS0, ttyS1).
     let chardevs: Vec<&str> = out
         .lines()
         .find_map(|l| l.strip_prefix("chardevs "))
@@ -531,9 +532,7 @@ fn a_vm_bundle_has_runc_s_mounts_in_order_and_its_sysctls() {
     assert!(missing.is_empty(), "{missing:?} missing: {chardevs:?}");
     let other: Vec<&&str> = chardevs
         .iter()
-        .filter(|c| {
-            !defaults.contains(c) && !["ttyS0", "ttyS1"].contains(c) && !c.starts_with("vport")
-        })
+        .filter(|c| !defaults.contains(c) && !c.starts_with("vport"))
         .collect();
     assert!(
         other.is_empty(),
@@ -944,7 +943,6 @@ fn sysctls_masked_and_read_only_paths_mean_the_same_in_a_vm_and_a_container() {
 /// -d` with `exec` and `stop`, `run -it` on a terminal.
 #[test]
 fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
-    use common::podman::Podman;
     if !common::kvm_ready() {
         return;
     }
@@ -1023,14 +1021,62 @@ fn podman_runs_the_same_image_and_command_in_a_vm_and_a_container() {
 /// process, mount or cgroup.
 #[test]
 fn podman_bridge_network_and_published_port_reach_a_vm() {
-    use common::podman::{IMAGE, Podman, RUN_FLAGS};
     if !common::kvm_ready() {
         return;
     }
     let _g = common::root_test();
-    const NET: &str = "isolpodvm";
-    const PREFIX: &str = "10.251.95.";
-    const PUBLISHED: u16 = 18095;
+    let links = tempfile::tempdir().unwrap();
+    let vm_runtime = links.path().join("isol-runc-vm");
+    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
+    let vm = Podman::new(&vm_runtime);
+    let ctr = Podman::new(Path::new(runc_bin()));
+    podman_network_reaches_a_vm(&vm, &ctr, &[], "isolpodvm", "10.251.95.", 18095);
+    drop((vm, ctr));
+    common::assert_no_leftovers("after podman's network");
+}
+
+/// The same with podman's other network backend, netavark (Debian's netavark 1.4: a bridge,
+/// podman's own address allocation, iptables rules for the published port), and one podman
+/// whose runtime is isol-runc: the VM container is chosen by the annotation
+/// `io.isol.backend=kvm` that podman passes on in config.json.
+#[test]
+fn podman_netavark_network_and_published_port_reach_a_vm() {
+    if !common::kvm_ready() {
+        return;
+    }
+    common::require_tool("/usr/lib/podman/netavark");
+    let _g = common::root_test();
+    let p = Podman::with_network_backend(Path::new(runc_bin()), "netavark");
+    assert_eq!(
+        p.ok(&["info", "--format", "{{.Host.NetworkBackend}}"])
+            .trim(),
+        "netavark"
+    );
+    podman_network_reaches_a_vm(
+        &p,
+        &p,
+        &["--annotation", "io.isol.backend=kvm"],
+        "isolpodnv",
+        "10.251.96.",
+        18096,
+    );
+    drop(p);
+    common::assert_no_leftovers("after podman's netavark network");
+}
+
+/// The body of the two tests above: network `net` (`prefix`0/24) made by `vm`'s podman (and
+/// given to `ctr`'s when it is another, as CNI's configuration: its address allocation is
+/// kept per network name on the host), a container of `ctr`'s, a VM of `vm`'s (`vm_flags`
+/// added to its `run`) publishing `published`.
+fn podman_network_reaches_a_vm(
+    vm: &Podman,
+    ctr: &Podman,
+    vm_flags: &[&str],
+    net: &str,
+    prefix: &str,
+    published: u16,
+) {
+    use common::podman::{IMAGE, RUN_FLAGS};
     /// The network's bridge, which CNI's DEL leaves: removed on drop.
     struct Bridge(String);
     impl Drop for Bridge {
@@ -1038,34 +1084,31 @@ fn podman_bridge_network_and_published_port_reach_a_vm() {
             let _ = Command::new("ip").args(["link", "del", &self.0]).output();
         }
     }
-    let links = tempfile::tempdir().unwrap();
-    let vm_runtime = links.path().join("isol-runc-vm");
-    std::os::unix::fs::symlink(runc_bin(), &vm_runtime).unwrap();
-    let vm = Podman::new(&vm_runtime);
-    let ctr = Podman::new(Path::new(runc_bin()));
-    vm.ok(&[
-        "network",
-        "create",
-        "--subnet",
-        &format!("{PREFIX}0/24"),
-        NET,
-    ]);
-    // The container's podman gets the same network's configuration (host-local's addresses
-    // are kept per network name on the host: the two share them).
-    let conf = format!("{NET}.conflist");
-    fs::copy(vm.path("cni").join(&conf), ctr.path("cni").join(&conf)).unwrap();
+    let two = !std::ptr::eq(vm, ctr);
+    let subnet = format!("{prefix}0/24");
+    let mut create = vec!["network", "create", "--subnet", &subnet];
+    if !two {
+        // netavark's DNS server (aardvark-dns) is not what this test is about.
+        create.push("--disable-dns");
+    }
+    create.push(net);
+    vm.ok(&create);
+    if two {
+        let conf = format!("{net}.conflist");
+        fs::copy(vm.path("cni").join(&conf), ctr.path("cni").join(&conf)).unwrap();
+    }
     let _bridge = Bridge(
         vm.ok(&[
             "network",
             "inspect",
             "--format",
             "{{.NetworkInterface}}",
-            NET,
+            net,
         ])
         .trim()
         .to_string(),
     );
-    let mut flags = vec!["run", "-d", "--network", NET];
+    let mut flags = vec!["run", "-d", "--network", net];
     flags.extend_from_slice(&RUN_FLAGS[2..]);
     let serve = |text: &str| {
         format!("mkdir -p /srv && echo {text} > /srv/index.html && exec httpd -f -p 8080 -h /srv")
@@ -1074,7 +1117,7 @@ fn podman_bridge_network_and_published_port_reach_a_vm() {
         p.ok(&[
             "inspect",
             "--format",
-            &format!("{{{{(index .NetworkSettings.Networks \"{NET}\").IPAddress}}}}"),
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
             name,
         ])
         .trim()
@@ -1086,8 +1129,8 @@ fn podman_bridge_network_and_published_port_reach_a_vm() {
     let script = serve("hello-from-the-container");
     args.push(&script);
     ctr.ok(&args);
-    let web = ip_of(&ctr, "web");
-    assert!(web.starts_with(PREFIX), "the container's IP {web:?}");
+    let web = ip_of(ctr, "web");
+    assert!(web.starts_with(prefix), "the container's IP {web:?}");
 
     // The VM: its address, the container's page, then a server of its own, published.
     let script = format!(
@@ -1095,12 +1138,13 @@ fn podman_bridge_network_and_published_port_reach_a_vm() {
          wget -q -O - http://{web}:8080/; {}",
         serve("hello-from-the-vm")
     );
-    let publish = format!("{PUBLISHED}:8080");
+    let publish = format!("{published}:8080");
     let mut args = flags.clone();
+    args.extend(vm_flags);
     args.extend(["--name", "vm", "-p", &publish, IMAGE, "sh", "-c", &script]);
     vm.ok(&args);
-    let vm_ip = ip_of(&vm, "vm");
-    assert!(vm_ip.starts_with(PREFIX), "the VM's IP {vm_ip:?}");
+    let vm_ip = ip_of(vm, "vm");
+    assert!(vm_ip.starts_with(prefix), "the VM's IP {vm_ip:?}");
     assert_ne!(vm_ip, web);
     let deadline = Instant::now() + Duration::from_secs(60);
     let logged = loop {
@@ -1120,9 +1164,9 @@ fn podman_bridge_network_and_published_port_reach_a_vm() {
 
     // The host reaches the VM by its IP and through the published port (on the bridge's
     // address, the host's own), and the container reaches the VM.
-    let gateway = format!("{PREFIX}1");
+    let gateway = format!("{prefix}1");
     assert_eq!(http_get(&vm_ip, 8080), "hello-from-the-vm\n");
-    assert_eq!(http_get(&gateway, PUBLISHED), "hello-from-the-vm\n");
+    assert_eq!(http_get(&gateway, published), "hello-from-the-vm\n");
     let url = format!("http://{vm_ip}:8080/");
     assert_eq!(
         ctr.ok(&["exec", "web", "wget", "-q", "-O", "-", &url]),
@@ -1182,12 +1226,12 @@ fn podman_bridge_network_and_published_port_reach_a_vm() {
         "podman's namespace {netns} left"
     );
     ctr.ok(&["rm", "--force", "--time", "0", "web"]);
-    vm.ok(&["network", "rm", NET]);
-    ctr.ok(&["network", "rm", NET]);
+    vm.ok(&["network", "rm", net]);
     vm.assert_clean();
-    ctr.assert_clean();
-    drop((vm, ctr));
-    common::assert_no_leftovers("after podman's network");
+    if two {
+        ctr.ok(&["network", "rm", net]);
+        ctr.assert_clean();
+    }
 }
 
 /// The body of `GET /` from `ip`:`port`.

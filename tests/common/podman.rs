@@ -37,6 +37,12 @@ pub struct Podman {
 impl Podman {
     /// podman with `runtime` as its OCI runtime, its busybox test image loaded.
     pub fn new(runtime: &Path) -> Podman {
+        Podman::with_network_backend(runtime, "cni")
+    }
+
+    /// [`Podman::new`] with `backend` (`cni`, podman 4.3's default in Debian, or `netavark`) as
+    /// its network backend.
+    pub fn with_network_backend(runtime: &Path, backend: &str) -> Podman {
         super::require_tool("podman");
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
@@ -52,7 +58,7 @@ impl Podman {
             t.join("containers.conf"),
             format!(
                 "[containers]\ndefault_sysctls = [\"net.ipv4.ping_group_range=0 0\"]\n\n\
-                 [network]\nnetwork_config_dir = \"{cni}\"\n\n[engine]\nevents_logger = \"file\"\n\
+                 [network]\nnetwork_backend = \"{backend}\"\nnetwork_config_dir = \"{cni}\"\n\n[engine]\nevents_logger = \"file\"\n\
                  cgroup_manager = \"cgroupfs\"\nruntime = \"isol\"\nlock_type = \"file\"\n\n\
                  [engine.runtimes]\nisol = [\"{runc}\"]\n",
                 cni = t.join("cni").display(),

@@ -920,16 +920,13 @@ const BUNDLE_MOUNTS: [(&str, &str, &str, libc::c_ulong, &str); 6] = [
 const NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
 /// The character devices of a bundle's /dev: runc's defaults (the devices of every
-/// container), the virtio-console ports (`vportNpM`) the init opens after the switch for the
-/// workload's stdio and the exec channel, and the UARTs it may fall back to (the console and
-/// the exit port's stream, [`CONSOLE`], [`EXIT_UART`]). Nothing else of the devtmpfs
-/// (`kmsg`, `fuse`, `console`, …): a container on the host has none of it.
+/// container) and the virtio-console ports (`vportNpM`) the init opens after the switch for
+/// the workload's stdio and the exec channel. Nothing else of the devtmpfs (`kmsg`, `fuse`,
+/// `console`, the UARTs, …): a container on the host has none of it. The UARTs the init may
+/// fall back to ([`CONSOLE`], [`EXIT_UART`]) are opened before the switch.
 fn bundle_device(name: &[u8]) -> bool {
     const DEFAULT: [&[u8]; 6] = [b"null", b"zero", b"full", b"random", b"urandom", b"tty"];
-    DEFAULT.contains(&name)
-        || name.starts_with(b"vport")
-        || name == &CONSOLE.as_bytes()[5..]
-        || name == &EXIT_UART.as_bytes()[5..]
+    DEFAULT.contains(&name) || name.starts_with(b"vport")
 }
 
 /// [`BUNDLE_MOUNTS`] in /isol/root, then in its /dev a node for each character device of the
@@ -1362,6 +1359,13 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
     let raw = fs::read(SPEC_PATH).map_err(|e| format!("cannot read {SPEC_PATH}: {e}"))?;
     let spec = Spec::decode(&raw).map_err(|e| e.to_string())?;
     let boot = parse_cmdline(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    // The UART console, when it carries the workload's stdio, is opened before the switch: a
+    // bundle's /dev has no node for it (as the exit port's stream above).
+    let uart_console = if boot.virtio_stdio {
+        None
+    } else {
+        Some(open_raw_tty(CONSOLE)?)
+    };
     if let Some(dev) = &boot.root {
         switch_to_disk(dev)?;
     } else if let Some(root) = &spec.root {
@@ -1403,7 +1407,7 @@ fn run(port: &mut Port) -> Result<(u8, Option<fs::File>), String> {
         port_relay = Some(r);
         (Stdio::Pipes(workload), None)
     } else {
-        let c = open_raw_tty(CONSOLE)?;
+        let c = uart_console.ok_or("no console: this is a bug in isol-init")?;
         (
             Stdio::Tty(c.try_clone().map_err(|e| e.to_string())?),
             Some(c),
