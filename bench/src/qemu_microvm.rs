@@ -248,8 +248,8 @@ pub fn check_guest(status: ExitStatus, console: &str, expect: i32) -> Result<(),
     ))
 }
 
-/// RSS (KiB) of the largest anonymous mapping of at least `min_kib` in `/proc/PID/smaps`:
-/// a VMM's guest RAM.
+/// RSS (KiB) of the largest anonymous or memfd mapping of at least `min_kib` in
+/// `/proc/PID/smaps`: a VMM's guest RAM (a shared memfd when a vhost-user backend maps it).
 pub fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
     let mut best: Option<(u64, u64)> = None; // (size, rss)
@@ -258,8 +258,9 @@ pub fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
         let mut f = line.split_whitespace();
         let first = f.next().unwrap_or("");
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            // Mapping header: addr perms offset dev inode [path]; anonymous = no path.
-            anon = f.nth(4).is_none();
+            // Mapping header: addr perms offset dev inode [path]; anonymous = no path, or
+            // a memfd's (`/memfd:NAME (deleted)`).
+            anon = f.nth(4).is_none_or(|path| path.starts_with("/memfd:"));
             size = 0;
         } else if first == "Size:" {
             size = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -453,6 +454,40 @@ mod tests {
             "{rss:?}"
         );
         assert!(guest_rss_kib(std::process::id(), u64::MAX).is_none());
+    }
+
+    #[test]
+    fn a_shared_memfd_mapping_is_guest_ram_too() {
+        // As isol-vmm maps guest RAM when a vhost-user backend (virtiofsd) shares it.
+        let len: usize = 160 << 20;
+        // SAFETY: a NUL-terminated name and flags; the fd is fresh and closed below.
+        let fd = unsafe { libc::memfd_create(c"isol-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is the memfd made above.
+        assert_eq!(unsafe { libc::ftruncate(fd, len as libc::off_t) }, 0);
+        // SAFETY: a fresh shared mapping of the memfd; nothing else refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: `p` is a writable mapping of `len` bytes.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, 8 << 20) };
+        let rss = guest_rss_kib(std::process::id(), 160 << 10);
+        // SAFETY: unmaps exactly the mapping made above.
+        unsafe { libc::munmap(p, len) };
+        // SAFETY: closes the memfd made above, used nowhere else.
+        unsafe { libc::close(fd) };
+        assert!(
+            rss.is_some_and(|k| (8 << 10..160 << 10).contains(&k)),
+            "{rss:?}"
+        );
     }
 
     #[test]

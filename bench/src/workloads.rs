@@ -1116,6 +1116,61 @@ struct Idle {
     rss: f64,
     hwm: f64,
     cgroup: f64,
+    /// A microVM's: the VMM's RSS beyond its guest RAM's resident pages (plus what only the
+    /// jail's relay holds), the measure of docs/benchmarks-vm.md ("VMM overhead").
+    vmm_overhead: Option<f64>,
+    /// The RSS of the instance's virtiofsd processes (a microVM's shared directories).
+    virtiofsd: f64,
+}
+
+/// What an instance gets beyond its console and root: a network (`--network bridge`) and a
+/// shared directory (`-v DIR:/shared`: virtio-fs and a virtiofsd on kvm).
+#[derive(Clone, Copy, Default)]
+struct Devices<'a> {
+    bridge: bool,
+    share: Option<&'a Path>,
+}
+
+impl Devices<'_> {
+    fn name(&self) -> &'static str {
+        match (self.bridge, self.share.is_some()) {
+            (false, false) => "console and root only",
+            (true, false) => "+ network",
+            (false, true) => "+ shared directory",
+            (true, true) => "+ network + shared directory",
+        }
+    }
+
+    fn key(&self) -> &'static str {
+        match (self.bridge, self.share.is_some()) {
+            (false, false) => "plain",
+            (true, false) => "net",
+            (false, true) => "fs",
+            (true, true) => "net+fs",
+        }
+    }
+}
+
+/// Guest RAM is the largest mapping of at least this much (KiB) in a VMM's smaps.
+const GUEST_RAM_MIN_KIB: u64 = 32 << 10;
+
+/// The processes below `pid` (its children, theirs, …).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// Starts `n` idle instances at once; returns the time until all printed `ready`, their
@@ -1125,6 +1180,17 @@ fn start_idle(
     n: u32,
     work: &Path,
     measure: bool,
+) -> Result<(f64, Vec<Idle>, f64), String> {
+    start_idle_with(r, n, work, measure, Devices::default())
+}
+
+/// [`start_idle`] with `devices`.
+fn start_idle_with(
+    r: &Runner,
+    n: u32,
+    work: &Path,
+    measure: bool,
+    devices: Devices,
 ) -> Result<(f64, Vec<Idle>, f64), String> {
     let before = mem_available_mib().unwrap_or(0.0);
     let t0 = Instant::now();
@@ -1137,7 +1203,8 @@ fn start_idle(
             break;
         }
         let errf = work.join(format!("idle-{}-{i}.err", r.subject()));
-        match Instance::spawn_with(&mut r.command(&script, true, false), Some(errf)) {
+        let mut cmd = r.command_with(&script, true, devices.bridge, devices.share);
+        match Instance::spawn_with(&mut cmd, Some(errf)) {
             Ok(x) => insts.push(x),
             Err(e) => {
                 res = Err(e);
@@ -1176,20 +1243,36 @@ fn start_idle(
             let jailed = matches!(r, Runner::Isol { kvm: true, .. })
                 .then(|| super::qemu_microvm::jailed_child(inst.pid()))
                 .flatten();
-            let (rss, hwm) = match jailed {
-                Some(vmm) => {
-                    let relay =
-                        super::qemu_microvm::private_kib(inst.pid()).unwrap_or(0) as f64 / 1024.0;
-                    let (rss, hwm) = proc_mem(vmm).unwrap_or((0.0, 0.0));
-                    (rss + relay, hwm + relay)
-                }
-                None => proc_mem(inst.pid()).unwrap_or((0.0, 0.0)),
-            };
+            let relay = jailed.map_or(0.0, |_| {
+                super::qemu_microvm::private_kib(inst.pid()).unwrap_or(0) as f64 / 1024.0
+            });
+            let vmm = jailed.unwrap_or(inst.pid());
+            let (rss, hwm) = proc_mem(vmm).unwrap_or((0.0, 0.0));
+            let (rss, hwm) = (rss + relay, hwm + relay);
+            let vmm_overhead = r
+                .is_kvm()
+                .then(|| super::qemu_microvm::guest_rss_kib(vmm, GUEST_RAM_MIN_KIB))
+                .flatten()
+                .map(|guest| rss - guest as f64 / 1024.0);
+            let virtiofsd = descendants(inst.pid())
+                .into_iter()
+                .filter(|p| {
+                    fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "virtiofsd")
+                })
+                .filter_map(|p| proc_mem(p).map(|(rss, _)| rss))
+                .sum();
             let cgroup = match r {
                 Runner::Isol { kvm: false, .. } => child_cgroup_mem(inst.pid()).unwrap_or(0.0),
                 _ => 0.0,
             };
-            mems.push(Idle { rss, hwm, cgroup });
+            mems.push(Idle {
+                rss,
+                hwm,
+                cgroup,
+                vmm_overhead,
+                virtiofsd,
+            });
         }
     }
     let closed = close_all(insts, close_time());
@@ -1248,6 +1331,9 @@ pub fn memory_metrics(
                         s.part("runtime_rss_mib", m.rss);
                         s.part("runtime_hwm_mib", m.hwm);
                         s.part("cgroup_mib", m.cgroup);
+                        if let Some(o) = m.vmm_overhead {
+                            s.part("vmm_overhead_mib", o);
+                        }
                         s.push(m.rss + m.cgroup);
                     }
                     Ok(_) => s.fail("no memory reading".into()),
@@ -1265,7 +1351,7 @@ pub fn memory_metrics(
             benchmark: "memory",
             title: "Memory overhead of one idle instance".into(),
             method: format!(
-                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads the RSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched; a jailed VMM runs as the child of that process, its relay, and the row is the VMM's RSS plus the relay's private memory) from /proc/PID/smaps_rollup (`Rss`: counted from the page tables; status's VmRSS lags on kernels before 6.2) and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its RSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`). {WAITS}",
+                "each instance runs busybox `sh -c '{IDLE}'` with a piped stdin; once it printed `ready` and 300 ms passed, the bench reads the RSS of the runtime process (`isol run`; for kvm that process is the VMM, `isol-vmm`, which `isol run` execs, and its RSS includes the guest RAM the guest touched; a jailed VMM runs as the child of that process, its relay, and the row is the VMM's RSS plus the relay's private memory) from /proc/PID/smaps_rollup (`Rss`: counted from the page tables; status's VmRSS lags on kernels before 6.2) and, for containers, the memory charged to the container's cgroup (v1 memory.usage_in_bytes / v2 memory.current, page cache included). The host row is the same script run directly on the host (its RSS); the isol rows are runtime RSS + cgroup memory minus that host median, i.e. the overhead beyond the workload itself. {} instance at a time, {} rounds. Parts per sample in report.json (`runtime_rss_mib`, `runtime_hwm_mib`, `cgroup_mib`; for kvm `vmm_overhead_mib`, the VMM's RSS beyond its guest RAM's resident pages, as the next table). {WAITS}",
                 1, plan.runs
             ),
             unit: "MiB",
@@ -1278,6 +1364,13 @@ pub fn memory_metrics(
         };
         m.finish(&[("isol-kvm", "isol-container")]);
         out.push(m);
+
+        if let Some(m) = vmm_overhead_with_devices(runners, plan, work, progress) {
+            out.push(m);
+        }
+        if cancel::cancelled() {
+            return None;
+        }
 
         // Growth with N instances.
         let mut series = Vec::new();
@@ -1422,7 +1515,7 @@ pub fn memory_metrics(
             benchmark: "density",
             title: "Density: N instances started at once until all run".into(),
             method: format!(
-                "N idle instances (`sh -c '{IDLE}'`) spawned back to back; the time from the first spawn until every one printed `ready` (all are running), for N = {}; {} round(s) each. N is skipped when N × the per-instance memory would exceed half of MemAvailable. {WAITS}",
+                "N idle instances (`sh -c '{IDLE}'`) spawned back to back; the time from the first spawn until every one printed `ready` (all are running), for N = {}; {} round(s) each. N is skipped when N × the per-instance memory would exceed half of MemAvailable. The notes give it as a rate: N / that time / the machine's online CPUs, instances started per second per core. {WAITS}",
                 plan.density
                     .iter()
                     .map(u32::to_string)
@@ -1446,9 +1539,129 @@ pub fn memory_metrics(
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
         m.finish(&refs);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for s in &m.series {
+            let n = s
+                .subject
+                .rsplit_once('×')
+                .and_then(|(_, n)| n.parse::<f64>().ok());
+            if let (Some(n), Some(sum)) = (n, s.summary) {
+                m.notes.push(format!(
+                    "{}: {:.2} started per second per core ({n} in {:.0} ms, median, on {cores} CPUs)",
+                    s.label,
+                    starts_per_core_second(n, sum.median, cores),
+                    sum.median
+                ));
+            }
+        }
         out.push(m);
     }
     Some(out)
+}
+
+/// The microVM's VMM overhead (its RSS beyond the guest RAM's resident pages) with each set
+/// of devices a run can add: a network, a shared directory, both; and the virtiofsd's memory
+/// beside it. `None` without a kvm runner.
+fn vmm_overhead_with_devices(
+    runners: &[Runner],
+    plan: &MemoryPlan,
+    work: &Path,
+    progress: Progress,
+) -> Option<Metric> {
+    let r = runners.iter().find(|r| r.is_kvm())?;
+    let share = work.join("devices-share");
+    let made = fs::create_dir_all(&share).and_then(|()| fs::write(share.join("file"), "shared\n"));
+    let sets = [
+        Devices::default(),
+        Devices {
+            bridge: true,
+            share: None,
+        },
+        Devices {
+            bridge: false,
+            share: Some(&share),
+        },
+        Devices {
+            bridge: true,
+            share: Some(&share),
+        },
+    ];
+    let mut series = Vec::new();
+    for d in sets {
+        let subject = format!("isol-kvm {}", d.key());
+        let label = format!("isol (kvm) {}", d.name());
+        let mut s = Series::new(&subject, &label);
+        if let Err(e) = &made {
+            series.push(Series::skipped(
+                &subject,
+                &label,
+                format!("cannot make {}: {e}", share.display()),
+            ));
+            continue;
+        }
+        for round in 0..plan.runs {
+            progress(format!(
+                "memory with devices: {}, {}/{}",
+                d.name(),
+                round + 1,
+                plan.runs
+            ));
+            let res = start_idle_with(r, 1, work, true, d);
+            if cancel::cancelled() {
+                return None;
+            }
+            match res {
+                Ok((_, m, _)) => match m.first().and_then(|m| m.vmm_overhead.map(|o| (o, m))) {
+                    Some((o, m)) => {
+                        s.part("runtime_rss_mib", m.rss);
+                        s.part("virtiofsd_rss_mib", m.virtiofsd);
+                        s.push(o);
+                    }
+                    None => s.fail("no guest RAM mapping found in the VMM's smaps".into()),
+                },
+                Err(e) => {
+                    s.fail(format!("round {round}: {e}"));
+                    break;
+                }
+            }
+        }
+        series.push(s);
+    }
+    let mut m = Metric {
+        id: "memory-devices".into(),
+        benchmark: "memory",
+        title: "A microVM's VMM overhead with its devices".into(),
+        method: format!(
+            "one idle microVM as in the memory table, with: only its console and root; `--network bridge` (virtio-net and a tap); `-v DIR:/shared` (virtio-fs, whose vhost-user backend, a virtiofsd, maps guest RAM: then a shared memfd); both. The sample is the VMM's RSS (from smaps_rollup, plus the jail relay's private memory) minus the resident pages of its guest RAM mapping (the largest mapping of at least {} MiB in /proc/PID/smaps, anonymous or the memfd): what the VMM costs beyond the guest's memory, the measure of docs/benchmarks-vm.md. The virtiofsd processes' RSS (`virtiofsd_rss_mib`; they map guest RAM too, so it includes the pages they touched) and the VMM's whole RSS (`runtime_rss_mib`) are parts in report.json. {} rounds each.",
+            GUEST_RAM_MIN_KIB >> 10,
+            plan.runs
+        ),
+        unit: "MiB",
+        lower_is_better: true,
+        series,
+        ratios: Vec::new(),
+        notes: Vec::new(),
+    };
+    m.finish(&[]);
+    for s in &m.series {
+        if let Some(v) = s
+            .parts
+            .get("virtiofsd_rss_mib")
+            .filter(|v| v.iter().any(|x| *x > 0.0))
+        {
+            let median = super::stats::Summary::of(v).map_or(0.0, |s| s.median);
+            m.notes.push(format!(
+                "{}: virtiofsd RSS {median:.2} MiB (median), beside the VMM",
+                s.label
+            ));
+        }
+    }
+    Some(m)
+}
+
+/// Density as a rate: `n` instances all running `ms` after the first spawn, on `cores` CPUs.
+fn starts_per_core_second(n: f64, ms: f64, cores: usize) -> f64 {
+    n / (ms / 1e3) / cores as f64
 }
 
 fn base_of(out: &[Metric]) -> f64 {
@@ -1462,6 +1675,37 @@ fn base_of(out: &[Metric]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn density_as_a_rate_is_per_second_and_per_core() {
+        assert!((starts_per_core_second(10.0, 2000.0, 2) - 2.5).abs() < 1e-9);
+        assert!((starts_per_core_second(50.0, 1000.0, 1) - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_processes_below_one_are_its_descendants() {
+        let mut c = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & sleep 30; wait"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let d = descendants(c.id());
+            if d.len() >= 2 || std::time::Instant::now() > deadline {
+                break d;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        c.kill().unwrap();
+        c.wait().unwrap();
+        for p in &found {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert_eq!(found.len(), 2, "{found:?}");
+    }
 
     #[test]
     fn shared_directories_are_filled_as_the_workloads_expect() {
