@@ -215,6 +215,42 @@ fn a_workload_cannot_hang_isol_by_stopping_its_init() {
     assert_no_leftovers("stopped init");
 }
 
+/// The init runs from a sealed memfd copy of `isol-init`, made by a thread of isol while the rest
+/// of the run is prepared: complete, and sealed against any write, resize or change of its seals
+/// whoever holds it. With CAP_SYS_PTRACE the workload reaches it through /proc/1/exe, and its
+/// writes are refused.
+#[test]
+fn the_inits_copy_is_complete_and_sealed() {
+    use std::os::fd::AsRawFd;
+    let _g = root_test();
+    let mut child = start_until_ready("echo ready; sleep 1; echo done", |_| {});
+    let init = init_of(child.id());
+    let exe = std::fs::File::open(format!("/proc/{init}/exe")).unwrap();
+    // SAFETY: F_GET_SEALS takes no argument and only reads the descriptor's seals.
+    let seals = unsafe { libc::fcntl(exe.as_raw_fd(), libc::F_GET_SEALS) };
+    let want = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    assert_eq!(seals & want, want, "seals {seals:#x}");
+    let on_disk = std::fs::read(env!("CARGO_BIN_EXE_isol-init")).unwrap();
+    let copy = std::fs::read(format!("/proc/{init}/exe")).unwrap();
+    assert!(copy == on_disk, "the copy differs from isol-init");
+    assert_eq!(
+        wait_bounded(&mut child, Duration::from_secs(20), "sealed init"),
+        0
+    );
+    let out = ok(&[
+        "run",
+        "--cap-add",
+        "SYS_PTRACE",
+        "busybox",
+        "--",
+        "sh",
+        "-c",
+        "readlink /proc/1/exe; (echo x >> /proc/1/exe) 2>/dev/null && echo WROTE || echo refused; head -c 4 /proc/1/exe",
+    ]);
+    assert_eq!(out, "/memfd:isol-init (deleted)\nrefused\n\x7fELF");
+    assert_no_leftovers("sealed init");
+}
+
 /// The second SIGTERM or SIGINT ends the run even when the workload ignores the first.
 #[test]
 fn a_second_sigterm_ends_a_workload_that_ignores_the_first() {

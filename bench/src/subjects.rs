@@ -136,15 +136,17 @@ pub(crate) fn check_exit(
 }
 
 /// The order in which isol's container runtime reports its phases (see container/process.rs).
+/// `isol run` takes the init's sealed copy, started with the run, before the clone; where the
+/// copy is made after the clone (isol-runc), it comes after `rootfs`.
 const PHASE_ORDER: &[&str] = &[
     "cgroup",
     "prepare",
+    "sealed-copy",
     "namespaces",
     "cgroup-attach",
     "network",
     "child-prepare",
     "rootfs",
-    "sealed-copy",
     "security",
     "seccomp",
     "exec",

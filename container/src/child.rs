@@ -183,9 +183,11 @@ pub(crate) fn main(
     report: OwnedFd,
 ) -> ! {
     let mut report = File::from(report);
-    match setup(spec, cgroup, go, &report) {
+    let mut marks = Marks::default();
+    match setup(spec, cgroup, go, &report, &mut marks) {
         Ok(never) => match never {},
         Err(e) => {
+            marks.send(&report);
             // One line on the report pipe; the parent makes it a `ContainerError::Setup`.
             let line = e.to_string().replace('\n', " ");
             let _ = writeln!(report, "E {line}");
@@ -196,10 +198,22 @@ pub(crate) fn main(
     }
 }
 
-/// Reports a finished phase, in one write so that the parent wakes once.
-fn mark(report: &File, name: &str) {
-    let line = format!("T {name} {}\n", monotonic_ns());
-    let _ = (&*report).write_all(line.as_bytes());
+/// The child's finished phases (`T name ns` reports), kept until its exec (or its error) and
+/// sent in one write: the parent, which waits on the report pipe, then wakes once instead of once
+/// per phase while the child works. Each carries its own time, so the phases are the same.
+#[derive(Default)]
+struct Marks(String);
+
+impl Marks {
+    fn mark(&mut self, name: &str) {
+        use std::fmt::Write as _;
+        let _ = writeln!(self.0, "T {name} {}", monotonic_ns());
+    }
+
+    fn send(&mut self, report: &File) {
+        let _ = (&*report).write_all(self.0.as_bytes());
+        self.0.clear();
+    }
 }
 
 fn setup(
@@ -207,6 +221,7 @@ fn setup(
     cgroup: Option<&Entry>,
     go: OwnedFd,
     report: &File,
+    marks: &mut Marks,
 ) -> Result<std::convert::Infallible, SetupError> {
     // If isol dies, so does the container (and with it its PID namespace) — until a created
     // container is handed over, below.
@@ -287,7 +302,7 @@ fn setup(
     if let Some(adj) = spec.oom_score_adj {
         set_oom_score_adj(adj)?;
     }
-    mark(report, "child-prepare");
+    marks.mark("child-prepare");
 
     umask(Mode::empty());
     let console = spec.pty.map(|p| p.slave_path());
@@ -332,7 +347,7 @@ fn setup(
     }
     rootfs::enter(&rootfs_spec)?;
     umask(Mode::from_bits_truncate(spec.umask.unwrap_or(0o022)));
-    mark(report, "rootfs");
+    marks.mark("rootfs");
 
     let init_exe = go.wait();
     if let Some(etc) = &spec.etc {
@@ -400,7 +415,7 @@ fn setup(
     if spec.privileges.no_new_privs {
         security::set_no_new_privs()?;
     }
-    mark(report, "security");
+    marks.mark("security");
 
     let mut argv = Vec::with_capacity(spec.init_argv_tail.len() + 5);
     argv.push(CString::new(INIT_ARGV0).expect("no NUL"));
@@ -442,7 +457,8 @@ fn setup(
     if !filter_first && let Some(filter) = spec.filter {
         security::seccomp::install_with_flags(&filter.program, filter.flags)?;
     }
-    mark(report, "seccomp");
+    marks.mark("seccomp");
+    marks.send(report);
     Ok(security::exe::exec_self_as_init(
         init_exe, &argv, &spec.env,
     )?)

@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use error::ContainerError;
 pub use namespaces::{check_namespace_file, hostname_in, namespace_type};
-pub use process::{Created, RunResult, create, run};
+pub use process::{Created, RunResult, create, run, run_with_init};
 /// The paths of /proc and /sys every container gets masked, and read-only (as runc's defaults).
 pub use rootfs::{MASKED_PATHS, READONLY_PATHS, vm_etc_files};
 pub use user::{MAX_ID, UserError, check_spec as check_user_spec};

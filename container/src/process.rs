@@ -62,6 +62,16 @@ pub struct RunResult {
 
 /// Runs one container to completion.
 pub fn run(cfg: &ContainerConfig) -> Result<RunResult, ContainerError> {
+    run_with_init(cfg, None)
+}
+
+/// [`run`], with the sealed copy of the container's init started earlier by the caller
+/// (`init`, see [`security::exe::InitCopy`]): it is taken before the clone. Without one, a
+/// thread makes the copy while the child builds its rootfs.
+pub fn run_with_init(
+    cfg: &ContainerConfig,
+    init: Option<security::exe::InitCopy>,
+) -> Result<RunResult, ContainerError> {
     let t_start = monotonic_ns();
     let mut phases = Phases::new(t_start);
     let cgroup_root = Path::new(CGROUP_ROOT);
@@ -79,7 +89,7 @@ pub fn run(cfg: &ContainerConfig) -> Result<RunResult, ContainerError> {
         net: None,
         child: None,
     };
-    let res = run_in(cfg, &mut guard, &mut phases, cgroup_root);
+    let res = run_in(cfg, &mut guard, &mut phases, cgroup_root, init);
     let td = monotonic_ns();
     let teardown = guard.finish();
     match res {
@@ -154,7 +164,7 @@ fn create_in(
     cgroup_root: &Path,
     gate: &Path,
 ) -> Result<Created, ContainerError> {
-    let launched = launch(cfg, guard, phases, cgroup_root, Some(gate))?;
+    let launched = launch(cfg, guard, phases, cgroup_root, Some(gate), None)?;
     let stops = Cell::new(0);
     let reports = Reports {
         pipe: File::from(launched.reports),
@@ -188,14 +198,15 @@ struct Launched {
 
 /// Everything before the child's go, shared by [`run`] and [`create`]: the cgroup, the child's
 /// clone into its namespaces, what only the parent can do (id maps, cgroup, network), and the
-/// go with the sealed init. With a `gate`, the init waits on it before starting the workload.
-/// What it creates is held by `guard`.
+/// go with the sealed init (`init`, when the caller started its copy; else made here). With a
+/// `gate`, the init waits on it before starting the workload. What it creates is held by `guard`.
 fn launch(
     cfg: &ContainerConfig,
     guard: &mut Teardown,
     phases: &mut Phases,
     cgroup_root: &Path,
     gate: Option<&Path>,
+    init: Option<security::exe::InitCopy>,
 ) -> Result<Launched, ContainerError> {
     if cfg.user_namespace.is_some() && cfg.rootless {
         return Err(ContainerError::Unsupported(
@@ -262,6 +273,16 @@ fn launch(
         cgroup_view,
     )?;
     phases.push("prepare");
+    // A copy started by the caller is taken now: the child is cloned from a single-threaded
+    // process (it allocates). The phase is the wait for it, none when it was done already.
+    let early_init = match init {
+        Some(copy) => {
+            let fd = copy.finish()?;
+            phases.push("sealed-copy");
+            Some(fd)
+        }
+        None => None,
+    };
 
     // The go travels over a socket, with the sealed copy of isol the child execs as init.
     let (go_w, go_r) = {
@@ -352,13 +373,14 @@ fn launch(
     }
     phases.push("namespaces");
 
-    // Meanwhile the child builds its rootfs, and a thread of ours copies isol's init binary (or,
-    // without one, isol itself) into a sealed memfd
+    // Meanwhile the child builds its rootfs, and (unless the caller made it already) a thread of
+    // ours copies isol's init binary (or, without one, isol itself) into a sealed memfd
     // (CVE-2019-5736, see `security::exe`): made here, its pages are charged to isol's cgroup,
     // never to the container's limit. The child waits for the go before anything of the
     // container runs.
     let outside = std::thread::scope(|s| {
-        let copier = s.spawn(security::exe::sealed_init_copy);
+        // The copy in hand, or the thread making it.
+        let copy = early_init.ok_or_else(|| s.spawn(security::exe::sealed_init_copy));
         if cfg.rootless {
             namespaces::write_id_maps(child)?;
         }
@@ -399,10 +421,16 @@ fn launch(
                 .map_err(ContainerError::Setup)?;
             phases.push("hooks");
         }
-        let init_exe = copier
-            .join()
-            .map_err(|_| ContainerError::Setup("The thread copying isol panicked".into()))??;
-        phases.push("sealed-copy");
+        let init_exe = match copy {
+            Ok(fd) => fd,
+            Err(copier) => {
+                let fd = copier.join().map_err(|_| {
+                    ContainerError::Setup("The thread copying isol panicked".into())
+                })??;
+                phases.push("sealed-copy");
+                fd
+            }
+        };
         security::exe::send_fd(go_w.as_fd(), init_exe.as_fd())
             .map_err(|e| ContainerError::Setup(format!("Cannot start the container: {e}")))
     });
@@ -426,6 +454,7 @@ fn run_in(
     guard: &mut Teardown,
     phases: &mut Phases,
     cgroup_root: &Path,
+    init: Option<security::exe::InitCopy>,
 ) -> Result<RunResult, ContainerError> {
     let Launched {
         child,
@@ -433,7 +462,7 @@ fn run_in(
         mask,
         sfd,
         pty,
-    } = launch(cfg, guard, phases, cgroup_root, None)?;
+    } = launch(cfg, guard, phases, cgroup_root, None, init)?;
     let address = guard.net.as_ref().map(|a| a.address().to_string());
     let ports = guard.net.as_ref().map_or_else(Vec::new, |a| {
         a.ports().iter().map(ToString::to_string).collect()

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::cli::{Backend, Network, RunArgs};
 use crate::size::parse_size;
+use isol_container::security::exe::InitCopy;
 use isol_container::security::seccomp::Seccomp;
 
 /// Default PATH when the image sets none (docker's).
@@ -39,6 +40,11 @@ pub struct RunSpec {
 /// `isol run`; `log_filter` is the log filter in force, handed on to isol-vmm.
 pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
     let rootless = !nix::unistd::geteuid().is_root();
+    // The sealed copy of the container's init is made while the rest of the run is prepared
+    // (docs/design.md, "The container backend"). A detached run's supervisor, forked below,
+    // starts its own.
+    let container = args.backend == Backend::Container;
+    let init = (container && !args.detach).then(InitCopy::start);
     if rootless {
         check_user_namespaces()?;
     }
@@ -51,14 +57,25 @@ pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
         check_detach_flags(&args)?;
         let root = store.root().to_path_buf();
         return super::detach::detach(&root, &id, || {
-            supervise(&args, spec, ns, &store, id.clone(), rootless, log_filter)
+            let init = container.then(InitCopy::start);
+            supervise(
+                &args,
+                spec,
+                ns,
+                &store,
+                id.clone(),
+                rootless,
+                log_filter,
+                init,
+            )
         });
     }
-    supervise(&args, spec, ns, &store, id, rootless, log_filter)
+    supervise(&args, spec, ns, &store, id, rootless, log_filter, init)
 }
 
 /// Runs the run in this process (the foreground, or a detached run's supervisor), registered
-/// for `isol ps` while it runs.
+/// for `isol ps` while it runs. `init`: the container's init copy, started (container backend).
+#[allow(clippy::too_many_arguments)]
 fn supervise(
     args: &RunArgs,
     spec: RunSpec,
@@ -67,6 +84,7 @@ fn supervise(
     id: String,
     rootless: bool,
     log_filter: &str,
+    init: Option<InitCopy>,
 ) -> anyhow::Result<i32> {
     let record = run_record(args, &spec, &ns, store, &id);
     // Removed when the run ends; a microVM's stays across the exec into isol-vmm, which keeps
@@ -79,7 +97,7 @@ fn supervise(
     };
     let in_use = store.mark_in_use(&spec.image, &id, backend)?;
     match args.backend {
-        Backend::Container => run_container(args, spec, ns, store, id, rootless),
+        Backend::Container => run_container(args, spec, ns, store, id, rootless, init),
         Backend::Kvm => run_kvm(args, spec, store, &in_use, &id, log_filter),
     }
 }
@@ -706,6 +724,7 @@ fn run_container(
     store: &isol_image::Store,
     id: String,
     rootless: bool,
+    init: Option<InitCopy>,
 ) -> anyhow::Result<i32> {
     let network = match args.network {
         // The joined namespace is wired already.
@@ -770,7 +789,7 @@ fn run_container(
         masked_paths: Vec::new(),
         readonly_paths: Vec::new(),
     };
-    let result = isol_container::run(&cfg)?;
+    let result = isol_container::run_with_init(&cfg, init)?;
     // The child's steps (rootfs, exec) cannot log themselves (see docs/design.md, "Logging"):
     // their durations, in order, from the run's phases.
     for (phase, ms) in &result.phases {

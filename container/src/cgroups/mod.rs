@@ -927,6 +927,17 @@ pub(crate) fn kill_until_empty(dirs: &[PathBuf]) -> Result<(), CgroupError> {
     }
 }
 
+/// Removes the cgroup `dir` in one `rmdir` when it is empty, as it is at the end of a run whose
+/// processes are all reaped: true when it is gone (or never was). False when it still holds
+/// processes or cgroups (`EBUSY`), or anything else kept it: the caller's full removal (freeze,
+/// kill, [`rmdir_tree`]) deals with it, so nothing is left behind either way.
+pub(crate) fn rmdir_if_empty(dir: &Path) -> bool {
+    match fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
 /// Removes the cgroup `dir` and the cgroups below it (deepest first). A missing directory is
 /// fine; EBUSY (tasks still leaving) is retried for a moment.
 pub(crate) fn rmdir_tree(dir: &Path) -> Result<(), CgroupError> {

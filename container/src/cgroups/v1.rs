@@ -12,8 +12,8 @@ use super::devices::DeviceRule;
 use super::{
     CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, KILL_TIMEOUT, Limits, POLL, Stats,
     V1_CONTROLLERS, V1Hierarchy, cpu_quota_us, kill_all, kill_until_empty, mkdir_cgroup,
-    procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, read_string, rmdir_parent,
-    rmdir_tree, validate_id, validate_limits, write_file,
+    procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64, read_string, rmdir_if_empty,
+    rmdir_parent, rmdir_tree, validate_id, validate_limits, write_file,
 };
 
 /// The cgroup of one hierarchy.
@@ -431,7 +431,13 @@ impl CgroupManager for V1Manager {
     }
 
     fn remove(&self) -> Result<(), CgroupError> {
-        let dirs: Vec<PathBuf> = self.dirs().map(Path::to_owned).collect();
+        // The usual case, a run whose processes are all reaped: one rmdir per hierarchy. What
+        // is still busy goes the long way.
+        let dirs: Vec<PathBuf> = self
+            .dirs()
+            .filter(|d| !rmdir_if_empty(d))
+            .map(Path::to_owned)
+            .collect();
         if dirs.iter().any(|d| d.exists()) {
             let frozen = self.freeze();
             let mut pids = Vec::new();

@@ -11,7 +11,7 @@ use super::devices::{self, DeviceRule};
 use super::{
     CPU_PERIOD_US, CgroupError, CgroupManager, Entry, ISOL_DIR, Limits, Stats, cpu_quota_us,
     kill_all, kill_until_empty, procs_recursive, read_opt_keyed, read_opt_string, read_opt_u64,
-    rmdir_parent, rmdir_tree, validate_id, validate_limits, write_file,
+    rmdir_if_empty, rmdir_parent, rmdir_tree, validate_id, validate_limits, write_file,
 };
 
 /// Controllers isol enables for its cgroups, when the root offers them.
@@ -281,6 +281,11 @@ impl CgroupManager for V2Manager {
     }
 
     fn remove(&self) -> Result<(), CgroupError> {
+        // The usual case, a run whose processes are all reaped: one rmdir. A busy cgroup goes
+        // the long way.
+        if rmdir_if_empty(&self.dir) {
+            return rmdir_parent(&self.parent);
+        }
         if self.dir.exists() {
             let kill_file = self.dir.join("cgroup.kill");
             if kill_file.exists() {

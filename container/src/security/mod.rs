@@ -4,9 +4,10 @@
 //! Split between the two sides of `clone`:
 //!
 //! * **Parent, before clone** (may allocate): [`seccomp::default_filter`] compiles the BPF program.
-//! * **Parent, after clone**, in a thread while the child builds its rootfs:
-//!   [`exe::sealed_init_copy`] makes the sealed memfd copy of the init binary; [`exe::send_fd`]
-//!   hands it to the child with its go ([`exe::receive_fd`]).
+//! * **Parent, in a thread**: [`exe::sealed_init_copy`] makes the sealed memfd copy of the init
+//!   binary — from the start of `isol run` up to the clone ([`exe::InitCopy`]), or else after the
+//!   clone while the child builds its rootfs; [`exe::send_fd`] hands it to the child with its go
+//!   ([`exe::receive_fd`]).
 //! * **Child, last steps before exec** (only syscalls), in this order:
 //!   1. [`capabilities::drop_to`] the run's set (docker's [`capabilities::DEFAULT`] unless
 //!      `--cap-add`/`--cap-drop`, [`capabilities::tweak`]) — needs `CAP_SETPCAP`, so before
@@ -91,6 +92,10 @@ pub enum SecurityError {
          with memfd sealing"
     )]
     Seal(Errno),
+    #[error(
+        "The thread making the sealed copy of the container's init panicked; see the message above"
+    )]
+    CopyThread,
     #[error("An exec needs at least argv[0]; pass the program name as the first argument")]
     EmptyArgv,
     #[error(
