@@ -251,8 +251,16 @@ pub fn check_guest(status: ExitStatus, console: &str, expect: i32) -> Result<(),
 /// RSS (KiB) of the largest anonymous or memfd mapping of at least `min_kib` in
 /// `/proc/PID/smaps`: a VMM's guest RAM (a shared memfd when a vhost-user backend maps it).
 pub fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
+    rss_and_guest_kib(pid, min_kib).and_then(|(_, guest)| guest)
+}
+
+/// The whole RSS (KiB) of `pid` and its guest RAM's ([`guest_rss_kib`]), from one read of
+/// `/proc/PID/smaps`: a guest that touches memory between two reads would otherwise count in
+/// one and not the other.
+pub fn rss_and_guest_kib(pid: u32, min_kib: u64) -> Option<(u64, Option<u64>)> {
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
     let mut best: Option<(u64, u64)> = None; // (size, rss)
+    let mut total = 0u64;
     let (mut anon, mut size) = (false, 0u64);
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
@@ -264,29 +272,38 @@ pub fn guest_rss_kib(pid: u32, min_kib: u64) -> Option<u64> {
             size = 0;
         } else if first == "Size:" {
             size = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        } else if first == "Rss:" && anon && size >= min_kib {
+        } else if first == "Rss:" {
             let rss = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            if best.is_none_or(|(s, _)| size > s) {
+            total += rss;
+            if anon && size >= min_kib && best.is_none_or(|(s, _)| size > s) {
                 best = Some((size, rss));
             }
         }
     }
-    best.map(|(_, rss)| rss)
+    Some((total, best.map(|(_, rss)| rss)))
 }
 
 /// The jailed VMM when `pid` is the relay of isol-vmm's jail (src/jail.rs, docs/design.md
-/// "The VMM's jail"): its only child, PID 1 of a PID namespace of its own.
+/// "The VMM's jail"): its child that runs the same executable as PID 1 of a PID namespace of
+/// its own (beside it, with shared directories, the virtiofsd processes, children too).
 pub fn jailed_child(pid: u32) -> Option<u32> {
     let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    let mut it = children.split_whitespace();
-    let first: u32 = it.next()?.parse().ok()?;
-    let status = fs::read_to_string(format!("/proc/{first}/status")).ok()?;
-    let nspid: Vec<&str> = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))?
+    let comm = |p: u32| fs::read_to_string(format!("/proc/{p}/comm")).ok();
+    let relay = comm(pid)?;
+    children
         .split_whitespace()
-        .collect();
-    (it.next().is_none() && nspid.len() == 2 && nspid[1] == "1").then_some(first)
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|&c| {
+            let nspid = fs::read_to_string(format!("/proc/{c}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("NSpid:"))
+                        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                })
+                .unwrap_or_default();
+            nspid.len() == 2 && nspid[1] == "1" && comm(c).as_ref() == Some(&relay)
+        })
 }
 
 /// The memory (KiB) only `pid` holds: `Private_Clean` + `Private_Dirty` of

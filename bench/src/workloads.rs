@@ -1119,6 +1119,8 @@ struct Idle {
     /// A microVM's: the VMM's RSS beyond its guest RAM's resident pages (plus what only the
     /// jail's relay holds), the measure of docs/benchmarks-vm.md ("VMM overhead").
     vmm_overhead: Option<f64>,
+    /// What only a jailed VMM's relay holds (its private pages), in `rss` and `vmm_overhead`.
+    relay: f64,
     /// The RSS of the instance's virtiofsd processes (a microVM's shared directories).
     virtiofsd: f64,
 }
@@ -1249,11 +1251,14 @@ fn start_idle_with(
             let vmm = jailed.unwrap_or(inst.pid());
             let (rss, hwm) = proc_mem(vmm).unwrap_or((0.0, 0.0));
             let (rss, hwm) = (rss + relay, hwm + relay);
+            // The VMM's RSS and its guest RAM's from one read of its smaps.
             let vmm_overhead = r
                 .is_kvm()
-                .then(|| super::qemu_microvm::guest_rss_kib(vmm, GUEST_RAM_MIN_KIB))
+                .then(|| super::qemu_microvm::rss_and_guest_kib(vmm, GUEST_RAM_MIN_KIB))
                 .flatten()
-                .map(|guest| rss - guest as f64 / 1024.0);
+                .and_then(|(total, guest)| {
+                    guest.map(|g| total.saturating_sub(g) as f64 / 1024.0 + relay)
+                });
             let virtiofsd = descendants(inst.pid())
                 .into_iter()
                 .filter(|p| {
@@ -1261,7 +1266,7 @@ fn start_idle_with(
                         .is_ok_and(|c| c.trim() == "virtiofsd")
                 })
                 .filter_map(|p| proc_mem(p).map(|(rss, _)| rss))
-                .sum();
+                .fold(0.0, |a, b| a + b);
             let cgroup = match r {
                 Runner::Isol { kvm: false, .. } => child_cgroup_mem(inst.pid()).unwrap_or(0.0),
                 _ => 0.0,
@@ -1271,6 +1276,7 @@ fn start_idle_with(
                 hwm,
                 cgroup,
                 vmm_overhead,
+                relay,
                 virtiofsd,
             });
         }
@@ -1614,6 +1620,7 @@ fn vmm_overhead_with_devices(
                 Ok((_, m, _)) => match m.first().and_then(|m| m.vmm_overhead.map(|o| (o, m))) {
                     Some((o, m)) => {
                         s.part("runtime_rss_mib", m.rss);
+                        s.part("relay_private_mib", m.relay);
                         s.part("virtiofsd_rss_mib", m.virtiofsd);
                         s.push(o);
                     }
@@ -1632,7 +1639,7 @@ fn vmm_overhead_with_devices(
         benchmark: "memory",
         title: "A microVM's VMM overhead with its devices".into(),
         method: format!(
-            "one idle microVM as in the memory table, with: only its console and root; `--network bridge` (virtio-net and a tap); `-v DIR:/shared` (virtio-fs, whose vhost-user backend, a virtiofsd, maps guest RAM: then a shared memfd); both. The sample is the VMM's RSS (from smaps_rollup, plus the jail relay's private memory) minus the resident pages of its guest RAM mapping (the largest mapping of at least {} MiB in /proc/PID/smaps, anonymous or the memfd): what the VMM costs beyond the guest's memory, the measure of docs/benchmarks-vm.md. The virtiofsd processes' RSS (`virtiofsd_rss_mib`; they map guest RAM too, so it includes the pages they touched) and the VMM's whole RSS (`runtime_rss_mib`) are parts in report.json. {} rounds each.",
+            "one idle microVM as in the memory table, with: only its console and root; `--network bridge` (virtio-net and a tap); `-v DIR:/shared` (virtio-fs, whose vhost-user backend, a virtiofsd, maps guest RAM: then a shared memfd); both. The sample is the VMM's RSS minus the resident pages of its guest RAM mapping (the largest mapping of at least {} MiB, anonymous or the memfd), both from one read of /proc/PID/smaps, plus the jail relay's private memory: what the VMM costs beyond the guest's memory, the measure of docs/benchmarks-vm.md. The virtiofsd processes' RSS (`virtiofsd_rss_mib`; they map guest RAM too, so it includes the pages they touched), the VMM's whole RSS (`runtime_rss_mib`) and the relay's share (`relay_private_mib`, the jail's relay process that waits for the VMM) are parts in report.json. {} rounds each.",
             GUEST_RAM_MIN_KIB >> 10,
             plan.runs
         ),
