@@ -456,6 +456,11 @@ impl OciPeer {
         {
             first_err.get_or_insert(e);
         }
+        // A runtime that failed half-way may have made its cgroups and no state to delete them
+        // by (crun refused by a real-time scheduling policy leaves one per v1 hierarchy).
+        if let Err(e) = remove_peer_cgroups(Path::new("/sys/fs/cgroup"), id) {
+            first_err.get_or_insert(e);
+        }
         if self.mounted {
             match umount2(&self.rootfs, MntFlags::MNT_DETACH) {
                 Ok(()) => self.mounted = false,
@@ -518,6 +523,36 @@ impl OciPeer {
         if !self.mounted && self.run_tmpfs.is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Removes the cgroup `id` that a peer runtime makes by default (no `cgroupsPath`: the
+/// container's id under the root of each hierarchy) below `root`, in every v1 hierarchy and
+/// in the unified one, where one is left: its processes are gone by now.
+fn remove_peer_cgroups(root: &Path, id: &str) -> Result<(), String> {
+    let hierarchies = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([root.to_path_buf()]);
+    let mut left = Vec::new();
+    for h in hierarchies {
+        let dir = h.join(id);
+        if dir.is_dir()
+            && let Err(e) = fs::remove_dir(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            left.push(format!("{}: {e}", dir.display()));
+        }
+    }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot remove the cgroup left: {}",
+            left.join(", ")
+        ))
     }
 }
 
@@ -830,6 +865,31 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_s_leftover_cgroups_are_removed_from_every_hierarchy() {
+        // Real cgroups where this host lets root make them (the bench runs as root).
+        let id = format!("isol-bench-test-{}-crun-1", std::process::id());
+        let root = Path::new("/sys/fs/cgroup");
+        let made: Vec<PathBuf> = fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(&id))
+            .chain([root.join(&id)])
+            .filter(|d| fs::create_dir(d).is_ok())
+            .collect();
+        assert!(!made.is_empty(), "no cgroup could be made below {root:?}");
+        let res = remove_peer_cgroups(root, &id);
+        let left: Vec<&PathBuf> = made.iter().filter(|d| d.exists()).collect();
+        for d in &left {
+            let _ = fs::remove_dir(d);
+        }
+        res.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+        // Nothing to remove is no error.
+        remove_peer_cgroups(root, &id).unwrap();
+    }
 
     #[test]
     fn phases_come_in_the_runtime_order() {
