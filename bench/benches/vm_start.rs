@@ -512,6 +512,18 @@ fn real_main() -> Res<()> {
         o.runs,
         o.warmup
     );
+    if let Some(p) = &o.firecracker {
+        let v = Command::new(p)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", p.display()))?;
+        let v = String::from_utf8_lossy(&v.stdout);
+        println!(
+            "vm_start: {} ({})",
+            v.lines().next().unwrap_or("Firecracker, version unknown"),
+            p.display()
+        );
+    }
     println!(
         "vm_start: initramfs guest {} KiB (busybox {}), command line {guest_k:?} (QEMU: reboot=t)",
         fs::metadata(&guest).map(|m| m.len() / 1024).unwrap_or(0),

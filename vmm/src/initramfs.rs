@@ -289,8 +289,8 @@ pub fn build_initramfs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use isol_cpio::{S_IFCHR, S_IFMT};
     use isol_cpio::testutil::{find, parse};
+    use isol_cpio::{S_IFCHR, S_IFMT};
 
     #[test]
     fn isol_entries() {
