@@ -355,9 +355,6 @@ impl std::fmt::Display for BootSetReport {
 pub struct BootSet {
     path: Option<PathBuf>,
     profile: Option<BootProfile>,
-    /// Record when the VM ends instead of at init start: a whole initramfs
-    /// ([`crate::config::Rootfs::Initrd`]) has an init of its own, which says nothing.
-    at_end: bool,
 }
 
 impl BootSet {
@@ -365,12 +362,7 @@ impl BootSet {
     pub fn new(cfg: &VmConfig, mem: &GuestMemoryMmap) -> Self {
         let path = profile_path(cfg);
         let profile = path.as_deref().and_then(|p| BootProfile::load(p, mem));
-        let at_end = matches!(cfg.rootfs, crate::config::Rootfs::Initrd(_));
-        Self {
-            path,
-            profile,
-            at_end,
-        }
+        Self { path, profile }
     }
 
     /// Whether this boot records a profile, and so wants the guest's phases.
@@ -380,10 +372,8 @@ impl BootSet {
 
     /// Once `setup_done` says the VMM's setup is over and `entered` that the first vCPU
     /// runs, faults the stored profile in (skipping `skip`) and calls `warmed`; or, with
-    /// none stored, waits for init start on `phases` and records this boot's — for a whole
-    /// initramfs, whose init reports no phase, what the VM touched by the time it ended
-    /// (`phases` closed). Returns when done, or when its channel ends (setup failed, the VM
-    /// is over).
+    /// none stored, waits for init start on `phases` and records this boot's. Returns
+    /// when done, or when its channel ends (setup failed, the VM is over).
     ///
     /// Not before the vCPU runs: faulting memory in holds the process's mmap lock, and
     /// where a fault is slow (the lab's emulated CPU zeroing a huge page: up to 0.5 s)
@@ -420,28 +410,23 @@ impl BootSet {
                 bytes: profile.bytes(),
             };
         }
-        let record = || {
-            let not_recorded = BootSetReport::NotRecorded { path: path.clone() };
+        let not_recorded = BootSetReport::NotRecorded { path: path.clone() };
+        while let Ok(phase) = phases.recv() {
+            if phase != isol_devices::legacy::Phase::InitStart {
+                continue;
+            }
             let Ok(profile) = BootProfile::resident(mem) else {
                 return not_recorded;
             };
-            match profile.store(path) {
+            return match profile.store(path) {
                 Ok(true) => BootSetReport::Recorded {
                     path: path.clone(),
                     bytes: profile.bytes(),
                 },
                 _ => not_recorded,
-            }
-        };
-        while let Ok(phase) = phases.recv() {
-            if phase == isol_devices::legacy::Phase::InitStart && !self.at_end {
-                return record();
-            }
+            };
         }
-        if self.at_end {
-            return record();
-        }
-        BootSetReport::NotRecorded { path: path.clone() }
+        not_recorded
     }
 }
 
@@ -540,45 +525,6 @@ mod tests {
         }
         assert!(!p.ranges().iter().any(|r| r.contains(&0x100_0000)), "{p:?}");
         assert!(p.bytes() <= 2 * (2 << 20), "{p:?}");
-    }
-
-    /// A whole initramfs's init reports no phase: its boot set is recorded when the VM ends
-    /// (the phases' channel closes); any other boot records at init start only.
-    #[test]
-    fn a_whole_initramfs_records_its_set_when_the_vm_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let kernel = dir.path().join("vmlinux");
-        std::fs::write(&kernel, b"\x7fELF").unwrap();
-        let run = |rootfs: crate::config::Rootfs| {
-            let cfg = VmConfig {
-                kernel: kernel.clone(),
-                rootfs,
-                memory_mib: 64,
-                boot_profiles: Some(dir.path().join("profiles")),
-                ..Default::default()
-            };
-            let mem = ram(64);
-            mem.write_obj(1u64, GuestAddress(0x30_0000)).unwrap();
-            let set = BootSet::new(&cfg, &mem);
-            assert!(set.records());
-            let (_setup_tx, setup_rx) = std::sync::mpsc::channel();
-            let (phase_tx, phase_rx) = std::sync::mpsc::channel();
-            // The VM ends: its phase sender goes.
-            drop(phase_tx);
-            set.run(&mem, None, setup_rx, || true, phase_rx, || {})
-        };
-        let initrd = dir.path().join("initrd.cpio");
-        std::fs::write(&initrd, b"070701").unwrap();
-        match run(crate::config::Rootfs::Initrd(initrd)) {
-            BootSetReport::Recorded { path, bytes } => {
-                assert!(bytes > 0 && path.is_file(), "{path:?} {bytes}");
-            }
-            other => panic!("not recorded: {other:?}"),
-        }
-        assert!(matches!(
-            run(crate::config::Rootfs::Empty),
-            BootSetReport::NotRecorded { .. }
-        ));
     }
 
     #[test]
