@@ -332,6 +332,12 @@ pub struct RunArgs {
     /// kvm: show the guest kernel's log (on stderr, apart from the workload's stdout).
     #[arg(long)]
     pub console: bool,
+    /// kvm: boot the kernel with this initramfs (newc cpio) as it is, instead of an image: its
+    /// own /init runs, isol adds nothing, the serial console is stdout and the run ends with
+    /// status 0 when the guest reboots. No IMAGE or command; -m, --cpus, --kernel, --console,
+    /// -i, --timeout, --json and --trace-exits apply, the rest is refused.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
     /// kvm: print every VM exit by kind and port/address, and the boot timeline, at the end.
     #[arg(long)]
     pub trace_exits: bool,
@@ -339,7 +345,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
     /// The image (name[:tag], digest or digest prefix).
-    pub image: String,
+    #[arg(required_unless_present = "initrd")]
+    pub image: Option<String>,
     /// The command and its arguments (default: the image's).
     #[arg(
         trailing_var_arg = true,

@@ -84,7 +84,8 @@ struct Bind {
 }
 
 /// The files the jail's root holds besides `/dev/kvm`: the kernel, the root disk and the guest
-/// init read-only; the extra disks as the launch offers them.
+/// init (or `--initrd`'s archive instead of both) read-only; the extra disks as the launch
+/// offers them.
 fn plan(launch: &Launch) -> Vec<Bind> {
     let mut out: Vec<Bind> = Vec::new();
     let mut add = |path: &Path, read_only: bool| {
@@ -101,10 +102,15 @@ fn plan(launch: &Launch) -> Vec<Bind> {
         }
     };
     add(&launch.kernel, true);
-    if launch.bundle.is_none() {
-        add(&launch.root_disk, true);
+    if let Some(initrd) = &launch.initrd {
+        // `--initrd`: that archive is the whole guest; no root disk, no guest init.
+        add(initrd, true);
+    } else {
+        if launch.bundle.is_none() {
+            add(&launch.root_disk, true);
+        }
+        add(&launch.init, true);
     }
-    add(&launch.init, true);
     for d in &launch.disks {
         add(&d.path, d.read_only);
     }
@@ -559,6 +565,7 @@ mod tests {
             kernel: "/k/vmlinux".into(),
             root_disk: "/s/root.ext4".into(),
             bundle: None,
+            initrd: None,
             rlimits: Vec::new(),
             groups: None,
             init: "/b/init".into(),
@@ -623,5 +630,18 @@ mod tests {
             ]
         );
         assert!(p.iter().all(|b| b.source == b.path && !b.dir));
+        // `--initrd`: the archive instead of the root disk and the guest init.
+        let p = plan(&Launch {
+            initrd: Some("/i/initrd.cpio".into()),
+            root_disk: PathBuf::new(),
+            init: PathBuf::new(),
+            disks: Vec::new(),
+            ..launch
+        });
+        let ro: Vec<(&str, bool)> = p
+            .iter()
+            .map(|e| (e.path.to_str().unwrap(), e.read_only))
+            .collect();
+        assert_eq!(ro, [("/k/vmlinux", true), ("/i/initrd.cpio", true)]);
     }
 }

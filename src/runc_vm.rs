@@ -204,6 +204,7 @@ fn plan(req: &VmCreate<'_>) -> anyhow::Result<Launch> {
         kernel: abs(&kernel)?,
         root_disk: PathBuf::new(),
         bundle: None,
+        initrd: None,
         rlimits: cfg
             .rlimits
             .iter()

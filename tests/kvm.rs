@@ -277,6 +277,39 @@ fn trace_exits_prints_counts_and_the_timeline() {
     }
 }
 
+/// `--initrd`: the kernel with a whole initramfs of the caller's, as Firecracker and QEMU boot
+/// one (the VM start-up bench's common guest): its own /init runs (busybox's shell runs `true`
+/// and says so on the serial console, the run's stdout), and its reboot ends the run with 0.
+#[test]
+fn an_initramfs_boots_as_it_is_and_its_reboot_ends_the_run() {
+    if !kvm_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cpio = dir.path().join("guest.cpio");
+    let image = isol_bench::initrd_guest::initramfs(std::path::Path::new("/bin/busybox"), true);
+    std::fs::write(&cpio, image.unwrap()).unwrap();
+    let cpio = cpio.to_str().unwrap();
+    let o = kvm(&["-m", "128m", "--trace-exits", "--json", "--initrd", cpio]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "stderr: {err}");
+    assert_eq!(stdout(&o).trim(), isol_bench::initrd_guest::SAID, "{err}");
+    // Nothing of isol's ran in the guest: no init phases, no virtio device.
+    let phase = |name: &str| {
+        err.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .map(|l| l.trim_end().ends_with('-'))
+    };
+    assert_eq!(phase("init start"), Some(true), "{err}");
+    assert_eq!(phase("VM exit"), Some(false), "{err}");
+    assert!(!err.contains("virtio"), "{err}");
+    // The report names the archive where a run names its image.
+    let line = err.lines().rev().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["image"], cpio, "{v}");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+}
+
 /// The `vmm_exe` of a `--json` report on stderr.
 fn vmm_exe(stderr: &str) -> PathBuf {
     let line = stderr
@@ -405,6 +438,27 @@ fn bad_kernels_and_sizes_are_refused() {
         &["--network", "host", "busybox", "true"],
         "own kernel and network stack",
     );
+    // --initrd: a file, and nothing the archive's own init cannot honour.
+    assert_bad(
+        &["--initrd", "/no/such/initrd.cpio"],
+        "Cannot read --initrd /no/such/initrd.cpio",
+    );
+    assert_bad(&["--initrd", "/tmp"], "is not a file");
+    assert_bad(
+        &["--initrd", junk, "busybox", "true"],
+        "an image or a command cannot be used with --initrd",
+    );
+    assert_bad(
+        &["--initrd", junk, "-e", "A=1"],
+        "-e/--env cannot be used with --initrd",
+    );
+    assert_bad(
+        &["--initrd", junk, "--kernel", junk],
+        "neither an ELF vmlinux",
+    );
+    let o = run(&["run", "--initrd", junk]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("add --backend kvm"), "{}", stderr(&o));
 }
 
 #[test]

@@ -464,6 +464,7 @@ fn jail_on_a_host_whose_kvm_emulates() {
         kernel: kernel.clone(),
         root_disk: disk.clone(),
         bundle: None,
+        initrd: None,
         rlimits: Vec::new(),
         groups: None,
         init: init.clone(),

@@ -1,19 +1,27 @@
-//! Start-up benchmark: isol's VMM (`isol run --backend kvm IMAGE true`) against QEMU
-//! `-M microvm` booting the same kernel with the same initramfs content.
+//! Start-up benchmark: isol's VMM against QEMU `-M microvm` and, when given one, Firecracker,
+//! each booting the same guest; docs/benchmarks-vm.md.
 //!
 //! Run it where /dev/kvm is real, i.e. in the lab (`guest-images/bench/vm-start.sh`
-//! builds it and runs it there). Both subjects get the same guest kernel (vmlinux,
-//! PVH entry), 1 vCPU, the same guest RAM, the same devices (the image's read-only ext4
-//! root disk on virtio-blk, a 3-port virtio console, a UART), the same command line
-//! (except `reboot=k` vs `reboot=t`: QEMU microvm has no i8042, and each VMM's own
-//! virtio-mmio windows) and the same initramfs content (isol's guest init and a run
-//! spec for `true`). Each stops when the guest resets. Runs are interleaved A B A B
-//! after a warm-up, with every file either VMM reads at start-up in RAM.
+//! builds it and runs it there). Two guests, each booted the same way by the VMMs that can:
 //!
-//! Measured per run: wall time from spawn to reap (the VMM process's whole life), and
-//! in separate runs (polling would perturb the timing) the peak RSS (`ru_maxrss` from
-//! `wait4`) and the RSS of the guest RAM mapping (the largest anonymous mapping of at
-//! least the guest size in `/proc/PID/smaps`, last value seen while reading it
+//! * **root disk** (`isol-disk`, `qemu-disk`): what `isol run --backend kvm IMAGE true` boots.
+//!   The same guest kernel (vmlinux, PVH entry), 1 vCPU, the same guest RAM, the same devices
+//!   (the image's read-only ext4 root disk on virtio-blk, a 3-port virtio console, a UART), the
+//!   same command line (except `reboot=k` vs `reboot=t`: QEMU microvm has no i8042, and each
+//!   VMM's own virtio-mmio windows) and the same initramfs content (isol's guest init and a
+//!   run spec for `true`). Both stop at the guest init's power-off write.
+//! * **initramfs** (`isol-initrd`, `qemu-initrd`, `firecracker`): the same kernel with one
+//!   busybox initramfs whose `/init` runs `true` and reboots (`isol_bench::initrd_guest`),
+//!   isol's command line, no other device than a UART: `isol run --backend kvm --initrd`,
+//!   QEMU microvm with `-kernel -initrd -append`, Firecracker with `--no-api --config-file`.
+//!   Each stops when the guest reboots. Firecracker has no virtio-console and no exit port,
+//!   so this is the guest all three can run alike.
+//!
+//! Runs are interleaved (every subject once per round) after a warm-up, with every file a VMM
+//! reads at start-up in RAM. Measured per run: wall time from spawn to reap (the VMM process's
+//! whole life), and in separate runs (polling would perturb the timing) the peak RSS
+//! (`ru_maxrss` from `wait4`) and the RSS of the guest RAM mapping (the largest anonymous
+//! mapping of at least the guest size in `/proc/PID/smaps`, last value seen while reading it
 //! every 50 ms, `qemu_microvm::SMAPS_EVERY`). VMM overhead = peak RSS − guest RAM resident.
 //!
 //! Options: `--runs N` (default 15), `--warmup N` (2), `--rss-runs N` (5),
@@ -21,13 +29,21 @@
 //! `$ISOL_KERNEL`, else guest-images/build-kernel.sh's vmlinux), `--qemu PATH`
 //! (qemu-system-x86_64), `--isol PATH` (the release build of isol), `--disks DIR`
 //! (where isol caches root disks: `$ISOL_HOME/vm-disks`, which `isol lab` sets to its tmpfs
-//! store, else root's store /var/lib/isol/vm-disks).
+//! store, else root's store /var/lib/isol/vm-disks), `--firecracker PATH` (a Firecracker
+//! you built; default `$ISOL_BENCH_FIRECRACKER`, else none), `--busybox PATH` (the static
+//! busybox of the initramfs guest, /bin/busybox), `--subjects LIST` (comma-separated, of
+//! isol-disk, qemu-disk, isol-initrd, qemu-initrd, firecracker, isol-b; default all there
+//! are), and for an A/B of isol itself `--isol-b PATH` (another isol build, subject `isol-b`
+//! on the initramfs guest) with `--isol-b-env KEY=VALUE` (repeatable: its environment).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use isol_bench::firecracker::{self, Firecracker, FirecrackerVm};
+use isol_bench::initrd_guest;
 use isol_bench::qemu_microvm::{self, Microvm, Qemu, QemuEnd};
 use isol_vmm::{Rootfs, RunSpec};
 
@@ -43,7 +59,22 @@ struct Opts {
     qemu: String,
     isol: PathBuf,
     disks: PathBuf,
+    firecracker: Option<PathBuf>,
+    busybox: PathBuf,
+    subjects: Option<Vec<String>>,
+    isol_b: Option<PathBuf>,
+    isol_b_env: Vec<(String, String)>,
 }
+
+/// Every subject, in the order of a round.
+const SUBJECTS: [&str; 6] = [
+    "isol-disk",
+    "qemu-disk",
+    "isol-initrd",
+    "qemu-initrd",
+    "firecracker",
+    "isol-b",
+];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,6 +98,13 @@ fn parse_opts() -> Res<Opts> {
             .filter(|h| !h.is_empty())
             .map_or_else(|| PathBuf::from("/var/lib/isol"), PathBuf::from)
             .join("vm-disks"),
+        firecracker: std::env::var_os("ISOL_BENCH_FIRECRACKER")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+        busybox: "/bin/busybox".into(),
+        subjects: None,
+        isol_b: None,
+        isol_b_env: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -86,6 +124,26 @@ fn parse_opts() -> Res<Opts> {
             "--qemu" => o.qemu = val()?,
             "--isol" => o.isol = val()?.into(),
             "--disks" => o.disks = val()?.into(),
+            "--firecracker" => o.firecracker = Some(val()?.into()),
+            "--busybox" => o.busybox = val()?.into(),
+            "--subjects" => {
+                let list: Vec<String> = val()?.split(',').map(str::to_owned).collect();
+                if let Some(bad) = list.iter().find(|n| !SUBJECTS.contains(&n.as_str())) {
+                    return Err(format!(
+                        "--subjects: no subject {bad}; the subjects are {}",
+                        SUBJECTS.join(", ")
+                    ));
+                }
+                o.subjects = Some(list);
+            }
+            "--isol-b" => o.isol_b = Some(val()?.into()),
+            "--isol-b-env" => {
+                let kv = val()?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or(format!("--isol-b-env {kv}: give KEY=VALUE"))?;
+                o.isol_b_env.push((k.into(), v.into()));
+            }
             _ => {
                 return Err(format!(
                     "unknown argument {a}; see the top of bench/benches/vm_start.rs"
@@ -242,80 +300,265 @@ fn real_main() -> Res<()> {
         "no isol-vmm beside isol: the VMM runs inside isol"
     };
     let qemu = Qemu::stage(&which(&o.qemu)?, &tmp.join("qemu")).map_err(|e| e.to_string())?;
+    let fc = match &o.firecracker {
+        Some(p) if !p.is_file() => {
+            return Err(format!(
+                "--firecracker {}: no such file; build Firecracker first (docs/benchmarks-vm.md)",
+                p.display()
+            ));
+        }
+        Some(p) => {
+            Some(Firecracker::stage(p, &tmp.join("firecracker")).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let isol_b = match &o.isol_b {
+        Some(p) => {
+            let b = tmp.join("bin-b");
+            fs::create_dir_all(&b).map_err(|e| format!("cannot create {}: {e}", b.display()))?;
+            for f in [p.clone(), p.with_file_name(isol_vmm::launch::VMM_BINARY)] {
+                if f.is_file() {
+                    copy(&f, &b)?;
+                }
+            }
+            Some(b.join("isol"))
+        }
+        None => None,
+    };
+    let wanted = |name: &str| {
+        let available = match name {
+            "firecracker" => fc.is_some(),
+            "isol-b" => isol_b.is_some(),
+            _ => true,
+        };
+        available
+            && o.subjects
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|n| n == name))
+    };
+    if o.subjects
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|n| !wanted(n)))
+    {
+        return Err(
+            "--subjects names firecracker or isol-b without --firecracker or --isol-b".into(),
+        );
+    }
+    let disk_rows = wanted("isol-disk") || wanted("qemu-disk");
 
     let mem = o.memory_mib.to_string();
-    let isol_cmd_with = |extra: &[&str]| {
-        let mut c = Command::new(&isol);
+    let memory_mib = u32::try_from(o.memory_mib).map_err(|_| "--memory is too large")?;
+    let isol_run = |isol: &Path, extra: &[&OsStr]| {
+        let mut c = Command::new(isol);
         c.args(["run", "--backend", "kvm", "-m"])
             .arg(format!("{mem}m"))
             .arg("--kernel")
             .arg(&kernel)
-            .args(extra)
-            .args([o.image.as_str(), "true"]);
+            .args(extra);
         c
     };
-    let isol_cmd = || isol_cmd_with(&[]);
-    // The first run builds the image's root disk (and checks that the VM works).
-    run_once(&mut isol_cmd(), None)?;
-    let disk = newest_file(&o.disks, "ext4")?;
-    let spec = RunSpec {
-        args: vec!["true".into()],
-        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-        workdir: "/".into(),
-        hostname: "bench".into(),
-        ..Default::default()
-    };
-    // What isol puts in the initramfs with a root disk: init and the spec only.
-    let image =
-        isol_vmm::initramfs::build_initramfs(&Rootfs::Disk(disk.clone()), Some(&init), &spec)
-            .map_err(|e| e.to_string())?
-            .ok_or("no initramfs")?;
-    let initrd = tmp.join("initramfs.cpio");
-    fs::write(&initrd, &image).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
+
+    // The root-disk guest: isol's own run, and QEMU booting what isol boots.
+    let image_args = [OsStr::new(o.image.as_str()), OsStr::new("true")];
+    let isol_disk = |extra: &[&OsStr]| isol_run(&isol, &[extra, &image_args[..]].concat());
+    let mut disk_initrd = None;
+    let mut disk = None;
+    if disk_rows {
+        // The first run builds the image's root disk (and checks that the VM works).
+        run_once(&mut isol_disk(&[]), None)?;
+        let d = newest_file(&o.disks, "ext4")?;
+        let spec = RunSpec {
+            args: vec!["true".into()],
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            workdir: "/".into(),
+            hostname: "bench".into(),
+            ..Default::default()
+        };
+        // What isol puts in the initramfs with a root disk: init and the spec only.
+        let image =
+            isol_vmm::initramfs::build_initramfs(&Rootfs::Disk(d.clone()), Some(&init), &spec)
+                .map_err(|e| e.to_string())?
+                .ok_or("no initramfs")?;
+        let path = tmp.join("initramfs.cpio");
+        fs::write(&path, &image).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!(
+            "vm_start: root-disk guest: initramfs {} KiB (isol's guest init + run spec), root disk {}",
+            image.len() / 1024,
+            d.display()
+        );
+        disk_initrd = Some(path);
+        disk = Some(d);
+    }
     // isol's command line, with QEMU's own virtio-mmio windows and the triple fault reset.
-    let cmdline = qemu_microvm::cmdline(false).map_err(|e| e.to_string())?;
-    let memory_mib = u32::try_from(o.memory_mib).map_err(|_| "--memory is too large")?;
-    let vm = |cmdline: &str, end: QemuEnd| {
+    let disk_cmdline = qemu_microvm::cmdline(false).map_err(|e| e.to_string())?;
+    let qemu_disk = |cmdline: &str, end: QemuEnd| {
         qemu.command(&Microvm {
             kernel: &kernel,
-            initrd: &initrd,
-            disk: &disk,
+            initrd: disk_initrd.as_deref().unwrap_or(Path::new("")),
+            disk: disk.as_deref(),
             memory_mib,
             cmdline,
             end,
         })
     };
-    // Timed runs end where isol's do: at init's power-off write, after the report and sync.
-    let qemu_cmd = || vm(&cmdline, QemuEnd::PowerOff);
+    if wanted("qemu-disk") {
+        // QEMU cannot report the workload's status, so check once that its guest really
+        // does the same work: the kernel log on, and isa-debug-exit on isol's exit-status
+        // port (QEMU then exits with 2 × status + 1 when init reports).
+        let check = qemu_disk(
+            &qemu_microvm::cmdline(true).map_err(|e| e.to_string())?,
+            QemuEnd::Status,
+        )
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run QEMU: {e}"))?;
+        qemu_microvm::check_guest(check.status, &String::from_utf8_lossy(&check.stdout), 0)
+            .map_err(|e| format!("{e}\n{}", String::from_utf8_lossy(&check.stderr).trim()))?;
+    }
 
-    // QEMU cannot report the workload's status, so check once that its guest really
-    // does the same work: the kernel log on, and isa-debug-exit on isol's exit-status
-    // port (QEMU then exits with 2 × status + 1 when init reports).
-    let check = vm(
-        &qemu_microvm::cmdline(true).map_err(|e| e.to_string())?,
-        QemuEnd::Status,
-    )
-    .stdin(Stdio::null())
-    .output()
-    .map_err(|e| format!("cannot run QEMU: {e}"))?;
-    qemu_microvm::check_guest(check.status, &String::from_utf8_lossy(&check.stdout), 0)
-        .map_err(|e| format!("{e}\n{}", String::from_utf8_lossy(&check.stderr).trim()))?;
+    // The initramfs guest, the same for every VMM; and a copy whose /init says it ran `true`,
+    // for the check.
+    let write_guest = |say: bool, name: &str| -> Res<PathBuf> {
+        let image = initrd_guest::initramfs(&o.busybox, say).map_err(|e| {
+            format!(
+                "cannot build the initramfs from {}: {e}",
+                o.busybox.display()
+            )
+        })?;
+        let path = tmp.join(name);
+        fs::write(&path, image).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    };
+    let guest = write_guest(false, "guest.cpio")?;
+    let guest_say = write_guest(true, "guest-check.cpio")?;
+    let guest_k = initrd_guest::cmdline(false).map_err(|e| e.to_string())?;
+    let guest_t = initrd_guest::cmdline(true).map_err(|e| e.to_string())?;
+    let isol_initrd = |isol: &Path, initrd: &Path, extra: &[&OsStr]| {
+        isol_run(
+            isol,
+            &[&[OsStr::new("--initrd"), initrd.as_os_str()][..], extra].concat(),
+        )
+    };
+    let isol_b_cmd = |initrd: &Path, extra: &[&OsStr]| {
+        let mut c = isol_initrd(isol_b.as_deref().unwrap_or(Path::new("")), initrd, extra);
+        c.envs(o.isol_b_env.iter().map(|(k, v)| (k, v)));
+        c
+    };
+    let qemu_initrd = |initrd: &Path| {
+        qemu.command(&Microvm {
+            kernel: &kernel,
+            initrd,
+            disk: None,
+            memory_mib,
+            cmdline: &guest_t,
+            end: QemuEnd::Reset,
+        })
+    };
+    let fc_config = |initrd: &Path, name: &str| -> Res<PathBuf> {
+        let c = firecracker::config(&FirecrackerVm {
+            kernel: &kernel,
+            initrd,
+            memory_mib,
+            vcpus: 1,
+            cmdline: &guest_k,
+        });
+        let path = tmp.join(name);
+        fs::write(&path, c.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    };
+    let fc_timed = fc_config(&guest, "firecracker.json")?;
+    let fc_check = fc_config(&guest_say, "firecracker-check.json")?;
+    let fc_cmd = |config: &Path| match &fc {
+        Some(f) => f.command(config),
+        None => Command::new("false"),
+    };
+
+    // Check once that each VMM boots the initramfs guest, its /init runs `true` and the
+    // reboot ends the VMM cleanly.
+    let mut checks: Vec<(&str, Command)> = Vec::new();
+    if wanted("isol-initrd") {
+        checks.push(("isol-initrd", isol_initrd(&isol, &guest_say, &[])));
+    }
+    if wanted("isol-b") {
+        checks.push(("isol-b", isol_b_cmd(&guest_say, &[])));
+    }
+    if wanted("qemu-initrd") {
+        checks.push(("qemu-initrd", qemu_initrd(&guest_say)));
+    }
+    if wanted("firecracker") {
+        checks.push(("firecracker", fc_cmd(&fc_check)));
+    }
+    for (name, mut c) in checks {
+        let out = c
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {name}: {e}"))?;
+        let console = String::from_utf8_lossy(&out.stdout);
+        if !qemu_microvm::ended_cleanly(out.status) || !console.contains(initrd_guest::SAID) {
+            return Err(format!(
+                "{name} did not boot the initramfs guest to its end ({}): stdout {:?}, stderr {:?}",
+                out.status,
+                console.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+
     println!(
-        "vm_start: kernel {}, initramfs {} KiB, {} MiB, 1 vCPU, {} runs each (+{} warm-up), interleaved; {vmm_note}",
+        "vm_start: kernel {}, {} MiB, 1 vCPU, {} runs each (+{} warm-up), interleaved; {vmm_note}",
         kernel.display(),
-        image.len() / 1024,
         o.memory_mib,
         o.runs,
         o.warmup
     );
-    let subjects: [(&str, &dyn Fn() -> Command); 2] =
-        [("isol", &isol_cmd), ("qemu-microvm", &qemu_cmd)];
+    if let Some(p) = &o.firecracker {
+        let v = Command::new(p)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", p.display()))?;
+        let v = String::from_utf8_lossy(&v.stdout);
+        println!(
+            "vm_start: {} ({})",
+            v.lines().next().unwrap_or("Firecracker, version unknown"),
+            p.display()
+        );
+    }
+    println!(
+        "vm_start: initramfs guest {} KiB (busybox {}), command line {guest_k:?} (QEMU: reboot=t)",
+        fs::metadata(&guest).map(|m| m.len() / 1024).unwrap_or(0),
+        o.busybox.display()
+    );
+    type Make<'a> = Box<dyn Fn() -> Command + 'a>;
+    let all: [(&str, Make); 6] = [
+        ("isol-disk", Box::new(|| isol_disk(&[]))),
+        (
+            "qemu-disk",
+            Box::new(|| qemu_disk(&disk_cmdline, QemuEnd::PowerOff)),
+        ),
+        ("isol-initrd", Box::new(|| isol_initrd(&isol, &guest, &[]))),
+        ("qemu-initrd", Box::new(|| qemu_initrd(&guest))),
+        ("firecracker", Box::new(|| fc_cmd(&fc_timed))),
+        ("isol-b", Box::new(|| isol_b_cmd(&guest, &[]))),
+    ];
+    let subjects: Vec<(&str, Make)> = all.into_iter().filter(|(name, _)| wanted(name)).collect();
+    for (name, c) in &subjects {
+        let c = c();
+        println!(
+            "  {name:<12} {} {}",
+            c.get_program().to_string_lossy(),
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     for _ in 0..o.warmup {
         for (_, c) in &subjects {
             run_once(&mut c(), None)?;
         }
     }
-    let mut walls: [Vec<f64>; 2] = Default::default();
+    let mut walls: Vec<Vec<f64>> = vec![Vec::new(); subjects.len()];
     for i in 0..o.runs {
         for (k, (name, c)) in subjects.iter().enumerate() {
             let s = run_once(&mut c(), None)?;
@@ -327,7 +570,7 @@ fn real_main() -> Res<()> {
         }
     }
     let min_kib = o.memory_mib * 1024;
-    let mut rss: [Vec<Sample>; 2] = Default::default();
+    let mut rss: Vec<Vec<Sample>> = (0..subjects.len()).map(|_| Vec::new()).collect();
     for i in 0..o.rss_runs {
         for (k, (name, c)) in subjects.iter().enumerate() {
             let s = run_once(&mut c(), Some(min_kib))?;
@@ -339,70 +582,99 @@ fn real_main() -> Res<()> {
             rss[k].push(s);
         }
     }
-    // One more isol run for its own view: setup steps, boot timeline, exit counts.
-    let trace = isol_cmd_with(&["--trace-exits"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run isol: {e}"))?;
-    println!("isol --trace-exits (one run):");
-    for l in String::from_utf8_lossy(&trace.stderr).lines() {
-        println!("    {l}");
+    // One more run of each isol for its own view: setup steps, boot timeline, exit counts.
+    let trace = OsStr::new("--trace-exits");
+    let mut traced: Vec<(&str, Command)> = Vec::new();
+    if wanted("isol-disk") {
+        traced.push(("isol-disk", isol_disk(&[trace])));
+    }
+    if wanted("isol-initrd") {
+        traced.push(("isol-initrd", isol_initrd(&isol, &guest, &[trace])));
+    }
+    if wanted("isol-b") {
+        traced.push(("isol-b", isol_b_cmd(&guest, &[trace])));
+    }
+    for (name, mut c) in traced {
+        let out = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run isol: {e}"))?;
+        println!("{name} --trace-exits (one run):");
+        for l in String::from_utf8_lossy(&out.stderr).lines() {
+            println!("    {l}");
+        }
     }
     let _ = fs::remove_dir_all(&tmp);
 
-    struct Row {
-        p25: f64,
-        med: f64,
-        p75: f64,
-        maxrss: f64,
-        guest: f64,
-        overhead: f64,
-    }
-    let rows: Vec<Row> = (0..2)
-        .map(|k| {
-            let w = sorted(walls[k].iter().copied());
-            let maxrss = sorted(rss[k].iter().map(|s| s.maxrss_kib as f64 / 1024.0));
-            let guest = sorted(
-                rss[k]
-                    .iter()
-                    .map(|s| s.guest_kib.unwrap_or(0) as f64 / 1024.0),
-            );
-            let over =
-                sorted(rss[k].iter().map(|s| {
-                    (s.maxrss_kib.saturating_sub(s.guest_kib.unwrap_or(0))) as f64 / 1024.0
-                }));
-            Row {
-                p25: percentile(&w, 0.25),
-                med: percentile(&w, 0.5),
-                p75: percentile(&w, 0.75),
-                maxrss: percentile(&maxrss, 0.5),
-                guest: percentile(&guest, 0.5),
-                overhead: percentile(&over, 0.5),
-            }
-        })
-        .collect();
+    let rows: Vec<Row> = walls.iter().zip(&rss).map(|(w, r)| Row::of(w, r)).collect();
     println!();
     println!(
         "| subject | start→exit median | p25 | p75 | peak RSS | guest RAM resident | VMM overhead |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (k, (name, _)) in subjects.iter().enumerate() {
-        let r = &rows[k];
+    for ((name, _), r) in subjects.iter().zip(&rows) {
         println!(
             "| {name} | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
             r.med, r.p25, r.p75, r.maxrss, r.guest, r.overhead
         );
     }
-    let (a, b) = (&rows[0], &rows[1]);
-    println!(
-        "| ratio isol / qemu | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        a.med / b.med,
-        a.p25 / b.p25,
-        a.p75 / b.p75,
-        a.maxrss / b.maxrss,
-        a.guest / b.guest,
-        a.overhead / b.overhead
-    );
+    let row = |name: &str| {
+        subjects
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map(|k| &rows[k])
+    };
+    for (a, b) in [
+        ("isol-initrd", "firecracker"),
+        ("isol-initrd", "qemu-initrd"),
+        ("firecracker", "qemu-initrd"),
+        ("isol-disk", "qemu-disk"),
+        ("isol-b", "isol-initrd"),
+        ("isol-b", "firecracker"),
+    ] {
+        if let (Some(x), Some(y)) = (row(a), row(b)) {
+            println!(
+                "| ratio {a} / {b} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                x.med / y.med,
+                x.p25 / y.p25,
+                x.p75 / y.p75,
+                x.maxrss / y.maxrss,
+                x.guest / y.guest,
+                x.overhead / y.overhead
+            );
+        }
+    }
     Ok(())
+}
+
+/// One subject's line of the table.
+struct Row {
+    p25: f64,
+    med: f64,
+    p75: f64,
+    maxrss: f64,
+    guest: f64,
+    overhead: f64,
+}
+
+impl Row {
+    fn of(walls: &[f64], rss: &[Sample]) -> Row {
+        let w = sorted(walls.iter().copied());
+        let mib = |k: u64| k as f64 / 1024.0;
+        let maxrss = sorted(rss.iter().map(|s| mib(s.maxrss_kib)));
+        let guest = sorted(rss.iter().map(|s| mib(s.guest_kib.unwrap_or(0))));
+        let over = sorted(
+            rss.iter()
+                .map(|s| mib(s.maxrss_kib.saturating_sub(s.guest_kib.unwrap_or(0)))),
+        );
+        Row {
+            p25: percentile(&w, 0.25),
+            med: percentile(&w, 0.5),
+            p75: percentile(&w, 0.75),
+            maxrss: percentile(&maxrss, 0.5),
+            guest: percentile(&guest, 0.5),
+            overhead: percentile(&over, 0.5),
+        }
+    }
 }

@@ -67,6 +67,9 @@ pub enum QemuEnd {
     /// At init's exit-status report (`isa-debug-exit` on [`EXIT_PORT`]; QEMU exits with
     /// [`debug_exit_status`] of the workload's status). The check of what the guest did.
     Status,
+    /// At the guest's reboot (`reboot=t`: a triple fault, which `-no-reboot` turns into
+    /// QEMU's exit with status 0): a guest with an init of its own, which knows no exit port.
+    Reset,
 }
 
 /// A QEMU binary with its shared libraries and microvm firmware copied into one directory,
@@ -74,9 +77,79 @@ pub enum QemuEnd {
 /// the copied dynamic loader.
 #[derive(Debug, Clone)]
 pub struct Qemu {
-    loader: PathBuf,
+    staged: Staged,
+}
+
+/// A program copied into one directory with the shared libraries `ldd` lists for it, so
+/// that starting it reads RAM (in the lab the host's files come over 9p), run through the
+/// copied dynamic loader (a static program: directly).
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The copied dynamic loader; `None` for a static program.
+    loader: Option<PathBuf>,
     dir: PathBuf,
     binary: PathBuf,
+}
+
+impl Staged {
+    /// Copies `program` and its shared libraries into `dir` (created).
+    pub fn stage(program: &Path, dir: &Path) -> Result<Staged, QemuError> {
+        fs::create_dir_all(dir).map_err(|source| QemuError::Io {
+            what: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let binary = copy_into(program, dir)?;
+        let ldd = Command::new("ldd")
+            .arg(program)
+            .output()
+            .map_err(|source| QemuError::Io {
+                what: "run ldd on",
+                path: program.to_path_buf(),
+                source,
+            })?;
+        let mut loader = None;
+        let mut libraries = 0;
+        for lib in String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+        {
+            let lib = Path::new(lib);
+            let to = copy_into(lib, dir)?;
+            libraries += 1;
+            if lib
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+            {
+                loader = Some(to);
+            }
+        }
+        if libraries > 0 && loader.is_none() {
+            return Err(QemuError::NoLoader(program.to_path_buf()));
+        }
+        Ok(Staged {
+            loader,
+            dir: dir.to_path_buf(),
+            binary,
+        })
+    }
+
+    /// The command that runs the staged program.
+    pub fn command(&self) -> Command {
+        match &self.loader {
+            Some(loader) => {
+                let mut c = Command::new(loader);
+                c.arg("--library-path").arg(&self.dir).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        }
+    }
+
+    /// The directory it was copied into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 /// The guest QEMU boots.
@@ -84,8 +157,9 @@ pub struct Qemu {
 pub struct Microvm<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
-    /// Attached read-only as the first virtio-blk disk (`/dev/vda`).
-    pub disk: &'a Path,
+    /// Attached read-only as the first virtio-blk disk (`/dev/vda`), with isol's 3-port
+    /// virtio console; `None`: neither (an initramfs with an init of its own).
+    pub disk: Option<&'a Path>,
     pub memory_mib: u32,
     /// From [`cmdline`].
     pub cmdline: &'a str,
@@ -108,101 +182,67 @@ impl Qemu {
     /// Copies `qemu`, the shared libraries `ldd` lists for it and microvm's firmware (qboot,
     /// or `bios-microvm.bin` in newer QEMUs, from /usr/share/qemu) into `dir`.
     pub fn stage(qemu: &Path, dir: &Path) -> Result<Qemu, QemuError> {
-        fs::create_dir_all(dir).map_err(|source| QemuError::Io {
-            what: "create",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let binary = copy_into(qemu, dir)?;
-        let ldd = Command::new("ldd")
-            .arg(qemu)
-            .output()
-            .map_err(|source| QemuError::Io {
-                what: "run ldd on",
-                path: qemu.to_path_buf(),
-                source,
-            })?;
-        let mut loader = None;
-        for lib in String::from_utf8_lossy(&ldd.stdout)
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-        {
-            let lib = Path::new(lib);
-            let to = copy_into(lib, dir)?;
-            if lib
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
-            {
-                loader = Some(to);
-            }
-        }
-        let loader = loader.ok_or_else(|| QemuError::NoLoader(qemu.to_path_buf()))?;
+        let staged = Staged::stage(qemu, dir)?;
         for fw in ["qboot.rom", "bios-microvm.bin"] {
             let from = Path::new("/usr/share/qemu").join(fw);
             if from.is_file() {
                 copy_into(&from, dir)?;
             }
         }
-        Ok(Qemu {
-            loader,
-            dir: dir.to_path_buf(),
-            binary,
-        })
+        Ok(Qemu { staged })
     }
 
     /// The command that boots `vm`: 1 vCPU, no defaults, the serial console on stdout,
     /// ending where `vm.end` says.
     pub fn command(&self, vm: &Microvm) -> Command {
-        let mut drive = OsString::from("file=");
-        drive.push(vm.disk);
-        drive.push(",if=none,id=root,format=raw,readonly=on");
-        let mut c = Command::new(&self.loader);
-        c.arg("--library-path")
-            .arg(&self.dir)
-            .arg(&self.binary)
-            .arg("-L")
-            .arg(&self.dir)
-            .args([
-                "-M",
-                "microvm,x-option-roms=off,rtc=off,acpi=off,pic=off,pit=off,isa-serial=on",
-                "-enable-kvm",
-                "-cpu",
-                "host",
-                "-m",
-                &vm.memory_mib.to_string(),
-                "-smp",
-                "1",
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-serial",
-                "stdio",
-                "-no-reboot",
-                // The same devices as isol: the root disk and a 3-port console.
-                "-drive",
-            ])
-            .arg(&drive)
-            .args([
+        let mut c = self.staged.command();
+        c.arg("-L").arg(self.staged.dir()).args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=off,acpi=off,pic=off,pit=off,isa-serial=on",
+            "-enable-kvm",
+            "-cpu",
+            "host",
+            "-m",
+            &vm.memory_mib.to_string(),
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ]);
+        if let Some(disk) = vm.disk {
+            // The same devices as isol: the root disk and a 3-port console.
+            let mut drive = OsString::from("file=");
+            drive.push(disk);
+            drive.push(",if=none,id=root,format=raw,readonly=on");
+            c.arg("-drive").arg(&drive).args([
                 "-device",
                 "virtio-blk-device,drive=root",
                 "-device",
                 "virtio-serial-device,max_ports=4",
             ]);
-        for (i, name) in STDIO_PORTS.iter().enumerate() {
-            c.args(["-chardev", &format!("null,id=p{i}")]).args([
-                "-device",
-                &format!("virtserialport,chardev=p{i},name={name}"),
-            ]);
+            for (i, name) in STDIO_PORTS.iter().enumerate() {
+                c.args(["-chardev", &format!("null,id=p{i}")]).args([
+                    "-device",
+                    &format!("virtserialport,chardev=p{i},name={name}"),
+                ]);
+            }
         }
         let port = match vm.end {
-            QemuEnd::PowerOff => POWER_OFF_PORT,
-            QemuEnd::Status => EXIT_PORT,
+            QemuEnd::PowerOff => Some(POWER_OFF_PORT),
+            QemuEnd::Status => Some(EXIT_PORT),
+            QemuEnd::Reset => None,
         };
-        c.args([
-            "-device",
-            &format!("isa-debug-exit,iobase={port:#x},iosize=1"),
-        ]);
+        if let Some(port) = port {
+            c.args([
+                "-device",
+                &format!("isa-debug-exit,iobase={port:#x},iosize=1"),
+            ]);
+        }
         c.arg("-kernel")
             .arg(vm.kernel)
             .arg("-initrd")

@@ -722,7 +722,7 @@ impl QemuPeer {
         Ok(self.qemu.command(&Microvm {
             kernel: &self.kernel,
             initrd: &initrd,
-            disk: &self.disk,
+            disk: Some(&self.disk),
             memory_mib: VM_MEMORY_MIB,
             cmdline: &cmdline,
             end: if verify {

@@ -90,6 +90,22 @@ impl<W: Write> CpioWriter<W> {
         self.put(&[0u8; 3][..pad])
     }
 
+    /// Writes `/dev` and `/dev/console` (char 5:1), so that the kernel can give an
+    /// initramfs's init its stdio before any devtmpfs is mounted.
+    pub fn dev_console(&mut self) -> io::Result<()> {
+        self.entry(b"dev", dir(0o755), &[])?;
+        self.entry(
+            b"dev/console",
+            EntryMeta {
+                mode: S_IFCHR | 0o600,
+                rdev_major: 5,
+                rdev_minor: 1,
+                ..Default::default()
+            },
+            &[],
+        )
+    }
+
     /// Writes one entry. `name` is relative (no leading `/`).
     pub fn entry(&mut self, name: &[u8], meta: EntryMeta, data: &[u8]) -> io::Result<()> {
         let size = entry_size(data.len() as u64)?;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# VM start-up benchmark: isol's VMM vs QEMU -M microvm, same kernel, same initramfs,
+# VM start-up benchmark: isol's VMM vs QEMU -M microvm (and a Firecracker you built), same guests,
 # 1 vCPU, 128 MiB, interleaved runs; prints a Markdown table (docs/benchmarks-vm.md).
 #
 #   guest-images/bench/vm-start.sh [--runs N] [--warmup N] [--rss-runs N] [--memory MIB]
 #                                  [--image NAME] [--kernel FILE] [--qemu PATH]
+#                                  [--firecracker PATH] [--subjects LIST] [--isol-b PATH]
 #
 # On the host it builds what it needs (release isol, guest init, the bench binary,
 # the guest kernel) and re-runs itself in the lab (`isol lab`), where /dev/kvm is

@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod lab;
 pub mod pod_net;
 pub mod run;
+pub mod run_initrd;
 pub mod runs;
 pub mod shares;
 pub mod vm_exec;

@@ -39,6 +39,9 @@ pub struct RunSpec {
 
 /// `isol run`; `log_filter` is the log filter in force, handed on to isol-vmm.
 pub fn run(args: RunArgs, log_filter: &str) -> anyhow::Result<i32> {
+    if let Some(initrd) = &args.initrd {
+        return super::run_initrd::run(&args, initrd, log_filter);
+    }
     let rootless = !nix::unistd::geteuid().is_root();
     // The sealed copy of the container's init is made while the rest of the run is prepared
     // (docs/design.md, "The container backend"). A detached run's supervisor, forked below,
@@ -390,16 +393,19 @@ fn run_record(
         pids: spec.pids,
     };
     // What run_kvm will start (flags it refuses end the run before anyone can inspect it).
-    r.vm = (!container).then(|| super::runs::VmShape {
-        vcpus: vm_vcpus(spec).unwrap_or(1),
-        memory_mib: vm_memory_mib(spec),
-        kernel: guest_kernel(args).ok(),
+    r.vm = (!container).then(|| {
+        let (vcpus, memory_mib) = vm_size(spec.cpus, spec.memory).unwrap_or((1, 256));
+        super::runs::VmShape {
+            vcpus,
+            memory_mib,
+            kernel: guest_kernel(args).ok(),
+        }
     });
     r
 }
 
-fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Result<RunSpec> {
-    // Validate the flags before touching the image, so bad input fails fast.
+/// `-m` in bytes (at least 6m), after checking `--cpus` against this host's CPUs.
+pub(super) fn parse_memory_and_cpus(args: &RunArgs) -> anyhow::Result<Option<u64>> {
     let memory = args
         .memory
         .as_deref()
@@ -422,6 +428,22 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
             );
         }
     }
+    Ok(memory)
+}
+
+/// `--timeout`: a positive number of seconds.
+pub(super) fn check_timeout(args: &RunArgs) -> anyhow::Result<()> {
+    if let Some(t) = args.timeout
+        && !(t.is_finite() && t > 0.0 && t < 1e9)
+    {
+        bail!("Invalid --timeout {t}: give a positive number of seconds");
+    }
+    Ok(())
+}
+
+fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Result<RunSpec> {
+    // Validate the flags before touching the image, so bad input fails fast.
+    let memory = parse_memory_and_cpus(args)?;
     let pids = match args.pids_limit {
         None => None,
         Some(n) if n >= 2 => Some(n as u64),
@@ -466,14 +488,11 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
     if let Some(h) = &args.hostname {
         validate_hostname(h)?;
     }
-    if let Some(t) = args.timeout
-        && !(t.is_finite() && t > 0.0 && t < 1e9)
-    {
-        bail!("Invalid --timeout {t}: give a positive number of seconds");
-    }
+    check_timeout(args)?;
     let privileges = parse_privileges(args)?;
 
-    let image = store.resolve(&args.image)?;
+    let image_name = args.image.as_deref().unwrap_or_default();
+    let image = store.resolve(image_name)?;
     let cfg = &image.config;
 
     let mut argv: Vec<OsString> = cfg.entrypoint.iter().map(OsString::from).collect();
@@ -484,8 +503,7 @@ fn build_spec(args: &RunArgs, store: &isol_image::Store, id: &str) -> anyhow::Re
     }
     if argv.is_empty() {
         bail!(
-            "No command given and image '{}' has no default command; give one after the image name",
-            args.image
+            "No command given and image '{image_name}' has no default command; give one after the image name"
         );
     }
 
@@ -953,23 +971,32 @@ fn vm_root_disk(store: &isol_image::Store, image: &isol_image::Image) -> anyhow:
     disk.context("Cannot build the VM's root disk")
 }
 
-/// A VM's vCPUs: `--cpus`, a whole number, or 1.
-fn vm_vcpus(spec: &RunSpec) -> anyhow::Result<u8> {
-    match spec.cpus {
-        None => Ok(1),
-        Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => Ok(c as u8),
+/// A VM's vCPUs (`--cpus`, a whole number, or 1) and RAM in MiB (`--memory`, or 256),
+/// checked against the VMM's minimum and this host's memory.
+pub(super) fn vm_size(cpus: Option<f64>, memory: Option<u64>) -> anyhow::Result<(u8, u32)> {
+    let vcpus = match cpus {
+        None => 1,
+        Some(c) if c.fract() == 0.0 && (1.0..=255.0).contains(&c) => c as u8,
         Some(c) => {
             bail!("--cpus {c} is not a whole number of vCPUs; the kvm backend needs 1, 2, …")
         }
-    }
-}
-
-/// A VM's RAM in MiB: `--memory`, or 256.
-fn vm_memory_mib(spec: &RunSpec) -> u32 {
-    match spec.memory {
+    };
+    let memory_mib = match memory {
         None => 256,
         Some(m) => u32::try_from(m >> 20).unwrap_or(u32::MAX),
+    };
+    let min = isol_vmm::config::MIN_MEMORY_MIB;
+    if memory_mib < min {
+        bail!("Memory {memory_mib} MiB is too small for a microVM: give --memory {min}m or more");
     }
+    if let Some(host) = isol_vmm::config::host_memory_mib()
+        && u64::from(memory_mib) > host
+    {
+        bail!(
+            "Memory {memory_mib} MiB is more than this host has ({host} MiB): give a smaller --memory"
+        );
+    }
+    Ok((vcpus, memory_mib))
 }
 
 /// How a `-v` source reaches a VM: a directory is shared (virtio-fs, served by virtiofsd), a
@@ -1015,6 +1042,13 @@ fn guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
         })
 }
 
+/// [`guest_kernel`], checked first (bad input): a kernel that cannot be opened or is no kernel.
+pub(super) fn checked_guest_kernel(args: &RunArgs) -> anyhow::Result<PathBuf> {
+    let kernel = guest_kernel(args)?;
+    isol_vmm::loader::check_kernel(&kernel)?;
+    Ok(kernel)
+}
+
 fn run_kvm(
     args: &RunArgs,
     spec: RunSpec,
@@ -1027,22 +1061,8 @@ fn run_kvm(
     // The environment is read here, once: ISOL_VMM_SECCOMP (docs/vmm.md, "Seccomp").
     let (seccomp, seccomp_test_violation) =
         isol_vmm::seccomp::parse_setting(std::env::var(isol_vmm::seccomp::ENV).ok().as_deref())?;
-    let vcpus = vm_vcpus(&spec)?;
-    let memory_mib = vm_memory_mib(&spec);
-    let min = isol_vmm::config::MIN_MEMORY_MIB;
-    if memory_mib < min {
-        bail!("Memory {memory_mib} MiB is too small for a microVM: give --memory {min}m or more");
-    }
-    if let Some(host) = isol_vmm::config::host_memory_mib()
-        && u64::from(memory_mib) > host
-    {
-        bail!(
-            "Memory {memory_mib} MiB is more than this host has ({host} MiB): give a smaller --memory"
-        );
-    }
-    let kernel = guest_kernel(args)?;
-    // Bad input first: a kernel that cannot be opened or is no kernel.
-    isol_vmm::loader::check_kernel(&kernel)?;
+    let (vcpus, memory_mib) = vm_size(spec.cpus, spec.memory)?;
+    let kernel = checked_guest_kernel(args)?;
     // A kernel whose config can be found and lacks what isol needs is refused here, with
     // the options named, rather than failing inside the guest.
     let mut shared = Vec::new();
@@ -1083,6 +1103,7 @@ fn run_kvm(
         kernel,
         root_disk,
         bundle: None,
+        initrd: None,
         rlimits: Vec::new(),
         groups: None,
         init,
@@ -1374,7 +1395,7 @@ fn net_without() -> anyhow::Result<u64> {
 pub const JAIL_ENV: &str = "ISOL_VMM_JAIL";
 /// The jail `isol-vmm` builds around the VM (src/jail.rs), unless `ISOL_VMM_JAIL=off`; only
 /// root can build one (namespaces without a user namespace, cgroups, /dev/kvm as a node).
-fn vmm_jail(
+pub(super) fn vmm_jail(
     store: &isol_image::Store,
     launch: &isol_vmm::launch::Launch,
     id: &str,

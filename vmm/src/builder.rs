@@ -28,7 +28,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::regs::{self, EntryMode};
 use crate::arch::x86_64::{boot_params, mptable};
-use crate::config::{SerialOutput, VmConfig};
+use crate::config::{Rootfs, SerialOutput, VmConfig};
 use crate::event_loop::{self, VmEnd};
 use crate::seccomp::{self, Filters, Seccomp, ThreadKind};
 use crate::trace::{self, BootTimings, ExitCounts, SetupStep, Timeline, TimestampingWriter};
@@ -389,6 +389,8 @@ fn run_in(
             {
                 Ok(outcome(code))
             }
+            // A whole initramfs's own init ends its VM by rebooting, as under Firecracker.
+            (VmEnd::Reset, None) if matches!(cfg.rootfs, Rootfs::Initrd(_)) => Ok(outcome(0)),
             (VmEnd::Reset, None) => Err(VmmError::GuestRebooted),
             (VmEnd::VcpuStopped(ev), None) if ev.stop == VcpuStop::Shutdown => {
                 Err(VmmError::TripleFault {

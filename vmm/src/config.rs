@@ -66,6 +66,14 @@ pub enum ConfigError {
     /// An empty command.
     #[error("No command to run in the VM; give a command after --")]
     NoCommand,
+    /// The initramfs of [`Rootfs::Initrd`] is missing or unreadable.
+    #[error("Initramfs {path} cannot be read: {source}; give a newc cpio archive with --initrd")]
+    Initrd {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// A zero timeout.
     #[error("A timeout of zero would stop the VM before it starts; give a positive timeout")]
     ZeroTimeout,
@@ -98,6 +106,11 @@ pub enum Rootfs {
     Empty,
     /// No initramfs at all (bare test kernels).
     None,
+    /// A complete initramfs, loaded as it is (`isol run --initrd`): its own `/init` is PID 1
+    /// and isol adds nothing (no guest init, no run spec, no devices beyond the UARTs and the
+    /// i8042's reset line). The run ends when the guest reboots (`reboot=k`: status 0, as
+    /// Firecracker and QEMU `-no-reboot` end) or writes isol's exit port.
+    Initrd(PathBuf),
     // -- virtio work (devices.md): root disk --
     /// An ext4 image of the root filesystem (see `isol_image::vm`), attached read-only
     /// as virtio-blk; the initramfs holds only init and the spec, and init mounts the
@@ -210,7 +223,7 @@ pub struct VmConfig {
     /// Root filesystem.
     pub rootfs: Rootfs,
     /// The static guest init binary, put at `/init`. Required unless `rootfs` is
-    /// [`Rootfs::None`].
+    /// [`Rootfs::None`] or [`Rootfs::Initrd`] (unused there).
     pub init: Option<PathBuf>,
     /// vCPU count.
     pub vcpus: u8,
@@ -409,7 +422,13 @@ impl VmConfig {
             path: self.kernel.clone(),
             source,
         })?;
-        if self.rootfs != Rootfs::None {
+        if let Rootfs::Initrd(path) = &self.rootfs {
+            // Its own /init runs: no guest init, no workload of isol's.
+            fs::File::open(path).map_err(|source| ConfigError::Initrd {
+                path: path.clone(),
+                source,
+            })?;
+        } else if self.rootfs != Rootfs::None {
             let init = self.init.as_ref().ok_or(ConfigError::NoInit)?;
             fs::File::open(init).map_err(|source| ConfigError::Init {
                 path: init.clone(),
@@ -482,6 +501,16 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::NoCommand)));
         c.rootfs = Rootfs::None;
         c.validate().unwrap();
+        // A whole initramfs needs neither isol's init nor a command, only to be readable.
+        let (mut c, k) = valid();
+        c.init = None;
+        c.spec.args.clear();
+        c.rootfs = Rootfs::Initrd(k.path().to_owned());
+        c.validate().unwrap();
+        c.rootfs = Rootfs::Initrd("/nonexistent/initrd.cpio".into());
+        let e = c.validate().unwrap_err();
+        assert!(matches!(e, ConfigError::Initrd { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/initrd.cpio"), "{e}");
         let (mut c, _k) = valid();
         c.timeout = Some(Duration::ZERO);
         assert!(matches!(c.validate(), Err(ConfigError::ZeroTimeout)));

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use isol_cpio::{CpioWriter, EntryMeta, S_IFCHR, S_IFREG, dir};
+use isol_cpio::{CpioWriter, EntryMeta, S_IFREG, dir};
 use isol_guest_init::spec::Spec;
 
 use crate::config::{Rootfs, RunSpec};
@@ -86,17 +86,7 @@ fn write_isol_entries(
     init: SourceFile,
     spec: &[u8],
 ) -> io::Result<()> {
-    w.entry(b"dev", dir(0o755), &[])?;
-    w.entry(
-        b"dev/console",
-        EntryMeta {
-            mode: S_IFCHR | 0o600,
-            rdev_major: 5,
-            rdev_minor: 1,
-            ..Default::default()
-        },
-        &[],
-    )?;
+    w.dev_console()?;
     w.entry(b"proc", dir(0o555), &[])?;
     w.entry(b"sys", dir(0o555), &[])?;
     w.entry(b"isol", dir(0o755), &[])?;
@@ -240,7 +230,8 @@ fn entry_file(
     })
 }
 
-/// Plans the whole initramfs, or `None` for [`Rootfs::None`]: opens the files it needs
+/// Plans the whole initramfs, or `None` for [`Rootfs::None`] ([`Rootfs::Initrd`]: that
+/// file alone, byte for byte): opens the files it needs
 /// and builds the rest in memory; [`crate::loader::load_initrd`] writes it into guest
 /// memory.
 pub fn plan_initramfs(
@@ -248,8 +239,15 @@ pub fn plan_initramfs(
     init: Option<&Path>,
     spec: &RunSpec,
 ) -> Result<Option<Initramfs>, InitramfsError> {
-    if *rootfs == Rootfs::None {
-        return Ok(None);
+    match rootfs {
+        Rootfs::None => return Ok(None),
+        // Booted as it is: nothing of isol's is added.
+        Rootfs::Initrd(path) => {
+            let mut out = Initramfs::default();
+            out.push_file(SourceFile::open(path).map_err(read_err(path))?);
+            return Ok(Some(out));
+        }
+        _ => {}
     }
     let init_path = init.unwrap_or(Path::new("/init"));
     let init_file = SourceFile::open(init_path).map_err(|source| InitramfsError::Init {
@@ -291,8 +289,8 @@ pub fn build_initramfs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use isol_cpio::S_IFMT;
     use isol_cpio::testutil::{find, parse};
+    use isol_cpio::{S_IFCHR, S_IFMT};
 
     #[test]
     fn isol_entries() {
@@ -360,5 +358,22 @@ mod tests {
         assert_eq!(&img[..first.len()], &first[..]);
         let p = parse(&img[second..]);
         assert!(find(&p, "init").is_some());
+        // A whole initramfs is loaded byte for byte: no init, no spec, no padding of isol's,
+        // whatever init and spec the config holds.
+        let whole = build_initramfs(
+            &Rootfs::Initrd(t.path().to_owned()),
+            Some(&std::env::current_exe().unwrap()),
+            &RunSpec::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(whole, first);
+        let e = build_initramfs(
+            &Rootfs::Initrd("/nonexistent/initrd".into()),
+            None,
+            &RunSpec::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, InitramfsError::Read { .. }), "{e}");
     }
 }

@@ -36,7 +36,7 @@ pub const VMM_ENV: &str = "ISOL_VMM";
 /// The argument before the number of the descriptor holding the description.
 pub const LAUNCH_FD_ARG: &str = "--launch-fd";
 /// Bump whenever [`Launch`] changes: an `isol-vmm` from another build refuses it clearly.
-pub const FORMAT: u32 = 15;
+pub const FORMAT: u32 = 16;
 const MAGIC: &str = "isol-launch";
 
 /// Errors of the launch itself (the VM's own are [`VmmError`]).
@@ -93,6 +93,11 @@ pub struct Launch {
     /// The image's read-only ext4 root disk; empty with [`Launch::bundle`].
     #[serde(with = "os_bytes")]
     pub root_disk: PathBuf,
+    /// `isol run --initrd`: a complete initramfs booted as it is, its own `/init` PID 1
+    /// ([`Rootfs::Initrd`]); [`Launch::root_disk`] and [`Launch::init`] are then empty and
+    /// nothing of the workload's fields is used.
+    #[serde(default, with = "os_bytes_opt")]
+    pub initrd: Option<PathBuf>,
     /// `isol-runc` on kvm: the guest's root is an OCI bundle's root filesystem on one of
     /// [`Launch::shares`], instead of a root disk.
     #[serde(default)]
@@ -537,11 +542,12 @@ impl Launch {
         VmConfig {
             kernel: self.kernel.clone(),
             boot_protocol: BootProtocol::Auto,
-            rootfs: match self.bundle {
-                Some(_) => Rootfs::Empty,
-                None => Rootfs::Disk(self.root_disk.clone()),
+            rootfs: match (&self.initrd, &self.bundle) {
+                (Some(initrd), _) => Rootfs::Initrd(initrd.clone()),
+                (None, Some(_)) => Rootfs::Empty,
+                (None, None) => Rootfs::Disk(self.root_disk.clone()),
             },
-            init: Some(self.init.clone()),
+            init: self.initrd.is_none().then(|| self.init.clone()),
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
             spec: RunSpec {
@@ -584,9 +590,16 @@ impl Launch {
             timeout: self.timeout,
             extra_cmdline: Vec::new(),
             // The workload has its own ports; the kernel log must not mix with its stdout.
-            serial_output: SerialOutput::Stderr,
+            // A whole initramfs's init has only the serial console, on stdout.
+            serial_output: match self.initrd {
+                Some(_) => SerialOutput::Stdout,
+                None => SerialOutput::Stderr,
+            },
             forward_stdin: self.interactive,
-            stdio: GuestStdio::VirtioConsole,
+            stdio: match self.initrd {
+                Some(_) => GuestStdio::Serial,
+                None => GuestStdio::VirtioConsole,
+            },
             disks: self
                 .disks
                 .iter()
@@ -1157,6 +1170,7 @@ mod tests {
             kernel: PathBuf::from(OsString::from_vec(b"/k/vm\xfflinux".to_vec())),
             root_disk: "/store/vm-disks/abc.ext4".into(),
             bundle: None,
+            initrd: None,
             rlimits: Vec::new(),
             groups: None,
             init: "/usr/local/bin/isol-guest-init".into(),
@@ -1295,6 +1309,28 @@ mod tests {
         assert_eq!(cfg.spec.oci.umask, Some(0o077));
         assert_eq!(cfg.spec.oci.masked_paths, [b"/proc/kcore".to_vec()]);
         assert_eq!(cfg.spec.oci.readonly_paths, [b"/r\xffo".to_vec()]);
+    }
+
+    #[test]
+    fn an_initrd_launch_boots_that_archive_alone_on_the_serial_console() {
+        let l = Launch {
+            initrd: Some(PathBuf::from(OsString::from_vec(b"/i/ram\xfffs".to_vec()))),
+            root_disk: PathBuf::new(),
+            init: PathBuf::new(),
+            args: Vec::new(),
+            ..sample()
+        };
+        let back = Launch::decode(&l.encode()).unwrap();
+        assert_eq!(back, l);
+        let cfg = back.vm_config(None);
+        assert_eq!(cfg.rootfs, Rootfs::Initrd(l.initrd.clone().unwrap()));
+        assert_eq!(cfg.init, None);
+        assert_eq!(cfg.stdio, GuestStdio::Serial);
+        assert!(matches!(cfg.serial_output, SerialOutput::Stdout));
+        // Without one, a root disk as before.
+        let cfg = sample().vm_config(None);
+        assert_eq!(cfg.stdio, GuestStdio::VirtioConsole);
+        assert!(cfg.init.is_some());
     }
 
     #[test]

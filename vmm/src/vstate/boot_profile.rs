@@ -449,6 +449,10 @@ pub fn profile_path(cfg: &VmConfig) -> Option<PathBuf> {
     if let Some(init) = &cfg.init {
         let _ = identity(init, &mut h);
     }
+    if let crate::config::Rootfs::Initrd(initrd) = &cfg.rootfs {
+        // Its size places it in guest RAM.
+        let _ = identity(initrd, &mut h);
+    }
     format!("{:?}", cfg.boot_protocol).hash(&mut h);
     (cfg.memory_mib, cfg.vcpus, cfg.console, &cfg.extra_cmdline).hash(&mut h);
     format!("{:?} {:?}", cfg.stdio, cfg.rootfs).hash(&mut h);
