@@ -6,9 +6,10 @@
 # guarantees", has the latest figures.
 #
 #   tests/soak.sh [--backend container|kvm] [--runs N] [--kills N] [--concurrent N]
-#                 [--variants LIST] [--isol PATH]
+#                 [--variants LIST] [--isol PATH] [--timeout SECONDS]
 #
-# Defaults: container, 1000 runs, 200 killed, 100 concurrent, every variant, target/…/debug/isol.
+# Defaults: container, 1000 runs, 200 killed, 100 concurrent, every variant, target/…/debug/isol,
+# 120 s for each run (a hundred VMs at once on the lab's two emulated CPUs need more).
 # Runs take turns over the variants (a comma-separated LIST): `plain`; `volume`, a directory
 # shared read-only (-v DIR:/share:ro: a bind mount, or on kvm virtio-fs and a virtiofsd); `bridge`,
 # --network bridge (a veth, or on kvm a tap; the sequential ones also publish a port, -p: a DNAT
@@ -21,6 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 backend=container runs=1000 kills=200 concurrent=100 variants=plain,volume,bridge
 isol=target/x86_64-unknown-linux-gnu/debug/isol
+limit=120
 while [ $# -gt 0 ]; do
     case "$1" in
         --backend) backend=$2; shift 2 ;;
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
         --concurrent) concurrent=$2; shift 2 ;;
         --variants) variants=$2; shift 2 ;;
         --isol) isol=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --timeout) limit=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "soak.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -47,7 +50,7 @@ echo shared >"$share/file"
 export ISOL_HOME=$home
 failures=0
 fail() { echo "soak: FAIL: $*" >&2; failures=$((failures + 1)); }
-run() { timeout -k 5 120 "$isol" run --backend "$backend" "$@"; }
+run() { timeout -k 5 "$limit" "$isol" run --backend "$backend" "$@"; }
 # The options of run N's variant (-p only with `publish`: concurrent runs would share ports).
 variant() {
     case "${kinds[$(($1 % ${#kinds[@]}))]}" in
