@@ -7,6 +7,9 @@
 #   -n RUNS     executions per target (libFuzzer -runs=RUNS; default 10000000)
 #   -t SECONDS  also stop a target after this long (libFuzzer -max_total_time; default none)
 #   -j JOBS     targets fuzzed at once (default 1)
+#   RSS_LIMIT_MB (environment) libFuzzer's -rss_limit_mb (default 8192, not libFuzzer's 2048:
+#               ASan's runtime keeps ~200-700 bytes for every thread ever created, and the
+#               console's writer threads are two an execution: docs/fuzzing.md)
 #   TARGET      queue block console mmio net import oci_config seccomp_profile control
 #               (default: all)
 #
@@ -60,6 +63,7 @@ fuzz_one() {
     local start=$SECONDS
     local rc=0
     nice -n 19 "$BIN/$t" -runs="$RUNS" -max_total_time="$TIME" -print_final_stats=1 -timeout="${TIMEOUT:-10}" \
+        -rss_limit_mb="${RSS_LIMIT_MB:-8192}" \
         -artifact_prefix="artifacts/$t/" "scratch/$t" "corpus/$t" >"logs/$t.log" 2>&1 || rc=$?
     local execs
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo "?")
