@@ -135,6 +135,8 @@ echo "== lab: a 100 MiB stdout stream on both backends, byte for byte" >&2
 LAB_LIMIT=1200 lab "$(test_exe isol test:parity)" --test-threads=1 --exact a_100_mib_stdout_stream_arrives_whole
 echo "== lab: isol bench with every start subject (isol, crun, runc, QEMU microvm)" >&2
 lab "$(test_exe isol test:bench)" --test-threads=1 in_the_lab
+echo "== lab: isol bench's density, isol's microVMs beside QEMU microvm's" >&2
+lab "$(test_exe isol test:bench)" --test-threads=1 --exact lab_density_starts_isols_and_qemus_vms
 echo "== lab: cgroup v2, for real" >&2
 lab "$(test_exe isol-container lib:isol_container)" --test-threads=1 cgroups
 # The container suite runs on this host above; in the lab, the parts cgroup v2 changes.

@@ -2,11 +2,14 @@
 # Runs each cargo-fuzz target for N executions (default 10 000 000) on its corpus in
 # fuzz/corpus/<target>/ and prints the counts. See docs/fuzzing.md.
 #
-#   fuzz/run.sh [-n RUNS] [-t SECONDS] [-j JOBS] [TARGET...]
+#   fuzz/run.sh [-n RUNS] [-t SECONDS] [-j JOBS] [-s SANITIZER] [TARGET...]
 #
 #   -n RUNS     executions per target (libFuzzer -runs=RUNS; default 10000000)
 #   -t SECONDS  also stop a target after this long (libFuzzer -max_total_time; default none)
 #   -j JOBS     targets fuzzed at once (default 1)
+#   -s SANITIZER  cargo fuzz's sanitizer: address (default) or none (several times faster;
+#               Rust's own bounds, overflow and debug-assertion checks stay on; built into
+#               target-none/)
 #   RSS_LIMIT_MB (environment) libFuzzer's -rss_limit_mb (default 8192, not libFuzzer's 2048:
 #               ASan's runtime keeps ~200-700 bytes for every thread ever created, and the
 #               console's writer threads are two an execution: docs/fuzzing.md)
@@ -25,13 +28,15 @@ RUNS=10000000
 TIME=0
 JOBS=1
 MERGE=0
-while getopts "n:t:j:m" o; do
+SAN=address
+while getopts "n:t:j:s:m" o; do
     case $o in
         n) RUNS=$OPTARG ;;
         t) TIME=$OPTARG ;;
         j) JOBS=$OPTARG ;;
+        s) SAN=$OPTARG ;;
         m) MERGE=1 ;;
-        *) sed -n '2,20p' "$0"; exit 2 ;;
+        *) sed -n '2,23p' "$0"; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -41,8 +46,13 @@ TARGETS=("$@")
 export RUSTC_BOOTSTRAP=1
 # The import target writes temporary stores: keep them in memory.
 export TMPDIR=${TMPDIR:-/dev/shm}
-nice -n 19 cargo fuzz build -O
-BIN=target/x86_64-unknown-linux-gnu/release
+case $SAN in
+    address) TARGET_DIR=target ;;
+    none) TARGET_DIR=target-none ;;
+    *) echo "run.sh: -s takes address or none, not $SAN" >&2; exit 2 ;;
+esac
+nice -n 19 cargo fuzz build -O -s "$SAN" --target-dir "$TARGET_DIR"
+BIN=$TARGET_DIR/x86_64-unknown-linux-gnu/release
 mkdir -p logs
 
 if [ $MERGE = 1 ]; then

@@ -384,6 +384,75 @@ fn in_the_lab_every_start_subject_runs_and_both_vmms_memory_is_measured() {
     assert_eq!(bench_leftovers(), Vec::<String>::new());
 }
 
+/// In the lab: the density benchmark starts isol's microVMs and QEMU microvm's (booting the
+/// same guest, the workload's stdio on QEMU's own) side by side, gives each a rate per second
+/// per core and their ratio, and leaves no VM running.
+#[test]
+fn lab_density_starts_isols_and_qemus_vms() {
+    let Some(_g) = lab_test() else {
+        return;
+    };
+    let bench = Bench::run(
+        &[
+            "--runs",
+            "1",
+            "--quick",
+            "--benchmarks",
+            "density",
+            "--backends",
+            "kvm",
+            "--peers",
+            "qemu",
+        ],
+        &[],
+    );
+    let report = bench.json();
+    let d = report["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "density")
+        .expect("the density metric")
+        .clone();
+    check_metric(&d);
+    let series = d["series"].as_array().unwrap();
+    for name in ["isol-kvm×10", "qemu×10"] {
+        let s = series
+            .iter()
+            .find(|s| s["subject"] == name)
+            .unwrap_or_else(|| panic!("no {name} row: {d}"));
+        assert_eq!(s["status"], "ok", "{s}");
+        assert!(s["samples"][0].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert!(
+        d["ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["what"] == "isol-kvm×10 / qemu×10"),
+        "{d}"
+    );
+    let notes: Vec<&str> = d["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("QEMU") && n.contains("started per second per core")),
+        "{notes:?}"
+    );
+    // Run through its staged dynamic loader: the name is not first on its command line.
+    let qemus: Vec<String> = processes("")
+        .into_iter()
+        .filter(|c| c.contains("qemu-system"))
+        .collect();
+    assert_eq!(qemus, Vec::<String>::new());
+    assert_eq!(bench_leftovers(), Vec::<String>::new());
+}
+
 /// The `ctr-run` benchmark's subjects, by name.
 fn ctr_run_subjects(report: &Value) -> Vec<Value> {
     let b = report["benchmarks"]
@@ -604,7 +673,7 @@ fn check_metric(m: &Value) {
 #[test]
 fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
     let _g = root_test();
-    let bench = Bench::quick_container("memory,cpu,syscall,io,net,shared", &[]);
+    let bench = Bench::quick_container("memory,density,cpu,syscall,io,net,shared", &[]);
     let report = bench.json();
     assert!(report["benchmarks"].as_array().unwrap().is_empty());
     let metrics = report["metrics"].as_array().unwrap();
@@ -612,6 +681,7 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
     for want in [
         "memory",
         "memory-growth",
+        "density",
         "cpu",
         "syscall",
         "io-seq-write",
@@ -650,6 +720,17 @@ fn the_workload_benchmarks_have_samples_from_every_backend_they_claim() {
             // The host sends: its row is a marked skip saying so.
             let h = get("host").unwrap_or_else(|| panic!("{id}: no host row"));
             assert_eq!(h["status"], "skipped", "{id}: {h}");
+        } else if id == "density" {
+            // No host row; QEMU, the kvm side's peer, is a marked skip without the kvm side.
+            let q = get("qemu").unwrap_or_else(|| panic!("{id}: no qemu row"));
+            assert_eq!(q["status"], "skipped", "{id}: {q}");
+            assert!(
+                q["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("kvm backend was not measured"),
+                "{q}"
+            );
         } else if !id.starts_with("memory-growth") {
             let h = get("host").unwrap_or_else(|| panic!("{id}: no host reference"));
             assert_eq!(h["status"], "ok", "{id}: {h}");

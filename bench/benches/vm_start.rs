@@ -399,6 +399,7 @@ fn real_main() -> Res<()> {
             memory_mib,
             cmdline,
             end,
+            stdio: false,
         })
     };
     if wanted("qemu-disk") {
@@ -452,6 +453,7 @@ fn real_main() -> Res<()> {
             memory_mib,
             cmdline: &guest_t,
             end: QemuEnd::Reset,
+            stdio: false,
         })
     };
     let fc_config = |initrd: &Path, name: &str| -> Res<PathBuf> {

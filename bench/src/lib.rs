@@ -660,7 +660,7 @@ fn bench(
         };
         benchmarks.push(cri);
     }
-    let Some(more) = workload_metrics(args, &setup, &sides, &selected, runs, kvm_env)? else {
+    let Some(more) = workload_metrics(args, &mut setup, &sides, &selected, runs, kvm_env)? else {
         return Ok(None);
     };
     metrics.extend(more);
@@ -1035,12 +1035,18 @@ fn memory_plan(
 /// the host; `None` when cancelled.
 fn workload_metrics(
     args: &BenchOptions,
-    setup: &Setup,
+    setup: &mut Setup,
     sides: &Sides,
     selected: &[Benchmark],
     runs: u32,
     kvm_env: &KvmEnv,
 ) -> Result<Option<Vec<metrics::Metric>>, BenchError> {
+    // QEMU microvm beside isol's microVMs in the density benchmark.
+    let mut peers = Vec::new();
+    if selected.contains(&Benchmark::Density) && dedup(&args.peers).contains(&Peer::Qemu) {
+        peers.push(qemu_density_peer(setup));
+    }
+    let setup = &*setup;
     let runners = runners(setup, sides)?;
     let work_runs = runs.min(if args.quick { 2 } else { 10 });
     let sizes = Sizes::new(args.quick);
@@ -1062,7 +1068,7 @@ fn workload_metrics(
     let want = |b: Benchmark| selected.contains(&b);
     if want(Benchmark::Memory) || want(Benchmark::Density) {
         let plan = memory_plan(args, runs, work_runs, want(Benchmark::Density), kvm_env);
-        match workloads::memory_metrics(&runners, &plan, &setup.work.0, &progress) {
+        match workloads::memory_metrics(&runners, &mut peers, &plan, &setup.work.0, &progress) {
             Some(ms) => metrics.extend(ms.into_iter().filter(|m| {
                 (m.benchmark == "memory" && want(Benchmark::Memory)) || m.benchmark == "density"
             })),
@@ -1231,6 +1237,32 @@ fn peer_slot(peer: Peer, setup: &mut Setup) -> Slot {
     ) {
         Ok(p) => Slot::ready(Box::new(p)),
         Err(e) => Slot::skipped(name, version, e),
+    }
+}
+
+/// QEMU `-M microvm` as a density subject: its idle instances boot the guest isol's kvm
+/// backend boots with the workload's stdio on QEMU's own; skipped as [`qemu_slot`] says.
+fn qemu_density_peer(setup: &mut Setup) -> workloads::DensityPeer {
+    let slot = qemu_slot(setup);
+    let skipped = slot
+        .subject
+        .is_none()
+        .then(|| slot.error.clone().unwrap_or_default());
+    let mut subject = slot.subject;
+    workloads::DensityPeer {
+        subject: slot.info.name,
+        label: slot.info.label,
+        skipped,
+        command: Box::new(move |script| {
+            let w = subjects::Workload {
+                args: vec!["sh".into(), "-c".into(), script.into()],
+                expect: 0,
+            };
+            subject
+                .as_mut()
+                .and_then(|s| s.stdio_command(&w))
+                .unwrap_or_else(|| Err("QEMU is not set up".into()))
+        }),
     }
 }
 

@@ -166,6 +166,10 @@ pub struct Microvm<'a> {
     /// Where the run ends (either way `-no-reboot` ends it, with status 0, should the
     /// guest reset first).
     pub end: QemuEnd,
+    /// The console's ports on QEMU's own stdin, stdout and stderr, as isol gives a workload
+    /// its stdio (the serial console then goes nowhere); otherwise the ports are `null`
+    /// chardevs (the workload reads end-of-file) and the serial console is stdout.
+    pub stdio: bool,
 }
 
 fn copy_into(from: &Path, dir: &Path) -> Result<PathBuf, QemuError> {
@@ -211,7 +215,7 @@ impl Qemu {
             "-display",
             "none",
             "-serial",
-            "stdio",
+            if vm.stdio { "null" } else { "stdio" },
             "-no-reboot",
         ]);
         if let Some(disk) = vm.disk {
@@ -226,7 +230,7 @@ impl Qemu {
                 "virtio-serial-device,max_ports=4",
             ]);
             for (i, name) in STDIO_PORTS.iter().enumerate() {
-                c.args(["-chardev", &format!("null,id=p{i}")]).args([
+                c.args(["-chardev", &port_chardev(i, vm.stdio)]).args([
                     "-device",
                     &format!("virtserialport,chardev=p{i},name={name}"),
                 ]);
@@ -250,6 +254,19 @@ impl Qemu {
             .arg("-append")
             .arg(vm.cmdline);
         c
+    }
+}
+
+/// The chardev behind console port `i` (stdin, stdout, stderr). With `stdio`: port 0 is
+/// QEMU's stdin (the `stdio` chardev: its end-of-file closes the port, and the guest's read
+/// returns end-of-file, as with isol), ports 1 and 2 write to QEMU's stdout and stderr
+/// (`/proc/self/fd/N`: a pipe reopened). Without: `null` (no host side; the guest reads
+/// end-of-file at once).
+fn port_chardev(i: usize, stdio: bool) -> String {
+    match (stdio, i) {
+        (false, _) => format!("null,id=p{i}"),
+        (true, 0) => format!("stdio,id=p{i},signal=off"),
+        (true, fd) => format!("file,id=p{i},path=/proc/self/fd/{fd}"),
     }
 }
 
@@ -481,6 +498,16 @@ mod tests {
         let e = check_guest(ExitStatus::from_raw(1 << 8), mounted, 42).unwrap_err();
         assert!(e.contains("exit status 42"), "{e}");
         assert!(check_guest(ExitStatus::from_raw(1 << 8), "no disk\n", 0).is_err());
+    }
+
+    #[test]
+    fn stdio_ports_are_qemus_own_stdin_stdout_and_stderr() {
+        assert_eq!(port_chardev(0, true), "stdio,id=p0,signal=off");
+        assert_eq!(port_chardev(1, true), "file,id=p1,path=/proc/self/fd/1");
+        assert_eq!(port_chardev(2, true), "file,id=p2,path=/proc/self/fd/2");
+        for i in 0..3 {
+            assert_eq!(port_chardev(i, false), format!("null,id=p{i}"));
+        }
     }
 
     #[test]

@@ -74,6 +74,11 @@ pub trait Subject {
     fn vm_command(&mut self, _w: &Workload) -> Option<Result<Command, String>> {
         None
     }
+    /// For peer VMMs: the command that runs `w` with its stdin, stdout and stderr on the
+    /// command's own, as `isol run -i` gives them (the density benchmark's idle instances).
+    fn stdio_command(&mut self, _w: &Workload) -> Option<Result<Command, String>> {
+        None
+    }
 }
 
 /// Guest RAM of both VMMs in the start benchmark: isol's kvm default.
@@ -713,6 +718,11 @@ impl QemuPeer {
     }
 
     fn command(&mut self, w: &Workload, verify: bool) -> Result<Command, String> {
+        self.command_with(w, verify, false)
+    }
+
+    /// [`QemuPeer::command`]; `stdio` puts the workload's stdio on QEMU's own.
+    fn command_with(&mut self, w: &Workload, verify: bool, stdio: bool) -> Result<Command, String> {
         let initrd = self.initrd(w)?;
         let cmdline = qemu_microvm::cmdline(verify).map_err(|e| e.to_string())?;
         Ok(self.qemu.command(&Microvm {
@@ -726,6 +736,7 @@ impl QemuPeer {
             } else {
                 QemuEnd::PowerOff
             },
+            stdio,
         }))
     }
 }
@@ -773,6 +784,10 @@ impl Subject for QemuPeer {
 
     fn vm_command(&mut self, w: &Workload) -> Option<Result<Command, String>> {
         Some(self.command(w, false))
+    }
+
+    fn stdio_command(&mut self, w: &Workload) -> Option<Result<Command, String>> {
+        Some(self.command_with(w, false, true))
     }
 }
 

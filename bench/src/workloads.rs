@@ -1186,17 +1186,17 @@ fn start_idle(
     start_idle_with(r, n, work, measure, Devices::default())
 }
 
-/// [`start_idle`] with `devices`.
-fn start_idle_with(
-    r: &Runner,
+/// Spawns `n` instances from `command` back to back (stderr to `<work>/idle-SUBJECT-I.err`)
+/// and waits, under one deadline, until each printed `ready`. Returns the milliseconds from
+/// the first spawn until the last was ready, the instances (to measure and close), and
+/// whether all got ready.
+fn launch_idle(
     n: u32,
     work: &Path,
-    measure: bool,
-    devices: Devices,
-) -> Result<(f64, Vec<Idle>, f64), String> {
-    let before = mem_available_mib().unwrap_or(0.0);
+    subject: &str,
+    mut command: impl FnMut() -> Result<Command, String>,
+) -> (f64, Vec<Instance>, Result<(), String>) {
     let t0 = Instant::now();
-    let script = idle_script();
     let mut insts = Vec::new();
     let mut res = Ok(());
     for i in 0..n {
@@ -1204,9 +1204,8 @@ fn start_idle_with(
             res = Err("cancelled".into());
             break;
         }
-        let errf = work.join(format!("idle-{}-{i}.err", r.subject()));
-        let mut cmd = r.command_with(&script, true, devices.bridge, devices.share);
-        match Instance::spawn_with(&mut cmd, Some(errf)) {
+        let errf = work.join(format!("idle-{subject}-{i}.err"));
+        match command().and_then(|mut cmd| Instance::spawn_with(&mut cmd, Some(errf))) {
             Ok(x) => insts.push(x),
             Err(e) => {
                 res = Err(e);
@@ -1233,7 +1232,56 @@ fn start_idle_with(
             });
         }
     }
-    let elapsed = t0.elapsed().as_secs_f64() * 1e3;
+    (t0.elapsed().as_secs_f64() * 1e3, insts, res)
+}
+
+/// A peer VMM among the density benchmark's subjects (QEMU microvm): its report name and
+/// label, and what starts one idle instance of `sh -c SCRIPT` (the script's argument) with
+/// the workload's stdio on the command's own.
+pub struct DensityPeer {
+    pub subject: String,
+    pub label: String,
+    /// Why it is not measured (not installed, no kvm side), if it is not.
+    pub skipped: Option<String>,
+    pub command: IdleCommand,
+}
+
+/// What starts one idle instance of `sh -c SCRIPT`, given the script.
+pub type IdleCommand = Box<dyn FnMut(&str) -> Result<Command, String>>;
+
+/// `n` idle instances of `peer` started at once: the milliseconds until all were ready; each
+/// is closed (its stdin) and must end.
+fn start_idle_peer(peer: &mut DensityPeer, n: u32, work: &Path) -> Result<f64, String> {
+    let script = idle_script();
+    let (elapsed, insts, res) = launch_idle(n, work, &peer.subject, || (peer.command)(&script));
+    let closed = close_all(insts, close_time());
+    both(res, closed).map(|()| elapsed)
+}
+
+/// A run's result and its instances' closing: an instance that does not end when its stdin
+/// closes fails the measurement too.
+fn both(res: Result<(), String>, closed: Result<(), String>) -> Result<(), String> {
+    match (res, closed) {
+        (Err(e), Err(c)) => Err(format!("{e}; {c}")),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(()), Err(c)) => Err(c),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// [`start_idle`] with `devices`.
+fn start_idle_with(
+    r: &Runner,
+    n: u32,
+    work: &Path,
+    measure: bool,
+    devices: Devices,
+) -> Result<(f64, Vec<Idle>, f64), String> {
+    let before = mem_available_mib().unwrap_or(0.0);
+    let script = idle_script();
+    let (elapsed, insts, res) = launch_idle(n, work, r.subject(), || {
+        Ok(r.command_with(&script, true, devices.bridge, devices.share))
+    });
     let mut mems = Vec::new();
     let mut drop_mib = 0.0;
     if res.is_ok() && measure {
@@ -1282,14 +1330,7 @@ fn start_idle_with(
         }
     }
     let closed = close_all(insts, close_time());
-    // An instance that does not end when its stdin closes fails the measurement too.
-    let res = match (res, closed) {
-        (Err(e), Err(c)) => Err(format!("{e}; {c}")),
-        (Err(e), Ok(())) => Err(e),
-        (Ok(()), Err(c)) => Err(c),
-        (Ok(()), Ok(())) => Ok(()),
-    };
-    res.map(|()| (elapsed, mems, drop_mib))
+    both(res, closed).map(|()| (elapsed, mems, drop_mib))
 }
 
 /// Memory overhead of one idle instance, its growth with N, and start-up density.
@@ -1304,8 +1345,95 @@ pub struct MemoryPlan {
     pub kvm_density_max: Option<(u32, &'static str)>,
 }
 
+/// One row group of the density table: a subject, whether it is a VM (for the lab's bound
+/// on VMs started at once), and its per-instance memory in MiB where known (for the budget).
+struct DensitySubject<'a> {
+    subject: &'a str,
+    label: &'a str,
+    vm: bool,
+    per_mib: Option<f64>,
+}
+
+/// The density series of `d`, one per N of the plan: `start(n)` starts n instances at once
+/// and returns the milliseconds until all were ready. An N over the lab's bound or over half
+/// of the `avail` MiB is skipped, and after a failure larger N are not tried. `None` when
+/// cancelled.
+fn density_series(
+    d: &DensitySubject<'_>,
+    plan: &MemoryPlan,
+    avail: f64,
+    progress: Progress,
+    mut start: impl FnMut(u32) -> Result<f64, String>,
+) -> Option<Vec<Series>> {
+    let mut series = Vec::new();
+    let mut failed: Option<String> = None;
+    for &n in &plan.density {
+        let mut s = Series::new(&format!("{}×{n}", d.subject), &format!("{} ×{n}", d.label));
+        if let Some(why) = &failed {
+            series.push(Series::skipped(&s.subject, &s.label, why.clone()));
+            continue;
+        }
+        if let (true, Some((max, why))) = (d.vm, plan.kvm_density_max)
+            && n > max
+        {
+            series.push(Series::skipped(&s.subject, &s.label, why.to_string()));
+            continue;
+        }
+        if let Some(p) = d.per_mib
+            && p * f64::from(n) > avail * 0.5
+        {
+            series.push(Series::skipped(
+                &s.subject,
+                &s.label,
+                format!("{n} × {p:.1} MiB would exceed half of the {avail:.0} MiB available"),
+            ));
+            continue;
+        }
+        for round in 0..plan.density_runs {
+            progress(format!(
+                "density: {} ×{n}, {}/{}",
+                d.label,
+                round + 1,
+                plan.density_runs
+            ));
+            let res = start(n);
+            if cancel::cancelled() {
+                return None;
+            }
+            match res {
+                Ok(ms) => s.push(ms),
+                Err(e) => {
+                    failed = Some(format!("not tried: ×{n} failed ({e})"));
+                    s.fail(e);
+                    break;
+                }
+            }
+        }
+        series.push(s);
+    }
+    Some(series)
+}
+
+/// The RSS in MiB of one idle instance of `peer` (a VMM: guest RAM included), 300 ms after
+/// it was ready.
+fn peer_idle_rss(peer: &mut DensityPeer, work: &Path) -> Result<f64, String> {
+    let script = idle_script();
+    let (_, insts, res) = launch_idle(1, work, &peer.subject, || (peer.command)(&script));
+    let rss = res.and_then(|()| {
+        std::thread::sleep(Duration::from_millis(300));
+        insts
+            .first()
+            .and_then(|i| proc_mem(i.pid()))
+            .map(|(rss, _)| rss)
+            .ok_or_else(|| "no memory reading".to_string())
+    });
+    let closed = close_all(insts, close_time());
+    both(rss.as_ref().map(|_| ()).map_err(Clone::clone), closed).and(rss)
+}
+
 pub fn memory_metrics(
     runners: &[Runner],
+    peers: &mut [DensityPeer],
     plan: &MemoryPlan,
     work: &Path,
     progress: Progress,
@@ -1451,63 +1579,23 @@ pub fn memory_metrics(
         let avail = mem_available_mib().unwrap_or(0.0);
         let mut series = Vec::new();
         let mut notes = Vec::new();
+        let base = base_of(&out);
         for r in runners.iter().filter(|r| !matches!(r, Runner::Host { .. })) {
             let per = out
                 .iter()
                 .find(|m| m.id == "memory")
                 .and_then(|m| m.series.iter().find(|s| s.subject == r.subject()))
                 .and_then(|s| s.summary)
-                .map(|s| s.median + base_of(&out));
-            let mut failed: Option<String> = None;
-            for &n in &plan.density {
-                let mut s = Series::new(
-                    &format!("{}×{n}", r.subject()),
-                    &format!("{} ×{n}", r.label()),
-                );
-                if let Some(why) = &failed {
-                    series.push(Series::skipped(&s.subject, &s.label, why.clone()));
-                    continue;
-                }
-                if let (true, Some((max, why))) = (r.is_kvm(), plan.kvm_density_max)
-                    && n > max
-                {
-                    series.push(Series::skipped(&s.subject, &s.label, why.to_string()));
-                    continue;
-                }
-                if let Some(p) = per
-                    && p * f64::from(n) > avail * 0.5
-                {
-                    series.push(Series::skipped(
-                        &s.subject,
-                        &s.label,
-                        format!(
-                            "{n} × {p:.1} MiB would exceed half of the {avail:.0} MiB available"
-                        ),
-                    ));
-                    continue;
-                }
-                for round in 0..plan.density_runs {
-                    progress(format!(
-                        "density: {} ×{n}, {}/{}",
-                        r.label(),
-                        round + 1,
-                        plan.density_runs
-                    ));
-                    let res = start_idle(r, n, work, false);
-                    if cancel::cancelled() {
-                        return None;
-                    }
-                    match res {
-                        Ok((ms, _, _)) => s.push(ms),
-                        Err(e) => {
-                            failed = Some(format!("not tried: ×{n} failed ({e})"));
-                            s.fail(e);
-                            break;
-                        }
-                    }
-                }
-                series.push(s);
-            }
+                .map(|s| s.median + base);
+            let subject = DensitySubject {
+                subject: r.subject(),
+                label: r.label(),
+                vm: r.is_kvm(),
+                per_mib: per,
+            };
+            series.extend(density_series(&subject, plan, avail, progress, |n| {
+                start_idle(r, n, work, false).map(|(ms, _, _)| ms)
+            })?);
             if let Some(p) = per.filter(|p| *p > 0.0) {
                 notes.push(format!(
                     "{}: a memory budget of {avail:.0} MiB (MemAvailable when density started) fits about {} idle instances at {p:.2} MiB each — computed from the measured per-instance memory (runtime RSS + cgroup), not measured",
@@ -1516,12 +1604,48 @@ pub fn memory_metrics(
                 ));
             }
         }
+        for peer in peers.iter_mut() {
+            let (name, label) = (peer.subject.clone(), peer.label.clone());
+            let row = |n: &u32| (format!("{name}×{n}"), format!("{label} ×{n}"));
+            if let Some(why) = &peer.skipped {
+                series.extend(plan.density.iter().map(|n| {
+                    let (s, l) = row(n);
+                    Series::skipped(&s, &l, why.clone())
+                }));
+                continue;
+            }
+            // What one idle instance of the peer holds (its RSS, guest RAM included), for
+            // the budget: measured once here.
+            progress(format!("density: {label}, one idle instance's memory"));
+            match peer_idle_rss(peer, work) {
+                Err(e) => series.extend(plan.density.iter().map(|n| {
+                    let (s, l) = row(n);
+                    let mut s = Series::new(&s, &l);
+                    s.fail(format!("one idle instance: {e}"));
+                    s
+                })),
+                Ok(per) => {
+                    let subject = DensitySubject {
+                        subject: &name,
+                        label: &label,
+                        vm: true,
+                        per_mib: Some(per),
+                    };
+                    series.extend(density_series(&subject, plan, avail, progress, |n| {
+                        start_idle_peer(peer, n, work)
+                    })?);
+                    notes.push(format!(
+                        "{label}: one idle instance holds {per:.1} MiB (QEMU's RSS, guest RAM included), for the budget"
+                    ));
+                }
+            }
+        }
         let mut m = Metric {
             id: "density".into(),
             benchmark: "density",
             title: "Density: N instances started at once until all run".into(),
             method: format!(
-                "N idle instances (`sh -c '{IDLE}'`) spawned back to back; the time from the first spawn until every one printed `ready` (all are running), for N = {}; {} round(s) each. N is skipped when N × the per-instance memory would exceed half of MemAvailable. The notes give it as a rate: N / that time / the machine's online CPUs, instances started per second per core. {WAITS}",
+                "N idle instances (`sh -c '{IDLE}'`) spawned back to back; the time from the first spawn until every one printed `ready` (all are running), for N = {}; {} round(s) each. A peer VMM (QEMU microvm) boots the guest isol's kvm backend boots (its kernel, root disk and guest init, 128 MiB, 1 vCPU) with the console's ports on its own stdin, stdout and stderr. N is skipped when N × the per-instance memory would exceed half of MemAvailable. The notes give it as a rate: N / that time / the machine's online CPUs, instances started per second per core. {WAITS}",
                 plan.density
                     .iter()
                     .map(u32::to_string)
@@ -1535,10 +1659,15 @@ pub fn memory_metrics(
             ratios: Vec::new(),
             notes,
         };
+        // isol's microVMs against its containers, and against each peer VMM's.
         let pairs: Vec<(String, String)> = plan
             .density
             .iter()
-            .map(|n| (format!("isol-kvm×{n}"), format!("isol-container×{n}")))
+            .flat_map(|n| {
+                std::iter::once(("isol-container".to_string(), n))
+                    .chain(peers.iter().map(move |p| (p.subject.clone(), n)))
+                    .map(move |(den, n)| (format!("isol-kvm×{n}"), format!("{den}×{n}")))
+            })
             .collect();
         let refs: Vec<(&str, &str)> = pairs
             .iter()
