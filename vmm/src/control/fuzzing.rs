@@ -291,13 +291,21 @@ impl Guest {
     }
 }
 
-/// A payload of `len` bytes: the input's next bytes, repeated.
+/// A payload of `len` bytes: the input's next bytes, repeated. Made by doubling (a dozen
+/// copies for 64 KiB): byte by byte, every byte an instrumented compare, it took 80 % of the
+/// fuzzer's time.
 fn payload(inp: &mut Input, len: usize) -> Vec<u8> {
     let seed = inp.bytes(8);
     if seed.is_empty() {
         return vec![b'x'; len];
     }
-    seed.iter().copied().cycle().take(len).collect()
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&seed[..seed.len().min(len)]);
+    while v.len() < len {
+        let n = v.len().min(len - v.len());
+        v.extend_from_within(..n);
+    }
+    v
 }
 
 /// A well-formed frame a guest could send (or, with the kind's high bit, any kind).
@@ -464,4 +472,25 @@ pub fn channel(data: &[u8]) {
     }
     ch.finish(&mut buf);
     check(&ch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_its_seed_repeated() {
+        for seed_len in [0, 1, 3, 8] {
+            let seed: Vec<u8> = (1..=seed_len).collect();
+            for len in [0, 1, 2, 7, 8, 9, 17, 1000, MAX_PAYLOAD] {
+                let got = payload(&mut Input(&seed), len);
+                let want: Vec<u8> = if seed.is_empty() {
+                    vec![b'x'; len]
+                } else {
+                    seed.iter().copied().cycle().take(len).collect()
+                };
+                assert_eq!(got, want, "seed {seed_len}, len {len}");
+            }
+        }
+    }
 }
