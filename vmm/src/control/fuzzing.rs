@@ -83,6 +83,15 @@ struct Guest {
     decoder: Decoder,
     /// Streams the guest heard START for, and their stdin bytes not acknowledged back.
     streams: Vec<(u32, usize)>,
+    /// What the guest sent the channel, decoded as the channel decodes it: its ACKs.
+    sent: Decoder,
+    /// Streams whose stdin the guest acknowledged past what it heard (a fuzzed ACK, perhaps
+    /// before it heard the stream's START): the channel counts the window by the guest's
+    /// ACKs, so their end-to-end window is not checked any more (the channel's own count, in
+    /// [`check`], still is), as for a client ([`Peer::over_acked`]).
+    over_acked: Vec<u32>,
+    /// The guest sent what does not decode: no stream's window is checked any more.
+    garbled: bool,
 }
 
 /// Sends what the socket takes of `bytes`, the channel turning meanwhile; gives up (the
@@ -273,21 +282,41 @@ impl Guest {
             if kind == KIND_STDIN {
                 self.streams[i].1 += len;
                 assert!(
-                    self.streams[i].1 <= WINDOW,
+                    self.garbled
+                        || self.over_acked.contains(&stream)
+                        || self.streams[i].1 <= WINDOW,
                     "the guest got past a stdin window"
                 );
             }
         }
         let mut out = Vec::new();
         if ack {
-            for (s, n) in &mut self.streams {
+            // Counted off when sent ([`Guest::sent`]).
+            for (s, n) in &self.streams {
                 if *n > 0 {
                     Frame::new(*s, KIND_ACK, (*n as u32).to_le_bytes()).encode_into(&mut out);
-                    *n = 0;
                 }
             }
         }
         out
+    }
+
+    /// Accounts for `bytes` the guest sent: each ACK in them counts off the stdin its stream
+    /// heard; one for more than that, or for a stream it never heard START for, ends the check
+    /// of that stream's window ([`Guest::over_acked`]).
+    fn sent(&mut self, bytes: &[u8]) {
+        let mut frames = Vec::new();
+        if self.sent.push(bytes, &mut frames).is_err() {
+            self.garbled = true;
+            return;
+        }
+        for f in frames.into_iter().filter(|f| f.kind == KIND_ACK) {
+            let known = self.streams.iter_mut().find(|(s, _)| *s == f.stream);
+            match (f.u32(), known) {
+                (Ok(n), Some((_, heard))) if n as usize <= *heard => *heard -= n as usize,
+                _ => self.over_acked.push(f.stream),
+            }
+        }
     }
 }
 
@@ -388,6 +417,9 @@ pub fn channel(data: &[u8]) {
         sock: Some(theirs),
         decoder: Decoder::new(),
         streams: Vec::new(),
+        sent: Decoder::new(),
+        over_acked: Vec::new(),
+        garbled: false,
     };
     let mut peers: Vec<Peer> = Vec::new();
     for _ in 0..MAX_STEPS {
@@ -422,7 +454,8 @@ pub fn channel(data: &[u8]) {
                     inp.bytes(n).to_vec()
                 };
                 if let Some(fd) = guest.sock.as_ref().map(AsRawFd::as_raw_fd) {
-                    send(&mut ch, &stop, &mut buf, fd, &bytes);
+                    let n = send(&mut ch, &stop, &mut buf, fd, &bytes);
+                    guest.sent(&bytes[..n]);
                 }
             }
             3 | 4 => {
@@ -456,7 +489,8 @@ pub fn channel(data: &[u8]) {
             7 => {
                 let ack = guest.read(flag);
                 if let Some(fd) = guest.sock.as_ref().map(AsRawFd::as_raw_fd) {
-                    send(&mut ch, &stop, &mut buf, fd, &ack);
+                    let n = send(&mut ch, &stop, &mut buf, fd, &ack);
+                    guest.sent(&ack[..n]);
                 }
             }
             8 if flag => guest.sock = None,
